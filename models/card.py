@@ -1,0 +1,130 @@
+"""The model card: everything needed to preprocess, run and judge an exported model.
+
+Torch-free on purpose: the inference service reads cards to preprocess exactly as training
+did, and must never import torch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CARD_FILE = "card.json"
+ONNX_FILE = "model.onnx"
+CARD_SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """How a decoded scan becomes the network's input tensor (N, C, size, size)."""
+
+    size: int = Field(gt=0, description="Square side the scan is resized to, in pixels.")
+    channels: Literal[1, 3] = Field(description="1: grayscale input; 3: gray replicated to RGB.")
+    mean: tuple[float, ...] = Field(
+        description="Per-channel mean subtracted after scaling to [0, 1]."
+    )
+    std: tuple[float, ...] = Field(description="Per-channel std divided by after the mean.")
+    resize: Literal["bilinear"] = "bilinear"
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+
+
+class OutputSpec(_Strict):
+    """Names of the ONNX graph's inputs and outputs."""
+
+    input: str = "image"
+    probabilities: str = "probabilities"
+    logits: str = "logits"
+    cam: str | None = Field(
+        default="cam",
+        description=(
+            "Class activation maps (N, classes, h, w): the head applied at every position of the"
+            " last feature map, before pooling. None when the graph has no such output."
+        ),
+    )
+
+
+class DecisionThreshold(_Strict):
+    """Operating point for binary tasks, chosen on validation."""
+
+    positive_class: str
+    value: float = Field(ge=0.0, le=1.0, description="Predict positive when P(positive) >= value.")
+    rule: Literal["youden", "sensitivity", "specificity"] = "youden"
+    target: float | None = Field(default=None, description="Target for sensitivity/specificity.")
+    sensitivity: float | None = None
+    specificity: float | None = None
+
+
+class Calibration(_Strict):
+    temperature: float = Field(gt=0.0)
+    applied_in_graph: bool = Field(
+        description="True when `probabilities` already divides logits by the temperature."
+    )
+    ece_before: float | None = None
+    ece_after: float | None = None
+
+
+class Parity(_Strict):
+    max_abs_diff: float
+    images: int
+    tolerance: float
+
+
+class DatasetInfo(_Strict):
+    uri: str
+    format: str
+    sha256: str
+    class_counts: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Per split ('train', 'val'), images per class."
+    )
+
+
+class TrainingInfo(_Strict):
+    seconds: float
+    device: str
+    hardware: str
+    epochs_run: int
+    best_epoch: int
+    seed: int
+
+
+class ModelCard(_Strict):
+    """Typed card written next to model.onnx; written last when a version is published."""
+
+    schema_version: int = CARD_SCHEMA_VERSION
+    name: str
+    version: int | None = Field(default=None, description="Set by the registry on publish.")
+    task: Literal["classification"] = "classification"
+    classes: tuple[str, ...] = Field(min_length=2)
+    input: InputSpec
+    outputs: OutputSpec = OutputSpec()
+    base_model: str
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    dataset: DatasetInfo
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    calibration: Calibration
+    threshold: DecisionThreshold | None = None
+    parity: Parity
+    training: TrainingInfo
+    packages: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    onnx_file: str = ONNX_FILE
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict, description="Job id, parent version, source of pretrained weights."
+    )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelCard:
+        return cls.model_validate_json(text)
+
+    def with_version(self, version: int) -> ModelCard:
+        return self.model_copy(update={"version": version})

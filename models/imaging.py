@@ -1,0 +1,224 @@
+"""Decoding and preprocessing of scans, shared by training and inference.
+
+Torch-free (numpy, Pillow, pydicom) so the inference service preprocesses with exactly the code
+the trainer used. A decoded scan is a float32 array in [0, 1], shaped (H, W) for grayscale or
+(H, W, 3) for colour; `to_model_input` turns it into the (C, size, size) tensor a card describes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from models.card import InputSpec
+
+ImageFormat = Literal["png", "jpeg", "dicom"]
+
+MAX_PIXELS = 64_000_000
+"""Largest scan accepted (pixels); bigger files are refused rather than exhausting memory."""
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+
+
+class ImageDecodeError(ValueError):
+    """A file is not a decodable scan; says which file and why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def detect_format(data: bytes) -> ImageFormat | None:
+    """The format from the file's magic bytes, or None when it is none we read."""
+    if data.startswith(_PNG_MAGIC):
+        return "png"
+    if data.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def decode(data: bytes, name: str = "<upload>") -> np.ndarray:
+    """Decode PNG (8/16-bit), JPEG or DICOM bytes to a float32 array in [0, 1]."""
+    fmt = detect_format(data)
+    if fmt is None:
+        raise ImageDecodeError(name, "not a PNG, JPEG or DICOM file")
+    if fmt == "dicom":
+        return _decode_dicom(data, name)
+    return _decode_pil(data, name)
+
+
+def read_file(path: str | Path) -> np.ndarray:
+    """Decode the scan stored at `path`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(str(path), f"cannot read file ({exc.strerror})") from exc
+    return decode(data, str(path))
+
+
+def _decode_pil(data: bytes, name: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageDecodeError(name, f"image of {image.width}x{image.height} is too large")
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(name, f"cannot decode image ({exc})") from exc
+    return _pil_to_float(image)
+
+
+def _pil_to_float(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit PNGs open as I;16 (or I); full scale is the 16-bit range.
+        return np.asarray(image, dtype=np.float32).clip(0, 65535) / np.float32(65535.0)
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32).clip(0.0, 1.0)
+    if mode in ("1", "L", "LA", "P", "PA") and _is_gray_palette(image):
+        image = image.convert("L")
+    elif mode != "L":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.float32) / np.float32(255.0)
+
+
+def _is_gray_palette(image: Image.Image) -> bool:
+    if image.mode not in ("P", "PA"):
+        return True
+    palette = image.getpalette() or []
+    triples = np.asarray(palette[: len(palette) - len(palette) % 3]).reshape(-1, 3)
+    return bool(np.all(triples == triples[:, :1]))
+
+
+def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as exc:
+        raise ImageDecodeError(name, f"cannot parse DICOM ({exc})") from exc
+    if "PixelData" not in ds:
+        raise ImageDecodeError(name, "DICOM file has no pixel data")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * cols > MAX_PIXELS:
+        raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
+        raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from exc
+    if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1:
+        pixels = pixels[0]  # multi-frame: the first frame
+    if pixels.ndim != 2:
+        raise ImageDecodeError(
+            name, f"DICOM pixel data of shape {pixels.shape} is not one 2-D scan"
+        )
+    return _dicom_to_unit(ds, pixels)
+
+
+def _dicom_to_unit(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
+    """Modality LUT (rescale), then the VOI window or LUT, then MONOCHROME1 inversion."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    center, width = _first_window(ds)
+    if center is not None and width is not None and width >= 1:
+        # DICOM PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
+        unit = ((values - (center - 0.5)) / (width - 1.0) + 0.5).clip(0.0, 1.0)
+    else:
+        if "VOILUTSequence" in ds:
+            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        unit = 1.0 - unit
+    return unit.astype(np.float32)
+
+
+def _first_window(ds: Dataset) -> tuple[float | None, float | None]:
+    center = getattr(ds, "WindowCenter", None)
+    width = getattr(ds, "WindowWidth", None)
+    if center is None or width is None:
+        return None, None
+    return _first_value(center), _first_value(width)
+
+
+def _first_value(value: object) -> float:
+    """A DICOM multi-valued element's first value (windows may list several)."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return float(value[0])
+    return float(value)  # type: ignore[arg-type]
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) in [0, 1] to (channels, H, W): luminance for 1, replicated gray for 3."""
+    if image.ndim == 3:
+        if channels == 3:
+            return np.ascontiguousarray(image.transpose(2, 0, 1))
+        return (image @ _LUMA)[None].astype(np.float32)
+    plane = image[None]
+    return np.repeat(plane, 3, axis=0) if channels == 3 else plane
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size with Pillow's antialiased bilinear filter, per channel, in float32."""
+    if image.shape[:2] == (size, size):
+        return image.astype(np.float32, copy=False)
+    if image.ndim == 2:
+        return _resize_plane(image, size)
+    return np.stack([_resize_plane(image[..., c], size) for c in range(image.shape[2])], axis=-1)
+
+
+def _resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
+    resized = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.float32)
+
+
+def prepare(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Resize and set channels: (channels, size, size) in [0, 1], before normalisation.
+
+    Training caches this form and augments it; inference normalises it straight away.
+    """
+    if image.ndim == 3 and channels == 1:
+        image = (image @ _LUMA).astype(np.float32)
+    return to_channels(resize(image, size), channels)
+
+
+def normalize(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(x - mean) / std per channel, float32."""
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return ((chw - m) / s).astype(np.float32, copy=False)
+
+
+def to_model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A decoded scan to the (C, size, size) float32 input the card's network expects."""
+    return normalize(prepare(image, spec.size, spec.channels), spec.mean, spec.std)
+
+
+def to_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """Decoded scans to one contiguous (N, C, size, size) batch."""
+    out = np.empty((len(images), spec.channels, spec.size, spec.size), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = to_model_input(image, spec)
+    return out

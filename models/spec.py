@@ -1,0 +1,135 @@
+"""The job spec: what to fine-tune, on which data, how, and what to do with the result.
+
+One pydantic model shared by `scantune train` (YAML), the training API (JSON) and the job
+runner. Every field but `model_name` and `dataset.uri` has a default that trains well.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Spec):
+    uri: str = Field(min_length=1, description="A path, file:// or s3://bucket/prefix URI.")
+    format: Literal["imagefolder", "npz", "csv"] = "npz"
+    val_uri: str | None = Field(
+        default=None, description="Separate validation data; default: the source's own split."
+    )
+    val_fraction: float = Field(
+        default=0.15, gt=0.0, lt=0.9, description="Stratified split when there is no val split."
+    )
+    classes: list[str] | None = Field(
+        default=None,
+        description="Class names in label order; npz labels 0..K-1 map onto these.",
+    )
+    limit: int | None = Field(
+        default=None, gt=0, description="Use at most this many training images (stratified)."
+    )
+
+
+class HeadSpec(_Spec):
+    hidden: list[int] = Field(default_factory=list, description="Hidden dense layer widths.")
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+class PhaseSpec(_Spec):
+    """One fine-tuning phase: which layer groups train, for how many epochs, at what LR."""
+
+    epochs: int = Field(ge=1)
+    unfreeze_from: str | None = Field(
+        default=None, description="First trainable group; None trains the head only."
+    )
+    lr: float = Field(default=1e-3, gt=0.0)
+    lr_decay: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Per-group LR multiplier going towards the stem."
+    )
+
+
+class AugmentSpec(_Spec):
+    hflip: bool = False
+    rotate_degrees: float = Field(default=7.0, ge=0.0, le=45.0)
+    translate: float = Field(default=0.05, ge=0.0, le=0.3)
+    scale: tuple[float, float] = (0.95, 1.05)
+    brightness: float = Field(default=0.1, ge=0.0, le=0.5)
+    contrast: float = Field(default=0.1, ge=0.0, le=0.5)
+
+
+class ThresholdSpec(_Spec):
+    rule: Literal["youden", "sensitivity", "specificity"] = "youden"
+    target: float | None = Field(default=None, gt=0.0, lt=1.0)
+    positive_class: str | None = Field(default=None, description="Default: the last class.")
+
+
+class RecipeSpec(_Spec):
+    """The transfer-learning recipe; defaults are tuned for small grayscale scan sets."""
+
+    freeze_until: str | None = Field(
+        default=None, description="Groups up to and including this one never train."
+    )
+    head: HeadSpec = HeadSpec()
+    phases: list[PhaseSpec] | None = Field(
+        default=None, description="Explicit phases; default derives them from `epochs`."
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    lr: float = Field(default=2e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    warmup_epochs: float = Field(default=0.5, ge=0.0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    augment: AugmentSpec = AugmentSpec()
+    channels: Literal[1, 3] = 1
+    monitor: Literal["val_auc", "val_accuracy", "val_balanced_accuracy", "val_loss"] = "val_auc"
+    early_stopping_patience: int = Field(default=3, ge=0, description="0 disables it.")
+    amp: bool = Field(default=True, description="Mixed precision on CUDA (ignored on CPU).")
+    threshold: ThresholdSpec = ThresholdSpec()
+    num_workers: int = Field(default=0, ge=0)
+
+
+class PromoteSpec(_Spec):
+    alias: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    min: dict[str, float] = Field(default_factory=dict, description="metric name -> minimum")
+    beat_current: bool = False
+
+
+class WebhookSpec(_Spec):
+    url: HttpUrl
+
+
+class ResourcesSpec(_Spec):
+    gpus: int = Field(default=0, ge=0, le=8)
+    memory: str = Field(default="8Gi", pattern=r"^[0-9]+(Mi|Gi)$")
+    cpu: str = Field(default="2", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+
+
+class JobSpec(_Spec):
+    model_name: str = Field(pattern=MODEL_NAME_PATTERN)
+    dataset: DatasetSpec
+    base_model: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights_uri: str | None = Field(
+        default=None, description="Pretrained weights file or s3:// URI (torchvision state dict)."
+    )
+    image_size: int = Field(default=64, ge=16, le=1024)
+    epochs: int = Field(default=6, ge=1, le=500)
+    seed: int = 0
+    recipe: RecipeSpec = RecipeSpec()
+    promote: PromoteSpec | None = None
+    webhook: WebhookSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("base_model")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from models.backbones import BACKBONES  # torch-free registry of names
+
+        if value not in BACKBONES:
+            raise ValueError(f"unknown base model {value!r}; choose one of {sorted(BACKBONES)}")
+        return value

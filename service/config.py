@@ -1,0 +1,142 @@
+"""All settings, read from `SCANTUNE_*` environment variables, in one place.
+
+One settings class per process: `TrainingSettings` for the training API and its job runners,
+`InferenceSettings` for the inference service. Both are read once in `create_app` / `main`
+and passed down; nothing reads `os.environ` at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_VAR = Path("var")
+
+
+class ApiKey(BaseModel):
+    """One API key as stored in settings: never the key itself, only its SHA-256."""
+
+    name: str = Field(description="Who holds the key; recorded as the actor of changes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
+    scopes: list[Literal["read", "jobs:write", "models:write", "predict"]]
+
+
+class CommonSettings(BaseSettings):
+    """Settings both services share: artifact store, S3, auth, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="SCANTUNE_", extra="ignore")
+
+    artifact_uri: str = Field(
+        default=f"file://{(DEFAULT_VAR / 'artifacts').resolve()}",
+        description="Where published models live: file:///path or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto...); None means AWS."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region; default from AWS config.")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "sha256", "scopes"}; see `scantune keys hash`.',
+    )
+    auth_disabled: bool = Field(
+        default=False,
+        description="Serve without API keys. Only for local use; never in production.",
+    )
+    max_upload_mb: float = Field(default=32.0, gt=0, description="Largest request body accepted.")
+    log_level: str = Field(default="INFO", description="Python logging level name.")
+
+
+class TrainingSettings(CommonSettings):
+    """The training API and the job runners it launches."""
+
+    database_url: str = Field(
+        default=f"sqlite:///{(DEFAULT_VAR / 'scantune.db').resolve()}",
+        description="Job store: SQLAlchemy URL (sqlite:///file or postgresql+psycopg://...).",
+    )
+    work_dir: Path = Field(
+        default=(DEFAULT_VAR / "jobs").resolve(),
+        description="Per-job folders: checkpoints, logs and the run's outputs before publishing.",
+    )
+    launcher: Literal["local", "kubernetes"] = Field(
+        default="local", description="How jobs run: a local subprocess or a Kubernetes Job."
+    )
+    max_concurrent_jobs: int = Field(
+        default=1, ge=1, description="Local launcher: jobs running at once; the rest wait queued."
+    )
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, description="Runner heartbeat period.")
+    heartbeat_timeout_s: float = Field(
+        default=60.0, gt=0, description="A running job silent this long is considered dead."
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Times a dead job is resumed from its checkpoint before failing.",
+    )
+    supervisor_interval_s: float = Field(
+        default=2.0, gt=0, description="How often the API starts queued jobs and reaps dead ones."
+    )
+    weights_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder of torchvision weight files named <base_model>.pth, used when a job"
+            " gives no weights_uri."
+        ),
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="HMAC-SHA256 key for the X-Scantune-Signature header."
+    )
+    webhook_retries: int = Field(default=4, ge=0, description="Webhook delivery retries.")
+    # Kubernetes launcher
+    k8s_namespace: str = Field(default="default", description="Namespace the Jobs are created in.")
+    k8s_image: str = Field(default="scantune-trainer:latest", description="Trainer image.")
+    k8s_service_account: str | None = Field(
+        default=None, description="Service account of job pods."
+    )
+    k8s_env_secret: str | None = Field(
+        default=None, description="Secret whose keys become the job pod's environment."
+    )
+    k8s_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="JSON object: node labels job pods must match."
+    )
+    k8s_tolerations: list[dict[str, str]] = Field(
+        default_factory=list, description="JSON list of pod tolerations (e.g. for GPU taints)."
+    )
+    k8s_gpu_resource: str = Field(default="nvidia.com/gpu", description="GPU resource name.")
+    k8s_backoff_limit: int = Field(default=0, ge=0, description="Pod retries inside a Job.")
+    k8s_active_deadline_s: int = Field(default=6 * 3600, gt=0, description="Job time limit.")
+    k8s_ttl_after_finished_s: int = Field(default=3600, ge=0, description="Job cleanup delay.")
+    k8s_in_cluster: bool = Field(
+        default=True, description="Load in-cluster config; else the local kubeconfig."
+    )
+
+
+class InferenceSettings(CommonSettings):
+    """The inference service."""
+
+    preload_models: list[str] = Field(
+        default_factory=list,
+        description=(
+            'JSON list of "name", "name@alias" or "name:version" loaded at start;'
+            " /readyz is false until they are."
+        ),
+    )
+    default_alias: str = Field(default="production", description="Alias used when none is given.")
+    cache_size: int = Field(default=4, ge=1, description="ONNX sessions kept in memory (LRU).")
+    alias_poll_interval_s: float = Field(
+        default=5.0, gt=0, description="How often aliases are re-read to pick up promotions."
+    )
+    max_batch_size: int = Field(default=16, ge=1, description="Micro-batching: largest batch.")
+    max_batch_wait_ms: float = Field(
+        default=2.0, ge=0, description="Micro-batching: longest a request waits for company."
+    )
+    max_files: int = Field(default=64, ge=1, description="Scans accepted in one request.")
+    ort_intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads per session; 0 lets onnxruntime choose."
+    )
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="onnxruntime execution providers in order, e.g. CUDAExecutionProvider first.",
+    )

@@ -1,0 +1,187 @@
+"""Model names, versions and aliases over an artifact store.
+
+Layout under the store root:
+
+    models/<name>/versions/<n>/model.onnx, metrics.json, plots/*.png, ...
+    models/<name>/versions/<n>/card.json      written last: a version exists once its card does
+    models/<name>/aliases/<alias>.json        {"version", "set_by", "set_at", "history": [...]}
+
+Version numbers are allocated by the caller (the training service's job store guarantees
+1, 2, 3... with no gaps or duplicates); the registry publishes and reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from models.card import CARD_FILE, ONNX_FILE, ModelCard
+from models.spec import MODEL_NAME_PATTERN
+from service.errors import Conflict, NotFound, ServiceError
+from service.storage import ArtifactStore, ObjectNotFound
+
+ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+SKIPPED_ON_PUBLISH = {CARD_FILE, "checkpoints", "history.json.tmp"}
+
+
+class ModelNotFound(NotFound):
+    title = "Model not found"
+
+
+class VersionNotFound(NotFound):
+    title = "Version not found"
+
+
+class AliasNotFound(NotFound):
+    title = "Alias not found"
+
+
+class ArtifactCorrupt(ServiceError):
+    """The stored ONNX file does not match the sha256 its card records."""
+
+    status, title = 503, "Model artifact corrupt"
+
+
+@dataclass
+class AliasRecord:
+    alias: str
+    version: int
+    set_by: str
+    set_at: str
+    history: list[dict[str, object]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    card: ModelCard
+    onnx: bytes
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Registry:
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    # keys
+    @staticmethod
+    def version_prefix(name: str, version: int) -> str:
+        return f"models/{name}/versions/{version}"
+
+    @staticmethod
+    def _alias_key(name: str, alias: str) -> str:
+        return f"models/{name}/aliases/{alias}.json"
+
+    def artifact_uris(self, name: str, version: int) -> dict[str, str]:
+        prefix = self.version_prefix(name, version)
+        return {
+            Path(k).name if "/plots/" not in k else k[len(prefix) + 1 :]: self.store.url(k)
+            for k in self.store.list_keys(prefix)
+        }
+
+    # reading
+    def list_models(self) -> list[str]:
+        names = [n for n in self.store.list_children("models") if re.match(MODEL_NAME_PATTERN, n)]
+        return [n for n in names if self.list_versions(n)]
+
+    def list_versions(self, name: str) -> list[int]:
+        children = self.store.list_children(f"models/{name}/versions")
+        versions = sorted(int(c) for c in children if c.isdigit())
+        return [
+            v for v in versions if self.store.exists(f"{self.version_prefix(name, v)}/{CARD_FILE}")
+        ]
+
+    def get_card(self, name: str, version: int) -> ModelCard:
+        try:
+            text = self.store.get_text(f"{self.version_prefix(name, version)}/{CARD_FILE}")
+        except ObjectNotFound:
+            if not self.list_versions(name):
+                raise ModelNotFound(f"no model named '{name}'") from None
+            raise VersionNotFound(f"model '{name}' has no version {version}") from None
+        return ModelCard.from_json(text)
+
+    def aliases(self, name: str) -> dict[str, AliasRecord]:
+        out = {}
+        for child in self.store.list_children(f"models/{name}/aliases"):
+            if child.endswith(".json"):
+                alias = child[:-5]
+                out[alias] = self.get_alias(name, alias)
+        return out
+
+    def get_alias(self, name: str, alias: str) -> AliasRecord:
+        try:
+            data = json.loads(self.store.get_text(self._alias_key(name, alias)))
+        except ObjectNotFound:
+            if not self.list_versions(name):
+                raise ModelNotFound(f"no model named '{name}'") from None
+            raise AliasNotFound(f"model '{name}' has no alias '{alias}'") from None
+        return AliasRecord(**data)
+
+    def resolve(self, name: str, *, version: int | None = None, alias: str | None = None) -> int:
+        """The version a request means: an explicit version, else the alias's target."""
+        if version is not None:
+            self.get_card(name, version)  # raises when absent
+            return version
+        if alias is None:
+            raise ValueError("resolve needs a version or an alias")
+        return self.get_alias(name, alias).version
+
+    def load(self, name: str, version: int) -> LoadedArtifact:
+        """The card and ONNX bytes, refused when the bytes do not match the card's sha256."""
+        card = self.get_card(name, version)
+        try:
+            onnx = self.store.get_bytes(f"{self.version_prefix(name, version)}/{card.onnx_file}")
+        except ObjectNotFound:
+            raise ArtifactCorrupt(
+                f"model '{name}' version {version} has a card but no ONNX file"
+            ) from None
+        digest = sha256_bytes(onnx)
+        if digest != card.onnx_sha256:
+            raise ArtifactCorrupt(
+                f"model '{name}' version {version}: ONNX sha256 {digest[:12]}… does not match "
+                f"the card's {card.onnx_sha256[:12]}…; refusing to serve it"
+            )
+        return LoadedArtifact(card=card, onnx=onnx)
+
+    # writing
+    def publish(self, name: str, version: int, source_dir: Path, card: ModelCard) -> ModelCard:
+        """Upload a run's outputs as `version`; the card goes last so readers never see half."""
+        if self.store.exists(f"{self.version_prefix(name, version)}/{CARD_FILE}"):
+            raise Conflict(f"model '{name}' version {version} is already published")
+        onnx_path = source_dir / ONNX_FILE
+        if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != card.onnx_sha256:
+            raise ArtifactCorrupt(f"{onnx_path} does not match the card's sha256; not publishing")
+        prefix = self.version_prefix(name, version)
+        for path in sorted(p for p in source_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(source_dir)
+            if rel.parts[0] in SKIPPED_ON_PUBLISH:
+                continue
+            self.store.put_file(f"{prefix}/{rel.as_posix()}", path)
+        final = card.model_copy(update={"name": name, "version": version})
+        self.store.put_bytes(f"{prefix}/{CARD_FILE}", final.to_json().encode())
+        return final
+
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str) -> AliasRecord:
+        if not re.match(ALIAS_PATTERN, alias):
+            raise ValueError(f"alias {alias!r} must match {ALIAS_PATTERN}")
+        self.get_card(name, version)
+        try:
+            previous = self.get_alias(name, alias)
+            history = [
+                *previous.history,
+                {"version": previous.version, "set_by": previous.set_by, "set_at": previous.set_at},
+            ][-50:]
+        except NotFound:
+            history = []
+        record = AliasRecord(alias, version, actor, datetime.now(UTC).isoformat(), history)
+        self.store.put_bytes(self._alias_key(name, alias), json.dumps(record.to_dict()).encode())
+        return record

@@ -1,0 +1,131 @@
+"""What both Flask apps share: request ids, body limits, errors, auth, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from service.auth import EXTENSION as AUTH_EXTENSION
+from service.auth import KeyRing
+from service.config import CommonSettings
+from service.errors import register_error_handlers
+
+log = logging.getLogger("scantune.access")
+
+ReadinessCheck = Callable[[], None]
+"""Raises (any exception) when a dependency is not ready; its message is reported."""
+
+
+def create_base_app(import_name: str, settings: CommonSettings, *, service: str) -> Flask:
+    """A Flask app with the shared plumbing installed; the caller adds its blueprints."""
+    app = Flask(import_name)
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[AUTH_EXTENSION] = KeyRing(settings.api_keys, disabled=settings.auth_disabled)
+    app.extensions["scantune.readiness"] = {}
+    register_error_handlers(app)
+    _install_request_ids(app)
+    _install_metrics(app, service)
+    _install_health(app)
+    return app
+
+
+def add_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:
+    app.extensions["scantune.readiness"][name] = check
+
+
+def _install_request_ids(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        supplied = request.headers.get("X-Request-Id", "")
+        g.request_id = (
+            supplied if 0 < len(supplied) <= 128 and supplied.isprintable() else uuid.uuid4().hex
+        )
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry /metrics exposes: multiprocess-aware under gunicorn."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+REQUESTS = Counter(
+    "scantune_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "scantune_http_request_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def _install_metrics(app: Flask, service: str) -> None:
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(service, request.method, route).observe(elapsed)
+        log.info(
+            "request_id=%s method=%s route=%s status=%s ms=%.1f",
+            g.get("request_id"),
+            request.method,
+            route,
+            response.status_code,
+            elapsed * 1000,
+        )
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        registry = metrics_registry()
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import REGISTRY
+
+            registry = REGISTRY  # type: ignore[assignment]
+        for hook in app.extensions.get("scantune.metrics_hooks", []):
+            hook()
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _install_health(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        checks: dict[str, str] = {}
+        for name, check in app.extensions["scantune.readiness"].items():
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:  # any failure means not ready; say which and why
+                checks[name] = f"failed: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        return jsonify(
+            status="ready" if ready else "not ready", checks=checks
+        ), 200 if ready else 503

@@ -1,0 +1,158 @@
+"""Fixtures every test folder shares: the real data, a real S3 endpoint, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    env = os.environ.get("SCANTUNE_TEST_DATA_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "data" / "pneumoniamnist"
+    if not path.is_dir():
+        pytest.fail(f"shared data not found at {path}; set SCANTUNE_TEST_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pneumonia_npz(shared_data_dir: Path) -> Path:
+    """The real PneumoniaMNIST train+validation file (28x28 chest X-rays)."""
+    return shared_data_dir / "pneumoniamnist_trainval.npz"
+
+
+@pytest.fixture(scope="session")
+def pneumonia_small_npz(pneumonia_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stratified slice (160 train, 64 val) of the real data, for quick trainings."""
+    with np.load(pneumonia_npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, n in (("train", 160), ("val", 64)):
+        labels = arrays[f"{split}_labels"].ravel()
+        picks = np.concatenate(
+            [rng.choice(np.flatnonzero(labels == c), n // 2, replace=False) for c in (0, 1)]
+        )
+        rng.shuffle(picks)
+        out[f"{split}_images"] = arrays[f"{split}_images"][picks]
+        out[f"{split}_labels"] = arrays[f"{split}_labels"][picks]
+    path = tmp_path_factory.mktemp("data") / "pneumonia_small.npz"
+    np.savez(path, **out)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixture_images() -> Path:
+    """tests/data/images: real scans from the shared set as PNG 8/16-bit, JPEG and DICOM."""
+    return DATA / "images"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's standalone S3 server on a loopback port; yields its endpoint URL."""
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """AWS credentials and endpoint for the moto server, in this process's environment."""
+    values = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SCANTUNE_S3_ENDPOINT_URL": moto_server,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def s3_bucket(s3_env: dict[str, str]) -> str:
+    """A fresh, empty bucket on the moto server; yields its name."""
+    from models.uri import s3_client
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_env["SCANTUNE_S3_ENDPOINT_URL"]).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The real PostgreSQL on this machine (SCANTUNE_TEST_POSTGRES_URL to override)."""
+    url = os.environ.get("SCANTUNE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL not reachable at {url}: {exc}")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh schema on the real PostgreSQL, dropped afterwards; yields a URL that uses it."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(postgres_server_url)
+    with engine.begin() as conn:
+        conn.execute(text(f'create schema "{schema}"'))
+    sep = "&" if "?" in postgres_server_url else "?"
+    try:
+        yield f"{postgres_server_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'drop schema "{schema}" cascade'))
+        engine.dispose()

@@ -1,0 +1,127 @@
+"""Make tests/data/images from the shared PneumoniaMNIST validation split.
+
+Run once (`python tests/data/make_fixtures.py`); the outputs are committed. Every file of one
+scan decodes to the same [0, 1] image, so the tests can check decoders against each other:
+
+- <stem>.png        8-bit grayscale PNG (the original 28x28 scan)
+- <stem>_16.png     16-bit PNG (value * 257)
+- <stem>.jpg        JPEG, quality 95 (lossy: close, not equal)
+- <stem>_rescale.dcm  DICOM, 16-bit stored = 4*value + 100, RescaleSlope 0.25, Intercept -25,
+                      window centre 128 width 256: decodes to value / 255
+- <stem>_mono1.dcm  DICOM MONOCHROME1, stored = 255 - value, same window: inverted back on decode
+- big_<stem>.png    the scan upscaled to 512x512 (bicubic), as scanners send
+- no_pixels.dcm, not_an_image.txt, truncated.png: bad inputs
+- manifest.json     stem -> {"label": 0|1, "index": i in val split}
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "images"
+NPZ = HERE.parents[1].parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
+PICKS = {"normal_0": 0, "normal_1": 0, "pneumonia_0": 1, "pneumonia_1": 1}
+
+
+def dicom_bytes(
+    pixels: np.ndarray,
+    *,
+    photometric: str,
+    slope: float,
+    intercept: float,
+    center: float | None,
+    width: float | None,
+    with_pixels: bool = True,
+) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[photometric, str(pixels.sum())])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.PatientName = "Test^Fixture"  # synthetic; the services must never log it
+    ds.PatientID = "FIXTURE-0001"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    if center is not None:
+        ds.WindowCenter = center
+        ds.WindowWidth = width
+    if with_pixels:
+        ds.PixelData = pixels.astype("<u2").tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with np.load(NPZ) as data:
+        images, labels = data["val_images"], data["val_labels"].ravel()
+    manifest = {}
+    for stem, label in PICKS.items():
+        nth = int(stem.rsplit("_", 1)[1])
+        index = int(np.flatnonzero(labels == label)[nth])
+        img = images[index]
+        manifest[stem] = {"label": label, "index": index}
+        Image.fromarray(img).save(OUT / f"{stem}.png")
+        Image.fromarray(img.astype(np.uint16) * 257).save(OUT / f"{stem}_16.png")
+        Image.fromarray(img).save(OUT / f"{stem}.jpg", quality=95)
+        Image.fromarray(img).resize((512, 512), Image.Resampling.BICUBIC).save(
+            OUT / f"big_{stem}.png"
+        )
+        stored = img.astype(np.uint16) * 4 + 100
+        (OUT / f"{stem}_rescale.dcm").write_bytes(
+            dicom_bytes(
+                stored, photometric="MONOCHROME2", slope=0.25, intercept=-25, center=128, width=256
+            )
+        )
+        (OUT / f"{stem}_mono1.dcm").write_bytes(
+            dicom_bytes(
+                255 - img.astype(np.uint16),
+                photometric="MONOCHROME1",
+                slope=1,
+                intercept=0,
+                center=128,
+                width=256,
+            )
+        )
+    first = images[manifest["normal_0"]["index"]].astype(np.uint16)
+    (OUT / "no_pixels.dcm").write_bytes(
+        dicom_bytes(
+            first,
+            photometric="MONOCHROME2",
+            slope=1,
+            intercept=0,
+            center=None,
+            width=None,
+            with_pixels=False,
+        )
+    )
+    (OUT / "not_an_image.txt").write_text("this is not a scan\n")
+    (OUT / "truncated.png").write_bytes((OUT / "big_normal_0.png").read_bytes()[:200])
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
