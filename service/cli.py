@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # Each module has `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = (
     "service.commands.serve",  # up, serve
+    "service.commands.keys",  # keys new
     "service.commands.train",  # train
     "service.commands.jobs",  # jobs submit|list|show|cancel
     "service.commands.models",  # models list|versions|promote

@@ -1,0 +1,121 @@
+"""`scantune up` and `scantune serve`: the services under gunicorn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from service.auth import hash_key
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    app: str
+    port: int
+    workers: int
+    threads: int
+    worker_class: str = "gthread"
+
+
+SERVICES = {
+    "training": ServiceDef("service.training_api:create_app()", 8000, workers=2, threads=4),
+    # Threads let one worker's micro-batcher gather concurrent requests into one batch.
+    "inference": ServiceDef(
+        "service.inference:create_app()", 8001, workers=os.cpu_count() or 1, threads=8
+    ),
+}
+
+
+def register(subparsers: Any) -> None:
+    up = subparsers.add_parser("up", help="run both services on embedded defaults")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--no-auth", action="store_true", help="serve without API keys (local use only)"
+    )
+    up.set_defaults(func=run_up)
+
+    serve = subparsers.add_parser("serve", help="run one service under gunicorn")
+    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--threads", type=int)
+    serve.set_defaults(func=run_serve)
+
+
+def gunicorn_command(
+    name: str,
+    host: str,
+    port: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    spec = SERVICES[name]
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{host}:{port or spec.port}",
+        "--workers", str(workers or spec.workers),
+        "--threads", str(threads or spec.threads),
+        "--worker-class", spec.worker_class,
+        "--timeout", "120",
+        "--graceful-timeout", "30",
+        "--access-logfile", "-",
+        "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
+        spec.app,
+    ]  # fmt: skip
+
+
+def service_env(name: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for one gunicorn: a fresh Prometheus multiprocess folder per service."""
+    env = dict(os.environ if base is None else base)
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"scantune-{name}-metrics-")
+    return env
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    cmd = gunicorn_command(args.service, args.host, args.port, args.workers, args.threads)
+    env = service_env(args.service)
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+def run_up(args: argparse.Namespace) -> int:
+    base = dict(os.environ)
+    if args.no_auth:
+        base["SCANTUNE_AUTH_DISABLED"] = "true"
+    elif not base.get("SCANTUNE_API_KEYS"):
+        key = secrets.token_urlsafe(24)
+        scopes = ["read", "jobs:write", "models:write", "predict"]
+        base["SCANTUNE_API_KEYS"] = json.dumps(
+            [{"name": "local", "sha256": hash_key(key), "scopes": scopes}]
+        )
+        print(
+            f"API key for this run (all scopes): {key}\n  export SCANTUNE_API_KEY={key}", flush=True
+        )
+    procs = [
+        subprocess.Popen(gunicorn_command(name, args.host), env=service_env(name, base))
+        for name in ("training", "inference")
+    ]
+    print(f"training  http://{args.host}:8000   inference http://{args.host}:8001", flush=True)
+    return _wait_all(procs)
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]]) -> int:
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [proc.wait() for proc in procs]
+    return max(codes, default=0)

@@ -1,0 +1,128 @@
+"""The torch-free decoding and preprocessing both services rely on, on real scans."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import imaging
+from models.card import InputSpec
+
+
+@pytest.fixture(scope="module")
+def manifest(fixture_images: Path) -> dict[str, dict[str, int]]:
+    return json.loads((fixture_images / "manifest.json").read_text())
+
+
+def _val_image(pneumonia_npz: Path, index: int) -> np.ndarray:
+    with np.load(pneumonia_npz) as data:
+        return data["val_images"][index]
+
+
+@pytest.mark.parametrize("stem", ["normal_0", "pneumonia_1"])
+def test_png_decodes_to_the_original_pixels(fixture_images, manifest, pneumonia_npz, stem):
+    original = _val_image(pneumonia_npz, manifest[stem]["index"])
+    decoded = imaging.read_file(fixture_images / f"{stem}.png")
+    assert decoded.dtype == np.float32 and decoded.shape == (28, 28)
+    np.testing.assert_array_equal(decoded, original / np.float32(255))
+
+
+@pytest.mark.parametrize("suffix", ["_16.png", "_rescale.dcm", "_mono1.dcm"])
+def test_lossless_variants_decode_identically(fixture_images, suffix):
+    reference = imaging.read_file(fixture_images / "normal_0.png")
+    np.testing.assert_allclose(
+        imaging.read_file(fixture_images / f"normal_0{suffix}"), reference, atol=1e-6
+    )
+
+
+def test_jpeg_is_close_to_the_png(fixture_images):
+    reference = imaging.read_file(fixture_images / "pneumonia_0.png")
+    assert np.abs(imaging.read_file(fixture_images / "pneumonia_0.jpg") - reference).max() < 0.05
+
+
+def test_dicom_without_window_uses_full_range_and_monochrome1_inverts():
+    from tests.data.make_fixtures import dicom_bytes
+
+    ramp = np.arange(16, dtype=np.uint16).reshape(4, 4) * 100
+    plain = imaging.decode(
+        dicom_bytes(ramp, photometric="MONOCHROME2", slope=2, intercept=-7, center=None, width=None)
+    )
+    assert plain.min() == 0.0 and plain.max() == 1.0
+    np.testing.assert_allclose(plain, ramp / 1500.0, atol=1e-6)
+    inverted = imaging.decode(
+        dicom_bytes(ramp, photometric="MONOCHROME1", slope=1, intercept=0, center=None, width=None)
+    )
+    np.testing.assert_allclose(inverted, 1.0 - ramp / 1500.0, atol=1e-6)
+
+
+def test_window_clips_outside_values():
+    from tests.data.make_fixtures import dicom_bytes
+
+    values = np.array([[0, 900, 1000, 1100, 3000]], dtype=np.uint16)
+    out = imaging.decode(
+        dicom_bytes(
+            values, photometric="MONOCHROME2", slope=1, intercept=0, center=1000.5, width=201
+        )
+    )
+    np.testing.assert_allclose(out[0], [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("no_pixels.dcm", "no pixel data"),
+        ("not_an_image.txt", "not a PNG, JPEG or DICOM"),
+        ("truncated.png", "cannot decode"),
+    ],
+)
+def test_bad_files_name_the_file_and_the_reason(fixture_images, name, reason):
+    with pytest.raises(imaging.ImageDecodeError) as info:
+        imaging.read_file(fixture_images / name)
+    assert info.value.name.endswith(name) and reason in info.value.reason
+
+
+def test_missing_file_is_a_decode_error(tmp_path):
+    with pytest.raises(imaging.ImageDecodeError, match="cannot read"):
+        imaging.read_file(tmp_path / "absent.png")
+
+
+def test_rgb_becomes_luminance_or_stays_three_channels():
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    rgb[..., 0] = 255
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    decoded = imaging.decode(buf.getvalue())
+    assert decoded.shape == (8, 8, 3)
+    gray = imaging.prepare(decoded, 4, 1)
+    assert gray.shape == (1, 4, 4)
+    np.testing.assert_allclose(gray, 0.299, atol=1e-6)
+    assert imaging.prepare(decoded, 4, 3).shape == (3, 4, 4)
+
+
+def test_model_input_resizes_and_normalises(fixture_images):
+    spec = InputSpec(size=64, channels=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))
+    image = imaging.read_file(fixture_images / "big_normal_0.png")
+    x = imaging.to_model_input(image, spec)
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32
+    unnormalised = (
+        x * np.array(spec.std, dtype=np.float32)[:, None, None]
+        + np.array(spec.mean, dtype=np.float32)[:, None, None]
+    )
+    np.testing.assert_allclose(unnormalised[0], unnormalised[1], atol=1e-5)  # gray replicated
+    # Downscaling 512 -> 64 averages: the mean brightness is kept.
+    assert abs(float(unnormalised[0].mean()) - float(image.mean())) < 0.01
+    batch = imaging.to_batch([image, image], spec)
+    assert batch.shape == (2, 3, 64, 64)
+    np.testing.assert_array_equal(batch[1], x)
+
+
+def test_format_detection():
+    assert imaging.detect_format(b"\x89PNG\r\n\x1a\n....") == "png"
+    assert imaging.detect_format(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert imaging.detect_format(b"\0" * 128 + b"DICM") == "dicom"
+    assert imaging.detect_format(b"GIF89a") is None

@@ -1,0 +1,85 @@
+"""Publishing, reading and aliasing versions over a real store."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.errors import Conflict
+from service.registry import (
+    AliasNotFound,
+    ArtifactCorrupt,
+    ModelNotFound,
+    Registry,
+    VersionNotFound,
+)
+from tests.service.conftest import make_run_dir
+
+
+def test_publish_writes_everything_but_checkpoints_and_card_last(store, tmp_path):
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store)
+    published = registry.publish("chest", 1, run, card)
+    assert published.version == 1 and published.name == "chest"
+    keys = store.list_keys("models/chest/versions/1")
+    assert "models/chest/versions/1/plots/roc.png" in keys
+    assert not any("checkpoints" in k for k in keys)
+    assert registry.get_card("chest", 1) == published
+    assert registry.list_models() == ["chest"]
+    loaded = registry.load("chest", 1)
+    assert loaded.onnx == (run / "model.onnx").read_bytes()
+    uris = registry.artifact_uris("chest", 1)
+    assert uris["model.onnx"].startswith(store.uri) and "plots/roc.png" in uris
+
+
+def test_a_version_without_its_card_is_invisible(store, tmp_path):
+    run, card = make_run_dir(tmp_path / "run")
+    store.put_file("models/chest/versions/2/model.onnx", run / "model.onnx")  # a crashed publish
+    registry = Registry(store)
+    assert registry.list_versions("chest") == []
+    registry.publish("chest", 1, run, card)
+    assert registry.list_versions("chest") == [1]
+    with pytest.raises(VersionNotFound):
+        registry.get_card("chest", 2)
+    with pytest.raises(ModelNotFound):
+        registry.get_card("lung", 1)
+
+
+def test_republishing_a_version_conflicts(store, tmp_path):
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store)
+    registry.publish("chest", 1, run, card)
+    with pytest.raises(Conflict):
+        registry.publish("chest", 1, run, card)
+
+
+def test_tampered_onnx_is_refused(store, tmp_path):
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store)
+    registry.publish("chest", 1, run, card)
+    store.put_bytes("models/chest/versions/1/model.onnx", b"tampered")
+    with pytest.raises(ArtifactCorrupt, match="does not match"):
+        registry.load("chest", 1)
+    (run / "model.onnx").write_bytes(b"changed after the card was written")
+    with pytest.raises(ArtifactCorrupt):
+        registry.publish("chest", 2, run, card)
+    assert registry.list_versions("chest") == [1]
+
+
+def test_aliases_record_who_when_and_history(store, tmp_path):
+    registry = Registry(store)
+    for version in (1, 2):
+        run, card = make_run_dir(tmp_path / f"run{version}", onnx=f"model {version}".encode())
+        registry.publish("chest", version, run, card)
+    with pytest.raises(AliasNotFound):
+        registry.get_alias("chest", "production")
+    registry.set_alias("chest", "production", 1, actor="ci")
+    record = registry.set_alias("chest", "production", 2, actor="alice")
+    assert (record.version, record.set_by) == (2, "alice")
+    assert [h["version"] for h in record.history] == [1]
+    assert registry.resolve("chest", alias="production") == 2
+    assert registry.resolve("chest", version=1) == 1
+    assert set(registry.aliases("chest")) == {"production"}
+    with pytest.raises(VersionNotFound):
+        registry.set_alias("chest", "staging", 9, actor="ci")
+    with pytest.raises(ValueError):
+        registry.set_alias("chest", "Bad Alias", 1, actor="ci")
