@@ -89,6 +89,12 @@ class TrainingSettings(CommonSettings):
         default=None, description="HMAC-SHA256 key for the X-Scantune-Signature header."
     )
     webhook_retries: int = Field(default=4, ge=0, description="Webhook delivery retries.")
+    webhook_backoff_s: float = Field(
+        default=1.0, ge=0, description="First webhook retry delay; doubles on each retry."
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time limit of one webhook delivery attempt."
+    )
     # Kubernetes launcher
     k8s_namespace: str = Field(default="default", description="Namespace the Jobs are created in.")
     k8s_image: str = Field(default="scantune-trainer:latest", description="Trainer image.")
