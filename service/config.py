@@ -146,3 +146,18 @@ class InferenceSettings(CommonSettings):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime execution providers in order, e.g. CUDAExecutionProvider first.",
     )
+    ort_allow_spinning: bool = Field(
+        default=False,
+        description=(
+            "Let onnxruntime's idle threads spin; off leaves the cores to decoding and other"
+            " workers when several share a machine."
+        ),
+    )
+    model_load_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long a request waits for a model another thread is loading before a 503 with"
+            " Retry-After."
+        ),
+    )
