@@ -1,0 +1,341 @@
+"""Datasets for fine-tuning: image folders, MedMNIST-style npz, CSV manifests; local or s3://.
+
+`load_dataset` reads and checks everything before training starts: every problem found (missing
+or unreadable file, unknown label, empty class, fewer than two classes, missing split arrays)
+is reported together in one `DataError`, each with the file or array it concerns. Images are
+decoded and prepared with `models.imaging`, exactly as the inference service will.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models import imaging
+from models.spec import DatasetSpec
+from models.uri import UriError, fetch, is_s3, sha256_file, sha256_tree
+
+MAX_LISTED_PROBLEMS = 50
+
+
+class DataError(ValueError):
+    """The dataset cannot be trained on; `problems` lists each reason with its file."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        tail = [f"... and {more} more"] if more else []
+        lines = "\n  ".join([*shown, *tail])
+        super().__init__(f"{len(problems)} problem(s) with the dataset:\n  {lines}")
+
+
+@dataclass
+class Item:
+    """One labelled image, not decoded yet."""
+
+    name: str
+    label: int
+    load: Callable[[], np.ndarray]
+
+
+@dataclass
+class Listing:
+    """What a format reader found: class names, items per split, and problems so far."""
+
+    classes: list[str]
+    train: list[Item]
+    val: list[Item] | None
+    problems: list[str] = field(default_factory=list)
+    sha256: str = ""
+
+
+@dataclass
+class Split:
+    """Prepared images (N, C, size, size) float32 in [0, 1], labels and file names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+
+@dataclass
+class Dataset:
+    classes: list[str]
+    train: Split
+    val: Split
+    uri: str
+    format: str
+    sha256: str
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        return {
+            split: {c: int((s.labels == i).sum()) for i, c in enumerate(self.classes)}
+            for split, s in (("train", self.train), ("val", self.val))
+        }
+
+
+def load_dataset(
+    spec: DatasetSpec,
+    *,
+    size: int,
+    channels: int,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    s3_endpoint_url: str | None = None,
+) -> Dataset:
+    """Read, check, split and prepare the dataset named by `spec`; raise `DataError` if bad."""
+    cache = cache_dir or Path.cwd() / ".data-cache"
+    listing = _read(spec.uri, spec, cache, s3_endpoint_url)
+    sha = listing.sha256
+    if spec.val_uri:
+        val_listing = _read(spec.val_uri, spec, cache, s3_endpoint_url)
+        listing = _merge_val(listing, val_listing)
+        sha = hashlib.sha256((listing.sha256 + val_listing.sha256).encode()).hexdigest()
+    problems = list(listing.problems)
+    train, val = _splits(listing, spec, seed)
+    problems += _class_problems(listing.classes, train)
+    train_split = _prepare(train, size, channels, problems)
+    val_split = _prepare(val, size, channels, problems)
+    if not problems and len(val_split.labels) == 0:
+        problems.append("validation split: no images")
+    if problems:
+        raise DataError(problems)
+    return Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha)
+
+
+def _read(uri: str, spec: DatasetSpec, cache: Path, endpoint: str | None) -> Listing:
+    try:
+        path = _fetch(uri, spec.format, cache, endpoint)
+    except (UriError, OSError) as exc:
+        raise DataError([f"{uri}: cannot read dataset ({exc})"]) from exc
+    reader = {"npz": read_npz, "imagefolder": read_imagefolder, "csv": read_csv}[spec.format]
+    return reader(path, spec.classes)
+
+
+def _fetch(uri: str, fmt: str, cache: Path, endpoint: str | None) -> Path:
+    if fmt == "csv" and is_s3(uri) and uri.endswith(".csv"):
+        # The manifest's images sit next to it: fetch the whole prefix.
+        parent, name = uri.rsplit("/", 1)
+        return fetch(parent, cache, endpoint_url=endpoint) / name
+    return fetch(uri, cache, endpoint_url=endpoint)
+
+
+def _merge_val(main: Listing, extra: Listing) -> Listing:
+    problems = main.problems + extra.problems
+    if extra.classes != main.classes:
+        problems.append(
+            f"val_uri classes {extra.classes} differ from training classes {main.classes}"
+        )
+    val = extra.train + (extra.val or [])
+    return Listing(main.classes, main.train, val, problems, main.sha256)
+
+
+def _splits(listing: Listing, spec: DatasetSpec, seed: int) -> tuple[list[Item], list[Item]]:
+    train, val = listing.train, listing.val
+    if val is None:
+        train, val = stratified_split(train, spec.val_fraction, seed)
+    if spec.limit is not None and spec.limit < len(train):
+        train, _ = stratified_split(train, 1 - spec.limit / len(train), seed)
+    return train, val
+
+
+def stratified_split(
+    items: list[Item], fraction: float, seed: int
+) -> tuple[list[Item], list[Item]]:
+    """Split per class, seeded: about `fraction` of each class (at least one) goes second."""
+    rng = np.random.default_rng(seed)
+    first: list[Item] = []
+    second: list[Item] = []
+    for label in sorted({it.label for it in items}):
+        members = [it for it in items if it.label == label]
+        order = rng.permutation(len(members))
+        n_second = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        second += [members[i] for i in order[:n_second]]
+        first += [members[i] for i in order[n_second:]]
+    return first, second
+
+
+def _class_problems(classes: list[str], train: list[Item]) -> list[str]:
+    if len(classes) < 2:
+        return [f"fewer than 2 classes: found {classes}"]
+    seen = {it.label for it in train}
+    return [
+        f"class {c!r}: empty class (no training images)"
+        for i, c in enumerate(classes)
+        if i not in seen
+    ]
+
+
+def _prepare(items: list[Item], size: int, channels: int, problems: list[str]) -> Split:
+    images = np.zeros((len(items), channels, size, size), dtype=np.float32)
+    ok = np.ones(len(items), dtype=bool)
+    for i, item in enumerate(items):
+        try:
+            images[i] = imaging.prepare(item.load(), size, channels)
+        except imaging.ImageDecodeError as exc:
+            problems.append(f"{item.name}: unreadable file ({exc.reason})")
+            ok[i] = False
+    labels = np.array([it.label for it in items], dtype=np.int64)
+    return Split(
+        images[ok], labels[ok], [it.name for it, good in zip(items, ok, strict=True) if good]
+    )
+
+
+# --- npz (MedMNIST layout) ---------------------------------------------------------------
+
+
+def read_npz(path: Path, classes: list[str] | None) -> Listing:
+    """`train_images`/`train_labels`, optional `val_images`/`val_labels`; labels 0..K-1."""
+    problems: list[str] = []
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as exc:
+        raise DataError([f"{path.name}: unreadable npz file ({exc})"]) from exc
+    train = _npz_split(arrays, "train", path.name, problems)
+    val = _npz_split(arrays, "val", path.name, problems, required=False)
+    all_labels = [it.label for it in (train or []) + (val or [])]
+    names = classes or [str(i) for i in range(max(all_labels, default=-1) + 1)]
+    for it in (train or []) + (val or []):
+        if not 0 <= it.label < len(names):
+            problems.append(f"{it.name}: unknown label {it.label} (classes {names})")
+    train = [it for it in train or [] if 0 <= it.label < len(names)]
+    val = None if val is None else [it for it in val if 0 <= it.label < len(names)]
+    return Listing(list(names), train, val, problems, sha256_file(path))
+
+
+def _npz_split(
+    arrays: dict[str, np.ndarray],
+    split: str,
+    fname: str,
+    problems: list[str],
+    required: bool = True,
+) -> list[Item] | None:
+    img_key, lab_key = f"{split}_images", f"{split}_labels"
+    present = [k for k in (img_key, lab_key) if k in arrays]
+    if len(present) < 2:
+        if required or present:
+            missing = sorted({img_key, lab_key} - set(present))
+            problems.append(f"{fname}: missing split arrays {missing}")
+        return None
+    images, labels = arrays[img_key], arrays[lab_key]
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        problems.append(f"{fname}: {img_key} of shape {images.shape} is not (N,H,W) or (N,H,W,3)")
+        return None
+    labels = labels.reshape(len(labels), -1)
+    if labels.shape[1] != 1 or len(labels) != len(images):
+        problems.append(
+            f"{fname}: {lab_key} of shape {labels.shape} does not give one label per image"
+        )
+        return None
+    scale = _unit_scale(images.dtype)
+    return [
+        Item(f"{fname}:{img_key}[{i}]", int(labels[i, 0]), _npz_loader(images, i, scale))
+        for i in range(len(images))
+    ]
+
+
+def _unit_scale(dtype: np.dtype) -> float:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    return 1.0
+
+
+def _npz_loader(images: np.ndarray, i: int, scale: float) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        image = images[i]
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        return (image.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)
+
+    return load
+
+
+# --- image folders -------------------------------------------------------------------------
+
+
+def read_imagefolder(path: Path, classes: list[str] | None) -> Listing:
+    """root/<class>/*, or root/train/<class>/* with optional root/val/<class>/*."""
+    if not path.is_dir():
+        raise DataError([f"{path}: not a folder"])
+    train_root = path / "train" if (path / "train").is_dir() else path
+    val_root = path / "val" if train_root != path and (path / "val").is_dir() else None
+    problems: list[str] = []
+    names = classes or sorted(d.name for d in _class_dirs(train_root))
+    train = _folder_items(train_root, path, names, problems)
+    val = None if val_root is None else _folder_items(val_root, path, names, problems)
+    return Listing(names, train, val, problems, sha256_tree(path))
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _folder_items(root: Path, base: Path, names: list[str], problems: list[str]) -> list[Item]:
+    items: list[Item] = []
+    for folder in _class_dirs(root):
+        rel = folder.relative_to(base).as_posix()
+        if folder.name not in names:
+            problems.append(f"{rel}/: unknown label {folder.name!r} (classes {names})")
+            continue
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+        if not files:
+            problems.append(f"{rel}/: empty class (no images)")
+        label = names.index(folder.name)
+        items += [Item(f.relative_to(base).as_posix(), label, _file_loader(f)) for f in files]
+    return items
+
+
+def _file_loader(path: Path) -> Callable[[], np.ndarray]:
+    return lambda: imaging.read_file(path)
+
+
+# --- CSV manifest -------------------------------------------------------------------------
+
+
+def read_csv(path: Path, classes: list[str] | None) -> Listing:
+    """`path,label[,split]` rows; paths relative to the CSV; split is train or val."""
+    if path.is_dir():
+        path = path / "manifest.csv"
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError([f"{path.name}: unreadable CSV manifest ({exc})"]) from exc
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError([f"{path.name}: needs a header with 'path' and 'label' columns"])
+    names = classes or sorted({r["label"] for r in rows})
+    problems: list[str] = []
+    splits: dict[str, list[Item]] = {"train": [], "val": []}
+    digest = hashlib.sha256(path.read_bytes())
+    for line, row in enumerate(rows, start=2):
+        item = _csv_item(path, line, row, names, problems)
+        if item is not None:
+            digest.update(bytes.fromhex(sha256_file(path.parent / row["path"])))
+            splits[(row.get("split") or "train").strip()].append(item)
+    val = splits["val"] if any(r.get("split") for r in rows) else None
+    return Listing(names, splits["train"], val, problems, digest.hexdigest())
+
+
+def _csv_item(
+    path: Path, line: int, row: dict[str, str], names: list[str], problems: list[str]
+) -> Item | None:
+    where = f"{path.name} line {line} ({row['path']})"
+    file = path.parent / row["path"]
+    split = (row.get("split") or "train").strip()
+    if split not in ("train", "val"):
+        problems.append(f"{where}: unknown split {split!r} (train or val)")
+    elif row["label"] not in names:
+        problems.append(f"{where}: unknown label {row['label']!r} (classes {names})")
+    elif not file.is_file():
+        problems.append(f"{where}: missing file")
+    else:
+        return Item(row["path"], names.index(row["label"]), _file_loader(file))
+    return None

@@ -1,0 +1,87 @@
+"""The fine-tuned network: a backbone, global average pooling and a custom head.
+
+The head is position-wise (dense layers on the channel axis), so applying it at every cell of
+the last feature map gives class activation maps whose spatial mean equals the logits when the
+head is linear (Zhou et al., 2016).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """A feature extractor as ordered, named layer groups; forward gives the last feature map."""
+
+    def __init__(self, name: str, groups: list[tuple[str, nn.Module]], num_features: int) -> None:
+        super().__init__()
+        self.name = name
+        self.groups = nn.ModuleDict(dict(groups))
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for group in self.groups.values():
+            x = group(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x)
+
+
+def build_head(
+    in_features: int, num_classes: int, hidden: Sequence[int], dropout: float
+) -> nn.Module:
+    """Dropout + dense layers (ReLU between) ending in one output per class."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for units in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(width, units), nn.ReLU(inplace=True)]
+        width = units
+    layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class Classifier(nn.Module):
+    """Backbone features → average pool → head; `forward` returns logits."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def group_names(self) -> list[str]:
+        return [*self.backbone.groups.keys(), "classifier"]
+
+    def group_modules(self) -> dict[str, nn.Module]:
+        """Ordered layer groups, the backbone's then the new head ("classifier")."""
+        return {**dict(self.backbone.groups.items()), "classifier": self.head}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        return self.head(features.mean(dim=(2, 3)))
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, K) and class activation maps (N, K, h, w) from one backbone pass."""
+        features = self.backbone(x)
+        logits = self.head(features.mean(dim=(2, 3)))
+        cam = self.head(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return logits, cam
+
+
+class ExportModule(nn.Module):
+    """What goes into the ONNX graph: calibrated probabilities, logits and CAM."""
+
+    def __init__(self, classifier: Classifier, temperature: float) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.temperature: torch.Tensor
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, cam = self.classifier.forward_all(image)
+        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        return probabilities, logits, cam

@@ -1,0 +1,281 @@
+"""`run_training`: the whole pipeline for one job spec — the one entry point for every job.
+
+prepare data → fine-tune → evaluate and calibrate → export ONNX and check parity → write
+`model.onnx`, `metrics.json`, `history.json`, `plots/*.png` and, last, `card.json` into
+`out_dir` (`checkpoints/` holds last.pt and best.pt). The training service and
+`scantune train` both call it; progress goes to a callback, never to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import evaluate, plots
+from models.augment import normalize
+from models.card import (
+    CARD_FILE,
+    ONNX_FILE,
+    Calibration,
+    DatasetInfo,
+    DecisionThreshold,
+    InputSpec,
+    ModelCard,
+    Parity,
+    TrainingInfo,
+)
+from models.data import Dataset, load_dataset
+from models.export import MIN_PARITY_IMAGES, check_parity, export_onnx
+from models.finetune import build_model, input_stats
+from models.network import Classifier
+from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
+from models.spec import JobSpec
+from models.trainer import FitResult, Trainer, predict_logits
+from models.uri import sha256_file
+
+__all__ = ["ProgressEvent", "TrainingCancelled", "TrainingResult", "run_training"]
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+CHECKPOINT_DIR = "checkpoints"
+PLOTS_DIR = "plots"
+PACKAGES = ("scantune", "torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pydicom")
+TRAIN_SPAN = (0.05, 0.85)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    out_dir: Path
+    card: ModelCard
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.out_dir / ONNX_FILE
+
+    @property
+    def card_path(self) -> Path:
+        return self.out_dir / CARD_FILE
+
+
+def run_training(
+    spec: JobSpec,
+    out_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    weights_uri: str | None = None,
+    cache_dir: Path | None = None,
+    s3_endpoint_url: str | None = None,
+    device: str | None = None,
+) -> TrainingResult:
+    """Train, evaluate and export `spec` into `out_dir`; the card is written last.
+
+    `weights_uri` is the settings' default for pretrained weights (the spec's own wins);
+    `should_stop` is polled every step and makes the run raise `TrainingCancelled`.
+    Raises `models.data.DataError` before any training when the dataset is unusable.
+    """
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir or out_dir / "cache"
+    emit = progress or (lambda event: None)
+    emit(ProgressEvent("preparing_data", 0.0))
+    mean, std = input_stats(spec)
+    data = load_dataset(
+        spec.dataset,
+        size=spec.image_size,
+        channels=spec.recipe.channels,
+        seed=spec.seed,
+        cache_dir=cache,
+        s3_endpoint_url=s3_endpoint_url,
+    )
+    _check_cancel(should_stop)
+    model = build_model(
+        spec,
+        len(data.classes),
+        weights_uri=weights_uri,
+        cache_dir=cache,
+        s3_endpoint_url=s3_endpoint_url,
+    )
+    emit(ProgressEvent("preparing_data", TRAIN_SPAN[0]))
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    trainer = Trainer(
+        model,
+        spec,
+        data,
+        out_dir / CHECKPOINT_DIR,
+        device=torch_device,
+        progress=progress,
+        should_stop=should_stop,
+        fraction_span=TRAIN_SPAN,
+    )
+    fit = trainer.fit(resume=resume)
+    model = model.cpu().float().eval()
+
+    emit(ProgressEvent("evaluating", TRAIN_SPAN[1]))
+    logits = predict_logits(model, data.val.images, mean, std, torch.device("cpu"))
+    metrics, calibration, threshold = _evaluate(spec, data, logits, fit)
+    _write_json(out_dir / HISTORY_FILE, fit.history)
+    _write_json(out_dir / METRICS_FILE, metrics)
+    plots.write_all(
+        out_dir / PLOTS_DIR, fit.history, data, logits, calibration.temperature, spec.recipe.monitor
+    )
+
+    emit(ProgressEvent("exporting", 0.9))
+    parity = _export(model, spec, data, out_dir, calibration.temperature, mean, std)
+    info = _training_info(spec, fit, torch_device, time.perf_counter() - started)
+    card = _card(spec, data, metrics, calibration, threshold, parity, info, out_dir, mean, std)
+    (out_dir / CARD_FILE).write_text(card.to_json())
+    emit(ProgressEvent("exporting", 1.0, metrics=_headline(metrics)))
+    return TrainingResult(out_dir, card, metrics, fit.history)
+
+
+def _check_cancel(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("cancelled before training")
+
+
+def _evaluate(
+    spec: JobSpec, data: Dataset, logits: np.ndarray, fit: FitResult
+) -> tuple[dict[str, Any], Calibration, DecisionThreshold | None]:
+    y = data.val.labels
+    temperature = evaluate.fit_temperature(y, logits)
+    metrics = evaluate.classification_metrics(y, logits, data.classes, temperature)
+    calibration = Calibration(
+        temperature=temperature,
+        applied_in_graph=True,
+        ece_before=metrics["val_ece"],
+        ece_after=metrics["val_ece_calibrated"],
+    )
+    threshold = _threshold(spec, data, logits, temperature)
+    if threshold is not None:
+        positive = evaluate.softmax(logits, temperature)[
+            :, data.classes.index(threshold.positive_class)
+        ]
+        truth = y == data.classes.index(threshold.positive_class)
+        metrics["val_accuracy_at_threshold"] = float(
+            ((positive >= threshold.value) == truth).mean()
+        )
+    metrics |= {
+        "temperature": temperature,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+    }
+    metrics["train_images_per_s"] = fit.train_images_per_s
+    return metrics, calibration, threshold
+
+
+def _threshold(
+    spec: JobSpec, data: Dataset, logits: np.ndarray, temperature: float
+) -> DecisionThreshold | None:
+    if len(data.classes) != 2:
+        return None
+    rule = spec.recipe.threshold
+    positive = rule.positive_class or data.classes[-1]
+    if positive not in data.classes:
+        raise ValueError(f"threshold.positive_class {positive!r} is not one of {data.classes}")
+    index = data.classes.index(positive)
+    score = evaluate.softmax(logits, temperature)[:, index]
+    truth = (data.val.labels == index).astype(np.int64)
+    return evaluate.choose_threshold(truth, score, rule.rule, rule.target, positive)
+
+
+def _export(
+    model: Classifier,
+    spec: JobSpec,
+    data: Dataset,
+    out_dir: Path,
+    temperature: float,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> Parity:
+    path = out_dir / ONNX_FILE
+    export_onnx(
+        model, path, size=spec.image_size, channels=spec.recipe.channels, temperature=temperature
+    )
+    images = data.val.images[: max(64, MIN_PARITY_IMAGES)]
+    if len(images) < MIN_PARITY_IMAGES:  # tiny validation sets: reuse training images too
+        images = np.concatenate([images, data.train.images[: MIN_PARITY_IMAGES - len(images)]])
+    batch = normalize(torch.from_numpy(images), mean, std).numpy()
+    return check_parity(path, model, batch, temperature=temperature)
+
+
+def _training_info(
+    spec: JobSpec, fit: FitResult, device: torch.device, seconds: float
+) -> TrainingInfo:
+    return TrainingInfo(
+        seconds=round(seconds, 2),
+        device=device.type,
+        hardware=_hardware(device),
+        epochs_run=fit.epochs_run,
+        best_epoch=fit.best_epoch,
+        seed=spec.seed,
+    )
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _card(
+    spec: JobSpec,
+    data: Dataset,
+    metrics: dict[str, Any],
+    calibration: Calibration,
+    threshold: DecisionThreshold | None,
+    parity: Parity,
+    info: TrainingInfo,
+    out_dir: Path,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> ModelCard:
+    return ModelCard(
+        name=spec.model_name,
+        classes=tuple(data.classes),
+        input=InputSpec(size=spec.image_size, channels=spec.recipe.channels, mean=mean, std=std),
+        base_model=spec.base_model,
+        recipe=spec.recipe.model_dump(mode="json") | {"epochs": spec.epochs, "seed": spec.seed},
+        dataset=DatasetInfo(
+            uri=data.uri, format=data.format, sha256=data.sha256, class_counts=data.class_counts()
+        ),
+        metrics=metrics,
+        calibration=calibration,
+        threshold=threshold,
+        parity=parity,
+        training=info,
+        packages=_package_versions(),
+        onnx_sha256=sha256_file(out_dir / ONNX_FILE),
+        lineage={"pretrained": spec.pretrained, "weights_uri": spec.weights_uri},
+    )
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, float]:
+    keys = ("val_accuracy", "val_auc", "val_balanced_accuracy", "val_ece_calibrated")
+    return {k: float(metrics[k]) for k in keys if k in metrics}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=float))
