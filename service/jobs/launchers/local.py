@@ -1,0 +1,121 @@
+"""Local launcher: the job runner as a subprocess of the API, in its own session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service.config import TrainingSettings
+from service.jobs.launchers.base import Launcher, RunnerState, child_env, tail_lines
+from service.jobs.tables import JobRow
+
+LOG_FILE = "log.txt"
+KILL_GRACE_S = 5.0
+
+
+def job_dir(settings: TrainingSettings, job_id: str) -> Path:
+    return Path(settings.work_dir) / job_id
+
+
+class LocalLauncher(Launcher):
+    """`python -m service.jobs.runner JOB_ID`, output appended to <work_dir>/<id>/log.txt."""
+
+    name = "local"
+
+    def __init__(self, settings: TrainingSettings) -> None:
+        self.settings = settings
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, job: JobRow) -> str:
+        folder = job_dir(self.settings, job.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / LOG_FILE).open("ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"=== attempt {job.attempts} started {stamp}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "service.jobs.runner", job.id],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env(self.settings),
+                cwd=folder,
+                start_new_session=True,  # its own process group: cancel kills the whole tree
+            )
+        with self._lock:
+            self._procs[job.id] = proc
+        return str(proc.pid)
+
+    def status(self, job: JobRow) -> RunnerState:
+        with self._lock:
+            proc = self._procs.get(job.id)
+        if proc is not None and str(proc.pid) == job.runner_ref:
+            code = proc.poll()
+            if code is None:
+                return RunnerState("running")
+            with self._lock:
+                self._procs.pop(job.id, None)
+            return RunnerState("exited", detail=_exit_detail(code))
+        if not job.runner_ref:
+            return RunnerState("unknown")
+        # Launched by another API process on this host: all we can do is ask the kernel.
+        return RunnerState("running") if _alive(int(job.runner_ref)) else RunnerState("exited")
+
+    def cancel(self, job: JobRow) -> None:
+        with self._lock:
+            proc = self._procs.pop(job.id, None)
+        if proc is not None:
+            _stop_group(proc.pid, lambda: proc.poll() is not None)
+            return
+        if job.runner_ref and _alive(int(job.runner_ref)):
+            pid = int(job.runner_ref)
+            _stop_group(pid, lambda: not _alive(pid))
+
+    def logs(self, job: JobRow, tail: int | None = None) -> str | None:
+        path = job_dir(self.settings, job.id) / LOG_FILE
+        if not path.is_file():
+            return None
+        return tail_lines(path.read_text(errors="replace"), tail)
+
+    def running_pids(self) -> dict[str, int]:
+        with self._lock:
+            return {job_id: p.pid for job_id, p in self._procs.items() if p.poll() is None}
+
+
+def _exit_detail(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"runner killed by {signal.Signals(-code).name}"
+    return f"runner exited with status {code}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_group(pid: int, gone: Callable[[], bool]) -> None:
+    """SIGTERM the runner's process group, SIGKILL it if it is still there after a grace."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        if gone():
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,102 @@
+"""JobService: the one object the training API (and the CLI, and tests) call for jobs."""
+
+from __future__ import annotations
+
+import logging
+
+from models.spec import JobSpec
+from service.config import TrainingSettings
+from service.errors import ServiceUnavailable
+from service.jobs.launchers.base import Launcher, make_launcher
+from service.jobs.state import Status
+from service.jobs.store import JobNotFound, JobStore
+from service.jobs.supervisor import Supervisor
+from service.jobs.validation import check_uris
+from service.jobs.views import JobView
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JobNotFound", "JobService", "JobView"]
+
+
+class JobService:
+    """Submit, read, list and cancel jobs; `start()` runs the supervisor in this process."""
+
+    def __init__(self, settings: TrainingSettings, store: JobStore, launcher: Launcher) -> None:
+        self.settings, self.store, self.launcher = settings, store, launcher
+        self.supervisor = Supervisor(store, launcher, settings)
+
+    @classmethod
+    def from_settings(cls, settings: TrainingSettings) -> JobService:
+        """Open (and migrate) the job store and build the configured launcher."""
+        return cls(settings, JobStore.open(settings.database_url), make_launcher(settings))
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    def stop(self) -> None:
+        """Stop supervising; runners keep running and any API process picks them up."""
+        self.supervisor.stop()
+        self.launcher.close()
+        self.store.close()
+
+    def submit(
+        self, spec: JobSpec, *, idempotency_key: str | None = None, actor: str = "anonymous"
+    ) -> JobView:
+        """Queue a job. The same key and spec return the same job; another spec is a Conflict."""
+        # A retry of an accepted request must not depend on the data still being there.
+        if idempotency_key is None or self.store.find_by_key(idempotency_key) is None:
+            check_uris(spec, self.settings)
+        row, created = self.store.create(spec, idempotency_key=idempotency_key, actor=actor)
+        if created:
+            log.info("job %s queued for %s by %s", row.id, row.model_name, actor)
+            self.supervisor.wake()
+        return JobView.from_row(row)
+
+    def get(self, job_id: str) -> JobView:
+        return JobView.from_row(self.store.get(job_id))
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        model_name: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[JobView], str | None]:
+        """Newest first; pass the returned cursor to get the next page (None: no more)."""
+        rows, next_cursor = self.store.page(
+            status=status, model_name=model_name, cursor=cursor, limit=limit
+        )
+        return [JobView.from_row(r) for r in rows], next_cursor
+
+    def cancel(self, job_id: str, *, actor: str) -> JobView:
+        """queued/running → cancelled (409 once finished or publishing); stops the runner."""
+        before = self.store.get(job_id)
+        row = self.store.cancel(job_id)
+        self.store.set_fields(
+            job_id, error_reason="cancelled", error_detail=f"cancelled by {actor}"
+        )
+        if before.status == Status.RUNNING or row.runner_ref:
+            try:
+                self.launcher.cancel(row)
+            except Exception:
+                log.exception("could not stop the runner of job %s; it stops itself", job_id)
+        log.info("job %s cancelled by %s", job_id, actor)
+        self.supervisor.wake()
+        return self.get(job_id)
+
+    def logs(self, job_id: str, *, tail: int | None = None) -> str:
+        job = self.store.get(job_id)
+        return self.launcher.logs(job, tail) or ""
+
+    def check(self) -> None:
+        """Readiness: raises ServiceUnavailable when the job store is not reachable."""
+        try:
+            self.store.check()
+        except Exception as exc:
+            raise ServiceUnavailable(f"job store not reachable: {type(exc).__name__}") from exc
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per status, every status present (for Prometheus)."""
+        return self.store.counts()

@@ -1,0 +1,394 @@
+"""The job store: every read and write of job rows, as short transactions.
+
+Every state change is a conditional UPDATE (`WHERE status = :expected`, and for a runner's
+writes `AND attempts = :attempt`), so two API processes and any number of runners can share
+one database: whoever loses a race sees zero rows updated and backs off. `attempts` doubles
+as a fencing token: a runner the supervisor gave up on can no longer write to its job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import sessionmaker
+
+from models.spec import JobSpec
+from service.errors import Conflict, InvalidRequest, NotFound
+from service.jobs.database import make_engine, migrate
+from service.jobs.state import TERMINAL, IllegalTransition, Phase, Status, check_transition
+from service.jobs.tables import JobRow, ModelVersionRow
+
+MAX_PAGE = 200
+_ALLOCATION_TRIES = 50
+
+
+class JobNotFound(NotFound):
+    title = "Job not found"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Datetimes from SQLite come back naive; every stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def spec_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        seq = json.loads(base64.urlsafe_b64decode(padded.encode()))["seq"]
+        if not isinstance(seq, int):
+            raise TypeError(seq)
+        return seq
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise InvalidRequest(
+            "the cursor is not one this service issued",
+            errors=[{"loc": "query/cursor", "msg": "invalid cursor", "type": "value_error"}],
+        ) from None
+
+
+class JobStore:
+    """Job rows in SQLite or PostgreSQL; rows returned are detached snapshots."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, run_migrations: bool = True) -> JobStore:
+        engine = make_engine(url)
+        if run_migrations:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def check(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # creating and reading
+    def create(
+        self, spec: JobSpec, *, idempotency_key: str | None = None, actor: str = "anonymous"
+    ) -> tuple[JobRow, bool]:
+        """Insert a queued job; returns (row, created). A reused key returns the first job."""
+        digest = spec_hash(spec)
+        row = JobRow(
+            id=str(uuid.uuid4()),
+            model_name=spec.model_name,
+            spec=spec.model_dump(mode="json"),
+            spec_hash=digest,
+            idempotency_key=idempotency_key,
+            status=Status.QUEUED.value,
+            progress=0.0,
+            epochs=spec.epochs,
+            history=[],
+            attempts=0,
+            created_at=utcnow(),
+            created_by=actor,
+            webhook_state="pending" if spec.webhook else None,
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+        existing = self._by_key(idempotency_key)
+        if existing.spec_hash != digest:
+            raise Conflict(
+                f"Idempotency-Key {idempotency_key!r} was already used for job {existing.id} "
+                "with a different request body"
+            )
+        return existing, False
+
+    def find_by_key(self, key: str) -> JobRow | None:
+        with self._sessions() as session:
+            return session.scalar(select(JobRow).where(JobRow.idempotency_key == key))
+
+    def _by_key(self, key: str) -> JobRow:
+        row = self.find_by_key(key)
+        if row is None:  # the conflicting insert was rolled back: let the caller retry
+            raise Conflict(f"Idempotency-Key {key!r} is being used by a concurrent request")
+        return row
+
+    def get(self, job_id: str) -> JobRow:
+        with self._sessions() as session:
+            row = session.scalar(select(JobRow).where(JobRow.id == job_id))
+        if row is None:
+            raise JobNotFound(f"no training job with id '{job_id}'")
+        return row
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        model_name: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[JobRow], str | None]:
+        """Newest first; the cursor names the last row of the previous page."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(
+                f"limit must be between 1 and {MAX_PAGE}",
+                errors=[{"loc": "query/limit", "msg": "out of range", "type": "value_error"}],
+            )
+        query = select(JobRow).order_by(JobRow.seq.desc()).limit(limit + 1)
+        if status is not None:
+            query = query.where(JobRow.status == Status(status).value)
+        if model_name is not None:
+            query = query.where(JobRow.model_name == model_name)
+        if cursor is not None:
+            query = query.where(JobRow.seq < decode_cursor(cursor))
+        with self._sessions() as session:
+            rows = list(session.scalars(query))
+        if len(rows) > limit:
+            return rows[:limit], encode_cursor(rows[limit - 1].seq)
+        return rows, None
+
+    def counts(self) -> dict[str, int]:
+        query = select(JobRow.status, func.count()).group_by(JobRow.status)
+        with self._sessions() as session:
+            found = {status: int(n) for status, n in session.execute(query)}
+        return {s.value: found.get(s.value, 0) for s in Status}
+
+    def with_status(self, *statuses: Status) -> list[JobRow]:
+        query = select(JobRow).where(JobRow.status.in_([s.value for s in statuses]))
+        with self._sessions() as session:
+            return list(session.scalars(query.order_by(JobRow.seq)))
+
+    # state changes
+    def transition(
+        self,
+        job_id: str,
+        target: Status,
+        *,
+        expected: Iterable[Status] | None = None,
+        attempt: int | None = None,
+        **values: Any,
+    ) -> JobRow:
+        """Move a job to `target` if it is still in an allowed state (and attempt, if given)."""
+        current = self.get(job_id)
+        allowed = set(expected) if expected is not None else {Status(current.status)}
+        if Status(current.status) not in allowed:
+            raise IllegalTransition(f"job {job_id} is {current.status}, not {_names(allowed)}")
+        for state in allowed:
+            check_transition(state, target)
+        if target in TERMINAL:
+            values.setdefault("finished_at", utcnow())
+        where = [JobRow.id == job_id, JobRow.status.in_([s.value for s in allowed])]
+        if attempt is not None:
+            where.append(JobRow.attempts == attempt)
+        if self._update(where, status=target.value, **values) == 0:
+            now = self.get(job_id)
+            raise IllegalTransition(
+                f"job {job_id} changed to {now.status} (attempt {now.attempts}) meanwhile"
+            )
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRow:
+        """queued/running -> cancelled, refused once the job has begun publishing."""
+        job = self.get(job_id)
+        if Status(job.status) in TERMINAL:
+            raise IllegalTransition(f"job {job_id} already {job.status}; it cannot be cancelled")
+        where = [
+            JobRow.id == job_id,
+            JobRow.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+            (JobRow.phase.is_(None)) | (JobRow.phase != Phase.PUBLISHING.value),
+        ]
+        changed = self._update(where, status=Status.CANCELLED.value, finished_at=utcnow())
+        if changed == 0:
+            now = self.get(job_id)
+            raise IllegalTransition(
+                f"job {job_id} is {now.status}"
+                + (" and already publishing" if now.phase == Phase.PUBLISHING else "")
+                + "; it cannot be cancelled"
+            )
+        return self.get(job_id)
+
+    def claim_queued(self, limit: int, *, launcher: str) -> list[JobRow]:
+        """Take up to `limit` queued jobs (oldest first) and mark them running, attempt + 1."""
+        if limit <= 0:
+            return []
+        claimed: list[str] = []
+        with self._sessions.begin() as session:
+            query = (
+                select(JobRow.id)
+                .where(JobRow.status == Status.QUEUED.value)
+                .order_by(JobRow.seq)
+                .limit(limit)
+            )
+            if self.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            now = utcnow()
+            for job_id in list(session.scalars(query)):
+                result = session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == Status.QUEUED.value)
+                    .values(
+                        status=Status.RUNNING.value,
+                        attempts=JobRow.attempts + 1,
+                        started_at=func.coalesce(JobRow.started_at, now),
+                        heartbeat_at=now,
+                        launcher=launcher,
+                        runner_ref=None,
+                        phase=None,
+                    )
+                )
+                if _rowcount(result):
+                    claimed.append(job_id)
+        return [self.get(job_id) for job_id in claimed]
+
+    def update_running(self, job_id: str, attempt: int, **values: Any) -> bool:
+        """A runner's write to its own job; False when it no longer owns the job."""
+        where = [
+            JobRow.id == job_id,
+            JobRow.status == Status.RUNNING.value,
+            JobRow.attempts == attempt,
+        ]
+        return self._update(where, **values) == 1
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        return self.update_running(job_id, attempt, heartbeat_at=utcnow())
+
+    def set_fields(self, job_id: str, **values: Any) -> None:
+        """Unconditional write of bookkeeping fields (promotion, webhook outcome)."""
+        self._update([JobRow.id == job_id], **values)
+
+    def claim_webhook(self, job_id: str) -> bool:
+        """pending -> sending for one sender only; False when someone else took it."""
+        where = [
+            JobRow.id == job_id,
+            JobRow.webhook_state == "pending",
+            JobRow.status.in_([s.value for s in TERMINAL]),
+        ]
+        return self._update(where, webhook_state="sending") == 1
+
+    def pending_webhooks(self) -> list[JobRow]:
+        query = select(JobRow).where(
+            JobRow.webhook_state == "pending", JobRow.status.in_([s.value for s in TERMINAL])
+        )
+        with self._sessions() as session:
+            return list(session.scalars(query))
+
+    def _update(self, where: list[Any], **values: Any) -> int:
+        with self._sessions.begin() as session:
+            return _rowcount(session.execute(update(JobRow).where(*where).values(**values)))
+
+    # versions
+    def allocate_version(self, job_id: str, attempt: int) -> int:
+        """The job's version number: the next free one for its model, taken once per job.
+
+        The insert and the job's move to the publishing phase share one transaction, so a
+        cancelled or superseded runner takes no number. A lost race on the unique
+        (model_name, version) pair is retried with the next number.
+        """
+        for _ in range(_ALLOCATION_TRIES):
+            try:
+                return self._allocate_once(job_id, attempt)
+            except IntegrityError:
+                continue
+            except OperationalError as exc:  # SQLite: a writer committed after our read
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        raise Conflict(f"could not allocate a version for job {job_id}; try again")
+
+    def _allocate_once(self, job_id: str, attempt: int) -> int:
+        with self._sessions.begin() as session:
+            job = session.scalar(select(JobRow).where(JobRow.id == job_id))
+            if job is None:
+                raise JobNotFound(f"no training job with id '{job_id}'")
+            taken = session.scalar(
+                select(ModelVersionRow.version).where(ModelVersionRow.job_id == job_id)
+            )
+            if taken is None:
+                latest = session.scalar(
+                    select(func.max(ModelVersionRow.version)).where(
+                        ModelVersionRow.model_name == job.model_name
+                    )
+                )
+                taken = (latest or 0) + 1
+                session.add(
+                    ModelVersionRow(
+                        model_name=job.model_name, version=taken, job_id=job_id, created_at=utcnow()
+                    )
+                )
+                session.flush()
+            moved = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status == Status.RUNNING.value,
+                    JobRow.attempts == attempt,
+                )
+                .values(phase=Phase.PUBLISHING.value, version=taken, heartbeat_at=utcnow())
+            )
+            if not _rowcount(moved):
+                session.rollback()
+                raise IllegalTransition(f"job {job_id} is no longer running this attempt")
+            return int(taken)
+
+    def release_version(self, job_id: str) -> bool:
+        """Give back a job's number after a failed publish, if no later number was taken."""
+        with self._sessions.begin() as session:
+            mine = session.scalar(select(ModelVersionRow).where(ModelVersionRow.job_id == job_id))
+            if mine is None:
+                return False
+            later = session.scalar(
+                select(func.count()).where(
+                    ModelVersionRow.model_name == mine.model_name,
+                    ModelVersionRow.version > mine.version,
+                )
+            )
+            if later:
+                return False
+            session.delete(mine)
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(version=None))
+            return True
+
+    def versions(self, model_name: str) -> list[int]:
+        query = (
+            select(ModelVersionRow.version)
+            .where(ModelVersionRow.model_name == model_name)
+            .order_by(ModelVersionRow.version)
+        )
+        with self._sessions() as session:
+            return list(session.scalars(query))
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _names(states: Iterable[Status]) -> str:
+    return " or ".join(sorted(s.value for s in states))

@@ -1,0 +1,178 @@
+"""The supervisor: a thread in each API process that starts queued jobs and reaps dead ones.
+
+Every `supervisor_interval_s` it (1) looks at each running job: a runner the launcher reports
+gone or killed, or whose heartbeat is older than `heartbeat_timeout_s`, is re-queued to resume
+from its checkpoint while `attempts <= max_retries`, else failed with a reason; (2) starts
+queued jobs while slots are free; (3) sends webhooks no runner could send (cancellations,
+lost runners). Every change is a conditional update, so two API processes can both run one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from service.config import TrainingSettings
+from service.jobs.launchers.base import Launcher, RunnerState
+from service.jobs.state import IllegalTransition, Status
+from service.jobs.store import JobStore, as_utc, utcnow
+from service.jobs.tables import JobRow
+from service.jobs.webhook import send_job_webhook
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(self, store: JobStore, launcher: Launcher, settings: TrainingSettings) -> None:
+        self.store, self.launcher, self.settings = store, launcher, settings
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._webhooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook")
+        self._sending: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="job-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._webhooks.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self) -> None:
+        """Run a tick now (a job was submitted or cancelled)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("supervisor tick failed; trying again next interval")
+            self._wake.wait(self.settings.supervisor_interval_s)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        self.reap()
+        self.launch_queued()
+        self.send_webhooks()
+
+    # running jobs
+    def reap(self) -> None:
+        for job in self.store.with_status(Status.RUNNING):
+            state = self.launcher.status(job)
+            verdict = self._verdict(job, state)
+            if verdict is not None:
+                self._handle_dead(job, state, verdict)
+
+    def _verdict(self, job: JobRow, state: RunnerState) -> str | None:
+        """Why the job's runner counts as dead, or None while it may still be alive."""
+        if state.state == "failed":
+            return state.detail or f"runner failed: {state.reason}"
+        if state.state == "exited":
+            return state.detail or "runner process is gone"
+        if state.state == "pending":
+            return None
+        beat = as_utc(job.heartbeat_at) or as_utc(job.started_at)
+        limit = timedelta(seconds=self.settings.heartbeat_timeout_s)
+        if beat is not None and utcnow() - beat > limit:
+            return f"no heartbeat for over {self.settings.heartbeat_timeout_s:g}s"
+        return None
+
+    def _handle_dead(self, job: JobRow, state: RunnerState, why: str) -> None:
+        self.launcher.cancel(job)  # a hung runner must not come back to life
+        retry = state.retryable and job.attempts <= self.settings.max_retries
+        try:
+            if retry:
+                self.store.transition(
+                    job.id,
+                    Status.QUEUED,
+                    expected=[Status.RUNNING],
+                    attempt=job.attempts,
+                    runner_ref=None,
+                    phase=None,
+                )
+            else:
+                self.store.transition(
+                    job.id,
+                    Status.FAILED,
+                    expected=[Status.RUNNING],
+                    attempt=job.attempts,
+                    error_reason=state.reason or "runner_lost",
+                    error_detail=_detail(why, job.attempts),
+                )
+        except IllegalTransition:
+            return  # the runner finished, or another supervisor acted first
+        action = "re-queued to resume" if retry else "failed"
+        log.warning("job %s attempt %d: %s; %s", job.id, job.attempts, why, action)
+        self._note(job, f"attempt {job.attempts}: {why}; {action}")
+
+    def _note(self, job: JobRow, line: str) -> None:
+        from service.jobs.launchers.local import LOG_FILE, job_dir
+
+        path = job_dir(self.settings, job.id) / LOG_FILE
+        if path.parent.is_dir():
+            with path.open("a") as fh:
+                fh.write(f"=== supervisor: {line}\n")
+
+    # queued jobs
+    def free_slots(self) -> int:
+        if not self.launcher.limits_slots:
+            return 1_000
+        running = self.store.counts()[Status.RUNNING.value]
+        return max(0, self.settings.max_concurrent_jobs - running)
+
+    def launch_queued(self) -> None:
+        for job in self.store.claim_queued(self.free_slots(), launcher=self.launcher.name):
+            try:
+                ref = self.launcher.launch(job)
+            except Exception as exc:
+                log.exception("could not launch job %s", job.id)
+                self._fail_launch(job, exc)
+                continue
+            if not self.store.update_running(job.id, job.attempts, runner_ref=ref):
+                self.launcher.cancel(job)  # cancelled between claim and launch
+            log.info("job %s attempt %d launched (%s)", job.id, job.attempts, ref)
+
+    def _fail_launch(self, job: JobRow, exc: Exception) -> None:
+        first_line = (str(exc).splitlines() or [""])[0]
+        with contextlib.suppress(IllegalTransition):
+            self.store.transition(
+                job.id,
+                Status.FAILED,
+                expected=[Status.RUNNING],
+                attempt=job.attempts,
+                error_reason="launch_failed",
+                error_detail=f"{type(exc).__name__}: {first_line}"[:400],
+            )
+
+    # webhooks
+    def send_webhooks(self) -> None:
+        for job in self.store.pending_webhooks():
+            with self._lock:
+                if job.id in self._sending:
+                    continue
+                self._sending.add(job.id)
+            self._webhooks.submit(self._send, job.id)
+
+    def _send(self, job_id: str) -> None:
+        try:
+            send_job_webhook(self.store, job_id, self.settings)
+        finally:
+            with self._lock:
+                self._sending.discard(job_id)
+
+
+def _detail(why: str, attempts: int) -> str:
+    return f"{why} (attempt {attempts}); no retries left"

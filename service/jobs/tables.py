@@ -1,0 +1,69 @@
+"""The job store's tables (SQLAlchemy 2 ORM); the schema itself is made by the migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    """One training job; `seq` orders jobs by creation (cursor pagination), `id` names them."""
+
+    __tablename__ = "jobs"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
+    model_name: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
+    spec_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, nullable=False)
+    phase: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(default=0.0, nullable=False)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    epochs: Mapped[int | None] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list, nullable=False)
+    error_reason: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    launcher: Mapped[str | None] = mapped_column(String(16))
+    runner_ref: Mapped[str | None] = mapped_column(
+        String(255), doc="Local process id, or the Kubernetes Job's name."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int | None] = mapped_column(Integer)
+    artifacts: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    promotion: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    webhook_state: Mapped[str | None] = mapped_column(
+        String(16), doc="None (no webhook), pending, sending, delivered or failed."
+    )
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+
+
+class ModelVersionRow(Base):
+    """A version number taken by a job; the unique pair makes numbers gap- and duplicate-free."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_name", "version", name="uq_model_versions"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -1,0 +1,51 @@
+"""Checks a submitted spec needs beyond its schema: the URIs it names must exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.spec import JobSpec
+from models.uri import S3Location, UriError, is_s3, local_path, s3_client
+from service.config import TrainingSettings
+from service.errors import Unprocessable
+
+
+def uri_exists(uri: str, settings: TrainingSettings) -> bool:
+    """A local path / file:// that exists, or an s3:// object or prefix with objects under it."""
+    if not is_s3(uri):
+        return local_path(uri).exists()
+    loc = S3Location.parse(uri)
+    client: Any = s3_client(settings.s3_endpoint_url, settings.s3_region)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        page = client.list_objects_v2(Bucket=loc.bucket, Prefix=loc.key, MaxKeys=50)
+    except (BotoCoreError, ClientError):
+        return False
+    prefix = loc.key.rstrip("/") + "/"
+    return any(
+        obj["Key"] == loc.key or obj["Key"].startswith(prefix) for obj in page.get("Contents", [])
+    )
+
+
+def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
+    """Raise Unprocessable naming each field whose URI names nothing."""
+    fields = {"dataset.uri": spec.dataset.uri}
+    if spec.dataset.val_uri:
+        fields["dataset.val_uri"] = spec.dataset.val_uri
+    if spec.weights_uri:
+        fields["weights_uri"] = spec.weights_uri
+    errors = []
+    for field, uri in fields.items():
+        try:
+            found = uri_exists(uri, settings)
+            message = f"{uri} does not exist"
+        except UriError as exc:
+            found, message = False, str(exc)
+        if not found:
+            errors.append(
+                {"loc": "body/" + field.replace(".", "/"), "msg": message, "type": "uri_not_found"}
+            )
+    if errors:
+        summary = "; ".join(f"{e['loc'][5:].replace('/', '.')}: {e['msg']}" for e in errors)
+        raise Unprocessable(summary, errors=errors)

@@ -1,0 +1,115 @@
+"""Fixtures for the jobs backend: a store on SQLite and on the real PostgreSQL, settings,
+specs on the real data slice, and a loopback HTTP receiver for webhooks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.spec import JobSpec
+from service.config import TrainingSettings
+from service.jobs.store import JobStore
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The job store URL: a SQLite file, or a fresh schema on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[JobStore]:
+    job_store = JobStore.open(db_url)
+    yield job_store
+    job_store.close()
+
+
+@pytest.fixture
+def make_spec(tmp_path: Path) -> Callable[..., JobSpec]:
+    """A valid spec; the dataset file exists (an empty placeholder unless `uri` is given)."""
+    placeholder = tmp_path / "placeholder.npz"
+    placeholder.write_bytes(b"")
+
+    def build(**overrides: Any) -> JobSpec:
+        data: dict[str, Any] = {
+            "model_name": "chest-xray",
+            "dataset": {"uri": str(placeholder), "format": "npz"},
+            "image_size": 32,
+            "epochs": 1,
+        }
+        data.update(overrides)
+        return JobSpec.model_validate(data)
+
+    return build
+
+
+@pytest.fixture
+def settings_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., TrainingSettings]:
+    """TrainingSettings read from SCANTUNE_* variables, as in production."""
+
+    def build(**values: Any) -> TrainingSettings:
+        defaults: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "work_dir": tmp_path / "work",
+            "artifact_uri": (tmp_path / "artifacts").as_uri(),
+            "auth_disabled": True,
+        }
+        for key, value in {**defaults, **values}.items():
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            monkeypatch.setenv(f"SCANTUNE_{key.upper()}", text)
+        return TrainingSettings()
+
+    return build
+
+
+class Receiver:
+    """A real HTTP server on loopback that records POSTs and answers from a script."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append((dict(self.headers), body))
+                code = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., Receiver]]:
+    made: list[Receiver] = []
+
+    def start(statuses: list[int] | None = None) -> Receiver:
+        made.append(Receiver(statuses or []))
+        return made[-1]
+
+    yield start
+    for r in made:
+        r.close()

@@ -1,0 +1,209 @@
+"""The job store and state machine on SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from models.spec import JobSpec
+from service.errors import Conflict, InvalidRequest
+from service.jobs.database import current_revision, make_engine, migrate
+from service.jobs.state import IllegalTransition, Phase, Status, check_transition
+from service.jobs.store import JobNotFound, JobStore
+
+
+def test_migrations_are_idempotent(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate(engine)
+    migrate(engine)
+    assert current_revision(engine) == "0001"
+    engine.dispose()
+
+
+def test_two_processes_migrating_at_once_both_succeed(db_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine = make_engine(db_url)
+            migrate(engine)
+            engine.dispose()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = JobStore.open(db_url)
+    assert store.counts()["queued"] == 0
+    store.close()
+
+
+def test_create_and_get(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    row, created = store.create(make_spec(), actor="ci")
+    assert created
+    got = store.get(row.id)
+    assert (got.status, got.attempts, got.created_by) == ("queued", 0, "ci")
+    assert got.spec["model_name"] == "chest-xray"
+    with pytest.raises(JobNotFound):
+        store.get("no-such-job")
+
+
+def test_idempotency_key(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    first, created = store.create(make_spec(), idempotency_key="k1")
+    again, created_again = store.create(make_spec(), idempotency_key="k1")
+    assert created and not created_again
+    assert again.id == first.id
+    with pytest.raises(Conflict, match="different request body"):
+        store.create(make_spec(epochs=2), idempotency_key="k1")
+    other, _ = store.create(make_spec(), idempotency_key="k2")
+    assert other.id != first.id
+    assert store.counts()["queued"] == 2
+
+
+def test_cursor_pagination_newest_first(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    ids = [store.create(make_spec(seed=i))[0].id for i in range(7)]
+    store.create(make_spec(model_name="other"))
+    pages, cursor = [], None
+    while True:
+        rows, cursor = store.page(model_name="chest-xray", cursor=cursor, limit=3)
+        pages.append([r.id for r in rows])
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [i for p in pages for i in p] == list(reversed(ids))
+    rows, _ = store.page(status="running")
+    assert rows == []
+    with pytest.raises(InvalidRequest):
+        store.page(cursor="not-a-cursor")
+    with pytest.raises(InvalidRequest):
+        store.page(limit=0)
+
+
+def test_state_machine_table() -> None:
+    check_transition(Status.QUEUED, Status.RUNNING)
+    check_transition(Status.RUNNING, Status.QUEUED)
+    for target in Status:
+        with pytest.raises(IllegalTransition):
+            check_transition(Status.SUCCEEDED, target)
+    with pytest.raises(IllegalTransition):
+        check_transition(Status.QUEUED, Status.SUCCEEDED)
+    assert IllegalTransition("x").status == 409
+
+
+def test_claim_run_and_finish(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    row, _ = store.create(make_spec())
+    [claimed] = store.claim_queued(5, launcher="local")
+    assert (claimed.id, claimed.status, claimed.attempts) == (row.id, "running", 1)
+    assert store.claim_queued(5, launcher="local") == []
+    assert store.update_running(row.id, 1, phase=Phase.TRAINING.value, progress=0.5)
+    assert not store.update_running(row.id, 2, progress=0.6)  # a stale attempt is fenced off
+    done = store.transition(row.id, Status.SUCCEEDED, expected=[Status.RUNNING], attempt=1)
+    assert done.status == "succeeded" and done.finished_at is not None
+    assert done.progress == 0.5
+    with pytest.raises(IllegalTransition):
+        store.transition(row.id, Status.FAILED, expected=[Status.RUNNING], attempt=1)
+    with pytest.raises(IllegalTransition):
+        store.cancel(row.id)
+
+
+def test_requeue_fences_the_old_attempt(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    row, _ = store.create(make_spec())
+    store.claim_queued(1, launcher="local")
+    store.transition(row.id, Status.QUEUED, expected=[Status.RUNNING], attempt=1)
+    [again] = store.claim_queued(1, launcher="local")
+    assert again.attempts == 2
+    assert not store.heartbeat(row.id, 1)
+    assert store.heartbeat(row.id, 2)
+    with pytest.raises(IllegalTransition):
+        store.transition(row.id, Status.FAILED, expected=[Status.RUNNING], attempt=1)
+
+
+def test_only_one_of_two_racing_transitions_wins(
+    store: JobStore, make_spec: Callable[..., JobSpec]
+) -> None:
+    row, _ = store.create(make_spec())
+    store.claim_queued(1, launcher="local")
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def act(target: Status) -> None:
+        barrier.wait()
+        try:
+            store.transition(row.id, target, expected=[Status.RUNNING], attempt=1)
+            results.append(target.value)
+        except IllegalTransition:
+            results.append("lost")
+
+    threads = [threading.Thread(target=act, args=(s,)) for s in (Status.FAILED, Status.QUEUED)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results).count("lost") == 1
+    assert store.get(row.id).status in results
+
+
+def test_cancel_queued_and_not_while_publishing(
+    store: JobStore, make_spec: Callable[..., JobSpec]
+) -> None:
+    queued, _ = store.create(make_spec())
+    assert store.cancel(queued.id).status == "cancelled"
+    running, _ = store.create(make_spec(seed=1))
+    store.claim_queued(1, launcher="local")
+    assert store.allocate_version(running.id, 1) == 1
+    assert store.get(running.id).phase == "publishing"
+    with pytest.raises(IllegalTransition, match="publishing"):
+        store.cancel(running.id)
+
+
+def test_versions_are_allocated_once_per_job_without_gaps(
+    store: JobStore, make_spec: Callable[..., JobSpec]
+) -> None:
+    jobs = [store.create(make_spec(seed=i))[0] for i in range(3)]
+    store.claim_queued(3, launcher="local")
+    assert [store.allocate_version(j.id, 1) for j in jobs] == [1, 2, 3]
+    assert store.allocate_version(jobs[0].id, 1) == 1  # the same job keeps its number
+    assert store.release_version(jobs[2].id)  # the newest can be given back...
+    assert not store.release_version(jobs[0].id)  # ...an older one would leave a gap
+    assert store.versions("chest-xray") == [1, 2]
+
+
+def test_cancelled_job_takes_no_version(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    row, _ = store.create(make_spec())
+    store.claim_queued(1, launcher="local")
+    store.cancel(row.id)
+    with pytest.raises(IllegalTransition):
+        store.allocate_version(row.id, 1)
+    assert store.versions("chest-xray") == []
+
+
+def test_concurrent_version_allocation(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    jobs = [store.create(make_spec(seed=i))[0] for i in range(6)]
+    store.claim_queued(6, launcher="local")
+    barrier = threading.Barrier(len(jobs))
+    got: dict[str, int] = {}
+
+    def allocate(job_id: str) -> None:
+        barrier.wait()
+        got[job_id] = store.allocate_version(job_id, 1)
+
+    threads = [threading.Thread(target=allocate, args=(j.id,)) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got.values()) == [1, 2, 3, 4, 5, 6]
+    assert store.versions("chest-xray") == [1, 2, 3, 4, 5, 6]
+
+
+def test_counts_include_every_status(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
+    store.create(make_spec())
+    counts = store.counts()
+    assert set(counts) == {s.value for s in Status}
+    assert counts["queued"] == 1 and counts["running"] == 0
