@@ -1,0 +1,120 @@
+"""The jobs endpoints in-process: submit, idempotency, list, get, cancel, logs, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask.testing import FlaskClient
+
+from tests.training_api.conftest import KEYS, job_spec
+
+
+def submit(client: FlaskClient, dataset: Path, **overrides: object) -> dict[str, object]:
+    response = client.post("/v1/training-jobs", json=job_spec(dataset, **overrides))
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+def test_submit_returns_202_with_location_and_the_queued_job(
+    client: FlaskClient, dataset: Path
+) -> None:
+    response = client.post("/v1/training-jobs", json=job_spec(dataset))
+
+    assert response.status_code == 202
+    job = response.get_json()
+    assert response.headers["Location"] == f"/v1/training-jobs/{job['id']}"
+    assert job["status"] == "queued"
+    assert job["created_by"] == "admin"
+    assert job["spec"]["recipe"]["batch_size"] == 64  # defaults filled in
+    assert client.get(response.headers["Location"]).get_json()["id"] == job["id"]
+
+
+def test_same_idempotency_key_and_body_return_the_same_job(
+    client: FlaskClient, dataset: Path
+) -> None:
+    headers = {"Idempotency-Key": "ci-run-42"}
+    first = client.post("/v1/training-jobs", json=job_spec(dataset), headers=headers)
+    again = client.post("/v1/training-jobs", json=job_spec(dataset), headers=headers)
+
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert len(client.get("/v1/training-jobs").get_json()["items"]) == 1
+
+
+def test_same_idempotency_key_with_another_body_is_409(client: FlaskClient, dataset: Path) -> None:
+    headers = {"Idempotency-Key": "ci-run-43"}
+    client.post("/v1/training-jobs", json=job_spec(dataset), headers=headers)
+    response = client.post("/v1/training-jobs", json=job_spec(dataset, epochs=2), headers=headers)
+
+    assert response.status_code == 409
+    assert "different request body" in response.get_json()["detail"]
+
+
+def test_list_is_newest_first_filtered_and_paginated(client: FlaskClient, dataset: Path) -> None:
+    ids = [submit(client, dataset, model_name=f"model-{i % 2}")["id"] for i in range(5)]
+
+    first = client.get("/v1/training-jobs?limit=2").get_json()
+    second = client.get(f"/v1/training-jobs?limit=2&cursor={first['next_cursor']}").get_json()
+    third = client.get(f"/v1/training-jobs?limit=2&cursor={second['next_cursor']}").get_json()
+
+    pages = [first, second, third]
+    assert [j["id"] for p in pages for j in p["items"]] == ids[::-1]
+    assert third["next_cursor"] is None
+    only = client.get("/v1/training-jobs?model=model-1").get_json()["items"]
+    assert [j["id"] for j in only] == [ids[3], ids[1]]
+    assert client.get("/v1/training-jobs?status=succeeded").get_json()["items"] == []
+
+
+def test_cancel_a_queued_job_then_again_is_409(client: FlaskClient, dataset: Path) -> None:
+    job = submit(client, dataset)
+
+    cancelled = client.post(f"/v1/training-jobs/{job['id']}/cancel")
+    again = client.post(f"/v1/training-jobs/{job['id']}/cancel")
+
+    assert cancelled.status_code == 200
+    assert cancelled.get_json()["status"] == "cancelled"
+    assert cancelled.get_json()["finished_at"] is not None
+    assert again.status_code == 409
+    assert "cancelled" in again.get_json()["detail"]
+    listed = client.get("/v1/training-jobs?status=cancelled").get_json()["items"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_logs_are_plain_text(client: FlaskClient, dataset: Path) -> None:
+    job = submit(client, dataset)
+
+    response = client.get(f"/v1/training-jobs/{job['id']}/logs?tail=10")
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+
+
+def test_read_scope_can_read_but_not_write(
+    client: FlaskClient, anonymous: FlaskClient, dataset: Path
+) -> None:
+    job = submit(client, dataset)
+    reader = {"X-API-Key": KEYS["reader"].secret}
+
+    assert anonymous.get(f"/v1/training-jobs/{job['id']}", headers=reader).status_code == 200
+    response = anonymous.post(f"/v1/training-jobs/{job['id']}/cancel", headers=reader)
+    assert response.status_code == 403
+    assert "jobs:write" in response.get_json()["detail"]
+
+
+def test_metrics_report_jobs_by_state(client: FlaskClient, dataset: Path) -> None:
+    submit(client, dataset)
+    job = submit(client, dataset, seed=1)
+    client.post(f"/v1/training-jobs/{job['id']}/cancel")
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert 'scantune_jobs{state="queued"} 1.0' in text
+    assert 'scantune_jobs{state="cancelled"} 1.0' in text
+    assert "scantune_http_requests_total" in text
+
+
+def test_health_and_readiness_are_open(anonymous: FlaskClient) -> None:
+    assert anonymous.get("/healthz").status_code == 200
+    ready = anonymous.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": "ok", "artifact_store": "ok"}

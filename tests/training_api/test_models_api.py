@@ -1,0 +1,110 @@
+"""The registry endpoints in-process: models, versions, cards and aliases with who/when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.training_api.conftest import KEYS, publish_version
+
+
+@pytest.fixture
+def published(training_env: Path) -> str:
+    publish_version(training_env / "artifacts", "chest-xray", 1, val_auc=0.91)
+    publish_version(training_env / "artifacts", "chest-xray", 2, val_auc=0.95)
+    publish_version(training_env / "artifacts", "knee", 1)
+    return "chest-xray"
+
+
+def test_list_models_with_versions_and_aliases(published: str, client: FlaskClient) -> None:
+    client.put(f"/v1/models/{published}/aliases/production", json={"version": 1})
+
+    items = client.get("/v1/models").get_json()["items"]
+
+    assert items == [
+        {
+            "name": "chest-xray",
+            "versions": [1, 2],
+            "latest_version": 2,
+            "aliases": {"production": 1},
+        },
+        {"name": "knee", "versions": [1], "latest_version": 1, "aliases": {}},
+    ]
+
+
+def test_versions_carry_headline_metrics(published: str, client: FlaskClient) -> None:
+    body = client.get(f"/v1/models/{published}/versions").get_json()
+
+    assert [v["version"] for v in body["items"]] == [1, 2]
+    assert body["items"][1]["metrics"] == {"val_auc": 0.95}
+
+
+def test_version_detail_has_card_metrics_and_artifact_uris(
+    published: str, client: FlaskClient, training_env: Path
+) -> None:
+    body = client.get(f"/v1/models/{published}/versions/2").get_json()
+
+    assert body["card"]["version"] == 2
+    assert body["metrics"]["per_class"] == {"normal": {"f1": 0.9}}
+    root = (training_env / "artifacts").as_uri()
+    assert body["artifacts"]["model.onnx"] == f"{root}/models/chest-xray/versions/2/model.onnx"
+    assert body["artifacts"]["plots/roc.png"].endswith("/versions/2/plots/roc.png")
+
+
+def test_put_alias_records_who_and_when_and_keeps_history(
+    published: str, client: FlaskClient
+) -> None:
+    first = client.put(f"/v1/models/{published}/aliases/production", json={"version": 1})
+    second = client.put(f"/v1/models/{published}/aliases/production", json={"version": 2})
+
+    assert first.status_code == second.status_code == 200
+    record = second.get_json()
+    assert record["version"] == 2
+    assert record["set_by"] == "admin"
+    assert [h["version"] for h in record["history"]] == [1]
+    assert client.get(f"/v1/models/{published}/aliases/production").get_json() == record
+    listed = client.get(f"/v1/models/{published}/aliases").get_json()["items"]
+    assert listed == [record]
+    detail = client.get(f"/v1/models/{published}/versions/2").get_json()
+    assert detail["aliases"] == ["production"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "loc"),
+    [
+        ("/v1/models/chest-xray/aliases/production", {"version": 9}, 422, "body/version"),
+        ("/v1/models/chest-xray/aliases/production", {"version": "2"}, 422, "body/version"),
+        ("/v1/models/chest-xray/aliases/production", {"version": 0}, 422, "body/version"),
+        ("/v1/models/chest-xray/aliases/production", {}, 422, "body/version"),
+        ("/v1/models/chest-xray/aliases/production", {"version": 1, "x": 1}, 422, "body/x"),
+        ("/v1/models/chest-xray/aliases/Prod_1", {"version": 1}, 422, "path/alias"),
+        ("/v1/models/unknown/aliases/production", {"version": 1}, 404, None),
+    ],
+)
+def test_bad_alias_updates(
+    published: str, client: FlaskClient, path: str, body: object, status: int, loc: str | None
+) -> None:
+    response = client.put(path, json=body)
+
+    problem = response.get_json()
+    assert response.status_code == status, problem
+    if loc:
+        assert loc in [e["loc"] for e in problem["errors"]]
+
+
+def test_missing_version_and_alias_are_404(published: str, client: FlaskClient) -> None:
+    assert client.get(f"/v1/models/{published}/versions/7").status_code == 404
+    response = client.get(f"/v1/models/{published}/aliases/staging")
+    assert response.status_code == 404
+    assert "no alias 'staging'" in response.get_json()["detail"]
+
+
+def test_alias_put_needs_models_write(published: str, anonymous: FlaskClient) -> None:
+    response = anonymous.put(
+        f"/v1/models/{published}/aliases/production",
+        json={"version": 1},
+        headers=KEYS["ci"].headers,
+    )
+    assert response.status_code == 403
