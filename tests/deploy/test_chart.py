@@ -1,0 +1,546 @@
+"""The Helm chart: renders, validates against Kubernetes' schemas, and stays in step with the code.
+
+Rendering is offline (helm-python-sdk runs Helm v4's engine in-process); validation uses
+kubernetes-validate's bundled OpenAPI schemas, strict (unknown fields are errors). The settings
+tests import `TrainingSettings` / `InferenceSettings` and build them from the environment the
+chart gives each pod, so a renamed setting or a malformed JSON value fails here, not in a pod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from service.config import InferenceSettings, TrainingSettings
+from tests.deploy.conftest import CHART, NAMESPACE, Manifest
+
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate is not installed"
+)
+
+Render = Callable[[dict[str, Any]], list[Manifest]]
+
+MINIMAL: dict[str, Any] = {
+    "config": {"artifactUri": "s3://scantune/models"},
+    "secrets": {"databaseUrl": "postgresql+psycopg://scantune:pw@postgres:5432/scantune"},
+}
+
+PRODUCTION: dict[str, Any] = {
+    "imagePullSecrets": [{"name": "regcred"}],
+    "config": {
+        "artifactUri": "s3://scantune-models/prod",
+        "s3EndpointUrl": "https://minio.storage.svc:9000",
+        "s3Region": "eu-west-1",
+        "logLevel": "WARNING",
+        "maxUploadMb": 64,
+    },
+    "secrets": {
+        "databaseUrl": "postgresql+psycopg://scantune:pw@postgres.db.svc:5432/scantune",
+        "apiKeys": [
+            {
+                "name": "ci",
+                "sha256": hashlib.sha256(b"ci-key").hexdigest(),
+                "scopes": ["read", "jobs:write", "models:write"],
+            },
+            {
+                "name": "pacs",
+                "sha256": hashlib.sha256(b"pacs-key").hexdigest(),
+                "scopes": ["predict"],
+            },
+        ],
+        "webhookSecret": "hmac-key",
+        "aws": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "example-secret"},
+    },
+    "api": {
+        "image": {"repository": "registry.example.org/scantune-api", "tag": "1.2.3"},
+        "replicaCount": 3,
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/a"}},
+    },
+    "trainer": {
+        "image": {"repository": "registry.example.org/scantune-trainer", "tag": "1.2.3"},
+        "namespace": "scantune-jobs",
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4", "pool": "gpu"},
+        "tolerations": [
+            {
+                "key": "nvidia.com/gpu",
+                "operator": "Equal",
+                "value": "present",
+                "effect": "NoSchedule",
+            }
+        ],
+        "gpuResource": "nvidia.com/gpu",
+        "activeDeadlineSeconds": 43200,
+        "weightsDir": "/weights",
+    },
+    "inference": {
+        "image": {"repository": "registry.example.org/scantune-inference", "tag": "1.2.3"},
+        "preloadModels": ["chest-xray-pneumonia@production", "chest-xray-pneumonia:3"],
+        "cacheSize": 8,
+        "maxBatchSize": 32,
+        "providers": ["CPUExecutionProvider"],
+        "autoscaling": {"minReplicas": 3, "maxReplicas": 20, "targetCPUUtilizationPercentage": 60},
+        "podDisruptionBudget": {"minAvailable": 2},
+    },
+}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "minimal": MINIMAL,
+    "production": PRODUCTION,
+    "local-launcher": {
+        "config": {"artifactUri": "file:///app/var/artifacts"},
+        "secrets": {"databaseUrl": "sqlite:////app/var/scantune.db"},
+        "api": {"launcher": "local", "replicaCount": 1},
+    },
+    "existing-secrets": {
+        "config": {"artifactUri": "s3://scantune/models"},
+        "secrets": {"create": False, "existingSecret": "scantune-prod"},
+        "trainer": {"envSecret": "scantune-job-env-prod"},
+    },
+    "fixed-replicas": {**MINIMAL, "inference": {"autoscaling": {"enabled": False}}},
+}
+
+# Variables the chart may set that are not scantune settings (read by boto3 or matplotlib).
+OTHER_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MPLCONFIGDIR"}
+
+
+def _min_kube_version() -> str:
+    constraint = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    match = re.match(r">=\s*(\d+\.\d+\.\d+)", constraint)
+    assert match, f"kubeVersion {constraint!r} should state a minimum"
+    return match.group(1)
+
+
+KUBE_VERSIONS = [_min_kube_version(), kubernetes_validate.utils.latest_version()]
+
+
+# -- helpers over rendered manifests ---------------------------------------------------------
+
+
+def find(manifests: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+    return [
+        m
+        for m in manifests
+        if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
+    ]
+
+
+def one(manifests: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+    found = find(manifests, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def deployment(manifests: list[Manifest], component: str) -> Manifest:
+    return next(
+        d
+        for d in find(manifests, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    )
+
+
+def namespace_of(manifest: Manifest) -> str:
+    return manifest["metadata"].get("namespace", NAMESPACE)
+
+
+def secret_data(manifests: list[Manifest], name: str) -> dict[str, str] | None:
+    """A rendered Secret's data, or None when the Secret is expected to exist already."""
+    found = find(manifests, "Secret", name)
+    return dict(found[0]["stringData"]) if found else None
+
+
+def container_env(manifests: list[Manifest], container: Manifest) -> dict[str, str | None]:
+    """The environment a container gets; None for values from Secrets the chart does not own."""
+    env: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(one(manifests, "ConfigMap", source["configMapRef"]["name"])["data"])
+        else:
+            env.update(secret_data(manifests, source["secretRef"]["name"]) or {})
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        data = secret_data(manifests, ref["name"])
+        if data is None:
+            env[entry["name"]] = None
+        elif ref["key"] in data:
+            env[entry["name"]] = data[ref["key"]]
+        else:
+            assert ref.get("optional"), f"{entry['name']}: {ref['name']} has no {ref['key']}"
+    return env
+
+
+def settings_from(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None], cls: type[Any]
+) -> Any:
+    """Build a settings class from exactly this environment, the way the pod would."""
+    for key in list(os.environ):
+        if key.startswith("SCANTUNE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if value is not None:
+            monkeypatch.setenv(key, value)
+    return cls()
+
+
+def assert_settings_fields(env: dict[str, Any], cls: type[Any], where: str) -> None:
+    fields = set(cls.model_fields)
+    unknown = sorted(
+        key
+        for key in env
+        if (key.startswith("SCANTUNE_") and key.removeprefix("SCANTUNE_").lower() not in fields)
+        or (not key.startswith("SCANTUNE_") and key not in OTHER_ENV)
+    )
+    assert not unknown, f"{where} sets variables {cls.__name__} does not read: {unknown}"
+
+
+@pytest.fixture(params=sorted(VARIANTS), scope="module")
+def variant(request: pytest.FixtureRequest, render: Render) -> tuple[str, list[Manifest]]:
+    return request.param, render(VARIANTS[request.param])
+
+
+# -- the chart renders and validates ---------------------------------------------------------
+
+
+def test_refuses_to_render_without_the_settings_a_cluster_needs(helm: Any, render: Render) -> None:
+    cases = [
+        ({}, "config.artifactUri is required"),
+        ({"config": {"artifactUri": "s3://b/p"}}, "secrets.databaseUrl is required"),
+        (
+            {**MINIMAL, "config": {"artifactUri": "file:///app/var/artifacts"}},
+            "must be s3://",
+        ),
+        (
+            {"config": {"artifactUri": "s3://b/p"}, "secrets": {"create": False}},
+            "secrets.existingSecret is required",
+        ),
+        (
+            {
+                "config": {"artifactUri": "s3://b/p"},
+                "secrets": {"create": False, "existingSecret": "s"},
+            },
+            "trainer.envSecret is required",
+        ),
+    ]
+    for values, message in cases:
+        with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+            render(values)
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_manifest_validates_against_kubernetes(
+    variant: tuple[str, list[Manifest]], kube_version: str
+) -> None:
+    name, manifests = variant
+    assert manifests, name
+    for manifest in manifests:
+        where = f"{name}: {manifest['kind']} {manifest['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(manifest, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where} is invalid for Kubernetes {kube_version}: {exc.message}")
+
+
+def test_lint_is_clean(helm: Any) -> None:
+    for name, values in VARIANTS.items():
+        report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        # Helm's only info-level remark is the missing icon; anything louder is a problem.
+        assert not problems, f"{name}: {problems}"
+
+
+def test_expected_objects(variant: tuple[str, list[Manifest]]) -> None:
+    name, manifests = variant
+    kinds = sorted({m["kind"] for m in manifests})
+    expected = {"ConfigMap", "Deployment", "Service", "ServiceAccount"}
+    if name != "local-launcher":
+        expected |= {"Role", "RoleBinding"}
+    if name != "fixed-replicas":
+        expected |= {"HorizontalPodAutoscaler"}
+    assert expected <= set(kinds), f"{name}: {kinds}"
+    assert len(find(manifests, "Deployment")) == 2
+    names = [(m["kind"], namespace_of(m), m["metadata"]["name"]) for m in manifests]
+    assert len(names) == len(set(names)), f"{name}: duplicate objects"
+
+
+# -- settings: every variable is a real field, and parses -----------------------------------
+
+
+def test_every_scantune_variable_is_a_settings_field(variant: tuple[str, list[Manifest]]) -> None:
+    name, manifests = variant
+    for component, cls in (("api", TrainingSettings), ("inference", InferenceSettings)):
+        for container in deployment(manifests, component)["spec"]["template"]["spec"]["containers"]:
+            env = container_env(manifests, container)
+            assert_settings_fields(env, cls, f"{name}: {component} container")
+    for secret in find(manifests, "Secret"):
+        assert_settings_fields(secret["stringData"], TrainingSettings, f"{name}: Secret")
+
+
+def test_api_settings_parse_and_carry_the_job_template(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(PRODUCTION)
+    api = deployment(manifests, "api")
+    pod = api["spec"]["template"]["spec"]
+    settings = settings_from(
+        monkeypatch, container_env(manifests, pod["containers"][0]), TrainingSettings
+    )
+    trainer = PRODUCTION["trainer"]
+    assert settings.launcher == "kubernetes"
+    assert settings.k8s_in_cluster is True
+    assert settings.database_url == PRODUCTION["secrets"]["databaseUrl"]
+    assert settings.artifact_uri == PRODUCTION["config"]["artifactUri"]
+    assert settings.s3_endpoint_url == PRODUCTION["config"]["s3EndpointUrl"]
+    assert settings.webhook_secret == PRODUCTION["secrets"]["webhookSecret"]
+    assert [key.name for key in settings.api_keys] == ["ci", "pacs"]
+    assert settings.k8s_image == f"{trainer['image']['repository']}:{trainer['image']['tag']}"
+    assert settings.k8s_node_selector == trainer["nodeSelector"]
+    assert settings.k8s_tolerations == trainer["tolerations"]
+    assert settings.k8s_gpu_resource == trainer["gpuResource"]
+    assert settings.k8s_active_deadline_s == trainer["activeDeadlineSeconds"]
+    assert settings.k8s_namespace == trainer["namespace"]
+    assert str(settings.weights_dir) == trainer["weightsDir"]
+
+    # What the API hands each Job must exist where the Job runs.
+    job_namespace = [m for m in manifests if namespace_of(m) == settings.k8s_namespace]
+    one(job_namespace, "ServiceAccount", settings.k8s_service_account)
+    job_env = one(job_namespace, "Secret", settings.k8s_env_secret)["stringData"]
+    job = settings_from(monkeypatch, job_env, TrainingSettings)
+    assert job.database_url == settings.database_url
+    assert job.artifact_uri == settings.artifact_uri
+    assert job.s3_endpoint_url == settings.s3_endpoint_url
+    assert job.webhook_secret == settings.webhook_secret
+    assert job.heartbeat_interval_s == settings.heartbeat_interval_s
+    assert job.weights_dir == settings.weights_dir
+    assert "SCANTUNE_API_KEYS" not in job_env, "job pods need no API keys"
+    assert job_env["AWS_ACCESS_KEY_ID"] == PRODUCTION["secrets"]["aws"]["accessKeyId"]
+
+
+def test_inference_settings_parse(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifests = render(PRODUCTION)
+    pod = deployment(manifests, "inference")["spec"]["template"]["spec"]
+    env = container_env(manifests, pod["containers"][0])
+    settings = settings_from(monkeypatch, env, InferenceSettings)
+    values = PRODUCTION["inference"]
+    assert settings.preload_models == values["preloadModels"]
+    assert settings.cache_size == values["cacheSize"]
+    assert settings.max_batch_size == values["maxBatchSize"]
+    assert settings.providers == values["providers"]
+    assert settings.artifact_uri == PRODUCTION["config"]["artifactUri"]
+    assert settings.s3_region == PRODUCTION["config"]["s3Region"]
+    assert [key.name for key in settings.api_keys] == ["ci", "pacs"]
+    assert settings.auth_disabled is False
+    # Least privilege: inference never sees the job store or the webhook key.
+    assert "SCANTUNE_DATABASE_URL" not in env
+    assert "SCANTUNE_WEBHOOK_SECRET" not in env
+
+
+def test_defaults_parse(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifests = render(MINIMAL)
+    for component, cls in (("api", TrainingSettings), ("inference", InferenceSettings)):
+        container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
+        settings = settings_from(monkeypatch, container_env(manifests, container), cls)
+        assert settings.auth_disabled is False
+        assert settings.api_keys == []
+        assert settings.artifact_uri == MINIMAL["config"]["artifactUri"]
+
+
+# -- pods: probes, commands, security --------------------------------------------------------
+
+
+@pytest.mark.parametrize("component", ["api", "inference"])
+def test_probes_and_ports(variant: tuple[str, list[Manifest]], component: str) -> None:
+    name, manifests = variant
+    dep = deployment(manifests, component)
+    pod = dep["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    (port,) = container["ports"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] in (port["name"], port["containerPort"])
+    assert f"--port={port['containerPort']}" in container["args"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port["containerPort"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+    service = one(manifests, "Service", dep["metadata"]["name"])
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] in (port["name"], port["containerPort"])
+    # No other Deployment's pods fall under this Service.
+    for other in find(manifests, "Deployment"):
+        if other is not dep:
+            labels = other["spec"]["template"]["metadata"]["labels"]
+            assert not service["spec"]["selector"].items() <= labels.items(), name
+
+
+@pytest.mark.parametrize("component", ["api", "inference"])
+def test_container_command_is_accepted_by_the_cli(render: Render, component: str) -> None:
+    from service.cli import build_parser
+
+    (container,) = deployment(render(PRODUCTION), component)["spec"]["template"]["spec"][
+        "containers"
+    ]
+    program, *argv = container["command"] + container["args"]
+    assert program == "scantune"
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.service) == ("serve", {"api": "training"}.get(component, component))
+    assert args.host == "0.0.0.0"
+
+
+def test_inference_pod_runs_the_torch_free_image(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    pod = deployment(manifests, "inference")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    repository = PRODUCTION["inference"]["image"]["repository"]
+    assert container["image"] == f"{repository}:1.2.3"
+    assert container["command"][:3] == ["scantune", "serve", "inference"]
+    for component in ("api", "trainer"):
+        assert PRODUCTION[component]["image"]["repository"] not in container["image"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_pods_are_locked_down(variant: tuple[str, list[Manifest]]) -> None:
+    name, manifests = variant
+    for dep in find(manifests, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            # Writable scratch: gunicorn's and Prometheus' files in /tmp, var/ for the app.
+            for path in ("/tmp", "/app/var"):
+                assert "emptyDir" in volumes[mounts[path]], f"{name}: {path}"
+            assert container["resources"]["requests"], name
+
+
+# -- RBAC, autoscaling, disruption budget ----------------------------------------------------
+
+
+def test_api_may_manage_jobs_and_read_pods_in_the_job_namespace(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    api_pod = deployment(manifests, "api")["spec"]["template"]["spec"]
+    config = one(manifests, "ConfigMap", deployment(manifests, "api")["metadata"]["name"])
+    job_namespace = config["data"]["SCANTUNE_K8S_NAMESPACE"]
+
+    role = one(manifests, "Role")
+    binding = one(manifests, "RoleBinding")
+    assert namespace_of(role) == namespace_of(binding) == job_namespace
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": api_pod["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+    one(manifests, "ServiceAccount", api_pod["serviceAccountName"])
+    assert api_pod["automountServiceAccountToken"] is True
+
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert {"create", "get", "list", "watch", "delete"} <= granted[("batch", "jobs")]
+    assert {"get", "list", "watch"} <= granted[("", "pods")]
+    assert "get" in granted[("", "pods/log")]
+    assert not any("*" in verbs for verbs in granted.values()), "no wildcard verbs"
+    assert ("", "secrets") not in granted, "the API needs no access to Secrets"
+
+
+def test_trainer_account_has_no_api_token(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    trainer = [
+        sa
+        for sa in find(manifests, "ServiceAccount")
+        if sa["metadata"]["labels"]["app.kubernetes.io/component"] == "trainer"
+    ]
+    assert len(trainer) == 1
+    assert namespace_of(trainer[0]) == PRODUCTION["trainer"]["namespace"]
+    assert trainer[0]["automountServiceAccountToken"] is False
+
+
+def test_local_launcher_gets_no_rbac(render: Render) -> None:
+    manifests = render(VARIANTS["local-launcher"])
+    assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
+    config = one(manifests, "ConfigMap", deployment(manifests, "api")["metadata"]["name"])
+    assert not [key for key in config["data"] if key.startswith("SCANTUNE_K8S_")]
+    assert (
+        deployment(manifests, "api")["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        is False
+    )
+
+
+def test_hpa_scales_the_inference_deployment_on_cpu(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    inference = deployment(manifests, "inference")
+    hpa = one(manifests, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": inference["metadata"]["name"],
+    }
+    scaling = PRODUCTION["inference"]["autoscaling"]
+    assert hpa["spec"]["minReplicas"] == scaling["minReplicas"]
+    assert hpa["spec"]["maxReplicas"] == scaling["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {
+        "type": "Utilization",
+        "averageUtilization": scaling["targetCPUUtilizationPercentage"],
+    }
+    # The HPA owns the replica count, and CPU utilization needs a CPU request.
+    assert "replicas" not in inference["spec"]
+    (container,) = inference["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"]["cpu"]
+
+    fixed = render(VARIANTS["fixed-replicas"])
+    assert not find(fixed, "HorizontalPodAutoscaler")
+    assert deployment(fixed, "inference")["spec"]["replicas"] == 2
+
+
+def test_pdb_covers_inference_pods_only(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    pdb = one(manifests, "PodDisruptionBudget")
+    selector = pdb["spec"]["selector"]["matchLabels"].items()
+    assert (
+        pdb["spec"]["minAvailable"]
+        == PRODUCTION["inference"]["podDisruptionBudget"]["minAvailable"]
+    )
+    assert pdb["spec"]["minAvailable"] < PRODUCTION["inference"]["autoscaling"]["minReplicas"]
+    labels = deployment(manifests, "inference")["spec"]["template"]["metadata"]["labels"]
+    assert selector <= labels.items()
+    api_labels = deployment(manifests, "api")["spec"]["template"]["metadata"]["labels"]
+    assert not selector <= api_labels.items()
+
+
+def test_existing_secrets_are_referenced_not_created(render: Render) -> None:
+    values = VARIANTS["existing-secrets"]
+    manifests = render(values)
+    assert not find(manifests, "Secret")
+    api = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "scantune-prod"}} in api["envFrom"]
+    config = one(manifests, "ConfigMap", deployment(manifests, "api")["metadata"]["name"])
+    assert config["data"]["SCANTUNE_K8S_ENV_SECRET"] == "scantune-job-env-prod"
+
+
+def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str]) -> None:
+    assert "secrets.apiKeys is empty" in notes(MINIMAL)
+    production = notes(PRODUCTION)
+    assert "WARNING" not in production
+    assert PRODUCTION["trainer"]["namespace"] in production
