@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make run` (both services on embedded defaults) and
+# `make test` (lint, types, every test). Both build the virtualenv first when needed.
+#
+# The heavy training stack (torch is a ~5.5 GB CUDA build) lives in a virtualenv cached
+# outside the checkout, keyed by the hash of pyproject.toml, so CI reinstalls it only when the
+# dependencies change; this checkout is (re)installed into it in editable mode on every run.
+
+PYTHON ?= python3
+CACHE ?= $(HOME)/.cache/scantune
+DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
+VENV ?= $(CACHE)/venv-$(DEPS_HASH)
+BIN := $(VENV)/bin
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: run test lint typecheck pytest venv postgres bench clean-venvs
+
+run: venv
+	$(BIN)/scantune up
+
+test: venv postgres lint typecheck pytest
+
+lint: venv
+	$(BIN)/ruff check service models tests bench
+	$(BIN)/ruff format --check service models tests bench
+
+typecheck: venv
+	$(BIN)/mypy service models
+
+pytest: venv
+	SCANTUNE_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -q $(PYTEST_ARGS)
+
+venv: $(VENV)/.installed
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+$(VENV)/.installed: pyproject.toml
+	@echo "building $(VENV) (once per dependency change)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e ".[train,serve,dev]"
+	touch $@
+
+# PostgreSQL for the tests: start the local cluster when it is installed and down.
+postgres:
+	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		echo "starting PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
+
+bench: venv
+	$(BIN)/python bench/train_pneumonia.py
+	$(BIN)/python bench/inference.py
+
+clean-venvs:
+	rm -rf $(CACHE)/venv-*
