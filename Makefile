@@ -32,7 +32,9 @@ pytest: venv
 venv: $(VENV)/.installed
 	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
-$(VENV)/.installed: pyproject.toml
+# No prerequisite: the hash in the folder name already tracks pyproject.toml, and a fresh
+# clone's file times must not force a rebuild.
+$(VENV)/.installed:
 	@echo "building $(VENV) (once per dependency change)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
