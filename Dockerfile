@@ -55,7 +55,8 @@ COPY service ./service
 COPY models ./models
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
- && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
+ && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+ && pip uninstall --yes pip setuptools
 
 FROM build AS build-train
 ARG TORCH_INDEX_URL=""
