@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
-from service.config import InferenceSettings, TrainingSettings
+from service.config import ApiKey, InferenceSettings, TrainingSettings
 from tests.deploy.conftest import CHART, NAMESPACE, Manifest
 
 kubernetes_validate = pytest.importorskip(
@@ -557,3 +558,45 @@ def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str
     production = notes(PRODUCTION)
     assert "WARNING" not in production
     assert PRODUCTION["trainer"]["namespace"] in production
+
+
+# -- values schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        (
+            {"trainer": {"tolerations": [{"key": "gpu", "tolerationSeconds": 30}]}},
+            "tolerationSeconds",
+        ),
+        ({"secrets": {"apiKeys": [{"name": "ci", "sha256": "abc", "scopes": ["read"]}]}}, "sha256"),
+        (
+            {"secrets": {"apiKeys": [{"name": "ci", "sha256": "0" * 64, "scopes": ["admin"]}]}},
+            "scopes",
+        ),
+        ({"api": {"launcher": "k8s"}}, "launcher"),
+        ({"inferense": {"cacheSize": 8}}, "inferense"),
+        ({"inference": {"cacheSize": 0}}, "cacheSize"),
+        ({"config": {"artifactUri": "bucket/models"}}, "artifactUri"),
+    ],
+)
+def test_schema_rejects_values_the_settings_would_reject(
+    helm: Any, render: Render, override: dict[str, Any], complaint: str
+) -> None:
+    values = {**MINIMAL, **override}
+    if "config" in override:
+        values["config"] = override["config"]
+    if "secrets" in override:
+        values["secrets"] = {**MINIMAL["secrets"], **override["secrets"]}
+    with pytest.raises(helm.HelmValuesError, match=complaint):
+        render(values)
+
+
+def test_schema_api_key_scopes_are_the_code_s() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    item = schema["properties"]["secrets"]["properties"]["apiKeys"]["items"]
+    scope_type = ApiKey.model_fields["scopes"].annotation
+    (literal,) = get_args(scope_type)
+    assert set(item["properties"]["scopes"]["items"]["enum"]) == set(get_args(literal))
+    assert item["properties"]["sha256"]["pattern"] == "^[0-9a-f]{64}$"
