@@ -1,0 +1,75 @@
+"""A small HTTP client for the training API, shared by `scantune jobs` and `scantune models`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """The API refused a request (status set) or could not be reached (status None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SCANTUNE_URL", DEFAULT_URL),
+        help=f"training API base URL (env SCANTUNE_URL; default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SCANTUNE_API_KEY"),
+        help="API key (env SCANTUNE_API_KEY); sent as 'Authorization: Bearer <key>'",
+    )
+    parser.add_argument(
+        "--http-timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)"
+    )
+
+
+class ApiClient:
+    def __init__(self, url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiClient:
+        return cls(args.url, args.api_key, timeout=args.http_timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send one request; ApiError for a problem response or an unreachable service."""
+        try:
+            response = self.session.request(
+                method, f"{self.url}{path}", timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach the training API at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise ApiError(describe_problem(response), response.status_code)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+
+def describe_problem(response: requests.Response) -> str:
+    """'422 Validation failed: ...' plus one line per field error, from a problem body."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:500]}"
+    lines = [f"HTTP {response.status_code} {problem.get('title', '')}: {problem.get('detail', '')}"]
+    lines += [f"  {e.get('loc')}: {e.get('msg')}" for e in problem.get("errors") or []]
+    return "\n".join(lines)

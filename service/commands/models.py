@@ -1,0 +1,88 @@
+"""`scantune models list|versions|promote`: the model registry over the training API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from service.commands.client import ApiClient, ApiError, add_connection_args
+
+OK, HTTP_ERROR = 0, 5
+
+
+def register(subparsers: Any) -> None:
+    models = subparsers.add_parser("models", help="published models, versions and aliases")
+    sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    _add(sub, "list", "models with their versions and aliases", run_list)
+    versions = _add(sub, "versions", "a model's versions and headline metrics", run_versions)
+    versions.add_argument("name")
+    promote = _add(sub, "promote", "point an alias at a version", run_promote)
+    promote.add_argument("name")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--alias", default="production", help="alias to move (default production)")
+
+
+def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=help_text,
+        epilog=f"exit codes: {OK} done, {HTTP_ERROR} the API refused or could not be reached",
+    )  # fmt: skip
+    add_connection_args(parser)
+    parser.add_argument("--json", action="store_true", help="print raw JSON")
+    parser.set_defaults(func=_guarded(func))
+    return parser
+
+
+def _guarded(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args, ApiClient.from_args(args)))
+        except ApiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return HTTP_ERROR
+
+    return run
+
+
+def run_list(args: argparse.Namespace, api: ApiClient) -> int:
+    body = api.json("GET", "/v1/models")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return OK
+    print(f"{'MODEL':32}  {'LATEST':>6}  ALIASES")
+    for model in body["items"]:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(model["aliases"].items()))
+        print(f"{model['name']:32}  {model['latest_version']:>6}  {aliases or '-'}")
+    return OK
+
+
+def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
+    body = api.json("GET", f"/v1/models/{args.name}/versions")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return OK
+    print(f"{'VERSION':>7}  {'CREATED':32}  {'BASE MODEL':20}  {'ALIASES':20}  METRICS")
+    for v in body["items"]:
+        metrics = " ".join(f"{k}={x:.4f}" for k, x in sorted(v["metrics"].items())[:4])
+        aliases = ",".join(v["aliases"]) or "-"
+        print(
+            f"{v['version']:>7}  {v['created_at']:32}  {v['base_model']:20}  {aliases:20}  "
+            f"{metrics}"
+        )
+    return OK
+
+
+def run_promote(args: argparse.Namespace, api: ApiClient) -> int:
+    record = api.json(
+        "PUT", f"/v1/models/{args.name}/aliases/{args.alias}", json={"version": args.version}
+    )
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(
+            f"{args.name}: {record['alias']} -> version {record['version']} "
+            f"(set by {record['set_by']} at {record['set_at']})"
+        )
+    return OK

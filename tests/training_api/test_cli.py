@@ -1,0 +1,145 @@
+"""`scantune jobs` and `scantune models` against the API served on a loopback port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flask import Flask
+from werkzeug.serving import make_server
+
+from service.cli import main
+from service.commands import jobs as jobs_cli
+from tests.conftest import free_port
+from tests.training_api.conftest import KEYS, job_spec, publish_version
+
+
+@pytest.fixture
+def server(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The app on a loopback port; the CLI finds it and its key through the environment."""
+    port = free_port()
+    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("SCANTUNE_URL", url)
+    monkeypatch.setenv("SCANTUNE_API_KEY", KEYS["admin"].secret)
+    yield url
+    httpd.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path, dataset: Path) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job_spec(dataset, promote={"alias": "production"})))
+    return path
+
+
+def store(app: Flask) -> Any:
+    return app.extensions["scantune"].jobs.store
+
+
+def finish_later(app: Flask, **fields: Any) -> None:
+    """Once a job is queued, write its terminal fields as a runner would."""
+
+    def run() -> None:
+        for _ in range(100):
+            queued = [r for r in store(app).page(limit=5)[0] if r.status == "queued"]
+            if queued:
+                store(app).set_fields(queued[0].id, **fields)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_submit_prints_the_job_and_exits_0(
+    server: str, spec_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["jobs", "submit", str(spec_file), "--idempotency-key", "k1"]) == 0
+    first = capsys.readouterr().out
+    assert main(["jobs", "submit", str(spec_file), "--idempotency-key", "k1"]) == 0
+    assert capsys.readouterr().out == first  # the same job
+    job_id = first.split()[1]
+
+    assert main(["jobs", "list"]) == 0
+    assert job_id in capsys.readouterr().out
+    assert main(["jobs", "show", job_id]) == 0
+    assert f'"id": "{job_id}"' in capsys.readouterr().out
+    assert main(["jobs", "cancel", job_id]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    assert main(["jobs", "cancel", job_id]) == jobs_cli.HTTP_ERROR
+    assert "409" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "says"),
+    [
+        (
+            {"status": "succeeded", "progress": 1.0, "artifacts": {"version": 1},
+             "promotion": {"alias": "production", "passed": True, "reason": "val_auc 0.9 >= 0.5"}},
+            jobs_cli.SUCCEEDED, "promoted to 'production'",
+        ),
+        (
+            {"status": "succeeded", "artifacts": {"version": 2},
+             "promotion": {"alias": "production", "passed": False, "reason": "val_auc 0.4 < 0.5"}},
+            jobs_cli.GATE_NOT_PASSED, "did not pass: val_auc 0.4 < 0.5",
+        ),
+        (
+            {"status": "failed", "error_reason": "data_error", "error_detail": "no images"},
+            jobs_cli.FAILED, "failed (data_error): no images",
+        ),
+        ({"status": "cancelled"}, jobs_cli.CANCELLED, "was cancelled"),
+    ],
+)  # fmt: skip
+def test_submit_wait_exit_code_says_how_the_job_ended(
+    app: Flask,
+    server: str,
+    spec_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    fields: dict[str, Any],
+    code: int,
+    says: str,
+) -> None:
+    finish_later(app, **fields)
+
+    assert main(["jobs", "submit", str(spec_file), "--wait", "--poll-interval", "0.05"]) == code
+    assert says in capsys.readouterr().out
+
+
+def test_wait_timeout_and_http_errors(
+    server: str, spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wait = ["--wait", "--poll-interval", "0.05", "--timeout", "0.2"]
+    assert main(["jobs", "submit", str(spec_file), *wait]) == jobs_cli.WAIT_TIMEOUT
+
+    assert main(["jobs", "submit", str(tmp_path / "missing.yaml")]) == jobs_cli.USAGE
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model_name": "x", "dataset": {"uri": "/nowhere.npz"}}))
+    assert main(["jobs", "submit", str(bad)]) == jobs_cli.HTTP_ERROR
+    assert "body/dataset/uri" in capsys.readouterr().err
+    assert main(["jobs", "list", "--api-key", "wrong"]) == jobs_cli.HTTP_ERROR
+    assert main(["jobs", "list", "--url", "http://127.0.0.1:9"]) == jobs_cli.HTTP_ERROR
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_models_list_versions_promote(
+    server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1, val_auc=0.93)
+    publish_version(training_env / "artifacts", "chest-xray", 2)
+
+    assert main(["models", "promote", "chest-xray", "2", "--alias", "staging"]) == 0
+    assert "staging -> version 2 (set by admin" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    assert "staging=2" in capsys.readouterr().out
+    assert main(["models", "versions", "chest-xray"]) == 0
+    assert "val_auc=0.9300" in capsys.readouterr().out
+    assert main(["models", "promote", "chest-xray", "9"]) == 5
+    assert "body/version" in capsys.readouterr().err
