@@ -1,0 +1,65 @@
+"""The inference service: classifies scans with published ONNX models, never importing torch.
+
+gunicorn runs `service.inference:create_app()` once per worker; each worker loads its own
+onnxruntime sessions, preloads the configured models and follows alias promotions.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from service.config import InferenceSettings
+from service.inference.manager import ModelManager
+from service.inference.predictor import Predictor
+from service.inference.uploads import InMemoryRequest
+from service.registry import Registry
+from service.storage import ArtifactStore, open_store
+from service.web import add_readiness_check, create_base_app
+
+EXTENSION = "scantune"
+
+
+@dataclass(frozen=True)
+class InferenceServices:
+    """What the views reach through `current_app`: built once per process by `create_app`."""
+
+    settings: InferenceSettings
+    store: ArtifactStore
+    registry: Registry
+    manager: ModelManager
+    predictor: Predictor
+
+
+def create_app(settings: InferenceSettings | None = None) -> Flask:
+    """Build the inference app and start loading its preloaded models in the background."""
+    settings = settings or InferenceSettings()
+    logging.basicConfig(level=settings.log_level.upper())
+    app = create_base_app(__name__, settings, service="inference")
+    app.request_class = InMemoryRequest
+    store = open_store(
+        settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+    )
+    registry = Registry(store)
+    manager = ModelManager(registry, settings)
+    app.extensions[EXTENSION] = InferenceServices(
+        settings, store, registry, manager, Predictor(manager)
+    )
+
+    from service.inference import v1, v2
+
+    app.register_blueprint(v1.bp)
+    app.register_blueprint(v2.bp)
+    add_readiness_check(app, "models", manager.check_ready)
+    manager.start()
+    atexit.register(manager.stop)
+    return app
+
+
+def services() -> InferenceServices:
+    """The current app's services (inside a request)."""
+    found: InferenceServices = current_app.extensions[EXTENSION]
+    return found

@@ -1,0 +1,158 @@
+"""Micro-batching: concurrent requests for one model share onnxruntime runs.
+
+One thread per loaded model runs batches. It never waits when nobody else is about to submit
+(low load costs no latency); while a batch runs, newcomers queue and go together in the next
+one; and when other requests are still decoding (`announce`d), it waits up to `max_wait_s`
+for them so a burst becomes one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Outputs = dict[str, np.ndarray]
+RunBatch = Callable[[np.ndarray], Outputs]
+
+
+@dataclass
+class _Item:
+    inputs: np.ndarray
+    future: Future[Outputs] = field(default_factory=Future)
+
+
+class Arrival:
+    """A request announced to a batcher; `run` submits it and waits for its outputs."""
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self._batcher = batcher
+        self.submitted = False
+
+    def run(self, inputs: np.ndarray) -> Outputs:
+        self.submitted = True
+        return self._batcher.submit(inputs, announced=True).result()
+
+
+class BatcherClosed(RuntimeError):
+    """The model was unloaded before the request could run."""
+
+
+class MicroBatcher:
+    """Queues (n, ...) input arrays and runs them concatenated, up to `max_batch_size` rows."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        on_batch: Callable[[int], None] | None = None,
+        name: str = "batcher",
+    ) -> None:
+        self._run = run
+        self._max = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._arriving = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def announce(self) -> Iterator[Arrival]:
+        """Mark a request as on its way (decoding), so a forming batch may wait for it.
+
+        Submit through the yielded `Arrival`; leaving the block without submitting withdraws.
+        """
+        arrival = Arrival(self)
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield arrival
+        finally:
+            if not arrival.submitted:
+                with self._cond:
+                    self._arriving -= 1
+                    self._cond.notify()
+
+    def submit(self, inputs: np.ndarray, *, announced: bool = False) -> Future[Outputs]:
+        item = _Item(inputs)
+        with self._cond:
+            if announced:
+                self._arriving -= 1
+            if self._closed:
+                raise BatcherClosed("model unloaded")
+            self._queue.append(item)
+            self._cond.notify()
+        return item.future
+
+    def run(self, inputs: np.ndarray) -> Outputs:
+        """Submit and wait for this request's slice of the batch outputs."""
+        return self.submit(inputs).result()
+
+    def close(self) -> None:
+        """Stop after running what is already queued; in-flight requests still complete."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            deadline = time.monotonic() + self._max_wait_s
+            while self._arriving > 0 and self._rows() < self._max:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            return self._take()
+
+    def _rows(self) -> int:
+        return sum(len(item.inputs) for item in self._queue)
+
+    def _take(self) -> list[_Item]:
+        batch = [self._queue.popleft()]
+        rows = len(batch[0].inputs)
+        while self._queue and rows + len(self._queue[0].inputs) <= self._max:
+            item = self._queue.popleft()
+            rows += len(item.inputs)
+            batch.append(item)
+        return batch
+
+    def _execute(self, batch: list[_Item]) -> None:
+        inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([i.inputs for i in batch])
+        try:
+            outputs = self._run(inputs)
+        except BaseException as exc:  # hand any failure to every waiting request
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(inputs))
+        start = 0
+        for item in batch:
+            stop = start + len(item.inputs)
+            item.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+            start = stop

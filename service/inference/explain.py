@@ -1,0 +1,33 @@
+"""Class activation maps as PNG heatmaps at the scan's size."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def _colormap() -> np.ndarray:
+    """A 256-entry blue → cyan → yellow → red ramp (jet-like), uint8 RGB."""
+    x = np.linspace(0.0, 1.0, 256, dtype=np.float32)
+    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
+    return (np.stack([r, g, b], axis=1) * 255).round().astype(np.uint8)
+
+
+_RAMP = _colormap()
+
+
+def heatmap_png(cam: np.ndarray, height: int, width: int) -> str:
+    """One class's (h, w) map, min-max scaled and resized to (height, width), as base64 PNG."""
+    plane = np.asarray(cam, dtype=np.float32)
+    low, high = float(plane.min()), float(plane.max())
+    unit = (plane - low) / (high - low) if high > low else np.zeros_like(plane)
+    resized = Image.fromarray(unit, mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    levels = (np.asarray(resized).clip(0.0, 1.0) * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(_RAMP[levels], mode="RGB").save(buffer, format="PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

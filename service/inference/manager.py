@@ -1,0 +1,299 @@
+"""Loaded models: onnxruntime sessions cached by (name, version), aliases followed by polling.
+
+Requests ask for a name and a version or alias; aliases resolve through a map that a poller
+refreshes every `alias_poll_interval_s`. A promoted version is loaded in the background and
+only then swapped into the map, so requests never wait for it; requests already holding the
+previous version finish on it. A version whose ONNX bytes fail the card's sha256 is refused
+(`ArtifactCorrupt`) and the alias keeps pointing at the version that was serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.card import ModelCard
+from service.config import InferenceSettings
+from service.errors import ServiceError, ServiceUnavailable
+from service.inference import metrics
+from service.inference.batcher import MicroBatcher, Outputs
+from service.registry import Registry
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+log = logging.getLogger("scantune.inference.models")
+
+Key = tuple[str, int]
+
+
+class ModelNotReady(ServiceUnavailable):
+    title = "Model not ready"
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One model version ready to run: its card, onnxruntime session and micro-batcher."""
+
+    card: ModelCard
+    session: onnxruntime.InferenceSession
+    load_seconds: float
+    batcher: MicroBatcher = field(init=False)
+    output_names: list[str] = field(init=False)
+    loaded_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        present = {o.name for o in self.session.get_outputs()}
+        wanted = [self.card.outputs.probabilities, self.card.outputs.logits, self.card.outputs.cam]
+        self.output_names = [n for n in wanted if n is not None and n in present]
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def version(self) -> int:
+        return int(self.card.version or 0)
+
+    @property
+    def sha256(self) -> str:
+        return self.card.onnx_sha256
+
+    def run_batch(self, batch: np.ndarray) -> Outputs:
+        """One onnxruntime run on a ready (N, C, H, W) batch, bypassing the batcher."""
+        values = self.session.run(self.output_names, {self.card.outputs.input: batch})
+        return dict(zip(self.output_names, values, strict=True))
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+class ModelManager:
+    """Finds, loads, caches (LRU) and refreshes models for the views; knows nothing of HTTP."""
+
+    def __init__(self, registry: Registry, settings: InferenceSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._models: OrderedDict[Key, LoadedModel] = OrderedDict()
+        self._aliases: dict[tuple[str, str], int] = {}
+        self._failures: dict[Key, tuple[float, ServiceError]] = {}
+        self._key_locks: dict[Key, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._pending_preloads = list(settings.preload_models)
+        self._preload_errors: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # lifecycle
+    def start(self) -> None:
+        """Preload the configured models, then poll aliases, in background threads."""
+        for target, name in ((self._preload_all, "preload"), (self._poll_loop, "alias-poller")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        with self._lock:
+            models = list(self._models.values())
+            self._models.clear()
+        for model in models:
+            model.close()
+            metrics.LOADED_MODELS.dec()
+
+    def check_ready(self) -> None:
+        """Raise while configured preloads are not all loaded (readiness)."""
+        if self._preload_errors:
+            raise RuntimeError("; ".join(self._preload_errors.values()))
+        if self._pending_preloads:
+            raise RuntimeError(f"loading {', '.join(self._pending_preloads)}")
+
+    # lookups
+    def get(
+        self, name: str, *, version: int | None = None, alias: str | None = None
+    ) -> LoadedModel:
+        """The loaded model a request means (loading it now if needed)."""
+        if version is None:
+            version = self.resolve_alias(name, alias or self.settings.default_alias)
+        model = self.cached(name, version)
+        return model if model is not None else self.load(name, version)
+
+    def resolve_alias(self, name: str, alias: str) -> int:
+        with self._lock:
+            version = self._aliases.get((name, alias))
+        if version is None:
+            version = self.registry.get_alias(name, alias).version
+            with self._lock:
+                version = self._aliases.setdefault((name, alias), version)
+        return version
+
+    def aliases_of(self, name: str) -> dict[str, int]:
+        """The aliases this process follows for `name` and the versions they serve."""
+        with self._lock:
+            return {a: v for (n, a), v in self._aliases.items() if n == name}
+
+    def cached(self, name: str, version: int) -> LoadedModel | None:
+        with self._lock:
+            model = self._models.get((name, version))
+            if model is not None:
+                self._models.move_to_end((name, version))
+            return model
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    # loading
+    def load(self, name: str, version: int) -> LoadedModel:
+        """Load `version` unless cached; waits briefly for a load already in progress."""
+        key = (name, version)
+        with self._loading(key):
+            model = self.cached(name, version)
+            if model is not None:
+                return model
+            self._raise_recent_failure(key)
+            model = self._open(key)
+        self._insert(key, model)
+        return model
+
+    @contextmanager
+    def _loading(self, key: Key) -> Iterator[None]:
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        if not lock.acquire(timeout=self.settings.model_load_wait_s):
+            retry = max(1, round(self.settings.model_load_wait_s) or 1)
+            raise ModelNotReady(
+                f"model '{key[0]}' version {key[1]} is loading; retry shortly",
+                headers={"Retry-After": str(retry)},
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _raise_recent_failure(self, key: Key) -> None:
+        """Within a poll interval of a failed load, fail fast with the same error."""
+        failure = self._failures.get(key)
+        if failure and time.monotonic() - failure[0] < self.settings.alias_poll_interval_s:
+            raise failure[1]
+
+    def _open(self, key: Key) -> LoadedModel:
+        name, version = key
+        started = time.perf_counter()
+        try:
+            artifact = self.registry.load(name, version)
+            session = create_session(artifact.onnx, self.settings)
+        except ServiceError as exc:
+            self._record_failure(key, exc, type(exc).__name__)
+            raise
+        except Exception as exc:  # onnxruntime refuses the graph: report, don't crash
+            err = ServiceUnavailable(f"model '{name}' version {version} cannot be opened: {exc}")
+            self._record_failure(key, err, type(exc).__name__)
+            raise err from exc
+        seconds = time.perf_counter() - started
+        model = LoadedModel(artifact.card.with_version(version), session, seconds)
+        model.batcher = MicroBatcher(
+            model.run_batch,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_batch_wait_ms / 1000,
+            on_batch=metrics.BATCH_SIZE.labels(name).observe,
+            name=f"batcher-{name}-{version}",
+        )
+        metrics.LOAD_SECONDS.labels(name).observe(seconds)
+        log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
+        return model
+
+    def _record_failure(self, key: Key, exc: ServiceError, reason: str) -> None:
+        if exc.status < 500:
+            return  # unknown model/version: nothing failed to load
+        self._failures[key] = (time.monotonic(), exc)
+        metrics.LOAD_FAILURES.labels(key[0], reason).inc()
+        log.error("model=%s version=%s load failed: %s", key[0], key[1], exc.detail)
+
+    def _insert(self, key: Key, model: LoadedModel) -> None:
+        with self._lock:
+            self._models[key] = model
+            self._failures.pop(key, None)
+            evicted = []
+            while len(self._models) > self.settings.cache_size:
+                evicted.append(self._models.popitem(last=False)[1])
+        metrics.LOADED_MODELS.inc()
+        for old in evicted:
+            old.close()  # queued requests still run; later ones reload it
+            metrics.LOADED_MODELS.dec()
+
+    # background work
+    def _preload_all(self) -> None:
+        for entry in list(self._pending_preloads):
+            try:
+                name, version, alias = parse_model_ref(entry, self.settings.default_alias)
+                self.get(name, version=version, alias=alias)
+                self._preload_errors.pop(entry, None)
+            except Exception as exc:  # keep going; readiness reports it, the poller retries
+                self._preload_errors[entry] = f"{entry}: {exc}"
+                log.error("preload %s failed: %s", entry, exc)
+            self._pending_preloads.remove(entry)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.settings.alias_poll_interval_s):
+            self.poll_once()
+
+    def poll_once(self) -> None:
+        """Re-read followed aliases; load new targets first, then swap; retry failed preloads."""
+        with self._lock:
+            followed = list(self._aliases.items())
+        for (name, alias), current in followed:
+            try:
+                target = self.registry.get_alias(name, alias).version
+                if target != current:
+                    self.load(name, target)
+                    with self._lock:
+                        self._aliases[(name, alias)] = target
+                    log.info("alias %s@%s moved %s -> %s", name, alias, current, target)
+            except Exception as exc:  # keep serving `current`; the failure is logged and counted
+                log.warning(
+                    "alias %s@%s not refreshed, still serving %s: %s", name, alias, current, exc
+                )
+        if self._preload_errors and not self._pending_preloads:
+            self._pending_preloads.extend(self._preload_errors)
+            self._preload_all()
+
+
+def parse_model_ref(entry: str, default_alias: str) -> tuple[str, int | None, str | None]:
+    """'name', 'name@alias' or 'name:version' as (name, version, alias)."""
+    if ":" in entry:
+        name, _, number = entry.partition(":")
+        return name, int(number), None
+    name, _, alias = entry.partition("@")
+    return name, None, alias or default_alias
+
+
+def create_session(onnx: bytes, settings: InferenceSettings) -> onnxruntime.InferenceSession:
+    """An onnxruntime session from bytes in memory, threaded as settings say."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - install guidance
+        raise ImportError(
+            "the inference service needs onnxruntime: pip install 'scantune[serve]'"
+        ) from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.ort_intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.ort_allow_spinning else "0"
+    )
+    options.log_severity_level = 3
+    providers: list[Any] = [p for p in settings.providers if p in ort.get_available_providers()]
+    return ort.InferenceSession(onnx, sess_options=options, providers=providers or None)

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the inference service (multiprocess-safe under gunicorn)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter(
+    "scantune_inference_requests_total",
+    "Prediction requests (v1 predict and v2 infer), by model, version and HTTP status",
+    ["model", "version", "status"],
+)
+PREDICTION_SECONDS = Histogram(
+    "scantune_inference_request_seconds",
+    "Prediction request latency, decode to response, by model and HTTP status",
+    ["model", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+IMAGES = Counter("scantune_inference_images_total", "Scans classified", ["model", "version"])
+BATCH_SIZE = Histogram(
+    "scantune_inference_batch_size",
+    "Images per onnxruntime run (micro-batches and multi-file requests)",
+    ["model"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+)
+LOAD_SECONDS = Histogram(
+    "scantune_model_load_seconds",
+    "Time to fetch, verify and open a model version",
+    ["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LOAD_FAILURES = Counter(
+    "scantune_model_load_failures_total", "Model versions that failed to load", ["model", "reason"]
+)
+LOADED_MODELS = Gauge(
+    "scantune_models_loaded",
+    "Model versions loaded in memory (summed over workers)",
+    multiprocess_mode="livesum",
+)

@@ -1,0 +1,174 @@
+"""Classification as plain objects: scans in, labelled and calibrated predictions out.
+
+Views call `Predictor`; it decodes with the trainer's own preprocessing (`models.imaging`),
+runs through the model's micro-batcher and turns outputs into per-scan results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models import imaging
+from models.card import ModelCard
+from service.errors import BadRequest, Unprocessable
+from service.inference import metrics
+from service.inference.batcher import Outputs
+from service.inference.explain import heatmap_png
+from service.inference.manager import LoadedModel, ModelManager
+from service.inference.uploads import Upload
+
+log = logging.getLogger("scantune.inference")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which model a request means: a version, an alias, or (neither) the default alias."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+
+class Predictor:
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def predict(
+        self,
+        model: LoadedModel,
+        selector: Selector,
+        uploads: Sequence[Upload],
+        *,
+        explain: bool,
+        top_k: int,
+    ) -> dict[str, Any]:
+        """Classify scans; the result is the v1 response body without the request id."""
+        started = time.perf_counter()
+        if explain and model.card.outputs.cam not in model.output_names:
+            raise BadRequest(f"model '{model.name}' version {model.version} has no CAM output")
+        with model.batcher.announce() as arrival:
+            images = decode_all(uploads)
+            batch = imaging.to_batch(images, model.card.input)
+            decoded = time.perf_counter()
+            outputs = arrival.run(batch)
+        ran = time.perf_counter()
+        predictions = [
+            describe(model.card, outputs, i, upload.name, images[i].shape[:2], explain, top_k)
+            for i, upload in enumerate(uploads)
+        ]
+        metrics.IMAGES.labels(model.name, str(model.version)).inc(len(uploads))
+        return {
+            "model": model_info(model, selector, self.manager.settings.default_alias),
+            "predictions": predictions,
+            "timing_ms": {
+                "preprocess": round((decoded - started) * 1000, 3),
+                "inference": round((ran - decoded) * 1000, 3),
+                "total": round((time.perf_counter() - started) * 1000, 3),
+            },
+        }
+
+    def model(self, selector: Selector) -> LoadedModel:
+        return self.manager.get(selector.name, version=selector.version, alias=selector.alias)
+
+    def infer_tensor(self, model: LoadedModel, batch: np.ndarray) -> Outputs:
+        """Run a ready (N, C, size, size) float32 tensor (the V2 protocol's tensor input)."""
+        spec = model.card.input
+        expected = (spec.channels, spec.size, spec.size)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            raise BadRequest(
+                f"input shape {list(batch.shape)} does not match the model's [-1, {spec.channels},"
+                f" {spec.size}, {spec.size}]"
+            )
+        if not 1 <= len(batch) <= self.manager.settings.max_files:
+            raise BadRequest(
+                f"batch of {len(batch)}; 1 to {self.manager.settings.max_files} allowed"
+            )
+        return model.batcher.run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def infer_files(self, model: LoadedModel, uploads: Sequence[Upload]) -> Outputs:
+        """Decode and run encoded scans (the V2 protocol's BYTES input)."""
+        if len(uploads) > self.manager.settings.max_files:
+            raise BadRequest(f"{len(uploads)} scans; at most {self.manager.settings.max_files}")
+        with model.batcher.announce() as arrival:
+            batch = imaging.to_batch(decode_all(uploads), model.card.input)
+            return arrival.run(batch)
+
+
+def decode_all(uploads: Sequence[Upload]) -> list[np.ndarray]:
+    """Decode every scan, or refuse the request naming the first that is not one."""
+    try:
+        return [imaging.decode(u.data, u.name) for u in uploads]
+    except imaging.ImageDecodeError as exc:
+        raise Unprocessable(
+            f"{exc.name}: {exc.reason}",
+            errors=[{"loc": exc.name, "msg": exc.reason, "type": "decode"}],
+        ) from None
+
+
+def calibrated(card: ModelCard, outputs: Outputs) -> np.ndarray:
+    """Calibrated class probabilities (N, K), applying the temperature unless the graph did."""
+    if card.calibration.applied_in_graph and card.outputs.probabilities in outputs:
+        return outputs[card.outputs.probabilities]
+    logits = outputs[card.outputs.logits].astype(np.float64) / card.calibration.temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def predicted_index(card: ModelCard, probs: np.ndarray) -> int:
+    """The class to report: the binary operating point when the card has one, else argmax."""
+    threshold = card.threshold
+    if threshold is not None and len(card.classes) == 2:
+        positive = card.classes.index(threshold.positive_class)
+        return positive if float(probs[positive]) >= threshold.value else 1 - positive
+    return int(np.argmax(probs))
+
+
+def describe(
+    card: ModelCard,
+    outputs: Outputs,
+    i: int,
+    name: str,
+    size: tuple[int, ...],
+    explain: bool,
+    top_k: int,
+) -> dict[str, Any]:
+    probs = calibrated(card, outputs)[i]
+    index = predicted_index(card, probs)
+    order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(card.classes)))]
+    result: dict[str, Any] = {
+        "file": name,
+        "label": card.classes[index],
+        "probabilities": {c: float(p) for c, p in zip(card.classes, probs, strict=True)},
+        "top_k": [{"label": card.classes[j], "probability": float(probs[j])} for j in order],
+    }
+    if explain:
+        result["explanation"] = explanation(card, outputs, i, index, size)
+    return result
+
+
+def explanation(
+    card: ModelCard, outputs: Outputs, i: int, index: int, size: tuple[int, ...]
+) -> dict[str, Any]:
+    cam_name = card.outputs.cam or "cam"
+    height, width = int(size[0]), int(size[1])
+    return {
+        "method": "cam",
+        "class": card.classes[index],
+        "width": width,
+        "height": height,
+        "png_base64": heatmap_png(outputs[cam_name][i, index], height, width),
+    }
+
+
+def model_info(model: LoadedModel, selector: Selector, default_alias: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": model.name, "version": model.version, "sha256": model.sha256}
+    if selector.version is None:
+        info["alias"] = selector.alias or default_alias
+    return info

@@ -1,0 +1,108 @@
+"""/v1: the scantune API — list models, describe one, classify scans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.auth import require
+from service.errors import NotFound
+from service.inference import services
+from service.inference.predictor import Selector
+from service.inference.uploads import read_uploads
+from service.inference.views import observe_prediction, parse_query, served_by, start_prediction
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+class ModelQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1)
+    alias: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ModelQuery:
+        if self.version is not None and self.alias is not None:
+            raise ValueError("give version or alias, not both")
+        return self
+
+
+class PredictQuery(ModelQuery):
+    explain: bool = False
+    top_k: int = Field(default=5, ge=1, le=1000)
+
+
+@bp.before_request
+def _start() -> None:
+    if request.endpoint == "v1.predict":
+        start_prediction()
+
+
+bp.after_request(observe_prediction)
+
+
+@bp.get("/models")
+@require("read")
+def list_models() -> Response:
+    registry, manager = services().registry, services().manager
+    return jsonify(models=[summary(name, registry, manager) for name in registry.list_models()])
+
+
+@bp.get("/models/<name>")
+@require("read")
+def get_model(name: str) -> Response:
+    query = parse_query(ModelQuery)
+    s = services()
+    body = summary(name, s.registry, s.manager)
+    alias = None if query.version else _alias_shown(query.alias, body)
+    version = query.version or (body["aliases"][alias] if alias else max(body["versions"]))
+    card = s.registry.get_card(name, version).with_version(version)
+    body["serving"] = {"version": version, "alias": alias, "card": card.model_dump(mode="json")}
+    return jsonify(body)
+
+
+@bp.post("/models/<name>:predict")
+@require("predict")
+def predict(name: str) -> Response:
+    query = parse_query(PredictQuery)
+    uploads = read_uploads(request, services().settings.max_files)
+    selector = Selector(name, query.version, query.alias)
+    predictor = services().predictor
+    model = predictor.model(selector)
+    served_by(model.name, model.version)
+    result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
+    return jsonify(request_id=g.get("request_id"), **result)
+
+
+def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:
+    versions = registry.list_versions(name)
+    if not versions:
+        raise NotFound(f"no model named '{name}'")
+    return {
+        "name": name,
+        "versions": versions,
+        "aliases": {a: r.version for a, r in registry.aliases(name).items()},
+        "loaded": [
+            {
+                "version": m.version,
+                "sha256": m.sha256,
+                "load_seconds": round(m.load_seconds, 4),
+                "aliases": sorted(a for a, v in manager.aliases_of(name).items() if v == m.version),
+            }
+            for m in manager.loaded()
+            if m.name == name
+        ],
+    }
+
+
+def _alias_shown(alias: str | None, body: dict[str, Any]) -> str | None:
+    """The alias a predict would use: the one asked for, else the default one if it is set."""
+    if alias is not None:
+        if alias not in body["aliases"]:
+            raise NotFound(f"model '{body['name']}' has no alias '{alias}'")
+        return alias
+    default = services().settings.default_alias
+    return default if default in body["aliases"] else None

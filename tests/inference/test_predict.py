@@ -1,0 +1,166 @@
+"""/v1 predict and model listing, through the app factory, against the real trained model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import imaging
+from tests.inference.conftest import MODEL, Trained
+
+PREDICT = f"/v1/models/{MODEL}:predict"
+PARITY_FILES = [
+    "normal_0.png",
+    "pneumonia_0.png",
+    "normal_1_16.png",
+    "pneumonia_1.jpg",
+    "normal_0_rescale.dcm",
+    "pneumonia_1_rescale.dcm",
+    "normal_1_mono1.dcm",
+    "pneumonia_0_mono1.dcm",
+    "big_pneumonia_0.png",
+]
+
+
+def torch_probabilities(trained: Trained, paths: list[Path]) -> np.ndarray:
+    """The trainer's pipeline: imaging.to_model_input, the eval-mode network, the temperature."""
+    card = trained.v1_card
+    batch = np.stack([imaging.to_model_input(imaging.read_file(p), card.input) for p in paths])
+    with torch.no_grad():
+        logits = trained.torch_model(torch.from_numpy(batch))
+        probs = torch.softmax(logits / card.calibration.temperature, dim=1)
+    return probs.numpy()
+
+
+def multipart(paths: list[Path]) -> dict[str, Any]:
+    return {"file": [(io.BytesIO(p.read_bytes()), p.name) for p in paths]}
+
+
+def test_probabilities_match_the_trainers_pytorch_pipeline(
+    client: Any, check: Any, trained: Trained, fixture_images: Path
+) -> None:
+    paths = [fixture_images / name for name in PARITY_FILES]
+    response = check(client.post(PREDICT, data=multipart(paths)))
+    assert response.status_code == 200, response.json
+    body = response.json
+    expected = torch_probabilities(trained, paths)
+    classes = trained.v1_card.classes
+    got = np.array([[p["probabilities"][c] for c in classes] for p in body["predictions"]])
+    assert [p["file"] for p in body["predictions"]] == PARITY_FILES
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert body["model"] == {
+        "name": MODEL,
+        "version": 1,
+        "sha256": trained.v1_card.onnx_sha256,
+        "alias": "production",
+    }
+    assert body["request_id"] == response.headers["X-Request-Id"]
+
+
+def test_single_requests_match_the_batch(client: Any, fixture_images: Path) -> None:
+    """One scan per request (micro-batched or alone) gives the probabilities of a full batch."""
+    paths = [fixture_images / name for name in PARITY_FILES[:4]]
+    together = client.post(PREDICT, data=multipart(paths)).json["predictions"]
+    for path, expected in zip(paths, together, strict=True):
+        alone = client.post(PREDICT, data=multipart([path])).json["predictions"][0]
+        for c, p in expected["probabilities"].items():
+            assert alone["probabilities"][c] == pytest.approx(p, abs=1e-6)
+
+
+def test_label_uses_the_cards_threshold(
+    client: Any, trained: Trained, fixture_images: Path
+) -> None:
+    threshold = trained.v1_card.threshold
+    assert threshold is not None
+    paths = [p for p in sorted(fixture_images.glob("*.png")) if p.stem != "truncated"]
+    for pred in client.post(PREDICT, data=multipart(paths)).json["predictions"]:
+        positive = pred["probabilities"][threshold.positive_class] >= threshold.value
+        assert (pred["label"] == threshold.positive_class) == positive
+        assert pred["top_k"][0]["probability"] == max(pred["probabilities"].values())
+
+
+def test_json_base64_and_raw_body_give_the_same_answer(
+    client: Any, check: Any, fixture_images: Path
+) -> None:
+    data = (fixture_images / "pneumonia_0_rescale.dcm").read_bytes()
+    encoded = base64.b64encode(data).decode()
+    by_json = check(
+        client.post(PREDICT, json={"instances": [{"b64": encoded, "name": "scan.dcm"}]})
+    )
+    raw = check(client.post(PREDICT, data=data, content_type="application/dicom"))
+    form = client.post(PREDICT, data=multipart([fixture_images / "pneumonia_0_rescale.dcm"]))
+    assert by_json.json["predictions"][0]["file"] == "scan.dcm"
+    assert raw.json["predictions"][0]["file"] == "body"
+    probs = [r.json["predictions"][0]["probabilities"] for r in (by_json, raw, form)]
+    assert probs[0] == probs[1] == probs[2]
+
+
+def test_explain_returns_a_heatmap_at_the_scans_size(
+    client: Any, check: Any, fixture_images: Path
+) -> None:
+    paths = [fixture_images / "big_normal_0.png", fixture_images / "normal_0_rescale.dcm"]
+    response = check(client.post(f"{PREDICT}?explain=true&top_k=1", data=multipart(paths)))
+    assert response.status_code == 200
+    for path, pred in zip(paths, response.json["predictions"], strict=True):
+        size = imaging.read_file(path).shape[:2]
+        explanation = pred["explanation"]
+        assert explanation["class"] == pred["label"]
+        assert (explanation["height"], explanation["width"]) == size
+        heatmap = Image.open(io.BytesIO(base64.b64decode(explanation["png_base64"])))
+        assert heatmap.format == "PNG" and heatmap.size == (size[1], size[0])
+        assert len(pred["top_k"]) == 1
+
+
+def test_explicit_version_and_alias(
+    client: Any, check: Any, registry: Any, trained: Trained, fixture_images: Path
+) -> None:
+    from tests.inference.conftest import publish
+
+    publish(registry, trained, 2)
+    registry.set_alias(MODEL, "staging", 2, actor="test")
+    scan = multipart([fixture_images / "normal_0.png"])
+    by_version = check(client.post(f"{PREDICT}?version=2", data=scan)).json
+    scan = multipart([fixture_images / "normal_0.png"])
+    by_alias = check(client.post(f"{PREDICT}?alias=staging", data=scan)).json
+    assert by_version["model"] == {
+        "name": MODEL,
+        "version": 2,
+        "sha256": trained.v2_card.onnx_sha256,
+    }
+    assert by_alias["model"]["alias"] == "staging" and by_alias["model"]["version"] == 2
+    assert by_version["predictions"] == by_alias["predictions"]
+
+
+def test_list_and_describe_models(
+    client: Any, check: Any, fixture_images: Path, trained: Trained
+) -> None:
+    client.post(PREDICT, data=multipart([fixture_images / "normal_0.png"]))
+    listing = check(client.get("/v1/models")).json
+    assert [m["name"] for m in listing["models"]] == [MODEL]
+    entry = listing["models"][0]
+    assert entry["versions"] == [1] and entry["aliases"] == {"production": 1}
+    assert entry["loaded"][0]["version"] == 1 and entry["loaded"][0]["aliases"] == ["production"]
+    described = check(client.get(f"/v1/models/{MODEL}")).json
+    assert described["serving"]["version"] == 1 and described["serving"]["alias"] == "production"
+    card = described["serving"]["card"]
+    assert card["classes"] == ["normal", "pneumonia"] and card["input"]["size"] == 32
+    assert json.dumps(card)  # serialisable as sent
+
+
+def test_health_ready_and_metrics(client: Any, check: Any, fixture_images: Path) -> None:
+    check(client.get("/healthz"))
+    assert check(client.get("/readyz")).status_code == 200
+    client.post(PREDICT, data=multipart([fixture_images / "normal_0.png"]))
+    text = check(client.get("/metrics")).get_data(as_text=True)
+    assert f'scantune_inference_requests_total{{model="{MODEL}",status="200",version="1"}}' in text
+    assert "scantune_inference_batch_size_bucket" in text
+    assert "scantune_model_load_seconds_count" in text
+    assert "scantune_models_loaded" in text
