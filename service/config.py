@@ -70,6 +70,14 @@ class TrainingSettings(CommonSettings):
     heartbeat_timeout_s: float = Field(
         default=60.0, gt=0, description="A running job silent this long is considered dead."
     )
+    runner_start_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A launched runner that has not reported at all this long is considered dead"
+            " (covers interpreter start-up and image pulls; heartbeat_timeout_s applies after)."
+        ),
+    )
     max_retries: int = Field(
         default=2,
         ge=0,
