@@ -83,7 +83,7 @@ class JobRunner:
         artifacts: ArtifactStore | None = None,
     ) -> None:
         self.settings, self.job_id = settings, job_id
-        self.store = store or JobStore.open(settings.database_url)
+        self.store = store or JobStore.open(settings.database_url, run_migrations=False)
         self.artifacts = artifacts or open_store(
             settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
         )
@@ -200,6 +200,8 @@ class JobRunner:
             "onnx_sha256": card.onnx_sha256,
             "uris": uris,
         }
+        # Decided before the job reads succeeded, so a client that sees success sees the gate.
+        promotion = self._promote(spec, card) if spec.promote is not None else None
         try:
             self.store.transition(
                 self.job_id,
@@ -209,6 +211,7 @@ class JobRunner:
                 progress=1.0,
                 metrics=_numbers(card.metrics),
                 artifacts=artifacts,
+                promotion=promotion,
                 heartbeat_at=utcnow(),
             )
         except IllegalTransition as exc:  # cannot happen once publishing began, but be sure
@@ -217,11 +220,9 @@ class JobRunner:
         log.info("job %s succeeded: %s version %d", self.job_id, card.name, card.version)
         self._stop_heartbeat.set()
         self._cleanup(out_dir)
-        if spec.promote is not None:
-            self._promote(spec, card)
         send_job_webhook(self.store, self.job_id, self.settings)
 
-    def _promote(self, spec: JobSpec, card: ModelCard) -> None:
+    def _promote(self, spec: JobSpec, card: ModelCard) -> dict[str, Any]:
         assert spec.promote is not None
         try:
             decision = apply_gate(
@@ -238,8 +239,8 @@ class JobRunner:
                 "reason": f"promotion could not be applied: {short_detail(exc)}",
                 "figures": {},
             }
-        self.store.set_fields(self.job_id, promotion=decision)
         log.info("promotion to %s: %s", spec.promote.alias, decision["reason"])
+        return decision
 
     def _cleanup(self, out_dir: Path) -> None:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)

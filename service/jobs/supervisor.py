@@ -85,9 +85,17 @@ class Supervisor:
         if state.state == "pending":
             return None
         beat = as_utc(job.heartbeat_at) or as_utc(job.started_at)
-        limit = timedelta(seconds=self.settings.heartbeat_timeout_s)
-        if beat is not None and utcnow() - beat > limit:
-            return f"no heartbeat for over {self.settings.heartbeat_timeout_s:g}s"
+        # The runner sets a phase first thing; until then it is still starting up.
+        started = job.phase is not None
+        limit = (
+            self.settings.heartbeat_timeout_s if started else self.settings.runner_start_timeout_s
+        )
+        if beat is not None and utcnow() - beat > timedelta(seconds=limit):
+            return (
+                f"no heartbeat for over {limit:g}s"
+                if started
+                else f"runner did not start in {limit:g}s"
+            )
         return None
 
     def _handle_dead(self, job: JobRow, state: RunnerState, why: str) -> None:

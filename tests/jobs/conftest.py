@@ -3,8 +3,12 @@ specs on the real data slice, and a loopback HTTP receiver for webhooks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +18,10 @@ import pytest
 
 from models.spec import JobSpec
 from service.config import TrainingSettings
+from service.jobs.launchers.local import LocalLauncher
+from service.jobs.service import JobService
 from service.jobs.store import JobStore
+from service.jobs.views import JobView
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -113,3 +120,56 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
     yield start
     for r in made:
         r.close()
+
+
+@pytest.fixture
+def job_service(
+    settings_env: Callable[..., TrainingSettings],
+) -> Iterator[Callable[..., JobService]]:
+    """Build a started JobService from settings; stops it and kills leftover runners after."""
+    made: list[JobService] = []
+
+    def build(**values: Any) -> JobService:
+        fast = {
+            "supervisor_interval_s": 0.2,
+            "heartbeat_interval_s": 0.5,
+            "heartbeat_timeout_s": 30,
+            "webhook_backoff_s": 0.05,
+        }
+        service = JobService.from_settings(settings_env(**{**fast, **values}))
+        service.start()
+        made.append(service)
+        return service
+
+    yield build
+    for service in made:
+        launcher = service.launcher
+        if isinstance(launcher, LocalLauncher):
+            for pid in launcher.running_pids().values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        service.stop()
+
+
+def wait_for(
+    service: JobService,
+    job_id: str,
+    done: Callable[[JobView], bool],
+    *,
+    timeout: float = 120.0,
+) -> JobView:
+    """Poll the job until `done(view)`; fails with the job's log when it times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = service.get(job_id)
+        if done(view):
+            return view
+        time.sleep(0.1)
+    raise AssertionError(
+        f"job {job_id} still {view.status}/{view.phase} after {timeout}s\n"
+        + service.logs(job_id, tail=60)
+    )
+
+
+def finished(view: JobView) -> bool:
+    return view.status in ("succeeded", "failed", "cancelled")

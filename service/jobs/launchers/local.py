@@ -112,6 +112,7 @@ def _stop_group(pid: int, gone: Callable[[], bool]) -> None:
     """SIGTERM the runner's process group, SIGKILL it if it is still there after a grace."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGCONT)  # a stopped (hung) process only sees SIGTERM once resumed
     deadline = time.monotonic() + KILL_GRACE_S
     while time.monotonic() < deadline:
         if gone():

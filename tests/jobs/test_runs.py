@@ -1,0 +1,221 @@
+"""Real jobs: the local launcher runs `python -m service.jobs.runner` on a slice of the real
+PneumoniaMNIST data, trains (resnet18 from scratch, 32 px) and publishes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.card import ModelCard
+from models.spec import JobSpec
+from service.jobs.service import JobService
+from service.jobs.webhook import SIGNATURE_HEADER, verify
+from service.registry import Registry
+from service.storage import open_store
+
+from .conftest import finished, wait_for
+
+pytestmark = pytest.mark.slow
+
+SECRET = "s3cr3t-for-tests"
+
+
+def tiny_spec(data: Path | str, **overrides: Any) -> JobSpec:
+    base: dict[str, Any] = {
+        "model_name": "chest-xray",
+        "dataset": {"uri": str(data), "format": "npz"},
+        "base_model": "resnet18",
+        "pretrained": False,
+        "image_size": 32,
+        "epochs": 1,
+        "recipe": {"batch_size": 64, "early_stopping_patience": 0},
+    }
+    base.update(overrides)
+    return JobSpec.model_validate(base)
+
+
+def registry_of(service: JobService) -> Registry:
+    s = service.settings
+    return Registry(open_store(s.artifact_uri, endpoint_url=s.s3_endpoint_url))
+
+
+def test_two_jobs_finish_together_with_versions_gate_and_webhook(
+    job_service: Callable[..., JobService],
+    pneumonia_small_npz: Path,
+    receiver: Callable[..., Any],
+) -> None:
+    hook = receiver([500, 200])  # the first delivery fails and is retried
+    service = job_service(max_concurrent_jobs=2, webhook_secret=SECRET)
+    passing = tiny_spec(
+        pneumonia_small_npz,
+        promote={"alias": "production", "min": {"val_auc": 0.0}},
+        webhook={"url": hook.url},
+    )
+    failing = tiny_spec(
+        pneumonia_small_npz, seed=1, promote={"alias": "staging", "min": {"val_auc": 1.01}}
+    )
+    a = service.submit(passing, actor="ci")
+    b = service.submit(failing, actor="ci")
+    views = [wait_for(service, j.id, finished, timeout=240) for j in (a, b)]
+    assert [v.status for v in views] == ["succeeded", "succeeded"], service.logs(a.id)
+    assert sorted(v.artifacts.version for v in views if v.artifacts) == [1, 2]
+
+    registry = registry_of(service)
+    assert registry.list_versions("chest-xray") == [1, 2]
+    va, vb = views
+    assert va.artifacts is not None and vb.artifacts is not None
+    card = registry.get_card("chest-xray", va.artifacts.version)
+    onnx = Path(va.artifacts.onnx_uri.removeprefix("file://")).read_bytes()  # type: ignore[union-attr]
+    assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256 == va.artifacts.onnx_sha256
+    assert card.lineage["job_id"] == va.id
+    assert registry.load("chest-xray", va.artifacts.version).card.version == va.artifacts.version
+
+    assert va.promotion is not None and va.promotion.passed
+    assert va.promotion.figures["val_auc"]["value"] == pytest.approx(card.metrics["val_auc"])
+    assert registry.get_alias("chest-xray", "production").version == va.artifacts.version
+    assert vb.promotion is not None and not vb.promotion.passed
+    assert "below the minimum" in vb.promotion.reason
+    with pytest.raises(Exception, match="alias"):
+        registry.get_alias("chest-xray", "staging")
+
+    assert va.progress == 1.0 and va.phase == "publishing" and va.attempts == 1
+    assert [h["epoch"] for h in va.history] == [1]
+    assert va.best_metrics is not None and "val_auc" in va.best_metrics
+    assert va.metrics is not None and va.metrics["val_auc"] == pytest.approx(
+        card.metrics["val_auc"]
+    )
+
+    final = wait_for(
+        service, a.id, lambda v: v.webhook is not None and v.webhook.state != "pending"
+    )
+    assert final.webhook is not None and final.webhook.delivered and final.webhook.attempts == 2
+    assert len(hook.requests) == 2
+    headers, body = hook.requests[-1]
+    assert verify(body, headers[SIGNATURE_HEADER], SECRET)
+    assert not verify(body + b" ", headers[SIGNATURE_HEADER], SECRET)
+    payload = json.loads(body)
+    assert payload["event"] == "training_job.succeeded"
+    assert payload["job"]["id"] == a.id and payload["job"]["artifacts"]["version"] >= 1
+    assert "epoch 1/1" in service.logs(a.id)
+
+
+@pytest.mark.s3
+def test_job_publishes_to_s3(
+    job_service: Callable[..., JobService],
+    pneumonia_small_npz: Path,
+    s3_bucket: str,
+    s3_env: dict[str, str],
+) -> None:
+    from models.uri import s3_client
+
+    client = s3_client(s3_env["SCANTUNE_S3_ENDPOINT_URL"])
+    client.upload_file(str(pneumonia_small_npz), s3_bucket, "data/small.npz")
+    service = job_service(
+        artifact_uri=f"s3://{s3_bucket}/registry",
+        s3_endpoint_url=s3_env["SCANTUNE_S3_ENDPOINT_URL"],
+    )
+    job = service.submit(tiny_spec(f"s3://{s3_bucket}/data/small.npz"))
+    view = wait_for(service, job.id, finished, timeout=240)
+    assert view.status == "succeeded", service.logs(job.id)
+    assert view.artifacts is not None and view.artifacts.version == 1
+    assert (
+        view.artifacts.onnx_uri
+        == f"s3://{s3_bucket}/registry/models/chest-xray/versions/1/model.onnx"
+    )
+    card = ModelCard.from_json(
+        client.get_object(Bucket=s3_bucket, Key="registry/models/chest-xray/versions/1/card.json")[
+            "Body"
+        ].read()
+    )
+    onnx = client.get_object(
+        Bucket=s3_bucket, Key="registry/models/chest-xray/versions/1/model.onnx"
+    )["Body"].read()
+    assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256
+    assert card.version == 1 and card.dataset.uri.startswith("s3://")
+
+
+def test_killed_runner_is_resumed_from_its_checkpoint(
+    job_service: Callable[..., JobService], pneumonia_small_npz: Path
+) -> None:
+    service = job_service(max_retries=1)
+    job = service.submit(tiny_spec(pneumonia_small_npz, epochs=3))
+    view = wait_for(service, job.id, lambda v: len(v.history) >= 1 or finished(v), timeout=240)
+    assert view.status == "running", service.logs(job.id)
+    os.killpg(int(service.store.get(job.id).runner_ref or 0), signal.SIGKILL)
+    view = wait_for(service, job.id, finished, timeout=240)
+    assert view.status == "succeeded", service.logs(job.id)
+    assert view.attempts == 2
+    assert [h["epoch"] for h in view.history] == [1, 2, 3]
+    log = service.logs(job.id)
+    assert "runner killed by SIGKILL" in log and "re-queued to resume" in log
+    assert "attempt 2: resuming" in log
+    assert view.artifacts is not None and view.artifacts.version == 1
+
+
+def test_killed_runner_without_retries_fails_with_reason(
+    job_service: Callable[..., JobService], pneumonia_small_npz: Path
+) -> None:
+    service = job_service(max_retries=0)
+    job = service.submit(tiny_spec(pneumonia_small_npz))
+    wait_for(service, job.id, lambda v: service.store.get(v.id).runner_ref is not None)
+    started = time.monotonic()
+    os.killpg(int(service.store.get(job.id).runner_ref or 0), signal.SIGKILL)
+    view = wait_for(service, job.id, finished, timeout=30)
+    assert time.monotonic() - started < 5  # the process exit is noticed at the next tick
+    assert view.status == "failed" and view.error is not None
+    assert view.error.reason == "runner_lost"
+    assert "SIGKILL" in view.error.detail and "Traceback" not in view.error.detail
+    assert registry_of(service).list_versions("chest-xray") == []
+
+
+def test_silent_runner_is_reaped_within_the_heartbeat_timeout(
+    job_service: Callable[..., JobService], pneumonia_small_npz: Path
+) -> None:
+    service = job_service(max_retries=0, heartbeat_timeout_s=4)
+    job = service.submit(tiny_spec(pneumonia_small_npz))
+    wait_for(service, job.id, lambda v: v.phase is not None or finished(v), timeout=60)
+    pid = int(service.store.get(job.id).runner_ref or 0)
+    os.killpg(pid, signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
+    started = time.monotonic()
+    view = wait_for(service, job.id, finished, timeout=30)
+    assert time.monotonic() - started < 4 + 5
+    assert view.status == "failed" and view.error is not None
+    assert view.error.reason == "runner_lost" and "no heartbeat" in view.error.detail
+
+
+def test_cancel_mid_training_publishes_nothing(
+    job_service: Callable[..., JobService],
+    pneumonia_small_npz: Path,
+    receiver: Callable[..., Any],
+) -> None:
+    hook = receiver()
+    service = job_service(webhook_secret=SECRET)
+    job = service.submit(tiny_spec(pneumonia_small_npz, epochs=20, webhook={"url": hook.url}))
+    wait_for(service, job.id, lambda v: v.phase == "training" or finished(v), timeout=240)
+    view = service.cancel(job.id, actor="alice")
+    assert view.status == "cancelled"
+    assert view.error is not None and view.error.detail == "cancelled by alice"
+    pid = int(service.store.get(job.id).runner_ref or 0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the runner is still alive after cancel")
+    time.sleep(1.0)
+    after = wait_for(service, job.id, lambda v: v.webhook is not None and v.webhook.delivered)
+    assert after.status == "cancelled" and after.artifacts is None
+    assert registry_of(service).list_versions("chest-xray") == []
+    assert service.store.versions("chest-xray") == []
+    assert json.loads(hook.requests[0][1])["event"] == "training_job.cancelled"
