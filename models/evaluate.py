@@ -128,7 +128,7 @@ def choose_threshold(
     fpr, tpr, thr = roc_curve(y, score)
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (0, 0) point at +inf
     if rule == "youden":
-        i = int(np.argmax(tpr - fpr))
+        i = int(np.argmax(np.round(tpr - fpr, 12)))  # ties: the higher threshold
     elif rule == "sensitivity":
         ok = np.flatnonzero(tpr >= (target or 0.95))
         i = int(ok[0]) if len(ok) else len(thr) - 1  # highest threshold reaching the target

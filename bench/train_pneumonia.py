@@ -1,0 +1,134 @@
+"""Benchmark: the default recipe vs a minimal hand-written PyTorch loop on PneumoniaMNIST.
+
+Not a test. Fine-tunes the default job spec (only data, classes and base model named) on the
+full shared train split, then trains the same model on the same prepared data at the same
+resolution with a bare loop (AdamW on all weights, no augmentation, no freezing, no
+validation between epochs), and prints validation ACC, AUC, ECE, wall time and images/s.
+
+    python bench/train_pneumonia.py [--data PATH] [--skip-minimal] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import evaluate
+from models.augment import normalize
+from models.data import load_dataset
+from models.finetune import build_model, input_stats
+from models.progress import ProgressEvent
+from models.runner import run_training
+from models.spec import JobSpec
+from models.trainer import predict_logits
+
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "shared/data/pneumoniamnist/pneumoniamnist_trainval.npz"
+)
+
+
+def default_spec(data: Path) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "model_name": "bench-pneumonia",
+            "dataset": {"uri": str(data), "format": "npz", "classes": ["normal", "pneumonia"]},
+            "base_model": "efficientnet_lite0",
+        }
+    )
+
+
+def bench_trainer(spec: JobSpec) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        result = run_training(spec, Path(out), progress=_print_epochs)
+        wall = time.perf_counter() - start
+    m = result.metrics
+    return {
+        "val_accuracy": m["val_accuracy"],
+        "val_auc": m["val_auc"],
+        "val_ece": m["val_ece"],
+        "val_ece_calibrated": m["val_ece_calibrated"],
+        "wall_s": wall,
+        "train_images_per_s": m["train_images_per_s"],
+        "epochs_run": m["epochs_run"],
+        "best_epoch": m["best_epoch"],
+        "parity_max_abs_diff": result.card.parity.max_abs_diff,
+    }
+
+
+def _print_epochs(event: ProgressEvent) -> None:
+    if event.metrics and event.phase == "training":
+        figures = {k: round(v, 4) for k, v in event.metrics.items()}
+        print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} {figures}", flush=True)
+
+
+def bench_minimal(spec: JobSpec) -> dict[str, Any]:
+    """The bare loop: same backbone and head, data, resolution, batch size and epoch count."""
+    start = time.perf_counter()
+    data = load_dataset(spec.dataset, size=spec.image_size, channels=spec.recipe.channels, seed=0)
+    model = build_model(spec, len(data.classes))
+    mean, std = input_stats(spec)
+    x = normalize(torch.from_numpy(data.train.images), mean, std)
+    y = torch.from_numpy(data.train.labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.recipe.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    batch, train_s, seen = spec.recipe.batch_size, 0.0, 0
+    for _ in range(spec.epochs):
+        model.train()
+        order = torch.randperm(len(y))
+        t0 = time.perf_counter()
+        for i in range(len(y) // batch):
+            idx = order[i * batch : (i + 1) * batch]
+            loss = loss_fn(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+        train_s += time.perf_counter() - t0
+    logits = predict_logits(model, data.val.images, mean, std, torch.device("cpu"))
+    probs = evaluate.softmax(logits)
+    yv = data.val.labels
+    return {
+        "val_accuracy": float((probs.argmax(1) == yv).mean()),
+        "val_auc": evaluate.roc_auc(yv, probs),
+        "val_ece": evaluate.ece(yv, probs),
+        "wall_s": time.perf_counter() - start,
+        "train_images_per_s": seen / train_s,
+        "epochs_run": spec.epochs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--skip-minimal", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    spec = default_spec(args.data)
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, image_size {spec.image_size}")
+    results = {"trainer": bench_trainer(spec)}
+    print("trainer", json.dumps(results["trainer"]), flush=True)
+    if not args.skip_minimal:
+        results["minimal_loop"] = bench_minimal(spec)
+        print("minimal", json.dumps(results["minimal_loop"]), flush=True)
+        ratio = (
+            results["trainer"]["train_images_per_s"] / results["minimal_loop"]["train_images_per_s"]
+        )
+        results["throughput_ratio"] = ratio
+        print(f"throughput ratio trainer/minimal: {ratio:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
