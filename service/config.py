@@ -125,6 +125,10 @@ class TrainingSettings(CommonSettings):
     k8s_in_cluster: bool = Field(
         default=True, description="Load in-cluster config; else the local kubeconfig."
     )
+    k8s_kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig file when not in cluster; default: $KUBECONFIG or ~/.kube/config.",
+    )
 
 
 class InferenceSettings(CommonSettings):
