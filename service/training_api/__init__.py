@@ -17,8 +17,10 @@ from service.config import TrainingSettings
 from service.jobs.service import JobService
 from service.registry import Registry
 from service.storage import ArtifactStore, open_store
+from service.training_api.encoding import FiniteJSONProvider
 from service.web import add_readiness_check, create_base_app
 
+log = logging.getLogger(__name__)
 EXTENSION = "scantune"
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -45,6 +47,8 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     settings = settings or TrainingSettings()
     logging.basicConfig(level=settings.log_level.upper())
     app = create_base_app(__name__, settings, service="training")
+    app.json = FiniteJSONProvider(app)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )
@@ -74,6 +78,10 @@ def services() -> TrainingServices:
 
 
 def _observe_job_counts(jobs: JobService) -> None:
-    counts = jobs.job_counts()
+    try:
+        counts = jobs.job_counts()
+    except Exception:  # the database is down: /readyz says so; /metrics still answers
+        log.warning("could not count jobs for /metrics", exc_info=True)
+        return
     for state in sorted({*JOB_STATES, *counts}):
         JOBS_BY_STATE.labels(state).set(counts.get(state, 0))

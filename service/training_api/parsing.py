@@ -32,6 +32,8 @@ def json_body() -> Any:
         raise BadRequest("the request body is not UTF-8 encoded JSON") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise BadRequest("the request body is JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

@@ -49,6 +49,8 @@ def spec_without(name: str) -> Callable[[Path], Any]:
 CASES = [
     Case("malformed-json", 400, raw=b'{"model_name": ', content_type="application/json",
          detail="not valid JSON"),
+    Case("nested-too-deep", 400, raw=b"[" * 20_000, content_type="application/json",
+         detail="nested too deeply"),
     Case("empty-body", 400, raw=b"", content_type="application/json", detail="empty"),
     Case("not-utf8", 400, raw=b"\xff\xfe{}", content_type="application/json", detail="UTF-8"),
     Case("text-plain", 415, raw=b"model_name: x", content_type="text/plain", detail="JSON"),

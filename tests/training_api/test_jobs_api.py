@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.training_api.conftest import KEYS, job_spec
@@ -118,3 +120,20 @@ def test_health_and_readiness_are_open(anonymous: FlaskClient) -> None:
     ready = anonymous.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"database": "ok", "artifact_store": "ok"}
+
+
+def test_non_finite_metrics_leave_as_null_not_invalid_json(
+    app: Flask, client: FlaskClient, dataset: Path
+) -> None:
+    job = submit(client, dataset)
+    app.extensions["scantune"].jobs.store.set_fields(
+        job["id"], metrics={"val_auc": float("nan"), "val_loss": float("inf"), "n": 3}
+    )
+
+    response = client.get(f"/v1/training-jobs/{job['id']}")
+
+    assert json.loads(response.get_data(as_text=True))["metrics"] == {
+        "val_auc": None,
+        "val_loss": None,
+        "n": 3,
+    }
