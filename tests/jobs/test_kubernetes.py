@@ -1,0 +1,285 @@
+"""The Kubernetes launcher against a recording stand-in of the API server (no cluster).
+
+The real `kubernetes` client loads a kubeconfig that points at the stand-in on loopback, so
+the requests asserted here are exactly what a cluster would receive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.spec import JobSpec
+from service.config import TrainingSettings
+from service.jobs.launchers.base import RunnerState
+from service.jobs.launchers.kubernetes import KubernetesLauncher
+from service.jobs.service import JobService
+from service.jobs.store import JobStore
+from service.jobs.tables import JobRow
+
+from . import k8s_standin
+from .conftest import wait_for
+
+NS = "ml"
+
+
+@pytest.fixture
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[k8s_standin.StandIn]:
+    state = k8s_standin.StandIn()
+    server = k8s_standin.start(state)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters: [{{name: standin, cluster: {{server: "{state.url}"}}}}]
+users: [{{name: tester, user: {{token: test-token}}}}]
+contexts: [{{name: standin, context: {{cluster: standin, user: tester, namespace: {NS}}}}}]
+current-context: standin
+"""
+    )
+    monkeypatch.setenv("SCANTUNE_K8S_KUBECONFIG", str(kubeconfig))
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def k8s_settings(
+    settings_env: Callable[..., TrainingSettings], standin: k8s_standin.StandIn
+) -> TrainingSettings:
+    return settings_env(
+        launcher="kubernetes",
+        k8s_in_cluster=False,
+        k8s_namespace=NS,
+        k8s_image="registry.example.org/scantune-trainer:1.2.3",
+        k8s_service_account="scantune-runner",
+        k8s_env_secret="scantune-runner-env",
+        k8s_node_selector={"nvidia.com/gpu.present": "true"},
+        k8s_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        k8s_backoff_limit=0,
+        k8s_active_deadline_s=7200,
+        k8s_ttl_after_finished_s=600,
+        artifact_uri="s3://models/registry",
+        s3_endpoint_url="http://minio.storage:9000",
+        supervisor_interval_s=0.1,
+    )
+
+
+def claimed_job(settings: TrainingSettings, spec: JobSpec) -> tuple[JobStore, JobRow]:
+    store = JobStore.open(settings.database_url)
+    store.create(spec)
+    [job] = store.claim_queued(1, launcher="kubernetes")
+    return store, job
+
+
+def expected_job(job: JobRow, *, resources: dict[str, Any]) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/name": "scantune-trainer",
+        "app.kubernetes.io/managed-by": "scantune",
+        "scantune.dev/job-id": job.id,
+        "scantune.dev/attempt": "1",
+    }
+    env = {
+        "SCANTUNE_LAUNCHER": "kubernetes",
+        "SCANTUNE_WORK_DIR": "/var/lib/scantune/work",
+        "SCANTUNE_ARTIFACT_URI": "s3://models/registry",
+        "SCANTUNE_S3_ENDPOINT_URL": "http://minio.storage:9000",
+        "SCANTUNE_HEARTBEAT_INTERVAL_S": "5.0",
+        "SCANTUNE_WEBHOOK_RETRIES": "4",
+        "SCANTUNE_WEBHOOK_BACKOFF_S": "1.0",
+        "SCANTUNE_WEBHOOK_TIMEOUT_S": "10.0",
+        "SCANTUNE_LOG_LEVEL": "INFO",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"scantune-{job.id}-1", "namespace": NS, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 7200,
+            "ttlSecondsAfterFinished": 600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "scantune-runner",
+                    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                    "tolerations": [
+                        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                    ],
+                    "volumes": [{"name": "work", "emptyDir": {}}],
+                    "containers": [
+                        {
+                            "name": "runner",
+                            "image": "registry.example.org/scantune-trainer:1.2.3",
+                            "command": ["python", "-m", "service.jobs.runner", job.id],
+                            "env": [{"name": k, "value": v} for k, v in env.items()],
+                            "envFrom": [{"secretRef": {"name": "scantune-runner-env"}}],
+                            "resources": resources,
+                            "volumeMounts": [
+                                {"name": "work", "mountPath": "/var/lib/scantune/work"}
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_launch_creates_exactly_this_job(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    spec = make_spec(resources={"gpus": 2, "memory": "16Gi", "cpu": "4"})
+    store, job = claimed_job(k8s_settings, spec)
+    launcher = KubernetesLauncher(k8s_settings)
+    assert launcher.launch(job) == f"scantune-{job.id}-1"
+    [call] = standin.calls()
+    assert (call.method, call.path) == ("POST", f"/apis/batch/v1/namespaces/{NS}/jobs")
+    assert call.body == expected_job(
+        job,
+        resources={
+            "requests": {"cpu": "4", "memory": "16Gi"},
+            "limits": {"memory": "16Gi", "nvidia.com/gpu": "2"},
+        },
+    )
+    store.close()
+
+
+def test_cpu_job_asks_for_no_gpu(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    store, job = claimed_job(k8s_settings, make_spec())
+    KubernetesLauncher(k8s_settings).launch(job)
+    resources = standin.calls("POST")[0].body["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ]
+    assert resources == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    store.close()
+
+
+OOM = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+PULL = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
+CRASHED = {"terminated": {"reason": "Error", "exitCode": 1}}
+RUNNING = {"running": {"startedAt": "2026-11-27T20:00:00Z"}}
+
+
+@pytest.mark.parametrize(
+    ("job_status", "pods", "expected"),
+    [
+        ({"active": 1}, [("Running", RUNNING)], RunnerState("running")),
+        ({"active": 1}, [("Pending", None)], RunnerState("pending")),
+        ({}, [], RunnerState("pending")),
+        ({"active": 1}, [("Running", OOM)], ("failed", "oom_killed", False)),
+        ({"active": 1}, [("Pending", PULL)], ("failed", "image_pull_failed", False)),
+        (
+            {
+                "failed": 1,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}],
+            },
+            [],
+            ("failed", "deadline_exceeded", False),
+        ),
+        ({"failed": 1}, [("Failed", CRASHED)], ("exited", None, True)),
+    ],
+)
+def test_status_maps_pod_failures_to_reasons(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+    job_status: dict[str, Any],
+    pods: list[tuple[str, dict[str, Any] | None]],
+    expected: RunnerState | tuple[str, str | None, bool],
+) -> None:
+    store, job = claimed_job(k8s_settings, make_spec())
+    launcher = KubernetesLauncher(k8s_settings)
+    job.runner_ref = launcher.launch(job)
+    standin.job_status[job.runner_ref] = job_status
+    standin.pods = [
+        k8s_standin.pod(f"p{i}", job.id, 1, phase=phase, container=c)
+        for i, (phase, c) in enumerate(pods)
+    ]
+    state = launcher.status(job)
+    if isinstance(expected, RunnerState):
+        assert state == expected
+    else:
+        assert (state.state, state.reason, state.retryable) == expected
+    reads = [r for r in standin.calls("GET") if r.path.endswith("/status")]
+    assert reads[0].path == f"/apis/batch/v1/namespaces/{NS}/jobs/{job.runner_ref}/status"
+    pod_lists = [r for r in standin.calls("GET") if r.path.endswith("/pods")]
+    if pod_lists:
+        assert pod_lists[0].query["labelSelector"] == [
+            f"scantune.dev/job-id={job.id},scantune.dev/attempt=1"
+        ]
+    store.close()
+
+
+def test_deleted_job_counts_as_exited(
+    k8s_settings: TrainingSettings, make_spec: Callable[..., JobSpec]
+) -> None:
+    store, job = claimed_job(k8s_settings, make_spec())
+    job.runner_ref = "scantune-gone-1"
+    assert KubernetesLauncher(k8s_settings).status(job).state == "exited"
+    store.close()
+
+
+def test_service_fails_an_oom_killed_job_and_cleans_up(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    service = JobService.from_settings(k8s_settings)
+    service.start()
+    try:
+        job = service.submit(make_spec(resources={"gpus": 1}))
+        wait_for(service, job.id, lambda v: bool(standin.jobs), timeout=10)
+        name = next(iter(standin.jobs))
+        standin.job_status[name] = {"active": 1}
+        standin.pods = [k8s_standin.pod("runner-pod", job.id, 1, phase="Running", container=OOM)]
+        view = wait_for(service, job.id, lambda v: v.status == "failed", timeout=10)
+        assert view.error is not None and view.error.reason == "oom_killed"
+        assert "OOMKilled" in view.error.detail
+        assert view.attempts == 1  # an OOM would fail again: not retried
+        [delete] = standin.calls("DELETE")
+        assert delete.path == f"/apis/batch/v1/namespaces/{NS}/jobs/{name}"
+        assert (
+            delete.query.get("propagationPolicy") == ["Background"]
+            or (delete.body or {}).get("propagationPolicy") == "Background"
+        )
+    finally:
+        service.stop()
+
+
+def test_cancel_deletes_the_kubernetes_job_and_reads_pod_logs(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    service = JobService.from_settings(k8s_settings)
+    service.start()
+    try:
+        job = service.submit(make_spec())
+        wait_for(service, job.id, lambda v: service.store.get(v.id).runner_ref is not None)
+        name = service.store.get(job.id).runner_ref
+        standin.pods = [
+            k8s_standin.pod("runner-pod", job.id, 1, phase="Running", container=RUNNING)
+        ]
+        standin.log_text = "line 1\nline 2\nline 3\n"
+        assert service.logs(job.id, tail=2) == "line 2\nline 3\n"
+        log_call = [r for r in standin.calls("GET") if r.path.endswith("/log")][-1]
+        assert log_call.path == f"/api/v1/namespaces/{NS}/pods/runner-pod/log"
+        assert log_call.query["tailLines"] == ["2"]
+        view = service.cancel(job.id, actor="bob")
+        assert view.status == "cancelled"
+        deletes = standin.calls("DELETE")
+        assert [d.path for d in deletes] == [f"/apis/batch/v1/namespaces/{NS}/jobs/{name}"]
+        assert name not in standin.jobs
+    finally:
+        service.stop()
