@@ -140,9 +140,12 @@ def client(make_client: Callable[..., Any]) -> Any:
 
 @pytest.fixture(scope="session")
 def openapi() -> Any:
-    from openapi_core import OpenAPI
+    import json
 
-    return OpenAPI.from_dict(yaml.safe_load(SPEC_PATH.read_text()))
+    from openapi_core import Config, OpenAPI
+
+    config = Config(extra_media_type_deserializers={"application/problem+json": json.loads})
+    return OpenAPI.from_dict(yaml.safe_load(SPEC_PATH.read_text()), config=config)
 
 
 class _RequestLine:

@@ -1,0 +1,184 @@
+"""Every error the inference API promises, table-driven, each checked against the spec."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.auth import hash_key
+from service.registry import Registry
+from tests.inference.conftest import MODEL
+
+PREDICT = f"/v1/models/{MODEL}:predict"
+IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+
+
+def part(name: str, content_type: str | None = None) -> tuple[Any, ...]:
+    data = io.BytesIO((IMAGES / name).read_bytes())
+    return (data, name, content_type) if content_type else (data, name)
+
+
+def b64(name: str) -> str:
+    return base64.b64encode((IMAGES / name).read_bytes()).decode()
+
+
+# (case id, url, request kwargs, status, text the detail must contain)
+CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
+    ("text body", PREDICT, {"data": "hello", "content_type": "text/plain"}, 415, "text/plain"),
+    ("no content type", PREDICT, {"data": b"x", "content_type": ""}, 415, "no content type"),
+    ("text part", PREDICT, {"data": {"file": part("not_an_image.txt", "text/plain")}}, 415,
+     "not_an_image.txt"),
+    ("not an image", PREDICT,
+     {"data": {"file": part("not_an_image.txt", "application/octet-stream")}}, 422,
+     "not_an_image.txt: not a PNG, JPEG or DICOM"),
+    ("truncated png", PREDICT, {"data": {"file": [part("normal_0.png"), part("truncated.png")]}},
+     422, "truncated.png"),
+    ("dicom without pixels", PREDICT, {"data": {"file": part("no_pixels.dcm")}}, 422,
+     "no_pixels.dcm: DICOM file has no pixel data"),
+    ("json instance undecodable", PREDICT,
+     {"json": {"instances": [{"b64": b64("not_an_image.txt"), "name": "notes.txt"}]}}, 422,
+     "notes.txt"),
+    ("unknown model", "/v1/models/nope:predict", {"data": {"file": part("normal_0.png")}}, 404,
+     "nope"),
+    ("unknown version", f"{PREDICT}?version=9", {"data": {"file": part("normal_0.png")}}, 404,
+     "version 9"),
+    ("unknown alias", f"{PREDICT}?alias=canary", {"data": {"file": part("normal_0.png")}}, 404,
+     "canary"),
+    ("multipart without file", PREDICT, {"data": {"scan": part("normal_0.png")}}, 400, "'file'"),
+    ("malformed json", PREDICT, {"data": "{nope", "content_type": "application/json"}, 400,
+     "instances"),
+    ("json without instances", PREDICT, {"json": {"images": []}}, 400, "instances"),
+    ("empty instances", PREDICT, {"json": {"instances": []}}, 400, "no scan"),
+    ("bad base64", PREDICT, {"json": {"instances": [{"b64": "%%%"}]}}, 400, "base64"),
+    ("version not a number", f"{PREDICT}?version=two", {"data": {"file": part("normal_0.png")}},
+     400, "version"),
+    ("version and alias", f"{PREDICT}?version=1&alias=production",
+     {"data": {"file": part("normal_0.png")}}, 400, "not both"),
+    ("top_k zero", f"{PREDICT}?top_k=0", {"data": {"file": part("normal_0.png")}}, 400, "top_k"),
+    ("too many files", PREDICT, {"data": {"file": [part("normal_0.png") for _ in range(5)]}}, 400,
+     "at most 4"),
+    ("unknown model listing", "/v1/models/nope", {"method": "GET"}, 404, "nope"),
+    ("v2 unknown model", "/v2/models/nope/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}},
+     404, "nope"),
+    ("v2 not json", f"/v2/models/{MODEL}/infer", {"data": "x", "content_type": "text/plain"}, 400,
+     "JSON"),
+    ("v2 no inputs", f"/v2/models/{MODEL}/infer", {"json": {"inputs": []}}, 400, "inputs"),
+    ("v2 wrong shape", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1, 1, 2, 2], "datatype": "FP32",
+                           "data": [0, 0, 0, 0]}]}}, 400, "[-1, 1, 32, 32]"),
+    ("v2 data does not fill shape", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32",
+                           "data": [0, 1]}]}}, 400, "do not fill"),
+    ("v2 wrong input name", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES",
+                           "data": [b64("normal_0.png")]}]}}, 400, "unknown input 'x'"),
+    ("v2 unknown output", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                           "data": [b64("normal_0.png")]}], "outputs": [{"name": "features"}]}},
+     400, "features"),
+    ("v2 int datatype", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "INT8", "data": [1]}]}}, 400,
+     "INT8"),
+    ("v2 undecodable bytes", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                           "data": [b64("no_pixels.dcm")]}]}}, 422, "image[0]"),
+    ("v2 unknown version", f"/v2/models/{MODEL}/versions/7/ready", {"method": "GET"}, 404,
+     "version 7"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("url", "kwargs", "status", "detail"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_bad_requests_get_a_problem_naming_the_cause(
+    make_client: Any, check: Any, url: str, kwargs: dict[str, Any], status: int, detail: str
+) -> None:
+    client = make_client(max_files="4")
+    method = kwargs.pop("method", "POST")
+    response = check(client.open(url, method=method, **kwargs))
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.json
+    assert body["status"] == status
+    assert detail in body["detail"], body["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_body_over_the_limit_is_413(make_client: Any, check: Any) -> None:
+    client = make_client(max_upload_mb="0.1")
+    big = (IMAGES / "big_normal_0.png").read_bytes()
+    files = {"file": [(io.BytesIO(big), f"{i}.png") for i in range(1 + 100_000 // len(big))]}
+    response = check(client.post(PREDICT, data=files))
+    assert response.status_code == 413
+    assert response.json["title"] == "Request Entity Too Large"
+
+
+def test_model_still_loading_is_503_with_retry_after(
+    make_client: Any, check: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    original = Registry.load
+
+    def slow_load(self: Registry, name: str, version: int) -> Any:
+        release.wait(30)
+        return original(self, name, version)
+
+    monkeypatch.setattr(Registry, "load", slow_load)
+    client = make_client(preload_models=json.dumps([MODEL]), model_load_wait_s="0")
+    try:
+        assert check(client.get("/readyz")).status_code == 503
+        assert check(client.get("/v2/health/ready")).status_code == 503
+        response = check(client.post(PREDICT, data={"file": part("normal_0.png")}))
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.json["title"] == "Model not ready"
+    finally:
+        release.set()
+    for _ in range(100):
+        if client.get("/readyz").status_code == 200:
+            break
+        threading.Event().wait(0.1)
+    assert check(client.post(PREDICT, data={"file": part("normal_0.png")})).status_code == 200
+
+
+KEYS = {"predictor": ["predict"], "reader": ["read"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "key", "status"),
+    [
+        ("POST", PREDICT, None, 401),
+        ("POST", PREDICT, "wrong", 401),
+        ("POST", PREDICT, "reader", 403),
+        ("POST", PREDICT, "predictor", 200),
+        ("GET", "/v1/models", None, 401),
+        ("GET", "/v1/models", "predictor", 403),
+        ("GET", "/v1/models", "reader", 200),
+        ("POST", f"/v2/models/{MODEL}/infer", "reader", 403),
+        ("GET", f"/v2/models/{MODEL}", "predictor", 403),
+        ("GET", "/v2/health/ready", None, 200),
+        ("GET", "/healthz", None, 200),
+    ],
+)
+def test_api_keys_and_scopes(
+    make_client: Any, check: Any, method: str, url: str, key: str | None, status: int
+) -> None:
+    keys = [{"name": n, "sha256": hash_key(f"key-{n}"), "scopes": s} for n, s in KEYS.items()]
+    client = make_client(auth_disabled="false", api_keys=json.dumps(keys))
+    headers = {"Authorization": f"Bearer key-{key}"} if key else {}
+    kwargs: dict[str, Any] = {}
+    if method == "POST" and "v2" in url:
+        kwargs["json"] = {
+            "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                        "data": [b64("normal_0.png")]}]
+        }  # fmt: skip
+    elif method == "POST":
+        kwargs["data"] = {"file": part("normal_0.png")}
+    response = check(client.open(url, method=method, headers=headers, **kwargs))
+    assert response.status_code == status, response.get_data(as_text=True)

@@ -1,0 +1,182 @@
+"""Model loading: sha256 refusal, alias promotion, LRU, micro-batching, scans kept in memory."""
+
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.inference import EXTENSION
+from service.inference.batcher import MicroBatcher
+from service.inference.manager import LoadedModel
+from service.registry import Registry
+from tests.inference.conftest import MODEL, Trained, publish
+
+PREDICT = f"/v1/models/{MODEL}:predict"
+IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+
+
+def scan(name: str = "normal_0.png") -> dict[str, Any]:
+    return {"file": (io.BytesIO((IMAGES / name).read_bytes()), name)}
+
+
+def manager_of(client: Any) -> Any:
+    return client.application.extensions[EXTENSION].manager
+
+
+def metric(client: Any, name: str, **labels: str) -> float:
+    """A sample's value from /metrics (0 when absent)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
+        if match:
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(match.group(2))
+    return 0.0
+
+
+def tamper(registry: Registry, version: int) -> None:
+    root = Path(registry.store.uri.removeprefix("file://"))
+    onnx = root / "models" / MODEL / "versions" / str(version) / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+
+
+def test_alias_promotion_is_picked_up_and_swapped_in(
+    client: Any, check: Any, registry: Registry, trained: Trained
+) -> None:
+    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1
+    publish(registry, trained, 2)
+    registry.set_alias(MODEL, "production", 2, actor="test")
+    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1  # not polled yet
+    manager_of(client).poll_once()
+    body = check(client.post(PREDICT, data=scan())).json
+    assert body["model"] == {
+        "name": MODEL, "version": 2, "sha256": trained.v2_card.onnx_sha256, "alias": "production"
+    }  # fmt: skip
+
+
+def test_corrupt_artifact_is_refused_and_the_previous_version_keeps_serving(
+    client: Any, check: Any, registry: Registry, trained: Trained
+) -> None:
+    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1
+    failures = metric(client, "scantune_model_load_failures_total", model=MODEL)
+    publish(registry, trained, 2)
+    tamper(registry, 2)
+    registry.set_alias(MODEL, "production", 2, actor="test")
+    manager_of(client).poll_once()
+    served = check(client.post(PREDICT, data=scan()))
+    assert served.status_code == 200 and served.json["model"]["version"] == 1
+    refused = check(client.post(f"{PREDICT}?version=2", data=scan()))
+    assert refused.status_code == 503
+    assert refused.json["title"] == "Model artifact corrupt"
+    assert "does not match the card" in refused.json["detail"]
+    assert metric(client, "scantune_model_load_failures_total", model=MODEL) > failures
+    assert check(client.get("/readyz")).status_code == 200
+
+
+def test_least_recently_used_version_is_evicted(
+    make_client: Any, registry: Registry, trained: Trained
+) -> None:
+    publish(registry, trained, 2)
+    client = make_client(cache_size="1")
+    assert client.post(f"{PREDICT}?version=1", data=scan()).status_code == 200
+    assert client.post(f"{PREDICT}?version=2", data=scan()).status_code == 200
+    assert [m.version for m in manager_of(client).loaded()] == [2]
+    assert client.post(f"{PREDICT}?version=1", data=scan()).json["model"]["version"] == 1
+
+
+def test_concurrent_single_scan_requests_are_batched(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = LoadedModel.run_batch
+
+    def slow_run(self: LoadedModel, batch: np.ndarray) -> Any:
+        time.sleep(0.05)  # a run long enough for the other requests to queue behind it
+        return original(self, batch)
+
+    monkeypatch.setattr(LoadedModel, "run_batch", slow_run)
+    client = make_client(max_batch_size="16", max_batch_wait_ms="20")
+    client.post(PREDICT, data=scan())  # load
+    count = metric(client, "scantune_inference_batch_size_count", model=MODEL)
+    total = metric(client, "scantune_inference_batch_size_sum", model=MODEL)
+    n = 12
+    statuses: list[int] = []
+    start = threading.Barrier(n)
+
+    def send() -> None:
+        start.wait()
+        statuses.append(client.post(PREDICT, data=scan()).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * n
+    batches = metric(client, "scantune_inference_batch_size_count", model=MODEL) - count
+    images = metric(client, "scantune_inference_batch_size_sum", model=MODEL) - total
+    assert images == n
+    assert batches < n / 2, f"{n} requests ran in {batches} batches"
+
+
+def test_batcher_runs_a_lone_request_without_waiting() -> None:
+    seen: list[int] = []
+    batcher = MicroBatcher(
+        lambda x: {"y": x * 2}, max_batch_size=8, max_wait_s=5.0, on_batch=seen.append
+    )
+    try:
+        started = time.perf_counter()
+        with batcher.announce() as arrival:
+            out = arrival.run(np.ones((2, 3), dtype=np.float32))
+        assert time.perf_counter() - started < 1.0  # far below max_wait_s
+        np.testing.assert_array_equal(out["y"], np.full((2, 3), 2.0))
+        assert seen == [2]
+    finally:
+        batcher.close()
+        batcher.join(5)
+
+
+def test_batcher_splits_outputs_back_to_each_request() -> None:
+    gate = threading.Event()
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        gate.wait(5)
+        return {"y": x + 1}
+
+    batcher = MicroBatcher(run, max_batch_size=8, max_wait_s=0.0)
+    try:
+        first = batcher.submit(np.zeros((1, 1)))  # runs alone, held at the gate
+        futures = [batcher.submit(np.full((k, 1), float(k))) for k in (1, 2, 3)]
+        gate.set()
+        assert first.result(5)["y"].tolist() == [[1.0]]
+        for k, future in zip((1, 2, 3), futures, strict=True):
+            assert future.result(5)["y"].tolist() == [[k + 1.0]] * k
+    finally:
+        batcher.close()
+        batcher.join(5)
+
+
+def test_uploads_never_touch_the_disk(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a temporary file was created for an upload")
+
+    import werkzeug.formparser
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    for name in ("SpooledTemporaryFile", "TemporaryFile"):
+        monkeypatch.setattr(werkzeug.formparser, name, refuse, raising=False)
+    files = {"file": [(io.BytesIO((IMAGES / "big_normal_0.png").read_bytes()), f"{i}.png")
+                      for i in range(20)]}  # fmt: skip  # 800 kB: Werkzeug would spool it
+    response = client.post(PREDICT, data=files)
+    assert response.status_code == 200 and len(response.json["predictions"]) == 20
