@@ -10,6 +10,7 @@ CACHE ?= $(HOME)/.cache/scantune
 DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 VENV ?= $(CACHE)/venv-$(DEPS_HASH)
 BIN := $(VENV)/bin
+CODE := service models tests $(wildcard bench)
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .PHONY: run test lint typecheck pytest venv postgres bench clean-venvs
@@ -20,8 +21,8 @@ run: venv
 test: venv postgres lint typecheck pytest
 
 lint: venv
-	$(BIN)/ruff check service models tests bench
-	$(BIN)/ruff format --check service models tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 typecheck: venv
 	$(BIN)/mypy service models
