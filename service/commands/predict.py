@@ -1,0 +1,71 @@
+"""`scantune predict`: classify scans through the inference API and print the results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.commands.client import ApiClient, ApiError
+
+DEFAULT_URL = "http://127.0.0.1:8001"
+HTTP_ERROR = 5
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("predict", help="classify scans with a served model")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PNG, JPEG or DICOM")
+    parser.add_argument("--model", required=True, help="model name")
+    selector = parser.add_mutually_exclusive_group()
+    selector.add_argument("--version", type=int, help="an explicit version")
+    selector.add_argument("--alias", help="an alias (default: the service's, production)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SCANTUNE_INFERENCE_URL", DEFAULT_URL),
+        help=f"inference API base URL (env SCANTUNE_INFERENCE_URL; default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SCANTUNE_API_KEY"),
+        help="API key with the 'predict' scope (env SCANTUNE_API_KEY)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the API's JSON response")
+    parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds (default 60)")
+    parser.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {}
+    if args.version is not None:
+        params["version"] = args.version
+    if args.alias:
+        params["alias"] = args.alias
+    try:
+        files = [("file", (path.name, path.read_bytes())) for path in args.files]
+    except OSError as exc:
+        print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    client = ApiClient(args.url, args.api_key, timeout=args.http_timeout)
+    try:
+        body = client.json("POST", f"/v1/models/{args.model}:predict", params=params, files=files)
+    except ApiError as exc:
+        print(str(exc), file=sys.stderr)
+        return HTTP_ERROR
+    print(json.dumps(body, indent=2) if args.json else format_table(body))
+    return 0
+
+
+def format_table(body: dict[str, Any]) -> str:
+    """One line per scan: file, label, the label's probability, then every class's."""
+    model = body["model"]
+    classes = list(body["predictions"][0]["probabilities"]) if body["predictions"] else []
+    width = max([len("file"), *(len(p["file"]) for p in body["predictions"])])
+    header = f"{'file':<{width}}  {'label':<12} " + " ".join(f"{c[:12]:>12}" for c in classes)
+    lines = [f"model {model['name']} version {model['version']} ({model['sha256'][:12]})", header]
+    for pred in body["predictions"]:
+        probs = " ".join(f"{pred['probabilities'][c]:>12.4f}" for c in classes)
+        lines.append(f"{pred['file']:<{width}}  {pred['label']:<12} {probs}")
+    return "\n".join(lines)

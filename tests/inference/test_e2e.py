@@ -1,0 +1,154 @@
+"""End to end: gunicorn serving models from the S3 endpoint (moto over HTTP on loopback)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service.cli import main as cli_main
+from service.commands.serve import gunicorn_command, service_env
+from service.registry import Registry
+from service.storage import open_store
+from tests.conftest import free_port, wait_for_port
+from tests.inference.conftest import MODEL, Trained, publish
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.e2e]
+FILES = ["normal_0.png", "pneumonia_1_rescale.dcm", "big_pneumonia_0.png"]
+
+
+@pytest.fixture
+def s3_registry(s3_bucket: str, s3_env: dict[str, str], trained: Trained) -> Registry:
+    store = open_store(
+        f"s3://{s3_bucket}/scantune", endpoint_url=s3_env["SCANTUNE_S3_ENDPOINT_URL"]
+    )
+    registry = Registry(store)
+    publish(registry, trained, 1)
+    registry.set_alias(MODEL, "production", 1, actor="test")
+    return registry
+
+
+@pytest.fixture
+def server(s3_registry: Registry, s3_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        **s3_env,
+        "SCANTUNE_ARTIFACT_URI": s3_registry.store.uri,
+        "SCANTUNE_AUTH_DISABLED": "true",
+        "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
+        "SCANTUNE_ALIAS_POLL_INTERVAL_S": "0.3",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    (tmp_path / "metrics").mkdir()
+    cmd = gunicorn_command("inference", "127.0.0.1", port, workers=2, threads=4)
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(cmd, env=service_env("inference", env), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, proc=proc)
+        deadline = time.monotonic() + 30
+        while sum(requests.get(f"{url}/readyz").ok for _ in range(6)) < 6:
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def files(images: Path) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("file", (name, (images / name).read_bytes())) for name in FILES]
+
+
+def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
+    server: str, check: Any, fixture_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    v1 = check(requests.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images)))
+    assert v1.status_code == 200, v1.text
+    assert [p["file"] for p in v1.json()["predictions"]] == FILES
+    assert v1.json()["model"]["version"] == 1
+
+    encoded = [base64.b64encode((fixture_images / n).read_bytes()).decode() for n in FILES]
+    tensor = {"name": "image", "shape": [len(FILES)], "datatype": "BYTES", "data": encoded}
+    v2 = check(requests.post(f"{server}/v2/models/{MODEL}/infer", json={"inputs": [tensor]}))
+    assert v2.status_code == 200, v2.text
+    probs = v2.json()["outputs"][0]["data"]
+    expected = [p["probabilities"][c] for p in v1.json()["predictions"] for c in p["probabilities"]]
+    assert probs == pytest.approx(expected, abs=1e-6)
+
+    paths = [str(fixture_images / n) for n in FILES]
+    assert cli_main(["predict", "--model", MODEL, "--url", server, *paths]) == 0
+    table = capsys.readouterr().out
+    assert f"model {MODEL} version 1" in table and "pneumonia_1_rescale.dcm" in table
+    assert cli_main(["predict", "--model", "nope", "--url", server, paths[0]]) == 5
+    assert "404" in capsys.readouterr().err
+
+    metrics = requests.get(f"{server}/metrics").text
+    assert (
+        f'scantune_inference_requests_total{{model="{MODEL}",status="200",version="1"}}' in metrics
+    )
+    assert "scantune_models_loaded 2.0" in metrics  # one per worker
+
+
+def test_alias_moves_under_steady_traffic_without_a_failed_request(
+    server: str, s3_registry: Registry, trained: Trained, fixture_images: Path
+) -> None:
+    results: list[tuple[int, int | None]] = []
+    stop = threading.Event()
+    scan = (fixture_images / "normal_0.png").read_bytes()
+
+    def client() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            r = session.post(
+                f"{server}/v1/models/{MODEL}:predict", files={"file": ("s.png", scan)}, timeout=10
+            )
+            results.append((r.status_code, r.json().get("model", {}).get("version")))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        publish(s3_registry, trained, 2)
+        publish(s3_registry, trained, 3)
+        _corrupt(s3_registry, 3)
+        s3_registry.set_alias(MODEL, "production", 2, actor="test")
+        deadline = time.monotonic() + 20
+        while not (len(results) > 20 and all(v == 2 for _, v in results[-20:])):
+            assert time.monotonic() < deadline, "responses never switched to version 2"
+            time.sleep(0.1)
+        s3_registry.set_alias(MODEL, "production", 3, actor="test")  # corrupt: refused
+        time.sleep(1.5)  # several poll intervals
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    statuses = {status for status, _ in results}
+    assert statuses == {200}, f"failed requests: {[r for r in results if r[0] != 200]}"
+    versions = [v for _, v in results]
+    assert versions[0] == 1 and versions[-1] == 2 and 3 not in versions
+    refused = requests.post(
+        f"{server}/v1/models/{MODEL}:predict?version=3", files={"file": ("s.png", scan)}
+    )
+    assert refused.status_code == 503 and "sha256" in refused.json()["detail"]
+    metrics = requests.get(f"{server}/metrics").text
+    assert (
+        f'scantune_model_load_failures_total{{model="{MODEL}",reason="ArtifactCorrupt"}}' in metrics
+    )
+
+
+def _corrupt(registry: Registry, version: int) -> None:
+    key = f"{registry.version_prefix(MODEL, version)}/model.onnx"
+    data = bytearray(registry.store.get_bytes(key))
+    data[len(data) // 2] ^= 0xFF
+    registry.store.put_bytes(key, bytes(data))
