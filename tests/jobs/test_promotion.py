@@ -1,0 +1,94 @@
+"""The promotion gate: minimums, beating the current version, and the alias it moves."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from models.card import (
+    Calibration,
+    DatasetInfo,
+    InputSpec,
+    ModelCard,
+    Parity,
+    TrainingInfo,
+)
+from models.spec import PromoteSpec
+from service.jobs.promotion import apply_gate, decide, metric_value
+from service.registry import Registry
+from service.storage import open_store
+
+
+def card(
+    metrics: dict[str, float], *, onnx: bytes = b"onnx", version: int | None = None
+) -> ModelCard:
+    return ModelCard(
+        name="chest-xray",
+        version=version,
+        classes=("normal", "pneumonia"),
+        input=InputSpec(size=32, channels=1, mean=(0.5,), std=(0.25,)),
+        base_model="resnet18",
+        dataset=DatasetInfo(uri="/data/x.npz", format="npz", sha256="0" * 64),
+        metrics=metrics,
+        calibration=Calibration(temperature=1.0, applied_in_graph=True),
+        parity=Parity(max_abs_diff=0.0, images=32, tolerance=1e-4),
+        training=TrainingInfo(
+            seconds=1.0, device="cpu", hardware="t", epochs_run=1, best_epoch=1, seed=0
+        ),
+        onnx_sha256=hashlib.sha256(onnx).hexdigest(),
+    )
+
+
+def test_metric_lookup() -> None:
+    assert metric_value({"val_auc": 0.9}, "val_auc") == 0.9
+    assert metric_value({"val": {"auc": 0.8}}, "val_auc") == 0.8
+    assert metric_value({"val_auc": 0.7}, "auc") == 0.7
+    assert metric_value({"val_auc": "high"}, "val_auc") is None
+
+
+def test_minimums() -> None:
+    gate = PromoteSpec(alias="production", min={"val_auc": 0.95, "val_accuracy": 0.8})
+    ok = decide(gate, card({"val_auc": 0.96, "val_accuracy": 0.9}), None, monitor="val_auc")
+    assert ok["passed"] and ok["figures"]["val_auc"] == {"value": 0.96, "min": 0.95}
+    low = decide(gate, card({"val_auc": 0.94, "val_accuracy": 0.9}), None, monitor="val_auc")
+    assert not low["passed"] and "val_auc 0.9400 is below the minimum 0.95" in low["reason"]
+    missing = decide(gate, card({"val_auc": 0.99}), None, monitor="val_auc")
+    assert not missing["passed"] and "val_accuracy is not among" in missing["reason"]
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "passed"), [(0.91, 0.90, True), (0.90, 0.90, False), (0.85, 0.90, False)]
+)
+def test_beat_current(new: float, old: float, passed: bool) -> None:
+    gate = PromoteSpec(alias="production", beat_current=True)
+    current = card({"val_auc": old}, version=3)
+    decision = decide(gate, card({"val_auc": new}), current, monitor="val_auc")
+    assert decision["passed"] is passed
+    assert decision["figures"]["val_auc"] == {"value": new, "current": old}
+    assert decision["figures"]["current_version"] == 3
+
+
+def test_beat_current_lower_is_better_for_loss() -> None:
+    gate = PromoteSpec(alias="staging", beat_current=True)
+    current = card({"val_loss": 0.5}, version=1)
+    assert decide(gate, card({"val_loss": 0.4}), current, monitor="val_loss")["passed"]
+    assert not decide(gate, card({"val_loss": 0.6}), current, monitor="val_loss")["passed"]
+
+
+def test_apply_moves_the_alias_only_when_passed(tmp_path: Path) -> None:
+    registry = Registry(open_store(tmp_path.as_uri()))
+    for version, auc in ((1, 0.90), (2, 0.95), (3, 0.93)):
+        src = tmp_path / f"run{version}"
+        src.mkdir()
+        onnx = f"onnx{version}".encode()
+        (src / "model.onnx").write_bytes(onnx)
+        registry.publish("chest-xray", version, src, card({"val_auc": auc}, onnx=onnx))
+    gate = PromoteSpec(alias="production", min={"val_auc": 0.5}, beat_current=True)
+    for version in (1, 2, 3):
+        published = registry.get_card("chest-xray", version)
+        decision = apply_gate(registry, gate, published, monitor="val_auc", actor="job:x")
+        assert decision["passed"] is (version != 3)
+    record = registry.get_alias("chest-xray", "production")
+    assert record.version == 2 and record.set_by == "job:x"

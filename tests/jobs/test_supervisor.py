@@ -1,0 +1,141 @@
+"""The supervisor's decisions with a scripted launcher: launch slots, reaping, retries."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from models.spec import JobSpec
+from service.config import TrainingSettings
+from service.jobs.launchers.base import Launcher, RunnerState
+from service.jobs.state import Status
+from service.jobs.store import JobStore, utcnow
+from service.jobs.supervisor import Supervisor
+from service.jobs.tables import JobRow
+
+
+class ScriptedLauncher(Launcher):
+    name = "local"
+
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, int]] = []
+        self.cancelled: list[str] = []
+        self.states: dict[str, RunnerState] = {}
+
+    def launch(self, job: JobRow) -> str:
+        self.launched.append((job.id, job.attempts))
+        return f"ref-{job.id}-{job.attempts}"
+
+    def status(self, job: JobRow) -> RunnerState:
+        return self.states.get(job.id, RunnerState("running"))
+
+    def cancel(self, job: JobRow) -> None:
+        self.cancelled.append(job.id)
+
+    def logs(self, job: JobRow, tail: int | None = None) -> str | None:
+        return None
+
+
+def test_starts_at_most_max_concurrent_jobs(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env(max_concurrent_jobs=2))
+    ids = [store.create(make_spec(seed=i))[0].id for i in range(3)]
+    sup.tick()
+    sup.tick()
+    assert [j for j, _ in launcher.launched] == ids[:2]
+    assert store.get(ids[2]).status == "queued"
+    assert store.get(ids[0]).runner_ref == f"ref-{ids[0]}-1"
+    store.transition(ids[0], Status.SUCCEEDED, expected=[Status.RUNNING], attempt=1)
+    sup.tick()
+    assert [j for j, _ in launcher.launched] == ids
+
+
+def test_dead_runner_is_retried_then_failed(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env(max_retries=1))
+    job_id = store.create(make_spec())[0].id
+    sup.tick()
+    launcher.states[job_id] = RunnerState("exited", detail="runner killed by SIGKILL")
+    sup.tick()  # reaped, re-queued and relaunched in one tick
+    assert launcher.launched == [(job_id, 1), (job_id, 2)]
+    assert store.get(job_id).status == "running"
+    sup.tick()  # attempt 2 dies too: no retries left
+    job = store.get(job_id)
+    assert (job.status, job.error_reason, job.attempts) == ("failed", "runner_lost", 2)
+    assert job.error_detail == "runner killed by SIGKILL (attempt 2); no retries left"
+    assert launcher.cancelled == [job_id, job_id]
+
+
+def test_platform_failures_are_not_retried(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env(max_retries=3))
+    job_id = store.create(make_spec())[0].id
+    sup.tick()
+    launcher.states[job_id] = RunnerState("failed", "oom_killed", "OOMKilled", retryable=False)
+    sup.tick()
+    job = store.get(job_id)
+    assert (job.status, job.error_reason, job.attempts) == ("failed", "oom_killed", 1)
+
+
+def test_stale_heartbeat_and_slow_start(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    launcher = ScriptedLauncher()
+    settings = settings_env(max_retries=0, heartbeat_timeout_s=10, runner_start_timeout_s=100)
+    sup = Supervisor(store, launcher, settings)
+    quiet = store.create(make_spec())[0].id
+    starting = store.create(make_spec(seed=1))[0].id
+    store.claim_queued(2, launcher="local")
+    old = utcnow() - timedelta(seconds=30)
+    store.update_running(quiet, 1, heartbeat_at=old, phase="training")
+    store.update_running(starting, 1, heartbeat_at=old)  # no phase yet: still starting up
+    sup.reap()
+    assert store.get(quiet).status == "failed"
+    assert store.get(quiet).error_detail.startswith("no heartbeat for over 10s")  # type: ignore[union-attr]
+    assert store.get(starting).status == "running"
+    store.update_running(starting, 1, heartbeat_at=utcnow() - timedelta(seconds=200))
+    sup.reap()
+    assert store.get(starting).error_detail.startswith("runner did not start in 100s")  # type: ignore[union-attr]
+
+
+def test_two_supervisors_share_one_database(
+    db_url: str, make_spec: Callable[..., JobSpec], settings_env: Callable[..., TrainingSettings]
+) -> None:
+    settings = settings_env(max_concurrent_jobs=10, max_retries=0)
+    stores = [JobStore.open(db_url), JobStore.open(db_url)]
+    launchers = [ScriptedLauncher(), ScriptedLauncher()]
+    sups = [Supervisor(s, lch, settings) for s, lch in zip(stores, launchers, strict=True)]
+    ids = [stores[0].create(make_spec(seed=i))[0].id for i in range(6)]
+    threads = [threading.Thread(target=s.launch_queued) for s in sups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    launched = launchers[0].launched + launchers[1].launched
+    assert sorted(j for j, _ in launched) == sorted(ids)  # each job launched exactly once
+    for lch in launchers:
+        for job_id in ids:
+            lch.states[job_id] = RunnerState("exited")
+    threads = [threading.Thread(target=s.reap) for s in sups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stores[0].counts()["failed"] == 6
+    for s in stores:
+        s.close()

@@ -1,0 +1,77 @@
+"""Webhook delivery to a real loopback receiver: signature, retries, outcome on the job."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from models.spec import JobSpec
+from service.config import TrainingSettings
+from service.jobs.state import Status
+from service.jobs.store import JobStore
+from service.jobs.webhook import SIGNATURE_HEADER, deliver, send_job_webhook, sign, verify
+
+
+def test_signature_is_hmac_sha256_of_the_body() -> None:
+    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
+    expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert sign(b"what do ya want for nothing?", "Jefe") == f"sha256={expected}"
+    assert verify(b"x", sign(b"x", "k"), "k") and not verify(b"x", sign(b"x", "k"), "other")
+
+
+def test_retries_5xx_then_delivers_signed(receiver: Callable[..., Any]) -> None:
+    hook = receiver([500, 503, 200])
+    outcome = deliver(hook.url, {"a": 1}, secret="k", retries=3, backoff_s=0.01, timeout_s=5)
+    assert (outcome.delivered, outcome.attempts, outcome.status_code) == (True, 3, 200)
+    assert len(hook.requests) == 3
+    bodies = {body for _, body in hook.requests}
+    assert len(bodies) == 1  # every retry carries the same signed bytes
+    headers, body = hook.requests[-1]
+    assert json.loads(body) == {"a": 1}
+    assert verify(body, headers[SIGNATURE_HEADER], "k")
+
+
+def test_gives_up_after_retries_and_does_not_retry_4xx(receiver: Callable[..., Any]) -> None:
+    hook = receiver([500, 500, 500])
+    outcome = deliver(hook.url, {}, secret=None, retries=2, backoff_s=0.01, timeout_s=5)
+    assert (outcome.delivered, outcome.attempts) == (False, 3)
+    assert outcome.last_error == "HTTP 500 from receiver"
+    assert SIGNATURE_HEADER not in hook.requests[0][0]
+    gone = receiver([404])
+    outcome = deliver(gone.url, {}, secret="k", retries=5, backoff_s=0.01, timeout_s=5)
+    assert (outcome.delivered, outcome.attempts, len(gone.requests)) == (False, 1, 1)
+
+
+def test_unreachable_receiver_is_recorded_on_the_job(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    settings = settings_env(webhook_retries=1, webhook_backoff_s=0.01, webhook_timeout_s=1)
+    row, _ = store.create(make_spec(webhook={"url": "http://127.0.0.1:9/hook"}))
+    assert not send_job_webhook(store, row.id, settings)  # not terminal yet: nothing sent
+    store.cancel(row.id)
+    assert not send_job_webhook(store, row.id, settings)
+    job = store.get(row.id)
+    assert job.webhook_state == "failed"
+    assert job.webhook is not None and job.webhook["attempts"] == 2
+    assert "ConnectionError" in job.webhook["last_error"]
+    assert job.status == Status.CANCELLED  # the job's own state is untouched
+
+
+def test_each_webhook_is_sent_once(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+    receiver: Callable[..., Any],
+) -> None:
+    hook = receiver()
+    settings = settings_env(webhook_secret="k")
+    row, _ = store.create(make_spec(webhook={"url": hook.url}))
+    store.cancel(row.id)
+    assert send_job_webhook(store, row.id, settings)
+    assert not send_job_webhook(store, row.id, settings)
+    assert len(hook.requests) == 1
+    payload = json.loads(hook.requests[0][1])
+    assert payload["event"] == "training_job.cancelled" and payload["job"]["id"] == row.id
