@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, current_app
-from prometheus_client import Gauge
+from flask import Flask, Response, current_app, g
 
 from service.config import TrainingSettings
+from service.errors import problem
 from service.jobs.service import JobService
 from service.registry import Registry
-from service.storage import ArtifactStore, open_store
+from service.storage import ArtifactStore, StoreError, open_store
 from service.training_api.encoding import FiniteJSONProvider
+from service.training_api.metrics import observe_jobs
 from service.web import add_readiness_check, create_base_app
 
 log = logging.getLogger(__name__)
 EXTENSION = "scantune"
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-JOBS_BY_STATE = Gauge(
-    "scantune_jobs",
-    "Training jobs in the job store, by state",
-    ["state"],
-    multiprocess_mode="mostrecent",
-)
 
 
 @dataclass(frozen=True)
@@ -62,9 +56,8 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     app.register_blueprint(models_views.bp)
     add_readiness_check(app, "database", jobs.check)
     add_readiness_check(app, "artifact_store", store.check)
-    app.extensions.setdefault("scantune.metrics_hooks", []).append(
-        lambda: _observe_job_counts(jobs)
-    )
+    app.extensions.setdefault("scantune.metrics_hooks", []).append(lambda: observe_jobs(jobs))
+    register_dependency_errors(app)
     if start_supervisor:
         jobs.start()
         atexit.register(jobs.stop)
@@ -77,11 +70,22 @@ def services() -> TrainingServices:
     return found
 
 
-def _observe_job_counts(jobs: JobService) -> None:
-    try:
-        counts = jobs.job_counts()
-    except Exception:  # the database is down: /readyz says so; /metrics still answers
-        log.warning("could not count jobs for /metrics", exc_info=True)
-        return
-    for state in sorted({*JOB_STATES, *counts}):
-        JOBS_BY_STATE.labels(state).set(counts.get(state, 0))
+def register_dependency_errors(app: Flask) -> None:
+    """A database or artifact store that cannot be reached is a 503 to retry, not a 500."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    def unavailable(what: str) -> Callable[[Exception], Response]:
+        def handle(exc: Exception) -> Response:
+            log.warning("%s unavailable (request %s): %s", what, g.get("request_id"), exc)
+            return problem(
+                503,
+                "Service unavailable",
+                f"the {what} cannot be reached; retry shortly",
+                headers={"Retry-After": "5"},
+            )
+
+        return handle
+
+    app.register_error_handler(OperationalError, unavailable("job database"))
+    app.register_error_handler(InterfaceError, unavailable("job database"))
+    app.register_error_handler(StoreError, unavailable("artifact store"))

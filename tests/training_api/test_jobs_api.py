@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -137,3 +139,49 @@ def test_non_finite_metrics_leave_as_null_not_invalid_json(
         "val_loss": None,
         "n": 3,
     }
+
+
+def test_unreachable_database_and_store_are_503_with_retry_after(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from service.storage import StoreError
+
+    def database_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    def store_down(*args: object, **kwargs: object) -> None:
+        raise StoreError("bucket not reachable")
+
+    services = app.extensions["scantune"]
+    monkeypatch.setattr(services.jobs.store, "page", database_down)
+    monkeypatch.setattr(services.jobs.store, "check", database_down)
+    monkeypatch.setattr(services.store, "list_children", store_down)
+
+    jobs = client.get("/v1/training-jobs")
+    models = client.get("/v1/models")
+
+    assert jobs.status_code == models.status_code == 503
+    assert jobs.headers["Retry-After"] == "5"
+    assert "job database" in jobs.get_json()["detail"]
+    assert "artifact store" in models.get_json()["detail"]
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/metrics").status_code == 200
+
+
+def test_metrics_report_recent_job_durations(
+    app: Flask, client: FlaskClient, dataset: Path
+) -> None:
+    job = submit(client, dataset)
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    app.extensions["scantune"].jobs.store.set_fields(
+        job["id"],
+        status="succeeded",
+        started_at=started,
+        finished_at=started + timedelta(seconds=42),
+    )
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert 'scantune_job_duration_seconds{quantile="0.5",state="succeeded"} 42.0' in text

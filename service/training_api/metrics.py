@@ -1,0 +1,61 @@
+"""Job metrics for /metrics, read from the job store each scrape (so every worker agrees)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from prometheus_client import Gauge
+
+from service.jobs.service import JobService
+
+log = logging.getLogger(__name__)
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+RECENT = 100
+QUANTILES = (0.5, 0.9, 1.0)
+
+JOBS_BY_STATE = Gauge(
+    "scantune_jobs",
+    "Training jobs in the job store, by state",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)
+JOB_DURATION = Gauge(
+    "scantune_job_duration_seconds",
+    f"Run time (started to finished) of the last {RECENT} finished jobs per state, by quantile",
+    ["state", "quantile"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def observe_jobs(jobs: JobService) -> None:
+    """Set the job gauges; a database that cannot be read leaves them as they were."""
+    try:
+        counts = jobs.job_counts()
+        durations = {state: _recent_durations(jobs, state) for state in FINISHED}
+    except Exception:  # /readyz reports the database; /metrics must still answer
+        log.warning("could not read jobs for /metrics", exc_info=True)
+        return
+    for state in sorted({*JOB_STATES, *counts}):
+        JOBS_BY_STATE.labels(state).set(counts.get(state, 0))
+    for state, values in durations.items():
+        for q in QUANTILES:
+            JOB_DURATION.labels(state, f"{q:g}").set(quantile(values, q))
+
+
+def _recent_durations(jobs: JobService, state: str) -> list[float]:
+    views, _ = jobs.list(status=state, limit=RECENT)
+    return sorted(
+        (v.finished_at - v.started_at).total_seconds()
+        for v in views
+        if v.started_at is not None and v.finished_at is not None
+    )
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile of sorted `values`; NaN when there are none."""
+    if not values:
+        return math.nan
+    return values[max(0, math.ceil(q * len(values)) - 1)]
