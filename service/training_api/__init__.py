@@ -18,6 +18,7 @@ from service.errors import problem
 from service.jobs.service import JobService
 from service.registry import Registry
 from service.storage import ArtifactStore, StoreError, open_store
+from service.training_api.catalog import Catalog
 from service.training_api.encoding import FiniteJSONProvider
 from service.training_api.metrics import observe_jobs
 from service.web import add_readiness_check, create_base_app
@@ -34,6 +35,7 @@ class TrainingServices:
     jobs: JobService
     store: ArtifactStore
     registry: Registry
+    catalog: Catalog
 
 
 def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bool = True) -> Flask:
@@ -47,7 +49,8 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )
     jobs = JobService.from_settings(settings)
-    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, Registry(store))
+    registry = Registry(store)
+    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry, Catalog(registry))
 
     from service.training_api import jobs as jobs_views
     from service.training_api import models as models_views

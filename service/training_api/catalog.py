@@ -1,0 +1,110 @@
+"""The registry as the API presents it: summaries and details assembled from cards and aliases.
+
+Plain objects over `Registry`, no Flask: views serialize what these return.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from models.spec import MODEL_NAME_PATTERN
+from service.errors import InvalidRequest
+from service.registry import ALIAS_PATTERN, AliasNotFound, ModelNotFound, Registry, VersionNotFound
+
+
+class Catalog:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def models(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.registry.list_models():
+            versions = self.registry.list_versions(name)
+            aliases = {a: r.version for a, r in sorted(self.registry.aliases(name).items())}
+            out.append(
+                {
+                    "name": name,
+                    "versions": versions,
+                    "latest_version": versions[-1],
+                    "aliases": aliases,
+                }
+            )
+        return out
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        by_version = self._aliases_by_version(name)
+        out = []
+        for version in self.existing_versions(name):
+            card = self.registry.get_card(name, version)
+            out.append(
+                {
+                    "version": version,
+                    "created_at": card.created_at.isoformat(),
+                    "base_model": card.base_model,
+                    "metrics": headline_metrics(card.metrics),
+                    "aliases": by_version.get(version, []),
+                }
+            )
+        return out
+
+    def version(self, name: str, version: int) -> dict[str, Any]:
+        self.existing_versions(name)
+        card = self.registry.get_card(name, version)
+        return {
+            "name": name,
+            "version": version,
+            "aliases": self._aliases_by_version(name).get(version, []),
+            "metrics": card.metrics,
+            "artifacts": self.registry.artifact_uris(name, version),
+            "card": card.model_dump(mode="json"),
+        }
+
+    def aliases(self, name: str) -> list[dict[str, Any]]:
+        self.existing_versions(name)
+        records = sorted(self.registry.aliases(name).items())
+        return [{"name": name, **record.to_dict()} for _, record in records]
+
+    def alias(self, name: str, alias: str) -> dict[str, Any]:
+        self.existing_versions(name)
+        if not re.match(ALIAS_PATTERN, alias):
+            raise AliasNotFound(f"model '{name}' has no alias '{alias}'")
+        return {"name": name, **self.registry.get_alias(name, alias).to_dict()}
+
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str) -> dict[str, Any]:
+        """Move `alias` to `version`; 422 names the field at fault (the path or the body)."""
+        self.existing_versions(name)
+        if not re.match(ALIAS_PATTERN, alias):
+            raise _invalid("path/alias", f"alias '{alias}' must match {ALIAS_PATTERN}", "pattern")
+        try:
+            record = self.registry.set_alias(name, alias, version, actor=actor)
+        except VersionNotFound as exc:
+            raise _invalid("body/version", exc.detail, "version_not_found") from None
+        return {"name": name, **record.to_dict()}
+
+    def existing_versions(self, name: str) -> list[int]:
+        """The model's published versions; 404 when it has none (or the name cannot be one)."""
+        valid = re.match(MODEL_NAME_PATTERN, name) is not None
+        versions = self.registry.list_versions(name) if valid else []
+        if not versions:
+            raise ModelNotFound(f"no model named '{name}'")
+        return versions
+
+    def _aliases_by_version(self, name: str) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for alias, record in sorted(self.registry.aliases(name).items()):
+            out.setdefault(record.version, []).append(alias)
+        return out
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar figures of a card's metrics (per-class tables stay on the version page)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _invalid(loc: str, msg: str, kind: str) -> InvalidRequest:
+    return InvalidRequest(msg, errors=[{"loc": loc, "msg": msg, "type": kind}])
