@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
     submit = _add(sub, "submit", "submit a job spec (YAML or JSON)", run_submit)
     submit.epilog = EXIT_CODES
-    submit.add_argument("spec", type=Path, help="job spec file (see DESIGN: model_name, dataset…)")
+    submit.add_argument("spec", help="job spec file, YAML or JSON ('-' reads standard input)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     submit.add_argument("--idempotency-key", help="makes a retried submit return the same job")
     submit.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
@@ -87,7 +87,8 @@ def _guarded(func: Any) -> Any:
 
 def run_submit(args: argparse.Namespace, api: ApiClient) -> int:
     try:
-        spec = yaml.safe_load(args.spec.read_text())
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+        spec = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as exc:
         print(f"error: cannot read job spec {args.spec}: {exc}", file=sys.stderr)
         return USAGE

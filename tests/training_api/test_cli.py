@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +17,9 @@ from werkzeug.serving import make_server
 
 from service.cli import main
 from service.commands import jobs as jobs_cli
+from service.commands.client import ApiClient
 from tests.conftest import free_port
-from tests.training_api.conftest import KEYS, job_spec, publish_version
+from tests.training_api.conftest import KEYS, assert_conforms, job_spec, publish_version
 
 
 @pytest.fixture
@@ -27,11 +30,23 @@ def server(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
+    _check_every_response(monkeypatch)
     monkeypatch.setenv("SCANTUNE_URL", url)
     monkeypatch.setenv("SCANTUNE_API_KEY", KEYS["admin"].secret)
     yield url
     httpd.shutdown()
     thread.join(timeout=5)
+
+
+def _check_every_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's HTTP responses are checked against the contract like the test client's."""
+    original = ApiClient.__init__
+
+    def init(self: ApiClient, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.session.hooks["response"].append(lambda r, *a, **k: assert_conforms(r))
+
+    monkeypatch.setattr(ApiClient, "__init__", init)
 
 
 @pytest.fixture
@@ -111,6 +126,15 @@ def test_submit_wait_exit_code_says_how_the_job_ended(
 
     assert main(["jobs", "submit", str(spec_file), "--wait", "--poll-interval", "0.05"]) == code
     assert says in capsys.readouterr().out
+
+
+def test_submit_reads_json_from_stdin(
+    server: str, dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(job_spec(dataset))))
+
+    assert main(["jobs", "submit", "-", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "queued"
 
 
 def test_wait_timeout_and_http_errors(
