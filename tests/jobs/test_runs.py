@@ -219,3 +219,19 @@ def test_cancel_mid_training_publishes_nothing(
     assert registry_of(service).list_versions("chest-xray") == []
     assert service.store.versions("chest-xray") == []
     assert json.loads(hook.requests[0][1])["event"] == "training_job.cancelled"
+
+
+def test_unreadable_dataset_fails_with_data_error_and_a_short_detail(
+    job_service: Callable[..., JobService], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"this is not an npz archive")
+    service = job_service()
+    job = service.submit(tiny_spec(bad))
+    view = wait_for(service, job.id, finished, timeout=120)
+    assert view.status == "failed" and view.error is not None
+    assert view.error.reason == "data_error"
+    assert view.error.detail.startswith("DataError: ") and "bad.npz" in view.error.detail
+    assert "\n" not in view.error.detail and "Traceback" not in view.error.detail
+    assert "Traceback (most recent call last)" in service.logs(job.id)  # the full story
+    assert view.attempts == 1  # a runner that reported its failure is not retried

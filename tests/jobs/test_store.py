@@ -207,3 +207,30 @@ def test_counts_include_every_status(store: JobStore, make_spec: Callable[..., J
     counts = store.counts()
     assert set(counts) == {s.value for s in Status}
     assert counts["queued"] == 1 and counts["running"] == 0
+
+
+def _allocate_in_process(url: str, job_id: str, start: float) -> int:
+    import time as _time
+
+    store = JobStore(make_engine(url))
+    _time.sleep(max(0.0, start - _time.time()))
+    try:
+        return store.allocate_version(job_id, 1)
+    finally:
+        store.close()
+
+
+def test_version_allocation_from_separate_processes(
+    store: JobStore, db_url: str, make_spec: Callable[..., JobSpec]
+) -> None:
+    import multiprocessing
+    import time as _time
+
+    jobs = [store.create(make_spec(seed=i))[0] for i in range(2)]
+    store.claim_queued(2, launcher="local")
+    ctx = multiprocessing.get_context("spawn")
+    start = _time.time() + 3.0  # both processes are ready and allocate at the same moment
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(_allocate_in_process, [(db_url, j.id, start) for j in jobs])
+    assert sorted(results) == [1, 2]
+    assert store.versions("chest-xray") == [1, 2]
