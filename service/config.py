@@ -158,6 +158,15 @@ class InferenceSettings(CommonSettings):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime execution providers in order, e.g. CUDAExecutionProvider first.",
     )
+    ort_lanes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "onnxruntime runs in parallel per model, each a single-threaded session (0: one per"
+            " core); a lone request uses an all-core session instead. 1: one session with"
+            " ort_intra_op_threads threads. Run one gunicorn worker per machine with lanes."
+        ),
+    )
     ort_allow_spinning: bool = Field(
         default=False,
         description=(
