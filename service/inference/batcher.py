@@ -1,9 +1,14 @@
 """Micro-batching: concurrent requests for one model share onnxruntime runs.
 
-One thread per loaded model runs batches. It never waits when nobody else is about to submit
-(low load costs no latency); while a batch runs, newcomers queue and go together in the next
-one; and when other requests are still decoding (`announce`d), it waits up to `max_wait_s`
-for them so a burst becomes one batch.
+Each *lane* is a thread with its own runner (a single-threaded onnxruntime session), so as
+many batches run at once as there are lanes — the way N single-threaded processes use N
+cores, but in one process that batches across all of its requests. A lane never waits when
+nobody else is about to submit (low load costs no latency); while lanes are busy, newcomers
+queue and go together in the next batch; and when other requests are still decoding
+(`announce`d), a forming batch waits up to `max_wait_s` for them.
+
+A lone request (every lane idle, nothing queued or arriving) runs on the optional `solo`
+runner instead: a session using all cores, so latency at low load is the all-core latency.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,23 +54,30 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run: RunBatch,
+        run: RunBatch | Sequence[RunBatch],
         *,
         max_batch_size: int,
         max_wait_s: float,
+        solo: RunBatch | None = None,
         on_batch: Callable[[int], None] | None = None,
         name: str = "batcher",
     ) -> None:
-        self._run = run
+        runners = [run] if callable(run) else list(run)
+        self._solo = solo
         self._max = max_batch_size
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._arriving = 0
+        self._busy = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(r,), name=f"{name}-{i}", daemon=True)
+            for i, r in enumerate(runners)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @contextmanager
     def announce(self) -> Iterator[Arrival]:
@@ -82,7 +94,7 @@ class MicroBatcher:
             if not arrival.submitted:
                 with self._cond:
                     self._arriving -= 1
-                    self._cond.notify()
+                    self._cond.notify_all()
 
     def submit(self, inputs: np.ndarray, *, announced: bool = False) -> Future[Outputs]:
         item = _Item(inputs)
@@ -92,7 +104,7 @@ class MicroBatcher:
             if self._closed:
                 raise BatcherClosed("model unloaded")
             self._queue.append(item)
-            self._cond.notify()
+            self._cond.notify_all()
         return item.future
 
     def run(self, inputs: np.ndarray) -> Outputs:
@@ -103,31 +115,44 @@ class MicroBatcher:
         """Stop after running what is already queued; in-flight requests still complete."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, runner: RunBatch) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            taken = self._next_batch()
+            if taken is None:
                 return
-            self._execute(batch)
+            batch, alone = taken
+            try:
+                self._execute(batch, self._solo if alone and self._solo else runner)
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
-    def _next_batch(self) -> list[_Item] | None:
+    def _next_batch(self) -> tuple[list[_Item], bool] | None:
+        """The next batch, and whether it is alone (no other work anywhere in the batcher)."""
         with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            deadline = time.monotonic() + self._max_wait_s
-            while self._arriving > 0 and self._rows() < self._max:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
-            return self._take()
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                deadline = time.monotonic() + self._max_wait_s
+                while self._queue and self._arriving > 0 and self._rows() < self._max:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        break
+                    self._cond.wait(remaining)
+                if not self._queue:
+                    continue  # another lane took it while this one waited
+                batch = self._take()
+                alone = self._busy == 0 and not self._queue and self._arriving == 0
+                self._busy += 1
+                return batch, alone
 
     def _rows(self) -> int:
         return sum(len(item.inputs) for item in self._queue)
@@ -141,10 +166,10 @@ class MicroBatcher:
             batch.append(item)
         return batch
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _execute(self, batch: list[_Item], runner: RunBatch) -> None:
         inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([i.inputs for i in batch])
         try:
-            outputs = self._run(inputs)
+            outputs = runner(inputs)
         except BaseException as exc:  # hand any failure to every waiting request
             for item in batch:
                 item.future.set_exception(exc)

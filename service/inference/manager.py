@@ -10,10 +10,11 @@ previous version finish on it. A version whose ONNX bytes fail the card's sha256
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,17 +42,22 @@ class ModelNotReady(ServiceUnavailable):
 
 @dataclass(eq=False)
 class LoadedModel:
-    """One model version ready to run: its card, onnxruntime session and micro-batcher."""
+    """One model version ready to run: its card, onnxruntime sessions and micro-batcher.
+
+    `sessions` are the batcher's lanes; `solo`, when set, is the all-core session a lone
+    request runs on.
+    """
 
     card: ModelCard
-    session: onnxruntime.InferenceSession
+    sessions: list[onnxruntime.InferenceSession]
     load_seconds: float
+    solo: onnxruntime.InferenceSession | None = None
     batcher: MicroBatcher = field(init=False)
     output_names: list[str] = field(init=False)
     loaded_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        present = {o.name for o in self.session.get_outputs()}
+        present = {o.name for o in self.sessions[0].get_outputs()}
         wanted = [self.card.outputs.probabilities, self.card.outputs.logits, self.card.outputs.cam]
         self.output_names = [n for n in wanted if n is not None and n in present]
 
@@ -67,10 +73,15 @@ class LoadedModel:
     def sha256(self) -> str:
         return self.card.onnx_sha256
 
-    def run_batch(self, batch: np.ndarray) -> Outputs:
-        """One onnxruntime run on a ready (N, C, H, W) batch, bypassing the batcher."""
-        values = self.session.run(self.output_names, {self.card.outputs.input: batch})
-        return dict(zip(self.output_names, values, strict=True))
+    def runner(self, session: onnxruntime.InferenceSession) -> Callable[[np.ndarray], Outputs]:
+        """A function running one ready (N, C, H, W) batch on `session`."""
+        input_name = self.card.outputs.input
+
+        def run(batch: np.ndarray) -> Outputs:
+            values = session.run(self.output_names, {input_name: batch})
+            return dict(zip(self.output_names, values, strict=True))
+
+        return run
 
     def close(self) -> None:
         self.batcher.close()
@@ -192,7 +203,7 @@ class ModelManager:
         started = time.perf_counter()
         try:
             artifact = self.registry.load(name, version)
-            session = create_session(artifact.onnx, self.settings)
+            sessions, solo = create_sessions(artifact.onnx, self.settings)
         except ServiceError as exc:
             self._record_failure(key, exc, type(exc).__name__)
             raise
@@ -201,9 +212,10 @@ class ModelManager:
             self._record_failure(key, err, type(exc).__name__)
             raise err from exc
         seconds = time.perf_counter() - started
-        model = LoadedModel(artifact.card.with_version(version), session, seconds)
+        model = LoadedModel(artifact.card.with_version(version), sessions, seconds, solo)
         model.batcher = MicroBatcher(
-            model.run_batch,
+            [model.runner(s) for s in sessions],
+            solo=model.runner(solo) if solo is not None else None,
             max_batch_size=self.settings.max_batch_size,
             max_wait_s=self.settings.max_batch_wait_ms / 1000,
             on_batch=metrics.BATCH_SIZE.labels(name).observe,
@@ -278,8 +290,21 @@ def parse_model_ref(entry: str, default_alias: str) -> tuple[str, int | None, st
     return name, None, alias or default_alias
 
 
-def create_session(onnx: bytes, settings: InferenceSettings) -> onnxruntime.InferenceSession:
-    """An onnxruntime session from bytes in memory, threaded as settings say."""
+def create_sessions(
+    onnx: bytes, settings: InferenceSettings
+) -> tuple[list[onnxruntime.InferenceSession], onnxruntime.InferenceSession | None]:
+    """The lanes' sessions and the optional all-core session, as settings say."""
+    lanes = settings.ort_lanes or os.cpu_count() or 1
+    if lanes == 1:
+        return [create_session(onnx, settings, settings.ort_intra_op_threads)], None
+    sessions = [create_session(onnx, settings, 1) for _ in range(lanes)]
+    return sessions, create_session(onnx, settings, settings.ort_intra_op_threads)
+
+
+def create_session(
+    onnx: bytes, settings: InferenceSettings, threads: int
+) -> onnxruntime.InferenceSession:
+    """An onnxruntime session from bytes in memory with `threads` intra-op threads (0: auto)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - install guidance
@@ -287,7 +312,7 @@ def create_session(onnx: bytes, settings: InferenceSettings) -> onnxruntime.Infe
             "the inference service needs onnxruntime: pip install 'scantune[serve]'"
         ) from exc
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.ort_intra_op_threads
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

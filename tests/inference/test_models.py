@@ -98,13 +98,18 @@ def test_least_recently_used_version_is_evicted(
 def test_concurrent_single_scan_requests_are_batched(
     make_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = LoadedModel.run_batch
+    original = LoadedModel.runner
 
-    def slow_run(self: LoadedModel, batch: np.ndarray) -> Any:
-        time.sleep(0.05)  # a run long enough for the other requests to queue behind it
-        return original(self, batch)
+    def slow_runner(self: LoadedModel, session: Any) -> Any:
+        run = original(self, session)
 
-    monkeypatch.setattr(LoadedModel, "run_batch", slow_run)
+        def slow_run(batch: np.ndarray) -> Any:
+            time.sleep(0.05)  # a run long enough for the other requests to queue behind it
+            return run(batch)
+
+        return slow_run
+
+    monkeypatch.setattr(LoadedModel, "runner", slow_runner)
     client = make_client(max_batch_size="16", max_batch_wait_ms="20")
     client.post(PREDICT, data=scan())  # load
     count = metric(client, "scantune_inference_batch_size_count", model=MODEL)
@@ -141,6 +146,40 @@ def test_batcher_runs_a_lone_request_without_waiting() -> None:
         assert time.perf_counter() - started < 1.0  # far below max_wait_s
         np.testing.assert_array_equal(out["y"], np.full((2, 3), 2.0))
         assert seen == [2]
+    finally:
+        batcher.close()
+        batcher.join(5)
+
+
+def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
+    gate = threading.Event()
+    used: list[str] = []
+
+    def lane(tag: str) -> Any:
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            used.append(tag)
+            gate.wait(5)
+            return {"y": x}
+
+        return run
+
+    batcher = MicroBatcher(
+        [lane("a"), lane("b")], solo=lane("solo"), max_batch_size=4, max_wait_s=0.0
+    )
+    try:
+        gate.set()
+        batcher.run(np.zeros((1, 1)))
+        assert used == ["solo"]  # alone: the all-core runner
+        gate.clear()
+        with batcher._cond:  # queue all six at once (the condition's lock is reentrant)
+            futures = [batcher.submit(np.zeros((1, 1))) for _ in range(6)]
+        deadline = time.monotonic() + 5
+        while len(used) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(used[1:3]) == ["a", "b"]  # two batches running at once
+        gate.set()
+        for future in futures:
+            future.result(5)
     finally:
         batcher.close()
         batcher.join(5)

@@ -1,0 +1,382 @@
+"""Inference benchmark: raw onnxruntime in-process (the limit) versus the service over HTTP.
+
+Not a test. One model (EfficientNet-Lite0 at 224 px, 1 channel, exported by the trainer's
+exporter: ImageNet-pretrained backbone, untrained 2-class head unless --onnx/--card are given)
+and the same 512x512 PNG for every request. Measures:
+
+- the limit: decode + preprocess + onnxruntime run in as many single-threaded processes as
+  there are cores, summed (req/s);
+- an in-process single-image run using all cores (p50), the reference for concurrency 1;
+- the service under gunicorn over loopback HTTP at concurrency 1, 8, 32: req/s, p50, p99;
+- cold start (process start to /readyz 200 with the model preloaded);
+- resident memory per worker, sampled over --memory-requests requests (flat or not).
+
+Bounded: every phase runs for a fixed time or request count, gunicorn is always stopped.
+
+    python bench/inference.py --seconds 20 --memory-requests 10000 --out bench-inference.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+MODEL = "bench-lite0"
+IMAGE = REPO / "tests" / "data" / "images" / "big_pneumonia_1.png"
+BOUNDARY = "scantunebench"
+
+
+# --- the model ----------------------------------------------------------------------------
+
+
+def build_model(workdir: Path) -> tuple[Path, Any]:
+    """Export EfficientNet-Lite0 (224 px, 1 channel) through models.export; returns (dir, card)."""
+    import hashlib
+
+    import torch
+
+    from models.backbones import create_backbone, get_info
+    from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
+    from models.export import export_onnx
+    from models.network import Classifier, build_head
+
+    torch.manual_seed(0)
+    backbone = create_backbone("efficientnet_lite0", in_chans=1, cache_dir=workdir / "cache")
+    model = Classifier(backbone, build_head(backbone.num_features, 2, [], 0.2)).eval()
+    out = workdir / "model"
+    export_onnx(model, out / "model.onnx", size=224, channels=1, temperature=1.0)
+    mean, std = get_info("efficientnet_lite0").input_stats(1)
+    card = ModelCard(
+        name=MODEL,
+        classes=("normal", "pneumonia"),
+        input=InputSpec(size=224, channels=1, mean=mean, std=std),
+        base_model="efficientnet_lite0",
+        dataset=DatasetInfo(uri="none", format="npz", sha256="0" * 64),
+        calibration=Calibration(temperature=1.0, applied_in_graph=True),
+        parity=Parity(max_abs_diff=0.0, images=0, tolerance=1e-4),
+        training=TrainingInfo(
+            seconds=0, device="cpu", hardware="bench", epochs_run=0, best_epoch=0, seed=0
+        ),
+        onnx_sha256=hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest(),
+        lineage={"note": "ImageNet-pretrained backbone, untrained head: for speed figures only"},
+    )
+    return out, card
+
+
+def publish(model_dir: Path, card: Any, artifacts: Path) -> str:
+    from service.registry import Registry
+    from service.storage import open_store
+
+    uri = f"file://{artifacts}"
+    registry = Registry(open_store(uri))
+    registry.publish(MODEL, 1, model_dir, card)
+    registry.set_alias(MODEL, "production", 1, actor="bench")
+    return uri
+
+
+# --- the in-process limit -----------------------------------------------------------------
+
+
+def _session(onnx: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+
+
+def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, threads: int,
+                   queue: Any) -> None:  # fmt: skip
+    from models import imaging
+    from models.card import ModelCard
+
+    card = ModelCard.from_json(card_json)
+    session = _session(onnx, threads)
+    latencies = []
+
+    def once() -> None:
+        batch = imaging.to_batch([imaging.decode(png, "bench.png")], card.input)
+        session.run(None, {"image": batch})
+
+    for _ in range(5):
+        once()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        once()
+        latencies.append(time.perf_counter() - started)
+    queue.put(latencies)
+
+
+def in_process(onnx: bytes, card: Any, png: bytes, seconds: float, procs: int,
+               threads: int) -> dict[str, float]:  # fmt: skip
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_classify_loop, args=(onnx, card.to_json(), png, seconds, threads, queue)
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    results = [queue.get(timeout=seconds + 120) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+    all_lat = [x for r in results for x in r]
+    return {
+        "rps": sum(len(r) / sum(r) for r in results),
+        "p50_ms": statistics.median(all_lat) * 1000,
+        "p99_ms": percentile(all_lat, 99) * 1000,
+    }
+
+
+# --- the service over HTTP ----------------------------------------------------------------
+
+
+def multipart_body(png: bytes) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="scan.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    return head + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+class Server:
+    def __init__(self, uri: str, args: argparse.Namespace, metrics_dir: Path) -> None:
+        self.port = _free_port()
+        env = {
+            **os.environ,
+            "SCANTUNE_ARTIFACT_URI": uri,
+            "SCANTUNE_AUTH_DISABLED": "true",
+            "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
+            "SCANTUNE_ORT_INTRA_OP_THREADS": str(args.intra_op),
+            "SCANTUNE_MAX_BATCH_SIZE": str(args.max_batch_size),
+            "SCANTUNE_MAX_BATCH_WAIT_MS": str(args.max_batch_wait_ms),
+            "SCANTUNE_LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+        cmd = [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(args.workers), "--threads", str(args.threads),
+            "--worker-class", "gthread", "--keep-alive", "30", "--log-level", "warning",
+            "service.inference:create_app()",
+        ]  # fmt: skip
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        deadline = self.started + timeout
+        while time.perf_counter() < deadline:
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.005)
+        raise TimeoutError("service never became ready")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(port: int, body: bytes, concurrency: int, *, seconds: float | None = None,
+         requests: int | None = None, on_progress: Any = None) -> dict[str, float]:  # fmt: skip
+    """Closed-loop clients on keep-alive connections; a fixed time or a fixed request count."""
+    path = f"/v1/models/{MODEL}:predict"
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + (seconds or 1e9)
+    remaining = [requests if requests is not None else 1 << 62]
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.perf_counter() < deadline:
+            with lock:
+                if remaining[0] <= 0:
+                    break
+                remaining[0] -= 1
+            started = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                if response.status != 200:
+                    failures[0] += 1
+                if on_progress is not None:
+                    on_progress(len(latencies))
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "failures": failures[0],
+        "rps": len(latencies) / wall,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="per measured phase")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--memory-requests", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--intra-op", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-batch-size", type=int, default=4)
+    parser.add_argument("--max-batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--skip-limit", action="store_true", help="reuse no limit: service only")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    results: dict[str, Any] = {"cores": cores, "config": vars(args) | {"out": str(args.out)}}
+    png = IMAGE.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="scantune-bench-") as tmp:
+        work = Path(tmp)
+        model_dir, card = build_model(work)
+        uri = publish(model_dir, card, work / "artifacts")
+        onnx = (model_dir / "model.onnx").read_bytes()
+        results["loadavg_start"] = loadavg()
+        if not args.skip_limit:
+            results["limit"] = in_process(onnx, card, png, args.seconds, cores, 1)
+            results["single_all_cores"] = in_process(onnx, card, png, args.seconds / 2, 1, cores)
+            print(json.dumps({k: results[k] for k in ("limit", "single_all_cores")}), flush=True)
+        results["cold_start_s"] = []
+        for i in range(3):
+            metrics_dir = work / f"metrics{i}"
+            metrics_dir.mkdir()
+            server = Server(uri, args, metrics_dir)
+            try:
+                results["cold_start_s"].append(server.wait_ready())
+                if i < 2:
+                    continue
+                body = multipart_body(png)
+                load(server.port, body, 4, seconds=2)  # warm-up
+                results["http"] = []
+                for c in args.concurrency:
+                    figures = load(server.port, body, c, seconds=args.seconds)
+                    print(json.dumps(figures), flush=True)
+                    results["http"].append(figures)
+                results["memory"] = memory_run(server, body, args.memory_requests)
+            finally:
+                server.stop()
+        results["loadavg_end"] = loadavg()
+    summarise(results)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def memory_run(server: Server, body: bytes, total: int) -> dict[str, Any]:
+    pids = server.worker_pids()
+    samples = [[round(rss_mb(p), 1) for p in pids]]
+    step = max(1, total // 10)
+    marks = set(range(step, total + 1, step))
+
+    def progress(n: int) -> None:
+        if n in marks:
+            samples.append([round(rss_mb(p), 1) for p in pids])
+
+    figures = load(server.port, body, 8, requests=total, on_progress=progress)
+    return {"requests": figures["requests"], "failures": figures["failures"],
+            "rss_mb_per_worker": samples}  # fmt: skip
+
+
+def summarise(results: dict[str, Any]) -> None:
+    limit = results.get("limit", {}).get("rps")
+    single = results.get("single_all_cores", {}).get("p50_ms")
+    print(f"\ncores {results['cores']}, load average {results['loadavg_start']} -> "
+          f"{results['loadavg_end']}")  # fmt: skip
+    if limit:
+        print(f"limit (decode+preprocess+run, {results['cores']} single-threaded procs): "
+              f"{limit:.1f} req/s; single image all cores p50 {single:.1f} ms")  # fmt: skip
+    for row in results.get("http", []):
+        ratio = f" = {row['rps'] / limit:.2f}x limit" if limit else ""
+        print(
+            f"HTTP c={row['concurrency']:>2}: {row['rps']:6.1f} req/s{ratio}, p50 "
+            f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, failures {row['failures']}"
+        )
+    print("cold start to ready (s):", [round(x, 3) for x in results["cold_start_s"]])
+    memory = results.get("memory")
+    if memory:
+        print(f"RSS per worker over {memory['requests']} requests (MB):",
+              memory["rss_mb_per_worker"])  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
