@@ -74,7 +74,13 @@ PRODUCTION: dict[str, Any] = {
                 "operator": "Equal",
                 "value": "present",
                 "effect": "NoSchedule",
-            }
+            },
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": "300",
+            },
         ],
         "gpuResource": "nvidia.com/gpu",
         "activeDeadlineSeconds": 43200,
@@ -322,19 +328,62 @@ def test_api_settings_parse_and_carry_the_job_template(
     assert settings.k8s_namespace == trainer["namespace"]
     assert str(settings.weights_dir) == trainer["weightsDir"]
 
-    # What the API hands each Job must exist where the Job runs.
-    job_namespace = [m for m in manifests if namespace_of(m) == settings.k8s_namespace]
-    one(job_namespace, "ServiceAccount", settings.k8s_service_account)
-    job_env = one(job_namespace, "Secret", settings.k8s_env_secret)["stringData"]
-    job = settings_from(monkeypatch, job_env, TrainingSettings)
-    assert job.database_url == settings.database_url
-    assert job.artifact_uri == settings.artifact_uri
-    assert job.s3_endpoint_url == settings.s3_endpoint_url
-    assert job.webhook_secret == settings.webhook_secret
-    assert job.heartbeat_interval_s == settings.heartbeat_interval_s
-    assert job.weights_dir == settings.weights_dir
-    assert "SCANTUNE_API_KEYS" not in job_env, "job pods need no API keys"
-    assert job_env["AWS_ACCESS_KEY_ID"] == PRODUCTION["secrets"]["aws"]["accessKeyId"]
+
+def test_the_job_the_api_creates_is_valid_and_finds_what_it_needs(
+    render: Render,
+    monkeypatch: pytest.MonkeyPatch,
+    validate: Callable[[Manifest, str], str],
+) -> None:
+    """Build the Job with the real launcher from the chart's settings, then check it."""
+    k8s = pytest.importorskip("kubernetes", reason="the kubernetes client is in the train extra")
+    from service.jobs.launchers.kubernetes import KubernetesLauncher
+    from service.jobs.tables import JobRow
+
+    manifests = render(PRODUCTION)
+    api = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+    settings = settings_from(monkeypatch, container_env(manifests, api), TrainingSettings)
+    row = JobRow(
+        id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", attempts=1, spec={"resources": {"gpus": 1}}
+    )
+    client = k8s.client.ApiClient()
+    try:
+        job = client.sanitize_for_serialization(
+            KubernetesLauncher(settings, api_client=client).manifest(row)
+        )
+    finally:
+        client.close()
+    for version in KUBE_VERSIONS:
+        validate(job, version)
+
+    trainer = PRODUCTION["trainer"]
+    assert namespace_of(job) == trainer["namespace"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"{trainer['image']['repository']}:{trainer['image']['tag']}"
+    assert container["resources"]["limits"][trainer["gpuResource"]] == "1"
+    assert pod["nodeSelector"] == trainer["nodeSelector"]
+    assert [t.get("tolerationSeconds") for t in pod["tolerations"]] == [None, 300]
+
+    # Everything the Job names exists in its namespace, and the API may create it there.
+    here = [m for m in manifests if namespace_of(m) == namespace_of(job)]
+    account = one(here, "ServiceAccount", pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    (env_from,) = container["envFrom"]
+    secret = one(here, "Secret", env_from["secretRef"]["name"])["stringData"]
+    assert "SCANTUNE_API_KEYS" not in secret, "job pods need no API keys"
+    role = one(here, "Role")
+    assert any("jobs" in r["resources"] and "create" in r["verbs"] for r in role["rules"])
+
+    # The pod's environment (secret, then the launcher's explicit values) is a working runner.
+    env = {**secret, **{e["name"]: e["value"] for e in container.get("env", [])}}
+    assert_settings_fields(env, TrainingSettings, "job pod")
+    runner = settings_from(monkeypatch, env, TrainingSettings)
+    assert runner.database_url == settings.database_url
+    assert runner.artifact_uri == settings.artifact_uri
+    assert runner.s3_endpoint_url == settings.s3_endpoint_url
+    assert runner.webhook_secret == settings.webhook_secret
+    assert runner.weights_dir == settings.weights_dir
+    assert env["AWS_ACCESS_KEY_ID"] == PRODUCTION["secrets"]["aws"]["accessKeyId"]
 
 
 def test_inference_settings_parse(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -558,6 +607,9 @@ def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str
     production = notes(PRODUCTION)
     assert "WARNING" not in production
     assert PRODUCTION["trainer"]["namespace"] in production
+    from service.jobs.launchers.kubernetes import APP_LABEL, APP_NAME
+
+    assert f"-l {APP_LABEL}={APP_NAME}" in production, "NOTES lists the launcher's Jobs"
 
 
 # -- values schema ---------------------------------------------------------------------------
@@ -570,6 +622,7 @@ def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str
             {"trainer": {"tolerations": [{"key": "gpu", "tolerationSeconds": 30}]}},
             "tolerationSeconds",
         ),
+        ({"trainer": {"tolerations": [{"key": "gpu", "effect": "NoRun"}]}}, "effect"),
         ({"secrets": {"apiKeys": [{"name": "ci", "sha256": "abc", "scopes": ["read"]}]}}, "sha256"),
         (
             {"secrets": {"apiKeys": [{"name": "ci", "sha256": "0" * 64, "scopes": ["admin"]}]}},
