@@ -65,8 +65,10 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def short_detail(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:DETAIL_CHARS]
+    """One line for the API: the exception's message with its lines joined, cut short."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    detail = f"{type(exc).__name__}: {text}"
+    return detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 1] + "…"
 
 
 class OwnershipLost(RuntimeError):

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.spec import JobSpec
 from service.errors import Conflict, InvalidRequest, NotFound
@@ -29,6 +29,7 @@ from service.jobs.state import TERMINAL, IllegalTransition, Phase, Status, check
 from service.jobs.tables import JobRow, ModelVersionRow
 
 MAX_PAGE = 200
+CLAIM_LOCK_ID = 0x5CA7_7E00_0002
 _ALLOCATION_TRIES = 50
 
 
@@ -235,12 +236,27 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def claim_queued(self, limit: int, *, launcher: str) -> list[JobRow]:
-        """Take up to `limit` queued jobs (oldest first) and mark them running, attempt + 1."""
+    def claim_queued(
+        self, limit: int, *, launcher: str, max_running: int | None = None
+    ) -> list[JobRow]:
+        """Take up to `limit` queued jobs (oldest first) and mark them running, attempt + 1.
+
+        With `max_running`, claims only while fewer jobs than that are running. Claimers are
+        serialised (an advisory lock on PostgreSQL, the write lock on SQLite) so two API
+        processes cannot both fill the last slot.
+        """
         if limit <= 0:
             return []
         claimed: list[str] = []
         with self._sessions.begin() as session:
+            self._lock_claims(session)
+            if max_running is not None:
+                running = session.scalar(
+                    select(func.count()).where(JobRow.status == Status.RUNNING.value)
+                )
+                limit = min(limit, max_running - int(running or 0))
+                if limit <= 0:
+                    return []
             query = (
                 select(JobRow.id)
                 .where(JobRow.status == Status.QUEUED.value)
@@ -267,6 +283,12 @@ class JobStore:
                 if _rowcount(result):
                     claimed.append(job_id)
         return [self.get(job_id) for job_id in claimed]
+
+    def _lock_claims(self, session: Session) -> None:
+        if self.is_postgres:
+            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": CLAIM_LOCK_ID})
+        else:  # a write that matches nothing still takes SQLite's write lock for the transaction
+            session.execute(update(JobRow).where(JobRow.seq < 0).values(seq=JobRow.seq))
 
     def update_running(self, job_id: str, attempt: int, **values: Any) -> bool:
         """A runner's write to its own job; False when it no longer owns the job."""

@@ -24,6 +24,8 @@ from service.jobs.webhook import send_job_webhook
 
 log = logging.getLogger(__name__)
 
+MAX_LAUNCHES_PER_TICK = 50
+
 
 class Supervisor:
     def __init__(self, store: JobStore, launcher: Launcher, settings: TrainingSettings) -> None:
@@ -135,14 +137,14 @@ class Supervisor:
                 fh.write(f"=== supervisor: {line}\n")
 
     # queued jobs
-    def free_slots(self) -> int:
-        if not self.launcher.limits_slots:
-            return 1_000
-        running = self.store.counts()[Status.RUNNING.value]
-        return max(0, self.settings.max_concurrent_jobs - running)
-
     def launch_queued(self) -> None:
-        for job in self.store.claim_queued(self.free_slots(), launcher=self.launcher.name):
+        limits = self.launcher.limits_slots
+        claimed = self.store.claim_queued(
+            self.settings.max_concurrent_jobs if limits else MAX_LAUNCHES_PER_TICK,
+            launcher=self.launcher.name,
+            max_running=self.settings.max_concurrent_jobs if limits else None,
+        )
+        for job in claimed:
             try:
                 ref = self.launcher.launch(job)
             except Exception as exc:

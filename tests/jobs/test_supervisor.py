@@ -139,3 +139,27 @@ def test_two_supervisors_share_one_database(
     assert stores[0].counts()["failed"] == 6
     for s in stores:
         s.close()
+
+
+def test_two_supervisors_never_exceed_the_slot_limit(
+    db_url: str, make_spec: Callable[..., JobSpec], settings_env: Callable[..., TrainingSettings]
+) -> None:
+    settings = settings_env(max_concurrent_jobs=3)
+    stores = [JobStore.open(db_url) for _ in range(4)]
+    for i in range(10):
+        stores[0].create(make_spec(seed=i))
+    sups = [Supervisor(s, ScriptedLauncher(), settings) for s in stores]
+    barrier = threading.Barrier(len(sups))
+
+    def launch(sup: Supervisor) -> None:
+        barrier.wait()
+        sup.launch_queued()
+
+    threads = [threading.Thread(target=launch, args=(s,)) for s in sups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stores[0].counts()["running"] == 3
+    for s in stores:
+        s.close()
