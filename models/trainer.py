@@ -132,9 +132,9 @@ class Trainer:
         index, _ = phase_at(self.phases, self.epoch)
         phase = self.phases[index]
         self.trainable = trainable_groups(self.model, phase, self.recipe.freeze_until)
+        set_trainable(self.model, self.trainable)  # before the optimiser picks requires_grad
         if index != self.phase_index:
             self._new_optimizer(index)
-        set_trainable(self.model, self.trainable)
 
     def _new_optimizer(self, index: int) -> None:
         phase = self.phases[index]
