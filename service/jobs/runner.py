@@ -325,13 +325,14 @@ class JobRunner:
         if epoch_done:
             values |= self._record_epoch(int(data["epoch"]), data.get("loss"), metrics)
             log.info("epoch %s/%s %s", data["epoch"], data.get("epochs"), _fmt(metrics))
-            if self._sync is not None:
-                self._sync.push()
         changed = phase is not None and phase.value != self._last_phase
         if changed or epoch_done or time.monotonic() - self._last_write >= PROGRESS_WRITE_S:
             if phase is not None:
                 values["phase"] = self._last_phase = phase.value
             self._write(**values)
+        if epoch_done and self._sync is not None:
+            # After the row has the epoch's history: a stored checkpoint never runs ahead of it.
+            self._sync.push()
 
     def _record_epoch(self, epoch: int, loss: Any, metrics: dict[str, float]) -> dict[str, Any]:
         entry: dict[str, Any] = {"epoch": epoch, **metrics}

@@ -77,6 +77,8 @@ class JobService:
         self.store.set_fields(
             job_id, error_reason="cancelled", error_detail=f"cancelled by {actor}"
         )
+        if row.version is not None:  # re-queued after it took a number: give it back
+            self.store.release_version(job_id)
         if before.status == Status.RUNNING or row.runner_ref:
             try:
                 self.launcher.cancel(row)

@@ -161,10 +161,14 @@ def test_killed_runner_is_resumed_from_its_checkpoint(
 
 
 def test_killed_runner_without_retries_fails_with_reason(
-    job_service: Callable[..., JobService], pneumonia_small_npz: Path
+    job_service: Callable[..., JobService],
+    pneumonia_small_npz: Path,
+    receiver: Callable[..., Any],
+    db_url: str,
 ) -> None:
-    service = job_service(max_retries=0)
-    job = service.submit(tiny_spec(pneumonia_small_npz))
+    hook = receiver()
+    service = job_service(max_retries=0, database_url=db_url, webhook_secret=SECRET)
+    job = service.submit(tiny_spec(pneumonia_small_npz, webhook={"url": hook.url}))
     wait_for(service, job.id, lambda v: service.store.get(v.id).runner_ref is not None)
     started = time.monotonic()
     os.killpg(int(service.store.get(job.id).runner_ref or 0), signal.SIGKILL)
@@ -174,6 +178,11 @@ def test_killed_runner_without_retries_fails_with_reason(
     assert view.error.reason == "runner_lost"
     assert "SIGKILL" in view.error.detail and "Traceback" not in view.error.detail
     assert registry_of(service).list_versions("chest-xray") == []
+    # the runner is dead, so the supervisor sends the terminal webhook in its place
+    wait_for(service, job.id, lambda v: v.webhook is not None and v.webhook.delivered)
+    headers, body = hook.requests[0]
+    assert verify(body, headers[SIGNATURE_HEADER], SECRET)
+    assert json.loads(body)["job"]["error"]["reason"] == "runner_lost"
 
 
 def test_silent_runner_is_reaped_within_the_heartbeat_timeout(
@@ -235,3 +244,50 @@ def test_unreadable_dataset_fails_with_data_error_and_a_short_detail(
     assert "\n" not in view.error.detail and "Traceback" not in view.error.detail
     assert "Traceback (most recent call last)" in service.logs(job.id)  # the full story
     assert view.attempts == 1  # a runner that reported its failure is not retried
+
+
+def test_pod_runner_resumes_on_a_fresh_disk_from_stored_checkpoints(
+    settings_env: Callable[..., Any], pneumonia_small_npz: Path, tmp_path: Path
+) -> None:
+    """What a Kubernetes retry does: the second pod has none of the first pod's files."""
+    import subprocess
+    import sys
+
+    from service.jobs.launchers.base import child_env
+    from service.jobs.state import Status
+    from service.jobs.store import JobStore
+
+    settings = settings_env(launcher="kubernetes", heartbeat_interval_s=0.5)
+    store = JobStore.open(settings.database_url)
+    artifacts = open_store(settings.artifact_uri)
+    job_id = store.create(tiny_spec(pneumonia_small_npz, epochs=2))[0].id
+
+    def run_pod(name: str) -> subprocess.Popen[bytes]:
+        [job] = store.claim_queued(1, launcher="kubernetes")
+        env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(tmp_path / name)}
+        log = (tmp_path / f"{name}.log").open("wb")
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.jobs.runner", job.id], env=env, stdout=log, stderr=log
+        )
+
+    first = run_pod("pod-1")
+    key = f"jobs/{job_id}/checkpoints/last.pt"
+    deadline = time.monotonic() + 240
+    while not artifacts.exists(key) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.kill()
+    first.wait()
+    assert artifacts.exists(key), (tmp_path / "pod-1.log").read_text()
+    assert store.get(job_id).status == "running"
+    store.transition(job_id, Status.QUEUED, expected=[Status.RUNNING], attempt=1)
+
+    second = run_pod("pod-2")
+    assert second.wait(timeout=240) == 0, (tmp_path / "pod-2.log").read_text()
+    log = (tmp_path / "pod-2.log").read_text()
+    assert "restored 2 checkpoint file(s)" in log and "attempt 2: resuming" in log
+    job = store.get(job_id)
+    assert job.status == "succeeded" and job.attempts == 2
+    assert [h["epoch"] for h in job.history] == [1, 2]
+    assert "epoch 1/2" not in log  # epoch 1 came from the stored checkpoint, not retraining
+    assert artifacts.list_keys(f"jobs/{job_id}") == []  # stored checkpoints go on success
+    store.close()
