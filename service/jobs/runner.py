@@ -50,6 +50,7 @@ FAILURE_REASONS = {
     "OutOfMemoryError": "out_of_memory",
     "MemoryError": "out_of_memory",
     "StoreError": "store_error",
+    "PublishFailed": "publish_failed",
 }
 
 
@@ -66,9 +67,15 @@ def failure_reason(exc: BaseException) -> str:
 
 def short_detail(exc: BaseException) -> str:
     """One line for the API: the exception's message with its lines joined, cut short."""
+    if isinstance(exc, PublishFailed):
+        return f"publishing failed: {exc}"[:DETAIL_CHARS]
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     detail = f"{type(exc).__name__}: {text}"
     return detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 1] + "…"
+
+
+class PublishFailed(RuntimeError):
+    """The version could not be written to the artifact store (its number is given back)."""
 
 
 class OwnershipLost(RuntimeError):
@@ -179,9 +186,9 @@ class JobRunner:
         )
         try:
             return self._publish_version(spec.model_name, version, out_dir, card)
-        except Exception:
+        except Exception as exc:
             self.store.release_version(self.job_id)
-            raise
+            raise PublishFailed(short_detail(exc)) from exc
 
     def _publish_version(
         self, name: str, version: int, out_dir: Path, card: ModelCard

@@ -141,3 +141,19 @@ def test_s3_dataset_must_exist(
                 service.submit(make_spec(dataset={"uri": missing}))
     finally:
         service.stop()
+
+
+def test_failure_reasons_and_details() -> None:
+    from models.data import DataError
+    from service.jobs.runner import PublishFailed, failure_reason, short_detail
+    from service.storage import StoreError
+
+    assert failure_reason(DataError(["a.npz: unreadable"])) == "data_error"
+    assert failure_reason(PublishFailed("StoreError: denied")) == "publish_failed"
+    assert failure_reason(StoreError("x")) == "store_error"
+    assert failure_reason(KeyError("x")) == "runner_crashed"
+    detail = short_detail(RuntimeError("first line\n  second line\n" + "x" * 1000))
+    assert detail.startswith("RuntimeError: first line second line") and len(detail) == 400
+    assert (
+        short_detail(PublishFailed("StoreError: denied")) == "publishing failed: StoreError: denied"
+    )
