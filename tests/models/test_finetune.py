@@ -1,4 +1,4 @@
-"""The recipe's parts: phases, freezing, per-group LRs, schedule, loss weights, augmentation, CAM."""
+"""The recipe's parts: phases, freezing, per-group LRs, schedule, loss weights, augmentation."""
 
 from __future__ import annotations
 

@@ -139,6 +139,9 @@ def test_resume_continues_to_the_same_result(spec_factory, tmp_path: Path) -> No
     for key in ("train_loss", "val_loss", "val_auc", "val_accuracy"):
         assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-5), key
     assert resumed.metrics["val_auc"] == pytest.approx(straight.metrics["val_auc"], abs=1e-5)
+    other = spec.model_copy(update={"seed": 7})
+    with pytest.raises(ValueError, match="another job spec"):
+        run_training(other, tmp_path / "resumed", resume=True)
 
 
 def test_cancel_before_training(spec_factory, tmp_path: Path) -> None:
