@@ -165,7 +165,7 @@ class JobStore:
             )
         query = select(JobRow).order_by(JobRow.seq.desc()).limit(limit + 1)
         if status is not None:
-            query = query.where(JobRow.status == Status(status).value)
+            query = query.where(JobRow.status == _status_filter(status).value)
         if model_name is not None:
             query = query.where(JobRow.model_name == model_name)
         if cursor is not None:
@@ -406,6 +406,17 @@ class JobStore:
         )
         with self._sessions() as session:
             return list(session.scalars(query))
+
+
+def _status_filter(value: str) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        names = ", ".join(s.value for s in Status)
+        raise InvalidRequest(
+            f"status must be one of {names}",
+            errors=[{"loc": "query/status", "msg": f"not one of {names}", "type": "enum"}],
+        ) from None
 
 
 def _rowcount(result: Any) -> int:

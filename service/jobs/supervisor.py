@@ -73,7 +73,11 @@ class Supervisor:
     # running jobs
     def reap(self) -> None:
         for job in self.store.with_status(Status.RUNNING):
-            state = self.launcher.status(job)
+            # A job started under another launcher (settings changed): only heartbeats count.
+            if job.launcher == self.launcher.name:
+                state = self.launcher.status(job)
+            else:
+                state = RunnerState("unknown")
             verdict = self._verdict(job, state)
             if verdict is not None:
                 self._handle_dead(job, state, verdict)

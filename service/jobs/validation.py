@@ -20,8 +20,12 @@ def uri_exists(uri: str, settings: TrainingSettings) -> bool:
 
     try:
         page = client.list_objects_v2(Bucket=loc.bucket, Prefix=loc.key, MaxKeys=50)
-    except (BotoCoreError, ClientError):
-        return False
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return False
+        raise UriError(f"cannot read {uri}: {exc.response.get('Error', {}).get('Code')}") from exc
+    except BotoCoreError as exc:
+        raise UriError(f"cannot read {uri}: {type(exc).__name__}") from exc
     prefix = loc.key.rstrip("/") + "/"
     return any(
         obj["Key"] == loc.key or obj["Key"].startswith(prefix) for obj in page.get("Contents", [])

@@ -136,7 +136,11 @@ def test_s3_dataset_must_exist(
     try:
         assert service.submit(make_spec(dataset={"uri": f"s3://{s3_bucket}/sets/a/train.npz"}))
         assert service.submit(make_spec(dataset={"uri": f"s3://{s3_bucket}/sets/a/"}))
-        for missing in (f"s3://{s3_bucket}/sets/b.npz", f"s3://{s3_bucket}/sets/a/train"):
+        for missing in (
+            f"s3://{s3_bucket}/sets/b.npz",
+            f"s3://{s3_bucket}/sets/a/train",
+            "s3://no-such-bucket-here/sets/a/train.npz",
+        ):
             with pytest.raises(Unprocessable, match=r"dataset\.uri"):
                 service.submit(make_spec(dataset={"uri": missing}))
     finally:

@@ -83,6 +83,8 @@ def test_cursor_pagination_newest_first(store: JobStore, make_spec: Callable[...
         store.page(cursor="not-a-cursor")
     with pytest.raises(InvalidRequest):
         store.page(limit=0)
+    with pytest.raises(InvalidRequest, match="status must be one of"):
+        store.page(status="done")
 
 
 def test_state_machine_table() -> None:
