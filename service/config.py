@@ -167,6 +167,14 @@ class InferenceSettings(CommonSettings):
             " ort_intra_op_threads threads. Run one gunicorn worker per machine with lanes."
         ),
     )
+    ort_cpu_mem_arena: bool = Field(
+        default=True,
+        description=(
+            "onnxruntime's CPU memory arena: a worker's memory stays flat at the peak that"
+            " max_batch_size and the lanes need. Off, activations go back to malloc (lower"
+            " floor, but resident memory fluctuates with fragmentation)."
+        ),
+    )
     ort_allow_spinning: bool = Field(
         default=False,
         description=(
