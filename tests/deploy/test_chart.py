@@ -9,7 +9,6 @@ chart gives each pod, so a renamed setting or a malformed JSON value fails here,
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -28,78 +27,21 @@ kubernetes_validate = pytest.importorskip(
 
 Render = Callable[[dict[str, Any]], list[Manifest]]
 
-MINIMAL: dict[str, Any] = {
-    "config": {"artifactUri": "s3://scantune/models"},
-    "secrets": {"databaseUrl": "postgresql+psycopg://scantune:pw@postgres:5432/scantune"},
-}
 
-PRODUCTION: dict[str, Any] = {
-    "imagePullSecrets": [{"name": "regcred"}],
-    "config": {
-        "artifactUri": "s3://scantune-models/prod",
-        "s3EndpointUrl": "https://minio.storage.svc:9000",
-        "s3Region": "eu-west-1",
-        "logLevel": "WARNING",
-        "maxUploadMb": 64,
-    },
-    "secrets": {
-        "databaseUrl": "postgresql+psycopg://scantune:pw@postgres.db.svc:5432/scantune",
-        "apiKeys": [
-            {
-                "name": "ci",
-                "sha256": hashlib.sha256(b"ci-key").hexdigest(),
-                "scopes": ["read", "jobs:write", "models:write"],
-            },
-            {
-                "name": "pacs",
-                "sha256": hashlib.sha256(b"pacs-key").hexdigest(),
-                "scopes": ["predict"],
-            },
-        ],
-        "webhookSecret": "hmac-key",
-        "aws": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "example-secret"},
-    },
-    "api": {
-        "image": {"repository": "registry.example.org/scantune-api", "tag": "1.2.3"},
-        "replicaCount": 3,
-        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/a"}},
-    },
-    "trainer": {
-        "image": {"repository": "registry.example.org/scantune-trainer", "tag": "1.2.3"},
-        "namespace": "scantune-jobs",
-        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4", "pool": "gpu"},
-        "tolerations": [
-            {
-                "key": "nvidia.com/gpu",
-                "operator": "Equal",
-                "value": "present",
-                "effect": "NoSchedule",
-            },
-            {
-                "key": "node.kubernetes.io/unreachable",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": "300",
-            },
-        ],
-        "gpuResource": "nvidia.com/gpu",
-        "activeDeadlineSeconds": 43200,
-        "weightsDir": "/weights",
-    },
-    "inference": {
-        "image": {"repository": "registry.example.org/scantune-inference", "tag": "1.2.3"},
-        "preloadModels": ["chest-xray-pneumonia@production", "chest-xray-pneumonia:3"],
-        "cacheSize": 8,
-        "maxBatchSize": 32,
-        "providers": ["CPUExecutionProvider"],
-        "autoscaling": {"minReplicas": 3, "maxReplicas": 20, "targetCPUUtilizationPercentage": 60},
-        "podDisruptionBudget": {"minAvailable": 2},
-    },
-}
+def _ci_values(name: str) -> dict[str, Any]:
+    """A value set from helm/scantune/ci/ (where chart-testing looks for them too)."""
+    values: dict[str, Any] = yaml.safe_load((CHART / "ci" / f"{name}-values.yaml").read_text())
+    return values
+
+
+MINIMAL = _ci_values("minimal")
+PRODUCTION = _ci_values("production")
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "minimal": MINIMAL,
-    "production": PRODUCTION,
+    **{
+        path.name.removesuffix("-values.yaml"): _ci_values(path.name.removesuffix("-values.yaml"))
+        for path in sorted((CHART / "ci").glob("*-values.yaml"))
+    },
     "local-launcher": {
         "config": {"artifactUri": "file:///app/var/artifacts"},
         "secrets": {"databaseUrl": "sqlite:////app/var/scantune.db"},
@@ -653,3 +595,14 @@ def test_schema_api_key_scopes_are_the_code_s() -> None:
     (literal,) = get_args(scope_type)
     assert set(item["properties"]["scopes"]["items"]["enum"]) == set(get_args(literal))
     assert item["properties"]["sha256"]["pattern"] == "^[0-9a-f]{64}$"
+
+
+def test_images_default_to_the_package_version() -> None:
+    """Image tags default to appVersion, so it must be the version the images are built from."""
+    import tomllib
+
+    from tests.deploy.conftest import REPO
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
