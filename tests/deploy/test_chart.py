@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from typing import Any, get_args
 
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from service.config import ApiKey, InferenceSettings, TrainingSettings
-from tests.deploy.conftest import CHART, NAMESPACE, Manifest
+from tests.deploy.conftest import CHART, NAMESPACE, REPO, Manifest
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed"
@@ -599,10 +600,6 @@ def test_schema_api_key_scopes_are_the_code_s() -> None:
 
 def test_images_default_to_the_package_version() -> None:
     """Image tags default to appVersion, so it must be the version the images are built from."""
-    import tomllib
-
-    from tests.deploy.conftest import REPO
-
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"]
