@@ -168,6 +168,8 @@ class Server:
             "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
             "SCANTUNE_ORT_INTRA_OP_THREADS": str(args.intra_op),
             "SCANTUNE_MAX_BATCH_SIZE": str(args.max_batch_size),
+            "SCANTUNE_ORT_LANES": str(args.lanes),
+            "SCANTUNE_ORT_CPU_MEM_ARENA": str(args.arena).lower(),
             "SCANTUNE_MAX_BATCH_WAIT_MS": str(args.max_batch_wait_ms),
             "SCANTUNE_LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
@@ -298,7 +300,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--intra-op", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--max-batch-size", type=int, default=4)
+    parser.add_argument("--lanes", type=int, default=0, help="SCANTUNE_ORT_LANES (0: cores)")
+    parser.add_argument("--no-arena", dest="arena", action="store_false",
+                        help="onnxruntime CPU memory arena off")  # fmt: skip
+    parser.add_argument("--max-batch-size", type=int, default=2)
     parser.add_argument("--max-batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--skip-limit", action="store_true", help="reuse no limit: service only")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")

@@ -107,6 +107,11 @@ class MicroBatcher:
             self._cond.notify_all()
         return item.future
 
+    def set_solo(self, solo: RunBatch | None) -> None:
+        """Use `solo` for lone requests from now on."""
+        with self._cond:
+            self._solo = solo
+
     def run(self, inputs: np.ndarray) -> Outputs:
         """Submit and wait for this request's slice of the batch outputs."""
         return self.submit(inputs).result()

@@ -203,7 +203,7 @@ class ModelManager:
         started = time.perf_counter()
         try:
             artifact = self.registry.load(name, version)
-            sessions, solo = create_sessions(artifact.onnx, self.settings)
+            sessions = create_lane_sessions(artifact.onnx, self.settings)
         except ServiceError as exc:
             self._record_failure(key, exc, type(exc).__name__)
             raise
@@ -212,10 +212,9 @@ class ModelManager:
             self._record_failure(key, err, type(exc).__name__)
             raise err from exc
         seconds = time.perf_counter() - started
-        model = LoadedModel(artifact.card.with_version(version), sessions, seconds, solo)
+        model = LoadedModel(artifact.card.with_version(version), sessions, seconds)
         model.batcher = MicroBatcher(
             [model.runner(s) for s in sessions],
-            solo=model.runner(solo) if solo is not None else None,
             max_batch_size=self.settings.max_batch_size,
             max_wait_s=self.settings.max_batch_wait_ms / 1000,
             on_batch=metrics.BATCH_SIZE.labels(name).observe,
@@ -223,7 +222,20 @@ class ModelManager:
         )
         metrics.LOAD_SECONDS.labels(name).observe(seconds)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
+        if len(sessions) > 1:  # ready now; the all-core session for lone requests follows
+            threading.Thread(
+                target=self._attach_solo, args=(model, artifact.onnx), daemon=True
+            ).start()
         return model
+
+    def _attach_solo(self, model: LoadedModel, onnx: bytes) -> None:
+        try:
+            solo = create_session(onnx, self.settings, self.settings.ort_intra_op_threads)
+        except Exception as exc:  # lanes keep serving; only low-load latency suffers
+            log.warning("model=%s all-core session not created: %s", model.name, exc)
+            return
+        model.solo = solo
+        model.batcher.set_solo(model.runner(solo))
 
     def _record_failure(self, key: Key, exc: ServiceError, reason: str) -> None:
         if exc.status < 500:
@@ -290,15 +302,16 @@ def parse_model_ref(entry: str, default_alias: str) -> tuple[str, int | None, st
     return name, None, alias or default_alias
 
 
-def create_sessions(
+def create_lane_sessions(
     onnx: bytes, settings: InferenceSettings
-) -> tuple[list[onnxruntime.InferenceSession], onnxruntime.InferenceSession | None]:
-    """The lanes' sessions and the optional all-core session, as settings say."""
+) -> list[onnxruntime.InferenceSession]:
+    """The batcher lanes' sessions: one single-threaded session that every lane runs at once
+    (onnxruntime sessions are safe to run concurrently), or with one lane a session using
+    `ort_intra_op_threads`."""
     lanes = settings.ort_lanes or os.cpu_count() or 1
     if lanes == 1:
-        return [create_session(onnx, settings, settings.ort_intra_op_threads)], None
-    sessions = [create_session(onnx, settings, 1) for _ in range(lanes)]
-    return sessions, create_session(onnx, settings, settings.ort_intra_op_threads)
+        return [create_session(onnx, settings, settings.ort_intra_op_threads)]
+    return [create_session(onnx, settings, 1)] * lanes
 
 
 def create_session(
@@ -316,6 +329,7 @@ def create_session(
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = settings.ort_cpu_mem_arena
     options.add_session_config_entry(
         "session.intra_op.allow_spinning", "1" if settings.ort_allow_spinning else "0"
     )
