@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text, update
@@ -306,21 +306,28 @@ class JobStore:
         """Unconditional write of bookkeeping fields (promotion, webhook outcome)."""
         self._update([JobRow.id == job_id], **values)
 
-    def claim_webhook(self, job_id: str) -> bool:
-        """pending -> sending for one sender only; False when someone else took it."""
-        where = [
-            JobRow.id == job_id,
-            JobRow.webhook_state == "pending",
-            JobRow.status.in_([s.value for s in TERMINAL]),
-        ]
-        return self._update(where, webhook_state="sending") == 1
+    def claim_webhook(self, job_id: str, *, stale_after_s: float = 600.0) -> bool:
+        """pending → sending for one sender only; False when someone else holds it.
 
-    def pending_webhooks(self) -> list[JobRow]:
-        query = select(JobRow).where(
-            JobRow.webhook_state == "pending", JobRow.status.in_([s.value for s in TERMINAL])
-        )
+        A claim older than `stale_after_s` belongs to a sender that died mid-delivery and
+        can be taken over.
+        """
+        where = [JobRow.id == job_id, self._deliverable(stale_after_s)]
+        now = utcnow()
+        return self._update(where, webhook_state="sending", webhook_claimed_at=now) == 1
+
+    def pending_webhooks(self, *, stale_after_s: float = 600.0) -> list[JobRow]:
+        query = select(JobRow).where(self._deliverable(stale_after_s))
         with self._sessions() as session:
             return list(session.scalars(query))
+
+    @staticmethod
+    def _deliverable(stale_after_s: float) -> Any:
+        abandoned = utcnow() - timedelta(seconds=stale_after_s)
+        return JobRow.status.in_([s.value for s in TERMINAL]) & (
+            (JobRow.webhook_state == "pending")
+            | ((JobRow.webhook_state == "sending") & (JobRow.webhook_claimed_at < abandoned))
+        )
 
     def _update(self, where: list[Any], **values: Any) -> int:
         with self._sessions.begin() as session:

@@ -20,7 +20,7 @@ from service.jobs.launchers.base import Launcher, RunnerState
 from service.jobs.state import IllegalTransition, Status
 from service.jobs.store import JobStore, as_utc, utcnow
 from service.jobs.tables import JobRow
-from service.jobs.webhook import send_job_webhook
+from service.jobs.webhook import claim_timeout_s, send_job_webhook
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Supervisor:
 
     # webhooks
     def send_webhooks(self) -> None:
-        for job in self.store.pending_webhooks():
+        for job in self.store.pending_webhooks(stale_after_s=claim_timeout_s(self.settings)):
             with self._lock:
                 if job.id in self._sending:
                     continue

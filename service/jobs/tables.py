@@ -53,6 +53,7 @@ class JobRow(Base):
         String(16), doc="None (no webhook), pending, sending, delivered or failed."
     )
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    webhook_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
 
 

@@ -77,9 +77,16 @@ def deliver(
     return Delivery(False, retries + 1, error, code)
 
 
+def claim_timeout_s(settings: TrainingSettings) -> float:
+    """Longest a live sender can take over one delivery (all tries and backoffs) plus slack."""
+    tries = settings.webhook_retries + 1
+    backoff = settings.webhook_backoff_s * (2**settings.webhook_retries - 1)
+    return tries * settings.webhook_timeout_s + backoff + 60.0
+
+
 def send_job_webhook(store: JobStore, job_id: str, settings: TrainingSettings) -> bool:
     """Deliver a finished job's webhook if nobody has claimed it; records the outcome."""
-    if not store.claim_webhook(job_id):
+    if not store.claim_webhook(job_id, stale_after_s=claim_timeout_s(settings)):
         return False
     job = store.get(job_id)
     url = (job.spec.get("webhook") or {}).get("url")

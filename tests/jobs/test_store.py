@@ -18,7 +18,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     engine.dispose()
 
 
@@ -236,3 +236,43 @@ def test_version_allocation_from_separate_processes(
         results = pool.starmap(_allocate_in_process, [(db_url, j.id, start) for j in jobs])
     assert sorted(results) == [1, 2]
     assert store.versions("chest-xray") == [1, 2]
+
+
+def test_upgrade_from_the_first_revision_keeps_rows(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from service.jobs.database import MIGRATIONS
+
+    engine = make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, model_name, spec, spec_hash, status, progress, history,"
+                " attempts, created_at, created_by) VALUES ('j1', 'm', '{}', 'h', 'queued', 0,"
+                " '[]', 0, '2026-01-01 00:00:00+00:00', 'me')"
+            )
+        )
+    migrate(engine)
+    assert current_revision(engine) == "0002"
+    store = JobStore(engine)
+    assert store.get("j1").webhook_claimed_at is None
+    store.close()
+
+
+def test_abandoned_webhook_claim_is_taken_over(
+    store: JobStore, make_spec: Callable[..., JobSpec]
+) -> None:
+    row, _ = store.create(make_spec(webhook={"url": "http://127.0.0.1:9/h"}))
+    assert not store.claim_webhook(row.id)  # not terminal yet
+    store.cancel(row.id)
+    assert store.claim_webhook(row.id, stale_after_s=60)
+    assert not store.claim_webhook(row.id, stale_after_s=60)  # the sender is alive
+    assert store.pending_webhooks(stale_after_s=60) == []
+    assert [j.id for j in store.pending_webhooks(stale_after_s=0)] == [row.id]
+    assert store.claim_webhook(row.id, stale_after_s=0)  # ...or presumed dead
