@@ -45,10 +45,6 @@ class Arrival:
         return self._batcher.submit(inputs, announced=True).result()
 
 
-class BatcherClosed(RuntimeError):
-    """The model was unloaded before the request could run."""
-
-
 class MicroBatcher:
     """Queues (n, ...) input arrays and runs them concatenated, up to `max_batch_size` rows."""
 
@@ -63,6 +59,7 @@ class MicroBatcher:
         name: str = "batcher",
     ) -> None:
         runners = [run] if callable(run) else list(run)
+        self._runners = runners
         self._solo = solo
         self._max = max_batch_size
         self._max_wait_s = max_wait_s
@@ -101,10 +98,12 @@ class MicroBatcher:
         with self._cond:
             if announced:
                 self._arriving -= 1
-            if self._closed:
-                raise BatcherClosed("model unloaded")
-            self._queue.append(item)
-            self._cond.notify_all()
+            closed = self._closed
+            if not closed:
+                self._queue.append(item)
+                self._cond.notify_all()
+        if closed:  # unloaded while this request held it: run here rather than fail it
+            self._execute([item], self._runners[0])
         return item.future
 
     def set_solo(self, solo: RunBatch | None) -> None:
@@ -117,7 +116,8 @@ class MicroBatcher:
         return self.submit(inputs).result()
 
     def close(self) -> None:
-        """Stop after running what is already queued; in-flight requests still complete."""
+        """Stop after running what is already queued; later submits run in their own thread,
+        so requests holding an evicted model still complete."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()

@@ -185,6 +185,13 @@ def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
         batcher.join(5)
 
 
+def test_a_closed_batcher_still_answers_requests_that_hold_its_model() -> None:
+    batcher = MicroBatcher(lambda x: {"y": x + 1}, max_batch_size=4, max_wait_s=0.0)
+    batcher.close()
+    batcher.join(5)
+    assert batcher.run(np.zeros((1, 1)))["y"].tolist() == [[1.0]]
+
+
 def test_batcher_splits_outputs_back_to_each_request() -> None:
     gate = threading.Event()
 
