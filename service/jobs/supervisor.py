@@ -66,13 +66,16 @@ class Supervisor:
             self._wake.clear()
 
     def tick(self) -> None:
-        self.reap()
+        running = self.reap()
+        self.launcher.housekeeping(running)
         self.launch_queued()
         self.send_webhooks()
 
     # running jobs
-    def reap(self) -> None:
-        for job in self.store.with_status(Status.RUNNING):
+    def reap(self) -> set[str]:
+        """Handle dead runners; returns the ids of the jobs that were running."""
+        running = self.store.with_status(Status.RUNNING)
+        for job in running:
             # A job started under another launcher (settings changed): only heartbeats count.
             if job.launcher == self.launcher.name:
                 state = self.launcher.status(job)
@@ -81,6 +84,7 @@ class Supervisor:
             verdict = self._verdict(job, state)
             if verdict is not None:
                 self._handle_dead(job, state, verdict)
+        return {job.id for job in running}
 
     def _verdict(self, job: JobRow, state: RunnerState) -> str | None:
         """Why the job's runner counts as dead, or None while it may still be alive."""

@@ -16,6 +16,7 @@ import pytest
 
 from models.card import ModelCard
 from models.spec import JobSpec
+from service.jobs.launchers.local import LocalLauncher
 from service.jobs.service import JobService
 from service.jobs.webhook import SIGNATURE_HEADER, verify
 from service.registry import Registry
@@ -244,6 +245,12 @@ def test_unreadable_dataset_fails_with_data_error_and_a_short_detail(
     assert "\n" not in view.error.detail and "Traceback" not in view.error.detail
     assert "Traceback (most recent call last)" in service.logs(job.id)  # the full story
     assert view.attempts == 1  # a runner that reported its failure is not retried
+    launcher = service.launcher
+    assert isinstance(launcher, LocalLauncher)
+    deadline = time.monotonic() + 10
+    while launcher.tracked() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert launcher.tracked() == set()  # the exited runner was reaped, not left a zombie
 
 
 def test_pod_runner_resumes_on_a_fresh_disk_from_stored_checkpoints(

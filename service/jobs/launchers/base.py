@@ -57,6 +57,9 @@ class Launcher(ABC):
     def logs(self, job: JobRow, tail: int | None = None) -> str | None:
         """The runner's output, or None when this launcher has none for the job."""
 
+    def housekeeping(self, running_ids: set[str]) -> None:  # noqa: B027 - optional hook
+        """Forget runners of jobs that are no longer running (called every supervisor tick)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients; running jobs are left to run (they heartbeat on their own)."""
 

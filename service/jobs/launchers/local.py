@@ -86,6 +86,21 @@ class LocalLauncher(Launcher):
             return None
         return tail_lines(path.read_text(errors="replace"), tail)
 
+    def housekeeping(self, running_ids: set[str]) -> None:
+        """Reap exited runners of finished jobs, so no zombie processes pile up."""
+        with self._lock:
+            done = [
+                job_id
+                for job_id, proc in self._procs.items()
+                if job_id not in running_ids and proc.poll() is not None
+            ]
+            for job_id in done:
+                del self._procs[job_id]
+
+    def tracked(self) -> set[str]:
+        with self._lock:
+            return set(self._procs)
+
     def running_pids(self) -> dict[str, int]:
         with self._lock:
             return {job_id: p.pid for job_id, p in self._procs.items() if p.poll() is None}
