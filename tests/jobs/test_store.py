@@ -276,3 +276,22 @@ def test_abandoned_webhook_claim_is_taken_over(
     assert store.pending_webhooks(stale_after_s=60) == []
     assert [j.id for j in store.pending_webhooks(stale_after_s=0)] == [row.id]
     assert store.claim_webhook(row.id, stale_after_s=0)  # ...or presumed dead
+
+
+def test_concurrent_submits_with_one_key_make_one_job(
+    store: JobStore, make_spec: Callable[..., JobSpec]
+) -> None:
+    barrier = threading.Barrier(4)
+    ids: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        ids.append(store.create(make_spec(), idempotency_key="retry-me")[0].id)
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 4 and len(set(ids)) == 1
+    assert store.counts()["queued"] == 1
