@@ -163,7 +163,8 @@ class JobRunner:
             resume=resume,
             should_stop=self._should_stop,
             weights_uri=self._default_weights(spec),
-            cache_dir=Path(self.settings.work_dir) / "cache",
+            # Per job: two jobs downloading the same object into one cache would collide.
+            cache_dir=out_dir.parent / "cache",
             s3_endpoint_url=self.settings.s3_endpoint_url,
         )
         return result.card
@@ -253,6 +254,7 @@ class JobRunner:
 
     def _cleanup(self, out_dir: Path) -> None:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(out_dir.parent / "cache", ignore_errors=True)
         if self._sync is not None:
             try:
                 self._sync.discard()

@@ -141,6 +141,9 @@ def test_job_publishes_to_s3(
     )["Body"].read()
     assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256
     assert card.version == 1 and card.dataset.uri.startswith("s3://")
+    job_dir = Path(service.settings.work_dir) / job.id
+    assert (job_dir / "log.txt").is_file()
+    assert not (job_dir / "cache").exists() and not (job_dir / "run" / "checkpoints").exists()
 
 
 def test_killed_runner_is_resumed_from_its_checkpoint(
