@@ -43,7 +43,9 @@ def run_train(args: argparse.Namespace) -> int:
         return _fail(f"invalid job spec {args.config}: {_first_errors(exc)}")
     except (OSError, yaml.YAMLError) as exc:
         return _fail(f"cannot read {args.config}: {exc}")
-    except (DataError, WeightsError, ExportError, TrainingCancelled, ValueError) as exc:
+    except DataError as exc:
+        return _fail(f"{len(exc.problems)} problem(s) with the dataset: " + "; ".join(exc.problems))
+    except (WeightsError, ExportError, TrainingCancelled, ValueError) as exc:
         return _fail(str(exc))
     print(summary_table(result.metrics, result.card), file=sys.stdout)
     return 0
@@ -97,6 +99,7 @@ class _ProgressBar:
         from tqdm import tqdm
 
         self.bar = tqdm(
+            leave=False,
             total=1000,
             unit="‰",
             file=sys.stderr,
@@ -115,6 +118,9 @@ class _ProgressBar:
                 k: f"{v:.3f}" for k, v in event.metrics.items() if k in ("val_auc", "val_accuracy")
             }
             self.bar.set_postfix(postfix, refresh=False)
+        if event.phase == "training" and event.metrics:
+            figures = "  ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            self.bar.write(f"epoch {event.epoch}/{event.epochs}  loss {event.loss:.4f}  {figures}")
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
