@@ -48,13 +48,17 @@ def registry_of(service: JobService) -> Registry:
     return Registry(open_store(s.artifact_uri, endpoint_url=s.s3_endpoint_url))
 
 
+@pytest.mark.postgres
 def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     job_service: Callable[..., JobService],
     pneumonia_small_npz: Path,
     receiver: Callable[..., Any],
+    postgres_url: str,
 ) -> None:
+    """Two API processes' worth of services (each with its supervisor) share PostgreSQL."""
     hook = receiver([500, 200])  # the first delivery fails and is retried
-    service = job_service(max_concurrent_jobs=2, webhook_secret=SECRET)
+    config = {"max_concurrent_jobs": 2, "webhook_secret": SECRET, "database_url": postgres_url}
+    service, other = job_service(**config), job_service(**config)
     passing = tiny_spec(
         pneumonia_small_npz,
         promote={"alias": "production", "min": {"val_auc": 0.0}},
@@ -64,8 +68,9 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
         pneumonia_small_npz, seed=1, promote={"alias": "staging", "min": {"val_auc": 1.01}}
     )
     a = service.submit(passing, actor="ci")
-    b = service.submit(failing, actor="ci")
+    b = other.submit(failing, actor="ci")
     views = [wait_for(service, j.id, finished, timeout=240) for j in (a, b)]
+    assert [v.attempts for v in views] == [1, 1]  # each launched once, by one of the two
     assert [v.status for v in views] == ["succeeded", "succeeded"], service.logs(a.id)
     assert sorted(v.artifacts.version for v in views if v.artifacts) == [1, 2]
 
