@@ -306,3 +306,23 @@ def test_pod_runner_resumes_on_a_fresh_disk_from_stored_checkpoints(
     assert "epoch 1/2" not in log  # epoch 1 came from the stored checkpoint, not retraining
     assert artifacts.list_keys(f"jobs/{job_id}") == []  # stored checkpoints go on success
     store.close()
+
+
+def test_runner_stops_itself_when_the_job_is_taken_from_it(
+    job_service: Callable[..., JobService], pneumonia_small_npz: Path
+) -> None:
+    """No signal reaches it (another host's API cancelled it): `should_stop` notices."""
+    service = job_service()
+    job = service.submit(tiny_spec(pneumonia_small_npz, epochs=20))
+    wait_for(service, job.id, lambda v: v.phase == "training" or finished(v), timeout=240)
+    launcher = service.launcher
+    assert isinstance(launcher, LocalLauncher)
+    pid = launcher.running_pids()[job.id]
+    service.store.cancel(job.id)  # the row only: nobody signals the runner
+    deadline = time.monotonic() + 15
+    while job.id in launcher.running_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.id not in launcher.running_pids(), f"runner {pid} did not stop by itself"
+    log = service.logs(job.id)
+    assert "stopped (TrainingCancelled" in log and "it is now cancelled" in log
+    assert service.store.versions("chest-xray") == []
