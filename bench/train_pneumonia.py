@@ -27,7 +27,7 @@ from models.finetune import build_model, input_stats, plan_phases
 from models.progress import ProgressEvent
 from models.runner import run_training
 from models.spec import JobSpec
-from models.trainer import predict_logits
+from models.trainer import Trainer, predict_logits
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared/data/pneumoniamnist/pneumoniamnist_trainval.npz"
@@ -124,17 +124,66 @@ def _minimal_freeze(model: Any, unfreeze_from: str | None, spec: JobSpec) -> tor
     return torch.optim.AdamW(params, lr=spec.recipe.lr)
 
 
+def bench_interleaved(spec: JobSpec, rounds: int = 6, steps: int = 3) -> dict[str, Any]:
+    """Per-step throughput of the trainer's step vs the bare step, in alternating blocks.
+
+    Both train the same groups of the same model (the fine-tuning phase, where almost all
+    the time goes); alternating blocks cancel out slow drifts in machine load.
+    """
+    data = load_dataset(spec.dataset, size=spec.image_size, channels=spec.recipe.channels, seed=0)
+    model = build_model(spec, len(data.classes))
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model, spec, data, Path(out))
+        trainer.epoch = plan_phases(spec)[0].epochs  # the first fine-tuning epoch
+        trainer._enter_phase()
+        bare_opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+        mean, std = input_stats(spec)
+        x = normalize(torch.from_numpy(data.train.images), mean, std)
+        y = torch.from_numpy(data.train.labels)
+        gen = torch.Generator().manual_seed(0)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        batch = spec.recipe.batch_size
+        times: dict[str, list[float]] = {"trainer": [], "minimal": []}
+        for r in range(rounds):
+            idx = torch.randperm(len(y), generator=gen)[: steps * batch].view(steps, batch)
+            t0 = time.perf_counter()
+            for i in idx:
+                trainer._step(trainer.train_x[i], trainer.train_y[i], gen)
+            t1 = time.perf_counter()
+            for i in idx:
+                loss = loss_fn(model(x[i]), y[i])
+                bare_opt.zero_grad()
+                loss.backward()
+                bare_opt.step()
+            t2 = time.perf_counter()
+            if r:  # the first round warms up both
+                times["trainer"].append(t1 - t0)
+                times["minimal"].append(t2 - t1)
+    rate = {k: steps * batch / float(np.median(v)) for k, v in times.items()}
+    return {
+        "trainer_images_per_s": rate["trainer"],
+        "minimal_images_per_s": rate["minimal"],
+        "ratio": rate["trainer"] / rate["minimal"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--skip-minimal", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--interleaved-only", action="store_true", help="only the alternating per-step comparison"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     np.random.seed(0)
     spec = default_spec(args.data)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, image_size {spec.image_size}")
+    if args.interleaved_only:
+        print("interleaved", json.dumps(bench_interleaved(spec)), flush=True)
+        return
     results = {"trainer": bench_trainer(spec)}
     print("trainer", json.dumps(results["trainer"]), flush=True)
     if not args.skip_minimal:

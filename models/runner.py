@@ -37,7 +37,7 @@ from models.card import (
 )
 from models.data import Dataset, load_dataset
 from models.export import MIN_PARITY_IMAGES, check_parity, export_onnx
-from models.finetune import build_model, input_stats
+from models.finetune import build_model, input_stats, plan_phases
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import JobSpec
@@ -265,7 +265,7 @@ def _card(
         classes=tuple(data.classes),
         input=InputSpec(size=spec.image_size, channels=spec.recipe.channels, mean=mean, std=std),
         base_model=spec.base_model,
-        recipe=spec.recipe.model_dump(mode="json") | {"epochs": spec.epochs, "seed": spec.seed},
+        recipe=_recipe(spec),
         dataset=DatasetInfo(
             uri=data.uri, format=data.format, sha256=data.sha256, class_counts=data.class_counts()
         ),
@@ -277,6 +277,13 @@ def _card(
         packages=_package_versions(),
         onnx_sha256=sha256_file(out_dir / ONNX_FILE),
     )
+
+
+def _recipe(spec: JobSpec) -> dict[str, Any]:
+    """The recipe as run: the spec's fields, with the phases it was planned into."""
+    recipe = spec.recipe.model_dump(mode="json")
+    recipe["phases"] = [p.model_dump(mode="json") for p in plan_phases(spec)]
+    return recipe | {"epochs": spec.epochs, "seed": spec.seed, "image_size": spec.image_size}
 
 
 def _weights_source(spec: JobSpec, default_uri: str | None) -> str | None:

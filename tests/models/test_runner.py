@@ -66,6 +66,9 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     assert card.training.epochs_run == 1 and card.packages["torch"]
     assert card.metrics["val_auc"] > 0.75  # one head-only epoch on 160 images already separates
     assert card.recipe["batch_size"] == 32 and card.base_model == "efficientnet_lite0"
+    assert card.recipe["phases"] == [
+        {"epochs": 1, "unfreeze_from": None, "lr": 2e-3, "lr_decay": 1.0}
+    ]
 
 
 def test_inference_preprocessing_reproduces_training(
