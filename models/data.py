@@ -99,7 +99,7 @@ def load_dataset(
         sha = hashlib.sha256((listing.sha256 + val_listing.sha256).encode()).hexdigest()
     problems = list(listing.problems)
     train, val = _splits(listing, spec, seed)
-    problems += _class_problems(listing.classes, train)
+    problems += _class_problems(listing.classes, train, problems)
     train_split = _prepare(train, size, channels, problems)
     val_split = _prepare(val, size, channels, problems)
     if not problems and len(val_split.labels) == 0:
@@ -161,14 +161,15 @@ def stratified_split(
     return first, second
 
 
-def _class_problems(classes: list[str], train: list[Item]) -> list[str]:
+def _class_problems(classes: list[str], train: list[Item], known: list[str]) -> list[str]:
     if len(classes) < 2:
         return [f"fewer than 2 classes: found {classes}"]
     seen = {it.label for it in train}
+    reported = "\n".join(known)  # an empty class folder is already named with its path
     return [
         f"class {c!r}: empty class (no training images)"
         for i, c in enumerate(classes)
-        if i not in seen
+        if i not in seen and f"{c}/: empty class" not in reported
     ]
 
 

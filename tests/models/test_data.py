@@ -140,6 +140,7 @@ def test_imagefolder_reports_every_problem_at_once(
     assert "pneumonia/cut.png: unreadable file" in text
     assert "pneumonia/empty.dcm: unreadable file (DICOM file has no pixel data)" in text
     assert "effusion/: empty class" in text
+    assert "class 'effusion'" not in text  # reported once, with its folder
 
 
 def test_imagefolder_unknown_label(image_folder: Path) -> None:
