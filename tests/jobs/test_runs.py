@@ -113,44 +113,6 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     assert "epoch 1/1" in service.logs(a.id)
 
 
-@pytest.mark.s3
-def test_job_publishes_to_s3(
-    job_service: Callable[..., JobService],
-    pneumonia_small_npz: Path,
-    s3_bucket: str,
-    s3_env: dict[str, str],
-) -> None:
-    from models.uri import s3_client
-
-    client = s3_client(s3_env["SCANTUNE_S3_ENDPOINT_URL"])
-    client.upload_file(str(pneumonia_small_npz), s3_bucket, "data/small.npz")
-    service = job_service(
-        artifact_uri=f"s3://{s3_bucket}/registry",
-        s3_endpoint_url=s3_env["SCANTUNE_S3_ENDPOINT_URL"],
-    )
-    job = service.submit(tiny_spec(f"s3://{s3_bucket}/data/small.npz"))
-    view = wait_for(service, job.id, finished, timeout=240)
-    assert view.status == "succeeded", service.logs(job.id)
-    assert view.artifacts is not None and view.artifacts.version == 1
-    assert (
-        view.artifacts.onnx_uri
-        == f"s3://{s3_bucket}/registry/models/chest-xray/versions/1/model.onnx"
-    )
-    card = ModelCard.from_json(
-        client.get_object(Bucket=s3_bucket, Key="registry/models/chest-xray/versions/1/card.json")[
-            "Body"
-        ].read()
-    )
-    onnx = client.get_object(
-        Bucket=s3_bucket, Key="registry/models/chest-xray/versions/1/model.onnx"
-    )["Body"].read()
-    assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256
-    assert card.version == 1 and card.dataset.uri.startswith("s3://")
-    job_dir = Path(service.settings.work_dir) / job.id
-    assert (job_dir / "log.txt").is_file()
-    assert not (job_dir / "cache").exists() and not (job_dir / "run" / "checkpoints").exists()
-
-
 def test_killed_runner_is_resumed_from_its_checkpoint(
     job_service: Callable[..., JobService], pneumonia_small_npz: Path
 ) -> None:
@@ -261,21 +223,36 @@ def test_unreadable_dataset_fails_with_data_error_and_a_short_detail(
     assert launcher.tracked() == set()  # the exited runner was reaped, not left a zombie
 
 
-def test_pod_runner_resumes_on_a_fresh_disk_from_stored_checkpoints(
-    settings_env: Callable[..., Any], pneumonia_small_npz: Path, tmp_path: Path
+@pytest.mark.s3
+def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
+    settings_env: Callable[..., Any],
+    pneumonia_small_npz: Path,
+    tmp_path: Path,
+    s3_bucket: str,
+    s3_env: dict[str, str],
 ) -> None:
-    """What a Kubernetes retry does: the second pod has none of the first pod's files."""
+    """What a Kubernetes retry does: the second pod has none of the first pod's files, and
+    data, checkpoints and the published version all live in S3 (moto over HTTP)."""
     import subprocess
     import sys
 
+    from models.uri import s3_client
     from service.jobs.launchers.base import child_env
     from service.jobs.state import Status
     from service.jobs.store import JobStore
 
-    settings = settings_env(launcher="kubernetes", heartbeat_interval_s=0.5)
+    endpoint = s3_env["SCANTUNE_S3_ENDPOINT_URL"]
+    client = s3_client(endpoint)
+    client.upload_file(str(pneumonia_small_npz), s3_bucket, "data/small.npz")
+    settings = settings_env(
+        launcher="kubernetes",
+        heartbeat_interval_s=0.5,
+        artifact_uri=f"s3://{s3_bucket}/registry",
+        s3_endpoint_url=endpoint,
+    )
     store = JobStore.open(settings.database_url)
-    artifacts = open_store(settings.artifact_uri)
-    job_id = store.create(tiny_spec(pneumonia_small_npz, epochs=2))[0].id
+    artifacts = open_store(settings.artifact_uri, endpoint_url=endpoint)
+    job_id = store.create(tiny_spec(f"s3://{s3_bucket}/data/small.npz", epochs=2))[0].id
 
     def run_pod(name: str) -> subprocess.Popen[bytes]:
         [job] = store.claim_queued(1, launcher="kubernetes")
@@ -305,6 +282,18 @@ def test_pod_runner_resumes_on_a_fresh_disk_from_stored_checkpoints(
     assert [h["epoch"] for h in job.history] == [1, 2]
     assert "epoch 1/2" not in log  # epoch 1 came from the stored checkpoint, not retraining
     assert artifacts.list_keys(f"jobs/{job_id}") == []  # stored checkpoints go on success
+
+    prefix = "registry/models/chest-xray/versions/1"
+    assert job.artifacts is not None
+    assert job.artifacts["onnx_uri"] == f"s3://{s3_bucket}/{prefix}/model.onnx"
+    card = ModelCard.from_json(
+        client.get_object(Bucket=s3_bucket, Key=f"{prefix}/card.json")["Body"].read()
+    )
+    onnx = client.get_object(Bucket=s3_bucket, Key=f"{prefix}/model.onnx")["Body"].read()
+    assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256 == job.artifacts["onnx_sha256"]
+    assert card.version == 1 and card.dataset.uri == f"s3://{s3_bucket}/data/small.npz"
+    assert card.lineage["job_id"] == job_id
+    assert not (tmp_path / "pod-2" / job_id / "cache").exists()
     store.close()
 
 
