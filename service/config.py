@@ -175,6 +175,14 @@ class InferenceSettings(CommonSettings):
             " floor, but resident memory fluctuates with fragmentation)."
         ),
     )
+    malloc_arena_max: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "glibc malloc arenas per worker process (0: glibc's default, 8 per core). Each"
+            " request thread otherwise grows its own arena and resident memory creeps up."
+        ),
+    )
     ort_allow_spinning: bool = Field(
         default=False,
         description=(
