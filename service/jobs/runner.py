@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from models.card import CARD_FILE, ONNX_FILE, ModelCard
 from models.spec import JobSpec
 from service.config import TrainingSettings
@@ -28,7 +30,6 @@ from service.jobs.checkpoints import CheckpointSync
 from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
 from service.jobs.store import JobStore, utcnow
-from service.jobs.tables import JobRow
 from service.jobs.webhook import send_job_webhook
 from service.registry import Registry
 from service.storage import ArtifactStore, open_store
@@ -116,18 +117,22 @@ class JobRunner:
             return EXIT_OK
         self.attempt = job.attempts
         self._history, self._best = list(job.history or []), job.best_metrics
-        spec = JobSpec.model_validate(job.spec)
+        try:
+            spec = JobSpec.model_validate(job.spec)
+        except ValidationError as exc:  # stored by an older version with another schema
+            self._finish_failed("invalid_spec", short_detail(exc))
+            return EXIT_FAILED
         self._monitor = spec.recipe.monitor
         out_dir = Path(self.settings.work_dir) / self.job_id / RUN_DIR
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         try:
-            return self._run(job, spec, out_dir)
+            return self._run(spec, out_dir)
         finally:
             self._stop_heartbeat.set()
             beat.join(timeout=5)
 
-    def _run(self, job: JobRow, spec: JobSpec, out_dir: Path) -> int:
+    def _run(self, spec: JobSpec, out_dir: Path) -> int:
         try:
             card = self._train(spec, out_dir)
             self._check_owned()
