@@ -109,7 +109,6 @@ class Supervisor:
         return None
 
     def _handle_dead(self, job: JobRow, state: RunnerState, why: str) -> None:
-        self.launcher.cancel(job)  # a hung runner must not come back to life
         retry = state.retryable and job.attempts <= self.settings.max_retries
         try:
             if retry:
@@ -132,6 +131,9 @@ class Supervisor:
                 )
         except IllegalTransition:
             return  # the runner finished, or another supervisor acted first
+        # The row no longer accepts this attempt's writes; now make sure a hung runner is gone
+        # before this tick can launch the next attempt into the same work dir.
+        self.launcher.cancel(job)
         action = "re-queued to resume" if retry else "failed"
         log.warning("job %s attempt %d: %s; %s", job.id, job.attempts, why, action)
         self._note(job, f"attempt {job.attempts}: {why}; {action}")
