@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import atexit
 import logging
+import warnings
 from dataclasses import dataclass
 
 from flask import Flask, current_app
 
 from service.config import InferenceSettings
 from service.inference.manager import ModelManager
+from service.inference.memory import limit_malloc_arenas
 from service.inference.predictor import Predictor
 from service.inference.uploads import InMemoryRequest
 from service.registry import Registry
@@ -37,7 +39,9 @@ class InferenceServices:
 def create_app(settings: InferenceSettings | None = None) -> Flask:
     """Build the inference app and start loading its preloaded models in the background."""
     settings = settings or InferenceSettings()
+    limit_malloc_arenas(settings.malloc_arena_max)
     logging.basicConfig(level=settings.log_level.upper())
+    _keep_scan_content_out_of_logs()
     app = create_base_app(__name__, settings, service="inference")
     app.request_class = InMemoryRequest
     store = open_store(
@@ -57,6 +61,13 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     manager.start()
     atexit.register(manager.stop)
     return app
+
+
+def _keep_scan_content_out_of_logs() -> None:
+    """pydicom warns and logs with element values (patient names, dates): none may reach logs."""
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    for module in (r"pydicom(\..*)?$", r"models\.imaging$", r"PIL(\..*)?$"):
+        warnings.filterwarnings("ignore", module=module)
 
 
 def services() -> InferenceServices:

@@ -113,8 +113,8 @@ class ModelManager:
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for thread in list(self._threads):
+            thread.join(timeout=10)
         with self._lock:
             models = list(self._models.values())
             self._models.clear()
@@ -223,9 +223,12 @@ class ModelManager:
         metrics.LOAD_SECONDS.labels(name).observe(seconds)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
         if len(sessions) > 1:  # ready now; the all-core session for lone requests follows
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._attach_solo, args=(model, artifact.onnx), daemon=True
-            ).start()
+            )
+            thread.start()
+            # Joined on stop: a process exiting while onnxruntime builds a session aborts.
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         return model
 
     def _attach_solo(self, model: LoadedModel, onnx: bytes) -> None:
