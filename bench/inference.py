@@ -12,8 +12,10 @@ and the same 512x512 PNG for every request. Measures:
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
 Bounded: every phase runs for a fixed time or request count, gunicorn is always stopped.
+The limit and the service are measured back to back in each of --rounds rounds, so a
+machine shared with other work loads both alike; ratios are per round, then the median.
 
-    python bench/inference.py --seconds 20 --memory-requests 10000 --out bench-inference.json
+    python bench/inference.py --rounds 3 --seconds 10 --memory-requests 10000 --out bench.json
 """
 
 from __future__ import annotations
@@ -293,8 +295,39 @@ def loadavg() -> str:
 
 
 def main() -> int:
+    args = parse_args()
+    cores = os.cpu_count() or 1
+    results: dict[str, Any] = {"cores": cores, "config": vars(args) | {"out": str(args.out)}}
+    png = IMAGE.read_bytes()
+    body = multipart_body(png)
+    with tempfile.TemporaryDirectory(prefix="scantune-bench-") as tmp:
+        work = Path(tmp)
+        model_dir, card = build_model(work)
+        uri = publish(model_dir, card, work / "artifacts")
+        onnx = (model_dir / "model.onnx").read_bytes()
+        results["loadavg_start"] = loadavg()
+        results["cold_start_s"] = [cold_start(uri, args, work / f"metrics{i}") for i in range(3)]
+        server = Server(uri, args, _mkdir(work / "metrics"))
+        try:
+            server.wait_ready()
+            load(server.port, body, 4, seconds=2)  # warm-up
+            results["rounds"] = [
+                one_round(server, onnx, card, png, body, args, cores) for _ in range(args.rounds)
+            ]
+            results["memory"] = memory_run(server, body, args.memory_requests)
+        finally:
+            server.stop()
+        results["loadavg_end"] = loadavg()
+    summarise(results)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="per measured phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per phase and round")
+    parser.add_argument("--rounds", type=int, default=3, help="limit and service, alternated")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=1)
@@ -305,46 +338,32 @@ def main() -> int:
                         help="onnxruntime CPU memory arena off")  # fmt: skip
     parser.add_argument("--max-batch-size", type=int, default=2)
     parser.add_argument("--max-batch-wait-ms", type=float, default=2.0)
-    parser.add_argument("--skip-limit", action="store_true", help="reuse no limit: service only")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
-    args = parser.parse_args()
-    cores = os.cpu_count() or 1
-    results: dict[str, Any] = {"cores": cores, "config": vars(args) | {"out": str(args.out)}}
-    png = IMAGE.read_bytes()
-    with tempfile.TemporaryDirectory(prefix="scantune-bench-") as tmp:
-        work = Path(tmp)
-        model_dir, card = build_model(work)
-        uri = publish(model_dir, card, work / "artifacts")
-        onnx = (model_dir / "model.onnx").read_bytes()
-        results["loadavg_start"] = loadavg()
-        if not args.skip_limit:
-            results["limit"] = in_process(onnx, card, png, args.seconds, cores, 1)
-            results["single_all_cores"] = in_process(onnx, card, png, args.seconds / 2, 1, cores)
-            print(json.dumps({k: results[k] for k in ("limit", "single_all_cores")}), flush=True)
-        results["cold_start_s"] = []
-        for i in range(3):
-            metrics_dir = work / f"metrics{i}"
-            metrics_dir.mkdir()
-            server = Server(uri, args, metrics_dir)
-            try:
-                results["cold_start_s"].append(server.wait_ready())
-                if i < 2:
-                    continue
-                body = multipart_body(png)
-                load(server.port, body, 4, seconds=2)  # warm-up
-                results["http"] = []
-                for c in args.concurrency:
-                    figures = load(server.port, body, c, seconds=args.seconds)
-                    print(json.dumps(figures), flush=True)
-                    results["http"].append(figures)
-                results["memory"] = memory_run(server, body, args.memory_requests)
-            finally:
-                server.stop()
-        results["loadavg_end"] = loadavg()
-    summarise(results)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
-    return 0
+    return parser.parse_args()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path) -> float:
+    server = Server(uri, args, _mkdir(metrics_dir))
+    try:
+        return server.wait_ready()
+    finally:
+        server.stop()
+
+
+def one_round(server: Server, onnx: bytes, card: Any, png: bytes, body: bytes,
+              args: argparse.Namespace, cores: int) -> dict[str, Any]:  # fmt: skip
+    """The limit, the all-core single run and the service, back to back (same machine load)."""
+    row: dict[str, Any] = {"loadavg": loadavg()}
+    row["limit"] = in_process(onnx, card, png, args.seconds, cores, 1)
+    row["single_all_cores"] = in_process(onnx, card, png, args.seconds, 1, cores)
+    row["http"] = [load(server.port, body, c, seconds=args.seconds) for c in args.concurrency]
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def memory_run(server: Server, body: bytes, total: int) -> dict[str, Any]:
@@ -363,19 +382,24 @@ def memory_run(server: Server, body: bytes, total: int) -> dict[str, Any]:
 
 
 def summarise(results: dict[str, Any]) -> None:
-    limit = results.get("limit", {}).get("rps")
-    single = results.get("single_all_cores", {}).get("p50_ms")
     print(f"\ncores {results['cores']}, load average {results['loadavg_start']} -> "
           f"{results['loadavg_end']}")  # fmt: skip
-    if limit:
-        print(f"limit (decode+preprocess+run, {results['cores']} single-threaded procs): "
-              f"{limit:.1f} req/s; single image all cores p50 {single:.1f} ms")  # fmt: skip
-    for row in results.get("http", []):
-        ratio = f" = {row['rps'] / limit:.2f}x limit" if limit else ""
-        print(
-            f"HTTP c={row['concurrency']:>2}: {row['rps']:6.1f} req/s{ratio}, p50 "
-            f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, failures {row['failures']}"
-        )
+    for i, row in enumerate(results["rounds"]):
+        limit, single = row["limit"]["rps"], row["single_all_cores"]["p50_ms"]
+        print(f"round {i + 1} (load {row['loadavg']}): limit {limit:.1f} req/s, "
+              f"single image all cores p50 {single:.1f} ms")  # fmt: skip
+        for h in row["http"]:
+            print(f"  HTTP c={h['concurrency']:>2}: {h['rps']:6.1f} req/s = "
+                  f"{h['rps'] / limit:.2f}x limit, p50 {h['p50_ms']:.1f} ms "
+                  f"({h['p50_ms'] - single:+.1f} vs single), p99 {h['p99_ms']:.1f} ms, "
+                  f"failures {h['failures']}")  # fmt: skip
+    for c in results["config"]["concurrency"]:
+        ratios = [h["rps"] / r["limit"]["rps"] for r in results["rounds"] for h in r["http"]
+                  if h["concurrency"] == c]  # fmt: skip
+        print(f"median over rounds, c={c}: {statistics.median(ratios):.2f}x limit")
+    deltas = [r["http"][0]["p50_ms"] - r["single_all_cores"]["p50_ms"] for r in results["rounds"]]
+    print(f"median c={results['config']['concurrency'][0]} p50 minus single-image p50: "
+          f"{statistics.median(deltas):+.1f} ms")  # fmt: skip
     print("cold start to ready (s):", [round(x, 3) for x in results["cold_start_s"]])
     memory = results.get("memory")
     if memory:

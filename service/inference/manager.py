@@ -174,7 +174,7 @@ class ModelManager:
                 return model
             self._raise_recent_failure(key)
             model = self._open(key)
-        self._insert(key, model)
+            self._insert(key, model)  # before the lock goes: a waiter must find it cached
         return model
 
     @contextmanager
