@@ -117,7 +117,7 @@ def test_killed_runner_is_resumed_from_its_checkpoint(
     job_service: Callable[..., JobService], pneumonia_small_npz: Path
 ) -> None:
     service = job_service(max_retries=1)
-    job = service.submit(tiny_spec(pneumonia_small_npz, epochs=2))
+    job = service.submit(tiny_spec(pneumonia_small_npz, epochs=2, base_model="mobilenet_v3_large"))
     view = wait_for(service, job.id, lambda v: len(v.history) >= 1 or finished(v), timeout=240)
     assert view.status == "running", service.logs(job.id)
     os.killpg(int(service.store.get(job.id).runner_ref or 0), signal.SIGKILL)
@@ -252,7 +252,9 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     )
     store = JobStore.open(settings.database_url)
     artifacts = open_store(settings.artifact_uri, endpoint_url=endpoint)
-    job_id = store.create(tiny_spec(f"s3://{s3_bucket}/data/small.npz", epochs=2))[0].id
+    job_id = store.create(
+        tiny_spec(f"s3://{s3_bucket}/data/small.npz", epochs=2, base_model="mobilenet_v3_large")
+    )[0].id
 
     def run_pod(name: str) -> subprocess.Popen[bytes]:
         [job] = store.claim_queued(1, launcher="kubernetes")
