@@ -73,8 +73,7 @@ class JobService:
     def cancel(self, job_id: str, *, actor: str) -> JobView:
         """queued/running → cancelled (409 once finished or publishing); stops the runner."""
         before = self.store.get(job_id)
-        row = self.store.cancel(job_id)
-        self.store.set_fields(
+        row = self.store.cancel(
             job_id, error_reason="cancelled", error_detail=f"cancelled by {actor}"
         )
         if row.version is not None:  # re-queued after it took a number: give it back

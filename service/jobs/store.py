@@ -216,8 +216,8 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def cancel(self, job_id: str) -> JobRow:
-        """queued/running -> cancelled, refused once the job has begun publishing."""
+    def cancel(self, job_id: str, **values: Any) -> JobRow:
+        """queued/running -> cancelled (with `values`), refused once publishing has begun."""
         job = self.get(job_id)
         if Status(job.status) in TERMINAL:
             raise IllegalTransition(f"job {job_id} already {job.status}; it cannot be cancelled")
@@ -226,7 +226,7 @@ class JobStore:
             JobRow.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
             (JobRow.phase.is_(None)) | (JobRow.phase != Phase.PUBLISHING.value),
         ]
-        changed = self._update(where, status=Status.CANCELLED.value, finished_at=utcnow())
+        changed = self._update(where, status=Status.CANCELLED.value, finished_at=utcnow(), **values)
         if changed == 0:
             now = self.get(job_id)
             raise IllegalTransition(
