@@ -8,7 +8,8 @@ queue and go together in the next batch; and when other requests are still decod
 (`announce`d), a forming batch waits up to `max_wait_s` for them.
 
 A lone request (every lane idle, nothing queued or arriving) runs on the optional `solo`
-runner instead: a session using all cores, so latency at low load is the all-core latency.
+runner instead, in the request's own thread: a session using all cores, so latency at low
+load is the all-core latency with no thread hand-off.
 """
 
 from __future__ import annotations
@@ -99,12 +100,26 @@ class MicroBatcher:
             if announced:
                 self._arriving -= 1
             closed = self._closed
-            if not closed:
+            solo = self._solo if self._alone() else None
+            if solo is not None:
+                self._busy += 1
+            elif not closed:
                 self._queue.append(item)
                 self._cond.notify_all()
-        if closed:  # unloaded while this request held it: run here rather than fail it
+        if solo is not None:  # alone: run on the all-core session here, no thread hand-offs
+            try:
+                self._execute([item], solo)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+        elif closed:  # unloaded while this request held it: run here rather than fail it
             self._execute([item], self._runners[0])
         return item.future
+
+    def _alone(self) -> bool:
+        """No batch running, queued or on its way (call with the lock held)."""
+        return self._busy == 0 and not self._queue and self._arriving == 0 and not self._closed
 
     def set_solo(self, solo: RunBatch | None) -> None:
         """Use `solo` for lone requests from now on."""
@@ -155,7 +170,7 @@ class MicroBatcher:
                 if not self._queue:
                     continue  # another lane took it while this one waited
                 batch = self._take()
-                alone = self._busy == 0 and not self._queue and self._arriving == 0
+                alone = self._alone()
                 self._busy += 1
                 return batch, alone
 

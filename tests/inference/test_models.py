@@ -166,20 +166,27 @@ def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
     batcher = MicroBatcher(
         [lane("a"), lane("b")], solo=lane("solo"), max_batch_size=4, max_wait_s=0.0
     )
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(used) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     try:
         gate.set()
         batcher.run(np.zeros((1, 1)))
-        assert used == ["solo"]  # alone: the all-core runner
+        assert used == ["solo"]  # alone: the all-core runner, in this thread
         gate.clear()
-        with batcher._cond:  # queue all six at once (the condition's lock is reentrant)
-            futures = [batcher.submit(np.zeros((1, 1))) for _ in range(6)]
-        deadline = time.monotonic() + 5
-        while len(used) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert sorted(used[1:3]) == ["a", "b"]  # two batches running at once
+        lone = threading.Thread(target=batcher.run, args=(np.zeros((1, 1)),))
+        lone.start()
+        wait_for(2)  # the lone request holds the solo runner at the gate
+        futures = [batcher.submit(np.zeros((1, 1))) for _ in range(6)]
+        wait_for(4)
+        assert used[1] == "solo" and sorted(used[2:4]) == ["a", "b"]  # two lanes at once
         gate.set()
         for future in futures:
             future.result(5)
+        lone.join(5)
     finally:
         batcher.close()
         batcher.join(5)
