@@ -92,7 +92,8 @@ class MicroBatcher:
             if not arrival.submitted:
                 with self._cond:
                     self._arriving -= 1
-                    self._cond.notify_all()
+                    if self._queue:  # a lane may be holding a batch open for this request
+                        self._cond.notify()
 
     def submit(self, inputs: np.ndarray, *, announced: bool = False) -> Future[Outputs]:
         item = _Item(inputs)
@@ -105,14 +106,13 @@ class MicroBatcher:
                 self._busy += 1
             elif not closed:
                 self._queue.append(item)
-                self._cond.notify_all()
+                self._cond.notify()  # one lane; waking every lane costs GIL hand-offs
         if solo is not None:  # alone: run on the all-core session here, no thread hand-offs
             try:
                 self._execute([item], solo)
             finally:
                 with self._cond:
                     self._busy -= 1
-                    self._cond.notify_all()
         elif closed:  # unloaded while this request held it: run here rather than fail it
             self._execute([item], self._runners[0])
         return item.future
