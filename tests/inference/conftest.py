@@ -106,11 +106,20 @@ def registry(tmp_path: Path, trained: Trained) -> Registry:
 
 @pytest.fixture
 def make_client(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, openapi: Any
 ) -> Iterator[Callable[..., Any]]:
     """Build the app through its factory with settings from the environment; yields a client
-    factory taking extra SCANTUNE_* variables (names without the prefix)."""
+    factory taking extra SCANTUNE_* variables (names without the prefix). Every response the
+    client receives is validated against the OpenAPI spec."""
+    from flask.testing import FlaskClient
+
     from service.inference import EXTENSION, create_app
+
+    class ValidatingClient(FlaskClient):
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            response = super().open(*args, **kwargs)
+            validate_response(openapi, response)
+            return response
 
     apps = []
 
@@ -122,6 +131,7 @@ def make_client(
             monkeypatch.setenv(f"SCANTUNE_{key.upper()}", value)
         app = create_app()
         app.testing = True
+        app.test_client_class = ValidatingClient
         apps.append(app)
         return app.test_client()
 
@@ -170,22 +180,35 @@ class _RequestLine:
         self.body = None
 
 
+def validate_response(openapi: Any, response: Any) -> None:
+    """Raise unless a Flask test-client or `requests` response matches the spec."""
+    if hasattr(response, "elapsed"):  # requests.Response
+        from openapi_core.contrib.requests import RequestsOpenAPIResponse
+
+        resp: Any = RequestsOpenAPIResponse(response)
+    else:
+        from openapi_core.contrib.werkzeug import WerkzeugOpenAPIResponse
+
+        resp = WerkzeugOpenAPIResponse(response)
+    openapi.validate_response(_RequestLine(response.request.method, response.request.url), resp)
+
+
 @pytest.fixture
 def check(openapi: Any) -> Callable[[Any], Any]:
-    """Validate a Flask test-client or `requests` response against the spec; returns it."""
+    """Validate a response against the spec and return it (explicit form of the hooks)."""
 
     def validate(response: Any) -> Any:
-        if hasattr(response, "elapsed"):  # requests.Response
-            from openapi_core.contrib.requests import RequestsOpenAPIResponse
-
-            line = _RequestLine(response.request.method, response.request.url)
-            resp: Any = RequestsOpenAPIResponse(response)
-        else:
-            from openapi_core.contrib.werkzeug import WerkzeugOpenAPIResponse
-
-            line = _RequestLine(response.request.method, response.request.url)
-            resp = WerkzeugOpenAPIResponse(response)
-        openapi.validate_response(line, resp)
+        validate_response(openapi, response)
         return response
 
     return validate
+
+
+@pytest.fixture
+def http(openapi: Any) -> Iterator[Any]:
+    """A requests session whose every response is validated against the spec."""
+    import requests
+
+    with requests.Session() as session:
+        session.hooks["response"].append(lambda r, *a, **k: validate_response(openapi, r))
+        yield session

@@ -72,16 +72,16 @@ def files(images: Path) -> list[tuple[str, tuple[str, bytes]]]:
 
 
 def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
-    server: str, check: Any, fixture_images: Path, capsys: pytest.CaptureFixture[str]
+    server: str, http: Any, fixture_images: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    v1 = check(requests.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images)))
+    v1 = http.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images))
     assert v1.status_code == 200, v1.text
     assert [p["file"] for p in v1.json()["predictions"]] == FILES
     assert v1.json()["model"]["version"] == 1
 
     encoded = [base64.b64encode((fixture_images / n).read_bytes()).decode() for n in FILES]
     tensor = {"name": "image", "shape": [len(FILES)], "datatype": "BYTES", "data": encoded}
-    v2 = check(requests.post(f"{server}/v2/models/{MODEL}/infer", json={"inputs": [tensor]}))
+    v2 = http.post(f"{server}/v2/models/{MODEL}/infer", json={"inputs": [tensor]})
     assert v2.status_code == 200, v2.text
     probs = v2.json()["outputs"][0]["data"]
     expected = [p["probabilities"][c] for p in v1.json()["predictions"] for c in p["probabilities"]]
@@ -94,7 +94,7 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert cli_main(["predict", "--model", "nope", "--url", server, paths[0]]) == 5
     assert "404" in capsys.readouterr().err
 
-    metrics = requests.get(f"{server}/metrics").text
+    metrics = http.get(f"{server}/metrics").text
     assert (
         f'scantune_inference_requests_total{{model="{MODEL}",status="200",version="1"}}' in metrics
     )
@@ -102,14 +102,14 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
 
 
 def test_alias_moves_under_steady_traffic_without_a_failed_request(
-    server: str, s3_registry: Registry, trained: Trained, fixture_images: Path
+    server: str, http: Any, s3_registry: Registry, trained: Trained, fixture_images: Path
 ) -> None:
     results: list[tuple[int, int | None]] = []
     stop = threading.Event()
     scan = (fixture_images / "normal_0.png").read_bytes()
 
     def client() -> None:
-        session = requests.Session()
+        session = http  # validates every response against the spec
         while not stop.is_set():
             r = session.post(
                 f"{server}/v1/models/{MODEL}:predict", files={"file": ("s.png", scan)}, timeout=10
@@ -137,11 +137,11 @@ def test_alias_moves_under_steady_traffic_without_a_failed_request(
     assert statuses == {200}, f"failed requests: {[r for r in results if r[0] != 200]}"
     versions = [v for _, v in results]
     assert versions[0] == 1 and versions[-1] == 2 and 3 not in versions
-    refused = requests.post(
+    refused = http.post(
         f"{server}/v1/models/{MODEL}:predict?version=3", files={"file": ("s.png", scan)}
     )
     assert refused.status_code == 503 and "sha256" in refused.json()["detail"]
-    metrics = requests.get(f"{server}/metrics").text
+    metrics = http.get(f"{server}/metrics").text
     assert (
         f'scantune_model_load_failures_total{{model="{MODEL}",reason="ArtifactCorrupt"}}' in metrics
     )
