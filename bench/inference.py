@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 MODEL = "bench-lite0"
 IMAGE = REPO / "tests" / "data" / "images" / "big_pneumonia_1.png"
 BOUNDARY = "scantunebench"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 # --- the model ----------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def load(port: int, body: bytes, concurrency: int, *, seconds: float | None = No
          requests: int | None = None, on_progress: Any = None) -> dict[str, float]:  # fmt: skip
     """Closed-loop clients on keep-alive connections; a fixed time or a fixed request count."""
     path = f"/v1/models/{MODEL}:predict"
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    headers = {"Content-Type": CONTENT_TYPE}
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
@@ -299,7 +300,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     results: dict[str, Any] = {"cores": cores, "config": vars(args) | {"out": str(args.out)}}
     png = IMAGE.read_bytes()
-    body = multipart_body(png)
+    body = png if args.raw else multipart_body(png)
     with tempfile.TemporaryDirectory(prefix="scantune-bench-") as tmp:
         work = Path(tmp)
         model_dir, card = build_model(work)
@@ -338,8 +339,14 @@ def parse_args() -> argparse.Namespace:
                         help="onnxruntime CPU memory arena off")  # fmt: skip
     parser.add_argument("--max-batch-size", type=int, default=2)
     parser.add_argument("--max-batch-wait-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--raw", action="store_true", help="send the PNG as a raw image/png body, not multipart"
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
-    return parser.parse_args()
+    args = parser.parse_args()
+    global CONTENT_TYPE
+    CONTENT_TYPE = "image/png" if args.raw else f"multipart/form-data; boundary={BOUNDARY}"
+    return args
 
 
 def _mkdir(path: Path) -> Path:
