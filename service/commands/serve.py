@@ -27,10 +27,9 @@ class ServiceDef:
 
 SERVICES = {
     "training": ServiceDef("service.training_api:create_app()", 8000, workers=2, threads=4),
-    # Threads let one worker's micro-batcher gather concurrent requests into one batch.
-    "inference": ServiceDef(
-        "service.inference:create_app()", 8001, workers=os.cpu_count() or 1, threads=8
-    ),
+    # One worker: its batcher runs one single-threaded onnxruntime session per core in
+    # parallel (SCANTUNE_ORT_LANES); threads are the requests waiting for them.
+    "inference": ServiceDef("service.inference:create_app()", 8001, workers=1, threads=16),
 }
 
 
