@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -17,6 +19,25 @@ class ApiError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+HTTP_ERROR = 5
+"""Exit code of every command whose request the API refused or could not be reached."""
+
+
+def guarded(
+    func: Callable[[argparse.Namespace, ApiClient], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Run `func` with a client from the arguments; API errors print and exit HTTP_ERROR."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args, ApiClient.from_args(args)))
+        except ApiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return HTTP_ERROR
+
+    return run
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:

@@ -11,14 +11,13 @@ from typing import Any
 
 import yaml
 
-from service.commands.client import ApiClient, ApiError, add_connection_args
+from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args, guarded
 
 SUCCEEDED = 0
 FAILED = 1
 USAGE = 2  # argparse's own code for bad arguments; also an unreadable job file
 CANCELLED = 3
 GATE_NOT_PASSED = 4
-HTTP_ERROR = 5
 WAIT_TIMEOUT = 6
 
 EXIT_CODES = f"""exit codes:
@@ -68,21 +67,8 @@ def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentPar
     )  # fmt: skip
     add_connection_args(parser)
     parser.add_argument("--json", action="store_true", help="print raw JSON")
-    parser.set_defaults(func=_guarded(func))
+    parser.set_defaults(func=guarded(func))
     return parser
-
-
-def _guarded(func: Any) -> Any:
-    """Turn API errors into a printed problem and the HTTP_ERROR exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args, ApiClient.from_args(args)))
-        except ApiError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return HTTP_ERROR
-
-    return run
 
 
 def run_submit(args: argparse.Namespace, api: ApiClient) -> int:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from service.commands.client import ApiClient, ApiError, add_connection_args
+from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
 
-OK, HTTP_ERROR = 0, 5
+OK = 0
 
 
 def register(subparsers: Any) -> None:
@@ -31,19 +30,8 @@ def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentPar
     )  # fmt: skip
     add_connection_args(parser)
     parser.add_argument("--json", action="store_true", help="print raw JSON")
-    parser.set_defaults(func=_guarded(func))
+    parser.set_defaults(func=guarded(func))
     return parser
-
-
-def _guarded(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args, ApiClient.from_args(args)))
-        except ApiError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return HTTP_ERROR
-
-    return run
 
 
 def run_list(args: argparse.Namespace, api: ApiClient) -> int:
