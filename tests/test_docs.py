@@ -32,6 +32,7 @@ def test_the_readme_documents_no_setting_that_does_not_exist():
     # Variables the CLI and tests read directly, not settings of a service.
     extra = {
         "SCANTUNE_URL",
+        "SCANTUNE_INFERENCE_URL",
         "SCANTUNE_API_KEY",
         "SCANTUNE_TEST_POSTGRES_URL",
         "SCANTUNE_TEST_DATA_DIR",
