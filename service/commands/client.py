@@ -40,11 +40,19 @@ def guarded(
     return run
 
 
-def add_connection_args(parser: argparse.ArgumentParser) -> None:
+def add_connection_args(
+    parser: argparse.ArgumentParser,
+    *,
+    service: str = "training",
+    url_env: str = "SCANTUNE_URL",
+    default_url: str = DEFAULT_URL,
+    timeout: float = 30.0,
+) -> None:
+    """--url, --api-key and --http-timeout, with defaults from the environment."""
     parser.add_argument(
         "--url",
-        default=os.environ.get("SCANTUNE_URL", DEFAULT_URL),
-        help=f"training API base URL (env SCANTUNE_URL; default {DEFAULT_URL})",
+        default=os.environ.get(url_env, default_url),
+        help=f"{service} API base URL (env {url_env}; default {default_url})",
     )
     parser.add_argument(
         "--api-key",
@@ -52,7 +60,10 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
         help="API key (env SCANTUNE_API_KEY); sent as 'Authorization: Bearer <key>'",
     )
     parser.add_argument(
-        "--http-timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)"
+        "--http-timeout",
+        type=float,
+        default=timeout,
+        help=f"seconds per HTTP request (default {timeout:g})",
     )
 
 

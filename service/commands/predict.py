@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands.client import ApiClient, ApiError
+from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args
 
 DEFAULT_URL = "http://127.0.0.1:8001"
-HTTP_ERROR = 5
 
 
 def register(subparsers: Any) -> None:
@@ -22,18 +20,14 @@ def register(subparsers: Any) -> None:
     selector = parser.add_mutually_exclusive_group()
     selector.add_argument("--version", type=int, help="an explicit version")
     selector.add_argument("--alias", help="an alias (default: the service's, production)")
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("SCANTUNE_INFERENCE_URL", DEFAULT_URL),
-        help=f"inference API base URL (env SCANTUNE_INFERENCE_URL; default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("SCANTUNE_API_KEY"),
-        help="API key with the 'predict' scope (env SCANTUNE_API_KEY)",
+    add_connection_args(
+        parser,
+        service="inference",
+        url_env="SCANTUNE_INFERENCE_URL",
+        default_url=DEFAULT_URL,
+        timeout=60.0,
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON response")
-    parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds (default 60)")
     parser.set_defaults(func=run_predict)
 
 
