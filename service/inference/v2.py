@@ -3,6 +3,7 @@
 `infer` takes the model's input tensor as FP32 (`shape` [N, C, size, size], data flat or
 nested, already preprocessed), or as BYTES: N base64-encoded scan files (PNG, JPEG, DICOM)
 that the service decodes and preprocesses like /v1. Outputs are the graph's tensors.
+Errors are the shared problem shape plus the protocol's `error` message member.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import math
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, json, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.auth import require
-from service.errors import BadRequest, NotFound, validation_errors
+from service.errors import PROBLEM_MEDIA_TYPE, BadRequest, NotFound, validation_errors
 from service.inference import services
 from service.inference.manager import LoadedModel
 from service.inference.predictor import Selector
@@ -58,6 +59,18 @@ def _start() -> None:
 
 
 bp.after_request(observe_prediction)
+
+
+@bp.after_app_request
+def _add_error_member(response: Response) -> Response:
+    """V2 clients (tritonclient, KServe's) read a failure's message from `error`: every problem
+    under /v2, routed or not, carries its detail there too, as an RFC 9457 extension member."""
+    under_v2 = request.path == bp.url_prefix or request.path.startswith(f"{bp.url_prefix}/")
+    if under_v2 and response.mimetype == PROBLEM_MEDIA_TYPE:
+        body = json.loads(response.get_data())
+        body["error"] = body["detail"]
+        response.set_data(json.dumps(body))
+    return response
 
 
 @bp.get("")
