@@ -4,7 +4,9 @@ Requests ask for a name and a version or alias; aliases resolve through a map th
 refreshes every `alias_poll_interval_s`. A promoted version is loaded in the background and
 only then swapped into the map, so requests never wait for it; requests already holding the
 previous version finish on it. A version whose ONNX bytes fail the card's sha256 is refused
-(`ArtifactCorrupt`) and the alias keeps pointing at the version that was serving.
+(`ArtifactCorrupt`) and the alias keeps pointing at the version that was serving; a failed
+version is not fetched again until its card changes or a doubling backoff (at most
+`MAX_RETRY_DELAY_S`) has passed, so a corrupt target is not re-downloaded on every poll.
 """
 
 from __future__ import annotations
@@ -34,10 +36,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("scantune.inference.models")
 
 Key = tuple[str, int]
+MAX_RETRY_DELAY_S = 300.0
 
 
 class ModelNotReady(ServiceUnavailable):
     title = "Model not ready"
+
+
+@dataclass
+class LoadFailure:
+    """A failed load, kept so the same artifact is not fetched again and again.
+
+    Its error is raised again until `retry_at`; from `recheck_at` on the card is re-read (at
+    most once per poll interval) and a changed card, a re-publish, is retried at once.
+    """
+
+    error: ServiceError
+    card: ModelCard | None
+    attempts: int
+    retry_at: float
+    recheck_at: float
 
 
 @dataclass(eq=False)
@@ -90,12 +108,19 @@ class LoadedModel:
 class ModelManager:
     """Finds, loads, caches (LRU) and refreshes models for the views; knows nothing of HTTP."""
 
-    def __init__(self, registry: Registry, settings: InferenceSettings) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: InferenceSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        self._clock = clock
         self._models: OrderedDict[Key, LoadedModel] = OrderedDict()
         self._aliases: dict[tuple[str, str], int] = {}
-        self._failures: dict[Key, tuple[float, ServiceError]] = {}
+        self._failures: dict[Key, LoadFailure] = {}
         self._key_locks: dict[Key, threading.Lock] = {}
         self._lock = threading.Lock()
         self._pending_preloads = list(settings.preload_models)
@@ -172,7 +197,7 @@ class ModelManager:
             model = self.cached(name, version)
             if model is not None:
                 return model
-            self._raise_recent_failure(key)
+            self._raise_known_failure(key)
             model = self._open(key)
             self._insert(key, model)  # before the lock goes: a waiter must find it cached
         return model
@@ -192,24 +217,40 @@ class ModelManager:
         finally:
             lock.release()
 
-    def _raise_recent_failure(self, key: Key) -> None:
-        """Within a poll interval of a failed load, fail fast with the same error."""
+    def _raise_known_failure(self, key: Key) -> None:
+        """Fail fast with a failed load's error until its retry is due or its card changes."""
         failure = self._failures.get(key)
-        if failure and time.monotonic() - failure[0] < self.settings.alias_poll_interval_s:
-            raise failure[1]
+        if failure is None:
+            return
+        now = self._clock()
+        if now >= failure.retry_at:
+            return
+        if now >= failure.recheck_at:
+            failure.recheck_at = now + self.settings.alias_poll_interval_s
+            if self._current_card(key) != failure.card:
+                return
+        raise failure.error
+
+    def _current_card(self, key: Key) -> ModelCard | None:
+        try:
+            return self.registry.get_card(*key)
+        except Exception:  # unreadable now: the retry reports why
+            return None
 
     def _open(self, key: Key) -> LoadedModel:
         name, version = key
         started = time.perf_counter()
+        card = None
         try:
+            card = self.registry.get_card(name, version)  # the failure's identity, if any
             artifact = self.registry.load(name, version)
             sessions = create_lane_sessions(artifact.onnx, self.settings)
         except ServiceError as exc:
-            self._record_failure(key, exc, type(exc).__name__)
+            self._record_failure(key, exc, type(exc).__name__, card)
             raise
         except Exception as exc:  # onnxruntime refuses the graph: report, don't crash
             err = ServiceUnavailable(f"model '{name}' version {version} cannot be opened: {exc}")
-            self._record_failure(key, err, type(exc).__name__)
+            self._record_failure(key, err, type(exc).__name__, card)
             raise err from exc
         seconds = time.perf_counter() - started
         model = LoadedModel(artifact.card.with_version(version), sessions, seconds)
@@ -240,12 +281,26 @@ class ModelManager:
         model.solo = solo
         model.batcher.set_solo(model.runner(solo))
 
-    def _record_failure(self, key: Key, exc: ServiceError, reason: str) -> None:
+    def _record_failure(
+        self, key: Key, exc: ServiceError, reason: str, card: ModelCard | None
+    ) -> None:
+        """Keep a failure with the card it was loaded under; retries back off while it holds."""
         if exc.status < 500:
             return  # unknown model/version: nothing failed to load
-        self._failures[key] = (time.monotonic(), exc)
+        previous = self._failures.get(key)
+        attempts = previous.attempts + 1 if previous and previous.card == card else 1
+        interval = self.settings.alias_poll_interval_s
+        delay = min(interval * 2 ** min(attempts, 16), max(interval, MAX_RETRY_DELAY_S))
+        now = self._clock()
+        self._failures[key] = LoadFailure(exc, card, attempts, now + delay, now + interval)
         metrics.LOAD_FAILURES.labels(key[0], reason).inc()
-        log.error("model=%s version=%s load failed: %s", key[0], key[1], exc.detail)
+        log.error(
+            "model=%s version=%s load failed (retry in %.0f s, or once re-published): %s",
+            key[0],
+            key[1],
+            delay,
+            exc.detail,
+        )
 
     def _insert(self, key: Key, model: LoadedModel) -> None:
         with self._lock:
