@@ -37,6 +37,7 @@ log = logging.getLogger("scantune.inference.models")
 
 Key = tuple[str, int]
 MAX_RETRY_DELAY_S = 300.0
+STOP_WAIT_S = 10.0
 
 
 class ModelNotReady(ServiceUnavailable):
@@ -127,6 +128,7 @@ class ModelManager:
         self._preload_errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._solo_builds: list[threading.Thread] = []  # under _lock; none start once stopping
 
     # lifecycle
     def start(self) -> None:
@@ -137,9 +139,19 @@ class ModelManager:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Join the background threads (at most `STOP_WAIT_S` in all), then close the models.
+
+        All-core session builds are joined too: a process exiting while onnxruntime builds a
+        session aborts ("terminate called without an active exception").
+        """
         self._stop.set()
-        for thread in list(self._threads):
-            thread.join(timeout=10)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            builds = list(self._solo_builds)  # complete: _build_solo starts none from now on
+        for thread in builds:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
             models = list(self._models.values())
             self._models.clear()
@@ -264,13 +276,22 @@ class ModelManager:
         metrics.LOAD_SECONDS.labels(name).observe(seconds)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
         if len(sessions) > 1:  # ready now; the all-core session for lone requests follows
-            thread = threading.Thread(
-                target=self._attach_solo, args=(model, artifact.onnx), daemon=True
-            )
-            thread.start()
-            # Joined on stop: a process exiting while onnxruntime builds a session aborts.
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            self._build_solo(model, artifact.onnx)
         return model
+
+    def _build_solo(self, model: LoadedModel, onnx: bytes) -> None:
+        """Build `model`'s all-core session in a thread that `stop` joins; none once stopping."""
+        thread = threading.Thread(
+            target=self._attach_solo,
+            args=(model, onnx),
+            name=f"solo-{model.name}-{model.version}",
+            daemon=True,
+        )
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._solo_builds = [t for t in self._solo_builds if t.is_alive()] + [thread]
+            thread.start()
 
     def _attach_solo(self, model: LoadedModel, onnx: bytes) -> None:
         try:
@@ -278,6 +299,8 @@ class ModelManager:
         except Exception as exc:  # lanes keep serving; only low-load latency suffers
             log.warning("model=%s all-core session not created: %s", model.name, exc)
             return
+        if self._stop.is_set():
+            return  # stopped while building: the model is being closed
         model.solo = solo
         model.batcher.set_solo(model.runner(solo))
 
@@ -317,6 +340,8 @@ class ModelManager:
     # background work
     def _preload_all(self) -> None:
         for entry in list(self._pending_preloads):
+            if self._stop.is_set():
+                return
             try:
                 name, version, alias = parse_model_ref(entry, self.settings.default_alias)
                 self.get(name, version=version, alias=alias)
