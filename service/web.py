@@ -1,4 +1,5 @@
-"""What both Flask apps share: request ids, body limits, errors, auth, health and metrics."""
+"""What both Flask apps share: request ids, body limits, JSON encoding, errors, auth, health
+and metrics."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from prometheus_client import (
 from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import KeyRing
 from service.config import CommonSettings
+from service.encoding import FiniteJSONProvider
 from service.errors import register_error_handlers
 
 log = logging.getLogger("scantune.access")
@@ -32,6 +34,7 @@ def create_base_app(import_name: str, settings: CommonSettings, *, service: str)
     """A Flask app with the shared plumbing installed; the caller adds its blueprints."""
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    app.json = FiniteJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[AUTH_EXTENSION] = KeyRing(settings.api_keys, disabled=settings.auth_disabled)
     app.extensions["scantune.readiness"] = {}

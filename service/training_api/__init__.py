@@ -19,7 +19,6 @@ from service.jobs.service import JobService
 from service.registry import Registry
 from service.storage import ArtifactStore, StoreError, open_store
 from service.training_api.catalog import Catalog
-from service.training_api.encoding import FiniteJSONProvider
 from service.training_api.metrics import observe_jobs
 from service.web import add_readiness_check, create_base_app
 
@@ -43,8 +42,6 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     settings = settings or TrainingSettings()
     logging.basicConfig(level=settings.log_level.upper())
     app = create_base_app(__name__, settings, service="training")
-    app.json = FiniteJSONProvider(app)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )

@@ -1,4 +1,5 @@
-"""JSON responses that stay valid JSON: NaN/Infinity (an undefined AUC, say) become null."""
+"""JSON responses that stay valid JSON: NaN/Infinity (an undefined AUC, a diverged model's
+probabilities) become null. Both services install it through `service.web.create_base_app`."""
 
 from __future__ import annotations
 
