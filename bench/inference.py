@@ -1,8 +1,8 @@
 """Inference benchmark: raw onnxruntime in-process (the limit) versus the service over HTTP.
 
 Not a test. One model (EfficientNet-Lite0 at 224 px, 1 channel, exported by the trainer's
-exporter: ImageNet-pretrained backbone, untrained 2-class head unless --onnx/--card are given)
-and the same 512x512 PNG for every request. Measures:
+exporter: ImageNet-pretrained backbone, untrained 2-class head) and the same 512x512 PNG for
+every request. Measures:
 
 - the limit: decode + preprocess + onnxruntime run in as many single-threaded processes as
   there are cores, summed (req/s);
@@ -11,11 +11,16 @@ and the same 512x512 PNG for every request. Measures:
 - cold start (process start to /readyz 200 with the model preloaded);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
-Bounded: every phase runs for a fixed time or request count, gunicorn is always stopped.
-The limit and the service are measured back to back in each of --rounds rounds, so a
-machine shared with other work loads both alike; ratios are per round, then the median.
+The load generator is wrk (a C client in its own process, so the service's share of the
+cores is not spent on the client; the limit has no client at all); without wrk on PATH, or
+with --client python, closed-loop Python threads on keep-alive connections instead.
 
-    python bench/inference.py --rounds 3 --seconds 10 --memory-requests 10000 --out bench.json
+The machine's speed drifts by tens of percent over minutes (shared virtual CPUs), so each
+figure is compared only with its reference measured right before it: every block runs the
+limit then the service at concurrency 8 and 32, then the single-image run then the service at
+concurrency 1, for --seconds each; ratios and differences are per block, then the median.
+
+    python bench/inference.py --blocks 6 --seconds 6 --memory-requests 10000 --out bench.json
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -180,7 +186,7 @@ class Server:
         cmd = [
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(args.workers), "--threads", str(args.threads),
-            "--worker-class", "gthread", "--keep-alive", "30", "--log-level", "warning",
+            "--worker-class", args.worker_class, "--keep-alive", "30", "--log-level", "warning",
             "service.inference:create_app()",
         ]  # fmt: skip
         self.started = time.perf_counter()
@@ -227,9 +233,57 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "failures": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f}\\n',
+    summary.requests, e.status + e.connect + e.read + e.write + e.timeout,
+    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
 def load(port: int, body: bytes, concurrency: int, *, seconds: float | None = None,
-         requests: int | None = None, on_progress: Any = None) -> dict[str, float]:  # fmt: skip
-    """Closed-loop clients on keep-alive connections; a fixed time or a fixed request count."""
+         requests: int | None = None, client: str = "wrk") -> dict[str, float]:  # fmt: skip
+    """Closed-loop load on keep-alive connections for a fixed time (wrk) or, with the Python
+    client, optionally a fixed request count."""
+    if client == "python":
+        return load_python(port, body, concurrency, seconds=seconds, requests=requests)
+    if seconds is None:
+        raise ValueError("wrk runs for a time, not a request count")
+    with tempfile.TemporaryDirectory(prefix="scantune-wrk-") as tmp:
+        script, body_file = Path(tmp) / "post.lua", Path(tmp) / "body"
+        script.write_text(WRK_SCRIPT)
+        body_file.write_bytes(body)
+        env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": CONTENT_TYPE}
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout",
+             "60s", "-s", str(script), f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    lines = [x for x in out.stdout.splitlines() if x.startswith("BENCH ")]
+    if not lines:
+        raise RuntimeError(f"wrk gave no figures:\n{out.stdout}\n{out.stderr}")
+    figures = json.loads(lines[0][len("BENCH ") :])
+    return {
+        "concurrency": concurrency,
+        "requests": figures["requests"],
+        "failures": figures["failures"],
+        "rps": figures["requests"] / figures["seconds"],
+        "p50_ms": figures["p50_ms"],
+        "p99_ms": figures["p99_ms"],
+    }
+
+
+def load_python(port: int, body: bytes, concurrency: int, *, seconds: float | None = None,
+                requests: int | None = None) -> dict[str, float]:  # fmt: skip
+    """The fallback client: Python threads, one keep-alive connection each."""
     path = f"/v1/models/{MODEL}:predict"
     headers = {"Content-Type": CONTENT_TYPE}
     latencies: list[float] = []
@@ -254,8 +308,6 @@ def load(port: int, body: bytes, concurrency: int, *, seconds: float | None = No
                 latencies.append(elapsed)
                 if response.status != 200:
                     failures[0] += 1
-                if on_progress is not None:
-                    on_progress(len(latencies))
         conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -307,15 +359,18 @@ def main() -> int:
         uri = publish(model_dir, card, work / "artifacts")
         onnx = (model_dir / "model.onnx").read_bytes()
         results["loadavg_start"] = loadavg()
-        results["cold_start_s"] = [cold_start(uri, args, work / f"metrics{i}") for i in range(3)]
+        results["cold_start_s"] = [
+            cold_start(uri, args, work / f"metrics{i}") for i in range(args.cold_starts)
+        ]
         server = Server(uri, args, _mkdir(work / "metrics"))
         try:
             server.wait_ready()
-            load(server.port, body, 4, seconds=2)  # warm-up
-            results["rounds"] = [
-                one_round(server, onnx, card, png, body, args, cores) for _ in range(args.rounds)
+            load(server.port, body, 4, seconds=2, client=args.client)  # warm-up
+            results["blocks"] = [
+                one_block(server, onnx, card, png, body, args, cores) for _ in range(args.blocks)
             ]
-            results["memory"] = memory_run(server, body, args.memory_requests)
+            if args.memory_requests:
+                results["memory"] = memory_run(server, body, args)
         finally:
             server.stop()
         results["loadavg_end"] = loadavg()
@@ -327,12 +382,17 @@ def main() -> int:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="per phase and round")
-    parser.add_argument("--rounds", type=int, default=3, help="limit and service, alternated")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=6.0, help="per phase and block")
+    parser.add_argument("--blocks", type=int, default=6, help="interleaved measurement blocks")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32],
+                        help="compared with the limit (concurrency 1 always runs)")  # fmt: skip
+    parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--memory-requests", type=int, default=10_000)
+    parser.add_argument("--client", choices=["wrk", "python"],
+                        default="wrk" if shutil.which("wrk") else "python")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--intra-op", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--lanes", type=int, default=0, help="SCANTUNE_ORT_LANES (0: cores)")
     parser.add_argument("--no-arena", dest="arena", action="store_false",
@@ -362,56 +422,65 @@ def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path) -> float:
         server.stop()
 
 
-def one_round(server: Server, onnx: bytes, card: Any, png: bytes, body: bytes,
+def one_block(server: Server, onnx: bytes, card: Any, png: bytes, body: bytes,
               args: argparse.Namespace, cores: int) -> dict[str, Any]:  # fmt: skip
-    """The limit, the all-core single run and the service, back to back (same machine load)."""
+    """Each service figure right after its in-process reference (the same machine speed)."""
     row: dict[str, Any] = {"loadavg": loadavg()}
     row["limit"] = in_process(onnx, card, png, args.seconds, cores, 1)
+    row["http"] = [
+        load(server.port, body, c, seconds=args.seconds, client=args.client)
+        for c in args.concurrency
+    ]
     row["single_all_cores"] = in_process(onnx, card, png, args.seconds, 1, cores)
-    row["http"] = [load(server.port, body, c, seconds=args.seconds) for c in args.concurrency]
+    row["http_c1"] = load(server.port, body, 1, seconds=args.seconds, client=args.client)
     print(json.dumps(row), flush=True)
     return row
 
 
-def memory_run(server: Server, body: bytes, total: int) -> dict[str, Any]:
+def memory_run(server: Server, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    """RSS of every worker at the start and after each tenth of --memory-requests (concurrency
+    8; each tenth is timed from the rate of the one before, as wrk runs for a time)."""
     pids = server.worker_pids()
     samples = [[round(rss_mb(p), 1) for p in pids]]
-    step = max(1, total // 10)
-    marks = set(range(step, total + 1, step))
-
-    def progress(n: int) -> None:
-        if n in marks:
-            samples.append([round(rss_mb(p), 1) for p in pids])
-
-    figures = load(server.port, body, 8, requests=total, on_progress=progress)
-    return {"requests": figures["requests"], "failures": figures["failures"],
-            "rss_mb_per_worker": samples}  # fmt: skip
+    step = max(1, args.memory_requests // 10)
+    rate = load(server.port, body, 8, seconds=2, client=args.client)["rps"]
+    done = failures = 0
+    while done < args.memory_requests:
+        figures = load(server.port, body, 8, seconds=step / rate, requests=step,
+                       client=args.client)  # fmt: skip
+        done += figures["requests"]
+        failures += figures["failures"]
+        rate = figures["rps"]
+        samples.append([round(rss_mb(p), 1) for p in pids])
+    return {"requests": done, "failures": failures, "rss_mb_per_worker": samples}
 
 
 def summarise(results: dict[str, Any]) -> None:
     print(f"\ncores {results['cores']}, load average {results['loadavg_start']} -> "
-          f"{results['loadavg_end']}")  # fmt: skip
-    for i, row in enumerate(results["rounds"]):
+          f"{results['loadavg_end']}, client {results['config']['client']}")  # fmt: skip
+    for i, row in enumerate(results["blocks"]):
         limit, single = row["limit"]["rps"], row["single_all_cores"]["p50_ms"]
-        print(f"round {i + 1} (load {row['loadavg']}): limit {limit:.1f} req/s, "
+        print(f"block {i + 1} (load {row['loadavg']}): limit {limit:.1f} req/s, "
               f"single image all cores p50 {single:.1f} ms")  # fmt: skip
-        for h in row["http"]:
-            print(f"  HTTP c={h['concurrency']:>2}: {h['rps']:6.1f} req/s = "
-                  f"{h['rps'] / limit:.2f}x limit, p50 {h['p50_ms']:.1f} ms "
-                  f"({h['p50_ms'] - single:+.1f} vs single), p99 {h['p99_ms']:.1f} ms, "
+        for h in [row["http_c1"], *row["http"]]:
+            versus = (f"{h['p50_ms'] - single:+.1f} ms vs single" if h["concurrency"] == 1
+                      else f"{h['rps'] / limit:.2f}x limit")  # fmt: skip
+            print(f"  HTTP c={h['concurrency']:>2}: {h['rps']:6.1f} req/s ({versus}), "
+                  f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
                   f"failures {h['failures']}")  # fmt: skip
     for c in results["config"]["concurrency"]:
-        ratios = [h["rps"] / r["limit"]["rps"] for r in results["rounds"] for h in r["http"]
+        ratios = [h["rps"] / r["limit"]["rps"] for r in results["blocks"] for h in r["http"]
                   if h["concurrency"] == c]  # fmt: skip
-        print(f"median over rounds, c={c}: {statistics.median(ratios):.2f}x limit")
-    deltas = [r["http"][0]["p50_ms"] - r["single_all_cores"]["p50_ms"] for r in results["rounds"]]
-    print(f"median c={results['config']['concurrency'][0]} p50 minus single-image p50: "
-          f"{statistics.median(deltas):+.1f} ms")  # fmt: skip
+        print(f"c={c}: median {statistics.median(ratios):.2f}x limit "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    deltas = [r["http_c1"]["p50_ms"] - r["single_all_cores"]["p50_ms"] for r in results["blocks"]]
+    print(f"c=1 p50 minus single-image all-core p50: median {statistics.median(deltas):+.1f} ms "
+          f"(range {min(deltas):+.1f} to {max(deltas):+.1f})")  # fmt: skip
     print("cold start to ready (s):", [round(x, 3) for x in results["cold_start_s"]])
     memory = results.get("memory")
     if memory:
-        print(f"RSS per worker over {memory['requests']} requests (MB):",
-              memory["rss_mb_per_worker"])  # fmt: skip
+        print(f"RSS per worker over {memory['requests']} requests "
+              f"({memory['failures']} failed), MB:", memory["rss_mb_per_worker"])  # fmt: skip
 
 
 if __name__ == "__main__":
