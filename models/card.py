@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 CARD_FILE = "card.json"
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+"""What a published model may be called (a path segment in the artifact store)."""
 ONNX_FILE = "model.onnx"
 CARD_SCHEMA_VERSION = 1
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
-MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+from models.card import MODEL_NAME_PATTERN
 
 
 class _Spec(BaseModel):

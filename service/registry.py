@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.card import CARD_FILE, ONNX_FILE, ModelCard
-from models.spec import MODEL_NAME_PATTERN
+from models.card import CARD_FILE, MODEL_NAME_PATTERN, ONNX_FILE, ModelCard
 from service.errors import Conflict, NotFound, ServiceError
 from service.storage import ArtifactStore, ObjectNotFound
 

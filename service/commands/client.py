@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
+if TYPE_CHECKING:  # imported where used: `scantune serve` must start without it
+    import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -71,6 +72,8 @@ class ApiClient:
     def __init__(self, url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        import requests
+
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
         if api_key:
@@ -82,6 +85,8 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send one request; ApiError for a problem response or an unreachable service."""
+        import requests
+
         try:
             response = self.session.request(
                 method, f"{self.url}{path}", timeout=self.timeout, **kwargs

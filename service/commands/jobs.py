@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args, guarded
 
 SUCCEEDED = 0
@@ -72,6 +70,8 @@ def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentPar
 
 
 def run_submit(args: argparse.Namespace, api: ApiClient) -> int:
+    import yaml
+
     try:
         text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
         spec = yaml.safe_load(text)

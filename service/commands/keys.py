@@ -7,8 +7,6 @@ import json
 import secrets
 from typing import Any
 
-from service.auth import hash_key
-
 SCOPES = ("read", "jobs:write", "models:write", "predict")
 
 
@@ -22,6 +20,8 @@ def register(subparsers: Any) -> None:
 
 
 def entry(name: str, key: str, scopes: list[str]) -> dict[str, object]:
+    from service.auth import hash_key
+
     return {"name": name, "sha256": hash_key(key), "scopes": sorted(set(scopes))}
 
 

@@ -13,8 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from service.auth import hash_key
-
 
 @dataclass(frozen=True)
 class ServiceDef:
@@ -88,6 +86,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from service.auth import hash_key
+
     base = dict(os.environ)
     if args.no_auth:
         base["SCANTUNE_AUTH_DISABLED"] = "true"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import ValidationError
+if TYPE_CHECKING:  # imported where used: `scantune serve` must start without pydantic
+    from pydantic import ValidationError
 
 
 def register(subparsers: Any) -> None:
@@ -21,12 +21,17 @@ def register(subparsers: Any) -> None:
 
 
 def load_spec(path: Path) -> Any:
+    import yaml
+
     from models.spec import JobSpec
 
     return JobSpec.model_validate(yaml.safe_load(path.read_text()))
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import yaml
+    from pydantic import ValidationError
+
     from models.backbones import WeightsError
     from models.data import DataError
     from models.export import ExportError
