@@ -9,11 +9,13 @@ are logged with the request id.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, json
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+
+if TYPE_CHECKING:  # Flask is imported where responses are made: the error types stay
+    # importable without it (the inference worker loads models while Flask is still importing)
+    from flask import Flask, Response
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,8 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem+json response."""
+    from flask import Response, g, json
+
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + title.lower().replace(" ", "-"),
         "title": title,
@@ -135,6 +139,8 @@ def problem(
 
 def register_error_handlers(app: Flask) -> None:
     """Every error leaves as one problem shape."""
+    from flask import g
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:

@@ -10,17 +10,18 @@ import atexit
 import logging
 import warnings
 from dataclasses import dataclass
-
-from flask import Flask, current_app
+from typing import TYPE_CHECKING
 
 from service.config import InferenceSettings
 from service.inference.manager import ModelManager
 from service.inference.memory import limit_malloc_arenas
-from service.inference.predictor import Predictor
-from service.inference.uploads import InMemoryRequest
 from service.registry import Registry
 from service.storage import ArtifactStore, open_store
-from service.web import add_readiness_check, create_base_app
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from service.inference.predictor import Predictor
 
 EXTENSION = "scantune"
 
@@ -37,29 +38,36 @@ class InferenceServices:
 
 
 def create_app(settings: InferenceSettings | None = None) -> Flask:
-    """Build the inference app and start loading its preloaded models in the background."""
+    """Build the inference app and start loading its preloaded models in the background.
+
+    Loading starts before Flask and the views are imported: onnxruntime builds its session
+    without the GIL, so on a cold start the model loads while the web side imports.
+    """
     settings = settings or InferenceSettings()
     limit_malloc_arenas(settings.malloc_arena_max)
     logging.basicConfig(level=settings.log_level.upper())
     _keep_scan_content_out_of_logs()
-    app = create_base_app(__name__, settings, service="inference")
-    app.request_class = InMemoryRequest
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )
     registry = Registry(store)
     manager = ModelManager(registry, settings)
+    manager.start()
+    atexit.register(manager.stop)
+
+    from service.inference import v1, v2
+    from service.inference.predictor import Predictor
+    from service.inference.uploads import InMemoryRequest
+    from service.web import add_readiness_check, create_base_app
+
+    app = create_base_app(__name__, settings, service="inference")
+    app.request_class = InMemoryRequest
     app.extensions[EXTENSION] = InferenceServices(
         settings, store, registry, manager, Predictor(manager)
     )
-
-    from service.inference import v1, v2
-
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
-    manager.start()
-    atexit.register(manager.stop)
     return app
 
 
@@ -72,5 +80,7 @@ def _keep_scan_content_out_of_logs() -> None:
 
 def services() -> InferenceServices:
     """The current app's services (inside a request)."""
+    from flask import current_app
+
     found: InferenceServices = current_app.extensions[EXTENSION]
     return found
