@@ -168,7 +168,11 @@ def multipart_body(png: bytes) -> bytes:
 
 
 class Server:
-    def __init__(self, uri: str, args: argparse.Namespace, metrics_dir: Path) -> None:
+    """The service under gunicorn: started directly, or (entry "scantune") the way the image
+    and the chart start it, `scantune serve inference`, which execs the same gunicorn."""
+
+    def __init__(self, uri: str, args: argparse.Namespace, metrics_dir: Path,
+                 entry: str = "gunicorn") -> None:  # fmt: skip
         self.port = _free_port()
         env = {
             **os.environ,
@@ -189,6 +193,12 @@ class Server:
             "--worker-class", args.worker_class, "--keep-alive", "30", "--log-level", "warning",
             "service.inference:create_app()",
         ]  # fmt: skip
+        if entry == "scantune":
+            cmd = [
+                str(Path(sys.executable).with_name("scantune")), "serve", "inference",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(args.workers), "--threads", str(args.threads),
+            ]  # fmt: skip
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
 
@@ -359,9 +369,11 @@ def main() -> int:
         uri = publish(model_dir, card, work / "artifacts")
         onnx = (model_dir / "model.onnx").read_bytes()
         results["loadavg_start"] = loadavg()
-        results["cold_start_s"] = [
-            cold_start(uri, args, work / f"metrics{i}") for i in range(args.cold_starts)
-        ]
+        for entry in ("gunicorn", "scantune"):
+            results[f"cold_start_{entry}_s"] = [
+                cold_start(uri, args, work / f"metrics-{entry}{i}", entry)
+                for i in range(args.cold_starts)
+            ]
         server = Server(uri, args, _mkdir(work / "metrics"))
         try:
             server.wait_ready()
@@ -414,8 +426,8 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path) -> float:
-    server = Server(uri, args, _mkdir(metrics_dir))
+def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path, entry: str) -> float:
+    server = Server(uri, args, _mkdir(metrics_dir), entry)
     try:
         return server.wait_ready()
     finally:
@@ -476,7 +488,9 @@ def summarise(results: dict[str, Any]) -> None:
     deltas = [r["http_c1"]["p50_ms"] - r["single_all_cores"]["p50_ms"] for r in results["blocks"]]
     print(f"c=1 p50 minus single-image all-core p50: median {statistics.median(deltas):+.1f} ms "
           f"(range {min(deltas):+.1f} to {max(deltas):+.1f})")  # fmt: skip
-    print("cold start to ready (s):", [round(x, 3) for x in results["cold_start_s"]])
+    for entry in ("gunicorn", "scantune"):
+        figures = [round(x, 3) for x in results[f"cold_start_{entry}_s"]]
+        print(f"cold start to ready, {entry} (s):", figures)
     memory = results.get("memory")
     if memory:
         print(f"RSS per worker over {memory['requests']} requests "
