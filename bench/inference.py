@@ -409,7 +409,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lanes", type=int, default=0, help="SCANTUNE_ORT_LANES (0: cores)")
     parser.add_argument("--no-arena", dest="arena", action="store_false",
                         help="onnxruntime CPU memory arena off")  # fmt: skip
-    parser.add_argument("--max-batch-size", type=int, default=2)
+    parser.add_argument("--max-batch-size", type=int, default=1)
     parser.add_argument("--max-batch-wait-ms", type=float, default=2.0)
     parser.add_argument(
         "--raw", action="store_true", help="send the PNG as a raw image/png body, not multipart"

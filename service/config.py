@@ -146,7 +146,14 @@ class InferenceSettings(CommonSettings):
     alias_poll_interval_s: float = Field(
         default=5.0, gt=0, description="How often aliases are re-read to pick up promotions."
     )
-    max_batch_size: int = Field(default=16, ge=1, description="Micro-batching: largest batch.")
+    max_batch_size: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Micro-batching: largest batch. 1 suits CPU lanes (a single-threaded session costs"
+            " the same per image at any batch size); raise it for a GPU."
+        ),
+    )
     max_batch_wait_ms: float = Field(
         default=2.0, ge=0, description="Micro-batching: longest a request waits for company."
     )
