@@ -2,6 +2,11 @@
 
 Scans never touch the disk: `InMemoryRequest` keeps every multipart file in a BytesIO, where
 Werkzeug would otherwise spool uploads over 500 kB to a temporary file.
+
+A well-formed multipart body (what HTTP client libraries send) is split in one pass over its
+bytes: Werkzeug's streaming parser takes about 0.6 ms for a 40 kB scan, a third of the
+service's own cost per request. Anything unusual (a preamble, bare LF line ends, a malformed
+header) goes to Werkzeug's parser, which yields the same parts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from flask import Request
+from werkzeug.http import parse_options_header
 
 from service.errors import BadRequest, UnsupportedMediaType
 
@@ -66,8 +72,24 @@ def read_uploads(request: Request, max_files: int) -> list[Upload]:
     return uploads
 
 
+@dataclass(frozen=True)
+class FilePart:
+    """A file part of a multipart body: its field, file name, content type and bytes."""
+
+    field: str
+    filename: str
+    mimetype: str
+    data: bytes
+
+
 def _from_multipart(request: Request) -> list[Upload]:
-    files = request.files.getlist(FILE_FIELD)
+    parts = split_multipart(request)
+    if parts is None:
+        parts = [
+            FilePart(field, f.filename or "", f.mimetype, f.read())
+            for field, f in request.files.items(multi=True)
+        ]
+    files = [part for part in parts if part.field == FILE_FIELD]
     if not files:
         raise BadRequest(f"multipart request without a '{FILE_FIELD}' field")
     uploads = []
@@ -77,8 +99,73 @@ def _from_multipart(request: Request) -> list[Upload]:
             raise UnsupportedMediaType(
                 f"{name}: content type {part.mimetype} is not a scan; send PNG, JPEG or DICOM"
             )
-        uploads.append(Upload(name, part.read()))
+        uploads.append(Upload(name, part.data))
     return uploads
+
+
+def split_multipart(request: Request) -> list[FilePart] | None:
+    """The file parts of a plain multipart body, found in one pass; None when the body is
+    anything but plain (Werkzeug's parser then reads it from the cached bytes).
+
+    Plain: the body opens with the delimiter, every part has CRLF header lines ending in a
+    blank line, every delimiter is followed by CRLF or the closing "--". Form fields (parts
+    without a filename) are skipped, as Werkzeug files them under `form`, not `files`.
+    """
+    boundary = request.mimetype_params.get("boundary", "")
+    if not 1 <= len(boundary) <= 70:
+        return None
+    body = request.get_data(cache=True)  # size-limited by the stream (413 past the limit)
+    try:
+        return _split(body, b"--" + boundary.encode("latin-1"))
+    except _NotPlain:
+        return None
+
+
+class _NotPlain(Exception):
+    """The body needs the general parser."""
+
+
+def _split(body: bytes, delimiter: bytes) -> list[FilePart]:
+    separator = b"\r\n" + delimiter
+    if not body.startswith(delimiter + b"\r\n"):
+        raise _NotPlain
+    parts: list[FilePart] = []
+    start = len(delimiter) + 2
+    while True:
+        end = body.find(separator, start)
+        head_end = body.find(b"\r\n\r\n", start, end)
+        if end < 0 or head_end < 0:
+            raise _NotPlain
+        part = _file_part(body[start:head_end], body[head_end + 4 : end])
+        if part is not None:
+            parts.append(part)
+        after = end + len(separator)
+        if body.startswith(b"--", after):
+            return parts  # the closing delimiter; an epilogue after it is ignored
+        if not body.startswith(b"\r\n", after):
+            raise _NotPlain
+        start = after + 2
+
+
+def _file_part(head: bytes, data: bytes) -> FilePart | None:
+    """The part with this header block, or None for a form field."""
+    headers: dict[str, str] = {}
+    try:
+        lines = head.decode("utf-8").split("\r\n") if head else []
+    except UnicodeDecodeError:
+        raise _NotPlain from None
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or line[0] in " \t":
+            raise _NotPlain
+        headers[name.lower()] = value.strip()
+    disposition, options = parse_options_header(headers.get("content-disposition"))
+    if disposition != "form-data" or "name" not in options:
+        raise _NotPlain
+    if "filename" not in options:
+        return None
+    mimetype = parse_options_header(headers.get("content-type"))[0]
+    return FilePart(options["name"], options["filename"], mimetype, data)
 
 
 def _from_json(body: Any) -> list[Upload]:
