@@ -122,6 +122,7 @@ class ModelManager:
         self._models: OrderedDict[Key, LoadedModel] = OrderedDict()
         self._aliases: dict[tuple[str, str], int] = {}
         self._failures: dict[Key, LoadFailure] = {}
+        self._stale_aliases: dict[tuple[str, str], str] = {}  # alias -> last reason logged
         self._key_locks: dict[Key, threading.Lock] = {}
         self._lock = threading.Lock()
         self._pending_preloads = list(settings.preload_models)
@@ -367,10 +368,16 @@ class ModelManager:
                     with self._lock:
                         self._aliases[(name, alias)] = target
                     log.info("alias %s@%s moved %s -> %s", name, alias, current, target)
+                self._stale_aliases.pop((name, alias), None)
             except Exception as exc:  # keep serving `current`; the failure is logged and counted
-                log.warning(
-                    "alias %s@%s not refreshed, still serving %s: %s", name, alias, current, exc
-                )
+                # once per reason: a refused version would otherwise warn every poll interval
+                repeated = self._stale_aliases.get((name, alias)) == str(exc)
+                self._stale_aliases[(name, alias)] = str(exc)
+                log.log(
+                    logging.DEBUG if repeated else logging.WARNING,
+                    "alias %s@%s not refreshed, still serving %s: %s",
+                    name, alias, current, exc,
+                )  # fmt: skip
         if self._preload_errors and not self._pending_preloads:
             self._pending_preloads.extend(self._preload_errors)
             self._preload_all()

@@ -3,6 +3,7 @@ is picked up, and the previous version serves meanwhile."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,19 @@ def test_a_republished_version_is_tried_at_the_next_poll(
     assert fetches.count(V2_ONNX) == 2
     assert manager.resolve_alias(MODEL, "production") == 2
     assert manager.get(MODEL).sha256 == trained.v1_card.onnx_sha256
+
+
+def test_a_refused_target_warns_once_not_every_poll(
+    manager: ModelManager,
+    registry: Registry,
+    trained: Trained,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    promote_corrupt_v2(registry, trained)
+    with caplog.at_level(logging.DEBUG, logger="scantune.inference.models"):
+        poll(manager, clock, 12)
+    stale = [r for r in caplog.records if "not refreshed" in r.getMessage()]
+    assert [r.levelno for r in stale].count(logging.WARNING) == 1
+    assert len(stale) >= 2  # the repeats are still there, at debug level
+    assert manager.get(MODEL).version == 1
