@@ -119,6 +119,12 @@ class TrainingSettings(CommonSettings):
         default_factory=list, description="JSON list of pod tolerations (e.g. for GPU taints)."
     )
     k8s_gpu_resource: str = Field(default="nvidia.com/gpu", description="GPU resource name.")
+    k8s_run_as_user: int = Field(
+        default=10001, ge=1, description="Non-root uid of job pods: the trainer image's user."
+    )
+    k8s_run_as_group: int = Field(
+        default=10001, ge=0, description="Group (and fsGroup) of job pods: the image's group."
+    )
     k8s_backoff_limit: int = Field(default=0, ge=0, description="Pod retries inside a Job.")
     k8s_active_deadline_s: int = Field(default=6 * 3600, gt=0, description="Job time limit.")
     k8s_ttl_after_finished_s: int = Field(default=3600, ge=0, description="Job cleanup delay.")

@@ -132,6 +132,45 @@ def container_env(manifests: list[Manifest], container: Manifest) -> dict[str, s
     return env
 
 
+# Volume types the "restricted" Pod Security Standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def assert_restricted(pod: Manifest, where: str) -> None:
+    """The pod spec passes the "restricted" Pod Security Standard, which hospital clusters
+    enforce on every namespace (the checks that concern fields our pods could set; AppArmor,
+    SELinux, sysctls and /proc mounts are left at their defaults by everything we render)."""
+    context = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key), f"{where}: {key}"
+    assert context.get("runAsUser") != 0, f"{where}: runAsUser 0"
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        assert kinds <= RESTRICTED_VOLUMES, f"{where}: volume {volume['name']} is {kinds}"
+    for container in pod["containers"] + pod.get("initContainers", []):
+        security = container.get("securityContext", {})
+        merged = {**context, **security}
+        assert merged.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+        assert merged.get("runAsUser", 1) != 0, f"{where}: runAsUser 0"
+        seccomp = merged.get("seccompProfile", {}).get("type")
+        assert seccomp in ("RuntimeDefault", "Localhost"), f"{where}: seccomp {seccomp}"
+        assert security.get("allowPrivilegeEscalation") is False, f"{where}: privilege escalation"
+        assert not security.get("privileged"), f"{where}: privileged"
+        capabilities = security.get("capabilities", {})
+        assert "ALL" in capabilities.get("drop", []), f"{where}: capabilities not dropped"
+        assert set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"}, f"{where}: capabilities"
+        assert not any(p.get("hostPort") for p in container.get("ports", [])), f"{where}: port"
+
+
 def settings_from(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None], cls: type[Any]
 ) -> Any:
@@ -273,6 +312,9 @@ def test_api_settings_parse_and_carry_the_job_template(
     assert settings.k8s_node_selector == trainer["nodeSelector"]
     assert settings.k8s_tolerations == trainer["tolerations"]
     assert settings.k8s_gpu_resource == trainer["gpuResource"]
+    # Job pods run as the same user as the chart's own pods.
+    assert settings.k8s_run_as_user == pod["securityContext"]["runAsUser"]
+    assert settings.k8s_run_as_group == pod["securityContext"]["runAsGroup"]
     assert settings.k8s_active_deadline_s == trainer["activeDeadlineSeconds"]
     assert settings.k8s_namespace == trainer["namespace"]
     assert str(settings.weights_dir) == trainer["weightsDir"]
@@ -285,7 +327,7 @@ def test_the_job_the_api_creates_is_valid_and_finds_what_it_needs(
 ) -> None:
     """Build the Job with the real launcher from the chart's settings, then check it."""
     k8s = pytest.importorskip("kubernetes", reason="the kubernetes client is in the train extra")
-    from service.jobs.launchers.kubernetes import KubernetesLauncher
+    from service.jobs.launchers.kubernetes import POD_WORK_DIR, KubernetesLauncher
     from service.jobs.tables import JobRow
 
     manifests = render(PRODUCTION)
@@ -312,6 +354,16 @@ def test_the_job_the_api_creates_is_valid_and_finds_what_it_needs(
     assert container["resources"]["limits"][trainer["gpuResource"]] == "1"
     assert pod["nodeSelector"] == trainer["nodeSelector"]
     assert [t.get("tolerationSeconds") for t in pod["tolerations"]] == [None, 300]
+
+    # Locked down like the chart's pods: "restricted", read-only root, scratch in emptyDirs.
+    assert_restricted(pod, "job pod")
+    api_pod = deployment(manifests, "api")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == api_pod["securityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for path in ("/tmp", POD_WORK_DIR):
+        assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}, path
 
     # Everything the Job names exists in its namespace, and the API may create it there.
     here = [m for m in manifests if namespace_of(m) == namespace_of(job)]
@@ -425,8 +477,7 @@ def test_pods_are_locked_down(variant: tuple[str, list[Manifest]]) -> None:
     name, manifests = variant
     for dep in find(manifests, "Deployment"):
         pod = dep["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] != 0
+        assert_restricted(pod, f"{name}: {dep['metadata']['name']}")
         volumes = {v["name"]: v for v in pod["volumes"]}
         for container in pod["containers"]:
             security = container["securityContext"]

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from service.cli import build_parser
 from service.commands.serve import SERVICES
+from service.config import TrainingSettings
 from tests.deploy.conftest import CHART, REPO
 
 TARGETS = {"api": "training", "trainer": None, "inference": "inference"}
@@ -187,6 +189,17 @@ def test_runs_as_the_chart_user_not_root(dockerfile: Dockerfile, target: str) ->
     assert dockerfile.inherited(target, "WORKDIR") == "/app"
     runs = " ".join(run for stage in dockerfile.lineage(target) for run in stage.all("RUN"))
     assert "mkdir -p /app/var" in runs and "chown scantune:scantune /app/var" in runs
+
+
+def test_job_pods_run_as_the_trainer_image_user(dockerfile: Dockerfile) -> None:
+    """The launcher's defaults and the chart's trainer values are the trainer image's user."""
+    user = dockerfile.inherited("trainer", "USER")
+    assert user is not None
+    uid, gid = (int(part) for part in user.split(":"))
+    settings = TrainingSettings.model_fields
+    assert (settings["k8s_run_as_user"].default, settings["k8s_run_as_group"].default) == (uid, gid)
+    trainer = yaml.safe_load((CHART / "values.yaml").read_text())["trainer"]
+    assert (trainer["runAsUser"], trainer["runAsGroup"]) == (uid, gid)
 
 
 # -- what each target installs ---------------------------------------------------------------

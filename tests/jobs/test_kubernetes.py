@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from models.spec import JobSpec
 from service.config import TrainingSettings
@@ -110,7 +111,14 @@ def expected_job(job: JobRow, *, resources: dict[str, Any]) -> dict[str, Any]:
                     "tolerations": [
                         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
                     ],
-                    "volumes": [{"name": "work", "emptyDir": {}}],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
                     "containers": [
                         {
                             "name": "runner",
@@ -120,8 +128,15 @@ def expected_job(job: JobRow, *, resources: dict[str, Any]) -> dict[str, Any]:
                             "envFrom": [{"secretRef": {"name": "scantune-runner-env"}}],
                             "resources": resources,
                             "volumeMounts": [
-                                {"name": "work", "mountPath": "/var/lib/scantune/work"}
+                                {"name": "work", "mountPath": "/var/lib/scantune/work"},
+                                {"name": "tmp", "mountPath": "/tmp"},
                             ],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "privileged": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
                         }
                     ],
                 },
@@ -163,6 +178,37 @@ def test_cpu_job_asks_for_no_gpu(
     ]
     assert resources == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
     store.close()
+
+
+def test_job_pods_run_as_the_configured_user(
+    settings_env: Callable[..., TrainingSettings],
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    """A trainer image built with another user: the uid and group follow the settings."""
+    settings = settings_env(
+        launcher="kubernetes",
+        k8s_in_cluster=False,
+        k8s_namespace=NS,
+        k8s_run_as_user=2000,
+        k8s_run_as_group=3000,
+    )
+    store, job = claimed_job(settings, make_spec())
+    KubernetesLauncher(settings).launch(job)
+    pod = standin.calls("POST")[0].body["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 2000,
+        "runAsGroup": 3000,
+        "fsGroup": 3000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    store.close()
+
+
+def test_root_is_refused(settings_env: Callable[..., TrainingSettings]) -> None:
+    with pytest.raises(ValidationError, match="k8s_run_as_user"):
+        settings_env(k8s_run_as_user=0)
 
 
 OOM = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}

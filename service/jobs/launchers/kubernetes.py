@@ -5,6 +5,12 @@ account, or the local kubeconfig) is loaded in exactly one place: `_api_client`.
 failures become job failures with a reason: OOMKilled → oom_killed, image pull errors →
 image_pull_failed, the Job's deadline → deadline_exceeded (none retried: another attempt
 would fail the same way); an evicted pod or a lost node is retried like a dead runner.
+
+Job pods pass the Pod Security "restricted" profile, hardened like the chart's Deployments:
+the image's non-root user, RuntimeDefault seccomp, no capabilities, a read-only root
+filesystem. The runner writes only under its work dir and /tmp (tempfile, MPLCONFIGDIR set by
+the image), both emptyDirs; HOME is the read-only /app, as in the api container, which runs
+the same runner under the local launcher.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ APP_NAME = "scantune-trainer"
 JOB_ID_LABEL = "scantune.dev/job-id"
 ATTEMPT_LABEL = "scantune.dev/attempt"
 POD_WORK_DIR = "/var/lib/scantune/work"
+# emptyDir volume name -> mount path: all the runner writes under its read-only root.
+SCRATCH = {"work": POD_WORK_DIR, "tmp": "/tmp"}
 IMAGE_PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError"}
 # Settings the pod needs that are not secret; secrets come from `k8s_env_secret`.
@@ -93,26 +101,14 @@ class KubernetesLauncher(Launcher):
             JOB_ID_LABEL: job.id,
             ATTEMPT_LABEL: str(job.attempts),
         }
-        container = m.V1Container(
-            name="runner",
-            image=s.k8s_image,
-            command=["python", "-m", "service.jobs.runner", job.id],
-            env=[m.V1EnvVar(name=k, value=v) for k, v in self._pod_env().items()],
-            env_from=(
-                [m.V1EnvFromSource(secret_ref=m.V1SecretEnvSource(name=s.k8s_env_secret))]
-                if s.k8s_env_secret
-                else None
-            ),
-            resources=self._resources(job),
-            volume_mounts=[m.V1VolumeMount(name="work", mount_path=POD_WORK_DIR)],
-        )
         pod = m.V1PodSpec(
             restart_policy="Never",
-            containers=[container],
+            containers=[self._container(job)],
             service_account_name=s.k8s_service_account,
             node_selector=s.k8s_node_selector or None,
             tolerations=[m.V1Toleration(**_toleration(t)) for t in s.k8s_tolerations] or None,
-            volumes=[m.V1Volume(name="work", empty_dir=m.V1EmptyDirVolumeSource())],
+            security_context=self._pod_security(),
+            volumes=[m.V1Volume(name=n, empty_dir=m.V1EmptyDirVolumeSource()) for n in SCRATCH],
         )
         return m.V1Job(
             api_version="batch/v1",
@@ -124,6 +120,39 @@ class KubernetesLauncher(Launcher):
                 ttl_seconds_after_finished=s.k8s_ttl_after_finished_s,
                 template=m.V1PodTemplateSpec(metadata=m.V1ObjectMeta(labels=labels), spec=pod),
             ),
+        )
+
+    def _container(self, job: JobRow) -> Any:
+        m = _import_kubernetes().client
+        secret = self.settings.k8s_env_secret
+        return m.V1Container(
+            name="runner",
+            image=self.settings.k8s_image,
+            command=["python", "-m", "service.jobs.runner", job.id],
+            env=[m.V1EnvVar(name=k, value=v) for k, v in self._pod_env().items()],
+            env_from=(
+                [m.V1EnvFromSource(secret_ref=m.V1SecretEnvSource(name=secret))] if secret else None
+            ),
+            resources=self._resources(job),
+            volume_mounts=[m.V1VolumeMount(name=n, mount_path=p) for n, p in SCRATCH.items()],
+            security_context=m.V1SecurityContext(
+                allow_privilege_escalation=False,
+                privileged=False,
+                read_only_root_filesystem=True,
+                capabilities=m.V1Capabilities(drop=["ALL"]),
+            ),
+        )
+
+    def _pod_security(self) -> Any:
+        """The image's non-root user (the chart's pods use the same uid) and default seccomp."""
+        m = _import_kubernetes().client
+        s = self.settings
+        return m.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=s.k8s_run_as_user,
+            run_as_group=s.k8s_run_as_group,
+            fs_group=s.k8s_run_as_group,
+            seccomp_profile=m.V1SeccompProfile(type="RuntimeDefault"),
         )
 
     def _pod_env(self) -> dict[str, str]:
