@@ -253,17 +253,15 @@ class ModelManager:
     def _open(self, key: Key) -> LoadedModel:
         name, version = key
         started = time.perf_counter()
-        card = None
         try:
-            card = self.registry.get_card(name, version)  # the failure's identity, if any
             artifact = self.registry.load(name, version)
             sessions = create_lane_sessions(artifact.onnx, self.settings)
         except ServiceError as exc:
-            self._record_failure(key, exc, type(exc).__name__, card)
+            self._record_failure(key, exc, type(exc).__name__)
             raise
         except Exception as exc:  # onnxruntime refuses the graph: report, don't crash
             err = ServiceUnavailable(f"model '{name}' version {version} cannot be opened: {exc}")
-            self._record_failure(key, err, type(exc).__name__, card)
+            self._record_failure(key, err, type(exc).__name__)
             raise err from exc
         seconds = time.perf_counter() - started
         model = LoadedModel(artifact.card.with_version(version), sessions, seconds)
@@ -305,12 +303,14 @@ class ModelManager:
         model.solo = solo
         model.batcher.set_solo(model.runner(solo))
 
-    def _record_failure(
-        self, key: Key, exc: ServiceError, reason: str, card: ModelCard | None
-    ) -> None:
-        """Keep a failure with the card it was loaded under; retries back off while it holds."""
+    def _record_failure(self, key: Key, exc: ServiceError, reason: str) -> None:
+        """Keep a failure with the card it was loaded under; retries back off while it holds.
+
+        The card is read only here, on failure: a successful load costs no extra read.
+        """
         if exc.status < 500:
             return  # unknown model/version: nothing failed to load
+        card = self._current_card(key)
         previous = self._failures.get(key)
         attempts = previous.attempts + 1 if previous and previous.card == card else 1
         interval = self.settings.alias_poll_interval_s
