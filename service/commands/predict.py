@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args
+from service.commands.client import ApiClient, add_connection_args, guarded
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -28,10 +28,10 @@ def register(subparsers: Any) -> None:
         timeout=60.0,
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON response")
-    parser.set_defaults(func=run_predict)
+    parser.set_defaults(func=guarded(run_predict))
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
     params: dict[str, Any] = {}
     if args.version is not None:
         params["version"] = args.version
@@ -42,12 +42,7 @@ def run_predict(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    client = ApiClient(args.url, args.api_key, timeout=args.http_timeout)
-    try:
-        body = client.json("POST", f"/v1/models/{args.model}:predict", params=params, files=files)
-    except ApiError as exc:
-        print(str(exc), file=sys.stderr)
-        return HTTP_ERROR
+    body = api.json("POST", f"/v1/models/{args.model}:predict", params=params, files=files)
     print(json.dumps(body, indent=2) if args.json else format_table(body))
     return 0
 
