@@ -7,7 +7,10 @@ every request. Measures:
 - the limit: decode + preprocess + onnxruntime run in as many single-threaded processes as
   there are cores, summed (req/s);
 - an in-process single-image run using all cores (p50), the reference for concurrency 1;
-- the service under gunicorn over loopback HTTP at concurrency 1, 8, 32: req/s, p50, p99;
+- the service under gunicorn over loopback HTTP at concurrency 1, 8, 32: req/s, p50, p99,
+  and its CPU time per request at each concurrency (all gunicorn processes, from /proc);
+- the reference the issue names, a minimal Flask classifier (`bench/minimal_app.py`, 2 sync
+  workers per 2 cores) at concurrency 8, so every run shows what the bare framework reaches;
 - cold start (process start to /readyz 200 with the model preloaded);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
@@ -125,12 +128,13 @@ def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, thre
 
     for _ in range(5):
         once()
+    cpu = time.process_time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         once()
         latencies.append(time.perf_counter() - started)
-    queue.put(latencies)
+    queue.put((latencies, time.process_time() - cpu))
 
 
 def in_process(onnx: bytes, card: Any, png: bytes, seconds: float, procs: int,
@@ -145,14 +149,16 @@ def in_process(onnx: bytes, card: Any, png: bytes, seconds: float, procs: int,
     ]
     for w in workers:
         w.start()
-    results = [queue.get(timeout=seconds + 120) for _ in workers]
+    outcomes = [queue.get(timeout=seconds + 120) for _ in workers]
     for w in workers:
         w.join(timeout=30)
+    results = [latencies for latencies, _ in outcomes]
     all_lat = [x for r in results for x in r]
     return {
         "rps": sum(len(r) / sum(r) for r in results),
         "p50_ms": statistics.median(all_lat) * 1000,
         "p99_ms": percentile(all_lat, 99) * 1000,
+        "cpu_ms": sum(cpu for _, cpu in outcomes) * 1000 / len(all_lat),
     }
 
 
@@ -228,12 +234,50 @@ class Server:
         )
         return [int(p) for p in out.stdout.split()]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the gunicorn master and its workers so far."""
+        return sum(process_cpu_s(p) for p in [self.proc.pid, *self.worker_pids()])
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class MinimalServer(Server):
+    """`bench/minimal_app.py` under gunicorn: one sync worker per core, like the limit."""
+
+    def __init__(self, onnx_path: Path, card_path: Path, cores: int) -> None:
+        self.port = _free_port()
+        env = {**os.environ, "BENCH_ONNX": str(onnx_path), "BENCH_CARD": str(card_path)}
+        cmd = [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(cores), "--worker-class", "sync", "--log-level", "warning",
+            "bench.minimal_app:app",
+        ]  # fmt: skip
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        deadline = self.started + timeout
+        while time.perf_counter() < deadline:
+            try:
+                if self.get("/")[0] == 404:  # serving; the app has no other route
+                    return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("the minimal classifier never started")
+
+
+def process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # exited between listing and reading
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -374,17 +418,28 @@ def main() -> int:
                 cold_start(uri, args, work / f"metrics-{entry}{i}", entry)
                 for i in range(args.cold_starts)
             ]
+        minimal = None
+        if args.minimal:
+            card_path = work / "card.json"
+            card_path.write_text(card.to_json())
+            minimal = MinimalServer(model_dir / "model.onnx", card_path, cores)
         server = Server(uri, args, _mkdir(work / "metrics"))
         try:
             server.wait_ready()
             load(server.port, body, 4, seconds=2, client=args.client)  # warm-up
+            if minimal is not None:
+                minimal.wait_ready()
+                load(minimal.port, body, 4, seconds=2, client=args.client)
             results["blocks"] = [
-                one_block(server, onnx, card, png, body, args, cores) for _ in range(args.blocks)
+                one_block(server, minimal, onnx, card, png, body, args, cores)
+                for _ in range(args.blocks)
             ]
             if args.memory_requests:
                 results["memory"] = memory_run(server, body, args)
         finally:
             server.stop()
+            if minimal is not None:
+                minimal.stop()
         results["loadavg_end"] = loadavg()
     summarise(results)
     if args.out:
@@ -414,6 +469,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--raw", action="store_true", help="send the PNG as a raw image/png body, not multipart"
     )
+    parser.add_argument("--no-minimal", dest="minimal", action="store_false",
+                        help="skip the minimal Flask classifier reference")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     global CONTENT_TYPE
@@ -434,19 +491,28 @@ def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path, entry: str
         server.stop()
 
 
-def one_block(server: Server, onnx: bytes, card: Any, png: bytes, body: bytes,
-              args: argparse.Namespace, cores: int) -> dict[str, Any]:  # fmt: skip
+def one_block(server: Server, minimal: MinimalServer | None, onnx: bytes, card: Any,
+              png: bytes, body: bytes, args: argparse.Namespace,
+              cores: int) -> dict[str, Any]:  # fmt: skip
     """Each service figure right after its in-process reference (the same machine speed)."""
     row: dict[str, Any] = {"loadavg": loadavg()}
     row["limit"] = in_process(onnx, card, png, args.seconds, cores, 1)
-    row["http"] = [
-        load(server.port, body, c, seconds=args.seconds, client=args.client)
-        for c in args.concurrency
-    ]
+    row["http"] = [measured(server, body, c, args) for c in args.concurrency]
+    if minimal is not None:
+        row["minimal_c8"] = measured(minimal, body, 8, args)
     row["single_all_cores"] = in_process(onnx, card, png, args.seconds, 1, cores)
-    row["http_c1"] = load(server.port, body, 1, seconds=args.seconds, client=args.client)
+    row["http_c1"] = measured(server, body, 1, args)
     print(json.dumps(row), flush=True)
     return row
+
+
+def measured(server: Server, body: bytes, concurrency: int,
+             args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """`load`, plus the server's CPU time per request over the run."""
+    before = server.cpu_seconds()
+    figures = load(server.port, body, concurrency, seconds=args.seconds, client=args.client)
+    figures["cpu_ms"] = (server.cpu_seconds() - before) * 1000 / max(1, figures["requests"])
+    return figures
 
 
 def memory_run(server: Server, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
@@ -474,17 +540,30 @@ def summarise(results: dict[str, Any]) -> None:
         limit, single = row["limit"]["rps"], row["single_all_cores"]["p50_ms"]
         print(f"block {i + 1} (load {row['loadavg']}): limit {limit:.1f} req/s, "
               f"single image all cores p50 {single:.1f} ms")  # fmt: skip
-        for h in [row["http_c1"], *row["http"]]:
+        print(f"  limit CPU {row['limit']['cpu_ms']:.2f} ms per image")
+        rows = [("HTTP", row["http_c1"]), *(("HTTP", h) for h in row["http"])]
+        if "minimal_c8" in row:
+            rows.append(("minimal", row["minimal_c8"]))
+        for label, h in rows:
             versus = (f"{h['p50_ms'] - single:+.1f} ms vs single" if h["concurrency"] == 1
                       else f"{h['rps'] / limit:.2f}x limit")  # fmt: skip
-            print(f"  HTTP c={h['concurrency']:>2}: {h['rps']:6.1f} req/s ({versus}), "
+            print(f"  {label} c={h['concurrency']:>2}: {h['rps']:6.1f} req/s ({versus}), "
                   f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
-                  f"failures {h['failures']}")  # fmt: skip
+                  f"CPU {h['cpu_ms']:.2f} ms/request, failures {h['failures']}")  # fmt: skip
     for c in results["config"]["concurrency"]:
         ratios = [h["rps"] / r["limit"]["rps"] for r in results["blocks"] for h in r["http"]
                   if h["concurrency"] == c]  # fmt: skip
         print(f"c={c}: median {statistics.median(ratios):.2f}x limit "
               f"(range {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    minimal = [r["minimal_c8"]["rps"] / r["limit"]["rps"] for r in results["blocks"]
+               if "minimal_c8" in r]  # fmt: skip
+    if minimal:
+        print(f"minimal Flask classifier c=8: median {statistics.median(minimal):.2f}x limit "
+              f"(range {min(minimal):.2f}-{max(minimal):.2f})")  # fmt: skip
+    first = results["config"]["concurrency"][0]
+    extra = [r["http"][0]["cpu_ms"] - r["limit"]["cpu_ms"] for r in results["blocks"]]
+    print(f"service CPU per request beyond the limit's per image, c={first}: "
+          f"median {statistics.median(extra):+.2f} ms")  # fmt: skip
     deltas = [r["http_c1"]["p50_ms"] - r["single_all_cores"]["p50_ms"] for r in results["blocks"]]
     print(f"c=1 p50 minus single-image all-core p50: median {statistics.median(deltas):+.1f} ms "
           f"(range {min(deltas):+.1f} to {max(deltas):+.1f})")  # fmt: skip

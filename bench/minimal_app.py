@@ -1,0 +1,41 @@
+"""The reference point the inference issue names: a minimal Flask classifier under gunicorn.
+
+Not part of the service. `bench/inference.py` runs it beside the service, in the same blocks,
+so every run shows what the bare framework reaches against the same limit: Werkzeug's form
+parser, the trainer's `models.imaging` preprocessing, one single-threaded onnxruntime session
+per worker, `jsonify`. No auth, metrics, logging, model registry or error handling.
+
+    BENCH_ONNX=model.onnx BENCH_CARD=card.json gunicorn --workers 2 bench.minimal_app:app
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+from flask import Flask, Response, jsonify, request
+
+from models import imaging
+from models.card import ModelCard
+
+card = ModelCard.from_json(open(os.environ["BENCH_CARD"]).read())  # noqa: SIM115 - read once
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.inter_op_num_threads = 1
+options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+session = ort.InferenceSession(os.environ["BENCH_ONNX"], options, ["CPUExecutionProvider"])
+outputs = [o.name for o in session.get_outputs()]
+app = Flask(__name__)
+
+
+@app.post("/v1/models/<name>:predict")
+def predict(name: str) -> Response:
+    upload = request.files["file"]
+    batch = imaging.to_batch([imaging.decode(upload.read(), upload.filename or "")], card.input)
+    values = dict(zip(outputs, session.run(None, {card.outputs.input: batch}), strict=True))
+    probs = values[card.outputs.probabilities][0]
+    return jsonify(
+        label=card.classes[int(np.argmax(probs))],
+        probabilities={c: float(p) for c, p in zip(card.classes, probs, strict=True)},
+    )
