@@ -9,8 +9,10 @@ every request. Measures:
 - an in-process single-image run using all cores (p50), the reference for concurrency 1;
 - the service under gunicorn over loopback HTTP at concurrency 1, 8, 32: req/s, p50, p99,
   and its CPU time per request at each concurrency (all gunicorn processes, from /proc);
-- the reference the issue names, a minimal Flask classifier (`bench/minimal_app.py`, 2 sync
-  workers per 2 cores) at concurrency 8, so every run shows what the bare framework reaches;
+- two references at concurrency 8, so every run shows what a framework and gunicorn alone
+  reach: the one the issue names, a minimal Flask classifier (`bench/minimal_app.py`, one sync
+  worker per core), and the framework-free ceiling, a bare WSGI classifier
+  (`bench/bare_app.py`, one gthread worker) that no app under gunicorn can beat;
 - cold start (process start to /readyz 200 with the model preloaded);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
@@ -49,6 +51,10 @@ MODEL = "bench-lite0"
 IMAGE = REPO / "tests" / "data" / "images" / "big_pneumonia_1.png"
 BOUNDARY = "scantunebench"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+REFERENCES = {  # the reference classifiers run beside the service, by label
+    "minimal": "minimal Flask classifier",
+    "bare": "bare WSGI classifier (the ceiling under gunicorn)",
+}
 
 
 # --- the model ----------------------------------------------------------------------------
@@ -246,16 +252,16 @@ class Server:
             self.proc.kill()
 
 
-class MinimalServer(Server):
-    """`bench/minimal_app.py` under gunicorn: one sync worker per core, like the limit."""
+class ReferenceServer(Server):
+    """A reference classifier of `bench/` under gunicorn (no service features), serving 404
+    everywhere but its predict route."""
 
-    def __init__(self, onnx_path: Path, card_path: Path, cores: int) -> None:
+    def __init__(self, app: str, onnx_path: Path, card_path: Path, gunicorn: list[str]) -> None:
         self.port = _free_port()
         env = {**os.environ, "BENCH_ONNX": str(onnx_path), "BENCH_CARD": str(card_path)}
         cmd = [
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(cores), "--worker-class", "sync", "--log-level", "warning",
-            "bench.minimal_app:app",
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *gunicorn,
+            "--keep-alive", "30", "--log-level", "warning", app,
         ]  # fmt: skip
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
@@ -264,12 +270,25 @@ class MinimalServer(Server):
         deadline = self.started + timeout
         while time.perf_counter() < deadline:
             try:
-                if self.get("/")[0] == 404:  # serving; the app has no other route
+                if self.get("/")[0] == 404:  # serving; only the predict route exists
                     return time.perf_counter() - self.started
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError("the minimal classifier never started")
+        raise TimeoutError(f"reference classifier {self.proc.args[-1]} never started")
+
+
+def references(model_dir: Path, card_path: Path, cores: int) -> dict[str, ReferenceServer]:
+    """The minimal Flask classifier (one sync worker per core, as the issue's figure) and the
+    framework-free WSGI ceiling (one gthread worker, two threads per core, one session)."""
+    onnx = model_dir / "model.onnx"
+    return {
+        "minimal": ReferenceServer("bench.minimal_app:app", onnx, card_path,
+                                   ["--workers", str(cores), "--worker-class", "sync"]),
+        "bare": ReferenceServer("bench.bare_app:app", onnx, card_path,
+                                ["--workers", "1", "--worker-class", "gthread",
+                                 "--threads", str(2 * cores)]),
+    }  # fmt: skip
 
 
 def process_cpu_s(pid: int) -> float:
@@ -418,28 +437,28 @@ def main() -> int:
                 cold_start(uri, args, work / f"metrics-{entry}{i}", entry)
                 for i in range(args.cold_starts)
             ]
-        minimal = None
-        if args.minimal:
+        refs: dict[str, ReferenceServer] = {}
+        if args.references:
             card_path = work / "card.json"
             card_path.write_text(card.to_json())
-            minimal = MinimalServer(model_dir / "model.onnx", card_path, cores)
+            refs = references(model_dir, card_path, cores)
         server = Server(uri, args, _mkdir(work / "metrics"))
         try:
             server.wait_ready()
             load(server.port, body, 4, seconds=2, client=args.client)  # warm-up
-            if minimal is not None:
-                minimal.wait_ready()
-                load(minimal.port, body, 4, seconds=2, client=args.client)
+            for ref in refs.values():
+                ref.wait_ready()
+                load(ref.port, body, 4, seconds=2, client=args.client)
             results["blocks"] = [
-                one_block(server, minimal, onnx, card, png, body, args, cores)
+                one_block(server, refs, onnx, card, png, body, args, cores)
                 for _ in range(args.blocks)
             ]
             if args.memory_requests:
                 results["memory"] = memory_run(server, body, args)
         finally:
             server.stop()
-            if minimal is not None:
-                minimal.stop()
+            for ref in refs.values():
+                ref.stop()
         results["loadavg_end"] = loadavg()
     summarise(results)
     if args.out:
@@ -469,8 +488,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--raw", action="store_true", help="send the PNG as a raw image/png body, not multipart"
     )
-    parser.add_argument("--no-minimal", dest="minimal", action="store_false",
-                        help="skip the minimal Flask classifier reference")  # fmt: skip
+    parser.add_argument("--no-references", dest="references", action="store_false",
+                        help="skip the minimal Flask and bare WSGI references")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     global CONTENT_TYPE
@@ -491,15 +510,15 @@ def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path, entry: str
         server.stop()
 
 
-def one_block(server: Server, minimal: MinimalServer | None, onnx: bytes, card: Any,
+def one_block(server: Server, refs: dict[str, ReferenceServer], onnx: bytes, card: Any,
               png: bytes, body: bytes, args: argparse.Namespace,
               cores: int) -> dict[str, Any]:  # fmt: skip
     """Each service figure right after its in-process reference (the same machine speed)."""
     row: dict[str, Any] = {"loadavg": loadavg()}
     row["limit"] = in_process(onnx, card, png, args.seconds, cores, 1)
     row["http"] = [measured(server, body, c, args) for c in args.concurrency]
-    if minimal is not None:
-        row["minimal_c8"] = measured(minimal, body, 8, args)
+    for label, ref in refs.items():
+        row[f"{label}_c8"] = measured(ref, body, 8, args)
     row["single_all_cores"] = in_process(onnx, card, png, args.seconds, 1, cores)
     row["http_c1"] = measured(server, body, 1, args)
     print(json.dumps(row), flush=True)
@@ -542,8 +561,7 @@ def summarise(results: dict[str, Any]) -> None:
               f"single image all cores p50 {single:.1f} ms")  # fmt: skip
         print(f"  limit CPU {row['limit']['cpu_ms']:.2f} ms per image")
         rows = [("HTTP", row["http_c1"]), *(("HTTP", h) for h in row["http"])]
-        if "minimal_c8" in row:
-            rows.append(("minimal", row["minimal_c8"]))
+        rows += [(label, row[f"{label}_c8"]) for label in REFERENCES if f"{label}_c8" in row]
         for label, h in rows:
             versus = (f"{h['p50_ms'] - single:+.1f} ms vs single" if h["concurrency"] == 1
                       else f"{h['rps'] / limit:.2f}x limit")  # fmt: skip
@@ -555,11 +573,12 @@ def summarise(results: dict[str, Any]) -> None:
                   if h["concurrency"] == c]  # fmt: skip
         print(f"c={c}: median {statistics.median(ratios):.2f}x limit "
               f"(range {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
-    minimal = [r["minimal_c8"]["rps"] / r["limit"]["rps"] for r in results["blocks"]
-               if "minimal_c8" in r]  # fmt: skip
-    if minimal:
-        print(f"minimal Flask classifier c=8: median {statistics.median(minimal):.2f}x limit "
-              f"(range {min(minimal):.2f}-{max(minimal):.2f})")  # fmt: skip
+    for label, title in REFERENCES.items():
+        ratios = [r[f"{label}_c8"]["rps"] / r["limit"]["rps"] for r in results["blocks"]
+                  if f"{label}_c8" in r]  # fmt: skip
+        if ratios:
+            print(f"{title} c=8: median {statistics.median(ratios):.2f}x limit "
+                  f"(range {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     first = results["config"]["concurrency"][0]
     extra = [r["http"][0]["cpu_ms"] - r["limit"]["cpu_ms"] for r in results["blocks"]]
     print(f"service CPU per request beyond the limit's per image, c={first}: "

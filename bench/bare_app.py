@@ -1,0 +1,51 @@
+"""The framework-free ceiling: the cheapest classifier gunicorn can serve over HTTP.
+
+Not part of the service. `bench/inference.py` runs it beside the service, in the same blocks,
+to show what is left between the limit and *any* Python app under gunicorn: a bare WSGI
+callable that slices the one file out of the multipart body, decodes and preprocesses it with
+the trainer's `models.imaging`, runs one single-threaded onnxruntime session (shared by the
+worker's threads, so as many runs overlap as there are threads on cores) and writes a small
+JSON body. No framework, routing, validation, auth, metrics, logging or error handling.
+
+    BENCH_ONNX=model.onnx BENCH_CARD=card.json \
+        gunicorn --worker-class gthread --threads 4 bench.bare_app:app
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import onnxruntime as ort
+
+from models import imaging
+from models.card import ModelCard
+
+card = ModelCard.from_json(open(os.environ["BENCH_CARD"]).read())  # noqa: SIM115 - read once
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.inter_op_num_threads = 1
+options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+session = ort.InferenceSession(os.environ["BENCH_ONNX"], options, ["CPUExecutionProvider"])
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["REQUEST_METHOD"] != "POST" or not environ["PATH_INFO"].endswith(":predict"):
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return [b""]
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start = body.index(b"\r\n\r\n") + 4  # the first part's content: the bench sends one file
+    scan = body[start : body.rindex(b"\r\n--", start)]
+    batch = imaging.to_batch([imaging.decode(scan, "scan")], card.input)
+    probs = session.run([card.outputs.probabilities], {card.outputs.input: batch})[0][0]
+    out = json.dumps(
+        {
+            "label": card.classes[int(probs.argmax())],
+            "probabilities": {c: float(p) for c, p in zip(card.classes, probs, strict=True)},
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(out)))])  # fmt: skip
+    return [out]
