@@ -14,21 +14,13 @@ JSON body. No framework, routing, validation, auth, metrics, logging or error ha
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import onnxruntime as ort
-
+from bench import reference_model
 from models import imaging
-from models.card import ModelCard
 
-card = ModelCard.from_json(open(os.environ["BENCH_CARD"]).read())  # noqa: SIM115 - read once
-options = ort.SessionOptions()
-options.intra_op_num_threads = 1
-options.inter_op_num_threads = 1
-options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-session = ort.InferenceSession(os.environ["BENCH_ONNX"], options, ["CPUExecutionProvider"])
+card, session = reference_model.load()
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

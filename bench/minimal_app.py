@@ -10,21 +10,13 @@ per worker, `jsonify`. No auth, metrics, logging, model registry or error handli
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import onnxruntime as ort
 from flask import Flask, Response, jsonify, request
 
+from bench import reference_model
 from models import imaging
-from models.card import ModelCard
 
-card = ModelCard.from_json(open(os.environ["BENCH_CARD"]).read())  # noqa: SIM115 - read once
-options = ort.SessionOptions()
-options.intra_op_num_threads = 1
-options.inter_op_num_threads = 1
-options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-session = ort.InferenceSession(os.environ["BENCH_ONNX"], options, ["CPUExecutionProvider"])
+card, session = reference_model.load()
 outputs = [o.name for o in session.get_outputs()]
 app = Flask(__name__)
 
