@@ -12,7 +12,7 @@ every request. Measures:
 - two references at concurrency 8, so every run shows what a framework and gunicorn alone
   reach: the one the issue names, a minimal Flask classifier (`bench/minimal_app.py`, one sync
   worker per core), and the framework-free ceiling, a bare WSGI classifier
-  (`bench/bare_app.py`, one gthread worker) that no app under gunicorn can beat;
+  (`bench/bare_app.py`, one gthread worker) that an app under gunicorn can hardly beat;
 - cold start (process start to /readyz 200 with the model preloaded);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
