@@ -11,8 +11,8 @@ every request. Measures:
   and its CPU time per request at each concurrency (all gunicorn processes, from /proc);
 - two references at concurrency 8, so every run shows what a framework and gunicorn alone
   reach: the one the issue names, a minimal Flask classifier (`bench/minimal_app.py`, one sync
-  worker per core), and the framework-free ceiling, a bare WSGI classifier
-  (`bench/bare_app.py`, one gthread worker) that an app under gunicorn can hardly beat;
+  worker per core), and a framework-free one, a bare WSGI classifier (`bench/bare_app.py`,
+  one gthread worker; `bench/compare.py` measures it in other layouts);
 - cold start (process start to /readyz 200 with the model preloaded);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
@@ -53,7 +53,7 @@ BOUNDARY = "scantunebench"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 REFERENCES = {  # the reference classifiers run beside the service, by label
     "minimal": "minimal Flask classifier",
-    "bare": "bare WSGI classifier (the ceiling under gunicorn)",
+    "bare": "bare WSGI classifier",
 }
 
 
@@ -108,24 +108,14 @@ def publish(model_dir: Path, card: Any, artifacts: Path) -> str:
 # --- the in-process limit -----------------------------------------------------------------
 
 
-def _session(onnx: bytes, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
-
-
 def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, threads: int,
                    queue: Any) -> None:  # fmt: skip
+    from bench import reference_model
     from models import imaging
     from models.card import ModelCard
 
     card = ModelCard.from_json(card_json)
-    session = _session(onnx, threads)
+    session = reference_model.session(onnx, threads)
     latencies = []
 
     def once() -> None:
@@ -214,16 +204,18 @@ class Server:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
 
+    ready_path, ready_status = "/readyz", 200
+
     def wait_ready(self, timeout: float = 60) -> float:
         deadline = self.started + timeout
         while time.perf_counter() < deadline:
             try:
-                if self.get("/readyz")[0] == 200:
+                if self.get(self.ready_path)[0] == self.ready_status:
                     return time.perf_counter() - self.started
             except OSError:
                 pass
             time.sleep(0.005)
-        raise TimeoutError("service never became ready")
+        raise TimeoutError(f"the server on port {self.port} never became ready")
 
     def get(self, path: str) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -256,9 +248,13 @@ class ReferenceServer(Server):
     """A reference classifier of `bench/` under gunicorn (no service features), serving 404
     everywhere but its predict route."""
 
-    def __init__(self, app: str, onnx_path: Path, card_path: Path, gunicorn: list[str]) -> None:
+    ready_path, ready_status = "/", 404
+
+    def __init__(self, app: str, onnx_path: Path, card_path: Path, gunicorn: list[str],
+                 intra_op: int = 1) -> None:  # fmt: skip
         self.port = _free_port()
-        env = {**os.environ, "BENCH_ONNX": str(onnx_path), "BENCH_CARD": str(card_path)}
+        env = {**os.environ, "BENCH_ONNX": str(onnx_path), "BENCH_CARD": str(card_path),
+               "BENCH_INTRA_OP": str(intra_op)}  # fmt: skip
         cmd = [
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *gunicorn,
             "--keep-alive", "30", "--log-level", "warning", app,
@@ -266,29 +262,15 @@ class ReferenceServer(Server):
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
 
-    def wait_ready(self, timeout: float = 60) -> float:
-        deadline = self.started + timeout
-        while time.perf_counter() < deadline:
-            try:
-                if self.get("/")[0] == 404:  # serving; only the predict route exists
-                    return time.perf_counter() - self.started
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"reference classifier {self.proc.args[-1]} never started")
 
-
-def references(model_dir: Path, card_path: Path, cores: int) -> dict[str, ReferenceServer]:
-    """The minimal Flask classifier (one sync worker per core, as the issue's figure) and the
-    framework-free WSGI ceiling (one gthread worker, two threads per core, one session)."""
-    onnx = model_dir / "model.onnx"
-    return {
-        "minimal": ReferenceServer("bench.minimal_app:app", onnx, card_path,
-                                   ["--workers", str(cores), "--worker-class", "sync"]),
-        "bare": ReferenceServer("bench.bare_app:app", onnx, card_path,
-                                ["--workers", "1", "--worker-class", "gthread",
-                                 "--threads", str(2 * cores)]),
-    }  # fmt: skip
+def reference(label: str, model_dir: Path, card_path: Path, cores: int) -> ReferenceServer:
+    """A reference of REFERENCES in its layout: the minimal Flask classifier in one sync worker
+    per core (as the issue's figure), the bare one in one gthread worker, two threads a core."""
+    layout = {
+        "minimal": ["--workers", str(cores), "--worker-class", "sync"],
+        "bare": ["--workers", "1", "--worker-class", "gthread", "--threads", str(2 * cores)],
+    }[label]
+    return ReferenceServer(f"bench.{label}_app:app", model_dir / "model.onnx", card_path, layout)
 
 
 def process_cpu_s(pid: int) -> float:
@@ -441,7 +423,7 @@ def main() -> int:
         if args.references:
             card_path = work / "card.json"
             card_path.write_text(card.to_json())
-            refs = references(model_dir, card_path, cores)
+            refs = {label: reference(label, model_dir, card_path, cores) for label in REFERENCES}
         server = Server(uri, args, _mkdir(work / "metrics"))
         try:
             server.wait_ready()
@@ -466,7 +448,7 @@ def main() -> int:
     return 0
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="per phase and block")
     parser.add_argument("--blocks", type=int, default=6, help="interleaved measurement blocks")
@@ -491,7 +473,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-references", dest="references", action="store_false",
                         help="skip the minimal Flask and bare WSGI references")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     global CONTENT_TYPE
     CONTENT_TYPE = "image/png" if args.raw else f"multipart/form-data; boundary={BOUNDARY}"
     return args
