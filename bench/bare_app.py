@@ -1,11 +1,12 @@
-"""The framework-free ceiling: the cheapest classifier gunicorn can serve over HTTP.
+"""A framework-free reference: about the least a classifier under gunicorn can do per request.
 
 Not part of the service. `bench/inference.py` runs it beside the service, in the same blocks,
-to show what is left between the limit and *any* Python app under gunicorn: a bare WSGI
-callable that slices the one file out of the multipart body, decodes and preprocesses it with
-the trainer's `models.imaging`, runs one single-threaded onnxruntime session (shared by the
-worker's threads, so as many runs overlap as there are threads on cores) and writes a small
-JSON body. No framework, routing, validation, auth, metrics, logging or error handling.
+and `bench/compare.py` in several gunicorn layouts, to show what Flask and the service's
+features cost on top of HTTP: a bare WSGI callable that slices the one file out of the
+multipart body, decodes and preprocesses it with the trainer's `models.imaging`, runs one
+onnxruntime session (single-threaded unless BENCH_INTRA_OP says otherwise; shared by the
+worker's threads) and writes a small JSON body. No framework, routing, validation, auth,
+metrics, logging or error handling.
 
     BENCH_ONNX=model.onnx BENCH_CARD=card.json \
         gunicorn --worker-class gthread --threads 4 bench.bare_app:app
