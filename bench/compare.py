@@ -2,13 +2,14 @@
 classifier (`bench/bare_app.py`) in several gunicorn layouts, interleaved with the limit.
 
 Not a test. The same model, image, limit and load as `bench/inference.py`. Each block runs
-the limit, then at concurrency 8 the service (chart defaults), the bare classifier in one
-gthread worker (two threads per core) and in one sync worker per core; then the single-image
-all-core reference, then at concurrency 1 the service and the bare classifier in one sync
-worker with an all-core session. Ratios, CPU per request beyond the limit's per image and
-c=1 differences are per block; the summary gives their medians. First, in this process, it
-splits the limit's per-image CPU time into decode, float conversion, resize and normalisation,
-and the onnxruntime run (interleaved rounds, medians).
+the limit, then at concurrency 8 the service in its two layouts (the default, one sync worker
+per core; and one gthread worker with lanes) and the bare classifier in the same two
+(one gthread worker with two threads per core; one sync worker per core); then the
+single-image all-core reference, then at concurrency 1 the service in both layouts and the
+bare classifier in one sync worker with an all-core session. Ratios, CPU per request beyond
+the limit's per image and c=1 differences are per block; the summary gives their medians.
+First, in this process, it splits the limit's per-image CPU time into decode, float
+conversion, resize and normalisation, and the onnxruntime run (interleaved rounds, medians).
 
     python bench/compare.py --blocks 6 --seconds 5
 """
@@ -45,17 +46,21 @@ def main() -> int:
         card_path.write_text(card.to_json())
         split_limit(onnx, card, png)
         service = bench.Server(uri, args, bench._mkdir(work / "metrics"))
+        threaded = bench.Server(uri, bench.parse_args(["--worker-class", "gthread"]),
+                                bench._mkdir(work / "metrics-gthread"))  # fmt: skip
         bare = "bench.bare_app:app"
         at_c8: dict[str, bench.Server] = {
-            "service": service,
-            "bare, 1 gthread worker": bench.reference("bare", model_dir, card_path, cores),
-            "bare, sync worker per core": bench.ReferenceServer(
+            "service, sync worker per core (default)": service,
+            "service, 1 gthread worker, lanes": threaded,
+            "bare, 1 gthread worker": bench.ReferenceServer(
                 bare, model_dir / "model.onnx", card_path,
-                ["--workers", str(cores), "--worker-class", "sync"],
+                ["--workers", "1", "--worker-class", "gthread", "--threads", str(2 * cores)],
             ),
+            "bare, sync worker per core": bench.reference("bare", model_dir, card_path, cores),
         }  # fmt: skip
         at_c1: dict[str, bench.Server] = {
-            "service": service,
+            "service, sync worker per core (default)": service,
+            "service, 1 gthread worker, lanes": threaded,
             "bare, 1 sync worker, all-core session": bench.ReferenceServer(
                 bare, model_dir / "model.onnx", card_path, ["--worker-class", "sync"],
                 intra_op=cores,

@@ -12,7 +12,8 @@ every request. Measures:
 - two references at concurrency 8, so every run shows what a framework and gunicorn alone
   reach: the one the issue names, a minimal Flask classifier (`bench/minimal_app.py`, one sync
   worker per core), and a framework-free one, a bare WSGI classifier (`bench/bare_app.py`,
-  one gthread worker; `bench/compare.py` measures it in other layouts);
+  in the service's layout, one sync worker per core; `bench/compare.py` measures both in
+  other layouts);
 - cold start (process start to /readyz 200 with the model preloaded);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
@@ -189,18 +190,20 @@ class Server:
             "SCANTUNE_LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
-        cmd = [
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(args.workers), "--threads", str(args.threads),
-            "--worker-class", args.worker_class, "--keep-alive", "30", "--log-level", "warning",
-            "service.inference:create_app()",
-        ]  # fmt: skip
-        if entry == "scantune":
-            cmd = [
-                str(Path(sys.executable).with_name("scantune")), "serve", "inference",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", str(args.workers), "--threads", str(args.threads),
-            ]  # fmt: skip
+        layout = {"workers": args.workers, "threads": args.threads,
+                  "worker_class": args.worker_class}  # fmt: skip
+        if entry == "scantune":  # the image's and the chart's command
+            cmd = [str(Path(sys.executable).with_name("scantune")), "serve", "inference",
+                   "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+            for option, value in layout.items():
+                if value:
+                    cmd += [f"--{option.replace('_', '-')}", str(value)]
+        else:  # the gunicorn command it execs, with the access log off
+            from service.commands.serve import gunicorn_command
+
+            cmd = gunicorn_command("inference", "127.0.0.1", self.port, **layout)
+            cmd[cmd.index("--access-logfile") : cmd.index("--access-logformat") + 2] = []
+            cmd[-1:-1] = ["--log-level", "warning"]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
 
@@ -264,12 +267,9 @@ class ReferenceServer(Server):
 
 
 def reference(label: str, model_dir: Path, card_path: Path, cores: int) -> ReferenceServer:
-    """A reference of REFERENCES in its layout: the minimal Flask classifier in one sync worker
-    per core (as the issue's figure), the bare one in one gthread worker, two threads a core."""
-    layout = {
-        "minimal": ["--workers", str(cores), "--worker-class", "sync"],
-        "bare": ["--workers", "1", "--worker-class", "gthread", "--threads", str(2 * cores)],
-    }[label]
+    """A reference of REFERENCES in the service's CPU layout, one sync worker per core (the
+    layout of the issue's figure for the minimal Flask classifier too)."""
+    layout = ["--workers", str(cores), "--worker-class", "sync"]
     return ReferenceServer(f"bench.{label}_app:app", model_dir / "model.onnx", card_path, layout)
 
 
@@ -458,10 +458,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--client", choices=["wrk", "python"],
                         default="wrk" if shutil.which("wrk") else "python")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--worker-class", default="gthread")
-    parser.add_argument("--intra-op", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--worker-class", choices=["sync", "gthread"],
+                        help="default: the service's (sync, one worker per core)")  # fmt: skip
+    parser.add_argument("--workers", type=int, help="default: the service's for the class")
+    parser.add_argument("--threads", type=int, help="default: the service's for the class")
+    parser.add_argument("--intra-op", type=int, default=0,
+                        help="SCANTUNE_ORT_INTRA_OP_THREADS (0: the cores)")  # fmt: skip
     parser.add_argument("--lanes", type=int, default=0, help="SCANTUNE_ORT_LANES (0: cores)")
     parser.add_argument("--no-arena", dest="arena", action="store_false",
                         help="onnxruntime CPU memory arena off")  # fmt: skip

@@ -165,7 +165,12 @@ class InferenceSettings(CommonSettings):
     )
     max_files: int = Field(default=64, ge=1, description="Scans accepted in one request.")
     ort_intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime threads per session; 0 lets onnxruntime choose."
+        default=0,
+        ge=0,
+        description=(
+            "onnxruntime threads of the all-core session (lone requests, or the only lane);"
+            " 0: the cores this process may use (CPU affinity, capped by a cgroup CPU quota)."
+        ),
     )
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
@@ -175,9 +180,11 @@ class InferenceSettings(CommonSettings):
         default=0,
         ge=0,
         description=(
-            "onnxruntime runs in parallel per model, each a single-threaded session (0: one per"
-            " core); a lone request uses an all-core session instead. 1: one session with"
-            " ort_intra_op_threads threads. Run one gunicorn worker per machine with lanes."
+            "For one threaded (gthread) worker per machine, as on a GPU: onnxruntime runs in"
+            " parallel per model, each a single-threaded session (0: one per core); a lone"
+            " request uses an all-core session instead. 1: one all-core session. Not used by"
+            " the CPU default, one sync worker per core (service.cores), where each worker runs"
+            " a single-threaded session, or the all-core one while the others are idle."
         ),
     )
     ort_cpu_mem_arena: bool = Field(

@@ -15,19 +15,36 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Layout:
+    workers: int | None  # None: one per core this process may use
+    threads: int
+
+
+@dataclass(frozen=True)
 class ServiceDef:
     app: str
     port: int
-    workers: int
-    threads: int
-    worker_class: str = "gthread"
+    layouts: dict[str, Layout]  # by gunicorn worker class; the first is the default
+    config: str | None = None  # a gunicorn configuration module ("python:...")
+
+    @property
+    def worker_class(self) -> str:
+        return next(iter(self.layouts))
 
 
 SERVICES = {
-    "training": ServiceDef("service.training_api:create_app()", 8000, workers=2, threads=4),
-    # One worker: its batcher runs one single-threaded onnxruntime session per core in
-    # parallel (SCANTUNE_ORT_LANES); threads are the requests waiting for them.
-    "inference": ServiceDef("service.inference:create_app()", 8001, workers=1, threads=16),
+    "training": ServiceDef(
+        "service.training_api:create_app()", 8000, {"gthread": Layout(workers=2, threads=4)}
+    ),
+    # CPU: one sync worker per core, each with a single-threaded onnxruntime session, and the
+    # all-core session for a request while the other workers are idle (service.cores).
+    # gthread (a GPU): one worker whose batcher micro-batches its threads' requests.
+    "inference": ServiceDef(
+        "service.inference:create_app()",
+        8001,
+        {"sync": Layout(workers=None, threads=1), "gthread": Layout(workers=1, threads=16)},
+        config="python:service.cores",
+    ),
 }
 
 
@@ -43,8 +60,13 @@ def register(subparsers: Any) -> None:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--workers", type=int, help="default: by worker class (see README)")
     serve.add_argument("--threads", type=int)
+    serve.add_argument(
+        "--worker-class",
+        choices=["sync", "gthread"],
+        help="inference: sync (default, one worker per core) or gthread (one worker, for a GPU)",
+    )
     serve.set_defaults(func=run_serve)
 
 
@@ -54,14 +76,23 @@ def gunicorn_command(
     port: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
+    worker_class: str | None = None,
 ) -> list[str]:
+    from service.cores import available_cores
+
     spec = SERVICES[name]
+    worker_class = worker_class or spec.worker_class
+    if worker_class not in spec.layouts:
+        raise SystemExit(f"scantune serve {name}: worker class is one of {', '.join(spec.layouts)}")
+    layout = spec.layouts[worker_class]
+    config = ["--config", spec.config] if spec.config else []
     return [
         sys.executable, "-m", "gunicorn",
+        *config,
         "--bind", f"{host}:{port or spec.port}",
-        "--workers", str(workers or spec.workers),
-        "--threads", str(threads or spec.threads),
-        "--worker-class", spec.worker_class,
+        "--workers", str(workers or layout.workers or available_cores()),
+        "--threads", str(threads or layout.threads),
+        "--worker-class", worker_class,
         "--timeout", "120",
         "--graceful-timeout", "30",
         "--access-logfile", "-",
@@ -79,7 +110,9 @@ def service_env(name: str, base: dict[str, str] | None = None) -> dict[str, str]
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    cmd = gunicorn_command(args.service, args.host, args.port, args.workers, args.threads)
+    cmd = gunicorn_command(
+        args.service, args.host, args.port, args.workers, args.threads, args.worker_class
+    )
     env = service_env(args.service)
     os.execve(sys.executable, cmd, env)
     return 0  # not reached

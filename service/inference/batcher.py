@@ -7,9 +7,15 @@ nobody else is about to submit (low load costs no latency); while lanes are busy
 queue and go together in the next batch; and when other requests are still decoding
 (`announce`d), a forming batch waits up to `max_wait_s` for them.
 
-A lone request (every lane idle, nothing queued or arriving) runs on the optional `solo`
-runner instead, in the request's own thread: a session using all cores, so latency at low
-load is the all-core latency with no thread hand-off.
+A lone request (every lane idle, nothing queued or arriving, and `others_busy()` false)
+runs on the optional `solo` runner instead, in the request's own thread: a session using all
+cores, so latency at low load is the all-core latency with no thread hand-off.
+
+`inline=True` has no lane threads at all: every request runs in its own thread, on the lane
+runner or, alone, on `solo`. That is for a process that serves one request at a time (a sync
+gunicorn worker per core, `service.cores`), where nothing could join a batch and a hand-off
+to a lane would only cost time; `others_busy` then tells whether the other workers' cores are
+in use.
 """
 
 from __future__ import annotations
@@ -56,12 +62,16 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_s: float,
         solo: RunBatch | None = None,
+        others_busy: Callable[[], bool] = lambda: False,
+        inline: bool = False,
         on_batch: Callable[[int], None] | None = None,
         name: str = "batcher",
     ) -> None:
         runners = [run] if callable(run) else list(run)
         self._runners = runners
         self._solo = solo
+        self._others_busy = others_busy
+        self._inline = inline
         self._max = max_batch_size
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
@@ -72,7 +82,7 @@ class MicroBatcher:
         self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, args=(r,), name=f"{name}-{i}", daemon=True)
-            for i, r in enumerate(runners)
+            for i, r in enumerate([] if inline else runners)
         ]
         for thread in self._threads:
             thread.start()
@@ -101,15 +111,17 @@ class MicroBatcher:
             if announced:
                 self._arriving -= 1
             closed = self._closed
-            solo = self._solo if self._alone() else None
-            if solo is not None:
+            here = self._solo if self._alone() else None
+            if here is None and self._inline:
+                here = self._runners[0]
+            if here is not None:
                 self._busy += 1
             elif not closed:
                 self._queue.append(item)
                 self._cond.notify()  # one lane; waking every lane costs GIL hand-offs
-        if solo is not None:  # alone: run on the all-core session here, no thread hand-offs
+        if here is not None:  # alone, or inline: run in this thread, no thread hand-offs
             try:
-                self._execute([item], solo)
+                self._execute([item], here)
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -118,8 +130,15 @@ class MicroBatcher:
         return item.future
 
     def _alone(self) -> bool:
-        """No batch running, queued or on its way (call with the lock held)."""
-        return self._busy == 0 and not self._queue and self._arriving == 0 and not self._closed
+        """No batch running, queued or on its way here, and no other worker busy (call with
+        the lock held)."""
+        return (
+            self._busy == 0
+            and not self._queue
+            and self._arriving == 0
+            and not self._closed
+            and not self._others_busy()
+        )
 
     def set_solo(self, solo: RunBatch | None) -> None:
         """Use `solo` for lone requests from now on."""

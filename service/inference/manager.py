@@ -12,7 +12,6 @@ version is not fetched again until its card changes or a doubling backoff (at mo
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.card import ModelCard
+from service import cores
 from service.config import InferenceSettings
 from service.errors import ServiceError, ServiceUnavailable
 from service.inference import metrics
@@ -255,7 +255,7 @@ class ModelManager:
         started = time.perf_counter()
         try:
             artifact = self.registry.load(name, version)
-            sessions = create_lane_sessions(artifact.onnx, self.settings)
+            sessions = create_lane_sessions(artifact.onnx, self.settings, per_core=cores.active())
         except ServiceError as exc:
             self._record_failure(key, exc, type(exc).__name__)
             raise
@@ -269,13 +269,16 @@ class ModelManager:
             [model.runner(s) for s in sessions],
             max_batch_size=self.settings.max_batch_size,
             max_wait_s=self.settings.max_batch_wait_ms / 1000,
+            others_busy=cores.others_busy,
+            inline=cores.active(),
             on_batch=metrics.BATCH_SIZE.labels(name).observe,
             name=f"batcher-{name}-{version}",
         )
         metrics.LOAD_SECONDS.labels(name).observe(seconds)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
-        if len(sessions) > 1:  # ready now; the all-core session for lone requests follows
-            self._build_solo(model, artifact.onnx)
+        single_threaded = cores.active() or len(sessions) > 1
+        if single_threaded and all_core_threads(self.settings) > 1:
+            self._build_solo(model, artifact.onnx)  # ready now; the all-core session follows
         return model
 
     def _build_solo(self, model: LoadedModel, onnx: bytes) -> None:
@@ -294,7 +297,7 @@ class ModelManager:
 
     def _attach_solo(self, model: LoadedModel, onnx: bytes) -> None:
         try:
-            solo = create_session(onnx, self.settings, self.settings.ort_intra_op_threads)
+            solo = create_session(onnx, self.settings, all_core_threads(self.settings))
         except Exception as exc:  # lanes keep serving; only low-load latency suffers
             log.warning("model=%s all-core session not created: %s", model.name, exc)
             return
@@ -393,15 +396,23 @@ def parse_model_ref(entry: str, default_alias: str) -> tuple[str, int | None, st
 
 
 def create_lane_sessions(
-    onnx: bytes, settings: InferenceSettings
+    onnx: bytes, settings: InferenceSettings, *, per_core: bool = False
 ) -> list[onnxruntime.InferenceSession]:
     """The batcher lanes' sessions: one single-threaded session that every lane runs at once
-    (onnxruntime sessions are safe to run concurrently), or with one lane a session using
-    `ort_intra_op_threads`."""
-    lanes = settings.ort_lanes or os.cpu_count() or 1
+    (onnxruntime sessions are safe to run concurrently), or with one lane an all-core session.
+    A worker of the one-per-core layout (`service.cores`) has one
+    single-threaded session: its core is its share."""
+    if per_core:
+        return [create_session(onnx, settings, 1)]
+    lanes = settings.ort_lanes or cores.available_cores()
     if lanes == 1:
-        return [create_session(onnx, settings, settings.ort_intra_op_threads)]
+        return [create_session(onnx, settings, all_core_threads(settings))]
     return [create_session(onnx, settings, 1)] * lanes
+
+
+def all_core_threads(settings: InferenceSettings) -> int:
+    """Intra-op threads of the all-core session a lone request runs on."""
+    return settings.ort_intra_op_threads or cores.available_cores()
 
 
 def create_session(

@@ -37,8 +37,12 @@ def s3_registry(s3_bucket: str, s3_env: dict[str, str], trained: Trained) -> Reg
     return registry
 
 
-@pytest.fixture
-def server(s3_registry: Registry, s3_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["sync", "gthread"])
+def server(
+    request: pytest.FixtureRequest, s3_registry: Registry, s3_env: dict[str, str], tmp_path: Path
+) -> Iterator[str]:
+    """Both layouts: sync workers, one per core (the CPU default, coordinated through
+    service.cores), and threaded workers that micro-batch (a GPU's)."""
     port = free_port()
     env = {
         **os.environ,
@@ -50,7 +54,10 @@ def server(s3_registry: Registry, s3_env: dict[str, str], tmp_path: Path) -> Ite
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     (tmp_path / "metrics").mkdir()
-    cmd = gunicorn_command("inference", "127.0.0.1", port, workers=2, threads=4)
+    threads = 4 if request.param == "gthread" else None
+    cmd = gunicorn_command(
+        "inference", "127.0.0.1", port, workers=2, threads=threads, worker_class=request.param
+    )
     log = (tmp_path / "gunicorn.log").open("wb")
     proc = subprocess.Popen(cmd, env=service_env("inference", env), stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"

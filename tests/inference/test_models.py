@@ -192,6 +192,58 @@ def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
         batcher.join(5)
 
 
+def test_inline_batcher_runs_in_the_callers_thread_and_goes_solo_only_when_others_idle() -> None:
+    used: list[tuple[str, str]] = []
+    others = {"busy": False}
+
+    def runner(tag: str) -> Any:
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            used.append((tag, threading.current_thread().name))
+            return {"y": x * 2}
+
+        return run
+
+    batcher = MicroBatcher(
+        runner("lane"),
+        solo=runner("solo"),
+        others_busy=lambda: others["busy"],
+        inline=True,
+        max_batch_size=4,
+        max_wait_s=1.0,
+    )
+    here = threading.current_thread().name
+    try:
+        assert not any(t.name.startswith("batcher") for t in threading.enumerate())
+        with batcher.announce() as arrival:
+            out = arrival.run(np.ones((1, 2)))
+        np.testing.assert_array_equal(out["y"], np.full((1, 2), 2.0))
+        others["busy"] = True  # another worker's core is in use: stay on one core
+        batcher.run(np.ones((1, 2)))
+        others["busy"] = False
+        batcher.run(np.ones((1, 2)))
+        assert used == [("solo", here), ("lane", here), ("solo", here)]
+    finally:
+        batcher.close()
+        batcher.join(5)
+
+
+def test_lanes_leave_the_solo_runner_alone_while_other_workers_are_busy() -> None:
+    used: list[str] = []
+    batcher = MicroBatcher(
+        [lambda x: used.append("lane") or {"y": x}],
+        solo=lambda x: used.append("solo") or {"y": x},
+        others_busy=lambda: True,
+        max_batch_size=4,
+        max_wait_s=0.0,
+    )
+    try:
+        batcher.run(np.zeros((1, 1)))
+        assert used == ["lane"]
+    finally:
+        batcher.close()
+        batcher.join(5)
+
+
 def test_a_closed_batcher_still_answers_requests_that_hold_its_model() -> None:
     batcher = MicroBatcher(lambda x: {"y": x + 1}, max_batch_size=4, max_wait_s=0.0)
     batcher.close()
@@ -233,3 +285,34 @@ def test_uploads_never_touch_the_disk(client: Any, monkeypatch: pytest.MonkeyPat
                       for i in range(20)]}  # fmt: skip  # 800 kB: Werkzeug would spool it
     response = client.post(PREDICT, data=files)
     assert response.status_code == 200 and len(response.json["predictions"]) == 20
+
+
+def test_a_worker_of_the_per_core_layout_runs_one_single_threaded_session_inline(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import cores
+    from service.config import InferenceSettings
+    from service.inference import manager as manager_module
+
+    threads: list[int] = []
+    create_session = manager_module.create_session
+
+    def recorded(onnx: bytes, settings: InferenceSettings, count: int) -> Any:
+        threads.append(count)
+        return create_session(onnx, settings, count)
+
+    monkeypatch.setattr(manager_module, "create_session", recorded)
+    monkeypatch.setattr(cores, "active", lambda: True)
+    monkeypatch.setattr(cores, "available_cores", lambda: 4)
+    monkeypatch.setenv("SCANTUNE_ARTIFACT_URI", registry.store.uri)
+    manager = manager_module.ModelManager(registry, InferenceSettings())
+    try:
+        model = manager.get(MODEL)
+        deadline = time.monotonic() + 30
+        while model.solo is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert threads == [1, 4]  # its core's session, then the all-core one
+        assert len(model.sessions) == 1 and model.solo is not None
+        assert model.batcher._threads == []  # no lanes: requests run in their own thread
+    finally:
+        manager.stop()

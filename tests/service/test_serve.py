@@ -1,0 +1,52 @@
+"""`scantune serve`: the gunicorn command lines of each service's layouts."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.commands.serve import gunicorn_command
+from service.cores import available_cores
+
+
+def options(cmd: list[str]) -> dict[str, str]:
+    """gunicorn's --option value pairs (the app is the last word)."""
+    start = cmd.index("gunicorn") + 1
+    return dict(zip(cmd[start:-1:2], cmd[start + 1 : -1 : 2], strict=True))
+
+
+def test_inference_defaults_to_one_sync_worker_per_core_coordinated_by_service_cores() -> None:
+    cmd = gunicorn_command("inference", "127.0.0.1")
+    found = options(cmd)
+    assert found["--worker-class"] == "sync"
+    assert found["--workers"] == str(available_cores())
+    assert found["--threads"] == "1"  # more would make gunicorn switch to gthread
+    assert found["--config"] == "python:service.cores"
+    assert found["--bind"] == "127.0.0.1:8001"
+    assert cmd[-1] == "service.inference:create_app()"
+
+
+def test_inference_gthread_layout_is_one_worker_with_threads_unless_told() -> None:
+    found = options(gunicorn_command("inference", "0.0.0.0", worker_class="gthread"))
+    assert (found["--workers"], found["--threads"]) == ("1", "16")
+    found = options(
+        gunicorn_command("inference", "0.0.0.0", 9000, workers=3, threads=8, worker_class="gthread")
+    )
+    assert (found["--workers"], found["--threads"], found["--bind"]) == ("3", "8", "0.0.0.0:9000")
+
+
+def test_training_has_only_its_threaded_layout() -> None:
+    found = options(gunicorn_command("training", "127.0.0.1"))
+    layout = (found["--worker-class"], found["--workers"], found["--threads"])
+    assert layout == ("gthread", "2", "4")
+    assert "--config" not in found
+    with pytest.raises(SystemExit, match="worker class is one of gthread"):
+        gunicorn_command("training", "127.0.0.1", worker_class="sync")
+
+
+def test_serve_parses_the_worker_class() -> None:
+    from service.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "inference", "--worker-class", "gthread"])
+    assert args.worker_class == "gthread"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "inference", "--worker-class", "eventlet"])
