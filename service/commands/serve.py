@@ -18,6 +18,10 @@ from typing import Any
 class Layout:
     workers: int | None  # None: one per core this process may use
     threads: int
+    # gunicorn's worker timeout. A sync worker does not report to the master while it serves
+    # a request, so for it this is also the longest a client may take to send one: a stalled
+    # or trickling upload holds the worker until then, and the master replaces the worker.
+    timeout_s: int = 120
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,10 @@ SERVICES = {
     "inference": ServiceDef(
         "service.inference:create_app()",
         8001,
-        {"sync": Layout(workers=None, threads=1), "gthread": Layout(workers=1, threads=16)},
+        {
+            "sync": Layout(workers=None, threads=1, timeout_s=30),
+            "gthread": Layout(workers=1, threads=16),
+        },
         config="python:service.cores",
     ),
 }
@@ -93,7 +100,7 @@ def gunicorn_command(
         "--workers", str(workers or layout.workers or available_cores()),
         "--threads", str(threads or layout.threads),
         "--worker-class", worker_class,
-        "--timeout", "120",
+        "--timeout", str(layout.timeout_s),
         "--graceful-timeout", "30",
         "--access-logfile", "-",
         "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',

@@ -21,13 +21,14 @@ def test_inference_defaults_to_one_sync_worker_per_core_coordinated_by_service_c
     assert found["--workers"] == str(available_cores())
     assert found["--threads"] == "1"  # more would make gunicorn switch to gthread
     assert found["--config"] == "python:service.cores"
+    assert found["--timeout"] == "30"  # a stalled client holds a sync worker at most this long
     assert found["--bind"] == "127.0.0.1:8001"
     assert cmd[-1] == "service.inference:create_app()"
 
 
 def test_inference_gthread_layout_is_one_worker_with_threads_unless_told() -> None:
     found = options(gunicorn_command("inference", "0.0.0.0", worker_class="gthread"))
-    assert (found["--workers"], found["--threads"]) == ("1", "16")
+    assert (found["--workers"], found["--threads"], found["--timeout"]) == ("1", "16", "120")
     found = options(
         gunicorn_command("inference", "0.0.0.0", 9000, workers=3, threads=8, worker_class="gthread")
     )
