@@ -48,9 +48,15 @@ def make_engine(url: str) -> Engine:
 
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[Connection]:
-    """A connection holding the store-wide migration lock."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
+    """A connection holding the store-wide migration lock.
+
+    For an SQLite file the file lock is taken before connecting: the first connection to a
+    new database switches it to WAL, and SQLite refuses that switch at once ("database is
+    locked", without waiting out the busy timeout) while another process is connecting to
+    the same new file, as two gunicorn workers starting together on a fresh machine do.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             conn.commit()
             try:
@@ -59,17 +65,19 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
                 conn.rollback()
                 conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
                 conn.commit()
-            return
-        database = engine.url.database
-        if not database or database == ":memory:":
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        with engine.connect() as conn:
             yield conn
-            return
-        with open(f"{database}.migrate.lock", "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
+        return
+    with open(f"{database}.migrate.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            with engine.connect() as conn:
                 yield conn
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def migrate(engine: Engine) -> None:

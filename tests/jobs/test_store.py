@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,34 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)
+    assert current_revision(engine) == "0002"
+    engine.dispose()
+
+
+def test_sqlite_migrations_connect_only_while_holding_the_file_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first connection to a new SQLite file switches it to WAL, which SQLite refuses at
+    once while another process is connecting: no connection may precede the lock."""
+    database = tmp_path / "fresh.db"
+    engine = make_engine(f"sqlite:///{database}")
+    held: list[bool] = []
+    connect = engine.connect
+
+    def checked_connect() -> Any:
+        with open(f"{database}.migrate.lock", "a") as other:  # another open file: flock conflicts
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(True)
+            else:
+                held.append(False)
+                fcntl.flock(other, fcntl.LOCK_UN)
+        return connect()
+
+    monkeypatch.setattr(engine, "connect", checked_connect)
+    migrate(engine)
+    assert held == [True]
     assert current_revision(engine) == "0002"
     engine.dispose()
 
