@@ -10,8 +10,9 @@ This module is that coordination, loaded as gunicorn configuration
 master creates one shared byte per worker slot before forking; each worker takes a slot,
 marks it busy around every request, and asks `others_busy()` before choosing the all-core
 session. The master frees a slot (and clears its flag) when its worker exits, so a worker
-killed in the middle of a request leaves no stale flag. Outside such a gunicorn (gthread
-workers, tests, the CLI), `active()` is false and `others_busy()` is always false.
+killed in the middle of a request leaves no stale flag; it also tells Prometheus' multiprocess
+mode that the worker is gone. Outside such a gunicorn (gthread workers, tests, the CLI),
+`active()` is false and `others_busy()` is always false.
 
 It imports only the standard library: the master loads it before it forks, and cold start
 counts.
@@ -116,7 +117,12 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Master: a worker exited (or was killed mid-request): clear its flag, free its slot."""
+    """Master: a worker exited (or was killed mid-request): clear its flag, free its slot,
+    and drop its live Prometheus gauges (`scantune_models_loaded` would count it forever)."""
     freed = getattr(worker, "scantune_slot", None)
     if _flags is not None and freed is not None:
         _flags[freed] = 0
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,7 +1,8 @@
 """A WSGI app for tests/service/test_cores.py: reports what `service.cores` says in a worker.
 
 `GET /state` answers at once; `GET /hold?s=SECONDS` answers after that long, so the worker
-counts as busy meanwhile. Both return this worker's pid, slot and `others_busy()`.
+counts as busy meanwhile. Both return this worker's pid, slot and `others_busy()`. With
+PROMETHEUS_MULTIPROC_DIR set, each worker adds 1 to a live-summed gauge when it starts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from service import cores
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    from prometheus_client import Gauge
+
+    WORKERS = Gauge("cores_app_workers", "Workers alive", multiprocess_mode="livesum")
+    WORKERS.inc()
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -23,19 +23,23 @@ from tests.conftest import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "tests.service.cores_app:app"
-Start = Callable[..., tuple[str, subprocess.Popen[bytes]]]
+Popen = subprocess.Popen[bytes]
+Start = Callable[..., tuple[str, Popen]]
 
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[Start]:
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[Popen] = []
 
-    def start(*options: str) -> tuple[str, subprocess.Popen[bytes]]:
+    def start(*options: str, env: dict[str, str] | None = None) -> tuple[str, Popen]:
         port = free_port()
         cmd = [sys.executable, "-m", "gunicorn", "--config", "python:service.cores",
                "--bind", f"127.0.0.1:{port}", "--timeout", "60", *options, APP]  # fmt: skip
         log = (tmp_path / f"gunicorn-{port}.log").open("wb")
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log)
+        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env={**environ, **(env or {})}, stdout=log, stderr=log
+        )
         procs.append(proc)
         wait_for_port(port, proc=proc)
         return f"http://127.0.0.1:{port}", proc
@@ -113,6 +117,35 @@ def test_a_worker_killed_mid_request_leaves_no_busy_flag(gunicorn: Start) -> Non
         states = list(pool.map(get, [f"{url}/hold?s=0.5"] * 2))
     assert {s["slot"] for s in states} == {0, 1}  # the replacement took the freed slot
     assert victim not in {s["pid"] for s in states}
+
+
+def test_a_dead_workers_live_gauges_stop_counting(gunicorn: Start, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+
+    def live() -> float:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(metrics))
+        return registry.get_sample_value("cores_app_workers") or 0.0
+
+    url, proc = gunicorn(
+        "--workers", "2", "--worker-class", "sync", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    )
+    poll_state(url, lambda s: True)
+    deadline = time.monotonic() + 10
+    while live() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live() == 2
+    victim = min(workers_of(proc.pid))
+    os.kill(victim, signal.SIGKILL)
+    while len(workers_of(proc.pid) - {victim}) < 2 and time.monotonic() < deadline + 10:
+        time.sleep(0.05)  # the master forks a replacement, which counts itself in
+    with ThreadPoolExecutor(2) as pool:  # both workers answer: the replacement has booted
+        assert len({s["pid"] for s in pool.map(get, [f"{url}/hold?s=0.3"] * 2)}) == 2
+    assert live() == 2  # not 3: the killed worker's share is gone
 
 
 def test_threaded_workers_do_not_take_part(gunicorn: Start) -> None:
