@@ -123,16 +123,20 @@ def test_body_over_the_limit_is_413(make_client: Any, check: Any) -> None:
 def test_model_still_loading_is_503_with_retry_after(
     make_client: Any, check: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
+    loading, release = threading.Event(), threading.Event()
     original = Registry.load
 
     def slow_load(self: Registry, name: str, version: int) -> Any:
+        loading.set()
         release.wait(30)
         return original(self, name, version)
 
     monkeypatch.setattr(Registry, "load", slow_load)
     client = make_client(preload_models=json.dumps([MODEL]), model_load_wait_s="0")
     try:
+        # The preload must hold the model before the request asks for it; otherwise the
+        # request would start the load itself and wait for it.
+        assert loading.wait(30), "the preload never started loading"
         assert check(client.get("/readyz")).status_code == 503
         assert check(client.get("/v2/health/ready")).status_code == 503
         response = check(client.post(PREDICT, data={"file": part("normal_0.png")}))
