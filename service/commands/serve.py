@@ -96,6 +96,7 @@ def gunicorn_command(
     return [
         sys.executable, "-m", "gunicorn",
         *config,
+        *_no_control_socket(),
         "--bind", f"{host}:{port or spec.port}",
         "--workers", str(workers or layout.workers or available_cores()),
         "--threads", str(threads or layout.threads),
@@ -106,6 +107,15 @@ def gunicorn_command(
         "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
         spec.app,
     ]  # fmt: skip
+
+
+def _no_control_socket() -> list[str]:
+    """gunicorn 25.1+ opens a control socket at one fixed path per user (~/.gunicorn): the two
+    services of `scantune up` would fight over it, and a pod's read-only home cannot hold it.
+    Nothing here uses it (scaling is the orchestrator's), so it stays closed."""
+    import gunicorn
+
+    return ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []
 
 
 def service_env(name: str, base: dict[str, str] | None = None) -> dict[str, str]:

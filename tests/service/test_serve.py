@@ -10,8 +10,8 @@ from service.cores import available_cores
 
 def options(cmd: list[str]) -> dict[str, str]:
     """gunicorn's --option value pairs (the app is the last word)."""
-    start = cmd.index("gunicorn") + 1
-    return dict(zip(cmd[start:-1:2], cmd[start + 1 : -1 : 2], strict=True))
+    words = [w for w in cmd[cmd.index("gunicorn") + 1 : -1] if w != "--no-control-socket"]
+    return dict(zip(words[::2], words[1::2], strict=True))
 
 
 def test_inference_defaults_to_one_sync_worker_per_core_coordinated_by_service_cores() -> None:
@@ -42,6 +42,14 @@ def test_training_has_only_its_threaded_layout() -> None:
     assert "--config" not in found
     with pytest.raises(SystemExit, match="worker class is one of gthread"):
         gunicorn_command("training", "127.0.0.1", worker_class="sync")
+
+
+@pytest.mark.parametrize("service", ["training", "inference"])
+def test_no_service_opens_gunicorns_shared_control_socket(service: str) -> None:
+    import gunicorn
+
+    cmd = gunicorn_command(service, "127.0.0.1")
+    assert ("--no-control-socket" in cmd) == (gunicorn.version_info >= (25, 1))
 
 
 def test_serve_parses_the_worker_class() -> None:
