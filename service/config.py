@@ -156,12 +156,15 @@ class InferenceSettings(CommonSettings):
         default=1,
         ge=1,
         description=(
-            "Micro-batching: largest batch. 1 suits CPU lanes (a single-threaded session costs"
-            " the same per image at any batch size); raise it for a GPU."
+            "Micro-batching (gthread layout): largest batch of concurrent requests. 1 suits CPU"
+            " lanes (a single-threaded session costs the same per image at any batch size);"
+            " raise it for a GPU."
         ),
     )
     max_batch_wait_ms: float = Field(
-        default=2.0, ge=0, description="Micro-batching: longest a request waits for company."
+        default=2.0,
+        ge=0,
+        description="Micro-batching (gthread layout): longest a request waits for company.",
     )
     max_files: int = Field(default=64, ge=1, description="Scans accepted in one request.")
     ort_intra_op_threads: int = Field(
