@@ -252,10 +252,11 @@ class ModelManager:
 
     def _open(self, key: Key) -> LoadedModel:
         name, version = key
+        per_core = cores.active()
         started = time.perf_counter()
         try:
             artifact = self.registry.load(name, version)
-            sessions = create_lane_sessions(artifact.onnx, self.settings, per_core=cores.active())
+            sessions = create_lane_sessions(artifact.onnx, self.settings, per_core=per_core)
         except ServiceError as exc:
             self._record_failure(key, exc, type(exc).__name__)
             raise
@@ -270,22 +271,22 @@ class ModelManager:
             max_batch_size=self.settings.max_batch_size,
             max_wait_s=self.settings.max_batch_wait_ms / 1000,
             others_busy=cores.others_busy,
-            inline=cores.active(),
+            inline=per_core,
             on_batch=metrics.BATCH_SIZE.labels(name).observe,
             name=f"batcher-{name}-{version}",
         )
         metrics.LOAD_SECONDS.labels(name).observe(seconds)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
-        single_threaded = cores.active() or len(sessions) > 1
-        if single_threaded and all_core_threads(self.settings) > 1:
-            self._build_solo(model, artifact.onnx)  # ready now; the all-core session follows
+        threads = all_core_threads(self.settings)
+        if (per_core or len(sessions) > 1) and threads > 1:  # the lanes are single-threaded
+            self._build_solo(model, artifact.onnx, threads)  # ready now; the all-core one follows
         return model
 
-    def _build_solo(self, model: LoadedModel, onnx: bytes) -> None:
+    def _build_solo(self, model: LoadedModel, onnx: bytes, threads: int) -> None:
         """Build `model`'s all-core session in a thread that `stop` joins; none once stopping."""
         thread = threading.Thread(
             target=self._attach_solo,
-            args=(model, onnx),
+            args=(model, onnx, threads),
             name=f"solo-{model.name}-{model.version}",
             daemon=True,
         )
@@ -295,9 +296,9 @@ class ModelManager:
             self._solo_builds = [t for t in self._solo_builds if t.is_alive()] + [thread]
             thread.start()
 
-    def _attach_solo(self, model: LoadedModel, onnx: bytes) -> None:
+    def _attach_solo(self, model: LoadedModel, onnx: bytes, threads: int) -> None:
         try:
-            solo = create_session(onnx, self.settings, all_core_threads(self.settings))
+            solo = create_session(onnx, self.settings, threads)
         except Exception as exc:  # lanes keep serving; only low-load latency suffers
             log.warning("model=%s all-core session not created: %s", model.name, exc)
             return
