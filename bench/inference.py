@@ -201,8 +201,8 @@ class Server:
         else:  # the gunicorn command it execs, with the access log off
             from service.commands.serve import gunicorn_command
 
-            cmd = gunicorn_command("inference", "127.0.0.1", self.port, **layout)
-            cmd[cmd.index("--access-logfile") : cmd.index("--access-logformat") + 2] = []
+            cmd = gunicorn_command("inference", "127.0.0.1", self.port, **layout,
+                                   access_log=False)  # fmt: skip
             cmd[-1:-1] = ["--log-level", "warning"]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)

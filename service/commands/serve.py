@@ -84,6 +84,8 @@ def gunicorn_command(
     workers: int | None = None,
     threads: int | None = None,
     worker_class: str | None = None,
+    *,
+    access_log: bool = True,
 ) -> list[str]:
     from service.cores import available_cores
 
@@ -93,6 +95,10 @@ def gunicorn_command(
         raise SystemExit(f"scantune serve {name}: worker class is one of {', '.join(spec.layouts)}")
     layout = spec.layouts[worker_class]
     config = ["--config", spec.config] if spec.config else []
+    access = [
+        "--access-logfile", "-",
+        "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
+    ] if access_log else []  # fmt: skip
     return [
         sys.executable, "-m", "gunicorn",
         *config,
@@ -103,8 +109,7 @@ def gunicorn_command(
         "--worker-class", worker_class,
         "--timeout", str(layout.timeout_s),
         "--graceful-timeout", "30",
-        "--access-logfile", "-",
-        "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
+        *access,
         spec.app,
     ]  # fmt: skip
 

@@ -59,3 +59,12 @@ def test_serve_parses_the_worker_class() -> None:
     assert args.worker_class == "gthread"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "inference", "--worker-class", "eventlet"])
+
+
+def test_access_log_is_on_unless_a_benchmark_turns_it_off() -> None:
+    found = options(gunicorn_command("inference", "127.0.0.1"))
+    assert found["--access-logfile"] == "-"
+    assert "rid=%({x-request-id}o)s" in found["--access-logformat"]
+    quiet = gunicorn_command("inference", "127.0.0.1", access_log=False)
+    assert not {"--access-logfile", "--access-logformat"} & set(options(quiet))
+    assert quiet[-1] == "service.inference:create_app()"
