@@ -62,6 +62,19 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
+def load_s3_description() -> None:
+    """Read the S3 service description into boto3's default session, which `s3_client`
+    uses: a server's master calls this before it forks, so each worker's first client is
+    built from memory. No credentials are looked up and no client is made."""
+    import boto3
+
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    session = boto3.DEFAULT_SESSION._session  # type: ignore[union-attr]
+    session.get_service_model("s3")
+    session.get_component("endpoint_resolver")
+
+
 def fetch(uri: str, dest_dir: Path, *, endpoint_url: str | None = None) -> Path:
     """Make the file or folder at `uri` available locally and return its local path.
 

@@ -50,7 +50,7 @@ SERVICES = {
             "sync": Layout(workers=None, threads=1, timeout_s=30),
             "gthread": Layout(workers=1, threads=16),
         },
-        config="python:service.cores",
+        config="python:service.inference.gunicorn_conf",  # service.cores' hooks, preimports
     ),
 }
 

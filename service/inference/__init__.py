@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.uri import is_s3, load_s3_description
 from service.config import InferenceSettings
 from service.inference.manager import ModelManager
 from service.inference.memory import limit_malloc_arenas
@@ -41,7 +42,8 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     """Build the inference app and start loading its preloaded models in the background.
 
     Loading starts before Flask and the views are imported: onnxruntime builds its session
-    without the GIL, so on a cold start the model loads while the web side imports.
+    without the GIL, so on a cold start the model loads while the web side imports. (Under
+    `scantune serve`, gunicorn's master has imported them already: `before_fork`.)
     """
     settings = settings or InferenceSettings()
     limit_malloc_arenas(settings.malloc_arena_max)
@@ -69,6 +71,24 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
     return app
+
+
+def before_fork() -> None:
+    """Import what `create_app` and the first model load import late, and load the S3
+    client's service description: gunicorn's master calls this before it forks
+    (`service.inference.gunicorn_conf`), so that no worker pays for them on a cold start.
+
+    It only imports and reads package data: no thread, session, client, credential or
+    connection is made here (none of those may cross a fork); each worker makes its own.
+    Not onnxruntime: importing it starts a native thread, which a fork would not copy.
+    """
+    import flask  # noqa: F401
+
+    from service.inference import predictor, uploads, v1, v2  # noqa: F401
+    from service.web import create_base_app  # noqa: F401
+
+    if is_s3(InferenceSettings().artifact_uri):
+        load_s3_description()
 
 
 def _keep_scan_content_out_of_logs() -> None:

@@ -20,7 +20,7 @@ def test_inference_defaults_to_one_sync_worker_per_core_coordinated_by_service_c
     assert found["--worker-class"] == "sync"
     assert found["--workers"] == str(available_cores())
     assert found["--threads"] == "1"  # more would make gunicorn switch to gthread
-    assert found["--config"] == "python:service.cores"
+    assert found["--config"] == "python:service.inference.gunicorn_conf"
     assert found["--timeout"] == "30"  # a stalled client holds a sync worker at most this long
     assert found["--bind"] == "127.0.0.1:8001"
     assert cmd[-1] == "service.inference:create_app()"
