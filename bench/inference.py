@@ -14,7 +14,9 @@ every request. Measures:
   worker per core), and a framework-free one, a bare WSGI classifier (`bench/bare_app.py`,
   in the service's layout, one sync worker per core; `bench/compare.py` measures both in
   other layouts);
-- cold start (process start to /readyz 200 with the model preloaded);
+- cold start (process start to /readyz 200 with the model preloaded), from a local artifact
+  folder and, with --s3-cold-starts, from S3 (moto's server on loopback, which shares the
+  cores and serves the 14 MB model slower than S3 would);
 - resident memory per worker, sampled over --memory-requests requests (flat or not).
 
 The load generator is wrk (a C client in its own process, so the service's share of the
@@ -175,10 +177,12 @@ class Server:
     and the chart start it, `scantune serve inference`, which execs the same gunicorn."""
 
     def __init__(self, uri: str, args: argparse.Namespace, metrics_dir: Path,
-                 entry: str = "gunicorn") -> None:  # fmt: skip
+                 entry: str = "gunicorn",
+                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.port = _free_port()
         env = {
             **os.environ,
+            **(extra_env or {}),
             "SCANTUNE_ARTIFACT_URI": uri,
             "SCANTUNE_AUTH_DISABLED": "true",
             "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
@@ -419,6 +423,8 @@ def main() -> int:
                 cold_start(uri, args, work / f"metrics-{entry}{i}", entry)
                 for i in range(args.cold_starts)
             ]
+        if args.s3_cold_starts:
+            results["cold_start_s3_s"] = s3_cold_starts(model_dir, card, args, work)
         refs: dict[str, ReferenceServer] = {}
         if args.references:
             card_path = work / "card.json"
@@ -455,6 +461,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32],
                         help="compared with the limit (concurrency 1 always runs)")  # fmt: skip
     parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--s3-cold-starts", type=int, default=0,
+                        help="cold starts from S3 on moto's server (a dev dependency)")  # fmt: skip
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--client", choices=["wrk", "python"],
                         default="wrk" if shutil.which("wrk") else "python")  # fmt: skip
@@ -486,12 +494,53 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path, entry: str) -> float:
-    server = Server(uri, args, _mkdir(metrics_dir), entry)
+def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path, entry: str,
+               extra_env: dict[str, str] | None = None) -> float:  # fmt: skip
+    server = Server(uri, args, _mkdir(metrics_dir), entry, extra_env)
     try:
         return server.wait_ready()
     finally:
         server.stop()
+
+
+def s3_cold_starts(model_dir: Path, card: Any, args: argparse.Namespace, work: Path) -> list[float]:
+    """Cold starts of `scantune serve inference` from an S3 store: the model published to
+    moto's standalone server on a loopback port, as the tests do."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+              "AWS_DEFAULT_REGION": "us-east-1", "SCANTUNE_S3_ENDPOINT_URL": endpoint}  # fmt: skip
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        os.environ.update(s3_env)  # for this process's publishing client
+        from models.uri import s3_client
+        from service.registry import Registry
+        from service.storage import open_store
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3_client(endpoint).create_bucket(Bucket="bench")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        registry = Registry(open_store("s3://bench/artifacts", endpoint_url=endpoint))
+        registry.publish(MODEL, 1, model_dir, card)
+        registry.set_alias(MODEL, "production", 1, actor="bench")
+        return [
+            cold_start("s3://bench/artifacts", args, work / f"metrics-s3-{i}", "scantune", s3_env)
+            for i in range(args.s3_cold_starts)
+        ]
+    finally:
+        for key in s3_env:
+            os.environ.pop(key, None)
+        moto.terminate()
+        moto.wait(10)
 
 
 def one_block(server: Server, refs: dict[str, ReferenceServer], onnx: bytes, card: Any,
@@ -570,9 +619,11 @@ def summarise(results: dict[str, Any]) -> None:
     deltas = [r["http_c1"]["p50_ms"] - r["single_all_cores"]["p50_ms"] for r in results["blocks"]]
     print(f"c=1 p50 minus single-image all-core p50: median {statistics.median(deltas):+.1f} ms "
           f"(range {min(deltas):+.1f} to {max(deltas):+.1f})")  # fmt: skip
-    for entry in ("gunicorn", "scantune"):
-        figures = [round(x, 3) for x in results[f"cold_start_{entry}_s"]]
-        print(f"cold start to ready, {entry} (s):", figures)
+    for entry in ("gunicorn", "scantune", "s3"):
+        if f"cold_start_{entry}_s" in results:
+            figures = [round(x, 3) for x in results[f"cold_start_{entry}_s"]]
+            label = "scantune from S3 on moto" if entry == "s3" else entry
+            print(f"cold start to ready, {label} (s):", figures)
     memory = results.get("memory")
     if memory:
         print(f"RSS per worker over {memory['requests']} requests "
