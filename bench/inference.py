@@ -34,6 +34,7 @@ concurrency 1, for --seconds each; ratios and differences are per block, then th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing as mp
@@ -45,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +179,8 @@ class Server:
     and the chart start it, `scantune serve inference`, which execs the same gunicorn."""
 
     def __init__(self, uri: str, args: argparse.Namespace, metrics_dir: Path,
-                 entry: str = "gunicorn",
-                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 entry: str = "gunicorn", extra_env: dict[str, str] | None = None,
+                 config: str | None = None) -> None:  # fmt: skip
         self.port = _free_port()
         env = {
             **os.environ,
@@ -208,6 +210,8 @@ class Server:
             cmd = gunicorn_command("inference", "127.0.0.1", self.port, **layout,
                                    access_log=False)  # fmt: skip
             cmd[-1:-1] = ["--log-level", "warning"]
+            if config:  # another gunicorn configuration module than the service's
+                cmd[cmd.index("--config") + 1] = config
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO)
 
@@ -503,19 +507,21 @@ def cold_start(uri: str, args: argparse.Namespace, metrics_dir: Path, entry: str
         server.stop()
 
 
-def s3_cold_starts(model_dir: Path, card: Any, args: argparse.Namespace, work: Path) -> list[float]:
-    """Cold starts of `scantune serve inference` from an S3 store: the model published to
-    moto's standalone server on a loopback port, as the tests do."""
+@contextlib.contextmanager
+def s3_store(model_dir: Path, card: Any) -> Iterator[tuple[str, dict[str, str]]]:
+    """The model published to moto's standalone S3 server on a loopback port, as the tests
+    do; yields the store's URI and the environment a service needs to reach it."""
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-              "AWS_DEFAULT_REGION": "us-east-1", "SCANTUNE_S3_ENDPOINT_URL": endpoint}  # fmt: skip
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1", "SCANTUNE_S3_ENDPOINT_URL": endpoint}  # fmt: skip
     moto = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    saved = {key: os.environ.get(key) for key in env}
     try:
-        os.environ.update(s3_env)  # for this process's publishing client
+        os.environ.update(env)  # for this process's publishing client
         from models.uri import s3_client
         from service.registry import Registry
         from service.storage import open_store
@@ -532,15 +538,24 @@ def s3_cold_starts(model_dir: Path, card: Any, args: argparse.Namespace, work: P
         registry = Registry(open_store("s3://bench/artifacts", endpoint_url=endpoint))
         registry.publish(MODEL, 1, model_dir, card)
         registry.set_alias(MODEL, "production", 1, actor="bench")
-        return [
-            cold_start("s3://bench/artifacts", args, work / f"metrics-s3-{i}", "scantune", s3_env)
-            for i in range(args.s3_cold_starts)
-        ]
+        yield "s3://bench/artifacts", env
     finally:
-        for key in s3_env:
-            os.environ.pop(key, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         moto.terminate()
         moto.wait(10)
+
+
+def s3_cold_starts(model_dir: Path, card: Any, args: argparse.Namespace, work: Path) -> list[float]:
+    """Cold starts of `scantune serve inference` from an S3 store on moto."""
+    with s3_store(model_dir, card) as (uri, env):
+        return [
+            cold_start(uri, args, work / f"metrics-s3-{i}", "scantune", env)
+            for i in range(args.s3_cold_starts)
+        ]
 
 
 def one_block(server: Server, refs: dict[str, ReferenceServer], onnx: bytes, card: Any,
