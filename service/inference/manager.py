@@ -257,6 +257,7 @@ class ModelManager:
         try:
             artifact = self.registry.load(name, version)
             sessions = create_lane_sessions(artifact.onnx, self.settings, per_core=per_core)
+            warm_up(sessions[0], artifact.card)
         except ServiceError as exc:
             self._record_failure(key, exc, type(exc).__name__)
             raise
@@ -299,6 +300,7 @@ class ModelManager:
     def _attach_solo(self, model: LoadedModel, onnx: bytes, threads: int) -> None:
         try:
             solo = create_session(onnx, self.settings, threads)
+            warm_up(solo, model.card)
         except Exception as exc:  # lanes keep serving; only low-load latency suffers
             log.warning("model=%s all-core session not created: %s", model.name, exc)
             return
@@ -409,6 +411,27 @@ def create_lane_sessions(
     if lanes == 1:
         return [create_session(onnx, settings, all_core_threads(settings))]
     return [create_session(onnx, settings, 1)] * lanes
+
+
+def warm_up(session: onnxruntime.InferenceSession, card: ModelCard) -> None:
+    """Run one blank scan of the card's input through a new session before it serves.
+
+    The first run of a session allocates onnxruntime's buffers (the first request would pay
+    for it, about 20 ms here), and a graph that loads but cannot take the card's input, or
+    answers in another shape than the card's classes, is refused here, while the previous
+    version keeps serving, instead of failing requests.
+    """
+    spec, names = card.input, card.outputs
+    blank = np.zeros((1, spec.channels, spec.size, spec.size), dtype=np.float32)
+    (probabilities,) = session.run([names.probabilities], {names.input: blank})
+    expected = (1, len(card.classes))
+    if probabilities.shape != expected:
+        raise ValueError(
+            f"output '{names.probabilities}' has shape {list(probabilities.shape)} for one scan;"
+            f" the card's {len(card.classes)} classes need {list(expected)}"
+        )
+    if not np.isfinite(probabilities).all():
+        raise ValueError(f"output '{names.probabilities}' is not finite for a blank scan")
 
 
 def all_core_threads(settings: InferenceSettings) -> int:

@@ -84,6 +84,29 @@ def test_corrupt_artifact_is_refused_and_the_previous_version_keeps_serving(
     assert check(client.get("/readyz")).status_code == 200
 
 
+def test_a_model_whose_outputs_disagree_with_its_card_is_refused_at_load(
+    client: Any, check: Any, registry: Registry, trained: Trained
+) -> None:
+    """The warm-up run at load catches a graph that loads but cannot serve its card: here a
+    card that names three classes for a two-class graph (its sha256 is right)."""
+    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1
+    classes = (*trained.v1_card.classes, "other")
+    registry.publish(
+        MODEL, 2, trained.v1_dir, trained.v1_card.model_copy(update={"classes": classes})
+    )
+    registry.set_alias(MODEL, "production", 2, actor="test")
+    manager_of(client).poll_once()
+    served = check(client.post(PREDICT, data=scan()))
+    assert served.status_code == 200 and served.json["model"]["version"] == 1
+    refused = check(client.post(f"{PREDICT}?version=2", data=scan()))
+    assert refused.status_code == 503
+    assert (
+        "has shape [1, 2] for one scan; the card's 3 classes need [1, 3]"
+        in (refused.json["detail"])
+    )
+    assert [m.version for m in manager_of(client).loaded()] == [1]
+
+
 def test_least_recently_used_version_is_evicted(
     make_client: Any, registry: Registry, trained: Trained
 ) -> None:
