@@ -83,9 +83,12 @@ def before_fork() -> None:
     Not onnxruntime: importing it starts a native thread, which a fork would not copy.
     """
     import flask  # noqa: F401
+    from PIL import Image
 
     from service.inference import predictor, uploads, v1, v2  # noqa: F401
     from service.web import create_base_app  # noqa: F401
+
+    Image.preinit()  # the PNG, JPEG, BMP, GIF and PPM plugins, else the first scan loads them
 
     if is_s3(InferenceSettings().artifact_uri):
         load_s3_description()
