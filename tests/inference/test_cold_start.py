@@ -45,6 +45,8 @@ BEFORE_FORK = textwrap.dedent(
                                       "service.inference.predictor", "boto3", "onnxruntime",
                                       "torch") if m in sys.modules),
         "python_threads": threading.active_count(),
+        "image_plugins": sorted(m.rsplit(".", 1)[1] for m in sys.modules
+                                if m in ("PIL.PngImagePlugin", "PIL.JpegImagePlugin")),
         "hooks": sorted(h for h in ("on_starting", "pre_fork", "post_fork", "pre_request",
                                     "post_request", "child_exit") if hasattr(gunicorn_conf, h)),
     }
@@ -77,6 +79,7 @@ def test_gunicorns_master_imports_the_web_side_once_for_all_workers(tmp_path: Pa
     web = ["flask", "service.inference.predictor", "service.inference.v1", "service.inference.v2"]
     assert found["modules"] == web  # not boto3 (a local store), onnxruntime nor torch
     assert found["python_threads"] == 1  # nothing started that a fork would lose
+    assert found["image_plugins"] == ["JpegImagePlugin", "PngImagePlugin"]
     assert found["hooks"] == sorted(
         ["on_starting", "pre_fork", "post_fork", "pre_request", "post_request", "child_exit"]
     )
