@@ -7,11 +7,12 @@ and passed down; nothing reads `os.environ` at import time.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 DEFAULT_VAR = Path("var")
 
@@ -221,3 +222,19 @@ class InferenceSettings(CommonSettings):
             " Retry-After."
         ),
     )
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line naming each bad environment variable and what is wrong with it; never the
+    value, which may be a secret (a database URL with its password)."""
+    prefix = CommonSettings.model_config.get("env_prefix", "")
+    if isinstance(exc, SettingsError):  # a value that is not even JSON, for a list or a dict
+        match = re.search(r'field "(\w+)"', str(exc))
+        field = match.group(1).upper() if match else "?"
+        return f"{prefix}{field}: {exc.__cause__ or exc}"
+    parts = []
+    for error in exc.errors()[:5]:
+        field, *inside = [str(part) for part in error["loc"]] or ["?"]
+        where = f" (at {'.'.join(inside)})" if inside else ""
+        parts.append(f"{prefix}{field.upper()}{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -20,7 +20,18 @@ __all__ = ["child_exit", "on_starting", "post_fork", "post_request", "pre_fork",
 
 
 def on_starting(server: Any) -> None:
-    cores.on_starting(server)
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from service.config import describe_settings_error
     from service.inference import before_fork
 
-    before_fork()  # an import error or a bad setting stops the master here, with the reason
+    cores.on_starting(server)
+    try:
+        before_fork()
+    except (
+        ValidationError,
+        SettingsError,
+    ) as exc:  # before any worker: one clear line, not a traceback each
+        server.log.error("scantune inference: invalid settings: %s", describe_settings_error(exc))
+        raise SystemExit(2) from None

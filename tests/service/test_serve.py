@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from service.commands.serve import gunicorn_command
 from service.cores import available_cores
+from tests.conftest import free_port
 
 
 def options(cmd: list[str]) -> dict[str, str]:
@@ -68,3 +73,29 @@ def test_access_log_is_on_unless_a_benchmark_turns_it_off() -> None:
     quiet = gunicorn_command("inference", "127.0.0.1", access_log=False)
     assert not {"--access-logfile", "--access-logformat"} & set(options(quiet))
     assert quiet[-1] == "service.inference:create_app()"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        (
+            "SCANTUNE_MAX_BATCH_SIZE",
+            "secret-abc",
+            "SCANTUNE_MAX_BATCH_SIZE: Input should be a valid",
+        ),
+        ("SCANTUNE_PRELOAD_MODELS", '["secret-abc"', "SCANTUNE_PRELOAD_MODELS: Expecting"),
+    ],
+)
+def test_inference_with_a_bad_setting_stops_before_forking_with_one_line(
+    variable: str, value: str, says: str, tmp_path: Path
+) -> None:
+    """The master checks the settings (`before_fork`): one error line naming the variable, not
+    a traceback from every worker, and never the value, which may be a secret."""
+    env = {**os.environ, "SCANTUNE_ARTIFACT_URI": f"file://{tmp_path}", variable: value,
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # fmt: skip
+    cmd = gunicorn_command("inference", "127.0.0.1", free_port())
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"scantune inference: invalid settings: {says}" in result.stderr
+    assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
+    assert "secret-abc" not in result.stderr
