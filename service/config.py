@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -238,3 +238,17 @@ def describe_settings_error(exc: ValidationError | SettingsError) -> str:
         where = f" (at {'.'.join(inside)})" if inside else ""
         parts.append(f"{prefix}{field.upper()}{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def settings_or_exit(settings_class: type[S], log: Any, service: str) -> S:
+    """The settings from the environment; on a bad value, one error line naming the variable
+    (not a traceback) and exit 2. gunicorn's master calls it before it forks, so a bad value
+    does not make every worker fail to boot with its own traceback."""
+    try:
+        return settings_class()
+    except (ValidationError, SettingsError) as exc:
+        log.error("scantune %s: invalid settings: %s", service, describe_settings_error(exc))
+        raise SystemExit(2) from None

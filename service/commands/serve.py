@@ -38,7 +38,10 @@ class ServiceDef:
 
 SERVICES = {
     "training": ServiceDef(
-        "service.training_api:create_app()", 8000, {"gthread": Layout(workers=2, threads=4)}
+        "service.training_api:create_app()",
+        8000,
+        {"gthread": Layout(workers=2, threads=4)},
+        config="python:service.training_api.gunicorn_conf",  # checks the settings first
     ),
     # CPU: one sync worker per core, each with a single-threaded onnxruntime session, and the
     # all-core session for a request while the other workers are idle (service.cores).

@@ -73,7 +73,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     return app
 
 
-def before_fork() -> None:
+def before_fork(settings: InferenceSettings) -> None:
     """Import what `create_app` and the first model load import late, and load the S3
     client's service description: gunicorn's master calls this before it forks
     (`service.inference.gunicorn_conf`), so that no worker pays for them on a cold start.
@@ -90,7 +90,7 @@ def before_fork() -> None:
 
     Image.preinit()  # the PNG, JPEG, BMP, GIF and PPM plugins, else the first scan loads them
 
-    if is_s3(InferenceSettings().artifact_uri):
+    if is_s3(settings.artifact_uri):
         load_s3_description()
 
 

@@ -2,8 +2,9 @@
 `--config python:service.inference.gunicorn_conf`).
 
 It is `service.cores`' hooks (one sync worker per core: slots and busy flags), plus one more
-job for the master before it forks: importing what every worker's `create_app` and first
-model load import late (`service.inference.before_fork`). The workers then start with those
+job for the master before it forks: checking the settings (a bad value stops it with one
+line naming the variable) and importing what every worker's `create_app` and first model
+load import late (`service.inference.before_fork`). The workers then start with those
 modules loaded instead of all importing them at once on a cold start, and share those pages
 (measured in docs/benchmarks.md). Code changes therefore need a restart, not a HUP: a
 container's code does not change under it.
@@ -20,18 +21,8 @@ __all__ = ["child_exit", "on_starting", "post_fork", "post_request", "pre_fork",
 
 
 def on_starting(server: Any) -> None:
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from service.config import describe_settings_error
+    from service.config import InferenceSettings, settings_or_exit
     from service.inference import before_fork
 
     cores.on_starting(server)
-    try:
-        before_fork()
-    except (
-        ValidationError,
-        SettingsError,
-    ) as exc:  # before any worker: one clear line, not a traceback each
-        server.log.error("scantune inference: invalid settings: %s", describe_settings_error(exc))
-        raise SystemExit(2) from None
+    before_fork(settings_or_exit(InferenceSettings, server.log, "inference"))

@@ -38,8 +38,9 @@ BEFORE_FORK = textwrap.dedent(
     """
     import json, os, sys, threading
     from service.inference import gunicorn_conf  # what `scantune serve inference` loads
+    from service.config import InferenceSettings
     from service.inference import before_fork
-    before_fork()
+    before_fork(InferenceSettings())
     found = {
         "modules": sorted(m for m in ("flask", "service.inference.v1", "service.inference.v2",
                                       "service.inference.predictor", "boto3", "onnxruntime",

@@ -44,7 +44,7 @@ def test_training_has_only_its_threaded_layout() -> None:
     found = options(gunicorn_command("training", "127.0.0.1"))
     layout = (found["--worker-class"], found["--workers"], found["--threads"])
     assert layout == ("gthread", "2", "4")
-    assert "--config" not in found
+    assert found["--config"] == "python:service.training_api.gunicorn_conf"  # settings check
     with pytest.raises(SystemExit, match="worker class is one of gthread"):
         gunicorn_command("training", "127.0.0.1", worker_class="sync")
 
@@ -76,26 +76,26 @@ def test_access_log_is_on_unless_a_benchmark_turns_it_off() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "says"),
+    ("service", "variable", "value", "says"),
     [
-        (
-            "SCANTUNE_MAX_BATCH_SIZE",
-            "secret-abc",
-            "SCANTUNE_MAX_BATCH_SIZE: Input should be a valid",
-        ),
-        ("SCANTUNE_PRELOAD_MODELS", '["secret-abc"', "SCANTUNE_PRELOAD_MODELS: Expecting"),
+        ("inference", "SCANTUNE_MAX_BATCH_SIZE", "secret-abc", "SCANTUNE_MAX_BATCH_SIZE: Input"),
+        ("inference", "SCANTUNE_PRELOAD_MODELS", '["secret-abc"', "SCANTUNE_PRELOAD_MODELS: Expe"),
+        ("training", "SCANTUNE_MAX_CONCURRENT_JOBS", "secret-abc", "SCANTUNE_MAX_CONCURRENT_JOBS"),
+        ("training", "SCANTUNE_API_KEYS", '[{"name": "secret-abc"}]', "SCANTUNE_API_KEYS (at 0."),
     ],
 )
-def test_inference_with_a_bad_setting_stops_before_forking_with_one_line(
-    variable: str, value: str, says: str, tmp_path: Path
+def test_a_bad_setting_stops_the_master_before_forking_with_one_line(
+    service: str, variable: str, value: str, says: str, tmp_path: Path
 ) -> None:
-    """The master checks the settings (`before_fork`): one error line naming the variable, not
-    a traceback from every worker, and never the value, which may be a secret."""
+    """The master checks the settings: one error line naming the variable, not a traceback
+    from every worker, and never the value, which may be a secret."""
     env = {**os.environ, "SCANTUNE_ARTIFACT_URI": f"file://{tmp_path}", variable: value,
+           "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # fmt: skip
-    cmd = gunicorn_command("inference", "127.0.0.1", free_port())
+    cmd = gunicorn_command(service, "127.0.0.1", free_port())
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert f"scantune inference: invalid settings: {says}" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert f"scantune {service}: invalid settings: {says}" in result.stderr
     assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
     assert "secret-abc" not in result.stderr
+    assert not (tmp_path / "jobs.db").exists()  # nothing half-made
