@@ -7,7 +7,9 @@ service's own gunicorn command both ways, interleaved, from a local artifact fol
 S3 (moto's server on loopback), and prints the time from process start to /readyz 200 with
 the model preloaded. Then, from the local folder, after 3 s of load at concurrency 8, the
 memory of the master and of each worker from /proc/PID/smaps_rollup: RSS, PSS (shared pages
-split between the processes that share them) and private dirty pages.
+split between the processes that share them) and private dirty pages. Last, in one worker
+of the default configuration, the first requests after /readyz against the ones after them:
+a 512x512 PNG, then a DICOM (the first DICOM scan imports pydicom).
 
     python bench/cold_start.py --starts 15
 """
@@ -15,9 +17,11 @@ split between the processes that share them) and private dirty pages.
 from __future__ import annotations
 
 import argparse
+import http.client
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,7 +74,55 @@ def main() -> int:
             total = master["Pss"] + sum(w["Pss"] for w in workers)
             print(f"  {label}: master {fmt(master)}; workers "
                   f"{'; '.join(fmt(w) for w in workers)}; PSS of all {total:.0f}")  # fmt: skip
+        first_requests(local, work)
     return 0
+
+
+def first_requests(uri: str, work: Path, starts: int = 3, each: int = 4) -> None:
+    """One worker, the default configuration: the first scans after /readyz, then the rest."""
+    one = bench.parse_args(["--workers", "1"])
+    scans = {
+        "PNG 512x512": part(bench.IMAGE.read_bytes(), "scan.png", "image/png"),
+        "DICOM": part((bench.IMAGE.parent / "normal_0_mono1.dcm").read_bytes(), "scan.dcm",
+                      "application/dicom"),
+    }  # fmt: skip
+    print(f"first requests after ready, one worker, {starts} starts (ms, in order):")
+    for i in range(starts):
+        server = bench.Server(uri, one, bench._mkdir(work / f"metrics-first-{i}"), "gunicorn")
+        try:
+            server.wait_ready()
+            time.sleep(1.0)  # the all-core session is built after /readyz
+            times = {label: [post(server.port, body) for _ in range(each)]
+                     for label, body in scans.items()}  # fmt: skip
+        finally:
+            server.stop()
+        print("  " + "; ".join(f"{label} {' '.join(f'{t:.1f}' for t in values)}"
+                               for label, values in times.items()))  # fmt: skip
+
+
+def part(data: bytes, filename: str, content_type: str) -> bytes:
+    head = (
+        f'--{bench.BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+    ).encode()
+    return head + data + f"\r\n--{bench.BOUNDARY}--\r\n".encode()
+
+
+def post(port: int, body: bytes) -> float:
+    """Milliseconds for one predict request, which must succeed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        start = time.perf_counter()
+        conn.request("POST", f"/v1/models/{bench.MODEL}:predict", body,
+                     {"Content-Type": bench.CONTENT_TYPE})  # fmt: skip
+        response = conn.getresponse()
+        response.read()
+        elapsed = (time.perf_counter() - start) * 1000
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"predict answered {response.status}")
+    return elapsed
 
 
 def smaps(pid: int) -> dict[str, float]:
