@@ -65,46 +65,59 @@ def test_alias_promotion_is_picked_up_and_swapped_in(
     }  # fmt: skip
 
 
-def test_corrupt_artifact_is_refused_and_the_previous_version_keeps_serving(
-    client: Any, check: Any, registry: Registry, trained: Trained
-) -> None:
-    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1
-    failures = metric(client, "scantune_model_load_failures_total", model=MODEL)
+def publish_tampered(registry: Registry, trained: Trained) -> None:
     publish(registry, trained, 2)
     tamper(registry, 2)
+
+
+def publish_with_a_card_it_cannot_serve(registry: Registry, trained: Trained) -> None:
+    """A card naming three classes for the two-class graph (its sha256 is right): only the
+    warm-up run at load can tell."""
+    card = trained.v1_card.model_copy(update={"classes": (*trained.v1_card.classes, "other")})
+    registry.publish(MODEL, 2, trained.v1_dir, card)
+
+
+@pytest.mark.parametrize(
+    ("publish_broken", "reason", "says"),
+    [
+        (publish_tampered, "ArtifactCorrupt", "does not match the card"),
+        (publish_with_a_card_it_cannot_serve, "ValueError",
+         "has shape [1, 2] for one scan; the card's 3 classes need [1, 3]"),
+    ],
+    ids=["sha256-mismatch", "outputs-disagree-with-card"],
+)  # fmt: skip
+def test_a_broken_version_is_refused_and_the_previous_version_keeps_serving(
+    client: Any,
+    check: Any,
+    registry: Registry,
+    trained: Trained,
+    publish_broken: Any,
+    reason: str,
+    says: str,
+) -> None:
+    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1
+    failures = metric(client, "scantune_model_load_failures_total", model=MODEL, reason=reason)
+    publish_broken(registry, trained)
     registry.set_alias(MODEL, "production", 2, actor="test")
     manager_of(client).poll_once()
     served = check(client.post(PREDICT, data=scan()))
     assert served.status_code == 200 and served.json["model"]["version"] == 1
     refused = check(client.post(f"{PREDICT}?version=2", data=scan()))
     assert refused.status_code == 503
-    assert refused.json["title"] == "Model artifact corrupt"
-    assert "does not match the card" in refused.json["detail"]
-    assert metric(client, "scantune_model_load_failures_total", model=MODEL) > failures
+    assert says in refused.json["detail"]
+    assert metric(client, "scantune_model_load_failures_total", model=MODEL, reason=reason) > (
+        failures
+    )
+    assert [m.version for m in manager_of(client).loaded()] == [1]
     assert check(client.get("/readyz")).status_code == 200
 
 
-def test_a_model_whose_outputs_disagree_with_its_card_is_refused_at_load(
+def test_a_corrupt_artifact_says_so_in_the_problem_title(
     client: Any, check: Any, registry: Registry, trained: Trained
 ) -> None:
-    """The warm-up run at load catches a graph that loads but cannot serve its card: here a
-    card that names three classes for a two-class graph (its sha256 is right)."""
-    assert client.post(PREDICT, data=scan()).json["model"]["version"] == 1
-    classes = (*trained.v1_card.classes, "other")
-    registry.publish(
-        MODEL, 2, trained.v1_dir, trained.v1_card.model_copy(update={"classes": classes})
-    )
-    registry.set_alias(MODEL, "production", 2, actor="test")
-    manager_of(client).poll_once()
-    served = check(client.post(PREDICT, data=scan()))
-    assert served.status_code == 200 and served.json["model"]["version"] == 1
+    publish_tampered(registry, trained)
     refused = check(client.post(f"{PREDICT}?version=2", data=scan()))
-    assert refused.status_code == 503
-    assert (
-        "has shape [1, 2] for one scan; the card's 3 classes need [1, 3]"
-        in (refused.json["detail"])
-    )
-    assert [m.version for m in manager_of(client).loaded()] == [1]
+    assert (refused.status_code, refused.json["title"]) == (503, "Model artifact corrupt")
 
 
 def test_least_recently_used_version_is_evicted(
