@@ -82,9 +82,9 @@ def first_requests(uri: str, work: Path, starts: int = 3, each: int = 4) -> None
     """One worker, the default configuration: the first scans after /readyz, then the rest."""
     one = bench.parse_args(["--workers", "1"])
     scans = {
-        "PNG 512x512": part(bench.IMAGE.read_bytes(), "scan.png", "image/png"),
-        "DICOM": part((bench.IMAGE.parent / "normal_0_mono1.dcm").read_bytes(), "scan.dcm",
-                      "application/dicom"),
+        "PNG 512x512": bench.multipart_body(bench.IMAGE.read_bytes()),
+        "DICOM": bench.multipart_body((bench.IMAGE.parent / "normal_0_mono1.dcm").read_bytes(),
+                                      "scan.dcm", "application/dicom"),
     }  # fmt: skip
     print(f"first requests after ready, one worker, {starts} starts (ms, in order):")
     for i in range(starts):
@@ -98,14 +98,6 @@ def first_requests(uri: str, work: Path, starts: int = 3, each: int = 4) -> None
             server.stop()
         print("  " + "; ".join(f"{label} {' '.join(f'{t:.1f}' for t in values)}"
                                for label, values in times.items()))  # fmt: skip
-
-
-def part(data: bytes, filename: str, content_type: str) -> bytes:
-    head = (
-        f'--{bench.BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
-    ).encode()
-    return head + data + f"\r\n--{bench.BOUNDARY}--\r\n".encode()
 
 
 def post(port: int, body: bytes) -> float:

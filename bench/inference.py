@@ -99,12 +99,15 @@ def build_model(workdir: Path) -> tuple[Path, Any]:
     return out, card
 
 
-def publish(model_dir: Path, card: Any, artifacts: Path) -> str:
+def publish(model_dir: Path, card: Any, artifacts: Path | str,
+            endpoint_url: str | None = None) -> str:  # fmt: skip
+    """Publish the model as version 1 with `production` on it, to a local folder or a store
+    URI; returns the store's URI."""
     from service.registry import Registry
     from service.storage import open_store
 
-    uri = f"file://{artifacts}"
-    registry = Registry(open_store(uri))
+    uri = artifacts if isinstance(artifacts, str) else f"file://{artifacts}"
+    registry = Registry(open_store(uri, endpoint_url=endpoint_url))
     registry.publish(MODEL, 1, model_dir, card)
     registry.set_alias(MODEL, "production", 1, actor="bench")
     return uri
@@ -166,12 +169,14 @@ def in_process(onnx: bytes, card: Any, png: bytes, seconds: float, procs: int,
 # --- the service over HTTP ----------------------------------------------------------------
 
 
-def multipart_body(png: bytes) -> bytes:
+def multipart_body(
+    scan: bytes, filename: str = "scan.png", content_type: str = "image/png"
+) -> bytes:
     head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="scan.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        f"\r\nContent-Type: {content_type}\r\n\r\n"
     ).encode()
-    return head + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return head + scan + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 class Server:
@@ -523,8 +528,6 @@ def s3_store(model_dir: Path, card: Any) -> Iterator[tuple[str, dict[str, str]]]
     try:
         os.environ.update(env)  # for this process's publishing client
         from models.uri import s3_client
-        from service.registry import Registry
-        from service.storage import open_store
 
         deadline = time.monotonic() + 30
         while True:
@@ -535,10 +538,7 @@ def s3_store(model_dir: Path, card: Any) -> Iterator[tuple[str, dict[str, str]]]
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        registry = Registry(open_store("s3://bench/artifacts", endpoint_url=endpoint))
-        registry.publish(MODEL, 1, model_dir, card)
-        registry.set_alias(MODEL, "production", 1, actor="bench")
-        yield "s3://bench/artifacts", env
+        yield publish(model_dir, card, "s3://bench/artifacts", endpoint), env
     finally:
         for key, value in saved.items():
             if value is None:
