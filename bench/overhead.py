@@ -1,0 +1,205 @@
+"""The service's own CPU per request, without HTTP: each WSGI app called in-process.
+
+Not a test. `bench/inference.py` and `bench/compare.py` measure over loopback HTTP, where
+gunicorn, the kernel and the client take their share too. This calls the apps directly, in
+one process, with the same multipart request (the 512x512 PNG of `bench/inference.py`), so
+what each path costs beyond the limit's loop is the app's own code:
+
+- limit: decode + preprocess + a single-threaded onnxruntime run (one process of the limit);
+- bare: `bench/bare_app.py`, the framework-free WSGI classifier;
+- minimal: `bench/minimal_app.py`, the minimal Flask classifier of the issue;
+- service: `service.inference.create_app`, set up as one sync worker of the per-core layout
+  runs it (`service.cores`' hooks; a single-threaded session, the request's own thread;
+  Prometheus in multiprocess mode, logging at WARNING as in the HTTP benchmarks).
+
+And where that cost comes from: the service's `GET /healthz` (no model work) back to back,
+and right after an onnxruntime run of the model, as every request of a busy worker runs (that
+run's own CPU, measured alone in the same round, is subtracted). Paths are interleaved in
+rounds; each figure is the median over rounds of CPU time per request (`time.process_time`).
+
+    python bench/overhead.py --rounds 12 --requests 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.inference import CONTENT_TYPE, IMAGE, MODEL, build_model, multipart_body, publish
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def main() -> int:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="scantune-overhead-") as tmp:
+        work = Path(tmp)
+        paths = setup(work)
+        for path in paths.values():  # warm every path: first calls load code and buffers
+            for _ in range(10):
+                path()
+        per_request: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(args.rounds):
+            for name, path in paths.items():
+                per_request[name].append(cpu_ms(path, args.requests))
+        report(per_request)
+    return 0
+
+
+def setup(work: Path) -> dict[str, Callable[[], Any]]:
+    """Every path, ready to call once per request."""
+    metrics_dir = work / "metrics"
+    metrics_dir.mkdir()
+    model_dir, card = build_model(work)
+    (work / "card.json").write_text(card.to_json())
+    uri = publish(model_dir, card, work / "artifacts")
+    os.environ.update(
+        BENCH_ONNX=str(model_dir / "model.onnx"),
+        BENCH_CARD=str(work / "card.json"),
+        SCANTUNE_ARTIFACT_URI=uri,
+        SCANTUNE_AUTH_DISABLED="true",
+        SCANTUNE_PRELOAD_MODELS=json.dumps([MODEL]),
+        SCANTUNE_ORT_INTRA_OP_THREADS="1",
+        SCANTUNE_LOG_LEVEL="WARNING",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    from bench import bare_app, minimal_app, reference_model
+    from models import imaging
+
+    png = IMAGE.read_bytes()
+    body = multipart_body(png)
+    session = reference_model.session(str(model_dir / "model.onnx"), 1)
+    batch = imaging.to_batch([imaging.decode(png, "scan.png")], card.input)
+    service = service_app()
+    predict = f"/v1/models/{MODEL}:predict"
+
+    def limit() -> None:
+        image = imaging.to_batch([imaging.decode(png, "scan.png")], card.input)
+        session.run(None, {card.outputs.input: image})
+
+    def onnxruntime_run() -> None:
+        session.run(None, {card.outputs.input: batch})
+
+    def healthz_after_run() -> None:
+        onnxruntime_run()
+        call(service, "GET", "/healthz", b"")
+
+    return {
+        "limit": limit,
+        "bare": lambda: call(bare_app.app, "POST", predict, body),
+        "minimal": lambda: call(minimal_app.app, "POST", predict, body),
+        "service": lambda: call(service, "POST", predict, body),
+        "onnxruntime run alone": onnxruntime_run,
+        "service /healthz": lambda: call(service, "GET", "/healthz", b""),
+        "service /healthz after a run": healthz_after_run,
+    }
+
+
+def service_app() -> WSGIApp:
+    """The inference app in a process set up as the per-core layout's only sync worker, with
+    its model loaded."""
+    from service import cores
+    from service.inference import create_app
+
+    server = SimpleNamespace(
+        cfg=SimpleNamespace(worker_class=type(cores.SYNC_WORKER, (), {})), WORKERS={}
+    )
+    worker = SimpleNamespace()
+    cores.on_starting(server)
+    cores.pre_fork(server, worker)
+    cores.post_fork(server, worker)
+    app = create_app()
+    deadline = time.monotonic() + 120
+    while call(app, "GET", "/readyz", b"") != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the model never loaded")
+        time.sleep(0.05)
+    return app  # type: ignore[return-value]
+
+
+def call(app: WSGIApp, method: str, path: str, body: bytes) -> int:
+    """One request through `app`, as gunicorn's sync worker would make it; its status."""
+    statuses: list[int] = []
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8001",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8001",
+        "CONTENT_TYPE": CONTENT_TYPE if body else "",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
+        statuses.append(int(status.split()[0]))
+
+    result = app(environ, start_response)
+    try:
+        b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return statuses[0]
+
+
+def cpu_ms(path: Callable[[], Any], requests: int) -> float:
+    started = time.process_time()
+    for _ in range(requests):
+        path()
+    return (time.process_time() - started) * 1000 / requests
+
+
+def report(per_request: dict[str, list[float]]) -> None:
+    def median(name: str) -> float:
+        return statistics.median(per_request[name])
+
+    def beyond(name: str, reference: str) -> str:
+        diffs = [a - b for a, b in zip(per_request[name], per_request[reference], strict=True)]
+        return f"{statistics.median(diffs):+.2f} ms (rounds {min(diffs):+.2f} to {max(diffs):+.2f})"
+
+    rounds = len(per_request["limit"])
+    print(f"CPU per request, in-process, median of {rounds} rounds:")
+    print(f"  limit's loop: {median('limit'):.2f} ms")
+    for name in ("bare", "minimal", "service"):
+        print(f"  {name}: {median(name):.2f} ms, beyond the limit's loop {beyond(name, 'limit')}")
+    run = median("onnxruntime run alone")
+    print(f"  onnxruntime run alone: {run:.2f} ms")
+    print(f"  service GET /healthz back to back: {median('service /healthz'):.3f} ms")
+    print(
+        "  service GET /healthz right after an onnxruntime run:"
+        f" {beyond('service /healthz after a run', 'onnxruntime run alone')}"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--requests", type=int, default=40, help="per path and round")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
