@@ -7,7 +7,10 @@ what each path costs beyond the limit's loop is the app's own code:
 
 - limit: decode + preprocess + a single-threaded onnxruntime run (one process of the limit);
 - bare: `bench/bare_app.py`, the framework-free WSGI classifier;
-- minimal: `bench/minimal_app.py`, the minimal Flask classifier of the issue;
+- minimal: `bench/minimal_app.py`, the minimal Flask classifier of the issue (Werkzeug's
+  multipart parser);
+- flask: the same without the parser: a Flask view that slices the file out of the body as
+  the bare classifier does, so what it costs beyond the bare one is Flask's request handling;
 - service: `service.inference.create_app`, set up as one sync worker of the per-core layout
   runs it (`service.cores`' hooks; a single-threaded session, the request's own thread;
   Prometheus in multiprocess mode, logging at WARNING as in the HTTP benchmarks).
@@ -83,6 +86,7 @@ def setup(work: Path) -> dict[str, Callable[[], Any]]:
     session = reference_model.session(str(model_dir / "model.onnx"), 1)
     batch = imaging.to_batch([imaging.decode(png, "scan.png")], card.input)
     service = service_app()
+    flask = flask_app()
     predict = f"/v1/models/{MODEL}:predict"
 
     def limit() -> None:
@@ -100,11 +104,34 @@ def setup(work: Path) -> dict[str, Callable[[], Any]]:
         "limit": limit,
         "bare": lambda: call(bare_app.app, "POST", predict, body),
         "minimal": lambda: call(minimal_app.app, "POST", predict, body),
+        "flask": lambda: call(flask, "POST", predict, body),
         "service": lambda: call(service, "POST", predict, body),
         "onnxruntime run alone": onnxruntime_run,
         "service /healthz": lambda: call(service, "GET", "/healthz", b""),
         "service /healthz after a run": healthz_after_run,
     }
+
+
+def flask_app() -> WSGIApp:
+    """A Flask classifier that parses nothing: the bare classifier's work in a Flask view."""
+    from flask import Flask, Response, request
+
+    from bench import bare_app
+
+    app = Flask("flask_classifier")
+
+    @app.post("/v1/models/<name>:predict")
+    def predict(name: str) -> Response:
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[Any]) -> None:
+            pass
+
+        environ = {**request.environ, "wsgi.input": io.BytesIO(request.get_data())}
+        chunks.extend(bare_app.app(environ, start_response))
+        return Response(b"".join(chunks), mimetype="application/json")
+
+    return app  # type: ignore[return-value]
 
 
 def service_app() -> WSGIApp:
@@ -183,7 +210,7 @@ def report(per_request: dict[str, list[float]]) -> None:
     rounds = len(per_request["limit"])
     print(f"CPU per request, in-process, median of {rounds} rounds:")
     print(f"  limit's loop: {median('limit'):.2f} ms")
-    for name in ("bare", "minimal", "service"):
+    for name in ("bare", "minimal", "flask", "service"):
         print(f"  {name}: {median(name):.2f} ms, beyond the limit's loop {beyond(name, 'limit')}")
     run = median("onnxruntime run alone")
     print(f"  onnxruntime run alone: {run:.2f} ms")
