@@ -593,8 +593,8 @@ def memory_run(server: Server, body: bytes, args: argparse.Namespace) -> dict[st
     while done < args.memory_requests:
         figures = load(server.port, body, 8, seconds=step / rate, requests=step,
                        client=args.client)  # fmt: skip
-        done += figures["requests"]
-        failures += figures["failures"]
+        done += int(figures["requests"])
+        failures += int(figures["failures"])
         rate = figures["rps"]
         samples.append([round(rss_mb(p), 1) for p in pids])
     return {"requests": done, "failures": failures, "rss_mb_per_worker": samples}
