@@ -9,6 +9,7 @@ starting together do not both try to create the tables.
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,9 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; idempotent and safe to run concurrently."""
+    # Importing alembic's commands logs seven "setup plugin" lines at INFO in every process;
+    # the log keeps the revisions it runs.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 

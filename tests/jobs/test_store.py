@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,23 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     migrate(engine)
     assert current_revision(engine) == "0002"
     engine.dispose()
+
+
+def test_migrating_logs_the_revisions_not_alembics_plugin_setup(tmp_path: Path) -> None:
+    """A fresh process (alembic logs its plugins once, on import) migrating at INFO, as the
+    training service's workers do."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level='INFO')\n"
+        "from service.jobs.database import make_engine, migrate\n"
+        "migrate(make_engine('sqlite:///' + sys.argv[1]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "fresh.db")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "Running upgrade  -> 0001" in done.stderr
+    assert "setup plugin" not in done.stderr
 
 
 def test_sqlite_migrations_connect_only_while_holding_the_file_lock(
