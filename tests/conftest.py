@@ -39,13 +39,31 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+SHARED_DATA = Path("shared", "data", "pneumoniamnist")
+
+
+def checkouts() -> list[Path]:
+    """This checkout, then the local repository it was cloned from (`git clone . /tmp/x`),
+    whose folder may sit beside `shared/` when this one does not."""
+    found = [REPO]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip().removeprefix("file://")  # fmt: skip
+    if origin and "://" not in origin and ":" not in origin.split("/", 1)[0]:  # a local path
+        found.append((REPO / origin).resolve())
+    return found
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     env = os.environ.get("SCANTUNE_TEST_DATA_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "data" / "pneumoniamnist"
-    if not path.is_dir():
-        pytest.fail(f"shared data not found at {path}; set SCANTUNE_TEST_DATA_DIR")
-    return path
+    candidates = [Path(env)] if env else [c.parent / SHARED_DATA for c in checkouts()]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    pytest.fail(f"shared data not found at {looked}; set SCANTUNE_TEST_DATA_DIR")
 
 
 @pytest.fixture(scope="session")
