@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from service.errors import validation_errors
+
 DEFAULT_VAR = Path("var")
 
 
@@ -233,10 +235,10 @@ def describe_settings_error(exc: ValidationError | SettingsError) -> str:
         field = match.group(1).upper() if match else "?"
         return f"{prefix}{field}: {exc.__cause__ or exc}"
     parts = []
-    for error in exc.errors()[:5]:
-        field, *inside = [str(part) for part in error["loc"]] or ["?"]
+    for error in validation_errors(exc, location="")[:5]:  # "/field/inside/..."
+        field, *inside = error["loc"].removeprefix("/").split("/")
         where = f" (at {'.'.join(inside)})" if inside else ""
-        parts.append(f"{prefix}{field.upper()}{where}: {error['msg']}")
+        parts.append(f"{prefix}{(field or '?').upper()}{where}: {error['msg']}")
     return "; ".join(parts)
 
 
