@@ -110,6 +110,11 @@ class Supervisor:
 
     def _handle_dead(self, job: JobRow, state: RunnerState, why: str) -> None:
         retry = state.retryable and job.attempts <= self.settings.max_retries
+        # Stop the runner first: one that hung inside a write to its job's row (a heartbeat)
+        # holds that row (SQLite's write lock, PostgreSQL's row lock) until it dies, and the
+        # transition below would wait on it for good. Stopped, it can write nothing more; and
+        # it is gone before this tick can launch the next attempt into the same work dir.
+        self.launcher.cancel(job)
         try:
             if retry:
                 self.store.transition(
@@ -131,9 +136,6 @@ class Supervisor:
                 )
         except IllegalTransition:
             return  # the runner finished, or another supervisor acted first
-        # The row no longer accepts this attempt's writes; now make sure a hung runner is gone
-        # before this tick can launch the next attempt into the same work dir.
-        self.launcher.cancel(job)
         action = "re-queued to resume" if retry else "failed"
         log.warning("job %s attempt %d: %s; %s", job.id, job.attempts, why, action)
         self._note(job, f"attempt {job.attempts}: {why}; {action}")

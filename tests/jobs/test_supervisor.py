@@ -6,8 +6,11 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy import text
+
 from models.spec import JobSpec
 from service.config import TrainingSettings
+from service.jobs.database import make_engine
 from service.jobs.launchers.base import Launcher, RunnerState
 from service.jobs.state import Status
 from service.jobs.store import JobStore, utcnow
@@ -111,6 +114,46 @@ def test_stale_heartbeat_and_slow_start(
     store.update_running(starting, 1, heartbeat_at=utcnow() - timedelta(seconds=200))
     sup.reap()
     assert store.get(starting).error_detail.startswith("runner did not start in 100s")  # type: ignore[union-attr]
+
+
+def test_a_runner_hung_inside_a_write_is_stopped_before_its_job_is_failed(
+    store: JobStore,
+    db_url: str,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """A runner frozen inside its heartbeat's UPDATE holds the job's row (SQLite's write lock,
+    PostgreSQL's row lock) until it dies: failing the job first would wait on it for good."""
+    runner_db = make_engine(db_url)
+    runner = runner_db.connect()
+
+    class HungRunnerLauncher(ScriptedLauncher):
+        def cancel(self, job: JobRow) -> None:
+            super().cancel(job)
+            runner.rollback()  # the runner's death ends its open transaction
+
+    launcher = HungRunnerLauncher()
+    sup = Supervisor(store, launcher, settings_env(max_retries=0, heartbeat_timeout_s=10))
+    job_id = store.create(make_spec())[0].id
+    store.claim_queued(1, launcher="local")
+    old = utcnow() - timedelta(seconds=30)
+    store.update_running(job_id, 1, heartbeat_at=old, phase="training")
+    runner.execute(
+        text("UPDATE jobs SET heartbeat_at = heartbeat_at WHERE id = :id"), {"id": job_id}
+    )
+    reaper = threading.Thread(target=sup.reap, daemon=True)
+    try:
+        reaper.start()
+        reaper.join(timeout=15)
+        assert not reaper.is_alive(), "the supervisor waited on the hung runner's lock"
+    finally:
+        runner.rollback()
+        runner.close()
+        runner_db.dispose()
+        reaper.join(timeout=60)
+    job = store.get(job_id)
+    assert (job.status, job.error_reason) == ("failed", "runner_lost")
+    assert launcher.cancelled == [job_id]
 
 
 def test_two_supervisors_share_one_database(
