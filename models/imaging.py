@@ -8,6 +8,7 @@ the trainer used. A decoded scan is a float32 array in [0, 1], shaped (H, W) for
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,8 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
             image.load()
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused on open
+        raise ImageDecodeError(name, f"image of over {MAX_PIXELS} pixels is too large") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(name, f"cannot decode image ({exc})") from exc
     return _pil_to_float(image)
@@ -110,62 +113,105 @@ def _is_gray_palette(image: Image.Image) -> bool:
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as exc:
+        has_pixels = "PixelData" in ds
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types, some only when an element is read
         raise ImageDecodeError(name, f"cannot parse DICOM ({exc})") from exc
-    if "PixelData" not in ds:
+    if not has_pixels:
         raise ImageDecodeError(name, "DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
     try:
         pixels = ds.pixel_array
+    except MemoryError:
+        raise
     except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
         raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from exc
-    if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1:
+    if pixels.ndim == 3 and samples == 1:
         pixels = pixels[0]  # multi-frame: the first frame
     if pixels.ndim != 2:
         raise ImageDecodeError(
             name, f"DICOM pixel data of shape {pixels.shape} is not one 2-D scan"
         )
-    return _dicom_to_unit(ds, pixels)
+    return _dicom_to_unit(ds, pixels, name)
 
 
-def _dicom_to_unit(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
-    """Modality LUT (rescale), then the VOI window or LUT, then MONOCHROME1 inversion."""
+def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
+    """Modality LUT (rescale), then the VOI window or LUT, then MONOCHROME1 inversion.
+
+    A rescale or window that is not one finite number, or a LUT that cannot be applied, makes
+    the file undecodable: a guessed display of a clinical scan is worse than a refusal.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
-    center, width = _first_window(ds)
-    if center is not None and width is not None and width >= 1:
-        # DICOM PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
-        unit = ((values - (center - 0.5)) / (width - 1.0) + 0.5).clip(0.0, 1.0)
-    else:
-        if "VOILUTSequence" in ds:
-            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword in ds:
+            _number(ds, keyword, name, first=False)
+    center, width = _window(ds, name)
+    try:
+        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+        if center is not None and width is not None and width >= 1:
+            # DICOM PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
+            unit = ((values - (center - 0.5)) / (width - 1.0) + 0.5).clip(0.0, 1.0)
+        else:
+            if "VOILUTSequence" in ds:
+                values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+            low, high = float(values.min()), float(values.max())
+            unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a malformed LUT sequence fails inside pydicom in many ways
+        raise ImageDecodeError(name, f"cannot apply the DICOM LUTs ({exc})") from exc
+    if not np.isfinite(unit).all():
+        raise ImageDecodeError(name, "the DICOM LUTs give pixel values that are not finite")
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         unit = 1.0 - unit
     return unit.astype(np.float32)
 
 
-def _first_window(ds: Dataset) -> tuple[float | None, float | None]:
-    center = getattr(ds, "WindowCenter", None)
-    width = getattr(ds, "WindowWidth", None)
-    if center is None or width is None:
+def _window(ds: Dataset, name: str) -> tuple[float | None, float | None]:
+    """The first VOI window (center, width), or (None, None) unless both are given."""
+    if not (_given(ds, "WindowCenter", name) and _given(ds, "WindowWidth", name)):
         return None, None
-    return _first_value(center), _first_value(width)
+    return (
+        _number(ds, "WindowCenter", name, first=True),
+        _number(ds, "WindowWidth", name, first=True),
+    )
 
 
-def _first_value(value: object) -> float:
-    """A DICOM multi-valued element's first value (windows may list several)."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return float(value[0])
-    return float(value)  # type: ignore[arg-type]
+def _given(ds: Dataset, keyword: str, name: str) -> bool:
+    """Whether the element is present with a value (an empty one counts as absent)."""
+    try:
+        return keyword in ds and ds[keyword].value not in (None, "", b"")
+    except Exception as exc:  # a malformed element fails when it is read
+        raise ImageDecodeError(name, f"cannot read DICOM {keyword}: malformed element") from exc
+
+
+def _number(ds: Dataset, keyword: str, name: str, *, first: bool) -> float:
+    """A numeric element as one finite float; `first` takes the first of several values
+    (a window may list several), else several values are refused. Errors name the element,
+    never its value."""
+    try:
+        value = ds[keyword].value
+    except Exception as exc:  # a malformed element fails when it is read
+        raise ImageDecodeError(name, f"cannot read DICOM {keyword}: malformed element") from exc
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        if not value or (len(value) > 1 and not first):
+            raise ImageDecodeError(name, f"DICOM {keyword} has {len(value)} values, not one")
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ImageDecodeError(name, f"DICOM {keyword} is not a number") from None
+    if not math.isfinite(number):
+        raise ImageDecodeError(name, f"DICOM {keyword} is not a finite number")
+    return number
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

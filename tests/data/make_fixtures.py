@@ -73,6 +73,45 @@ def dicom_bytes(
     return buf.getvalue()
 
 
+def with_elements(dicom: bytes, **elements: object) -> bytes:
+    """`dicom` with the given elements set to values their VR may forbid (an empty or infinite
+    rescale, say), as broken modalities write them; `bytes` go into the file as they are
+    (a non-numeric "DS", which pydicom will not take as a value)."""
+    import pydicom
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    for keyword, value in elements.items():
+        if isinstance(value, bytes):
+            tag = Tag(tag_for_keyword(keyword))
+            ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+        else:
+            ds[keyword].value = value
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    return buf.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header declares `width` x `height` 8-bit gray pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with np.load(NPZ) as data:

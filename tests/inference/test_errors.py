@@ -14,6 +14,7 @@ import pytest
 
 from service.auth import hash_key
 from service.registry import Registry
+from tests.data.make_fixtures import png_declaring, with_elements
 from tests.inference.conftest import MODEL
 
 PREDICT = f"/v1/models/{MODEL}:predict"
@@ -29,6 +30,11 @@ def b64(name: str) -> str:
     return base64.b64encode((IMAGES / name).read_bytes()).decode()
 
 
+def dicom_with(**elements: object) -> bytes:
+    """A real fixture scan with elements set as a broken modality might write them."""
+    return with_elements((IMAGES / "normal_0_rescale.dcm").read_bytes(), **elements)
+
+
 # (case id, url, request kwargs, status, text the detail must contain)
 CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("text body", PREDICT, {"data": "hello", "content_type": "text/plain"}, 415, "text/plain"),
@@ -42,6 +48,19 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
      422, "truncated.png"),
     ("dicom without pixels", PREDICT, {"data": {"file": part("no_pixels.dcm")}}, 422,
      "no_pixels.dcm: DICOM file has no pixel data"),
+    ("png declaring 10^10 pixels", PREDICT,
+     {"data": {"file": (io.BytesIO(png_declaring(100_000, 100_000)), "bomb.png")}}, 422,
+     "bomb.png: image of over"),
+    ("dicom with an infinite rescale", PREDICT,
+     {"data": {"file": (io.BytesIO(dicom_with(RescaleSlope="inf")), "scan.dcm")}}, 422,
+     "scan.dcm: DICOM RescaleSlope is not a finite number"),
+    ("dicom with a corrupt header", PREDICT,
+     {"data": {"file": (io.BytesIO(dicom_with(WindowCenter=b"12\xc4.0C")), "scan.dcm")}}, 422,
+     "scan.dcm: DICOM WindowCenter is not a number"),
+    ("v2 dicom with a two-valued rescale", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                           "data": [base64.b64encode(dicom_with(RescaleIntercept=["1", "2"]))
+                                    .decode()]}]}}, 422, "RescaleIntercept has 2 values"),
     ("json instance undecodable", PREDICT,
      {"json": {"instances": [{"b64": b64("not_an_image.txt"), "name": "notes.txt"}]}}, 422,
      "notes.txt"),

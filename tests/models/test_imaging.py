@@ -86,6 +86,69 @@ def test_bad_files_name_the_file_and_the_reason(fixture_images, name, reason):
     assert info.value.name.endswith(name) and reason in info.value.reason
 
 
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(10_000, 7_000), (100_000, 100_000), (1, 1_000_000_000)],  # ours, then Pillow's own limit
+)
+def test_a_png_declaring_too_many_pixels_is_refused_before_it_is_decoded(width, height):
+    from tests.data.make_fixtures import png_declaring
+
+    with pytest.raises(imaging.ImageDecodeError, match="too large") as info:
+        imaging.decode(png_declaring(width, height), "bomb.png")
+    assert info.value.name == "bomb.png"
+
+
+def _dicom(**elements: object) -> bytes:
+    from tests.data.make_fixtures import dicom_bytes, with_elements
+
+    ramp = np.arange(16, dtype=np.uint16).reshape(4, 4) * 100
+    plain = dicom_bytes(
+        ramp, photometric="MONOCHROME2", slope=1, intercept=0, center=700, width=801
+    )
+    return with_elements(plain, **elements) if elements else plain
+
+
+@pytest.mark.parametrize(
+    ("elements", "reason"),
+    [
+        ({"RescaleSlope": "nan"}, "RescaleSlope is not a finite number"),
+        ({"RescaleSlope": "1e400"}, "RescaleSlope is not a finite number"),
+        ({"RescaleIntercept": "-inf"}, "RescaleIntercept is not a finite number"),
+        ({"RescaleSlope": b"abc "}, "RescaleSlope is not a number"),
+        ({"RescaleSlope": ""}, "RescaleSlope is not a number"),
+        ({"RescaleIntercept": ["1", "2"]}, "RescaleIntercept has 2 values, not one"),
+        ({"WindowCenter": "nan"}, "WindowCenter is not a finite number"),
+        ({"WindowWidth": "inf"}, "WindowWidth is not a finite number"),
+        ({"WindowWidth": b"wide"}, "WindowWidth is not a number"),
+        ({"Rows": None}, "cannot decode DICOM pixel data"),
+        ({"Rows": 9_000, "Columns": 9_000}, "9000x9000 is too large"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, dict) else None,
+)
+def test_a_dicom_with_unusable_pixel_module_values_is_refused_naming_the_element(elements, reason):
+    with pytest.raises(imaging.ImageDecodeError) as info:
+        imaging.decode(_dicom(**elements), "scan.dcm")
+    assert info.value.name == "scan.dcm" and reason in info.value.reason, info.value.reason
+
+
+def test_a_dicom_whose_header_is_corrupt_is_refused_not_crashed():
+    ds_vr = b"\x28\x00\x50\x10DS"  # (0028,1050) WindowCenter, explicit VR "DS"
+    data = _dicom()
+    assert data.count(ds_vr) == 1
+    with pytest.raises(imaging.ImageDecodeError, match="cannot read DICOM WindowCenter") as info:
+        imaging.decode(data.replace(ds_vr, b"\x28\x00\x50\x10Dg"), "scan.dcm")
+    assert info.value.name == "scan.dcm"
+
+
+def test_an_empty_or_half_given_window_is_no_window():
+    full_range = imaging.decode(_dicom(WindowCenter=None, WindowWidth=None))
+    assert full_range.min() == 0.0 and full_range.max() == 1.0
+    np.testing.assert_array_equal(imaging.decode(_dicom(WindowCenter="")), full_range)
+    np.testing.assert_array_equal(imaging.decode(_dicom(WindowWidth=None)), full_range)
+    windowed = imaging.decode(_dicom())
+    assert not np.array_equal(windowed, full_range)
+
+
 def test_missing_file_is_a_decode_error(tmp_path):
     with pytest.raises(imaging.ImageDecodeError, match="cannot read"):
         imaging.read_file(tmp_path / "absent.png")
