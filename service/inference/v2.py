@@ -198,7 +198,10 @@ def _array(tensor: TensorIn) -> np.ndarray:
         raise BadRequest(
             f"input '{tensor.name}': {values.size} values do not fill shape {tensor.shape}"
         )
-    return values.reshape(tensor.shape).astype(np.float32, copy=False)
+    batch = values.reshape(tensor.shape).astype(np.float32, copy=False)
+    if not np.isfinite(batch).all():  # NaN/Infinity tokens, or values past FP32's range
+        raise BadRequest(f"input '{tensor.name}': data holds values that are not finite FP32")
+    return batch
 
 
 def _uploads(tensor: TensorIn) -> list[Upload]:

@@ -103,6 +103,13 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
      {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                            "data": [b64("normal_0.png")]}], "outputs": [{"name": "features"}]}},
      400, "features"),
+    ("v2 NaN in the tensor", f"/v2/models/{MODEL}/infer",
+     {"data": '{"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32", '
+              '"data": [NaN' + ", 0" * 1023 + "]}]}", "content_type": "application/json"}, 400,
+     "not finite FP32"),
+    ("v2 value past FP32's range", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP64",
+                           "data": [1e300] + [0] * 1023}]}}, 400, "not finite FP32"),
     ("v2 int datatype", f"/v2/models/{MODEL}/infer",
      {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "INT8", "data": [1]}]}}, 400,
      "INT8"),
