@@ -112,6 +112,8 @@ def _is_gray_palette(image: Image.Image) -> bool:
 
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    """Grayscale DICOM through its modality and VOI LUTs; colour (RGB, YBR, palette) scaled
+    to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame."""
     import pydicom
 
     try:
@@ -119,6 +121,9 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         has_pixels = "PixelData" in ds
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         samples = int(ds.get("SamplesPerPixel") or 1)
+        photometric = str(ds.get("PhotometricInterpretation") or "").upper()
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
     except MemoryError:
         raise
     except Exception as exc:  # pydicom raises many types, some only when an element is read
@@ -127,19 +132,50 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         raise ImageDecodeError(name, "DICOM file has no pixel data")
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
+    _check_decodable(syntax, name)
     try:
-        pixels = ds.pixel_array
+        pixels = ds.pixel_array  # YBR colour arrives as RGB
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            pixels, samples = apply_color_lut(pixels, ds), 3
+            bits = pixels.dtype.itemsize * 8
     except MemoryError:
         raise
     except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
         raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from exc
-    if pixels.ndim == 3 and samples == 1:
+    frame_ndim = 2 if samples == 1 else 3
+    if pixels.ndim == frame_ndim + 1:
         pixels = pixels[0]  # multi-frame: the first frame
-    if pixels.ndim != 2:
+    if samples == 3 and pixels.ndim == 3 and pixels.shape[-1] == 3 and 1 <= bits <= 32:
+        return (pixels.astype(np.float64) / (2.0**bits - 1.0)).clip(0.0, 1.0).astype(np.float32)
+    if samples != 1 or pixels.ndim != 2:
         raise ImageDecodeError(
             name, f"DICOM pixel data of shape {pixels.shape} is not one 2-D scan"
         )
     return _dicom_to_unit(ds, pixels, name)
+
+
+def _check_decodable(syntax: object, name: str) -> None:
+    """Refuse, naming it, a compressed transfer syntax no installed decoder reads."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    try:
+        if not isinstance(syntax, UID) or not syntax.is_compressed:
+            return  # native pixel data (or no file meta): pydicom reads it, or says why not
+    except ValueError:
+        return  # not a transfer syntax UID at all: decoding the pixel data says so
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # a UID pydicom has no decoder class for at all
+        available = False
+    if not available:
+        raise ImageDecodeError(
+            name,
+            f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
+            " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline or JPEG 2000",
+        )
 
 
 def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:

@@ -73,6 +73,86 @@ def dicom_bytes(
     return buf.getvalue()
 
 
+def colour_dicom_bytes(
+    rgb: np.ndarray,
+    *,
+    photometric: str = "RGB",
+    bits: int = 8,
+    syntax: str = "1.2.840.10008.1.2.1",
+) -> bytes:
+    """A colour secondary capture: `rgb` is (H, W, 3) or (frames, H, W, 3) of `bits`-bit
+    samples, stored as `photometric` (RGB, or YBR_FULL converted from it) in the transfer
+    syntax `syntax` (RLE Lossless is compressed here; others are native)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import (
+        UID,
+        ExplicitVRLittleEndian,
+        RLELossless,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
+
+    frames = rgb if rgb.ndim == 4 else rgb[None]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[photometric, str(rgb.sum())])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel = 3
+    ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    stored = frames
+    if photometric == "YBR_FULL":
+        stored = np.stack(
+            [convert_color_space(f.astype(np.uint8), "RGB", "YBR_FULL") for f in frames]
+        )
+    ds.PixelData = stored.astype(f"<u{bits // 8}").tobytes()
+    if UID(syntax) == RLELossless:
+        ds.compress(RLELossless)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def palette_dicom_bytes(indices: np.ndarray, lut: np.ndarray) -> bytes:
+    """A PALETTE COLOR image: 8-bit `indices` (H, W) into `lut`, (256, 3) of 16-bit entries."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(indices.sum())])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = indices.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    for i, colour in enumerate(("Red", "Green", "Blue")):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", lut[:, i].astype("<u2").tobytes())
+    ds.PixelData = indices.astype(np.uint8).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def with_elements(dicom: bytes, **elements: object) -> bytes:
     """`dicom` with the given elements set to values their VR may forbid (an empty or infinite
     rescale, say), as broken modalities write them; `bytes` go into the file as they are

@@ -164,3 +164,27 @@ def test_health_ready_and_metrics(client: Any, check: Any, fixture_images: Path)
     assert "scantune_inference_batch_size_bucket" in text
     assert "scantune_model_load_seconds_count" in text
     assert "scantune_models_loaded" in text
+
+
+def test_a_colour_dicom_of_a_gray_scan_gets_the_gray_scans_answer(
+    client: Any, check: Any, fixture_images: Path
+) -> None:
+    from tests.data.make_fixtures import colour_dicom_bytes
+
+    gray = np.asarray(Image.open(fixture_images / "normal_0.png"))
+    rgb_dicom = colour_dicom_bytes(np.stack([gray] * 3, axis=-1), syntax="1.2.840.10008.1.2.5")
+    response = check(
+        client.post(
+            PREDICT,
+            data={
+                "file": [
+                    (io.BytesIO(rgb_dicom), "colour.dcm"),
+                    (io.BytesIO((fixture_images / "normal_0.png").read_bytes()), "gray.png"),
+                ]
+            },
+        )
+    )
+    assert response.status_code == 200, response.json
+    colour, plain = response.json["predictions"]
+    for c, p in plain["probabilities"].items():
+        assert colour["probabilities"][c] == pytest.approx(p, abs=1e-6)

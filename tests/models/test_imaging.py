@@ -140,6 +140,17 @@ def test_a_dicom_whose_header_is_corrupt_is_refused_not_crashed():
     assert info.value.name == "scan.dcm"
 
 
+def test_a_dicom_whose_transfer_syntax_uid_is_no_transfer_syntax_is_refused():
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(_dicom()))
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    with pytest.raises(imaging.ImageDecodeError, match="cannot decode DICOM pixel data"):
+        imaging.decode(buf.getvalue(), "scan.dcm")
+
+
 def test_an_empty_or_half_given_window_is_no_window():
     full_range = imaging.decode(_dicom(WindowCenter=None, WindowWidth=None))
     assert full_range.min() == 0.0 and full_range.max() == 1.0
@@ -147,6 +158,80 @@ def test_an_empty_or_half_given_window_is_no_window():
     np.testing.assert_array_equal(imaging.decode(_dicom(WindowWidth=None)), full_range)
     windowed = imaging.decode(_dicom())
     assert not np.array_equal(windowed, full_range)
+
+
+@pytest.fixture(scope="module")
+def scan(fixture_images: Path) -> np.ndarray:
+    """A real 8-bit chest X-ray (28 x 28), as stored."""
+    return np.asarray(Image.open(fixture_images / "normal_0.png"))
+
+
+@pytest.mark.parametrize(
+    ("photometric", "bits", "syntax", "tolerance"),
+    [
+        ("RGB", 8, "1.2.840.10008.1.2.1", 0.0),
+        ("RGB", 16, "1.2.840.10008.1.2.1", 0.0),
+        ("RGB", 8, "1.2.840.10008.1.2.5", 0.0),  # RLE Lossless
+        ("YBR_FULL", 8, "1.2.840.10008.1.2.1", 2 / 255),  # YBR -> RGB rounds
+    ],
+)
+def test_a_colour_dicom_decodes_like_a_colour_png(scan, photometric, bits, syntax, tolerance):
+    from tests.data.make_fixtures import colour_dicom_bytes
+
+    tint = np.stack([scan, scan // 2, 255 - scan], axis=-1).astype(np.uint16)
+    stored = tint * 257 if bits == 16 else tint
+    decoded = imaging.decode(
+        colour_dicom_bytes(stored, photometric=photometric, bits=bits, syntax=syntax)
+    )
+    png = io.BytesIO()
+    Image.fromarray(tint.astype(np.uint8)).save(png, format="PNG")
+    assert decoded.shape == (28, 28, 3) and decoded.dtype == np.float32
+    np.testing.assert_allclose(decoded, imaging.decode(png.getvalue()), atol=tolerance + 1e-7)
+
+
+def test_a_gray_scan_stored_as_rgb_dicom_feeds_the_model_as_the_gray_one(scan):
+    from tests.data.make_fixtures import colour_dicom_bytes
+
+    rgb = imaging.decode(colour_dicom_bytes(np.stack([scan] * 3, axis=-1)))
+    np.testing.assert_allclose(
+        imaging.prepare(rgb, 16, 1), imaging.prepare(scan / np.float32(255), 16, 1), atol=1e-6
+    )
+
+
+def test_a_multi_frame_colour_dicom_gives_its_first_frame(scan):
+    from tests.data.make_fixtures import colour_dicom_bytes
+
+    first = np.stack([scan] * 3, axis=-1)
+    decoded = imaging.decode(colour_dicom_bytes(np.stack([first, 255 - first])))
+    np.testing.assert_array_equal(decoded, first / np.float32(255))
+
+
+def test_a_palette_colour_dicom_is_looked_up_not_read_as_intensities(scan):
+    from tests.data.make_fixtures import palette_dicom_bytes
+
+    ramp = np.arange(256, dtype=np.uint16) * 257
+    lut = np.stack([65535 - ramp, ramp, np.full(256, 32896, np.uint16)], axis=-1)
+    decoded = imaging.decode(palette_dicom_bytes(scan, lut))
+    assert decoded.shape == (28, 28, 3)
+    np.testing.assert_allclose(decoded, lut[scan] / 65535.0, atol=1e-7)
+
+
+def test_a_compressed_dicom_without_a_decoder_names_its_transfer_syntax():
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLossless
+
+    if get_decoder(JPEGLossless).is_available:
+        pytest.skip("a JPEG Lossless decoder (gdcm or pylibjpeg) is installed here")
+    ds = pydicom.dcmread(io.BytesIO(_dicom()))
+    ds.file_meta.TransferSyntaxUID = JPEGLossless
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + bytes(60)])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(imaging.ImageDecodeError) as info:
+        imaging.decode(buf.getvalue(), "scan.dcm")
+    assert "'JPEG Lossless, Non-Hierarchical (Process 14)' cannot be decoded" in info.value.reason
 
 
 def test_missing_file_is_a_decode_error(tmp_path):
