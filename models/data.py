@@ -12,7 +12,7 @@ import csv
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -228,17 +228,57 @@ def _npz_split(
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
         problems.append(f"{fname}: {img_key} of shape {images.shape} is not (N,H,W) or (N,H,W,3)")
         return None
-    labels = labels.reshape(len(labels), -1)
-    if labels.shape[1] != 1 or len(labels) != len(images):
-        problems.append(
-            f"{fname}: {lab_key} of shape {labels.shape} does not give one label per image"
-        )
+    if 0 in images.shape:
+        problems.append(f"{fname}: {img_key} of shape {images.shape} holds no pixels")
         return None
+    image_problem = _npz_image_problem(images)
+    if image_problem:
+        problems.append(f"{fname}: {img_key} {image_problem}")
+        return None
+    label_problem = _npz_label_problem(labels, len(images))
+    if label_problem:
+        problems.append(f"{fname}: {lab_key} {label_problem}")
+        return None
+    labels = labels.reshape(len(images))
     scale = _unit_scale(images.dtype)
     return [
-        Item(f"{fname}:{img_key}[{i}]", int(labels[i, 0]), _npz_loader(images, i, scale))
+        Item(f"{fname}:{img_key}[{i}]", int(labels[i]), _npz_loader(images, i, scale))
         for i in range(len(images))
     ]
+
+
+def _npz_image_problem(images: np.ndarray) -> str | None:
+    """Why `images` cannot be read as scans: a dtype whose full scale is not known, or floats
+    that are not finite or lie outside [0, 1] (clipping them would train on other images)."""
+    if images.dtype.kind != "f":
+        if images.dtype in (np.uint8, np.uint16):
+            return None
+        return f"of dtype {images.dtype}: send uint8 (0-255), uint16 (0-65535) or floats in [0, 1]"
+    outside = ~(np.isfinite(images) & (images >= 0) & (images <= 1))
+    bad = np.flatnonzero(outside.reshape(len(images), -1).any(axis=1))
+    if len(bad) == 0:
+        return None
+    first = ", ".join(str(i) for i in bad[:5])
+    return (
+        f"of dtype {images.dtype}: {len(bad)} image(s) hold values that are not finite or"
+        f" outside [0, 1] (first: {first}); floats must be scaled to [0, 1]"
+    )
+
+
+def _npz_label_problem(labels: np.ndarray, count: int) -> str | None:
+    """Why `labels` is not one whole-number label per image."""
+    if labels.size != count or (labels.ndim > 1 and labels.size != labels.shape[0]):
+        return f"of shape {labels.shape} does not give one label per image ({count} images)"
+    if labels.dtype.kind in "iub":
+        return None
+    if labels.dtype.kind != "f":
+        return f"of dtype {labels.dtype}: labels must be whole numbers 0..K-1"
+    flat = labels.reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
+    if len(bad) == 0:
+        return None
+    first = ", ".join(str(i) for i in bad[:5])
+    return f"has {len(bad)} label(s) that are not whole numbers (first at: {first})"
 
 
 def _unit_scale(dtype: np.dtype) -> float:
@@ -329,7 +369,14 @@ def _csv_item(
     path: Path, line: int, row: dict[str, str], names: list[str], problems: list[str]
 ) -> Item | None:
     where = f"{path.name} line {line} ({row['path']})"
-    file = path.parent / row["path"]
+    if row["path"] is None or row["label"] is None:
+        problems.append(f"{path.name} line {line}: fewer fields than the header names")
+        return None
+    relative = PurePosixPath(row["path"])
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        problems.append(f"{where}: paths must be relative and stay inside the manifest's folder")
+        return None
+    file = path.parent / relative
     split = (row.get("split") or "train").strip()
     if split not in ("train", "val"):
         problems.append(f"{where}: unknown split {split!r} (train or val)")

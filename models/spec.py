@@ -19,7 +19,15 @@ class _Spec(BaseModel):
 
 class DatasetSpec(_Spec):
     uri: str = Field(min_length=1, description="A path, file:// or s3://bucket/prefix URI.")
-    format: Literal["imagefolder", "npz", "csv"] = "npz"
+    format: Literal["imagefolder", "npz", "csv"] = Field(
+        default="npz",
+        description=(
+            "npz: train_images (N,H,W) or (N,H,W,3) of uint8, uint16 or floats in [0, 1] and"
+            " train_labels, whole numbers 0..K-1 (val_* optional). imagefolder:"
+            " root/<class>/* or root/{train,val}/<class>/*. csv: a manifest with path and"
+            " label columns (split optional)."
+        ),
+    )
     val_uri: str | None = Field(
         default=None, description="Separate validation data; default: the source's own split."
     )

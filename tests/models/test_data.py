@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models import imaging
-from models.data import DataError, load_dataset
+from models.data import DataError, load_dataset, read_npz
 from models.spec import DatasetSpec
 from models.uri import sha256_file
 
@@ -222,3 +222,65 @@ def test_imagefolder_from_s3(
     local = _load(_spec(image_folder, "imagefolder"))
     assert remote.sha256 == local.sha256
     assert np.array_equal(remote.train.images, local.train.images)
+
+
+# --- what a dataset may not hold ---------------------------------------------------------------
+
+
+NAN = np.full((4, 8, 8), np.nan, np.float32)
+ZEROS = np.zeros((4, 8, 8), np.uint8)
+LABELS = [0, 1, 0, 1]
+ODD_ARRAYS = {
+    "nan": (NAN, LABELS, "4 image(s) hold values that are not finite"),
+    "0-255 floats": (np.full((4, 8, 8), 200.0, np.float32), LABELS, "outside [0, 1]"),
+    "int32": (np.full((4, 8, 8), 200, np.int32), LABELS, "of dtype int32: send uint8"),
+    "no pixels": (np.zeros((4, 0, 0), np.uint8), LABELS, "holds no pixels"),
+    "half label": (
+        ZEROS,
+        [0.0, 1.5, 0.0, 1.0],
+        "1 label(s) that are not whole numbers (first at: 1)",
+    ),
+    "nan label": (ZEROS, [0.0, np.nan, 0.0, 1.0], "not whole numbers"),
+    "text labels": (ZEROS, ["a", "b", "a", "b"], "labels must be whole numbers"),
+    "0-d labels": (ZEROS, 1, "does not give one label per image"),
+}
+
+
+@pytest.mark.parametrize(("images", "labels", "says"), ODD_ARRAYS.values(), ids=ODD_ARRAYS)
+def test_npz_arrays_that_would_train_on_something_else_are_refused(
+    tmp_path: Path, images: np.ndarray, labels: object, says: str
+) -> None:
+    path = tmp_path / "odd.npz"
+    np.savez(path, train_images=images, train_labels=np.asarray(labels))
+    problems = _problems(_spec(path, classes=["a", "b"]))
+    assert any(p.startswith("odd.npz: train_") and says in p for p in problems), problems
+
+
+def test_npz_whole_float_labels_and_unit_floats_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "floats.npz"
+    images = np.linspace(0, 1, 8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
+    np.savez(path, train_images=images, train_labels=np.array([0.0, 1.0] * 4))
+    listing = read_npz(path, ["a", "b"])
+    assert listing.problems == [] and [it.label for it in listing.train] == [0, 1] * 4
+    np.testing.assert_array_equal(listing.train[3].load(), images[3])
+
+
+def test_csv_rows_may_not_leave_the_manifests_folder_or_lack_fields(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((image_folder / "normal" / "normal_0.png").read_bytes())
+    rows = [
+        "normal/normal_0.png,normal,train",
+        "pneumonia/pneumonia_0.png,pneumonia,train",
+        f"{outside},normal,train",
+        "../secret.png,normal,train",
+        "normal/normal_1.png",
+    ]
+    problems = _problems(
+        _spec(_manifest(image_folder, rows), "csv", classes=["normal", "pneumonia"])
+    )
+    text = "\n".join(problems)
+    assert f"line 4 ({outside}): paths must be relative and stay inside" in text
+    assert "line 5 (../secret.png): paths must be relative and stay inside" in text
+    assert "manifest.csv line 6: fewer fields than the header names" in text
