@@ -73,12 +73,20 @@ class Registry:
 
     # keys
     @staticmethod
-    def version_prefix(name: str, version: int) -> str:
-        return f"models/{name}/versions/{version}"
+    def model_prefix(name: str) -> str:
+        """Where a model's versions and aliases live. A name no model can have (a NUL byte,
+        '..', a slash...) is not found, and never becomes a store key."""
+        if re.fullmatch(MODEL_NAME_PATTERN, name) is None:
+            raise ModelNotFound(f"no model named {name!r}")
+        return f"models/{name}"
 
-    @staticmethod
-    def _alias_key(name: str, alias: str) -> str:
-        return f"models/{name}/aliases/{alias}.json"
+    @classmethod
+    def version_prefix(cls, name: str, version: int) -> str:
+        return f"{cls.model_prefix(name)}/versions/{version}"
+
+    @classmethod
+    def _alias_key(cls, name: str, alias: str) -> str:
+        return f"{cls.model_prefix(name)}/aliases/{alias}.json"
 
     def artifact_uris(self, name: str, version: int) -> dict[str, str]:
         prefix = self.version_prefix(name, version)
@@ -89,11 +97,14 @@ class Registry:
 
     # reading
     def list_models(self) -> list[str]:
-        names = [n for n in self.store.list_children("models") if re.match(MODEL_NAME_PATTERN, n)]
-        return [n for n in names if self.list_versions(n)]
+        return [n for n in self.store.list_children("models") if self.list_versions(n)]
 
     def list_versions(self, name: str) -> list[int]:
-        children = self.store.list_children(f"models/{name}/versions")
+        try:
+            prefix = self.model_prefix(name)
+        except ModelNotFound:
+            return []
+        children = self.store.list_children(f"{prefix}/versions")
         versions = sorted(int(c) for c in children if c.isdigit())
         return [
             v for v in versions if self.store.exists(f"{self.version_prefix(name, v)}/{CARD_FILE}")
@@ -110,7 +121,7 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, AliasRecord]:
         out = {}
-        for child in self.store.list_children(f"models/{name}/aliases"):
+        for child in self.store.list_children(f"{self.model_prefix(name)}/aliases"):
             if child.endswith(".json"):
                 alias = child[:-5]
                 out[alias] = self.get_alias(name, alias)

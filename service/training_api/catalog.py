@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from models.spec import MODEL_NAME_PATTERN
 from service.errors import InvalidRequest
 from service.registry import ALIAS_PATTERN, AliasNotFound, ModelNotFound, Registry, VersionNotFound
 
@@ -84,8 +83,7 @@ class Catalog:
 
     def existing_versions(self, name: str) -> list[int]:
         """The model's published versions; 404 when it has none (or the name cannot be one)."""
-        valid = re.match(MODEL_NAME_PATTERN, name) is not None
-        versions = self.registry.list_versions(name) if valid else []
+        versions = self.registry.list_versions(name)
         if not versions:
             raise ModelNotFound(f"no model named '{name}'")
         return versions

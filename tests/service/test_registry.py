@@ -83,3 +83,22 @@ def test_aliases_record_who_when_and_history(store, tmp_path):
         registry.set_alias("chest", "staging", 9, actor="ci")
     with pytest.raises(ValueError):
         registry.set_alias("chest", "Bad Alias", 1, actor="ci")
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "..", "chest/../chest", "Chest", "chest\n", ""])
+def test_a_name_no_model_can_have_is_not_found_and_never_a_store_key(store, tmp_path, name):
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store)
+    registry.publish("chest", 1, run, card)
+    registry.set_alias("chest", "production", 1, actor="test")
+    assert registry.list_versions(name) == []
+    for read in (
+        lambda: registry.get_card(name, 1),
+        lambda: registry.get_alias(name, "production"),
+        lambda: registry.aliases(name),
+        lambda: registry.load(name, 1),
+        lambda: registry.set_alias(name, "production", 1, actor="test"),
+    ):
+        with pytest.raises(ModelNotFound):
+            read()
+    assert registry.list_models() == ["chest"]
