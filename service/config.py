@@ -96,6 +96,14 @@ class TrainingSettings(CommonSettings):
             " gives no weights_uri."
         ),
     )
+    local_data_roots: list[Path] | None = Field(
+        default=None,
+        description=(
+            "JSON list of folders that submitted jobs' local dataset and weights paths must lie"
+            " under (symlinks resolved); [] allows only s3:// URIs. Unset: any local path, for"
+            " local use: an API caller can then make jobs read any file the service can."
+        ),
+    )
     webhook_secret: str | None = Field(
         default=None, description="HMAC-SHA256 key for the X-Scantune-Signature header."
     )

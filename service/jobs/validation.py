@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from models.spec import JobSpec
@@ -32,8 +33,19 @@ def uri_exists(uri: str, settings: TrainingSettings) -> bool:
     )
 
 
+def allowed_locally(uri: str, roots: list[Path] | None) -> bool:
+    """Whether a local URI lies under one of `roots` (None: no restriction)."""
+    if roots is None:
+        return True
+    target = local_path(uri).resolve()
+    return any(target.is_relative_to(root.resolve()) for root in roots)
+
+
 def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
-    """Raise Unprocessable naming each field whose URI names nothing."""
+    """Raise Unprocessable naming each field whose URI is not allowed or names nothing.
+
+    A local path outside `local_data_roots` is refused before anything looks at it, so the
+    answer tells nothing of what exists there."""
     fields = {"dataset.uri": spec.dataset.uri}
     if spec.dataset.val_uri:
         fields["dataset.val_uri"] = spec.dataset.val_uri
@@ -41,6 +53,16 @@ def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
         fields["weights_uri"] = spec.weights_uri
     errors = []
     for field, uri in fields.items():
+        if not is_s3(uri) and not allowed_locally(uri, settings.local_data_roots):
+            errors.append(
+                {
+                    "loc": "body/" + field.replace(".", "/"),
+                    "msg": f"{uri} is outside the folders jobs may read"
+                    " (SCANTUNE_LOCAL_DATA_ROOTS); use an s3:// URI or a path under them",
+                    "type": "uri_not_allowed",
+                }
+            )
+            continue
         try:
             found = uri_exists(uri, settings)
             message = f"{uri} does not exist"

@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -414,6 +415,22 @@ def test_defaults_parse(render: Render, monkeypatch: pytest.MonkeyPatch) -> None
         assert settings.auth_disabled is False
         assert settings.api_keys == []
         assert settings.artifact_uri == MINIMAL["config"]["artifactUri"]
+
+
+def test_jobs_read_only_s3_unless_the_chart_names_local_roots(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def roots(values: dict[str, Any]) -> list[Path] | None:
+        manifests = render(values)
+        container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+        env = container_env(manifests, container)
+        return settings_from(monkeypatch, env, TrainingSettings).local_data_roots
+
+    assert roots(MINIMAL) == []
+    mounted = {**MINIMAL, "api": {**MINIMAL.get("api", {}), "localDataRoots": ["/mnt/scans"]}}
+    assert roots(mounted) == [Path("/mnt/scans")]
+    anywhere = {**MINIMAL, "api": {**MINIMAL.get("api", {}), "localDataRoots": None}}
+    assert roots(anywhere) is None
 
 
 # -- pods: probes, commands, security --------------------------------------------------------

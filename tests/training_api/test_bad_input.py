@@ -145,3 +145,52 @@ def test_unknown_method_is_a_problem_not_html(app: Flask) -> None:
     response = FlaskClient(app).delete(JOBS, headers=KEYS["admin"].headers)  # not in the spec
     assert response.status_code == 405
     assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("roots", "where", "allowed"),
+    [
+        ("[]", "inside", False),  # only s3:// then
+        ('["{tmp}/data"]', "inside", True),
+        ('["{tmp}/data"]', "outside", False),
+        ('["{tmp}/data"]', "symlink out", False),
+        ('["{tmp}/data"]', "missing outside", False),  # refused before anything looks at it
+    ],
+)
+def test_local_paths_outside_the_data_roots_are_refused_before_they_are_looked_at(
+    training_env: Path, monkeypatch: pytest.MonkeyPatch, roots: str, where: str, allowed: bool
+) -> None:
+    from service.training_api import create_app, services
+
+    data, elsewhere = training_env / "data", training_env / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    (data / "in.npz").write_bytes(b"x")
+    (elsewhere / "out.npz").write_bytes(b"x")
+    (data / "link.npz").symlink_to(elsewhere / "out.npz")
+    uri = {
+        "inside": data / "in.npz",
+        "outside": elsewhere / "out.npz",
+        "symlink out": data / "link.npz",
+        "missing outside": elsewhere / "nothing.npz",
+    }[where]
+    monkeypatch.setenv("SCANTUNE_LOCAL_DATA_ROOTS", roots.replace("{tmp}", str(training_env)))
+    app = create_app(start_supervisor=False)
+    try:
+        response = app.test_client().post(JOBS, json=job_spec(uri), headers=KEYS["admin"].headers)
+    finally:
+        with app.app_context():
+            services().jobs.stop()
+    if allowed:
+        assert response.status_code == 202, response.get_json()
+        return
+    problem = response.get_json()
+    assert response.status_code == 422, problem
+    assert problem["errors"] == [
+        {
+            "loc": "body/dataset/uri",
+            "msg": f"{uri} is outside the folders jobs may read (SCANTUNE_LOCAL_DATA_ROOTS);"
+            " use an s3:// URI or a path under them",
+            "type": "uri_not_allowed",
+        }
+    ]
