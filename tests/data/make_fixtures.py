@@ -165,7 +165,10 @@ def with_elements(dicom: bytes, **elements: object) -> bytes:
     ds = pydicom.dcmread(io.BytesIO(dicom))
     for keyword, value in elements.items():
         if isinstance(value, bytes):
-            tag = Tag(tag_for_keyword(keyword))
+            number = tag_for_keyword(keyword)
+            if number is None:
+                raise KeyError(f"no DICOM element is named {keyword}")
+            tag = Tag(number)
             ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
         else:
             ds[keyword].value = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,25 @@ def test_a_colour_dicom_of_a_gray_scan_gets_the_gray_scans_answer(
     colour, plain = response.json["predictions"]
     for c, p in plain["probabilities"].items():
         assert colour["probabilities"][c] == pytest.approx(p, abs=1e-6)
+
+
+def test_a_request_holds_one_decoded_scan_at_a_time(
+    client: Any, fixture_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many large scans in one request must not all be decoded at once (64 files of 60 kB
+    that decode to 64 MP each would hold 16 GB)."""
+    decoded: list[weakref.ref[np.ndarray]] = []
+    alive_at_each_decode: list[int] = []
+    original = imaging.decode
+
+    def tracking_decode(data: bytes, name: str = "<upload>") -> np.ndarray:
+        alive_at_each_decode.append(sum(ref() is not None for ref in decoded))
+        image = original(data, name)
+        decoded.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(imaging, "decode", tracking_decode)
+    paths = [fixture_images / "big_normal_0.png", fixture_images / "big_pneumonia_1.png"] * 3
+    response = client.post(PREDICT, data=multipart(paths))
+    assert response.status_code == 200 and len(response.json["predictions"]) == 6
+    assert alive_at_each_decode == [0] * 6
