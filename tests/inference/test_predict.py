@@ -211,3 +211,16 @@ def test_a_request_holds_one_decoded_scan_at_a_time(
     response = client.post(PREDICT, data=multipart(paths))
     assert response.status_code == 200 and len(response.json["predictions"]) == 6
     assert alive_at_each_decode == [0] * 6
+
+
+def test_the_heatmap_is_hot_where_the_cam_is_and_cold_where_it_is_not() -> None:
+    from service.inference.explain import heatmap_png
+
+    cam = np.zeros((7, 7), dtype=np.float32)
+    cam[0, 0] = 5.0  # hot top-left cell
+    png = Image.open(io.BytesIO(base64.b64decode(heatmap_png(cam, 700, 350))))
+    assert png.format == "PNG" and png.size == (350, 700)
+    rgb = np.asarray(png.convert("RGB"))
+    assert tuple(rgb[0, 0]) == (128, 0, 0)  # the ramp's top: dark red
+    assert tuple(rgb[-1, -1]) == (0, 0, 128)  # its bottom: dark blue
+    assert tuple(rgb[400, 200]) == (0, 0, 128)  # far from the hot cell

@@ -144,7 +144,7 @@ def test_a_dicom_whose_transfer_syntax_uid_is_no_transfer_syntax_is_refused():
     import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(_dicom()))
-    ds.file_meta.TransferSyntaxUID = "1.2.3.4"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.UID("1.2.3.4")
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=False)
     with pytest.raises(imaging.ImageDecodeError, match="cannot decode DICOM pixel data"):
