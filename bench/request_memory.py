@@ -1,0 +1,148 @@
+"""Peak memory of one predict request with many large scans, and of one explain heatmap.
+
+Not a test. Each figure comes from a fresh Python process that imports only the inference
+service (no torch). The peak is VmHWM after resetting it to the RSS just before the step
+(`/proc/self/clear_refs`; ru_maxrss would carry the parent's peak across exec):
+
+- predict: the app factory over a local artifact folder holding the benchmark's
+  EfficientNet-Lite0, ready, then one `POST /v1/models/bench-lite0:predict` carrying N copies
+  of a black SIDE x SIDE 8-bit PNG (tens of kB each: the cost is in decoding, not upload).
+  Prints the rise of peak RSS over the RSS before the request, and the request's time.
+- heatmap: `service.inference.explain.heatmap_png` of a random 7 x 7 CAM at SIDE x SIDE:
+  time, peak RSS rise, and the base64 length.
+
+    python bench/request_memory.py --files 1 8 --side 4000 --heatmap-sides 2000 4000 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+PREDICT_CHILD = """
+import io, json, os, sys, time
+sys.path.insert(0, {repo!r})
+import numpy as np
+from PIL import Image
+n, side = {files}, {side}
+buffer = io.BytesIO()
+Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG", optimize=True)
+png = buffer.getvalue()
+from service.inference import create_app
+app = create_app()
+client = app.test_client()
+while client.get("/readyz").status_code != 200:
+    time.sleep(0.05)
+def status_mb(field):
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith(field)) / 1024
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # reset the peak (VmHWM) to the RSS now
+before = status_mb("VmRSS")
+started = time.perf_counter()
+files = [(io.BytesIO(png), f"{{i}}.png") for i in range(n)]
+response = client.post("/v1/models/{model}:predict", data={{"file": files}})
+seconds = time.perf_counter() - started
+peak = status_mb("VmHWM")
+print(json.dumps({{"status": response.status_code, "png_bytes": len(png), "rss_before_mb": before,
+                  "peak_rise_mb": peak - before, "seconds": seconds}}))
+"""
+
+HEATMAP_CHILD = """
+import json, sys, time
+sys.path.insert(0, {repo!r})
+import numpy as np
+from service.inference.explain import heatmap_png
+cam = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+heatmap_png(cam, 8, 8)
+def status_mb(field):
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith(field)) / 1024
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # reset the peak (VmHWM) to the RSS now
+before = status_mb("VmRSS")
+started = time.perf_counter()
+encoded = heatmap_png(cam, {side}, {side})
+seconds = time.perf_counter() - started
+peak = status_mb("VmHWM")
+print(json.dumps(
+    {{"seconds": seconds, "peak_rise_mb": peak - before, "base64_mb": len(encoded) / 1e6}}
+))
+"""
+
+
+def child(code: str, env: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--side", type=int, default=4000)
+    parser.add_argument("--heatmap-sides", type=int, nargs="+", default=[2000, 4000, 8000])
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+
+    from bench import inference as bench
+    from service.registry import Registry
+    from service.storage import open_store
+
+    with tempfile.TemporaryDirectory(prefix="scantune-bench-") as tmp:
+        work = Path(tmp)
+        model_dir, card = bench.build_model(work)
+        artifacts = (work / "artifacts").as_uri()
+        registry = Registry(open_store(artifacts))
+        registry.publish(bench.MODEL, 1, model_dir, card)
+        registry.set_alias(bench.MODEL, "production", 1, actor="bench")
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SCANTUNE_ARTIFACT_URI": artifacts,
+            "SCANTUNE_AUTH_DISABLED": "true",
+            "SCANTUNE_LOG_LEVEL": "WARNING",
+            "SCANTUNE_PRELOAD_MODELS": json.dumps([bench.MODEL]),
+        }
+        for files in options.files:
+            runs = [
+                child(
+                    PREDICT_CHILD.format(
+                        repo=str(REPO), files=files, side=options.side, model=bench.MODEL
+                    ),
+                    env,
+                )
+                for _ in range(options.repeat)
+            ]
+            rises = ", ".join(f"{r['peak_rise_mb']:.0f}" for r in runs)
+            times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+            print(
+                f"predict {files} x {options.side}x{options.side} PNG ({runs[0]['png_bytes']} B"
+                f" each), status {runs[0]['status']}: RSS before {runs[0]['rss_before_mb']:.0f} MB,"
+                f" peak rise {rises} MB, {times} s"
+            )
+        for side in options.heatmap_sides:
+            runs = [
+                child(HEATMAP_CHILD.format(repo=str(REPO), side=side), env)
+                for _ in range(options.repeat)
+            ]
+            rises = ", ".join(f"{r['peak_rise_mb']:.0f}" for r in runs)
+            times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+            print(
+                f"heatmap {side}x{side}: peak rise {rises} MB, {times} s,"
+                f" base64 {runs[0]['base64_mb']:.1f} MB"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
