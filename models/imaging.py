@@ -91,16 +91,25 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
 
 def _pil_to_float(image: Image.Image) -> np.ndarray:
     mode = image.mode
+    # Each result is made in place in one float32 array: a 64 MP scan is 256 MB of it, and a
+    # temporary per operation would double the peak.
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit PNGs open as I;16 (or I); full scale is the 16-bit range.
-        return np.asarray(image, dtype=np.float32).clip(0, 65535) / np.float32(65535.0)
+        values = np.array(image, dtype=np.float32)
+        return _scaled(np.clip(values, 0, 65535, out=values), 65535.0)
     if mode == "F":
-        return np.asarray(image, dtype=np.float32).clip(0.0, 1.0)
+        values = np.array(image, dtype=np.float32)
+        return np.clip(values, 0.0, 1.0, out=values)
     if mode in ("1", "L", "LA", "P", "PA") and _is_gray_palette(image):
         image = image.convert("L")
     elif mode != "L":
         image = image.convert("RGB")
-    return np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    return _scaled(np.array(image, dtype=np.float32), 255.0)
+
+
+def _scaled(values: np.ndarray, full_scale: float) -> np.ndarray:
+    values /= np.float32(full_scale)
+    return values
 
 
 def _is_gray_palette(image: Image.Image) -> bool:
