@@ -178,6 +178,14 @@ class InferenceSettings(CommonSettings):
         description="Micro-batching (gthread layout): longest a request waits for company.",
     )
     max_files: int = Field(default=64, ge=1, description="Scans accepted in one request.")
+    max_request_megapixels: float = Field(
+        default=256.0,
+        gt=0,
+        description=(
+            "Decoded pixels one request may hold, all its scans together (413 past it): a few"
+            " kB of PNG can declare 64 MP, a second of decoding and 256 MB of float32 each."
+        ),
+    )
     ort_intra_op_threads: int = Field(
         default=0,
         ge=0,

@@ -16,7 +16,7 @@ import numpy as np
 
 from models import imaging
 from models.card import InputSpec, ModelCard
-from service.errors import BadRequest, Unprocessable
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from service.inference import metrics
 from service.inference.batcher import Outputs
 from service.inference.explain import heatmap_png
@@ -38,6 +38,7 @@ class Selector:
 class Predictor:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
+        self.max_megapixels = manager.settings.max_request_megapixels
 
     def predict(
         self,
@@ -53,7 +54,7 @@ class Predictor:
         if explain and model.card.outputs.cam not in model.output_names:
             raise BadRequest(f"model '{model.name}' version {model.version} has no CAM output")
         with model.batcher.announce() as arrival:
-            batch, sizes = prepare_all(uploads, model.card.input)
+            batch, sizes = prepare_all(uploads, model.card.input, self.max_megapixels)
             decoded = time.perf_counter()
             outputs = arrival.run(batch)
         ran = time.perf_counter()
@@ -95,22 +96,24 @@ class Predictor:
         if len(uploads) > self.manager.settings.max_files:
             raise BadRequest(f"{len(uploads)} scans; at most {self.manager.settings.max_files}")
         with model.batcher.announce() as arrival:
-            batch, _ = prepare_all(uploads, model.card.input)
+            batch, _ = prepare_all(uploads, model.card.input, self.max_megapixels)
             return arrival.run(batch)
 
 
 def prepare_all(
-    uploads: Sequence[Upload], spec: InputSpec
+    uploads: Sequence[Upload], spec: InputSpec, max_megapixels: float
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The model's (N, C, size, size) batch and each scan's (height, width), or a 422 naming
-    the first scan that is not one.
+    the first scan that is not one, or a 413 once the scans decoded so far hold more than
+    `max_megapixels`.
 
     Scans are decoded one at a time, each prepared before the next is decoded, so a request
     holds one decoded scan at once: 64 files of 60 kB that each decode to 64 MP would
-    otherwise hold 16 GB.
+    otherwise hold 16 GB. The pixel budget bounds the time: each of those is about a second.
     """
     batch = np.empty((len(uploads), spec.channels, spec.size, spec.size), dtype=np.float32)
-    sizes = []
+    sizes: list[tuple[int, int]] = []
+    pixels = 0
     for i, upload in enumerate(uploads):
         try:
             image = imaging.decode(upload.data, upload.name)
@@ -120,6 +123,12 @@ def prepare_all(
                 errors=[{"loc": exc.name, "msg": exc.reason, "type": "decode"}],
             ) from None
         sizes.append((int(image.shape[0]), int(image.shape[1])))
+        pixels += sizes[-1][0] * sizes[-1][1]
+        if pixels > max_megapixels * 1e6:
+            raise PayloadTooLarge(
+                f"the scans up to {upload.name} decode to {pixels / 1e6:.2f} megapixels; one"
+                f" request may hold {max_megapixels:g} (send fewer scans per request)"
+            )
         batch[i] = imaging.to_model_input(image, spec)
         del image
     return batch, sizes

@@ -219,3 +219,27 @@ def test_api_keys_and_scopes(
         kwargs["data"] = {"file": part("normal_0.png")}
     response = check(client.open(url, method=method, headers=headers, **kwargs))
     assert response.status_code == status, response.get_data(as_text=True)
+
+
+def test_a_request_whose_scans_decode_past_the_pixel_budget_is_413(
+    make_client: Any, check: Any
+) -> None:
+    client = make_client(max_request_megapixels="0.5")  # two 512 x 512 scans: 0.52 MP
+    one = check(client.post(PREDICT, data={"file": part("big_normal_0.png")}))
+    assert one.status_code == 200
+    two = check(
+        client.post(PREDICT, data={"file": [part("big_normal_0.png"), part("big_normal_1.png")]})
+    )
+    assert two.status_code == 413
+    assert two.json["detail"] == (
+        "the scans up to big_normal_1.png decode to 0.52 megapixels; one request may hold 0.5"
+        " (send fewer scans per request)"
+    )
+    v2 = check(
+        client.post(
+            f"/v2/models/{MODEL}/infer",
+            json={"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                              "data": [b64("big_normal_0.png"), b64("big_pneumonia_0.png")]}]},
+        )
+    )  # fmt: skip
+    assert v2.status_code == 413 and "image[1]" in v2.json["detail"]
