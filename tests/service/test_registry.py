@@ -102,3 +102,20 @@ def test_a_name_no_model_can_have_is_not_found_and_never_a_store_key(store, tmp_
         with pytest.raises(ModelNotFound):
             read()
     assert registry.list_models() == ["chest"]
+
+
+def test_listing_versions_is_one_store_listing_however_many_versions(store, tmp_path):
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store)
+    for version in (1, 2, 3, 10):
+        registry.publish("chest", version, run, card)
+    store.put_bytes("models/chest/versions/4/model.onnx", b"half-published: no card yet")
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str):
+            calls.append(name)
+            return getattr(store, name)
+
+    assert Registry(Counting()).list_versions("chest") == [1, 2, 3, 10]  # type: ignore[arg-type]
+    assert calls == ["list_keys"]
