@@ -27,6 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
 
+MEASURE = """
+def status_mb(field):
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith(field)) / 1024
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # reset the peak (VmHWM) to the RSS now
+before = status_mb("VmRSS")
+"""
+"""Child code that starts the measured step: `before` is the RSS, and the peak from here on is
+read as status_mb("VmHWM")."""
+
 PREDICT_CHILD = """
 import io, json, os, sys, time
 sys.path.insert(0, {repo!r})
@@ -41,12 +52,7 @@ app = create_app()
 client = app.test_client()
 while client.get("/readyz").status_code != 200:
     time.sleep(0.05)
-def status_mb(field):
-    with open("/proc/self/status") as status:
-        return next(int(l.split()[1]) for l in status if l.startswith(field)) / 1024
-with open("/proc/self/clear_refs", "w") as refs:
-    refs.write("5")  # reset the peak (VmHWM) to the RSS now
-before = status_mb("VmRSS")
+{measure}
 started = time.perf_counter()
 files = [(io.BytesIO(png), f"{{i}}.png") for i in range(n)]
 response = client.post("/v1/models/{model}:predict", data={{"file": files}})
@@ -63,12 +69,7 @@ import numpy as np
 from service.inference.explain import heatmap_png
 cam = np.random.default_rng(0).random((7, 7)).astype(np.float32)
 heatmap_png(cam, 8, 8)
-def status_mb(field):
-    with open("/proc/self/status") as status:
-        return next(int(l.split()[1]) for l in status if l.startswith(field)) / 1024
-with open("/proc/self/clear_refs", "w") as refs:
-    refs.write("5")  # reset the peak (VmHWM) to the RSS now
-before = status_mb("VmRSS")
+{measure}
 started = time.perf_counter()
 encoded = heatmap_png(cam, {side}, {side})
 seconds = time.perf_counter() - started
@@ -85,6 +86,12 @@ def child(code: str, env: dict[str, str]) -> dict[str, float]:
     )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def spread(runs: list[dict[str, float]]) -> str:
+    rises = ", ".join(f"{r['peak_rise_mb']:.0f}" for r in runs)
+    times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+    return f"peak rise {rises} MB, {times} s"
 
 
 def main() -> int:
@@ -114,33 +121,19 @@ def main() -> int:
             "SCANTUNE_PRELOAD_MODELS": json.dumps([bench.MODEL]),
         }
         for files in options.files:
-            runs = [
-                child(
-                    PREDICT_CHILD.format(
-                        repo=str(REPO), files=files, side=options.side, model=bench.MODEL
-                    ),
-                    env,
-                )
-                for _ in range(options.repeat)
-            ]
-            rises = ", ".join(f"{r['peak_rise_mb']:.0f}" for r in runs)
-            times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+            code = PREDICT_CHILD.format(
+                repo=str(REPO), files=files, side=options.side, model=bench.MODEL, measure=MEASURE
+            )
+            runs = [child(code, env) for _ in range(options.repeat)]
             print(
                 f"predict {files} x {options.side}x{options.side} PNG ({runs[0]['png_bytes']} B"
                 f" each), status {runs[0]['status']}: RSS before {runs[0]['rss_before_mb']:.0f} MB,"
-                f" peak rise {rises} MB, {times} s"
+                f" {spread(runs)}"
             )
         for side in options.heatmap_sides:
-            runs = [
-                child(HEATMAP_CHILD.format(repo=str(REPO), side=side), env)
-                for _ in range(options.repeat)
-            ]
-            rises = ", ".join(f"{r['peak_rise_mb']:.0f}" for r in runs)
-            times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
-            print(
-                f"heatmap {side}x{side}: peak rise {rises} MB, {times} s,"
-                f" base64 {runs[0]['base64_mb']:.1f} MB"
-            )
+            code = HEATMAP_CHILD.format(repo=str(REPO), side=side, measure=MEASURE)
+            runs = [child(code, env) for _ in range(options.repeat)]
+            print(f"heatmap {side}x{side}: {spread(runs)}, base64 {runs[0]['base64_mb']:.1f} MB")
     return 0
 
 

@@ -20,6 +20,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,37 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "images"
 NPZ = HERE.parents[1].parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
 PICKS = {"normal_0": 0, "normal_1": 0, "pneumonia_0": 1, "pneumonia_1": 1}
+
+
+def _image_dataset(
+    rows: int, cols: int, *, modality: str, photometric: str, samples: int, bits: int, entropy: str
+) -> Any:
+    """A secondary-capture dataset with its image pixel module, pixel data not yet set."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[photometric, entropy])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def _file_bytes(ds: Any) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def dicom_bytes(
@@ -40,27 +72,13 @@ def dicom_bytes(
     width: float | None,
     with_pixels: bool = True,
 ) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[photometric, str(pixels.sum())])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
+    rows, cols = pixels.shape
+    ds = _image_dataset(
+        rows, cols, modality="CR", photometric=photometric, samples=1, bits=16,
+        entropy=str(pixels.sum()),
+    )  # fmt: skip
     ds.PatientName = "Test^Fixture"  # synthetic; the services must never log it
     ds.PatientID = "FIXTURE-0001"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
     ds.RescaleSlope = slope
     ds.RescaleIntercept = intercept
     if center is not None:
@@ -68,9 +86,7 @@ def dicom_bytes(
         ds.WindowWidth = width
     if with_pixels:
         ds.PixelData = pixels.astype("<u2").tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return _file_bytes(ds)
 
 
 def colour_dicom_bytes(
@@ -83,34 +99,17 @@ def colour_dicom_bytes(
     """A colour secondary capture: `rgb` is (H, W, 3) or (frames, H, W, 3) of `bits`-bit
     samples, stored as `photometric` (RGB, or YBR_FULL converted from it) in the transfer
     syntax `syntax` (RLE Lossless is compressed here; others are native)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.pixels import convert_color_space
-    from pydicom.uid import (
-        UID,
-        ExplicitVRLittleEndian,
-        RLELossless,
-        SecondaryCaptureImageStorage,
-        generate_uid,
-    )
+    from pydicom.uid import UID, RLELossless
 
     frames = rgb if rgb.ndim == 4 else rgb[None]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[photometric, str(rgb.sum())])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.Rows, ds.Columns = frames.shape[1:3]
+    rows, cols = frames.shape[1:3]
+    ds = _image_dataset(
+        rows, cols, modality="OT", photometric=photometric, samples=3, bits=bits,
+        entropy=str(rgb.sum()),
+    )  # fmt: skip
     ds.NumberOfFrames = len(frames)
-    ds.SamplesPerPixel = 3
     ds.PlanarConfiguration = 0
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
     stored = frames
     if photometric == "YBR_FULL":
         stored = np.stack(
@@ -119,38 +118,21 @@ def colour_dicom_bytes(
     ds.PixelData = stored.astype(f"<u{bits // 8}").tobytes()
     if UID(syntax) == RLELossless:
         ds.compress(RLELossless)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return _file_bytes(ds)
 
 
 def palette_dicom_bytes(indices: np.ndarray, lut: np.ndarray) -> bytes:
     """A PALETTE COLOR image: 8-bit `indices` (H, W) into `lut`, (256, 3) of 16-bit entries."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(indices.sum())])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.Rows, ds.Columns = indices.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "PALETTE COLOR"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    rows, cols = indices.shape
+    ds = _image_dataset(
+        rows, cols, modality="OT", photometric="PALETTE COLOR", samples=1, bits=8,
+        entropy=str(indices.sum()),
+    )  # fmt: skip
     for i, colour in enumerate(("Red", "Green", "Blue")):
         setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
         setattr(ds, f"{colour}PaletteColorLookupTableData", lut[:, i].astype("<u2").tobytes())
     ds.PixelData = indices.astype(np.uint8).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return _file_bytes(ds)
 
 
 def with_elements(dicom: bytes, **elements: object) -> bytes:

@@ -13,23 +13,9 @@ import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
+from tests.contract_checks import CHECKS
 from tests.inference.conftest import MODEL, SPEC_PATH
-
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 
 # A DICOM body is bytes like any other upload (the service, not the client, parses it).
 schemathesis.serializer.alias("application/dicom", "application/octet-stream")

@@ -9,24 +9,9 @@ import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
+from tests.contract_checks import CHECKS
 from tests.training_api.conftest import KEYS, SPEC_PATH, publish_version
-
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
-
 
 SCHEMA = schemathesis.openapi.from_path(SPEC_PATH)
 SCHEMA.config.update(base_url="http://localhost")
