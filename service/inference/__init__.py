@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models import imaging
 from models.uri import is_s3, load_s3_description
 from service.config import InferenceSettings
 from service.inference.manager import ModelManager
@@ -70,6 +71,8 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
+    # While the preloaded models build (without the GIL), not on the first DICOM scan.
+    imaging.load_dicom_reader()
     return app
 
 
