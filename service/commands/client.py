@@ -50,6 +50,7 @@ def add_connection_args(
     timeout: float = 30.0,
 ) -> None:
     """--url, --api-key and --http-timeout, with defaults from the environment."""
+    parser.set_defaults(service=service)
     parser.add_argument(
         "--url",
         default=os.environ.get(url_env, default_url),
@@ -69,9 +70,12 @@ def add_connection_args(
 
 
 class ApiClient:
-    def __init__(self, url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, *, timeout: float = 30.0, service: str = "training"
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.service = service
         import requests
 
         self.session = requests.Session()
@@ -81,7 +85,7 @@ class ApiClient:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
-        return cls(args.url, args.api_key, timeout=args.http_timeout)
+        return cls(args.url, args.api_key, timeout=args.http_timeout, service=args.service)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send one request; ApiError for a problem response or an unreachable service."""
@@ -92,7 +96,7 @@ class ApiClient:
                 method, f"{self.url}{path}", timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
-            raise ApiError(f"cannot reach the training API at {self.url}: {exc}") from None
+            raise ApiError(f"cannot reach the {self.service} API at {self.url}: {exc}") from None
         if response.status_code >= 400:
             raise ApiError(describe_problem(response), response.status_code)
         return response

@@ -62,7 +62,9 @@ def _fail(message: str) -> int:
 
 
 def _first_errors(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}" for e in exc.errors()[:5]
+    ]
     return "; ".join(parts)
 
 

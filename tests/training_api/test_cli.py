@@ -167,3 +167,14 @@ def test_models_list_versions_promote(
     assert "val_auc=0.9300" in capsys.readouterr().out
     assert main(["models", "promote", "chest-xray", "9"]) == 5
     assert "body/version" in capsys.readouterr().err
+
+
+def test_an_unreachable_service_is_named_by_the_command_that_calls_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"not read: the service is not there")
+    assert main(["predict", "--model", "x", "--url", "http://127.0.0.1:9", str(scan)]) == 5
+    assert "cannot reach the inference API at http://127.0.0.1:9" in capsys.readouterr().err
+    assert main(["models", "list", "--url", "http://127.0.0.1:9"]) == 5
+    assert "cannot reach the training API at http://127.0.0.1:9" in capsys.readouterr().err
