@@ -133,7 +133,7 @@ def load_dicom_reader() -> None:
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     """Grayscale DICOM through its modality and VOI LUTs; colour (RGB, YBR, palette) scaled
-    to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame."""
+    to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame, alone."""
     import pydicom
 
     try:
@@ -154,7 +154,11 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
     _check_decodable(syntax, name)
     try:
-        pixels = ds.pixel_array  # YBR colour arrives as RGB
+        from pydicom.pixels import pixel_array
+
+        # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
+        # or JPEG one can expand far past the upload size). YBR colour arrives as RGB.
+        pixels = pixel_array(ds, index=0)
         if photometric == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut
 
@@ -164,9 +168,6 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         raise
     except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
         raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from exc
-    frame_ndim = 2 if samples == 1 else 3
-    if pixels.ndim == frame_ndim + 1:
-        pixels = pixels[0]  # multi-frame: the first frame
     if samples == 3 and pixels.ndim == 3 and pixels.shape[-1] == 3 and 1 <= bits <= 32:
         return (pixels.astype(np.float64) / (2.0**bits - 1.0)).clip(0.0, 1.0).astype(np.float32)
     if samples != 1 or pixels.ndim != 2:

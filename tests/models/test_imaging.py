@@ -274,3 +274,24 @@ def test_format_detection():
     assert imaging.detect_format(b"\xff\xd8\xff\xe0") == "jpeg"
     assert imaging.detect_format(b"\0" * 128 + b"DICM") == "dicom"
     assert imaging.detect_format(b"GIF89a") is None
+
+
+def test_only_the_first_frame_of_a_multi_frame_dicom_is_decoded():
+    """RLE of 64 mostly black 512 x 512 RGB frames: under 1 MB on the wire, 50 MB decoded.
+    Decoding them all to keep the first peaked at 64 MB, ten times one frame in float64."""
+    import tracemalloc
+
+    from tests.data.make_fixtures import colour_dicom_bytes
+
+    frames = np.zeros((64, 512, 512, 3), np.uint8)
+    frames[0, :, :256] = 255
+    data = colour_dicom_bytes(frames, syntax="1.2.840.10008.1.2.5")
+    tracemalloc.start()
+    try:
+        decoded = imaging.decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(decoded, frames[0] / np.float32(255))
+    one_frame_float64 = 512 * 512 * 3 * 8
+    assert peak < 3 * one_frame_float64, f"peak {peak / 1e6:.1f} MB"
