@@ -88,7 +88,8 @@ def fetch(uri: str, dest_dir: Path, *, endpoint_url: str | None = None) -> Path:
         return path
     loc = S3Location.parse(uri)
     client = s3_client(endpoint_url)
-    target = dest_dir / loc.bucket / loc.key.rstrip("/")
+    root = dest_dir.resolve()
+    target = _inside(root, root / loc.bucket / loc.key.rstrip("/"), uri)
     keys = _list_keys(client, loc)
     if not keys:
         raise UriError(f"{uri} does not exist (no object or prefix with that name)")
@@ -97,13 +98,26 @@ def fetch(uri: str, dest_dir: Path, *, endpoint_url: str | None = None) -> Path:
         _download(client, loc.bucket, loc.key, target)
         return target
     prefix = loc.key.rstrip("/") + "/"
-    for key in keys:
-        rel = key[len(prefix) :]
-        if rel and not rel.endswith("/"):
-            out = target / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _download(client, loc.bucket, key, out)
+    files = [(key, key[len(prefix) :]) for key in keys]
+    # Every key is checked before any is fetched: an object named "x/../../etc" would
+    # otherwise be written outside the download folder.
+    outs = [
+        (key, _inside(root, target / rel, f"s3://{loc.bucket}/{key}"))
+        for key, rel in files
+        if rel and not rel.endswith("/")
+    ]
+    for key, out in outs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _download(client, loc.bucket, key, out)
     return target
+
+
+def _inside(root: Path, path: Path, uri: str) -> Path:
+    """`path` made absolute, or UriError when it leaves `root` ('..' in the key)."""
+    resolved = path.resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        raise UriError(f"{uri}: the key climbs out of the download folder ('..'); refusing it")
+    return resolved
 
 
 def _list_keys(client: Any, loc: S3Location) -> list[str]:

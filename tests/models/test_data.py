@@ -284,3 +284,19 @@ def test_csv_rows_may_not_leave_the_manifests_folder_or_lack_fields(
     assert f"line 4 ({outside}): paths must be relative and stay inside" in text
     assert "line 5 (../secret.png): paths must be relative and stay inside" in text
     assert "manifest.csv line 6: fewer fields than the header names" in text
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("uri_key", ["sets/x", "sets/../../../x"])
+def test_s3_keys_that_climb_out_of_the_download_folder_are_refused(
+    s3_bucket: str, s3_env: dict[str, str], tmp_path: Path, uri_key: str
+) -> None:
+    from models.uri import UriError, fetch, s3_client
+
+    client = s3_client(s3_env["SCANTUNE_S3_ENDPOINT_URL"])
+    client.put_object(Bucket=s3_bucket, Key=f"{uri_key}/a.png", Body=b"a")
+    client.put_object(Bucket=s3_bucket, Key=f"{uri_key}/../../../../escaped.txt", Body=b"evil")
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(UriError, match="climbs out of the download folder"):
+        fetch(f"s3://{s3_bucket}/{uri_key}", cache, endpoint_url=s3_env["SCANTUNE_S3_ENDPOINT_URL"])
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing written anywhere
