@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from models.card import CARD_FILE, MODEL_NAME_PATTERN, ONNX_FILE, ModelCard
 from service.errors import Conflict, NotFound, ServiceError
 from service.storage import ArtifactStore, ObjectNotFound
@@ -120,7 +122,15 @@ class Registry:
             if not self.list_versions(name):
                 raise ModelNotFound(f"no model named '{name}'") from None
             raise VersionNotFound(f"model '{name}' has no version {version}") from None
-        return ModelCard.from_json(text)
+        try:
+            return ModelCard.from_json(text)
+        except ValidationError as exc:  # the store's fault, not the request's: never a 422
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the file"
+            raise ArtifactCorrupt(
+                f"model '{name}' version {version}: its {CARD_FILE} is not a valid model card"
+                f" ({exc.error_count()} problem(s); {where}: {first['msg']})"
+            ) from None
 
     def aliases(self, name: str) -> dict[str, AliasRecord]:
         out = {}

@@ -22,6 +22,7 @@ from service.inference.manager import LoadedModel
 from service.inference.predictor import Selector
 from service.inference.uploads import Upload, b64decode
 from service.inference.views import observe_prediction, served_by, start_prediction
+from service.registry import ArtifactCorrupt
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 SERVER_NAME = "scantune-inference"
@@ -129,7 +130,10 @@ def model_metadata(name: str, version: int | None = None) -> Response:
 @require("read")
 def model_ready(name: str, version: int | None = None) -> tuple[Response, int]:
     number = version or _default_version(name)
-    services().registry.get_card(name, number)  # 404 when unknown
+    try:
+        services().registry.get_card(name, number)  # 404 when unknown
+    except ArtifactCorrupt:
+        return jsonify(name=name, ready=False), 503  # present, and cannot be served
     is_ready = services().manager.cached(name, number) is not None
     return jsonify(name=name, ready=is_ready), 200 if is_ready else 503
 

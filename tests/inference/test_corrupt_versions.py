@@ -3,10 +3,12 @@ is picked up, and the previous version serves meanwhile."""
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from tests.inference.test_models import tamper
 
 INTERVAL = 5.0
 V2_ONNX = f"models/{MODEL}/versions/2/{ONNX_FILE}"
+PNG = Path(__file__).resolve().parents[1] / "data" / "images" / "normal_0.png"
 
 
 class Clock:
@@ -131,3 +134,27 @@ def test_a_refused_target_warns_once_not_every_poll(
     assert [r.levelno for r in stale].count(logging.WARNING) == 1
     assert len(stale) >= 2  # the repeats are still there, at debug level
     assert manager.get(MODEL).version == 1
+
+
+def test_a_card_that_does_not_parse_is_the_stores_fault_not_the_requests(
+    make_client: Any, check: Any, registry: Registry, trained: Trained
+) -> None:
+    """A broken card.json answered 422 'body/name: Field required' to requests with no body."""
+    publish(registry, trained, 2)
+    registry.store.put_bytes(f"{registry.version_prefix(MODEL, 2)}/card.json", b'{"not": 1}')
+    client = make_client()
+    for method, url in [
+        ("POST", f"/v1/models/{MODEL}:predict?version=2"),
+        ("GET", f"/v1/models/{MODEL}?version=2"),
+        ("GET", f"/v2/models/{MODEL}/versions/2"),
+    ]:
+        data = {"file": (io.BytesIO(PNG.read_bytes()), "a.png")} if method == "POST" else None
+        response = check(client.open(url, method=method, data=data))
+        assert response.status_code == 503, (url, response.json)
+        assert response.json["title"] == "Model artifact corrupt"
+        assert "version 2: its card.json is not a valid model card" in response.json["detail"]
+    ready = check(client.get(f"/v2/models/{MODEL}/versions/2/ready"))
+    assert (ready.status_code, ready.json) == (503, {"name": MODEL, "ready": False})
+    scan = {"file": (io.BytesIO(PNG.read_bytes()), "a.png")}
+    served = check(client.post(f"/v1/models/{MODEL}:predict", data=scan))
+    assert served.status_code == 200 and served.json["model"]["version"] == 1

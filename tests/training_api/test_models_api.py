@@ -108,3 +108,24 @@ def test_alias_put_needs_models_write(published: str, anonymous: FlaskClient) ->
         headers=KEYS["ci"].headers,
     )
     assert response.status_code == 403
+
+
+def test_a_card_that_does_not_parse_is_a_503_naming_the_version_not_a_422(
+    client: FlaskClient, training_env: Path
+) -> None:
+    """A broken card.json answered 422 'body/name: Field required' to a GET with no body."""
+    publish_version(training_env / "artifacts", "chest-xray", 1)
+    publish_version(training_env / "artifacts", "chest-xray", 2)
+    card = training_env / "artifacts" / "models" / "chest-xray" / "versions" / "2" / "card.json"
+    card.write_text("not json at all")
+    for method, url, body in [
+        ("GET", "/v1/models/chest-xray/versions/2", None),
+        ("GET", "/v1/models/chest-xray/versions", None),
+        ("PUT", "/v1/models/chest-xray/aliases/staging", {"version": 2}),
+    ]:
+        response = client.open(url, method=method, json=body)
+        problem = response.get_json()
+        assert response.status_code == 503, (url, problem)
+        assert problem["title"] == "Model artifact corrupt"
+        assert "version 2: its card.json is not a valid model card" in problem["detail"]
+    assert client.get("/v1/models/chest-xray/versions/1").status_code == 200
