@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from models.card import CARD_FILE, MODEL_NAME_PATTERN, ONNX_FILE, ModelCard
 from service.errors import Conflict, NotFound, ServiceError
 from service.storage import ArtifactStore, ObjectNotFound
 
+log = logging.getLogger("scantune.registry")
 ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SKIPPED_ON_PUBLISH = {CARD_FILE, "checkpoints", "history.json.tmp"}
 
@@ -57,6 +59,9 @@ class AliasRecord:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+_ALIAS_RECORD = TypeAdapter(AliasRecord)
 
 
 @dataclass(frozen=True)
@@ -133,21 +138,34 @@ class Registry:
             ) from None
 
     def aliases(self, name: str) -> dict[str, AliasRecord]:
+        """The model's readable aliases. An unreadable record is left out (and logged), so
+        one bad file does not take down every listing; reading that alias says why."""
         out = {}
         for child in self.store.list_children(f"{self.model_prefix(name)}/aliases"):
             if child.endswith(".json"):
                 alias = child[:-5]
-                out[alias] = self.get_alias(name, alias)
+                try:
+                    out[alias] = self.get_alias(name, alias)
+                except ArtifactCorrupt as exc:
+                    log.warning("%s", exc.detail)
         return out
 
     def get_alias(self, name: str, alias: str) -> AliasRecord:
         try:
-            data = json.loads(self.store.get_text(self._alias_key(name, alias)))
+            text = self.store.get_text(self._alias_key(name, alias))
         except ObjectNotFound:
             if not self.list_versions(name):
                 raise ModelNotFound(f"no model named '{name}'") from None
             raise AliasNotFound(f"model '{name}' has no alias '{alias}'") from None
-        return AliasRecord(**data)
+        try:
+            return _ALIAS_RECORD.validate_json(text)
+        except ValidationError as exc:  # the store's fault, not the request's
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the file"
+            raise ArtifactCorrupt(
+                f"model '{name}' alias '{alias}': its record is not valid ({where}:"
+                f" {first['msg']}); setting the alias again replaces it"
+            ) from None
 
     def resolve(self, name: str, *, version: int | None = None, alias: str | None = None) -> int:
         """The version a request means: an explicit version, else the alias's target."""
@@ -204,6 +222,9 @@ class Registry:
                 {"version": previous.version, "set_by": previous.set_by, "set_at": previous.set_at},
             ][-50:]
         except NotFound:
+            history = []
+        except ArtifactCorrupt:  # an unreadable record is replaced, its history lost
+            log.warning("model %s alias %s: replacing an unreadable alias record", name, alias)
             history = []
         record = AliasRecord(alias, version, actor, datetime.now(UTC).isoformat(), history)
         self.store.put_bytes(self._alias_key(name, alias), json.dumps(record.to_dict()).encode())

@@ -102,6 +102,8 @@ def _alias_shown(alias: str | None, body: dict[str, Any]) -> str | None:
     """The alias a predict would use: the one asked for, else the default one if it is set."""
     if alias is not None:
         if alias not in body["aliases"]:
+            # Absent (404), or present but unreadable (503): the registry says which.
+            services().registry.get_alias(body["name"], alias)
             raise NotFound(f"model '{body['name']}' has no alias '{alias}'")
         return alias
     default = services().settings.default_alias

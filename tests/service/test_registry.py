@@ -119,3 +119,21 @@ def test_listing_versions_is_one_store_listing_however_many_versions(store, tmp_
 
     assert Registry(Counting()).list_versions("chest") == [1, 2, 3, 10]  # type: ignore[arg-type]
     assert calls == ["list_keys"]
+
+
+@pytest.mark.parametrize("record", [b'{"version": "x"', b'{"version": 1}', b"[]"])
+def test_an_unreadable_alias_record_is_corrupt_left_out_of_listings_and_replaceable(
+    store, tmp_path, record
+):
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store)
+    registry.publish("chest", 1, run, card)
+    registry.set_alias("chest", "production", 1, actor="ci")
+    registry.set_alias("chest", "staging", 1, actor="ci")
+    store.put_bytes("models/chest/aliases/staging.json", record)
+    with pytest.raises(ArtifactCorrupt, match="alias 'staging': its record is not valid"):
+        registry.get_alias("chest", "staging")
+    assert list(registry.aliases("chest")) == ["production"]
+    repaired = registry.set_alias("chest", "staging", 1, actor="ops")
+    assert (repaired.version, repaired.set_by, repaired.history) == (1, "ops", [])
+    assert registry.get_alias("chest", "staging") == repaired

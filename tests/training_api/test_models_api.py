@@ -129,3 +129,20 @@ def test_a_card_that_does_not_parse_is_a_503_naming_the_version_not_a_422(
         assert problem["title"] == "Model artifact corrupt"
         assert "version 2: its card.json is not a valid model card" in problem["detail"]
     assert client.get("/v1/models/chest-xray/versions/1").status_code == 200
+
+
+def test_an_unreadable_alias_record_is_a_503_and_a_put_repairs_it(
+    client: FlaskClient, training_env: Path
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1)
+    staging = "/v1/models/chest-xray/aliases/staging"
+    assert client.put(staging, json={"version": 1}).status_code == 200
+    record = training_env / "artifacts" / "models" / "chest-xray" / "aliases" / "staging.json"
+    record.write_text('{"version": ')
+    broken = client.get(staging)
+    assert broken.status_code == 503 and broken.get_json()["title"] == "Model artifact corrupt"
+    assert client.get("/v1/models/chest-xray/aliases").status_code == 200
+    assert client.get("/v1/models").status_code == 200
+    repaired = client.put(staging, json={"version": 1})
+    assert repaired.status_code == 200 and repaired.get_json()["history"] == []
+    assert client.get(staging).status_code == 200
