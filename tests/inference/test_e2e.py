@@ -64,9 +64,12 @@ def server(
     try:
         wait_for_port(port, proc=proc)
         deadline = time.monotonic() + 30
-        while sum(requests.get(f"{url}/readyz").ok for _ in range(6)) < 6:
+        # Both workers ready: /readyz answers for whichever worker takes it, so wait for
+        # the loaded-models gauge, summed over the live workers, to count both.
+        while "scantune_models_loaded 2.0" not in requests.get(f"{url}/metrics").text:
             assert time.monotonic() < deadline, "workers never became ready"
             time.sleep(0.1)
+        assert requests.get(f"{url}/readyz").ok
         yield url
     finally:
         proc.terminate()
