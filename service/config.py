@@ -104,6 +104,14 @@ class TrainingSettings(CommonSettings):
             " local use: an API caller can then make jobs read any file the service can."
         ),
     )
+    webhook_allowed_hosts: list[str] | None = Field(
+        default=None,
+        description=(
+            "JSON list of the host names (or IPs) a job's webhook URL may name; unset: any. The"
+            " service POSTs there and records the answer on the job, so an open setting lets a"
+            " jobs:write caller probe internal addresses."
+        ),
+    )
     webhook_secret: str | None = Field(
         default=None, description="HMAC-SHA256 key for the X-Scantune-Signature header."
     )

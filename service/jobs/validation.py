@@ -9,6 +9,7 @@ from models.spec import JobSpec
 from models.uri import S3Location, UriError, is_s3, local_path, s3_client
 from service.config import TrainingSettings
 from service.errors import Unprocessable
+from service.jobs.webhook import host_allowed
 
 
 def uri_exists(uri: str, settings: TrainingSettings) -> bool:
@@ -42,7 +43,8 @@ def allowed_locally(uri: str, roots: list[Path] | None) -> bool:
 
 
 def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
-    """Raise Unprocessable naming each field whose URI is not allowed or names nothing.
+    """Raise Unprocessable naming each field whose URI is not allowed or names nothing, and
+    a webhook whose host is not among `webhook_allowed_hosts`.
 
     A local path outside `local_data_roots` is refused before anything looks at it, so the
     answer tells nothing of what exists there."""
@@ -72,6 +74,15 @@ def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
             errors.append(
                 {"loc": "body/" + field.replace(".", "/"), "msg": message, "type": "uri_not_found"}
             )
+    if spec.webhook and not host_allowed(str(spec.webhook.url), settings.webhook_allowed_hosts):
+        errors.append(
+            {
+                "loc": "body/webhook/url",
+                "msg": f"{spec.webhook.url.host} is not among the hosts webhooks may call"
+                " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)",
+                "type": "webhook_host_not_allowed",
+            }
+        )
     if errors:
         summary = "; ".join(f"{e['loc'][5:].replace('/', '.')}: {e['msg']}" for e in errors)
         raise Unprocessable(summary, errors=errors)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Scantune-Signature"
 _NOT_RETRIED = {400, 401, 403, 404, 405, 410, 413, 415, 422}
+
+
+def host_allowed(url: str, allowed: list[str] | None) -> bool:
+    """Whether a webhook URL's host is one `allowed` names (None: any host)."""
+    if allowed is None:
+        return True
+    host = (urlsplit(url).hostname or "").lower()
+    return host in {h.lower() for h in allowed}
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,15 @@ def deliver(
     code: int | None = None
     for attempt in range(1, retries + 2):
         try:
-            response = requests.post(url, data=body, headers=headers, timeout=timeout_s)
+            # Redirects are not followed: they could lead past the allowed hosts.
+            response = requests.post(
+                url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False
+            )
             code = response.status_code
             if 200 <= code < 300:
                 return Delivery(True, attempt, None, code)
             error = f"HTTP {code} from receiver"
-            if code in _NOT_RETRIED:
+            if code in _NOT_RETRIED or 300 <= code < 400:
                 return Delivery(False, attempt, error, code)
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -92,6 +104,13 @@ def send_job_webhook(store: JobStore, job_id: str, settings: TrainingSettings) -
     url = (job.spec.get("webhook") or {}).get("url")
     if not url:
         store.set_fields(job_id, webhook_state="failed", webhook={"last_error": "no url"})
+        return False
+    if not host_allowed(url, settings.webhook_allowed_hosts):  # the setting changed since
+        store.set_fields(
+            job_id,
+            webhook_state="failed",
+            webhook={"attempts": 0, "last_error": "host not in SCANTUNE_WEBHOOK_ALLOWED_HOSTS"},
+        )
         return False
     view = JobView.from_row(job).model_dump(mode="json")
     payload = {"event": f"training_job.{job.status}", "job": view}

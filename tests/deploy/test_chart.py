@@ -433,6 +433,20 @@ def test_jobs_read_only_s3_unless_the_chart_names_local_roots(
     assert roots(anywhere) is None
 
 
+def test_webhook_hosts_are_open_unless_the_chart_lists_them(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hosts(values: dict[str, Any]) -> list[str] | None:
+        manifests = render(values)
+        container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+        env = container_env(manifests, container)
+        return settings_from(monkeypatch, env, TrainingSettings).webhook_allowed_hosts
+
+    assert hosts(MINIMAL) is None
+    listed = {**MINIMAL, "api": {**MINIMAL.get("api", {}), "webhookAllowedHosts": ["ci.example"]}}
+    assert hosts(listed) == ["ci.example"]
+
+
 # -- pods: probes, commands, security --------------------------------------------------------
 
 

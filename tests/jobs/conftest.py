@@ -82,8 +82,9 @@ def settings_env(
 class Receiver:
     """A real HTTP server on loopback that records POSTs and answers from a script."""
 
-    def __init__(self, statuses: list[int]) -> None:
+    def __init__(self, statuses: list[int], location: str | None = None) -> None:
         self.statuses = list(statuses)
+        self.location = location  # sent with a 3xx answer
         self.requests: list[tuple[dict[str, str], bytes]] = []
         receiver = self
 
@@ -93,6 +94,8 @@ class Receiver:
                 receiver.requests.append((dict(self.headers), body))
                 code = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(code)
+                if receiver.location and 300 <= code < 400:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -113,8 +116,8 @@ class Receiver:
 def receiver() -> Iterator[Callable[..., Receiver]]:
     made: list[Receiver] = []
 
-    def start(statuses: list[int] | None = None) -> Receiver:
-        made.append(Receiver(statuses or []))
+    def start(statuses: list[int] | None = None, location: str | None = None) -> Receiver:
+        made.append(Receiver(statuses or [], location))
         return made[-1]
 
     yield start

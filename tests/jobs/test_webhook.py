@@ -75,3 +75,29 @@ def test_each_webhook_is_sent_once(
     assert len(hook.requests) == 1
     payload = json.loads(hook.requests[0][1])
     assert payload["event"] == "training_job.cancelled" and payload["job"]["id"] == row.id
+
+
+def test_a_redirect_is_not_followed(receiver: Callable[..., Any]) -> None:
+    """A redirect could lead past SCANTUNE_WEBHOOK_ALLOWED_HOSTS to an internal address."""
+    inside = receiver([200])
+    hook = receiver([307], location=inside.url)
+    outcome = deliver(hook.url, {}, secret=None, retries=3, backoff_s=0.01, timeout_s=5)
+    assert (outcome.delivered, outcome.attempts, outcome.status_code) == (False, 1, 307)
+    assert len(hook.requests) == 1 and inside.requests == []
+
+
+def test_a_webhook_to_a_host_no_longer_allowed_is_not_sent(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+    receiver: Callable[..., Any],
+) -> None:
+    hook = receiver([200])
+    settings = settings_env(webhook_allowed_hosts='["ci.example.org"]')
+    row, _ = store.create(make_spec(webhook={"url": hook.url}))
+    store.cancel(row.id)
+    assert not send_job_webhook(store, row.id, settings)
+    job = store.get(row.id)
+    assert job.webhook_state == "failed" and hook.requests == []
+    assert job.webhook is not None and job.webhook["attempts"] == 0
+    assert job.webhook["last_error"] == "host not in SCANTUNE_WEBHOOK_ALLOWED_HOSTS"

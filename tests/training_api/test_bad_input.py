@@ -194,3 +194,36 @@ def test_local_paths_outside_the_data_roots_are_refused_before_they_are_looked_a
             "type": "uri_not_allowed",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [("https://CI.example.org/hooks/scantune", True), ("http://169.254.169.254/latest", False)],
+)
+def test_webhooks_may_call_only_the_allowed_hosts(
+    training_env: Path, monkeypatch: pytest.MonkeyPatch, dataset: Path, url: str, accepted: bool
+) -> None:
+    from service.training_api import create_app, services
+
+    monkeypatch.setenv("SCANTUNE_WEBHOOK_ALLOWED_HOSTS", '["ci.example.org"]')
+    app = create_app(start_supervisor=False)
+    try:
+        response = app.test_client().post(
+            JOBS, json=job_spec(dataset, webhook={"url": url}), headers=KEYS["admin"].headers
+        )
+    finally:
+        with app.app_context():
+            services().jobs.stop()
+    if accepted:
+        assert response.status_code == 202, response.get_json()
+        return
+    problem = response.get_json()
+    assert response.status_code == 422, problem
+    assert problem["errors"] == [
+        {
+            "loc": "body/webhook/url",
+            "msg": "169.254.169.254 is not among the hosts webhooks may call"
+            " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)",
+            "type": "webhook_host_not_allowed",
+        }
+    ]
