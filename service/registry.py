@@ -70,6 +70,12 @@ class LoadedArtifact:
     onnx: bytes
 
 
+def _first_problem(exc: ValidationError) -> str:
+    """'where: what' of a stored file's first validation error (never its value)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'the file'}: {first['msg']}"
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -130,11 +136,9 @@ class Registry:
         try:
             return ModelCard.from_json(text)
         except ValidationError as exc:  # the store's fault, not the request's: never a 422
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the file"
             raise ArtifactCorrupt(
                 f"model '{name}' version {version}: its {CARD_FILE} is not a valid model card"
-                f" ({exc.error_count()} problem(s); {where}: {first['msg']})"
+                f" ({exc.error_count()} problem(s); {_first_problem(exc)})"
             ) from None
 
     def aliases(self, name: str) -> dict[str, AliasRecord]:
@@ -160,11 +164,9 @@ class Registry:
         try:
             return _ALIAS_RECORD.validate_json(text)
         except ValidationError as exc:  # the store's fault, not the request's
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the file"
             raise ArtifactCorrupt(
-                f"model '{name}' alias '{alias}': its record is not valid ({where}:"
-                f" {first['msg']}); setting the alias again replaces it"
+                f"model '{name}' alias '{alias}': its record is not valid"
+                f" ({_first_problem(exc)}); setting the alias again replaces it"
             ) from None
 
     def resolve(self, name: str, *, version: int | None = None, alias: str | None = None) -> int:

@@ -417,34 +417,30 @@ def test_defaults_parse(render: Render, monkeypatch: pytest.MonkeyPatch) -> None
         assert settings.artifact_uri == MINIMAL["config"]["artifactUri"]
 
 
+def api_settings(
+    render: Render, monkeypatch: pytest.MonkeyPatch, api_values: dict[str, Any]
+) -> TrainingSettings:
+    """The training API's settings as the chart renders them, MINIMAL plus `api_values`."""
+    manifests = render({**MINIMAL, "api": {**MINIMAL.get("api", {}), **api_values}})
+    container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+    return settings_from(monkeypatch, container_env(manifests, container), TrainingSettings)
+
+
 def test_jobs_read_only_s3_unless_the_chart_names_local_roots(
     render: Render, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def roots(values: dict[str, Any]) -> list[Path] | None:
-        manifests = render(values)
-        container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
-        env = container_env(manifests, container)
-        return settings_from(monkeypatch, env, TrainingSettings).local_data_roots
-
-    assert roots(MINIMAL) == []
-    mounted = {**MINIMAL, "api": {**MINIMAL.get("api", {}), "localDataRoots": ["/mnt/scans"]}}
-    assert roots(mounted) == [Path("/mnt/scans")]
-    anywhere = {**MINIMAL, "api": {**MINIMAL.get("api", {}), "localDataRoots": None}}
-    assert roots(anywhere) is None
+    assert api_settings(render, monkeypatch, {}).local_data_roots == []
+    mounted = api_settings(render, monkeypatch, {"localDataRoots": ["/mnt/scans"]})
+    assert mounted.local_data_roots == [Path("/mnt/scans")]
+    assert api_settings(render, monkeypatch, {"localDataRoots": None}).local_data_roots is None
 
 
 def test_webhook_hosts_are_open_unless_the_chart_lists_them(
     render: Render, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def hosts(values: dict[str, Any]) -> list[str] | None:
-        manifests = render(values)
-        container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
-        env = container_env(manifests, container)
-        return settings_from(monkeypatch, env, TrainingSettings).webhook_allowed_hosts
-
-    assert hosts(MINIMAL) is None
-    listed = {**MINIMAL, "api": {**MINIMAL.get("api", {}), "webhookAllowedHosts": ["ci.example"]}}
-    assert hosts(listed) == ["ci.example"]
+    assert api_settings(render, monkeypatch, {}).webhook_allowed_hosts is None
+    listed = api_settings(render, monkeypatch, {"webhookAllowedHosts": ["ci.example"]})
+    assert listed.webhook_allowed_hosts == ["ci.example"]
 
 
 # -- pods: probes, commands, security --------------------------------------------------------

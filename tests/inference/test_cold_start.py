@@ -16,6 +16,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_fresh(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter from the repository root; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_the_model_manager_imports_without_flask(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
@@ -25,12 +35,7 @@ def test_the_model_manager_imports_without_flask(tmp_path: Path) -> None:
         print("imported:", sorted(m for m in ("flask", "werkzeug") if m in sys.modules))
         """
     )
-    env = {"SCANTUNE_ARTIFACT_URI": f"file://{tmp_path}", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = run_fresh(script, {"SCANTUNE_ARTIFACT_URI": f"file://{tmp_path}"})
     assert result.stdout.strip() == "imported: []"
 
 
@@ -65,14 +70,10 @@ BEFORE_FORK = textwrap.dedent(
 
 
 def run_before_fork(artifact_uri: str) -> dict[str, object]:
-    env = {"SCANTUNE_ARTIFACT_URI": artifact_uri, "PATH": "/usr/bin:/bin",
+    env = {"SCANTUNE_ARTIFACT_URI": artifact_uri,
            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-c", BEFORE_FORK], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    found: dict[str, object] = json.loads(run_fresh(BEFORE_FORK, env).stdout)
+    return found
 
 
 def test_gunicorns_master_imports_the_web_side_once_for_all_workers(tmp_path: Path) -> None:
@@ -109,10 +110,5 @@ def test_a_worker_reads_dicom_from_its_start_not_from_its_first_dicom_scan(
         app.extensions["scantune"].manager.stop()
         """
     )
-    env = {"SCANTUNE_ARTIFACT_URI": f"file://{tmp_path}", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = run_fresh(script, {"SCANTUNE_ARTIFACT_URI": f"file://{tmp_path}"})
     assert result.stdout.split() == ["False", "True", "False"]

@@ -160,8 +160,6 @@ def test_unknown_method_is_a_problem_not_html(app: Flask) -> None:
 def test_local_paths_outside_the_data_roots_are_refused_before_they_are_looked_at(
     training_env: Path, monkeypatch: pytest.MonkeyPatch, roots: str, where: str, allowed: bool
 ) -> None:
-    from service.training_api import create_app, services
-
     data, elsewhere = training_env / "data", training_env / "elsewhere"
     data.mkdir()
     elsewhere.mkdir()
@@ -175,25 +173,16 @@ def test_local_paths_outside_the_data_roots_are_refused_before_they_are_looked_a
         "missing outside": elsewhere / "nothing.npz",
     }[where]
     monkeypatch.setenv("SCANTUNE_LOCAL_DATA_ROOTS", roots.replace("{tmp}", str(training_env)))
-    app = create_app(start_supervisor=False)
-    try:
-        response = app.test_client().post(JOBS, json=job_spec(uri), headers=KEYS["admin"].headers)
-    finally:
-        with app.app_context():
-            services().jobs.stop()
-    if allowed:
-        assert response.status_code == 202, response.get_json()
-        return
-    problem = response.get_json()
-    assert response.status_code == 422, problem
-    assert problem["errors"] == [
-        {
-            "loc": "body/dataset/uri",
-            "msg": f"{uri} is outside the folders jobs may read (SCANTUNE_LOCAL_DATA_ROOTS);"
-            " use an s3:// URI or a path under them",
-            "type": "uri_not_allowed",
-        }
-    ]
+    problem = submitted(job_spec(uri), 202 if allowed else 422)
+    if not allowed:
+        assert problem["errors"] == [
+            {
+                "loc": "body/dataset/uri",
+                "msg": f"{uri} is outside the folders jobs may read (SCANTUNE_LOCAL_DATA_ROOTS);"
+                " use an s3:// URI or a path under them",
+                "type": "uri_not_allowed",
+            }
+        ]
 
 
 @pytest.mark.parametrize(
@@ -203,27 +192,30 @@ def test_local_paths_outside_the_data_roots_are_refused_before_they_are_looked_a
 def test_webhooks_may_call_only_the_allowed_hosts(
     training_env: Path, monkeypatch: pytest.MonkeyPatch, dataset: Path, url: str, accepted: bool
 ) -> None:
+    monkeypatch.setenv("SCANTUNE_WEBHOOK_ALLOWED_HOSTS", '["ci.example.org"]')
+    problem = submitted(job_spec(dataset, webhook={"url": url}), 202 if accepted else 422)
+    if not accepted:
+        assert problem["errors"] == [
+            {
+                "loc": "body/webhook/url",
+                "msg": "169.254.169.254 is not among the hosts webhooks may call"
+                " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)",
+                "type": "webhook_host_not_allowed",
+            }
+        ]
+
+
+def submitted(spec: dict[str, Any], status: int) -> dict[str, Any]:
+    """POST `spec` to an app built from the current SCANTUNE_* settings; the body, checked
+    to come with `status`."""
     from service.training_api import create_app, services
 
-    monkeypatch.setenv("SCANTUNE_WEBHOOK_ALLOWED_HOSTS", '["ci.example.org"]')
     app = create_app(start_supervisor=False)
     try:
-        response = app.test_client().post(
-            JOBS, json=job_spec(dataset, webhook={"url": url}), headers=KEYS["admin"].headers
-        )
+        response = app.test_client().post(JOBS, json=spec, headers=KEYS["admin"].headers)
     finally:
         with app.app_context():
             services().jobs.stop()
-    if accepted:
-        assert response.status_code == 202, response.get_json()
-        return
-    problem = response.get_json()
-    assert response.status_code == 422, problem
-    assert problem["errors"] == [
-        {
-            "loc": "body/webhook/url",
-            "msg": "169.254.169.254 is not among the hosts webhooks may call"
-            " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)",
-            "type": "webhook_host_not_allowed",
-        }
-    ]
+    body: dict[str, Any] = response.get_json()
+    assert response.status_code == status, body
+    return body
