@@ -247,6 +247,15 @@ class JobStore:
         """
         if limit <= 0:
             return []
+        # Look before locking: on SQLite the claim lock is the database's write lock, and a
+        # runner frozen inside a write (SIGSTOP, a hung NFS) holds that until the supervisor
+        # reaps it; a supervisor waiting here every tick with nothing to claim could not.
+        with self._sessions() as session:
+            queued = session.scalar(
+                select(JobRow.id).where(JobRow.status == Status.QUEUED.value).limit(1)
+            )
+        if queued is None:
+            return []
         claimed: list[str] = []
         with self._sessions.begin() as session:
             self._lock_claims(session)

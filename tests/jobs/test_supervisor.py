@@ -206,3 +206,34 @@ def test_two_supervisors_never_exceed_the_slot_limit(
     assert stores[0].counts()["running"] == 3
     for s in stores:
         s.close()
+
+
+def test_with_nothing_queued_a_tick_does_not_wait_on_a_runner_hung_inside_a_write(
+    store: JobStore,
+    db_url: str,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """A runner frozen inside a write holds SQLite's write lock; the tick used to take that
+    lock to claim queued jobs even when there were none, waiting out the 30 s busy timeout
+    on every tick before it could reap the runner."""
+    sup = Supervisor(store, ScriptedLauncher(), settings_env(heartbeat_timeout_s=60))
+    job_id = store.create(make_spec())[0].id
+    store.claim_queued(1, launcher="local")
+    store.update_running(job_id, 1, heartbeat_at=utcnow(), phase="training")
+    runner_db = make_engine(db_url)
+    runner = runner_db.connect()
+    runner.execute(
+        text("UPDATE jobs SET heartbeat_at = heartbeat_at WHERE id = :id"), {"id": job_id}
+    )
+    ticker = threading.Thread(target=sup.tick, daemon=True)
+    try:
+        ticker.start()
+        ticker.join(timeout=10)
+        assert not ticker.is_alive(), "the tick waited on the hung runner's write lock"
+    finally:
+        runner.rollback()
+        runner.close()
+        runner_db.dispose()
+        ticker.join(timeout=60)
+    assert store.get(job_id).status == "running"  # alive as far as anyone can tell
