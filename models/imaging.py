@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -123,12 +124,22 @@ def _is_gray_palette(image: Image.Image) -> bool:
 def load_dicom_reader() -> None:
     """Import pydicom and the parts of it a decode uses now rather than on the first DICOM
     (0.1 to 0.2 s; a server calls this while its models load)."""
-    import pydicom
     from pydicom.pixels import get_decoder
     from pydicom.uid import ExplicitVRLittleEndian
 
-    del pydicom
     get_decoder(ExplicitVRLittleEndian)
+
+
+@contextmanager
+def _refused(name: str, reason: str, *, say_why: bool = True) -> Iterator[None]:
+    """Any failure inside becomes an ImageDecodeError giving `reason` (and, with `say_why`,
+    the exception's text): pydicom raises many types, some only when an element is read."""
+    try:
+        yield
+    except (MemoryError, ImageDecodeError):
+        raise
+    except Exception as exc:
+        raise ImageDecodeError(name, f"{reason} ({exc})" if say_why else reason) from exc
 
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
@@ -136,7 +147,7 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame, alone."""
     import pydicom
 
-    try:
+    with _refused(name, "cannot parse DICOM"):
         ds = pydicom.dcmread(io.BytesIO(data))
         has_pixels = "PixelData" in ds
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
@@ -144,16 +155,12 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         photometric = str(ds.get("PhotometricInterpretation") or "").upper()
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0)
         syntax = ds.file_meta.get("TransferSyntaxUID")
-    except MemoryError:
-        raise
-    except Exception as exc:  # pydicom raises many types, some only when an element is read
-        raise ImageDecodeError(name, f"cannot parse DICOM ({exc})") from exc
     if not has_pixels:
         raise ImageDecodeError(name, "DICOM file has no pixel data")
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
     _check_decodable(syntax, name)
-    try:
+    with _refused(name, "cannot decode DICOM pixel data"):
         from pydicom.pixels import pixel_array
 
         # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
@@ -164,12 +171,10 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
 
             pixels, samples = apply_color_lut(pixels, ds), 3
             bits = pixels.dtype.itemsize * 8
-    except MemoryError:
-        raise
-    except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
-        raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from exc
     if samples == 3 and pixels.ndim == 3 and pixels.shape[-1] == 3 and 1 <= bits <= 32:
-        return (pixels.astype(np.float64) / (2.0**bits - 1.0)).clip(0.0, 1.0).astype(np.float32)
+        # In place in float32, as for PNG: a float64 copy of a 64 MP RGB scan is 1.5 GB.
+        values = pixels.astype(np.float32)
+        return np.clip(_scaled(values, 2.0**bits - 1.0), 0.0, 1.0, out=values)
     if samples != 1 or pixels.ndim != 2:
         raise ImageDecodeError(
             name, f"DICOM pixel data of shape {pixels.shape} is not one 2-D scan"
@@ -211,7 +216,7 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
         if keyword in ds:
             _number(ds, keyword, name, first=False)
     center, width = _window(ds, name)
-    try:
+    with _refused(name, "cannot apply the DICOM LUTs"):  # a malformed LUT fails in many ways
         values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
         if center is not None and width is not None and width >= 1:
             # DICOM PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
@@ -221,10 +226,6 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
                 values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
             low, high = float(values.min()), float(values.max())
             unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    except MemoryError:
-        raise
-    except Exception as exc:  # a malformed LUT sequence fails inside pydicom in many ways
-        raise ImageDecodeError(name, f"cannot apply the DICOM LUTs ({exc})") from exc
     if not np.isfinite(unit).all():
         raise ImageDecodeError(name, "the DICOM LUTs give pixel values that are not finite")
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
@@ -244,20 +245,16 @@ def _window(ds: Dataset, name: str) -> tuple[float | None, float | None]:
 
 def _given(ds: Dataset, keyword: str, name: str) -> bool:
     """Whether the element is present with a value (an empty one counts as absent)."""
-    try:
+    with _refused(name, f"cannot read DICOM {keyword}: malformed element", say_why=False):
         return keyword in ds and ds[keyword].value not in (None, "", b"")
-    except Exception as exc:  # a malformed element fails when it is read
-        raise ImageDecodeError(name, f"cannot read DICOM {keyword}: malformed element") from exc
 
 
 def _number(ds: Dataset, keyword: str, name: str, *, first: bool) -> float:
     """A numeric element as one finite float; `first` takes the first of several values
     (a window may list several), else several values are refused. Errors name the element,
     never its value."""
-    try:
+    with _refused(name, f"cannot read DICOM {keyword}: malformed element", say_why=False):
         value = ds[keyword].value
-    except Exception as exc:  # a malformed element fails when it is read
-        raise ImageDecodeError(name, f"cannot read DICOM {keyword}: malformed element") from exc
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         if not value or (len(value) > 1 and not first):
             raise ImageDecodeError(name, f"DICOM {keyword} has {len(value)} values, not one")
