@@ -38,7 +38,6 @@ class Selector:
 class Predictor:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
-        self.max_megapixels = manager.settings.max_request_megapixels
 
     def predict(
         self,
@@ -54,7 +53,7 @@ class Predictor:
         if explain and model.card.outputs.cam not in model.output_names:
             raise BadRequest(f"model '{model.name}' version {model.version} has no CAM output")
         with model.batcher.announce() as arrival:
-            batch, sizes = prepare_all(uploads, model.card.input, self.max_megapixels)
+            batch, sizes = self._prepare(uploads, model.card)
             decoded = time.perf_counter()
             outputs = arrival.run(batch)
         ran = time.perf_counter()
@@ -72,6 +71,11 @@ class Predictor:
                 "total": round((time.perf_counter() - started) * 1000, 3),
             },
         }
+
+    def _prepare(
+        self, uploads: Sequence[Upload], card: ModelCard
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        return prepare_all(uploads, card.input, self.manager.settings.max_request_megapixels)
 
     def model(self, selector: Selector) -> LoadedModel:
         return self.manager.get(selector.name, version=selector.version, alias=selector.alias)
@@ -96,7 +100,7 @@ class Predictor:
         if len(uploads) > self.manager.settings.max_files:
             raise BadRequest(f"{len(uploads)} scans; at most {self.manager.settings.max_files}")
         with model.batcher.announce() as arrival:
-            batch, _ = prepare_all(uploads, model.card.input, self.max_megapixels)
+            batch, _ = self._prepare(uploads, model.card)
             return arrival.run(batch)
 
 
@@ -109,7 +113,7 @@ def prepare_all(
 
     Scans are decoded one at a time, each prepared before the next is decoded, so a request
     holds one decoded scan at once: 64 files of 60 kB that each decode to 64 MP would
-    otherwise hold 16 GB. The pixel budget bounds the time: each of those is about a second.
+    otherwise hold 16 GB. The pixel budget bounds the time, which grows with the pixels.
     """
     batch = np.empty((len(uploads), spec.channels, spec.size, spec.size), dtype=np.float32)
     sizes: list[tuple[int, int]] = []

@@ -53,17 +53,14 @@ def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
         fields["dataset.val_uri"] = spec.dataset.val_uri
     if spec.weights_uri:
         fields["weights_uri"] = spec.weights_uri
-    errors = []
+    problems: list[tuple[str, str, str]] = []  # (field, message, type)
     for field, uri in fields.items():
         if not is_s3(uri) and not allowed_locally(uri, settings.local_data_roots):
-            errors.append(
-                {
-                    "loc": "body/" + field.replace(".", "/"),
-                    "msg": f"{uri} is outside the folders jobs may read"
-                    " (SCANTUNE_LOCAL_DATA_ROOTS); use an s3:// URI or a path under them",
-                    "type": "uri_not_allowed",
-                }
+            message = (
+                f"{uri} is outside the folders jobs may read (SCANTUNE_LOCAL_DATA_ROOTS);"
+                " use an s3:// URI or a path under them"
             )
+            problems.append((field, message, "uri_not_allowed"))
             continue
         try:
             found = uri_exists(uri, settings)
@@ -71,18 +68,18 @@ def check_uris(spec: JobSpec, settings: TrainingSettings) -> None:
         except UriError as exc:
             found, message = False, str(exc)
         if not found:
-            errors.append(
-                {"loc": "body/" + field.replace(".", "/"), "msg": message, "type": "uri_not_found"}
-            )
+            problems.append((field, message, "uri_not_found"))
     if spec.webhook and not host_allowed(str(spec.webhook.url), settings.webhook_allowed_hosts):
-        errors.append(
-            {
-                "loc": "body/webhook/url",
-                "msg": f"{spec.webhook.url.host} is not among the hosts webhooks may call"
-                " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)",
-                "type": "webhook_host_not_allowed",
-            }
+        message = (
+            f"{spec.webhook.url.host} is not among the hosts webhooks may call"
+            " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)"
         )
-    if errors:
-        summary = "; ".join(f"{e['loc'][5:].replace('/', '.')}: {e['msg']}" for e in errors)
-        raise Unprocessable(summary, errors=errors)
+        problems.append(("webhook.url", message, "webhook_host_not_allowed"))
+    if problems:
+        raise Unprocessable(
+            "; ".join(f"{field}: {message}" for field, message, _ in problems),
+            errors=[
+                {"loc": "body/" + field.replace(".", "/"), "msg": message, "type": kind}
+                for field, message, kind in problems
+            ],
+        )
