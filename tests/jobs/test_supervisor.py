@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from models.spec import JobSpec
 from service.config import TrainingSettings
@@ -116,6 +117,29 @@ def test_stale_heartbeat_and_slow_start(
     assert store.get(starting).error_detail.startswith("runner did not start in 100s")  # type: ignore[union-attr]
 
 
+@contextmanager
+def runner_hung_inside_a_write(db_url: str, job_id: str) -> Iterator[Connection]:
+    """A second connection left inside an UPDATE of the job's row, as a runner frozen in its
+    heartbeat: it holds SQLite's write lock (PostgreSQL's row lock) until it ends."""
+    engine = make_engine(db_url)
+    runner = engine.connect()
+    runner.execute(
+        text("UPDATE jobs SET heartbeat_at = heartbeat_at WHERE id = :id"), {"id": job_id}
+    )
+    try:
+        yield runner
+    finally:
+        runner.rollback()
+        runner.close()
+        engine.dispose()
+
+
+def started(call: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_a_runner_hung_inside_a_write_is_stopped_before_its_job_is_failed(
     store: JobStore,
     db_url: str,
@@ -124,13 +148,12 @@ def test_a_runner_hung_inside_a_write_is_stopped_before_its_job_is_failed(
 ) -> None:
     """A runner frozen inside its heartbeat's UPDATE holds the job's row (SQLite's write lock,
     PostgreSQL's row lock) until it dies: failing the job first would wait on it for good."""
-    runner_db = make_engine(db_url)
-    runner = runner_db.connect()
+    hung: list[Connection] = []
 
     class HungRunnerLauncher(ScriptedLauncher):
         def cancel(self, job: JobRow) -> None:
             super().cancel(job)
-            runner.rollback()  # the runner's death ends its open transaction
+            hung[0].rollback()  # the runner's death ends its open transaction
 
     launcher = HungRunnerLauncher()
     sup = Supervisor(store, launcher, settings_env(max_retries=0, heartbeat_timeout_s=10))
@@ -138,19 +161,12 @@ def test_a_runner_hung_inside_a_write_is_stopped_before_its_job_is_failed(
     store.claim_queued(1, launcher="local")
     old = utcnow() - timedelta(seconds=30)
     store.update_running(job_id, 1, heartbeat_at=old, phase="training")
-    runner.execute(
-        text("UPDATE jobs SET heartbeat_at = heartbeat_at WHERE id = :id"), {"id": job_id}
-    )
-    reaper = threading.Thread(target=sup.reap, daemon=True)
-    try:
-        reaper.start()
+    with runner_hung_inside_a_write(db_url, job_id) as runner:
+        hung.append(runner)
+        reaper = started(sup.reap)
         reaper.join(timeout=15)
         assert not reaper.is_alive(), "the supervisor waited on the hung runner's lock"
-    finally:
-        runner.rollback()
-        runner.close()
-        runner_db.dispose()
-        reaper.join(timeout=60)
+    reaper.join(timeout=60)
     job = store.get(job_id)
     assert (job.status, job.error_reason) == ("failed", "runner_lost")
     assert launcher.cancelled == [job_id]
@@ -221,19 +237,9 @@ def test_with_nothing_queued_a_tick_does_not_wait_on_a_runner_hung_inside_a_writ
     job_id = store.create(make_spec())[0].id
     store.claim_queued(1, launcher="local")
     store.update_running(job_id, 1, heartbeat_at=utcnow(), phase="training")
-    runner_db = make_engine(db_url)
-    runner = runner_db.connect()
-    runner.execute(
-        text("UPDATE jobs SET heartbeat_at = heartbeat_at WHERE id = :id"), {"id": job_id}
-    )
-    ticker = threading.Thread(target=sup.tick, daemon=True)
-    try:
-        ticker.start()
+    with runner_hung_inside_a_write(db_url, job_id):
+        ticker = started(sup.tick)
         ticker.join(timeout=10)
         assert not ticker.is_alive(), "the tick waited on the hung runner's write lock"
-    finally:
-        runner.rollback()
-        runner.close()
-        runner_db.dispose()
-        ticker.join(timeout=60)
+    ticker.join(timeout=60)
     assert store.get(job_id).status == "running"  # alive as far as anyone can tell
