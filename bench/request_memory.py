@@ -8,6 +8,9 @@ service (no torch). The peak is VmHWM after resetting it to the RSS just before 
   EfficientNet-Lite0, ready, then one `POST /v1/models/bench-lite0:predict` carrying N copies
   of a black SIDE x SIDE 8-bit PNG (tens of kB each: the cost is in decoding, not upload).
   Prints the rise of peak RSS over the RSS before the request, and the request's time.
+- predict DICOM: the same with one 16-bit grayscale DICOM of --dicom-shape (rows x columns;
+  default a mammogram's 4096 x 3328, 27 MB uncompressed, under the 32 MB upload limit), a
+  random ramp with a rescale slope and intercept and a VOI window, as a scanner writes it.
 - heatmap: `service.inference.explain.heatmap_png` of a random 7 x 7 CAM at SIDE x SIDE:
   time, peak RSS rise, and the base64 length.
 
@@ -43,10 +46,17 @@ import io, json, os, sys, time
 sys.path.insert(0, {repo!r})
 import numpy as np
 from PIL import Image
-n, side = {files}, {side}
-buffer = io.BytesIO()
-Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG", optimize=True)
-png = buffer.getvalue()
+n, rows, cols, kind = {files}, {rows}, {cols}, {kind!r}
+if kind == "png":
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((rows, cols), np.uint8)).save(buffer, format="PNG", optimize=True)
+    scan, suffix = buffer.getvalue(), "png"
+else:
+    from tests.data.make_fixtures import dicom_bytes
+    ramp = np.add.outer(np.arange(rows), np.arange(cols)) % 4096
+    scan, suffix = dicom_bytes(ramp, photometric="MONOCHROME1", slope=0.5, intercept=-100.0,
+                               center=800.0, width=1600.0), "dcm"
+    del ramp
 from service.inference import create_app
 app = create_app()
 client = app.test_client()
@@ -54,11 +64,11 @@ while client.get("/readyz").status_code != 200:
     time.sleep(0.05)
 {measure}
 started = time.perf_counter()
-files = [(io.BytesIO(png), f"{{i}}.png") for i in range(n)]
+files = [(io.BytesIO(scan), f"{{i}}.{{suffix}}") for i in range(n)]
 response = client.post("/v1/models/{model}:predict", data={{"file": files}})
 seconds = time.perf_counter() - started
 peak = status_mb("VmHWM")
-print(json.dumps({{"status": response.status_code, "png_bytes": len(png), "rss_before_mb": before,
+print(json.dumps({{"status": response.status_code, "scan_bytes": len(scan), "rss_before_mb": before,
                   "peak_rise_mb": peak - before, "seconds": seconds}}))
 """
 
@@ -98,6 +108,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--side", type=int, default=4000)
+    parser.add_argument(
+        "--dicom-shape",
+        type=int,
+        nargs=2,
+        default=[4096, 3328],
+        metavar=("ROWS", "COLUMNS"),
+        help="0 0 skips the DICOM request",
+    )
     parser.add_argument("--heatmap-sides", type=int, nargs="+", default=[2000, 4000, 8000])
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
@@ -120,13 +138,17 @@ def main() -> int:
             "SCANTUNE_LOG_LEVEL": "WARNING",
             "SCANTUNE_PRELOAD_MODELS": json.dumps([bench.MODEL]),
         }
-        for files in options.files:
+        requests = [(files, options.side, options.side, "png") for files in options.files]
+        if all(options.dicom_shape):
+            requests.append((1, *options.dicom_shape, "dicom"))
+        for files, rows, cols, kind in requests:
             code = PREDICT_CHILD.format(
-                repo=str(REPO), files=files, side=options.side, model=bench.MODEL, measure=MEASURE
-            )
+                repo=str(REPO), files=files, rows=rows, cols=cols, kind=kind, model=bench.MODEL,
+                measure=MEASURE,
+            )  # fmt: skip
             runs = [child(code, env) for _ in range(options.repeat)]
             print(
-                f"predict {files} x {options.side}x{options.side} PNG ({runs[0]['png_bytes']} B"
+                f"predict {files} x {cols}x{rows} {kind.upper()} ({runs[0]['scan_bytes']} B"
                 f" each), status {runs[0]['status']}: RSS before {runs[0]['rss_before_mb']:.0f} MB,"
                 f" {spread(runs)}"
             )

@@ -209,28 +209,56 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
 
     A rescale or window that is not one finite number, or a LUT that cannot be applied, makes
     the file undecodable: a guessed display of a clinical scan is worse than a refusal.
+
+    The arithmetic is done in place in one float32 array, as for PNG: pydicom's LUT
+    functions work in float64, and a temporary per step of a 14 MP mammogram is 110 MB each.
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    for keyword in ("RescaleSlope", "RescaleIntercept"):
-        if keyword in ds:
-            _number(ds, keyword, name, first=False)
+    rescale = [
+        _number(ds, keyword, name, first=False) if keyword in ds else default
+        for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0))
+    ]
     center, width = _window(ds, name)
     with _refused(name, "cannot apply the DICOM LUTs"):  # a malformed LUT fails in many ways
-        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+        if "ModalityLUTSequence" in ds:
+            values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+        else:
+            values = pixels.astype(np.float32)
+            slope, intercept = rescale
+            if slope != 1.0:
+                values *= np.float32(slope)
+            if intercept != 0.0:
+                values += np.float32(intercept)
         if center is not None and width is not None and width >= 1:
-            # DICOM PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
-            unit = ((values - (center - 0.5)) / (width - 1.0) + 0.5).clip(0.0, 1.0)
+            _linear_window(values, center, width)
         else:
             if "VOILUTSequence" in ds:
-                values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+                values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
             low, high = float(values.min()), float(values.max())
-            unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    if not np.isfinite(unit).all():
+            if not (math.isfinite(low) and math.isfinite(high)):
+                values.fill(np.nan)  # refused below
+            elif high > low:
+                values -= np.float32(low)
+                values /= np.float32(high - low)
+            else:
+                values.fill(0.0)
+    if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
         raise ImageDecodeError(name, "the DICOM LUTs give pixel values that are not finite")
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        unit = 1.0 - unit
-    return unit.astype(np.float32)
+        np.subtract(np.float32(1.0), values, out=values)
+    return values
+
+
+def _linear_window(values: np.ndarray, center: float, width: float) -> None:
+    """DICOM PS3.3 C.11.2.1.2.1 linear VOI window, mapped to [0, 1] in place."""
+    if width == 1.0:  # the standard's threshold: at or below center - 0.5 is black
+        np.greater(values, np.float32(center - 0.5), out=values, casting="unsafe")
+        return
+    values -= np.float32(center - 0.5)
+    values /= np.float32(width - 1.0)
+    values += np.float32(0.5)
+    np.clip(values, 0.0, 1.0, out=values)
 
 
 def _window(ds: Dataset, name: str) -> tuple[float | None, float | None]:

@@ -72,6 +72,46 @@ def test_window_clips_outside_values():
     np.testing.assert_allclose(out[0], [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
 
 
+def test_a_window_of_width_one_thresholds_as_the_standard_says():
+    """PS3.3 C.11.2.1.2.1: width 1 maps values at or below center - 0.5 to black, the rest to
+    white (it used to divide by zero, and a pixel at the threshold made the scan refused)."""
+    from tests.data.make_fixtures import dicom_bytes
+
+    values = np.arange(10, dtype=np.uint16).reshape(2, 5)
+    out = imaging.decode(
+        dicom_bytes(values, photometric="MONOCHROME2", slope=1, intercept=0, center=4.5, width=1)
+    )
+    np.testing.assert_array_equal(out, (values > 4).astype(np.float32))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize(("slope", "intercept"), [(1, 0), (0.5, -1024), (2.5, 17)])
+@pytest.mark.parametrize(("center", "width"), [(None, None), (40, 400), (-600, 1500), (100, 2)])
+def test_grayscale_dicom_matches_the_standard_computed_in_float64(
+    photometric, slope, intercept, center, width
+):
+    """The decoder works in float32 in place (memory); it must give the float64 formula's
+    values: rescale, then the linear window (or the full range), then MONOCHROME1 inverted."""
+    from tests.data.make_fixtures import dicom_bytes
+
+    stored = np.random.default_rng(7).integers(0, 4096, (40, 30))
+    out = imaging.decode(
+        dicom_bytes(
+            stored, photometric=photometric, slope=slope, intercept=intercept, center=center,
+            width=width,
+        )
+    )  # fmt: skip
+    values = stored * float(slope) + float(intercept)
+    if center is None:
+        unit = (values - values.min()) / (values.max() - values.min())
+    else:
+        unit = ((values - (center - 0.5)) / (width - 1.0) + 0.5).clip(0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        unit = 1.0 - unit
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, unit, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
