@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -87,7 +87,20 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
         raise ImageDecodeError(name, f"image of over {MAX_PIXELS} pixels is too large") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(name, f"cannot decode image ({exc})") from exc
-    return _pil_to_float(image)
+    return _pil_to_float(_upright(image))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image the way a viewer shows it: a JPEG or PNG whose EXIF orientation says it was
+    stored rotated or mirrored (a phone's photo of a film) is turned to match. Unreadable
+    EXIF is ignored, as viewers do: the pixels are used as stored."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # Pillow parses EXIF leniently; anything it still cannot, no rotation
+        return image
+    if orientation not in range(2, 9):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _pil_to_float(image: Image.Image) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from models import imaging
 from models.card import InputSpec
@@ -43,6 +43,43 @@ def test_lossless_variants_decode_identically(fixture_images, suffix):
 def test_jpeg_is_close_to_the_png(fixture_images):
     reference = imaging.read_file(fixture_images / "pneumonia_0.png")
     assert np.abs(imaging.read_file(fixture_images / "pneumonia_0.jpg") - reference).max() < 0.05
+
+
+def _with_orientation(pixels: np.ndarray, orientation: int, fmt: str) -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, exif=exif.tobytes(), quality=95)
+    return buf.getvalue()
+
+
+# What a viewer shows for each EXIF orientation of the stored pixels (EXIF 2.32, 4.6.4 A).
+UPRIGHT = {
+    1: lambda a: a,
+    2: np.fliplr,
+    3: lambda a: np.rot90(a, 2),
+    4: np.flipud,
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).T,
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_a_scan_stored_rotated_is_decoded_as_a_viewer_shows_it(fixture_images, orientation):
+    """A phone's photo of a film carries its rotation in EXIF: the model must see the scan the
+    way the clinician does, and the explain heatmap's size follows."""
+    stored = np.asarray(Image.open(fixture_images / "pneumonia_0.png"))[:, :20]  # not square
+    decoded = imaging.decode(_with_orientation(stored, orientation, "PNG"), "photo.png")
+    np.testing.assert_array_equal(decoded, UPRIGHT[orientation](stored) / np.float32(255))
+
+
+def test_a_jpeg_stored_rotated_is_turned_too(fixture_images):
+    stored = np.asarray(Image.open(fixture_images / "pneumonia_0.png"))[:, :20]
+    decoded = imaging.decode(_with_orientation(stored, 6, "JPEG"), "photo.jpg")
+    assert decoded.shape == (20, 28)
+    assert np.abs(decoded - np.rot90(stored, -1) / 255.0).max() < 0.05
 
 
 def test_dicom_without_window_uses_full_range_and_monochrome1_inverts():
