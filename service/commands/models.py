@@ -59,6 +59,9 @@ def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
             f"{v['version']:>7}  {v['created_at']:32}  {v['base_model']:20}  {aliases:20}  "
             f"{metrics}"
         )
+    for v in body.get("unreadable", []):
+        aliases = ",".join(v["aliases"]) or "-"
+        print(f"{v['version']:>7}  {'UNREADABLE':32}  {'-':20}  {aliases:20}  {v['detail']}")
     return OK
 
 

@@ -5,11 +5,21 @@ Plain objects over `Registry`, no Flask: views serialize what these return.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from service.errors import InvalidRequest
-from service.registry import ALIAS_PATTERN, AliasNotFound, ModelNotFound, Registry, VersionNotFound
+from service.registry import (
+    ALIAS_PATTERN,
+    AliasNotFound,
+    ArtifactCorrupt,
+    ModelNotFound,
+    Registry,
+    VersionNotFound,
+)
+
+log = logging.getLogger(__name__)
 
 
 class Catalog:
@@ -31,12 +41,26 @@ class Catalog:
             )
         return out
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
+    def versions(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        """The versions whose card reads (`items`) and those whose card does not
+        (`unreadable`, with why): one broken card must not hide every other version from a
+        pipeline choosing what to promote, nor be hidden itself."""
         by_version = self._aliases_by_version(name)
-        out = []
+        items, unreadable = [], []
         for version in self.existing_versions(name):
-            card = self.registry.get_card(name, version)
-            out.append(
+            try:
+                card = self.registry.get_card(name, version)
+            except ArtifactCorrupt as exc:
+                log.warning("%s", exc.detail)
+                unreadable.append(
+                    {
+                        "version": version,
+                        "detail": exc.detail,
+                        "aliases": by_version.get(version, []),
+                    }
+                )
+                continue
+            items.append(
                 {
                     "version": version,
                     "created_at": card.created_at.isoformat(),
@@ -45,7 +69,7 @@ class Catalog:
                     "aliases": by_version.get(version, []),
                 }
             )
-        return out
+        return {"items": items, "unreadable": unreadable}
 
     def version(self, name: str, version: int) -> dict[str, Any]:
         self.existing_versions(name)

@@ -27,7 +27,7 @@ def list_models() -> Response:
 @bp.get("/<name>/versions")
 @require("read")
 def list_versions(name: str) -> Response:
-    return jsonify(name=name, items=services().catalog.versions(name))
+    return jsonify(name=name, **services().catalog.versions(name))
 
 
 @bp.get("/<name>/versions/<int:version>")

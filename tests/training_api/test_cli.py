@@ -167,6 +167,12 @@ def test_models_list_versions_promote(
     assert "val_auc=0.9300" in capsys.readouterr().out
     assert main(["models", "promote", "chest-xray", "9"]) == 5
     assert "body/version" in capsys.readouterr().err
+    card = training_env / "artifacts" / "models" / "chest-xray" / "versions" / "1" / "card.json"
+    card.write_text("{")
+    assert main(["models", "versions", "chest-xray"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].split()[:2] == ["1", "UNREADABLE"] and "card.json" in lines[-1]
+    assert lines[-2].split()[0] == "2"
 
 
 def test_an_unreachable_service_is_named_by_the_command_that_calls_it(

@@ -39,6 +39,7 @@ def test_versions_carry_headline_metrics(published: str, client: FlaskClient) ->
 
     assert [v["version"] for v in body["items"]] == [1, 2]
     assert body["items"][1]["metrics"] == {"val_auc": 0.95}
+    assert body["unreadable"] == []
 
 
 def test_version_detail_has_card_metrics_and_artifact_uris(
@@ -120,7 +121,6 @@ def test_a_card_that_does_not_parse_is_a_503_naming_the_version_not_a_422(
     card.write_text("not json at all")
     for method, url, body in [
         ("GET", "/v1/models/chest-xray/versions/2", None),
-        ("GET", "/v1/models/chest-xray/versions", None),
         ("PUT", "/v1/models/chest-xray/aliases/staging", {"version": 2}),
     ]:
         response = client.open(url, method=method, json=body)
@@ -129,6 +129,29 @@ def test_a_card_that_does_not_parse_is_a_503_naming_the_version_not_a_422(
         assert problem["title"] == "Model artifact corrupt"
         assert "version 2: its card.json is not a valid model card" in problem["detail"]
     assert client.get("/v1/models/chest-xray/versions/1").status_code == 200
+
+
+def test_a_version_whose_card_does_not_parse_is_listed_as_unreadable_beside_the_rest(
+    client: FlaskClient, training_env: Path
+) -> None:
+    """The listing used to answer 503 for the whole model, so one edited card hid every
+    version from a pipeline choosing what to promote."""
+    for version in (1, 2, 3):
+        publish_version(training_env / "artifacts", "chest-xray", version)
+    staging = client.put("/v1/models/chest-xray/aliases/staging", json={"version": 2})
+    assert staging.status_code == 200
+    card = training_env / "artifacts" / "models" / "chest-xray" / "versions" / "2" / "card.json"
+    card.write_text('{"name": "chest-xray"')
+    response = client.get("/v1/models/chest-xray/versions")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert [v["version"] for v in body["items"]] == [1, 3]
+    assert [(v["version"], v["aliases"]) for v in body["unreadable"]] == [(2, ["staging"])]
+    assert "its card.json is not a valid model card" in body["unreadable"][0]["detail"]
+    card.write_text(card.read_text() + "}")  # still missing fields: still unreadable
+    assert [
+        v["version"] for v in client.get("/v1/models/chest-xray/versions").get_json()["unreadable"]
+    ] == [2]
 
 
 def test_an_unreadable_alias_record_is_a_503_and_a_put_repairs_it(
