@@ -53,7 +53,7 @@ def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
         return OK
     print(f"{'VERSION':>7}  {'CREATED':32}  {'BASE MODEL':20}  {'ALIASES':20}  METRICS")
     for v in body["items"]:
-        metrics = " ".join(f"{k}={x:.4f}" for k, x in sorted(v["metrics"].items())[:4])
+        metrics = " ".join(f"{k}={x:.4f}" for k, x in _headline(v["metrics"]))
         aliases = ",".join(v["aliases"]) or "-"
         print(
             f"{v['version']:>7}  {v['created_at']:32}  {v['base_model']:20}  {aliases:20}  "
@@ -63,6 +63,14 @@ def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
         aliases = ",".join(v["aliases"]) or "-"
         print(f"{v['version']:>7}  {'UNREADABLE':32}  {'-':20}  {aliases:20}  {v['detail']}")
     return OK
+
+
+def _headline(metrics: dict[str, float], count: int = 4) -> list[tuple[str, float]]:
+    """The validation figures first (what a promotion is judged on), then the rest by name:
+    sorted by name alone, best_epoch and train_images_per_s crowded out val_auc."""
+    return sorted(metrics.items(), key=lambda item: (not item[0].startswith("val_"), item[0]))[
+        :count
+    ]
 
 
 def run_promote(args: argparse.Namespace, api: ApiClient) -> int:

@@ -173,7 +173,14 @@ def job_spec(dataset: Path | str, **overrides: Any) -> dict[str, Any]:
     return spec
 
 
-def publish_version(artifacts: Path, name: str, version: int, *, val_auc: float = 0.97) -> None:
+def publish_version(
+    artifacts: Path,
+    name: str,
+    version: int,
+    *,
+    val_auc: float = 0.97,
+    metrics: dict[str, float] | None = None,
+) -> None:
     """Publish a small stand-in version (the registry treats model.onnx as opaque bytes)."""
     from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
     from service.registry import Registry
@@ -191,7 +198,7 @@ def publish_version(artifacts: Path, name: str, version: int, *, val_auc: float 
         input=InputSpec(size=32, channels=1, mean=(0.5,), std=(0.25,)),
         base_model="efficientnet_lite0",
         dataset=DatasetInfo(uri="/data/x.npz", format="npz", sha256="0" * 64),
-        metrics={"val_auc": val_auc, "per_class": {"normal": {"f1": 0.9}}},
+        metrics={"val_auc": val_auc, **(metrics or {}), "per_class": {"normal": {"f1": 0.9}}},
         calibration=Calibration(temperature=1.3, applied_in_graph=True),
         parity=Parity(max_abs_diff=1e-6, images=32, tolerance=1e-4),
         training=TrainingInfo(

@@ -157,14 +157,19 @@ def test_models_list_versions_promote(
     server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     publish_version(training_env / "artifacts", "chest-xray", 1, val_auc=0.93)
-    publish_version(training_env / "artifacts", "chest-xray", 2)
+    trainer_metrics = {"best_epoch": 3, "epochs_run": 4, "temperature": 1.1, "val_accuracy": 0.9}
+    publish_version(training_env / "artifacts", "chest-xray", 2, metrics=trainer_metrics)
 
     assert main(["models", "promote", "chest-xray", "2", "--alias", "staging"]) == 0
     assert "staging -> version 2 (set by admin" in capsys.readouterr().out
     assert main(["models", "list"]) == 0
     assert "staging=2" in capsys.readouterr().out
     assert main(["models", "versions", "chest-xray"]) == 0
-    assert "val_auc=0.9300" in capsys.readouterr().out
+    table = capsys.readouterr().out.splitlines()
+    assert "val_auc=0.9300" in table[1]
+    assert table[2].endswith(
+        "val_accuracy=0.9000 val_auc=0.9700 best_epoch=3.0000 epochs_run=4.0000"
+    )
     assert main(["models", "promote", "chest-xray", "9"]) == 5
     assert "body/version" in capsys.readouterr().err
     card = training_env / "artifacts" / "models" / "chest-xray" / "versions" / "1" / "card.json"
