@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -182,8 +183,16 @@ def _from_json(body: Any) -> list[Upload]:
     return uploads
 
 
+_DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[^;,]*)*;base64,", re.ASCII)
+
+
 def b64decode(text: str, name: str) -> bytes:
+    """Standard base64, as a browser's data: URI gives it too, and wrapped in lines as the
+    `base64` tool writes it: line breaks and spaces are dropped, any other stray character is
+    a 400."""
+    if text.startswith("data:") and (prefix := _DATA_URI.match(text)):
+        text = text[prefix.end() :]
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return base64.b64decode(text.encode("ascii").translate(None, b" \t\r\n"), validate=True)
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise BadRequest(f"{name}: not valid base64") from None

@@ -104,6 +104,23 @@ def test_json_base64_and_raw_body_give_the_same_answer(
     assert probs[0] == probs[1] == probs[2]
 
 
+def test_base64_from_a_browser_or_the_base64_tool_is_read_like_plain_base64(
+    client: Any, check: Any, fixture_images: Path
+) -> None:
+    """A data: URI (FileReader.readAsDataURL) and line-wrapped base64 (`base64 scan.png`) were
+    400 'not valid base64'."""
+    data = (fixture_images / "normal_0.png").read_bytes()
+    plain = base64.b64encode(data).decode()
+    wrapped = base64.encodebytes(data).decode()  # 76-character lines, as the tool writes
+    assert "\n" in wrapped.strip()
+    texts = [plain, f"data:image/png;base64,{plain}", wrapped.replace("\n", "\r\n"), wrapped]
+    answers = [
+        check(client.post(PREDICT, json={"instances": [{"b64": text}]})).json["predictions"][0]
+        for text in texts
+    ]
+    assert all(a["probabilities"] == answers[0]["probabilities"] for a in answers)
+
+
 def test_explain_returns_a_heatmap_at_the_scans_size(
     client: Any, check: Any, fixture_images: Path
 ) -> None:
