@@ -228,6 +228,42 @@ def test_a_dicom_whose_transfer_syntax_uid_is_no_transfer_syntax_is_refused():
         imaging.decode(buf.getvalue(), "scan.dcm")
 
 
+def _with_lut(dicom: bytes, sequence: str, lut: np.ndarray, **removed: object) -> bytes:
+    """`dicom` with a one-item Modality or VOI LUT Sequence mapping 0..len(lut)-1 (16-bit)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    for keyword in removed:
+        del ds[keyword]
+    item = Dataset()
+    item.LUTDescriptor = [len(lut), 0, 16]
+    item.add_new("LUTData", "US", [int(v) for v in lut])
+    setattr(ds, sequence, [item])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("sequence", ["ModalityLUTSequence", "VOILUTSequence"])
+def test_a_lut_sequence_maps_the_values_before_the_full_range_is_taken(sequence):
+    """Scanners that ship a LUT instead of a rescale or a window: the stored values (after the
+    rescale, for a VOI LUT) index the LUT, and its output fills [0, 1]."""
+    from tests.data.make_fixtures import dicom_bytes
+
+    stored = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5
+    lut = (np.arange(128) ** 2) % 5000  # not linear: a LUT ignored would show
+    slope = 2 if sequence == "VOILUTSequence" else 1
+    plain = dicom_bytes(
+        stored, photometric="MONOCHROME2", slope=slope, intercept=0, center=None, width=None
+    )
+    removed = {"RescaleSlope": None, "RescaleIntercept": None}
+    data = _with_lut(plain, sequence, lut, **(removed if sequence == "ModalityLUTSequence" else {}))
+    mapped = lut[stored * slope].astype(np.float64)
+    expected = (mapped - mapped.min()) / (mapped.max() - mapped.min())
+    np.testing.assert_allclose(imaging.decode(data), expected, rtol=0, atol=1e-6)
+
+
 def test_an_empty_or_half_given_window_is_no_window():
     full_range = imaging.decode(_dicom(WindowCenter=None, WindowWidth=None))
     assert full_range.min() == 0.0 and full_range.max() == 1.0
