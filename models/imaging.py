@@ -246,8 +246,9 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
         if center is not None and width is not None and width >= 1:
             _linear_window(values, center, width)
         else:
-            if "VOILUTSequence" in ds:
-                values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+            if "VOILUTSequence" in ds:  # a LUT is indexed by integers: the nearest one
+                indices = np.rint(values).astype(np.int32)
+                values = np.asarray(apply_voi_lut(indices, ds), dtype=np.float32)
             low, high = float(values.min()), float(values.max())
             if not (math.isfinite(low) and math.isfinite(high)):
                 values.fill(np.nan)  # refused below
