@@ -50,7 +50,22 @@ def detect_format(data: bytes) -> ImageFormat | None:
         return "jpeg"
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
+    if _is_raw_dicom(data):
+        return "dicom"
     return None
+
+
+def _is_raw_dicom(data: bytes) -> bool:
+    """A DICOM data set written without the Part 10 preamble and "DICM" (older modalities,
+    some PACS exports, a network payload saved as is): its first element is in group 0002
+    (file meta) or 0008 (identification), little endian, with an explicit VR or an implicit
+    4-byte length that fits in the file."""
+    if len(data) < 8 or data[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    vr = data[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return 8 + int.from_bytes(data[4:8], "little") <= len(data)
 
 
 def decode(data: bytes, name: str = "<upload>") -> np.ndarray:
@@ -161,7 +176,9 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     import pydicom
 
     with _refused(name, "cannot parse DICOM"):
-        ds = pydicom.dcmread(io.BytesIO(data))
+        # force: a data set without the preamble has no "DICM" for pydicom to find.
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        _name_native_syntax(ds)
         has_pixels = "PixelData" in ds
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         samples = int(ds.get("SamplesPerPixel") or 1)
@@ -193,6 +210,26 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
             name, f"DICOM pixel data of shape {pixels.shape} is not one 2-D scan"
         )
     return _dicom_to_unit(ds, pixels, name)
+
+
+def _name_native_syntax(ds: Dataset) -> None:
+    """A data set read without file meta (no preamble) names no transfer syntax, and pydicom
+    will not decode its pixels: it is the native encoding it was read in."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return  # pydicom could not tell: decoding the pixel data says so
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little
+        else ExplicitVRBigEndian
+    )  # fmt: skip
 
 
 def _check_decodable(syntax: object, name: str) -> None:

@@ -159,6 +159,22 @@ def with_elements(dicom: bytes, **elements: object) -> bytes:
     return buf.getvalue()
 
 
+def raw_dataset(dicom: bytes, *, implicit_vr: bool) -> bytes:
+    """`dicom` as a bare little-endian data set: no preamble, no "DICM", no file meta, as
+    older modalities and some PACS exports write it."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    ds.preamble = None
+    ds.file_meta = FileMetaDataset()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(
+        buf, ds, implicit_vr=implicit_vr, little_endian=True, enforce_file_format=False
+    )
+    return buf.getvalue()
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG of a few bytes whose header declares `width` x `height` 8-bit gray pixels."""
     import struct

@@ -104,6 +104,21 @@ def test_json_base64_and_raw_body_give_the_same_answer(
     assert probs[0] == probs[1] == probs[2]
 
 
+def test_a_bare_dicom_data_set_is_classified_like_its_part10_file(
+    client: Any, check: Any, fixture_images: Path
+) -> None:
+    from tests.data.make_fixtures import raw_dataset
+
+    part10 = (fixture_images / "pneumonia_0_rescale.dcm").read_bytes()
+    raw = raw_dataset(part10, implicit_vr=True)
+    answers = [
+        check(client.post(PREDICT, data=body, content_type="application/dicom"))
+        for body in (part10, raw)
+    ]
+    first, second = (a.json["predictions"][0]["probabilities"] for a in answers)
+    assert first == second
+
+
 def test_base64_from_a_browser_or_the_base64_tool_is_read_like_plain_base64(
     client: Any, check: Any, fixture_images: Path
 ) -> None:

@@ -264,6 +264,34 @@ def test_a_lut_sequence_maps_the_values_before_the_full_range_is_taken(sequence)
     np.testing.assert_allclose(imaging.decode(data), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("implicit_vr", [True, False])
+@pytest.mark.parametrize("fixture", ["normal_0_rescale.dcm", "pneumonia_1_mono1.dcm"])
+def test_a_dicom_data_set_without_preamble_decodes_like_the_part10_file(
+    fixture_images, fixture, implicit_vr
+):
+    """Older modalities and PACS exports write the bare data set: no preamble, no "DICM", no
+    file meta. It used to be refused as 'not a PNG, JPEG or DICOM file'."""
+    from tests.data.make_fixtures import raw_dataset
+
+    part10 = (fixture_images / fixture).read_bytes()
+    raw = raw_dataset(part10, implicit_vr=implicit_vr)
+    assert b"DICM" not in raw[:200] and raw[:2] == b"\x08\x00"
+    assert imaging.detect_format(raw) == "dicom"
+    np.testing.assert_array_equal(imaging.decode(raw, "bare.dcm"), imaging.decode(part10))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100" + b"\x00" * 20,  # header only
+        b"\x08\x00\x05\x00\x10\x00\x00\x00" + b"\x00" * 8,  # length past the end
+    ],
+)
+def test_bytes_that_only_start_like_a_bare_data_set_are_refused_cleanly(data):
+    with pytest.raises(imaging.ImageDecodeError):
+        imaging.decode(data, "odd.dcm")
+
+
 def test_an_empty_or_half_given_window_is_no_window():
     full_range = imaging.decode(_dicom(WindowCenter=None, WindowWidth=None))
     assert full_range.min() == 0.0 and full_range.max() == 1.0
