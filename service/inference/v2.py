@@ -1,14 +1,22 @@
 """/v2: the Open Inference Protocol (KServe V2) REST endpoints, so standard clients work.
 
 `infer` takes the model's input tensor as FP32 (`shape` [N, C, size, size], data flat or
-nested, already preprocessed), or as BYTES: N base64-encoded scan files (PNG, JPEG, DICOM)
-that the service decodes and preprocesses like /v1. Outputs are the graph's tensors.
+nested, already preprocessed), or as BYTES: N scan files (PNG, JPEG, DICOM) that the service
+decodes and preprocesses like /v1. Outputs are the graph's tensors.
+
+The binary tensor data extension, which tritonclient uses by default, is supported: the body
+is a JSON header of `Inference-Header-Content-Length` bytes followed by each binary input's
+raw little-endian bytes (`parameters.binary_data_size`; a BYTES element is a 4-byte length,
+then the file); outputs asked for with `parameters.binary_data` (or the request's
+`binary_data_output`) come back the same way.
+
 Errors are the shared problem shape plus the protocol's `error` message member.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -27,6 +35,9 @@ from service.registry import ArtifactCorrupt
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 SERVER_NAME = "scantune-inference"
 FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# tritonclient sends no Content-Type at all; the binary extension's body is octet-stream.
+BODY_TYPES = {"application/json", "application/octet-stream", ""}
 
 
 class TensorIn(BaseModel):
@@ -35,7 +46,7 @@ class TensorIn(BaseModel):
     name: str
     shape: list[int] = Field(min_length=1)
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # None: the tensor is in the binary part
     parameters: dict[str, Any] | None = None
 
 
@@ -76,7 +87,7 @@ def _add_error_member(response: Response) -> Response:
 
 @bp.get("")
 def server_metadata() -> Response:
-    return jsonify(name=SERVER_NAME, version="2", extensions=[])
+    return jsonify(name=SERVER_NAME, version="2", extensions=["binary_tensor_data"])
 
 
 @bp.get("/health/live")
@@ -151,8 +162,9 @@ def infer_version(name: str, version: int) -> Response:
 
 
 def _infer(selector: Selector) -> Response:
-    body = _parse(request.get_json(silent=True))
+    body, binary = _read_body()
     tensor = body.inputs[0]
+    chunk = _binary_input(tensor, binary)
     predictor = services().predictor
     model = predictor.model(selector)
     _check_input_name(model, tensor.name)
@@ -160,29 +172,68 @@ def _infer(selector: Selector) -> Response:
     unknown = [n for n in wanted if n not in model.output_names]
     if unknown:
         raise BadRequest(f"unknown output(s) {unknown}; this model has {model.output_names}")
+    all_binary = _flag(body.parameters, "binary_data_output", "parameters", default=False)
+    in_binary = [
+        _flag(o.parameters, "binary_data", f"outputs[{i}].parameters", default=all_binary)
+        for i, o in enumerate(body.outputs or [])
+    ] or [all_binary] * len(wanted)
     if tensor.datatype == "BYTES":
-        outputs = predictor.infer_files(model, _uploads(tensor))
+        outputs = predictor.infer_files(model, _uploads(tensor, chunk))
     else:
-        outputs = predictor.infer_tensor(model, _array(tensor))
+        outputs = predictor.infer_tensor(model, _array(tensor, chunk))
     served_by(model.name, model.version)
-    response: dict[str, Any] = {
+    tails = [
+        outputs[n].astype("<f4", copy=False).tobytes() if b else None
+        for n, b in zip(wanted, in_binary, strict=True)
+    ]
+    header: dict[str, Any] = {
         "model_name": model.name,
         "model_version": str(model.version),
-        "outputs": [_tensor_out(n, outputs[n]) for n in wanted],
+        "outputs": [_tensor_out(n, outputs[n], t) for n, t in zip(wanted, tails, strict=True)],
         "parameters": {"sha256": model.sha256},
     }
     if body.id is not None:
-        response = {"id": body.id, **response}
-    return jsonify(response)
+        header = {"id": body.id, **header}
+    if not any(in_binary):
+        return jsonify(header)
+    head = json.dumps(header).encode()
+    return Response(
+        b"".join([head, *(t for t in tails if t is not None)]),
+        mimetype="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(head))},
+    )
 
 
-def _parse(raw: Any) -> InferRequest:
-    if request.mimetype != "application/json" or raw is None:
+def _read_body() -> tuple[InferRequest, memoryview]:
+    """The JSON request and the binary part after it (empty without the extension)."""
+    if request.mimetype not in BODY_TYPES:
+        raise BadRequest(
+            "send an Open Inference Protocol JSON body (Content-Type: application/json), or a"
+            f" JSON header and binary tensor data ({HEADER_LENGTH})"
+        )
+    raw = memoryview(request.get_data(cache=False))
+    declared = request.headers.get(HEADER_LENGTH)
+    length = len(raw)
+    if declared is not None:
+        length = int(declared) if declared.isascii() and declared.isdigit() else 0
+        if not 0 < length <= len(raw):
+            raise BadRequest(
+                f"{HEADER_LENGTH} must be the JSON header's length in bytes: 1 to the body's"
+                f" {len(raw)}, not {declared[:20]!r}"
+            )
+    try:
+        document = json.loads(bytes(raw[:length]))
+    except ValueError:
         raise BadRequest(
             "send an Open Inference Protocol JSON body (Content-Type: application/json)"
-        )
+            + (f"; the first {length} bytes ({HEADER_LENGTH}) are not JSON" if declared else "")
+        ) from None
+    return _validate(document), raw[length:]
+
+
+def _validate(document: Any) -> InferRequest:
     try:
-        return InferRequest.model_validate(raw)
+        return InferRequest.model_validate(document)
     except ValidationError as exc:
         errors = validation_errors(exc)
         raise BadRequest(
@@ -190,14 +241,50 @@ def _parse(raw: Any) -> InferRequest:
         ) from None
 
 
-def _array(tensor: TensorIn) -> np.ndarray:
+def _binary_input(tensor: TensorIn, binary: memoryview) -> memoryview | None:
+    """The input's bytes from the binary part, or None when its data is in the JSON."""
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is None:
+        if tensor.data is None:
+            raise BadRequest(
+                f"input '{tensor.name}' has neither data nor parameters.binary_data_size"
+            )
+        if len(binary):
+            raise BadRequest(f"{len(binary)} bytes after the JSON header belong to no input")
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BadRequest(f"input '{tensor.name}': binary_data_size must be a whole number")
+    if size != len(binary):
+        raise BadRequest(
+            f"input '{tensor.name}': binary_data_size is {size} bytes but {len(binary)} follow"
+            " the JSON header"
+        )
+    return binary
+
+
+def _flag(parameters: dict[str, Any] | None, key: str, where: str, *, default: bool) -> bool:
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}.{key} must be true or false")
+    return value
+
+
+def _array(tensor: TensorIn, chunk: memoryview | None) -> np.ndarray:
     dtype = FLOAT_TYPES.get(tensor.datatype)
     if dtype is None:
         raise BadRequest(f"datatype {tensor.datatype} not supported; send FP32 or BYTES")
-    try:
-        values = np.asarray(tensor.data, dtype=dtype)
-    except (TypeError, ValueError):
-        raise BadRequest(f"input '{tensor.name}': data is not a numeric array") from None
+    if chunk is not None:
+        little = np.dtype(dtype).newbyteorder("<")
+        if len(chunk) % little.itemsize:
+            raise BadRequest(
+                f"input '{tensor.name}': {len(chunk)} bytes are not whole {tensor.datatype} values"
+            )
+        values = np.frombuffer(chunk, dtype=little)
+    else:
+        try:
+            values = np.asarray(tensor.data, dtype=dtype)
+        except (TypeError, ValueError):
+            raise BadRequest(f"input '{tensor.name}': data is not a numeric array") from None
     if values.size != math.prod(tensor.shape) or any(d < 1 for d in tensor.shape):
         raise BadRequest(
             f"input '{tensor.name}': {values.size} values do not fill shape {tensor.shape}"
@@ -208,13 +295,33 @@ def _array(tensor: TensorIn) -> np.ndarray:
     return batch
 
 
-def _uploads(tensor: TensorIn) -> list[Upload]:
-    if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data) or not tensor.data:
-        raise BadRequest("a BYTES input has shape [N] and N base64-encoded scans")
-    if not all(isinstance(item, str) for item in tensor.data):
+def _uploads(tensor: TensorIn, chunk: memoryview | None) -> list[Upload]:
+    items = _elements(tensor, chunk) if chunk is not None else tensor.data or []
+    if len(tensor.shape) != 1 or tensor.shape[0] != len(items) or not items:
+        raise BadRequest("a BYTES input has shape [N] and N scans")
+    names = [f"{tensor.name}[{i}]" for i in range(len(items))]
+    if chunk is not None:
+        return [Upload(n, item) for n, item in zip(names, items, strict=True)]
+    if not all(isinstance(item, str) for item in items):
         raise BadRequest("BYTES data must be base64 strings, one per scan")
-    names = [f"{tensor.name}[{i}]" for i in range(len(tensor.data))]
-    return [Upload(n, b64decode(item, n)) for n, item in zip(names, tensor.data, strict=True)]
+    return [Upload(n, b64decode(item, n)) for n, item in zip(names, items, strict=True)]
+
+
+def _elements(tensor: TensorIn, chunk: memoryview) -> list[bytes]:
+    """A binary BYTES tensor: each element a 4-byte little-endian length, then its bytes."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(chunk):
+        if offset + 4 > len(chunk):
+            raise BadRequest(f"input '{tensor.name}': element {len(items)} has a cut length")
+        (size,) = struct.unpack_from("<I", chunk, offset)
+        if offset + 4 + size > len(chunk):
+            raise BadRequest(
+                f"input '{tensor.name}': element {len(items)} of {size} bytes runs past the data"
+            )
+        items.append(bytes(chunk[offset + 4 : offset + 4 + size]))
+        offset += 4 + size
+    return items
 
 
 def _check_input_name(model: LoadedModel, name: str) -> None:
@@ -224,13 +331,11 @@ def _check_input_name(model: LoadedModel, name: str) -> None:
         )
 
 
-def _tensor_out(name: str, values: np.ndarray) -> dict[str, Any]:
-    return {
-        "name": name,
-        "datatype": "FP32",
-        "shape": list(values.shape),
-        "data": values.astype(np.float32, copy=False).ravel().tolist(),
-    }
+def _tensor_out(name: str, values: np.ndarray, binary: bytes | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(values.shape)}
+    if binary is not None:
+        return {**out, "parameters": {"binary_data_size": len(binary)}}
+    return {**out, "data": values.astype(np.float32, copy=False).ravel().tolist()}
 
 
 def _default_version(name: str) -> int:

@@ -111,6 +111,44 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert "scantune_models_loaded 2.0" in metrics  # one per worker
 
 
+def test_tritonclient_json_and_binary_tensors_agree_with_v1(
+    server: str, http: Any, fixture_images: Path, trained: Trained
+) -> None:
+    """The standard V2 client, as users run it: it sends no Content-Type, and by default
+    binary tensor data (`Inference-Header-Content-Length`). Both used to be a 400."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    from models import imaging
+
+    v1 = http.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images)).json()
+    expected = np.array([list(p["probabilities"].values()) for p in v1["predictions"]])
+    spec = trained.v1_card.input
+    batch = np.stack(
+        [imaging.to_model_input(imaging.read_file(fixture_images / n), spec) for n in FILES]
+    )
+    scans = np.array([(fixture_images / n).read_bytes() for n in FILES], dtype=np.object_)
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    try:
+        assert client.is_model_ready(MODEL)
+        assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+        for datatype, values, binary_in in [
+            ("FP32", batch, False),
+            ("FP32", batch, True),
+            ("BYTES", scans, True),  # JSON BYTES are base64 here, not tritonclient's raw text
+        ]:
+            for binary_out in (False, True):
+                tensor = triton.InferInput("image", list(values.shape), datatype)
+                tensor.set_data_from_numpy(values, binary_data=binary_in)
+                wanted = triton.InferRequestedOutput("probabilities", binary_data=binary_out)
+                result = client.infer(MODEL, [tensor], outputs=[wanted])
+                probabilities = result.as_numpy("probabilities")
+                assert probabilities is not None, (datatype, binary_in, binary_out)
+                np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    finally:
+        client.close()
+
+
 def test_alias_moves_under_steady_traffic_without_a_failed_request(
     server: str, http: Any, s3_registry: Registry, trained: Trained, fixture_images: Path
 ) -> None:

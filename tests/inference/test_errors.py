@@ -30,6 +30,20 @@ def b64(name: str) -> str:
     return base64.b64encode((IMAGES / name).read_bytes()).decode()
 
 
+def fp32_header(size: int) -> dict[str, Any]:
+    """A binary FP32 input of the test model's one-image shape, `size` bytes declared."""
+    return {"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32",
+            "parameters": {"binary_data_size": size}}  # fmt: skip
+
+
+def binary(header: dict[str, Any], tail: bytes, *, length: str | None = None) -> dict[str, Any]:
+    """Request arguments for a body in the binary tensor data extension, as tritonclient
+    sends it (no Content-Type)."""
+    head = json.dumps(header).encode()
+    return {"data": head + tail,
+            "headers": {"Inference-Header-Content-Length": length or str(len(head))}}  # fmt: skip
+
+
 def dicom_with(**elements: object) -> bytes:
     """A real fixture scan with elements set as a broken modality might write them."""
     return with_elements((IMAGES / "normal_0_rescale.dcm").read_bytes(), **elements)
@@ -126,6 +140,39 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
                            "data": [b64("no_pixels.dcm")]}]}}, 422, "image[0]"),
     ("v2 unknown version", f"/v2/models/{MODEL}/versions/7/ready", {"method": "GET"}, 404,
      "version 7"),
+    # The binary tensor data extension: a JSON header of Inference-Header-Content-Length
+    # bytes, then the inputs' bytes.
+    ("v2 binary header length not a number", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [fp32_header(4096)]}, bytes(4096), length="12a"), 400,
+     "Inference-Header-Content-Length must be"),
+    ("v2 binary header length past the body", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [fp32_header(4096)]}, bytes(4096), length="999999"), 400,
+     "1 to the body's"),
+    ("v2 binary header that is not JSON", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [fp32_header(4096)]}, bytes(4096), length="5"), 400,
+     "first 5 bytes"),
+    ("v2 binary size other than what follows", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [fp32_header(4096)]}, bytes(4000)), 400,
+     "binary_data_size is 4096 bytes but 4000 follow"),
+    ("v2 binary bytes that belong to no input", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                         "data": [b64("normal_0.png")]}]}, b"stray"), 400,
+     "5 bytes after the JSON header belong to no input"),
+    ("v2 input with neither data nor binary size", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]}}, 400,
+     "neither data nor parameters.binary_data_size"),
+    ("v2 binary FP32 not whole values", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [fp32_header(4095)]}, bytes(4095)), 400, "not whole FP32 values"),
+    ("v2 binary BYTES element cut short", f"/v2/models/{MODEL}/infer",
+     binary({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                         "parameters": {"binary_data_size": 10}}]},
+            (100).to_bytes(4, "little") + b"\x89PNG\r\n"), 400,
+     "element 0 of 100 bytes runs past the data"),
+    ("v2 binary_data flag not a boolean", f"/v2/models/{MODEL}/infer",
+     {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                           "data": [b64("normal_0.png")]}],
+               "outputs": [{"name": "probabilities", "parameters": {"binary_data": "yes"}}]}},
+     400, "outputs[0].parameters.binary_data must be true or false"),
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,45 @@ def test_infer_tensor_and_bytes_agree_with_v1(
     v1_probs = np.array([[p["probabilities"][c] for c in ("normal", "pneumonia")] for p in v1])
     np.testing.assert_allclose(v1_probs, probs, atol=1e-6)
     assert check(client.get(f"/v2/models/{MODEL}/ready")).json == {"name": MODEL, "ready": True}
+
+
+def test_binary_tensor_data_in_and_out_match_json(
+    client: Any, check: Any, trained: Trained, fixture_images: Path
+) -> None:
+    """The binary tensor data extension: the request's tensor after its JSON header, the
+    chosen outputs after the response's, each header giving the other's length."""
+    paths = [fixture_images / f for f in FILES]
+    batch = np.stack(
+        [imaging.to_model_input(imaging.read_file(p), trained.v1_card.input) for p in paths]
+    ).astype("<f4")
+    header = {
+        "inputs": [{"name": "image", "shape": list(batch.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": batch.nbytes}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
+                    {"name": "logits"}],
+    }  # fmt: skip
+    head = json.dumps(header).encode()
+    response = check(
+        client.post(
+            f"/v2/models/{MODEL}/infer",
+            data=head + batch.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/octet-stream"
+    body = response.get_data()
+    length = int(response.headers["Inference-Header-Content-Length"])
+    meta = json.loads(body[:length])
+    probabilities, logits = meta["outputs"]
+    assert probabilities["parameters"] == {"binary_data_size": 3 * 2 * 4}
+    assert "data" not in probabilities and len(logits["data"]) == 6
+    binary = np.frombuffer(body[length:], dtype="<f4").reshape(3, 2)
+    tensor = {"name": "image", "shape": list(batch.shape), "datatype": "FP32",
+              "data": batch.ravel().tolist()}  # fmt: skip
+    by_json = check(client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor]})).json
+    expected = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in by_json["outputs"]}
+    np.testing.assert_allclose(binary, expected["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(logits["data"]).reshape(3, 2), expected["logits"], atol=1e-6
+    )
