@@ -168,37 +168,52 @@ def _infer(selector: Selector) -> Response:
     predictor = services().predictor
     model = predictor.model(selector)
     _check_input_name(model, tensor.name)
-    wanted = [o.name for o in body.outputs] if body.outputs else model.output_names
-    unknown = [n for n in wanted if n not in model.output_names]
-    if unknown:
-        raise BadRequest(f"unknown output(s) {unknown}; this model has {model.output_names}")
-    all_binary = _flag(body.parameters, "binary_data_output", "parameters", default=False)
-    in_binary = [
-        _flag(o.parameters, "binary_data", f"outputs[{i}].parameters", default=all_binary)
-        for i, o in enumerate(body.outputs or [])
-    ] or [all_binary] * len(wanted)
+    wanted = _wanted_outputs(body, model)
     if tensor.datatype == "BYTES":
         outputs = predictor.infer_files(model, _uploads(tensor, chunk))
     else:
         outputs = predictor.infer_tensor(model, _array(tensor, chunk))
     served_by(model.name, model.version)
-    tails = [
-        outputs[n].astype("<f4", copy=False).tobytes() if b else None
-        for n, b in zip(wanted, in_binary, strict=True)
+    return _respond(body, model, [(name, outputs[name], binary) for name, binary in wanted])
+
+
+def _wanted_outputs(body: InferRequest, model: LoadedModel) -> list[tuple[str, bool]]:
+    """The outputs to return (all by default), each with whether it goes in binary."""
+    all_binary = _flag(body.parameters, "binary_data_output", "parameters", default=False)
+    if not body.outputs:
+        return [(name, all_binary) for name in model.output_names]
+    unknown = [o.name for o in body.outputs if o.name not in model.output_names]
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; this model has {model.output_names}")
+    return [
+        (o.name, _flag(o.parameters, "binary_data", f"outputs[{i}].parameters", default=all_binary))
+        for i, o in enumerate(body.outputs)
     ]
+
+
+def _respond(
+    body: InferRequest, model: LoadedModel, outputs: list[tuple[str, np.ndarray, bool]]
+) -> Response:
+    """JSON, or, when an output goes in binary, the JSON header and then those outputs'
+    little-endian FP32 bytes in order."""
+    tails = [values.astype("<f4", copy=False).tobytes() if binary else None
+             for _, values, binary in outputs]  # fmt: skip
     header: dict[str, Any] = {
         "model_name": model.name,
         "model_version": str(model.version),
-        "outputs": [_tensor_out(n, outputs[n], t) for n, t in zip(wanted, tails, strict=True)],
+        "outputs": [
+            _tensor_out(name, values, tail)
+            for (name, values, _), tail in zip(outputs, tails, strict=True)
+        ],
         "parameters": {"sha256": model.sha256},
     }
     if body.id is not None:
         header = {"id": body.id, **header}
-    if not any(in_binary):
+    if all(tail is None for tail in tails):
         return jsonify(header)
     head = json.dumps(header).encode()
     return Response(
-        b"".join([head, *(t for t in tails if t is not None)]),
+        b"".join([head, *(tail for tail in tails if tail is not None)]),
         mimetype="application/octet-stream",
         headers={HEADER_LENGTH: str(len(head))},
     )
