@@ -270,6 +270,7 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
         for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0))
     ]
     center, width = _window(ds, name)
+    function = _voi_function(ds, name)
     with _refused(name, "cannot apply the DICOM LUTs"):  # a malformed LUT fails in many ways
         if "ModalityLUTSequence" in ds:
             values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
@@ -280,8 +281,8 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
                 values *= np.float32(slope)
             if intercept != 0.0:
                 values += np.float32(intercept)
-        if center is not None and width is not None and width >= 1:
-            _linear_window(values, center, width)
+        if center is not None and width is not None and _usable(width, function):
+            _apply_window(values, center, width, function)
         else:
             if "VOILUTSequence" in ds:  # a LUT is indexed by integers: the nearest one
                 indices = np.rint(values).astype(np.int32)
@@ -301,15 +302,47 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
-def _linear_window(values: np.ndarray, center: float, width: float) -> None:
-    """DICOM PS3.3 C.11.2.1.2.1 linear VOI window, mapped to [0, 1] in place."""
-    if width == 1.0:  # the standard's threshold: at or below center - 0.5 is black
+_VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+def _usable(width: float, function: str) -> bool:
+    """PS3.3 C.11.2.1.2: LINEAR needs a width of at least 1, the others a positive one."""
+    return width >= 1.0 if function == "LINEAR" else width > 0.0
+
+
+def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> None:
+    """The VOI window by its VOI LUT Function (PS3.3 C.11.2.1.2-3), mapped to [0, 1] in place."""
+    if function == "SIGMOID":  # 1 / (1 + exp(-4 (x - c) / w))
+        values -= np.float32(center)
+        values *= np.float32(-4.0 / width)
+        with np.errstate(over="ignore"):  # exp overflows to inf: the value is then 0
+            np.exp(values, out=values)
+        values += np.float32(1.0)
+        np.reciprocal(values, out=values)
+        return
+    if function == "LINEAR_EXACT":  # (x - c) / w + 0.5, clipped
+        values -= np.float32(center)
+        values /= np.float32(width)
+    elif width == 1.0:  # LINEAR's threshold: at or below center - 0.5 is black
         np.greater(values, np.float32(center - 0.5), out=values, casting="unsafe")
         return
-    values -= np.float32(center - 0.5)
-    values /= np.float32(width - 1.0)
+    else:  # LINEAR: (x - (c - 0.5)) / (w - 1) + 0.5, clipped
+        values -= np.float32(center - 0.5)
+        values /= np.float32(width - 1.0)
     values += np.float32(0.5)
     np.clip(values, 0.0, 1.0, out=values)
+
+
+def _voi_function(ds: Dataset, name: str) -> str:
+    """The VOI LUT Function the window is applied with: LINEAR unless the file says otherwise
+    (mammography often says SIGMOID). Any other value is refused, never guessed."""
+    if not _given(ds, "VOILUTFunction", name):
+        return "LINEAR"
+    with _refused(name, "cannot read DICOM VOILUTFunction: malformed element", say_why=False):
+        function = str(ds.VOILUTFunction).strip().upper()
+    if function not in _VOI_FUNCTIONS:
+        raise ImageDecodeError(name, "DICOM VOILUTFunction is not LINEAR, LINEAR_EXACT or SIGMOID")
+    return function
 
 
 def _window(ds: Dataset, name: str) -> tuple[float | None, float | None]:

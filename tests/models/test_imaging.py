@@ -228,6 +228,52 @@ def test_a_dicom_whose_transfer_syntax_uid_is_no_transfer_syntax_is_refused():
         imaging.decode(buf.getvalue(), "scan.dcm")
 
 
+@pytest.mark.parametrize(
+    ("function", "center", "width", "formula"),
+    [
+        ("SIGMOID", 2000.0, 1500.0, lambda x, c, w: 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))),
+        ("LINEAR_EXACT", 2000.0, 1500.0, lambda x, c, w: ((x - c) / w + 0.5).clip(0.0, 1.0)),
+        ("LINEAR_EXACT", 100.0, 0.5, lambda x, c, w: ((x - c) / w + 0.5).clip(0.0, 1.0)),
+        ("linear", 2000.0, 1500.0,
+         lambda x, c, w: ((x - (c - 0.5)) / (w - 1.0) + 0.5).clip(0.0, 1.0)),
+    ],
+)  # fmt: skip
+def test_the_window_follows_the_files_voi_lut_function(function, center, width, formula):
+    """Mammograms often say SIGMOID; the window used to be applied as LINEAR whatever the
+    file said, and LINEAR_EXACT's widths under 1 were ignored."""
+    from tests.data.make_fixtures import with_elements
+
+    stored = np.random.default_rng(3).integers(0, 4096, (40, 30))
+    stored[0, :3] = [0, 100, 4095]
+    plain = _dicom_of(stored, center=center, width=width)
+    out = imaging.decode(with_elements(plain, VOILUTFunction=function), "mg.dcm")
+    np.testing.assert_allclose(out, formula(stored.astype(np.float64), center, width), atol=1e-6)
+
+
+def test_an_unknown_voi_lut_function_is_refused_naming_the_element():
+    from tests.data.make_fixtures import with_elements
+
+    plain = _dicom_of(np.arange(16).reshape(4, 4), center=8.0, width=4.0)
+    with pytest.raises(imaging.ImageDecodeError, match="VOILUTFunction is not LINEAR"):
+        imaging.decode(with_elements(plain, VOILUTFunction="GAMMA"), "mg.dcm")
+
+
+def _dicom_of(stored: np.ndarray, *, center: float, width: float) -> bytes:
+    """A MONOCHROME2 DICOM of `stored` with a VOILUTFunction element (LINEAR) to change."""
+    import pydicom
+
+    from tests.data.make_fixtures import dicom_bytes
+
+    plain = dicom_bytes(
+        stored, photometric="MONOCHROME2", slope=1, intercept=0, center=center, width=width
+    )
+    ds = pydicom.dcmread(io.BytesIO(plain))
+    ds.VOILUTFunction = "LINEAR"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    return buf.getvalue()
+
+
 def _with_lut(dicom: bytes, sequence: str, lut: np.ndarray, **removed: object) -> bytes:
     """`dicom` with a one-item Modality or VOI LUT Sequence mapping 0..len(lut)-1 (16-bit)."""
     import pydicom
