@@ -323,10 +323,14 @@ def _uploads(tensor: TensorIn, chunk: memoryview | None) -> list[Upload]:
 
 
 def _elements(tensor: TensorIn, chunk: memoryview) -> list[bytes]:
-    """A binary BYTES tensor: each element a 4-byte little-endian length, then its bytes."""
+    """A binary BYTES tensor: each element a 4-byte little-endian length, then its bytes.
+    Read no further than the scans a request may hold: 32 MB of empty elements is millions."""
+    most = services().settings.max_files
     items: list[bytes] = []
     offset = 0
     while offset < len(chunk):
+        if len(items) == most:
+            raise BadRequest(f"input '{tensor.name}' holds more than {most} scans; at most {most}")
         if offset + 4 > len(chunk):
             raise BadRequest(f"input '{tensor.name}': element {len(items)} has a cut length")
         (size,) = struct.unpack_from("<I", chunk, offset)
