@@ -1,17 +1,16 @@
 """Decoding and preprocessing of scans, shared by training and inference.
 
-Torch-free (numpy, Pillow, pydicom) so the inference service preprocesses with exactly the code
-the trainer used. A decoded scan is a float32 array in [0, 1], shaped (H, W) for grayscale or
-(H, W, 3) for colour; `to_model_input` turns it into the (C, size, size) tensor a card describes.
+Torch-free (numpy, Pillow; pydicom in `models.dicom`) so the inference service preprocesses
+with exactly the code the trainer used. A decoded scan is a float32 array in [0, 1], shaped
+(H, W) for grayscale or (H, W, 3) for colour; `to_model_input` turns it into the
+(C, size, size) tensor a card describes.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -19,8 +18,6 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
-
     from models.card import InputSpec
 
 ImageFormat = Literal["png", "jpeg", "dicom"]
@@ -74,7 +71,9 @@ def decode(data: bytes, name: str = "<upload>") -> np.ndarray:
     if fmt is None:
         raise ImageDecodeError(name, "not a PNG, JPEG or DICOM file")
     if fmt == "dicom":
-        return _decode_dicom(data, name)
+        from models import dicom  # pydicom loads on the first DICOM, not with this module
+
+        return dicom.decode(data, name)
     return _decode_pil(data, name)
 
 
@@ -147,237 +146,6 @@ def _is_gray_palette(image: Image.Image) -> bool:
     palette = image.getpalette() or []
     triples = np.asarray(palette[: len(palette) - len(palette) % 3]).reshape(-1, 3)
     return bool(np.all(triples == triples[:, :1]))
-
-
-def load_dicom_reader() -> None:
-    """Import pydicom and the parts of it a decode uses now rather than on the first DICOM
-    (0.1 to 0.2 s; a server calls this while its models load)."""
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    get_decoder(ExplicitVRLittleEndian)
-
-
-@contextmanager
-def _refused(name: str, reason: str, *, say_why: bool = True) -> Iterator[None]:
-    """Any failure inside becomes an ImageDecodeError giving `reason` (and, with `say_why`,
-    the exception's text): pydicom raises many types, some only when an element is read."""
-    try:
-        yield
-    except (MemoryError, ImageDecodeError):
-        raise
-    except Exception as exc:
-        raise ImageDecodeError(name, f"{reason} ({exc})" if say_why else reason) from exc
-
-
-def _decode_dicom(data: bytes, name: str) -> np.ndarray:
-    """Grayscale DICOM through its modality and VOI LUTs; colour (RGB, YBR, palette) scaled
-    to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame, alone."""
-    import pydicom
-
-    with _refused(name, "cannot parse DICOM"):
-        # force: a data set without the preamble has no "DICM" for pydicom to find.
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        _name_native_syntax(ds)
-        has_pixels = "PixelData" in ds
-        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        photometric = str(ds.get("PhotometricInterpretation") or "").upper()
-        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0)
-        syntax = ds.file_meta.get("TransferSyntaxUID")
-    if not has_pixels:
-        raise ImageDecodeError(name, "DICOM file has no pixel data")
-    if rows * cols > MAX_PIXELS:
-        raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
-    _check_decodable(syntax, name)
-    with _refused(name, "cannot decode DICOM pixel data"):
-        from pydicom.pixels import pixel_array
-
-        # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
-        # or JPEG one can expand far past the upload size). YBR colour arrives as RGB.
-        pixels = pixel_array(ds, index=0)
-        if photometric == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
-            pixels, samples = apply_color_lut(pixels, ds), 3
-            bits = pixels.dtype.itemsize * 8
-    if samples == 3 and pixels.ndim == 3 and pixels.shape[-1] == 3 and 1 <= bits <= 32:
-        # In place in float32, as for PNG: a float64 copy of a 64 MP RGB scan is 1.5 GB.
-        values = pixels.astype(np.float32)
-        return np.clip(_scaled(values, 2.0**bits - 1.0), 0.0, 1.0, out=values)
-    if samples != 1 or pixels.ndim != 2:
-        raise ImageDecodeError(
-            name, f"DICOM pixel data of shape {pixels.shape} is not one 2-D scan"
-        )
-    return _dicom_to_unit(ds, pixels, name)
-
-
-def _name_native_syntax(ds: Dataset) -> None:
-    """A data set read without file meta (no preamble) names no transfer syntax, and pydicom
-    will not decode its pixels: it is the native encoding it was read in."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return
-    implicit, little = ds.original_encoding
-    if implicit is None or little is None:
-        return  # pydicom could not tell: decoding the pixel data says so
-    if meta is None:
-        ds.file_meta = meta = FileMetaDataset()
-    meta.TransferSyntaxUID = (
-        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little
-        else ExplicitVRBigEndian
-    )  # fmt: skip
-
-
-def _check_decodable(syntax: object, name: str) -> None:
-    """Refuse, naming it, a compressed transfer syntax no installed decoder reads."""
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import UID
-
-    try:
-        if not isinstance(syntax, UID) or not syntax.is_compressed:
-            return  # native pixel data (or no file meta): pydicom reads it, or says why not
-    except ValueError:
-        return  # not a transfer syntax UID at all: decoding the pixel data says so
-    try:
-        available = get_decoder(syntax).is_available
-    except NotImplementedError:  # a UID pydicom has no decoder class for at all
-        available = False
-    if not available:
-        raise ImageDecodeError(
-            name,
-            f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
-            " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline or JPEG 2000",
-        )
-
-
-def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
-    """Modality LUT (rescale), then the VOI window or LUT, then MONOCHROME1 inversion.
-
-    A rescale or window that is not one finite number, or a LUT that cannot be applied, makes
-    the file undecodable: a guessed display of a clinical scan is worse than a refusal.
-
-    The arithmetic is done in place in one float32 array, as for PNG: pydicom's LUT
-    functions work in float64, and a temporary per step of a 14 MP mammogram is 110 MB each.
-    """
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    rescale = [
-        _number(ds, keyword, name, first=False) if keyword in ds else default
-        for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0))
-    ]
-    center, width = _window(ds, name)
-    function = _voi_function(ds, name)
-    with _refused(name, "cannot apply the DICOM LUTs"):  # a malformed LUT fails in many ways
-        if "ModalityLUTSequence" in ds:
-            values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
-        else:
-            values = pixels.astype(np.float32)
-            slope, intercept = rescale
-            if slope != 1.0:
-                values *= np.float32(slope)
-            if intercept != 0.0:
-                values += np.float32(intercept)
-        if center is not None and width is not None and _usable(width, function):
-            _apply_window(values, center, width, function)
-        else:
-            if "VOILUTSequence" in ds:  # a LUT is indexed by integers: the nearest one
-                indices = np.rint(values).astype(np.int32)
-                values = np.asarray(apply_voi_lut(indices, ds), dtype=np.float32)
-            low, high = float(values.min()), float(values.max())
-            if not (math.isfinite(low) and math.isfinite(high)):
-                values.fill(np.nan)  # refused below
-            elif high > low:
-                values -= np.float32(low)
-                values /= np.float32(high - low)
-            else:
-                values.fill(0.0)
-    if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
-        raise ImageDecodeError(name, "the DICOM LUTs give pixel values that are not finite")
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        np.subtract(np.float32(1.0), values, out=values)
-    return values
-
-
-_VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
-
-
-def _usable(width: float, function: str) -> bool:
-    """PS3.3 C.11.2.1.2: LINEAR needs a width of at least 1, the others a positive one."""
-    return width >= 1.0 if function == "LINEAR" else width > 0.0
-
-
-def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> None:
-    """The VOI window by its VOI LUT Function (PS3.3 C.11.2.1.2-3), mapped to [0, 1] in place."""
-    if function == "SIGMOID":  # 1 / (1 + exp(-4 (x - c) / w))
-        values -= np.float32(center)
-        values *= np.float32(-4.0 / width)
-        with np.errstate(over="ignore"):  # exp overflows to inf: the value is then 0
-            np.exp(values, out=values)
-        values += np.float32(1.0)
-        np.reciprocal(values, out=values)
-        return
-    if function == "LINEAR_EXACT":  # (x - c) / w + 0.5, clipped
-        values -= np.float32(center)
-        values /= np.float32(width)
-    elif width == 1.0:  # LINEAR's threshold: at or below center - 0.5 is black
-        np.greater(values, np.float32(center - 0.5), out=values, casting="unsafe")
-        return
-    else:  # LINEAR: (x - (c - 0.5)) / (w - 1) + 0.5, clipped
-        values -= np.float32(center - 0.5)
-        values /= np.float32(width - 1.0)
-    values += np.float32(0.5)
-    np.clip(values, 0.0, 1.0, out=values)
-
-
-def _voi_function(ds: Dataset, name: str) -> str:
-    """The VOI LUT Function the window is applied with: LINEAR unless the file says otherwise
-    (mammography often says SIGMOID). Any other value is refused, never guessed."""
-    if not _given(ds, "VOILUTFunction", name):
-        return "LINEAR"
-    with _refused(name, "cannot read DICOM VOILUTFunction: malformed element", say_why=False):
-        function = str(ds.VOILUTFunction).strip().upper()
-    if function not in _VOI_FUNCTIONS:
-        raise ImageDecodeError(name, "DICOM VOILUTFunction is not LINEAR, LINEAR_EXACT or SIGMOID")
-    return function
-
-
-def _window(ds: Dataset, name: str) -> tuple[float | None, float | None]:
-    """The first VOI window (center, width), or (None, None) unless both are given."""
-    if not (_given(ds, "WindowCenter", name) and _given(ds, "WindowWidth", name)):
-        return None, None
-    return (
-        _number(ds, "WindowCenter", name, first=True),
-        _number(ds, "WindowWidth", name, first=True),
-    )
-
-
-def _given(ds: Dataset, keyword: str, name: str) -> bool:
-    """Whether the element is present with a value (an empty one counts as absent)."""
-    with _refused(name, f"cannot read DICOM {keyword}: malformed element", say_why=False):
-        return keyword in ds and ds[keyword].value not in (None, "", b"")
-
-
-def _number(ds: Dataset, keyword: str, name: str, *, first: bool) -> float:
-    """A numeric element as one finite float; `first` takes the first of several values
-    (a window may list several), else several values are refused. Errors name the element,
-    never its value."""
-    with _refused(name, f"cannot read DICOM {keyword}: malformed element", say_why=False):
-        value = ds[keyword].value
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        if not value or (len(value) > 1 and not first):
-            raise ImageDecodeError(name, f"DICOM {keyword} has {len(value)} values, not one")
-        value = value[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ImageDecodeError(name, f"DICOM {keyword} is not a number") from None
-    if not math.isfinite(number):
-        raise ImageDecodeError(name, f"DICOM {keyword} is not a finite number")
-    return number
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

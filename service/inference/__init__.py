@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models import imaging
+from models import dicom
 from models.uri import is_s3, load_s3_description
 from service.config import InferenceSettings
 from service.inference.manager import ModelManager
@@ -72,7 +72,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
-    imaging.load_dicom_reader()
+    dicom.load_reader()
     return app
 
 
@@ -100,7 +100,7 @@ def before_fork(settings: InferenceSettings) -> None:
 def _keep_scan_content_out_of_logs() -> None:
     """pydicom warns and logs with element values (patient names, dates): none may reach logs."""
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    for module in (r"pydicom(\..*)?$", r"models\.imaging$", r"PIL(\..*)?$"):
+    for module in (r"pydicom(\..*)?$", r"models\.(imaging|dicom)$", r"PIL(\..*)?$"):
         warnings.filterwarnings("ignore", module=module)
 
 
