@@ -149,6 +149,30 @@ def test_tritonclient_json_and_binary_tensors_agree_with_v1(
         client.close()
 
 
+def test_no_patient_data_or_dicom_value_reaches_the_logs(
+    server: str, http: Any, fixture_images: Path, tmp_path: Path
+) -> None:
+    """The fixtures' DICOMs carry a patient name and ID; malformed ones make pydicom warn with
+    the element's value. None of it may reach the service's log, at its default INFO level,
+    whether the scan is classified or refused."""
+    from tests.data.make_fixtures import with_elements
+
+    good = (fixture_images / "normal_0_rescale.dcm").read_bytes()
+    scans = {
+        "good.dcm": (good, 200),
+        "inf-slope.dcm": (with_elements(good, RescaleSlope="inf"), 422),
+        "odd-window.dcm": (with_elements(good, WindowCenter=b"7e7x"), 422),
+    }
+    for name, (data, status) in scans.items():
+        response = http.post(f"{server}/v1/models/{MODEL}:predict", files={"file": (name, data)})
+        assert response.status_code == status, response.text
+    time.sleep(0.5)  # let the workers' log lines reach the file
+    log = (tmp_path / "gunicorn.log").read_text(errors="replace")
+    assert log.count("status=422") >= 2, log[-2000:]  # the log does hold the requests
+    for secret in ("Test^Fixture", "FIXTURE-0001", "'inf'", "7e7x"):
+        assert secret not in log, secret
+
+
 def test_alias_moves_under_steady_traffic_without_a_failed_request(
     server: str, http: Any, s3_registry: Registry, trained: Trained, fixture_images: Path
 ) -> None:
