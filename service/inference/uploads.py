@@ -15,13 +15,16 @@ import base64
 import binascii
 import io
 import re
+import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import IO, Any
 
 from flask import Request
 from werkzeug.http import parse_options_header
+from werkzeug.wsgi import get_input_stream
 
-from service.errors import BadRequest, UnsupportedMediaType
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 FILE_FIELD = "file"
 SCAN_TYPES = frozenset(
@@ -31,7 +34,21 @@ SCAN_TYPES = frozenset(
 
 
 class InMemoryRequest(Request):
-    """A Flask request whose uploaded files stay in memory."""
+    """A Flask request whose uploaded files stay in memory, and whose body may arrive gzip- or
+    deflate-encoded (`Content-Encoding`, as tritonclient's request compression sends it)."""
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        raw = get_input_stream(self.environ, max_content_length=self.max_content_length)
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding == "identity":
+            return raw
+        limit = self.max_content_length
+        if encoding not in ("gzip", "deflate") or limit is None:
+            raise UnsupportedMediaType(
+                f"Content-Encoding {encoding[:20]!r} is not supported; send gzip, deflate or none"
+            )
+        return io.BytesIO(inflate(raw, encoding, limit))
 
     def _get_file_stream(
         self,
@@ -41,6 +58,27 @@ class InMemoryRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         return io.BytesIO()
+
+
+def inflate(stream: IO[bytes], encoding: str, limit: int) -> bytes:
+    """A gzip or deflate (zlib) body, inflated to at most `limit` bytes: past it, a 413, so a
+    few kB that inflate to gigabytes never reach memory."""
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    out = bytearray()
+    try:
+        while chunk := stream.read(64 * 1024):
+            while chunk and not inflater.eof:
+                out += inflater.decompress(chunk, limit + 1 - len(out))
+                if len(out) > limit:
+                    raise PayloadTooLarge(
+                        f"the {encoding} body inflates to over the {limit}-byte upload limit"
+                    )
+                chunk = inflater.unconsumed_tail
+    except zlib.error:
+        raise BadRequest(f"the body is not valid {encoding} data") from None
+    if not inflater.eof:
+        raise BadRequest(f"the {encoding} body is cut short")
+    return bytes(out)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import threading
@@ -172,6 +173,19 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
      binary({"inputs": [{"name": "image", "shape": [100000], "datatype": "BYTES",
                          "parameters": {"binary_data_size": 400000}}]}, bytes(400000)), 400,
      "holds more than 4 scans"),
+    # Request compression (Content-Encoding), as tritonclient can send it.
+    ("unknown content encoding", PREDICT,
+     {"data": b"x", "content_type": "application/dicom", "headers": {"Content-Encoding": "br"}},
+     415, "Content-Encoding 'br' is not supported"),
+    ("gzip body cut short", PREDICT,
+     {"data": gzip.compress((IMAGES / "normal_0.png").read_bytes())[:40],
+      "content_type": "image/png", "headers": {"Content-Encoding": "gzip"}}, 400, "cut short"),
+    ("deflate body that is not deflate", f"/v2/models/{MODEL}/infer",
+     {"data": b"{not deflate}", "headers": {"Content-Encoding": "deflate"}}, 400,
+     "not valid deflate data"),
+    ("gzip bomb past the upload limit", PREDICT,
+     {"data": gzip.compress(bytes(40 * 1024 * 1024)), "content_type": "image/png",
+      "headers": {"Content-Encoding": "gzip"}}, 413, "inflates to over"),
     ("v2 binary_data flag not a boolean", f"/v2/models/{MODEL}/infer",
      {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                            "data": [b64("normal_0.png")]}],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import weakref
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,32 @@ def test_a_bare_dicom_data_set_is_classified_like_its_part10_file(
     ]
     first, second = (a.json["predictions"][0]["probabilities"] for a in answers)
     assert first == second
+
+
+def test_a_compressed_body_is_read_like_the_plain_one(
+    client: Any, check: Any, fixture_images: Path
+) -> None:
+    """Content-Encoding gzip or deflate, raw or multipart (a DICOM shrinks by half or more)."""
+    data = (fixture_images / "pneumonia_0_rescale.dcm").read_bytes()
+    form = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="s.dcm"\r\n'
+        b"Content-Type: application/dicom\r\n\r\n" + data + b"\r\n--B--\r\n"
+    )
+    requests = [
+        (data, "application/dicom", None),
+        (gzip.compress(data), "application/dicom", "gzip"),
+        (zlib.compress(data), "application/dicom", "deflate"),
+        (gzip.compress(form), "multipart/form-data; boundary=B", "gzip"),
+    ]
+    answers = []
+    for body, content_type, encoding in requests:
+        headers = {"Content-Encoding": encoding} if encoding else {}
+        response = check(
+            client.post(PREDICT, data=body, content_type=content_type, headers=headers)
+        )
+        assert response.status_code == 200, (encoding, response.json)
+        answers.append(response.json["predictions"][0]["probabilities"])
+    assert all(a == answers[0] for a in answers)
 
 
 def test_base64_from_a_browser_or_the_base64_tool_is_read_like_plain_base64(
