@@ -258,10 +258,9 @@ def _npz_image_problem(images: np.ndarray) -> str | None:
     bad = np.flatnonzero(outside.reshape(len(images), -1).any(axis=1))
     if len(bad) == 0:
         return None
-    first = ", ".join(str(i) for i in bad[:5])
     return (
         f"of dtype {images.dtype}: {len(bad)} image(s) hold values that are not finite or"
-        f" outside [0, 1] (first: {first}); floats must be scaled to [0, 1]"
+        f" outside [0, 1] (first: {_first(bad)}); floats must be scaled to [0, 1]"
     )
 
 
@@ -277,8 +276,12 @@ def _npz_label_problem(labels: np.ndarray, count: int) -> str | None:
     bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
     if len(bad) == 0:
         return None
-    first = ", ".join(str(i) for i in bad[:5])
-    return f"has {len(bad)} label(s) that are not whole numbers (first at: {first})"
+    return f"has {len(bad)} label(s) that are not whole numbers (first at: {_first(bad)})"
+
+
+def _first(indices: np.ndarray) -> str:
+    """The first five of the offending indices, for a problem message."""
+    return ", ".join(str(i) for i in indices[:5])
 
 
 def _unit_scale(dtype: np.dtype) -> float:

@@ -130,6 +130,9 @@ def _check_decodable(syntax: object, name: str) -> None:
         )
 
 
+_NOT_FINITE = "the DICOM LUTs give pixel values that are not finite"
+
+
 def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
     """Modality LUT (rescale), then the VOI window or LUT, then MONOCHROME1 inversion.
 
@@ -141,10 +144,10 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    rescale = [
+    slope, intercept = (
         _number(ds, keyword, name, first=False) if keyword in ds else default
         for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0))
-    ]
+    )
     center, width = _window(ds, name)
     function = _voi_function(ds, name)
     with _refused(name, "cannot apply the DICOM LUTs"):  # a malformed LUT fails in many ways
@@ -152,7 +155,6 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
             values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
         else:
             values = pixels.astype(np.float32)
-            slope, intercept = rescale
             if slope != 1.0:
                 values *= np.float32(slope)
             if intercept != 0.0:
@@ -165,14 +167,14 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
                 values = np.asarray(apply_voi_lut(indices, ds), dtype=np.float32)
             low, high = float(values.min()), float(values.max())
             if not (math.isfinite(low) and math.isfinite(high)):
-                values.fill(np.nan)  # refused below
-            elif high > low:
+                raise ImageDecodeError(name, _NOT_FINITE)
+            if high > low:
                 values -= np.float32(low)
                 values /= np.float32(high - low)
             else:
                 values.fill(0.0)
     if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
-        raise ImageDecodeError(name, "the DICOM LUTs give pixel values that are not finite")
+        raise ImageDecodeError(name, _NOT_FINITE)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         np.subtract(np.float32(1.0), values, out=values)
     return values

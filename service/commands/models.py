@@ -68,9 +68,8 @@ def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
 def _headline(metrics: dict[str, float], count: int = 4) -> list[tuple[str, float]]:
     """The validation figures first (what a promotion is judged on), then the rest by name:
     sorted by name alone, best_epoch and train_images_per_s crowded out val_auc."""
-    return sorted(metrics.items(), key=lambda item: (not item[0].startswith("val_"), item[0]))[
-        :count
-    ]
+    ranked = sorted(metrics.items(), key=lambda item: (not item[0].startswith("val_"), item[0]))
+    return ranked[:count]
 
 
 def run_promote(args: argparse.Namespace, api: ApiClient) -> int:
