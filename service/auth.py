@@ -54,10 +54,14 @@ class KeyRing:
 
 
 def presented_key() -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return request.headers.get("X-API-Key") or None
+    return key_in(request.headers.get("Authorization", ""), request.headers.get("X-API-Key"))
+
+
+def key_in(authorization: str, x_api_key: str | None) -> str | None:
+    """The key a client presents: a bearer token, else the X-API-Key header."""
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return x_api_key or None
 
 
 def require(scope: str) -> Callable[[F], F]:

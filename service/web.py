@@ -52,16 +52,19 @@ def add_readiness_check(app: Flask, name: str, check: ReadinessCheck) -> None:
 def _install_request_ids(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
-        supplied = request.headers.get("X-Request-Id", "")
-        g.request_id = (
-            supplied if 0 < len(supplied) <= 128 and supplied.isprintable() else uuid.uuid4().hex
-        )
+        g.request_id = request_id(request.headers.get("X-Request-Id", ""))
         g.started = time.perf_counter()
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
+
+
+def request_id(supplied: str) -> str:
+    """The client's X-Request-Id when it is a sane one (printable, at most 128 characters),
+    else a new one."""
+    return supplied if 0 < len(supplied) <= 128 and supplied.isprintable() else uuid.uuid4().hex
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -90,15 +93,8 @@ def _install_metrics(app: Flask, service: str) -> None:
     def _observe(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "<unmatched>"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
-        LATENCY.labels(service, request.method, route).observe(elapsed)
-        log.info(
-            "request_id=%s method=%s route=%s status=%s ms=%.1f",
-            g.get("request_id"),
-            request.method,
-            route,
-            response.status_code,
-            elapsed * 1000,
+        record_request(
+            service, request.method, route, response.status_code, elapsed, g.get("request_id")
         )
         return response
 
@@ -112,6 +108,19 @@ def _install_metrics(app: Flask, service: str) -> None:
         for hook in app.extensions.get("scantune.metrics_hooks", []):
             hook()
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def record_request(
+    service: str, method: str, route: str, status: int, elapsed: float, rid: str | None
+) -> None:
+    """Count and log one answered request (route as its rule, not the path: no model names
+    or ids as label values)."""
+    REQUESTS.labels(service, method, route, str(status)).inc()
+    LATENCY.labels(service, method, route).observe(elapsed)
+    log.info(
+        "request_id=%s method=%s route=%s status=%s ms=%.1f",
+        rid, method, route, status, elapsed * 1000,
+    )  # fmt: skip
 
 
 def _install_health(app: Flask) -> None:

@@ -104,6 +104,11 @@ def read_uploads(request: Request, max_files: int) -> list[Upload]:
             f' ({{"instances": [{{"b64": ...}}]}}) or a raw image/png, image/jpeg or'
             f" application/dicom body, not {mimetype or 'no content type'}"
         )
+    return counted(uploads, max_files)
+
+
+def counted(uploads: list[Upload], max_files: int) -> list[Upload]:
+    """`uploads`, or a 400 when there are none or more than `max_files`."""
     if not uploads:
         raise BadRequest("the request holds no scan")
     if len(uploads) > max_files:
@@ -128,6 +133,11 @@ def _from_multipart(request: Request) -> list[Upload]:
             FilePart(field, f.filename or "", f.mimetype, f.read())
             for field, f in request.files.items(multi=True)
         ]
+    return file_uploads(parts)
+
+
+def file_uploads(parts: list[FilePart]) -> list[Upload]:
+    """The scans among a multipart body's file parts: those of the field `file`."""
     files = [part for part in parts if part.field == FILE_FIELD]
     if not files:
         raise BadRequest(f"multipart request without a '{FILE_FIELD}' field")
@@ -154,6 +164,11 @@ def split_multipart(request: Request) -> list[FilePart] | None:
     if not 1 <= len(boundary) <= 70:
         return None
     body = request.get_data(cache=True)  # size-limited by the stream (413 past the limit)
+    return split_plain(body, boundary)
+
+
+def split_plain(body: bytes, boundary: str) -> list[FilePart] | None:
+    """The file parts of `body` when it is a plain multipart body (see `split_multipart`)."""
     try:
         return _split(body, b"--" + boundary.encode("latin-1"))
     except _NotPlain:

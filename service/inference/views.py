@@ -16,10 +16,11 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("scantune.inference")
 
 
-def parse_query(model: type[M]) -> M:
-    """The query string as `model`, or a 400 naming the bad parameters."""
+def parse_query(model: type[M], args: dict[str, str] | None = None) -> M:
+    """The query string (`args`, else the request's) as `model`, or a 400 naming the bad
+    parameters."""
     try:
-        return model.model_validate(request.args.to_dict())
+        return model.model_validate(request.args.to_dict() if args is None else args)
     except ValidationError as exc:
         errors = validation_errors(exc, location="query")
         summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
@@ -40,14 +41,22 @@ def observe_prediction(response: Response) -> Response:
     started = g.get("prediction_started")
     if started is None:
         return response
-    elapsed = time.perf_counter() - started
-    name = g.get("model_name", "<unresolved>")
-    version = str(g.get("model_version", ""))
-    status = str(response.status_code)
-    metrics.PREDICTIONS.labels(name, version, status).inc()
-    metrics.PREDICTION_SECONDS.labels(name, status).observe(elapsed)
+    record_prediction(
+        g.get("model_name", "<unresolved>"),
+        str(g.get("model_version", "")),
+        response.status_code,
+        time.perf_counter() - started,
+        g.get("request_id"),
+    )
+    return response
+
+
+def record_prediction(
+    name: str, version: str, status: int, elapsed: float, rid: str | None
+) -> None:
+    metrics.PREDICTIONS.labels(name, version, str(status)).inc()
+    metrics.PREDICTION_SECONDS.labels(name, str(status)).observe(elapsed)
     log.info(
         "predict request_id=%s model=%s version=%s status=%s ms=%.1f",
-        g.get("request_id"), name, version, status, elapsed * 1000,
+        rid, name, version, status, elapsed * 1000,
     )  # fmt: skip
-    return response
