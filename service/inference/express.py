@@ -91,7 +91,10 @@ class ExpressLane:
             or "HTTP_TRANSFER_ENCODING" in environ
         ):
             return None
-        body: bytes = environ["wsgi.input"].read(int(length))
+        try:
+            body: bytes = environ["wsgi.input"].read(int(length))
+        except OSError:  # the client went away (or timed out) mid-body: Flask's 400
+            body = b""
         environ["wsgi.input"] = io.BytesIO(body)
         return body if len(body) == int(length) else None
 

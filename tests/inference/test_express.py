@@ -4,6 +4,7 @@ the Flask view's answer, and gives every other request to Flask with its body in
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -295,3 +296,27 @@ def test_an_unexpected_error_on_the_lane_is_logged_and_flask_answers(
     assert (status, flask.calls) == (200, 1)
     assert json.loads(body)["predictions"][0]["file"] == "n.png"
     assert "express lane gave a request to Flask after TypeError" in caplog.text
+
+
+def test_a_client_gone_mid_body_gets_a_problem_not_a_server_error(
+    lane: tuple[ExpressLane, Counting], fixture_images: Path
+) -> None:
+    """The body read fails (a socket timeout, a reset): Flask answers from an empty body."""
+    express, flask = lane
+
+    class Gone(io.RawIOBase):
+        def readinto(self, buffer: Any) -> int:
+            raise TimeoutError("timed out")
+
+    body = multipart(("n.png", scan(fixture_images, "normal_0.png")))
+    environ = EnvironBuilder(
+        path=PREDICT,
+        method="POST",
+        data=body,
+        content_type=f"multipart/form-data; boundary={BOUNDARY}",
+    ).get_environ()
+    environ["wsgi.input"] = Gone()
+    started: list[Any] = []
+    out = b"".join(express(environ, lambda status, headers, exc=None: started.append(status)))
+    assert (started[0][:3], flask.calls) == ("400", 1), out
+    assert json.loads(out)["status"] == 400
