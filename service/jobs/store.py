@@ -8,8 +8,6 @@ as a fencing token: a runner the supervisor gave up on can no longer write to it
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import time
@@ -27,6 +25,7 @@ from service.errors import Conflict, InvalidRequest, NotFound
 from service.jobs.database import make_engine, migrate
 from service.jobs.state import TERMINAL, IllegalTransition, Phase, Status, check_transition
 from service.jobs.tables import JobRow, ModelVersionRow
+from service.paging import decode_cursor, encode_cursor
 
 MAX_PAGE = 200
 CLAIM_LOCK_ID = 0x5CA7_7E00_0002
@@ -51,24 +50,6 @@ def as_utc(value: datetime | None) -> datetime | None:
 def spec_hash(spec: JobSpec) -> str:
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        seq = json.loads(base64.urlsafe_b64decode(padded.encode()))["seq"]
-        if not isinstance(seq, int):
-            raise TypeError(seq)
-        return seq
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        raise InvalidRequest(
-            "the cursor is not one this service issued",
-            errors=[{"loc": "query/cursor", "msg": "invalid cursor", "type": "value_error"}],
-        ) from None
 
 
 class JobStore:
@@ -169,11 +150,11 @@ class JobStore:
         if model_name is not None:
             query = query.where(JobRow.model_name == model_name)
         if cursor is not None:
-            query = query.where(JobRow.seq < decode_cursor(cursor))
+            query = query.where(JobRow.seq < decode_cursor(cursor, "seq"))
         with self._sessions() as session:
             rows = list(session.scalars(query))
         if len(rows) > limit:
-            return rows[:limit], encode_cursor(rows[limit - 1].seq)
+            return rows[:limit], encode_cursor("seq", rows[limit - 1].seq)
         return rows, None
 
     def counts(self) -> dict[str, int]:
