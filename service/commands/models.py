@@ -9,6 +9,7 @@ from typing import Any
 from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
 
 OK = 0
+PAGE = 1000  # versions per request when listing them all (the API's largest page)
 
 
 def register(subparsers: Any) -> None:
@@ -17,6 +18,9 @@ def register(subparsers: Any) -> None:
     _add(sub, "list", "models with their versions and aliases", run_list)
     versions = _add(sub, "versions", "a model's versions and headline metrics", run_versions)
     versions.add_argument("name")
+    versions.add_argument(
+        "--newest", type=int, metavar="N", help="only the N newest versions, newest first"
+    )
     promote = _add(sub, "promote", "point an alias at a version", run_promote)
     promote.add_argument("name")
     promote.add_argument("version", type=int)
@@ -47,7 +51,7 @@ def run_list(args: argparse.Namespace, api: ApiClient) -> int:
 
 
 def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
-    body = api.json("GET", f"/v1/models/{args.name}/versions")
+    body = _versions(api, args.name, args.newest)
     if args.json:
         print(json.dumps(body, indent=2))
         return OK
@@ -63,6 +67,22 @@ def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
         aliases = ",".join(v["aliases"]) or "-"
         print(f"{v['version']:>7}  {'UNREADABLE':32}  {'-':20}  {aliases:20}  {v['detail']}")
     return OK
+
+
+def _versions(api: ApiClient, name: str, newest: int | None) -> dict[str, Any]:
+    """The newest `newest` versions (one page), or every version, page after page."""
+    path = f"/v1/models/{name}/versions"
+    if newest is not None:
+        body: dict[str, Any] = api.json("GET", path, params={"order": "newest", "limit": newest})
+        body["next_cursor"] = None
+        return body
+    body = api.json("GET", path, params={"limit": PAGE})
+    while body["next_cursor"] is not None:
+        page = api.json("GET", path, params={"limit": PAGE, "cursor": body["next_cursor"]})
+        body["items"] += page["items"]
+        body["unreadable"] += page["unreadable"]
+        body["next_cursor"] = page["next_cursor"]
+    return body
 
 
 def _headline(metrics: dict[str, float], count: int = 4) -> list[tuple[str, float]]:

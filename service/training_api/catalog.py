@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from service.errors import InvalidRequest
+from service.paging import decode_cursor, encode_cursor
 from service.registry import (
     ALIAS_PATTERN,
     AliasNotFound,
@@ -20,6 +21,7 @@ from service.registry import (
 )
 
 log = logging.getLogger(__name__)
+CURSOR_KEY = "version"
 
 
 class Catalog:
@@ -41,13 +43,28 @@ class Catalog:
             )
         return out
 
-    def versions(self, name: str) -> dict[str, list[dict[str, Any]]]:
-        """The versions whose card reads (`items`) and those whose card does not
-        (`unreadable`, with why): one broken card must not hide every other version from a
-        pipeline choosing what to promote, nor be hidden itself."""
+    def versions(
+        self, name: str, *, limit: int, newest_first: bool = False, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of versions: those whose card reads (`items`) and those whose card does
+        not (`unreadable`, with why): one broken card must not hide every other version from
+        a pipeline choosing what to promote, nor be hidden itself.
+
+        A page holds at most `limit` versions, oldest first or newest first, after the
+        version `cursor` names; only its cards are read (one GET each on S3), so a model
+        retrained nightly for years still lists in bounded time.
+        """
+        versions = self.existing_versions(name)
+        if newest_first:
+            versions = versions[::-1]
+        if cursor is not None:
+            after = decode_cursor(cursor, CURSOR_KEY)
+            versions = [v for v in versions if (v < after if newest_first else v > after)]
+        page = versions[:limit]
+        next_cursor = encode_cursor(CURSOR_KEY, page[-1]) if len(versions) > limit else None
         by_version = self._aliases_by_version(name)
         items, unreadable = [], []
-        for version in self.existing_versions(name):
+        for version in page:
             try:
                 card = self.registry.get_card(name, version)
             except ArtifactCorrupt as exc:
@@ -69,7 +86,7 @@ class Catalog:
                     "aliases": by_version.get(version, []),
                 }
             )
-        return {"items": items, "unreadable": unreadable}
+        return {"items": items, "unreadable": unreadable, "next_cursor": next_cursor}
 
     def version(self, name: str, version: int) -> dict[str, Any]:
         self.existing_versions(name)

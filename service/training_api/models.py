@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require
 from service.training_api import services
-from service.training_api.parsing import parse_body
+from service.training_api.parsing import parse_body, parse_query
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -24,10 +26,22 @@ def list_models() -> Response:
     return jsonify(items=services().catalog.models())
 
 
+class ListVersionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order: Literal["oldest", "newest"] = "oldest"
+    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
 @bp.get("/<name>/versions")
 @require("read")
 def list_versions(name: str) -> Response:
-    return jsonify(name=name, **services().catalog.versions(name))
+    query = parse_query(ListVersionsQuery)
+    page = services().catalog.versions(
+        name, limit=query.limit, newest_first=query.order == "newest", cursor=query.cursor
+    )
+    return jsonify(name=name, **page)
 
 
 @bp.get("/<name>/versions/<int:version>")

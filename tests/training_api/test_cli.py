@@ -180,6 +180,23 @@ def test_models_list_versions_promote(
     assert lines[-2].split()[0] == "2"
 
 
+def test_models_versions_follows_the_pages_or_shows_the_newest(
+    server: str, training_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from service.commands import models as models_cli
+
+    for version in range(1, 6):
+        publish_version(training_env / "artifacts", "chest-xray", version)
+    monkeypatch.setattr(models_cli, "PAGE", 2)  # three requests for five versions
+    assert main(["models", "versions", "chest-xray", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in body["items"]] == [1, 2, 3, 4, 5]
+    assert body["next_cursor"] is None
+    assert main(["models", "versions", "chest-xray", "--newest", "2"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["5", "4"]
+
+
 def test_an_unreachable_service_is_named_by_the_command_that_calls_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

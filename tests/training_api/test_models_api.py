@@ -169,3 +169,62 @@ def test_an_unreadable_alias_record_is_a_503_and_a_put_repairs_it(
     repaired = client.put(staging, json={"version": 1})
     assert repaired.status_code == 200 and repaired.get_json()["history"] == []
     assert client.get(staging).status_code == 200
+
+
+def _pages(client: FlaskClient, query: str) -> list[list[int]]:
+    """Every page of the versions listing for `query`, following `next_cursor`."""
+    pages, cursor = [], None
+    while True:
+        url = f"/v1/models/chest-xray/versions?{query}" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get(url).get_json()
+        pages.append([v["version"] for v in body["items"] + body["unreadable"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_versions_are_listed_in_pages_oldest_or_newest_first(
+    client: FlaskClient, training_env: Path
+) -> None:
+    for version in range(1, 6):
+        publish_version(training_env / "artifacts", "chest-xray", version)
+    assert _pages(client, "limit=2") == [[1, 2], [3, 4], [5]]
+    assert _pages(client, "limit=2&order=newest") == [[5, 4], [3, 2], [1]]
+    assert _pages(client, "order=newest&limit=1")[0] == [5]  # what a promotion gate asks
+    assert _pages(client, "limit=5") == [[1, 2, 3, 4, 5]]  # no empty page after a full one
+    default = client.get("/v1/models/chest-xray/versions").get_json()
+    assert [v["version"] for v in default["items"]] == [1, 2, 3, 4, 5]
+    assert default["next_cursor"] is None
+
+
+def test_a_page_reads_only_its_own_cards(client: FlaskClient, training_env: Path) -> None:
+    """A broken card outside the page is not read, so it cannot show up in it."""
+    for version in range(1, 5):
+        publish_version(training_env / "artifacts", "chest-xray", version)
+    card = training_env / "artifacts" / "models" / "chest-xray" / "versions" / "4" / "card.json"
+    card.write_text("{")
+    oldest = client.get("/v1/models/chest-xray/versions?limit=2").get_json()
+    assert ([v["version"] for v in oldest["items"]], oldest["unreadable"]) == ([1, 2], [])
+    newest = client.get("/v1/models/chest-xray/versions?limit=2&order=newest").get_json()
+    assert [v["version"] for v in newest["items"]] == [3]
+    assert [v["version"] for v in newest["unreadable"]] == [4]
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ("limit=0", "query/limit"),
+        ("limit=1001", "query/limit"),
+        ("order=sideways", "query/order"),
+        ("cursor=not-a-cursor", "query/cursor"),
+        ("cursor=eyJzZXEiOiAzfQ", "query/cursor"),  # a job listing's cursor
+        ("page=2", "query/page"),
+        ("limit=1&limit=2", "query/limit"),
+    ],
+)
+def test_bad_paging_parameters_are_422_naming_the_parameter(
+    published: str, client: FlaskClient, query: str, loc: str
+) -> None:
+    response = client.get(f"/v1/models/{published}/versions?{query}")
+    assert response.status_code == 422, response.get_json()
+    assert [e["loc"] for e in response.get_json()["errors"]] == [loc]
