@@ -165,19 +165,47 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
             if "VOILUTSequence" in ds:  # a LUT is indexed by integers: the nearest one
                 indices = np.rint(values).astype(np.int32)
                 values = np.asarray(apply_voi_lut(indices, ds), dtype=np.float32)
-            low, high = float(values.min()), float(values.max())
-            if not (math.isfinite(low) and math.isfinite(high)):
-                raise ImageDecodeError(name, _NOT_FINITE)
-            if high > low:
-                values -= np.float32(low)
-                values /= np.float32(high - low)
-            else:
-                values.fill(0.0)
+            _fill_unit_range(values, _scan_pixels(ds, pixels, name), name)
     if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
         raise ImageDecodeError(name, _NOT_FINITE)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         np.subtract(np.float32(1.0), values, out=values)
     return values
+
+
+def _fill_unit_range(values: np.ndarray, scan: np.ndarray | None, name: str) -> None:
+    """Map the range of the scan's own pixels (`scan`: a mask, None for all of them) onto
+    [0, 1] in place; padding outside that range is clipped to its nearer end."""
+    if scan is not None and not scan.any():
+        values.fill(0.0)  # nothing but padding
+        return
+    low = float(np.min(values, where=scan, initial=np.inf) if scan is not None else values.min())
+    high = float(np.max(values, where=scan, initial=-np.inf) if scan is not None else values.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ImageDecodeError(name, _NOT_FINITE)
+    if high > low:
+        values -= np.float32(low)
+        values /= np.float32(high - low)
+        if scan is not None:
+            np.clip(values, 0.0, 1.0, out=values)
+    else:
+        values.fill(0.0)
+
+
+def _scan_pixels(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray | None:
+    """Where the scan is, as opposed to its padding: Pixel Padding Value, or the range from
+    it to Pixel Padding Range Limit (PS3.3 C.7.5.1.1.2), in stored values. A CT's -2000
+    outside its field of view, say, which would otherwise take the bottom of the full range
+    and squeeze the scan's own values into the top of it. None when the file names no
+    padding."""
+    if not _given(ds, "PixelPaddingValue", name):
+        return None
+    value = _number(ds, "PixelPaddingValue", name, first=False)
+    if _given(ds, "PixelPaddingRangeLimit", name):
+        limit = _number(ds, "PixelPaddingRangeLimit", name, first=False)
+        low, high = min(value, limit), max(value, limit)
+        return (pixels < low) | (pixels > high)
+    return pixels != value
 
 
 _VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")

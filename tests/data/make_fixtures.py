@@ -152,8 +152,13 @@ def with_elements(dicom: bytes, **elements: object) -> bytes:
                 raise KeyError(f"no DICOM element is named {keyword}")
             tag = Tag(number)
             ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
-        else:
+        elif keyword in ds:
             ds[keyword].value = value
+        else:  # a new element; "US or SS" is settled by the pixels' signedness
+            vr = dictionary_VR(tag_for_keyword(keyword))
+            if vr == "US or SS":
+                vr = "SS" if ds.get("PixelRepresentation", 0) else "US"
+            ds.add_new(keyword, vr, value)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=False)
     return buf.getvalue()

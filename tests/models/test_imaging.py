@@ -97,6 +97,59 @@ def test_dicom_without_window_uses_full_range_and_monochrome1_inverts():
     np.testing.assert_allclose(inverted, 1.0 - ramp / 1500.0, atol=1e-6)
 
 
+def _padded(scan: np.ndarray, border: np.ndarray | int, **elements: object) -> bytes:
+    """A MONOCHROME2 DICOM without a window: `scan` inside a 3-pixel frame of `border`."""
+    from tests.data.make_fixtures import dicom_bytes, with_elements
+
+    framed = np.zeros((scan.shape[0] + 6, scan.shape[1] + 6), dtype=np.uint16)
+    framed[:] = border
+    framed[3:-3, 3:-3] = scan
+    plain = dicom_bytes(
+        framed, photometric="MONOCHROME2", slope=1, intercept=-1024, center=None, width=None
+    )
+    return with_elements(plain, **elements) if elements else plain
+
+
+@pytest.mark.parametrize(
+    ("border", "elements"),
+    [
+        (0, {"PixelPaddingValue": 0}),  # a frame below the scan's values
+        (4000, {"PixelPaddingValue": 4000}),  # above them
+        (  # a range of values, given from either end
+            np.arange(13 * 14, dtype=np.uint16).reshape(13, 14) % 40,
+            {"PixelPaddingValue": 39, "PixelPaddingRangeLimit": 0},
+        ),
+    ],
+    ids=["below", "above", "range"],
+)
+def test_padding_around_a_scan_takes_no_part_in_its_full_range(pneumonia_npz, border, elements):
+    """A scan inside padding (a CT's field of view, a shuttered X-ray) decodes as the scan
+    alone would, the padding clipped to black or white: the padding used to set the range
+    and squeeze the scan's own values into part of it."""
+    from tests.data.make_fixtures import dicom_bytes
+
+    scan = _val_image(pneumonia_npz, 0)[:7, :8].astype(np.uint16) * 10 + 500  # 500..3050
+    alone = imaging.decode(
+        dicom_bytes(
+            scan, photometric="MONOCHROME2", slope=1, intercept=-1024, center=None, width=None
+        )
+    )
+    framed = imaging.decode(_padded(scan, border, **elements))
+    np.testing.assert_allclose(framed[3:-3, 3:-3], alone, atol=1e-6)
+    frame = framed.copy()
+    frame[3:-3, 3:-3] = np.nan
+    expected = 1.0 if np.all(np.asarray(border) >= 4000) else 0.0
+    assert np.all(frame[~np.isnan(frame)] == expected)
+
+
+def test_a_dicom_of_nothing_but_padding_is_black_and_bad_padding_is_refused():
+    blank = imaging.decode(_padded(np.full((4, 4), 7, np.uint16), 7, PixelPaddingValue=7))
+    assert blank.shape == (10, 10) and not blank.any()
+    with pytest.raises(imaging.ImageDecodeError) as info:
+        imaging.decode(_padded(np.ones((4, 4), np.uint16), 0, PixelPaddingValue=[0, 1]), "p.dcm")
+    assert info.value.reason == "DICOM PixelPaddingValue has 2 values, not one"
+
+
 def test_window_clips_outside_values():
     from tests.data.make_fixtures import dicom_bytes
 
