@@ -74,6 +74,7 @@ def build_model(workdir: Path) -> tuple[Path, Any]:
     from models.backbones import create_backbone, get_info
     from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
     from models.export import export_onnx
+    from models.imaging import PREPROCESSING_VERSION
     from models.network import Classifier, build_head
 
     torch.manual_seed(0)
@@ -85,7 +86,9 @@ def build_model(workdir: Path) -> tuple[Path, Any]:
     card = ModelCard(
         name=MODEL,
         classes=("normal", "pneumonia"),
-        input=InputSpec(size=224, channels=1, mean=mean, std=std),
+        input=InputSpec(
+            size=224, channels=1, mean=mean, std=std, preprocessing_version=PREPROCESSING_VERSION
+        ),
         base_model="efficientnet_lite0",
         dataset=DatasetInfo(uri="none", format="npz", sha256="0" * 64),
         calibration=Calibration(temperature=1.0, applied_in_graph=True),

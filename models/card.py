@@ -34,6 +34,15 @@ class InputSpec(_Strict):
     resize: Literal["bilinear"] = "bilinear"
     layout: Literal["NCHW"] = "NCHW"
     dtype: Literal["float32"] = "float32"
+    preprocessing_version: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "The version of the decoding and preprocessing the model was trained with"
+            " (models.imaging.PREPROCESSING_VERSION); none for cards written before it was"
+            " recorded."
+        ),
+    )
 
 
 class OutputSpec(_Strict):

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 
 ImageFormat = Literal["png", "jpeg", "dicom"]
 
+PREPROCESSING_VERSION = 1
+"""What this module turns a file into, as a number a model card records (`InputSpec.
+preprocessing_version`) and the inference service compares with its own: raise it whenever
+`decode` or `to_model_input` gives different values for some file than before, so a model
+trained on the old values is reported as seeing other input than it learned from.
+
+- none recorded: cards written before the number was (any decoder up to 2026-11-29);
+- 1: EXIF orientation applied to PNG and JPEG; a DICOM window by its VOI LUT Function
+  (LINEAR, LINEAR_EXACT, SIGMOID); a VOI LUT indexed by the rounded value; pixel padding
+  left out of a DICOM's full range.
+"""
+
 MAX_PIXELS = 64_000_000
 """Largest scan accepted (pixels); bigger files are refused rather than exhausting memory."""
 

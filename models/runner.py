@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import evaluate, plots
+from models import evaluate, imaging, plots
 from models.augment import normalize
 from models.backbones import get_info
 from models.card import (
@@ -263,7 +263,13 @@ def _card(
     return ModelCard(
         name=spec.model_name,
         classes=tuple(data.classes),
-        input=InputSpec(size=spec.image_size, channels=spec.recipe.channels, mean=mean, std=std),
+        input=InputSpec(
+            size=spec.image_size,
+            channels=spec.recipe.channels,
+            mean=mean,
+            std=std,
+            preprocessing_version=imaging.PREPROCESSING_VERSION,
+        ),
         base_model=spec.base_model,
         recipe=_recipe(spec),
         dataset=DatasetInfo(

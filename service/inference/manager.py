@@ -92,6 +92,11 @@ class LoadedModel:
     def sha256(self) -> str:
         return self.card.onnx_sha256
 
+    @property
+    def preprocessing_matches(self) -> bool:
+        """The model was trained with the decoding and preprocessing this service runs."""
+        return self.card.input.preprocessing_version == _preprocessing_version()
+
     def runner(self, session: onnxruntime.InferenceSession) -> Callable[[np.ndarray], Outputs]:
         """A function running one ready (N, C, H, W) batch on `session`."""
         input_name = self.card.outputs.input
@@ -278,6 +283,13 @@ class ModelManager:
         )
         metrics.LOAD_SECONDS.labels(name).observe(seconds)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, seconds)
+        if not model.preprocessing_matches:
+            log.warning(
+                "model=%s version=%s was trained with preprocessing version %s and is served with"
+                " version %s: some scans reach it decoded unlike those it learned from (see"
+                " models.imaging.PREPROCESSING_VERSION); retrain it to match",
+                name, version, model.card.input.preprocessing_version, _preprocessing_version(),
+            )  # fmt: skip
         threads = all_core_threads(self.settings)
         if (per_core or len(sessions) > 1) and threads > 1:  # the lanes are single-threaded
             self._build_solo(model, artifact.onnx, threads)  # ready now; the all-core one follows
@@ -461,3 +473,9 @@ def create_session(
     options.log_severity_level = 3
     providers: list[Any] = [p for p in settings.providers if p in ort.get_available_providers()]
     return ort.InferenceSession(onnx, sess_options=options, providers=providers or None)
+
+
+def _preprocessing_version() -> int:
+    from models.imaging import PREPROCESSING_VERSION  # here: the load starts before PIL loads
+
+    return PREPROCESSING_VERSION

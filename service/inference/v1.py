@@ -90,6 +90,7 @@ def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:
                 "version": m.version,
                 "sha256": m.sha256,
                 "load_seconds": round(m.load_seconds, 4),
+                "preprocessing_matches": m.preprocessing_matches,
                 "aliases": sorted(a for a, v in manager.aliases_of(name).items() if v == m.version),
             }
             for m in manager.loaded()

@@ -353,3 +353,34 @@ def test_a_worker_of_the_per_core_layout_runs_one_single_threaded_session_inline
         assert model.batcher._threads == []  # no lanes: requests run in their own thread
     finally:
         manager.stop()
+
+
+def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
+    client: Any, registry: Registry, trained: Trained, tmp_path: Path, caplog: Any
+) -> None:
+    """A card from before the preprocessing version was recorded (or from an older decoder):
+    the model still serves, but the listing and the log say it may see other input."""
+    import logging
+    import shutil
+
+    from models.card import ONNX_FILE
+    from models.imaging import PREPROCESSING_VERSION
+
+    assert trained.v1_card.input.preprocessing_version == PREPROCESSING_VERSION  # the trainer's
+    old = trained.v1_card.model_copy(
+        update={"input": trained.v1_card.input.model_copy(update={"preprocessing_version": None})}
+    )
+    (tmp_path / "old").mkdir()
+    shutil.copy(trained.v1_dir / ONNX_FILE, tmp_path / "old" / ONNX_FILE)
+    registry.publish(MODEL, 3, tmp_path / "old", old)
+    with caplog.at_level(logging.WARNING, logger="scantune"):
+        assert client.post(PREDICT, data=scan()).status_code == 200
+        assert client.post(f"{PREDICT}?version=3", data=scan()).status_code == 200
+    loaded = {m["version"]: m for m in client.get(f"/v1/models/{MODEL}").json["loaded"]}
+    assert (loaded[1]["preprocessing_matches"], loaded[3]["preprocessing_matches"]) == (True, False)
+    warnings = [r.getMessage() for r in caplog.records if "preprocessing version" in r.getMessage()]
+    assert warnings == [
+        f"model={MODEL} version=3 was trained with preprocessing version None and is served with"
+        f" version {PREPROCESSING_VERSION}: some scans reach it decoded unlike those it learned"
+        " from (see models.imaging.PREPROCESSING_VERSION); retrain it to match"
+    ]

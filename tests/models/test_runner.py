@@ -51,6 +51,7 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     card = ModelCard.from_json((out / "card.json").read_text())
     assert card == trained["result"].card
     assert card.onnx_sha256 == sha256_file(out / "model.onnx")
+    assert card.input.preprocessing_version == imaging.PREPROCESSING_VERSION
     assert card.version is None and card.classes == ("normal", "pneumonia")
     assert (card.input.size, card.input.channels, card.input.mean, card.input.std) == (
         32,
