@@ -111,6 +111,40 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert "scantune_models_loaded 2.0" in metrics  # one per worker
 
 
+def test_requests_off_the_express_lane_reach_flask_with_their_body_under_gunicorn(
+    server: str, http: Any, fixture_images: Path
+) -> None:
+    """The lane reads the body from gunicorn's socket; what it leaves to Flask (a compressed
+    body, an unusual multipart layout, a scan that does not decode) must arrive whole."""
+    import gzip
+
+    url = f"{server}/v1/models/{MODEL}:predict"
+    png = (fixture_images / "normal_0.png").read_bytes()
+    plain = http.post(url, files=[("file", ("n.png", png))])
+    assert plain.status_code == 200, plain.text
+    expected = plain.json()["predictions"][0]["probabilities"]
+    raw = http.post(url, data=png, headers={"Content-Type": "image/png"})
+    lf_body = (
+        b'--b\nContent-Disposition: form-data; name="file"; filename="n.png"\n\n'
+        + png + b"\n--b--\n"
+    )  # fmt: skip
+    bare_lf = http.post(
+        url, data=lf_body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    request = requests.Request("POST", url, files=[("file", ("n.png", png))]).prepare()
+    gzipped = http.post(
+        url,
+        data=gzip.compress(request.body),
+        headers={"Content-Type": request.headers["Content-Type"], "Content-Encoding": "gzip"},
+    )
+    for answer in (raw, bare_lf, gzipped):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0]["probabilities"] == pytest.approx(expected, abs=1e-6)
+    refused = http.post(url, files=[("file", ("notes.txt", b"not a scan at all"))])
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == "notes.txt"
+    assert refused.headers["Content-Type"] == "application/problem+json"
+
+
 def test_tritonclient_json_and_binary_tensors_agree_with_v1(
     server: str, http: Any, fixture_images: Path, trained: Trained
 ) -> None:
