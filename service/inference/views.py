@@ -16,11 +16,10 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("scantune.inference")
 
 
-def parse_query(model: type[M], args: dict[str, str] | None = None) -> M:
-    """The query string (`args`, else the request's) as `model`, or a 400 naming the bad
-    parameters."""
+def parse_query(model: type[M]) -> M:
+    """The query string as `model`, or a 400 naming the bad parameters."""
     try:
-        return model.model_validate(request.args.to_dict() if args is None else args)
+        return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
         errors = validation_errors(exc, location="query")
         summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
