@@ -106,6 +106,7 @@ def gunicorn_command(
         sys.executable, "-m", "gunicorn",
         *config,
         *_no_control_socket(),
+        *_heartbeat_in_memory(),
         "--bind", f"{host}:{port or spec.port}",
         "--workers", str(workers or layout.workers or available_cores()),
         "--threads", str(threads or layout.threads),
@@ -115,6 +116,13 @@ def gunicorn_command(
         *access,
         spec.app,
     ]  # fmt: skip
+
+
+def _heartbeat_in_memory(shm: str = "/dev/shm") -> list[str]:
+    """Each worker touches a heartbeat file before every request; on a disk-backed directory
+    (a container's overlay /tmp, gunicorn's default) that metadata write can stall the
+    worker, so keep it in memory where the system has a tmpfs there (Linux, containers)."""
+    return ["--worker-tmp-dir", shm] if os.path.isdir(shm) else []
 
 
 def _no_control_socket() -> list[str]:

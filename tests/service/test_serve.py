@@ -40,6 +40,12 @@ def test_inference_gthread_layout_is_one_worker_with_threads_unless_told() -> No
     assert (found["--workers"], found["--threads"], found["--bind"]) == ("3", "8", "0.0.0.0:9000")
 
 
+@pytest.mark.parametrize("service", ["training", "inference"])
+def test_worker_heartbeats_go_to_memory_where_there_is_a_tmpfs(service: str) -> None:
+    found = options(gunicorn_command(service, "127.0.0.1"))
+    assert found.get("--worker-tmp-dir") == ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
 def test_training_has_only_its_threaded_layout() -> None:
     found = options(gunicorn_command("training", "127.0.0.1"))
     layout = (found["--worker-class"], found["--workers"], found["--threads"])
