@@ -3,6 +3,7 @@ probabilities) become null. Both services install it through `service.web.create
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -28,3 +29,12 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [finite(v) for v in obj]
     return obj
+
+
+def parse_json(data: str | bytes) -> Any:
+    """`json.loads`, but a document nested deeper than the parser goes raises ValueError like
+    any other malformed JSON: `json.loads` raises RecursionError, which would be a 500."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

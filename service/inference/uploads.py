@@ -24,6 +24,7 @@ from flask import Request
 from werkzeug.http import parse_options_header
 from werkzeug.wsgi import get_input_stream
 
+from service.encoding import parse_json
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 FILE_FIELD = "file"
@@ -95,7 +96,7 @@ def read_uploads(request: Request, max_files: int) -> list[Upload]:
     if mimetype == "multipart/form-data":
         uploads = _from_multipart(request)
     elif mimetype == "application/json":
-        uploads = _from_json(request.get_json(silent=True))
+        uploads = from_json(json_or_none(request.get_data(cache=True)))
     elif mimetype in SCAN_TYPES:
         uploads = [Upload("body", request.get_data())]
     else:
@@ -222,7 +223,16 @@ def _file_part(head: bytes, data: bytes) -> FilePart | None:
     return FilePart(options["name"], options["filename"], mimetype, data)
 
 
-def _from_json(body: Any) -> list[Upload]:
+def json_or_none(data: bytes) -> Any:
+    """The body's JSON document (UTF-8, -16 or -32), or None when it is not one."""
+    try:
+        return parse_json(data)
+    except ValueError:
+        return None
+
+
+def from_json(body: Any) -> list[Upload]:
+    """The scans of a JSON body: `{"instances": [{"b64": ..., "name": ...}, ...]}`."""
     instances = body.get("instances") if isinstance(body, dict) else None
     if not isinstance(instances, list):
         raise BadRequest('JSON body must be {"instances": [{"b64": "<base64 scan>"}, ...]}')

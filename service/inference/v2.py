@@ -24,6 +24,7 @@ from flask import Blueprint, Response, json, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.auth import require
+from service.encoding import parse_json
 from service.errors import PROBLEM_MEDIA_TYPE, BadRequest, NotFound, validation_errors
 from service.inference import services
 from service.inference.manager import LoadedModel
@@ -237,7 +238,7 @@ def _read_body() -> tuple[InferRequest, memoryview]:
                 f" {len(raw)}, not {declared[:20]!r}"
             )
     try:
-        document = json.loads(bytes(raw[:length]))
+        document = parse_json(bytes(raw[:length]))
     except ValueError:
         raise BadRequest(
             "send an Open Inference Protocol JSON body (Content-Type: application/json)"
