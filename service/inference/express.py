@@ -7,8 +7,8 @@ CPU caches, where every line of Python costs several times its microbenchmark pr
 (docs/benchmarks.md). So `ExpressLane` wraps the Flask app and answers the common request
 itself:
 
-    POST /v1/models/{name}:predict   with a plain multipart body or a raw scan body,
-                                     a Content-Length, no Content-Encoding
+    POST /v1/models/{name}:predict   with a plain multipart, JSON (base64) or raw scan
+                                     body, a Content-Length, no Content-Encoding
 
 through the same functions the Flask view calls (auth, query model, multipart splitter,
 `Predictor`, JSON provider, metrics and log lines), so the answer is the view's, byte for
@@ -38,7 +38,15 @@ from service.auth import KeyRing, key_in
 from service.errors import ServiceError
 from service.inference import EXTENSION, InferenceServices
 from service.inference.predictor import Selector
-from service.inference.uploads import SCAN_TYPES, Upload, counted, file_uploads, split_plain
+from service.inference.uploads import (
+    SCAN_TYPES,
+    Upload,
+    counted,
+    file_uploads,
+    from_json,
+    json_or_none,
+    split_plain,
+)
 from service.inference.v1 import PredictQuery
 from service.inference.views import record_prediction
 from service.web import record_request, request_id
@@ -132,13 +140,15 @@ class ExpressLane:
 
 
 def _uploads(content_type: str, body: bytes) -> list[Upload] | None:
-    """The scans of a plain multipart or raw-scan body; None for any other body."""
+    """The scans of a plain multipart, JSON or raw-scan body; None for any other body."""
     mimetype, options = parse_options_header(content_type)
     mimetype = mimetype.lower()
     if mimetype == "multipart/form-data":
         boundary = options.get("boundary", "")
         parts = split_plain(body, boundary) if 1 <= len(boundary) <= 70 else None
         return None if parts is None else file_uploads(parts)
+    if mimetype == "application/json":
+        return from_json(json_or_none(body))
     if mimetype in SCAN_TYPES:
         return [Upload("body", body)]
     return None
