@@ -110,12 +110,12 @@ class ExpressLane:
         self, environ: dict[str, Any], name: str, body: bytes, started: float
     ) -> tuple[list[tuple[str, str]], bytes] | None:
         """The 200 answer's headers and body, or None to leave the request to Flask."""
+        key = key_in(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY"))
+        self.keyring.authenticate(key, "predict")  # first: nothing of the body is parsed before
         uploads = _uploads(environ.get("CONTENT_TYPE", ""), body)
         if uploads is None:
             return None
         rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
-        key = key_in(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY"))
-        self.keyring.authenticate(key, "predict")
         query = _query(environ.get("QUERY_STRING", ""))
         if query is None:
             return None

@@ -244,6 +244,26 @@ def test_keys_are_checked_on_the_lane_and_refusals_come_from_flask(
     assert flask.calls == 3  # the refusals only
 
 
+def test_the_lane_parses_no_body_before_the_key_is_checked(
+    make_lane: Any, fixture_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the view does: a caller without a key costs no multipart split or base64 decode."""
+    from service.inference import express as lane_module
+
+    keys = [{"name": "predictor", "sha256": hash_key("key-p"), "scopes": ["predict"]}]
+    express, _ = make_lane(auth_disabled="false", api_keys=json.dumps(keys))
+    parsed: list[str] = []
+    real = lane_module._uploads
+    monkeypatch.setattr(
+        lane_module, "_uploads", lambda ct, body: parsed.append(ct) or real(ct, body)
+    )
+    body = multipart(("n.png", scan(fixture_images, "normal_0.png")))
+    assert call(express, body, headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert parsed == []
+    assert call(express, body, headers={"Authorization": "Bearer key-p"})[0] == 200
+    assert len(parsed) == 1
+
+
 def test_a_body_over_the_upload_limit_is_413_and_not_read_by_the_lane(
     make_lane: Any, fixture_images: Path
 ) -> None:
