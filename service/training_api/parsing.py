@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
+from service.encoding import parse_json
 from service.errors import BadRequest, InvalidRequest, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,13 +32,13 @@ def json_body() -> Any:
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 encoded JSON") from None
     try:
-        return json.loads(text)
-    except RecursionError:
-        raise BadRequest("the request body is JSON nested too deeply") from None
+        return parse_json(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError:  # parse_json: nested past the parser
+        raise BadRequest("the request body is JSON nested too deeply") from None
 
 
 def parse_body(model: type[M]) -> M:
