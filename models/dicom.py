@@ -161,13 +161,13 @@ def _dicom_to_unit(ds: Dataset, pixels: np.ndarray, name: str) -> np.ndarray:
                 values += np.float32(intercept)
         if center is not None and width is not None and _usable(width, function):
             _apply_window(values, center, width, function)
-        else:
+            if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
+                raise ImageDecodeError(name, _NOT_FINITE)
+        else:  # the range is checked finite on the way: no second pass over the scan
             if "VOILUTSequence" in ds:  # a LUT is indexed by integers: the nearest one
                 indices = np.rint(values).astype(np.int32)
                 values = np.asarray(apply_voi_lut(indices, ds), dtype=np.float32)
             _fill_unit_range(values, _scan_pixels(ds, pixels, name), name)
-    if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
-        raise ImageDecodeError(name, _NOT_FINITE)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         np.subtract(np.float32(1.0), values, out=values)
     return values
