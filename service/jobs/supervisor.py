@@ -109,6 +109,12 @@ class Supervisor:
         return None
 
     def _handle_dead(self, job: JobRow, state: RunnerState, why: str) -> None:
+        # `job` was read before its runner was looked at: a cancel (or the runner finishing)
+        # in between stops that runner itself, and the verdict is about its end. A plain read
+        # waits on no lock, even a hung runner's.
+        now = self.store.get(job.id)
+        if now.status != Status.RUNNING or now.attempts != job.attempts:
+            return
         retry = state.retryable and job.attempts <= self.settings.max_retries
         # Stop the runner first: one that hung inside a write to its job's row (a heartbeat)
         # holds that row (SQLite's write lock, PostgreSQL's row lock) until it dies, and the

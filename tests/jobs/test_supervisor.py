@@ -172,6 +172,32 @@ def test_a_runner_hung_inside_a_write_is_stopped_before_its_job_is_failed(
     assert launcher.cancelled == [job_id]
 
 
+def test_a_job_cancelled_while_its_runner_is_looked_at_is_left_to_the_cancel(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """The reap reads the running jobs, then asks the launcher about each runner. A cancel in
+    between stops the runner itself; the runner is then gone, which is no death to handle:
+    the supervisor stopped it a second time (a second DELETE of the Kubernetes Job)."""
+
+    class CancelledMeanwhile(ScriptedLauncher):
+        def status(self, job: JobRow) -> RunnerState:
+            store.cancel(job.id, error_reason="cancelled", error_detail="cancelled by bob")
+            self.cancel(job)  # what JobService.cancel does next
+            return RunnerState("exited", detail="runner process is gone")
+
+    launcher = CancelledMeanwhile()
+    sup = Supervisor(store, launcher, settings_env(max_retries=1))
+    job_id = store.create(make_spec())[0].id
+    sup.launch_queued()
+    sup.reap()
+    assert launcher.cancelled == [job_id]  # the cancel's own stop, not a second one
+    job = store.get(job_id)
+    assert (job.status, job.error_detail, job.attempts) == ("cancelled", "cancelled by bob", 1)
+    assert launcher.launched == [(job_id, 1)]
+
+
 def test_two_supervisors_share_one_database(
     db_url: str, make_spec: Callable[..., JobSpec], settings_env: Callable[..., TrainingSettings]
 ) -> None:
