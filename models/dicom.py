@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 def load_reader() -> None:
     """Import pydicom and the parts of it a decode uses now rather than on the first DICOM
-    (0.1 to 0.2 s; a server calls this while its models load)."""
+    (0.15 to 0.25 s with GDCM; the inference service's gunicorn master calls it before it
+    forks)."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import ExplicitVRLittleEndian
 
@@ -64,13 +65,13 @@ def decode(data: bytes, name: str) -> np.ndarray:
         raise ImageDecodeError(name, "DICOM file has no pixel data")
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
-    _check_decodable(syntax, name)
+    plugin = _decoding_plugin(syntax, name)
     with _refused(name, "cannot decode DICOM pixel data"):
         from pydicom.pixels import pixel_array
 
         # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
         # or JPEG one can expand far past the upload size). YBR colour arrives as RGB.
-        pixels = pixel_array(ds, index=0)
+        pixels = pixel_array(ds, index=0, decoding_plugin=plugin)
         if photometric == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut
 
@@ -108,26 +109,34 @@ def _name_native_syntax(ds: Dataset) -> None:
     )  # fmt: skip
 
 
-def _check_decodable(syntax: object, name: str) -> None:
-    """Refuse, naming it, a compressed transfer syntax no installed decoder reads."""
+def _decoding_plugin(syntax: object, name: str) -> str:
+    """The pydicom plugin to decode `syntax` with ("" for pydicom's choice), or a refusal
+    naming a compressed transfer syntax no installed decoder reads.
+
+    Pillow where it reads the syntax (JPEG baseline and extended, JPEG 2000), so those decode
+    as they did before GDCM came in, and models keep seeing what they were trained on; GDCM
+    for JPEG Lossless and JPEG-LS, which Pillow cannot read.
+    """
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
     try:
         if not isinstance(syntax, UID) or not syntax.is_compressed:
-            return  # native pixel data (or no file meta): pydicom reads it, or says why not
+            return ""  # native pixel data (or no file meta): pydicom reads it, or says why not
     except ValueError:
-        return  # not a transfer syntax UID at all: decoding the pixel data says so
+        return ""  # not a transfer syntax UID at all: decoding the pixel data says so
     try:
-        available = get_decoder(syntax).is_available
+        plugins = get_decoder(syntax).available_plugins
     except NotImplementedError:  # a UID pydicom has no decoder class for at all
-        available = False
-    if not available:
+        plugins = ()
+    if not plugins:
         raise ImageDecodeError(
             name,
             f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
-            " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline or JPEG 2000",
+            " uncompressed (Explicit VR Little Endian), RLE, JPEG (baseline, extended 8-bit,"
+            " lossless), JPEG-LS or JPEG 2000",
         )
+    return "pillow" if "pillow" in plugins else ""
 
 
 _NOT_FINITE = "the DICOM LUTs give pixel values that are not finite"

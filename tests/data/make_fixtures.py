@@ -1,6 +1,7 @@
 """Make tests/data/images from the shared PneumoniaMNIST validation split.
 
-Run once (`python tests/data/make_fixtures.py`); the outputs are committed. Every file of one
+Run once (`python tests/data/make_fixtures.py`; it needs DCMTK's command-line tools,
+`apt-get install dcmtk`); the outputs are committed. Every file of one
 scan decodes to the same [0, 1] image, so the tests can check decoders against each other:
 
 - <stem>.png        8-bit grayscale PNG (the original 28x28 scan)
@@ -9,6 +10,13 @@ scan decodes to the same [0, 1] image, so the tests can check decoders against e
 - <stem>_rescale.dcm  DICOM, 16-bit stored = 4*value + 100, RescaleSlope 0.25, Intercept -25,
                       window centre 128 width 256: decodes to value / 255
 - <stem>_mono1.dcm  DICOM MONOCHROME1, stored = 255 - value, same window: inverted back on decode
+- <stem>_jpeg_lossless.dcm, <stem>_jpeg_ls.dcm  <stem>_rescale.dcm recompressed by DCMTK's
+                      `dcmcjpeg` (JPEG Lossless, first-order prediction) and `dcmcjpls` (JPEG-LS
+                      lossless): an encoder apart from the decoder under test (GDCM)
+- normal_0_jpeg_lossless_sv6.dcm  the same, JPEG Lossless process 14, selection value 6
+- normal_0_jpeg_ls_near.dcm  the same, JPEG-LS near-lossless (each stored value within 2)
+- normal_0_signed_jpeg_lossless.dcm  normal_0_rescale.dcm with signed stored values
+                      (stored - 600, intercept 125, as CT's are signed), through `dcmcjpeg`
 - big_<stem>.png    the scan upscaled to 512x512 (bicubic), as scanners send
 - no_pixels.dcm, not_an_image.txt, truncated.png: bad inputs
 - manifest.json     stem -> {"label": 0|1, "index": i in val split}
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,6 +131,25 @@ def colour_dicom_bytes(
     return _file_bytes(ds)
 
 
+def jpeg_baseline_dicom_bytes(gray: np.ndarray, quality: int = 90) -> tuple[bytes, bytes]:
+    """(DICOM, JPEG): 8-bit `gray` (H, W) as a JPEG by Pillow, and that same JPEG stream
+    encapsulated in a JPEG Baseline DICOM, windowed to decode to value / 255 as the JPEG does."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    jpeg = io.BytesIO()
+    Image.fromarray(gray.astype(np.uint8)).save(jpeg, format="JPEG", quality=quality)
+    rows, cols = gray.shape
+    ds = _image_dataset(
+        rows, cols, modality="OT", photometric="MONOCHROME2", samples=1, bits=8,
+        entropy=str(gray.sum()),
+    )  # fmt: skip
+    ds.WindowCenter, ds.WindowWidth = 128, 256
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([jpeg.getvalue()])
+    return _file_bytes(ds), jpeg.getvalue()
+
+
 def palette_dicom_bytes(indices: np.ndarray, lut: np.ndarray) -> bytes:
     """A PALETTE COLOR image: 8-bit `indices` (H, W) into `lut`, (256, 3) of 16-bit entries."""
     rows, cols = indices.shape
@@ -180,6 +209,27 @@ def raw_dataset(dicom: bytes, *, implicit_vr: bool) -> bytes:
     return buf.getvalue()
 
 
+def dcmtk_recompressed(source: Path, out: Path, tool: str, *options: str) -> None:
+    """`source` recompressed by a DCMTK tool: `dcmcjpeg` (by default JPEG Lossless, selection
+    value 1) or `dcmcjpls` (by default JPEG-LS lossless), with its command-line `options`."""
+    if shutil.which(tool) is None:
+        raise SystemExit(f"{tool} not found: install DCMTK (apt-get install dcmtk)")
+    subprocess.run([tool, *options, str(source), str(out)], check=True, capture_output=True)
+
+
+def signed_variant(dicom: bytes, offset: int) -> bytes:
+    """`dicom` (unsigned 16-bit, rescaled) stored as signed values `stored - offset`, with the
+    intercept moved so that it decodes to the same image."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    stored = ds.pixel_array.astype(np.int32) - offset
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = float(ds.RescaleIntercept) + float(ds.RescaleSlope) * offset
+    ds.PixelData = stored.astype("<i2").tobytes()
+    return _file_bytes(ds)
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG of a few bytes whose header declares `width` x `height` 8-bit gray pixels."""
     import struct
@@ -230,6 +280,15 @@ def main() -> int:
                 width=256,
             )
         )
+        for suffix, tool in (("jpeg_lossless", "dcmcjpeg"), ("jpeg_ls", "dcmcjpls")):
+            dcmtk_recompressed(OUT / f"{stem}_rescale.dcm", OUT / f"{stem}_{suffix}.dcm", tool)
+    rescaled = OUT / "normal_0_rescale.dcm"
+    dcmtk_recompressed(rescaled, OUT / "normal_0_jpeg_lossless_sv6.dcm", "dcmcjpeg", "+el")
+    dcmtk_recompressed(rescaled, OUT / "normal_0_jpeg_ls_near.dcm", "dcmcjpls", "+en", "+md", "2")
+    signed = OUT / "normal_0_signed.dcm"
+    signed.write_bytes(signed_variant((OUT / "normal_0_rescale.dcm").read_bytes(), 600))
+    dcmtk_recompressed(signed, OUT / "normal_0_signed_jpeg_lossless.dcm", "dcmcjpeg")
+    signed.unlink()
     first = images[manifest["normal_0"]["index"]].astype(np.uint16)
     (OUT / "no_pixels.dcm").write_bytes(
         dicom_bytes(

@@ -32,12 +32,75 @@ def test_png_decodes_to_the_original_pixels(fixture_images, manifest, pneumonia_
     np.testing.assert_array_equal(decoded, original / np.float32(255))
 
 
-@pytest.mark.parametrize("suffix", ["_16.png", "_rescale.dcm", "_mono1.dcm"])
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "_16.png",
+        "_rescale.dcm",
+        "_mono1.dcm",
+        "_jpeg_lossless.dcm",
+        "_jpeg_lossless_sv6.dcm",
+        "_jpeg_ls.dcm",
+        "_signed_jpeg_lossless.dcm",
+    ],
+)
 def test_lossless_variants_decode_identically(fixture_images, suffix):
     reference = imaging.read_file(fixture_images / "normal_0.png")
     np.testing.assert_allclose(
         imaging.read_file(fixture_images / f"normal_0{suffix}"), reference, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "syntax"),
+    [
+        ("_jpeg_lossless.dcm", "1.2.840.10008.1.2.4.70"),  # JPEG Lossless, selection value 1
+        ("_jpeg_ls.dcm", "1.2.840.10008.1.2.4.80"),  # JPEG-LS lossless
+        ("_signed_jpeg_lossless.dcm", "1.2.840.10008.1.2.4.70"),
+        ("_jpeg_lossless_sv6.dcm", "1.2.840.10008.1.2.4.57"),  # any selection value
+        ("_jpeg_ls_near.dcm", "1.2.840.10008.1.2.4.81"),  # JPEG-LS near-lossless
+    ],
+)
+def test_jpeg_lossless_and_jpeg_ls_fixtures_are_compressed_as_named(fixture_images, suffix, syntax):
+    """The equality above means something only if these files really hold compressed pixels
+    (DCMTK's, so GDCM decodes what another encoder wrote) and the signed one signed values."""
+    import pydicom
+
+    ds = pydicom.dcmread(fixture_images / f"normal_0{suffix}")
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert ds["PixelData"].is_undefined_length  # encapsulated fragments, not native pixels
+    assert ds.PixelRepresentation == (1 if "signed" in suffix else 0)
+
+
+def test_a_near_lossless_jpeg_ls_dicom_is_within_its_deviation(fixture_images):
+    """Encoded with each stored value within 2 of the original; the rescale slope is 1/4 and
+    the window maps 255 values onto [0, 1], so each pixel is within 0.5 / 255, and not all
+    equal (else the file would not be lossy)."""
+    reference = imaging.read_file(fixture_images / "normal_0.png")
+    decoded = imaging.read_file(fixture_images / "normal_0_jpeg_ls_near.dcm")
+    difference = np.abs(decoded - reference)
+    assert difference.max() <= 0.5 / 255 + 1e-6 and difference.max() > 0
+
+
+def test_a_jpeg_baseline_dicom_is_still_decoded_by_pillow(monkeypatch, scan):
+    """GDCM comes first in pydicom's own order; JPEG baseline keeps Pillow's decoding, the one
+    models were trained on before GDCM was installed: the same pixels as the JPEG file."""
+    import pydicom.pixels
+
+    from tests.data.make_fixtures import jpeg_baseline_dicom_bytes
+
+    chosen = []
+    real = pydicom.pixels.pixel_array
+
+    def spy(*args: object, **kwargs: object) -> np.ndarray:
+        chosen.append(kwargs.get("decoding_plugin"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", spy)
+    dicom, jpeg = jpeg_baseline_dicom_bytes(scan)
+    decoded = imaging.decode(dicom, "scan.dcm")
+    assert chosen == ["pillow"]
+    np.testing.assert_allclose(decoded, imaging.decode(jpeg, "scan.jpg"), atol=1e-6)
 
 
 def test_jpeg_is_close_to_the_png(fixture_images):
@@ -460,18 +523,21 @@ def test_a_compressed_dicom_without_a_decoder_names_its_transfer_syntax():
     import pydicom
     from pydicom.encaps import encapsulate
     from pydicom.pixels import get_decoder
-    from pydicom.uid import JPEGLossless
+    from pydicom.uid import HTJ2KLossless
 
-    if get_decoder(JPEGLossless).is_available:
-        pytest.skip("a JPEG Lossless decoder (gdcm or pylibjpeg) is installed here")
+    # High-Throughput JPEG 2000: only pylibjpeg-openjpeg reads it, and it is not installed.
+    assert not get_decoder(HTJ2KLossless).is_available
     ds = pydicom.dcmread(io.BytesIO(_dicom()))
-    ds.file_meta.TransferSyntaxUID = JPEGLossless
-    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + bytes(60)])
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(60)])
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     with pytest.raises(imaging.ImageDecodeError) as info:
         imaging.decode(buf.getvalue(), "scan.dcm")
-    assert "'JPEG Lossless, Non-Hierarchical (Process 14)' cannot be decoded" in info.value.reason
+    assert (
+        "'High-Throughput JPEG 2000 Image Compression (Lossless Only)' cannot be decoded"
+        in info.value.reason
+    )
 
 
 def test_missing_file_is_a_decode_error(tmp_path):
