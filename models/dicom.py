@@ -32,6 +32,20 @@ def load_reader() -> None:
     from pydicom.uid import ExplicitVRLittleEndian
 
     get_decoder(ExplicitVRLittleEndian)
+    _quiet_gdcm()
+
+
+def _quiet_gdcm() -> None:
+    """GDCM (imported with pydicom when installed) writes its own warnings and errors to
+    stderr, past logging and the filters that keep scan content out of the logs; pydicom
+    raises what matters. Off."""
+    import sys
+
+    gdcm = sys.modules.get("gdcm")
+    if gdcm is not None:
+        gdcm.Trace.WarningOff()
+        gdcm.Trace.ErrorOff()
+        gdcm.Trace.DebugOff()
 
 
 @contextmanager
@@ -136,7 +150,10 @@ def _decoding_plugin(syntax: object, name: str) -> str:
             " uncompressed (Explicit VR Little Endian), RLE, JPEG (baseline, extended 8-bit,"
             " lossless), JPEG-LS or JPEG 2000",
         )
-    return "pillow" if "pillow" in plugins else ""
+    if "pillow" in plugins:
+        return "pillow"
+    _quiet_gdcm()
+    return ""
 
 
 _NOT_FINITE = "the DICOM LUTs give pixel values that are not finite"

@@ -72,6 +72,23 @@ def test_jpeg_lossless_and_jpeg_ls_fixtures_are_compressed_as_named(fixture_imag
     assert ds.PixelRepresentation == (1 if "signed" in suffix else 0)
 
 
+def test_gdcm_prints_nothing_of_its_own_when_it_decodes(fixture_images):
+    """Its warnings and errors would reach stderr (the container log) past logging."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from models import imaging; imaging.read_file(sys.argv[1]);"
+        " import gdcm; t = gdcm.Trace;"
+        " print(t.GetWarningFlag(), t.GetErrorFlag(), t.GetDebugFlag())"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script, str(fixture_images / "normal_0_jpeg_ls.dcm")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert found.stdout.split() == ["False", "False", "False"]
+
+
 def test_a_near_lossless_jpeg_ls_dicom_is_within_its_deviation(fixture_images):
     """Encoded with each stored value within 2 of the original; the rescale slope is 1/4 and
     the window maps 255 values onto [0, 1], so each pixel is within 0.5 / 255, and not all
