@@ -26,26 +26,11 @@ if TYPE_CHECKING:
 
 def load_reader() -> None:
     """Import pydicom and the parts of it a decode uses now rather than on the first DICOM
-    (0.15 to 0.25 s with GDCM; the inference service's gunicorn master calls it before it
-    forks)."""
+    (0.1 to 0.2 s; a server calls this while its models load)."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import ExplicitVRLittleEndian
 
     get_decoder(ExplicitVRLittleEndian)
-    _quiet_gdcm()
-
-
-def _quiet_gdcm() -> None:
-    """GDCM (imported with pydicom when installed) writes its own warnings and errors to
-    stderr, past logging and the filters that keep scan content out of the logs; pydicom
-    raises what matters. Off."""
-    import sys
-
-    gdcm = sys.modules.get("gdcm")
-    if gdcm is not None:
-        gdcm.Trace.WarningOff()
-        gdcm.Trace.ErrorOff()
-        gdcm.Trace.DebugOff()
 
 
 @contextmanager
@@ -123,14 +108,17 @@ def _name_native_syntax(ds: Dataset) -> None:
     )  # fmt: skip
 
 
-def _decoding_plugin(syntax: object, name: str) -> str:
-    """The pydicom plugin to decode `syntax` with ("" for pydicom's choice), or a refusal
-    naming a compressed transfer syntax no installed decoder reads.
+# The pydicom decoding plugins a scan may go through: Pillow (JPEG baseline and extended,
+# JPEG 2000) and pydicom's own (RLE). Not GDCM or pylibjpeg, even where installed: GDCM
+# aborted or crashed the process on random mutations of valid JPEG Lossless and JPEG-LS
+# files within 5 to 600 tries (README), and a crafted upload must cost a 422, not a worker.
+TRUSTED_PLUGINS: tuple[str, ...] = ("pillow", "pydicom")
 
-    Pillow where it reads the syntax (JPEG baseline and extended, JPEG 2000), so those decode
-    as they did before GDCM came in, and models keep seeing what they were trained on; GDCM
-    for JPEG Lossless and JPEG-LS, which Pillow cannot read.
-    """
+
+def _decoding_plugin(syntax: object, name: str) -> str:
+    """The pydicom plugin to decode `syntax` with ("" for native pixel data), or a refusal
+    naming a compressed transfer syntax no trusted plugin reads (JPEG Lossless, JPEG-LS,
+    HTJ2K), whatever else is installed."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
@@ -140,20 +128,17 @@ def _decoding_plugin(syntax: object, name: str) -> str:
     except ValueError:
         return ""  # not a transfer syntax UID at all: decoding the pixel data says so
     try:
-        plugins = get_decoder(syntax).available_plugins
+        available = get_decoder(syntax).available_plugins
     except NotImplementedError:  # a UID pydicom has no decoder class for at all
-        plugins = ()
-    if not plugins:
-        raise ImageDecodeError(
-            name,
-            f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
-            " uncompressed (Explicit VR Little Endian), RLE, JPEG (baseline, extended 8-bit,"
-            " lossless), JPEG-LS or JPEG 2000",
-        )
-    if "pillow" in plugins:
-        return "pillow"
-    _quiet_gdcm()
-    return ""
+        available = ()
+    for plugin in TRUSTED_PLUGINS:
+        if plugin in available:
+            return plugin
+    raise ImageDecodeError(
+        name,
+        f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
+        " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline or JPEG 2000",
+    )
 
 
 _NOT_FINITE = "the DICOM LUTs give pixel values that are not finite"

@@ -73,8 +73,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
     app.wsgi_app = ExpressLane(app)  # type: ignore[method-assign]
-    # Not on the first DICOM scan: done once in the master under `scantune serve`
-    # (`before_fork`); a worker started any other way does it while its models build.
+    # While the preloaded models build (without the GIL), not on the first DICOM scan.
     dicom.load_reader()
     return app
 
@@ -95,9 +94,6 @@ def before_fork(settings: InferenceSettings) -> None:
     from service.web import create_base_app  # noqa: F401
 
     Image.preinit()  # the PNG, JPEG, BMP, GIF and PPM plugins, else the first scan loads them
-    # pydicom and its decoders, GDCM among them (0.2 s, and 40 MB of libraries whose pages
-    # the workers then share instead of each relocating its own copy).
-    dicom.load_reader()
 
     if is_s3(settings.artifact_uri):
         load_s3_description()

@@ -1,0 +1,101 @@
+"""Random mutations of a compressed DICOM scan, decoded the way the services decode uploads.
+
+Not a test: a robustness check whose findings are in the README (GDCM) and `models.dicom`
+(the JPEG 2000 box walk). Each round runs in a child process, which mutates the first frame
+of FILE (bytes changed, cut or inserted; sometimes Rows/Columns changed) and decodes every
+mutation with `models.imaging.decode`, counting refusals (ImageDecodeError) and decodes;
+the parent reports how the child ended: done, killed by a signal (a crash), or still busy
+after --timeout seconds (a hang). `--plugin` names a pydicom plugin to force (as `gdcm`,
+where installed), else the services' own choice.
+
+    python bench/dicom_mutations.py tests/data/images/normal_0_jpeg_ls.dcm --plugin gdcm
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def mutate(frame: bytes, rng: random.Random) -> bytes:
+    data = bytearray(frame)
+    for _ in range(rng.randint(1, 8)):
+        kind, pos = rng.random(), rng.randrange(len(data))
+        if kind < 0.6:
+            data[pos] = rng.randrange(256)
+        elif kind < 0.8:
+            del data[pos : pos + rng.randint(1, 16)]
+        else:
+            data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    return bytes(data)
+
+
+def child(path: Path, seed: int, count: int, plugin: str) -> None:
+    import pydicom
+    from pydicom.encaps import encapsulate, get_frame
+
+    from models import dicom, imaging
+
+    if plugin:  # force it, as if the services trusted it
+        dicom.TRUSTED_PLUGINS = (plugin,)
+    frame = bytes(get_frame(pydicom.dcmread(path).PixelData, 0))
+    rng = random.Random(seed)
+    decoded = refused = 0
+    for i in range(count):
+        ds = pydicom.dcmread(path)
+        ds.PixelData = encapsulate([mutate(frame, rng)])
+        if rng.random() < 0.3:
+            ds.Rows = rng.choice([1, 27, 28, 29, 300])
+        if rng.random() < 0.2:
+            ds.Columns = rng.choice([1, 27, 28, 29, 300])
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        print(i, flush=True)  # the parent reads how far it got
+        try:
+            imaging.decode(buf.getvalue(), "mutated.dcm")
+            decoded += 1
+        except imaging.ImageDecodeError:
+            refused += 1
+    print(f"done decoded={decoded} refused={refused}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--count", type=int, default=1500, help="mutations per seed")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--plugin", default="")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.file, args.child, args.count, args.plugin)
+        return 0
+    for seed in range(1, args.seeds + 1):
+        cmd = [sys.executable, __file__, str(args.file), "--child", str(seed),
+               "--count", str(args.count), "--plugin", args.plugin]  # fmt: skip
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            lines, code = run.stdout.split(), run.returncode
+        except subprocess.TimeoutExpired as busy:
+            out = busy.stdout or b""
+            text = out.decode() if isinstance(out, bytes) else out
+            print(f"seed {seed}: still busy after {args.timeout:.0f} s on mutation "
+                  f"{text.split()[-1] if text.split() else 0}")  # fmt: skip
+            continue
+        if code < 0:
+            print(f"seed {seed}: killed by {signal.Signals(-code).name} on mutation {lines[-1]}")
+        else:
+            print(f"seed {seed}: exit {code}, {run.stdout.strip().splitlines()[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
