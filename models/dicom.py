@@ -65,6 +65,7 @@ def decode(data: bytes, name: str) -> np.ndarray:
     if rows * cols > MAX_PIXELS:
         raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
     plugin = _decoding_plugin(syntax, name)
+    _check_jp2_boxes(ds, syntax, name)
     with _refused(name, "cannot decode DICOM pixel data"):
         from pydicom.pixels import pixel_array
 
@@ -139,6 +140,42 @@ def _decoding_plugin(syntax: object, name: str) -> str:
         f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
         " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline or JPEG 2000",
     )
+
+
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "  # the first box's length (always 12) and type
+
+
+def _check_jp2_boxes(ds: Dataset, syntax: object, name: str) -> None:
+    """Refuse a JPEG 2000 frame whose JP2 boxes would hang pydicom.
+
+    Before decoding, pydicom 3.0 walks the boxes of a JP2 header (`get_j2k_parameters`) by
+    their lengths until the codestream's box, and never moves past a box of length 0 (legal
+    only for the last box, so never before the codestream): a 2 kB upload held a worker
+    forever (found by `bench/dicom_mutations.py`). This walks them the same way first.
+    """
+    from pydicom.encaps import get_frame
+    from pydicom.uid import JPEG2000TransferSyntaxes
+
+    if syntax not in JPEG2000TransferSyntaxes:
+        return
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        frame = get_frame(ds.PixelData, 0, number_of_frames=frames)
+    except Exception as exc:  # so no walk by pydicom of a frame found another way
+        raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from exc
+    if not frame.startswith(JP2_SIGNATURE):
+        return
+    offset = 12
+    while offset < len(frame):
+        length = int.from_bytes(frame[offset : offset + 4], "big")
+        if frame[offset + 4 : offset + 8] == b"jp2c":
+            return
+        if length == 0:
+            raise ImageDecodeError(
+                name, "cannot decode DICOM pixel data (a JPEG 2000 box of length 0 before"
+                " the codestream)",
+            )  # fmt: skip
+        offset += length
 
 
 _NOT_FINITE = "the DICOM LUTs give pixel values that are not finite"

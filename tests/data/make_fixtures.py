@@ -148,6 +148,26 @@ def jpeg_baseline_dicom_bytes(gray: np.ndarray, quality: int = 90) -> tuple[byte
     return _file_bytes(ds), jpeg.getvalue()
 
 
+def jpeg2000_dicom_bytes(gray: np.ndarray) -> tuple[bytes, bytes]:
+    """(DICOM, JP2): 8-bit `gray` (H, W) as a lossless JPEG 2000 file by Pillow, JP2 boxes and
+    all (as some modalities store it, against the standard's bare codestream), encapsulated in
+    a JPEG 2000 Lossless DICOM windowed to decode to value / 255."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    jp2 = io.BytesIO()
+    Image.fromarray(gray.astype(np.uint8)).save(jp2, format="JPEG2000", irreversible=False)
+    rows, cols = gray.shape
+    ds = _image_dataset(
+        rows, cols, modality="OT", photometric="MONOCHROME2", samples=1, bits=8,
+        entropy=str(gray.sum()) + "j2k",
+    )  # fmt: skip
+    ds.WindowCenter, ds.WindowWidth = 128, 256
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([jp2.getvalue()])
+    return _file_bytes(ds), jp2.getvalue()
+
+
 def palette_dicom_bytes(indices: np.ndarray, lut: np.ndarray) -> bytes:
     """A PALETTE COLOR image: 8-bit `indices` (H, W) into `lut`, (256, 3) of 16-bit entries."""
     rows, cols = indices.shape

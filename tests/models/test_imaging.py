@@ -81,6 +81,33 @@ def test_an_untrusted_decoder_is_not_used_even_where_installed(monkeypatch, fixt
     assert called == []
 
 
+def test_a_jpeg2000_dicom_with_jp2_boxes_decodes_like_the_png(scan):
+    from tests.data.make_fixtures import jpeg2000_dicom_bytes
+
+    dicom, jp2 = jpeg2000_dicom_bytes(scan)
+    assert jp2.startswith(b"\x00\x00\x00\x0cjP  ")  # the JP2 signature box, then others
+    np.testing.assert_allclose(imaging.decode(dicom, "scan.dcm"), scan / np.float32(255), atol=1e-6)
+
+
+@pytest.mark.timeout(20)
+def test_a_jp2_box_of_length_zero_is_refused_not_walked_forever(scan):
+    """pydicom 3.0 loops forever on it (a 2 kB upload held a worker): a 422 instead."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from tests.data.make_fixtures import jpeg2000_dicom_bytes
+
+    dicom, jp2 = jpeg2000_dicom_bytes(scan)
+    header = jp2.index(b"jp2h") - 4  # the header box, after the signature and file type
+    broken = jp2[:header] + bytes(4) + jp2[header + 4 :]
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    ds.PixelData = encapsulate([broken])
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    with pytest.raises(imaging.ImageDecodeError, match="box of length 0"):
+        imaging.decode(buf.getvalue(), "scan.dcm")
+
+
 def test_a_jpeg_baseline_dicom_is_still_decoded_by_pillow(monkeypatch, scan):
     """Through Pillow, named (pydicom would pick GDCM first where installed): the same
     pixels as the JPEG file."""
