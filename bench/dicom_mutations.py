@@ -45,11 +45,12 @@ def child(path: Path, seed: int, count: int, plugin: str) -> None:
 
     if plugin:  # force it, as if the services trusted it
         dicom.TRUSTED_PLUGINS = (plugin,)
-    frame = bytes(get_frame(pydicom.dcmread(path).PixelData, 0))
+    raw = path.read_bytes()
+    frame = bytes(get_frame(pydicom.dcmread(io.BytesIO(raw)).PixelData, 0))
     rng = random.Random(seed)
     decoded = refused = 0
     for i in range(count):
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(raw))
         ds.PixelData = encapsulate([mutate(frame, rng)])
         if rng.random() < 0.3:
             ds.Rows = rng.choice([1, 27, 28, 29, 300])

@@ -112,13 +112,13 @@ class ExpressLane:
         """The 200 answer's headers and body, or None to leave the request to Flask."""
         key = key_in(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY"))
         self.keyring.authenticate(key, "predict")  # first: nothing of the body is parsed before
+        query = _query(environ.get("QUERY_STRING", ""))  # then the cheap refusal, before the body
+        if query is None:
+            return None
         uploads = _uploads(environ.get("CONTENT_TYPE", ""), body)
         if uploads is None:
             return None
         rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
-        query = _query(environ.get("QUERY_STRING", ""))
-        if query is None:
-            return None
         services = self.services
         counted(uploads, services.settings.max_files)
         selector = Selector(name, query.version, query.alias)
