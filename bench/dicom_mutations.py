@@ -1,14 +1,22 @@
-"""Random mutations of a compressed DICOM scan, decoded the way the services decode uploads.
+"""Random mutations of a scan, decoded the way the services decode uploads.
 
-Not a test: a robustness check whose findings are in the README (GDCM) and `models.dicom`
-(the JPEG 2000 box walk). Each round runs in a child process, which mutates the first frame
-of FILE (bytes changed, cut or inserted; sometimes Rows/Columns changed) and decodes every
-mutation with `models.imaging.decode`, counting refusals (ImageDecodeError) and decodes;
-the parent reports how the child ended: done, killed by a signal (a crash), or still busy
-after --timeout seconds (a hang). `--plugin` names a pydicom plugin to force (as `gdcm`,
-where installed), else the services' own choice.
+Not a test: a robustness check whose findings are in the README (GDCM), `models.dicom` (the
+JPEG 2000 box walk) and docs/benchmarks.md. Each round runs in a child process, which
+mutates FILE (bytes changed, cut or inserted) and decodes every mutation with
+`models.imaging.decode`, counting refusals (ImageDecodeError) and decodes; any other
+exception ends the child with its traceback. The parent reports how the child ended: done,
+killed by a signal (a crash), or still busy after --timeout seconds (a hang).
+
+By default FILE is a compressed DICOM and only its first frame is mutated (sometimes Rows or
+Columns changed too); `--whole` mutates the whole file instead (a DICOM's header, or a PNG
+or JPEG). `--make jpeg|jpeg2000|rle` writes FILE first: a 128x128 crop of a test scan as a
+JPEG baseline, JPEG 2000 (JP2 boxes) or RLE DICOM, by the helpers of
+`tests/data/make_fixtures.py`. `--plugin` names a pydicom plugin to force (as `gdcm`, where
+installed), else the services' own choice.
 
     python bench/dicom_mutations.py tests/data/images/normal_0_jpeg_ls.dcm --plugin gdcm
+    python bench/dicom_mutations.py /tmp/j2k.dcm --make jpeg2000
+    python bench/dicom_mutations.py tests/data/images/normal_0_rescale.dcm --whole
 """
 
 from __future__ import annotations
@@ -37,7 +45,25 @@ def mutate(frame: bytes, rng: random.Random) -> bytes:
     return bytes(data)
 
 
-def child(path: Path, seed: int, count: int, plugin: str) -> None:
+def make(path: Path, kind: str) -> None:
+    import importlib
+
+    import numpy as np
+    from PIL import Image
+
+    fx = importlib.import_module("tests.data.make_fixtures")  # test helpers, not type-checked
+
+    scan = np.asarray(Image.open(fx.OUT / "big_normal_0.png"))[:128, :128]
+    if kind == "jpeg":
+        data = fx.jpeg_baseline_dicom_bytes(scan)[0]
+    elif kind == "jpeg2000":
+        data = fx.jpeg2000_dicom_bytes(scan)[0]
+    else:
+        data = fx.colour_dicom_bytes(np.stack([scan] * 3, axis=-1), syntax="1.2.840.10008.1.2.5")
+    path.write_bytes(data)
+
+
+def child(path: Path, seed: int, count: int, plugin: str, whole: bool) -> None:
     import pydicom
     from pydicom.encaps import encapsulate, get_frame
 
@@ -46,6 +72,9 @@ def child(path: Path, seed: int, count: int, plugin: str) -> None:
     if plugin:  # force it, as if the services trusted it
         dicom.TRUSTED_PLUGINS = (plugin,)
     raw = path.read_bytes()
+    if whole:
+        _mutate_whole(raw, path.name, seed, count)
+        return
     frame = bytes(get_frame(pydicom.dcmread(io.BytesIO(raw)).PixelData, 0))
     rng = random.Random(seed)
     decoded = refused = 0
@@ -67,6 +96,21 @@ def child(path: Path, seed: int, count: int, plugin: str) -> None:
     print(f"done decoded={decoded} refused={refused}", flush=True)
 
 
+def _mutate_whole(raw: bytes, name: str, seed: int, count: int) -> None:
+    from models import imaging
+
+    rng = random.Random(seed)
+    decoded = refused = 0
+    for i in range(count):
+        print(i, flush=True)
+        try:
+            imaging.decode(mutate(raw, rng), name)
+            decoded += 1
+        except imaging.ImageDecodeError:
+            refused += 1
+    print(f"done decoded={decoded} refused={refused}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path)
@@ -74,14 +118,19 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1500, help="mutations per seed")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--plugin", default="")
+    parser.add_argument("--whole", action="store_true", help="mutate the whole file")
+    parser.add_argument("--make", choices=["jpeg", "jpeg2000", "rle"])
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.file, args.child, args.count, args.plugin)
+        child(args.file, args.child, args.count, args.plugin, args.whole)
         return 0
+    if args.make:
+        make(args.file, args.make)
     for seed in range(1, args.seeds + 1):
         cmd = [sys.executable, __file__, str(args.file), "--child", str(seed),
-               "--count", str(args.count), "--plugin", args.plugin]  # fmt: skip
+               "--count", str(args.count), "--plugin", args.plugin,
+               *(["--whole"] if args.whole else [])]  # fmt: skip
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             lines, code = run.stdout.split(), run.returncode

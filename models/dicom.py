@@ -112,7 +112,7 @@ def _name_native_syntax(ds: Dataset) -> None:
 # The pydicom decoding plugins a scan may go through: Pillow (JPEG baseline and extended,
 # JPEG 2000) and pydicom's own (RLE). Not GDCM or pylibjpeg, even where installed: GDCM
 # aborted or crashed the process on random mutations of valid JPEG Lossless and JPEG-LS
-# files within 5 to 600 tries (README), and a crafted upload must cost a 422, not a worker.
+# files within 5 to 301 tries (README), and a crafted upload must cost a 422, not a worker.
 TRUSTED_PLUGINS: tuple[str, ...] = ("pillow", "pydicom")
 
 
