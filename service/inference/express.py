@@ -14,8 +14,9 @@ through the same functions the Flask view calls (auth, query model, multipart sp
 `Predictor`, JSON provider, metrics and log lines), so the answer is the view's, byte for
 byte but the timings. Everything else, and every request the lane cannot answer with a 200
 (a bad key, query or scan, an unknown or unloaded model, any exception), goes to Flask with
-the body it has read, so every error keeps its one problem shape: an invalid scan is then
-decoded twice, which only costs its sender time.
+the body it has read, so every error keeps its one problem shape. The scans are not decoded
+twice for that: a refusal of them (a 4xx from `Predictor.predict`) goes along in the environ,
+and the view raises it for the same model version (`views.refused_on_the_lane`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from service.inference.uploads import (
     split_plain,
 )
 from service.inference.v1 import PredictQuery
-from service.inference.views import record_prediction
+from service.inference.views import LANE_REFUSAL, record_prediction
 from service.web import record_request, request_id
 
 log = logging.getLogger("scantune.inference")
@@ -123,9 +124,14 @@ class ExpressLane:
         counted(uploads, services.settings.max_files)
         selector = Selector(name, query.version, query.alias)
         model = services.predictor.model(selector)
-        result = services.predictor.predict(
-            model, selector, uploads, explain=query.explain, top_k=query.top_k
-        )
+        try:
+            result = services.predictor.predict(
+                model, selector, uploads, explain=query.explain, top_k=query.top_k
+            )
+        except ServiceError as exc:  # Flask answers it, without decoding the scans again
+            if exc.status < 500:
+                environ[LANE_REFUSAL] = ((model.name, model.version), exc)
+            raise
         out = f"{self.json.dumps({'request_id': rid, **result}, separators=(',', ':'))}\n"
         data = out.encode()
         elapsed = time.perf_counter() - started

@@ -12,7 +12,13 @@ from service.errors import NotFound
 from service.inference import services
 from service.inference.predictor import Selector
 from service.inference.uploads import read_uploads
-from service.inference.views import observe_prediction, parse_query, served_by, start_prediction
+from service.inference.views import (
+    observe_prediction,
+    parse_query,
+    refused_on_the_lane,
+    served_by,
+    start_prediction,
+)
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -73,6 +79,7 @@ def predict(name: str) -> Response:
     predictor = services().predictor
     model = predictor.model(selector)
     served_by(model.name, model.version)
+    refused_on_the_lane(model)
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
     return jsonify(request_id=g.get("request_id"), **result)
 

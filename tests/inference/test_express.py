@@ -351,3 +351,78 @@ def test_a_client_gone_mid_body_gets_a_problem_not_a_server_error(
     out = b"".join(express(environ, lambda status, headers, exc=None: started.append(status)))
     assert (started[0][:3], flask.calls) == ("400", 1), out
     assert json.loads(out)["status"] == 400
+
+
+class CountingDecodes:
+    """`models.imaging.decode` as the predictor calls it, counting the scans it decodes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from service.inference import predictor
+
+        self.real, self.names = predictor.imaging.decode, []
+        monkeypatch.setattr(predictor.imaging, "decode", self)
+
+    def __call__(self, data: bytes, name: str) -> Any:
+        self.names.append(name)
+        return self.real(data, name)
+
+
+REFUSED = [  # (case, settings, files, status): scans the predictor refuses after decoding some
+    ("last file not a scan", {}, ["a.png", "b.jpg", "c.txt"], 422),
+    ("megapixels over the budget", {"max_request_megapixels": "0.001"}, ["a.png", "b.jpg"], 413),
+]
+
+
+@pytest.mark.parametrize(("case", "env", "names", "status"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_scans_the_lane_refuses_are_not_decoded_again_by_flask(
+    make_lane: Any,
+    fixture_images: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    env: dict[str, str],
+    names: list[str],
+    status: int,
+) -> None:
+    """Flask answers the lane's refusal with its problem shape, from the lane's decoding: a
+    413 comes after up to `max_request_megapixels` of it, seconds of a worker."""
+    express, flask = make_lane(**env)
+    data = {
+        ".png": scan(fixture_images, "normal_0.png"),
+        ".jpg": scan(fixture_images, "normal_1.jpg"),
+        ".txt": b"hello, not an image",
+    }
+    body = multipart(*((name, data[name[-4:]]) for name in names))
+    decodes = CountingDecodes(monkeypatch)
+    got, headers, answer = call(express, body)
+    assert (got, flask.calls) == (status, 1), answer
+    # with a budget of 1,000 pixels, the second 28x28 scan (784 pixels each) is over it
+    assert decodes.names == (names if status == 422 else names[:2])
+    assert headers["Content-Type"] == "application/problem+json"
+
+    decodes.names.clear()  # the same request to Flask alone: the same problem, decoding itself
+    alone = call(flask, body)
+    assert decodes.names == (names if status == 422 else names[:2])
+    assert (alone[0], alone[1]) == (got, headers)
+    assert json.loads(alone[2]) == json.loads(answer)
+
+
+def test_a_refusal_left_for_another_version_is_not_raised(
+    lane: tuple[ExpressLane, Counting], fixture_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal the lane met with a version swapped out since: Flask decodes with its own."""
+    from service.errors import Unprocessable
+    from service.inference.views import LANE_REFUSAL
+
+    _, flask = lane
+    environ = EnvironBuilder(
+        path=PREDICT,
+        method="POST",
+        data=multipart(("n.png", scan(fixture_images, "normal_0.png"))),
+        content_type=f"multipart/form-data; boundary={BOUNDARY}",
+    ).get_environ()
+    environ[LANE_REFUSAL] = ((MODEL, 99), Unprocessable("n.png: refused with version 99"))
+    decodes = CountingDecodes(monkeypatch)
+    started: list[Any] = []
+    answer = b"".join(flask(environ, lambda status, hdrs, exc=None: started.append(status)))
+    assert started[0].startswith("200"), answer
+    assert decodes.names == ["n.png"]
