@@ -3,8 +3,9 @@
 Not a test: a robustness check whose findings are in the README (GDCM), `models.dicom` (the
 JPEG 2000 box walk) and docs/benchmarks.md. Each round runs in a child process, which
 mutates FILE (bytes changed, cut or inserted) and decodes every mutation with
-`models.imaging.decode`, counting refusals (ImageDecodeError) and decodes; any other
-exception ends the child with its traceback. The parent reports how the child ended: done,
+`models.imaging.decode`, counting decodes and refusals (ImageDecodeError; among them, those
+where the JPEG Lossless and JPEG-LS helper process crashed or hung and was restarted); any
+other exception ends the child with its traceback. The parent reports how the child ended: done,
 killed by a signal (a crash), or still busy after --timeout seconds (a hang).
 
 By default FILE is a compressed DICOM and only its first frame is mutated (sometimes Rows or
@@ -12,7 +13,9 @@ Columns changed too); `--whole` mutates the whole file instead (a DICOM's header
 or JPEG). `--make jpeg|jpeg2000|rle` writes FILE first: a 128x128 crop of a test scan as a
 JPEG baseline, JPEG 2000 (JP2 boxes) or RLE DICOM, by the helpers of
 `tests/data/make_fixtures.py`. `--plugin` names a pydicom plugin to force (as `gdcm`, where
-installed), else the services' own choice.
+installed), else the services' own choice (JPEG Lossless and JPEG-LS: GDCM in its helper
+process, `models.dicom_helper`). `--keep PATH` writes each mutation to PATH.<seed> before
+decoding it, so the one a crash or hang stopped at is left there.
 
     python bench/dicom_mutations.py tests/data/images/normal_0_jpeg_ls.dcm --plugin gdcm
     python bench/dicom_mutations.py /tmp/j2k.dcm --make jpeg2000
@@ -63,7 +66,7 @@ def make(path: Path, kind: str) -> None:
     path.write_bytes(data)
 
 
-def child(path: Path, seed: int, count: int, plugin: str, whole: bool) -> None:
+def child(path: Path, seed: int, count: int, plugin: str, whole: bool, keep: str) -> None:
     import pydicom
     from pydicom.encaps import encapsulate, get_frame
 
@@ -73,11 +76,11 @@ def child(path: Path, seed: int, count: int, plugin: str, whole: bool) -> None:
         dicom.TRUSTED_PLUGINS = (plugin,)
     raw = path.read_bytes()
     if whole:
-        _mutate_whole(raw, path.name, seed, count)
+        _mutate_whole(raw, path.name, seed, count, keep)
         return
     frame = bytes(get_frame(pydicom.dcmread(io.BytesIO(raw)).PixelData, 0))
     rng = random.Random(seed)
-    decoded = refused = 0
+    decoded = refused = stopped = 0
     for i in range(count):
         ds = pydicom.dcmread(io.BytesIO(raw))
         ds.PixelData = encapsulate([mutate(frame, rng)])
@@ -88,27 +91,38 @@ def child(path: Path, seed: int, count: int, plugin: str, whole: bool) -> None:
         buf = io.BytesIO()
         ds.save_as(buf)
         print(i, flush=True)  # the parent reads how far it got
+        _keep(keep, seed, buf.getvalue())
         try:
             imaging.decode(buf.getvalue(), "mutated.dcm")
             decoded += 1
-        except imaging.ImageDecodeError:
+        except imaging.ImageDecodeError as exc:
             refused += 1
-    print(f"done decoded={decoded} refused={refused}", flush=True)
+            stopped += "the decoder process" in exc.reason or "decoding took over" in exc.reason
+    print(f"done decoded={decoded} refused={refused} (helper stopped: {stopped})", flush=True)
 
 
-def _mutate_whole(raw: bytes, name: str, seed: int, count: int) -> None:
+def _keep(keep: str, seed: int, data: bytes) -> None:
+    """With --keep, the mutation about to be decoded: after a crash, the one that did it."""
+    if keep:
+        Path(f"{keep}.{seed}").write_bytes(data)
+
+
+def _mutate_whole(raw: bytes, name: str, seed: int, count: int, keep: str) -> None:
     from models import imaging
 
     rng = random.Random(seed)
-    decoded = refused = 0
+    decoded = refused = stopped = 0
     for i in range(count):
         print(i, flush=True)
+        mutated = mutate(raw, rng)
+        _keep(keep, seed, mutated)
         try:
-            imaging.decode(mutate(raw, rng), name)
+            imaging.decode(mutated, name)
             decoded += 1
-        except imaging.ImageDecodeError:
+        except imaging.ImageDecodeError as exc:
             refused += 1
-    print(f"done decoded={decoded} refused={refused}", flush=True)
+            stopped += "the decoder process" in exc.reason or "decoding took over" in exc.reason
+    print(f"done decoded={decoded} refused={refused} (helper stopped: {stopped})", flush=True)
 
 
 def main() -> int:
@@ -120,16 +134,17 @@ def main() -> int:
     parser.add_argument("--plugin", default="")
     parser.add_argument("--whole", action="store_true", help="mutate the whole file")
     parser.add_argument("--make", choices=["jpeg", "jpeg2000", "rle"])
+    parser.add_argument("--keep", default="", help="write each mutation to KEEP.<seed> first")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.file, args.child, args.count, args.plugin, args.whole)
+        child(args.file, args.child, args.count, args.plugin, args.whole, args.keep)
         return 0
     if args.make:
         make(args.file, args.make)
     for seed in range(1, args.seeds + 1):
         cmd = [sys.executable, __file__, str(args.file), "--child", str(seed),
-               "--count", str(args.count), "--plugin", args.plugin,
+               "--count", str(args.count), "--plugin", args.plugin, "--keep", args.keep,
                *(["--whole"] if args.whole else [])]  # fmt: skip
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)

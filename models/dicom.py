@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models import dicom_helper
 from models.imaging import MAX_PIXELS, ImageDecodeError
 
 if TYPE_CHECKING:
@@ -71,7 +72,11 @@ def decode(data: bytes, name: str) -> np.ndarray:
 
         # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
         # or JPEG one can expand far past the upload size). YBR colour arrives as RGB.
-        pixels = pixel_array(ds, index=0, decoding_plugin=plugin)
+        if plugin == dicom_helper.PLUGIN:
+            shape = (rows, cols, 3) if samples == 3 else (rows, cols)
+            pixels = dicom_helper.decode(data, shape, name)
+        else:
+            pixels = pixel_array(ds, index=0, decoding_plugin=plugin)
         if photometric == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut
 
@@ -109,17 +114,18 @@ def _name_native_syntax(ds: Dataset) -> None:
     )  # fmt: skip
 
 
-# The pydicom decoding plugins a scan may go through: Pillow (JPEG baseline and extended,
-# JPEG 2000) and pydicom's own (RLE). Not GDCM or pylibjpeg, even where installed: GDCM
-# aborted or crashed the process on random mutations of valid JPEG Lossless and JPEG-LS
+# The pydicom decoding plugins a scan may go through in-process: Pillow (JPEG baseline and
+# extended, JPEG 2000) and pydicom's own (RLE). Not GDCM or pylibjpeg, even where installed:
+# GDCM aborted or crashed the process on random mutations of valid JPEG Lossless and JPEG-LS
 # files within 5 to 301 tries (README), and a crafted upload must cost a 422, not a worker.
+# Those two syntaxes go to GDCM in a helper process instead (`models.dicom_helper`).
 TRUSTED_PLUGINS: tuple[str, ...] = ("pillow", "pydicom")
 
 
 def _decoding_plugin(syntax: object, name: str) -> str:
-    """The pydicom plugin to decode `syntax` with ("" for native pixel data), or a refusal
-    naming a compressed transfer syntax no trusted plugin reads (JPEG Lossless, JPEG-LS,
-    HTJ2K), whatever else is installed."""
+    """The pydicom plugin to decode `syntax` with ("" for native pixel data), or
+    `dicom_helper.PLUGIN` for JPEG Lossless and JPEG-LS, or a refusal naming a compressed
+    transfer syntax neither reads (HTJ2K, say), whatever else is installed."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
@@ -135,10 +141,13 @@ def _decoding_plugin(syntax: object, name: str) -> str:
     for plugin in TRUSTED_PLUGINS:
         if plugin in available:
             return plugin
+    if syntax in dicom_helper.SYNTAXES:
+        return dicom_helper.PLUGIN
     raise ImageDecodeError(
         name,
         f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"
-        " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline or JPEG 2000",
+        " uncompressed (Explicit VR Little Endian), RLE, JPEG baseline, JPEG 2000, JPEG"
+        " Lossless or JPEG-LS",
     )
 
 

@@ -10,11 +10,17 @@ scan decodes to the same [0, 1] image, so the tests can check decoders against e
 - <stem>_rescale.dcm  DICOM, 16-bit stored = 4*value + 100, RescaleSlope 0.25, Intercept -25,
                       window centre 128 width 256: decodes to value / 255
 - <stem>_mono1.dcm  DICOM MONOCHROME1, stored = 255 - value, same window: inverted back on decode
-- normal_0_jpeg_lossless.dcm, _jpeg_lossless_sv6.dcm, _jpeg_ls.dcm, _jpeg_ls_near.dcm
-                      normal_0_rescale.dcm recompressed by DCMTK's `dcmcjpeg` (JPEG Lossless,
-                      selection value 1, then any: 6) and `dcmcjpls` (JPEG-LS lossless, then
-                      near-lossless): real files in syntaxes the services refuse (no trusted
-                      decoder reads them; see models.dicom.TRUSTED_PLUGINS)
+- <stem>_jpeg_lossless.dcm, <stem>_jpeg_ls.dcm  <stem>_rescale.dcm recompressed by DCMTK's
+                      `dcmcjpeg` (JPEG Lossless, first-order prediction) and `dcmcjpls` (JPEG-LS
+                      lossless): an encoder apart from the decoder under test (GDCM)
+- normal_0_jpeg_lossless_sv6.dcm  the same, JPEG Lossless process 14, selection value 6
+- normal_0_jpeg_ls_near.dcm  the same, JPEG-LS near-lossless (each stored value within 2)
+- normal_0_signed_jpeg_lossless.dcm  normal_0_rescale.dcm with signed stored values
+                      (stored - 600, intercept 125, as CT's are signed), through `dcmcjpeg`
+- normal_0_jpeg_ls_gdcm_crash.dcm  not made here: a mutation of normal_0_jpeg_ls.dcm that kills
+                      a process decoding it with GDCM (SIGABRT), kept from `python
+                      bench/dicom_mutations.py tests/data/images/normal_0_jpeg_ls.dcm --plugin
+                      gdcm --count 400 --keep /tmp/m` (seed 2, mutation 130; python-gdcm 3.2.6)
 - big_<stem>.png    the scan upscaled to 512x512 (bicubic), as scanners send
 - no_pixels.dcm, not_an_image.txt, truncated.png: bad inputs
 - manifest.json     stem -> {"label": 0|1, "index": i in val split}
@@ -235,6 +241,19 @@ def dcmtk_recompressed(source: Path, out: Path, tool: str, *options: str) -> Non
     subprocess.run([tool, *options, str(source), str(out)], check=True, capture_output=True)
 
 
+def signed_variant(dicom: bytes, offset: int) -> bytes:
+    """`dicom` (unsigned 16-bit, rescaled) stored as signed values `stored - offset`, with the
+    intercept moved so that it decodes to the same image."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    stored = ds.pixel_array.astype(np.int32) - offset
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = float(ds.RescaleIntercept) + float(ds.RescaleSlope) * offset
+    ds.PixelData = stored.astype("<i2").tobytes()
+    return _file_bytes(ds)
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG of a few bytes whose header declares `width` x `height` 8-bit gray pixels."""
     import struct
@@ -285,11 +304,15 @@ def main() -> int:
                 width=256,
             )
         )
+        for suffix, tool in (("jpeg_lossless", "dcmcjpeg"), ("jpeg_ls", "dcmcjpls")):
+            dcmtk_recompressed(OUT / f"{stem}_rescale.dcm", OUT / f"{stem}_{suffix}.dcm", tool)
     rescaled = OUT / "normal_0_rescale.dcm"
-    dcmtk_recompressed(rescaled, OUT / "normal_0_jpeg_lossless.dcm", "dcmcjpeg")
     dcmtk_recompressed(rescaled, OUT / "normal_0_jpeg_lossless_sv6.dcm", "dcmcjpeg", "+el")
-    dcmtk_recompressed(rescaled, OUT / "normal_0_jpeg_ls.dcm", "dcmcjpls")
     dcmtk_recompressed(rescaled, OUT / "normal_0_jpeg_ls_near.dcm", "dcmcjpls", "+en", "+md", "2")
+    signed = OUT / "normal_0_signed.dcm"
+    signed.write_bytes(signed_variant((OUT / "normal_0_rescale.dcm").read_bytes(), 600))
+    dcmtk_recompressed(signed, OUT / "normal_0_signed_jpeg_lossless.dcm", "dcmcjpeg")
+    signed.unlink()
     first = images[manifest["normal_0"]["index"]].astype(np.uint16)
     (OUT / "no_pixels.dcm").write_bytes(
         dicom_bytes(

@@ -211,6 +211,34 @@ def test_no_patient_data_or_dicom_value_reaches_the_logs(
         assert secret not in log, secret
 
 
+def test_a_scan_that_crashes_the_jpeg_ls_decoder_costs_a_422_not_a_worker(
+    server: str, http: Any, fixture_images: Path, tmp_path: Path
+) -> None:
+    """GDCM aborts on this file; it runs in each worker's helper process, so the worker
+    answers 422, decodes the next JPEG-LS and JPEG Lossless scans with a new helper, and is
+    never replaced; GDCM's own messages reach no log."""
+    url = f"{server}/v1/models/{MODEL}:predict"
+    names = ["normal_1_jpeg_lossless.dcm", "pneumonia_1_jpeg_ls.dcm"]
+    good = [("file", (n, (fixture_images / n).read_bytes())) for n in names]
+    before = http.post(url, files=good)
+    assert before.status_code == 200, before.text
+    log = tmp_path / "gunicorn.log"
+    booted = log.read_text(errors="replace").count("Booting worker")
+    crash = (fixture_images / "normal_0_jpeg_ls_gdcm_crash.dcm").read_bytes()
+    for _ in range(4):  # both workers, whichever takes each request
+        refused = http.post(url, files={"file": ("crash.dcm", crash)})
+        assert refused.status_code == 422, refused.text
+        assert "crash.dcm: cannot decode DICOM pixel data (the decoder process was killed by" \
+            in refused.json()["detail"]  # fmt: skip
+        after = http.post(url, files=good)
+        assert after.status_code == 200, after.text
+        assert after.json()["predictions"] == before.json()["predictions"]
+    time.sleep(0.5)
+    text = log.read_text(errors="replace")
+    assert text.count("Booting worker") == booted, text[-2000:]
+    assert "terminate called" not in text and "gdcm" not in text.lower()
+
+
 def test_alias_moves_under_steady_traffic_without_a_failed_request(
     server: str, http: Any, s3_registry: Registry, trained: Trained, fixture_images: Path
 ) -> None:

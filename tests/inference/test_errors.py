@@ -63,9 +63,10 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
      422, "truncated.png"),
     ("dicom without pixels", PREDICT, {"data": {"file": part("no_pixels.dcm")}}, 422,
      "no_pixels.dcm: DICOM file has no pixel data"),
-    ("jpeg lossless dicom", PREDICT, {"data": {"file": part("normal_0_jpeg_lossless.dcm")}}, 422,
-     "normal_0_jpeg_lossless.dcm: DICOM transfer syntax 'JPEG Lossless, Non-Hierarchical,"
-     " First-Order Prediction (Process 14 [Selection Value 1])' cannot be decoded here"),
+    ("jpeg-ls dicom that crashes gdcm", PREDICT,
+     {"data": {"file": part("normal_0_jpeg_ls_gdcm_crash.dcm")}}, 422,
+     "normal_0_jpeg_ls_gdcm_crash.dcm: cannot decode DICOM pixel data (the decoder process was"
+     " killed by SIGABRT)"),
     ("png declaring 10^10 pixels", PREDICT,
      {"data": {"file": (io.BytesIO(png_declaring(100_000, 100_000)), "bomb.png")}}, 422,
      "bomb.png: image of over"),

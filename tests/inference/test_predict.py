@@ -29,6 +29,9 @@ PARITY_FILES = [
     "pneumonia_1_rescale.dcm",
     "normal_1_mono1.dcm",
     "pneumonia_0_mono1.dcm",
+    "normal_1_jpeg_lossless.dcm",
+    "pneumonia_1_jpeg_ls.dcm",
+    "normal_0_signed_jpeg_lossless.dcm",
     "big_pneumonia_0.png",
 ]
 

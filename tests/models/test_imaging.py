@@ -32,7 +32,18 @@ def test_png_decodes_to_the_original_pixels(fixture_images, manifest, pneumonia_
     np.testing.assert_array_equal(decoded, original / np.float32(255))
 
 
-@pytest.mark.parametrize("suffix", ["_16.png", "_rescale.dcm", "_mono1.dcm"])
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "_16.png",
+        "_rescale.dcm",
+        "_mono1.dcm",
+        "_jpeg_lossless.dcm",
+        "_jpeg_lossless_sv6.dcm",
+        "_jpeg_ls.dcm",
+        "_signed_jpeg_lossless.dcm",
+    ],
+)
 def test_lossless_variants_decode_identically(fixture_images, suffix):
     reference = imaging.read_file(fixture_images / "normal_0.png")
     np.testing.assert_allclose(
@@ -41,42 +52,68 @@ def test_lossless_variants_decode_identically(fixture_images, suffix):
 
 
 @pytest.mark.parametrize(
-    ("suffix", "syntax", "named"),
+    ("suffix", "syntax"),
     [
-        ("_jpeg_lossless.dcm", "1.2.840.10008.1.2.4.70", "Process 14 [Selection Value 1]"),
-        ("_jpeg_lossless_sv6.dcm", "1.2.840.10008.1.2.4.57", "Non-Hierarchical (Process 14)"),
-        ("_jpeg_ls.dcm", "1.2.840.10008.1.2.4.80", "JPEG-LS Lossless Image Compression"),
-        ("_jpeg_ls_near.dcm", "1.2.840.10008.1.2.4.81", "JPEG-LS Lossy (Near-Lossless)"),
+        ("_jpeg_lossless.dcm", "1.2.840.10008.1.2.4.70"),  # JPEG Lossless, selection value 1
+        ("_jpeg_lossless_sv6.dcm", "1.2.840.10008.1.2.4.57"),  # any selection value
+        ("_jpeg_ls.dcm", "1.2.840.10008.1.2.4.80"),  # JPEG-LS lossless
+        ("_jpeg_ls_near.dcm", "1.2.840.10008.1.2.4.81"),  # JPEG-LS near-lossless
+        ("_signed_jpeg_lossless.dcm", "1.2.840.10008.1.2.4.70"),
     ],
 )
-def test_jpeg_lossless_and_jpeg_ls_are_refused_naming_the_syntax(
-    fixture_images, suffix, syntax, named
-):
-    """Real files (DCMTK's), not a made-up header, so the refusal is what a PACS export gets."""
+def test_jpeg_lossless_and_jpeg_ls_fixtures_are_compressed_as_named(fixture_images, suffix, syntax):
+    """The equality above means something only if these files really hold compressed pixels
+    (DCMTK's: another encoder than the decoder under test) and the signed one signed values."""
     import pydicom
 
-    path = fixture_images / f"normal_0{suffix}"
-    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
+    ds = pydicom.dcmread(fixture_images / f"normal_0{suffix}")
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert ds["PixelData"].is_undefined_length  # encapsulated fragments, not native pixels
+    assert ds.PixelRepresentation == (1 if "signed" in suffix else 0)
+
+
+def test_a_near_lossless_jpeg_ls_dicom_is_within_its_deviation(fixture_images):
+    """Encoded with each stored value within 2 of the original; the rescale slope is 1/4 and
+    the window maps 255 values onto [0, 1], so each pixel is within 0.5 / 255, and not all
+    equal (else the file would not be lossy)."""
+    reference = imaging.read_file(fixture_images / "normal_0.png")
+    decoded = imaging.read_file(fixture_images / "normal_0_jpeg_ls_near.dcm")
+    difference = np.abs(decoded - reference)
+    assert difference.max() <= 0.5 / 255 + 1e-6 and difference.max() > 0
+
+
+def test_a_syntax_no_decoder_here_reads_is_refused_naming_it(fixture_images):
+    """HTJ2K, say: only pylibjpeg-openjpeg reads it, which the services do not trust."""
+    import pydicom
+    from pydicom.uid import HTJ2KLossless
+
+    ds = pydicom.dcmread(fixture_images / "normal_0_jpeg_ls.dcm")
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    buf = io.BytesIO()
+    ds.save_as(buf)
     with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.read_file(path)
-    assert named in info.value.reason and "cannot be decoded here" in info.value.reason
+        imaging.decode(buf.getvalue(), "scan.dcm")
+    assert "'High-Throughput JPEG 2000 Image Compression (Lossless Only)'" in info.value.reason
+    assert "cannot be decoded here" in info.value.reason
 
 
-def test_an_untrusted_decoder_is_not_used_even_where_installed(monkeypatch, fixture_images):
-    """GDCM (or pylibjpeg) installed beside the services, as an image's user might add it,
-    would otherwise take JPEG Lossless in-process, and GDCM crashes on corrupt files; it must
-    also not take JPEG baseline from Pillow (first in pydicom's order)."""
+def test_gdcm_never_decodes_in_the_services_own_process(monkeypatch, fixture_images):
+    """GDCM crashes on some corrupt files, so it decodes JPEG Lossless only in the helper
+    process; installed beside the services, it must not take JPEG baseline from Pillow
+    either (it comes first in pydicom's order)."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEGBaseline8Bit, JPEGLosslessSV1
 
-    from models import dicom
+    from models import dicom, dicom_helper
 
     called = []
     for syntax in (JPEGLosslessSV1, JPEGBaseline8Bit):
         decoder = get_decoder(syntax)
         monkeypatch.setitem(decoder._available, "gdcm", lambda *a, **k: called.append(a))
-    with pytest.raises(imaging.ImageDecodeError, match="cannot be decoded here"):
-        imaging.read_file(fixture_images / "normal_0_jpeg_lossless.dcm")
+    reference = imaging.read_file(fixture_images / "normal_0.png")
+    decoded = imaging.read_file(fixture_images / "normal_0_jpeg_lossless.dcm")
+    np.testing.assert_allclose(decoded, reference, atol=1e-6)
+    assert dicom._decoding_plugin(JPEGLosslessSV1, "scan.dcm") == dicom_helper.PLUGIN
     assert dicom._decoding_plugin(JPEGBaseline8Bit, "scan.dcm") == "pillow"
     assert called == []
 

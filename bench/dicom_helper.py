@@ -1,0 +1,115 @@
+"""What decoding JPEG Lossless and JPEG-LS DICOM in GDCM's helper process costs.
+
+Not a test. For a 28x28 test scan and a mammogram-sized one (a test scan upscaled to 4096 rows
+x 3328 columns of 12-bit values with a little noise, as a CR or mammography unit writes it),
+each recompressed by DCMTK (`dcmcjpeg`: JPEG Lossless; `dcmcjpls`: JPEG-LS lossless), prints:
+
+- first scan: `models.imaging.decode` in a process whose helper is not running yet, so the
+  helper's start (a Python with numpy, pydicom and GDCM) is in it; median of --starts;
+- frame by the helper: `models.dicom_helper.decode` once the helper runs (the stored values
+  of the first frame, no LUTs); median of --runs;
+- frame in-process: pydicom's GDCM plugin in this process, as the services never decode
+  (valid files only here): the difference is the helper's price per scan;
+- whole decode: `models.imaging.decode` with the helper running (the frame, then the
+  rescale, window and scaling to [0, 1]);
+- the helper's resident memory after the big scans (VmRSS and VmHWM).
+
+Needs DCMTK's command-line tools (`apt-get install dcmtk`).
+
+    python bench/dicom_helper.py --starts 5 --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def scans(work: Path) -> dict[str, bytes]:
+    import numpy as np
+    from PIL import Image
+
+    fx: Any = importlib.import_module("tests.data.make_fixtures")
+    rng = np.random.default_rng(0)
+    small = fx.OUT / "normal_0_rescale.dcm"
+    image = Image.open(fx.OUT / "big_normal_0.png").resize((3328, 4096), Image.Resampling.BICUBIC)
+    values = np.asarray(image, dtype=np.float32) * 16 + rng.normal(0, 8, (4096, 3328))
+    big = work / "big.dcm"
+    stored = np.clip(values, 0, 4095).astype(np.uint16)
+    big.write_bytes(
+        fx.dicom_bytes(
+            stored, photometric="MONOCHROME2", slope=1.0, intercept=0.0, center=2048.0, width=4096.0
+        )
+    )
+    out = {}
+    for label, source in (("28x28", small), ("4096x3328", big)):
+        for syntax, tool in (("JPEG Lossless", "dcmcjpeg"), ("JPEG-LS", "dcmcjpls")):
+            path = work / f"{label}-{tool}.dcm"
+            fx.dcmtk_recompressed(source, path, tool)
+            out[f"{label} {syntax}"] = path.read_bytes()
+    return out
+
+
+def median_s(run: Callable[[], Any], times: int) -> float:
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def in_process_gdcm(data: bytes) -> Any:
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    return pixel_array(pydicom.dcmread(io.BytesIO(data)), index=0, decoding_plugin="gdcm")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+
+    from models import dicom_helper, imaging
+
+    with tempfile.TemporaryDirectory(prefix="scantune-helper-") as tmp:
+        files = scans(Path(tmp))
+    print(f"{'scan':<26} {'bytes':>10} {'first scan':>11} {'frame by the helper':>20} "
+          f"{'frame in-process':>17} {'whole decode':>13}")  # fmt: skip
+    for label, data in files.items():
+
+        def fresh(data: bytes = data) -> None:
+            dicom_helper.helper().close()
+            imaging.decode(data, "scan.dcm")
+
+        first = median_s(fresh, args.starts)
+        shape = tuple(in_process_gdcm(data).shape)
+        frame = median_s(partial(dicom_helper.decode, data, shape, "scan.dcm"), args.runs)
+        inline = median_s(partial(in_process_gdcm, data), args.runs)
+        whole = median_s(partial(imaging.decode, data, "scan.dcm"), args.runs)
+        print(f"{label:<26} {len(data):>10,} {first * 1000:>8.0f} ms {frame * 1000:>17.1f} ms"
+              f" {inline * 1000:>14.1f} ms {whole * 1000:>10.1f} ms")  # fmt: skip
+    pid = dicom_helper.helper().pid()
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    memory = {line.split(":")[0]: line.split()[1] for line in status if line.startswith("Vm")}
+    print(f"helper pid {pid}: VmRSS {int(memory['VmRSS']) / 1024:.0f} MB, "
+          f"VmHWM {int(memory['VmHWM']) / 1024:.0f} MB")  # fmt: skip
+    dicom_helper.helper().close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

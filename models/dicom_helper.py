@@ -1,0 +1,316 @@
+"""JPEG Lossless and JPEG-LS DICOM pixel data, decoded by GDCM in a process of its own.
+
+No decoder the services trust in-process reads these syntaxes (`models.dicom.TRUSTED_PLUGINS`),
+and GDCM, which does, aborted or crashed its process on random mutations of valid files
+within a few hundred tries (docs/benchmarks.md). PACS archives hold many CR, DX and CT scans
+in them, so GDCM runs here, in a helper process (`python -m models.dicom_helper`) that each
+decoding process starts on its first such scan and keeps for the next ones. A crash, a hang
+past `TIMEOUT_S` or an answer that is not the frame asked for costs that scan a refusal
+(`ImageDecodeError`, a 422) and the helper a restart; the worker and its other requests go on.
+
+The helper gets the file's bytes and nothing else: no inherited descriptors (a worker's
+listening socket), an environment without the parent's (no credentials or keys), no core
+dumps (a dump would put patient pixels on disk), a limit on its address space. It answers
+with a small JSON header and the frame's raw bytes, never a pickle: a helper subverted by a
+crafted file can send only pixels, which are checked against the shape and type asked for.
+
+On the helper's stdin and stdout, per scan:
+
+    request   <u8 length> the DICOM file
+    answer    <u4 length> JSON {"dtype": "<u2", "shape": [rows, columns(, 3)]}, the pixels
+              or        <u4 length> JSON {"error": "why"} alone
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import json
+import math
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from models.imaging import ImageDecodeError
+
+PLUGIN = "gdcm, in a helper process"
+"""What `models.dicom` decodes these syntaxes with, in place of a pydicom plugin's name."""
+
+SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, Process 14, Selection Value 1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    }
+)
+TIMEOUT_S = 30.0
+"""Longest one scan may take, the helper's start included (a 64 MP JPEG-LS frame: ~3 s)."""
+MEMORY_LIMIT = 2 * 1024**3
+"""The helper's address space: a 64 MP frame is 128 MB as 16-bit values, GDCM's copy as much."""
+
+_DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4"})
+_HEADER_MAX = 4096
+_REASON_MAX = 300
+
+
+class _Broken(Exception):
+    """The helper crashed, hung or answered out of protocol: it is stopped and restarted."""
+
+
+class Helper:
+    """One helper process, used by one thread at a time; started when first needed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def decode(self, data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
+        """The first frame of the DICOM file `data`, of `shape`, as its stored values."""
+        with self._lock:
+            deadline = time.monotonic() + TIMEOUT_S
+            try:
+                proc = self._running()
+                _send(proc, data)
+                return _receive(proc, shape, deadline, name)
+            except _Broken as exc:
+                self.close()
+                raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from None
+
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self.close()
+        root = Path(__file__).resolve().parent.parent
+        try:
+            self._proc = subprocess.Popen(
+                command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # GDCM's own messages: no scan content in logs
+                env=environment(root),
+                cwd=root,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise _Broken(f"the decoder process did not start: {exc.strerror}") from None
+        return self._proc
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's helper without stopping it."""
+        proc, self._proc, self._lock = self._proc, None, threading.Lock()
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(pipe.fileno())
+
+
+def command() -> list[str]:
+    return [sys.executable, "-m", "models.dicom_helper"]
+
+
+def environment(root: Path) -> dict[str, str]:
+    """The helper's whole environment: what Python needs to find this package, no more."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "PYTHONPATH": str(root),
+        "LC_ALL": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1",  # one thread, and no per-thread buffers under the limit
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _send(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    stdin = proc.stdin
+    assert stdin is not None
+    try:
+        stdin.write(struct.pack("<Q", len(data)))
+        stdin.write(data)
+        stdin.flush()
+    except OSError:  # it died before reading it all
+        raise _Broken(_ended(proc)) from None
+
+
+def _receive(
+    proc: subprocess.Popen[bytes], shape: tuple[int, ...], deadline: float, name: str
+) -> np.ndarray:
+    stdout = proc.stdout
+    assert stdout is not None
+    (length,) = struct.unpack("<I", _read(proc, stdout, 4, deadline))
+    if length > _HEADER_MAX:
+        raise _Broken("the decoder process answered out of protocol")
+    try:
+        header: Any = json.loads(_read(proc, stdout, length, deadline))
+    except ValueError:
+        raise _Broken("the decoder process answered out of protocol") from None
+    if not isinstance(header, dict):
+        raise _Broken("the decoder process answered out of protocol")
+    if "error" in header:  # a file GDCM refused without harm: the helper carries on
+        reason = str(header["error"])[:_REASON_MAX]
+        raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({reason})")
+    dtype, got = header.get("dtype"), header.get("shape")
+    if dtype not in _DTYPES or not isinstance(got, list) or tuple(got) != shape:
+        raise _Broken(f"the decoder gave a frame of {got} {dtype}, not of the file's {list(shape)}")
+    payload = _read(proc, stdout, math.prod(shape) * np.dtype(dtype).itemsize, deadline)
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def _read(proc: subprocess.Popen[bytes], pipe: IO[bytes], size: int, deadline: float) -> bytes:
+    out = bytearray()
+    fd = pipe.fileno()
+    while len(out) < size:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise _Broken(f"decoding took over {TIMEOUT_S:g} s")
+        chunk = os.read(fd, min(size - len(out), 1 << 20))
+        if not chunk:
+            raise _Broken(_ended(proc))
+        out += chunk
+    return bytes(out)
+
+
+def _ended(proc: subprocess.Popen[bytes]) -> str:
+    try:
+        code = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return "the decoder process stopped answering"
+    if code < 0:
+        try:
+            return f"the decoder process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"the decoder process was killed by signal {-code}"
+    return f"the decoder process exited with status {code}"
+
+
+_state: tuple[int, Helper] | None = None
+_state_lock = threading.Lock()
+
+
+def helper() -> Helper:
+    """This process's helper (a forked child gets its own: the pipes are the parent's)."""
+    global _state
+    with _state_lock:
+        if _state is None or _state[0] != os.getpid():
+            _state = (os.getpid(), Helper())
+        return _state[1]
+
+
+def decode(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
+    return helper().decode(data, shape, name)
+
+
+def _after_fork_in_child() -> None:
+    global _state, _state_lock
+    _state_lock = threading.Lock()  # it may have been held by another thread at the fork
+    if _state is not None:
+        _state[1].forget()
+    _state = None
+
+
+def _close_at_exit() -> None:
+    if _state is not None and _state[0] == os.getpid():
+        _state[1].close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_at_exit)
+
+
+# The helper process.
+
+
+def _confine() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _first_frame(data: bytes) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if str(syntax) not in SYNTAXES:
+        raise ValueError(f"transfer syntax {syntax} is not one this decoder takes")
+    return np.ascontiguousarray(pixel_array(ds, index=0, decoding_plugin="gdcm"))
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+    out = bytearray()
+    while len(out) < size:
+        chunk = stream.read(size - len(out))
+        if not chunk:
+            return None
+        out += chunk
+    return bytes(out)
+
+
+def _answer(out: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
+    encoded = json.dumps(header).encode()
+    out.write(struct.pack("<I", len(encoded)) + encoded)
+    out.write(payload)
+    out.flush()
+
+
+def main() -> int:
+    _confine()
+    # The answers go to a private copy of stdout; anything a library prints goes nowhere.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    import logging
+    import warnings
+
+    import gdcm
+
+    gdcm.Trace.WarningOff()
+    gdcm.Trace.ErrorOff()
+    gdcm.Trace.DebugOff()
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    stdin = sys.stdin.buffer
+    while (head := _read_exactly(stdin, 8)) is not None:
+        data = _read_exactly(stdin, struct.unpack("<Q", head)[0])
+        if data is None:
+            return 0
+        try:
+            frame = _first_frame(data)
+        except MemoryError:
+            _answer(out, {"error": "the frame does not fit the decoder's memory limit"})
+            continue
+        except Exception as exc:  # whatever pydicom or GDCM raise: the file is refused
+            _answer(out, {"error": f"{type(exc).__name__}: {exc}"[:_REASON_MAX]})
+            continue
+        little = frame.astype(frame.dtype.newbyteorder("<"), copy=False)
+        _answer(out, {"dtype": little.dtype.str, "shape": list(little.shape)}, little.tobytes())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""GDCM in its own process (`models.dicom_helper`): JPEG Lossless and JPEG-LS scans decode, and
+a file that crashes or hangs the decoder costs a refusal, never the process that asked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import dicom_helper, imaging
+
+CRASH = "normal_0_jpeg_ls_gdcm_crash.dcm"
+
+
+def fake_helper(monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """Run `body` as the helper (a real process): it gets `request` (the file) and `answer`."""
+    script = textwrap.dedent(
+        """
+        import json, os, struct, sys
+        size = struct.unpack("<Q", sys.stdin.buffer.read(8))[0]
+        request = sys.stdin.buffer.read(size)
+        def answer(header, payload=b""):
+            data = json.dumps(header).encode()
+            sys.stdout.buffer.write(struct.pack("<I", len(data)) + data + payload)
+            sys.stdout.buffer.flush()
+        """
+    ) + textwrap.dedent(body)
+    dicom_helper.helper().close()
+    monkeypatch.setattr(dicom_helper, "command", lambda: [sys.executable, "-c", script])
+
+
+@pytest.fixture(autouse=True)
+def fresh_helper() -> Iterator[None]:
+    """Each test starts without a helper and leaves none behind (a monkeypatched one)."""
+    dicom_helper.helper().close()
+    yield
+    dicom_helper.helper().close()
+
+
+def test_a_file_that_crashes_gdcm_is_refused_and_the_next_scan_decodes(fixture_images):
+    crash = (fixture_images / CRASH).read_bytes()
+    # The file is what it is kept for: GDCM in the process that decodes it dies.
+    inline = subprocess.run(
+        [sys.executable, "-c", "import sys, io, pydicom; from pydicom.pixels import pixel_array;"
+         " pixel_array(pydicom.dcmread(io.BytesIO(sys.stdin.buffer.read()), force=True),"
+         " index=0, decoding_plugin='gdcm')"],
+        input=crash, capture_output=True, check=False,
+    )  # fmt: skip
+    assert inline.returncode < 0, inline.stderr[-500:]
+
+    good = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
+    first = imaging.decode(good, "first.dcm")
+    before = dicom_helper.helper().pid()
+    with pytest.raises(imaging.ImageDecodeError) as info:
+        imaging.decode(crash, CRASH)
+    assert info.value.name == CRASH
+    assert "the decoder process was killed by SIG" in info.value.reason
+    assert dicom_helper.helper().pid() is None  # stopped, and started again when next needed
+    np.testing.assert_array_equal(imaging.decode(good, "again.dcm"), first)
+    assert dicom_helper.helper().pid() not in (None, before)
+
+
+def test_a_helper_that_takes_too_long_is_killed_and_the_scan_refused(monkeypatch, fixture_images):
+    good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
+    fake_helper(monkeypatch, "import time; time.sleep(60)")
+    monkeypatch.setattr(dicom_helper, "TIMEOUT_S", 0.5)
+    with pytest.raises(imaging.ImageDecodeError, match=r"decoding took over 0\.5 s"):
+        imaging.decode(good, "slow.dcm")
+    assert dicom_helper.helper().pid() is None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("answer({'dtype': '<u2', 'shape': [999, 999]}, bytes(2 * 999 * 999))",
+         "the decoder gave a frame of [999, 999] <u2, not of the file's [28, 28]"),
+        ("answer({'dtype': '<f8', 'shape': [28, 28]}, bytes(8 * 28 * 28))",
+         "the decoder gave a frame of [28, 28] <f8"),
+        ("answer({'dtype': '<u2', 'shape': [28, 28]}, bytes(100))",
+         "the decoder process exited with status 0"),
+        ("sys.stdout.buffer.write(b'\\xff\\xff\\xff\\xff garbage'); sys.stdout.flush()",
+         "the decoder process answered out of protocol"),
+        ("answer(['not', 'a', 'header'])", "the decoder process answered out of protocol"),
+        ("os.abort()", "the decoder process was killed by SIGABRT"),
+    ],
+    ids=["wrong shape", "wrong type", "short", "garbage", "not an object", "abort"],
+)  # fmt: skip
+def test_an_answer_that_is_not_the_frame_asked_for_is_refused(
+    monkeypatch, fixture_images, body, reason
+):
+    """What a helper subverted by a crafted file could send: only checked pixels get out."""
+    good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
+    fake_helper(monkeypatch, body)
+    with pytest.raises(imaging.ImageDecodeError) as info:
+        imaging.decode(good, "odd.dcm")
+    assert reason in info.value.reason
+
+
+def test_a_refusal_by_gdcm_keeps_the_helper(fixture_images):
+    """A file GDCM rejects with an error, not a crash: a 422, and the same helper serves on."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(fixture_images / "normal_0_jpeg_ls.dcm")
+    ds.PixelData = ds.PixelData[:40] + bytes(8)  # the codestream cut short
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    good = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
+    imaging.decode(good, "good.dcm")
+    pid = dicom_helper.helper().pid()
+    with pytest.raises(imaging.ImageDecodeError, match="cannot decode DICOM pixel data"):
+        imaging.decode(buf.getvalue(), "cut.dcm")
+    assert dicom_helper.helper().pid() == pid
+    imaging.decode(good, "good.dcm")
+    assert dicom_helper.helper().pid() == pid
+
+
+def test_the_helper_gets_no_credentials_and_no_descriptors_of_the_parent(
+    monkeypatch, fixture_images, tmp_path
+):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-helper")
+    monkeypatch.setenv("SCANTUNE_API_KEYS", "[]")
+    held = open(tmp_path / "held", "wb")  # noqa: SIM115  (open while the helper starts)
+    os.set_inheritable(held.fileno(), True)
+    try:
+        fake_helper(
+            monkeypatch,
+            "answer({'error': ' '.join(sorted(os.environ)) + ' | '"
+            " + ' '.join(sorted(os.listdir('/proc/self/fd')))})",
+        )
+        with pytest.raises(imaging.ImageDecodeError) as info:
+            imaging.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "env.dcm")
+    finally:
+        held.close()
+    names, fds = info.value.reason.removesuffix(")").split("(", 1)[1].split(" | ")
+    assert set(names.split()) <= {"PATH", "PYTHONPATH", "LC_ALL", "OPENBLAS_NUM_THREADS",
+                                  "OMP_NUM_THREADS", "LC_CTYPE"}  # fmt: skip
+    assert set(fds.split()) <= {"0", "1", "2", "3"}  # stdio, and listdir's own
+
+
+def test_the_helper_process_writes_no_core_dump_and_has_a_memory_limit():
+    found = subprocess.run(
+        [sys.executable, "-c", "import resource; from models import dicom_helper as h;"
+         " h._confine(); print(resource.getrlimit(resource.RLIMIT_CORE),"
+         " resource.getrlimit(resource.RLIMIT_AS))"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    limit = dicom_helper.MEMORY_LIMIT
+    assert found.stdout.split(") (") == ["(0, 0", f"{limit}, {limit})\n"]
+
+
+def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
+    """A trainer's data-loader workers fork: the parent's pipes are not theirs to use."""
+    good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
+    expected = imaging.decode(good, "parent.dcm")
+    parent_helper = dicom_helper.helper().pid()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit status
+        try:
+            same = np.array_equal(imaging.decode(good, "child.dcm"), expected)
+            own = dicom_helper.helper().pid() not in (None, parent_helper)
+            dicom_helper.helper().close()
+            os._exit(0 if same and own else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_array_equal(imaging.decode(good, "parent.dcm"), expected)
+    assert dicom_helper.helper().pid() == parent_helper
