@@ -180,7 +180,7 @@ def _receive(
     return np.frombuffer(payload, dtype=dtype).reshape(shape)
 
 
-def _read(proc: subprocess.Popen[bytes], pipe: IO[bytes], size: int, deadline: float) -> bytes:
+def _read(proc: subprocess.Popen[bytes], pipe: IO[bytes], size: int, deadline: float) -> bytearray:
     out = bytearray()
     fd = pipe.fileno()
     while len(out) < size:
@@ -191,7 +191,7 @@ def _read(proc: subprocess.Popen[bytes], pipe: IO[bytes], size: int, deadline: f
         if not chunk:
             raise _Broken(_ended(proc))
         out += chunk
-    return bytes(out)
+    return out  # not copied into bytes: the frame's array is made on it
 
 
 def _ended(proc: subprocess.Popen[bytes]) -> str:
@@ -251,7 +251,7 @@ def _confine() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _first_frame(data: bytes) -> np.ndarray:
+def _first_frame(data: bytearray) -> np.ndarray:
     import pydicom
     from pydicom.pixels import pixel_array
 
@@ -262,17 +262,17 @@ def _first_frame(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(pixel_array(ds, index=0, decoding_plugin="gdcm"))
 
 
-def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+def _read_exactly(stream: IO[bytes], size: int) -> bytearray | None:
     out = bytearray()
     while len(out) < size:
         chunk = stream.read(size - len(out))
         if not chunk:
             return None
         out += chunk
-    return bytes(out)
+    return out
 
 
-def _answer(out: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
+def _answer(out: IO[bytes], header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
     encoded = json.dumps(header).encode()
     out.write(struct.pack("<I", len(encoded)) + encoded)
     out.write(payload)
@@ -299,17 +299,23 @@ def main() -> int:
         data = _read_exactly(stdin, struct.unpack("<Q", head)[0])
         if data is None:
             return 0
-        try:
-            frame = _first_frame(data)
-        except MemoryError:
-            _answer(out, {"error": "the frame does not fit the decoder's memory limit"})
-            continue
-        except Exception as exc:  # whatever pydicom or GDCM raise: the file is refused
-            _answer(out, {"error": f"{type(exc).__name__}: {exc}"[:_REASON_MAX]})
-            continue
-        little = frame.astype(frame.dtype.newbyteorder("<"), copy=False)
-        _answer(out, {"dtype": little.dtype.str, "shape": list(little.shape)}, little.tobytes())
+        _decode_one(out, data)
+        del data  # nothing of a scan is held while the helper waits for the next
     return 0
+
+
+def _decode_one(out: IO[bytes], data: bytearray) -> None:
+    try:
+        frame = _first_frame(data)
+    except MemoryError:
+        _answer(out, {"error": "the frame does not fit the decoder's memory limit"})
+        return
+    except Exception as exc:  # whatever pydicom or GDCM raise: the file is refused
+        _answer(out, {"error": f"{type(exc).__name__}: {exc}"[:_REASON_MAX]})
+        return
+    little = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+    header = {"dtype": little.dtype.str, "shape": list(little.shape)}
+    _answer(out, header, little.data.cast("B"))
 
 
 if __name__ == "__main__":
