@@ -3,6 +3,7 @@ a file that crashes or hangs the decoder costs a refusal, never the process that
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -161,13 +162,24 @@ def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
     expected = imaging.decode(good, "parent.dcm")
     parent_helper = dicom_helper.helper().pid()
+    proc = dicom_helper.helper()._proc
+    assert proc is not None and proc.stdin is not None and proc.stdout is not None
+    pipes = (proc.stdin.fileno(), proc.stdout.fileno())
     child = os.fork()
     if child == 0:  # pragma: no cover - the child reports by its exit status
         try:
+            # Files the child opens after the fork may get the numbers of the parent's pipes;
+            # letting go of the parent's Popen must not close them.
+            files = [open(os.devnull, "rb")]  # noqa: SIM115
+            while files[-1].fileno() < max(pipes):
+                files.append(open(os.devnull, "rb"))  # noqa: SIM115
+            subprocess._cleanup()  # type: ignore[attr-defined]
+            gc.collect()
+            kept = all(os.fstat(f.fileno()) for f in files)
             same = np.array_equal(imaging.decode(good, "child.dcm"), expected)
             own = dicom_helper.helper().pid() not in (None, parent_helper)
             dicom_helper.helper().close()
-            os._exit(0 if same and own else 1)
+            os._exit(0 if same and own and kept else 1)
         except BaseException:
             os._exit(2)
     _, status = os.waitpid(child, 0)
