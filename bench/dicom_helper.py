@@ -83,6 +83,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
+    import gdcm  # noqa: F401  (before models.dicom keeps pydicom from finding it: see there)
+
     from models import dicom_helper, imaging
 
     with tempfile.TemporaryDirectory(prefix="scantune-helper-") as tmp:

@@ -67,6 +67,10 @@ def make(path: Path, kind: str) -> None:
 
 
 def child(path: Path, seed: int, count: int, plugin: str, whole: bool, keep: str) -> None:
+    import importlib
+
+    if plugin == "gdcm":  # before models.dicom keeps pydicom from finding it
+        importlib.import_module("gdcm")
     import pydicom
     from pydicom.encaps import encapsulate, get_frame
 

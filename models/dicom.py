@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -20,6 +21,12 @@ import numpy as np
 
 from models import dicom_helper
 from models.imaging import MAX_PIXELS, ImageDecodeError
+
+# GDCM decodes only in its helper process (`models.dicom_helper`). pydicom imports it wherever
+# it is installed, to list it among its plugins: 21 MB and 0.1-0.2 s in every process that
+# reads DICOM, for a library that must never run in them. So pydicom finds none here (unless
+# something imported GDCM before this module, as a benchmark comparing the two does).
+sys.modules.setdefault("gdcm", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

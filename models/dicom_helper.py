@@ -287,6 +287,8 @@ def main() -> int:
     import logging
     import warnings
 
+    if "gdcm" in sys.modules and sys.modules["gdcm"] is None:  # set by models.dicom
+        del sys.modules["gdcm"]
     import gdcm
 
     gdcm.Trace.WarningOff()

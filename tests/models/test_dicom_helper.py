@@ -186,3 +186,19 @@ def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
     assert os.waitstatus_to_exitcode(status) == 0
     np.testing.assert_array_equal(imaging.decode(good, "parent.dcm"), expected)
     assert dicom_helper.helper().pid() == parent_helper
+
+
+def test_gdcm_is_not_even_loaded_in_a_process_that_decodes_dicom(fixture_images):
+    """pydicom imports GDCM wherever it is installed (21 MB per worker): not in the services'
+    processes, which decode JPEG Lossless through the helper all the same."""
+    script = (
+        "import sys; from models import imaging;"
+        f" imaging.read_file({str(fixture_images / 'normal_0_jpeg_lossless.dcm')!r});"
+        " import pydicom.pixels; print(sys.modules.get('gdcm'),"
+        " any('gdcm' in line.lower() for line in open('/proc/self/maps')))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert found.stdout.split() == ["None", "False"]
