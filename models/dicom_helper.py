@@ -174,7 +174,8 @@ def _receive(
         reason = str(header["error"])[:_REASON_MAX]
         raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({reason})")
     dtype, got = header.get("dtype"), header.get("shape")
-    if dtype not in _DTYPES or not isinstance(got, list) or tuple(got) != shape:
+    if not isinstance(dtype, str) or dtype not in _DTYPES or not isinstance(got, list) \
+            or tuple(got) != shape:  # fmt: skip
         raise _Broken(f"the decoder gave a frame of {got} {dtype}, not of the file's {list(shape)}")
     payload = _read(proc, stdout, math.prod(shape) * np.dtype(dtype).itemsize, deadline)
     return np.frombuffer(payload, dtype=dtype).reshape(shape)

@@ -83,6 +83,8 @@ def test_a_helper_that_takes_too_long_is_killed_and_the_scan_refused(monkeypatch
          "the decoder gave a frame of [999, 999] <u2, not of the file's [28, 28]"),
         ("answer({'dtype': '<f8', 'shape': [28, 28]}, bytes(8 * 28 * 28))",
          "the decoder gave a frame of [28, 28] <f8"),
+        ("answer({'dtype': ['<u2'], 'shape': [28, 28]}, bytes(2 * 28 * 28))",
+         "the decoder gave a frame of [28, 28] ['<u2']"),
         ("answer({'dtype': '<u2', 'shape': [28, 28]}, bytes(100))",
          "the decoder process exited with status 0"),
         ("sys.stdout.buffer.write(b'\\xff\\xff\\xff\\xff garbage'); sys.stdout.flush()",
@@ -90,7 +92,8 @@ def test_a_helper_that_takes_too_long_is_killed_and_the_scan_refused(monkeypatch
         ("answer(['not', 'a', 'header'])", "the decoder process answered out of protocol"),
         ("os.abort()", "the decoder process was killed by SIGABRT"),
     ],
-    ids=["wrong shape", "wrong type", "short", "garbage", "not an object", "abort"],
+    ids=["wrong shape", "wrong type", "type not a string", "short", "garbage", "not an object",
+         "abort"],
 )  # fmt: skip
 def test_an_answer_that_is_not_the_frame_asked_for_is_refused(
     monkeypatch, fixture_images, body, reason
@@ -101,6 +104,7 @@ def test_an_answer_that_is_not_the_frame_asked_for_is_refused(
     with pytest.raises(imaging.ImageDecodeError) as info:
         imaging.decode(good, "odd.dcm")
     assert reason in info.value.reason
+    assert dicom_helper.helper().pid() is None  # stopped: what it sends next is not trusted
 
 
 def test_a_refusal_by_gdcm_keeps_the_helper(fixture_images):
