@@ -86,6 +86,11 @@ class Helper:
             except _Broken as exc:
                 self.close()
                 raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from None
+            except ImageDecodeError:  # its refusal, read whole: the helper serves on
+                raise
+            except BaseException:  # mid-answer (out of memory, say): the rest is unread
+                self.close()
+                raise
 
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None

@@ -107,6 +107,23 @@ def test_an_answer_that_is_not_the_frame_asked_for_is_refused(
     assert dicom_helper.helper().pid() is None  # stopped: what it sends next is not trusted
 
 
+def test_a_failure_while_reading_an_answer_stops_the_helper(monkeypatch, fixture_images):
+    """Out of memory for the frame, say: the rest of that answer is never read, so the
+    helper must not serve the next scan with it."""
+    good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
+    expected = imaging.decode(good, "good.dcm")
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dicom_helper.np, "frombuffer", no_memory)
+        with pytest.raises(MemoryError):
+            imaging.decode(good, "big.dcm")
+    assert dicom_helper.helper().pid() is None
+    np.testing.assert_array_equal(imaging.decode(good, "again.dcm"), expected)
+
+
 def test_a_refusal_by_gdcm_keeps_the_helper(fixture_images):
     """A file GDCM rejects with an error, not a crash: a 422, and the same helper serves on."""
     import io
