@@ -65,14 +65,19 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any
 def load_s3_description() -> None:
     """Read the S3 service description into boto3's default session, which `s3_client`
     uses: a server's master calls this before it forks, so each worker's first client is
-    built from memory. No credentials are looked up and no client is made."""
-    import boto3
+    built from memory. No credentials are looked up and no client is made.
 
-    if boto3.DEFAULT_SESSION is None:
-        boto3.setup_default_session()
-    session = boto3.DEFAULT_SESSION._session  # type: ignore[union-attr]
-    session.get_service_model("s3")
-    session.get_component("endpoint_resolver")
+    Through public API only: a botocore session of its own, loaded, then made the default.
+    A default session someone set up already is left alone (its first client loads it)."""
+    import boto3
+    import botocore.session
+
+    if boto3.DEFAULT_SESSION is not None:
+        return
+    core = botocore.session.get_session()
+    core.get_service_model("s3")
+    core.get_component("endpoint_resolver")
+    boto3.setup_default_session(botocore_session=core)
 
 
 def fetch(uri: str, dest_dir: Path, *, endpoint_url: str | None = None) -> Path:
