@@ -213,17 +213,17 @@ def _ended(proc: subprocess.Popen[bytes]) -> str:
     return f"the decoder process exited with status {code}"
 
 
-_state: tuple[int, Helper] | None = None
-_state_lock = threading.Lock()
+_helper: Helper | None = None
+_helper_lock = threading.Lock()
 
 
 def helper() -> Helper:
     """This process's helper (a forked child gets its own: the pipes are the parent's)."""
-    global _state
-    with _state_lock:
-        if _state is None or _state[0] != os.getpid():
-            _state = (os.getpid(), Helper())
-        return _state[1]
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = Helper()
+        return _helper
 
 
 def decode(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -231,16 +231,16 @@ def decode(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
 
 
 def _after_fork_in_child() -> None:
-    global _state, _state_lock
-    _state_lock = threading.Lock()  # it may have been held by another thread at the fork
-    if _state is not None:
-        _state[1].forget()
-    _state = None
+    global _helper, _helper_lock
+    _helper_lock = threading.Lock()  # it may have been held by another thread at the fork
+    if _helper is not None:
+        _helper.forget()
+    _helper = None
 
 
 def _close_at_exit() -> None:
-    if _state is not None and _state[0] == os.getpid():
-        _state[1].close()
+    if _helper is not None:
+        _helper.close()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
