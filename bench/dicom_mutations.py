@@ -30,6 +30,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,21 +72,35 @@ def child(path: Path, seed: int, count: int, plugin: str, whole: bool, keep: str
 
     if plugin == "gdcm":  # before models.dicom keeps pydicom from finding it
         importlib.import_module("gdcm")
-    import pydicom
-    from pydicom.encaps import encapsulate, get_frame
-
     from models import dicom, imaging
 
     if plugin:  # force it, as if the services trusted it
         dicom.TRUSTED_PLUGINS = (plugin,)
     raw = path.read_bytes()
-    if whole:
-        _mutate_whole(raw, path.name, seed, count, keep)
-        return
-    frame = bytes(get_frame(pydicom.dcmread(io.BytesIO(raw)).PixelData, 0))
     rng = random.Random(seed)
+    mutations = (mutate(raw, rng) for _ in range(count)) if whole else _frames(raw, rng, count)
+    name = path.name if whole else "mutated.dcm"
     decoded = refused = stopped = 0
-    for i in range(count):
+    for i, data in enumerate(mutations):
+        print(i, flush=True)  # the parent reads how far it got
+        if keep:  # the mutation about to be decoded: after a crash, the one that did it
+            Path(f"{keep}.{seed}").write_bytes(data)
+        try:
+            imaging.decode(data, name)
+            decoded += 1
+        except imaging.ImageDecodeError as exc:
+            refused += 1
+            stopped += "the decoder process" in exc.reason or "decoding took over" in exc.reason
+    print(f"done decoded={decoded} refused={refused} (helper stopped: {stopped})", flush=True)
+
+
+def _frames(raw: bytes, rng: random.Random, count: int) -> Iterator[bytes]:
+    """The DICOM file `raw` with its first frame mutated, and sometimes Rows or Columns."""
+    import pydicom
+    from pydicom.encaps import encapsulate, get_frame
+
+    frame = bytes(get_frame(pydicom.dcmread(io.BytesIO(raw)).PixelData, 0))
+    for _ in range(count):
         ds = pydicom.dcmread(io.BytesIO(raw))
         ds.PixelData = encapsulate([mutate(frame, rng)])
         if rng.random() < 0.3:
@@ -94,39 +109,7 @@ def child(path: Path, seed: int, count: int, plugin: str, whole: bool, keep: str
             ds.Columns = rng.choice([1, 27, 28, 29, 300])
         buf = io.BytesIO()
         ds.save_as(buf)
-        print(i, flush=True)  # the parent reads how far it got
-        _keep(keep, seed, buf.getvalue())
-        try:
-            imaging.decode(buf.getvalue(), "mutated.dcm")
-            decoded += 1
-        except imaging.ImageDecodeError as exc:
-            refused += 1
-            stopped += "the decoder process" in exc.reason or "decoding took over" in exc.reason
-    print(f"done decoded={decoded} refused={refused} (helper stopped: {stopped})", flush=True)
-
-
-def _keep(keep: str, seed: int, data: bytes) -> None:
-    """With --keep, the mutation about to be decoded: after a crash, the one that did it."""
-    if keep:
-        Path(f"{keep}.{seed}").write_bytes(data)
-
-
-def _mutate_whole(raw: bytes, name: str, seed: int, count: int, keep: str) -> None:
-    from models import imaging
-
-    rng = random.Random(seed)
-    decoded = refused = stopped = 0
-    for i in range(count):
-        print(i, flush=True)
-        mutated = mutate(raw, rng)
-        _keep(keep, seed, mutated)
-        try:
-            imaging.decode(mutated, name)
-            decoded += 1
-        except imaging.ImageDecodeError as exc:
-            refused += 1
-            stopped += "the decoder process" in exc.reason or "decoding took over" in exc.reason
-    print(f"done decoded={decoded} refused={refused} (helper stopped: {stopped})", flush=True)
+        yield buf.getvalue()
 
 
 def main() -> int:
