@@ -10,9 +10,15 @@ past `TIMEOUT_S` or an answer that is not the frame asked for costs that scan a 
 
 The helper gets the file's bytes and nothing else: no inherited descriptors (a worker's
 listening socket), an environment without the parent's (no credentials or keys), no core
-dumps (a dump would put patient pixels on disk), a limit on its address space. It answers
-with a small JSON header and the frame's raw bytes, never a pickle: a helper subverted by a
-crafted file can send only pixels, which are checked against the shape and type asked for.
+dumps (a dump would put patient pixels on disk), a limit on its address space. Having
+decoded pydicom's samples of each kind once (`WARM_UP`: what decoding loads lazily is then
+loaded), it seals itself with a seccomp filter (`SYSCALLS`, `models.syscalls`) before it
+reads a scan: a helper subverted by a crafted file can then neither open a file (the
+worker's `/proc/<pid>/environ` included) nor reach the network, exec, fork or signal. It
+answers with a small JSON header and the frame's raw bytes, never a pickle: such a helper
+can send only pixels, which are checked against the shape and type asked for. A helper that
+cannot seal itself (a kernel without seccomp filters, an unknown architecture) refuses
+every scan, saying so, instead of decoding unsealed.
 
 On the helper's stdin and stdout, per scan:
 
@@ -58,6 +64,23 @@ TIMEOUT_S = 30.0
 """Longest one scan may take, the helper's start included (a 64 MP JPEG-LS frame: ~3 s)."""
 MEMORY_LIMIT = 2 * 1024**3
 """The helper's address space: a 64 MP frame is 128 MB as 16-bit values, GDCM's copy as much."""
+
+WARM_UP = (
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS, signed 16-bit
+    "JPEGLSNearLossless_08.dcm",  # JPEG-LS near-lossless, 8-bit
+    "SC_rgb_jls_lossy_sample.dcm",  # JPEG-LS, RGB
+    "SC_rgb_jpeg_gdcm.dcm",  # JPEG Lossless, RGB
+)
+"""pydicom's test files (in its wheel) the helper decodes before it seals itself."""
+SYSCALLS = (
+    "read", "write", "close", "fstat", "lseek",  # its pipes
+    "mmap", "munmap", "mremap", "mprotect", "madvise", "brk",  # memory
+    "futex", "sched_yield", "getpid", "gettid", "clock_gettime",
+    "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "exit", "exit_group",
+)  # fmt: skip
+"""All the helper may do once sealed (`models.syscalls`), with `tgkill` to itself (an abort):
+no open, no socket, no exec, no signal to another process; a scan gets a 422 for anything
+else it tries."""
 
 _DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4"})
 _HEADER_MAX = 4096
@@ -302,12 +325,42 @@ def main() -> int:
     gdcm.Trace.DebugOff()
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
-    stdin = sys.stdin.buffer
+    _warm_up()
+    return serve(sys.stdin.buffer, out, _seal())
+
+
+def _warm_up() -> None:
+    """Decode pydicom's own samples once: what decoding imports or opens lazily is then
+    loaded before the filter forbids opening files."""
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    for name in WARM_UP:
+        with contextlib.suppress(Exception):  # a sample missing from this pydicom
+            _first_frame(bytearray((folder / name).read_bytes()))
+
+
+def _seal() -> str | None:
+    """Allow only `SYSCALLS` from here on; why every scan must be refused, if that fails."""
+    from models import syscalls
+
+    try:
+        syscalls.allow_only(SYSCALLS, to_self=("tgkill",))
+    except OSError as exc:
+        return f"the decoder's sandbox could not be set up: {exc.strerror}"
+    return None
+
+
+def serve(stdin: IO[bytes], out: IO[bytes], refusal: str | None = None) -> int:
+    """Answer requests until stdin ends; with a `refusal`, answer each with it, unread."""
     while (head := _read_exactly(stdin, 8)) is not None:
         data = _read_exactly(stdin, struct.unpack("<Q", head)[0])
         if data is None:
             return 0
-        _decode_one(out, data)
+        if refusal is None:
+            _decode_one(out, data)
+        else:
+            _answer(out, {"error": refusal})
         del data  # nothing of a scan is held while the helper waits for the next
     return 0
 

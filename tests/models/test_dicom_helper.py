@@ -4,6 +4,7 @@ a file that crashes or hangs the decoder costs a refusal, never the process that
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -223,3 +224,74 @@ def test_gdcm_is_not_even_loaded_in_a_process_that_decodes_dicom(fixture_images)
         cwd=Path(__file__).parents[2],
     )  # fmt: skip
     assert found.stdout.split() == ["None", "False"]
+
+
+def test_the_helper_seals_itself_before_its_first_scan(fixture_images):
+    imaging.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "sealed.dcm")
+    pid = dicom_helper.helper().pid()
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":\t" in line
+    )  # fmt: skip
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"  # a filter (models.syscalls)
+
+
+@pytest.mark.parametrize(
+    "sample",
+    # pydicom's own test files, none of them among the helper's warm-up (dicom_helper.WARM_UP):
+    # the paths they take through pydicom and GDCM must already be loaded when it seals itself.
+    ["JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm", "MR_small_jpeg_ls_lossless.dcm"],
+)
+def test_the_sealed_helper_decodes_as_gdcm_does_without_the_seal(sample):
+    import pydicom.data
+
+    assert sample not in dicom_helper.WARM_UP[1:]  # the first warm-up file is the control
+    path = Path(pydicom.data.__file__).parent / "test_files" / sample
+    data = path.read_bytes()
+    unsealed = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules.pop('gdcm', None);"
+         " from models import dicom_helper as h;"
+         " frame = h._first_frame(bytearray(sys.stdin.buffer.read()));"
+         " sys.stdout.buffer.write(f'{frame.dtype.str} {list(frame.shape)}\\n'.encode()"
+         " + frame.tobytes())"],
+        input=data, capture_output=True, check=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    head, pixels = unsealed.stdout.split(b"\n", 1)
+    dtype, shape = head.decode().split(" ", 1)
+    expected = np.frombuffer(pixels, dtype=dtype).reshape(json.loads(shape))
+    got = dicom_helper.decode(data, expected.shape, sample)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_helper_that_cannot_seal_itself_refuses_every_scan(monkeypatch):
+    import io
+    import struct
+
+    from models import syscalls
+
+    def no_seccomp(*args: object, **kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(syscalls, "allow_only", no_seccomp)
+    refusal = dicom_helper._seal()
+    assert refusal == "the decoder's sandbox could not be set up: Function not implemented"
+    scans = b"".join(struct.pack("<Q", len(s)) + s for s in (b"DICM one", b"DICM two"))
+    out = io.BytesIO()
+    assert dicom_helper.serve(io.BytesIO(scans), out, refusal) == 0
+    answers, raw = [], out.getvalue()
+    while raw:
+        (size,) = struct.unpack("<I", raw[:4])
+        answers.append(raw[4 : 4 + size])
+        raw = raw[4 + size :]
+    assert answers == [f'{{"error": "{refusal}"}}'.encode()] * 2
+
+
+def test_the_warm_up_samples_ship_with_pydicom():
+    """The helper warms up on them before it seals itself; a missing one would leave a code
+    path unloaded, and its scans refused."""
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    assert all((folder / name).is_file() for name in dicom_helper.WARM_UP)
