@@ -12,7 +12,10 @@ each recompressed by DCMTK (`dcmcjpeg`: JPEG Lossless; `dcmcjpls`: JPEG-LS lossl
   (valid files only here): the difference is the helper's price per scan;
 - whole decode: `models.imaging.decode` with the helper running (the frame, then the
   rescale, window and scaling to [0, 1]);
-- the helper's resident memory after the big scans (VmRSS and VmHWM).
+- the helper's resident memory after the big scans (VmRSS and VmHWM);
+- side by side: --threads threads each decoding the big JPEG-LS scan --runs times at once
+  (`imaging.decode`, as a gthread worker's request threads do), with a pool of one helper
+  (every thread waits for it, as before the pool) and of --threads helpers: scans per second.
 
 Needs DCMTK's command-line tools (`apt-get install dcmtk`).
 
@@ -81,6 +84,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     import gdcm  # noqa: F401  (before models.dicom keeps pydicom from finding it: see there)
@@ -94,7 +98,7 @@ def main() -> int:
     for label, data in files.items():
 
         def fresh(data: bytes = data) -> None:
-            dicom_helper.helper().close()
+            dicom_helper.pool().close()
             imaging.decode(data, "scan.dcm")
 
         first = median_s(fresh, args.starts)
@@ -104,13 +108,43 @@ def main() -> int:
         whole = median_s(partial(imaging.decode, data, "scan.dcm"), args.runs)
         print(f"{label:<26} {len(data):>10,} {first * 1000:>8.0f} ms {frame * 1000:>17.1f} ms"
               f" {inline * 1000:>14.1f} ms {whole * 1000:>10.1f} ms")  # fmt: skip
-    pid = dicom_helper.helper().pid()
+    (pid,) = dicom_helper.pool().pids()
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     memory = {line.split(":")[0]: line.split()[1] for line in status if line.startswith("Vm")}
     print(f"helper pid {pid}: VmRSS {int(memory['VmRSS']) / 1024:.0f} MB, "
           f"VmHWM {int(memory['VmHWM']) / 1024:.0f} MB")  # fmt: skip
-    dicom_helper.helper().close()
+    dicom_helper.pool().close()
+    big = files["4096x3328 JPEG-LS"]
+    for size in (1, args.threads):
+        dicom_helper.pool().resize(size)
+        rate = side_by_side(big, args.threads, args.runs)
+        print(f"side by side, {args.threads} threads, pool of {size}: {rate:.2f} scans/s")
+        dicom_helper.pool().close()
     return 0
+
+
+def side_by_side(data: bytes, threads: int, runs: int) -> float:
+    """Scans per second with `threads` threads decoding `data` at once (helpers started first)."""
+    import threading
+
+    from models import imaging
+
+    start = threading.Barrier(threads + 1)
+
+    def decode_all() -> None:
+        imaging.decode(data, "warm.dcm")  # each thread's helper, if it gets one, starts here
+        start.wait()
+        for _ in range(runs):
+            imaging.decode(data, "scan.dcm")
+
+    workers = [threading.Thread(target=decode_all) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return threads * runs / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ No decoder the services trust in-process reads these syntaxes (`models.dicom.TRU
 and GDCM, which does, aborted or crashed its process on random mutations of valid files
 within a few hundred tries (docs/benchmarks.md). PACS archives hold many CR, DX and CT scans
 in them, so GDCM runs here, in a helper process (`python -m models.dicom_helper`) that each
-decoding process starts on its first such scan and keeps for the next ones. A crash, a hang
+decoding process starts on its first such scan and keeps for the next ones (`Pool`: one more
+for each scan decoded while the others are busy, up to its size). A crash, a hang
 past `TIMEOUT_S` or an answer that is not the frame asked for costs that scan a refusal
 (`ImageDecodeError`, a 422) and the helper a restart; the worker and its other requests go on.
 
@@ -92,7 +93,8 @@ class _Broken(Exception):
 
 
 class Helper:
-    """One helper process, used by one thread at a time; started when first needed."""
+    """One helper process, used by one thread at a time (`Pool` hands it out); started when
+    first needed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -236,38 +238,86 @@ def _ended(proc: subprocess.Popen[bytes]) -> str:
     return f"the decoder process exited with status {code}"
 
 
-_helper: Helper | None = None
-_helper_lock = threading.Lock()
+class Pool:
+    """A process's helpers: one per scan being decoded at once, up to `size`, each kept for
+    the next scans. A sync worker decodes one scan at a time and so keeps one helper; the
+    threads of a gthread worker (the GPU layout) decode side by side instead of queueing
+    for one."""
+
+    def __init__(self, size: int = 1) -> None:
+        self.size = size
+        self._ready = threading.Condition()
+        self._idle: list[Helper] = []
+        self._all: list[Helper] = []
+
+    def decode(self, data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
+        helper = self._take()
+        try:
+            return helper.decode(data, shape, name)
+        finally:
+            with self._ready:
+                if helper in self._all:  # not closed meanwhile
+                    self._idle.append(helper)
+                    self._ready.notify()
+
+    def resize(self, size: int) -> None:
+        """At most `size` helpers from now on (running ones beyond it stay)."""
+        with self._ready:
+            self.size = max(1, size)
+            self._ready.notify_all()
+
+    def pids(self) -> list[int]:
+        """The helpers' processes that are running, in the order they were first needed."""
+        return [pid for helper in self._all if (pid := helper.pid()) is not None]
+
+    def close(self) -> None:
+        """Stop every helper; the next scans start new ones."""
+        with self._ready:
+            helpers, self._all, self._idle = self._all, [], []
+            self._ready.notify_all()
+        for helper in helpers:
+            helper.close()
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's helpers without stopping them."""
+        for helper in self._all:
+            helper.forget()
+        self._ready = threading.Condition()  # it may have been held by a thread at the fork
+        self._idle, self._all = [], []
+
+    def _take(self) -> Helper:
+        with self._ready:
+            while not self._idle and len(self._all) >= self.size:
+                self._ready.wait()
+            if self._idle:
+                return self._idle.pop()  # the one used last: its pages are the warmest
+            helper = Helper()
+            self._all.append(helper)
+            return helper
 
 
-def helper() -> Helper:
-    """This process's helper (a forked child gets its own: the pipes are the parent's)."""
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = Helper()
-        return _helper
+def _default_size() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_pool = Pool(_default_size())
+
+
+def pool() -> Pool:
+    """This process's helpers (a forked child gets its own: the pipes are the parent's)."""
+    return _pool
 
 
 def decode(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
-    return helper().decode(data, shape, name)
+    return _pool.decode(data, shape, name)
 
 
 def _after_fork_in_child() -> None:
-    global _helper, _helper_lock
-    _helper_lock = threading.Lock()  # it may have been held by another thread at the fork
-    if _helper is not None:
-        _helper.forget()
-    _helper = None
-
-
-def _close_at_exit() -> None:
-    if _helper is not None:
-        _helper.close()
+    _pool.forget()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_close_at_exit)
+atexit.register(_pool.close)
 
 
 # The helper process.

@@ -12,8 +12,9 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models import dicom
+from models import dicom, dicom_helper
 from models.uri import is_s3, load_s3_description
+from service import cores
 from service.config import InferenceSettings
 from service.inference.manager import ModelManager
 from service.inference.memory import limit_malloc_arenas
@@ -75,6 +76,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.wsgi_app = ExpressLane(app)  # type: ignore[method-assign]
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
     dicom.load_reader()
+    dicom_helper.pool().resize(settings.dicom_decoders or cores.available_cores())
     return app
 
 

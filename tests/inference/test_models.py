@@ -384,3 +384,16 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
         f" version {PREPROCESSING_VERSION}: some scans reach it decoded unlike those it learned"
         " from (see models.imaging.PREPROCESSING_VERSION); retrain it to match"
     ]
+
+
+@pytest.mark.parametrize("setting", ["3", None])
+def test_the_app_sizes_the_jpeg_ls_decoder_pool_from_its_setting_or_the_cores(
+    make_client, monkeypatch, setting
+):
+    from models import dicom_helper
+    from service import cores
+
+    pool = dicom_helper.pool()
+    monkeypatch.setattr(pool, "size", pool.size)  # put back afterwards
+    make_client(**({"dicom_decoders": setting} if setting else {}))
+    assert pool.size == (int(setting) if setting else cores.available_cores())

@@ -33,16 +33,16 @@ def fake_helper(monkeypatch: pytest.MonkeyPatch, body: str) -> None:
             sys.stdout.buffer.flush()
         """
     ) + textwrap.dedent(body)
-    dicom_helper.helper().close()
+    dicom_helper.pool().close()
     monkeypatch.setattr(dicom_helper, "command", lambda: [sys.executable, "-c", script])
 
 
 @pytest.fixture(autouse=True)
 def fresh_helper() -> Iterator[None]:
     """Each test starts without a helper and leaves none behind (a monkeypatched one)."""
-    dicom_helper.helper().close()
+    dicom_helper.pool().close()
     yield
-    dicom_helper.helper().close()
+    dicom_helper.pool().close()
 
 
 def test_a_file_that_crashes_gdcm_is_refused_and_the_next_scan_decodes(fixture_images):
@@ -58,14 +58,14 @@ def test_a_file_that_crashes_gdcm_is_refused_and_the_next_scan_decodes(fixture_i
 
     good = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
     first = imaging.decode(good, "first.dcm")
-    before = dicom_helper.helper().pid()
+    (before,) = dicom_helper.pool().pids()
     with pytest.raises(imaging.ImageDecodeError) as info:
         imaging.decode(crash, CRASH)
     assert info.value.name == CRASH
     assert "the decoder process was killed by SIG" in info.value.reason
-    assert dicom_helper.helper().pid() is None  # stopped, and started again when next needed
+    assert dicom_helper.pool().pids() == []  # stopped, and started again when next needed
     np.testing.assert_array_equal(imaging.decode(good, "again.dcm"), first)
-    assert dicom_helper.helper().pid() not in (None, before)
+    assert dicom_helper.pool().pids() not in ([], [before])
 
 
 def test_a_helper_that_takes_too_long_is_killed_and_the_scan_refused(monkeypatch, fixture_images):
@@ -74,7 +74,7 @@ def test_a_helper_that_takes_too_long_is_killed_and_the_scan_refused(monkeypatch
     monkeypatch.setattr(dicom_helper, "TIMEOUT_S", 0.5)
     with pytest.raises(imaging.ImageDecodeError, match=r"decoding took over 0\.5 s"):
         imaging.decode(good, "slow.dcm")
-    assert dicom_helper.helper().pid() is None
+    assert dicom_helper.pool().pids() == []
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_an_answer_that_is_not_the_frame_asked_for_is_refused(
     with pytest.raises(imaging.ImageDecodeError) as info:
         imaging.decode(good, "odd.dcm")
     assert reason in info.value.reason
-    assert dicom_helper.helper().pid() is None  # stopped: what it sends next is not trusted
+    assert dicom_helper.pool().pids() == []  # stopped: what it sends next is not trusted
 
 
 def test_a_failure_while_reading_an_answer_stops_the_helper(monkeypatch, fixture_images):
@@ -121,7 +121,7 @@ def test_a_failure_while_reading_an_answer_stops_the_helper(monkeypatch, fixture
         patch.setattr(dicom_helper.np, "frombuffer", no_memory)
         with pytest.raises(MemoryError):
             imaging.decode(good, "big.dcm")
-    assert dicom_helper.helper().pid() is None
+    assert dicom_helper.pool().pids() == []
     np.testing.assert_array_equal(imaging.decode(good, "again.dcm"), expected)
 
 
@@ -137,12 +137,12 @@ def test_a_refusal_by_gdcm_keeps_the_helper(fixture_images):
     ds.save_as(buf)
     good = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
     imaging.decode(good, "good.dcm")
-    pid = dicom_helper.helper().pid()
+    (pid,) = dicom_helper.pool().pids()
     with pytest.raises(imaging.ImageDecodeError, match="cannot decode DICOM pixel data"):
         imaging.decode(buf.getvalue(), "cut.dcm")
-    assert dicom_helper.helper().pid() == pid
+    assert dicom_helper.pool().pids() == [pid]
     imaging.decode(good, "good.dcm")
-    assert dicom_helper.helper().pid() == pid
+    assert dicom_helper.pool().pids() == [pid]
 
 
 def test_the_helper_gets_no_credentials_and_no_descriptors_of_the_parent(
@@ -183,8 +183,8 @@ def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
     """A trainer's data-loader workers fork: the parent's pipes are not theirs to use."""
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
     expected = imaging.decode(good, "parent.dcm")
-    parent_helper = dicom_helper.helper().pid()
-    proc = dicom_helper.helper()._proc
+    (parent_helper,) = dicom_helper.pool().pids()
+    proc = dicom_helper.pool()._all[0]._proc
     assert proc is not None and proc.stdin is not None and proc.stdout is not None
     pipes = (proc.stdin.fileno(), proc.stdout.fileno())
     child = os.fork()
@@ -199,15 +199,15 @@ def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
             gc.collect()
             kept = all(os.fstat(f.fileno()) for f in files)
             same = np.array_equal(imaging.decode(good, "child.dcm"), expected)
-            own = dicom_helper.helper().pid() not in (None, parent_helper)
-            dicom_helper.helper().close()
+            own = dicom_helper.pool().pids() not in ([], [parent_helper])
+            dicom_helper.pool().close()
             os._exit(0 if same and own and kept else 1)
         except BaseException:
             os._exit(2)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     np.testing.assert_array_equal(imaging.decode(good, "parent.dcm"), expected)
-    assert dicom_helper.helper().pid() == parent_helper
+    assert dicom_helper.pool().pids() == [parent_helper]
 
 
 def test_gdcm_is_not_even_loaded_in_a_process_that_decodes_dicom(fixture_images):
@@ -228,7 +228,7 @@ def test_gdcm_is_not_even_loaded_in_a_process_that_decodes_dicom(fixture_images)
 
 def test_the_helper_seals_itself_before_its_first_scan(fixture_images):
     imaging.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "sealed.dcm")
-    pid = dicom_helper.helper().pid()
+    (pid,) = dicom_helper.pool().pids()
     status = dict(
         line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
         if ":\t" in line
@@ -295,3 +295,57 @@ def test_the_warm_up_samples_ship_with_pydicom():
 
     folder = Path(pydicom.data.__file__).parent / "test_files"
     assert all((folder / name).is_file() for name in dicom_helper.WARM_UP)
+
+
+def _decode_side_by_side(fixture_images, count: int) -> list[str]:
+    """`count` threads decode at the same moment; what each helper answered (its pid)."""
+    import threading
+
+    data = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
+    start = threading.Barrier(count)
+    reasons: list[str] = []
+
+    def one(i: int) -> None:
+        start.wait()
+        with pytest.raises(imaging.ImageDecodeError) as info:
+            imaging.decode(data, f"scan{i}.dcm")
+        reasons.append(info.value.reason)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return reasons
+
+
+@pytest.mark.parametrize(("size", "helpers"), [(3, 3), (1, 1)])
+def test_scans_decoded_at_once_get_a_helper_each_up_to_the_pool_size(
+    monkeypatch, fixture_images, size, helpers
+):
+    """The GPU layout's threads decode side by side; the pool never grows past its size."""
+    fake_helper(
+        monkeypatch,
+        """
+        import time
+        while request:  # each answered after half a second, with the helper's pid
+            time.sleep(0.5)
+            answer({"error": str(os.getpid())})
+            head = sys.stdin.buffer.read(8)
+            request = head and sys.stdin.buffer.read(struct.unpack("<Q", head)[0])
+        """,
+    )
+    monkeypatch.setattr(dicom_helper.pool(), "size", size)
+    reasons = _decode_side_by_side(fixture_images, 3)
+    assert len(reasons) == 3
+    answered_by = {reason.rsplit("(", 1)[1].rstrip(")") for reason in reasons}
+    assert len(answered_by) == helpers
+    assert len(dicom_helper.pool().pids()) == helpers
+
+
+def test_the_helpers_are_reused_before_new_ones_start(fixture_images):
+    good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
+    expected = imaging.decode(good, "one.dcm")
+    for i in range(3):  # one after the other: the same helper
+        np.testing.assert_array_equal(imaging.decode(good, f"again{i}.dcm"), expected)
+    assert len(dicom_helper.pool().pids()) == 1
