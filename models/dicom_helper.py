@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,9 +97,10 @@ class Helper:
     """One helper process, used by one thread at a time (`Pool` hands it out); started when
     first needed."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_broken: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._on_broken = on_broken
 
     def decode(self, data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
         """The first frame of the DICOM file `data`, of `shape`, as its stored values."""
@@ -110,6 +112,8 @@ class Helper:
                 return _receive(proc, shape, deadline, name)
             except _Broken as exc:
                 self.close()
+                if self._on_broken is not None:
+                    self._on_broken()
                 raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from None
             except ImageDecodeError:  # its refusal, read whole: the helper serves on
                 raise
@@ -246,6 +250,8 @@ class Pool:
 
     def __init__(self, size: int = 1) -> None:
         self.size = size
+        self.on_broken: Callable[[], None] | None = None
+        """Called each time a helper crashed, hung or answered out of protocol (a metric)."""
         self._ready = threading.Condition()
         self._idle: list[Helper] = []
         self._all: list[Helper] = []
@@ -285,13 +291,17 @@ class Pool:
         self._ready = threading.Condition()  # it may have been held by a thread at the fork
         self._idle, self._all = [], []
 
+    def _broken(self) -> None:
+        if self.on_broken is not None:
+            self.on_broken()
+
     def _take(self) -> Helper:
         with self._ready:
             while not self._idle and len(self._all) >= self.size:
                 self._ready.wait()
             if self._idle:
                 return self._idle.pop()  # the one used last: its pages are the warmest
-            helper = Helper()
+            helper = Helper(self._broken)
             self._all.append(helper)
             return helper
 

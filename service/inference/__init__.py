@@ -59,7 +59,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     manager.start()
     atexit.register(manager.stop)
 
-    from service.inference import v1, v2
+    from service.inference import metrics, v1, v2
     from service.inference.express import ExpressLane
     from service.inference.predictor import Predictor
     from service.inference.uploads import InMemoryRequest
@@ -77,6 +77,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
     dicom.load_reader()
     dicom_helper.pool().resize(settings.dicom_decoders or cores.available_cores())
+    dicom_helper.pool().on_broken = metrics.DICOM_DECODER_FAILURES.inc
     return app
 
 

@@ -36,3 +36,8 @@ LOADED_MODELS = Gauge(
     "Model versions loaded in memory (summed over workers)",
     multiprocess_mode="livesum",
 )
+DICOM_DECODER_FAILURES = Counter(
+    "scantune_dicom_decoder_failures_total",
+    "JPEG Lossless and JPEG-LS decoder processes stopped because they crashed, hung or answered"
+    " out of protocol; each cost its scan a 422 (models.dicom_helper)",
+)

@@ -397,3 +397,19 @@ def test_the_app_sizes_the_jpeg_ls_decoder_pool_from_its_setting_or_the_cores(
     monkeypatch.setattr(pool, "size", pool.size)  # put back afterwards
     make_client(**({"dicom_decoders": setting} if setting else {}))
     assert pool.size == (int(setting) if setting else cores.available_cores())
+
+
+def test_a_crashed_jpeg_ls_decoder_is_counted_in_the_metrics(client):
+    from models import dicom_helper
+
+    crash = "normal_0_jpeg_ls_gdcm_crash.dcm"
+    before = metric(client, "scantune_dicom_decoder_failures_total")
+    assert client.post(PREDICT, data=scan(crash)).status_code == 422
+    assert metric(client, "scantune_dicom_decoder_failures_total") == before + 1
+    # A refusal by the decoder that leaves it running is the scan's fault, not the decoder's.
+    good = (IMAGES / "normal_0_jpeg_ls.dcm").read_bytes()
+    assert client.post(PREDICT, data=scan("normal_0_jpeg_ls.dcm")).status_code == 200
+    cut = good[: len(good) - 200]
+    assert client.post(PREDICT, data={"file": (io.BytesIO(cut), "cut.dcm")}).status_code == 422
+    assert metric(client, "scantune_dicom_decoder_failures_total") == before + 1
+    assert dicom_helper.pool().pids()
