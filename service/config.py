@@ -255,7 +255,8 @@ class InferenceSettings(CommonSettings):
             "JPEG Lossless and JPEG-LS decoder processes (GDCM's sealed helpers) per worker, at"
             " most; 0: one per core. One starts for each such scan decoded while the others"
             " are busy, so a sync worker keeps one, and a gthread worker's threads decode side"
-            " by side; each holds about 90 MB while idle."
+            " by side; each holds about 90 MB while idle, up to 1.4 GB while it decodes a"
+            " 64 MP colour frame."
         ),
     )
 
