@@ -7,7 +7,8 @@ service (no torch). The peak is VmHWM after resetting it to the RSS just before 
 - predict: the app factory over a local artifact folder holding the benchmark's
   EfficientNet-Lite0, ready, then one `POST /v1/models/bench-lite0:predict` carrying N copies
   of a black SIDE x SIDE 8-bit PNG (tens of kB each: the cost is in decoding, not upload).
-  Prints the rise of peak RSS over the RSS before the request, and the request's time.
+  Prints the rise of peak RSS over the RSS before the request, the rise the worker keeps
+  once the request is answered (onnxruntime's arena, Python's heap), and the request's time.
 - predict DICOM: the same with one 16-bit grayscale DICOM of --dicom-shape (rows x columns;
   default a mammogram's 4096 x 3328, 27 MB uncompressed, under the 32 MB upload limit), a
   random ramp with a rescale slope and intercept and a VOI window, as a scanner writes it.
@@ -15,6 +16,7 @@ service (no torch). The peak is VmHWM after resetting it to the RSS just before 
   time, peak RSS rise, and the base64 length.
 
     python bench/request_memory.py --files 1 8 --side 4000 --heatmap-sides 2000 4000 8000
+    python bench/request_memory.py --files 1 8 16 64 --side 512 --dicom-shape 0 0 --heatmap-sides
 """
 
 from __future__ import annotations
@@ -67,9 +69,12 @@ started = time.perf_counter()
 files = [(io.BytesIO(scan), f"{{i}}.{{suffix}}") for i in range(n)]
 response = client.post("/v1/models/{model}:predict", data={{"file": files}})
 seconds = time.perf_counter() - started
+status = response.status_code
 peak = status_mb("VmHWM")
-print(json.dumps({{"status": response.status_code, "scan_bytes": len(scan), "rss_before_mb": before,
-                  "peak_rise_mb": peak - before, "seconds": seconds}}))
+del files, response
+print(json.dumps({{"status": status, "scan_bytes": len(scan), "rss_before_mb": before,
+                  "peak_rise_mb": peak - before, "kept_mb": status_mb("VmRSS") - before,
+                  "seconds": seconds}}))
 """
 
 HEATMAP_CHILD = """
@@ -116,7 +121,7 @@ def main() -> int:
         metavar=("ROWS", "COLUMNS"),
         help="0 0 skips the DICOM request",
     )
-    parser.add_argument("--heatmap-sides", type=int, nargs="+", default=[2000, 4000, 8000])
+    parser.add_argument("--heatmap-sides", type=int, nargs="*", default=[2000, 4000, 8000])
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
 
@@ -147,10 +152,11 @@ def main() -> int:
                 measure=MEASURE,
             )  # fmt: skip
             runs = [child(code, env) for _ in range(options.repeat)]
+            kept = ", ".join(f"{r['kept_mb']:.0f}" for r in runs)
             print(
                 f"predict {files} x {cols}x{rows} {kind.upper()} ({runs[0]['scan_bytes']} B"
                 f" each), status {runs[0]['status']}: RSS before {runs[0]['rss_before_mb']:.0f} MB,"
-                f" {spread(runs)}"
+                f" {spread(runs)}, kept {kept} MB"
             )
         for side in options.heatmap_sides:
             code = HEATMAP_CHILD.format(repo=str(REPO), side=side, measure=MEASURE)

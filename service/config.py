@@ -225,6 +225,17 @@ class InferenceSettings(CommonSettings):
             " floor, but resident memory fluctuates with fragmentation)."
         ),
     )
+    ort_arena_keep_batch: int = Field(
+        default=8,
+        ge=1,
+        description=(
+            "Largest onnxruntime run, in images, whose CPU arena memory a session keeps for"
+            " the next runs (never less than max_batch_size). A bigger run, a request with more"
+            " files, gives its memory back when it ends, at 5-7 ms more CPU per image of that"
+            " run (bench/arena.py); kept, one 64-file request left a worker 910 MB larger for"
+            " good (EfficientNet-Lite0, 224 px)."
+        ),
+    )
     malloc_arena_max: int = Field(
         default=2,
         ge=0,
