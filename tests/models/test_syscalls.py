@@ -56,15 +56,20 @@ sys.stdout.write(" ".join(tries) + f" memory:{sum(big)}\\n")
 """
 
 
-def test_a_sealed_process_cannot_open_connect_exec_fork_or_signal(tmp_path):
-    victim = tmp_path / "patient.txt"
-    victim.write_text("not for the helper")
+def attempts(script: str, victim: Path) -> dict[str, str]:
+    """Run `script` in a fresh interpreter; each attempt's outcome (an errno, or "done")."""
     done = subprocess.run(
-        [sys.executable, "-c", SEALED, str(victim)],
+        [sys.executable, "-c", script, str(victim)],
         capture_output=True, text=True, check=False, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    got = dict(item.split(":") for item in done.stdout.split())
+    return dict(item.split(":") for item in done.stdout.split())
+
+
+def test_a_sealed_process_cannot_open_connect_exec_fork_or_signal(tmp_path):
+    victim = tmp_path / "patient.txt"
+    victim.write_text("not for the helper")
+    got = attempts(SEALED, victim)
     eperm = "1"
     assert got == {
         "read-parent-environ": eperm, "open-file": eperm, "unlink": eperm, "socket": eperm,
@@ -83,12 +88,7 @@ def test_an_unsealed_process_can_do_all_that_so_the_test_above_means_something(t
         .replace('attempt("fork", os.fork),', "")
         .replace('attempt("exec", lambda: os.execv("/bin/true", ["true"])),', "")
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(victim)],
-        capture_output=True, text=True, check=False, cwd=ROOT, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    got = dict(item.split(":") for item in done.stdout.split())
+    got = attempts(script, victim)
     assert got["read-parent-environ"] == got["open-file"] == got["unlink"] == "done"
     assert got["socket"] == got["signal-parent"] == got["tgkill-parent"] == "done"
     assert got["rename"] == "2"  # done already: unlinked above
