@@ -98,28 +98,26 @@ class Helper:
     first needed."""
 
     def __init__(self, on_broken: Callable[[], None] | None = None) -> None:
-        self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._on_broken = on_broken
 
     def decode(self, data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
         """The first frame of the DICOM file `data`, of `shape`, as its stored values."""
-        with self._lock:
-            deadline = time.monotonic() + TIMEOUT_S
-            try:
-                proc = self._running()
-                _send(proc, data)
-                return _receive(proc, shape, deadline, name)
-            except _Broken as exc:
-                self.close()
-                if self._on_broken is not None:
-                    self._on_broken()
-                raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from None
-            except ImageDecodeError:  # its refusal, read whole: the helper serves on
-                raise
-            except BaseException:  # mid-answer (out of memory, say): the rest is unread
-                self.close()
-                raise
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            proc = self._running()
+            _send(proc, data)
+            return _receive(proc, shape, deadline, name)
+        except _Broken as exc:
+            self.close()
+            if self._on_broken is not None:
+                self._on_broken()
+            raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({exc})") from None
+        except ImageDecodeError:  # its refusal, read whole: the helper serves on
+            raise
+        except BaseException:  # mid-answer (out of memory, say): the rest is unread
+            self.close()
+            raise
 
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
@@ -156,7 +154,7 @@ class Helper:
 
     def forget(self) -> None:
         """In a forked child: drop the parent's helper without stopping it."""
-        proc, self._proc, self._lock = self._proc, None, threading.Lock()
+        proc, self._proc = self._proc, None
         if proc is not None:
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
@@ -306,11 +304,7 @@ class Pool:
             return helper
 
 
-def _default_size() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-_pool = Pool(_default_size())
+_pool = Pool()  # one helper: the service sizes it (SCANTUNE_DICOM_DECODERS, or its cores)
 
 
 def pool() -> Pool:
