@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CHILD = """
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 sys.path.insert(0, {repo!r})
 import numpy as np, onnxruntime as ort
 from service.config import InferenceSettings
@@ -47,9 +47,8 @@ for batch in {batches}:
         session.run(None, {{name: images}}, options)
         seconds.append(time.process_time() - started)
     out[batch] = statistics.median(seconds) * 1000 / batch
-with open("/proc/self/status") as status:
-    rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
-print(json.dumps({{"ms_per_image": out, "rss_mb": rss}}))
+from bench.inference import rss_mb
+print(json.dumps({{"ms_per_image": out, "rss_mb": rss_mb(os.getpid())}}))
 """
 
 
