@@ -13,12 +13,12 @@ BIN := $(VENV)/bin
 CODE := service models tests $(wildcard bench)
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint typecheck pytest venv postgres bench clean-venvs
+.PHONY: run test lint typecheck pytest venv postgres system-deps test-assets bench clean-venvs
 
 run: venv
 	$(BIN)/scantune up
 
-test: venv postgres lint typecheck pytest
+test: venv postgres test-assets lint typecheck pytest
 
 lint: venv
 	$(BIN)/ruff check $(CODE)
@@ -29,7 +29,7 @@ typecheck: venv
 	$(BIN)/mypy --explicit-package-bases service models $(wildcard bench)
 
 pytest: venv
-	SCANTUNE_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -q $(PYTEST_ARGS)
+	SCANTUNE_TEST_POSTGRES_URL=$(PG_URL) SCANTUNE_TEST_AXE_JS=$(AXE_DIR)/node_modules/axe-core/axe.min.js $(BIN)/pytest -q $(PYTEST_ARGS)
 
 venv: $(VENV)/.installed
 	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
@@ -42,6 +42,26 @@ $(VENV)/.installed:
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -e ".[train,serve,dev]"
 	touch $@
+
+# Debian packages the tests drive: Orthanc (a real PACS) with its DICOMweb plugin, the DICOM
+# validators (dciodvfy, dsrdump, storescu), Chromium for the dashboard's browser tests, npm for
+# axe-core. Installed only when one is missing.
+SYSTEM_PKGS := orthanc orthanc-dicomweb dicom3tools dcmtk chromium
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+		command -v npm >/dev/null || echo npm); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+# axe-core (accessibility checks in the browser tests), from the npm registry, cached like the venv.
+AXE_VERSION := 4.10.3
+AXE_DIR := $(CACHE)/axe-core-$(AXE_VERSION)
+test-assets: $(AXE_DIR)/node_modules/axe-core/axe.min.js
+$(AXE_DIR)/node_modules/axe-core/axe.min.js:
+	mkdir -p $(AXE_DIR)
+	cd $(AXE_DIR) && npm install --silent --no-audit --no-fund axe-core@$(AXE_VERSION)
 
 # PostgreSQL for the tests: start the local cluster when it is installed and down.
 postgres:
