@@ -60,7 +60,6 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     atexit.register(manager.stop)
 
     from service.inference import metrics, v1, v2
-    from service.inference.express import ExpressLane
     from service.inference.predictor import Predictor
     from service.inference.uploads import InMemoryRequest
     from service.web import add_readiness_check, create_base_app
@@ -73,7 +72,6 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
-    app.wsgi_app = ExpressLane(app)  # type: ignore[method-assign]
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
     dicom.load_reader()
     dicom_helper.pool().resize(settings.dicom_decoders or cores.available_cores())
@@ -93,7 +91,7 @@ def before_fork(settings: InferenceSettings) -> None:
     import flask  # noqa: F401
     from PIL import Image
 
-    from service.inference import express, predictor, uploads, v1, v2  # noqa: F401
+    from service.inference import predictor, responses, uploads, v1, v2  # noqa: F401
     from service.web import create_base_app  # noqa: F401
 
     Image.preinit()  # the PNG, JPEG, BMP, GIF and PPM plugins, else the first scan loads them

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
 
 from service.errors import BadRequest, validation_errors
 from service.inference import metrics
-
-if TYPE_CHECKING:
-    from service.inference.manager import LoadedModel
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("scantune.inference")
@@ -36,21 +33,6 @@ def start_prediction() -> None:
 def served_by(name: str, version: int) -> None:
     """Record which model version answers this request (for metrics and the log line)."""
     g.model_name, g.model_version = name, version
-
-
-LANE_REFUSAL = "scantune.lane_refusal"
-"""The environ key where the express lane leaves the refusal of a request's scans that it gives
-to Flask: ((model name, version), the 4xx `Predictor.predict` raised)."""
-
-
-def refused_on_the_lane(model: LoadedModel) -> None:
-    """Raise the refusal the express lane met for this request's scans with this model version,
-    so Flask answers it without decoding them a second time: a 413 comes after up to
-    `max_request_megapixels` of decoding, seconds of a worker. Only a 4xx, which the same
-    scans and version give again; a 5xx, or a version since swapped in, is tried afresh."""
-    refusal = request.environ.pop(LANE_REFUSAL, None)
-    if refusal is not None and refusal[0] == (model.name, model.version):
-        raise refusal[1]
 
 
 def observe_prediction(response: Response) -> Response:
