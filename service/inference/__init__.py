@@ -50,6 +50,10 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     settings = settings or InferenceSettings()
     limit_malloc_arenas(settings.malloc_arena_max)
     logging.basicConfig(level=settings.log_level.upper())
+    if settings.ort_lanes is not None:
+        logging.getLogger("scantune.inference").warning(
+            "SCANTUNE_ORT_LANES is deprecated: set SCANTUNE_BATCH_RUNNERS instead"
+        )
     _keep_scan_content_out_of_logs()
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region

@@ -10,15 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.auth import require
 from service.errors import NotFound
 from service.inference import services
-from service.inference.predictor import Selector
-from service.inference.responses import prediction_response
-from service.inference.uploads import read_uploads
-from service.inference.views import (
+from service.inference.prediction_metrics import (
     observe_prediction,
-    parse_query,
     served_by,
     start_prediction,
 )
+from service.inference.predictor import Selector
+from service.inference.responses import prediction_response
+from service.inference.uploads import read_uploads
+from service.inference.views import parse_query
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
