@@ -91,20 +91,20 @@ def split_limit(onnx: bytes, card: Any, png: bytes, rounds: int = 10, runs: int 
     from PIL import Image
 
     from bench import reference_model
-    from models import imaging
+    from models import scans
 
     session = reference_model.session(onnx, 1)
     image = Image.open(io.BytesIO(png))
     image.load()
-    decoded = imaging.decode(png, "bench.png")
-    batch = imaging.to_batch([decoded], card.input)
+    decoded = scans.decode(png, "bench.png")
+    batch = scans.to_batch([decoded], card.input)
     steps = {
         "PNG decode (Pillow)": lambda: Image.open(io.BytesIO(png)).load(),
         "to float32 (numpy)": lambda: np.asarray(image, dtype=np.float32) / np.float32(255.0),
-        "resize + normalise": lambda: imaging.to_batch([decoded], card.input),
+        "resize + normalise": lambda: scans.to_batch([decoded], card.input),
         "onnxruntime run": lambda: session.run(None, {card.outputs.input: batch}),
         "the whole loop": lambda: session.run(
-            None, {card.outputs.input: imaging.to_batch([imaging.decode(png, "b")], card.input)}
+            None, {card.outputs.input: scans.to_batch([scans.decode(png, "b")], card.input)}
         ),
     }
     times: dict[str, list[float]] = {label: [] for label in steps}

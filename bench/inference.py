@@ -74,8 +74,8 @@ def build_model(workdir: Path) -> tuple[Path, Any]:
     from models.backbones import create_backbone, get_info
     from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
     from models.export import export_onnx
-    from models.imaging import PREPROCESSING_VERSION
     from models.network import Classifier, build_head
+    from models.scans import PREPROCESSING_VERSION
 
     torch.manual_seed(0)
     backbone = create_backbone("efficientnet_lite0", in_chans=1, cache_dir=workdir / "cache")
@@ -122,7 +122,7 @@ def publish(model_dir: Path, card: Any, artifacts: Path | str,
 def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, threads: int,
                    queue: Any) -> None:  # fmt: skip
     from bench import reference_model
-    from models import imaging
+    from models import scans
     from models.card import ModelCard
 
     card = ModelCard.from_json(card_json)
@@ -130,7 +130,7 @@ def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, thre
     latencies = []
 
     def once() -> None:
-        batch = imaging.to_batch([imaging.decode(png, "bench.png")], card.input)
+        batch = scans.to_batch([scans.decode(png, "bench.png")], card.input)
         session.run(None, {"image": batch})
 
     for _ in range(5):
