@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
-from models.card import MODEL_NAME_PATTERN
+from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN
 
 
 class _Spec(BaseModel):
@@ -102,7 +102,7 @@ class RecipeSpec(_Spec):
 
 
 class PromoteSpec(_Spec):
-    alias: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    alias: str = Field(pattern=ALIAS_PATTERN)
     min: dict[str, float] = Field(default_factory=dict, description="metric name -> minimum")
     beat_current: bool = False
 

@@ -8,11 +8,11 @@ from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.errors import ServiceUnavailable
 from service.jobs.launchers.base import Launcher, make_launcher
+from service.jobs.schemas import JobView
 from service.jobs.state import Status
 from service.jobs.store import JobNotFound, JobStore
 from service.jobs.supervisor import Supervisor
 from service.jobs.validation import check_uris
-from service.jobs.views import JobView
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from datetime import timedelta
 from service.config import TrainingSettings
 from service.jobs.launchers.base import Launcher, RunnerState
 from service.jobs.state import IllegalTransition, Status
-from service.jobs.store import JobStore, as_utc, utcnow
-from service.jobs.tables import JobRow
+from service.jobs.store import JobStore
+from service.jobs.tables import JobRow, as_utc, utcnow
 from service.jobs.webhook import claim_timeout_s, send_job_webhook
 
 log = logging.getLogger(__name__)
