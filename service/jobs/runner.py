@@ -2,6 +2,7 @@
 
 It trains through `models.runner.run_training` (the same code as `scantune train`), reports
 progress and heartbeats into the job row, stops when the job is cancelled or taken from it,
+or on SIGINT (its service stopping) queues the job to resume from its last checkpoint,
 then allocates the version, publishes it (card last), records success, applies the promotion
 gate and sends the webhook. Tracebacks go to this process's output (the job log); the job row
 gets a reason and one line.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -90,6 +92,8 @@ class JobRunner:
         beat.start()
         try:
             return self._run(spec, out_dir)
+        except KeyboardInterrupt:
+            return self._queue_to_resume()
         finally:
             self._stop_heartbeat.set()
             beat.join(timeout=5)
@@ -258,6 +262,21 @@ class JobRunner:
             return EXIT_OK
         return EXIT_LOST
 
+    def _queue_to_resume(self) -> int:
+        try:
+            self.store.transition(
+                self.job_id,
+                Status.QUEUED,
+                expected=[Status.RUNNING],
+                attempt=self.attempt,
+                runner_ref=None,
+                phase=None,
+            )
+        except IllegalTransition:
+            return self._lost_ownership("interrupted")
+        log.info("job %s interrupted; queued to resume from its last checkpoint", self.job_id)
+        return EXIT_OK
+
     def _check_owned(self) -> None:
         if self._lost.is_set() or not self._owned():
             raise OwnershipLost("the job is no longer this runner's")
@@ -356,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=True,
     )
     runner = JobRunner(settings, args.job_id)
+    # SIGINT (the service stopping) raises KeyboardInterrupt wherever the runner is; checkpoints
+    # are written to a temporary name and renamed, so the last one is whole.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return runner.run()
     finally:

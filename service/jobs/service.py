@@ -44,6 +44,7 @@ class JobService:
         self, spec: JobSpec, *, idempotency_key: str | None = None, actor: str = "anonymous"
     ) -> JobView:
         """Queue a job. The same key and spec return the same job; another spec is a Conflict."""
+        spec = spec.with_absolute_paths()  # the runner works in a folder of its own
         # A retry of an accepted request must not depend on the data still being there.
         if idempotency_key is None or self.store.find_by_key(idempotency_key) is None:
             check_uris(spec, self.settings)
