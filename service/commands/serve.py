@@ -115,6 +115,10 @@ def gunicorn_command(
         "--worker-class", worker_class,
         "--timeout", str(layout.timeout_s),
         "--graceful-timeout", "30",
+        # Request lines up to gunicorn's maximum reach the app, which refuses a query string
+        # over service.web.MAX_QUERY_BYTES; longer lines gunicorn refuses itself, as a
+        # problem document too (service.gunicorn_errors).
+        "--limit-request-line", "8190",
         *access,
         spec.app,
     ]  # fmt: skip
