@@ -54,7 +54,9 @@ def absolute_uri(uri: str, base: Path | None = None) -> str:
     where they were written, since its runner works in a folder of its own."""
     if is_s3(uri) or urlparse(uri).scheme == "file" or local_path(uri).is_absolute():
         return uri
-    return str(((base or Path.cwd()) / local_path(uri)).resolve())
+    # Lexically (normpath, not resolve): no file system call, so a path that names nothing,
+    # or could not (a NUL byte), is left to the existence check to report.
+    return os.path.normpath((base or Path.cwd()) / local_path(uri))
 
 
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
