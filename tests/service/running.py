@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +21,11 @@ class Up:
     """`scantune up` in its own session, as a terminal runs it (Ctrl-C reaches its whole
     foreground process group); without keys in `env`, `--no-auth`."""
 
-    def __init__(self, folder: Path, env: dict[str, str] | None = None) -> None:
-        self.folder, self.extra_env = folder, env or {}
+    def __init__(
+        self, folder: Path, env: dict[str, str] | None = None, *, key: bool = False
+    ) -> None:
+        """`key`: let `scantune up` make and print an API key, as `make run` does."""
+        self.folder, self.extra_env, self.make_key = folder, env or {}, key
         self.ports = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = folder / "up.log"
@@ -37,7 +42,7 @@ class Up:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCANTUNE_")}
         env |= {"PYTHONPATH": str(REPO), **self.extra_env}
         command = [sys.executable, "-m", "service.cli", "up"]
-        if "SCANTUNE_API_KEYS" not in env:
+        if "SCANTUNE_API_KEYS" not in env and not self.make_key:
             command.append("--no-auth")
         ports = ["--training-port", str(self.ports[0]), "--inference-port", str(self.ports[1])]
         with self.output.open("ab") as out:
@@ -63,9 +68,19 @@ class Up:
         return time.monotonic() - started
 
     def kill(self) -> None:
+        """Stop it as Ctrl-C does (its runners pause), then make sure."""
+        if self.proc is not None and _group_alive(self.proc.pid):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.ctrl_c()
         if self.proc is not None and _group_alive(self.proc.pid):
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+    def printed_key(self) -> str:
+        """The API key `scantune up` printed."""
+        found = re.search(r"export SCANTUNE_API_KEY=(\S+)", self.output.read_text())
+        assert found, "scantune up printed no API key"
+        return found.group(1)
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = requests.get(f"{self.url}/v1/training-jobs/{job_id}", timeout=10)
