@@ -26,6 +26,7 @@ __all__ = ["EXTENSION", "TrainingServices", "create_app", "services"]
 
 log = logging.getLogger(__name__)
 
+
 def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bool = True) -> Flask:
     """Build the training API; `start_supervisor=False` leaves queued jobs alone (tests)."""
     settings = settings or TrainingSettings()
