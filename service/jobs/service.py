@@ -35,7 +35,8 @@ class JobService:
         self.supervisor.start()
 
     def stop(self) -> None:
-        """Stop supervising; runners keep running and any API process picks them up."""
+        """Stop supervising and close the launcher: Kubernetes Jobs keep running; local runners
+        pause, their jobs queued to resume (`LocalLauncher.close`)."""
         self.supervisor.stop()
         self.launcher.close()
         self.store.close()
