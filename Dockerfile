@@ -10,7 +10,7 @@
 #
 # The api image is the control plane for the `kubernetes` launcher: it talks to the job store,
 # the artifact store and the cluster, and never imports torch (tests/deploy checks that in a
-# fresh interpreter), so it carries none: about 0.6 GB against the trainer's 6.4 GB (see
+# fresh interpreter), so it carries none: about 0.65 GB against the trainer's 6.4 GB (estimated, see
 # docs/deployment.md). With the `local` launcher the API runs the job runner as a subprocess
 # in its own container and so needs torch: run the trainer image with
 # `scantune serve training --host 0.0.0.0 --port 8000` as its command instead.
