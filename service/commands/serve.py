@@ -64,8 +64,8 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--no-auth", action="store_true", help="serve without API keys (local use only)"
     )
-    up.add_argument("--training-port", type=int, default=SERVICES["training"].port)
-    up.add_argument("--inference-port", type=int, default=SERVICES["inference"].port)
+    up.add_argument("--training-port", type=int, default=SERVICES["training"].port, help="8000")
+    up.add_argument("--inference-port", type=int, default=SERVICES["inference"].port, help="8001")
     up.set_defaults(func=run_up)
 
     serve = subparsers.add_parser("serve", help="run one service under gunicorn")
