@@ -13,10 +13,16 @@ BIN := $(VENV)/bin
 CODE := service models tests $(wildcard bench)
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint typecheck pytest venv postgres system-deps test-assets bench clean-venvs
+.PHONY: run shell test lint typecheck pytest venv postgres system-deps test-assets bench clean-venvs
 
 run: venv
+	@echo "scantune CLI in another terminal: make shell  (or: . $(BIN)/activate)"
 	$(BIN)/scantune up
+
+# A shell with the virtualenv active: `scantune` on PATH (exit to leave).
+shell: venv
+	@echo "scantune is on PATH in this shell; exit to leave"
+	@VIRTUAL_ENV=$(VENV) PATH="$(BIN):$$PATH" $${SHELL:-/bin/sh} -i
 
 test: venv postgres test-assets lint typecheck pytest
 

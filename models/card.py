@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 CARD_FILE = "card.json"
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+# An alias (production, staging...): the one definition the registry, both APIs and specs use.
+ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 """What a published model may be called (a path segment in the artifact store)."""
 ONNX_FILE = "model.onnx"
 CARD_SCHEMA_VERSION = 1

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
-from models.card import MODEL_NAME_PATTERN
+from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN
+from models.uri import absolute_uri
 
 
 class _Spec(BaseModel):
@@ -102,7 +103,7 @@ class RecipeSpec(_Spec):
 
 
 class PromoteSpec(_Spec):
-    alias: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    alias: str = Field(pattern=ALIAS_PATTERN)
     min: dict[str, float] = Field(default_factory=dict, description="metric name -> minimum")
     beat_current: bool = False
 
@@ -132,6 +133,18 @@ class JobSpec(_Spec):
     promote: PromoteSpec | None = None
     webhook: WebhookSpec | None = None
     resources: ResourcesSpec = ResourcesSpec()
+
+    def with_absolute_paths(self) -> JobSpec:
+        """This spec with relative local `dataset.uri`, `dataset.val_uri` and `weights_uri`
+        made absolute against the current directory: resolved once, where written."""
+        dataset = self.dataset.model_copy(
+            update={
+                "uri": absolute_uri(self.dataset.uri),
+                "val_uri": self.dataset.val_uri and absolute_uri(self.dataset.val_uri),
+            }
+        )
+        weights = self.weights_uri and absolute_uri(self.weights_uri)
+        return self.model_copy(update={"dataset": dataset, "weights_uri": weights})
 
     @field_validator("base_model")
     @classmethod

@@ -48,6 +48,17 @@ def local_path(uri: str) -> Path:
     )
 
 
+def absolute_uri(uri: str, base: Path | None = None) -> str:
+    """`uri` with a relative local path made absolute against `base` (default: the current
+    directory); s3:// and absolute paths come back unchanged. A job resolves its paths once,
+    where they were written, since its runner works in a folder of its own."""
+    if is_s3(uri) or urlparse(uri).scheme == "file" or local_path(uri).is_absolute():
+        return uri
+    # Lexically (normpath, not resolve): no file system call, so a path that names nothing,
+    # or could not (a NUL byte), is left to the existence check to report.
+    return os.path.normpath((base or Path.cwd()) / local_path(uri))
+
+
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
     """A boto3 S3 client; endpoint from the argument, else SCANTUNE_S3_ENDPOINT_URL or AWS's own."""
     try:

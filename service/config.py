@@ -42,7 +42,7 @@ class CommonSettings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 region; default from AWS config.")
     api_keys: list[ApiKey] = Field(
         default_factory=list,
-        description='JSON list of {"name", "sha256", "scopes"}; see `scantune keys hash`.',
+        description='JSON list of {"name", "sha256", "scopes"}; `scantune keys new` makes one.',
     )
     auth_disabled: bool = Field(
         default=False,

@@ -70,6 +70,10 @@ class PayloadTooLarge(ServiceError):
     status, title = 413, "Payload too large"
 
 
+class UriTooLong(ServiceError):
+    status, title = 414, "URI too long"
+
+
 class UnsupportedMediaType(ServiceError):
     status, title = 415, "Unsupported media type"
 
@@ -109,6 +113,28 @@ class InvalidRequest(Unprocessable):
         return cls(f"{len(errors)} invalid field(s): {summary}", errors=errors)
 
 
+def problem_body(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """The problem document itself: what `problem` sends, and gunicorn's hook too."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request_id:
+        body["request_id"] = request_id
+    if errors:
+        body["errors"] = errors
+    return body
+
+
 def problem(
     status: int,
     title: str,
@@ -120,17 +146,8 @@ def problem(
     """A problem+json response."""
     from flask import Response, g, json
 
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE + title.lower().replace(" ", "-"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
     request_id = g.get("request_id") if g else None
-    if request_id:
-        body["request_id"] = request_id
-    if errors:
-        body["errors"] = errors
+    body = problem_body(status, title, detail, errors=errors, request_id=request_id)
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MEDIA_TYPE)
     for key, value in (headers or {}).items():
         response.headers[key] = value

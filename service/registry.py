@@ -22,12 +22,11 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from models.card import CARD_FILE, MODEL_NAME_PATTERN, ONNX_FILE, ModelCard
+from models.card import ALIAS_PATTERN, CARD_FILE, MODEL_NAME_PATTERN, ONNX_FILE, ModelCard
 from service.errors import Conflict, NotFound, ServiceError
 from service.storage import ArtifactStore, ObjectNotFound
 
 log = logging.getLogger("scantune.registry")
-ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SKIPPED_ON_PUBLISH = {CARD_FILE, "checkpoints", "history.json.tmp"}
 
 

@@ -22,9 +22,14 @@ from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import KeyRing
 from service.config import CommonSettings
 from service.encoding import FiniteJSONProvider
-from service.errors import register_error_handlers
+from service.errors import UriTooLong, register_error_handlers
 
 log = logging.getLogger("scantune.access")
+
+# Longest query string either service reads (414 past it). gunicorn passes request lines up
+# to 8190 bytes (`--limit-request-line`); it refuses longer ones itself, as a problem
+# document through service.gunicorn_errors.
+MAX_QUERY_BYTES = 4096
 
 ReadinessCheck = Callable[[], None]
 """Raises (any exception) when a dependency is not ready; its message is reported."""
@@ -40,6 +45,7 @@ def create_base_app(import_name: str, settings: CommonSettings, *, service: str)
     app.extensions["scantune.readiness"] = {}
     register_error_handlers(app)
     _install_request_ids(app)
+    _install_query_limit(app)
     _install_metrics(app, service)
     _install_health(app)
     return app
@@ -59,6 +65,14 @@ def _install_request_ids(app: Flask) -> None:
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
+
+
+def _install_query_limit(app: Flask) -> None:
+    @app.before_request
+    def _check_query_length() -> None:
+        size = len(request.query_string)
+        if size > MAX_QUERY_BYTES:
+            raise UriTooLong(f"the query string is {size} bytes; at most {MAX_QUERY_BYTES}")
 
 
 def request_id(supplied: str) -> str:

@@ -1,4 +1,4 @@
-"""`scantune keys new|hash`: make API keys and the hashed entries settings store."""
+"""`scantune keys new`: make an API key and the hashed entry settings store."""
 
 from __future__ import annotations
 

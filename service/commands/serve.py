@@ -64,6 +64,8 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--no-auth", action="store_true", help="serve without API keys (local use only)"
     )
+    up.add_argument("--training-port", type=int, default=SERVICES["training"].port, help="8000")
+    up.add_argument("--inference-port", type=int, default=SERVICES["inference"].port, help="8001")
     up.set_defaults(func=run_up)
 
     serve = subparsers.add_parser("serve", help="run one service under gunicorn")
@@ -113,6 +115,10 @@ def gunicorn_command(
         "--worker-class", worker_class,
         "--timeout", str(layout.timeout_s),
         "--graceful-timeout", "30",
+        # Request lines up to gunicorn's maximum reach the app, which refuses a query string
+        # over service.web.MAX_QUERY_BYTES; longer lines gunicorn refuses itself, as a
+        # problem document too (service.gunicorn_errors).
+        "--limit-request-line", "8190",
         *access,
         spec.app,
     ]  # fmt: skip
@@ -166,11 +172,16 @@ def run_up(args: argparse.Namespace) -> int:
         print(
             f"API key for this run (all scopes): {key}\n  export SCANTUNE_API_KEY={key}", flush=True
         )
+    ports = {"training": args.training_port, "inference": args.inference_port}
     procs = [
-        subprocess.Popen(gunicorn_command(name, args.host), env=service_env(name, base))
-        for name in ("training", "inference")
+        subprocess.Popen(gunicorn_command(name, args.host, port), env=service_env(name, base))
+        for name, port in ports.items()
     ]
-    print(f"training  http://{args.host}:8000   inference http://{args.host}:8001", flush=True)
+    print(
+        f"training  http://{args.host}:{ports['training']}   "
+        f"inference http://{args.host}:{ports['inference']}",
+        flush=True,
+    )
     return _wait_all(procs)
 
 

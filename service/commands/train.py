@@ -39,7 +39,7 @@ def run_train(args: argparse.Namespace) -> int:
     from models.runner import run_training
 
     try:
-        spec = load_spec(args.config)
+        spec = load_spec(args.config).with_absolute_paths()
         with _ProgressBar() as bar:
             result = run_training(
                 spec, args.out, progress=bar, resume=args.resume, weights_uri=args.weights

@@ -16,8 +16,17 @@ from typing import Any
 
 from service import cores
 from service.cores import child_exit, post_fork, post_request, pre_fork, pre_request
+from service.gunicorn_errors import post_worker_init
 
-__all__ = ["child_exit", "on_starting", "post_fork", "post_request", "pre_fork", "pre_request"]
+__all__ = [
+    "child_exit",
+    "on_starting",
+    "post_fork",
+    "post_request",
+    "post_worker_init",
+    "pre_fork",
+    "pre_request",
+]
 
 
 def on_starting(server: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.card import ALIAS_PATTERN
 from service.auth import require
 from service.errors import NotFound
 from service.inference import services
@@ -27,7 +28,7 @@ class ModelQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(default=None, ge=1)
-    alias: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    alias: str | None = Field(default=None, pattern=ALIAS_PATTERN)
 
     @model_validator(mode="after")
     def _one_selector(self) -> ModelQuery:

@@ -2,6 +2,7 @@
 
 It trains through `models.runner.run_training` (the same code as `scantune train`), reports
 progress and heartbeats into the job row, stops when the job is cancelled or taken from it,
+or on SIGINT (its service stopping) queues the job to resume from its last checkpoint,
 then allocates the version, publishes it (card last), records success, applies the promotion
 gate and sends the webhook. Tracebacks go to this process's output (the job log); the job row
 gets a reason and one line.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.errors import ServiceError
 from service.jobs.checkpoints import CheckpointSync
+from service.jobs.failures import OwnershipLost, PublishFailed, failure_reason, short_detail
 from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
 from service.jobs.store import JobStore, utcnow
@@ -42,45 +45,6 @@ log = logging.getLogger("scantune.runner")
 RUN_DIR = "run"
 EXIT_OK, EXIT_FAILED, EXIT_LOST = 0, 1, 3
 PROGRESS_WRITE_S = 0.5
-DETAIL_CHARS = 400
-FAILURE_REASONS = {
-    "DataError": "data_error",
-    "UriError": "data_error",
-    "ImageDecodeError": "data_error",
-    "WeightsError": "weights_error",
-    "OutOfMemoryError": "out_of_memory",
-    "MemoryError": "out_of_memory",
-    "StoreError": "store_error",
-    "PublishFailed": "publish_failed",
-}
-
-
-def failure_reason(exc: BaseException) -> str:
-    """A stable reason for the job row, from the exception's class (or its bases)."""
-    if type(exc).__name__ == "ExportError":
-        text = str(exc).lower()
-        return "parity_failed" if "parity" in text or "differs" in text else "export_failed"
-    for cls in type(exc).__mro__:
-        if cls.__name__ in FAILURE_REASONS:
-            return FAILURE_REASONS[cls.__name__]
-    return "runner_crashed"
-
-
-def short_detail(exc: BaseException) -> str:
-    """One line for the API: the exception's message with its lines joined, cut short."""
-    if isinstance(exc, PublishFailed):
-        return f"publishing failed: {exc}"[:DETAIL_CHARS]
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    detail = f"{type(exc).__name__}: {text}"
-    return detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 1] + "…"
-
-
-class PublishFailed(RuntimeError):
-    """The version could not be written to the artifact store (its number is given back)."""
-
-
-class OwnershipLost(RuntimeError):
-    """The job was cancelled, or the supervisor gave it to a newer attempt."""
 
 
 class JobRunner:
@@ -128,6 +92,8 @@ class JobRunner:
         beat.start()
         try:
             return self._run(spec, out_dir)
+        except KeyboardInterrupt:
+            return self._queue_to_resume()
         finally:
             self._stop_heartbeat.set()
             beat.join(timeout=5)
@@ -296,6 +262,21 @@ class JobRunner:
             return EXIT_OK
         return EXIT_LOST
 
+    def _queue_to_resume(self) -> int:
+        try:
+            self.store.transition(
+                self.job_id,
+                Status.QUEUED,
+                expected=[Status.RUNNING],
+                attempt=self.attempt,
+                runner_ref=None,
+                phase=None,
+            )
+        except IllegalTransition:
+            return self._lost_ownership("interrupted")
+        log.info("job %s interrupted; queued to resume from its last checkpoint", self.job_id)
+        return EXIT_OK
+
     def _check_owned(self) -> None:
         if self._lost.is_set() or not self._owned():
             raise OwnershipLost("the job is no longer this runner's")
@@ -394,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=True,
     )
     runner = JobRunner(settings, args.job_id)
+    # SIGINT (the service stopping) raises KeyboardInterrupt wherever the runner is; checkpoints
+    # are written to a temporary name and renamed, so the last one is whole.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return runner.run()
     finally:

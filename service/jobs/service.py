@@ -8,11 +8,11 @@ from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.errors import ServiceUnavailable
 from service.jobs.launchers.base import Launcher, make_launcher
+from service.jobs.schemas import JobView
 from service.jobs.state import Status
 from service.jobs.store import JobNotFound, JobStore
 from service.jobs.supervisor import Supervisor
 from service.jobs.validation import check_uris
-from service.jobs.views import JobView
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class JobService:
         self.supervisor.start()
 
     def stop(self) -> None:
-        """Stop supervising; runners keep running and any API process picks them up."""
+        """Stop supervising and close the launcher: Kubernetes Jobs keep running; local runners
+        pause, their jobs queued to resume (`LocalLauncher.close`)."""
         self.supervisor.stop()
         self.launcher.close()
         self.store.close()
@@ -44,6 +45,7 @@ class JobService:
         self, spec: JobSpec, *, idempotency_key: str | None = None, actor: str = "anonymous"
     ) -> JobView:
         """Queue a job. The same key and spec return the same job; another spec is a Conflict."""
+        spec = spec.with_absolute_paths()  # the runner works in a folder of its own
         # A retry of an accepted request must not depend on the data still being there.
         if idempotency_key is None or self.store.find_by_key(idempotency_key) is None:
             check_uris(spec, self.settings)

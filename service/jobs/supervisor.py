@@ -12,19 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from service.config import TrainingSettings
 from service.jobs.launchers.base import Launcher, RunnerState
 from service.jobs.state import IllegalTransition, Status
-from service.jobs.store import JobStore, as_utc, utcnow
-from service.jobs.tables import JobRow
+from service.jobs.store import JobStore
+from service.jobs.tables import JobRow, as_utc, utcnow
 from service.jobs.webhook import claim_timeout_s, send_job_webhook
 
 log = logging.getLogger(__name__)
 
 MAX_LAUNCHES_PER_TICK = 50
+WEBHOOK_SENDERS = 2  # deliveries at once per process
 
 
 class Supervisor:
@@ -33,7 +33,6 @@ class Supervisor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._webhooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook")
         self._sending: set[str] = set()
         self._lock = threading.Lock()
 
@@ -50,7 +49,6 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self._webhooks.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         """Run a tick now (a job was submitted or cancelled)."""
@@ -189,10 +187,12 @@ class Supervisor:
     def send_webhooks(self) -> None:
         for job in self.store.pending_webhooks(stale_after_s=claim_timeout_s(self.settings)):
             with self._lock:
-                if job.id in self._sending:
+                if job.id in self._sending or len(self._sending) >= WEBHOOK_SENDERS:
                     continue
                 self._sending.add(job.id)
-            self._webhooks.submit(self._send, job.id)
+            # Daemon threads: a delivery retrying an unreachable host must not hold the
+            # process when it stops; its claim goes stale and another sender takes it over.
+            threading.Thread(target=self._send, args=(job.id,), name="webhook", daemon=True).start()
 
     def _send(self, job_id: str) -> None:
         try:

@@ -38,7 +38,10 @@ def allowed_locally(uri: str, roots: list[Path] | None) -> bool:
     """Whether a local URI lies under one of `roots` (None: no restriction)."""
     if roots is None:
         return True
-    target = local_path(uri).resolve()
+    try:
+        target = local_path(uri).resolve()
+    except ValueError:  # a NUL byte: no file's name
+        return False
     return any(target.is_relative_to(root.resolve()) for root in roots)
 
 

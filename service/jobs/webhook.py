@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import requests
 
 from service.config import TrainingSettings
+from service.jobs.schemas import JobView
 from service.jobs.store import JobStore
-from service.jobs.views import JobView
 
 log = logging.getLogger(__name__)
 

@@ -9,32 +9,22 @@ from __future__ import annotations
 import atexit
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, g
 
 from service.config import TrainingSettings
 from service.errors import problem
 from service.jobs.service import JobService
 from service.registry import Registry
-from service.storage import ArtifactStore, StoreError, open_store
+from service.storage import StoreError, open_store
 from service.training_api.catalog import Catalog
+from service.training_api.context import EXTENSION, TrainingServices, services
 from service.training_api.metrics import observe_jobs
 from service.web import add_readiness_check, create_base_app
 
+__all__ = ["EXTENSION", "TrainingServices", "create_app", "services"]
+
 log = logging.getLogger(__name__)
-EXTENSION = "scantune"
-
-
-@dataclass(frozen=True)
-class TrainingServices:
-    """What the views reach through `current_app`: built once per process by `create_app`."""
-
-    settings: TrainingSettings
-    jobs: JobService
-    store: ArtifactStore
-    registry: Registry
-    catalog: Catalog
 
 
 def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bool = True) -> Flask:
@@ -62,12 +52,6 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
         jobs.start()
         atexit.register(jobs.stop)
     return app
-
-
-def services() -> TrainingServices:
-    """The current app's services (inside a request)."""
-    found: TrainingServices = current_app.extensions[EXTENSION]
-    return found
 
 
 def register_dependency_errors(app: Flask) -> None:

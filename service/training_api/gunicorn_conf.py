@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.gunicorn_errors import post_worker_init
+
+__all__ = ["on_starting", "post_worker_init"]
+
 
 def on_starting(server: Any) -> None:
     from service.config import TrainingSettings, settings_or_exit

@@ -11,7 +11,7 @@ from models.spec import MODEL_NAME_PATTERN, JobSpec
 from service.auth import require
 from service.errors import InvalidRequest
 from service.parsing import parse_body, parse_query
-from service.training_api import services
+from service.training_api.context import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/training-jobs")
 

@@ -245,11 +245,22 @@ def test_serve_extra_is_what_pyproject_says() -> None:
     assert not (set(serve) | set(core)) & TORCH
 
 
-@pytest.mark.parametrize("target", ["api", "trainer"])
-def test_trainer_and_api_install_the_train_extra(dockerfile: Dockerfile, target: str) -> None:
-    installed = pip_installs(dockerfile, target)
+def test_trainer_installs_the_train_extra(dockerfile: Dockerfile) -> None:
+    installed = pip_installs(dockerfile, "trainer")
     assert ".[train]" in installed
     assert set(installed) <= {".[train]", "."}, installed
+
+
+def test_api_installs_the_api_extra_without_torch(dockerfile: Dockerfile) -> None:
+    """The control plane (kubernetes launcher) ships no torch: the `api` extra only."""
+    installed = pip_installs(dockerfile, "api")
+    assert ".[api]" in installed
+    assert set(installed) <= {".[api]", "."}, installed
+    runs = " ".join(run for stage in dockerfile.lineage("api") for run in stage.all("RUN"))
+    assert "find_spec('torch') is not None" in runs, "the build proves torch is absent"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    api = {Requirement(r).name for r in pyproject["project"]["optional-dependencies"]["api"]}
+    assert "kubernetes" in api and not api & TORCH
 
 
 def test_trainer_runs_the_job_runner(dockerfile: Dockerfile) -> None:

@@ -19,9 +19,9 @@ import pytest
 from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.jobs.launchers.local import LocalLauncher
+from service.jobs.schemas import JobView
 from service.jobs.service import JobService
 from service.jobs.store import JobStore
-from service.jobs.views import JobView
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -149,7 +149,7 @@ def test_s3_dataset_must_exist(
 
 def test_failure_reasons_and_details() -> None:
     from models.data import DataError
-    from service.jobs.runner import PublishFailed, failure_reason, short_detail
+    from service.jobs.failures import PublishFailed, failure_reason, short_detail
     from service.storage import StoreError
 
     assert failure_reason(DataError(["a.npz: unreadable"])) == "data_error"

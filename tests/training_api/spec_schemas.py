@@ -25,8 +25,8 @@ def generated_schemas() -> dict[str, Any]:
     from models.backbones import BACKBONES
     from models.card import ModelCard
     from models.spec import JobSpec
+    from service.jobs.schemas import JobView
     from service.jobs.state import Phase, Status
-    from service.jobs.views import JobView
 
     _, top = models_json_schema(
         [(JobSpec, "validation"), (JobView, "serialization"), (ModelCard, "serialization")],

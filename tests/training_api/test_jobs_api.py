@@ -185,3 +185,42 @@ def test_metrics_report_recent_job_durations(
     text = client.get("/metrics").get_data(as_text=True)
 
     assert 'scantune_job_duration_seconds{quantile="0.5",state="succeeded"} 42.0' in text
+
+
+def test_relative_paths_are_resolved_once_at_submit_and_stored_absolute(
+    client: FlaskClient, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner works in var/jobs/<id>/: a path relative to the service must not move."""
+    monkeypatch.chdir(dataset.parent.parent)
+    relative = f"{dataset.parent.name}/../{dataset.parent.name}/{dataset.name}"
+    weights = dataset.parent / "weights.pth"
+    weights.write_bytes(b"not read at submit")
+    spec = job_spec(relative, weights_uri=f"{dataset.parent.name}/weights.pth")
+    spec["dataset"]["val_uri"] = relative
+
+    job = submit_json(client, spec)
+
+    stored = client.get(f"/v1/training-jobs/{job['id']}").get_json()["spec"]
+    assert stored["dataset"]["uri"] == str(dataset.resolve())
+    assert stored["dataset"]["val_uri"] == str(dataset.resolve())
+    assert stored["weights_uri"] == str(weights.resolve())
+    # Read from anywhere else, the stored paths still name the same files.
+    monkeypatch.chdir("/")
+    assert Path(stored["dataset"]["uri"]).read_bytes() == dataset.read_bytes()
+
+
+def test_a_missing_relative_path_is_422_naming_the_field(
+    client: FlaskClient, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(dataset.parent)
+    response = client.post("/v1/training-jobs", json=job_spec("no/such/scans.npz"))
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert problem["errors"][0]["loc"] == "body/dataset/uri"
+    assert str(dataset.parent / "no/such/scans.npz") in problem["detail"]
+
+
+def submit_json(client: FlaskClient, spec: dict[str, object]) -> dict[str, object]:
+    response = client.post("/v1/training-jobs", json=spec)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()

@@ -61,7 +61,8 @@ class Launcher(ABC):
         """Forget runners of jobs that are no longer running (called every supervisor tick)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release clients; running jobs are left to run (they heartbeat on their own)."""
+        """Release clients. Remote runners are left to run (they heartbeat on their own); a
+        launcher whose runners are this process's children stops them (`LocalLauncher`)."""
 
 
 def make_launcher(settings: TrainingSettings) -> Launcher:

@@ -19,6 +19,10 @@ from service.jobs.tables import JobRow
 
 LOG_FILE = "log.txt"
 KILL_GRACE_S = 5.0
+# How long runners get to pause when their API process stops (gunicorn waits 30 s, and a
+# person pressing Ctrl-C far less): a runner that has not paused by then is killed, and the
+# next supervisor re-queues its job as dead, so it resumes either way.
+PAUSE_GRACE_S = 2.0
 
 
 def job_dir(settings: TrainingSettings, job_id: str) -> Path:
@@ -54,6 +58,25 @@ class LocalLauncher(Launcher):
         with self._lock:
             self._procs[job.id] = proc
         return str(proc.pid)
+
+    def close(self) -> None:
+        """Pause this process's runners: SIGINT stops each where it is, and it queues its job
+        to resume from the last checkpoint. They are this process's children; left
+        running they would outlive the service that watches them (Ctrl-C on `scantune up`)."""
+        with self._lock:
+            procs = [p for p in self._procs.values() if p.poll() is None]
+            self._procs.clear()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + PAUSE_GRACE_S
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def status(self, job: JobRow) -> RunnerState:
         with self._lock:

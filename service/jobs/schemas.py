@@ -1,4 +1,5 @@
-"""JobView: a job as clients see it; `model_dump(mode="json")` is the API's response body."""
+"""Response schemas of the jobs API: `JobView`, a job as clients see it, and its parts;
+`JobView.model_dump(mode="json")` is the response body."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.jobs.store import as_utc
-from service.jobs.tables import JobRow
+from service.jobs.tables import JobRow, as_utc
 
 
 class JobError(BaseModel):

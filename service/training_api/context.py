@@ -1,0 +1,33 @@
+"""The training service's objects as the views reach them: built once per process by
+`create_app`, kept on the app, found through `current_app` (flask's examples/celery)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from service.config import TrainingSettings
+from service.jobs.service import JobService
+from service.registry import Registry
+from service.storage import ArtifactStore
+from service.training_api.catalog import Catalog
+
+EXTENSION = "scantune"
+
+
+@dataclass(frozen=True)
+class TrainingServices:
+    """What the views reach through `current_app`: built once per process by `create_app`."""
+
+    settings: TrainingSettings
+    jobs: JobService
+    store: ArtifactStore
+    registry: Registry
+    catalog: Catalog
+
+
+def services() -> TrainingServices:
+    """The current app's services (inside a request)."""
+    found: TrainingServices = current_app.extensions[EXTENSION]
+    return found
