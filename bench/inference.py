@@ -198,7 +198,7 @@ class Server:
             "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
             "SCANTUNE_ORT_INTRA_OP_THREADS": str(args.intra_op),
             "SCANTUNE_MAX_BATCH_SIZE": str(args.max_batch_size),
-            "SCANTUNE_ORT_LANES": str(args.lanes),
+            "SCANTUNE_BATCH_RUNNERS": str(args.runners),
             "SCANTUNE_ORT_CPU_MEM_ARENA": str(args.arena).lower(),
             "SCANTUNE_MAX_BATCH_WAIT_MS": str(args.max_batch_wait_ms),
             "SCANTUNE_LOG_LEVEL": "WARNING",
@@ -484,7 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="default: the service's for the class")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="SCANTUNE_ORT_INTRA_OP_THREADS (0: the cores)")  # fmt: skip
-    parser.add_argument("--lanes", type=int, default=0, help="SCANTUNE_ORT_LANES (0: cores)")
+    parser.add_argument("--runners", type=int, default=0, help="SCANTUNE_BATCH_RUNNERS (0: cores)")
     parser.add_argument("--no-arena", dest="arena", action="store_false",
                         help="onnxruntime CPU memory arena off")  # fmt: skip
     parser.add_argument("--max-batch-size", type=int, default=1)

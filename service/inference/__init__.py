@@ -50,6 +50,10 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     settings = settings or InferenceSettings()
     limit_malloc_arenas(settings.malloc_arena_max)
     logging.basicConfig(level=settings.log_level.upper())
+    if settings.ort_lanes is not None:
+        logging.getLogger("scantune.inference").warning(
+            "SCANTUNE_ORT_LANES is deprecated: set SCANTUNE_BATCH_RUNNERS instead"
+        )
     _keep_scan_content_out_of_logs()
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
@@ -60,7 +64,6 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     atexit.register(manager.stop)
 
     from service.inference import metrics, v1, v2
-    from service.inference.express import ExpressLane
     from service.inference.predictor import Predictor
     from service.inference.uploads import InMemoryRequest
     from service.web import add_readiness_check, create_base_app
@@ -73,7 +76,6 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
-    app.wsgi_app = ExpressLane(app)  # type: ignore[method-assign]
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
     dicom.load_reader()
     dicom_helper.pool().resize(settings.dicom_decoders or cores.available_cores())
@@ -93,7 +95,7 @@ def before_fork(settings: InferenceSettings) -> None:
     import flask  # noqa: F401
     from PIL import Image
 
-    from service.inference import express, predictor, uploads, v1, v2  # noqa: F401
+    from service.inference import predictor, responses, uploads, v1, v2  # noqa: F401
     from service.web import create_base_app  # noqa: F401
 
     Image.preinit()  # the PNG, JPEG, BMP, GIF and PPM plugins, else the first scan loads them

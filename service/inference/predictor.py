@@ -20,7 +20,8 @@ from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from service.inference import metrics
 from service.inference.batcher import Outputs
 from service.inference.explain import heatmap_png
-from service.inference.manager import LoadedModel, ModelManager
+from service.inference.loaded import LoadedModel
+from service.inference.manager import ModelManager
 from service.inference.uploads import Upload
 
 log = logging.getLogger("scantune.inference")

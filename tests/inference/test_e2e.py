@@ -111,11 +111,11 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert "scantune_models_loaded 2.0" in metrics  # one per worker
 
 
-def test_requests_off_the_express_lane_reach_flask_with_their_body_under_gunicorn(
+def test_every_kind_of_predict_body_is_answered_alike_under_gunicorn(
     server: str, http: Any, fixture_images: Path
 ) -> None:
-    """The lane reads the body from gunicorn's socket; what it leaves to Flask (a compressed
-    body, an unusual multipart layout, a scan that does not decode) must arrive whole."""
+    """Bodies read from gunicorn's socket (a raw scan, a compressed body, an unusual multipart
+    layout) give the plain multipart's answer; a scan that does not decode, a problem."""
     import gzip
 
     url = f"{server}/v1/models/{MODEL}:predict"
