@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import require
 from service.errors import NotFound
+from service.hospital.answers import HospitalRequest, report_settings, scans_of
+from service.hospital.results import ModelIdentity
 from service.inference import services
+from service.inference.hospital import answer_type, read_scans, store_to
 from service.inference.prediction_metrics import (
     observe_prediction,
     served_by,
@@ -17,7 +20,6 @@ from service.inference.prediction_metrics import (
 )
 from service.inference.predictor import Selector
 from service.inference.responses import prediction_response
-from service.inference.uploads import read_uploads
 from service.inference.views import parse_query
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
@@ -39,6 +41,8 @@ class ModelQuery(BaseModel):
 class PredictQuery(ModelQuery):
     explain: bool = False
     top_k: int = Field(default=5, ge=1, le=1000)
+    store: bool = False
+    allow_other_modality: bool = False
 
 
 @bp.before_request
@@ -74,13 +78,27 @@ def get_model(name: str) -> Response:
 @require("predict")
 def predict(name: str) -> Response:
     query = parse_query(PredictQuery)
-    uploads = read_uploads(request, services().settings.max_files)
+    settings, predictor = services().settings, services().predictor
+    uploads = read_scans(request, settings)
     selector = Selector(name, query.version, query.alias)
-    predictor = services().predictor
     model = predictor.model(selector)
     served_by(model.name, model.version)
+    asked = HospitalRequest.check(
+        scans_of(uploads),
+        model.card,
+        media_type=answer_type(request),
+        store=store_to(settings, query.store),
+        allow_other_modality=query.allow_other_modality,
+    )
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
-    return prediction_response(result)
+    return prediction_response(
+        result, asked.answer(result, identity(model), report_settings(settings))
+    )
+
+
+def identity(model: Any) -> ModelIdentity:
+    """The loaded model as the algorithm a report names."""
+    return ModelIdentity.from_card(model.card, model.version)
 
 
 def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:

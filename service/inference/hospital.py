@@ -1,0 +1,47 @@
+"""The HTTP side of hospital formats on predict: Accept, the `dicomweb` body, the queries.
+
+The work is in `service.hospital.answers`; this reads what it needs from the request.
+"""
+
+from __future__ import annotations
+
+from flask import Request
+
+from service.config import InferenceSettings
+from service.errors import BadRequest
+from service.hospital.answers import JSON_MEDIA_TYPE, MEDIA_TYPES, pacs
+from service.hospital.dicomweb import Pacs, not_configured, require_ref
+from service.inference.uploads import Upload, counted, from_json, json_or_none, read_uploads
+
+
+def answer_type(request: Request) -> str:
+    """The media type the answer is asked in: JSON, unless Accept prefers an SR or FHIR."""
+    return request.accept_mimetypes.best_match(MEDIA_TYPES, default=JSON_MEDIA_TYPE)
+
+
+def read_scans(request: Request, settings: InferenceSettings) -> list[Upload]:
+    """The request's scans: uploaded, or fetched from the PACS for a `{"dicomweb": ...}` body."""
+    if request.mimetype != JSON_MEDIA_TYPE:
+        return read_uploads(request, settings.max_files)
+    body = json_or_none(request.get_data(cache=True))
+    if not (isinstance(body, dict) and "dicomweb" in body):
+        return counted(from_json(body), settings.max_files)  # as read_uploads, parsed once
+    if len(body) > 1:
+        raise BadRequest('give "dicomweb" or "instances", not both')
+    ref = require_ref(body["dicomweb"])
+    server = pacs(settings)
+    if server is None:
+        raise not_configured()
+    limit = int(settings.max_upload_mb * 2**20)
+    fetched = server.fetch(ref, max_files=settings.max_files, max_bytes=limit)
+    return [Upload(f.name, f.data) for f in fetched]
+
+
+def store_to(settings: InferenceSettings, store: bool) -> Pacs | None:
+    """Where `?store=true` stores the SR: the configured PACS (422 when there is none)."""
+    if not store:
+        return None
+    server = pacs(settings)
+    if server is None:
+        raise not_configured()
+    return server
