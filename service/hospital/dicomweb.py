@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
-SERIES, INSTANCE = "0020000E", "00080018"
+SERIES, INSTANCE, SOP_CLASS = "0020000E", "00080018", "00080016"
+LIST_LIMIT = 1000
+"""Most instances a QIDO-RS listing asks for: past it, a request names too many anyway."""
+NOT_IMAGES = tuple(
+    f"1.2.840.10008.5.1.4.1.1.{kind}." for kind in ("88", "11", "104", "9", "481", "66", "67", "68")
+)
+"""SOP class prefixes of what no model classifies: SR, presentation states, encapsulated
+documents, waveforms, RT objects, raw data/registration/segmentation, surfaces."""
 
 
 class DicomwebRef(BaseModel):
@@ -103,43 +110,56 @@ class Pacs:
         self.config = config
 
     def fetch(self, ref: DicomwebRef, *, max_files: int, max_bytes: int) -> list[Fetched]:
-        """The instances `ref` names (QIDO-RS lists them, WADO-RS retrieves each), in the
-        order the PACS lists them; 413 past the file or byte limits, before retrieving more."""
+        """The image instances `ref` names (QIDO-RS lists them, WADO-RS retrieves each), in
+        the order the PACS lists them; 413 past the file or byte limits, before retrieving
+        more."""
         client = self._client()
-        found = self._call(
-            ref,
-            lambda: client.search_for_instances(
-                study_instance_uid=ref.study_instance_uid,
-                series_instance_uid=ref.series_instance_uid,
-                search_filters={"SOPInstanceUID": ref.sop_instance_uid}
-                if ref.sop_instance_uid
-                else None,
-                limit=max_files + 1,
-            ),
-        )
-        if not found:
-            raise NotFound(f"the DICOMweb server holds no instance of {ref.describe()}")
-        if len(found) > max_files:
-            raise PayloadTooLarge(
-                f"{ref.describe()} holds more than {max_files} instances, the most one request"
-                " may classify: name a series or an instance"
-            )
         out: list[Fetched] = []
         total = 0
-        for entry in found:
-            series, sop = (entry.get(tag, {}).get("Value", [None])[0] for tag in (SERIES, INSTANCE))
-            if not series or not sop:
-                raise BadGateway("the DICOMweb server listed an instance without its UIDs")
+        for series, sop in self._images(client, ref, max_files):
             retrieve = partial(client.retrieve_instance, ref.study_instance_uid, series, sop)
-            ds = self._call(ref, retrieve)
-            data = _file_bytes(ds)
+            data = _file_bytes(self._call(ref, retrieve))
             total += len(data)
             if total > max_bytes:
                 raise PayloadTooLarge(
                     f"the instances of {ref.describe()} exceed the {max_bytes}-byte upload limit"
                 )
-            out.append(Fetched(str(sop), data))
+            out.append(Fetched(sop, data))
         return out
+
+    def _images(
+        self, client: DICOMwebClient, ref: DicomwebRef, max_files: int
+    ) -> list[tuple[str, str]]:
+        """(series, instance) UIDs of the instances to classify: a named instance, else the
+        study's (or series') instances but reports, presentation states and documents (the
+        SRs this service stored there among them)."""
+        sop_filter = {"SOPInstanceUID": ref.sop_instance_uid} if ref.sop_instance_uid else None
+        listed = self._call(
+            ref,
+            lambda: client.search_for_instances(
+                study_instance_uid=ref.study_instance_uid,
+                series_instance_uid=ref.series_instance_uid,
+                search_filters=sop_filter,
+                fields=[SOP_CLASS],
+                limit=LIST_LIMIT,
+            ),
+        )
+        found = [(_value(e, SERIES), _value(e, INSTANCE), _value(e, SOP_CLASS)) for e in listed]
+        if any(not series or not sop for series, sop, _ in found):
+            raise BadGateway("the DICOMweb server listed an instance without its UIDs")
+        images = [
+            (series, sop)
+            for series, sop, sop_class in found
+            if ref.sop_instance_uid or not sop_class.startswith(NOT_IMAGES)
+        ]
+        if not images:
+            raise NotFound(f"the DICOMweb server holds no image instance of {ref.describe()}")
+        if len(images) > max_files or len(listed) >= LIST_LIMIT:
+            raise PayloadTooLarge(
+                f"{ref.describe()} holds more than {max_files} instances, the most one request"
+                " may classify: name a series or an instance"
+            )
+        return images
 
     def store(self, sr: Dataset) -> None:
         """Store a report with STOW-RS in its study."""
@@ -195,6 +215,12 @@ def _problems(ref: DicomwebRef, timeout_s: float) -> Iterator[None]:
         raise BadGateway(
             f"the DICOMweb server sent an unreadable answer ({type(exc).__name__})"
         ) from None
+
+
+def _value(entry: dict[str, Any], tag: str) -> str:
+    """A QIDO-RS JSON attribute's first value, as a string ("" when absent)."""
+    values = entry.get(tag, {}).get("Value") or [""]
+    return str(values[0])
 
 
 def _file_bytes(ds: Dataset) -> bytes:

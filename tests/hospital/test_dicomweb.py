@@ -55,6 +55,9 @@ def test_the_sr_is_stored_in_its_study(orthanc: Orthanc, study: Callable[..., li
     _pacs(orthanc).store(sr)
     found = orthanc.qido(f"studies/{sources[0].StudyInstanceUID}/instances", Modality="SR")
     assert [i["00080018"]["Value"][0] for i in found] == [sr.SOPInstanceUID]
+    # Fetching the study again classifies its images, not the report stored beside them.
+    again = _pacs(orthanc).fetch(DicomwebRef(study_instance_uid=sr.StudyInstanceUID), **LIMITS)
+    assert sorted(f.name for f in again) == sorted(str(s.SOPInstanceUID) for s in sources)
 
 
 def test_an_unknown_uid_is_a_404_naming_it(orthanc: Orthanc) -> None:
