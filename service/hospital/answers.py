@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from models import imaging
+from models import scans as scan_files
 from models.card import ModelCard
 from service.errors import Unprocessable
 from service.hospital.dicomweb import DicomwebConfig, Pacs
@@ -75,7 +75,7 @@ def scans_of(uploads: Sequence[Any]) -> list[Scan]:
 
 
 def _header(data: bytes) -> Dataset | None:
-    if imaging.detect_format(data) != "dicom":
+    if scan_files.detect_format(data) != "dicom":
         return None
     import pydicom
 

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models import dicom, dicom_helper
+from models import scans
 from models.uri import is_s3, load_s3_description
 from service import cores
 from service.config import InferenceSettings
@@ -68,6 +68,10 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     from service.inference.uploads import InMemoryRequest
     from service.web import add_readiness_check, create_base_app
 
+    scans.configure(  # before pydicom is imported: see there
+        decoders=settings.dicom_decoders or cores.available_cores(),
+        on_broken=metrics.DICOM_DECODER_FAILURES.inc,
+    )
     app = create_base_app(__name__, settings, service="inference")
     app.request_class = InMemoryRequest
     app.extensions[EXTENSION] = InferenceServices(
@@ -77,9 +81,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
-    dicom.load_reader()
-    dicom_helper.pool().resize(settings.dicom_decoders or cores.available_cores())
-    dicom_helper.pool().on_broken = metrics.DICOM_DECODER_FAILURES.inc
+    scans.load_dicom_reader()
     return app
 
 
@@ -107,7 +109,7 @@ def before_fork(settings: InferenceSettings) -> None:
 def _keep_scan_content_out_of_logs() -> None:
     """pydicom warns and logs with element values (patient names, dates): none may reach logs."""
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    for module in (r"pydicom(\..*)?$", r"models\.(imaging|dicom)$", r"PIL(\..*)?$"):
+    for module in (r"pydicom(\..*)?$", r"models\.scans(\..*)?$", r"PIL(\..*)?$"):
         warnings.filterwarnings("ignore", module=module)
 
 

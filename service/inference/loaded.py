@@ -92,13 +92,13 @@ def open_model(
         log.warning(
             "model=%s version=%s was trained with preprocessing version %s and is served with"
             " version %s: some scans reach it decoded unlike those it learned from (see"
-            " models.imaging.PREPROCESSING_VERSION); retrain it to match",
+            " models.scans.PREPROCESSING_VERSION); retrain it to match",
             card.name, card.version, card.input.preprocessing_version, preprocessing_version(),
         )  # fmt: skip
     return model
 
 
 def preprocessing_version() -> int:
-    from models.imaging import PREPROCESSING_VERSION  # here: the load starts before PIL loads
+    from models.scans import PREPROCESSING_VERSION  # here: the load starts before PIL loads
 
     return PREPROCESSING_VERSION

@@ -153,13 +153,13 @@ def test_tritonclient_json_and_binary_tensors_agree_with_v1(
     import numpy as np
     import tritonclient.http as triton
 
-    from models import imaging
+    from models import scans
 
     v1 = http.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images)).json()
     expected = np.array([list(p["probabilities"].values()) for p in v1["predictions"]])
     spec = trained.v1_card.input
     batch = np.stack(
-        [imaging.to_model_input(imaging.read_file(fixture_images / n), spec) for n in FILES]
+        [scans.to_model_input(scans.read_file(fixture_images / n), spec) for n in FILES]
     )
     scans = np.array([(fixture_images / n).read_bytes() for n in FILES], dtype=np.object_)
     client = triton.InferenceServerClient(server.removeprefix("http://"))

@@ -365,7 +365,7 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
     import shutil
 
     from models.card import ONNX_FILE
-    from models.imaging import PREPROCESSING_VERSION
+    from models.scans import PREPROCESSING_VERSION
 
     assert trained.v1_card.input.preprocessing_version == PREPROCESSING_VERSION  # the trainer's
     old = trained.v1_card.model_copy(
@@ -383,7 +383,7 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
     assert warnings == [
         f"model={MODEL} version=3 was trained with preprocessing version None and is served with"
         f" version {PREPROCESSING_VERSION}: some scans reach it decoded unlike those it learned"
-        " from (see models.imaging.PREPROCESSING_VERSION); retrain it to match"
+        " from (see models.scans.PREPROCESSING_VERSION); retrain it to match"
     ]
 
 
@@ -391,17 +391,17 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
 def test_the_app_sizes_the_jpeg_ls_decoder_pool_from_its_setting_or_the_cores(
     make_client, monkeypatch, setting
 ):
-    from models import dicom_helper
+    from models.scans import helper_pool
     from service import cores
 
-    pool = dicom_helper.pool()
+    pool = helper_pool.pool()
     monkeypatch.setattr(pool, "size", pool.size)  # put back afterwards
     make_client(**({"dicom_decoders": setting} if setting else {}))
     assert pool.size == (int(setting) if setting else cores.available_cores())
 
 
 def test_a_crashed_jpeg_ls_decoder_is_counted_in_the_metrics(client):
-    from models import dicom_helper
+    from models.scans import helper_pool
 
     crash = "normal_0_jpeg_ls_gdcm_crash.dcm"
     before = metric(client, "scantune_dicom_decoder_failures_total")
@@ -413,7 +413,7 @@ def test_a_crashed_jpeg_ls_decoder_is_counted_in_the_metrics(client):
     cut = good[: len(good) - 200]
     assert client.post(PREDICT, data={"file": (io.BytesIO(cut), "cut.dcm")}).status_code == 422
     assert metric(client, "scantune_dicom_decoder_failures_total") == before + 1
-    assert dicom_helper.pool().pids()
+    assert helper_pool.pool().pids()
 
 
 def _rss_mb() -> float:
