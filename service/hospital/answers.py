@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from models import scans as scan_files
 from models.card import ModelCard
+from models.intended_use import accepted
 from service.errors import Unprocessable
 from service.hospital.dicomweb import DicomwebConfig, Pacs
 from service.hospital.fhir import FHIR_MEDIA_TYPE, build_bundle
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 JSON_MEDIA_TYPE = "application/json"
 MEDIA_TYPES = (JSON_MEDIA_TYPE, SR_MEDIA_TYPE, FHIR_MEDIA_TYPE)
 """What a predict answers in, by Accept; JSON unless another is asked for."""
-SAME_MODALITY = ({"CR", "DX"},)
-"""Modalities that are one kind of scan: computed and digital radiography are both X-rays."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +137,12 @@ def check_modality(scans: Sequence[Scan], card: ModelCard) -> None:
     trained = card.intended_use.modality if card.intended_use else None
     if not trained:
         return
-    accepted = next((group for group in SAME_MODALITY if trained in group), {trained})
+    allowed = accepted(trained)
     for scan in scans:
         if scan.header is None:
             continue
         modality = str(scan.header.get("Modality") or "none")
-        if modality not in accepted:
+        if modality not in allowed:
             raise Unprocessable(
                 f"{scan.name}: modality {modality}; model '{card.name}' was trained on"
                 f" {trained} scans (add ?allow_other_modality=true to classify it anyway)",
