@@ -5,13 +5,28 @@ The work is in `service.hospital.answers`; this reads what it needs from the req
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from flask import Request
 
+from models.card import ModelCard
 from service.config import InferenceSettings
 from service.errors import BadRequest
-from service.hospital.answers import JSON_MEDIA_TYPE, MEDIA_TYPES, pacs
+from service.hospital.answers import (
+    JSON_MEDIA_TYPE,
+    MEDIA_TYPES,
+    HospitalRequest,
+    pacs,
+    report_settings,
+    scans_of,
+)
 from service.hospital.dicomweb import Pacs, not_configured, require_ref
+from service.hospital.results import ModelIdentity
 from service.inference.uploads import Upload, counted, from_json, json_or_none, read_uploads
+
+if TYPE_CHECKING:
+    from service.inference.loaded import LoadedModel
+    from service.inference.v1 import PredictQuery
 
 
 def answer_type(request: Request) -> str:
@@ -45,3 +60,28 @@ def store_to(settings: InferenceSettings, store: bool) -> Pacs | None:
     if server is None:
         raise not_configured()
     return server
+
+
+def hospital_request(
+    request: Request,
+    settings: InferenceSettings,
+    uploads: list[Upload],
+    card: ModelCard,
+    query: PredictQuery,
+) -> HospitalRequest:
+    """What the request asks of hospital formats, checked before the model runs."""
+    return HospitalRequest.check(
+        scans_of(uploads),
+        card,
+        media_type=answer_type(request),
+        store=store_to(settings, query.store),
+        allow_other_modality=query.allow_other_modality,
+    )
+
+
+def hospital_answer(
+    asked: HospitalRequest, result: dict[str, Any], model: LoadedModel, settings: InferenceSettings
+) -> tuple[bytes, str] | None:
+    """The SR or Bundle to answer with (None: JSON), the SR stored when asked."""
+    identity = ModelIdentity.from_card(model.card, model.version)
+    return asked.answer(result, identity, report_settings(settings))

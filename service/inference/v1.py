@@ -9,10 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import require
 from service.errors import NotFound
-from service.hospital.answers import HospitalRequest, report_settings, scans_of
-from service.hospital.results import ModelIdentity
 from service.inference import services
-from service.inference.hospital import answer_type, read_scans, store_to
+from service.inference.hospital import hospital_answer, hospital_request, read_scans
 from service.inference.prediction_metrics import (
     observe_prediction,
     served_by,
@@ -83,22 +81,9 @@ def predict(name: str) -> Response:
     selector = Selector(name, query.version, query.alias)
     model = predictor.model(selector)
     served_by(model.name, model.version)
-    asked = HospitalRequest.check(
-        scans_of(uploads),
-        model.card,
-        media_type=answer_type(request),
-        store=store_to(settings, query.store),
-        allow_other_modality=query.allow_other_modality,
-    )
+    asked = hospital_request(request, settings, uploads, model.card, query)
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
-    return prediction_response(
-        result, asked.answer(result, identity(model), report_settings(settings))
-    )
-
-
-def identity(model: Any) -> ModelIdentity:
-    """The loaded model as the algorithm a report names."""
-    return ModelIdentity.from_card(model.card, model.version)
+    return prediction_response(result, hospital_answer(asked, result, model, settings))
 
 
 def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:

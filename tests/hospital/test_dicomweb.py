@@ -98,3 +98,35 @@ def test_a_pacs_that_never_answers_is_a_504(silent_server: str) -> None:
     pacs = Pacs(DicomwebConfig(silent_server, timeout_s=0.5))
     with pytest.raises(GatewayTimeout, match=r"0\.5 s"):
         pacs.fetch(DicomwebRef(study_instance_uid="1.2.3"), **LIMITS)
+
+
+def test_a_bearer_token_is_read_from_its_file_at_each_request(tmp_path: Path) -> None:
+    """A loopback DICOMweb stand-in that records the Authorization header it is sent (Orthanc
+    knows no bearer tokens); a rotated secret file is picked up without a restart."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(204)  # QIDO-RS: no match
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    pacs = Pacs(DicomwebConfig(f"http://127.0.0.1:{server.server_address[1]}", token_file=token))
+    try:
+        for value in ("first-token", "rotated-token"):
+            token.write_text(f"{value}\n")
+            with pytest.raises(NotFound):
+                pacs.fetch(DicomwebRef(study_instance_uid="1.2.3"), **LIMITS)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Bearer first-token", "Bearer rotated-token"]

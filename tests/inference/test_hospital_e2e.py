@@ -64,7 +64,8 @@ def server(
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-    assert "Test^Fixture" not in (tmp_path / "gunicorn.log").read_text()  # no patient data
+    written = (tmp_path / "gunicorn.log").read_text()
+    assert "Test^Fixture" not in written and "FIXTURE-0001" not in written  # no patient data
 
 
 def _stored_sr(orthanc: Orthanc, sop_uid: str, target: Path) -> Path:  # noqa: F811
