@@ -300,7 +300,7 @@ class InferenceSettings(CommonSettings):
     dicomweb_url: str | None = Field(
         default=None,
         description=(
-            "DICOMweb root of the PACS that predict bodies {\"dicomweb\": ...} fetch from and"
+            'DICOMweb root of the PACS that predict bodies {"dicomweb": ...} fetch from and'
             " ?store=true stores SRs to; none: both are off (422)."
         ),
     )
