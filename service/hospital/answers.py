@@ -119,7 +119,7 @@ class HospitalRequest:
                 prediction["dicom"] = ScanUIDs.of(scan.header).as_json()
         results = [ScanResult.from_prediction(p) for p in predictions]
         if self.media_type == SR_MEDIA_TYPE or self.store is not None:
-            sr = build_sr(dicom_only(self.scans), results, model, settings)
+            sr = _report(dicom_only(self.scans), results, model, settings)
             if self.store is not None:
                 self.store.store(sr)
                 result["report"] = ScanUIDs.of(sr).as_json()
@@ -130,6 +130,22 @@ class HospitalRequest:
             bundle = build_bundle(uids, results, model, settings)
             return bundle.model_dump_json().encode(), FHIR_MEDIA_TYPE
         return None
+
+
+def _report(
+    sources: list[Dataset],
+    results: list[ScanResult],
+    model: ModelIdentity,
+    settings: ReportSettings,
+) -> Dataset:
+    """The SR, or a 422 when a source's header cannot go into one: pydicom and highdicom
+    name the offending value in their errors, so neither text reaches the client or logs."""
+    try:
+        return build_sr(sources, results, model, settings)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise Unprocessable(
+            f"a DICOM SR cannot be built from these scans' headers ({type(exc).__name__})"
+        ) from None
 
 
 def check_modality(scans: Sequence[Scan], card: ModelCard) -> None:

@@ -115,3 +115,14 @@ def test_long_class_names_and_codes_stay_valid(tmp_path: Path) -> None:
     assert "Error" not in checked.stdout + checked.stderr
     dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, check=True)
     assert f'"Finding")=({name},99SCANTUNE,"{name}")' in dump.stdout
+
+
+def test_a_header_highdicom_refuses_is_a_422_without_its_value() -> None:
+    """pydicom and highdicom put values (a patient's name) in their errors: none may leave."""
+    from service.hospital.answers import _report
+
+    sources = _sources()
+    sources[0].SOPClassUID = "Smith^John"  # not a UID: highdicom refuses it, naming it
+    with pytest.raises(Unprocessable) as refused:
+        _report(sources, RESULTS, MODEL, ReportSettings())
+    assert "Smith" not in refused.value.detail
