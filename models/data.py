@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from models import scans
+from models.card import IntendedUse
+from models.intended_use import from_dicom_files
 from models.spec import DatasetSpec
 from models.uri import UriError, fetch, is_s3, sha256_file, sha256_tree
 
@@ -42,6 +44,7 @@ class Item:
     name: str
     label: int
     load: Callable[[], np.ndarray]
+    path: Path | None = None  # a file's: DICOM headers tell the intended use
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Dataset:
     uri: str
     format: str
     sha256: str
+    intended_use: IntendedUse | None = None  # read from DICOM training files
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -107,7 +111,8 @@ def load_dataset(
         problems.append("validation split: no images")
     if problems:
         raise DataError(problems)
-    return Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha)
+    use = from_dicom_files(it.path for it in train if it.path)
+    return Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha, use)
 
 
 def _read(uri: str, spec: DatasetSpec, cache: Path, endpoint: str | None) -> Listing:
@@ -116,7 +121,7 @@ def _read(uri: str, spec: DatasetSpec, cache: Path, endpoint: str | None) -> Lis
     except (UriError, OSError) as exc:
         raise DataError([f"{uri}: cannot read dataset ({exc})"]) from exc
     reader = {"npz": read_npz, "imagefolder": read_imagefolder, "csv": read_csv}[spec.format]
-    return reader(path, spec.classes)
+    return reader(path, spec.class_names)
 
 
 def _fetch(uri: str, fmt: str, cache: Path, endpoint: str | None) -> Path:
@@ -334,7 +339,7 @@ def _folder_items(root: Path, base: Path, names: list[str], problems: list[str])
         if not files:
             problems.append(f"{rel}/: empty class (no images)")
         label = names.index(folder.name)
-        items += [Item(f.relative_to(base).as_posix(), label, _file_loader(f)) for f in files]
+        items += [Item(f.relative_to(base).as_posix(), label, _file_loader(f), f) for f in files]
     return items
 
 
@@ -389,5 +394,5 @@ def _csv_item(
     elif not file.is_file():
         problems.append(f"{where}: missing file")
     else:
-        return Item(row["path"], names.index(row["label"]), _file_loader(file))
+        return Item(row["path"], names.index(row["label"]), _file_loader(file), file)
     return None

@@ -11,10 +11,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.errors import validation_errors
+from service.hospital.results import DEFAULT_DISCLAIMER
 
 DEFAULT_VAR = Path("var")
 
@@ -276,6 +277,44 @@ class InferenceSettings(CommonSettings):
             " by side; each holds about 90 MB while idle, up to 1.4 GB while it decodes a"
             " 64 MP colour frame."
         ),
+    )
+
+    # Hospital formats (issue 22): DICOM SR and FHIR answers, scans fetched by DICOMweb.
+    dicom_uid_root: str | None = Field(
+        default=None,
+        pattern=r"^[12](\.(0|[1-9][0-9]*))+$",
+        max_length=24,
+        description=(
+            "The organisation's UID root for the SRs this service writes (series and"
+            " instance UIDs); none: UUID-derived 2.25 UIDs."
+        ),
+    )
+    result_disclaimer: str = Field(
+        default=DEFAULT_DISCLAIMER,
+        max_length=1024,
+        description=(
+            "Statement in every SR and FHIR report that the result is an automated one; empty"
+            " only where the deployment is cleared for diagnostic use."
+        ),
+    )
+    dicomweb_url: str | None = Field(
+        default=None,
+        description=(
+            'DICOMweb root of the PACS that predict bodies {"dicomweb": ...} fetch from and'
+            " ?store=true stores SRs to; none: both are off (422)."
+        ),
+    )
+    dicomweb_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Connect and read timeout of DICOMweb requests."
+    )
+    dicomweb_token: SecretStr | None = Field(default=None, description="Bearer token.")
+    dicomweb_token_file: Path | None = Field(
+        default=None, description="File holding the bearer token (a mounted secret)."
+    )
+    dicomweb_username: str | None = Field(default=None, description="Basic auth user.")
+    dicomweb_password: SecretStr | None = Field(default=None, description="Basic auth password.")
+    dicomweb_password_file: Path | None = Field(
+        default=None, description="File holding the basic auth password (a mounted secret)."
     )
 
     @model_validator(mode="after")

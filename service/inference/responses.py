@@ -12,6 +12,11 @@ from typing import Any
 from flask import Response, g, jsonify
 
 
-def prediction_response(result: dict[str, Any]) -> Response:
-    """The response to a predict: `result` (`Predictor.predict`'s) with the request id."""
+def prediction_response(
+    result: dict[str, Any], rendered: tuple[bytes, str] | None = None
+) -> Response:
+    """The response to a predict: `result` (`Predictor.predict`'s) with the request id, or
+    its rendering as a DICOM SR or FHIR Bundle (bytes and media type)."""
+    if rendered is not None:
+        return Response(rendered[0], mimetype=rendered[1])
     return jsonify(request_id=g.get("request_id"), **result)

@@ -11,6 +11,7 @@ from models.card import ALIAS_PATTERN
 from service.auth import require
 from service.errors import NotFound
 from service.inference import services
+from service.inference.hospital import hospital_answer, hospital_request, read_scans
 from service.inference.prediction_metrics import (
     observe_prediction,
     served_by,
@@ -18,7 +19,6 @@ from service.inference.prediction_metrics import (
 )
 from service.inference.predictor import Selector
 from service.inference.responses import prediction_response
-from service.inference.uploads import read_uploads
 from service.parsing import parse_query
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
@@ -40,6 +40,8 @@ class ModelQuery(BaseModel):
 class PredictQuery(ModelQuery):
     explain: bool = False
     top_k: int = Field(default=5, ge=1, le=1000)
+    store: bool = False
+    allow_other_modality: bool = False
 
 
 @bp.before_request
@@ -75,13 +77,14 @@ def get_model(name: str) -> Response:
 @require("predict")
 def predict(name: str) -> Response:
     query = parse_query(PredictQuery)
-    uploads = read_uploads(request, services().settings.max_files)
+    settings, predictor = services().settings, services().predictor
+    uploads = read_scans(request, settings)
     selector = Selector(name, query.version, query.alias)
-    predictor = services().predictor
     model = predictor.model(selector)
     served_by(model.name, model.version)
+    asked = hospital_request(request, settings, uploads, model.card, query)
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
-    return prediction_response(result)
+    return prediction_response(result, hospital_answer(asked, result, model, settings))
 
 
 def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:

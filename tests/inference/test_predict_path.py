@@ -200,7 +200,7 @@ def test_keys_are_checked_before_the_body_is_parsed(
     make_app: Any, fixture_images: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A caller without a key costs no multipart split or base64 decode."""
-    from service.inference import v1
+    from service.inference import hospital  # the predict view reads its scans through it
 
     keys = [
         {"name": "predictor", "sha256": hash_key("key-p"), "scopes": ["predict"]},
@@ -208,9 +208,9 @@ def test_keys_are_checked_before_the_body_is_parsed(
     ]
     app = make_app(auth_disabled="false", api_keys=json.dumps(keys))
     parsed: list[int] = []
-    real = v1.read_uploads
+    real = hospital.read_uploads
     monkeypatch.setattr(
-        v1, "read_uploads", lambda request, most: parsed.append(most) or real(request, most)
+        hospital, "read_uploads", lambda request, most: parsed.append(most) or real(request, most)
     )
     body = multipart(("n.png", scan(fixture_images, "normal_0.png")))
     answers = [
