@@ -58,6 +58,8 @@ def build(settings: DicomNodeSettings | None, *, start: bool) -> Flask:
 
     settings = settings or DicomNodeSettings()
     logging.basicConfig(level=settings.log_level.upper())
+    # pynetdicom's DEBUG lines dump the DIMSE messages it receives, UIDs included.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     node = build_services(settings)
     app = create_base_app(__name__, settings, service="dicom")
     app.extensions[EXTENSION] = node

@@ -114,7 +114,8 @@ class StorageSCP:
 
     def _on_request(self, event: Any) -> None:
         requestor = event.assoc.requestor
-        if not self.callers.allows(requestor.ae_title, requestor.address):
+        calling = str(requestor.primitive.calling_ae_title)  # ae_title is set only later
+        if not self.callers.allows(calling, requestor.address):
             metrics.REJECTED.inc()
             log.warning("association refused: calling AE and address are not allowed")
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, user, calling AE
