@@ -15,6 +15,8 @@ CARD_FILE = "card.json"
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 """What a published model may be called (a path segment in the artifact store)."""
 ONNX_FILE = "model.onnx"
+PRIVATE_CODING_SCHEME = "99SCANTUNE"
+"""Where a class the job spec gives no code for is coded: its name, in a private scheme."""
 CARD_SCHEMA_VERSION = 1
 
 
@@ -104,6 +106,32 @@ class TrainingInfo(_Strict):
     seed: int
 
 
+class ClassCode(_Strict):
+    """A class as a coded concept, as DICOM SR and FHIR name findings (e.g. SCT 233604007)."""
+
+    scheme: str = Field(
+        min_length=1,
+        max_length=16,
+        description="Coding scheme designator: SCT, DCM, LN, RADLEX, or 99-prefixed private.",
+    )
+    value: str = Field(min_length=1, max_length=64, description="Code value in that scheme.")
+    meaning: str = Field(min_length=1, max_length=64, description="Human-readable meaning.")
+
+
+class IntendedUse(_Strict):
+    """What the model was trained on: DICOM scans of other modalities are refused."""
+
+    modality: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2,16}$", description="DICOM Modality, e.g. CR, DX, CT."
+    )
+    body_part: str | None = Field(
+        default=None, max_length=16, description="DICOM Body Part Examined, e.g. CHEST."
+    )
+    view: str | None = Field(
+        default=None, max_length=16, description="DICOM View Position, e.g. PA, AP."
+    )
+
+
 class ModelCard(_Strict):
     """Typed card written next to model.onnx; written last when a version is published."""
 
@@ -129,6 +157,14 @@ class ModelCard(_Strict):
     lineage: dict[str, Any] = Field(
         default_factory=dict, description="Job id, parent version, source of pretrained weights."
     )
+    # Hospital formats (issue 22): coded classes and intended use; none on older cards.
+    class_codes: tuple[ClassCode | None, ...] | None = Field(
+        default=None,
+        description="A code per class, in class order, from the job spec; None: a private code.",
+    )
+    intended_use: IntendedUse | None = Field(
+        default=None, description="Modality, body part and view the model was trained on."
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -136,6 +172,15 @@ class ModelCard(_Strict):
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelCard:
         return cls.model_validate_json(text)
+
+    def coded_classes(self) -> tuple[ClassCode, ...]:
+        """Each class's code: the job spec's, else its name in the private coding scheme."""
+        given = self.class_codes or ()
+        return tuple(
+            (given[i] if i < len(given) else None)
+            or ClassCode(scheme=PRIVATE_CODING_SCHEME, value=name[:64], meaning=name[:64])
+            for i, name in enumerate(self.classes)
+        )
 
     def with_version(self, version: int) -> ModelCard:
         return self.model_copy(update={"version": version})

@@ -115,7 +115,7 @@ def _read(uri: str, spec: DatasetSpec, cache: Path, endpoint: str | None) -> Lis
     except (UriError, OSError) as exc:
         raise DataError([f"{uri}: cannot read dataset ({exc})"]) from exc
     reader = {"npz": read_npz, "imagefolder": read_imagefolder, "csv": read_csv}[spec.format]
-    return reader(path, spec.classes)
+    return reader(path, spec.class_names)
 
 
 def _fetch(uri: str, fmt: str, cache: Path, endpoint: str | None) -> Path:

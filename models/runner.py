@@ -282,6 +282,8 @@ def _card(
         training=info,
         packages=_package_versions(),
         onnx_sha256=sha256_file(out_dir / ONNX_FILE),
+        class_codes=spec.dataset.class_codes(data.classes),
+        intended_use=spec.dataset.intended_use,
     )
 
 

@@ -10,11 +10,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
-from models.card import MODEL_NAME_PATTERN
+from models.card import MODEL_NAME_PATTERN, ClassCode, IntendedUse
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ClassSpec(_Spec):
+    """A class with the code hospital formats name it by (DICOM SR, FHIR)."""
+
+    name: str = Field(min_length=1)
+    code: ClassCode | None = None
 
 
 class DatasetSpec(_Spec):
@@ -34,13 +41,36 @@ class DatasetSpec(_Spec):
     val_fraction: float = Field(
         default=0.15, gt=0.0, lt=0.9, description="Stratified split when there is no val split."
     )
-    classes: list[str] | None = Field(
+    classes: list[str | ClassSpec] | None = Field(
         default=None,
-        description="Class names in label order; npz labels 0..K-1 map onto these.",
+        description=(
+            "Class names in label order; npz labels 0..K-1 map onto these. An entry may be"
+            " {name, code: {scheme, value, meaning}} to name the class by a code in reports."
+        ),
+    )
+    intended_use: IntendedUse | None = Field(
+        default=None,
+        description="Modality (body part, view) of the scans; default: read from DICOM data.",
     )
     limit: int | None = Field(
         default=None, gt=0, description="Use at most this many training images (stratified)."
     )
+
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The classes' names, in label order (None: the data's own classes)."""
+        if self.classes is None:
+            return None
+        return [c if isinstance(c, str) else c.name for c in self.classes]
+
+    def class_codes(self, names: list[str]) -> tuple[ClassCode | None, ...] | None:
+        """The code of each class of `names` (None where the spec gives none), or None when
+        the spec codes no class at all."""
+        coded = {
+            c.name: c.code for c in self.classes or [] if isinstance(c, ClassSpec) and c.code
+        }
+        return tuple(coded.get(n) for n in names) if coded else None
 
 
 class HeadSpec(_Spec):
