@@ -86,6 +86,7 @@ def make_node(
             for k, v in values.items()
         }
         node = Gunicorn("dicom", env, tmp_path / "node")
+        node.port_dicom = int(values["dicom_port"])  # type: ignore[call-overload]
         nodes.append(node)
         return node
 

@@ -138,6 +138,7 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port_dicom = 0  # the node's DICOM port
 
     def start(self, ready: str = "/readyz", timeout: float = 60) -> Gunicorn:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -176,13 +177,17 @@ class Gunicorn:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples (all label values) in /metrics."""
-        total = 0.0
-        for line in requests.get(f"{self.url}/metrics", timeout=5).text.splitlines():
-            if line.startswith(name) and line[len(name)] in " {":
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples in /metrics whose labels include `labels`."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def log_text(self) -> str:
         return (self.root / f"{self.service}.log").read_text(errors="replace")
