@@ -54,7 +54,7 @@ def build_report(
     series_uid, instance_uid = uids
     sr.SeriesInstanceUID = series_uid
     sr.SOPInstanceUID = instance_uid
-    sr.file_meta.MediaStorageSOPInstanceUID = instance_uid
+    sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
     out = io.BytesIO()
     sr.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -119,6 +119,7 @@ class StorageSCP:
             metrics.REJECTED.inc()
             log.warning("association refused: calling AE and address are not allowed")
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, user, calling AE
+            event.assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ goes out
 
     def _on_store(self, event: Any) -> int:
         calling = event.assoc.requestor.ae_title

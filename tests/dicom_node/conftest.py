@@ -15,7 +15,7 @@ from service.storage import open_store
 from tests.conftest import free_port
 from tests.dicom_node.parts import MODALITY_AE, PACS_AE, Gunicorn, Orthanc
 from tests.inference.conftest import MODEL, Trained, publish
-from tests.inference.conftest import trained as trained  # noqa: F401  (the fixture)
+from tests.inference.conftest import trained as trained  # the fixture
 
 NODE_KEY, STOW_KEY = "node-key-for-inference", "stow-key-for-the-node"
 

@@ -49,7 +49,12 @@ def make_study(count: int, *, modality: str = "CR", series: int = 1) -> list[Dat
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uids[i % series]
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.Modality, ds.PatientID, ds.StudyID, ds.AccessionNumber = modality, "P-1", "1", "A1"
-        ds.StudyDate, ds.StudyTime, ds.InstanceNumber, ds.SeriesNumber = "20261205", "1200", i + 1, 1
+        ds.StudyDate, ds.StudyTime, ds.InstanceNumber, ds.SeriesNumber = (
+            "20261205",
+            "1200",
+            i + 1,
+            1,
+        )
         ds.ReferringPhysicianName = ""
         out.append(ds)
     return out
@@ -191,4 +196,3 @@ class Gunicorn:
 
     def log_text(self) -> str:
         return (self.root / f"{self.service}.log").read_text(errors="replace")
-

@@ -13,7 +13,15 @@ import requests
 from pydicom import Dataset
 from pynetdicom import AE
 
-from tests.dicom_node.parts import MODALITY_AE, NODE_AE, Gunicorn, Orthanc, make_study, send, wait_until
+from tests.dicom_node.parts import (
+    MODALITY_AE,
+    NODE_AE,
+    Gunicorn,
+    Orthanc,
+    make_study,
+    send,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 QUIET_S = 2.0  # the node's SCANTUNE_DICOM_SERIES_QUIET_S in these tests
@@ -60,3 +68,112 @@ def test_a_study_comes_back_as_one_sr_referencing_every_instance_and_a_resend_ad
     assert node.metric("scantune_dicom_results_delivered_total") == 1
     assert node.metric("scantune_dicom_queue_depth") == 0
     assert not list((node.root.parent / "spool").glob("*.dcm")), "delivered files are kept"
+
+
+def test_a_result_waits_while_the_pacs_is_down_and_is_delivered_once_it_returns(
+    node: Gunicorn, orthanc: Orthanc
+) -> None:
+    study = make_study(3)
+    orthanc.stop()
+    assert send(node.port_dicom, study) == [0, 0, 0]
+    wait_until(
+        lambda: node.metric("scantune_dicom_delivery_failures_total") >= 2,
+        QUIET_S + SLACK_S,
+        "deliveries fail while Orthanc is down",
+    )
+    assert node.metric("scantune_dicom_series_classified_total") == 1
+    assert node.metric("scantune_dicom_queue_depth") == 1
+    assert node.metric("scantune_dicom_oldest_pending_seconds") > 0
+    orthanc.start()
+    sr = one_report(orthanc, study, SLACK_S)
+    assert referenced(sr) == {ds.SOPInstanceUID for ds in study}
+    wait_until(lambda: node.metric("scantune_dicom_queue_depth") == 0, 5, "the queue empties")
+    assert node.metric("scantune_dicom_results_delivered_total") == 1
+
+
+def test_a_node_killed_mid_series_classifies_and_delivers_the_series_once_after_restart(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, tmp_path: Path
+) -> None:
+    node = make_node(dicom_series_quiet_s=4).start()
+    study = make_study(4)
+    assert send(node.port_dicom, study[:2]) == [0, 0]
+    node.kill()  # SIGKILL, well inside the quiet period: nothing classified yet
+    node.start()
+    assert send(node.port_dicom, study[2:]) == [0, 0]
+    sr = one_report(orthanc, study, 4 + SLACK_S)
+    assert referenced(sr) == {ds.SOPInstanceUID for ds in study}
+    time.sleep(3)
+    assert len(orthanc.reports(study[0].StudyInstanceUID)) == 1
+    with sqlite3.connect(tmp_path / "node.db") as db:
+        assert db.execute("SELECT count(*), min(state) FROM dicom_series").fetchone() == (1, "done")
+        assert db.execute(
+            "SELECT count(*) FROM dicom_deliveries WHERE state = 'done'"
+        ).fetchone() == (1,)
+    assert node.metric("scantune_dicom_series_classified_total") == 1
+
+
+def test_an_unknown_caller_is_rejected_at_association(node: Gunicorn) -> None:
+    for ae_title, bind in (("STRANGER", "127.0.0.1"), (MODALITY_AE, "127.0.0.2")):
+        ae = AE(ae_title=ae_title)
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", node.port_dicom, ae_title=NODE_AE, bind_address=(bind, 0))
+        assert assoc.is_rejected, f"{ae_title} from {bind} was let in"
+    assert node.metric("scantune_dicom_associations_rejected_total") == 2
+    ae = AE(ae_title=MODALITY_AE)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", node.port_dicom, ae_title=NODE_AE)
+    assert int(assoc.send_c_echo().Status) == 0  # the allowed caller may
+    assoc.release()
+
+
+def test_a_series_no_route_matches_is_acknowledged_dropped_and_counted(
+    node: Gunicorn, orthanc: Orthanc
+) -> None:
+    study = make_study(3, modality="MR")
+    assert send(node.port_dicom, study) == [0, 0, 0]
+    time.sleep(QUIET_S + 3)
+    assert node.metric("scantune_dicom_series_unrouted_total") == 1
+    assert node.metric("scantune_dicom_instances_received_total", outcome="unrouted") == 3
+    assert node.metric("scantune_dicom_series_classified_total") == 0
+    assert orthanc.study_count() == 0
+    assert not list((node.root.parent / "spool").iterdir())
+
+
+def test_the_pacs_routes_a_study_to_the_node_and_stow_rs_clients_send_over_http(
+    node: Gunicorn, orthanc: Orthanc
+) -> None:
+    from dicomweb_client import DICOMwebClient
+
+    from tests.dicom_node.conftest import STOW_KEY
+
+    # Orthanc holds a study and sends it to its "scantune" modality, as a routing rule would.
+    pacs_study = make_study(2)
+    for ds in pacs_study:
+        requests.post(f"{orthanc.url}/instances", data=_file(ds), timeout=10).raise_for_status()
+    orthanc_id = requests.post(
+        f"{orthanc.url}/tools/lookup", data=pacs_study[0].StudyInstanceUID, timeout=10
+    ).json()[0]["ID"]
+    moved = requests.post(f"{orthanc.url}/modalities/scantune/store", json=[orthanc_id], timeout=30)
+    assert moved.ok, moved.text
+
+    stow_study = make_study(3)
+    refused = requests.post(f"{node.url}/dicomweb/studies", data=b"", timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    client = DICOMwebClient(f"{node.url}/dicomweb", headers={"Authorization": f"Bearer {STOW_KEY}"})
+    answer = client.store_instances(stow_study)
+    assert [r.ReferencedSOPInstanceUID for r in answer.ReferencedSOPSequence] == [
+        ds.SOPInstanceUID for ds in stow_study
+    ]
+    for study in (pacs_study, stow_study):
+        sr = one_report(orthanc, study, QUIET_S + SLACK_S)
+        assert referenced(sr) == {ds.SOPInstanceUID for ds in study}
+    assert node.metric("scantune_dicom_instances_received_total", via="stow") == 3
+
+
+def _file(ds: Dataset) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
