@@ -189,3 +189,29 @@ def test_retries_back_off_up_to_the_limit(make_app: Any) -> None:
         make_app(dicom_retry_first_s=2, dicom_retry_max_s=30).extensions["scantune.dicom"].worker
     )
     assert [worker.backoff(n) for n in range(6)] == [2, 4, 8, 16, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("env", "workers", "says"),
+    [
+        ({"SCANTUNE_DICOM_ROUTES": '[{"modality": "CR"}]'}, None, "SCANTUNE_DICOM_ROUTES (at 0."),
+        ({}, 2, "runs one worker"),
+    ],
+)
+def test_the_master_stops_on_a_bad_setting_or_a_second_worker(
+    env: dict[str, str], workers: int | None, says: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    from service.commands.serve import gunicorn_command
+    from tests.conftest import free_port
+
+    full = {**os.environ, **env, "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # fmt: skip
+    cmd = gunicorn_command("dicom", "127.0.0.1", free_port(), workers=workers)
+    assert cmd[cmd.index("--worker-class") + 1] == "gthread"
+    result = subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "Booting worker" not in result.stderr
+    assert not (tmp_path / "n.db").exists()
