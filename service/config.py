@@ -353,6 +353,9 @@ class DicomNodeSettings(CommonSettings):
         pattern=r"^[0-9]+(\.[0-9]+)*$",
         description="UID root of the results (no trailing dot); unset: 2.25 (UUID) UIDs.",
     )
+    dicom_classify_concurrency: int = Field(
+        default=2, ge=1, description="Series classified at once (requests to inference)."
+    )
     inference_url: str = Field(
         default="http://127.0.0.1:8001", description="The inference service that classifies."
     )

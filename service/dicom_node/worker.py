@@ -3,10 +3,12 @@ back-off, and deletes what is delivered or past the retention limit. One thread 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from service.config import DicomNodeSettings
@@ -36,6 +38,11 @@ class Worker:
         self.client, self.senders = client, senders
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Classification waits on inference: a few series at once keep its workers busy.
+        self._slots = threading.Semaphore(settings.dicom_classify_concurrency)
+        self._pool = ThreadPoolExecutor(
+            settings.dicom_classify_concurrency, thread_name_prefix="dicom-classify"
+        )
         self.poll_s = min(0.5, settings.dicom_series_quiet_s / 4)
 
     def start(self) -> None:
@@ -50,6 +57,7 @@ class Worker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -62,16 +70,33 @@ class Worker:
                 self._stop.wait(self.poll_s)
 
     def step(self) -> bool:
-        """One round: expire, classify one quiet series, attempt the due deliveries."""
+        """One round: expire, start classifying the quiet series there are free slots for,
+        attempt the due deliveries."""
         self.expire()
-        row = self.queue.claim_quiet(self.settings.dicom_series_quiet_s)
-        if row is not None:
-            self.classify(row)
+        started = 0
+        while self._slots.acquire(blocking=False):
+            row = self.queue.claim_quiet(self.settings.dicom_series_quiet_s)
+            if row is None:
+                self._slots.release()
+                break
+            self._pool.submit(self._classify_in_slot, row)
+            started += 1
         due = self.queue.due_deliveries()
         for item in due:
             self.deliver(item)
         self.observe()
-        return row is not None or bool(due)
+        return started > 0 or bool(due)
+
+    def _classify_in_slot(self, row: SeriesRow) -> None:
+        try:
+            self.classify(row)
+        except Exception as exc:  # e.g. the spool or database away for a moment
+            log.error("classification of a series stopped: %s", type(exc).__name__)
+            # Still away: `recover` puts the series back in line on the next start.
+            with contextlib.suppress(Exception):
+                self.queue.retry_later(row.id, type(exc).__name__, self.backoff(row.attempts))
+        finally:
+            self._slots.release()
 
     def observe(self) -> None:
         stats = self.queue.stats()

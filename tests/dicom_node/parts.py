@@ -138,8 +138,8 @@ class Orthanc:
 class Gunicorn:
     """One scantune service under gunicorn in a session of its own (SIGKILL takes it whole)."""
 
-    def __init__(self, service: str, env: dict[str, str], root: Path) -> None:
-        self.service, self.env, self.root = service, env, root
+    def __init__(self, service: str, env: dict[str, str], root: Path, workers: int = 1) -> None:
+        self.service, self.env, self.root, self.workers = service, env, root, workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -150,7 +150,7 @@ class Gunicorn:
         metrics = self.root / f"metrics-{time.monotonic_ns()}"
         metrics.mkdir()
         env = {**os.environ, **self.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-        cmd = gunicorn_command(self.service, "127.0.0.1", self.port, workers=1)
+        cmd = gunicorn_command(self.service, "127.0.0.1", self.port, workers=self.workers)
         log = (self.root / f"{self.service}.log").open("ab")
         self.proc = subprocess.Popen(
             cmd, env=service_env(self.service, env), stdout=log, stderr=log, start_new_session=True
