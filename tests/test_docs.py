@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import InferenceSettings, TrainingSettings
+from service.config import DicomNodeSettings, InferenceSettings, TrainingSettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -16,7 +16,7 @@ def documented_variables() -> set[str]:
     return set(re.findall(r"`(SCANTUNE_[A-Z0-9_]+)`", README.read_text()))
 
 
-@pytest.mark.parametrize("settings", [TrainingSettings, InferenceSettings])
+@pytest.mark.parametrize("settings", [TrainingSettings, InferenceSettings, DicomNodeSettings])
 def test_every_setting_is_in_the_readme(settings):
     expected = {f"SCANTUNE_{name.upper()}" for name in settings.model_fields}
     missing = expected - documented_variables()
@@ -26,7 +26,7 @@ def test_every_setting_is_in_the_readme(settings):
 def test_the_readme_documents_no_setting_that_does_not_exist():
     known = {
         f"SCANTUNE_{n.upper()}"
-        for s in (TrainingSettings, InferenceSettings)
+        for s in (TrainingSettings, InferenceSettings, DicomNodeSettings)
         for n in s.model_fields
     }
     # Variables the CLI and tests read directly, not settings of a service.
