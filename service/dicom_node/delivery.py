@@ -60,6 +60,7 @@ class StowSender:
 
     def __init__(self, destination: DicomDestination, timeout_s: float) -> None:
         self.url, self.timeout_s = str(destination.stow_url), timeout_s
+        self.authorization_file = destination.authorization_file
 
     def send(self, sr_file: bytes) -> None:
         import requests
@@ -67,14 +68,23 @@ class StowSender:
         from pydicom import dcmread
 
         ds = dcmread(io.BytesIO(sr_file))
-        client = DICOMwebClient(self.url, timeout=self.timeout_s)
+        client = DICOMwebClient(self.url, headers=self._headers(), timeout=self.timeout_s)
         try:
             answer = client.store_instances([ds])
         except (requests.RequestException, OSError) as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
-        if "FailedSOPSequence" in answer:
+        if answer.get("FailedSOPSequence"):  # servers may send it empty
             raise NotDelivered("STOW-RS: the server lists the SR as failed")
+
+    def _headers(self) -> dict[str, str]:
+        """The Authorization header from its file, read now: a rotated secret is picked up."""
+        if self.authorization_file is None:
+            return {}
+        try:
+            return {"Authorization": self.authorization_file.read_text().strip()}
+        except OSError as exc:
+            raise NotDelivered(f"authorization file unreadable ({type(exc).__name__})") from None
 
 
 def sender_for(destination: DicomDestination, calling_ae: str, timeout_s: float) -> Sender:

@@ -3,6 +3,8 @@ destinations (pydantic models; `service.config.DicomNodeSettings` holds lists of
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field, model_validator
 
 
@@ -33,6 +35,13 @@ class DicomDestination(BaseModel):
     stow_url: str | None = Field(
         default=None, pattern=r"^https?://", description="STOW-RS: the DICOMweb root URL."
     )
+    authorization_file: Path | None = Field(
+        default=None,
+        description=(
+            "STOW-RS: a file (a mounted secret) holding the Authorization header's value,"
+            ' e.g. "Bearer <token>" or "Basic <base64>"; read at each send.'
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DicomDestination:
@@ -41,6 +50,8 @@ class DicomDestination(BaseModel):
             raise ValueError("give ae_title, host and port (C-STORE) or stow_url (STOW-RS)")
         if self.stow_url is not None and any(v is not None for v in dimse):
             raise ValueError("give either ae_title/host/port or stow_url, not both")
+        if self.authorization_file is not None and self.stow_url is None:
+            raise ValueError("authorization_file goes with stow_url")
         return self
 
     @property

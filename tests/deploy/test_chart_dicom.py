@@ -31,7 +31,14 @@ NODE: dict[str, Any] = {
         "routes": [{"model": "chest-xray", "alias": "production", "modality": "DX"}],
         "destinations": [
             {"ae_title": "ORTHANC", "host": "pacs.hospital", "port": 4242},
-            {"stow_url": "https://pacs.hospital/dicom-web"},
+            {
+                "stow_url": "https://pacs.hospital/dicom-web",
+                "authorization_file": "/etc/scantune/pacs/authorization",
+            },
+        ],
+        "extraVolumes": [{"name": "pacs", "secret": {"secretName": "pacs-stow"}}],
+        "extraVolumeMounts": [
+            {"name": "pacs", "mountPath": "/etc/scantune/pacs", "readOnly": True}
         ],
         "inferenceApiKey": "node-key",
         "service": {"type": "LoadBalancer", "dicomPort": 104, "httpPort": 8002},
@@ -71,6 +78,9 @@ def test_one_replica_a_persistent_spool_and_a_locked_down_pod(node: list[Manifes
     assert pvc["spec"]["storageClassName"] == "encrypted-ssd"
     env = container_env(node, container)
     assert env["SCANTUNE_DICOM_SPOOL_DIR"] == spool["mountPath"]
+    secret = next(m for m in container["volumeMounts"] if m["name"] == "pacs")
+    assert "/etc/scantune/pacs/authorization".startswith(secret["mountPath"])
+    assert {"name": "pacs", "secret": {"secretName": "pacs-stow"}} in pod["volumes"]
 
 
 def test_the_service_exposes_the_dicom_port_and_the_http_port(node: list[Manifest]) -> None:

@@ -76,8 +76,9 @@ def send(port: int, datasets: list[Dataset], ae_title: str = MODALITY_AE, **kw: 
 class Orthanc:
     """Orthanc as a plain process on loopback ports; stop and start keep its storage."""
 
-    def __init__(self, root: Path, node_port: int) -> None:
+    def __init__(self, root: Path, node_port: int, users: dict[str, str] | None = None) -> None:
         self.root, self.http_port, self.dicom_port = root, free_port(), free_port()
+        self.auth = next(iter(users.items())) if users else None
         root.mkdir(parents=True, exist_ok=True)
         config = {
             "Name": "test-pacs",
@@ -87,7 +88,8 @@ class Orthanc:
             "StorageDirectory": str(root / "storage"),
             "IndexDirectory": str(root / "index"),
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": users or {},
             "HttpServerEnabled": True,
             "Plugins": [ORTHANC_PLUGIN],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
@@ -109,7 +111,7 @@ class Orthanc:
 
     def _up(self) -> bool:
         try:
-            return requests.get(f"{self.url}/system", timeout=2).ok
+            return requests.get(f"{self.url}/system", auth=self.auth, timeout=2).ok
         except requests.RequestException:
             return False
 
@@ -124,15 +126,17 @@ class Orthanc:
         found = requests.post(
             f"{self.url}/tools/find",
             json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid, "Modality": "SR"}},
+            auth=self.auth,
             timeout=10,
         ).json()
-        return [
-            dcmread(io.BytesIO(requests.get(f"{self.url}/instances/{i}/file", timeout=10).content))
+        files = [
+            requests.get(f"{self.url}/instances/{i}/file", auth=self.auth, timeout=10).content
             for i in found
         ]
+        return [dcmread(io.BytesIO(data)) for data in files]
 
     def study_count(self) -> int:
-        return len(requests.get(f"{self.url}/studies", timeout=10).json())
+        return len(requests.get(f"{self.url}/studies", auth=self.auth, timeout=10).json())
 
 
 class Gunicorn:

@@ -157,6 +157,8 @@ def test_settings_parse_peers_and_refuse_half_a_destination(monkeypatch: Any) ->
         DicomDestination(ae_title="PACS", host="h")
     with pytest.raises(ValidationError, match="not both"):
         DicomDestination(ae_title="PACS", host="h", port=104, stow_url="http://x")
+    with pytest.raises(ValidationError, match="authorization_file goes with stow_url"):
+        DicomDestination(ae_title="PACS", host="h", port=104, authorization_file=Path("/s"))
 
 
 def test_the_allow_list_needs_title_and_address_and_is_empty_by_default() -> None:

@@ -177,3 +177,36 @@ def _file(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def test_results_go_by_stow_rs_with_the_authorization_from_its_file(
+    make_node: Callable[..., Gunicorn], tmp_path: Path, node_dicom_port: int
+) -> None:
+    import base64
+
+    from tests.dicom_node.parts import Orthanc
+
+    pacs = Orthanc(tmp_path / "web-pacs", node_dicom_port, users={"scantune": "s3cret"}).start()
+    try:
+        secret = tmp_path / "pacs-authorization"
+        secret.write_text("Basic " + base64.b64encode(b"scantune:wrong").decode())
+        destination = {"stow_url": f"{pacs.url}/dicom-web", "authorization_file": str(secret)}
+        node = make_node(dicom_destinations=[destination]).start()
+        study = make_study(2)
+        assert send(node.port_dicom, study) == [0, 0]
+        wait_until(
+            lambda: node.metric("scantune_dicom_delivery_failures_total", kind="stow") >= 1,
+            QUIET_S + SLACK_S,
+            "the wrong password is refused",
+        )
+        secret.write_text("Basic " + base64.b64encode(b"scantune:s3cret").decode())  # rotated
+        sr = one_report(pacs, study, SLACK_S)
+        assert referenced(sr) == {ds.SOPInstanceUID for ds in study}
+        wait_until(
+            lambda: node.metric("scantune_dicom_results_delivered_total", kind="stow") == 1,
+            5,
+            "the delivery is recorded",
+        )
+        assert "s3cret" not in node.log_text()
+    finally:
+        pacs.stop()
