@@ -217,3 +217,25 @@ def test_the_master_stops_on_a_bad_setting_or_a_second_worker(
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Booting worker" not in result.stderr
     assert not (tmp_path / "n.db").exists()
+
+
+def test_a_restart_sweeps_files_no_row_names_and_keeps_the_queued_ones(make_app: Any) -> None:
+    import os
+    import time
+
+    app = make_app()
+    post(app.test_client(), *multipart(encoded(make_study(1)[0])))
+    node = app.extensions["scantune.dicom"]
+    spool = Path(node.settings.dicom_spool_dir)
+    (queued,) = spool.glob("*.dcm")
+    orphan = spool / "0123456789abcdef0123456789abcdef.dcm"  # written, then the node died
+    orphan.write_bytes(b"DICM")
+    fresh = spool / "fedcba9876543210fedcba9876543210.dcm"  # being written right now
+    fresh.write_bytes(b"DICM")
+    partial = spool / ".abc.dcm.part"
+    partial.write_bytes(b"DI")
+    old = time.time() - 3600
+    for path in (queued, orphan):
+        os.utime(path, (old, old))
+    node.worker.sweep_leftovers()
+    assert sorted(p.name for p in spool.iterdir()) == sorted([queued.name, fresh.name])
