@@ -75,7 +75,9 @@ def run(instances: int, associations: int, quiet_s: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-dicom-") as tmp:
         inference, orthanc, node = start_parts(Path(tmp), quiet_s)
         try:
-            return measure(node, orthanc, instances, associations, quiet_s)
+            result = measure(node, orthanc, instances, associations, quiet_s)
+            result["inference_alone_seconds"] = inference_alone(inference, instances, associations)
+            return result
         finally:
             node.stop()
             orthanc.stop()
@@ -135,6 +137,33 @@ def measure(
         },
         "delivery_failures": node.metric("scantune_dicom_delivery_failures_total"),
     }
+
+
+def inference_alone(inference: Gunicorn, instances: int, associations: int) -> dict[str, float]:
+    """The same studies classified by calling inference directly, two at a time as the node
+    does (SCANTUNE_DICOM_CLASSIFY_CONCURRENCY): the part of the latency that is inference."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.dicom_node.classify import InferenceClient
+
+    def encoded(ds: object) -> bytes:
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)  # type: ignore[attr-defined]
+        return out.getvalue()
+
+    studies = [[encoded(ds) for ds in make_study(instances // associations)]
+               for _ in range(associations)]  # fmt: skip
+
+    def classify(files: list[bytes]) -> float:
+        started = time.monotonic()
+        InferenceClient(inference.url, KEY, 120).classify(MODEL, "production", files)
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(2) as pool:
+        times = sorted(pool.map(classify, studies))
+    return {"min": round(times[0], 2), "median": round(statistics.median(times), 2),
+            "max": round(times[-1], 2)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,11 @@ def build(settings: DicomNodeSettings | None, *, start: bool) -> Flask:
 
 
 def start_node(node: NodeServices) -> None:
+    # highdicom's import takes a second or more: at start, not in the first series' latency.
+    import highdicom  # noqa: F401
+
+    import service.hospital.sr  # noqa: F401
+
     node.dicom_port = node.scp.start(node.settings.dicom_bind_host, node.settings.dicom_port)
     node.worker.start()
     atexit.register(stop_node, node)
