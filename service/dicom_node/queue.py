@@ -220,10 +220,17 @@ class WorkQueue:
     # --- housekeeping ------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """After a restart: a classification that was cut short is redone."""
+        """After a restart: a classification that was cut short is redone, and the quiet
+        period of every open series starts again (while the node was down its senders could
+        not send the rest: the outage is not quiet)."""
         with self._lock, self._sessions.begin() as session:
             result = session.execute(
                 update(SeriesRow).where(SeriesRow.state == "classifying").values(state="receiving")
+            )
+            session.execute(
+                update(SeriesRow)
+                .where(SeriesRow.state == "receiving")
+                .values(last_instance_at=utcnow())
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

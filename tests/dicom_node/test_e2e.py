@@ -98,6 +98,7 @@ def test_a_node_killed_mid_series_classifies_and_delivers_the_series_once_after_
     study = make_study(4)
     assert send(node.port_dicom, study[:2]) == [0, 0]
     node.kill()  # SIGKILL, well inside the quiet period: nothing classified yet
+    time.sleep(5)  # down for longer than the quiet period: it starts again after the restart
     node.start()
     assert send(node.port_dicom, study[2:]) == [0, 0]
     sr = one_report(orthanc, study, 4 + SLACK_S)

@@ -72,6 +72,8 @@ def test_recover_puts_a_classification_cut_short_back_in_line(queue: WorkQueue) 
     claimed = queue.claim_quiet(quiet_s=1)
     assert claimed is not None
     assert queue.recover() == 1
+    assert queue.claim_quiet(quiet_s=1) is None  # the outage was not quiet: wait again
+    age(queue, 10)
     again = queue.claim_quiet(quiet_s=1)
     assert again is not None and again.id == claimed.id
 
