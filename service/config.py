@@ -305,6 +305,7 @@ def settings_or_exit(settings_class: type[S], log: Any, service: str) -> S:
 # --- DICOM node (issue 23): `scantune serve dicom` ------------------------------------------
 
 from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute  # noqa: E402
+from service.hospital.results import DEFAULT_DISCLAIMER  # noqa: E402
 
 
 class DicomNodeSettings(CommonSettings):
@@ -350,8 +351,14 @@ class DicomNodeSettings(CommonSettings):
     )
     dicom_uid_root: str | None = Field(
         default=None,
-        pattern=r"^[0-9]+(\.[0-9]+)*$",
-        description="UID root of the results (no trailing dot); unset: 2.25 (UUID) UIDs.",
+        pattern=r"^[12](\.(0|[1-9][0-9]*))+$",
+        max_length=24,
+        description="UID root of the results (as for inference's SRs); none: 2.25 UIDs.",
+    )
+    result_disclaimer: str = Field(
+        default=DEFAULT_DISCLAIMER,
+        max_length=1024,
+        description="Statement in every SR that the result is automated (as for inference).",
     )
     dicom_classify_concurrency: int = Field(
         default=2, ge=1, description="Series classified at once (requests to inference)."

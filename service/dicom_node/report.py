@@ -42,6 +42,7 @@ def build_report(
     found: Classification,
     uids: tuple[str, str],
     root: str | None,
+    disclaimer: str | None,
 ) -> bytes:
     """The SR of `found` for `sources`, as a DICOM file's bytes."""
     from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
@@ -50,7 +51,9 @@ def build_report(
     card = ModelCard.model_validate(found.card)
     identity = ModelIdentity.from_card(card, int(found.model["version"]))
     results = [ScanResult.from_prediction(p) for p in found.predictions]
-    sr = build_sr(sources, results, identity, ReportSettings(uid_root=root))
+    sr = build_sr(
+        sources, results, identity, ReportSettings(uid_root=root, disclaimer=disclaimer or None)
+    )
     series_uid, instance_uid = uids
     sr.SeriesInstanceUID = series_uid
     sr.SOPInstanceUID = instance_uid

@@ -119,7 +119,7 @@ class Worker:
             sops = [i.sop_instance_uid for i in instances]
             root = self.settings.dicom_uid_root
             uids = result_uids(root, row.study_uid, row.series_uid, str(row.model), version, sops)
-            sr = build_report(sources, found, uids, root)
+            sr = build_report(sources, found, uids, root, self.settings.result_disclaimer)
         except Unavailable as exc:
             return self._later(row, str(exc))
         except Exception as exc:  # Rejected, or sources the report cannot reference
