@@ -41,6 +41,7 @@ NODE: dict[str, Any] = {
             {"name": "pacs", "mountPath": "/etc/scantune/pacs", "readOnly": True}
         ],
         "inferenceApiKey": "node-key",
+        "uidRoot": "1.2.826.0.1.3680043.10",
         "service": {"type": "LoadBalancer", "dicomPort": 104, "httpPort": 8002},
         "persistence": {"storageClass": "encrypted-ssd"},
     },
@@ -110,6 +111,7 @@ def test_the_node_settings_are_fields_and_parse(
     ]
     assert settings.dicom_routes[0].modality == "DX"
     assert settings.dicom_inference_api_key == "node-key"
+    assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
     assert settings.inference_url == "http://rel-scantune-inference:8001"
     assert settings.database_url.startswith("postgresql+psycopg://")
 
