@@ -4,6 +4,7 @@ inference service under gunicorn classifies it, and Orthanc receives the structu
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,14 @@ def referenced(sr: Dataset) -> set[str]:
     }
 
 
+def dciodvfy_errors(sr: Dataset, folder: Path) -> list[str]:
+    """The errors dicom3tools' validator finds in the SR as the PACS holds it."""
+    path = folder / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (checked.stdout + checked.stderr).splitlines() if "Error" in line]
+
+
 def one_report(orthanc: Orthanc, study: list[Dataset], timeout: float) -> Dataset:
     uid = study[0].StudyInstanceUID
     reports = wait_until(lambda: orthanc.reports(uid), timeout, "the SR reaches Orthanc")
@@ -57,6 +66,7 @@ def test_a_study_comes_back_as_one_sr_referencing_every_instance_and_a_resend_ad
     assert sr.PatientID == "P-1"
     assert referenced(sr) == {ds.SOPInstanceUID for ds in study}
     assert sr.SeriesInstanceUID != study[0].SeriesInstanceUID
+    assert dciodvfy_errors(sr, node.root) == []
 
     assert send(node.port_dicom, study) == [0, 0, 0, 0]  # acknowledged, and nothing more
     time.sleep(QUIET_S + 3)
@@ -68,6 +78,10 @@ def test_a_study_comes_back_as_one_sr_referencing_every_instance_and_a_resend_ad
     assert node.metric("scantune_dicom_results_delivered_total") == 1
     assert node.metric("scantune_dicom_queue_depth") == 0
     assert not list((node.root.parent / "spool").glob("*.dcm")), "delivered files are kept"
+    log = node.log_text()
+    assert "classified by chest-xray v1" in log
+    for private in ("P-1", "Test^Fixture", study[0].StudyInstanceUID, sr.SOPInstanceUID):
+        assert private not in log
 
 
 def test_a_result_waits_while_the_pacs_is_down_and_is_delivered_once_it_returns(
