@@ -5,7 +5,7 @@ memory it took from the session's CPU arena back when it ends (the run option
 `memory.enable_memory_arena_shrinkage`), so one many-file request does not leave a worker
 larger for good. The next such run takes that memory from the system again. For the
 benchmark's EfficientNet-Lite0 (224 px, one channel) on a single-threaded session built as
-the service builds it (`service.inference.manager.create_session`), in two fresh processes
+the service builds it (`service.inference.sessions.create_session`), in two fresh processes
 (the arena kept, the arena given back), for each batch size: the CPU per image of a run of
 that batch, each right after a batch-1 run (the steady state of a busy worker), median of
 --rounds; and the process's RSS after them all.
@@ -29,7 +29,7 @@ import json, os, statistics, sys, time
 sys.path.insert(0, {repo!r})
 import numpy as np, onnxruntime as ort
 from service.config import InferenceSettings
-from service.inference.manager import create_session
+from service.inference.sessions import create_session
 session = create_session(open({onnx!r}, "rb").read(), InferenceSettings(), 1)
 name = session.get_inputs()[0].name
 options = ort.RunOptions()
@@ -47,7 +47,7 @@ for batch in {batches}:
         session.run(None, {{name: images}}, options)
         seconds.append(time.process_time() - started)
     out[batch] = statistics.median(seconds) * 1000 / batch
-from bench.inference import rss_mb
+from bench.harness import rss_mb
 print(json.dumps({{"ms_per_image": out, "rss_mb": rss_mb(os.getpid())}}))
 """
 
@@ -59,10 +59,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="process pairs, alternated")
     args = parser.parse_args()
 
-    from bench import inference as bench
+    from bench import harness
 
     with tempfile.TemporaryDirectory(prefix="scantune-arena-") as tmp:
-        model_dir, _ = bench.build_model(Path(tmp))
+        model_dir, _ = harness.build_model(Path(tmp))
         for _ in range(args.repeat):
             for give_back in (False, True):
                 code = CHILD.format(

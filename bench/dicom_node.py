@@ -2,7 +2,7 @@
 each study's last instance to its SR in the PACS.
 
 Real parts on loopback: Orthanc receives the results, the inference service (gunicorn)
-serves EfficientNet-Lite0 at 224 px (bench/inference.py's model), the node runs under
+serves EfficientNet-Lite0 at 224 px (bench/harness.py's model), the node runs under
 `scantune serve dicom`, and four pynetdicom modalities each send one 50-instance study at
 once. Prints a JSON summary: every instance acknowledged and referenced by an SR (none lost),
 and the last-instance-to-SR latency, whose floor is the quiet period.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.inference import MODEL, build_model, publish
+from bench.harness import MODEL, build_model, publish
 from service.auth import hash_key
 from tests.conftest import free_port
 from tests.dicom_node.parts import (

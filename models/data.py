@@ -3,7 +3,7 @@
 `load_dataset` reads and checks everything before training starts: every problem found (missing
 or unreadable file, unknown label, empty class, fewer than two classes, missing split arrays)
 is reported together in one `DataError`, each with the file or array it concerns. Images are
-decoded and prepared with `models.imaging`, exactly as the inference service will.
+decoded and prepared with `models.scans`, exactly as the inference service will.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from models import imaging
+from models import scans
+from models.card import IntendedUse
+from models.intended_use import from_dicom_files
 from models.spec import DatasetSpec
 from models.uri import UriError, fetch, is_s3, sha256_file, sha256_tree
 
@@ -42,6 +44,7 @@ class Item:
     name: str
     label: int
     load: Callable[[], np.ndarray]
+    path: Path | None = None  # a file's: DICOM headers tell the intended use
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Dataset:
     uri: str
     format: str
     sha256: str
+    intended_use: IntendedUse | None = None  # read from DICOM training files
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -90,6 +94,7 @@ def load_dataset(
     s3_endpoint_url: str | None = None,
 ) -> Dataset:
     """Read, check, split and prepare the dataset named by `spec`; raise `DataError` if bad."""
+    scans.configure()  # one GDCM helper: the loader decodes one scan at a time
     cache = cache_dir or Path.cwd() / ".data-cache"
     listing = _read(spec.uri, spec, cache, s3_endpoint_url)
     sha = listing.sha256
@@ -106,7 +111,8 @@ def load_dataset(
         problems.append("validation split: no images")
     if problems:
         raise DataError(problems)
-    return Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha)
+    use = from_dicom_files(it.path for it in train if it.path)
+    return Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha, use)
 
 
 def _read(uri: str, spec: DatasetSpec, cache: Path, endpoint: str | None) -> Listing:
@@ -178,8 +184,8 @@ def _prepare(items: list[Item], size: int, channels: int, problems: list[str]) -
     ok = np.ones(len(items), dtype=bool)
     for i, item in enumerate(items):
         try:
-            images[i] = imaging.prepare(item.load(), size, channels)
-        except imaging.ImageDecodeError as exc:
+            images[i] = scans.prepare(item.load(), size, channels)
+        except scans.ImageDecodeError as exc:
             problems.append(f"{item.name}: unreadable file ({exc.reason})")
             ok[i] = False
     labels = np.array([it.label for it in items], dtype=np.int64)
@@ -333,12 +339,12 @@ def _folder_items(root: Path, base: Path, names: list[str], problems: list[str])
         if not files:
             problems.append(f"{rel}/: empty class (no images)")
         label = names.index(folder.name)
-        items += [Item(f.relative_to(base).as_posix(), label, _file_loader(f)) for f in files]
+        items += [Item(f.relative_to(base).as_posix(), label, _file_loader(f), f) for f in files]
     return items
 
 
 def _file_loader(path: Path) -> Callable[[], np.ndarray]:
-    return lambda: imaging.read_file(path)
+    return lambda: scans.read_file(path)
 
 
 # --- CSV manifest -------------------------------------------------------------------------
@@ -388,5 +394,5 @@ def _csv_item(
     elif not file.is_file():
         problems.append(f"{where}: missing file")
     else:
-        return Item(row["path"], names.index(row["label"]), _file_loader(file))
+        return Item(row["path"], names.index(row["label"]), _file_loader(file), file)
     return None

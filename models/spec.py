@@ -56,7 +56,6 @@ class DatasetSpec(_Spec):
         default=None, gt=0, description="Use at most this many training images (stratified)."
     )
 
-
     @property
     def class_names(self) -> list[str] | None:
         """The classes' names, in label order (None: the data's own classes)."""
@@ -67,9 +66,7 @@ class DatasetSpec(_Spec):
     def class_codes(self, names: list[str]) -> tuple[ClassCode | None, ...] | None:
         """The code of each class of `names` (None where the spec gives none), or None when
         the spec codes no class at all."""
-        coded = {
-            c.name: c.code for c in self.classes or [] if isinstance(c, ClassSpec) and c.code
-        }
+        coded = {c.name: c.code for c in self.classes or [] if isinstance(c, ClassSpec) and c.code}
         return tuple(coded.get(n) for n in names) if coded else None
 
 

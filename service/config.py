@@ -11,10 +11,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.errors import validation_errors
+from service.hospital.results import DEFAULT_DISCLAIMER
 
 DEFAULT_VAR = Path("var")
 
@@ -176,7 +177,7 @@ class InferenceSettings(CommonSettings):
         ge=1,
         description=(
             "Micro-batching (gthread layout): largest batch of concurrent requests. 1 suits CPU"
-            " lanes (a single-threaded session costs the same per image at any batch size);"
+            " runners (a single-threaded session costs the same per image at any batch size);"
             " raise it for a GPU."
         ),
     )
@@ -198,7 +199,7 @@ class InferenceSettings(CommonSettings):
         default=0,
         ge=0,
         description=(
-            "onnxruntime threads of the all-core session (lone requests, or the only lane);"
+            "onnxruntime threads of the all-core session (lone requests, or the only runner);"
             " 0: the cores this process may use (CPU affinity, capped by a cgroup CPU quota)."
         ),
     )
@@ -206,22 +207,29 @@ class InferenceSettings(CommonSettings):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime execution providers in order, e.g. CUDAExecutionProvider first.",
     )
-    ort_lanes: int = Field(
+    batch_runners: int = Field(
         default=0,
         ge=0,
         description=(
-            "For one threaded (gthread) worker per machine, as on a GPU: onnxruntime runs in"
-            " parallel per model, each a single-threaded session (0: one per core); a lone"
-            " request uses an all-core session instead. 1: one all-core session. Not used by"
-            " the CPU default, one sync worker per core (service.cores), where each worker runs"
-            " a single-threaded session, or the all-core one while the others are idle."
+            "For one threaded (gthread) worker per machine, as on a GPU: the micro-batcher's"
+            " runner threads per model, each running batches on a single-threaded session"
+            " (0: one per core); a lone request uses an all-core session instead. 1: one"
+            " all-core session. Not used by the CPU default, one sync worker per core"
+            " (service.cores), where each worker runs a single-threaded session, or the"
+            " all-core one while the others are idle."
         ),
+    )
+    # Deprecated setting name: SCANTUNE_ORT_LANES, read as SCANTUNE_BATCH_RUNNERS
+    ort_lanes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Deprecated: the old name of SCANTUNE_BATCH_RUNNERS, used when it is unset.",
     )
     ort_cpu_mem_arena: bool = Field(
         default=True,
         description=(
             "onnxruntime's CPU memory arena: a worker's memory stays flat at the peak that"
-            " max_batch_size and the lanes need. Off, activations go back to malloc (lower"
+            " max_batch_size and the runners need. Off, activations go back to malloc (lower"
             " floor, but resident memory fluctuates with fragmentation)."
         ),
     )
@@ -271,6 +279,50 @@ class InferenceSettings(CommonSettings):
         ),
     )
 
+    # Hospital formats (issue 22): DICOM SR and FHIR answers, scans fetched by DICOMweb.
+    dicom_uid_root: str | None = Field(
+        default=None,
+        pattern=r"^[12](\.(0|[1-9][0-9]*))+$",
+        max_length=24,
+        description=(
+            "The organisation's UID root for the SRs this service writes (series and"
+            " instance UIDs); none: UUID-derived 2.25 UIDs."
+        ),
+    )
+    result_disclaimer: str = Field(
+        default=DEFAULT_DISCLAIMER,
+        max_length=1024,
+        description=(
+            "Statement in every SR and FHIR report that the result is an automated one; empty"
+            " only where the deployment is cleared for diagnostic use."
+        ),
+    )
+    dicomweb_url: str | None = Field(
+        default=None,
+        description=(
+            'DICOMweb root of the PACS that predict bodies {"dicomweb": ...} fetch from and'
+            " ?store=true stores SRs to; none: both are off (422)."
+        ),
+    )
+    dicomweb_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Connect and read timeout of DICOMweb requests."
+    )
+    dicomweb_token: SecretStr | None = Field(default=None, description="Bearer token.")
+    dicomweb_token_file: Path | None = Field(
+        default=None, description="File holding the bearer token (a mounted secret)."
+    )
+    dicomweb_username: str | None = Field(default=None, description="Basic auth user.")
+    dicomweb_password: SecretStr | None = Field(default=None, description="Basic auth password.")
+    dicomweb_password_file: Path | None = Field(
+        default=None, description="File holding the basic auth password (a mounted secret)."
+    )
+
+    @model_validator(mode="after")
+    def _runners_from_the_deprecated_name(self) -> InferenceSettings:
+        if self.ort_lanes is not None and "batch_runners" not in self.model_fields_set:
+            self.batch_runners = self.ort_lanes
+        return self
+
 
 def describe_settings_error(exc: ValidationError | SettingsError) -> str:
     """One line naming each bad environment variable and what is wrong with it; never the
@@ -305,7 +357,6 @@ def settings_or_exit(settings_class: type[S], log: Any, service: str) -> S:
 # --- DICOM node (issue 23): `scantune serve dicom` ------------------------------------------
 
 from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute  # noqa: E402
-from service.hospital.results import DEFAULT_DISCLAIMER  # noqa: E402
 
 
 class DicomNodeSettings(CommonSettings):

@@ -82,6 +82,16 @@ class ServiceUnavailable(ServiceError):
     status, title = 503, "Service unavailable"
 
 
+class BadGateway(ServiceError):
+    """A server this service relies on (a PACS) failed or refused."""
+
+    status, title = 502, "Bad gateway"
+
+
+class GatewayTimeout(ServiceError):
+    status, title = 504, "Gateway timeout"
+
+
 def validation_errors(exc: ValidationError, *, location: str = "body") -> list[dict[str, Any]]:
     """Pydantic errors as `{loc, msg, type}` with a JSON-pointer-like location."""
     out = []

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.card import ClassCode, ModelCard
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 DEFAULT_DISCLAIMER = "Result of an automated algorithm (scantune); not for diagnostic use."
 
@@ -48,6 +51,37 @@ class ScanResult:
     def from_prediction(cls, prediction: Mapping[str, Any]) -> ScanResult:
         """From one entry of the v1 JSON answer's `predictions`."""
         return cls(prediction["label"], dict(prediction["probabilities"]))
+
+
+@dataclass(frozen=True)
+class ScanUIDs:
+    """Where a DICOM scan sits: the UIDs callers match results by."""
+
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    sop_class_uid: str | None = None
+
+    @classmethod
+    def of(cls, ds: Dataset) -> ScanUIDs:
+        def uid(keyword: str) -> str | None:
+            value = ds.get(keyword)
+            return str(value) if value else None
+
+        return cls(
+            uid("StudyInstanceUID"),
+            uid("SeriesInstanceUID"),
+            uid("SOPInstanceUID"),
+            uid("SOPClassUID"),
+        )
+
+    def as_json(self) -> dict[str, str | None]:
+        """The three UIDs of the JSON answer's `dicom` member."""
+        return {
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+        }
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def build_sr(
         is_final=False,
         is_verified=False,
     )
-    sr.SeriesDescription = (settings.disclaimer or f"{model.name} results")[:64]
+    sr.SeriesDescription = _series_description(model, settings)
     for element in headers[0]:
         if element.keyword in COPIED:
             sr[element.tag] = element
@@ -100,6 +100,15 @@ def _private_scheme(settings: ReportSettings) -> Dataset:
     scheme.CodingSchemeName = "scantune classes and measurements"
     scheme.CodingSchemeResponsibleOrganization = settings.manufacturer
     return scheme
+
+
+def _series_description(model: ModelIdentity, settings: ReportSettings) -> str:
+    """The statement when it fits the 64 characters of a LO, else its gist."""
+    if not settings.disclaimer:
+        return f"{model.name} {model.version} results"[:64]
+    if len(settings.disclaimer) <= 64:
+        return settings.disclaimer
+    return "Automated algorithm result; not for diagnostic use"
 
 
 def _header(source: Dataset) -> Dataset:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import require
 from service.errors import NotFound
 from service.inference import services
-from service.inference.predictor import Selector
-from service.inference.uploads import read_uploads
-from service.inference.views import (
+from service.inference.hospital import hospital_answer, hospital_request, read_scans
+from service.inference.prediction_metrics import (
     observe_prediction,
-    parse_query,
-    refused_on_the_lane,
     served_by,
     start_prediction,
 )
+from service.inference.predictor import Selector
+from service.inference.responses import prediction_response
+from service.parsing import parse_query
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -39,6 +39,8 @@ class ModelQuery(BaseModel):
 class PredictQuery(ModelQuery):
     explain: bool = False
     top_k: int = Field(default=5, ge=1, le=1000)
+    store: bool = False
+    allow_other_modality: bool = False
 
 
 @bp.before_request
@@ -74,14 +76,14 @@ def get_model(name: str) -> Response:
 @require("predict")
 def predict(name: str) -> Response:
     query = parse_query(PredictQuery)
-    uploads = read_uploads(request, services().settings.max_files)
+    settings, predictor = services().settings, services().predictor
+    uploads = read_scans(request, settings)
     selector = Selector(name, query.version, query.alias)
-    predictor = services().predictor
     model = predictor.model(selector)
     served_by(model.name, model.version)
-    refused_on_the_lane(model)
+    asked = hospital_request(request, settings, uploads, model.card, query)
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
-    return jsonify(request_id=g.get("request_id"), **result)
+    return prediction_response(result, hospital_answer(asked, result, model, settings))
 
 
 def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.spec import MODEL_NAME_PATTERN, JobSpec
 from service.auth import require
 from service.errors import InvalidRequest
+from service.parsing import parse_body, parse_query
 from service.training_api import services
-from service.training_api.parsing import parse_body, parse_query
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/training-jobs")
 

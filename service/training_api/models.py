@@ -8,8 +8,8 @@ from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require
+from service.parsing import parse_body, parse_query
 from service.training_api import services
-from service.training_api.parsing import parse_body, parse_query
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 

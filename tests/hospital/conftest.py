@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
+import requests
 from pydicom.uid import generate_uid
+
+from tests.conftest import free_port, wait_for_port
 
 IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 SCANS = ("normal_0_mono1.dcm", "pneumonia_0_mono1.dcm")
@@ -44,3 +54,83 @@ def study(tmp_path: Path) -> Callable[..., list[Path]]:
         return paths
 
     return write
+
+
+# --- a real PACS: Orthanc with its DICOMweb plugin, on free loopback ports --------------------
+
+ORTHANC_USER = ("scantune", "orthanc-test-password")
+
+
+@dataclass(frozen=True)
+class Orthanc:
+    url: str  # the REST root
+    dicomweb: str  # the DICOMweb root
+    auth: tuple[str, str]
+
+    def upload(self, paths: list[Path]) -> None:
+        for path in paths:
+            response = requests.post(
+                f"{self.url}/instances", data=path.read_bytes(), auth=self.auth, timeout=10
+            )
+            response.raise_for_status()
+
+    def qido(self, path: str, **params: str) -> list[dict[str, Any]]:
+        response = requests.get(
+            f"{self.dicomweb}/{path}", params=params, auth=self.auth, timeout=10
+        )
+        response.raise_for_status()
+        return response.json() if response.content else []
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """Debian's Orthanc as a plain process, storage in a temporary folder, basic auth on."""
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(binary).exists():
+        pytest.skip("Orthanc is installed by .ci/run (apt: orthanc orthanc-dicomweb)")
+    root = tmp_path_factory.mktemp("orthanc")
+    http, dicom = free_port(), free_port()
+    config = {
+        "Name": "scantune-test",
+        "HttpPort": http,
+        "DicomPort": dicom,
+        "DicomAet": "ORTHANCTEST",
+        "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {ORTHANC_USER[0]: ORTHANC_USER[1]},
+        "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "HttpTimeout": 10,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("wb")
+    proc = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=log)
+    try:
+        wait_for_port(http, timeout=30, proc=proc)
+        url = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + 30
+        while requests.get(f"{url}/system", auth=ORTHANC_USER, timeout=5).status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("Orthanc did not come up")
+            time.sleep(0.1)
+        yield Orthanc(url, f"{url}/dicom-web", ORTHANC_USER)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback server that accepts connections and never answers: a PACS too slow."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
+    listener.close()

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from models.card import PRIVATE_CODING_SCHEME, ClassCode
+from models.card import PRIVATE_CODING_SCHEME, ClassCode, IntendedUse
+from models.intended_use import from_dicom_files
 from models.spec import JobSpec
+from tests.hospital.conftest import IMAGES
 from tests.service.conftest import make_run_dir
 
 
@@ -51,3 +53,33 @@ def test_the_card_fills_private_codes(tmp_path: Path) -> None:
     assert codes[0].scheme == PRIVATE_CODING_SCHEME and codes[0].value == card.classes[0]
     plain = trained_card.model_copy(update={"class_codes": None})
     assert all(c.scheme == PRIVATE_CODING_SCHEME for c in plain.coded_classes())
+
+
+def test_intended_use_is_read_from_dicom_training_files(tmp_path: Path) -> None:
+    from models.data import load_dataset
+    from models.spec import DatasetSpec
+    from tests.hospital.conftest import in_study
+
+    for cls in ("normal", "pneumonia"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            scan = in_study(f"{cls}_{i % 2}_mono1.dcm", "1.2.3", BodyPartExamined="CHEST")
+            scan.save_as(tmp_path / cls / f"{i}.dcm", enforce_file_format=True)
+    (tmp_path / "normal" / "extra.png").write_bytes((IMAGES / "normal_0.png").read_bytes())
+    spec = DatasetSpec(uri=str(tmp_path), format="imagefolder", val_fraction=0.34)
+    data = load_dataset(spec, size=16, channels=1, cache_dir=tmp_path / "cache")
+    assert data.intended_use == IntendedUse(modality="CR", body_part="CHEST")
+
+
+def test_modalities_of_different_kinds_record_none(tmp_path: Path) -> None:
+    from tests.hospital.conftest import in_study
+
+    paths = []
+    for i, modality in enumerate(("CR", "DX", "CT")):
+        paths.append(tmp_path / f"{i}.dcm")
+        in_study("normal_0_mono1.dcm", "1.2.3", modality=modality).save_as(
+            paths[-1], enforce_file_format=True
+        )
+    assert from_dicom_files(paths[:2]) == IntendedUse(modality="CR")  # one kind: X-ray
+    assert from_dicom_files(paths) is None
+    assert from_dicom_files([IMAGES / "normal_0.png"]) is None

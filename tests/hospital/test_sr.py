@@ -96,3 +96,33 @@ def test_the_probability_is_the_results_own() -> None:
     ]
     assert values == [0.75, 0.875]
     assert findings == ["normal", "233604007"]
+
+
+@needs_tools
+def test_long_class_names_and_codes_stay_valid(tmp_path: Path) -> None:
+    """Code Value is 16 characters at most: longer ones go in Long Code Value."""
+    name = "bacterial_pneumonia_lobar"
+    model = ModelIdentity(
+        "m", 1, "cd" * 32, ("normal", name),
+        (MODEL.codes[0], ClassCode(scheme="99SCANTUNE", value=name, meaning=name)),
+    )  # fmt: skip
+    results = [ScanResult(name, {"normal": 0.25, name: 0.75})] * 2
+    sr = build_sr(_sources(), results, model, ReportSettings(disclaimer="x" * 100))
+    assert sr.SeriesDescription == "Automated algorithm result; not for diagnostic use"
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    assert "Error" not in checked.stdout + checked.stderr
+    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, check=True)
+    assert f'"Finding")=({name},99SCANTUNE,"{name}")' in dump.stdout
+
+
+def test_a_header_highdicom_refuses_is_a_422_without_its_value() -> None:
+    """pydicom and highdicom put values (a patient's name) in their errors: none may leave."""
+    from service.hospital.answers import _report
+
+    sources = _sources()
+    sources[0].SOPClassUID = "Smith^John"  # not a UID: highdicom refuses it, naming it
+    with pytest.raises(Unprocessable) as refused:
+        _report(sources, RESULTS, MODEL, ReportSettings())
+    assert "Smith" not in refused.value.detail

@@ -154,7 +154,12 @@ def openapi() -> Any:
 
     from openapi_core import Config, OpenAPI
 
-    config = Config(extra_media_type_deserializers={"application/problem+json": json.loads})
+    config = Config(
+        extra_media_type_deserializers={
+            "application/problem+json": json.loads,
+            "application/fhir+json": json.loads,
+        }
+    )
     return OpenAPI.from_dict(yaml.safe_load(SPEC_PATH.read_text()), config=config)
 
 

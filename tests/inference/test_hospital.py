@@ -1,0 +1,185 @@
+"""Predict in hospital formats, through the app factory with the trained model: a DICOM SR,
+a FHIR Bundle, UIDs in JSON, scans fetched from a real PACS (Orthanc), and the refusals."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.observation import Observation
+from highdicom.sr.utils import find_content_items
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from models.card import ClassCode, IntendedUse
+from service.registry import Registry
+from service.storage import open_store
+from tests.conftest import free_port
+from tests.hospital.conftest import Orthanc, orthanc, study  # noqa: F401 (fixtures)
+from tests.inference.conftest import MODEL, Trained, _onnx_only
+
+PREDICT = f"/v1/models/{MODEL}:predict"
+PNEUMONIA = ClassCode(scheme="SCT", value="233604007", meaning="Pneumonia")
+SR, FHIR = "application/dicom", "application/fhir+json"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, trained: Trained) -> Registry:
+    """Version 1 as published by a job spec that coded pneumonia and named CR chest scans."""
+    reg = Registry(open_store(f"file://{tmp_path / 'artifacts'}"))
+    card = trained.v1_card.model_copy(
+        update={
+            "class_codes": (None, PNEUMONIA),
+            "intended_use": IntendedUse(modality="CR", body_part="CHEST"),
+        }
+    )
+    reg.publish(MODEL, 1, _onnx_only(trained.v1_dir), card)
+    reg.set_alias(MODEL, "production", 1, actor="test")
+    return reg
+
+
+def _post(client: Any, paths: list[Path], accept: str = "application/json", query: str = "") -> Any:
+    files = {"file": [(io.BytesIO(p.read_bytes()), p.name) for p in paths]}
+    return client.post(f"{PREDICT}{query}", data=files, headers={"Accept": accept})
+
+
+def _sr_probabilities(data: bytes) -> list[tuple[str, float, str]]:
+    """(finding code, probability, referenced SOP instance) per measurement group."""
+    sr = pydicom.dcmread(io.BytesIO(data))
+    groups = find_content_items(sr, name=codes.DCM.MeasurementGroup, recursive=True)
+    out = []
+    for group in groups:
+        finding = find_content_items(group, name=codes.DCM.Finding)[0]
+        number = next(i for i in group.ContentSequence if i.ValueType == "NUM")
+        image = next(i for i in group.ContentSequence if i.ValueType == "IMAGE")
+        out.append(
+            (
+                finding.ConceptCodeSequence[0].CodeValue,
+                float(number.MeasuredValueSequence[0].FloatingPointValue),  # exact; DS rounds
+                image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+            )
+        )
+    return out
+
+
+def test_json_sr_and_fhir_answers_agree(
+    client: Any,
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    paths = study()
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    answer = _post(client, paths)
+    assert answer.status_code == 200, answer.json
+    predictions = answer.json["predictions"]
+    for prediction, source in zip(predictions, sources, strict=True):
+        assert prediction["dicom"] == {
+            "study_instance_uid": source.StudyInstanceUID,
+            "series_instance_uid": source.SeriesInstanceUID,
+            "sop_instance_uid": source.SOPInstanceUID,
+        }
+    sr = _post(client, paths, SR)
+    assert sr.status_code == 200 and sr.mimetype == SR
+    assert pydicom.dcmread(io.BytesIO(sr.data)).StudyInstanceUID == sources[0].StudyInstanceUID
+    expected = [
+        (
+            "233604007" if p["label"] == "pneumonia" else "normal",
+            p["probabilities"][p["label"]],
+            s.SOPInstanceUID,
+        )
+        for p, s in zip(predictions, sources, strict=True)
+    ]
+    assert _sr_probabilities(sr.data) == expected
+    fhir = _post(client, paths, FHIR)
+    assert fhir.status_code == 200 and fhir.mimetype == FHIR
+    bundle = Bundle.model_validate_json(fhir.data)
+    observations = [e.resource for e in bundle.entry if isinstance(e.resource, Observation)]
+    for observation, prediction in zip(observations, predictions, strict=True):
+        got = {c.code.text: float(c.valueQuantity.value) for c in observation.component}
+        assert got == prediction["probabilities"]
+        assert (
+            observation.derivedFrom[0].identifier.value == f"urn:oid:{sources[0].StudyInstanceUID}"
+        )
+
+
+def test_png_has_no_uids_and_gets_fhir_but_no_sr(client: Any, fixture_images: Path) -> None:
+    png = [fixture_images / "normal_0.png"]
+    assert "dicom" not in _post(client, png).json["predictions"][0]
+    assert _post(client, png, FHIR).status_code == 200
+    refused = _post(client, png, SR)
+    assert refused.status_code == 422
+    assert "normal_0.png is not DICOM" in refused.json["detail"]
+
+
+def test_two_studies_in_one_sr_are_refused(
+    client: Any,
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    paths = study(("normal_0_mono1.dcm",)) + study(("pneumonia_0_mono1.dcm",))
+    refused = _post(client, paths, SR)
+    assert refused.status_code == 422
+    assert "2 studies" in refused.json["detail"]
+    assert _post(client, paths).status_code == 200  # JSON needs no single study
+
+
+def test_a_ct_scan_to_an_xray_model_is_refused_unless_allowed(
+    client: Any,
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    ct = study(("normal_0_mono1.dcm",), modality="CT")
+    refused = _post(client, ct)
+    assert refused.status_code == 422
+    assert "modality CT" in refused.json["detail"] and "trained on CR" in refused.json["detail"]
+    assert _post(client, ct, query="?allow_other_modality=true").status_code == 200
+    assert _post(client, study(("normal_0_mono1.dcm",), modality="DX")).status_code == 200
+
+
+def test_by_reference_is_off_without_a_pacs(client: Any) -> None:
+    body = {"dicomweb": {"study_instance_uid": "1.2.3"}}
+    refused = client.post(PREDICT, json=body)
+    assert refused.status_code == 422 and "SCANTUNE_DICOMWEB_URL" in refused.json["detail"]
+    assert client.post(f"{PREDICT}?store=true", json=body).status_code == 422
+    bad = client.post(PREDICT, json={"dicomweb": {"study_instance_uid": "1.2.x"}})
+    assert bad.status_code == 422 and bad.json["errors"][0]["loc"].startswith("body/dicomweb")
+
+
+def _pacs_client(make_client: Callable[..., Any], orthanc: Orthanc) -> Any:  # noqa: F811
+    user, password = orthanc.auth
+    return make_client(
+        dicomweb_url=orthanc.dicomweb, dicomweb_username=user, dicomweb_password=password
+    )
+
+
+def test_classify_by_uid_and_store_the_sr(
+    make_client: Callable[..., Any],
+    orthanc: Orthanc,  # noqa: F811
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    client = _pacs_client(make_client, orthanc)
+    paths = study()
+    orthanc.upload(paths)
+    uid = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+    answer = client.post(f"{PREDICT}?store=true", json={"dicomweb": {"study_instance_uid": uid}})
+    assert answer.status_code == 200, answer.json
+    assert {p["dicom"]["study_instance_uid"] for p in answer.json["predictions"]} == {uid}
+    stored = orthanc.qido(f"studies/{uid}/instances", Modality="SR")
+    assert [i["00080018"]["Value"][0] for i in stored] == [
+        answer.json["report"]["sop_instance_uid"]
+    ]
+
+
+def test_pacs_refusals(
+    make_client: Callable[..., Any],
+    orthanc: Orthanc,  # noqa: F811
+) -> None:
+    client = _pacs_client(make_client, orthanc)
+    unknown = generate_uid()
+    missing = client.post(PREDICT, json={"dicomweb": {"study_instance_uid": unknown}})
+    assert missing.status_code == 404 and unknown in missing.json["detail"]
+    down = make_client(dicomweb_url=f"http://127.0.0.1:{free_port()}/dicom-web")
+    gone = down.post(PREDICT, json={"dicomweb": {"study_instance_uid": unknown}})
+    assert gone.status_code == 502 and gone.json["title"] == "Bad gateway"
