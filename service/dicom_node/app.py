@@ -52,7 +52,8 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     return NodeServices(settings, queue, intake, worker, scp)
 
 
-def build(settings: DicomNodeSettings | None, *, start: bool) -> Flask:
+def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
+    """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
     from service.dicom_node import stow
     from service.web import add_readiness_check, create_base_app
 

@@ -30,7 +30,7 @@ BOUNDARY = "scantune-test-boundary"
 
 @pytest.fixture
 def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
-    from service.dicom_node import create_app
+    from service.dicom_node.app import create_app
 
     def make(**env: Any) -> Any:
         values = {

@@ -31,8 +31,7 @@ SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.N
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     """The node, its SCP listening on a port the system picks (so /readyz is ready)."""
-    from service.dicom_node import create_app
-    from service.dicom_node.app import EXTENSION, stop_node
+    from service.dicom_node.app import EXTENSION, create_app, stop_node
 
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
