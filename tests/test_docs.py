@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import build_parser
-from service.config import InferenceSettings, TrainingSettings
+from service.config import DicomNodeSettings, InferenceSettings, TrainingSettings
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -47,12 +47,12 @@ def documented_variables(*paths: Path) -> set[str]:
 def known_settings() -> set[str]:
     return {
         f"SCANTUNE_{name.upper()}"
-        for settings in (TrainingSettings, InferenceSettings)
+        for settings in (TrainingSettings, InferenceSettings, DicomNodeSettings)
         for name in settings.model_fields
     }
 
 
-@pytest.mark.parametrize("settings", [TrainingSettings, InferenceSettings])
+@pytest.mark.parametrize("settings", [TrainingSettings, InferenceSettings, DicomNodeSettings])
 def test_every_setting_is_documented(settings: type) -> None:
     expected = {f"SCANTUNE_{name.upper()}" for name in settings.model_fields}
     missing = expected - documented_variables(CONFIGURATION)

@@ -55,6 +55,14 @@ SERVICES = {
         },
         config="python:service.inference.gunicorn_conf",  # service.cores' hooks, preimports
     ),
+    # The DICOM node: one worker owns the DICOM port (SCANTUNE_DICOM_PORT) and the queue
+    # worker; its threads serve STOW-RS, health and metrics on the HTTP port.
+    "dicom": ServiceDef(
+        "service.dicom_node.app:create_app()",
+        8002,
+        {"gthread": Layout(workers=1, threads=8)},
+        config="python:service.dicom_node.gunicorn_conf",
+    ),
 }
 
 

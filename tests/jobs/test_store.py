@@ -18,12 +18,14 @@ from service.jobs.database import current_revision, make_engine, migrate
 from service.jobs.state import IllegalTransition, Phase, Status, check_transition
 from service.jobs.store import JobNotFound, JobStore
 
+HEAD = "dicom_node_queue"  # the newest migration (the DICOM node's queue, after 0002)
+
 
 def test_migrations_are_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == HEAD
     engine.dispose()
 
 
@@ -68,7 +70,7 @@ def test_sqlite_migrations_connect_only_while_holding_the_file_lock(
     monkeypatch.setattr(engine, "connect", checked_connect)
     migrate(engine)
     assert held == [True]
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == HEAD
     engine.dispose()
 
 
@@ -309,7 +311,7 @@ def test_upgrade_from_the_first_revision_keeps_rows(db_url: str) -> None:
             )
         )
     migrate(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == HEAD
     store = JobStore(engine)
     assert store.get("j1").webhook_claimed_at is None
     store.close()

@@ -1,0 +1,103 @@
+"""Building the node: its services once, the HTTP app over them, the SCP and worker beside."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy import text
+
+from service.config import DicomNodeSettings
+from service.dicom_node.classify import InferenceClient
+from service.dicom_node.delivery import Sender, sender_for
+from service.dicom_node.intake import Intake
+from service.dicom_node.queue import WorkQueue
+from service.dicom_node.routing import Router
+from service.dicom_node.scp import CallerList, StorageSCP
+from service.dicom_node.spool import Spool
+from service.dicom_node.worker import Worker
+from service.jobs.database import make_engine, migrate
+
+EXTENSION = "scantune.dicom"
+SEND_TIMEOUT_S = 30.0
+
+
+@dataclass
+class NodeServices:
+    settings: DicomNodeSettings
+    queue: WorkQueue
+    intake: Intake
+    worker: Worker
+    scp: StorageSCP
+    dicom_port: int | None = None  # once listening
+
+
+def build_services(settings: DicomNodeSettings) -> NodeServices:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    queue = WorkQueue(engine)
+    spool = Spool(settings.dicom_spool_dir)
+    intake = Intake(Router(settings.dicom_routes), spool, queue)
+    client = InferenceClient(
+        settings.inference_url, settings.dicom_inference_api_key, settings.dicom_inference_timeout_s
+    )
+    senders: dict[str, Sender] = {
+        d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S)
+        for d in settings.dicom_destinations
+    }
+    worker = Worker(settings, queue, spool, client, senders)
+    scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
+    return NodeServices(settings, queue, intake, worker, scp)
+
+
+def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
+    """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
+    from service.dicom_node import stow
+    from service.web import add_readiness_check, create_base_app
+
+    settings = settings or DicomNodeSettings()
+    logging.basicConfig(level=settings.log_level.upper())
+    # pynetdicom's DEBUG lines dump the DIMSE messages it receives, UIDs included.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    node = build_services(settings)
+    app = create_base_app(__name__, settings, service="dicom")
+    app.extensions[EXTENSION] = node
+    app.register_blueprint(stow.bp)
+    app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
+    add_readiness_check(app, "database", lambda: _ping(node.queue))
+    add_readiness_check(app, "dicom", lambda: _listening(node))
+    if start:
+        start_node(node)
+    return app
+
+
+def start_node(node: NodeServices) -> None:
+    # highdicom's import takes a second or more: at start, not in the first series' latency.
+    import highdicom  # noqa: F401
+
+    import service.hospital.sr  # noqa: F401
+
+    node.dicom_port = node.scp.start(node.settings.dicom_bind_host, node.settings.dicom_port)
+    node.worker.start()
+    atexit.register(stop_node, node)
+    logging.getLogger("scantune.dicom").info(
+        "DICOM node %s listening on %s:%d",
+        node.settings.dicom_ae_title, node.settings.dicom_bind_host, node.dicom_port,
+    )  # fmt: skip
+
+
+def stop_node(node: NodeServices) -> None:
+    node.scp.stop()
+    node.worker.stop()
+
+
+def _ping(queue: WorkQueue) -> None:
+    with queue.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _listening(node: NodeServices) -> None:
+    if node.dicom_port is None or node.scp.server is None:
+        raise RuntimeError("the Storage SCP is not listening")

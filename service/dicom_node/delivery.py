@@ -1,0 +1,93 @@
+"""Sending a result to a destination: C-STORE (pynetdicom as SCU) or STOW-RS (dicomweb-client).
+
+A send either succeeds (the destination has the SR) or raises `NotDelivered`, and the queue
+tries again later with back-off. Sending the same SR twice (a crash between the send and its
+record) gives the destination the same SOP Instance UID again, which a PACS keeps once.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Protocol
+
+from service.dicom_node.peers import DicomDestination
+
+# C-STORE statuses meaning "stored": success, and the warnings (coercion, elements discarded,
+# data set does not match the SOP class: stored all the same).
+STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class NotDelivered(Exception):
+    """The destination did not take the result (its text names no patient data)."""
+
+
+class Sender(Protocol):
+    kind: str
+
+    def send(self, sr_file: bytes) -> None: ...
+
+
+class CStoreSender:
+    kind = "dimse"
+
+    def __init__(self, destination: DicomDestination, calling_ae: str, timeout_s: float) -> None:
+        self.destination, self.calling_ae, self.timeout_s = destination, calling_ae, timeout_s
+
+    def send(self, sr_file: bytes) -> None:
+        from pydicom import dcmread
+        from pynetdicom import AE
+
+        ds = dcmread(io.BytesIO(sr_file))
+        ae = AE(ae_title=self.calling_ae)
+        ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
+        dest = self.destination
+        assoc = ae.associate(str(dest.host), int(dest.port or 104), ae_title=str(dest.ae_title))
+        if not assoc.is_established:
+            raise NotDelivered("association not established (destination down or refusing)")
+        try:
+            status = assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+        code = int(status.Status) if "Status" in status else None
+        if code not in STORED:
+            shown = "no answer" if code is None else f"status 0x{code:04X}"
+            raise NotDelivered(f"C-STORE failed: {shown}")
+
+
+class StowSender:
+    kind = "stow"
+
+    def __init__(self, destination: DicomDestination, timeout_s: float) -> None:
+        self.url, self.timeout_s = str(destination.stow_url), timeout_s
+        self.authorization_file = destination.authorization_file
+
+    def send(self, sr_file: bytes) -> None:
+        import requests
+        from dicomweb_client import DICOMwebClient
+        from pydicom import dcmread
+
+        ds = dcmread(io.BytesIO(sr_file))
+        client = DICOMwebClient(self.url, headers=self._headers(), timeout=self.timeout_s)
+        try:
+            answer = client.store_instances([ds])
+        except (requests.RequestException, OSError) as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
+        if answer.get("FailedSOPSequence"):  # servers may send it empty
+            raise NotDelivered("STOW-RS: the server lists the SR as failed")
+
+    def _headers(self) -> dict[str, str]:
+        """The Authorization header from its file, read now: a rotated secret is picked up."""
+        if self.authorization_file is None:
+            return {}
+        try:
+            return {"Authorization": self.authorization_file.read_text().strip()}
+        except OSError as exc:
+            raise NotDelivered(f"authorization file unreadable ({type(exc).__name__})") from None
+
+
+def sender_for(destination: DicomDestination, calling_ae: str, timeout_s: float) -> Sender:
+    if destination.stow_url:
+        return StowSender(destination, timeout_s)
+    return CStoreSender(destination, calling_ae, timeout_s)

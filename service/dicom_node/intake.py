@@ -1,0 +1,76 @@
+"""Taking one instance in, from the SCP or STOW-RS alike: route it, keep it, queue it.
+
+The order makes an acknowledgement mean "kept": the file is written and fsync'ed, then the
+queue row committed, and only then does the caller answer Success. A series no rule routes is
+acknowledged and dropped without a byte written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from service.dicom_node import metrics
+from service.dicom_node.queue import InstanceMeta, Outcome, WorkQueue
+from service.dicom_node.redact import uid_hash
+from service.dicom_node.routing import Router
+from service.dicom_node.spool import Spool
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+log = logging.getLogger("scantune.dicom")
+
+REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+class Refused(Exception):
+    """An instance the node cannot take (the message names the attribute, never a value)."""
+
+
+def describe(ds: Dataset, calling_ae: str) -> InstanceMeta:
+    """The UIDs and routing attributes of a data set, or Refused naming what is missing."""
+    missing = [keyword for keyword in REQUIRED if not str(ds.get(keyword) or "").strip()]
+    if missing:
+        raise Refused(f"the instance has no {', '.join(missing)}")
+    return InstanceMeta(
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        modality=str(ds.get("Modality") or ""),
+        body_part=str(ds.get("BodyPartExamined") or ""),
+        calling_ae=calling_ae.strip(),
+    )
+
+
+class Intake:
+    def __init__(self, router: Router, spool: Spool, queue: WorkQueue) -> None:
+        self.router, self.spool, self.queue = router, spool, queue
+
+    def accept(self, data: bytes, meta: InstanceMeta, via: str) -> Outcome:
+        """Keep the encoded instance `data` (a DICOM file) for classification."""
+        route = self.router.route(meta)
+        if route is None:
+            if self.queue.note_unrouted(meta):
+                metrics.UNROUTED.inc()
+                log.info("series %s matches no route: dropped", uid_hash(meta.series_uid))
+            return self._counted(via, "unrouted")
+        if self.queue.is_known(meta):
+            return self._counted(via, "duplicate")
+        name = self.spool.write(data)
+        try:
+            outcome, series_id = self.queue.add_instance(meta, route.model, route.alias, name)
+        except BaseException:
+            self.spool.delete(name)
+            raise
+        if outcome != "stored":
+            self.spool.delete(name)
+        log.debug("instance %s: %s (work item %s)", uid_hash(meta.sop_instance_uid), outcome,
+                  series_id)  # fmt: skip
+        return self._counted(via, outcome)
+
+    @staticmethod
+    def _counted(via: str, outcome: Outcome) -> Outcome:
+        metrics.RECEIVED.labels(via, outcome).inc()
+        return outcome

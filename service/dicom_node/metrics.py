@@ -1,0 +1,44 @@
+"""The node's Prometheus metrics; labels never carry UIDs, AE titles or patient data."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+RECEIVED = Counter(
+    "scantune_dicom_instances_received_total",
+    "DICOM instances received, by transport and what became of them",
+    ["via", "outcome"],  # via: dimse | stow; outcome: stored | duplicate | unrouted | refused
+)
+UNROUTED = Counter(
+    "scantune_dicom_series_unrouted_total", "Series no routing rule matched (dropped)"
+)
+REJECTED = Counter(
+    "scantune_dicom_associations_rejected_total", "Associations refused: caller not allowed"
+)
+CLASSIFIED = Counter("scantune_dicom_series_classified_total", "Series classified (SR made)")
+CLASSIFY_FAILURES = Counter(
+    "scantune_dicom_classification_failures_total",
+    "Classification attempts that failed, by whether they are retried",
+    ["final"],
+)
+DELIVERED = Counter(
+    "scantune_dicom_results_delivered_total", "Results delivered to a destination", ["kind"]
+)
+DELIVERY_FAILURES = Counter(
+    "scantune_dicom_delivery_failures_total",
+    "Delivery attempts that failed (retried with back-off)",
+    ["kind"],
+)
+EXPIRED = Counter(
+    "scantune_dicom_series_expired_total", "Series deleted undelivered at the retention limit"
+)
+QUEUE_DEPTH = Gauge(
+    "scantune_dicom_queue_depth",
+    "Series received and not yet delivered everywhere",
+    multiprocess_mode="mostrecent",
+)
+OLDEST_PENDING = Gauge(
+    "scantune_dicom_oldest_pending_seconds",
+    "Age of the oldest series not yet delivered everywhere (0: none)",
+    multiprocess_mode="mostrecent",
+)

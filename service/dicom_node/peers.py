@@ -1,0 +1,60 @@
+"""The DICOM node's peers, as settings give them: allowed callers, routing rules and result
+destinations (pydantic models; `service.config.DicomNodeSettings` holds lists of them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class DicomCaller(BaseModel):
+    """A DICOM application entity allowed to associate: its AE title and the host it calls from."""
+
+    ae_title: str = Field(min_length=1, max_length=16, description="Calling AE title.")
+    host: str = Field(min_length=1, description="The caller's IP address (or host name).")
+
+
+class DicomRoute(BaseModel):
+    """Which model classifies a series: every key given must match; the first matching wins."""
+
+    model: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Model name.")
+    alias: str | None = Field(default=None, description="Alias; default: the service's default.")
+    modality: str | None = Field(default=None, description="Modality (0008,0060), e.g. DX.")
+    body_part: str | None = Field(default=None, description="Body Part Examined (0018,0015).")
+    sop_class: str | None = Field(default=None, description="SOP Class UID of the instances.")
+    calling_ae: str | None = Field(default=None, description="AE title that sent the series.")
+
+
+class DicomDestination(BaseModel):
+    """Where results go: a DICOM AE (C-STORE) or a DICOMweb server (STOW-RS)."""
+
+    ae_title: str | None = Field(default=None, max_length=16, description="C-STORE: called AE.")
+    host: str | None = Field(default=None, description="C-STORE: host.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="C-STORE: port.")
+    stow_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="STOW-RS: the DICOMweb root URL."
+    )
+    authorization_file: Path | None = Field(
+        default=None,
+        description=(
+            "STOW-RS: a file (a mounted secret) holding the Authorization header's value,"
+            ' e.g. "Bearer <token>" or "Basic <base64>"; read at each send.'
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DicomDestination:
+        dimse = (self.ae_title, self.host, self.port)
+        if self.stow_url is None and None in dimse:
+            raise ValueError("give ae_title, host and port (C-STORE) or stow_url (STOW-RS)")
+        if self.stow_url is not None and any(v is not None for v in dimse):
+            raise ValueError("give either ae_title/host/port or stow_url, not both")
+        if self.authorization_file is not None and self.stow_url is None:
+            raise ValueError("authorization_file goes with stow_url")
+        return self
+
+    @property
+    def key(self) -> str:
+        """A stable name for the destination (no credentials): what delivery rows record."""
+        return self.stow_url or f"{self.ae_title}@{self.host}:{self.port}"

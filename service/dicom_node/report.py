@@ -1,0 +1,63 @@
+"""The result of a series: the structured report built by `service.hospital.sr` (the same
+builder the inference service answers `Accept: application/dicom` with), under UIDs derived
+from what was classified, so that redoing a classification makes the same result."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from models.card import ModelCard
+from service.dicom_node.classify import Classification
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+UID_NAMESPACE = uuid.UUID("8f1f5a2e-2b7e-4b53-9a0c-5ca7d1c0de23")  # scantune DICOM node results
+
+
+def result_uids(
+    root: str | None, study_uid: str, series_uid: str, model: str, version: int, sops: list[str]
+) -> tuple[str, str]:
+    """(series, instance) UIDs of a result: the same sources and model version always give
+    the same SR SOP Instance UID, the result's identity."""
+    series = derived_uid(root, "series", study_uid, series_uid, model)
+    instance = derived_uid(root, "instance", series_uid, model, str(version), *sorted(sops))
+    return series, instance
+
+
+def derived_uid(root: str | None, *parts: str) -> str:
+    """Under `root` (pydicom's hash of the parts), else a 2.25 UID of a name-based UUID."""
+    if root:
+        from pydicom.uid import generate_uid
+
+        return str(generate_uid(prefix=f"{root}.", entropy_srcs=list(parts)))
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, chr(31).join(parts)).int}"
+
+
+def build_report(
+    sources: Sequence[Dataset],
+    found: Classification,
+    uids: tuple[str, str],
+    root: str | None,
+    disclaimer: str | None,
+) -> bytes:
+    """The SR of `found` for `sources`, as a DICOM file's bytes."""
+    from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
+    from service.hospital.sr import build_sr
+
+    card = ModelCard.model_validate(found.card)
+    identity = ModelIdentity.from_card(card, int(found.model["version"]))
+    results = [ScanResult.from_prediction(p) for p in found.predictions]
+    sr = build_sr(
+        sources, results, identity, ReportSettings(uid_root=root, disclaimer=disclaimer or None)
+    )
+    series_uid, instance_uid = uids
+    sr.SeriesInstanceUID = series_uid
+    sr.SOPInstanceUID = instance_uid
+    sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
+    out = io.BytesIO()
+    sr.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -1,0 +1,30 @@
+"""Which model classifies a series: the first rule of `SCANTUNE_DICOM_ROUTES` that matches."""
+
+from __future__ import annotations
+
+from service.dicom_node.peers import DicomRoute
+from service.dicom_node.queue import InstanceMeta
+
+
+class Router:
+    def __init__(self, routes: list[DicomRoute]) -> None:
+        self.routes = list(routes)
+
+    def route(self, meta: InstanceMeta) -> DicomRoute | None:
+        """The first rule whose every given key matches (code strings compared without case
+        or padding, UIDs exactly), or None: the series is then dropped."""
+        return next((r for r in self.routes if matches(r, meta)), None)
+
+
+def matches(route: DicomRoute, meta: InstanceMeta) -> bool:
+    wanted = (
+        (route.modality, meta.modality, _code),
+        (route.body_part, meta.body_part, _code),
+        (route.calling_ae, meta.calling_ae, _code),
+        (route.sop_class, meta.sop_class_uid, str.strip),
+    )
+    return all(want is None or norm(want) == norm(have) for want, have, norm in wanted)
+
+
+def _code(value: str) -> str:
+    return value.strip().upper()

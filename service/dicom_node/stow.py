@@ -1,0 +1,109 @@
+"""STOW-RS (`POST /dicomweb/studies`, DICOM PS3.18 10.5) for sites that send over HTTP.
+
+The body is `multipart/related; type="application/dicom"`, one DICOM file per part, parsed
+with the standard library's MIME parser. Each instance goes through the same intake as a
+C-STORE; the answer is the Store Instances Response Module as DICOM JSON (pydicom writes
+it): 200 when every instance was taken, 202 when some were not, 409 when none was.
+The API key's name stands for the calling AE title in routing rules.
+"""
+
+from __future__ import annotations
+
+import io
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, json, request
+
+from service.auth import require
+from service.dicom_node import metrics
+from service.dicom_node.intake import Intake, Refused, describe
+from service.errors import BadRequest, UnsupportedMediaType
+
+bp = Blueprint("stow", __name__, url_prefix="/dicomweb")
+DICOM_JSON = "application/dicom+json"
+CANNOT_UNDERSTAND, PROCESSING_FAILURE = 0xC000, 0x0110
+
+
+@bp.post("/studies")
+@require("predict")
+def store_instances() -> Response:
+    intake: Intake = current_app.extensions["scantune.dicom"].intake
+    parts = dicom_parts(request.headers.get("Content-Type", ""), request.get_data())
+    stored: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for data in parts:
+        ok, item = _take(intake, data, str(g.get("actor", "")))
+        (stored if ok else failed).append(item)
+    status = 200 if not failed else (202 if stored else 409)
+    body = answer(stored, failed)
+    return Response(json.dumps(body), status=status, mimetype=DICOM_JSON)
+
+
+def dicom_parts(content_type: str, body: bytes) -> list[bytes]:
+    """The application/dicom parts of a multipart/related body, or a 4xx saying what is
+    wrong with it."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + body
+    )
+    if message.get_content_type() != "multipart/related":
+        raise UnsupportedMediaType(
+            'send multipart/related; type="application/dicom", one DICOM file per part'
+        )
+    kind = (message.get_param("type") or "application/dicom").lower()  # type: ignore[union-attr]
+    if kind != "application/dicom":
+        raise UnsupportedMediaType(
+            f"parts of type {kind[:40]!r}: this node takes application/dicom"
+        )
+    parts = [p for p in message.iter_parts() if isinstance(p, Message)]
+    if not parts:
+        raise BadRequest("the multipart body holds no part (check the boundary)")
+    out = []
+    for i, part in enumerate(parts):
+        if part.get_content_type() != "application/dicom":
+            raise UnsupportedMediaType(f"part {i + 1} is {part.get_content_type()}, not DICOM")
+        payload = part.get_payload(decode=True)
+        out.append(payload if isinstance(payload, bytes) else b"")
+    return out
+
+
+def _take(intake: Intake, data: bytes, actor: str) -> tuple[bool, dict[str, Any]]:
+    from pydicom import dcmread
+
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        meta = describe(ds, actor[:16])
+    except Exception:
+        metrics.RECEIVED.labels("stow", "refused").inc()
+        return False, {"reason": CANNOT_UNDERSTAND}
+    item = {"sop_class": meta.sop_class_uid, "sop_instance": meta.sop_instance_uid}
+    try:
+        intake.accept(data, meta, "stow")
+    except Refused:
+        return False, {**item, "reason": CANNOT_UNDERSTAND}
+    except Exception:  # not kept: the sender may retry
+        return False, {**item, "reason": PROCESSING_FAILURE}
+    return True, item
+
+
+def answer(stored: list[dict[str, Any]], failed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Store Instances Response Module (PS3.18 10.5.3) as DICOM JSON."""
+    from pydicom import Dataset
+
+    def reference(item: dict[str, Any]) -> Dataset:
+        ref = Dataset()
+        if "sop_class" in item:
+            ref.ReferencedSOPClassUID = item["sop_class"]
+            ref.ReferencedSOPInstanceUID = item["sop_instance"]
+        if "reason" in item:
+            ref.FailureReason = item["reason"]
+        return ref
+
+    ds = Dataset()
+    if stored:
+        ds.ReferencedSOPSequence = [reference(i) for i in stored]
+    if failed:
+        ds.FailedSOPSequence = [reference(i) for i in failed]
+    return ds.to_json_dict()

@@ -1,0 +1,83 @@
+"""The node's durable work queue (SQLAlchemy 2 ORM, in the job store's database; the schema is
+made by the migration `dicom_node_queue` in service/jobs/migrations).
+
+A *series* row is one unit of work: the instances of one series received until it fell quiet,
+the model a route chose for it, the result (SR) made from them, and its state:
+receiving -> classifying -> delivering -> done, or unrouted / failed / expired.
+A *delivery* row is one result on its way to one destination.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.jobs.tables import Base
+
+PENDING_STATES = ("receiving", "classifying", "delivering")
+
+
+class SeriesRow(Base):
+    __tablename__ = "dicom_series"
+    __table_args__ = (
+        UniqueConstraint("series_uid", "generation", name="uq_dicom_series_generation"),
+        Index("ix_dicom_series_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    series_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    generation: Mapped[int] = mapped_column(
+        Integer, nullable=False, doc="1, or more for instances sent after a result was made."
+    )
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    calling_ae: Mapped[str] = mapped_column(String(16), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(64))
+    alias: Mapped[str | None] = mapped_column(String(32))
+    result_uid: Mapped[str | None] = mapped_column(
+        String(64), unique=True, doc="SOP Instance UID of the SR: a result's identity."
+    )
+    result_file: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_instance_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InstanceRow(Base):
+    __tablename__ = "dicom_instances"
+    __table_args__ = (UniqueConstraint("series_id", "sop_instance_uid", name="uq_dicom_instance"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(
+        ForeignKey("dicom_series.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    file: Mapped[str | None] = mapped_column(
+        String(255), doc="Name in the spool folder; None once deleted."
+    )
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DeliveryRow(Base):
+    __tablename__ = "dicom_deliveries"
+    __table_args__ = (
+        UniqueConstraint("series_id", "destination", name="uq_dicom_delivery"),
+        Index("ix_dicom_deliveries_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(
+        ForeignKey("dicom_series.id", ondelete="CASCADE"), nullable=False
+    )
+    destination: Mapped[str] = mapped_column(String(255), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, doc="pending, done, expired.")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,198 @@
+"""The queue worker: classifies series once they fall quiet, delivers their results with
+back-off, and deletes what is delivered or past the retention limit. One thread per node."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from service.config import DicomNodeSettings
+from service.dicom_node import metrics
+from service.dicom_node.classify import InferenceClient, Rejected, Unavailable
+from service.dicom_node.delivery import Sender
+from service.dicom_node.queue import Due, WorkQueue
+from service.dicom_node.redact import uid_hash
+from service.dicom_node.report import build_report, result_uids
+from service.dicom_node.spool import Spool
+from service.dicom_node.tables import SeriesRow
+from service.jobs.store import utcnow
+
+log = logging.getLogger("scantune.dicom")
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: DicomNodeSettings,
+        queue: WorkQueue,
+        spool: Spool,
+        client: InferenceClient,
+        senders: dict[str, Sender],
+    ) -> None:
+        self.settings, self.queue, self.spool = settings, queue, spool
+        self.client, self.senders = client, senders
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Classification waits on inference: a few series at once keep its workers busy.
+        self._slots = threading.Semaphore(settings.dicom_classify_concurrency)
+        self._pool = ThreadPoolExecutor(
+            settings.dicom_classify_concurrency, thread_name_prefix="dicom-classify"
+        )
+        self.poll_s = min(0.5, settings.dicom_series_quiet_s / 4)
+
+    def start(self) -> None:
+        recovered = self.queue.recover()
+        if recovered:
+            log.info("%d series cut short by a restart will be classified again", recovered)
+        self.sweep_leftovers()
+        self._thread = threading.Thread(target=self._run, name="dicom-queue", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.step()
+            except Exception as exc:  # e.g. the database away for a moment: carry on
+                log.error("queue step failed: %s", type(exc).__name__)
+                busy = False
+            if not busy:
+                self._stop.wait(self.poll_s)
+
+    def step(self) -> bool:
+        """One round: expire, start classifying the quiet series there are free slots for,
+        attempt the due deliveries."""
+        self.expire()
+        started = 0
+        while self._slots.acquire(blocking=False):
+            row = self.queue.claim_quiet(self.settings.dicom_series_quiet_s)
+            if row is None:
+                self._slots.release()
+                break
+            self._pool.submit(self._classify_in_slot, row)
+            started += 1
+        due = self.queue.due_deliveries()
+        for item in due:
+            self.deliver(item)
+        self.observe()
+        return started > 0 or bool(due)
+
+    def _classify_in_slot(self, row: SeriesRow) -> None:
+        try:
+            self.classify(row)
+        except Exception as exc:  # e.g. the spool or database away for a moment
+            log.error("classification of a series stopped: %s", type(exc).__name__)
+            # Still away: `recover` puts the series back in line on the next start.
+            with contextlib.suppress(Exception):
+                self.queue.retry_later(row.id, type(exc).__name__, self.backoff(row.attempts))
+        finally:
+            self._slots.release()
+
+    def observe(self) -> None:
+        stats = self.queue.stats()
+        metrics.QUEUE_DEPTH.set(stats.depth)
+        metrics.OLDEST_PENDING.set(stats.oldest_age_s)
+
+    # --- classification ----------------------------------------------------------------------
+
+    def classify(self, row: SeriesRow) -> None:
+        from pydicom import dcmread
+
+        instances = self.queue.instances(row.id)
+        files = [self.spool.read(i.file) for i in instances if i.file]
+        if not files or len(files) != len(instances):
+            return self._fail(row, "instance files are missing from the spool")
+        try:
+            found = self.client.classify(str(row.model), row.alias, files)
+            sources = [dcmread(io.BytesIO(f), stop_before_pixels=True) for f in files]
+            version = int(found.model["version"])
+            sops = [i.sop_instance_uid for i in instances]
+            root = self.settings.dicom_uid_root
+            uids = result_uids(root, row.study_uid, row.series_uid, str(row.model), version, sops)
+            sr = build_report(sources, found, uids, root, self.settings.result_disclaimer)
+        except Unavailable as exc:
+            return self._later(row, str(exc))
+        except Exception as exc:  # Rejected, or sources the report cannot reference
+            reason = str(exc) if isinstance(exc, Rejected) else type(exc).__name__
+            return self._fail(row, reason)
+        name = self.spool.write(sr, ".sr.dcm")
+        self.queue.classified(row.id, uids[1], name, list(self.senders))
+        metrics.CLASSIFIED.inc()
+        log.info(
+            "series %s classified by %s v%s: result %s for %d instance(s)",
+            uid_hash(row.series_uid), row.model, version, uid_hash(uids[1]), len(files),
+        )  # fmt: skip
+        if not self.senders:
+            self.clean(row.id)
+
+    def _later(self, row: SeriesRow, reason: str) -> None:
+        attempts = self.queue.retry_later(row.id, reason, self.backoff(row.attempts))
+        metrics.CLASSIFY_FAILURES.labels("false").inc()
+        log.warning("series %s: %s; retry %d later", uid_hash(row.series_uid), reason, attempts)
+
+    def _fail(self, row: SeriesRow, reason: str) -> None:
+        self.queue.finish(row.id, "failed", reason)
+        self.clean(row.id)
+        metrics.CLASSIFY_FAILURES.labels("true").inc()
+        log.error("series %s not classified: %s", uid_hash(row.series_uid), reason)
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    def deliver(self, due: Due) -> None:
+        sender = self.senders.get(due.destination)
+        if sender is None:  # the destination left the settings: nothing to send it to
+            self.queue.delivery_failed(due.delivery_id, "destination not configured", 3600)
+            return
+        try:
+            sender.send(self.spool.read(due.result_file))
+        except Exception as exc:
+            reason = str(exc) if type(exc).__name__ == "NotDelivered" else type(exc).__name__
+            delay = self.backoff(due.attempts)
+            self.queue.delivery_failed(due.delivery_id, reason, delay)
+            metrics.DELIVERY_FAILURES.labels(sender.kind).inc()
+            log.warning("delivery to %s failed: %s; retry in %.0f s", sender.kind, reason, delay)
+            return
+        metrics.DELIVERED.labels(sender.kind).inc()
+        if self.queue.delivered(due.delivery_id):
+            self.clean(due.series_id)
+
+    def backoff(self, attempts: int) -> float:
+        first, most = self.settings.dicom_retry_first_s, self.settings.dicom_retry_max_s
+        return float(min(most, first * 2 ** min(attempts, 30)))
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    def clean(self, series_id: int) -> None:
+        """Delete the series' instance files and its result file: it is delivered (or ended)."""
+        for instance in self.queue.instances(series_id):
+            self.spool.delete(instance.file)
+        self.spool.delete(self.queue.series(series_id).result_file)
+        self.queue.forget_files(series_id)
+
+    def expire(self) -> None:
+        cutoff = utcnow() - timedelta(hours=self.settings.dicom_retention_h)
+        for series_id in self.queue.older_than(cutoff):
+            self.queue.finish(series_id, "expired", "past the retention limit")
+            self.clean(series_id)
+            metrics.EXPIRED.inc()
+            log.error("a series was deleted undelivered at the retention limit")
+
+    def sweep_leftovers(self) -> None:
+        """Files a crash left behind: partial writes, and files written but never queued."""
+        for partial in self.spool.partials():
+            partial.unlink(missing_ok=True)
+        cutoff = time.time() - 60  # a file being written now is not yet in a row
+        for name in self.spool.names() - self.queue.files():
+            path = self.spool.path(name)
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""The chart's DICOM node: off by default; enabled, a valid, locked-down Deployment (one
+replica, a persistent spool), a Service exposing the DICOM port, and settings the node parses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.config import DicomNodeSettings
+from tests.deploy.conftest import Manifest
+from tests.deploy.test_chart import (
+    KUBE_VERSIONS,
+    MINIMAL,
+    Render,
+    assert_restricted,
+    assert_settings_fields,
+    container_env,
+    deployment,
+    find,
+    one,
+    settings_from,
+)
+from tests.deploy.test_chart import validate as validate  # the fixture
+
+NODE: dict[str, Any] = {
+    **MINIMAL,
+    "dicomNode": {
+        "enabled": True,
+        "allowedCallers": [{"ae_title": "ORTHANC", "host": "10.1.2.4"}],
+        "routes": [{"model": "chest-xray", "alias": "production", "modality": "DX"}],
+        "destinations": [
+            {"ae_title": "ORTHANC", "host": "pacs.hospital", "port": 4242},
+            {
+                "stow_url": "https://pacs.hospital/dicom-web",
+                "authorization_file": "/etc/scantune/pacs/authorization",
+            },
+        ],
+        "extraVolumes": [{"name": "pacs", "secret": {"secretName": "pacs-stow"}}],
+        "extraVolumeMounts": [
+            {"name": "pacs", "mountPath": "/etc/scantune/pacs", "readOnly": True}
+        ],
+        "inferenceApiKey": "node-key",
+        "uidRoot": "1.2.826.0.1.3680043.10",
+        "service": {"type": "LoadBalancer", "dicomPort": 104, "httpPort": 8002},
+        "persistence": {"storageClass": "encrypted-ssd"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def node(render: Render) -> list[Manifest]:
+    return render(NODE)
+
+
+def test_the_node_is_off_unless_enabled(render: Render) -> None:
+    manifests = render(MINIMAL)
+    labels = [m["metadata"]["labels"].get("app.kubernetes.io/component") for m in manifests]
+    assert "dicom" not in labels
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_the_node_validates_against_kubernetes(
+    node: list[Manifest], kube_version: str, validate: Any
+) -> None:
+    for manifest in node:
+        validate(manifest, kube_version)
+
+
+def test_one_replica_a_persistent_spool_and_a_locked_down_pod(node: list[Manifest]) -> None:
+    dep = deployment(node, "dicom")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    assert_restricted(pod, "dicom")
+    (container,) = pod["containers"]
+    spool = next(m for m in container["volumeMounts"] if m["name"] == "spool")
+    claim = next(v for v in pod["volumes"] if v["name"] == "spool")["persistentVolumeClaim"]
+    pvc = one(node, "PersistentVolumeClaim", claim["claimName"])
+    assert pvc["spec"]["storageClassName"] == "encrypted-ssd"
+    env = container_env(node, container)
+    assert env["SCANTUNE_DICOM_SPOOL_DIR"] == spool["mountPath"]
+    secret = next(m for m in container["volumeMounts"] if m["name"] == "pacs")
+    assert "/etc/scantune/pacs/authorization".startswith(secret["mountPath"])
+    assert {"name": "pacs", "secret": {"secretName": "pacs-stow"}} in pod["volumes"]
+
+
+def test_the_service_exposes_the_dicom_port_and_the_http_port(node: list[Manifest]) -> None:
+    dep = deployment(node, "dicom")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    service = one(node, "Service", dep["metadata"]["name"])
+    assert service["spec"]["type"] == "LoadBalancer"
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["dicom"]["port"] == 104 and ports["http"]["port"] == 8002
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports == {"http": 8002, "dicom": 104}
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+
+
+def test_the_node_settings_are_fields_and_parse(
+    node: list[Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (container,) = deployment(node, "dicom")["spec"]["template"]["spec"]["containers"]
+    env = container_env(node, container)
+    assert_settings_fields(env, DicomNodeSettings, "dicom container")
+    settings = settings_from(monkeypatch, env, DicomNodeSettings)
+    assert settings.dicom_port == 104 and settings.dicom_bind_host == "0.0.0.0"
+    assert [d.key for d in settings.dicom_destinations] == [
+        "ORTHANC@pacs.hospital:4242",
+        "https://pacs.hospital/dicom-web",
+    ]
+    assert settings.dicom_routes[0].modality == "DX"
+    assert settings.dicom_inference_api_key == "node-key"
+    assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
+    assert settings.inference_url == "http://rel-scantune-inference:8001"
+    assert settings.database_url.startswith("postgresql+psycopg://")
+
+
+def test_the_container_command_is_accepted_by_the_cli(node: list[Manifest]) -> None:
+    from service.cli import build_parser
+
+    (container,) = deployment(node, "dicom")["spec"]["template"]["spec"]["containers"]
+    program, *argv = container["command"] + container["args"]
+    args = build_parser().parse_args(argv)
+    assert (program, args.command, args.service, args.port) == ("scantune", "serve", "dicom", 8002)
+
+
+def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> None:
+    bad = {**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [{"ae_title": "PACS"}]}}
+    with pytest.raises(helm.HelmValuesError, match="destinations/0"):
+        render(bad)
+    assert len(find(render(NODE), "Deployment")) == 3

@@ -1,0 +1,134 @@
+"""The work queue on SQLite and the real PostgreSQL: intake, quiet series, deliveries,
+recovery after a crash, retention; and the worker's steps over it with real files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from service.dicom_node.queue import InstanceMeta, WorkQueue
+from service.dicom_node.report import result_uids
+from service.dicom_node.spool import Spool
+from service.dicom_node.tables import SeriesRow
+from service.jobs.database import make_engine, migrate
+from service.jobs.store import utcnow
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkQueue]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'node.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    engine = make_engine(url)
+    migrate(engine)
+    yield WorkQueue(engine)
+    engine.dispose()
+
+
+def meta(sop: str, series: str = "1.2.3.1", study: str = "1.2.3") -> InstanceMeta:
+    return InstanceMeta(study, series, sop, "1.2.840.10008.5.1.4.1.1.7", "CR", "CHEST", "MOD")
+
+
+def age(queue: WorkQueue, seconds: float) -> None:
+    """Move every series' times `seconds` into the past."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with queue.engine.begin() as conn:
+        conn.execute(update(SeriesRow).values(last_instance_at=past, created_at=past))
+
+
+def test_instances_of_a_series_join_one_work_item_and_a_resend_is_a_duplicate(
+    queue: WorkQueue,
+) -> None:
+    first = queue.add_instance(meta("1.1"), "chest-xray", "production", "a.dcm")
+    second = queue.add_instance(meta("1.2"), "chest-xray", "production", "b.dcm")
+    assert first[0] == second[0] == "stored" and first[1] == second[1]
+    assert queue.is_known(meta("1.1")) and not queue.is_known(meta("1.3"))
+    assert queue.add_instance(meta("1.1"), "chest-xray", None, "c.dcm") == ("duplicate", first[1])
+    assert [i.file for i in queue.instances(first[1])] == ["a.dcm", "b.dcm"]
+    assert queue.stats().depth == 1
+
+
+def test_a_series_is_claimed_only_once_quiet_and_only_once(queue: WorkQueue) -> None:
+    queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    assert queue.claim_quiet(quiet_s=5) is None
+    age(queue, 10)
+    claimed = queue.claim_quiet(quiet_s=5)
+    assert claimed is not None and claimed.state == "classifying"
+    assert queue.claim_quiet(quiet_s=5) is None
+    # A new instance of the series while it is classified opens the next work item.
+    outcome, series_id = queue.add_instance(meta("1.2"), "chest-xray", None, "b.dcm")
+    assert outcome == "stored" and series_id != claimed.id
+    assert queue.series(series_id).generation == 2
+
+
+def test_recover_puts_a_classification_cut_short_back_in_line(queue: WorkQueue) -> None:
+    queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    age(queue, 10)
+    claimed = queue.claim_quiet(quiet_s=1)
+    assert claimed is not None
+    assert queue.recover() == 1
+    assert queue.claim_quiet(quiet_s=1) is None  # the outage was not quiet: wait again
+    age(queue, 10)
+    again = queue.claim_quiet(quiet_s=1)
+    assert again is not None and again.id == claimed.id
+
+
+def test_deliveries_finish_the_series_when_the_last_is_done_and_failures_back_off(
+    queue: WorkQueue,
+) -> None:
+    _, series_id = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    age(queue, 10)
+    assert queue.claim_quiet(quiet_s=1) is not None
+    queue.classified(series_id, "2.25.1", "r.sr.dcm", ["PACS@h:104", "http://pacs/dicom-web"])
+    due = queue.due_deliveries()
+    assert sorted(d.destination for d in due) == ["PACS@h:104", "http://pacs/dicom-web"]
+    assert {d.result_file for d in due} == {"r.sr.dcm"}
+    first, second = due
+    queue.delivery_failed(first.delivery_id, "down", delay_s=60)
+    assert [d.delivery_id for d in queue.due_deliveries()] == [second.delivery_id]
+    assert queue.delivered(second.delivery_id) is False  # the other is still pending
+    assert queue.stats().depth == 1
+    with queue.engine.begin() as conn:  # the back-off has passed
+        from service.dicom_node.tables import DeliveryRow
+
+        conn.execute(update(DeliveryRow).values(next_attempt_at=utcnow()))
+    assert queue.delivered(first.delivery_id) is True
+    assert queue.series(series_id).state == "done"
+    assert queue.stats().depth == 0
+
+
+def test_unrouted_series_are_noted_once_and_pending_age_is_reported(queue: WorkQueue) -> None:
+    assert queue.note_unrouted(meta("1.1", series="9.9")) is True
+    assert queue.note_unrouted(meta("1.2", series="9.9")) is False
+    assert queue.stats().depth == 0 and queue.stats().oldest_age_s == 0
+    queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    age(queue, 30)
+    assert queue.stats().oldest_age_s >= 30
+    assert queue.older_than(utcnow() - timedelta(seconds=20)) != []
+    assert queue.older_than(utcnow() - timedelta(seconds=60)) == []
+
+
+def test_result_uids_are_the_same_for_the_same_sources_and_model_version() -> None:
+    one = result_uids(None, "1.2", "1.2.1", "m", 1, ["1.2.1.1", "1.2.1.2"])
+    assert one == result_uids(None, "1.2", "1.2.1", "m", 1, ["1.2.1.2", "1.2.1.1"])
+    assert one[1] != result_uids(None, "1.2", "1.2.1", "m", 2, ["1.2.1.1", "1.2.1.2"])[1]
+    assert one[0].startswith("2.25.") and len(one[1]) <= 64
+    rooted = result_uids("1.2.826.0.1.3680043.8.498", "1.2", "1.2.1", "m", 1, ["1"])
+    assert all(u.startswith("1.2.826.0.1.3680043.8.498.") and len(u) <= 64 for u in rooted)
+
+
+def test_the_spool_writes_whole_files_under_random_names(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    name = spool.write(b"DICM data")
+    assert spool.read(name) == b"DICM data" and len(name) == 36
+    assert (tmp_path / "spool" / name).stat().st_mode & 0o777 == 0o600
+    assert spool.names() == {name} and spool.partials() == []
+    with pytest.raises(ValueError):
+        spool.path("../escape")
+    spool.delete(name)
+    assert spool.names() == set()
