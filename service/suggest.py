@@ -63,7 +63,7 @@ def explained_errors(
     for error in errors:
         if error["type"] != "extra_forbidden":
             continue
-        loc = error["loc"].split("/")[1:] if location else error["loc"].split("/")
+        loc = error["loc"].split("/")[1:]  # after the location prefix ("body/", or "/")
         name = loc[-1] if loc else "?"
         error["msg"] = (
             f"unknown field `{name}` (extra inputs are not permitted){suggestion(model, loc)}"

@@ -170,7 +170,7 @@ class Client:
             if out.resolve() not in target.parents:  # a name the service should never send
                 raise ApiError(f"refusing to write {file!r} outside {out}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            path = f"/v1/models/{_seg(name)}/versions/{int(version)}/files/{quote(file)}"
+            path = f"/v1/models/{_seg(name)}/versions/{int(version)}/files/{_seg(file)}"
             response = self.request("GET", path, stream=True)
             partial = target.with_name(f".{target.name}.part")
             with partial.open("wb") as fh:

@@ -147,7 +147,7 @@ def spec_problems(spec: Any) -> list[str]:
         JobSpec.model_validate(spec)
     except ValidationError as exc:
         return [
-            f"{e['loc'] or '(top level)'}: {e['msg']}"
+            f"{e['loc'].lstrip('/') or '(top level)'}: {e['msg']}"
             for e in explained_errors(exc, JobSpec, location="")
         ]
     return []
