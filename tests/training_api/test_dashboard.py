@@ -179,6 +179,15 @@ def test_dashboard_end_to_end(
     job_id = row.get_attribute("data-job-id")
     shoot(page, "jobs")
 
+    # a second one waits queued behind it (one job at a time here): cancel it from its row
+    page.fill("#f-model_name", f"{MODEL}-spare")
+    page.get_by_role("button", name="Submit job").click()
+    spare = page.locator(f"[data-testid=job-row]:has-text('{MODEL}-spare')")
+    spare.get_by_role("button", name="Cancel").click()
+    page.wait_for_selector(
+        f"[data-testid=job-row][data-status=cancelled]:has-text('{MODEL}-spare')"
+    )
+
     # the job page: the learning curve grows until the job succeeds
     page.goto(f"{url}/ui/jobs/{job_id}")
     seen: list[int] = []

@@ -11,7 +11,7 @@ function summary(job) {
     ["Model", job.model_name],
     ["Backbone", job.spec.base_model],
     ["Status", statusText(job)],
-    ["Phase", job.phase || "–"],
+    ["Phase", job.status === "running" ? job.phase || "–" : "–"],
     ["Progress", job.epoch && job.epochs ? `epoch ${job.epoch}/${job.epochs} (${Math.round(100 * job.progress)}%)` : `${Math.round(100 * job.progress)}%`],
     ["Version", job.artifacts ? String(job.artifacts.version) : "–"],
   ];
@@ -37,7 +37,7 @@ function curves(metrics) {
     box,
     {
       scales: { x: { time: false }, auc: { range: [0.5, 1] } },
-      axes: [{ label: "epoch" }, { label: "loss" }, { scale: "auc", side: 1, label: "val AUC", grid: { show: false } }],
+      axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100] }, { label: "loss" }, { scale: "auc", side: 1, label: "val AUC", grid: { show: false } }],
       series: [
         { label: "epoch" },
         { label: "train loss", stroke: "#1f5fa8", width: 2, points: { show: true } },
