@@ -275,6 +275,19 @@ def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     context.close()
 
 
+def test_predict_for_a_misspelt_model_lists_the_served_ones(
+    stack: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    publish_version(Path(stack["artifacts"]), "knee-mri", 1)
+    scan = str(DATA / "images" / "pneumonia_0.png")
+    argv = ["predict", "--model", "knee-mr", "--url", stack["inference"], "--api-key", READER]
+    assert main([*argv, scan]) == 5
+    err = capsys.readouterr().err
+    assert "404" in err and "did you mean knee-mri?" in err
+
+
 def _text(page: Any, selector: str) -> str:
     found = page.query_selector(selector)
     return found.inner_text() if found else ""
