@@ -231,6 +231,19 @@ def test_dashboard_end_to_end(
     form.get_by_role("button", name="Move").click()
     page.wait_for_selector("[data-testid=aliases]:has-text('staging')")
     assert _api(url, f"/v1/models/{MODEL}/aliases/staging")["version"] == 1
+
+    # two versions side by side (a stand-in second version: one real training is enough)
+    publish_version(Path(stack["artifacts"]), MODEL, 2, val_auc=0.5)
+    page.reload()
+    model = page.locator(f"[data-testid=model][data-model='{MODEL}']")
+    model.get_by_test_id("compare-pick").nth(0).check()
+    model.get_by_test_id("compare-pick").nth(1).check()
+    compare = page.get_by_test_id("compare")
+    compare.locator("table").wait_for()
+    # rows are newest first, so v2 was picked first
+    assert compare.locator("thead th").all_inner_texts() == ["metric", "v2", "v1", "difference"]
+    auc_row = compare.locator("tr:has(th:text-is('val_auc'))").inner_text().split()
+    assert auc_row[1] == "0.5000" and float(auc_row[3]) == pytest.approx(float(auc_row[2]) - 0.5)
     axe(page)
     shoot(page, "models")
 
