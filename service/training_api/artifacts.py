@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import evaluation
-from models.card import CARD_FILE
 from service.errors import NotFound
 from service.jobs.service import JobService
 from service.registry import Registry
@@ -91,6 +90,3 @@ def job_metrics(jobs: JobService, job_id: str) -> dict[str, Any]:
         "best_epoch": best.get("epoch"),
         "history": job.history,
     }
-
-
-__all__ = ["CARD_FILE", "Download", "FileNotFound", "VersionFiles", "job_metrics"]
