@@ -70,7 +70,7 @@ class ApiClient(Client):
 def hint(exc: ApiError, args: argparse.Namespace) -> str:
     """What to do about a refusal the user can fix from the shell."""
     if exc.status == 401:
-        given = "the key given" if getattr(args, "api_key", None) else "no API key was given"
+        given = "the API key was refused" if getattr(args, "api_key", None) else "no API key given"
         return (
             f"\n  ({given}; set SCANTUNE_API_KEY or pass --api-key with a key the service at"
             f" {args.url} accepts)"
