@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from models import evaluate
+from models import evaluate, evaluation
+from models.card import DecisionThreshold
 from models.data import Dataset
 
 
@@ -27,38 +28,51 @@ def write_all(
     logits: np.ndarray,
     temperature: float,
     monitor: str,
+    *,
+    threshold: DecisionThreshold | None = None,
+    best_epoch: int | None = None,
 ) -> list[Path]:
-    """training_curves.png, confusion_matrix.png and roc.png under `folder`."""
+    """training_curves.png (the best epoch marked), confusion_matrix.png (at the card's
+    threshold when there is one, and saying so) and roc.png under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     probs = evaluate.softmax(logits, temperature)
     y = data.val.labels
+    pred = evaluation.predictions(probs, data.classes, threshold)
+    caption = evaluation.decision_text(data.classes, threshold)
     return [
-        training_curves(folder / "training_curves.png", history, monitor),
-        confusion(folder / "confusion_matrix.png", y, probs.argmax(axis=1), data.classes),
+        training_curves(folder / "training_curves.png", history, monitor, best_epoch),
+        confusion(folder / "confusion_matrix.png", y, pred, data.classes, caption),
         roc(folder / "roc.png", y, probs, data.classes),
     ]
 
 
-def training_curves(path: Path, history: list[dict[str, Any]], monitor: str) -> Path:
+def training_curves(
+    path: Path, history: list[dict[str, Any]], monitor: str, best_epoch: int | None = None
+) -> Path:
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="val loss")
     ax_loss.set_xlabel("epoch")
-    ax_loss.legend()
     for key in ("val_accuracy", "val_auc", "val_balanced_accuracy"):
         ax_metric.plot(epochs, [r[key] for r in history], "o-", label=key)
     ax_metric.set_xlabel("epoch")
     ax_metric.set_title(f"monitor: {monitor}")
+    if best_epoch is not None:
+        for ax in (ax_loss, ax_metric):
+            ax.axvline(best_epoch, color="0.4", linestyle="--", label=f"best epoch ({best_epoch})")
+    ax_loss.legend()
     ax_metric.legend()
     return _save(fig, path)
 
 
-def confusion(path: Path, y: np.ndarray, pred: np.ndarray, classes: list[str]) -> Path:
+def confusion(
+    path: Path, y: np.ndarray, pred: np.ndarray, classes: list[str], caption: str = ""
+) -> Path:
     plt = _pyplot()
     cm = evaluate.confusion_matrix(y, pred, len(classes))
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5))
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3.5, 1.2 * len(classes) + 2.5))
     ax.imshow(cm, cmap="Blues")
     for (i, j), count in np.ndenumerate(cm):
         ax.text(j, i, str(count), ha="center", va="center")
@@ -66,6 +80,7 @@ def confusion(path: Path, y: np.ndarray, pred: np.ndarray, classes: list[str]) -
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title(f"validation, {caption}" if caption else "validation", fontsize=9, wrap=True)
     return _save(fig, path)
 
 

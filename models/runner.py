@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import evaluate, plots, scans
+from models import evaluate, evaluation, plots, scans
 from models.augment import normalize
 from models.backbones import get_info
 from models.card import (
@@ -114,9 +114,7 @@ def run_training(
     metrics, calibration, threshold = _evaluate(spec, data, logits, fit)
     _write_json(out_dir / HISTORY_FILE, fit.history)
     _write_json(out_dir / METRICS_FILE, metrics)
-    plots.write_all(
-        out_dir / PLOTS_DIR, fit.history, data, logits, calibration.temperature, spec.recipe.monitor
-    )
+    _write_results(out_dir, spec, data, logits, fit, calibration.temperature, threshold)
 
     emit(ProgressEvent("exporting", 0.9))
     parity = _export(model, spec, data, out_dir, calibration.temperature, mean, std)
@@ -192,6 +190,33 @@ def _evaluate(
     }
     metrics["train_images_per_s"] = fit.train_images_per_s
     return metrics, calibration, threshold
+
+
+def _write_results(
+    out_dir: Path,
+    spec: JobSpec,
+    data: Dataset,
+    logits: np.ndarray,
+    fit: FitResult,
+    temperature: float,
+    threshold: DecisionThreshold | None,
+) -> None:
+    """evaluation.json and the plots, both at the card's threshold, the best epoch marked."""
+    probs = evaluate.softmax(logits, temperature)
+    result = evaluation.build(
+        data.val.labels, probs, data.classes, threshold, best_epoch=fit.best_epoch
+    )
+    _write_json(out_dir / evaluation.EVALUATION_FILE, result)
+    plots.write_all(
+        out_dir / PLOTS_DIR,
+        fit.history,
+        data,
+        logits,
+        temperature,
+        spec.recipe.monitor,
+        threshold=threshold,
+        best_epoch=fit.best_epoch,
+    )
 
 
 def _threshold(

@@ -155,6 +155,14 @@ class TrainingSettings(CommonSettings):
         default=None,
         description="Kubeconfig file when not in cluster; default: $KUBECONFIG or ~/.kube/config.",
     )
+    # Dashboard (issue 25): where "Try a scan" forwards predictions
+    inference_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the inference service that the dashboard's Try page forwards scans to"
+            " (with the user's own key); unset: the Try page says it is not configured."
+        ),
+    )
 
 
 class InferenceSettings(CommonSettings):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.encoding import parse_json
 from service.errors import BadRequest, InvalidRequest, UnsupportedMediaType
+from service.suggest import explained_errors, summary
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,7 +55,8 @@ def parse_body(model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest.from_pydantic(exc, location="body") from None
+        errors = explained_errors(exc, model, location="body")  # "did you mean `epochs`?"
+        raise InvalidRequest(summary(errors), errors=errors) from None
 
 
 def parse_query(model: type[M]) -> M:

@@ -6,20 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported where used: `scantune serve` must start without it
-    import requests
+from service.client import ApiError, Client, describe_problem
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-class ApiError(Exception):
-    """The API refused a request (status set) or could not be reached (status None)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 HTTP_ERROR = 5
@@ -35,7 +25,7 @@ def guarded(
         try:
             return int(func(args, ApiClient.from_args(args)))
         except ApiError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {exc}{hint(exc, args)}", file=sys.stderr)
             return HTTP_ERROR
 
     return run
@@ -69,48 +59,32 @@ def add_connection_args(
     )
 
 
-class ApiClient:
-    def __init__(
-        self, url: str, api_key: str | None, *, timeout: float = 30.0, service: str = "training"
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.service = service
-        import requests
-
-        self.session = requests.Session()
-        self.session.headers["Accept"] = "application/json"
-        if api_key:
-            self.session.headers["Authorization"] = f"Bearer {api_key}"
+class ApiClient(Client):
+    """The service's client as the commands build it from their arguments."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
         return cls(args.url, args.api_key, timeout=args.http_timeout, service=args.service)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request; ApiError for a problem response or an unreachable service."""
-        import requests
 
-        try:
-            response = self.session.request(
-                method, f"{self.url}{path}", timeout=self.timeout, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise ApiError(f"cannot reach the {self.service} API at {self.url}: {exc}") from None
-        if response.status_code >= 400:
-            raise ApiError(describe_problem(response), response.status_code)
-        return response
-
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+def hint(exc: ApiError, args: argparse.Namespace) -> str:
+    """What to do about a refusal the user can fix from the shell."""
+    if exc.status == 401:
+        given = "the API key was refused" if getattr(args, "api_key", None) else "no API key given"
+        return (
+            f"\n  ({given}; set SCANTUNE_API_KEY or pass --api-key with a key the service at"
+            f" {args.url} accepts)"
+        )
+    if exc.status == 403:
+        return "\n  (the key lacks that scope; ask for a key that has it)"
+    return ""
 
 
-def describe_problem(response: requests.Response) -> str:
-    """'422 Validation failed: ...' plus one line per field error, from a problem body."""
-    try:
-        problem = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:500]}"
-    lines = [f"HTTP {response.status_code} {problem.get('title', '')}: {problem.get('detail', '')}"]
-    lines += [f"  {e.get('loc')}: {e.get('msg')}" for e in problem.get("errors") or []]
-    return "\n".join(lines)
+__all__ = [
+    "HTTP_ERROR",
+    "ApiClient",
+    "ApiError",
+    "add_connection_args",
+    "describe_problem",
+    "guarded",
+]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args, guarded
+from service.commands.progress import best_epoch_line, make_display
 
 SUCCEEDED = 0
 FAILED = 1
@@ -41,8 +42,14 @@ def register(subparsers: Any) -> None:
     submit.add_argument("spec", help="job spec file, YAML or JSON ('-' reads standard input)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     submit.add_argument("--idempotency-key", help="makes a retried submit return the same job")
-    submit.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
+    submit.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
     submit.add_argument("--timeout", type=float, help="with --wait: give up after this long")
+
+    watch = _add(sub, "watch", "follow a job until it ends, with a progress bar", run_watch)
+    watch.epilog = EXIT_CODES
+    watch.add_argument("job_id")
+    watch.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
+    watch.add_argument("--timeout", type=float, help="give up after this long")
 
     listing = _add(sub, "list", "list jobs, newest first", run_list)
     listing.add_argument("--status", choices=sorted({"queued", "running", *TERMINAL}))
@@ -78,6 +85,13 @@ def run_submit(args: argparse.Namespace, api: ApiClient) -> int:
     except (OSError, yaml.YAMLError) as exc:
         print(f"error: cannot read job spec {args.spec}: {exc}", file=sys.stderr)
         return USAGE
+    problems = spec_problems(spec)
+    if problems:
+        name = "<stdin>" if args.spec == "-" else args.spec
+        print(f"error: {name}: {len(problems)} invalid field(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"  {name}: {problem}", file=sys.stderr)
+        return USAGE
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     job = api.json("POST", "/v1/training-jobs", json=spec, headers=headers)
     if args.json and not args.wait:
@@ -88,46 +102,55 @@ def run_submit(args: argparse.Namespace, api: ApiClient) -> int:
 
 
 def follow(api: ApiClient, job: dict[str, Any], args: argparse.Namespace) -> int:
-    """Poll until the job ends, printing each change; the exit code says how it ended."""
+    """Poll until the job ends, showing its progress; the exit code says how it ended."""
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    last, failures = "", 0
-    while job["status"] not in TERMINAL:
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"timed out after {args.timeout:g}s; job {job['id']} is {job['status']}")
-            return WAIT_TIMEOUT
-        time.sleep(args.poll_interval)
-        try:
-            job = api.json("GET", f"/v1/training-jobs/{job['id']}")
-            failures = 0
-        except ApiError as exc:
-            failures += 1
-            if (exc.status is not None and exc.status < 500) or failures > POLL_RETRIES:
-                raise
-            print(f"warning: {exc}; retrying", file=sys.stderr)
-            continue
-        line = progress_line(job)
-        if line != last:
-            print(line, flush=True)
-            last = line
+    display, failures = make_display(), 0
+    try:
+        display.update(job)
+        while job["status"] not in TERMINAL:
+            if deadline is not None and time.monotonic() > deadline:
+                display.close()
+                print(f"timed out after {args.timeout:g}s; job {job['id']} is {job['status']}")
+                return WAIT_TIMEOUT
+            time.sleep(args.poll_interval)
+            try:
+                job = api.job(job["id"])
+                failures = 0
+            except ApiError as exc:
+                failures += 1
+                if (exc.status is not None and exc.status < 500) or failures > POLL_RETRIES:
+                    raise
+                print(f"warning: {exc}; retrying", file=sys.stderr)
+                continue
+            display.update(job)
+    finally:
+        display.close()
     if args.json:
         print(json.dumps(job, indent=2))
     return outcome(job)
 
 
-def progress_line(job: dict[str, Any]) -> str:
-    parts = [job["status"]]
-    if job.get("phase") and job["status"] == "running":
-        parts.append(job["phase"])
-    if job.get("epoch") is not None and job.get("epochs"):
-        parts.append(f"epoch {job['epoch']}/{job['epochs']}")
-    parts.append(f"{100 * (job.get('progress') or 0):.0f}%")
-    metrics = job.get("metrics") or {}
-    parts += [
-        f"{k}={v:.4f}"
-        for k, v in sorted(metrics.items())
-        if k.startswith("val_") and isinstance(v, int | float)
-    ][:4]
-    return " ".join(parts)
+def run_watch(args: argparse.Namespace, api: ApiClient) -> int:
+    args.json = getattr(args, "json", False)
+    return follow(api, api.job(args.job_id), args)
+
+
+def spec_problems(spec: Any) -> list[str]:
+    """What the API would refuse in a job file's fields, said before sending it, with
+    "did you mean `epochs`?" for a misspelt name."""
+    from pydantic import ValidationError
+
+    from models.spec import JobSpec
+    from service.suggest import explained_errors
+
+    try:
+        JobSpec.model_validate(spec)
+    except ValidationError as exc:
+        return [
+            f"{e['loc'].lstrip('/') or '(top level)'}: {e['msg']}"
+            for e in explained_errors(exc, JobSpec, location="")
+        ]
+    return []
 
 
 def outcome(job: dict[str, Any]) -> int:
@@ -141,6 +164,9 @@ def outcome(job: dict[str, Any]) -> int:
         return CANCELLED
     artifacts = job.get("artifacts") or {}
     print(f"job {job['id']} succeeded: {job['model_name']} version {artifacts.get('version')}")
+    best = best_epoch_line(job)
+    if best:
+        print(best)
     gate = (job.get("spec") or {}).get("promote")
     if gate is None:
         return SUCCEEDED
@@ -159,14 +185,22 @@ def run_list(args: argparse.Namespace, api: ApiClient) -> int:
     if args.json:
         print(json.dumps(page, indent=2))
         return SUCCEEDED
-    print(f"{'ID':36}  {'MODEL':24}  {'STATUS':9}  {'PROGRESS':>8}  CREATED")
+    print(f"{'ID':36}  {'MODEL':24}  {'STATUS':22}  {'PROGRESS':>8}  CREATED")
     for job in page["items"]:
         progress = f"{100 * (job.get('progress') or 0):.0f}%"
         print(
-            f"{job['id']:36}  {job['model_name']:24}  {job['status']:9}  {progress:>8}  "
+            f"{job['id']:36}  {job['model_name']:24}  {list_status(job):22}  {progress:>8}  "
             f"{job['created_at']}"
         )
     return SUCCEEDED
+
+
+def list_status(job: dict[str, Any]) -> str:
+    """The status, with a failed promotion gate shown apart from a plain success."""
+    promotion = job.get("promotion")
+    if job["status"] == "succeeded" and promotion and not promotion.get("passed"):
+        return "succeeded, GATE FAILED"
+    return str(job["status"])
 
 
 def run_show(args: argparse.Namespace, api: ApiClient) -> int:

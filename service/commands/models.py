@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+from collections.abc import Callable
 from typing import Any
 
-from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
+from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args, guarded
 
 OK = 0
 PAGE = 1000  # versions per request when listing them all (the API's largest page)
@@ -25,6 +27,10 @@ def register(subparsers: Any) -> None:
     promote.add_argument("name")
     promote.add_argument("version", type=int)
     promote.add_argument("--alias", default="production", help="alias to move (default production)")
+    download = _add(sub, "download", "a version's files (card, ONNX, plots) into DIR", run_download)
+    download.add_argument("name")
+    download.add_argument("version", type=int)
+    download.add_argument("dir", help="folder to write into (created if absent)")
 
 
 def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
@@ -34,8 +40,38 @@ def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentPar
     )  # fmt: skip
     add_connection_args(parser)
     parser.add_argument("--json", action="store_true", help="print raw JSON")
-    parser.set_defaults(func=guarded(func))
+    parser.set_defaults(func=guarded(naming_models(func)))
     return parser
+
+
+def naming_models(
+    func: Callable[[argparse.Namespace, ApiClient], int],
+) -> Callable[[argparse.Namespace, ApiClient], int]:
+    """A 404 for a model name that is not there lists the models that are."""
+
+    def run(args: argparse.Namespace, api: ApiClient) -> int:
+        try:
+            return func(args, api)
+        except ApiError as exc:
+            name = getattr(args, "name", None)
+            if exc.status != 404 or name is None or "no model named" not in str(exc):
+                raise
+            raise ApiError(f"{exc}{known_models(api, name)}", exc.status, exc.problem) from None
+
+    return run
+
+
+def known_models(api: ApiClient, name: str) -> str:
+    """'; did you mean chest-xray? Models: a, b' - or nothing when they cannot be listed."""
+    try:
+        names = [m["name"] for m in api.models()]
+    except ApiError:
+        return ""
+    if not names:
+        return "\n  (no model is published yet)"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    guess = f"did you mean {close[0]}? " if close else ""
+    return f"\n  ({guess}models there are: {', '.join(names)})"
 
 
 def run_list(args: argparse.Namespace, api: ApiClient) -> int:
@@ -103,4 +139,14 @@ def run_promote(args: argparse.Namespace, api: ApiClient) -> int:
             f"{args.name}: {record['alias']} -> version {record['version']} "
             f"(set by {record['set_by']} at {record['set_at']})"
         )
+    return OK
+
+
+def run_download(args: argparse.Namespace, api: ApiClient) -> int:
+    written = api.download(args.name, args.version, args.dir)
+    if args.json:
+        print(json.dumps([str(p) for p in written], indent=2))
+    else:
+        for path in written:
+            print(path)
     return OK

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands.client import ApiClient, add_connection_args, guarded
+from service.commands.client import ApiClient, ApiError, add_connection_args, guarded
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -42,7 +42,12 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    body = api.json("POST", f"/v1/models/{args.model}:predict", params=params, files=files)
+    try:
+        body = api.json("POST", f"/v1/models/{args.model}:predict", params=params, files=files)
+    except ApiError as exc:
+        if exc.status == 404 and "no model named" in str(exc):
+            raise ApiError(f"{exc}{served_models(api, args.model)}", 404, exc.problem) from None
+        raise
     print(json.dumps(body, indent=2) if args.json else format_table(body))
     return 0
 
@@ -58,3 +63,16 @@ def format_table(body: dict[str, Any]) -> str:
         probs = " ".join(f"{pred['probabilities'][c]:>12.4f}" for c in classes)
         lines.append(f"{pred['file']:<{width}}  {pred['label']:<12} {probs}")
     return "\n".join(lines)
+
+
+def served_models(api: ApiClient, name: str) -> str:
+    """The models the inference service has, the closest to `name` first, for a 404."""
+    import difflib
+
+    try:
+        names = [m["name"] for m in api.json("GET", "/v1/models")["models"]]
+    except (ApiError, KeyError, TypeError):
+        return ""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    guess = f"did you mean {close[0]}? " if close else ""
+    return f"\n  ({guess}models there are: {', '.join(names) or 'none'})"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
+
+CHUNK = 256 * 1024
+"""Bytes per chunk when an object is streamed."""
 
 
 class StoreError(RuntimeError):
@@ -57,6 +61,12 @@ class ArtifactStore(ABC):
 
     def get_text(self, key: str) -> str:
         return self.get_bytes(key).decode()
+
+    def open_stream(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """The object's bytes in chunks, for streaming a download without holding it whole;
+        raises ObjectNotFound here, before the first chunk. Stores override this to stream."""
+        data = self.get_bytes(key)
+        return iter([data[i : i + chunk_size] for i in range(0, len(data), chunk_size)])
 
 
 _SCHEMES = {

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from models.uri import local_path
-from service.storage.base import ArtifactStore, ObjectNotFound, StoreError
+from service.storage.base import CHUNK, ArtifactStore, ObjectNotFound, StoreError
 
 
 class LocalStore(ArtifactStore):
@@ -55,6 +57,13 @@ class LocalStore(ArtifactStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
+    def open_stream(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        try:
+            fh = self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        return _chunks(fh, chunk_size)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -84,3 +93,9 @@ class LocalStore(ArtifactStore):
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"{self.root} is not writable")
+
+
+def _chunks(fh: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(chunk_size):
+            yield chunk

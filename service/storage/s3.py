@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from models.uri import S3Location, s3_client
-from service.storage.base import ArtifactStore, ObjectNotFound, StoreError
+from service.storage.base import CHUNK, ArtifactStore, ObjectNotFound, StoreError
 
 
 class S3Store(ArtifactStore):
@@ -55,6 +56,20 @@ class S3Store(ArtifactStore):
             raise StoreError(f"cannot read {self.url(key)}: {exc}") from exc
         except self._errors() as exc:
             raise StoreError(f"cannot read {self.url(key)}: {exc}") from exc
+
+    def open_stream(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """GET the object now (so a missing key raises here) and read its body as it is sent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response["Error"].get("Code") in ("NoSuchKey", "404"):
+                raise ObjectNotFound(key) from exc
+            raise StoreError(f"cannot read {self.url(key)}: {exc}") from exc
+        except self._errors() as exc:
+            raise StoreError(f"cannot read {self.url(key)}: {exc}") from exc
+        return _body_chunks(response["Body"], chunk_size)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -109,3 +124,10 @@ class S3Store(ArtifactStore):
             self.client.head_bucket(Bucket=self.bucket)
         except self._errors() as exc:
             raise StoreError(f"bucket {self.bucket} is not reachable: {exc}") from exc
+
+
+def _body_chunks(body: Any, chunk_size: int) -> Iterator[bytes]:
+    try:
+        yield from body.iter_chunks(chunk_size)
+    finally:
+        body.close()

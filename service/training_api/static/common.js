@@ -1,0 +1,147 @@
+// Shared by every dashboard page: the user's key (sessionStorage only), API calls, small helpers.
+const KEY = "scantune.apiKey";
+
+export const key = () => sessionStorage.getItem(KEY);
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+export async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  headers.set("Accept", "application/json");
+  if (key()) headers.set("Authorization", `Bearer ${key()}`);
+  if (options.json !== undefined) {
+    headers.set("Content-Type", "application/json");
+    options = { ...options, body: JSON.stringify(options.json) };
+  }
+  const response = await fetch(path, { ...options, headers, credentials: "omit" });
+  const type = response.headers.get("Content-Type") || "";
+  const body = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) throw new ApiError(response.status, typeof body === "object" ? body : { detail: body });
+  return body;
+}
+
+export function notice(message) {
+  const el = document.getElementById("notice");
+  el.textContent = message || "";
+  el.hidden = !message;
+}
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+export const fmt = (x, digits = 4) => (typeof x === "number" ? x.toFixed(digits) : "–");
+
+export function age(iso) {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return `${Math.round(s)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+// The status a person should read: a job that succeeded but whose gate failed says so.
+export function statusText(job) {
+  if (job.status === "succeeded" && job.promotion && !job.promotion.passed) return "succeeded · gate failed";
+  if (job.status === "succeeded" && job.promotion && job.promotion.passed) return `succeeded · promoted to ${job.promotion.alias}`;
+  return job.status;
+}
+
+// Every ~2 s while the tab is visible; `tick` returns false to stop.
+export function every(ms, tick) {
+  let timer = null;
+  const run = async () => {
+    let again = true;
+    try {
+      again = (await tick()) !== false;
+    } catch (err) {
+      notice(err.message);
+    }
+    if (again) timer = setTimeout(run, ms);
+  };
+  run();
+  return () => clearTimeout(timer);
+}
+
+// The key form in the header; `start(scopes)` runs once a key is known.
+export function setup(start) {
+  const form = document.getElementById("key-form");
+  const input = document.getElementById("api-key");
+  const who = document.getElementById("who");
+  const forget = document.getElementById("forget-key");
+  const begin = async () => {
+    try {
+      const me = await api("/ui/api/whoami");
+      who.textContent = `signed in as ${me.name}`;
+      forget.hidden = false;
+      input.value = "";
+      notice("");
+      await start(new Set(me.scopes));
+    } catch (err) {
+      if (err.status === 401) {
+        sessionStorage.removeItem(KEY);
+        notice("That API key is not valid; type another.");
+      } else notice(err.message);
+    }
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!input.value.trim()) return;
+    sessionStorage.setItem(KEY, input.value.trim());
+    begin();
+  });
+  forget.addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    location.reload();
+  });
+  if (key()) begin();
+  else notice("Type your API key above to see jobs and models.");
+}
+
+// uPlot, sized to its container.
+export function chart(container, opts, data) {
+  container.replaceChildren();
+  const width = Math.max(280, container.clientWidth || 600);
+  return new window.uPlot({ width, height: container.classList.contains("small") ? 260 : 300, ...opts }, data, container);
+}
+
+// A dashed vertical line at x = `at` (the best epoch), drawn after the series.
+export function markX(at, label) {
+  return {
+    hooks: {
+      draw: [
+        (u) => {
+          if (at === null || at === undefined) return;
+          const x = u.valToPos(at, "x", true);
+          const ctx = u.ctx;
+          ctx.save();
+          ctx.strokeStyle = "#444";
+          ctx.setLineDash([6, 4]);
+          ctx.beginPath();
+          ctx.moveTo(x, u.bbox.top);
+          ctx.lineTo(x, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+          ctx.fillStyle = "#222";
+          ctx.font = `${12 * devicePixelRatio}px sans-serif`;
+          ctx.fillText(label, x + 4, u.bbox.top + 14 * devicePixelRatio);
+          ctx.restore();
+        },
+      ],
+    },
+  };
+}

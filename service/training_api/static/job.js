@@ -1,0 +1,135 @@
+// One job: live learning curves, then its version's evaluation, log tail and model card.
+import { api, chart, el, every, fmt, markX, notice, setup, statusText } from "./common.js";
+
+const jobId = document.getElementById("job-id").dataset.jobId;
+const base = `/v1/training-jobs/${encodeURIComponent(jobId)}`;
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+let evaluated = false;
+
+function summary(job) {
+  const facts = [
+    ["Model", job.model_name],
+    ["Backbone", job.spec.base_model],
+    ["Status", statusText(job)],
+    ["Phase", job.status === "running" ? job.phase || "–" : "–"],
+    ["Progress", job.epoch && job.epochs ? `epoch ${job.epoch}/${job.epochs} (${Math.round(100 * job.progress)}%)` : `${Math.round(100 * job.progress)}%`],
+    ["Version", job.artifacts ? String(job.artifacts.version) : "–"],
+  ];
+  if (job.promotion) facts.push(["Promotion", `${job.promotion.passed ? "passed" : "not passed"}: ${job.promotion.reason}`]);
+  if (job.error) facts.push(["Error", `${job.error.reason}: ${job.error.detail}`]);
+  document.getElementById("job-summary").replaceChildren(
+    ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-testid": `job-${k.toLowerCase()}`, text: v })]),
+  );
+}
+
+function curves(metrics) {
+  const history = metrics.history;
+  const box = document.getElementById("learning-curve");
+  box.dataset.points = String(history.length);
+  box.dataset.bestEpoch = metrics.best_epoch ?? "";
+  const series = (k) => history.map((h) => (typeof h[k] === "number" ? h[k] : null));
+  const data = [history.map((h) => h.epoch), series("train_loss"), series("val_loss"), series("val_auc")];
+  const best = metrics.best_epoch;
+  document.getElementById("curve-note").textContent =
+    `Training and validation loss (left axis) and validation AUC (right axis) per epoch` +
+    (best ? `; the dashed line marks the best epoch (${best}, by ${metrics.monitor}), the one published.` : ".");
+  chart(
+    box,
+    {
+      scales: { x: { time: false }, auc: { range: [0.5, 1] } },
+      axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100] }, { label: "loss" }, { scale: "auc", side: 1, label: "val AUC", grid: { show: false } }],
+      series: [
+        { label: "epoch" },
+        { label: "train loss", stroke: "#1f5fa8", width: 2, points: { show: true } },
+        { label: "val loss", stroke: "#b5540b", width: 2, points: { show: true } },
+        { label: "val AUC", stroke: "#2b7a2b", width: 2, scale: "auc", points: { show: true } },
+      ],
+      plugins: [markX(best, `best epoch ${best}`)],
+    },
+    data,
+  );
+}
+
+function confusionTable(ev) {
+  const cm = ev.confusion_matrix;
+  const total = cm.flat().reduce((a, b) => a + b, 0);
+  const head = el("tr", {}, el("th", { scope: "col", text: "true ↓ / predicted →" }), ...ev.classes.map((c) => el("th", { scope: "col", text: c })));
+  const rows = cm.map((counts, i) => {
+    const sum = counts.reduce((a, b) => a + b, 0);
+    return el(
+      "tr",
+      {},
+      el("th", { scope: "row", text: `${ev.classes[i]} (${sum})` }),
+      ...counts.map((n, j) =>
+        el("td", { class: i === j ? "hit" : "miss", "data-count": String(n) }, el("strong", { text: String(n) }), el("span", { class: "rate", text: ` ${sum ? ((100 * n) / sum).toFixed(1) : "0.0"}%` })),
+      ),
+    );
+  });
+  return el(
+    "table",
+    { class: "grid confusion", "data-total": String(total) },
+    el("caption", { text: `Confusion matrix on ${total} validation images, ${ev.decision_text}. Counts, and rates of each true class.` }),
+    el("thead", {}, head),
+    el("tbody", {}, rows),
+  );
+}
+
+function evaluation(ev) {
+  document.getElementById("evaluation").hidden = false;
+  const t = ev.threshold;
+  document.getElementById("threshold").textContent = t
+    ? `Threshold: predict ${t.positive_class} when P(${t.positive_class}) ≥ ${fmt(t.value, 3)} (${t.rule}) — sensitivity ${fmt(t.sensitivity, 3)}, specificity ${fmt(t.specificity, 3)}; accuracy ${fmt(ev.accuracy, 4)}.`
+    : `No decision threshold: ${ev.decision_text}; accuracy ${fmt(ev.accuracy, 4)}.`;
+  document.getElementById("confusion-matrix").replaceChildren(confusionTable(ev));
+  if (ev.roc.length) {
+    const r = ev.roc[0];
+    chart(
+      document.getElementById("roc"),
+      {
+        scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } },
+        axes: [{ label: "false positive rate" }, { label: "true positive rate" }],
+        series: [{ label: "FPR" }, { label: `${r.class} (AUC ${fmt(r.auc, 3)})`, stroke: "#1f5fa8", width: 2 }],
+      },
+      [r.fpr, r.tpr],
+    );
+  }
+  if (ev.calibration) {
+    const bins = ev.calibration.bins;
+    chart(
+      document.getElementById("calibration"),
+      {
+        scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1] } },
+        axes: [{ label: "confidence" }, { label: "accuracy" }],
+        series: [
+          { label: "confidence" },
+          { label: `observed (ECE ${fmt(ev.calibration.ece, 3)})`, stroke: "#b5540b", width: 2, points: { show: true } },
+          { label: "perfect", stroke: "#777", dash: [4, 4] },
+        ],
+      },
+      [bins.map((b) => b.confidence), bins.map((b) => b.accuracy), bins.map((b) => b.confidence)],
+    );
+  }
+}
+
+async function finished(job) {
+  if (evaluated || job.status !== "succeeded" || !job.artifacts) return;
+  evaluated = true;
+  const path = `/v1/models/${encodeURIComponent(job.model_name)}/versions/${job.artifacts.version}`;
+  const [ev, version] = await Promise.all([api(`${path}/evaluation`), api(path)]);
+  evaluation(ev);
+  document.getElementById("card-section").hidden = false;
+  document.getElementById("card").textContent = JSON.stringify(version.card, null, 2);
+}
+
+async function tick() {
+  const [job, metrics, log] = await Promise.all([api(base), api(`${base}/metrics`), api(`${base}/logs?tail=40`)]);
+  summary(job);
+  curves(metrics);
+  document.getElementById("log").textContent = log || "(no log yet)";
+  await finished(job);
+  return !FINISHED.has(job.status);
+}
+
+setup(async () => {
+  every(2000, tick);
+});

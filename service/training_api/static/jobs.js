@@ -1,0 +1,123 @@
+// Jobs: every job the key may see, updating while they run; submit and cancel.
+import { api, age, el, every, fmt, notice, setup, statusText } from "./common.js";
+
+function progressText(job) {
+  const parts = [];
+  if (job.epoch && job.epochs) parts.push(`epoch ${job.epoch}/${job.epochs}`);
+  else parts.push(`${Math.round(100 * (job.progress || 0))}%`);
+  const last = (job.history || []).at(-1);
+  if (last && typeof last.val_auc === "number") parts.push(`val AUC ${fmt(last.val_auc, 3)}`);
+  return parts.join(" · ");
+}
+
+function row(job, scopes) {
+  const link = el("a", { href: `/ui/jobs/${encodeURIComponent(job.id)}`, text: job.id.slice(0, 8) });
+  const actions = el("td");
+  if (scopes.has("jobs:write") && (job.status === "queued" || job.status === "running")) {
+    const cancel = el("button", { type: "button", "aria-label": `Cancel job ${job.id}`, text: "Cancel" });
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      try {
+        await api(`/v1/training-jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
+      } catch (err) {
+        notice(err.message);
+      }
+    });
+    actions.append(cancel);
+  }
+  const status = statusText(job);
+  return el(
+    "tr",
+    { "data-testid": "job-row", "data-job-id": job.id, "data-status": job.status },
+    el("td", {}, link),
+    el("td", { text: job.model_name }),
+    el("td", { text: job.spec.base_model }),
+    el("td", {}, el("span", { class: `status ${status.includes("gate failed") ? "gate-failed" : job.status}`, "data-testid": "job-status", text: status })),
+    el("td", { "data-testid": "job-progress", text: progressText(job) }),
+    el("td", { text: age(job.created_at), title: job.created_at }),
+    actions,
+  );
+}
+
+async function refresh(scopes) {
+  const page = await api("/v1/training-jobs?limit=50");
+  document.querySelector("#jobs tbody").replaceChildren(...page.items.map((j) => row(j, scopes)));
+  document.getElementById("jobs-empty").hidden = page.items.length > 0;
+  document.getElementById("jobs-updated").textContent = `(updated ${new Date().toLocaleTimeString()})`;
+}
+
+// "body/dataset/uri" -> "dataset.uri": the name of the form field it belongs to.
+function fieldOf(loc) {
+  const parts = String(loc).split("/");
+  if (parts[0] !== "body") return null;
+  const path = parts.slice(1).join(".");
+  const field = document.querySelector(`[data-field="${CSS.escape(path)}"]`);
+  return field ? path : null;
+}
+
+function spec(form) {
+  const data = new FormData(form);
+  const number = (name) => (data.get(name) === "" ? undefined : Number(data.get(name)));
+  const body = {
+    model_name: data.get("model_name"),
+    dataset: { uri: data.get("dataset.uri"), format: data.get("dataset.format") },
+    base_model: data.get("base_model"),
+    image_size: number("image_size"),
+    epochs: number("epochs"),
+  };
+  const alias = data.get("promote.alias");
+  if (alias) {
+    body.promote = { alias };
+    const min = number("promote.min.val_auc");
+    if (min !== undefined) body.promote.min = { val_auc: min };
+  }
+  return body;
+}
+
+function showErrors(form, problem) {
+  const formError = document.getElementById("form-error");
+  const loose = [];
+  for (const error of problem.errors || []) {
+    const field = fieldOf(error.loc);
+    if (field) {
+      const slot = form.querySelector(`[data-field="${CSS.escape(field)}"]`);
+      slot.textContent = error.msg;
+      const input = document.getElementById(slot.id.replace(/^e-/, "f-"));
+      if (input) input.setAttribute("aria-invalid", "true");
+    } else loose.push(`${error.loc}: ${error.msg}`);
+  }
+  const text = loose.length ? loose.join("; ") : problem.errors ? "" : problem.detail;
+  formError.textContent = text || "";
+  formError.hidden = !text;
+}
+
+function clearErrors(form) {
+  form.querySelectorAll(".field-error").forEach((e) => (e.textContent = ""));
+  form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
+  document.getElementById("form-error").hidden = true;
+}
+
+function wireForm(scopes) {
+  const form = document.getElementById("submit-form");
+  if (!scopes.has("jobs:write")) {
+    document.getElementById("submit-section").hidden = true;
+    return;
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    try {
+      const job = await api("/v1/training-jobs", { method: "POST", json: spec(form) });
+      notice(`Job ${job.id} ${job.status}.`);
+      await refresh(scopes);
+    } catch (err) {
+      if (err.problem) showErrors(form, err.problem);
+      else notice(err.message);
+    }
+  });
+}
+
+setup(async (scopes) => {
+  wireForm(scopes);
+  every(2000, () => refresh(scopes));
+});

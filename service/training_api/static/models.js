@@ -1,0 +1,111 @@
+// Models: versions with metrics and aliases, two versions side by side, move an alias.
+import { api, el, fmt, notice, setup } from "./common.js";
+
+const SHOWN = ["val_auc", "val_accuracy", "val_accuracy_at_threshold", "val_balanced_accuracy", "val_ece_calibrated"];
+const picked = [];
+
+function versionRow(model, v) {
+  const box = el("input", { type: "checkbox", id: `pick-${model}-${v.version}`, "data-testid": "compare-pick" });
+  box.addEventListener("change", () => pick(model, v, box));
+  return el(
+    "tr",
+    { "data-testid": "version-row", "data-version": String(v.version) },
+    el("td", {}, box, el("label", { for: box.id, class: "sr-only", text: `compare version ${v.version}` })),
+    el("th", { scope: "row", text: String(v.version) }),
+    el("td", { text: v.created_at.slice(0, 19).replace("T", " ") }),
+    el("td", { text: v.base_model }),
+    ...SHOWN.map((k) => el("td", { text: fmt(v.metrics[k], 4) })),
+    el("td", { "data-testid": "aliases", text: v.aliases.join(", ") || "–" }),
+  );
+}
+
+function aliasForm(model, versions) {
+  const select = el("select", { id: `alias-version-${model}`, "data-testid": "alias-version" }, ...versions.map((v) => el("option", { value: String(v.version), text: `version ${v.version}` })));
+  const alias = el("input", { id: `alias-name-${model}`, value: "production", "data-testid": "alias-name" });
+  const form = el(
+    "form",
+    { class: "inline", "data-testid": "alias-form" },
+    el("label", { for: alias.id, text: "Move alias" }), alias,
+    el("label", { for: select.id, text: "to" }), select,
+    el("button", { type: "submit", text: "Move" }),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const record = await api(`/v1/models/${encodeURIComponent(model)}/aliases/${encodeURIComponent(alias.value)}`, {
+        method: "PUT",
+        json: { version: Number(select.value) },
+      });
+      notice(`${model}: ${record.alias} now points to version ${record.version}.`);
+      await render(canWrite);
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  return form;
+}
+
+function pick(model, v, box) {
+  const at = picked.findIndex((p) => p.model === model && p.v.version === v.version);
+  if (box.checked && at < 0) picked.push({ model, v });
+  if (!box.checked && at >= 0) picked.splice(at, 1);
+  while (picked.length > 2) picked.shift();
+  compare();
+}
+
+function compare() {
+  const section = document.getElementById("compare-section");
+  section.hidden = picked.length !== 2;
+  if (picked.length !== 2) return;
+  const [a, b] = picked;
+  const keys = [...new Set([...Object.keys(a.v.metrics), ...Object.keys(b.v.metrics)])].sort();
+  const rows = keys.map((k) => {
+    const x = a.v.metrics[k], y = b.v.metrics[k];
+    const diff = typeof x === "number" && typeof y === "number" ? fmt(y - x, 4) : "–";
+    return el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: fmt(x) }), el("td", { text: fmt(y) }), el("td", { text: diff }));
+  });
+  document.getElementById("compare").replaceChildren(
+    el(
+      "table",
+      { class: "grid" },
+      el("caption", { text: `${a.model} v${a.v.version} against ${b.model} v${b.v.version}` }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "metric" }), el("th", { scope: "col", text: `v${a.v.version}` }), el("th", { scope: "col", text: `v${b.v.version}` }), el("th", { scope: "col", text: "difference" }))),
+      el("tbody", {}, rows),
+    ),
+  );
+}
+
+let canWrite = false;
+
+async function render(write) {
+  const models = (await api("/v1/models")).items;
+  const sections = await Promise.all(
+    models.map(async (m) => {
+      const page = await api(`/v1/models/${encodeURIComponent(m.name)}/versions?order=newest&limit=50`);
+      const aliases = Object.entries(m.aliases).map(([a, v]) => `${a} → v${v}`).join(", ") || "none";
+      const id = `model-${m.name}`;
+      return el(
+        "section",
+        { "aria-labelledby": id, "data-testid": "model", "data-model": m.name },
+        el("h2", { id, text: m.name }),
+        el("p", { text: `Aliases: ${aliases}` }),
+        write ? aliasForm(m.name, page.items) : null,
+        el(
+          "table",
+          { class: "grid" },
+          el("caption", { class: "sr-only", text: `Versions of ${m.name}, newest first` }),
+          el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Compare" }), el("th", { scope: "col", text: "Version" }), el("th", { scope: "col", text: "Created (UTC)" }), el("th", { scope: "col", text: "Backbone" }), ...SHOWN.map((k) => el("th", { scope: "col", text: k })), el("th", { scope: "col", text: "Aliases" }))),
+          el("tbody", {}, page.items.map((v) => versionRow(m.name, v))),
+        ),
+      );
+    }),
+  );
+  const root = document.getElementById("models");
+  root.replaceChildren(...sections);
+  if (!models.length) root.append(el("p", { class: "muted", text: "No model is published yet." }));
+}
+
+setup(async (scopes) => {
+  canWrite = scopes.has("models:write");
+  await render(canWrite);
+});

@@ -1,0 +1,95 @@
+"""The dashboard at /ui/: server-rendered shells whose scripts call the API with the user's key.
+
+The pages carry no data and need no key: each script reads the key the user typed (kept in
+sessionStorage, never a cookie or a URL) and calls the same /v1 API anyone can. A strict
+Content-Security-Policy allows only this origin's scripts, styles and connections.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+
+from service.auth import EXTENSION as AUTH_EXTENSION
+from service.auth import presented_key, require
+from service.errors import BadRequest, NotFound
+from service.training_api import services
+from service.training_api.forward import InferenceForwarder
+
+bp = Blueprint(
+    "ui",
+    __name__,
+    url_prefix="/ui",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+PAGES = {"jobs": "jobs.html", "job": "job.html", "models": "models.html", "try": "try.html"}
+JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@bp.get("/")
+def jobs_page() -> str:
+    return render_template(PAGES["jobs"], page="jobs")
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> str:
+    if JOB_ID.match(job_id) is None:
+        raise NotFound("no such job")
+    return render_template(PAGES["job"], page="job", job_id=job_id)
+
+
+@bp.get("/models")
+def models_page() -> str:
+    return render_template(PAGES["models"], page="models")
+
+
+@bp.get("/try")
+def try_page() -> str:
+    configured = services().settings.inference_url is not None
+    return render_template(PAGES["try"], page="try", configured=configured)
+
+
+@bp.get("/api/whoami")
+@require("read")
+def whoami() -> Response:
+    """The key's name and scopes, so the pages show only the controls it may use."""
+    key = current_app.extensions[AUTH_EXTENSION].authenticate(presented_key(), "read")
+    if key is None:  # auth disabled: every control
+        return jsonify(name="anonymous", scopes=["read", "jobs:write", "models:write"])
+    return jsonify(name=key.name, scopes=sorted(key.scopes))
+
+
+@bp.post("/api/predict/<name>")
+@require("read")
+def forward_predict(name: str) -> Response:
+    uploads = request.files.getlist("file")
+    if not uploads:
+        raise BadRequest("send the scan as the multipart field 'file'")
+    files = [
+        (u.filename or "scan", u.read(), u.mimetype or "application/octet-stream") for u in uploads
+    ]
+    forwarder = InferenceForwarder(services().settings.inference_url)
+    answer = forwarder.predict(
+        name,
+        files,
+        authorization=request.headers.get("Authorization"),
+        query=request.args.to_dict(),
+    )
+    return Response(answer.body, status=answer.status, content_type=answer.content_type)

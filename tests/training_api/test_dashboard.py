@@ -1,0 +1,314 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against the training
+and inference services under gunicorn, with a real tiny training job. axe-core checks every
+page; screenshots of each page go to docs/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service.auth import hash_key
+from tests.conftest import DATA, REPO, free_port, wait_for_port
+from tests.training_api.conftest import publish_version
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = REPO / "docs" / "screenshots"
+ADMIN = "dash-admin-key-0123456789"
+READER = "dash-reader-key-0123456789"
+MODEL = "chest-xray-dash"
+JOB_TIMEOUT_S = 420
+
+if shutil.which(CHROMIUM) is None:
+    pytest.skip(f"Chromium is not installed at {CHROMIUM}", allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+def keys_setting() -> str:
+    keys = [
+        (ADMIN, "admin", ["read", "jobs:write", "models:write", "predict"]),
+        (READER, "reader", ["read", "predict"]),
+    ]
+    return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
+
+
+def start(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+            "--workers", "1", "--threads", "4", "--timeout", "120", app,
+        ],
+        cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_for_port(port, timeout=60, proc=proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Inference, then training (forwarding Try a scan to it), on one local artifact store."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    base = {
+        **os.environ,
+        "SCANTUNE_ARTIFACT_URI": (tmp / "artifacts").as_uri(),
+        "SCANTUNE_API_KEYS": keys_setting(),
+    }
+    base.pop("SCANTUNE_AUTH_DISABLED", None)
+    (tmp / "artifacts").mkdir()
+    inference_env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-inf")}
+    (tmp / "m-inf").mkdir()
+    inference, inference_url = start("service.inference:create_app()", inference_env, tmp / "i.log")
+    training_env = {
+        **base,
+        "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp / 'jobs.db'}",
+        "SCANTUNE_WORK_DIR": str(tmp / "work"),
+        "SCANTUNE_INFERENCE_URL": inference_url,
+        "SCANTUNE_SUPERVISOR_INTERVAL_S": "0.5",
+        "SCANTUNE_HEARTBEAT_INTERVAL_S": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-train"),
+    }
+    (tmp / "m-train").mkdir()
+    try:
+        training, url = start("service.training_api:create_app()", training_env, tmp / "t.log")
+    except Exception:
+        stop(inference)
+        raise
+    try:
+        yield {"url": url, "inference": inference_url, "artifacts": str(tmp / "artifacts")}
+    finally:
+        stop(training)
+        stop(inference)
+        print((tmp / "t.log").read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def axe(page: Any) -> None:
+    """No serious or critical accessibility violation on the page as it stands."""
+    script = os.environ.get(
+        "SCANTUNE_TEST_AXE_JS",
+        "/root/.cache/scantune/axe-core-4.10.3/node_modules/axe-core/axe.min.js",
+    )
+    if not Path(script).is_file():
+        pytest.fail(f"axe-core not found at {script} (set SCANTUNE_TEST_AXE_JS)")
+    # Injected through the DevTools protocol, which the page's CSP does not govern.
+    page.evaluate(Path(script).read_text())
+    result = page.evaluate("async () => await axe.run(document)")
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not bad, f"{page.url}: " + "; ".join(bad)
+
+
+def shoot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+def sign_in(page: Any, url: str, key: str) -> None:
+    page.goto(url)
+    page.get_by_test_id("api-key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    page.wait_for_selector("#who:has-text('signed in as')")
+
+
+def test_dashboard_end_to_end(
+    stack: dict[str, str], browser: Any, pneumonia_small_npz: Path
+) -> None:
+    url = stack["url"]
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{url}/ui/")
+    assert "script-src 'self'" in page.evaluate(
+        "async () => (await fetch('/ui/')).headers.get('content-security-policy')"
+    )
+    axe(page)
+    sign_in(page, f"{url}/ui/", ADMIN)
+    assert page.evaluate("document.cookie") == ""
+    assert ADMIN not in page.url
+
+    # a bad job: the API's field error shows next to the field
+    page.fill("#f-dataset-uri", str(pneumonia_small_npz))
+    page.fill("#f-model_name", MODEL)
+    page.fill("#f-image_size", "28")
+    page.fill("#f-epochs", "0")
+    page.get_by_role("button", name="Submit job").click()
+    page.wait_for_selector("#e-epochs:not(:empty)")
+    assert "greater than or equal to 1" in page.inner_text("#e-epochs")
+    assert page.get_attribute("#f-epochs", "aria-invalid") == "true"
+    axe(page)
+
+    # a good one, through the form
+    page.fill("#f-epochs", "3")
+    page.get_by_role("button", name="Submit job").click()
+    row = page.get_by_test_id("job-row").first
+    row.wait_for()
+    assert MODEL in row.inner_text() and "efficientnet_lite0" in row.inner_text()
+    job_id = row.get_attribute("data-job-id")
+    shoot(page, "jobs")
+
+    # a second one waits queued behind it (one job at a time here): cancel it from its row
+    page.fill("#f-model_name", f"{MODEL}-spare")
+    page.get_by_role("button", name="Submit job").click()
+    spare = page.locator(f"[data-testid=job-row]:has-text('{MODEL}-spare')")
+    spare.get_by_role("button", name="Cancel").click()
+    page.wait_for_selector(
+        f"[data-testid=job-row][data-status=cancelled]:has-text('{MODEL}-spare')"
+    )
+
+    # the job page: the learning curve grows until the job succeeds
+    page.goto(f"{url}/ui/jobs/{job_id}")
+    seen: list[int] = []
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        status = _text(page, "[data-testid=job-status]")
+        if status.startswith(("succeeded", "failed", "cancelled")):
+            break
+        assert time.monotonic() < deadline, f"job still {status}"
+        points = int(page.get_attribute("[data-testid=learning-curve]", "data-points") or 0)
+        if not seen or seen[-1] != points:
+            seen.append(points)
+        time.sleep(0.25)
+    status = _text(page, "[data-testid=job-status]")
+    assert status.startswith("succeeded"), page.inner_text("#log")
+    page.wait_for_selector("[data-testid=confusion-matrix] table")
+    final = int(page.get_attribute("[data-testid=learning-curve]", "data-points") or 0)
+    assert final == 3
+    assert any(0 < n < final for n in seen) and seen == sorted(seen), seen  # it grew
+    assert page.get_attribute("[data-testid=learning-curve]", "data-best-epoch")
+
+    # the confusion matrix counts every validation image once
+    counts = [int(c) for c in page.eval_on_selector_all(
+        "[data-testid=confusion-matrix] td", "cells => cells.map(c => c.dataset.count)"
+    )]  # fmt: skip
+    card = _api(url, f"/v1/models/{MODEL}/versions/1")["card"]
+    assert sum(counts) == sum(card["dataset"]["class_counts"]["val"].values())
+    assert "threshold" in page.inner_text("[data-testid=confusion-matrix]")
+    assert "sensitivity" in page.inner_text("[data-testid=threshold]")
+    page.wait_for_selector("#roc canvas")
+    page.wait_for_selector("#calibration canvas")
+    assert page.inner_text("[data-testid=model-card]").strip().startswith("{")
+    axe(page)
+    shoot(page, "job")
+
+    # models: move an alias
+    page.goto(f"{url}/ui/models")
+    form = page.get_by_test_id("alias-form").first
+    form.wait_for()
+    form.get_by_test_id("alias-name").fill("staging")
+    form.get_by_role("button", name="Move").click()
+    page.wait_for_selector("[data-testid=aliases]:has-text('staging')")
+    assert _api(url, f"/v1/models/{MODEL}/aliases/staging")["version"] == 1
+
+    # two versions side by side (a stand-in second version: one real training is enough)
+    publish_version(Path(stack["artifacts"]), MODEL, 2, val_auc=0.5)
+    page.reload()
+    model = page.locator(f"[data-testid=model][data-model='{MODEL}']")
+    model.get_by_test_id("compare-pick").nth(0).check()
+    model.get_by_test_id("compare-pick").nth(1).check()
+    compare = page.get_by_test_id("compare")
+    compare.locator("table").wait_for()
+    # rows are newest first, so v2 was picked first
+    assert compare.locator("thead th").all_inner_texts() == ["metric", "v2", "v1", "difference"]
+    auc_row = compare.locator("tr:has(th:text-is('val_auc'))").inner_text().split()
+    assert auc_row[1] == "0.5000" and float(auc_row[3]) == pytest.approx(float(auc_row[2]) - 0.5)
+    axe(page)
+    shoot(page, "models")
+
+    # try a scan: prediction and heatmap, forwarded to the inference service
+    page.goto(f"{url}/ui/try")
+    page.wait_for_selector(f"#try-model option[value='{MODEL}']", state="attached")
+    page.select_option("#try-version", "version=1")
+    page.get_by_test_id("scan-input").set_input_files(str(DATA / "images" / "pneumonia_0.png"))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_test_id("prediction").locator("table").wait_for()
+    text = page.inner_text("[data-testid=prediction]")
+    assert all(c in text for c in card["classes"]) and "Predicted:" in text
+    cam = page.get_attribute("#cam-image", "src") or ""
+    assert cam.startswith("data:image/png;base64,")
+    assert page.is_visible("[data-testid=heatmap]")
+    axe(page)
+    shoot(page, "try")
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    context.close()
+
+
+def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url = stack["url"]
+    publish_version(Path(stack["artifacts"]), "stand-in", 1)
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/models", READER)
+    page.get_by_test_id("version-row").first.wait_for()
+    assert page.get_by_test_id("alias-form").count() == 0
+    refused = requests.put(
+        f"{url}/v1/models/stand-in/aliases/production",
+        json={"version": 1},
+        headers={"Authorization": f"Bearer {READER}"},
+        timeout=10,
+    )
+    assert refused.status_code == 403
+    page.goto(f"{url}/ui/")
+    page.wait_for_selector("#who:has-text('reader')")
+    assert page.is_hidden("#submit-section")
+    context.close()
+
+
+def test_predict_for_a_misspelt_model_lists_the_served_ones(
+    stack: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    publish_version(Path(stack["artifacts"]), "knee-mri", 1)
+    scan = str(DATA / "images" / "pneumonia_0.png")
+    argv = ["predict", "--model", "knee-mr", "--url", stack["inference"], "--api-key", READER]
+    assert main([*argv, scan]) == 5
+    err = capsys.readouterr().err
+    assert "404" in err and "did you mean knee-mri?" in err
+
+
+def _text(page: Any, selector: str) -> str:
+    found = page.query_selector(selector)
+    return found.inner_text() if found else ""
+
+
+def _api(url: str, path: str) -> Any:
+    response = requests.get(
+        f"{url}{path}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+    )
+    response.raise_for_status()
+    return response.json()
