@@ -43,7 +43,7 @@ def make_study(count: int, *, modality: str = "CR", series: int = 1) -> list[Dat
     with UIDs of its own."""
     study = generate_uid()
     series_uids = [generate_uid() for _ in range(series)]
-    out = []
+    out: list[Dataset] = []
     for i in range(count):
         ds = dcmread(SOURCES[i % len(SOURCES)])
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uids[i % series]
