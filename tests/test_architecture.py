@@ -10,22 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "models")
 MAX_LINES = 400
-
-# What the inference half of issue 20 (branch i20a) reshapes: the inference service's modules
-# (manager.py; views reaching the package's `services`) and scan decoding (imaging, dicom,
-# dicom_helper). Checked by the xfail tests below until that branch is merged.
-PENDING_SPLIT = {
-    "service/inference/manager.py",
-    "models/dicom_helper.py",
-    "models/imaging.py",
-    "models/dicom.py",
-}
-PENDING_PACKAGE = "service/inference/"
 
 
 def modules() -> dict[str, Path]:
@@ -53,7 +40,8 @@ def imported_names(path: Path, name: str) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
-            names.add(base)
+            # `from a.b import c` is an edge to a.b.c when c is a module, else to a.b: the
+            # graph resolves each name to the longest known module it starts with.
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
@@ -110,60 +98,25 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def as_path(module: str) -> str:
-    return str(modules()[module].relative_to(REPO))
-
-
-def pending(paths: set[str]) -> bool:
-    inference = all(path.startswith(PENDING_PACKAGE) for path in paths)
-    return bool(paths) and (paths <= PENDING_SPLIT or inference)
-
-
 def test_the_graph_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
     """The reader itself: an import inside a function and a relative one are edges."""
     module = tmp_path / "mod.py"
     module.write_text("def f():\n    from service import registry\n\nfrom .sibling import x\n")
     names = imported_names(module, "service.jobs.mod")
-    assert {"service.registry", "service.jobs.sibling", "service.jobs.sibling.x"} <= names
+    assert {"service.registry", "service.jobs.sibling.x"} <= names
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def check_no_cycles(select: bool) -> None:
-    found = [c for c in cycles(import_graph()) if pending({as_path(m) for m in c}) is select]
+def test_no_import_cycles() -> None:
+    found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
-def test_no_import_cycles() -> None:
-    check_no_cycles(select=False)
-
-
-@pytest.mark.xfail(
-    reason="models/imaging.py <-> models/dicom.py <-> models/dicom_helper.py and the "
-    "service/inference/ views <-> package cycle: split on branch i20a",
-    strict=False,
-)
-def test_no_import_cycles_in_the_inference_split() -> None:
-    check_no_cycles(select=True)
-
-
-def long_modules(select: bool) -> list[str]:
+def test_no_module_over_400_lines() -> None:
     found = []
     for path in modules().values():
-        relative = str(path.relative_to(REPO))
         lines = len(path.read_text().splitlines())
-        if lines > MAX_LINES and (relative in PENDING_SPLIT) is select:
-            found.append(f"{relative} ({lines} lines)")
-    return found
-
-
-def test_no_module_over_400_lines() -> None:
-    assert not long_modules(select=False), f"split these: {long_modules(select=False)}"
-
-
-@pytest.mark.xfail(
-    reason="service/inference/manager.py and models/dicom_helper.py: split on branch i20a",
-    strict=False,
-)
-def test_no_module_over_400_lines_in_the_inference_split() -> None:
-    assert not long_modules(select=True), f"split these: {long_modules(select=True)}"
+        if lines > MAX_LINES:
+            found.append(f"{path.relative_to(REPO)} ({lines} lines)")
+    assert not found, f"split these: {found}"

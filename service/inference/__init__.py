@@ -9,35 +9,22 @@ from __future__ import annotations
 import atexit
 import logging
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from models import scans
 from models.uri import is_s3, load_s3_description
 from service import cores
 from service.config import InferenceSettings
+from service.inference.context import EXTENSION, InferenceServices, services
 from service.inference.manager import ModelManager
 from service.inference.memory import limit_malloc_arenas
 from service.registry import Registry
-from service.storage import ArtifactStore, open_store
+from service.storage import open_store
+
+__all__ = ["EXTENSION", "InferenceServices", "before_fork", "create_app", "services"]
 
 if TYPE_CHECKING:
     from flask import Flask
-
-    from service.inference.predictor import Predictor
-
-EXTENSION = "scantune"
-
-
-@dataclass(frozen=True)
-class InferenceServices:
-    """What the views reach through `current_app`: built once per process by `create_app`."""
-
-    settings: InferenceSettings
-    store: ArtifactStore
-    registry: Registry
-    manager: ModelManager
-    predictor: Predictor
 
 
 def create_app(settings: InferenceSettings | None = None) -> Flask:
@@ -111,11 +98,3 @@ def _keep_scan_content_out_of_logs() -> None:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     for module in (r"pydicom(\..*)?$", r"models\.scans(\..*)?$", r"PIL(\..*)?$"):
         warnings.filterwarnings("ignore", module=module)
-
-
-def services() -> InferenceServices:
-    """The current app's services (inside a request)."""
-    from flask import current_app
-
-    found: InferenceServices = current_app.extensions[EXTENSION]
-    return found

@@ -26,7 +26,7 @@ from service.inference.uploads import Upload, counted, from_json, json_or_none, 
 
 if TYPE_CHECKING:
     from service.inference.loaded import LoadedModel
-    from service.inference.v1 import PredictQuery
+    from service.inference.queries import PredictQuery
 
 
 def answer_type(request: Request) -> str:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.card import ALIAS_PATTERN
 from service.auth import require
 from service.errors import NotFound
-from service.inference import services
+from service.inference.context import services
 from service.inference.hospital import hospital_answer, hospital_request, read_scans
 from service.inference.prediction_metrics import (
     observe_prediction,
@@ -18,30 +16,11 @@ from service.inference.prediction_metrics import (
     start_prediction,
 )
 from service.inference.predictor import Selector
+from service.inference.queries import ModelQuery, PredictQuery
 from service.inference.responses import prediction_response
 from service.parsing import parse_query
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
-
-
-class ModelQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: int | None = Field(default=None, ge=1)
-    alias: str | None = Field(default=None, pattern=ALIAS_PATTERN)
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> ModelQuery:
-        if self.version is not None and self.alias is not None:
-            raise ValueError("give version or alias, not both")
-        return self
-
-
-class PredictQuery(ModelQuery):
-    explain: bool = False
-    top_k: int = Field(default=5, ge=1, le=1000)
-    store: bool = False
-    allow_other_modality: bool = False
 
 
 @bp.before_request

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from service.auth import require
 from service.encoding import parse_json
 from service.errors import PROBLEM_MEDIA_TYPE, BadRequest, NotFound, validation_errors
-from service.inference import services
+from service.inference.context import services
 from service.inference.loaded import LoadedModel
 from service.inference.prediction_metrics import observe_prediction, served_by, start_prediction
 from service.inference.predictor import Selector

@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, stream_with_context
 
 from service.auth import require
-from service.training_api import services
 from service.training_api.artifacts import VersionFiles, job_metrics
+from service.training_api.context import services
 
 bp = Blueprint("results", __name__)
 

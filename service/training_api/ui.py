@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import presented_key, require
 from service.errors import BadRequest, NotFound
-from service.training_api import services
+from service.training_api.context import services
 from service.training_api.forward import InferenceForwarder
 
 bp = Blueprint(
