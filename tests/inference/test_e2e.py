@@ -179,8 +179,8 @@ def test_tritonclient_json_and_binary_tensors_agree_with_v1(
                 probabilities = result.as_numpy("probabilities")
                 assert probabilities is not None, (datatype, binary_in, binary_out)
                 np.testing.assert_allclose(probabilities, expected, atol=1e-5)
-        tensor = triton.InferInput("image", list(scans.shape), "BYTES")
-        tensor.set_data_from_numpy(scans, binary_data=True)
+        tensor = triton.InferInput("image", list(encoded.shape), "BYTES")
+        tensor.set_data_from_numpy(encoded, binary_data=True)
         compressed = client.infer(MODEL, [tensor], request_compression_algorithm="gzip")
         np.testing.assert_allclose(compressed.as_numpy("probabilities"), expected, atol=1e-5)
     finally:
