@@ -161,6 +161,7 @@ class Supervisor:
             self.settings.max_concurrent_jobs if limits else MAX_LAUNCHES_PER_TICK,
             launcher=self.launcher.name,
             max_running=self.settings.max_concurrent_jobs if limits else None,
+            per_client=self.settings.max_jobs_per_client,  # every launcher, GPUs too
         )
         for job in claimed:
             try:
