@@ -50,7 +50,7 @@ def allowed_locally(uri: str, roots: list[Path]) -> bool:
     folder, no symlink inside it leads out of them."""
     try:
         target = local_path(uri).resolve()
-    except (UriError, OSError, RuntimeError):
+    except (ValueError, OSError, RuntimeError):  # UriError, a NUL byte, a link loop
         return False
     resolved = [root.resolve() for root in roots]
     if not _under(target, resolved):
