@@ -13,7 +13,7 @@ from pythonjsonlogger.json import JsonFormatter
 from service.config import CommonSettings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-JSON_FIELDS = ["asctime", "levelname", "name", "request_id", "message"]
+JSON_FIELDS = ["asctime", "levelname", "name", "process", "request_id", "message"]
 HANDLER_NAME = "scantune"
 
 

@@ -396,3 +396,66 @@ def test_logs_are_json_lines_with_the_request_id(app: Flask, dataset: Path) -> N
     [entry] = [line["audit"] for line in mine if line["logger"] == "scantune.audit"]
     assert (entry["action"], entry["client"], entry["request_id"]) == ("job_submitted", "ci", rid)
     assert logging.getLogger().handlers  # the handler was replaced, not lost
+
+
+def test_rate_limits_are_shared_by_gunicorn_workers_through_redis(
+    training_env: Path, tmp_path: Path
+) -> None:
+    """Two workers, one Redis: the client's budget is one, whichever worker answers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.conftest import REPO, free_port, wait_for_port
+
+    keys = [
+        {"name": n, "client": c, "sha256": hash_key(f"secret-of-{n}"), "scopes": s}
+        for n, (c, s) in TENANT_KEYS.items()
+    ]
+    env = {
+        **os.environ,
+        "SCANTUNE_API_KEYS": json.dumps(keys),
+        "SCANTUNE_RATE_LIMITS": '{"jobs": "4/minute"}',
+        "SCANTUNE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SCANTUNE_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex}",  # nobody else's counters
+        "SCANTUNE_LOG_FORMAT": "json",
+    }
+    port, log_path = free_port(), tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "service.training_api:create_app()"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, timeout=60, proc=proc)
+
+            def post(_: int) -> requests.Response:
+                return requests.post(
+                    f"http://127.0.0.1:{port}{JOBS}", json={}, headers=bearer("ci-bot"), timeout=30
+                )
+
+            with ThreadPoolExecutor(6) as pool:
+                answers = list(pool.map(post, range(12)))
+            other = requests.post(
+                f"http://127.0.0.1:{port}{JOBS}", json={}, headers=bearer("radiology-bot")
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [422] * 4 + [429] * 8  # counted before the body is judged
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in answers if a.status_code == 429)
+    assert other.status_code == 422  # another client's budget is untouched
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    workers = {
+        line["process"]
+        for line in lines
+        if line["logger"] == "scantune.access" and "route=/v1/training-jobs" in line["message"]
+    }
+    assert len(workers) == 2, "both workers answered, and still only 4 got through"
