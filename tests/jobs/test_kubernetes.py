@@ -346,3 +346,41 @@ def test_cancel_deletes_the_kubernetes_job_and_reads_pod_logs(
         assert name not in standin.jobs
     finally:
         service.stop()
+
+
+def test_the_kubernetes_launcher_keeps_to_the_per_client_caps(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """Concurrent jobs per client and GPUs per job bound Kubernetes Jobs too (issue 24)."""
+    from service.jobs.supervisor import Supervisor
+
+    settings = settings_env(**{**_k8s_values(k8s_settings), "max_jobs_per_client": 1})
+    store = JobStore.open(settings.database_url)
+    first = store.create(make_spec(seed=1), client="radiology")[0]
+    store.create(make_spec(seed=2), client="radiology")  # waits: radiology is at its cap
+    other = store.create(make_spec(seed=3), client="ci")[0]
+    Supervisor(store, KubernetesLauncher(settings), settings).launch_queued()
+    created = {c.body["metadata"]["labels"]["scantune.dev/job-id"] for c in standin.calls("POST")}
+    assert created == {first.id, other.id}
+    # a row that asks for more GPUs than allowed (the setting was lowered since) never launches
+    lowered = settings_env(
+        **{**_k8s_values(k8s_settings), "max_gpus_per_job": 1, "max_jobs_per_client": 4}
+    )
+    greedy = store.create(make_spec(seed=4, resources={"gpus": 2}), client="ci")[0]
+    store.cancel(first.id)
+    Supervisor(store, KubernetesLauncher(lowered), lowered).launch_queued()
+    assert greedy.id not in {
+        c.body["metadata"]["labels"]["scantune.dev/job-id"] for c in standin.calls("POST")
+    }
+    failed = store.get(greedy.id)
+    assert (failed.status, failed.error_reason) == ("failed", "launch_failed")
+    assert "SCANTUNE_MAX_GPUS_PER_JOB" in (failed.error_detail or "")
+    store.close()
+
+
+def _k8s_values(settings: TrainingSettings) -> dict[str, Any]:
+    names = ("launcher", "k8s_in_cluster", "k8s_namespace", "k8s_image", "artifact_uri")
+    return {n: getattr(settings, n) for n in names}
