@@ -5,7 +5,7 @@ memory it took from the session's CPU arena back when it ends (the run option
 `memory.enable_memory_arena_shrinkage`), so one many-file request does not leave a worker
 larger for good. The next such run takes that memory from the system again. For the
 benchmark's EfficientNet-Lite0 (224 px, one channel) on a single-threaded session built as
-the service builds it (`service.inference.manager.create_session`), in two fresh processes
+the service builds it (`service.inference.sessions.create_session`), in two fresh processes
 (the arena kept, the arena given back), for each batch size: the CPU per image of a run of
 that batch, each right after a batch-1 run (the steady state of a busy worker), median of
 --rounds; and the process's RSS after them all.
@@ -29,7 +29,7 @@ import json, os, statistics, sys, time
 sys.path.insert(0, {repo!r})
 import numpy as np, onnxruntime as ort
 from service.config import InferenceSettings
-from service.inference.manager import create_session
+from service.inference.sessions import create_session
 session = create_session(open({onnx!r}, "rb").read(), InferenceSettings(), 1)
 name = session.get_inputs()[0].name
 options = ort.RunOptions()

@@ -3,7 +3,7 @@
 Not part of the service. `bench/inference.py` runs it beside the service, in the same blocks,
 and `bench/compare.py` in several gunicorn layouts, to show what Flask and the service's
 features cost on top of HTTP: a bare WSGI callable that slices the one file out of the
-multipart body, decodes and preprocesses it with the trainer's `models.imaging`, runs one
+multipart body, decodes and preprocesses it with the trainer's `models.scans`, runs one
 onnxruntime session (single-threaded unless BENCH_INTRA_OP says otherwise; shared by the
 worker's threads) and writes a small JSON body. No framework, routing, validation, auth,
 metrics, logging or error handling.
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bench import reference_model
-from models import imaging
+from models import scans
 
 card, session = reference_model.load()
 
@@ -31,7 +31,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     start = body.index(b"\r\n\r\n") + 4  # the first part's content: the bench sends one file
     scan = body[start : body.rindex(b"\r\n--", start)]
-    batch = imaging.to_batch([imaging.decode(scan, "scan")], card.input)
+    batch = scans.to_batch([scans.decode(scan, "scan")], card.input)
     probs = session.run([card.outputs.probabilities], {card.outputs.input: batch})[0][0]
     out = json.dumps(
         {

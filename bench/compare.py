@@ -3,7 +3,7 @@ classifier (`bench/bare_app.py`) in several gunicorn layouts, interleaved with t
 
 Not a test. The same model, image, limit and load as `bench/inference.py`. Each block runs
 the limit, then at concurrency 8 the service in its two layouts (the default, one sync worker
-per core; and one gthread worker with lanes) and the bare classifier in the same two
+per core; and one gthread worker with batch runners) and the bare classifier in the same two
 (one gthread worker with two threads per core; one sync worker per core); then the
 single-image all-core reference, then at concurrency 1 the service in both layouts and the
 bare classifier in one sync worker with an all-core session. Ratios, CPU per request beyond
@@ -51,7 +51,7 @@ def main() -> int:
         bare = "bench.bare_app:app"
         at_c8: dict[str, bench.Server] = {
             "service, sync worker per core (default)": service,
-            "service, 1 gthread worker, lanes": threaded,
+            "service, 1 gthread worker, runners": threaded,
             "bare, 1 gthread worker": bench.ReferenceServer(
                 bare, model_dir / "model.onnx", card_path,
                 ["--workers", "1", "--worker-class", "gthread", "--threads", str(2 * cores)],
@@ -60,7 +60,7 @@ def main() -> int:
         }  # fmt: skip
         at_c1: dict[str, bench.Server] = {
             "service, sync worker per core (default)": service,
-            "service, 1 gthread worker, lanes": threaded,
+            "service, 1 gthread worker, runners": threaded,
             "bare, 1 sync worker, all-core session": bench.ReferenceServer(
                 bare, model_dir / "model.onnx", card_path, ["--worker-class", "sync"],
                 intra_op=cores,
@@ -91,20 +91,20 @@ def split_limit(onnx: bytes, card: Any, png: bytes, rounds: int = 10, runs: int 
     from PIL import Image
 
     from bench import reference_model
-    from models import imaging
+    from models import scans
 
     session = reference_model.session(onnx, 1)
     image = Image.open(io.BytesIO(png))
     image.load()
-    decoded = imaging.decode(png, "bench.png")
-    batch = imaging.to_batch([decoded], card.input)
+    decoded = scans.decode(png, "bench.png")
+    batch = scans.to_batch([decoded], card.input)
     steps = {
         "PNG decode (Pillow)": lambda: Image.open(io.BytesIO(png)).load(),
         "to float32 (numpy)": lambda: np.asarray(image, dtype=np.float32) / np.float32(255.0),
-        "resize + normalise": lambda: imaging.to_batch([decoded], card.input),
+        "resize + normalise": lambda: scans.to_batch([decoded], card.input),
         "onnxruntime run": lambda: session.run(None, {card.outputs.input: batch}),
         "the whole loop": lambda: session.run(
-            None, {card.outputs.input: imaging.to_batch([imaging.decode(png, "b")], card.input)}
+            None, {card.outputs.input: scans.to_batch([scans.decode(png, "b")], card.input)}
         ),
     }
     times: dict[str, list[float]] = {label: [] for label in steps}

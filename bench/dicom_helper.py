@@ -4,17 +4,17 @@ Not a test. For a 28x28 test scan and a mammogram-sized one (a test scan upscale
 x 3328 columns of 12-bit values with a little noise, as a CR or mammography unit writes it),
 each recompressed by DCMTK (`dcmcjpeg`: JPEG Lossless; `dcmcjpls`: JPEG-LS lossless), prints:
 
-- first scan: `models.imaging.decode` in a process whose helper is not running yet, so the
+- first scan: `models.scans.decode` in a process whose helper is not running yet, so the
   helper's start (a Python with numpy, pydicom and GDCM) is in it; median of --starts;
-- frame by the helper: `models.dicom_helper.decode` once the helper runs (the stored values
+- frame by the helper: `models.helper_pool.decode` once the helper runs (the stored values
   of the first frame, no LUTs); median of --runs;
 - frame in-process: pydicom's GDCM plugin in this process, as the services never decode
   (valid files only here): the difference is the helper's price per scan;
-- whole decode: `models.imaging.decode` with the helper running (the frame, then the
+- whole decode: `models.scans.decode` with the helper running (the frame, then the
   rescale, window and scaling to [0, 1]);
 - the helper's resident memory after the big scans (VmRSS and VmHWM);
 - side by side: --threads threads each decoding the big JPEG-LS scan --runs times at once
-  (`imaging.decode`, as a gthread worker's request threads do), with a pool of one helper
+  (`scans.decode`, as a gthread worker's request threads do), with a pool of one helper
   (every thread waits for it, as before the pool) and of --threads helpers: scans per second.
 
 Needs DCMTK's command-line tools (`apt-get install dcmtk`).
@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def scans(work: Path) -> dict[str, bytes]:
+def sample_scans(work: Path) -> dict[str, bytes]:
     import numpy as np
     from PIL import Image
 
@@ -87,39 +87,42 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    import gdcm  # noqa: F401  (before models.dicom keeps pydicom from finding it: see there)
+    import gdcm  # noqa: F401  (before models.scans.configure keeps pydicom from finding it)
 
-    from models import dicom_helper, imaging
+    from models import scans
+    from models.scans import helper_pool
+
+    scans.configure()
 
     with tempfile.TemporaryDirectory(prefix="scantune-helper-") as tmp:
-        files = scans(Path(tmp))
+        files = sample_scans(Path(tmp))
     print(f"{'scan':<26} {'bytes':>10} {'first scan':>11} {'frame by the helper':>20} "
           f"{'frame in-process':>17} {'whole decode':>13}")  # fmt: skip
     for label, data in files.items():
 
         def fresh(data: bytes = data) -> None:
-            dicom_helper.pool().close()
-            imaging.decode(data, "scan.dcm")
+            helper_pool.pool().close()
+            scans.decode(data, "scan.dcm")
 
         first = median_s(fresh, args.starts)
         shape = tuple(in_process_gdcm(data).shape)
-        frame = median_s(partial(dicom_helper.decode, data, shape, "scan.dcm"), args.runs)
+        frame = median_s(partial(helper_pool.decode, data, shape, "scan.dcm"), args.runs)
         inline = median_s(partial(in_process_gdcm, data), args.runs)
-        whole = median_s(partial(imaging.decode, data, "scan.dcm"), args.runs)
+        whole = median_s(partial(scans.decode, data, "scan.dcm"), args.runs)
         print(f"{label:<26} {len(data):>10,} {first * 1000:>8.0f} ms {frame * 1000:>17.1f} ms"
               f" {inline * 1000:>14.1f} ms {whole * 1000:>10.1f} ms")  # fmt: skip
-    (pid,) = dicom_helper.pool().pids()
+    (pid,) = helper_pool.pool().pids()
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     memory = {line.split(":")[0]: line.split()[1] for line in status if line.startswith("Vm")}
     print(f"helper pid {pid}: VmRSS {int(memory['VmRSS']) / 1024:.0f} MB, "
           f"VmHWM {int(memory['VmHWM']) / 1024:.0f} MB")  # fmt: skip
-    dicom_helper.pool().close()
+    helper_pool.pool().close()
     big = files["4096x3328 JPEG-LS"]
     for size in (1, args.threads):
-        dicom_helper.pool().resize(size)
+        helper_pool.pool().resize(size)
         rate = side_by_side(big, args.threads, args.runs)
         print(f"side by side, {args.threads} threads, pool of {size}: {rate:.2f} scans/s")
-        dicom_helper.pool().close()
+        helper_pool.pool().close()
     return 0
 
 
@@ -127,15 +130,15 @@ def side_by_side(data: bytes, threads: int, runs: int) -> float:
     """Scans per second with `threads` threads decoding `data` at once (helpers started first)."""
     import threading
 
-    from models import imaging
+    from models import scans
 
     start = threading.Barrier(threads + 1)
 
     def decode_all() -> None:
-        imaging.decode(data, "warm.dcm")  # each thread's helper, if it gets one, starts here
+        scans.decode(data, "warm.dcm")  # each thread's helper, if it gets one, starts here
         start.wait()
         for _ in range(runs):
-            imaging.decode(data, "scan.dcm")
+            scans.decode(data, "scan.dcm")
 
     workers = [threading.Thread(target=decode_all) for _ in range(threads)]
     for worker in workers:

@@ -1,9 +1,9 @@
 """Random mutations of a scan, decoded the way the services decode uploads.
 
-Not a test: a robustness check whose findings are in the README (GDCM), `models.dicom` (the
+Not a test: a robustness check whose findings are in the README (GDCM), `models.scans.dicom` (the
 JPEG 2000 box walk) and docs/benchmarks.md. Each round runs in a child process, which
 mutates FILE (bytes changed, cut or inserted) and decodes every mutation with
-`models.imaging.decode`, counting decodes and refusals (ImageDecodeError; among them, those
+`models.scans.decode`, counting decodes and refusals (ImageDecodeError; among them, those
 where the JPEG Lossless and JPEG-LS helper process crashed or hung and was restarted); any
 other exception ends the child with its traceback. The parent reports how the child ended: done,
 killed by a signal (a crash), or still busy after --timeout seconds (a hang).
@@ -14,7 +14,7 @@ or JPEG). `--make jpeg|jpeg2000|rle` writes FILE first: a 128x128 crop of a test
 JPEG baseline, JPEG 2000 (JP2 boxes) or RLE DICOM, by the helpers of
 `tests/data/make_fixtures.py`. `--plugin` names a pydicom plugin to force (as `gdcm`, where
 installed), else the services' own choice (JPEG Lossless and JPEG-LS: GDCM in its helper
-process, `models.dicom_helper`). `--keep PATH` writes each mutation to PATH.<seed> before
+process, `models.scans.gdcm_helper`). `--keep PATH` writes each mutation to PATH.<seed> before
 decoding it, so the one a crash or hang stopped at is left there.
 
     python bench/dicom_mutations.py tests/data/images/normal_0_jpeg_ls.dcm --plugin gdcm
@@ -70,9 +70,12 @@ def make(path: Path, kind: str) -> None:
 def child(path: Path, seed: int, count: int, plugin: str, whole: bool, keep: str) -> None:
     import importlib
 
-    if plugin == "gdcm":  # before models.dicom keeps pydicom from finding it
+    if plugin == "gdcm":  # before models.scans.configure keeps pydicom from finding it
         importlib.import_module("gdcm")
-    from models import dicom, imaging
+    from models import scans
+    from models.scans import dicom
+
+    scans.configure()
 
     if plugin:  # force it, as if the services trusted it
         dicom.TRUSTED_PLUGINS = (plugin,)
@@ -86,9 +89,9 @@ def child(path: Path, seed: int, count: int, plugin: str, whole: bool, keep: str
         if keep:  # the mutation about to be decoded: after a crash, the one that did it
             Path(f"{keep}.{seed}").write_bytes(data)
         try:
-            imaging.decode(data, name)
+            scans.decode(data, name)
             decoded += 1
-        except imaging.ImageDecodeError as exc:
+        except scans.ImageDecodeError as exc:
             refused += 1
             stopped += "the decoder process" in exc.reason or "decoding took over" in exc.reason
     print(f"done decoded={decoded} refused={refused} (helper stopped: {stopped})", flush=True)

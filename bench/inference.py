@@ -74,8 +74,8 @@ def build_model(workdir: Path) -> tuple[Path, Any]:
     from models.backbones import create_backbone, get_info
     from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
     from models.export import export_onnx
-    from models.imaging import PREPROCESSING_VERSION
     from models.network import Classifier, build_head
+    from models.scans import PREPROCESSING_VERSION
 
     torch.manual_seed(0)
     backbone = create_backbone("efficientnet_lite0", in_chans=1, cache_dir=workdir / "cache")
@@ -122,7 +122,7 @@ def publish(model_dir: Path, card: Any, artifacts: Path | str,
 def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, threads: int,
                    queue: Any) -> None:  # fmt: skip
     from bench import reference_model
-    from models import imaging
+    from models import scans
     from models.card import ModelCard
 
     card = ModelCard.from_json(card_json)
@@ -130,7 +130,7 @@ def _classify_loop(onnx: bytes, card_json: str, png: bytes, seconds: float, thre
     latencies = []
 
     def once() -> None:
-        batch = imaging.to_batch([imaging.decode(png, "bench.png")], card.input)
+        batch = scans.to_batch([scans.decode(png, "bench.png")], card.input)
         session.run(None, {"image": batch})
 
     for _ in range(5):
@@ -198,7 +198,7 @@ class Server:
             "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
             "SCANTUNE_ORT_INTRA_OP_THREADS": str(args.intra_op),
             "SCANTUNE_MAX_BATCH_SIZE": str(args.max_batch_size),
-            "SCANTUNE_ORT_LANES": str(args.lanes),
+            "SCANTUNE_BATCH_RUNNERS": str(args.runners),
             "SCANTUNE_ORT_CPU_MEM_ARENA": str(args.arena).lower(),
             "SCANTUNE_MAX_BATCH_WAIT_MS": str(args.max_batch_wait_ms),
             "SCANTUNE_LOG_LEVEL": "WARNING",
@@ -484,7 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="default: the service's for the class")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="SCANTUNE_ORT_INTRA_OP_THREADS (0: the cores)")  # fmt: skip
-    parser.add_argument("--lanes", type=int, default=0, help="SCANTUNE_ORT_LANES (0: cores)")
+    parser.add_argument("--runners", type=int, default=0, help="SCANTUNE_BATCH_RUNNERS (0: cores)")
     parser.add_argument("--no-arena", dest="arena", action="store_false",
                         help="onnxruntime CPU memory arena off")  # fmt: skip
     parser.add_argument("--max-batch-size", type=int, default=1)

@@ -2,7 +2,7 @@
 
 Not part of the service. `bench/inference.py` runs it beside the service, in the same blocks,
 so every run shows what the bare framework reaches against the same limit: Werkzeug's form
-parser, the trainer's `models.imaging` preprocessing, one single-threaded onnxruntime session
+parser, the trainer's `models.scans` preprocessing, one single-threaded onnxruntime session
 per worker, `jsonify`. No auth, metrics, logging, model registry or error handling.
 
     BENCH_ONNX=model.onnx BENCH_CARD=card.json gunicorn --workers 2 bench.minimal_app:app
@@ -14,7 +14,7 @@ import numpy as np
 from flask import Flask, Response, jsonify, request
 
 from bench import reference_model
-from models import imaging
+from models import scans
 
 card, session = reference_model.load()
 outputs = [o.name for o in session.get_outputs()]
@@ -24,7 +24,7 @@ app = Flask(__name__)
 @app.post("/v1/models/<name>:predict")
 def predict(name: str) -> Response:
     upload = request.files["file"]
-    batch = imaging.to_batch([imaging.decode(upload.read(), upload.filename or "")], card.input)
+    batch = scans.to_batch([scans.decode(upload.read(), upload.filename or "")], card.input)
     values = dict(zip(outputs, session.run(None, {card.outputs.input: batch}), strict=True))
     probs = values[card.outputs.probabilities][0]
     return jsonify(

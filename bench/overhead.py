@@ -79,18 +79,18 @@ def setup(work: Path) -> dict[str, Callable[[], Any]]:
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     from bench import bare_app, minimal_app, reference_model
-    from models import imaging
+    from models import scans
 
     png = IMAGE.read_bytes()
     body = multipart_body(png)
     session = reference_model.session(str(model_dir / "model.onnx"), 1)
-    batch = imaging.to_batch([imaging.decode(png, "scan.png")], card.input)
+    batch = scans.to_batch([scans.decode(png, "scan.png")], card.input)
     service = service_app()
     flask = flask_app()
     predict = f"/v1/models/{MODEL}:predict"
 
     def limit() -> None:
-        image = imaging.to_batch([imaging.decode(png, "scan.png")], card.input)
+        image = scans.to_batch([scans.decode(png, "scan.png")], card.input)
         session.run(None, {card.outputs.input: image})
 
     def onnxruntime_run() -> None:

@@ -54,7 +54,7 @@ def _jitter(batch: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> tor
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(x - mean) / std per channel: the formula of `models.imaging.normalize`, in torch."""
+    """(x - mean) / std per channel: the formula of `models.scans.normalize`, in torch."""
     m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     return (batch - m) / s

@@ -39,7 +39,7 @@ class InputSpec(_Strict):
         ge=1,
         description=(
             "The version of the decoding and preprocessing the model was trained with"
-            " (models.imaging.PREPROCESSING_VERSION); none for cards written before it was"
+            " (models.scans.PREPROCESSING_VERSION); none for cards written before it was"
             " recorded."
         ),
     )

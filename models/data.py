@@ -3,7 +3,7 @@
 `load_dataset` reads and checks everything before training starts: every problem found (missing
 or unreadable file, unknown label, empty class, fewer than two classes, missing split arrays)
 is reported together in one `DataError`, each with the file or array it concerns. Images are
-decoded and prepared with `models.imaging`, exactly as the inference service will.
+decoded and prepared with `models.scans`, exactly as the inference service will.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from models import imaging
+from models import scans
 from models.spec import DatasetSpec
 from models.uri import UriError, fetch, is_s3, sha256_file, sha256_tree
 
@@ -90,6 +90,7 @@ def load_dataset(
     s3_endpoint_url: str | None = None,
 ) -> Dataset:
     """Read, check, split and prepare the dataset named by `spec`; raise `DataError` if bad."""
+    scans.configure()  # one GDCM helper: the loader decodes one scan at a time
     cache = cache_dir or Path.cwd() / ".data-cache"
     listing = _read(spec.uri, spec, cache, s3_endpoint_url)
     sha = listing.sha256
@@ -178,8 +179,8 @@ def _prepare(items: list[Item], size: int, channels: int, problems: list[str]) -
     ok = np.ones(len(items), dtype=bool)
     for i, item in enumerate(items):
         try:
-            images[i] = imaging.prepare(item.load(), size, channels)
-        except imaging.ImageDecodeError as exc:
+            images[i] = scans.prepare(item.load(), size, channels)
+        except scans.ImageDecodeError as exc:
             problems.append(f"{item.name}: unreadable file ({exc.reason})")
             ok[i] = False
     labels = np.array([it.label for it in items], dtype=np.int64)
@@ -338,7 +339,7 @@ def _folder_items(root: Path, base: Path, names: list[str], problems: list[str])
 
 
 def _file_loader(path: Path) -> Callable[[], np.ndarray]:
-    return lambda: imaging.read_file(path)
+    return lambda: scans.read_file(path)
 
 
 # --- CSV manifest -------------------------------------------------------------------------

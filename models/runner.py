@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import evaluate, imaging, plots
+from models import evaluate, plots, scans
 from models.augment import normalize
 from models.backbones import get_info
 from models.card import (
@@ -268,7 +268,7 @@ def _card(
             channels=spec.recipe.channels,
             mean=mean,
             std=std,
-            preprocessing_version=imaging.PREPROCESSING_VERSION,
+            preprocessing_version=scans.PREPROCESSING_VERSION,
         ),
         base_model=spec.base_model,
         recipe=_recipe(spec),

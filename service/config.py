@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.errors import validation_errors
@@ -254,7 +254,7 @@ class InferenceSettings(CommonSettings):
         ge=1,
         description=(
             "Micro-batching (gthread layout): largest batch of concurrent requests. 1 suits CPU"
-            " lanes (a single-threaded session costs the same per image at any batch size);"
+            " runners (a single-threaded session costs the same per image at any batch size);"
             " raise it for a GPU."
         ),
     )
@@ -276,7 +276,7 @@ class InferenceSettings(CommonSettings):
         default=0,
         ge=0,
         description=(
-            "onnxruntime threads of the all-core session (lone requests, or the only lane);"
+            "onnxruntime threads of the all-core session (lone requests, or the only runner);"
             " 0: the cores this process may use (CPU affinity, capped by a cgroup CPU quota)."
         ),
     )
@@ -284,22 +284,29 @@ class InferenceSettings(CommonSettings):
         default_factory=lambda: ["CPUExecutionProvider"],
         description="onnxruntime execution providers in order, e.g. CUDAExecutionProvider first.",
     )
-    ort_lanes: int = Field(
+    batch_runners: int = Field(
         default=0,
         ge=0,
         description=(
-            "For one threaded (gthread) worker per machine, as on a GPU: onnxruntime runs in"
-            " parallel per model, each a single-threaded session (0: one per core); a lone"
-            " request uses an all-core session instead. 1: one all-core session. Not used by"
-            " the CPU default, one sync worker per core (service.cores), where each worker runs"
-            " a single-threaded session, or the all-core one while the others are idle."
+            "For one threaded (gthread) worker per machine, as on a GPU: the micro-batcher's"
+            " runner threads per model, each running batches on a single-threaded session"
+            " (0: one per core); a lone request uses an all-core session instead. 1: one"
+            " all-core session. Not used by the CPU default, one sync worker per core"
+            " (service.cores), where each worker runs a single-threaded session, or the"
+            " all-core one while the others are idle."
         ),
+    )
+    # Deprecated setting name: SCANTUNE_ORT_LANES, read as SCANTUNE_BATCH_RUNNERS
+    ort_lanes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Deprecated: the old name of SCANTUNE_BATCH_RUNNERS, used when it is unset.",
     )
     ort_cpu_mem_arena: bool = Field(
         default=True,
         description=(
             "onnxruntime's CPU memory arena: a worker's memory stays flat at the peak that"
-            " max_batch_size and the lanes need. Off, activations go back to malloc (lower"
+            " max_batch_size and the runners need. Off, activations go back to malloc (lower"
             " floor, but resident memory fluctuates with fragmentation)."
         ),
     )
@@ -348,6 +355,12 @@ class InferenceSettings(CommonSettings):
             " 64 MP colour frame."
         ),
     )
+
+    @model_validator(mode="after")
+    def _runners_from_the_deprecated_name(self) -> InferenceSettings:
+        if self.ort_lanes is not None and "batch_runners" not in self.model_fields_set:
+            self.batch_runners = self.ort_lanes
+        return self
 
 
 def describe_settings_error(exc: ValidationError | SettingsError) -> str:

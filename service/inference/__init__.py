@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models import dicom, dicom_helper
+from models import scans
 from models.uri import is_s3, load_s3_description
 from service import cores
 from service.config import InferenceSettings
@@ -50,6 +50,10 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     settings = settings or InferenceSettings()
     limit_malloc_arenas(settings.malloc_arena_max)
     logging.basicConfig(level=settings.log_level.upper())
+    if settings.ort_lanes is not None:
+        logging.getLogger("scantune.inference").warning(
+            "SCANTUNE_ORT_LANES is deprecated: set SCANTUNE_BATCH_RUNNERS instead"
+        )
     _keep_scan_content_out_of_logs()
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
@@ -60,11 +64,14 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     atexit.register(manager.stop)
 
     from service.inference import metrics, v1, v2
-    from service.inference.express import ExpressLane
     from service.inference.predictor import Predictor
     from service.inference.uploads import InMemoryRequest
     from service.web import add_readiness_check, create_base_app
 
+    scans.configure(  # before pydicom is imported: see there
+        decoders=settings.dicom_decoders or cores.available_cores(),
+        on_broken=metrics.DICOM_DECODER_FAILURES.inc,
+    )
     app = create_base_app(__name__, settings, service="inference")
     app.request_class = InMemoryRequest
     app.extensions[EXTENSION] = InferenceServices(
@@ -73,11 +80,8 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)
-    app.wsgi_app = ExpressLane(app)  # type: ignore[method-assign]
     # While the preloaded models build (without the GIL), not on the first DICOM scan.
-    dicom.load_reader()
-    dicom_helper.pool().resize(settings.dicom_decoders or cores.available_cores())
-    dicom_helper.pool().on_broken = metrics.DICOM_DECODER_FAILURES.inc
+    scans.load_dicom_reader()
     return app
 
 
@@ -93,7 +97,7 @@ def before_fork(settings: InferenceSettings) -> None:
     import flask  # noqa: F401
     from PIL import Image
 
-    from service.inference import express, predictor, uploads, v1, v2  # noqa: F401
+    from service.inference import predictor, responses, uploads, v1, v2  # noqa: F401
     from service.web import create_base_app  # noqa: F401
 
     Image.preinit()  # the PNG, JPEG, BMP, GIF and PPM plugins, else the first scan loads them
@@ -105,7 +109,7 @@ def before_fork(settings: InferenceSettings) -> None:
 def _keep_scan_content_out_of_logs() -> None:
     """pydicom warns and logs with element values (patient names, dates): none may reach logs."""
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    for module in (r"pydicom(\..*)?$", r"models\.(imaging|dicom)$", r"PIL(\..*)?$"):
+    for module in (r"pydicom(\..*)?$", r"models\.scans(\..*)?$", r"PIL(\..*)?$"):
         warnings.filterwarnings("ignore", module=module)
 
 

@@ -1,21 +1,22 @@
 """Micro-batching: concurrent requests for one model share onnxruntime runs.
 
-Each *lane* is a thread with its own runner (a single-threaded onnxruntime session), so as
-many batches run at once as there are lanes — the way N single-threaded processes use N
-cores, but in one process that batches across all of its requests. A lane never waits when
-nobody else is about to submit (low load costs no latency); while lanes are busy, newcomers
+Each *runner thread* runs batches with its own runner (a single-threaded onnxruntime
+session), so as many batches run at once as there are runners — the way N single-threaded
+processes use N cores, but in one process that batches across all of its requests. A runner
+never waits when nobody else is about to submit (low load costs no latency); while runners
+are busy, newcomers
 queue and go together in the next batch; and when other requests are still decoding
 (`announce`d), a forming batch waits up to `max_wait_s` for them.
 
-A lone request (every lane idle, nothing queued or arriving, and `others_busy()` false)
+A lone request (every runner idle, nothing queued or arriving, and `others_busy()` false)
 runs on the optional `solo` runner instead, in the request's own thread: a session using all
 cores, so latency at low load is the all-core latency with no thread hand-off.
 
-`inline=True` has no lane threads at all: every request runs in its own thread, on the lane
-runner or, alone, on `solo`. That is for a process that serves one request at a time (a sync
-gunicorn worker per core, `service.cores`), where nothing could join a batch and a hand-off
-to a lane would only cost time; `others_busy` then tells whether the other workers' cores are
-in use.
+`inline=True` has no runner threads at all: every request runs in its own thread, on the
+first runner or, alone, on `solo`. That is for a process that serves one request at a time
+(a sync gunicorn worker per core, `service.cores`), where nothing could join a batch and a
+hand-off to a runner thread would only cost time; `others_busy` then tells whether the other
+workers' cores are in use.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class MicroBatcher:
             if not arrival.submitted:
                 with self._cond:
                     self._arriving -= 1
-                    if self._queue:  # a lane may be holding a batch open for this request
+                    if self._queue:  # a runner may be holding a batch open for this request
                         self._cond.notify()
 
     def submit(self, inputs: np.ndarray, *, announced: bool = False) -> Future[Outputs]:
@@ -118,7 +119,7 @@ class MicroBatcher:
                 self._busy += 1
             elif not closed:
                 self._queue.append(item)
-                self._cond.notify()  # one lane; waking every lane costs GIL hand-offs
+                self._cond.notify()  # one runner; waking every runner costs GIL hand-offs
         if here is not None:  # alone, or inline: run in this thread, no thread hand-offs
             try:
                 self._execute([item], here)
@@ -187,7 +188,7 @@ class MicroBatcher:
                         break
                     self._cond.wait(remaining)
                 if not self._queue:
-                    continue  # another lane took it while this one waited
+                    continue  # another runner took it while this one waited
                 batch = self._take()
                 alone = self._alone()
                 self._busy += 1

@@ -39,5 +39,5 @@ LOADED_MODELS = Gauge(
 DICOM_DECODER_FAILURES = Counter(
     "scantune_dicom_decoder_failures_total",
     "JPEG Lossless and JPEG-LS decoder processes stopped because they crashed, hung or answered"
-    " out of protocol; each cost its scan a 422 (models.dicom_helper)",
+    " out of protocol; each cost its scan a 422 (models.scans.helper_pool)",
 )

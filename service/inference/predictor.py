@@ -1,6 +1,6 @@
 """Classification as plain objects: scans in, labelled and calibrated predictions out.
 
-Views call `Predictor`; it decodes with the trainer's own preprocessing (`models.imaging`),
+Views call `Predictor`; it decodes with the trainer's own preprocessing (`models.scans`),
 runs through the model's micro-batcher and turns outputs into per-scan results.
 """
 
@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from models import imaging
+from models import scans
 from models.card import InputSpec, ModelCard
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from service.inference import metrics
 from service.inference.batcher import Outputs
 from service.inference.explain import heatmap_png
-from service.inference.manager import LoadedModel, ModelManager
+from service.inference.loaded import LoadedModel
+from service.inference.manager import ModelManager
 from service.inference.uploads import Upload
 
 log = logging.getLogger("scantune.inference")
@@ -120,8 +121,8 @@ def prepare_all(
     pixels = 0
     for i, upload in enumerate(uploads):
         try:
-            image = imaging.decode(upload.data, upload.name)
-        except imaging.ImageDecodeError as exc:
+            image = scans.decode(upload.data, upload.name)
+        except scans.ImageDecodeError as exc:
             raise Unprocessable(
                 f"{exc.name}: {exc.reason}",
                 errors=[{"loc": exc.name, "msg": exc.reason, "type": "decode"}],
@@ -133,7 +134,7 @@ def prepare_all(
                 f"the scans up to {upload.name} decode to {pixels / 1e6:.2f} megapixels; one"
                 f" request may hold {max_megapixels:g} (send fewer scans per request)"
             )
-        batch[i] = imaging.to_model_input(image, spec)
+        batch[i] = scans.to_model_input(image, spec)
         del image
     return batch, sizes
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import require
 from service.errors import NotFound
 from service.inference import services
-from service.inference.predictor import Selector
-from service.inference.uploads import read_uploads
-from service.inference.views import (
+from service.inference.prediction_metrics import (
     observe_prediction,
-    parse_query,
-    refused_on_the_lane,
     served_by,
     start_prediction,
 )
+from service.inference.predictor import Selector
+from service.inference.responses import prediction_response
+from service.inference.uploads import read_uploads
+from service.inference.views import parse_query
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -79,9 +79,8 @@ def predict(name: str) -> Response:
     predictor = services().predictor
     model = predictor.model(selector)
     served_by(model.name, model.version)
-    refused_on_the_lane(model)
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
-    return jsonify(request_id=g.get("request_id"), **result)
+    return prediction_response(result)
 
 
 def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from service.auth import require
 from service.encoding import parse_json
 from service.errors import PROBLEM_MEDIA_TYPE, BadRequest, NotFound, validation_errors
 from service.inference import services
-from service.inference.manager import LoadedModel
+from service.inference.loaded import LoadedModel
+from service.inference.prediction_metrics import observe_prediction, served_by, start_prediction
 from service.inference.predictor import Selector
 from service.inference.uploads import Upload, b64decode
-from service.inference.views import observe_prediction, served_by, start_prediction
 from service.registry import ArtifactCorrupt
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")

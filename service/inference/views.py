@@ -1,22 +1,15 @@
-"""Helpers both API versions' views share: query parsing and per-model request metrics."""
+"""Query parsing for both API versions' views."""
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-from flask import Response, g, request
+from flask import request
 from pydantic import BaseModel, ValidationError
 
 from service.errors import BadRequest, validation_errors
-from service.inference import metrics
-
-if TYPE_CHECKING:
-    from service.inference.manager import LoadedModel
 
 M = TypeVar("M", bound=BaseModel)
-log = logging.getLogger("scantune.inference")
 
 
 def parse_query(model: type[M]) -> M:
@@ -27,53 +20,3 @@ def parse_query(model: type[M]) -> M:
         errors = validation_errors(exc, location="query")
         summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
         raise BadRequest(f"invalid query: {summary}", errors=errors) from None
-
-
-def start_prediction() -> None:
-    g.prediction_started = time.perf_counter()
-
-
-def served_by(name: str, version: int) -> None:
-    """Record which model version answers this request (for metrics and the log line)."""
-    g.model_name, g.model_version = name, version
-
-
-LANE_REFUSAL = "scantune.lane_refusal"
-"""The environ key where the express lane leaves the refusal of a request's scans that it gives
-to Flask: ((model name, version), the 4xx `Predictor.predict` raised)."""
-
-
-def refused_on_the_lane(model: LoadedModel) -> None:
-    """Raise the refusal the express lane met for this request's scans with this model version,
-    so Flask answers it without decoding them a second time: a 413 comes after up to
-    `max_request_megapixels` of decoding, seconds of a worker. Only a 4xx, which the same
-    scans and version give again; a 5xx, or a version since swapped in, is tried afresh."""
-    refusal = request.environ.pop(LANE_REFUSAL, None)
-    if refusal is not None and refusal[0] == (model.name, model.version):
-        raise refusal[1]
-
-
-def observe_prediction(response: Response) -> Response:
-    """Count a predict/infer request by model and status; log it without any scan data."""
-    started = g.get("prediction_started")
-    if started is None:
-        return response
-    record_prediction(
-        g.get("model_name", "<unresolved>"),
-        str(g.get("model_version", "")),
-        response.status_code,
-        time.perf_counter() - started,
-        g.get("request_id"),
-    )
-    return response
-
-
-def record_prediction(
-    name: str, version: str, status: int, elapsed: float, rid: str | None
-) -> None:
-    metrics.PREDICTIONS.labels(name, version, str(status)).inc()
-    metrics.PREDICTION_SECONDS.labels(name, str(status)).observe(elapsed)
-    log.info(
-        "predict request_id=%s model=%s version=%s status=%s ms=%.1f",
-        rid, name, version, status, elapsed * 1000,
-    )  # fmt: skip

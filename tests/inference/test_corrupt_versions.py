@@ -61,7 +61,7 @@ def manager(
     """Serving version 1 through `production`; polled by the test, not by a thread."""
     monkeypatch.setenv("SCANTUNE_ARTIFACT_URI", registry.store.uri)
     monkeypatch.setenv("SCANTUNE_ALIAS_POLL_INTERVAL_S", str(INTERVAL))
-    monkeypatch.setenv("SCANTUNE_ORT_LANES", "1")
+    monkeypatch.setenv("SCANTUNE_BATCH_RUNNERS", "1")
     manager = ModelManager(registry, InferenceSettings(), clock=clock)
     assert manager.get(MODEL).version == 1
     yield manager

@@ -111,11 +111,11 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert "scantune_models_loaded 2.0" in metrics  # one per worker
 
 
-def test_requests_off_the_express_lane_reach_flask_with_their_body_under_gunicorn(
+def test_every_kind_of_predict_body_is_answered_alike_under_gunicorn(
     server: str, http: Any, fixture_images: Path
 ) -> None:
-    """The lane reads the body from gunicorn's socket; what it leaves to Flask (a compressed
-    body, an unusual multipart layout, a scan that does not decode) must arrive whole."""
+    """Bodies read from gunicorn's socket (a raw scan, a compressed body, an unusual multipart
+    layout) give the plain multipart's answer; a scan that does not decode, a problem."""
     import gzip
 
     url = f"{server}/v1/models/{MODEL}:predict"
@@ -153,13 +153,13 @@ def test_tritonclient_json_and_binary_tensors_agree_with_v1(
     import numpy as np
     import tritonclient.http as triton
 
-    from models import imaging
+    from models import scans
 
     v1 = http.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images)).json()
     expected = np.array([list(p["probabilities"].values()) for p in v1["predictions"]])
     spec = trained.v1_card.input
     batch = np.stack(
-        [imaging.to_model_input(imaging.read_file(fixture_images / n), spec) for n in FILES]
+        [scans.to_model_input(scans.read_file(fixture_images / n), spec) for n in FILES]
     )
     scans = np.array([(fixture_images / n).read_bytes() for n in FILES], dtype=np.object_)
     client = triton.InferenceServerClient(server.removeprefix("http://"))

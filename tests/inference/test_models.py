@@ -15,7 +15,7 @@ import pytest
 
 from service.inference import EXTENSION
 from service.inference.batcher import MicroBatcher
-from service.inference.manager import LoadedModel
+from service.inference.loaded import LoadedModel
 from service.registry import Registry
 from tests.inference.conftest import MODEL, Trained, publish
 
@@ -187,11 +187,11 @@ def test_batcher_runs_a_lone_request_without_waiting() -> None:
         batcher.join(5)
 
 
-def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
+def test_runners_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
     gate = threading.Event()
     used: list[str] = []
 
-    def lane(tag: str) -> Any:
+    def runner_of(tag: str) -> Any:
         def run(x: np.ndarray) -> dict[str, np.ndarray]:
             used.append(tag)
             gate.wait(5)
@@ -200,7 +200,7 @@ def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
         return run
 
     batcher = MicroBatcher(
-        [lane("a"), lane("b")], solo=lane("solo"), max_batch_size=4, max_wait_s=0.0
+        [runner_of("a"), runner_of("b")], solo=runner_of("solo"), max_batch_size=4, max_wait_s=0.0
     )
 
     def wait_for(n: int) -> None:
@@ -218,7 +218,7 @@ def test_lanes_run_batches_in_parallel_and_a_lone_request_goes_solo() -> None:
         wait_for(2)  # the lone request holds the solo runner at the gate
         futures = [batcher.submit(np.zeros((1, 1))) for _ in range(6)]
         wait_for(4)
-        assert used[1] == "solo" and sorted(used[2:4]) == ["a", "b"]  # two lanes at once
+        assert used[1] == "solo" and sorted(used[2:4]) == ["a", "b"]  # two runners at once
         gate.set()
         for future in futures:
             future.result(5)
@@ -241,7 +241,7 @@ def test_inline_batcher_runs_in_the_callers_thread_and_goes_solo_only_when_other
 
     before = set(threading.enumerate())
     batcher = MicroBatcher(
-        runner("lane"),
+        runner("runner"),
         solo=runner("solo"),
         others_busy=lambda: others["busy"],
         inline=True,
@@ -250,7 +250,7 @@ def test_inline_batcher_runs_in_the_callers_thread_and_goes_solo_only_when_other
     )
     here = threading.current_thread().name
     try:
-        assert set(threading.enumerate()) <= before  # inline: it started no lane thread
+        assert set(threading.enumerate()) <= before  # inline: it started no runner thread
         with batcher.announce() as arrival:
             out = arrival.run(np.ones((1, 2)))
         np.testing.assert_array_equal(out["y"], np.full((1, 2), 2.0))
@@ -258,16 +258,16 @@ def test_inline_batcher_runs_in_the_callers_thread_and_goes_solo_only_when_other
         batcher.run(np.ones((1, 2)))
         others["busy"] = False
         batcher.run(np.ones((1, 2)))
-        assert used == [("solo", here), ("lane", here), ("solo", here)]
+        assert used == [("solo", here), ("runner", here), ("solo", here)]
     finally:
         batcher.close()
         batcher.join(5)
 
 
-def test_lanes_leave_the_solo_runner_alone_while_other_workers_are_busy() -> None:
+def test_runners_leave_the_solo_runner_alone_while_other_workers_are_busy() -> None:
     used: list[str] = []
     batcher = MicroBatcher(
-        [lambda x: used.append("lane") or {"y": x}],
+        [lambda x: used.append("runner") or {"y": x}],
         solo=lambda x: used.append("solo") or {"y": x},
         others_busy=lambda: True,
         max_batch_size=4,
@@ -275,7 +275,7 @@ def test_lanes_leave_the_solo_runner_alone_while_other_workers_are_busy() -> Non
     )
     try:
         batcher.run(np.zeros((1, 1)))
-        assert used == ["lane"]
+        assert used == ["runner"]
     finally:
         batcher.close()
         batcher.join(5)
@@ -330,15 +330,16 @@ def test_a_worker_of_the_per_core_layout_runs_one_single_threaded_session_inline
     from service import cores
     from service.config import InferenceSettings
     from service.inference import manager as manager_module
+    from service.inference import sessions
 
     threads: list[int] = []
-    create_session = manager_module.create_session
+    create_session = sessions.create_session
 
     def recorded(onnx: bytes, settings: InferenceSettings, count: int) -> Any:
         threads.append(count)
         return create_session(onnx, settings, count)
 
-    monkeypatch.setattr(manager_module, "create_session", recorded)
+    monkeypatch.setattr(sessions, "create_session", recorded)
     monkeypatch.setattr(cores, "active", lambda: True)
     monkeypatch.setattr(cores, "available_cores", lambda: 4)
     monkeypatch.setenv("SCANTUNE_ARTIFACT_URI", registry.store.uri)
@@ -350,7 +351,7 @@ def test_a_worker_of_the_per_core_layout_runs_one_single_threaded_session_inline
             time.sleep(0.02)
         assert threads == [1, 4]  # its core's session, then the all-core one
         assert len(model.sessions) == 1 and model.solo is not None
-        assert model.batcher._threads == []  # no lanes: requests run in their own thread
+        assert model.batcher._threads == []  # no runner threads: requests run in their own thread
     finally:
         manager.stop()
 
@@ -364,7 +365,7 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
     import shutil
 
     from models.card import ONNX_FILE
-    from models.imaging import PREPROCESSING_VERSION
+    from models.scans import PREPROCESSING_VERSION
 
     assert trained.v1_card.input.preprocessing_version == PREPROCESSING_VERSION  # the trainer's
     old = trained.v1_card.model_copy(
@@ -382,7 +383,7 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
     assert warnings == [
         f"model={MODEL} version=3 was trained with preprocessing version None and is served with"
         f" version {PREPROCESSING_VERSION}: some scans reach it decoded unlike those it learned"
-        " from (see models.imaging.PREPROCESSING_VERSION); retrain it to match"
+        " from (see models.scans.PREPROCESSING_VERSION); retrain it to match"
     ]
 
 
@@ -390,17 +391,17 @@ def test_a_model_trained_with_other_preprocessing_is_flagged_when_loaded(
 def test_the_app_sizes_the_jpeg_ls_decoder_pool_from_its_setting_or_the_cores(
     make_client, monkeypatch, setting
 ):
-    from models import dicom_helper
+    from models.scans import helper_pool
     from service import cores
 
-    pool = dicom_helper.pool()
+    pool = helper_pool.pool()
     monkeypatch.setattr(pool, "size", pool.size)  # put back afterwards
     make_client(**({"dicom_decoders": setting} if setting else {}))
     assert pool.size == (int(setting) if setting else cores.available_cores())
 
 
 def test_a_crashed_jpeg_ls_decoder_is_counted_in_the_metrics(client):
-    from models import dicom_helper
+    from models.scans import helper_pool
 
     crash = "normal_0_jpeg_ls_gdcm_crash.dcm"
     before = metric(client, "scantune_dicom_decoder_failures_total")
@@ -412,7 +413,7 @@ def test_a_crashed_jpeg_ls_decoder_is_counted_in_the_metrics(client):
     cut = good[: len(good) - 200]
     assert client.post(PREDICT, data={"file": (io.BytesIO(cut), "cut.dcm")}).status_code == 422
     assert metric(client, "scantune_dicom_decoder_failures_total") == before + 1
-    assert dicom_helper.pool().pids()
+    assert helper_pool.pool().pids()
 
 
 def _rss_mb() -> float:
@@ -423,7 +424,8 @@ def _rss_mb() -> float:
 def test_a_run_bigger_than_the_arena_keeps_gives_its_memory_back(client, registry):
     """One many-file request must not leave its activations in the worker for good."""
     from service.config import InferenceSettings
-    from service.inference.manager import LoadedModel, arena_keep, create_session
+    from service.inference.loaded import LoadedModel
+    from service.inference.sessions import arena_keep, create_session
 
     assert client.post(PREDICT, data=scan()).status_code == 200
     model = manager_of(client).get(MODEL)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import imaging
+from models import scans
 from tests.inference.conftest import MODEL, Trained
 
 PREDICT = f"/v1/models/{MODEL}:predict"
@@ -37,9 +37,9 @@ PARITY_FILES = [
 
 
 def torch_probabilities(trained: Trained, paths: list[Path]) -> np.ndarray:
-    """The trainer's pipeline: imaging.to_model_input, the eval-mode network, the temperature."""
+    """The trainer's pipeline: scans.to_model_input, the eval-mode network, the temperature."""
     card = trained.v1_card
-    batch = np.stack([imaging.to_model_input(imaging.read_file(p), card.input) for p in paths])
+    batch = np.stack([scans.to_model_input(scans.read_file(p), card.input) for p in paths])
     with torch.no_grad():
         logits = trained.torch_model(torch.from_numpy(batch))
         probs = torch.softmax(logits / card.calibration.temperature, dim=1)
@@ -174,7 +174,7 @@ def test_explain_returns_a_heatmap_at_the_scans_size(
     response = check(client.post(f"{PREDICT}?explain=true&top_k=1", data=multipart(paths)))
     assert response.status_code == 200
     for path, pred in zip(paths, response.json["predictions"], strict=True):
-        size = imaging.read_file(path).shape[:2]
+        size = scans.read_file(path).shape[:2]
         explanation = pred["explanation"]
         assert explanation["class"] == pred["label"]
         assert (explanation["height"], explanation["width"]) == size
@@ -261,7 +261,7 @@ def test_a_request_holds_one_decoded_scan_at_a_time(
     that decode to 64 MP each would hold 16 GB)."""
     decoded: list[weakref.ref[np.ndarray]] = []
     alive_at_each_decode: list[int] = []
-    original = imaging.decode
+    original = scans.decode
 
     def tracking_decode(data: bytes, name: str = "<upload>") -> np.ndarray:
         alive_at_each_decode.append(sum(ref() is not None for ref in decoded))
@@ -269,7 +269,7 @@ def test_a_request_holds_one_decoded_scan_at_a_time(
         decoded.append(weakref.ref(image))
         return image
 
-    monkeypatch.setattr(imaging, "decode", tracking_decode)
+    monkeypatch.setattr(scans, "decode", tracking_decode)
     paths = [fixture_images / "big_normal_0.png", fixture_images / "big_pneumonia_1.png"] * 3
     response = client.post(PREDICT, data=multipart(paths))
     assert response.status_code == 200 and len(response.json["predictions"]) == 6

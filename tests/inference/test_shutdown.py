@@ -15,6 +15,7 @@ import pytest
 
 from service.config import InferenceSettings
 from service.inference import manager as manager_module
+from service.inference import sessions
 from service.inference.manager import ModelManager
 from service.registry import Registry
 from tests.inference.conftest import MODEL, REPO
@@ -35,7 +36,8 @@ def test_a_worker_stopped_while_loading_exits_cleanly(registry: Registry, delay:
         "PYTHONPATH": str(REPO),
         "SCANTUNE_ARTIFACT_URI": registry.store.uri,
         "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
-        "SCANTUNE_ORT_LANES": "2",  # lanes, so the all-core session builds in the background
+        # runner threads, so the all-core session builds in the background
+        "SCANTUNE_BATCH_RUNNERS": "2",
         "SCANTUNE_ALIAS_POLL_INTERVAL_S": "3600",
         "SCANTUNE_AUTH_DISABLED": "true",
     }
@@ -55,17 +57,17 @@ def test_an_all_core_session_finished_after_stop_is_not_attached(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    create_session = manager_module.create_session
+    create_session = sessions.create_session
 
     def held_solo(onnx: bytes, settings: InferenceSettings, threads: int) -> Any:
-        if threads != 1:  # the all-core session; lane sessions are single-threaded
+        if threads != 1:  # the all-core session; runner sessions are single-threaded
             gate.wait(10)
         return create_session(onnx, settings, threads)
 
-    monkeypatch.setattr(manager_module, "create_session", held_solo)
+    monkeypatch.setattr(sessions, "create_session", held_solo)
     monkeypatch.setattr(manager_module, "STOP_WAIT_S", 0.2)
     monkeypatch.setenv("SCANTUNE_ARTIFACT_URI", registry.store.uri)
-    monkeypatch.setenv("SCANTUNE_ORT_LANES", "2")
+    monkeypatch.setenv("SCANTUNE_BATCH_RUNNERS", "2")
     manager = ModelManager(registry, InferenceSettings())
     model = manager.get(MODEL)
     started = time.monotonic()

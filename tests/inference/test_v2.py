@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models import imaging
+from models import scans
 from tests.inference.conftest import MODEL, Trained
 
 FILES = ["normal_0.png", "pneumonia_0_rescale.dcm", "pneumonia_1_16.png"]
@@ -32,7 +32,7 @@ def test_infer_tensor_and_bytes_agree_with_v1(
 ) -> None:
     paths = [fixture_images / f for f in FILES]
     batch = np.stack(
-        [imaging.to_model_input(imaging.read_file(p), trained.v1_card.input) for p in paths]
+        [scans.to_model_input(scans.read_file(p), trained.v1_card.input) for p in paths]
     )
     tensor = {"name": "image", "shape": list(batch.shape), "datatype": "FP32",
               "data": batch.ravel().tolist()}  # fmt: skip
@@ -77,7 +77,7 @@ def test_binary_tensor_data_in_and_out_match_json(
     chosen outputs after the response's, each header giving the other's length."""
     paths = [fixture_images / f for f in FILES]
     batch = np.stack(
-        [imaging.to_model_input(imaging.read_file(p), trained.v1_card.input) for p in paths]
+        [scans.to_model_input(scans.read_file(p), trained.v1_card.input) for p in paths]
     ).astype("<f4")
     header = {
         "inputs": [{"name": "image", "shape": list(batch.shape), "datatype": "FP32",

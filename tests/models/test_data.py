@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import imaging
+from models import scans
 from models.data import DataError, load_dataset, read_npz
 from models.spec import DatasetSpec
 from models.uri import sha256_file
@@ -55,7 +55,7 @@ def test_npz_splits_prepared_like_inference(pneumonia_small_npz: Path) -> None:
     }
     assert data.sha256 == sha256_file(pneumonia_small_npz)
     with np.load(pneumonia_small_npz) as raw:
-        expected = imaging.prepare(raw["val_images"][5].astype(np.float32) / 255, 32, 1)
+        expected = scans.prepare(raw["val_images"][5].astype(np.float32) / 255, 32, 1)
     assert np.array_equal(data.val.images[5], expected)
 
 

@@ -1,5 +1,6 @@
-"""GDCM in its own process (`models.dicom_helper`): JPEG Lossless and JPEG-LS scans decode, and
-a file that crashes or hangs the decoder costs a refusal, never the process that asked."""
+"""GDCM in its own process (`models.scans.gdcm_helper`, `models.scans.helper_pool`): JPEG
+Lossless and JPEG-LS scans decode, and a file that crashes or hangs the decoder costs a
+refusal, never the process that asked."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import dicom_helper, imaging
+from models import scans
+from models.scans import gdcm_helper, helper_pool
 
 CRASH = "normal_0_jpeg_ls_gdcm_crash.dcm"
 
@@ -33,16 +35,16 @@ def fake_helper(monkeypatch: pytest.MonkeyPatch, body: str) -> None:
             sys.stdout.buffer.flush()
         """
     ) + textwrap.dedent(body)
-    dicom_helper.pool().close()
-    monkeypatch.setattr(dicom_helper, "command", lambda: [sys.executable, "-c", script])
+    helper_pool.pool().close()
+    monkeypatch.setattr(helper_pool, "command", lambda: [sys.executable, "-c", script])
 
 
 @pytest.fixture(autouse=True)
 def fresh_helper() -> Iterator[None]:
     """Each test starts without a helper and leaves none behind (a monkeypatched one)."""
-    dicom_helper.pool().close()
+    helper_pool.pool().close()
     yield
-    dicom_helper.pool().close()
+    helper_pool.pool().close()
 
 
 def test_a_file_that_crashes_gdcm_is_refused_and_the_next_scan_decodes(fixture_images):
@@ -57,24 +59,24 @@ def test_a_file_that_crashes_gdcm_is_refused_and_the_next_scan_decodes(fixture_i
     assert inline.returncode < 0, inline.stderr[-500:]
 
     good = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
-    first = imaging.decode(good, "first.dcm")
-    (before,) = dicom_helper.pool().pids()
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.decode(crash, CRASH)
+    first = scans.decode(good, "first.dcm")
+    (before,) = helper_pool.pool().pids()
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.decode(crash, CRASH)
     assert info.value.name == CRASH
     assert "the decoder process was killed by SIG" in info.value.reason
-    assert dicom_helper.pool().pids() == []  # stopped, and started again when next needed
-    np.testing.assert_array_equal(imaging.decode(good, "again.dcm"), first)
-    assert dicom_helper.pool().pids() not in ([], [before])
+    assert helper_pool.pool().pids() == []  # stopped, and started again when next needed
+    np.testing.assert_array_equal(scans.decode(good, "again.dcm"), first)
+    assert helper_pool.pool().pids() not in ([], [before])
 
 
 def test_a_helper_that_takes_too_long_is_killed_and_the_scan_refused(monkeypatch, fixture_images):
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
     fake_helper(monkeypatch, "import time; time.sleep(60)")
-    monkeypatch.setattr(dicom_helper, "TIMEOUT_S", 0.5)
-    with pytest.raises(imaging.ImageDecodeError, match=r"decoding took over 0\.5 s"):
-        imaging.decode(good, "slow.dcm")
-    assert dicom_helper.pool().pids() == []
+    monkeypatch.setattr(helper_pool, "HELPER_TIMEOUT_S", 0.5)
+    with pytest.raises(scans.ImageDecodeError, match=r"decoding took over 0\.5 s"):
+        scans.decode(good, "slow.dcm")
+    assert helper_pool.pool().pids() == []
 
 
 @pytest.mark.parametrize(
@@ -102,27 +104,27 @@ def test_an_answer_that_is_not_the_frame_asked_for_is_refused(
     """What a helper subverted by a crafted file could send: only checked pixels get out."""
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
     fake_helper(monkeypatch, body)
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.decode(good, "odd.dcm")
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.decode(good, "odd.dcm")
     assert reason in info.value.reason
-    assert dicom_helper.pool().pids() == []  # stopped: what it sends next is not trusted
+    assert helper_pool.pool().pids() == []  # stopped: what it sends next is not trusted
 
 
 def test_a_failure_while_reading_an_answer_stops_the_helper(monkeypatch, fixture_images):
     """Out of memory for the frame, say: the rest of that answer is never read, so the
     helper must not serve the next scan with it."""
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
-    expected = imaging.decode(good, "good.dcm")
+    expected = scans.decode(good, "good.dcm")
 
     def no_memory(*args: object, **kwargs: object) -> None:
         raise MemoryError
 
     with monkeypatch.context() as patch:
-        patch.setattr(dicom_helper.np, "frombuffer", no_memory)
+        patch.setattr(helper_pool.np, "frombuffer", no_memory)
         with pytest.raises(MemoryError):
-            imaging.decode(good, "big.dcm")
-    assert dicom_helper.pool().pids() == []
-    np.testing.assert_array_equal(imaging.decode(good, "again.dcm"), expected)
+            scans.decode(good, "big.dcm")
+    assert helper_pool.pool().pids() == []
+    np.testing.assert_array_equal(scans.decode(good, "again.dcm"), expected)
 
 
 def test_a_refusal_by_gdcm_keeps_the_helper(fixture_images):
@@ -136,13 +138,13 @@ def test_a_refusal_by_gdcm_keeps_the_helper(fixture_images):
     buf = io.BytesIO()
     ds.save_as(buf)
     good = (fixture_images / "normal_0_jpeg_ls.dcm").read_bytes()
-    imaging.decode(good, "good.dcm")
-    (pid,) = dicom_helper.pool().pids()
-    with pytest.raises(imaging.ImageDecodeError, match="cannot decode DICOM pixel data"):
-        imaging.decode(buf.getvalue(), "cut.dcm")
-    assert dicom_helper.pool().pids() == [pid]
-    imaging.decode(good, "good.dcm")
-    assert dicom_helper.pool().pids() == [pid]
+    scans.decode(good, "good.dcm")
+    (pid,) = helper_pool.pool().pids()
+    with pytest.raises(scans.ImageDecodeError, match="cannot decode DICOM pixel data"):
+        scans.decode(buf.getvalue(), "cut.dcm")
+    assert helper_pool.pool().pids() == [pid]
+    scans.decode(good, "good.dcm")
+    assert helper_pool.pool().pids() == [pid]
 
 
 def test_the_helper_gets_no_credentials_and_no_descriptors_of_the_parent(
@@ -158,8 +160,8 @@ def test_the_helper_gets_no_credentials_and_no_descriptors_of_the_parent(
             "answer({'error': ' '.join(sorted(os.environ)) + ' | '"
             " + ' '.join(sorted(os.listdir('/proc/self/fd')))})",
         )
-        with pytest.raises(imaging.ImageDecodeError) as info:
-            imaging.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "env.dcm")
+        with pytest.raises(scans.ImageDecodeError) as info:
+            scans.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "env.dcm")
     finally:
         held.close()
     names, fds = info.value.reason.removesuffix(")").split("(", 1)[1].split(" | ")
@@ -170,21 +172,21 @@ def test_the_helper_gets_no_credentials_and_no_descriptors_of_the_parent(
 
 def test_the_helper_process_writes_no_core_dump_and_has_a_memory_limit():
     found = subprocess.run(
-        [sys.executable, "-c", "import resource; from models import dicom_helper as h;"
+        [sys.executable, "-c", "import resource; from models.scans import gdcm_helper as h;"
          " h._confine(); print(resource.getrlimit(resource.RLIMIT_CORE),"
          " resource.getrlimit(resource.RLIMIT_AS))"],
         capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
     )  # fmt: skip
-    limit = dicom_helper.MEMORY_LIMIT
+    limit = gdcm_helper.MEMORY_LIMIT
     assert found.stdout.split(") (") == ["(0, 0", f"{limit}, {limit})\n"]
 
 
 def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
     """A trainer's data-loader workers fork: the parent's pipes are not theirs to use."""
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
-    expected = imaging.decode(good, "parent.dcm")
-    (parent_helper,) = dicom_helper.pool().pids()
-    proc = dicom_helper.pool()._all[0]._proc
+    expected = scans.decode(good, "parent.dcm")
+    (parent_helper,) = helper_pool.pool().pids()
+    proc = helper_pool.pool()._all[0]._proc
     assert proc is not None and proc.stdin is not None and proc.stdout is not None
     pipes = (proc.stdin.fileno(), proc.stdout.fileno())
     child = os.fork()
@@ -198,24 +200,24 @@ def test_a_forked_child_decodes_with_a_helper_of_its_own(fixture_images):
             subprocess._cleanup()  # type: ignore[attr-defined]
             gc.collect()
             kept = all(os.fstat(f.fileno()) for f in files)
-            same = np.array_equal(imaging.decode(good, "child.dcm"), expected)
-            own = dicom_helper.pool().pids() not in ([], [parent_helper])
-            dicom_helper.pool().close()
+            same = np.array_equal(scans.decode(good, "child.dcm"), expected)
+            own = helper_pool.pool().pids() not in ([], [parent_helper])
+            helper_pool.pool().close()
             os._exit(0 if same and own and kept else 1)
         except BaseException:
             os._exit(2)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    np.testing.assert_array_equal(imaging.decode(good, "parent.dcm"), expected)
-    assert dicom_helper.pool().pids() == [parent_helper]
+    np.testing.assert_array_equal(scans.decode(good, "parent.dcm"), expected)
+    assert helper_pool.pool().pids() == [parent_helper]
 
 
 def test_gdcm_is_not_even_loaded_in_a_process_that_decodes_dicom(fixture_images):
     """pydicom imports GDCM wherever it is installed (21 MB per worker): not in the services'
     processes, which decode JPEG Lossless through the helper all the same."""
     script = (
-        "import sys; from models import imaging;"
-        f" imaging.read_file({str(fixture_images / 'normal_0_jpeg_lossless.dcm')!r});"
+        "import sys; from models import scans; scans.configure();"
+        f" scans.read_file({str(fixture_images / 'normal_0_jpeg_lossless.dcm')!r});"
         " import pydicom.pixels; print(sys.modules.get('gdcm'),"
         " any('gdcm' in line.lower() for line in open('/proc/self/maps')))"
     )
@@ -227,31 +229,31 @@ def test_gdcm_is_not_even_loaded_in_a_process_that_decodes_dicom(fixture_images)
 
 
 def test_the_helper_seals_itself_before_its_first_scan(fixture_images):
-    imaging.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "sealed.dcm")
-    (pid,) = dicom_helper.pool().pids()
+    scans.decode((fixture_images / "normal_0_jpeg_ls.dcm").read_bytes(), "sealed.dcm")
+    (pid,) = helper_pool.pool().pids()
     status = dict(
         line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
         if ":\t" in line
     )  # fmt: skip
     assert status["NoNewPrivs"].strip() == "1"
-    assert status["Seccomp"].strip() == "2"  # a filter (models.syscalls)
+    assert status["Seccomp"].strip() == "2"  # a filter (models.scans.syscalls)
 
 
 @pytest.mark.parametrize(
     "sample",
-    # pydicom's own test files, none of them among the helper's warm-up (dicom_helper.WARM_UP):
+    # pydicom's own test files, none of them among the helper's warm-up (gdcm_helper.WARM_UP):
     # the paths they take through pydicom and GDCM must already be loaded when it seals itself.
     ["JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm", "MR_small_jpeg_ls_lossless.dcm"],
 )
 def test_the_sealed_helper_decodes_as_gdcm_does_without_the_seal(sample):
     import pydicom.data
 
-    assert sample not in dicom_helper.WARM_UP[1:]  # the first warm-up file is the control
+    assert sample not in gdcm_helper.WARM_UP[1:]  # the first warm-up file is the control
     path = Path(pydicom.data.__file__).parent / "test_files" / sample
     data = path.read_bytes()
     unsealed = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules.pop('gdcm', None);"
-         " from models import dicom_helper as h;"
+        [sys.executable, "-c", "import sys;"
+         " from models.scans import gdcm_helper as h;"
          " frame = h._first_frame(bytearray(sys.stdin.buffer.read()));"
          " sys.stdout.buffer.write(f'{frame.dtype.str} {list(frame.shape)}\\n'.encode()"
          " + frame.tobytes())"],
@@ -260,7 +262,7 @@ def test_the_sealed_helper_decodes_as_gdcm_does_without_the_seal(sample):
     head, pixels = unsealed.stdout.split(b"\n", 1)
     dtype, shape = head.decode().split(" ", 1)
     expected = np.frombuffer(pixels, dtype=dtype).reshape(json.loads(shape))
-    got = dicom_helper.decode(data, expected.shape, sample)
+    got = helper_pool.decode(data, expected.shape, sample)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
 
@@ -269,17 +271,17 @@ def test_a_helper_that_cannot_seal_itself_refuses_every_scan(monkeypatch):
     import io
     import struct
 
-    from models import syscalls
+    from models.scans import syscalls
 
     def no_seccomp(*args: object, **kwargs: object) -> None:
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr(syscalls, "allow_only", no_seccomp)
-    refusal = dicom_helper._seal()
+    refusal = gdcm_helper._seal()
     assert refusal == "the decoder's sandbox could not be set up: Function not implemented"
     scans = b"".join(struct.pack("<Q", len(s)) + s for s in (b"DICM one", b"DICM two"))
     out = io.BytesIO()
-    assert dicom_helper.serve(io.BytesIO(scans), out, refusal) == 0
+    assert gdcm_helper.serve(io.BytesIO(scans), out, refusal) == 0
     answers, raw = [], out.getvalue()
     while raw:
         (size,) = struct.unpack("<I", raw[:4])
@@ -294,7 +296,7 @@ def test_the_warm_up_samples_ship_with_pydicom():
     import pydicom.data
 
     folder = Path(pydicom.data.__file__).parent / "test_files"
-    assert all((folder / name).is_file() for name in dicom_helper.WARM_UP)
+    assert all((folder / name).is_file() for name in gdcm_helper.WARM_UP)
 
 
 def _decode_side_by_side(fixture_images, count: int) -> list[str]:
@@ -307,8 +309,8 @@ def _decode_side_by_side(fixture_images, count: int) -> list[str]:
 
     def one(i: int) -> None:
         start.wait()
-        with pytest.raises(imaging.ImageDecodeError) as info:
-            imaging.decode(data, f"scan{i}.dcm")
+        with pytest.raises(scans.ImageDecodeError) as info:
+            scans.decode(data, f"scan{i}.dcm")
         reasons.append(info.value.reason)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
@@ -335,17 +337,17 @@ def test_scans_decoded_at_once_get_a_helper_each_up_to_the_pool_size(
             request = head and sys.stdin.buffer.read(struct.unpack("<Q", head)[0])
         """,
     )
-    monkeypatch.setattr(dicom_helper.pool(), "size", size)
+    monkeypatch.setattr(helper_pool.pool(), "size", size)
     reasons = _decode_side_by_side(fixture_images, 3)
     assert len(reasons) == 3
     answered_by = {reason.rsplit("(", 1)[1].rstrip(")") for reason in reasons}
     assert len(answered_by) == helpers
-    assert len(dicom_helper.pool().pids()) == helpers
+    assert len(helper_pool.pool().pids()) == helpers
 
 
 def test_the_helpers_are_reused_before_new_ones_start(fixture_images):
     good = (fixture_images / "normal_0_jpeg_lossless.dcm").read_bytes()
-    expected = imaging.decode(good, "one.dcm")
+    expected = scans.decode(good, "one.dcm")
     for i in range(3):  # one after the other: the same helper
-        np.testing.assert_array_equal(imaging.decode(good, f"again{i}.dcm"), expected)
-    assert len(dicom_helper.pool().pids()) == 1
+        np.testing.assert_array_equal(scans.decode(good, f"again{i}.dcm"), expected)
+    assert len(helper_pool.pool().pids()) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from models import imaging
+from models import scans
 from models.card import InputSpec
 
 
@@ -27,7 +27,7 @@ def _val_image(pneumonia_npz: Path, index: int) -> np.ndarray:
 @pytest.mark.parametrize("stem", ["normal_0", "pneumonia_1"])
 def test_png_decodes_to_the_original_pixels(fixture_images, manifest, pneumonia_npz, stem):
     original = _val_image(pneumonia_npz, manifest[stem]["index"])
-    decoded = imaging.read_file(fixture_images / f"{stem}.png")
+    decoded = scans.read_file(fixture_images / f"{stem}.png")
     assert decoded.dtype == np.float32 and decoded.shape == (28, 28)
     np.testing.assert_array_equal(decoded, original / np.float32(255))
 
@@ -45,9 +45,9 @@ def test_png_decodes_to_the_original_pixels(fixture_images, manifest, pneumonia_
     ],
 )
 def test_lossless_variants_decode_identically(fixture_images, suffix):
-    reference = imaging.read_file(fixture_images / "normal_0.png")
+    reference = scans.read_file(fixture_images / "normal_0.png")
     np.testing.assert_allclose(
-        imaging.read_file(fixture_images / f"normal_0{suffix}"), reference, atol=1e-6
+        scans.read_file(fixture_images / f"normal_0{suffix}"), reference, atol=1e-6
     )
 
 
@@ -76,8 +76,8 @@ def test_a_near_lossless_jpeg_ls_dicom_is_within_its_deviation(fixture_images):
     """Encoded with each stored value within 2 of the original; the rescale slope is 1/4 and
     the window maps 255 values onto [0, 1], so each pixel is within 0.5 / 255, and not all
     equal (else the file would not be lossy)."""
-    reference = imaging.read_file(fixture_images / "normal_0.png")
-    decoded = imaging.read_file(fixture_images / "normal_0_jpeg_ls_near.dcm")
+    reference = scans.read_file(fixture_images / "normal_0.png")
+    decoded = scans.read_file(fixture_images / "normal_0_jpeg_ls_near.dcm")
     difference = np.abs(decoded - reference)
     assert difference.max() <= 0.5 / 255 + 1e-6 and difference.max() > 0
 
@@ -91,8 +91,8 @@ def test_a_syntax_no_decoder_here_reads_is_refused_naming_it(fixture_images):
     ds.file_meta.TransferSyntaxUID = HTJ2KLossless
     buf = io.BytesIO()
     ds.save_as(buf)
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.decode(buf.getvalue(), "scan.dcm")
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.decode(buf.getvalue(), "scan.dcm")
     assert "'High-Throughput JPEG 2000 Image Compression (Lossless Only)'" in info.value.reason
     assert "cannot be decoded here" in info.value.reason
 
@@ -104,16 +104,16 @@ def test_gdcm_never_decodes_in_the_services_own_process(monkeypatch, fixture_ima
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEGBaseline8Bit, JPEGLosslessSV1
 
-    from models import dicom, dicom_helper
+    from models.scans import dicom, gdcm_helper
 
     called = []
     for syntax in (JPEGLosslessSV1, JPEGBaseline8Bit):
         decoder = get_decoder(syntax)
         monkeypatch.setitem(decoder._available, "gdcm", lambda *a, **k: called.append(a))
-    reference = imaging.read_file(fixture_images / "normal_0.png")
-    decoded = imaging.read_file(fixture_images / "normal_0_jpeg_lossless.dcm")
+    reference = scans.read_file(fixture_images / "normal_0.png")
+    decoded = scans.read_file(fixture_images / "normal_0_jpeg_lossless.dcm")
     np.testing.assert_allclose(decoded, reference, atol=1e-6)
-    assert dicom._decoding_plugin(JPEGLosslessSV1, "scan.dcm") == dicom_helper.PLUGIN
+    assert dicom._decoding_plugin(JPEGLosslessSV1, "scan.dcm") == gdcm_helper.PLUGIN
     assert dicom._decoding_plugin(JPEGBaseline8Bit, "scan.dcm") == "pillow"
     assert called == []
 
@@ -123,7 +123,7 @@ def test_a_jpeg2000_dicom_with_jp2_boxes_decodes_like_the_png(scan):
 
     dicom, jp2 = jpeg2000_dicom_bytes(scan)
     assert jp2.startswith(b"\x00\x00\x00\x0cjP  ")  # the JP2 signature box, then others
-    np.testing.assert_allclose(imaging.decode(dicom, "scan.dcm"), scan / np.float32(255), atol=1e-6)
+    np.testing.assert_allclose(scans.decode(dicom, "scan.dcm"), scan / np.float32(255), atol=1e-6)
 
 
 @pytest.mark.timeout(20)
@@ -141,8 +141,8 @@ def test_a_jp2_box_of_length_zero_is_refused_not_walked_forever(scan):
     ds.PixelData = encapsulate([broken])
     buf = io.BytesIO()
     ds.save_as(buf)
-    with pytest.raises(imaging.ImageDecodeError, match="box of length 0"):
-        imaging.decode(buf.getvalue(), "scan.dcm")
+    with pytest.raises(scans.ImageDecodeError, match="box of length 0"):
+        scans.decode(buf.getvalue(), "scan.dcm")
 
 
 def test_a_jpeg_baseline_dicom_is_still_decoded_by_pillow(monkeypatch, scan):
@@ -161,14 +161,14 @@ def test_a_jpeg_baseline_dicom_is_still_decoded_by_pillow(monkeypatch, scan):
 
     monkeypatch.setattr(pydicom.pixels, "pixel_array", spy)
     dicom, jpeg = jpeg_baseline_dicom_bytes(scan)
-    decoded = imaging.decode(dicom, "scan.dcm")
+    decoded = scans.decode(dicom, "scan.dcm")
     assert chosen == ["pillow"]
-    np.testing.assert_allclose(decoded, imaging.decode(jpeg, "scan.jpg"), atol=1e-6)
+    np.testing.assert_allclose(decoded, scans.decode(jpeg, "scan.jpg"), atol=1e-6)
 
 
 def test_jpeg_is_close_to_the_png(fixture_images):
-    reference = imaging.read_file(fixture_images / "pneumonia_0.png")
-    assert np.abs(imaging.read_file(fixture_images / "pneumonia_0.jpg") - reference).max() < 0.05
+    reference = scans.read_file(fixture_images / "pneumonia_0.png")
+    assert np.abs(scans.read_file(fixture_images / "pneumonia_0.jpg") - reference).max() < 0.05
 
 
 def _with_orientation(pixels: np.ndarray, orientation: int, fmt: str) -> bytes:
@@ -197,13 +197,13 @@ def test_a_scan_stored_rotated_is_decoded_as_a_viewer_shows_it(fixture_images, o
     """A phone's photo of a film carries its rotation in EXIF: the model must see the scan the
     way the clinician does, and the explain heatmap's size follows."""
     stored = np.asarray(Image.open(fixture_images / "pneumonia_0.png"))[:, :20]  # not square
-    decoded = imaging.decode(_with_orientation(stored, orientation, "PNG"), "photo.png")
+    decoded = scans.decode(_with_orientation(stored, orientation, "PNG"), "photo.png")
     np.testing.assert_array_equal(decoded, UPRIGHT[orientation](stored) / np.float32(255))
 
 
 def test_a_jpeg_stored_rotated_is_turned_too(fixture_images):
     stored = np.asarray(Image.open(fixture_images / "pneumonia_0.png"))[:, :20]
-    decoded = imaging.decode(_with_orientation(stored, 6, "JPEG"), "photo.jpg")
+    decoded = scans.decode(_with_orientation(stored, 6, "JPEG"), "photo.jpg")
     assert decoded.shape == (20, 28)
     assert np.abs(decoded - np.rot90(stored, -1) / 255.0).max() < 0.05
 
@@ -212,12 +212,12 @@ def test_dicom_without_window_uses_full_range_and_monochrome1_inverts():
     from tests.data.make_fixtures import dicom_bytes
 
     ramp = np.arange(16, dtype=np.uint16).reshape(4, 4) * 100
-    plain = imaging.decode(
+    plain = scans.decode(
         dicom_bytes(ramp, photometric="MONOCHROME2", slope=2, intercept=-7, center=None, width=None)
     )
     assert plain.min() == 0.0 and plain.max() == 1.0
     np.testing.assert_allclose(plain, ramp / 1500.0, atol=1e-6)
-    inverted = imaging.decode(
+    inverted = scans.decode(
         dicom_bytes(ramp, photometric="MONOCHROME1", slope=1, intercept=0, center=None, width=None)
     )
     np.testing.assert_allclose(inverted, 1.0 - ramp / 1500.0, atol=1e-6)
@@ -255,12 +255,12 @@ def test_padding_around_a_scan_takes_no_part_in_its_full_range(pneumonia_npz, bo
     from tests.data.make_fixtures import dicom_bytes
 
     scan = _val_image(pneumonia_npz, 0)[:7, :8].astype(np.uint16) * 10 + 500  # 500..3050
-    alone = imaging.decode(
+    alone = scans.decode(
         dicom_bytes(
             scan, photometric="MONOCHROME2", slope=1, intercept=-1024, center=None, width=None
         )
     )
-    framed = imaging.decode(_padded(scan, border, **elements))
+    framed = scans.decode(_padded(scan, border, **elements))
     np.testing.assert_allclose(framed[3:-3, 3:-3], alone, atol=1e-6)
     frame = framed.copy()
     frame[3:-3, 3:-3] = np.nan
@@ -269,10 +269,10 @@ def test_padding_around_a_scan_takes_no_part_in_its_full_range(pneumonia_npz, bo
 
 
 def test_a_dicom_of_nothing_but_padding_is_black_and_bad_padding_is_refused():
-    blank = imaging.decode(_padded(np.full((4, 4), 7, np.uint16), 7, PixelPaddingValue=7))
+    blank = scans.decode(_padded(np.full((4, 4), 7, np.uint16), 7, PixelPaddingValue=7))
     assert blank.shape == (10, 10) and not blank.any()
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.decode(_padded(np.ones((4, 4), np.uint16), 0, PixelPaddingValue=[0, 1]), "p.dcm")
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.decode(_padded(np.ones((4, 4), np.uint16), 0, PixelPaddingValue=[0, 1]), "p.dcm")
     assert info.value.reason == "DICOM PixelPaddingValue has 2 values, not one"
 
 
@@ -280,7 +280,7 @@ def test_window_clips_outside_values():
     from tests.data.make_fixtures import dicom_bytes
 
     values = np.array([[0, 900, 1000, 1100, 3000]], dtype=np.uint16)
-    out = imaging.decode(
+    out = scans.decode(
         dicom_bytes(
             values, photometric="MONOCHROME2", slope=1, intercept=0, center=1000.5, width=201
         )
@@ -294,7 +294,7 @@ def test_a_window_of_width_one_thresholds_as_the_standard_says():
     from tests.data.make_fixtures import dicom_bytes
 
     values = np.arange(10, dtype=np.uint16).reshape(2, 5)
-    out = imaging.decode(
+    out = scans.decode(
         dicom_bytes(values, photometric="MONOCHROME2", slope=1, intercept=0, center=4.5, width=1)
     )
     np.testing.assert_array_equal(out, (values > 4).astype(np.float32))
@@ -311,7 +311,7 @@ def test_grayscale_dicom_matches_the_standard_computed_in_float64(
     from tests.data.make_fixtures import dicom_bytes
 
     stored = np.random.default_rng(7).integers(0, 4096, (40, 30))
-    out = imaging.decode(
+    out = scans.decode(
         dicom_bytes(
             stored, photometric=photometric, slope=slope, intercept=intercept, center=center,
             width=width,
@@ -337,8 +337,8 @@ def test_grayscale_dicom_matches_the_standard_computed_in_float64(
     ],
 )
 def test_bad_files_name_the_file_and_the_reason(fixture_images, name, reason):
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.read_file(fixture_images / name)
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.read_file(fixture_images / name)
     assert info.value.name.endswith(name) and reason in info.value.reason
 
 
@@ -349,8 +349,8 @@ def test_bad_files_name_the_file_and_the_reason(fixture_images, name, reason):
 def test_a_png_declaring_too_many_pixels_is_refused_before_it_is_decoded(width, height):
     from tests.data.make_fixtures import png_declaring
 
-    with pytest.raises(imaging.ImageDecodeError, match="too large") as info:
-        imaging.decode(png_declaring(width, height), "bomb.png")
+    with pytest.raises(scans.ImageDecodeError, match="too large") as info:
+        scans.decode(png_declaring(width, height), "bomb.png")
     assert info.value.name == "bomb.png"
 
 
@@ -382,8 +382,8 @@ def _dicom(**elements: object) -> bytes:
     ids=lambda v: str(v) if isinstance(v, dict) else None,
 )
 def test_a_dicom_with_unusable_pixel_module_values_is_refused_naming_the_element(elements, reason):
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.decode(_dicom(**elements), "scan.dcm")
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.decode(_dicom(**elements), "scan.dcm")
     assert info.value.name == "scan.dcm" and reason in info.value.reason, info.value.reason
 
 
@@ -391,8 +391,8 @@ def test_a_dicom_whose_header_is_corrupt_is_refused_not_crashed():
     ds_vr = b"\x28\x00\x50\x10DS"  # (0028,1050) WindowCenter, explicit VR "DS"
     data = _dicom()
     assert data.count(ds_vr) == 1
-    with pytest.raises(imaging.ImageDecodeError, match="cannot read DICOM WindowCenter") as info:
-        imaging.decode(data.replace(ds_vr, b"\x28\x00\x50\x10Dg"), "scan.dcm")
+    with pytest.raises(scans.ImageDecodeError, match="cannot read DICOM WindowCenter") as info:
+        scans.decode(data.replace(ds_vr, b"\x28\x00\x50\x10Dg"), "scan.dcm")
     assert info.value.name == "scan.dcm"
 
 
@@ -403,8 +403,8 @@ def test_a_dicom_whose_transfer_syntax_uid_is_no_transfer_syntax_is_refused():
     ds.file_meta.TransferSyntaxUID = pydicom.uid.UID("1.2.3.4")
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=False)
-    with pytest.raises(imaging.ImageDecodeError, match="cannot decode DICOM pixel data"):
-        imaging.decode(buf.getvalue(), "scan.dcm")
+    with pytest.raises(scans.ImageDecodeError, match="cannot decode DICOM pixel data"):
+        scans.decode(buf.getvalue(), "scan.dcm")
 
 
 @pytest.mark.parametrize(
@@ -425,7 +425,7 @@ def test_the_window_follows_the_files_voi_lut_function(function, center, width, 
     stored = np.random.default_rng(3).integers(0, 4096, (40, 30))
     stored[0, :3] = [0, 100, 4095]
     plain = _dicom_of(stored, center=center, width=width)
-    out = imaging.decode(with_elements(plain, VOILUTFunction=function), "mg.dcm")
+    out = scans.decode(with_elements(plain, VOILUTFunction=function), "mg.dcm")
     np.testing.assert_allclose(out, formula(stored.astype(np.float64), center, width), atol=1e-6)
 
 
@@ -433,8 +433,8 @@ def test_an_unknown_voi_lut_function_is_refused_naming_the_element():
     from tests.data.make_fixtures import with_elements
 
     plain = _dicom_of(np.arange(16).reshape(4, 4), center=8.0, width=4.0)
-    with pytest.raises(imaging.ImageDecodeError, match="VOILUTFunction is not LINEAR"):
-        imaging.decode(with_elements(plain, VOILUTFunction="GAMMA"), "mg.dcm")
+    with pytest.raises(scans.ImageDecodeError, match="VOILUTFunction is not LINEAR"):
+        scans.decode(with_elements(plain, VOILUTFunction="GAMMA"), "mg.dcm")
 
 
 def _dicom_of(stored: np.ndarray, *, center: float, width: float) -> bytes:
@@ -486,7 +486,7 @@ def test_a_lut_sequence_maps_the_values_before_the_full_range_is_taken(sequence)
     data = _with_lut(plain, sequence, lut, **(removed if sequence == "ModalityLUTSequence" else {}))
     mapped = lut[np.rint(stored * slope).astype(int)].astype(np.float64)
     expected = (mapped - mapped.min()) / (mapped.max() - mapped.min())
-    np.testing.assert_allclose(imaging.decode(data), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scans.decode(data), expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("implicit_vr", [True, False])
@@ -501,8 +501,8 @@ def test_a_dicom_data_set_without_preamble_decodes_like_the_part10_file(
     part10 = (fixture_images / fixture).read_bytes()
     raw = raw_dataset(part10, implicit_vr=implicit_vr)
     assert b"DICM" not in raw[:200] and raw[:2] == b"\x08\x00"
-    assert imaging.detect_format(raw) == "dicom"
-    np.testing.assert_array_equal(imaging.decode(raw, "bare.dcm"), imaging.decode(part10))
+    assert scans.detect_format(raw) == "dicom"
+    np.testing.assert_array_equal(scans.decode(raw, "bare.dcm"), scans.decode(part10))
 
 
 @pytest.mark.parametrize(
@@ -513,16 +513,16 @@ def test_a_dicom_data_set_without_preamble_decodes_like_the_part10_file(
     ],
 )
 def test_bytes_that_only_start_like_a_bare_data_set_are_refused_cleanly(data):
-    with pytest.raises(imaging.ImageDecodeError):
-        imaging.decode(data, "odd.dcm")
+    with pytest.raises(scans.ImageDecodeError):
+        scans.decode(data, "odd.dcm")
 
 
 def test_an_empty_or_half_given_window_is_no_window():
-    full_range = imaging.decode(_dicom(WindowCenter=None, WindowWidth=None))
+    full_range = scans.decode(_dicom(WindowCenter=None, WindowWidth=None))
     assert full_range.min() == 0.0 and full_range.max() == 1.0
-    np.testing.assert_array_equal(imaging.decode(_dicom(WindowCenter="")), full_range)
-    np.testing.assert_array_equal(imaging.decode(_dicom(WindowWidth=None)), full_range)
-    windowed = imaging.decode(_dicom())
+    np.testing.assert_array_equal(scans.decode(_dicom(WindowCenter="")), full_range)
+    np.testing.assert_array_equal(scans.decode(_dicom(WindowWidth=None)), full_range)
+    windowed = scans.decode(_dicom())
     assert not np.array_equal(windowed, full_range)
 
 
@@ -546,21 +546,21 @@ def test_a_colour_dicom_decodes_like_a_colour_png(scan, photometric, bits, synta
 
     tint = np.stack([scan, scan // 2, 255 - scan], axis=-1).astype(np.uint16)
     stored = tint * 257 if bits == 16 else tint
-    decoded = imaging.decode(
+    decoded = scans.decode(
         colour_dicom_bytes(stored, photometric=photometric, bits=bits, syntax=syntax)
     )
     png = io.BytesIO()
     Image.fromarray(tint.astype(np.uint8)).save(png, format="PNG")
     assert decoded.shape == (28, 28, 3) and decoded.dtype == np.float32
-    np.testing.assert_allclose(decoded, imaging.decode(png.getvalue()), atol=tolerance + 1e-7)
+    np.testing.assert_allclose(decoded, scans.decode(png.getvalue()), atol=tolerance + 1e-7)
 
 
 def test_a_gray_scan_stored_as_rgb_dicom_feeds_the_model_as_the_gray_one(scan):
     from tests.data.make_fixtures import colour_dicom_bytes
 
-    rgb = imaging.decode(colour_dicom_bytes(np.stack([scan] * 3, axis=-1)))
+    rgb = scans.decode(colour_dicom_bytes(np.stack([scan] * 3, axis=-1)))
     np.testing.assert_allclose(
-        imaging.prepare(rgb, 16, 1), imaging.prepare(scan / np.float32(255), 16, 1), atol=1e-6
+        scans.prepare(rgb, 16, 1), scans.prepare(scan / np.float32(255), 16, 1), atol=1e-6
     )
 
 
@@ -568,7 +568,7 @@ def test_a_multi_frame_colour_dicom_gives_its_first_frame(scan):
     from tests.data.make_fixtures import colour_dicom_bytes
 
     first = np.stack([scan] * 3, axis=-1)
-    decoded = imaging.decode(colour_dicom_bytes(np.stack([first, 255 - first])))
+    decoded = scans.decode(colour_dicom_bytes(np.stack([first, 255 - first])))
     np.testing.assert_array_equal(decoded, first / np.float32(255))
 
 
@@ -577,7 +577,7 @@ def test_a_palette_colour_dicom_is_looked_up_not_read_as_intensities(scan):
 
     ramp = np.arange(256, dtype=np.uint16) * 257
     lut = np.stack([65535 - ramp, ramp, np.full(256, 32896, np.uint16)], axis=-1)
-    decoded = imaging.decode(palette_dicom_bytes(scan, lut))
+    decoded = scans.decode(palette_dicom_bytes(scan, lut))
     assert decoded.shape == (28, 28, 3)
     np.testing.assert_allclose(decoded, lut[scan] / 65535.0, atol=1e-7)
 
@@ -595,8 +595,8 @@ def test_a_compressed_dicom_without_a_decoder_names_its_transfer_syntax():
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(60)])
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    with pytest.raises(imaging.ImageDecodeError) as info:
-        imaging.decode(buf.getvalue(), "scan.dcm")
+    with pytest.raises(scans.ImageDecodeError) as info:
+        scans.decode(buf.getvalue(), "scan.dcm")
     assert (
         "'High-Throughput JPEG 2000 Image Compression (Lossless Only)' cannot be decoded"
         in info.value.reason
@@ -604,8 +604,8 @@ def test_a_compressed_dicom_without_a_decoder_names_its_transfer_syntax():
 
 
 def test_missing_file_is_a_decode_error(tmp_path):
-    with pytest.raises(imaging.ImageDecodeError, match="cannot read"):
-        imaging.read_file(tmp_path / "absent.png")
+    with pytest.raises(scans.ImageDecodeError, match="cannot read"):
+        scans.read_file(tmp_path / "absent.png")
 
 
 def test_rgb_becomes_luminance_or_stays_three_channels():
@@ -613,18 +613,18 @@ def test_rgb_becomes_luminance_or_stays_three_channels():
     rgb[..., 0] = 255
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
-    decoded = imaging.decode(buf.getvalue())
+    decoded = scans.decode(buf.getvalue())
     assert decoded.shape == (8, 8, 3)
-    gray = imaging.prepare(decoded, 4, 1)
+    gray = scans.prepare(decoded, 4, 1)
     assert gray.shape == (1, 4, 4)
     np.testing.assert_allclose(gray, 0.299, atol=1e-6)
-    assert imaging.prepare(decoded, 4, 3).shape == (3, 4, 4)
+    assert scans.prepare(decoded, 4, 3).shape == (3, 4, 4)
 
 
 def test_model_input_resizes_and_normalises(fixture_images):
     spec = InputSpec(size=64, channels=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))
-    image = imaging.read_file(fixture_images / "big_normal_0.png")
-    x = imaging.to_model_input(image, spec)
+    image = scans.read_file(fixture_images / "big_normal_0.png")
+    x = scans.to_model_input(image, spec)
     assert x.shape == (3, 64, 64) and x.dtype == np.float32
     unnormalised = (
         x * np.array(spec.std, dtype=np.float32)[:, None, None]
@@ -633,16 +633,16 @@ def test_model_input_resizes_and_normalises(fixture_images):
     np.testing.assert_allclose(unnormalised[0], unnormalised[1], atol=1e-5)  # gray replicated
     # Downscaling 512 -> 64 averages: the mean brightness is kept.
     assert abs(float(unnormalised[0].mean()) - float(image.mean())) < 0.01
-    batch = imaging.to_batch([image, image], spec)
+    batch = scans.to_batch([image, image], spec)
     assert batch.shape == (2, 3, 64, 64)
     np.testing.assert_array_equal(batch[1], x)
 
 
 def test_format_detection():
-    assert imaging.detect_format(b"\x89PNG\r\n\x1a\n....") == "png"
-    assert imaging.detect_format(b"\xff\xd8\xff\xe0") == "jpeg"
-    assert imaging.detect_format(b"\0" * 128 + b"DICM") == "dicom"
-    assert imaging.detect_format(b"GIF89a") is None
+    assert scans.detect_format(b"\x89PNG\r\n\x1a\n....") == "png"
+    assert scans.detect_format(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert scans.detect_format(b"\0" * 128 + b"DICM") == "dicom"
+    assert scans.detect_format(b"GIF89a") is None
 
 
 def test_only_the_first_frame_of_a_multi_frame_dicom_is_decoded():
@@ -657,7 +657,7 @@ def test_only_the_first_frame_of_a_multi_frame_dicom_is_decoded():
     data = colour_dicom_bytes(frames, syntax="1.2.840.10008.1.2.5")
     tracemalloc.start()
     try:
-        decoded = imaging.decode(data)
+        decoded = scans.decode(data)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

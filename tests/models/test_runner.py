@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-from models import imaging
+from models import scans
 from models.card import ModelCard
 from models.data import DataError
 from models.evaluate import softmax
@@ -51,7 +51,7 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     card = ModelCard.from_json((out / "card.json").read_text())
     assert card == trained["result"].card
     assert card.onnx_sha256 == sha256_file(out / "model.onnx")
-    assert card.input.preprocessing_version == imaging.PREPROCESSING_VERSION
+    assert card.input.preprocessing_version == scans.PREPROCESSING_VERSION
     assert card.version is None and card.classes == ("normal", "pneumonia")
     assert (card.input.size, card.input.channels, card.input.mean, card.input.std) == (
         32,
@@ -83,10 +83,10 @@ def test_inference_preprocessing_reproduces_training(
     paths = [tmp_path / f"{i}.png" for i in range(len(scans))]
     for scan, path in zip(scans, paths, strict=True):
         Image.fromarray(scan).save(path)
-    batch = imaging.to_batch([imaging.read_file(p) for p in paths], card.input)
+    batch = scans.to_batch([scans.read_file(p) for p in paths], card.input)
     served = onnx_outputs(trained["out"] / "model.onnx", batch)["probabilities"]
     state = torch.load(trained["out"] / "checkpoints" / "best.pt", weights_only=True)["model"]
-    prepared = np.stack([imaging.prepare(s.astype(np.float32) / 255, 32, 1) for s in scans])
+    prepared = np.stack([scans.prepare(s.astype(np.float32) / 255, 32, 1) for s in scans])
     logits = predict_logits(
         _model_for(card, state), prepared, card.input.mean, card.input.std, torch.device("cpu")
     )

@@ -1,4 +1,4 @@
-"""The seccomp filter the DICOM helper seals itself with (`models.syscalls`): once it is on,
+"""The seccomp filter the DICOM helper seals itself with (`models.scans.syscalls`): once it is on,
 a process can no longer open a file, make a socket, exec, fork or signal another process,
 and what it may do still works."""
 
@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from models import dicom_helper, syscalls
+from models.scans import gdcm_helper, syscalls
 
 pytestmark = pytest.mark.skipif(not syscalls.supported(), reason="no table for this machine")
 ROOT = Path(__file__).parents[2]
 
 SEALED = """
 import ctypes, os, socket, sys
-from models import dicom_helper, syscalls
+from models.scans import gdcm_helper, syscalls
 
 victim = sys.argv[1]
 libc = ctypes.CDLL(None, use_errno=True)
 tgkill = syscalls._NUMBERS[syscalls.machine()]["tgkill"]
-syscalls.allow_only(dicom_helper.SYSCALLS, to_self=("tgkill",))
+syscalls.allow_only(gdcm_helper.SYSCALLS, to_self=("tgkill",))
 
 def attempt(name, action):
     try:
@@ -84,7 +84,7 @@ def test_an_unsealed_process_can_do_all_that_so_the_test_above_means_something(t
     victim = tmp_path / "patient.txt"
     victim.write_text("anyone's")
     script = (
-        SEALED.replace('syscalls.allow_only(dicom_helper.SYSCALLS, to_self=("tgkill",))', "")
+        SEALED.replace('syscalls.allow_only(gdcm_helper.SYSCALLS, to_self=("tgkill",))', "")
         .replace('attempt("fork", os.fork),', "")
         .replace('attempt("exec", lambda: os.execv("/bin/true", ["true"])),', "")
     )
@@ -98,8 +98,8 @@ def test_an_unsealed_process_can_do_all_that_so_the_test_above_means_something(t
 def test_a_sealed_process_that_aborts_still_dies_by_sigabrt():
     """What GDCM's failed assertions do: the worker reports the helper killed by SIGABRT."""
     done = subprocess.run(
-        [sys.executable, "-c", "import os; from models import dicom_helper, syscalls;"
-         " syscalls.allow_only(dicom_helper.SYSCALLS, to_self=('tgkill',)); os.abort()"],
+        [sys.executable, "-c", "import os; from models.scans import gdcm_helper, syscalls;"
+         " syscalls.allow_only(gdcm_helper.SYSCALLS, to_self=('tgkill',)); os.abort()"],
         capture_output=True, check=False, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert done.returncode == -signal.SIGABRT, done.stderr[-2000:]
@@ -107,8 +107,8 @@ def test_a_sealed_process_that_aborts_still_dies_by_sigabrt():
 
 def test_every_call_the_helper_allows_has_a_number_on_each_machine():
     for arch in ("x86_64", "aarch64"):
-        code = syscalls.program(dicom_helper.SYSCALLS, arch, ["tgkill"], pid=1234)
-        assert len(code) == 8 * (4 + len(set(dicom_helper.SYSCALLS)) + 1 + 2 + 4)
+        code = syscalls.program(gdcm_helper.SYSCALLS, arch, ["tgkill"], pid=1234)
+        assert len(code) == 8 * (4 + len(set(gdcm_helper.SYSCALLS)) + 1 + 2 + 4)
         assert struct.pack("=HBBI", 0x15, 0, 1, 1234) in code  # the first argument's check
     with pytest.raises(ValueError, match="no x86_64 number known here for openat"):
         syscalls.program(["read", "openat"], "x86_64")

@@ -1,6 +1,6 @@
 """A seccomp filter: from here on, this process may make only the system calls named.
 
-`models.dicom_helper` runs GDCM, a C++ decoder that crashed on random mutations of valid
+`models.scans.gdcm_helper` runs GDCM, a C++ decoder that crashed on random mutations of valid
 files, on untrusted scans. A file crafted to take control of the helper would run as the
 service's user, so without a filter it could read the worker's `/proc/<pid>/environ`
 (storage credentials, API keys), any file the service can read, and send it all over the

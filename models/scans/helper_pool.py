@@ -1,38 +1,18 @@
-"""JPEG Lossless and JPEG-LS DICOM pixel data, decoded by GDCM in a process of its own.
+"""The worker's side of the sandboxed GDCM decoder: helper processes that decode JPEG
+Lossless and JPEG-LS DICOM pixel data (`models.scans.gdcm_helper` says why, and what runs in
+them), started on a process's first such scan and kept for the next ones.
 
-No decoder the services trust in-process reads these syntaxes (`models.dicom.TRUSTED_PLUGINS`),
-and GDCM, which does, aborted or crashed its process on random mutations of valid files
-within a few hundred tries (docs/benchmarks.md). PACS archives hold many CR, DX and CT scans
-in them, so GDCM runs here, in a helper process (`python -m models.dicom_helper`) that each
-decoding process starts on its first such scan and keeps for the next ones (`Pool`: one more
-for each scan decoded while the others are busy, up to its size). A crash, a hang
-past `TIMEOUT_S` or an answer that is not the frame asked for costs that scan a refusal
-(`ImageDecodeError`, a 422) and the helper a restart; the worker and its other requests go on.
-
-The helper gets the file's bytes and nothing else: no inherited descriptors (a worker's
-listening socket), an environment without the parent's (no credentials or keys), no core
-dumps (a dump would put patient pixels on disk), a limit on its address space. Having
-decoded pydicom's samples of each kind once (`WARM_UP`: what decoding loads lazily is then
-loaded), it seals itself with a seccomp filter (`SYSCALLS`, `models.syscalls`) before it
-reads a scan: a helper subverted by a crafted file can then neither open a file (the
-worker's `/proc/<pid>/environ` included) nor reach the network, exec, fork or signal. It
-answers with a small JSON header and the frame's raw bytes, never a pickle: such a helper
-can send only pixels, which are checked against the shape and type asked for. A helper that
-cannot seal itself (a kernel without seccomp filters, an unknown architecture) refuses
-every scan, saying so, instead of decoding unsealed.
-
-On the helper's stdin and stdout, per scan:
-
-    request   <u8 length> the DICOM file
-    answer    <u4 length> JSON {"dtype": "<u2", "shape": [rows, columns(, 3)]}, the pixels
-              or        <u4 length> JSON {"error": "why"} alone
+`Pool`: one more helper for each scan decoded while the others are busy, up to its size
+(`configure`, called once by whoever owns the process: the inference app factory, the
+training data loader). A crash, a hang past `HELPER_TIMEOUT_S` or an answer that is not the
+frame asked for costs that scan a refusal (`ImageDecodeError`, a 422) and the helper a
+restart; the worker and its other requests go on.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import json
 import math
 import os
@@ -49,44 +29,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from models.imaging import ImageDecodeError
-
-PLUGIN = "gdcm, in a helper process"
-"""What `models.dicom` decodes these syntaxes with, in place of a pydicom plugin's name."""
-
-SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
-        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, Process 14, Selection Value 1
-        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
-    }
-)
-TIMEOUT_S = 30.0
-"""Longest one scan may take, the helper's start included (a 64 MP JPEG-LS frame: ~3 s)."""
-MEMORY_LIMIT = 2 * 1024**3
-"""The helper's address space: a 64 MP frame is 128 MB as 16-bit values, GDCM's copy as much."""
-
-WARM_UP = (
-    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS, signed 16-bit
-    "JPEGLSNearLossless_08.dcm",  # JPEG-LS near-lossless, 8-bit
-    "SC_rgb_jls_lossy_sample.dcm",  # JPEG-LS, RGB
-    "SC_rgb_jpeg_gdcm.dcm",  # JPEG Lossless, RGB
-)
-"""pydicom's test files (in its wheel) the helper decodes before it seals itself."""
-SYSCALLS = (
-    "read", "write", "close", "fstat", "lseek",  # its pipes
-    "mmap", "munmap", "mremap", "mprotect", "madvise", "brk",  # memory
-    "futex", "sched_yield", "getpid", "gettid", "clock_gettime",
-    "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "exit", "exit_group",
-)  # fmt: skip
-"""All the helper may do once sealed (`models.syscalls`), with `tgkill` to itself (an abort):
-no open, no socket, no exec, no signal to another process; a scan gets a 422 for anything
-else it tries."""
+from models.scans import gdcm_helper
+from models.scans.errors import ImageDecodeError
+from models.scans.limits import HELPER_TIMEOUT_S
 
 _DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4"})
 _HEADER_MAX = 4096
-_REASON_MAX = 300
 
 
 class _Broken(Exception):
@@ -103,7 +51,7 @@ class Helper:
 
     def decode(self, data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
         """The first frame of the DICOM file `data`, of `shape`, as its stored values."""
-        deadline = time.monotonic() + TIMEOUT_S
+        deadline = time.monotonic() + HELPER_TIMEOUT_S
         try:
             proc = self._running()
             _send(proc, data)
@@ -137,7 +85,7 @@ class Helper:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self.close()
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]  # the folder holding `models`
         try:
             self._proc = subprocess.Popen(
                 command(),
@@ -163,7 +111,7 @@ class Helper:
 
 
 def command() -> list[str]:
-    return [sys.executable, "-m", "models.dicom_helper"]
+    return [sys.executable, "-m", gdcm_helper.__name__]
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -203,7 +151,7 @@ def _receive(
     if not isinstance(header, dict):
         raise _Broken("the decoder process answered out of protocol")
     if "error" in header:  # a file GDCM refused without harm: the helper carries on
-        reason = str(header["error"])[:_REASON_MAX]
+        reason = str(header["error"])[: gdcm_helper.REASON_MAX]
         raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({reason})")
     dtype, got = header.get("dtype"), header.get("shape")
     if not isinstance(dtype, str) or dtype not in _DTYPES or not isinstance(got, list) \
@@ -219,7 +167,7 @@ def _read(proc: subprocess.Popen[bytes], pipe: IO[bytes], size: int, deadline: f
     while len(out) < size:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise _Broken(f"decoding took over {TIMEOUT_S:g} s")
+            raise _Broken(f"decoding took over {HELPER_TIMEOUT_S:g} s")
         chunk = os.read(fd, min(size - len(out), 1 << 20))
         if not chunk:
             raise _Broken(_ended(proc))
@@ -304,134 +252,39 @@ class Pool:
             return helper
 
 
-_pool = Pool()  # one helper: the service sizes it (SCANTUNE_DICOM_DECODERS, or its cores)
+_lock = threading.Lock()
+_pool: Pool | None = None
+
+
+def configure(size: int, on_broken: Callable[[], None] | None = None) -> Pool:
+    """Size this process's helpers and say what to call when one breaks (a metric); the
+    first call makes the pool and registers what stops its helpers at exit, and what a
+    forked child does with its parent's (drops them: the pipes are the parent's)."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = Pool(size)
+            os.register_at_fork(after_in_child=_forget_in_child)
+            atexit.register(_close)
+        _pool.resize(size)
+        _pool.on_broken = on_broken
+        return _pool
 
 
 def pool() -> Pool:
-    """This process's helpers (a forked child gets its own: the pipes are the parent's)."""
-    return _pool
+    """This process's helpers; one helper unless `configure` said otherwise."""
+    return _pool if _pool is not None else configure(1)
 
 
 def decode(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
-    return _pool.decode(data, shape, name)
+    return pool().decode(data, shape, name)
 
 
-def _after_fork_in_child() -> None:
-    _pool.forget()
+def _forget_in_child() -> None:
+    if _pool is not None:
+        _pool.forget()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_pool.close)
-
-
-# The helper process.
-
-
-def _confine() -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-
-def _first_frame(data: bytearray) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import pixel_array
-
-    ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if str(syntax) not in SYNTAXES:
-        raise ValueError(f"transfer syntax {syntax} is not one this decoder takes")
-    return np.ascontiguousarray(pixel_array(ds, index=0, decoding_plugin="gdcm"))
-
-
-def _read_exactly(stream: IO[bytes], size: int) -> bytearray | None:
-    out = bytearray()
-    while len(out) < size:
-        chunk = stream.read(size - len(out))
-        if not chunk:
-            return None
-        out += chunk
-    return out
-
-
-def _answer(out: IO[bytes], header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
-    encoded = json.dumps(header).encode()
-    out.write(struct.pack("<I", len(encoded)) + encoded)
-    out.write(payload)
-    out.flush()
-
-
-def main() -> int:
-    _confine()
-    # The answers go to a private copy of stdout; anything a library prints goes nowhere.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    import logging
-    import warnings
-
-    if "gdcm" in sys.modules and sys.modules["gdcm"] is None:  # set by models.dicom
-        del sys.modules["gdcm"]
-    import gdcm
-
-    gdcm.Trace.WarningOff()
-    gdcm.Trace.ErrorOff()
-    gdcm.Trace.DebugOff()
-    logging.disable(logging.CRITICAL)
-    warnings.simplefilter("ignore")
-    _warm_up()
-    return serve(sys.stdin.buffer, out, _seal())
-
-
-def _warm_up() -> None:
-    """Decode pydicom's own samples once: what decoding imports or opens lazily is then
-    loaded before the filter forbids opening files."""
-    import pydicom.data
-
-    folder = Path(pydicom.data.__file__).parent / "test_files"
-    for name in WARM_UP:
-        with contextlib.suppress(Exception):  # a sample missing from this pydicom
-            _first_frame(bytearray((folder / name).read_bytes()))
-
-
-def _seal() -> str | None:
-    """Allow only `SYSCALLS` from here on; why every scan must be refused, if that fails."""
-    from models import syscalls
-
-    try:
-        syscalls.allow_only(SYSCALLS, to_self=("tgkill",))
-    except OSError as exc:
-        return f"the decoder's sandbox could not be set up: {exc.strerror}"
-    return None
-
-
-def serve(stdin: IO[bytes], out: IO[bytes], refusal: str | None = None) -> int:
-    """Answer requests until stdin ends; with a `refusal`, answer each with it, unread."""
-    while (head := _read_exactly(stdin, 8)) is not None:
-        data = _read_exactly(stdin, struct.unpack("<Q", head)[0])
-        if data is None:
-            return 0
-        if refusal is None:
-            _decode_one(out, data)
-        else:
-            _answer(out, {"error": refusal})
-        del data  # nothing of a scan is held while the helper waits for the next
-    return 0
-
-
-def _decode_one(out: IO[bytes], data: bytearray) -> None:
-    try:
-        frame = _first_frame(data)
-    except MemoryError:
-        _answer(out, {"error": "the frame does not fit the decoder's memory limit"})
-        return
-    except Exception as exc:  # whatever pydicom or GDCM raise: the file is refused
-        _answer(out, {"error": f"{type(exc).__name__}: {exc}"[:_REASON_MAX]})
-        return
-    little = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
-    header = {"dtype": little.dtype.str, "shape": list(little.shape)}
-    _answer(out, header, little.data.cast("B"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _close() -> None:
+    if _pool is not None:
+        _pool.close()

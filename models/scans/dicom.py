@@ -1,4 +1,4 @@
-"""DICOM scans to float32 arrays in [0, 1], for `models.imaging.decode`.
+"""DICOM scans to float32 arrays in [0, 1], for `models.scans.decode`.
 
 Grayscale goes through the modality LUT (rescale), the VOI window by its VOI LUT Function (or
 a VOI LUT) and MONOCHROME1 inversion; colour (RGB, YBR, palette) is scaled by its bit depth.
@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models import dicom_helper
-from models.imaging import MAX_PIXELS, ImageDecodeError
-
-# GDCM decodes only in its helper process (`models.dicom_helper`). pydicom imports it wherever
-# it is installed, to list it among its plugins: 21 MB and 0.1-0.2 s in every process that
-# reads DICOM, for a library that must never run in them. So pydicom finds none here (unless
-# something imported GDCM before this module, as a benchmark comparing the two does).
-sys.modules.setdefault("gdcm", None)  # type: ignore[arg-type]
+from models.scans import gdcm_helper, helper_pool
+from models.scans.errors import ImageDecodeError
+from models.scans.limits import MAX_PIXELS
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -79,9 +73,9 @@ def decode(data: bytes, name: str) -> np.ndarray:
 
         # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
         # or JPEG one can expand far past the upload size). YBR colour arrives as RGB.
-        if plugin == dicom_helper.PLUGIN:
+        if plugin == gdcm_helper.PLUGIN:
             shape = (rows, cols, 3) if samples == 3 else (rows, cols)
-            pixels = dicom_helper.decode(data, shape, name)
+            pixels = helper_pool.decode(data, shape, name)
         else:
             pixels = pixel_array(ds, index=0, decoding_plugin=plugin)
         if photometric == "PALETTE COLOR":
@@ -125,13 +119,13 @@ def _name_native_syntax(ds: Dataset) -> None:
 # extended, JPEG 2000) and pydicom's own (RLE). Not GDCM or pylibjpeg, even where installed:
 # GDCM aborted or crashed the process on random mutations of valid JPEG Lossless and JPEG-LS
 # files within 5 to 301 tries (README), and a crafted upload must cost a 422, not a worker.
-# Those two syntaxes go to GDCM in a helper process instead (`models.dicom_helper`).
+# Those two syntaxes go to GDCM in a helper process instead (`models.scans.gdcm_helper`).
 TRUSTED_PLUGINS: tuple[str, ...] = ("pillow", "pydicom")
 
 
 def _decoding_plugin(syntax: object, name: str) -> str:
     """The pydicom plugin to decode `syntax` with ("" for native pixel data), or
-    `dicom_helper.PLUGIN` for JPEG Lossless and JPEG-LS, or a refusal naming a compressed
+    `gdcm_helper.PLUGIN` for JPEG Lossless and JPEG-LS, or a refusal naming a compressed
     transfer syntax neither reads (HTJ2K, say), whatever else is installed."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
@@ -148,8 +142,8 @@ def _decoding_plugin(syntax: object, name: str) -> str:
     for plugin in TRUSTED_PLUGINS:
         if plugin in available:
             return plugin
-    if syntax in dicom_helper.SYNTAXES:
-        return dicom_helper.PLUGIN
+    if syntax in gdcm_helper.SYNTAXES:
+        return gdcm_helper.PLUGIN
     raise ImageDecodeError(
         name,
         f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"

@@ -1,0 +1,51 @@
+"""Per-model counts, latencies and log lines of predict (v1) and infer (v2) requests.
+
+Both API versions' blueprints install `start_prediction` and `observe_prediction` as hooks;
+their views name the model version that answered with `served_by`. No scan data is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Response, g
+
+from service.inference import metrics
+
+log = logging.getLogger("scantune.inference")
+
+
+def start_prediction() -> None:
+    g.prediction_started = time.perf_counter()
+
+
+def served_by(name: str, version: int) -> None:
+    """Record which model version answers this request (for metrics and the log line)."""
+    g.model_name, g.model_version = name, version
+
+
+def observe_prediction(response: Response) -> Response:
+    """Count a predict/infer request by model and status; log it without any scan data."""
+    started = g.get("prediction_started")
+    if started is None:
+        return response
+    record_prediction(
+        g.get("model_name", "<unresolved>"),
+        str(g.get("model_version", "")),
+        response.status_code,
+        time.perf_counter() - started,
+        g.get("request_id"),
+    )
+    return response
+
+
+def record_prediction(
+    name: str, version: str, status: int, elapsed: float, rid: str | None
+) -> None:
+    metrics.PREDICTIONS.labels(name, version, str(status)).inc()
+    metrics.PREDICTION_SECONDS.labels(name, str(status)).observe(elapsed)
+    log.info(
+        "predict request_id=%s model=%s version=%s status=%s ms=%.1f",
+        rid, name, version, status, elapsed * 1000,
+    )  # fmt: skip
