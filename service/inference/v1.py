@@ -11,6 +11,7 @@ from service.auth import require
 from service.errors import NotFound
 from service.inference import services
 from service.inference.prediction_metrics import (
+    counted_scans,
     observe_prediction,
     served_by,
     start_prediction,
@@ -19,6 +20,7 @@ from service.inference.predictor import Selector
 from service.inference.responses import prediction_response
 from service.inference.uploads import read_uploads
 from service.inference.views import parse_query
+from service.ratelimit import limited
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -72,9 +74,11 @@ def get_model(name: str) -> Response:
 
 @bp.post("/models/<name>:predict")
 @require("predict")
+@limited("predict")
 def predict(name: str) -> Response:
     query = parse_query(PredictQuery)
     uploads = read_uploads(request, services().settings.max_files)
+    counted_scans(len(uploads))
     selector = Selector(name, query.version, query.alias)
     predictor = services().predictor
     model = predictor.model(selector)
