@@ -205,16 +205,23 @@ def test_job_trains_publishes_to_s3_promotes_and_signs_its_webhook(
     metrics = api.get(f"{gunicorn}/metrics").text
     assert 'scantune_jobs{state="succeeded"} 1.0' in metrics
 
-    # CI's view: `scantune jobs submit --wait` exits 0 for a succeeded job whose gate passed
+    # CI's view: `scantune jobs submit --wait` exits 0 for a succeeded job whose gate passed.
+    # The spec promotes, so it needs models:write besides jobs:write (issue 24).
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec(pneumonia_small_npz, seed=1)))
+    refused = subprocess.run(
+        [sys.executable, "-m", "service.cli", "jobs", "submit", str(spec_file)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**server_env, "SCANTUNE_URL": gunicorn, "SCANTUNE_API_KEY": KEYS["ci"].secret},
+    )  # fmt: skip
+    assert refused.returncode != 0 and "models:write" in refused.stdout + refused.stderr
     cli = subprocess.run(
         [
             sys.executable, "-m", "service.cli", "jobs", "submit", str(spec_file), "--wait",
             "--poll-interval", "1", "--timeout", str(JOB_TIMEOUT_S),
         ],
         cwd=REPO, capture_output=True, text=True, timeout=JOB_TIMEOUT_S + 60,
-        env={**server_env, "SCANTUNE_URL": gunicorn, "SCANTUNE_API_KEY": KEYS["ci"].secret},
+        env={**server_env, "SCANTUNE_URL": gunicorn, "SCANTUNE_API_KEY": KEYS["admin"].secret},
     )  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "succeeded: chest-xray-e2e version 2" in cli.stdout
