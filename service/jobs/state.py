@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from service.errors import Conflict
+from service.errors import Conflict, NotFound
 
 
 class Status(StrEnum):
@@ -72,3 +72,11 @@ def phase_for(name: str | None) -> Phase | None:
         return Phase(name)
     except ValueError:
         return aliases.get(name, Phase.TRAINING)
+
+
+class JobNotFound(NotFound):
+    title = "Job not found"
+
+
+class ForeignJob(JobNotFound):
+    """Another client's job: answered exactly like a missing one, and audited."""

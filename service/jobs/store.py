@@ -10,34 +10,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.spec import JobSpec
-from service.errors import Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest
 from service.jobs.database import make_engine, migrate
-from service.jobs.state import TERMINAL, IllegalTransition, Phase, Status, check_transition
-from service.jobs.tables import JobRow, ModelVersionRow
+from service.jobs.state import (
+    TERMINAL,
+    ForeignJob,
+    IllegalTransition,
+    JobNotFound,
+    Phase,
+    Status,
+    check_transition,
+)
+from service.jobs.tables import JobRow
+from service.jobs.versions import VersionNumbers
 from service.paging import decode_cursor, encode_cursor
 
 MAX_PAGE = 200
 CLAIM_LOCK_ID = 0x5CA7_7E00_0002
-_ALLOCATION_TRIES = 50
-
-
-class JobNotFound(NotFound):
-    title = "Job not found"
-
-
-class ForeignJob(JobNotFound):
-    """Another client's job: answered exactly like a missing one, and audited."""
 
 
 def utcnow() -> datetime:
@@ -62,7 +61,7 @@ def spec_hash(spec: JobSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class JobStore:
+class JobStore(VersionNumbers):
     """Job rows in SQLite or PostgreSQL; rows returned are detached snapshots."""
 
     def __init__(self, engine: Engine) -> None:
@@ -370,87 +369,6 @@ class JobStore:
     def _update(self, where: list[Any], **values: Any) -> int:
         with self._sessions.begin() as session:
             return _rowcount(session.execute(update(JobRow).where(*where).values(**values)))
-
-    # versions
-    def allocate_version(self, job_id: str, attempt: int) -> int:
-        """The job's version number: the next free one for its model, taken once per job.
-
-        The insert and the job's move to the publishing phase share one transaction, so a
-        cancelled or superseded runner takes no number. A lost race on the unique
-        (model_name, version) pair is retried with the next number.
-        """
-        for _ in range(_ALLOCATION_TRIES):
-            try:
-                return self._allocate_once(job_id, attempt)
-            except IntegrityError:
-                continue
-            except OperationalError as exc:  # SQLite: a writer committed after our read
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                time.sleep(0.05)
-        raise Conflict(f"could not allocate a version for job {job_id}; try again")
-
-    def _allocate_once(self, job_id: str, attempt: int) -> int:
-        with self._sessions.begin() as session:
-            job = session.scalar(select(JobRow).where(JobRow.id == job_id))
-            if job is None:
-                raise JobNotFound(f"no training job with id '{job_id}'")
-            taken = session.scalar(
-                select(ModelVersionRow.version).where(ModelVersionRow.job_id == job_id)
-            )
-            if taken is None:
-                latest = session.scalar(
-                    select(func.max(ModelVersionRow.version)).where(
-                        ModelVersionRow.model_name == job.model_name
-                    )
-                )
-                taken = (latest or 0) + 1
-                session.add(
-                    ModelVersionRow(
-                        model_name=job.model_name, version=taken, job_id=job_id, created_at=utcnow()
-                    )
-                )
-                session.flush()
-            moved = session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.status == Status.RUNNING.value,
-                    JobRow.attempts == attempt,
-                )
-                .values(phase=Phase.PUBLISHING.value, version=taken, heartbeat_at=utcnow())
-            )
-            if not _rowcount(moved):
-                session.rollback()
-                raise IllegalTransition(f"job {job_id} is no longer running this attempt")
-            return int(taken)
-
-    def release_version(self, job_id: str) -> bool:
-        """Give back a job's number after a failed publish, if no later number was taken."""
-        with self._sessions.begin() as session:
-            mine = session.scalar(select(ModelVersionRow).where(ModelVersionRow.job_id == job_id))
-            if mine is None:
-                return False
-            later = session.scalar(
-                select(func.count()).where(
-                    ModelVersionRow.model_name == mine.model_name,
-                    ModelVersionRow.version > mine.version,
-                )
-            )
-            if later:
-                return False
-            session.delete(mine)
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(version=None))
-            return True
-
-    def versions(self, model_name: str) -> list[int]:
-        query = (
-            select(ModelVersionRow.version)
-            .where(ModelVersionRow.model_name == model_name)
-            .order_by(ModelVersionRow.version)
-        )
-        with self._sessions() as session:
-            return list(session.scalars(query))
 
 
 def _status_filter(value: str) -> Status:
