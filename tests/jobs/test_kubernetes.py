@@ -378,6 +378,10 @@ def test_the_kubernetes_launcher_keeps_to_the_per_client_caps(
     failed = store.get(greedy.id)
     assert (failed.status, failed.error_reason) == ("failed", "launch_failed")
     assert "SCANTUNE_MAX_GPUS_PER_JOB" in (failed.error_detail or "")
+    from service.jobs.audit_store import AuditStore
+
+    [finished] = AuditStore(store.engine).page(action="job_finished")[0]
+    assert (finished["client"], finished["detail"]) == ("ci", {"reason": "launch_failed"})
     store.close()
 
 

@@ -194,6 +194,22 @@ def test_job_trains_publishes_to_s3_promotes_and_signs_its_webhook(
     alias = api.get(f"{gunicorn}/v1/models/chest-xray-e2e/aliases/production").json()
     assert alias["version"] == version
     assert detail["aliases"] == ["production"]
+    assert alias["set_by"] == f"team (job {job['id']})"  # the client that asked
+
+    # the audit trail holds the job's life, as the runner and the API recorded it
+    from service.jobs.audit_store import AuditStore
+    from service.jobs.database import make_engine
+
+    engine = make_engine(server_env["SCANTUNE_DATABASE_URL"])
+    trail, _ = AuditStore(engine).page(client="team")
+    engine.dispose()
+    actions = {(r["action"], r["target"], r["outcome"]) for r in trail}
+    assert {
+        ("job_submitted", f"job/{job['id']}", "accepted"),
+        ("model_published", "model/chest-xray-e2e/versions/1", "published"),
+        ("alias_moved", "model/chest-xray-e2e/aliases/production", "moved"),
+        ("job_finished", f"job/{job['id']}", "succeeded"),
+    } <= actions
 
     # the webhook arrived, signed with the shared secret
     headers, body = receiver.wait()

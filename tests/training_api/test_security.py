@@ -459,3 +459,21 @@ def test_rate_limits_are_shared_by_gunicorn_workers_through_redis(
         if line["logger"] == "scantune.access" and "route=/v1/training-jobs" in line["message"]
     }
     assert len(workers) == 2, "both workers answered, and still only 4 got through"
+
+
+def test_keys_new_makes_a_key_of_a_client(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+    from service.config import ApiKey
+
+    assert (
+        main(["keys", "new", "--name", "pacs-1", "--client", "radiology", "--scope", "predict"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    key = out.split("it is not stored anywhere): ", 1)[1].split()[0]
+    entry = ApiKey.model_validate_json(out.split("SCANTUNE_API_KEYS entry: ", 1)[1])
+    assert (entry.name, entry.owner, entry.scopes) == ("pacs-1", "radiology", ["predict"])
+    assert entry.sha256 == hash_key(key)
+    main(["keys", "new", "--name", "ci", "--scope", "read", "--scope", "admin"])
+    plain = ApiKey.model_validate_json(capsys.readouterr().out.split("entry: ", 1)[1])
+    assert plain.owner == "ci" and plain.scopes == ["admin", "read"]
