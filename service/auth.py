@@ -117,9 +117,14 @@ def require(scope: str) -> Callable[[F], F]:
 
 
 def audit_refused(action: str, why: str, key: ApiKey | None = None) -> None:
-    """Record a refused key or a denied scope (never the key itself)."""
+    """Record a refused key or a denied scope (never the key itself). Outside an HTTP request
+    (a DICOM association checked against the same keys) the target is unknown."""
+    from flask import has_request_context
+
     from service.audit import record
 
     client = key.owner if key else "unknown"
-    target = f"{request.method} {request.url_rule.rule if request.url_rule else '?'}"
+    target = "-"
+    if has_request_context():
+        target = f"{request.method} {request.url_rule.rule if request.url_rule else '?'}"
     record(action, client=client, target=target, outcome="refused", detail=why)

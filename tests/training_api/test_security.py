@@ -477,3 +477,41 @@ def test_keys_new_makes_a_key_of_a_client(capsys: pytest.CaptureFixture[str]) ->
     main(["keys", "new", "--name", "ci", "--scope", "read", "--scope", "admin"])
     plain = ApiKey.model_validate_json(capsys.readouterr().out.split("entry: ", 1)[1])
     assert plain.owner == "ci" and plain.scopes == ["admin", "read"]
+
+
+def test_scantune_up_allows_data_only_under_its_own_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.commands.serve import _local_data_roots
+
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str] = {}
+    _local_data_roots(env)
+    assert json.loads(env["SCANTUNE_LOCAL_DATA_ROOTS"]) == [str(tmp_path)]
+    assert str(tmp_path) in capsys.readouterr().out  # said aloud
+    chosen = {"SCANTUNE_LOCAL_DATA_ROOTS": '["/scans"]'}
+    _local_data_roots(chosen)
+    assert chosen["SCANTUNE_LOCAL_DATA_ROOTS"] == '["/scans"]'
+
+
+def test_study_uids_appear_only_as_salted_hashes() -> None:
+    from service.audit import hash_uid
+
+    uid = "1.2.826.0.1.3680043.8.498.12345"
+    assert hash_uid(uid, "salt-a") == hash_uid(uid, "salt-a")
+    assert hash_uid(uid, "salt-a") != hash_uid(uid, "salt-b")
+    assert uid not in hash_uid(uid, "salt-a") and len(hash_uid(uid, "salt-a")) == 32
+
+
+def test_the_key_ring_works_outside_a_request() -> None:
+    """Other front doors (the DICOM node) check keys with the same KeyRing."""
+    from service.auth import KeyRing
+    from service.config import ApiKey
+    from service.errors import Forbidden, Unauthorized
+
+    ring = KeyRing([ApiKey(name="pacs", sha256=hash_key("k"), scopes=["predict"])])
+    assert ring.authenticate("k", "predict") is not None
+    with pytest.raises(Unauthorized):
+        ring.authenticate("wrong", "predict")
+    with pytest.raises(Forbidden):
+        ring.authenticate("k", "admin")
