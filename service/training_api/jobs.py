@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -10,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.spec import MODEL_NAME_PATTERN, JobSpec
 from service.audit import record
 from service.auth import current_principal, require
-from service.errors import InvalidRequest, problem
+from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
 from service.jobs.store import ForeignJob
 from service.ratelimit import limited
 from service.training_api import services
@@ -41,13 +43,14 @@ class LogsQuery(BaseModel):
 @limited("jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     spec, who = parse_body(JobSpec), current_principal()
-    job = services().jobs.submit(
-        spec,
-        idempotency_key=_idempotency_key(),
-        actor=who.name,
-        client=who.client,
-        may_promote=who.may("models:write"),
-    )
+    with _audited_refusal(who.client, spec.model_name):
+        job = services().jobs.submit(
+            spec,
+            idempotency_key=_idempotency_key(),
+            actor=who.name,
+            client=who.client,
+            may_promote=who.may("models:write"),
+        )
     record("job_submitted", client=who.client, target=f"job/{job.id}", outcome="accepted",
            model=job.model_name, gpus=spec.resources.gpus)  # fmt: skip
     location = url_for("jobs.get_job", job_id=job.id)
@@ -97,6 +100,27 @@ def foreign_job(exc: ForeignJob) -> Response:
     target = f"job/{request.view_args.get('job_id') if request.view_args else '?'}"
     record("access_denied", client=current_principal().client, target=target, outcome="not_found")
     return problem(exc.status, exc.title, exc.detail)
+
+
+POLICY_REFUSALS = {"uri_not_allowed", "webhook_target_not_allowed", "limit_exceeded"}
+
+
+@contextmanager
+def _audited_refusal(client: str, model: str) -> Iterator[None]:
+    """Audit a submission the policy refused: a 403 (promotion scope, another client's
+    model) as access_denied, a 422 for data, webhook or GPU limits as a refused submission.
+    The record names the fields and rules, never the URIs (they may carry tokens)."""
+    try:
+        yield
+    except Forbidden:
+        record("access_denied", client=client, target=f"model/{model}", outcome="refused")
+        raise
+    except Unprocessable as exc:
+        broken = [e for e in exc.errors or [] if e.get("type") in POLICY_REFUSALS]
+        if broken:
+            record("job_submitted", client=client, target=f"model/{model}", outcome="refused",
+                   rules=sorted({f"{e['loc']}: {e['type']}" for e in broken}))  # fmt: skip
+        raise
 
 
 def _only_own() -> str | None:

@@ -167,6 +167,8 @@ def test_promotion_needs_models_write_at_submit(app: Flask, dataset: Path) -> No
     assert "models:write" in problem["detail"]
     submit(app, "ci-bot", spec)
     assert [r["client"] for r in audit(app, action="job_submitted")] == ["ci"]
+    [denied] = audit(app, action="access_denied")
+    assert (denied["client"], denied["target"]) == ("radiology", "model/chest-xray")
 
 
 def test_the_alias_history_records_the_client_that_asked(app: Flask, training_env: Path) -> None:
@@ -199,6 +201,10 @@ def test_webhooks_to_internal_addresses_are_refused_at_submit(
     problem = submit(app, "ci-bot", job_spec(dataset, webhook={"url": url}), 422)
     [error] = problem["errors"]
     assert (error["loc"], error["type"]) == ("body/webhook/url", "webhook_target_not_allowed")
+    [refused] = audit(app, action="job_submitted")
+    assert refused["outcome"] == "refused"
+    assert refused["detail"]["rules"] == ["body/webhook/url: webhook_target_not_allowed"]
+    assert url.split("//")[1].split("/")[0] not in json.dumps(refused)  # no target named
 
 
 def test_an_allow_listed_internal_host_may_be_called(
@@ -290,6 +296,9 @@ def test_s3_data_is_allowed_only_under_configured_prefixes(
     ):
         problem = submit(app, "ci-bot", job_spec(uri), 422)
         assert problem["errors"][0]["type"] == "uri_not_allowed", uri
+    refusals = audit(app, action="job_submitted")
+    assert [r["outcome"] for r in refusals].count("refused") == 4
+    assert "someone-elses-bucket" not in json.dumps(refusals)
 
 
 def test_gpus_per_job_are_capped(make_app: Callable[..., Flask], dataset: Path) -> None:
