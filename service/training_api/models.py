@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.audit import record
 from service.auth import current_principal, require
+from service.errors import Forbidden
 from service.jobs.tenancy import check_publish
 from service.training_api import services
 from service.training_api.parsing import parse_body, parse_query
@@ -70,7 +71,12 @@ def set_alias(name: str, alias: str) -> Response:
     services().catalog.existing_versions(name)  # 404 before judging the body
     body, who = parse_body(SetAliasBody), current_principal()
     if not who.admin:  # one team cannot move another team's model
-        check_publish(services().jobs.store, services().settings, who.client, name)
+        try:
+            check_publish(services().jobs.store, services().settings, who.client, name)
+        except Forbidden:
+            record("access_denied", client=who.client, target=f"model/{name}/aliases/{alias}",
+                   outcome="refused")  # fmt: skip
+            raise
     moved = services().catalog.set_alias(name, alias, body.version, actor=who.client)
     record("alias_moved", client=who.client, target=f"model/{name}/aliases/{alias}",
            outcome="moved", version=body.version)  # fmt: skip

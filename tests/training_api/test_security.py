@@ -158,6 +158,8 @@ def test_moving_another_clients_alias_by_hand_is_forbidden(app: Flask, training_
         "/v1/models/chest-xray/aliases/production", json={"version": 1}
     )
     assert response.status_code == 403
+    [denied] = audit(app, action="access_denied")
+    assert (denied["client"], denied["target"]) == ("ci", "model/chest-xray/aliases/production")
 
 
 # least privilege for promotion
