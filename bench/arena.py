@@ -47,7 +47,7 @@ for batch in {batches}:
         session.run(None, {{name: images}}, options)
         seconds.append(time.process_time() - started)
     out[batch] = statistics.median(seconds) * 1000 / batch
-from bench.inference import rss_mb
+from bench.harness import rss_mb
 print(json.dumps({{"ms_per_image": out, "rss_mb": rss_mb(os.getpid())}}))
 """
 
@@ -59,10 +59,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="process pairs, alternated")
     args = parser.parse_args()
 
-    from bench import inference as bench
+    from bench import harness
 
     with tempfile.TemporaryDirectory(prefix="scantune-arena-") as tmp:
-        model_dir, _ = bench.build_model(Path(tmp))
+        model_dir, _ = harness.build_model(Path(tmp))
         for _ in range(args.repeat):
             for give_back in (False, True):
                 code = CHILD.format(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import inference as bench
+from bench import harness, servers
 
 CONFIGS = {
     "workers import (service.cores only)": "python:service.cores",
@@ -38,20 +38,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=15, help="per configuration and store")
     options = parser.parse_args()
-    args = bench.parse_args([])  # the service's defaults
-    body = bench.multipart_body(bench.IMAGE.read_bytes())
+    args = servers.service_options([])  # the service's defaults
+    body = harness.multipart_body(harness.IMAGE.read_bytes())
     with tempfile.TemporaryDirectory(prefix="scantune-cold-") as tmp:
         work = Path(tmp)
-        model_dir, card = bench.build_model(work)
-        local = bench.publish(model_dir, card, work / "artifacts")
-        with bench.s3_store(model_dir, card) as (s3_uri, s3_env):
+        model_dir, card = harness.build_model(work)
+        local = harness.publish(model_dir, card, work / "artifacts")
+        with servers.s3_store(model_dir, card) as (s3_uri, s3_env):
             stores = {"local folder": (local, {}), "S3 on moto": (s3_uri, s3_env)}
             for store, (uri, env) in stores.items():
                 seconds: dict[str, list[float]] = {label: [] for label in CONFIGS}
                 for i in range(options.starts):
                     for label, config in CONFIGS.items():
-                        metrics = bench._mkdir(work / f"metrics-{store[:5]}-{i}-{config[7:]}")
-                        server = bench.Server(uri, args, metrics, "gunicorn", env, config)
+                        metrics = harness.mkdir(work / f"metrics-{store[:5]}-{i}-{config[7:]}")
+                        server = servers.Server(uri, args, metrics, "gunicorn", env, config)
                         try:
                             seconds[label].append(server.wait_ready())
                         finally:
@@ -62,11 +62,11 @@ def main() -> int:
                           f"(range {min(values):.3f}-{max(values):.3f})")  # fmt: skip
         print("memory after 3 s at c=8, local folder (MB):")
         for label, config in CONFIGS.items():
-            server = bench.Server(local, args, bench._mkdir(work / f"metrics-mem-{config[7:]}"),
+            server = servers.Server(local, args, harness.mkdir(work / f"metrics-mem-{config[7:]}"),
                                   "gunicorn", None, config)  # fmt: skip
             try:
                 server.wait_ready()
-                bench.load(server.port, body, 8, seconds=3, client=args.client)
+                harness.load(server.port, body, 8, seconds=3, client=args.client)
                 master = smaps(server.proc.pid)
                 workers = [smaps(pid) for pid in server.worker_pids()]
             finally:
@@ -80,15 +80,15 @@ def main() -> int:
 
 def first_requests(uri: str, work: Path, starts: int = 3, each: int = 4) -> None:
     """One worker, the default configuration: the first scans after /readyz, then the rest."""
-    one = bench.parse_args(["--workers", "1"])
+    one = servers.service_options(["--workers", "1"])
     scans = {
-        "PNG 512x512": bench.multipart_body(bench.IMAGE.read_bytes()),
-        "DICOM": bench.multipart_body((bench.IMAGE.parent / "normal_0_mono1.dcm").read_bytes(),
+        "PNG 512x512": harness.multipart_body(harness.IMAGE.read_bytes()),
+        "DICOM": harness.multipart_body((harness.IMAGE.parent / "normal_0_mono1.dcm").read_bytes(),
                                       "scan.dcm", "application/dicom"),
     }  # fmt: skip
     print(f"first requests after ready, one worker, {starts} starts (ms, in order):")
     for i in range(starts):
-        server = bench.Server(uri, one, bench._mkdir(work / f"metrics-first-{i}"), "gunicorn")
+        server = servers.Server(uri, one, harness.mkdir(work / f"metrics-first-{i}"), "gunicorn")
         try:
             server.wait_ready()
             time.sleep(1.0)  # the all-core session is built after /readyz
@@ -105,8 +105,8 @@ def post(port: int, body: bytes) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         start = time.perf_counter()
-        conn.request("POST", f"/v1/models/{bench.MODEL}:predict", body,
-                     {"Content-Type": bench.CONTENT_TYPE})  # fmt: skip
+        conn.request("POST", f"/v1/models/{harness.MODEL}:predict", body,
+                     {"Content-Type": harness.CONTENT_TYPE})  # fmt: skip
         response = conn.getresponse()
         response.read()
         elapsed = (time.perf_counter() - start) * 1000

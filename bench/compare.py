@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import inference as bench
+from bench import harness, servers
 
 
 def main() -> int:
@@ -34,49 +34,49 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=5.0)
     options = parser.parse_args()
-    args = bench.parse_args(["--seconds", str(options.seconds)])  # the service's defaults
+    args = servers.service_options(["--seconds", str(options.seconds)])  # the service's defaults
     cores = os.cpu_count() or 1
-    png = bench.IMAGE.read_bytes()
-    body = bench.multipart_body(png)
+    png = harness.IMAGE.read_bytes()
+    body = harness.multipart_body(png)
     with tempfile.TemporaryDirectory(prefix="scantune-compare-") as tmp:
         work = Path(tmp)
-        model_dir, card = bench.build_model(work)
-        uri = bench.publish(model_dir, card, work / "artifacts")
+        model_dir, card = harness.build_model(work)
+        uri = harness.publish(model_dir, card, work / "artifacts")
         onnx, card_path = (model_dir / "model.onnx").read_bytes(), work / "card.json"
         card_path.write_text(card.to_json())
         split_limit(onnx, card, png)
-        service = bench.Server(uri, args, bench._mkdir(work / "metrics"))
-        threaded = bench.Server(uri, bench.parse_args(["--worker-class", "gthread"]),
-                                bench._mkdir(work / "metrics-gthread"))  # fmt: skip
+        service = servers.Server(uri, args, harness.mkdir(work / "metrics"))
+        threaded = servers.Server(uri, servers.service_options(["--worker-class", "gthread"]),
+                                harness.mkdir(work / "metrics-gthread"))  # fmt: skip
         bare = "bench.bare_app:app"
-        at_c8: dict[str, bench.Server] = {
+        at_c8: dict[str, servers.Server] = {
             "service, sync worker per core (default)": service,
             "service, 1 gthread worker, runners": threaded,
-            "bare, 1 gthread worker": bench.ReferenceServer(
+            "bare, 1 gthread worker": servers.ReferenceServer(
                 bare, model_dir / "model.onnx", card_path,
                 ["--workers", "1", "--worker-class", "gthread", "--threads", str(2 * cores)],
             ),
-            "bare, sync worker per core": bench.reference("bare", model_dir, card_path, cores),
+            "bare, sync worker per core": servers.reference("bare", model_dir, card_path, cores),
         }  # fmt: skip
-        at_c1: dict[str, bench.Server] = {
+        at_c1: dict[str, servers.Server] = {
             "service, sync worker per core (default)": service,
             "service, 1 gthread worker, runners": threaded,
-            "bare, 1 sync worker, all-core session": bench.ReferenceServer(
+            "bare, 1 sync worker, all-core session": servers.ReferenceServer(
                 bare, model_dir / "model.onnx", card_path, ["--worker-class", "sync"],
                 intra_op=cores,
             ),
         }  # fmt: skip
-        servers = [*at_c8.values(), at_c1["bare, 1 sync worker, all-core session"]]
+        started = [*at_c8.values(), at_c1["bare, 1 sync worker, all-core session"]]
         try:
-            for server in servers:
+            for server in started:
                 server.wait_ready()
-                bench.load(server.port, body, 4, seconds=2, client=args.client)  # warm-up
+                harness.load(server.port, body, 4, seconds=2, client=args.client)  # warm-up
             blocks = [
                 one_block(at_c8, at_c1, onnx, card, png, body, args, cores)
                 for _ in range(options.blocks)
             ]
         finally:
-            for server in servers:
+            for server in started:
                 server.stop()
     summarise(blocks)
     return 0
@@ -122,13 +122,13 @@ def split_limit(onnx: bytes, card: Any, png: bytes, rounds: int = 10, runs: int 
         print(f"  {label}: {median:.2f} ms ({100 * median / whole:.0f}%)")
 
 
-def one_block(at_c8: dict[str, bench.Server], at_c1: dict[str, bench.Server], onnx: bytes,
+def one_block(at_c8: dict[str, servers.Server], at_c1: dict[str, servers.Server], onnx: bytes,
               card: Any, png: bytes, body: bytes, args: argparse.Namespace,
               cores: int) -> dict[str, Any]:  # fmt: skip
-    limit = bench.in_process(onnx, card, png, args.seconds, cores, 1)
-    c8 = {label: bench.measured(s, body, 8, args) for label, s in at_c8.items()}
-    single = bench.in_process(onnx, card, png, args.seconds, 1, cores)
-    c1 = {label: bench.measured(s, body, 1, args) for label, s in at_c1.items()}
+    limit = harness.in_process(onnx, card, png, args.seconds, cores, 1)
+    c8 = {label: servers.measured(s, body, 8, args) for label, s in at_c8.items()}
+    single = harness.in_process(onnx, card, png, args.seconds, 1, cores)
+    c1 = {label: servers.measured(s, body, 1, args) for label, s in at_c1.items()}
     row = {
         "ratio": {label: f["rps"] / limit["rps"] for label, f in c8.items()},
         "extra_cpu_ms": {label: f["cpu_ms"] - limit["cpu_ms"] for label, f in c8.items()},

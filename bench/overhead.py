@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.inference import CONTENT_TYPE, IMAGE, MODEL, build_model, multipart_body, publish
+from bench.harness import CONTENT_TYPE, IMAGE, MODEL, build_model, multipart_body, publish
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

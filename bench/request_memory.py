@@ -125,30 +125,30 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
 
-    from bench import inference as bench
+    from bench import harness
     from service.registry import Registry
     from service.storage import open_store
 
     with tempfile.TemporaryDirectory(prefix="scantune-bench-") as tmp:
         work = Path(tmp)
-        model_dir, card = bench.build_model(work)
+        model_dir, card = harness.build_model(work)
         artifacts = (work / "artifacts").as_uri()
         registry = Registry(open_store(artifacts))
-        registry.publish(bench.MODEL, 1, model_dir, card)
-        registry.set_alias(bench.MODEL, "production", 1, actor="bench")
+        registry.publish(harness.MODEL, 1, model_dir, card)
+        registry.set_alias(harness.MODEL, "production", 1, actor="bench")
         env = {
             "PATH": "/usr/bin:/bin",
             "SCANTUNE_ARTIFACT_URI": artifacts,
             "SCANTUNE_AUTH_DISABLED": "true",
             "SCANTUNE_LOG_LEVEL": "WARNING",
-            "SCANTUNE_PRELOAD_MODELS": json.dumps([bench.MODEL]),
+            "SCANTUNE_PRELOAD_MODELS": json.dumps([harness.MODEL]),
         }
         requests = [(files, options.side, options.side, "png") for files in options.files]
         if all(options.dicom_shape):
             requests.append((1, *options.dicom_shape, "dicom"))
         for files, rows, cols, kind in requests:
             code = PREDICT_CHILD.format(
-                repo=str(REPO), files=files, rows=rows, cols=cols, kind=kind, model=bench.MODEL,
+                repo=str(REPO), files=files, rows=rows, cols=cols, kind=kind, model=harness.MODEL,
                 measure=MEASURE,
             )  # fmt: skip
             runs = [child(code, env) for _ in range(options.repeat)]

@@ -65,14 +65,14 @@ def configure(*, decoders: int = 1, on_broken: Callable[[], None] | None = None)
     """
     if "pydicom" not in sys.modules:
         sys.modules.setdefault("gdcm", None)  # type: ignore[arg-type]
-    from models.scans import helper_pool
+    from models.scans.helper_pool import configure as configure_helpers
 
-    helper_pool.configure(decoders, on_broken)
+    configure_helpers(decoders, on_broken)
 
 
 def load_dicom_reader() -> None:
     """Import pydicom and the parts of it a decode uses now rather than on the first DICOM
     (0.1 to 0.2 s; a server calls this while its models load)."""
-    from models.scans import dicom
+    from models.scans.dicom import load_reader
 
-    dicom.load_reader()
+    load_reader()

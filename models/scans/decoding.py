@@ -51,9 +51,9 @@ def decode(data: bytes, name: str = "<upload>", budget: int | None = None) -> np
     if fmt is None:
         raise ImageDecodeError(name, "not a PNG, JPEG or DICOM file")
     if fmt == "dicom":
-        from models.scans import dicom  # its pydicom loads on the first DICOM, not before
+        from models.scans.dicom import decode_dicom  # pydicom loads on the first DICOM
 
-        return dicom.decode(data, name, budget)
+        return decode_dicom(data, name, budget)
     return decode_pil(data, name, budget)
 
 

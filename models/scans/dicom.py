@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.scans import gdcm_helper, helper_pool
 from models.scans.embedded import check_size, frame_size
 from models.scans.errors import ImageDecodeError
+from models.scans.gdcm_helper import PLUGIN as HELPER_PLUGIN
+from models.scans.gdcm_helper import SYNTAXES as HELPER_SYNTAXES
+from models.scans.helper_pool import decode as decode_in_helper
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -47,7 +49,7 @@ def _refused(name: str, reason: str, *, say_why: bool = True) -> Iterator[None]:
         raise ImageDecodeError(name, f"{reason} ({exc})" if say_why else reason) from exc
 
 
-def decode(data: bytes, name: str, budget: int | None = None) -> np.ndarray:
+def decode_dicom(data: bytes, name: str, budget: int | None = None) -> np.ndarray:
     """Grayscale DICOM through its modality and VOI LUTs; colour (RGB, YBR, palette) scaled
     to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame, alone. Refused
     before decoding past `MAX_PIXELS` or `budget`, by the header and by the frame's own."""
@@ -74,9 +76,9 @@ def decode(data: bytes, name: str, budget: int | None = None) -> np.ndarray:
 
         # Only the first frame is decoded: a multi-frame file may hold hundreds (and an RLE
         # or JPEG one can expand far past the upload size). YBR colour arrives as RGB.
-        if plugin == gdcm_helper.PLUGIN:
+        if plugin == HELPER_PLUGIN:
             shape = (rows, cols, 3) if samples == 3 else (rows, cols)
-            pixels = helper_pool.decode(data, shape, name)
+            pixels = decode_in_helper(data, shape, name)
         else:
             pixels = pixel_array(ds, index=0, decoding_plugin=plugin)
         if photometric == "PALETTE COLOR":
@@ -126,7 +128,7 @@ TRUSTED_PLUGINS: tuple[str, ...] = ("pillow", "pydicom")
 
 def _decoding_plugin(syntax: object, name: str) -> str:
     """The pydicom plugin to decode `syntax` with ("" for native pixel data), or
-    `gdcm_helper.PLUGIN` for JPEG Lossless and JPEG-LS, or a refusal naming a compressed
+    `HELPER_PLUGIN` for JPEG Lossless and JPEG-LS, or a refusal naming a compressed
     transfer syntax neither reads (HTJ2K, say), whatever else is installed."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
@@ -143,8 +145,8 @@ def _decoding_plugin(syntax: object, name: str) -> str:
     for plugin in TRUSTED_PLUGINS:
         if plugin in available:
             return plugin
-    if syntax in gdcm_helper.SYNTAXES:
-        return gdcm_helper.PLUGIN
+    if syntax in HELPER_SYNTAXES:
+        return HELPER_PLUGIN
     raise ImageDecodeError(
         name,
         f"DICOM transfer syntax '{syntax.name}' cannot be decoded here; send the scan"

@@ -70,6 +70,8 @@ SYSCALLS = (
 no open, no socket, no exec, no signal to another process; a scan gets a 422 for anything
 else it tries."""
 
+MODULE = "models.scans.gdcm_helper"
+"""What `python -m` runs as the helper (this module's `__name__` is `__main__` there)."""
 REASON_MAX = 300
 """Longest refusal reason the helper sends, and the worker passes on."""
 
@@ -141,10 +143,10 @@ def _warm_up() -> None:
 
 def _seal() -> str | None:
     """Allow only `SYSCALLS` from here on; why every scan must be refused, if that fails."""
-    from models.scans import syscalls
+    from models.scans.syscalls import allow_only
 
     try:
-        syscalls.allow_only(SYSCALLS, to_self=("tgkill",))
+        allow_only(SYSCALLS, to_self=("tgkill",))
     except OSError as exc:
         return f"the decoder's sandbox could not be set up: {exc.strerror}"
     return None

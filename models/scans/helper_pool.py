@@ -29,8 +29,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from models.scans import gdcm_helper
 from models.scans.errors import ImageDecodeError
+from models.scans.gdcm_helper import MODULE, REASON_MAX
 from models.scans.limits import HELPER_TIMEOUT_S
 
 _DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4"})
@@ -111,7 +111,7 @@ class Helper:
 
 
 def command() -> list[str]:
-    return [sys.executable, "-m", gdcm_helper.__name__]
+    return [sys.executable, "-m", MODULE]
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -151,7 +151,7 @@ def _receive(
     if not isinstance(header, dict):
         raise _Broken("the decoder process answered out of protocol")
     if "error" in header:  # a file GDCM refused without harm: the helper carries on
-        reason = str(header["error"])[: gdcm_helper.REASON_MAX]
+        reason = str(header["error"])[:REASON_MAX]
         raise ImageDecodeError(name, f"cannot decode DICOM pixel data ({reason})")
     dtype, got = header.get("dtype"), header.get("shape")
     if not isinstance(dtype, str) or dtype not in _DTYPES or not isinstance(got, list) \

@@ -19,7 +19,7 @@ from service.inference.prediction_metrics import (
 from service.inference.predictor import Selector
 from service.inference.responses import prediction_response
 from service.inference.uploads import read_uploads
-from service.inference.views import parse_query
+from service.parsing import parse_query
 from service.ratelimit import limited
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")

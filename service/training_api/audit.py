@@ -9,8 +9,8 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require
+from service.parsing import parse_query
 from service.training_api import services
-from service.training_api.parsing import parse_query
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
 

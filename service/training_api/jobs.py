@@ -14,9 +14,9 @@ from service.audit import record
 from service.auth import current_principal, require
 from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
 from service.jobs.store import ForeignJob
+from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 from service.training_api import services
-from service.training_api.parsing import parse_body, parse_query
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/training-jobs")
 

@@ -11,8 +11,8 @@ from service.audit import record
 from service.auth import current_principal, require
 from service.errors import Forbidden
 from service.jobs.tenancy import check_publish
+from service.parsing import parse_body, parse_query
 from service.training_api import services
-from service.training_api.parsing import parse_body, parse_query
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 

@@ -161,7 +161,7 @@ def test_tritonclient_json_and_binary_tensors_agree_with_v1(
     batch = np.stack(
         [scans.to_model_input(scans.read_file(fixture_images / n), spec) for n in FILES]
     )
-    scans = np.array([(fixture_images / n).read_bytes() for n in FILES], dtype=np.object_)
+    encoded = np.array([(fixture_images / n).read_bytes() for n in FILES], dtype=np.object_)
     client = triton.InferenceServerClient(server.removeprefix("http://"))
     try:
         assert client.is_model_ready(MODEL)
@@ -169,7 +169,7 @@ def test_tritonclient_json_and_binary_tensors_agree_with_v1(
         for datatype, values, binary_in in [
             ("FP32", batch, False),
             ("FP32", batch, True),
-            ("BYTES", scans, True),  # JSON BYTES are base64 here, not tritonclient's raw text
+            ("BYTES", encoded, True),  # JSON BYTES are base64 here, not tritonclient's raw text
         ]:
             for binary_out in (False, True):
                 tensor = triton.InferInput("image", list(values.shape), datatype)

@@ -136,8 +136,9 @@ def test_plain_predicts_are_answered_by_the_view(app: Any, fixture_images: Path,
 
 
 REFUSED = [  # (case, request change, expected status)
-    ("bad query", {"query": "top_k=0"}, 400),
-    ("version and alias", {"query": "version=1&alias=production"}, 400),
+    ("bad query", {"query": "top_k=0"}, 422),
+    ("version and alias", {"query": "version=1&alias=production"}, 422),
+    ("repeated query parameter", {"query": "top_k=1&top_k=2"}, 422),
     ("unknown model", {"path": "/v1/models/nope:predict"}, 404),
     ("unknown version", {"query": "version=9"}, 404),
     ("no 'file' field", {"body": multipart(("a.png", b"x"), field="image")}, 400),

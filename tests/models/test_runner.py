@@ -79,14 +79,14 @@ def test_inference_preprocessing_reproduces_training(
     through ONNX the probabilities the trained PyTorch model gives on the npz arrays."""
     card: ModelCard = trained["result"].card
     with np.load(pneumonia_small_npz) as raw:
-        scans = raw["val_images"][:4]
-    paths = [tmp_path / f"{i}.png" for i in range(len(scans))]
-    for scan, path in zip(scans, paths, strict=True):
+        images = raw["val_images"][:4]
+    paths = [tmp_path / f"{i}.png" for i in range(len(images))]
+    for scan, path in zip(images, paths, strict=True):
         Image.fromarray(scan).save(path)
     batch = scans.to_batch([scans.read_file(p) for p in paths], card.input)
     served = onnx_outputs(trained["out"] / "model.onnx", batch)["probabilities"]
     state = torch.load(trained["out"] / "checkpoints" / "best.pt", weights_only=True)["model"]
-    prepared = np.stack([scans.prepare(s.astype(np.float32) / 255, 32, 1) for s in scans])
+    prepared = np.stack([scans.prepare(s.astype(np.float32) / 255, 32, 1) for s in images])
     logits = predict_logits(
         _model_for(card, state), prepared, card.input.mean, card.input.std, torch.device("cpu")
     )

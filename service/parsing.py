@@ -1,4 +1,11 @@
-"""Turning a request into validated pydantic objects, or a 4xx problem that says why."""
+"""Turning a request into validated pydantic objects, or a 4xx problem that says why: one
+module for both services, so the same mistake gets the same status and problem shape.
+
+- a query parameter that does not validate, or is given twice: 422, `errors[].loc`
+  `query/<name>`;
+- a JSON body: 415 for another content type, 400 when empty, not UTF-8 or not JSON, 422
+  with `body/...` locations when it does not fit the model; 413 past the upload limit.
+"""
 
 from __future__ import annotations
 
