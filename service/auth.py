@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -20,6 +21,38 @@ from service.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "scantune.auth"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: the key's holder, the client it acts for, and what it may do."""
+
+    name: str
+    client: str
+    scopes: frozenset[str]
+
+    @property
+    def admin(self) -> bool:
+        """Sees and acts on every client's jobs (and reads the audit trail)."""
+        return "admin" in self.scopes
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @classmethod
+    def of(cls, key: ApiKey | None) -> Principal:
+        if key is None:  # auth disabled: local use, one user who may do everything
+            return cls("anonymous", "anonymous", frozenset(ALL_SCOPES))
+        return cls(key.name, key.owner, frozenset(key.scopes))
+
+
+ALL_SCOPES = ("read", "jobs:write", "models:write", "predict", "admin")
+
+
+def current_principal() -> Principal:
+    """The principal of the request being served (set by `require`)."""
+    found: Principal = g.principal
+    return found
 
 
 def hash_key(key: str) -> str:
@@ -44,11 +77,13 @@ class KeyRing:
         digest = hash_key(presented)
         match = next((k for k in self.keys if hmac.compare_digest(k.sha256, digest)), None)
         if match is None:
+            audit_refused("key_refused", "the API key is not valid")
             raise Unauthorized(
                 "the API key is not valid",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         if scope not in match.scopes:
+            audit_refused("access_denied", f"lacks scope {scope}", match)
             raise Forbidden(f"the API key '{match.name}' lacks the scope '{scope}'")
         return match
 
@@ -72,9 +107,24 @@ def require(scope: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             keyring: KeyRing = current_app.extensions[EXTENSION]
             key = keyring.authenticate(presented_key(), scope)
-            g.actor = key.name if key else "anonymous"
+            g.principal = Principal.of(key)
+            g.actor = g.principal.name
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def audit_refused(action: str, why: str, key: ApiKey | None = None) -> None:
+    """Record a refused key or a denied scope (never the key itself). Outside an HTTP request
+    (a DICOM association checked against the same keys) the target is unknown."""
+    from flask import has_request_context
+
+    from service.audit import record
+
+    client = key.owner if key else "unknown"
+    target = "-"
+    if has_request_context():
+        target = f"{request.method} {request.url_rule.rule if request.url_rule else '?'}"
+    record(action, client=client, target=target, outcome="refused", detail=why)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.errors import validation_errors
@@ -25,7 +25,21 @@ class ApiKey(BaseModel):
 
     name: str = Field(description="Who holds the key; recorded as the actor of changes.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
-    scopes: list[Literal["read", "jobs:write", "models:write", "predict"]]
+    scopes: list[Literal["read", "jobs:write", "models:write", "predict", "admin"]]
+    # Clients and ownership (issue 24)
+    client: str = Field(
+        default="",
+        max_length=255,
+        description=(
+            "The client (team, system) the key belongs to: it sees and cancels only its own"
+            " jobs unless the key has the admin scope. Empty: the key's name."
+        ),
+    )
+
+    @property
+    def owner(self) -> str:
+        """The client this key acts for."""
+        return self.client or self.name
 
 
 class CommonSettings(BaseSettings):
@@ -51,6 +65,44 @@ class CommonSettings(BaseSettings):
     )
     max_upload_mb: float = Field(default=32.0, gt=0, description="Largest request body accepted.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    # Security: rate limits, structured logs, audit (issue 24)
+    rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'JSON object: per-client limits by action, e.g. {"predict": "50/second", "jobs":'
+            ' "20/hour"} (the `limits` notation); an action not named is not limited.'
+        ),
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by workers and replicas for the rate limits.",
+    )
+    rate_limit_prefix: str = Field(
+        default="scantune", description="Key prefix of the rate limits' counters in Redis."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description=(
+            "json: one JSON object a line (timestamp, level, logger, request_id, message);"
+            " text: for a person; auto: text at a terminal, else json."
+        ),
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        from limits import parse
+
+        for action, text in value.items():
+            if action not in ("predict", "jobs"):
+                raise ValueError(f"unknown action {action!r}: use predict or jobs")
+            parse(text)  # ValueError names what is wrong with the notation
+        return value
+
+    audit_salt: str = Field(
+        default="",
+        description="Salt of the hashes that stand for study UIDs in audit records.",
+    )
 
 
 class TrainingSettings(CommonSettings):
@@ -97,24 +149,50 @@ class TrainingSettings(CommonSettings):
             " gives no weights_uri."
         ),
     )
-    local_data_roots: list[Path] | None = Field(
-        default=None,
+    local_data_roots: list[Path] = Field(
+        default_factory=list,
         description=(
             "JSON list of folders that submitted jobs' local dataset and weights paths must lie"
-            " under (symlinks resolved); [] allows only s3:// URIs. Unset: any local path, for"
-            " local use: an API caller can then make jobs read any file the service can."
+            " under (symlinks resolved). Default none: only s3:// URIs under s3_data_prefixes."
         ),
     )
-    webhook_allowed_hosts: list[str] | None = Field(
-        default=None,
+    s3_data_prefixes: list[str] = Field(
+        default_factory=list,
         description=(
-            "JSON list of the host names (or IPs) a job's webhook URL may name; unset: any. The"
-            " service POSTs there and records the answer on the job, so an open setting lets a"
-            " jobs:write caller probe internal addresses."
+            "JSON list of s3:// prefixes jobs may read data and weights from, e.g."
+            ' ["s3://scans/teams/"]. Default none.'
         ),
+    )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "JSON list of host names (or IPs) a job's webhook may call even though they resolve"
+            " to a loopback, private, link-local or metadata address (refused otherwise)."
+        ),
+    )
+    # Clients and ownership, limits (issue 24)
+    model_grants: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "JSON object client -> model-name patterns (fnmatch) it may publish to besides the"
+            ' models it owns (first published by it), e.g. {"ci": ["chest-*"]}.'
+        ),
+    )
+    max_jobs_per_client: int = Field(
+        default=4, ge=1, description="Jobs of one client running at once; the rest wait queued."
+    )
+    max_gpus_per_job: int = Field(default=1, ge=0, description="GPUs one job may ask for.")
+    job_volume_limit: str = Field(
+        default="50Gi",
+        pattern=r"^[0-9]+(Mi|Gi)$",
+        description="Kubernetes launcher: size limit of a job pod's work volume.",
     )
     webhook_secret: str | None = Field(
-        default=None, description="HMAC-SHA256 key for the X-Scantune-Signature header."
+        default=None,
+        description=(
+            "Standard Webhooks signing secret (whsec_<base64>, or any string, used as its"
+            " bytes); deliveries carry webhook-id, webhook-timestamp and webhook-signature."
+        ),
     )
     webhook_retries: int = Field(default=4, ge=0, description="Webhook delivery retries.")
     webhook_backoff_s: float = Field(

@@ -82,6 +82,10 @@ class Unprocessable(ServiceError):
     status, title = 422, "Unprocessable content"
 
 
+class TooManyRequests(ServiceError):
+    status, title = 429, "Too many requests"
+
+
 class ServiceUnavailable(ServiceError):
     status, title = 503, "Service unavailable"
 

@@ -9,6 +9,8 @@ import json
 
 from service.errors import InvalidRequest
 
+MAX_POSITION = 2**31  # the tables' sequence columns are 32-bit integers
+
 
 def encode_cursor(key: str, position: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({key: position}).encode()).decode().rstrip("=")
@@ -21,6 +23,8 @@ def decode_cursor(cursor: str, key: str) -> int:
         position = json.loads(base64.urlsafe_b64decode(padded.encode()))[key]
         if not isinstance(position, int) or isinstance(position, bool):
             raise TypeError(position)
+        if not 0 <= position < MAX_POSITION:  # a database integer: a huge one is a 500 there
+            raise ValueError(position)
         return position
     except (ValueError, TypeError, KeyError, binascii.Error):
         raise InvalidRequest(

@@ -23,6 +23,8 @@ from service.auth import KeyRing
 from service.config import CommonSettings
 from service.encoding import FiniteJSONProvider
 from service.errors import UriTooLong, register_error_handlers
+from service.ratelimit import EXTENSION as RATELIMIT_EXTENSION
+from service.ratelimit import RateLimits
 
 log = logging.getLogger("scantune.access")
 
@@ -43,6 +45,7 @@ def create_base_app(import_name: str, settings: CommonSettings, *, service: str)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[AUTH_EXTENSION] = KeyRing(settings.api_keys, disabled=settings.auth_disabled)
     app.extensions["scantune.readiness"] = {}
+    app.extensions[RATELIMIT_EXTENSION] = RateLimits(settings)
     register_error_handlers(app)
     _install_request_ids(app)
     _install_query_limit(app)
@@ -149,8 +152,9 @@ def _install_health(app: Flask) -> None:
             try:
                 check()
                 checks[name] = "ok"
-            except Exception as exc:  # any failure means not ready; say which and why
-                checks[name] = f"failed: {exc}"
+            except Exception as exc:  # not ready: say which, never why (it is unauthenticated)
+                log.warning("readiness check %s failed: %s", name, type(exc).__name__)
+                checks[name] = "failed"
         ready = all(v == "ok" for v in checks.values())
         return jsonify(
             status="ready" if ready else "not ready", checks=checks

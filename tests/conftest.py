@@ -55,6 +55,15 @@ def checkouts() -> list[Path]:
     return found
 
 
+def data_roots(tmp_path: Path) -> str:
+    """SCANTUNE_LOCAL_DATA_ROOTS for tests (issue 24: no local data is allowed by default):
+    pytest's temporary folders and the shared data."""
+    import json
+
+    roots = [str(tmp_path.parent)] + [str(c.parent / SHARED_DATA) for c in checkouts()]
+    return json.dumps(roots)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     env = os.environ.get("SCANTUNE_TEST_DATA_DIR")

@@ -3,6 +3,7 @@ them into the tensor a model card describes; shared by training and inference, t
 
     errors        ImageDecodeError, the one error every decoder raises (a leaf)
     limits        what a scan may cost to decode, checked before decoding (a leaf)
+    embedded      the size a compressed frame declares itself (JPEG SOF, JPEG 2000 SIZ)
     decoding      which decoder a file goes to, by its bytes
     pil           PNG and JPEG, with Pillow
     dicom         DICOM: modality and VOI LUTs, colour, the trusted in-process codecs
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Callable
 
 from models.scans.decoding import ImageFormat, decode, detect_format, read_file
+from models.scans.embedded import OverPixelBudget
 from models.scans.errors import ImageDecodeError
 from models.scans.limits import MAX_PIXELS
 from models.scans.preprocess import (
@@ -37,6 +39,7 @@ __all__ = [
     "PREPROCESSING_VERSION",
     "ImageDecodeError",
     "ImageFormat",
+    "OverPixelBudget",
     "configure",
     "decode",
     "detect_format",

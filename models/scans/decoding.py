@@ -42,16 +42,19 @@ def _is_raw_dicom(data: bytes) -> bool:
     return 8 + int.from_bytes(data[4:8], "little") <= len(data)
 
 
-def decode(data: bytes, name: str = "<upload>") -> np.ndarray:
-    """Decode PNG (8/16-bit), JPEG or DICOM bytes to a float32 array in [0, 1]."""
+def decode(data: bytes, name: str = "<upload>", budget: int | None = None) -> np.ndarray:
+    """Decode PNG (8/16-bit), JPEG or DICOM bytes to a float32 array in [0, 1].
+
+    `budget`: pixels the caller can still afford; a scan that would decode to more is refused
+    with OverPixelBudget before it is decoded (by the size the codec itself will produce)."""
     fmt = detect_format(data)
     if fmt is None:
         raise ImageDecodeError(name, "not a PNG, JPEG or DICOM file")
     if fmt == "dicom":
         from models.scans.dicom import decode_dicom  # pydicom loads on the first DICOM
 
-        return decode_dicom(data, name)
-    return decode_pil(data, name)
+        return decode_dicom(data, name, budget)
+    return decode_pil(data, name, budget)
 
 
 def read_file(path: str | Path) -> np.ndarray:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.scans.embedded import check_size, frame_size
 from models.scans.errors import ImageDecodeError
 from models.scans.gdcm_helper import PLUGIN as HELPER_PLUGIN
 from models.scans.gdcm_helper import SYNTAXES as HELPER_SYNTAXES
 from models.scans.helper_pool import decode as decode_in_helper
-from models.scans.limits import MAX_PIXELS
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -49,9 +49,10 @@ def _refused(name: str, reason: str, *, say_why: bool = True) -> Iterator[None]:
         raise ImageDecodeError(name, f"{reason} ({exc})" if say_why else reason) from exc
 
 
-def decode_dicom(data: bytes, name: str) -> np.ndarray:
+def decode_dicom(data: bytes, name: str, budget: int | None = None) -> np.ndarray:
     """Grayscale DICOM through its modality and VOI LUTs; colour (RGB, YBR, palette) scaled
-    to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame, alone."""
+    to [0, 1] as (H, W, 3) like a colour PNG. Multi-frame: the first frame, alone. Refused
+    before decoding past `MAX_PIXELS` or `budget`, by the header and by the frame's own."""
     import pydicom
 
     with _refused(name, "cannot parse DICOM"):
@@ -66,10 +67,10 @@ def decode_dicom(data: bytes, name: str) -> np.ndarray:
         syntax = ds.file_meta.get("TransferSyntaxUID")
     if not has_pixels:
         raise ImageDecodeError(name, "DICOM file has no pixel data")
-    if rows * cols > MAX_PIXELS:
-        raise ImageDecodeError(name, f"image of {cols}x{rows} is too large")
+    check_size(name, rows, cols, budget)
     plugin = _decoding_plugin(syntax, name)
     _check_jp2_boxes(ds, syntax, name)
+    _check_frame_size(ds, syntax, name, rows, cols)
     with _refused(name, "cannot decode DICOM pixel data"):
         from pydicom.pixels import pixel_array
 
@@ -188,6 +189,29 @@ def _check_jp2_boxes(ds: Dataset, syntax: object, name: str) -> None:
                 " the codestream)",
             )  # fmt: skip
         offset += length
+
+
+def _check_frame_size(ds: Dataset, syntax: object, name: str, rows: int, cols: int) -> None:
+    """Refuse a compressed frame that declares another size than Rows x Columns: the codec
+    decodes the size the frame declares, whatever the header claims (`models.scans.embedded`).
+    """
+    from pydicom.encaps import get_frame
+    from pydicom.uid import UID
+
+    try:
+        if not isinstance(syntax, UID) or not syntax.is_compressed or "PixelData" not in ds:
+            return
+        frames = int(ds.get("NumberOfFrames") or 1)
+        frame = get_frame(ds.PixelData, 0, number_of_frames=frames)
+    except Exception:  # no frame to read: decoding says why, and allocates nothing first
+        return
+    declared = frame_size(frame)
+    if declared is not None and declared != (rows, cols):
+        raise ImageDecodeError(
+            name,
+            f"the compressed frame is {declared[1]}x{declared[0]}, not the {cols}x{rows}"
+            " the DICOM header gives",
+        )
 
 
 _NOT_FINITE = "the DICOM LUTs give pixel values that are not finite"

@@ -8,20 +8,21 @@ import warnings
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from models.scans.embedded import OverPixelBudget, check_size
 from models.scans.errors import ImageDecodeError
 from models.scans.limits import MAX_PIXELS
 
 
-def decode_pil(data: bytes, name: str) -> np.ndarray:
-    """Decode PNG (8/16-bit) or JPEG bytes, upright by their EXIF orientation."""
+def decode_pil(data: bytes, name: str, budget: int | None = None) -> np.ndarray:
+    """Decode PNG (8/16-bit) or JPEG bytes, upright by their EXIF orientation; refused before
+    decoding when the size the file declares is over `MAX_PIXELS` or `budget`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageDecodeError(name, f"image of {image.width}x{image.height} is too large")
+            check_size(name, image.height, image.width, budget)
             image.load()
-    except ImageDecodeError:
+    except (ImageDecodeError, OverPixelBudget):
         raise
     except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused on open
         raise ImageDecodeError(name, f"image of over {MAX_PIXELS} pixels is too large") from None

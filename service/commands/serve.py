@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -173,7 +174,7 @@ def run_up(args: argparse.Namespace) -> int:
         base["SCANTUNE_AUTH_DISABLED"] = "true"
     elif not base.get("SCANTUNE_API_KEYS"):
         key = secrets.token_urlsafe(24)
-        scopes = ["read", "jobs:write", "models:write", "predict"]
+        scopes = ["read", "jobs:write", "models:write", "predict", "admin"]
         base["SCANTUNE_API_KEYS"] = json.dumps(
             [{"name": "local", "sha256": hash_key(key), "scopes": scopes}]
         )
@@ -181,6 +182,7 @@ def run_up(args: argparse.Namespace) -> int:
             f"API key for this run (all scopes): {key}\n  export SCANTUNE_API_KEY={key}", flush=True
         )
     ports = {"training": args.training_port, "inference": args.inference_port}
+    _local_data_roots(base)
     procs = [
         subprocess.Popen(gunicorn_command(name, args.host, port), env=service_env(name, base))
         for name, port in ports.items()
@@ -191,6 +193,14 @@ def run_up(args: argparse.Namespace) -> int:
         flush=True,
     )
     return _wait_all(procs)
+
+
+def _local_data_roots(env: dict[str, str]) -> None:
+    """Local use: jobs may read data under the folder `scantune up` runs in (said aloud), as
+    no data is allowed by default; a SCANTUNE_LOCAL_DATA_ROOTS already set is kept."""
+    if "SCANTUNE_LOCAL_DATA_ROOTS" not in env:
+        env["SCANTUNE_LOCAL_DATA_ROOTS"] = json.dumps([str(Path.cwd())])
+    print(f"jobs may read local data under {env['SCANTUNE_LOCAL_DATA_ROOTS']}", flush=True)
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]]) -> int:

@@ -36,7 +36,9 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     """
     settings = settings or InferenceSettings()
     limit_malloc_arenas(settings.malloc_arena_max)
-    logging.basicConfig(level=settings.log_level.upper())
+    from service.logs import configure_logging
+
+    configure_logging(settings)
     if settings.ort_lanes is not None:
         logging.getLogger("scantune.inference").warning(
             "SCANTUNE_ORT_LANES is deprecated: set SCANTUNE_BATCH_RUNNERS instead"

@@ -1,7 +1,9 @@
-"""Per-model counts, latencies and log lines of predict (v1) and infer (v2) requests.
+"""Per-model counts, latencies, log lines and audit records of predict (v1) and infer (v2)
+requests.
 
 Both API versions' blueprints install `start_prediction` and `observe_prediction` as hooks;
-their views name the model version that answered with `served_by`. No scan data is logged.
+their views name the model version that answered with `served_by` and the number of scans
+with `counted_scans`. No scan data (file names, tags, pixels) is logged or audited.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ def start_prediction() -> None:
     g.prediction_started = time.perf_counter()
 
 
+def counted_scans(count: int) -> None:
+    g.scan_count = count
+
+
 def served_by(name: str, version: int) -> None:
     """Record which model version answers this request (for metrics and the log line)."""
     g.model_name, g.model_version = name, version
@@ -36,6 +42,17 @@ def observe_prediction(response: Response) -> Response:
         response.status_code,
         time.perf_counter() - started,
         g.get("request_id"),
+    )
+    from service.audit import record
+
+    principal = g.get("principal")
+    record(
+        "prediction_served",
+        client=principal.client if principal else "unknown",
+        target=f"model/{g.get('model_name', '<unresolved>')}",
+        outcome="served" if response.status_code < 400 else f"status {response.status_code}",
+        version=g.get("model_version"),
+        scans=g.get("scan_count", 0),
     )
     return response
 

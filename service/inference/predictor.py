@@ -109,31 +109,33 @@ def prepare_all(
     uploads: Sequence[Upload], spec: InputSpec, max_megapixels: float
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The model's (N, C, size, size) batch and each scan's (height, width), or a 422 naming
-    the first scan that is not one, or a 413 once the scans decoded so far hold more than
+    the first scan that is not one, or a 413 for the scan that would take the request past
     `max_megapixels`.
 
-    Scans are decoded one at a time, each prepared before the next is decoded, so a request
-    holds one decoded scan at once: 64 files of 60 kB that each decode to 64 MP would
-    otherwise hold 16 GB. The pixel budget bounds the time, which grows with the pixels.
+    Each scan is charged against the budget before it is decoded, at the size its codec will
+    decode (the frame's own header, not only the DICOM one), so neither a scan over the
+    budget nor a refused one is ever decoded. Scans are decoded one at a time, each prepared
+    before the next is decoded, so a request holds one decoded scan at once: 64 files of 60
+    kB that each decode to 64 MP would otherwise hold 16 GB.
     """
     batch = np.empty((len(uploads), spec.channels, spec.size, spec.size), dtype=np.float32)
     sizes: list[tuple[int, int]] = []
-    pixels = 0
+    budget = int(max_megapixels * 1e6)
     for i, upload in enumerate(uploads):
         try:
-            image = scans.decode(upload.data, upload.name)
+            image = scans.decode(upload.data, upload.name, budget)
+        except scans.OverPixelBudget as exc:
+            raise PayloadTooLarge(
+                f"{exc.name} decodes to {exc.pixels / 1e6:.2f} megapixels, past what is left of"
+                f" the {max_megapixels:g} one request may hold (send fewer scans per request)"
+            ) from None
         except scans.ImageDecodeError as exc:
             raise Unprocessable(
                 f"{exc.name}: {exc.reason}",
                 errors=[{"loc": exc.name, "msg": exc.reason, "type": "decode"}],
             ) from None
         sizes.append((int(image.shape[0]), int(image.shape[1])))
-        pixels += sizes[-1][0] * sizes[-1][1]
-        if pixels > max_megapixels * 1e6:
-            raise PayloadTooLarge(
-                f"the scans up to {upload.name} decode to {pixels / 1e6:.2f} megapixels; one"
-                f" request may hold {max_megapixels:g} (send fewer scans per request)"
-            )
+        budget -= sizes[-1][0] * sizes[-1][1]
         batch[i] = scans.to_model_input(image, spec)
         del image
     return batch, sizes

@@ -11,6 +11,7 @@ from service.errors import NotFound
 from service.inference.context import services
 from service.inference.hospital import hospital_answer, hospital_request, read_scans
 from service.inference.prediction_metrics import (
+    counted_scans,
     observe_prediction,
     served_by,
     start_prediction,
@@ -19,6 +20,7 @@ from service.inference.predictor import Selector
 from service.inference.queries import ModelQuery, PredictQuery
 from service.inference.responses import prediction_response
 from service.parsing import parse_query
+from service.ratelimit import limited
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -54,10 +56,12 @@ def get_model(name: str) -> Response:
 
 @bp.post("/models/<name>:predict")
 @require("predict")
+@limited("predict")
 def predict(name: str) -> Response:
     query = parse_query(PredictQuery)
     settings, predictor = services().settings, services().predictor
     uploads = read_scans(request, settings)
+    counted_scans(len(uploads))
     selector = Selector(name, query.version, query.alias)
     model = predictor.model(selector)
     served_by(model.name, model.version)

@@ -28,9 +28,15 @@ from service.encoding import parse_json
 from service.errors import PROBLEM_MEDIA_TYPE, BadRequest, NotFound, validation_errors
 from service.inference.context import services
 from service.inference.loaded import LoadedModel
-from service.inference.prediction_metrics import observe_prediction, served_by, start_prediction
+from service.inference.prediction_metrics import (
+    counted_scans,
+    observe_prediction,
+    served_by,
+    start_prediction,
+)
 from service.inference.predictor import Selector
 from service.inference.uploads import Upload, b64decode
+from service.ratelimit import limited
 from service.registry import ArtifactCorrupt
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
@@ -152,12 +158,14 @@ def model_ready(name: str, version: int | None = None) -> tuple[Response, int]:
 
 @bp.post("/models/<name>/infer")
 @require("predict")
+@limited("predict")
 def infer(name: str) -> Response:
     return _infer(Selector(name))
 
 
 @bp.post("/models/<name>/versions/<int:version>/infer")
 @require("predict")
+@limited("predict")
 def infer_version(name: str, version: int) -> Response:
     return _infer(Selector(name, version=version))
 
@@ -171,9 +179,13 @@ def _infer(selector: Selector) -> Response:
     _check_input_name(model, tensor.name)
     wanted = _wanted_outputs(body, model)
     if tensor.datatype == "BYTES":
-        outputs = predictor.infer_files(model, _uploads(tensor, chunk))
+        uploads = _uploads(tensor, chunk)
+        counted_scans(len(uploads))
+        outputs = predictor.infer_files(model, uploads)
     else:
-        outputs = predictor.infer_tensor(model, _array(tensor, chunk))
+        array = _array(tensor, chunk)
+        counted_scans(len(array))
+        outputs = predictor.infer_tensor(model, array)
     served_by(model.name, model.version)
     return _respond(body, model, [(name, outputs[name], binary) for name, binary in wanted])
 

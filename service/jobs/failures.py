@@ -12,6 +12,8 @@ FAILURE_REASONS = {
     "MemoryError": "out_of_memory",
     "StoreError": "store_error",
     "PublishFailed": "publish_failed",
+    "Unprocessable": "not_allowed",
+    "Forbidden": "not_allowed",
 }
 
 

@@ -30,10 +30,12 @@ from service.config import TrainingSettings
 from service.errors import ServiceError
 from service.jobs.checkpoints import CheckpointSync
 from service.jobs.failures import OwnershipLost, PublishFailed, failure_reason, short_detail
+from service.jobs.guard import JobGuard
 from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
 from service.jobs.store import JobStore, utcnow
 from service.jobs.webhook import send_job_webhook
+from service.logs import configure_logging
 from service.registry import Registry
 from service.storage import ArtifactStore, open_store
 
@@ -62,6 +64,7 @@ class JobRunner:
             settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
         )
         self.registry = Registry(self.artifacts)
+        self.guard = JobGuard(settings, self.store, job_id)
         self.attempt = 0
         self._lost = threading.Event()
         self._stop_heartbeat = threading.Event()
@@ -100,6 +103,7 @@ class JobRunner:
 
     def _run(self, spec: JobSpec, out_dir: Path) -> int:
         try:
+            self.guard.check(spec)  # the API's checks again, before reading anything
             card = self._train(spec, out_dir)
             self._check_owned()
             card = self._publish(spec, out_dir, card)
@@ -199,6 +203,9 @@ class JobRunner:
             log.error("published version %d but could not mark success: %s", card.version, exc)
             return
         log.info("job %s succeeded: %s version %d", self.job_id, card.name, card.version)
+        target = f"model/{card.name}/versions/{card.version}"
+        self.guard.record("model_published", target, "published")
+        self.guard.record("job_finished", f"job/{self.job_id}", "succeeded")
         self._stop_heartbeat.set()
         self._cleanup(out_dir)
         send_job_webhook(self.store, self.job_id, self.settings)
@@ -211,8 +218,11 @@ class JobRunner:
                 spec.promote,
                 card,
                 monitor=spec.recipe.monitor,
-                actor=f"job:{self.job_id}",
+                actor=f"{self.guard.client} (job {self.job_id})",
             )
+            if decision["passed"]:
+                target = f"model/{card.name}/aliases/{spec.promote.alias}"
+                self.guard.record("alias_moved", target, "moved", version=card.version)
         except (ServiceError, ValueError, OSError) as exc:
             decision = {
                 "alias": spec.promote.alias,
@@ -246,6 +256,7 @@ class JobRunner:
         except IllegalTransition as exc:
             log.warning("could not record the failure: %s", exc)
             return
+        self.guard.record("job_finished", f"job/{self.job_id}", "failed", reason=reason)
         send_job_webhook(self.store, self.job_id, self.settings)
 
     def _lost_ownership(self, why: str) -> int:
@@ -368,12 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
     settings = TrainingSettings()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    configure_logging(settings, stream=sys.stdout)
     runner = JobRunner(settings, args.job_id)
     # SIGINT (the service stopping) raises KeyboardInterrupt wherever the runner is; checkpoints
     # are written to a temporary name and renamed, so the last one is whole.

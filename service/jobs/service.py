@@ -6,12 +6,14 @@ import logging
 
 from models.spec import JobSpec
 from service.config import TrainingSettings
-from service.errors import ServiceUnavailable
+from service.errors import Forbidden, ServiceUnavailable
+from service.jobs.audit_store import AuditStore
 from service.jobs.launchers.base import Launcher, make_launcher
 from service.jobs.schemas import JobView
 from service.jobs.state import Status
 from service.jobs.store import JobNotFound, JobStore
 from service.jobs.supervisor import Supervisor
+from service.jobs.tenancy import check_publish
 from service.jobs.validation import check_uris
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class JobService:
     def __init__(self, settings: TrainingSettings, store: JobStore, launcher: Launcher) -> None:
         self.settings, self.store, self.launcher = settings, store, launcher
         self.supervisor = Supervisor(store, launcher, settings)
+        self.audit_log = AuditStore(store.engine)
 
     @classmethod
     def from_settings(cls, settings: TrainingSettings) -> JobService:
@@ -42,21 +45,39 @@ class JobService:
         self.store.close()
 
     def submit(
-        self, spec: JobSpec, *, idempotency_key: str | None = None, actor: str = "anonymous"
+        self,
+        spec: JobSpec,
+        *,
+        idempotency_key: str | None = None,
+        actor: str = "anonymous",
+        client: str | None = None,
+        may_promote: bool = True,
     ) -> JobView:
-        """Queue a job. The same key and spec return the same job; another spec is a Conflict."""
+        """Queue a job for `client` (default: the actor). The same key and spec return the
+        same job; another spec is a Conflict. A `promote` needs `may_promote` (models:write),
+        and the model must be the client's own, granted, or new."""
+        client = client or actor
+        if spec.promote is not None and not may_promote:
+            raise Forbidden(
+                "a job that promotes ('promote') needs the models:write scope, like moving an"
+                " alias by hand"
+            )
+        check_publish(self.store, self.settings, client, spec.model_name)
         spec = spec.with_absolute_paths()  # the runner works in a folder of its own
         # A retry of an accepted request must not depend on the data still being there.
-        if idempotency_key is None or self.store.find_by_key(idempotency_key) is None:
+        if idempotency_key is None or self.store.find_by_key(idempotency_key, client) is None:
             check_uris(spec, self.settings)
-        row, created = self.store.create(spec, idempotency_key=idempotency_key, actor=actor)
+        row, created = self.store.create(
+            spec, idempotency_key=idempotency_key, actor=actor, client=client
+        )
         if created:
             log.info("job %s queued for %s by %s", row.id, row.model_name, actor)
             self.supervisor.wake()
         return JobView.from_row(row)
 
-    def get(self, job_id: str) -> JobView:
-        return JobView.from_row(self.store.get(job_id))
+    def get(self, job_id: str, *, client: str | None = None) -> JobView:
+        """The job; with `client`, only that client's (others' are not found)."""
+        return JobView.from_row(self.store.get(job_id, client=client))
 
     def list(
         self,
@@ -65,16 +86,18 @@ class JobService:
         model_name: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        client: str | None = None,
     ) -> tuple[list[JobView], str | None]:
         """Newest first; pass the returned cursor to get the next page (None: no more)."""
         rows, next_cursor = self.store.page(
-            status=status, model_name=model_name, cursor=cursor, limit=limit
+            status=status, model_name=model_name, cursor=cursor, limit=limit, client=client
         )
         return [JobView.from_row(r) for r in rows], next_cursor
 
-    def cancel(self, job_id: str, *, actor: str) -> JobView:
-        """queued/running → cancelled (409 once finished or publishing); stops the runner."""
-        before = self.store.get(job_id)
+    def cancel(self, job_id: str, *, actor: str, client: str | None = None) -> JobView:
+        """queued/running → cancelled (409 once finished or publishing); stops the runner.
+        With `client`, only that client's job (another's is not found)."""
+        before = self.store.get(job_id, client=client)
         row = self.store.cancel(
             job_id, error_reason="cancelled", error_detail=f"cancelled by {actor}"
         )
@@ -89,8 +112,8 @@ class JobService:
         self.supervisor.wake()
         return self.get(job_id)
 
-    def logs(self, job_id: str, *, tail: int | None = None) -> str:
-        job = self.store.get(job_id)
+    def logs(self, job_id: str, *, tail: int | None = None, client: str | None = None) -> str:
+        job = self.store.get(job_id, client=client)
         return self.launcher.logs(job, tail) or ""
 
     def check(self) -> None:

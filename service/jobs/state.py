@@ -76,3 +76,7 @@ def phase_for(name: str | None) -> Phase | None:
 
 class JobNotFound(NotFound):
     title = "Job not found"
+
+
+class ForeignJob(JobNotFound):
+    """Another client's job: answered exactly like a missing one, and audited."""

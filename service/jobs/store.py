@@ -24,6 +24,7 @@ from service.errors import Conflict, InvalidRequest
 from service.jobs.database import make_engine, migrate
 from service.jobs.state import (
     TERMINAL,
+    ForeignJob,
     IllegalTransition,
     JobNotFound,
     Phase,
@@ -38,6 +39,12 @@ __all__ = ["JobNotFound", "JobStore", "as_utc", "spec_hash", "utcnow"]
 
 MAX_PAGE = 200
 CLAIM_LOCK_ID = 0x5CA7_7E00_0002
+
+
+def scoped_key(client: str, key: str) -> str:
+    """An Idempotency-Key as stored: per client, so clients neither collide nor learn of
+    each other's jobs."""
+    return hashlib.sha256(f"{client}\x00{key}".encode()).hexdigest()
 
 
 def spec_hash(spec: JobSpec) -> str:
@@ -72,16 +79,23 @@ class JobStore(VersionNumbers):
 
     # creating and reading
     def create(
-        self, spec: JobSpec, *, idempotency_key: str | None = None, actor: str = "anonymous"
+        self,
+        spec: JobSpec,
+        *,
+        idempotency_key: str | None = None,
+        actor: str = "anonymous",
+        client: str | None = None,
     ) -> tuple[JobRow, bool]:
         """Insert a queued job; returns (row, created). A reused key returns the first job."""
         digest = spec_hash(spec)
+        client = client or actor
+        stored_key = scoped_key(client, idempotency_key) if idempotency_key else None
         row = JobRow(
             id=str(uuid.uuid4()),
             model_name=spec.model_name,
             spec=spec.model_dump(mode="json"),
             spec_hash=digest,
-            idempotency_key=idempotency_key,
+            idempotency_key=stored_key,
             status=Status.QUEUED.value,
             progress=0.0,
             epochs=spec.epochs,
@@ -89,6 +103,7 @@ class JobStore(VersionNumbers):
             attempts=0,
             created_at=utcnow(),
             created_by=actor,
+            client=client,
             webhook_state="pending" if spec.webhook else None,
         )
         try:
@@ -98,7 +113,7 @@ class JobStore(VersionNumbers):
         except IntegrityError:
             if idempotency_key is None:
                 raise
-        existing = self._by_key(idempotency_key)
+        existing = self._by_key(idempotency_key, client)
         if existing.spec_hash != digest:
             raise Conflict(
                 f"Idempotency-Key {idempotency_key!r} was already used for job {existing.id} "
@@ -106,21 +121,25 @@ class JobStore(VersionNumbers):
             )
         return existing, False
 
-    def find_by_key(self, key: str) -> JobRow | None:
+    def find_by_key(self, key: str, client: str) -> JobRow | None:
+        stored = scoped_key(client, key)
         with self._sessions() as session:
-            return session.scalar(select(JobRow).where(JobRow.idempotency_key == key))
+            return session.scalar(select(JobRow).where(JobRow.idempotency_key == stored))
 
-    def _by_key(self, key: str) -> JobRow:
-        row = self.find_by_key(key)
+    def _by_key(self, key: str, client: str) -> JobRow:
+        row = self.find_by_key(key, client)
         if row is None:  # the conflicting insert was rolled back: let the caller retry
             raise Conflict(f"Idempotency-Key {key!r} is being used by a concurrent request")
         return row
 
-    def get(self, job_id: str) -> JobRow:
+    def get(self, job_id: str, *, client: str | None = None) -> JobRow:
+        """The job; with `client`, only if that client owns it (another's is not found)."""
         with self._sessions() as session:
             row = session.scalar(select(JobRow).where(JobRow.id == job_id))
         if row is None:
             raise JobNotFound(f"no training job with id '{job_id}'")
+        if client is not None and row.client != client:
+            raise ForeignJob(f"no training job with id '{job_id}'")
         return row
 
     def page(
@@ -130,6 +149,7 @@ class JobStore(VersionNumbers):
         model_name: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        client: str | None = None,
     ) -> tuple[list[JobRow], str | None]:
         """Newest first; the cursor names the last row of the previous page."""
         if not 1 <= limit <= MAX_PAGE:
@@ -142,6 +162,8 @@ class JobStore(VersionNumbers):
             query = query.where(JobRow.status == _status_filter(status).value)
         if model_name is not None:
             query = query.where(JobRow.model_name == model_name)
+        if client is not None:
+            query = query.where(JobRow.client == client)
         if cursor is not None:
             query = query.where(JobRow.seq < decode_cursor(cursor, "seq"))
         with self._sessions() as session:
@@ -211,11 +233,17 @@ class JobStore(VersionNumbers):
         return self.get(job_id)
 
     def claim_queued(
-        self, limit: int, *, launcher: str, max_running: int | None = None
+        self,
+        limit: int,
+        *,
+        launcher: str,
+        max_running: int | None = None,
+        per_client: int | None = None,
     ) -> list[JobRow]:
         """Take up to `limit` queued jobs (oldest first) and mark them running, attempt + 1.
 
-        With `max_running`, claims only while fewer jobs than that are running. Claimers are
+        With `max_running`, claims only while fewer jobs than that are running; with
+        `per_client`, skips the jobs of a client that has that many running. Claimers are
         serialised (an advisory lock on PostgreSQL, the write lock on SQLite) so two API
         processes cannot both fill the last slot.
         """
@@ -240,16 +268,8 @@ class JobStore(VersionNumbers):
                 limit = min(limit, max_running - int(running or 0))
                 if limit <= 0:
                     return []
-            query = (
-                select(JobRow.id)
-                .where(JobRow.status == Status.QUEUED.value)
-                .order_by(JobRow.seq)
-                .limit(limit)
-            )
-            if self.is_postgres:
-                query = query.with_for_update(skip_locked=True)
             now = utcnow()
-            for job_id in list(session.scalars(query)):
+            for job_id in self._claimable(session, limit, per_client):
                 result = session.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id, JobRow.status == Status.QUEUED.value)
@@ -266,6 +286,31 @@ class JobStore(VersionNumbers):
                 if rowcount(result):
                     claimed.append(job_id)
         return [self.get(job_id) for job_id in claimed]
+
+    def _claimable(self, session: Session, limit: int, per_client: int | None) -> list[str]:
+        """Queued job ids to start, oldest first, leaving out clients at their cap."""
+        query = (
+            select(JobRow.id, JobRow.client)
+            .where(JobRow.status == Status.QUEUED.value)
+            .order_by(JobRow.seq)
+            .limit(limit if per_client is None else MAX_PAGE)
+        )
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        running: dict[str, int] = {}
+        if per_client is not None:
+            counts = select(JobRow.client, func.count()).where(
+                JobRow.status == Status.RUNNING.value
+            )
+            running = dict(session.execute(counts.group_by(JobRow.client)).tuples().all())
+        picked: list[str] = []
+        for job_id, client in session.execute(query).tuples():
+            if len(picked) == limit:
+                break
+            if per_client is None or running.get(client, 0) < per_client:
+                picked.append(job_id)
+                running[client] = running.get(client, 0) + 1
+        return picked
 
     def _lock_claims(self, session: Session) -> None:
         if self.is_postgres:

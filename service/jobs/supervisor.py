@@ -14,7 +14,9 @@ import logging
 import threading
 from datetime import timedelta
 
+from service.audit import AuditRecord, AuditTrail
 from service.config import TrainingSettings
+from service.jobs.audit_store import AuditStore
 from service.jobs.launchers.base import Launcher, RunnerState
 from service.jobs.state import IllegalTransition, Status
 from service.jobs.store import JobStore
@@ -35,6 +37,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._sending: set[str] = set()
         self._lock = threading.Lock()
+        self.audit = AuditTrail(AuditStore(store.engine).add)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -141,8 +144,16 @@ class Supervisor:
         except IllegalTransition:
             return  # the runner finished, or another supervisor acted first
         action = "re-queued to resume" if retry else "failed"
+        if not retry:
+            self._audit_failed(job, state.reason or "runner_lost")
         log.warning("job %s attempt %d: %s; %s", job.id, job.attempts, why, action)
         self._note(job, f"attempt {job.attempts}: {why}; {action}")
+
+    def _audit_failed(self, job: JobRow, reason: str) -> None:
+        target = f"job/{job.id}"
+        self.audit.record(
+            AuditRecord("job_finished", job.client, target, "failed", detail={"reason": reason})
+        )
 
     def _note(self, job: JobRow, line: str) -> None:
         from service.jobs.launchers.local import LOG_FILE, job_dir
@@ -159,6 +170,7 @@ class Supervisor:
             self.settings.max_concurrent_jobs if limits else MAX_LAUNCHES_PER_TICK,
             launcher=self.launcher.name,
             max_running=self.settings.max_concurrent_jobs if limits else None,
+            per_client=self.settings.max_jobs_per_client,  # every launcher, GPUs too
         )
         for job in claimed:
             try:
@@ -182,6 +194,7 @@ class Supervisor:
                 error_reason="launch_failed",
                 error_detail=f"{type(exc).__name__}: {first_line}"[:400],
             )
+            self._audit_failed(job, "launch_failed")
 
     # webhooks
     def send_webhooks(self) -> None:

@@ -42,7 +42,9 @@ class JobRow(Base):
     model_name: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
     spec: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
     spec_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(255), unique=True, doc="SHA-256 of the client and its Idempotency-Key header."
+    )
     status: Mapped[str] = mapped_column(String(16), index=True, nullable=False)
     phase: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(default=0.0, nullable=False)
@@ -71,6 +73,9 @@ class JobRow(Base):
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     webhook_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    client: Mapped[str] = mapped_column(
+        String(255), index=True, nullable=False, doc="The owning client; it alone sees the job."
+    )
 
 
 class ModelVersionRow(Base):
@@ -84,3 +89,18 @@ class ModelVersionRow(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AuditRow(Base):
+    """One audit record; rows are only ever inserted (service.audit)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True, nullable=False)
+    client: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
+    action: Mapped[str] = mapped_column(String(32), index=True, nullable=False)
+    target: Mapped[str] = mapped_column(String(255), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)

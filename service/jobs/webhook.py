@@ -1,40 +1,34 @@
 """Signed webhooks on a job's terminal state: retried with backoff, never blocking the job.
 
-The body is JSON; `X-Scantune-Signature: sha256=<hex>` is the HMAC-SHA256 of the exact body
-bytes with `webhook_secret`, so a receiver verifies it before parsing. Delivery is claimed in
-the store (pending → sending) so the runner and the supervisors send each event once.
+Deliveries follow the Standard Webhooks convention (the `standardwebhooks` library): the
+body is JSON, `webhook-id` names the event (the same on every retry, so a receiver can drop
+duplicates), `webhook-timestamp` is the attempt's Unix time (a receiver refuses old ones:
+no replays) and `webhook-signature` is `v1,<base64 HMAC-SHA256>` of `id.timestamp.body`.
+Targets are checked and connected to by `service.jobs.egress` (no internal addresses, no
+DNS rebinding, no redirects). Delivery is claimed in the store (pending → sending) so the
+runner and the supervisors send each event once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from service.config import TrainingSettings
+from service.jobs.egress import TargetRefused, check_target, post
 from service.jobs.schemas import JobView
 from service.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Scantune-Signature"
+SIGNATURE_HEADER = "webhook-signature"
 _NOT_RETRIED = {400, 401, 403, 404, 405, 410, 413, 415, 422}
-
-
-def host_allowed(url: str, allowed: list[str] | None) -> bool:
-    """Whether a webhook URL's host is one `allowed` names (None: any host)."""
-    if allowed is None:
-        return True
-    host = (urlsplit(url).hostname or "").lower()
-    return host in {h.lower() for h in allowed}
 
 
 @dataclass(frozen=True)
@@ -45,13 +39,27 @@ class Delivery:
     status_code: int | None = None
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signer(secret: str) -> Webhook:
+    """`whsec_<base64>` as Standard Webhooks secrets are written, else the string's bytes."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
 
 
-def verify(body: bytes, signature: str, secret: str) -> bool:
-    """What a receiver does: constant-time comparison of the header with our own signature."""
-    return hmac.compare_digest(sign(body, secret), signature)
+def signed_headers(secret: str, msg_id: str, body: bytes) -> dict[str, str]:
+    now = datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        SIGNATURE_HEADER: signer(secret).sign(msg_id, now, body),
+    }
+
+
+def verify(body: bytes, headers: dict[str, str], secret: str) -> bool:
+    """What a receiver does (with any Standard Webhooks library): signature and freshness."""
+    try:
+        signer(secret).verify(body, headers, json_parse=False)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def deliver(
@@ -62,28 +70,32 @@ def deliver(
     retries: int,
     backoff_s: float,
     timeout_s: float,
+    allowed_hosts: list[str] | None = None,
+    msg_id: str = "",
 ) -> Delivery:
-    """POST `payload`, retrying network errors, 5xx, 408 and 429 up to `retries` times."""
+    """POST `payload`, retrying network errors, 5xx, 408 and 429 up to `retries` times.
+
+    The recorded error says only "delivery failed (status N)" or "(no answer)": never the
+    receiver's body or the network error, which would tell a caller what listens where."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "scantune-webhook/1"}
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(body, secret)
+    base = {"Content-Type": "application/json", "User-Agent": "scantune-webhook/1"}
     error: str | None = None
     code: int | None = None
     for attempt in range(1, retries + 2):
         try:
-            # Redirects are not followed: they could lead past the allowed hosts.
-            response = requests.post(
-                url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False
-            )
-            code = response.status_code
+            target = check_target(url, allowed_hosts or [])  # again: DNS may have changed
+            signature = signed_headers(secret, msg_id or url, body) if secret else {}
+            code = post(target, body, {**base, **signature}, timeout_s)
             if 200 <= code < 300:
                 return Delivery(True, attempt, None, code)
-            error = f"HTTP {code} from receiver"
+            error = f"delivery failed (status {code})"
             if code in _NOT_RETRIED or 300 <= code < 400:
                 return Delivery(False, attempt, error, code)
-        except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        except TargetRefused as exc:
+            return Delivery(False, attempt, f"delivery refused: {exc}", None)
+        except Exception as exc:
+            log.info("webhook attempt %d: %s", attempt, type(exc).__name__)
+            error, code = "delivery failed (no answer)", None
         if attempt <= retries:
             time.sleep(backoff_s * 2 ** (attempt - 1))
     return Delivery(False, retries + 1, error, code)
@@ -105,13 +117,6 @@ def send_job_webhook(store: JobStore, job_id: str, settings: TrainingSettings) -
     if not url:
         store.set_fields(job_id, webhook_state="failed", webhook={"last_error": "no url"})
         return False
-    if not host_allowed(url, settings.webhook_allowed_hosts):  # the setting changed since
-        store.set_fields(
-            job_id,
-            webhook_state="failed",
-            webhook={"attempts": 0, "last_error": "host not in SCANTUNE_WEBHOOK_ALLOWED_HOSTS"},
-        )
-        return False
     view = JobView.from_row(job).model_dump(mode="json")
     payload = {"event": f"training_job.{job.status}", "job": view}
     try:
@@ -122,10 +127,12 @@ def send_job_webhook(store: JobStore, job_id: str, settings: TrainingSettings) -
             retries=settings.webhook_retries,
             backoff_s=settings.webhook_backoff_s,
             timeout_s=settings.webhook_timeout_s,
+            allowed_hosts=settings.webhook_allowed_hosts,
+            msg_id=f"{job_id}.{job.status}",
         )
-    except Exception as exc:  # never let a webhook take the caller down
+    except Exception:  # never let a webhook take the caller down
         log.exception("webhook for job %s crashed", job_id)
-        outcome = Delivery(False, 0, f"{type(exc).__name__}: {exc}")
+        outcome = Delivery(False, 0, "delivery failed (no answer)")
     store.set_fields(
         job_id,
         webhook_state="delivered" if outcome.delivered else "failed",

@@ -12,9 +12,12 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g
 
+from service.audit import EXTENSION as AUDIT_EXTENSION
+from service.audit import AuditTrail
 from service.config import TrainingSettings
 from service.errors import problem
 from service.jobs.service import JobService
+from service.logs import configure_logging
 from service.registry import Registry
 from service.storage import StoreError, open_store
 from service.training_api.catalog import Catalog
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bool = True) -> Flask:
     """Build the training API; `start_supervisor=False` leaves queued jobs alone (tests)."""
     settings = settings or TrainingSettings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)
     app = create_base_app(__name__, settings, service="training")
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
@@ -38,7 +41,9 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     jobs = JobService.from_settings(settings)
     registry = Registry(store)
     app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry, Catalog(registry))
+    app.extensions[AUDIT_EXTENSION] = AuditTrail(jobs.audit_log.add)
 
+    from service.training_api import audit as audit_views
     from service.training_api import jobs as jobs_views
     from service.training_api import models as models_views
     from service.training_api import results as results_views
@@ -48,6 +53,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     app.register_blueprint(models_views.bp)
     app.register_blueprint(results_views.bp)
     app.register_blueprint(ui_views.bp)
+    app.register_blueprint(audit_views.bp)
     add_readiness_check(app, "database", jobs.check)
     add_readiness_check(app, "artifact_store", store.check)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(lambda: observe_jobs(jobs))

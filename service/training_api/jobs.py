@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
-from flask import Blueprint, Response, g, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.spec import MODEL_NAME_PATTERN, JobSpec
-from service.auth import require
-from service.errors import InvalidRequest
+from service.audit import record
+from service.auth import current_principal, require
+from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
+from service.jobs.store import ForeignJob
 from service.parsing import parse_body, parse_query
+from service.ratelimit import limited
 from service.training_api.context import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/training-jobs")
@@ -35,9 +40,19 @@ class LogsQuery(BaseModel):
 
 @bp.post("")
 @require("jobs:write")
+@limited("jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    spec = parse_body(JobSpec)
-    job = services().jobs.submit(spec, idempotency_key=_idempotency_key(), actor=g.actor)
+    spec, who = parse_body(JobSpec), current_principal()
+    with _audited_refusal(who.client, spec.model_name):
+        job = services().jobs.submit(
+            spec,
+            idempotency_key=_idempotency_key(),
+            actor=who.name,
+            client=who.client,
+            may_promote=who.may("models:write"),
+        )
+    record("job_submitted", client=who.client, target=f"job/{job.id}", outcome="accepted",
+           model=job.model_name, gpus=spec.resources.gpus)  # fmt: skip
     location = url_for("jobs.get_job", job_id=job.id)
     return jsonify(job.model_dump(mode="json")), 202, {"Location": location}
 
@@ -47,7 +62,11 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 def list_jobs() -> Response:
     query = parse_query(ListJobsQuery)
     items, next_cursor = services().jobs.list(
-        status=query.status, model_name=query.model, cursor=query.cursor, limit=query.limit
+        status=query.status,
+        model_name=query.model,
+        cursor=query.cursor,
+        limit=query.limit,
+        client=_only_own(),
     )
     return jsonify(items=[j.model_dump(mode="json") for j in items], next_cursor=next_cursor)
 
@@ -55,13 +74,15 @@ def list_jobs() -> Response:
 @bp.get("/<job_id>")
 @require("read")
 def get_job(job_id: str) -> Response:
-    return jsonify(services().jobs.get(job_id).model_dump(mode="json"))
+    return jsonify(services().jobs.get(job_id, client=_only_own()).model_dump(mode="json"))
 
 
 @bp.post("/<job_id>/cancel")
 @require("jobs:write")
 def cancel_job(job_id: str) -> Response:
-    job = services().jobs.cancel(job_id, actor=g.actor)
+    who = current_principal()
+    job = services().jobs.cancel(job_id, actor=who.name, client=_only_own())
+    record("job_cancelled", client=who.client, target=f"job/{job_id}", outcome="cancelled")
     return jsonify(job.model_dump(mode="json"))
 
 
@@ -69,8 +90,43 @@ def cancel_job(job_id: str) -> Response:
 @require("read")
 def get_logs(job_id: str) -> Response:
     query = parse_query(LogsQuery)
-    text = services().jobs.logs(job_id, tail=query.tail)
+    text = services().jobs.logs(job_id, tail=query.tail, client=_only_own())
     return Response(text, mimetype="text/plain")
+
+
+@bp.errorhandler(ForeignJob)
+def foreign_job(exc: ForeignJob) -> Response:
+    """Another client's job: a 404 like a missing one, and an access_denied record."""
+    target = f"job/{request.view_args.get('job_id') if request.view_args else '?'}"
+    record("access_denied", client=current_principal().client, target=target, outcome="not_found")
+    return problem(exc.status, exc.title, exc.detail)
+
+
+POLICY_REFUSALS = {"uri_not_allowed", "webhook_target_not_allowed", "limit_exceeded"}
+
+
+@contextmanager
+def _audited_refusal(client: str, model: str) -> Iterator[None]:
+    """Audit a submission the policy refused: a 403 (promotion scope, another client's
+    model) as access_denied, a 422 for data, webhook or GPU limits as a refused submission.
+    The record names the fields and rules, never the URIs (they may carry tokens)."""
+    try:
+        yield
+    except Forbidden:
+        record("access_denied", client=client, target=f"model/{model}", outcome="refused")
+        raise
+    except Unprocessable as exc:
+        broken = [e for e in exc.errors or [] if e.get("type") in POLICY_REFUSALS]
+        if broken:
+            record("job_submitted", client=client, target=f"model/{model}", outcome="refused",
+                   rules=sorted({f"{e['loc']}: {e['type']}" for e in broken}))  # fmt: skip
+        raise
+
+
+def _only_own() -> str | None:
+    """The client whose jobs this request may touch; None (all) for an admin key."""
+    who = current_principal()
+    return None if who.admin else who.client
 
 
 def _idempotency_key() -> str | None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.auth import require
+from service.audit import record
+from service.auth import current_principal, require
+from service.errors import Forbidden
+from service.jobs.tenancy import check_publish
 from service.parsing import parse_body, parse_query
 from service.training_api.context import services
 
@@ -66,5 +69,15 @@ def get_alias(name: str, alias: str) -> Response:
 @require("models:write")
 def set_alias(name: str, alias: str) -> Response:
     services().catalog.existing_versions(name)  # 404 before judging the body
-    body = parse_body(SetAliasBody)
-    return jsonify(services().catalog.set_alias(name, alias, body.version, actor=g.actor))
+    body, who = parse_body(SetAliasBody), current_principal()
+    if not who.admin:  # one team cannot move another team's model
+        try:
+            check_publish(services().jobs.store, services().settings, who.client, name)
+        except Forbidden:
+            record("access_denied", client=who.client, target=f"model/{name}/aliases/{alias}",
+                   outcome="refused")  # fmt: skip
+            raise
+    moved = services().catalog.set_alias(name, alias, body.version, actor=who.client)
+    record("alias_moved", client=who.client, target=f"model/{name}/aliases/{alias}",
+           outcome="moved", version=body.version)  # fmt: skip
+    return jsonify(moved)

@@ -60,6 +60,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 # Variables the chart may set that are not scantune settings (read by boto3 or matplotlib).
 OTHER_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MPLCONFIGDIR"}
+# Read-only S3 keys kept in the Secret for inference, which receives them as AWS_*.
+OTHER_ENV |= {"INFERENCE_AWS_ACCESS_KEY_ID", "INFERENCE_AWS_SECRET_ACCESS_KEY"}
 
 
 def _min_kube_version() -> str:
@@ -268,7 +270,7 @@ def test_lint_is_clean(helm: Any) -> None:
 def test_expected_objects(variant: tuple[str, list[Manifest]]) -> None:
     name, manifests = variant
     kinds = sorted({m["kind"] for m in manifests})
-    expected = {"ConfigMap", "Deployment", "Service", "ServiceAccount"}
+    expected = {"ConfigMap", "Deployment", "Service", "ServiceAccount", "NetworkPolicy"}
     if name != "local-launcher":
         expected |= {"Role", "RoleBinding"}
     if name != "fixed-replicas":
@@ -364,7 +366,8 @@ def test_the_job_the_api_creates_is_valid_and_finds_what_it_needs(
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     for path in ("/tmp", POD_WORK_DIR):
-        assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}, path
+        limit = {"sizeLimit": settings.job_volume_limit}  # a job cannot fill the node's disk
+        assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": limit}, path
 
     # Everything the Job names exists in its namespace, and the API may create it there.
     here = [m for m in manifests if namespace_of(m) == namespace_of(job)]
@@ -386,6 +389,11 @@ def test_the_job_the_api_creates_is_valid_and_finds_what_it_needs(
     assert runner.webhook_secret == settings.webhook_secret
     assert runner.weights_dir == settings.weights_dir
     assert env["AWS_ACCESS_KEY_ID"] == PRODUCTION["secrets"]["aws"]["accessKeyId"]
+    # ...and checks again, with the same limits, what the API checked at submit
+    for name in ("local_data_roots", "s3_data_prefixes", "webhook_allowed_hosts", "model_grants",
+                 "max_gpus_per_job"):  # fmt: skip
+        assert getattr(runner, name) == getattr(settings, name), name
+    assert runner.s3_data_prefixes == PRODUCTION["api"]["s3DataPrefixes"]
 
 
 def test_inference_settings_parse(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -426,19 +434,21 @@ def api_settings(
     return settings_from(monkeypatch, container_env(manifests, container), TrainingSettings)
 
 
-def test_jobs_read_only_s3_unless_the_chart_names_local_roots(
+def test_jobs_read_no_data_unless_the_chart_names_roots_or_prefixes(
     render: Render, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert api_settings(render, monkeypatch, {}).local_data_roots == []
+    defaults = api_settings(render, monkeypatch, {})
+    assert defaults.local_data_roots == [] and defaults.s3_data_prefixes == []
     mounted = api_settings(render, monkeypatch, {"localDataRoots": ["/mnt/scans"]})
     assert mounted.local_data_roots == [Path("/mnt/scans")]
-    assert api_settings(render, monkeypatch, {"localDataRoots": None}).local_data_roots is None
+    prefixed = api_settings(render, monkeypatch, {"s3DataPrefixes": ["s3://scans/ci/"]})
+    assert prefixed.s3_data_prefixes == ["s3://scans/ci/"]
 
 
-def test_webhook_hosts_are_open_unless_the_chart_lists_them(
+def test_webhooks_reach_no_internal_host_unless_the_chart_lists_it(
     render: Render, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert api_settings(render, monkeypatch, {}).webhook_allowed_hosts is None
+    assert api_settings(render, monkeypatch, {}).webhook_allowed_hosts == []
     listed = api_settings(render, monkeypatch, {"webhookAllowedHosts": ["ci.example"]})
     assert listed.webhook_allowed_hosts == ["ci.example"]
 
@@ -652,7 +662,7 @@ def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str
         ({"trainer": {"tolerations": [{"key": "gpu", "effect": "NoRun"}]}}, "effect"),
         ({"secrets": {"apiKeys": [{"name": "ci", "sha256": "abc", "scopes": ["read"]}]}}, "sha256"),
         (
-            {"secrets": {"apiKeys": [{"name": "ci", "sha256": "0" * 64, "scopes": ["admin"]}]}},
+            {"secrets": {"apiKeys": [{"name": "ci", "sha256": "0" * 64, "scopes": ["root"]}]}},
             "scopes",
         ),
         ({"api": {"launcher": "k8s"}}, "launcher"),

@@ -311,9 +311,9 @@ def test_a_request_whose_scans_decode_past_the_pixel_budget_is_413(
     )
     assert two.status_code == 413
     assert two.json["detail"] == (
-        "the scans up to big_normal_1.png decode to 0.52 megapixels; one request may hold 0.5"
-        " (send fewer scans per request)"
-    )
+        "big_normal_1.png decodes to 0.26 megapixels, past what is left of the 0.5 one request"
+        " may hold (send fewer scans per request)"
+    )  # charged before it is decoded
     v2 = check(
         client.post(
             f"/v2/models/{MODEL}/infer",

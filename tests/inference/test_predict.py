@@ -263,9 +263,11 @@ def test_a_request_holds_one_decoded_scan_at_a_time(
     alive_at_each_decode: list[int] = []
     original = scans.decode
 
-    def tracking_decode(data: bytes, name: str = "<upload>") -> np.ndarray:
+    def tracking_decode(
+        data: bytes, name: str = "<upload>", budget: int | None = None
+    ) -> np.ndarray:
         alive_at_each_decode.append(sum(ref() is not None for ref in decoded))
-        image = original(data, name)
+        image = original(data, name, budget)
         decoded.append(weakref.ref(image))
         return image
 

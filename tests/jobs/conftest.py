@@ -22,6 +22,7 @@ from service.jobs.launchers.local import LocalLauncher
 from service.jobs.schemas import JobView
 from service.jobs.service import JobService
 from service.jobs.store import JobStore
+from tests.conftest import data_roots
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -70,6 +71,8 @@ def settings_env(
             "work_dir": tmp_path / "work",
             "artifact_uri": (tmp_path / "artifacts").as_uri(),
             "auth_disabled": True,
+            "local_data_roots": json.loads(data_roots(tmp_path)),
+            "webhook_allowed_hosts": ["127.0.0.1"],
         }
         for key, value in {**defaults, **values}.items():
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)

@@ -6,6 +6,7 @@ the requests asserted here are exactly what a cluster would receive.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ def k8s_settings(
         artifact_uri="s3://models/registry",
         s3_endpoint_url="http://minio.storage:9000",
         supervisor_interval_s=0.1,
+        max_gpus_per_job=2,
+        s3_data_prefixes=["s3://scans/"],
     )
 
 
@@ -76,7 +79,9 @@ def claimed_job(settings: TrainingSettings, spec: JobSpec) -> tuple[JobStore, Jo
     return store, job
 
 
-def expected_job(job: JobRow, *, resources: dict[str, Any]) -> dict[str, Any]:
+def expected_job(
+    job: JobRow, *, resources: dict[str, Any], settings: TrainingSettings
+) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/name": "scantune-trainer",
         "app.kubernetes.io/managed-by": "scantune",
@@ -93,7 +98,15 @@ def expected_job(job: JobRow, *, resources: dict[str, Any]) -> dict[str, Any]:
         "SCANTUNE_WEBHOOK_BACKOFF_S": "1.0",
         "SCANTUNE_WEBHOOK_TIMEOUT_S": "10.0",
         "SCANTUNE_LOG_LEVEL": "INFO",
+        # the pod checks again what the API checked at submit, with the same settings
+        "SCANTUNE_LOCAL_DATA_ROOTS": json.dumps([str(p) for p in settings.local_data_roots]),
+        "SCANTUNE_S3_DATA_PREFIXES": '["s3://scans/"]',
+        "SCANTUNE_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+        "SCANTUNE_MODEL_GRANTS": "{}",
+        "SCANTUNE_MAX_GPUS_PER_JOB": "2",
+        "SCANTUNE_LOG_FORMAT": "auto",
     }
+    volume = {"sizeLimit": "50Gi"}  # a job cannot fill the node's disk
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -118,7 +131,10 @@ def expected_job(job: JobRow, *, resources: dict[str, Any]) -> dict[str, Any]:
                         "fsGroup": 10001,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+                    "volumes": [
+                        {"name": "work", "emptyDir": volume},
+                        {"name": "tmp", "emptyDir": volume},
+                    ],
                     "containers": [
                         {
                             "name": "runner",
@@ -162,6 +178,7 @@ def test_launch_creates_exactly_this_job(
             "requests": {"cpu": "4", "memory": "16Gi"},
             "limits": {"memory": "16Gi", "nvidia.com/gpu": "2"},
         },
+        settings=k8s_settings,
     )
     store.close()
 
@@ -329,3 +346,45 @@ def test_cancel_deletes_the_kubernetes_job_and_reads_pod_logs(
         assert name not in standin.jobs
     finally:
         service.stop()
+
+
+def test_the_kubernetes_launcher_keeps_to_the_per_client_caps(
+    k8s_settings: TrainingSettings,
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """Concurrent jobs per client and GPUs per job bound Kubernetes Jobs too (issue 24)."""
+    from service.jobs.supervisor import Supervisor
+
+    settings = settings_env(**{**_k8s_values(k8s_settings), "max_jobs_per_client": 1})
+    store = JobStore.open(settings.database_url)
+    first = store.create(make_spec(seed=1), client="radiology")[0]
+    store.create(make_spec(seed=2), client="radiology")  # waits: radiology is at its cap
+    other = store.create(make_spec(seed=3), client="ci")[0]
+    Supervisor(store, KubernetesLauncher(settings), settings).launch_queued()
+    created = {c.body["metadata"]["labels"]["scantune.dev/job-id"] for c in standin.calls("POST")}
+    assert created == {first.id, other.id}
+    # a row that asks for more GPUs than allowed (the setting was lowered since) never launches
+    lowered = settings_env(
+        **{**_k8s_values(k8s_settings), "max_gpus_per_job": 1, "max_jobs_per_client": 4}
+    )
+    greedy = store.create(make_spec(seed=4, resources={"gpus": 2}), client="ci")[0]
+    store.cancel(first.id)
+    Supervisor(store, KubernetesLauncher(lowered), lowered).launch_queued()
+    assert greedy.id not in {
+        c.body["metadata"]["labels"]["scantune.dev/job-id"] for c in standin.calls("POST")
+    }
+    failed = store.get(greedy.id)
+    assert (failed.status, failed.error_reason) == ("failed", "launch_failed")
+    assert "SCANTUNE_MAX_GPUS_PER_JOB" in (failed.error_detail or "")
+    from service.jobs.audit_store import AuditStore
+
+    [finished] = AuditStore(store.engine).page(action="job_finished")[0]
+    assert (finished["client"], finished["detail"]) == ("ci", {"reason": "launch_failed"})
+    store.close()
+
+
+def _k8s_values(settings: TrainingSettings) -> dict[str, Any]:
+    names = ("launcher", "k8s_in_cluster", "k8s_namespace", "k8s_image", "artifact_uri")
+    return {n: getattr(settings, n) for n in names}

@@ -18,7 +18,7 @@ from models.card import ModelCard
 from models.spec import JobSpec
 from service.jobs.launchers.local import LocalLauncher
 from service.jobs.service import JobService
-from service.jobs.webhook import SIGNATURE_HEADER, verify
+from service.jobs.webhook import verify
 from service.registry import Registry
 from service.storage import open_store
 
@@ -105,8 +105,8 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     assert final.webhook is not None and final.webhook.delivered and final.webhook.attempts == 2
     assert len(hook.requests) == 2
     headers, body = hook.requests[-1]
-    assert verify(body, headers[SIGNATURE_HEADER], SECRET)
-    assert not verify(body + b" ", headers[SIGNATURE_HEADER], SECRET)
+    assert verify(body, headers, SECRET)
+    assert not verify(body + b" ", headers, SECRET)
     payload = json.loads(body)
     assert payload["event"] == "training_job.succeeded"
     assert payload["job"]["id"] == a.id and payload["job"]["artifacts"]["version"] >= 1
@@ -152,7 +152,7 @@ def test_killed_runner_without_retries_fails_with_reason(
     # the runner is dead, so the supervisor sends the terminal webhook in its place
     wait_for(service, job.id, lambda v: v.webhook is not None and v.webhook.delivered)
     headers, body = hook.requests[0]
-    assert verify(body, headers[SIGNATURE_HEADER], SECRET)
+    assert verify(body, headers, SECRET)
     assert json.loads(body)["job"]["error"]["reason"] == "runner_lost"
 
 
@@ -249,6 +249,7 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
         heartbeat_interval_s=0.5,
         artifact_uri=f"s3://{s3_bucket}/registry",
         s3_endpoint_url=endpoint,
+        s3_data_prefixes=[f"s3://{s3_bucket}/data/"],
     )
     store = JobStore.open(settings.database_url)
     artifacts = open_store(settings.artifact_uri, endpoint_url=endpoint)

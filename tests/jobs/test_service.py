@@ -132,7 +132,8 @@ def test_s3_dataset_must_exist(
     s3_client(s3_env["SCANTUNE_S3_ENDPOINT_URL"]).put_object(
         Bucket=s3_bucket, Key="sets/a/train.npz", Body=b"x"
     )
-    service = JobService.from_settings(settings_env())
+    prefixes = [f"s3://{s3_bucket}/sets/", "s3://no-such-bucket-here/"]
+    service = JobService.from_settings(settings_env(s3_data_prefixes=prefixes))
     try:
         assert service.submit(make_spec(dataset={"uri": f"s3://{s3_bucket}/sets/a/train.npz"}))
         assert service.submit(make_spec(dataset={"uri": f"s3://{s3_bucket}/sets/a/"}))

@@ -201,7 +201,7 @@ def test_a_job_cancelled_while_its_runner_is_looked_at_is_left_to_the_cancel(
 def test_two_supervisors_share_one_database(
     db_url: str, make_spec: Callable[..., JobSpec], settings_env: Callable[..., TrainingSettings]
 ) -> None:
-    settings = settings_env(max_concurrent_jobs=10, max_retries=0)
+    settings = settings_env(max_concurrent_jobs=10, max_retries=0, max_jobs_per_client=10)
     stores = [JobStore.open(db_url), JobStore.open(db_url)]
     launchers = [ScriptedLauncher(), ScriptedLauncher()]
     sups = [Supervisor(s, lch, settings) for s, lch in zip(stores, launchers, strict=True)]

@@ -1,4 +1,5 @@
-"""Webhook delivery to a real loopback receiver: signature, retries, outcome on the job."""
+"""Webhook delivery to a real loopback receiver: Standard Webhooks signatures, retries,
+outcome on the job."""
 
 from __future__ import annotations
 
@@ -10,36 +11,62 @@ from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.jobs.state import Status
 from service.jobs.store import JobStore
-from service.jobs.webhook import SIGNATURE_HEADER, deliver, send_job_webhook, sign, verify
+from service.jobs.webhook import SIGNATURE_HEADER, deliver, send_job_webhook, signed_headers, verify
+
+LOOPBACK = ["127.0.0.1"]
 
 
-def test_signature_is_hmac_sha256_of_the_body() -> None:
-    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
-    expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-    assert sign(b"what do ya want for nothing?", "Jefe") == f"sha256={expected}"
-    assert verify(b"x", sign(b"x", "k"), "k") and not verify(b"x", sign(b"x", "k"), "other")
+def test_signature_follows_standard_webhooks() -> None:
+    """Checked with the reference test vector of the Standard Webhooks specification."""
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    when = datetime.fromtimestamp(1614265330, UTC)
+    expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert Webhook(secret).sign("msg_p5jXN8AQM9LWM0D4loKWxJek", when, body) == expected
+    headers = signed_headers(secret, "msg_1", body)
+    assert headers["webhook-id"] == "msg_1" and headers["webhook-timestamp"].isdigit()
+    assert verify(body, headers, secret) and not verify(body + b" ", headers, secret)
+    assert not verify(body, headers, "another-secret")
+
+
+def test_an_old_delivery_cannot_be_replayed() -> None:
+    headers = signed_headers("k", "msg_1", b"{}")
+    headers["webhook-timestamp"] = str(int(headers["webhook-timestamp"]) - 3600)
+    assert not verify(b"{}", headers, "k")
 
 
 def test_retries_5xx_then_delivers_signed(receiver: Callable[..., Any]) -> None:
     hook = receiver([500, 503, 200])
-    outcome = deliver(hook.url, {"a": 1}, secret="k", retries=3, backoff_s=0.01, timeout_s=5)
+    outcome = deliver(
+        hook.url, {"a": 1}, secret="k", retries=3, backoff_s=0.01, timeout_s=5,
+        allowed_hosts=LOOPBACK, msg_id="job-1.succeeded",
+    )  # fmt: skip
     assert (outcome.delivered, outcome.attempts, outcome.status_code) == (True, 3, 200)
     assert len(hook.requests) == 3
     bodies = {body for _, body in hook.requests}
     assert len(bodies) == 1  # every retry carries the same signed bytes
     headers, body = hook.requests[-1]
     assert json.loads(body) == {"a": 1}
-    assert verify(body, headers[SIGNATURE_HEADER], "k")
+    assert verify(body, headers, "k")
+    assert {h["webhook-id"] for h, _ in hook.requests} == {"job-1.succeeded"}  # one event
 
 
 def test_gives_up_after_retries_and_does_not_retry_4xx(receiver: Callable[..., Any]) -> None:
     hook = receiver([500, 500, 500])
-    outcome = deliver(hook.url, {}, secret=None, retries=2, backoff_s=0.01, timeout_s=5)
+    outcome = deliver(
+        hook.url, {}, secret=None, retries=2, backoff_s=0.01, timeout_s=5, allowed_hosts=LOOPBACK
+    )
     assert (outcome.delivered, outcome.attempts) == (False, 3)
-    assert outcome.last_error == "HTTP 500 from receiver"
-    assert SIGNATURE_HEADER not in hook.requests[0][0]
+    assert outcome.last_error == "delivery failed (status 500)"
+    assert SIGNATURE_HEADER not in {k.lower() for k in hook.requests[0][0]}
     gone = receiver([404])
-    outcome = deliver(gone.url, {}, secret="k", retries=5, backoff_s=0.01, timeout_s=5)
+    outcome = deliver(
+        gone.url, {}, secret="k", retries=5, backoff_s=0.01, timeout_s=5, allowed_hosts=LOOPBACK
+    )
     assert (outcome.delivered, outcome.attempts, len(gone.requests)) == (False, 1, 1)
 
 
@@ -56,7 +83,7 @@ def test_unreachable_receiver_is_recorded_on_the_job(
     job = store.get(row.id)
     assert job.webhook_state == "failed"
     assert job.webhook is not None and job.webhook["attempts"] == 2
-    assert "ConnectionError" in job.webhook["last_error"]
+    assert job.webhook["last_error"] == "delivery failed (no answer)"  # not what answered
     assert job.status == Status.CANCELLED  # the job's own state is untouched
 
 
@@ -81,7 +108,9 @@ def test_a_redirect_is_not_followed(receiver: Callable[..., Any]) -> None:
     """A redirect could lead past SCANTUNE_WEBHOOK_ALLOWED_HOSTS to an internal address."""
     inside = receiver([200])
     hook = receiver([307], location=inside.url)
-    outcome = deliver(hook.url, {}, secret=None, retries=3, backoff_s=0.01, timeout_s=5)
+    outcome = deliver(
+        hook.url, {}, secret=None, retries=3, backoff_s=0.01, timeout_s=5, allowed_hosts=LOOPBACK
+    )
     assert (outcome.delivered, outcome.attempts, outcome.status_code) == (False, 1, 307)
     assert len(hook.requests) == 1 and inside.requests == []
 
@@ -99,5 +128,5 @@ def test_a_webhook_to_a_host_no_longer_allowed_is_not_sent(
     assert not send_job_webhook(store, row.id, settings)
     job = store.get(row.id)
     assert job.webhook_state == "failed" and hook.requests == []
-    assert job.webhook is not None and job.webhook["attempts"] == 0
-    assert job.webhook["last_error"] == "host not in SCANTUNE_WEBHOOK_ALLOWED_HOSTS"
+    assert job.webhook is not None and job.webhook["attempts"] == 1
+    assert job.webhook["last_error"].startswith("delivery refused: 127.0.0.1 is a loopback")

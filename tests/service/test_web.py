@@ -102,7 +102,8 @@ def test_readiness_reports_the_failing_check(app):
     add_readiness_check(app, "database", database)
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json["checks"]["database"] == "failed: connection refused"
+    assert response.json["checks"]["database"] == "failed"  # which, never why: it is open
+    assert "connection refused" not in response.get_data(as_text=True)
 
 
 def test_auth_can_be_disabled_explicitly(monkeypatch):

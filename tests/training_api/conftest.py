@@ -23,6 +23,7 @@ from openapi_core.validation.response.exceptions import MissingData
 from werkzeug.datastructures import ImmutableMultiDict
 
 from service.auth import hash_key
+from tests.conftest import data_roots
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "api_spec" / "openapi.yaml"
 
@@ -46,10 +47,17 @@ KEYS = {
 
 
 def api_keys_setting() -> str:
-    """SCANTUNE_API_KEYS for the keys above (stored hashed, like production)."""
+    """SCANTUNE_API_KEYS for the keys above (stored hashed, like production). They act for
+    one client, "team", so they share jobs; tests/training_api/test_security.py gives keys
+    clients of their own."""
     return json.dumps(
         [
-            {"name": k.name, "sha256": hash_key(k.secret), "scopes": list(k.scopes)}
+            {
+                "name": k.name,
+                "sha256": hash_key(k.secret),
+                "scopes": list(k.scopes),
+                "client": "team",
+            }
             for k in KEYS.values()
         ]
     )
@@ -123,6 +131,8 @@ def training_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SCANTUNE_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("SCANTUNE_API_KEYS", api_keys_setting())
     monkeypatch.setenv("SCANTUNE_MAX_UPLOAD_MB", "0.05")
+    monkeypatch.setenv("SCANTUNE_LOCAL_DATA_ROOTS", data_roots(tmp_path))
+    monkeypatch.setenv("SCANTUNE_WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1"]')
     monkeypatch.delenv("SCANTUNE_AUTH_DISABLED", raising=False)
     (tmp_path / "artifacts").mkdir()
     return tmp_path

@@ -178,8 +178,8 @@ def test_local_paths_outside_the_data_roots_are_refused_before_they_are_looked_a
         assert problem["errors"] == [
             {
                 "loc": "body/dataset/uri",
-                "msg": f"{uri} is outside the folders jobs may read (SCANTUNE_LOCAL_DATA_ROOTS);"
-                " use an s3:// URI or a path under them",
+                "msg": f"{uri} is outside the folders jobs may read (SCANTUNE_LOCAL_DATA_ROOTS),"
+                " or a link in it leads outside them",
                 "type": "uri_not_allowed",
             }
         ]
@@ -198,9 +198,9 @@ def test_webhooks_may_call_only_the_allowed_hosts(
         assert problem["errors"] == [
             {
                 "loc": "body/webhook/url",
-                "msg": "169.254.169.254 is not among the hosts webhooks may call"
-                " (SCANTUNE_WEBHOOK_ALLOWED_HOSTS)",
-                "type": "webhook_host_not_allowed",
+                "msg": "169.254.169.254 is a loopback, private, link-local or metadata address;"
+                " allow it with SCANTUNE_WEBHOOK_ALLOWED_HOSTS",
+                "type": "webhook_target_not_allowed",
             }
         ]
 

@@ -161,7 +161,7 @@ def test_models_list_versions_promote(
     publish_version(training_env / "artifacts", "chest-xray", 2, metrics=trainer_metrics)
 
     assert main(["models", "promote", "chest-xray", "2", "--alias", "staging"]) == 0
-    assert "staging -> version 2 (set by admin" in capsys.readouterr().out
+    assert "staging -> version 2 (set by team" in capsys.readouterr().out
     assert main(["models", "list"]) == 0
     assert "staging=2" in capsys.readouterr().out
     assert main(["models", "versions", "chest-xray"]) == 0

@@ -5,7 +5,6 @@ training on the PneumoniaMNIST slice, the registry, the promotion gate, a signed
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import signal
@@ -23,7 +22,8 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import REPO, free_port, wait_for_port
+from service.jobs.webhook import verify
+from tests.conftest import REPO, data_roots, free_port, wait_for_port
 from tests.training_api.conftest import KEYS, api_keys_setting, assert_conforms
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
@@ -81,6 +81,8 @@ def server_env(
         "SCANTUNE_LAUNCHER": "local",
         "SCANTUNE_API_KEYS": api_keys_setting(),
         "SCANTUNE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SCANTUNE_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+        "SCANTUNE_LOCAL_DATA_ROOTS": data_roots(tmp_path),
         "SCANTUNE_WEBHOOK_BACKOFF_S": "0.2",
         "SCANTUNE_SUPERVISOR_INTERVAL_S": "0.5",
         "SCANTUNE_HEARTBEAT_INTERVAL_S": "1",
@@ -192,11 +194,26 @@ def test_job_trains_publishes_to_s3_promotes_and_signs_its_webhook(
     alias = api.get(f"{gunicorn}/v1/models/chest-xray-e2e/aliases/production").json()
     assert alias["version"] == version
     assert detail["aliases"] == ["production"]
+    assert alias["set_by"] == f"team (job {job['id']})"  # the client that asked
+
+    # the audit trail holds the job's life, as the runner and the API recorded it
+    from service.jobs.audit_store import AuditStore
+    from service.jobs.database import make_engine
+
+    engine = make_engine(server_env["SCANTUNE_DATABASE_URL"])
+    trail, _ = AuditStore(engine).page(client="team")
+    engine.dispose()
+    actions = {(r["action"], r["target"], r["outcome"]) for r in trail}
+    assert {
+        ("job_submitted", f"job/{job['id']}", "accepted"),
+        ("model_published", "model/chest-xray-e2e/versions/1", "published"),
+        ("alias_moved", "model/chest-xray-e2e/aliases/production", "moved"),
+        ("job_finished", f"job/{job['id']}", "succeeded"),
+    } <= actions
 
     # the webhook arrived, signed with the shared secret
     headers, body = receiver.wait()
-    expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Scantune-Signature"], expected)
+    assert verify(body, headers, WEBHOOK_SECRET)  # Standard Webhooks, as receivers check
     payload = json.loads(body)
     assert payload["event"] == "training_job.succeeded"
     assert payload["job"]["id"] == job["id"]
@@ -204,16 +221,23 @@ def test_job_trains_publishes_to_s3_promotes_and_signs_its_webhook(
     metrics = api.get(f"{gunicorn}/metrics").text
     assert 'scantune_jobs{state="succeeded"} 1.0' in metrics
 
-    # CI's view: `scantune jobs submit --wait` exits 0 for a succeeded job whose gate passed
+    # CI's view: `scantune jobs submit --wait` exits 0 for a succeeded job whose gate passed.
+    # The spec promotes, so it needs models:write besides jobs:write (issue 24).
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec(pneumonia_small_npz, seed=1)))
+    refused = subprocess.run(
+        [sys.executable, "-m", "service.cli", "jobs", "submit", str(spec_file)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**server_env, "SCANTUNE_URL": gunicorn, "SCANTUNE_API_KEY": KEYS["ci"].secret},
+    )  # fmt: skip
+    assert refused.returncode != 0 and "models:write" in refused.stdout + refused.stderr
     cli = subprocess.run(
         [
             sys.executable, "-m", "service.cli", "jobs", "submit", str(spec_file), "--wait",
             "--poll-interval", "1", "--timeout", str(JOB_TIMEOUT_S),
         ],
         cwd=REPO, capture_output=True, text=True, timeout=JOB_TIMEOUT_S + 60,
-        env={**server_env, "SCANTUNE_URL": gunicorn, "SCANTUNE_API_KEY": KEYS["ci"].secret},
+        env={**server_env, "SCANTUNE_URL": gunicorn, "SCANTUNE_API_KEY": KEYS["admin"].secret},
     )  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "succeeded: chest-xray-e2e version 2" in cli.stdout

@@ -156,6 +156,8 @@ AWS_DEFAULT_REGION: {{ . | quote }}
 SCANTUNE_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 SCANTUNE_MAX_UPLOAD_MB: {{ .Values.config.maxUploadMb | quote }}
 SCANTUNE_AUTH_DISABLED: {{ .Values.config.authDisabled | quote }}
+SCANTUNE_RATE_LIMITS: {{ .Values.config.rateLimits | default dict | toJson | quote }}
+SCANTUNE_LOG_FORMAT: {{ .Values.config.logFormat | default "json" | quote }}
 {{- end -}}
 
 {{/* Secret entries the API and the job pods share. */}}
@@ -169,5 +171,32 @@ AWS_ACCESS_KEY_ID: {{ . | quote }}
 {{- end }}
 {{- with .Values.secrets.aws.secretAccessKey }}
 AWS_SECRET_ACCESS_KEY: {{ . | quote }}
+{{- end }}
+{{- with .Values.secrets.redisUrl }}
+SCANTUNE_REDIS_URL: {{ . | quote }}
+{{- end }}
+{{- with .Values.secrets.auditSalt }}
+SCANTUNE_AUDIT_SALT: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+
+{{/* Egress rules: DNS anywhere in the cluster, then `ports` to egressCidr minus egressExcept. */}}
+{{- define "scantune.egressRules" -}}
+- ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- if .ports }}
+- to:
+    - ipBlock:
+        cidr: {{ .np.egressCidr }}
+        {{- with .np.egressExcept }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+  ports:
+    {{- range .ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
 {{- end }}
 {{- end -}}

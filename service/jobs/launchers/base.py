@@ -102,6 +102,21 @@ def child_env(settings: TrainingSettings) -> dict[str, str]:
     return env
 
 
+class JobLimitExceeded(RuntimeError):
+    """A job asks for more than its client may have (GPUs per job)."""
+
+
+def check_job_limits(job: JobRow, settings: TrainingSettings) -> None:
+    """What every launcher re-checks before it starts a runner: the API checked it at
+    submit, but settings may have changed, and a launcher must not trust the row alone."""
+    gpus = int((job.spec.get("resources") or {}).get("gpus", 0))
+    if gpus > settings.max_gpus_per_job:
+        raise JobLimitExceeded(
+            f"the job asks for {gpus} GPUs; at most {settings.max_gpus_per_job} per job"
+            " (SCANTUNE_MAX_GPUS_PER_JOB)"
+        )
+
+
 def tail_lines(text: str, tail: int | None) -> str:
     if tail is None:
         return text

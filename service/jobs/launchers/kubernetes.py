@@ -20,7 +20,13 @@ import threading
 from typing import Any
 
 from service.config import TrainingSettings
-from service.jobs.launchers.base import Launcher, RunnerState, tail_lines
+from service.jobs.launchers.base import (
+    Launcher,
+    RunnerState,
+    check_job_limits,
+    settings_env,
+    tail_lines,
+)
 from service.jobs.tables import JobRow
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,13 @@ POD_SETTINGS = (
     "webhook_backoff_s",
     "webhook_timeout_s",
     "log_level",
+    # the same data, webhook and tenancy limits the API checked at submit (issue 24)
+    "local_data_roots",
+    "s3_data_prefixes",
+    "webhook_allowed_hosts",
+    "model_grants",
+    "max_gpus_per_job",
+    "log_format",
 )
 
 
@@ -108,7 +121,12 @@ class KubernetesLauncher(Launcher):
             node_selector=s.k8s_node_selector or None,
             tolerations=[m.V1Toleration(**_toleration(t)) for t in s.k8s_tolerations] or None,
             security_context=self._pod_security(),
-            volumes=[m.V1Volume(name=n, empty_dir=m.V1EmptyDirVolumeSource()) for n in SCRATCH],
+            volumes=[
+                m.V1Volume(
+                    name=n, empty_dir=m.V1EmptyDirVolumeSource(size_limit=s.job_volume_limit)
+                )
+                for n in SCRATCH
+            ],
         )
         return m.V1Job(
             api_version="batch/v1",
@@ -158,10 +176,11 @@ class KubernetesLauncher(Launcher):
     def _pod_env(self) -> dict[str, str]:
         s = self.settings
         env = {"SCANTUNE_LAUNCHER": "kubernetes", "SCANTUNE_WORK_DIR": POD_WORK_DIR}
+        encoded = settings_env(s)
         for name in POD_SETTINGS:
-            value = getattr(s, name)
+            value = encoded[f"SCANTUNE_{name.upper()}"]
             if value is not None:
-                env[f"SCANTUNE_{name.upper()}"] = str(value)
+                env[f"SCANTUNE_{name.upper()}"] = value
         if not s.k8s_env_secret:  # no secret to carry it: the pod must still find the store
             env["SCANTUNE_DATABASE_URL"] = s.database_url
         return env
@@ -177,6 +196,7 @@ class KubernetesLauncher(Launcher):
 
     # the Launcher interface
     def launch(self, job: JobRow) -> str:
+        check_job_limits(job, self.settings)
         body = self.manifest(job)
         self._batch().create_namespaced_job(namespace=self.settings.k8s_namespace, body=body)
         return job_name(job)

@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service.config import TrainingSettings
-from service.jobs.launchers.base import Launcher, RunnerState, child_env, tail_lines
+from service.jobs.launchers.base import (
+    Launcher,
+    RunnerState,
+    check_job_limits,
+    child_env,
+    tail_lines,
+)
 from service.jobs.tables import JobRow
 
 LOG_FILE = "log.txt"
@@ -40,6 +46,7 @@ class LocalLauncher(Launcher):
         self._lock = threading.Lock()
 
     def launch(self, job: JobRow) -> str:
+        check_job_limits(job, self.settings)
         folder = job_dir(self.settings, job.id)
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / LOG_FILE).open("ab") as log:

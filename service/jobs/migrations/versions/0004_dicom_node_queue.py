@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "dicom_node_queue"
-down_revision = "0002"
+down_revision = "0003_clients_and_audit"
 branch_labels = None
 depends_on = None
 

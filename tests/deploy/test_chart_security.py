@@ -1,0 +1,130 @@
+"""The chart's security objects (issue 24): NetworkPolicies, the jobs' own restricted
+namespace and GPU quota, read-only storage credentials for inference, and the limits both
+services and the job pods receive. Rendering and validation are test_chart.py's helpers."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from service.config import InferenceSettings, TrainingSettings
+from tests.deploy.test_chart import (
+    MINIMAL,
+    PRODUCTION,
+    Render,
+    container_env,
+    deployment,
+    find,
+    namespace_of,
+    one,
+    settings_from,
+)
+
+METADATA = ipaddress.ip_address("169.254.169.254")
+
+
+def policy(manifests: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    [found] = [
+        p
+        for p in find(manifests, "NetworkPolicy")
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return found
+
+
+def egress_ports(rules: list[dict[str, Any]]) -> set[int]:
+    return {p["port"] for r in rules if "to" in r for p in r.get("ports", [])}
+
+
+@pytest.mark.parametrize("component", ["api", "inference", "trainer"])
+def test_network_policies_deny_by_default_and_never_reach_the_metadata_address(
+    render: Render, component: str
+) -> None:
+    manifests = render(PRODUCTION)
+    found = policy(manifests, component)
+    spec = found["spec"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    for rule in spec["egress"]:
+        if "to" not in rule:  # DNS only
+            assert {p["port"] for p in rule["ports"]} == {53}
+            continue
+        for peer in rule["to"]:
+            block = peer["ipBlock"]
+            excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+            assert any(METADATA in net for net in excepted), block
+    if component == "trainer":
+        assert namespace_of(found) == PRODUCTION["trainer"]["namespace"]
+        from service.jobs.launchers.kubernetes import APP_LABEL, APP_NAME
+
+        assert spec["podSelector"]["matchLabels"] == {APP_LABEL: APP_NAME}
+        assert spec["ingress"] == []  # nothing calls a job pod
+    else:
+        pod_labels = deployment(manifests, component)["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        [ingress] = spec["ingress"]
+        port = PRODUCTION.get(component, {}).get("service", {}).get("port") or (
+            8000 if component == "api" else 8001
+        )
+        assert ingress["ports"] == [{"protocol": "TCP", "port": port}]
+        assert ingress["from"] == PRODUCTION["networkPolicy"]["ingressFrom"]
+
+
+def test_inference_may_reach_storage_but_not_the_job_database(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    assert 5432 not in egress_ports(policy(manifests, "inference")["spec"]["egress"])
+    assert 5432 in egress_ports(policy(manifests, "api")["spec"]["egress"])
+    assert not find(render({**MINIMAL, "networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_jobs_get_a_restricted_namespace_and_a_gpu_quota(render: Render) -> None:
+    manifests = render(PRODUCTION)
+    namespace = one(manifests, "Namespace")
+    assert namespace["metadata"]["name"] == PRODUCTION["trainer"]["namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    quota = one(manifests, "ResourceQuota")
+    assert namespace_of(quota) == PRODUCTION["trainer"]["namespace"]
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "8"}
+    # the API's Role lives there, not beside the API
+    assert namespace_of(one(manifests, "Role")) == PRODUCTION["trainer"]["namespace"]
+    plain = render(MINIMAL)
+    assert not find(plain, "Namespace") and not find(plain, "ResourceQuota")
+
+
+def test_inference_gets_read_only_storage_credentials(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(PRODUCTION)
+    container = deployment(manifests, "inference")["spec"]["template"]["spec"]["containers"][0]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    assert refs["AWS_ACCESS_KEY_ID"] == "INFERENCE_AWS_ACCESS_KEY_ID"
+    assert refs["AWS_SECRET_ACCESS_KEY"] == "INFERENCE_AWS_SECRET_ACCESS_KEY"
+    env = container_env(manifests, container)
+    assert env["AWS_ACCESS_KEY_ID"] == PRODUCTION["secrets"]["inferenceAws"]["accessKeyId"]
+    assert PRODUCTION["secrets"]["aws"]["secretAccessKey"] not in env.values()
+    settings = settings_from(monkeypatch, env, InferenceSettings)
+    assert settings.rate_limits == PRODUCTION["config"]["rateLimits"]
+    assert settings.redis_url == PRODUCTION["secrets"]["redisUrl"]
+    assert settings.log_format == "json"
+
+
+def test_the_api_gets_its_tenancy_and_limit_settings(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(PRODUCTION)
+    container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+    settings = settings_from(monkeypatch, container_env(manifests, container), TrainingSettings)
+    api = PRODUCTION["api"]
+    assert settings.s3_data_prefixes == api["s3DataPrefixes"]
+    assert settings.webhook_allowed_hosts == api["webhookAllowedHosts"]
+    assert settings.model_grants == api["modelGrants"]
+    assert settings.max_gpus_per_job == api["maxGpusPerJob"]
+    assert settings.rate_limits == PRODUCTION["config"]["rateLimits"]
+    assert settings.audit_salt == PRODUCTION["secrets"]["auditSalt"]
+    [ci] = [key for key in settings.api_keys if key.name == "ci"]
+    assert ci.owner == "ci"
