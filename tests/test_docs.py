@@ -28,7 +28,7 @@ QUOTING = [
     REPO / "helm" / "scantune" / "README.md",
     REPO / "helm" / "scantune" / "values.yaml",
     REPO / "helm" / "scantune" / "templates" / "NOTES.txt",
-    REPO / "service" / "config.py",
+    *sorted((REPO / "service" / "config").glob("*.py")),
 ]
 # Variables the CLI and tests read directly, not settings of a service.
 NOT_SETTINGS = {

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require
 from service.parsing import parse_query
-from service.training_api import services
+from service.training_api.context import services
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
 

@@ -1,0 +1,130 @@
+"""What every process's settings share: the artifact store, S3, API keys, limits, logs;
+and turning a bad environment variable into one line and exit status 2."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from service.errors import validation_errors
+
+DEFAULT_VAR = Path("var")
+
+
+class ApiKey(BaseModel):
+    """One API key as stored in settings: never the key itself, only its SHA-256."""
+
+    name: str = Field(description="Who holds the key; recorded as the actor of changes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
+    scopes: list[Literal["read", "jobs:write", "models:write", "predict", "admin"]]
+    # Clients and ownership (issue 24)
+    client: str = Field(
+        default="",
+        max_length=255,
+        description=(
+            "The client (team, system) the key belongs to: it sees and cancels only its own"
+            " jobs unless the key has the admin scope. Empty: the key's name."
+        ),
+    )
+
+    @property
+    def owner(self) -> str:
+        """The client this key acts for."""
+        return self.client or self.name
+
+
+class CommonSettings(BaseSettings):
+    """Settings both services share: artifact store, S3, auth, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="SCANTUNE_", extra="ignore")
+
+    artifact_uri: str = Field(
+        default=f"file://{(DEFAULT_VAR / 'artifacts').resolve()}",
+        description="Where published models live: file:///path or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto...); None means AWS."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region; default from AWS config.")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "sha256", "scopes"}; `scantune keys new` makes one.',
+    )
+    auth_disabled: bool = Field(
+        default=False,
+        description="Serve without API keys. Only for local use; never in production.",
+    )
+    max_upload_mb: float = Field(default=32.0, gt=0, description="Largest request body accepted.")
+    log_level: str = Field(default="INFO", description="Python logging level name.")
+    # Security: rate limits, structured logs, audit (issue 24)
+    rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'JSON object: per-client limits by action, e.g. {"predict": "50/second", "jobs":'
+            ' "20/hour"} (the `limits` notation); an action not named is not limited.'
+        ),
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by workers and replicas for the rate limits.",
+    )
+    rate_limit_prefix: str = Field(
+        default="scantune", description="Key prefix of the rate limits' counters in Redis."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description=(
+            "json: one JSON object a line (timestamp, level, logger, request_id, message);"
+            " text: for a person; auto: text at a terminal, else json."
+        ),
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        from limits import parse
+
+        for action, text in value.items():
+            if action not in ("predict", "jobs"):
+                raise ValueError(f"unknown action {action!r}: use predict or jobs")
+            parse(text)  # ValueError names what is wrong with the notation
+        return value
+
+    audit_salt: str = Field(
+        default="",
+        description="Salt of the hashes that stand for study UIDs in audit records.",
+    )
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line naming each bad environment variable and what is wrong with it; never the
+    value, which may be a secret (a database URL with its password)."""
+    prefix = CommonSettings.model_config.get("env_prefix", "")
+    if isinstance(exc, SettingsError):  # a value that is not even JSON, for a list or a dict
+        match = re.search(r'field "(\w+)"', str(exc))
+        field = match.group(1).upper() if match else "?"
+        return f"{prefix}{field}: {exc.__cause__ or exc}"
+    parts = []
+    for error in validation_errors(exc, location="")[:5]:  # "/field/inside/..."
+        field, *inside = error["loc"].removeprefix("/").split("/")
+        where = f" (at {'.'.join(inside)})" if inside else ""
+        parts.append(f"{prefix}{(field or '?').upper()}{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def settings_or_exit(settings_class: type[S], log: Any, service: str) -> S:
+    """The settings from the environment; on a bad value, one error line naming the variable
+    (not a traceback) and exit 2. gunicorn's master calls it before it forks, so a bad value
+    does not make every worker fail to boot with its own traceback."""
+    try:
+        return settings_class()
+    except (ValidationError, SettingsError) as exc:
+        log.error("scantune %s: invalid settings: %s", service, describe_settings_error(exc))
+        raise SystemExit(2) from None

@@ -1,0 +1,77 @@
+"""Settings of the DICOM node (`scantune serve dicom`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from service.config.common import DEFAULT_VAR, CommonSettings
+from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute
+from service.hospital.results import DEFAULT_DISCLAIMER
+
+
+class DicomNodeSettings(CommonSettings):
+    """The DICOM node: Storage SCP, STOW-RS, the durable work queue and result delivery."""
+
+    database_url: str = Field(
+        default=f"sqlite:///{(DEFAULT_VAR / 'scantune.db').resolve()}",
+        description="The work queue's database: the job store's (SQLAlchemy URL).",
+    )
+    dicom_ae_title: str = Field(
+        default="SCANTUNE", min_length=1, max_length=16, description="The node's AE title."
+    )
+    dicom_port: int = Field(default=11112, ge=0, le=65535, description="DICOM (DIMSE) port.")
+    dicom_bind_host: str = Field(
+        default="127.0.0.1", description="Address the DICOM port binds; 0.0.0.0 to open it."
+    )
+    dicom_allowed_callers: list[DicomCaller] = Field(
+        default_factory=list,
+        description='JSON list of {"ae_title", "host"} that may associate; empty: nobody.',
+    )
+    dicom_routes: list[DicomRoute] = Field(
+        default_factory=list,
+        description="JSON list of routing rules; a series no rule matches is dropped, counted.",
+    )
+    dicom_destinations: list[DicomDestination] = Field(
+        default_factory=list, description="JSON list of where each result (the SR) is sent."
+    )
+    dicom_series_quiet_s: float = Field(
+        default=5.0, gt=0, description="A series is complete after this long without a new one."
+    )
+    dicom_spool_dir: Path = Field(
+        default=(DEFAULT_VAR / "dicom").resolve(),
+        description="Received instances and results until delivered (encrypt the volume).",
+    )
+    dicom_retention_h: float = Field(
+        default=72.0, gt=0, description="Undelivered work older than this is deleted, counted."
+    )
+    dicom_retry_first_s: float = Field(
+        default=2.0, gt=0, description="First retry delay of a failed step; doubles each time."
+    )
+    dicom_retry_max_s: float = Field(
+        default=300.0, gt=0, description="Longest delay between retries of a failed step."
+    )
+    dicom_uid_root: str | None = Field(
+        default=None,
+        pattern=r"^[12](\.(0|[1-9][0-9]*))+$",
+        max_length=24,
+        description="UID root of the results (as for inference's SRs); none: 2.25 UIDs.",
+    )
+    result_disclaimer: str = Field(
+        default=DEFAULT_DISCLAIMER,
+        max_length=1024,
+        description="Statement in every SR that the result is automated (as for inference).",
+    )
+    dicom_classify_concurrency: int = Field(
+        default=2, ge=1, description="Series classified at once (requests to inference)."
+    )
+    inference_url: str = Field(
+        default="http://127.0.0.1:8001", description="The inference service that classifies."
+    )
+    dicom_inference_api_key: str | None = Field(
+        default=None, description="The node's own API key (scope predict) for inference."
+    )
+    dicom_inference_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time limit of one classification request."
+    )
