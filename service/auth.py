@@ -55,6 +55,13 @@ def current_principal() -> Principal:
     return found
 
 
+def visible_client() -> str | None:
+    """The client whose jobs this request may see and touch; None (every client's) for an
+    admin key."""
+    who = current_principal()
+    return None if who.admin else who.client
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

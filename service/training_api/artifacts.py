@@ -73,10 +73,11 @@ def media_type(file: str) -> str:
     return TYPES.get(suffix) or mimetypes.guess_type(file)[0] or "application/octet-stream"
 
 
-def job_metrics(jobs: JobService, job_id: str) -> dict[str, Any]:
+def job_metrics(jobs: JobService, job_id: str, client: str | None) -> dict[str, Any]:
     """Per-epoch metrics of a job, as far as it has got: the history, the epoch under way and
-    the best epoch so far by the metric the recipe monitors."""
-    job = jobs.get(job_id)
+    the best epoch so far by the metric the recipe monitors. With `client`, only that
+    client's job (another's is not found, as in every job route)."""
+    job = jobs.get(job_id, client=client)
     monitor = (job.spec.get("recipe") or {}).get("monitor") or "val_auc"
     best = job.best_metrics or {}
     return {

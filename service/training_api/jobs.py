@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.spec import MODEL_NAME_PATTERN, JobSpec
 from service.audit import record
-from service.auth import current_principal, require
+from service.auth import current_principal, require, visible_client
 from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
 from service.jobs.store import ForeignJob
 from service.parsing import parse_body, parse_query
@@ -66,7 +66,7 @@ def list_jobs() -> Response:
         model_name=query.model,
         cursor=query.cursor,
         limit=query.limit,
-        client=_only_own(),
+        client=visible_client(),
     )
     return jsonify(items=[j.model_dump(mode="json") for j in items], next_cursor=next_cursor)
 
@@ -74,14 +74,14 @@ def list_jobs() -> Response:
 @bp.get("/<job_id>")
 @require("read")
 def get_job(job_id: str) -> Response:
-    return jsonify(services().jobs.get(job_id, client=_only_own()).model_dump(mode="json"))
+    return jsonify(services().jobs.get(job_id, client=visible_client()).model_dump(mode="json"))
 
 
 @bp.post("/<job_id>/cancel")
 @require("jobs:write")
 def cancel_job(job_id: str) -> Response:
     who = current_principal()
-    job = services().jobs.cancel(job_id, actor=who.name, client=_only_own())
+    job = services().jobs.cancel(job_id, actor=who.name, client=visible_client())
     record("job_cancelled", client=who.client, target=f"job/{job_id}", outcome="cancelled")
     return jsonify(job.model_dump(mode="json"))
 
@@ -90,7 +90,7 @@ def cancel_job(job_id: str) -> Response:
 @require("read")
 def get_logs(job_id: str) -> Response:
     query = parse_query(LogsQuery)
-    text = services().jobs.logs(job_id, tail=query.tail, client=_only_own())
+    text = services().jobs.logs(job_id, tail=query.tail, client=visible_client())
     return Response(text, mimetype="text/plain")
 
 
@@ -121,12 +121,6 @@ def _audited_refusal(client: str, model: str) -> Iterator[None]:
             record("job_submitted", client=client, target=f"model/{model}", outcome="refused",
                    rules=sorted({f"{e['loc']}: {e['type']}" for e in broken}))  # fmt: skip
         raise
-
-
-def _only_own() -> str | None:
-    """The client whose jobs this request may touch; None (all) for an admin key."""
-    who = current_principal()
-    return None if who.admin else who.client
 
 
 def _idempotency_key() -> str | None:

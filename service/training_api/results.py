@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, stream_with_context
 
-from service.auth import require
+from service.auth import require, visible_client
+from service.jobs.store import ForeignJob
 from service.training_api.artifacts import VersionFiles, job_metrics
 from service.training_api.context import services
+from service.training_api.jobs import foreign_job
 
 bp = Blueprint("results", __name__)
+bp.register_error_handler(ForeignJob, foreign_job)  # a 404 like a missing job, audited
 
 
 @bp.get("/v1/training-jobs/<job_id>/metrics")
 @require("read")
 def get_job_metrics(job_id: str) -> Response:
-    return jsonify(job_metrics(services().jobs, job_id))
+    return jsonify(job_metrics(services().jobs, job_id, visible_client()))
 
 
 @bp.get("/v1/models/<name>/versions/<int:version>/evaluation")

@@ -92,6 +92,7 @@ def test_a_client_cannot_see_cancel_or_read_logs_of_another_clients_job(
         ci.get(f"{JOBS}/{job['id']}"),
         ci.post(f"{JOBS}/{job['id']}/cancel"),
         ci.get(f"{JOBS}/{job['id']}/logs"),
+        ci.get(f"{JOBS}/{job['id']}/metrics"),
     ):
         assert response.status_code == 404
         assert response.get_json()["detail"] == f"no training job with id '{job['id']}'"
@@ -103,7 +104,8 @@ def test_a_client_cannot_see_cancel_or_read_logs_of_another_clients_job(
     assert [j["id"] for j in ops.get(JOBS).get_json()["items"]] == [job["id"]]
     assert ops.post(f"{JOBS}/{job['id']}/cancel").get_json()["status"] == "cancelled"
     denied = audit(app, action="access_denied", client="ci")
-    assert {r["target"] for r in denied} == {f"job/{job['id']}"} and len(denied) == 3
+    assert {r["target"] for r in denied} == {f"job/{job['id']}"} and len(denied) == 4
+    assert as_(app, "radiology-bot").get(f"{JOBS}/{job['id']}/metrics").status_code == 200
     assert [r["client"] for r in audit(app, action="job_cancelled")] == ["ops"]
 
 
