@@ -108,6 +108,12 @@ class HospitalRequest:
             check_one_study(dicom_only(scans))
         return cls(media_type, scans, store)
 
+    def study_uids(self) -> set[str]:
+        """The Study Instance UIDs of the request's DICOM scans (for the audit trail, which
+        holds them only as salted hashes)."""
+        found = (ScanUIDs.of(s.header).study_instance_uid for s in self.scans if s.header)
+        return {uid for uid in found if uid}
+
     def answer(
         self, result: dict[str, Any], model: ModelIdentity, settings: ReportSettings
     ) -> tuple[bytes, str] | None:

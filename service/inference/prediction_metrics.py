@@ -26,6 +26,11 @@ def counted_scans(count: int) -> None:
     g.scan_count = count
 
 
+def studies_of(uids: set[str]) -> None:
+    """The studies this request's DICOM scans belong to: audited as salted hashes only."""
+    g.study_uids = uids
+
+
 def served_by(name: str, version: int) -> None:
     """Record which model version answers this request (for metrics and the log line)."""
     g.model_name, g.model_version = name, version
@@ -43,9 +48,11 @@ def observe_prediction(response: Response) -> Response:
         time.perf_counter() - started,
         g.get("request_id"),
     )
-    from service.audit import record
+    from service.audit import hash_uid, record
+    from service.inference.context import services
 
     principal = g.get("principal")
+    salt = services().settings.audit_salt
     record(
         "prediction_served",
         client=principal.client if principal else "unknown",
@@ -53,6 +60,7 @@ def observe_prediction(response: Response) -> Response:
         outcome="served" if response.status_code < 400 else f"status {response.status_code}",
         version=g.get("model_version"),
         scans=g.get("scan_count", 0),
+        studies=sorted(hash_uid(uid, salt) for uid in g.get("study_uids", ())),
     )
     return response
 

@@ -15,6 +15,7 @@ from service.inference.prediction_metrics import (
     observe_prediction,
     served_by,
     start_prediction,
+    studies_of,
 )
 from service.inference.predictor import Selector
 from service.inference.queries import ModelQuery, PredictQuery
@@ -66,6 +67,7 @@ def predict(name: str) -> Response:
     model = predictor.model(selector)
     served_by(model.name, model.version)
     asked = hospital_request(request, settings, uploads, model.card, query)
+    studies_of(asked.study_uids())
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
     return prediction_response(result, hospital_answer(asked, result, model, settings))
 

@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from PIL import Image
 
+from service.audit import hash_uid
 from service.auth import hash_key
 from tests.conftest import REPO
 from tests.data.make_fixtures import with_elements
@@ -270,10 +272,26 @@ def test_predictions_are_rate_limited_per_client_and_audited(
         ("ci", "served"),
     ]  # fmt: skip
     assert served[0]["target"] == f"model/{MODEL}"
-    assert served[0]["detail"] == {"version": 1, "scans": 1}
+    assert served[0]["detail"] == {"version": 1, "scans": 1, "studies": []}
     assert all(r["request_id"] for r in served)
     [limit] = [r for r in records if r["action"] == "rate_limited"]
     assert (limit["client"], limit["target"]) == ("radiology", "predict")
+
+
+def test_a_dicom_prediction_is_audited_with_its_study_as_a_salted_hash_only(
+    make_client: Callable[..., Any], every_log_line: io.StringIO
+) -> None:
+    client = keyed_client(make_client, audit_salt="pepper")
+    study = "1.2.826.0.1.3680043.8.498.4242424242"
+    scan = with_elements((IMAGES / "normal_0_rescale.dcm").read_bytes(), StudyInstanceUID=study)
+    assert str(pydicom.dcmread(io.BytesIO(scan)).StudyInstanceUID) == study
+    answer = client.post(
+        PREDICT, data=scan, content_type="application/dicom", headers={"X-API-Key": "k-pacs"}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    [served] = [r for r in audit_lines(every_log_line) if r["action"] == "prediction_served"]
+    assert served["detail"]["studies"] == [hash_uid(study, "pepper")]
+    assert study not in every_log_line.getvalue()
 
 
 def test_a_refused_key_is_audited_without_the_key(
