@@ -17,7 +17,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 run: venv
 	@echo "scantune CLI in another terminal: make shell  (or: . $(BIN)/activate)"
-	$(BIN)/scantune up
+	$(BIN)/scantune up $(if $(wildcard ../shared/data),--data-root ../shared/data)
 
 # A shell with the virtualenv active: `scantune` on PATH (exit to leave).
 shell: venv

@@ -134,6 +134,7 @@ def test_the_walkthrough_quotes_what_the_makefile_does() -> None:
     run = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
     shell = re.search(r"^shell:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
     assert run and "$(BIN)/scantune up" in run.group(1)
+    assert "--data-root ../shared/data" in run.group(1)  # the walk-through's data
     assert shell and 'PATH="$(BIN):$$PATH"' in shell.group(1)
     first = command_lines(fenced(readme_section(WALKTHROUGH), "sh")[0])
     assert first == ["make run", "make shell", "export SCANTUNE_API_KEY=..."]
@@ -157,7 +158,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path, shared_data_dir:
     (checkout / "job.yaml").write_text(fenced(section, "yaml")[0])
     (checkout / "job.json").write_text(fenced(section, "json")[0])
 
-    up = Up(checkout, key=True)
+    up = Up(checkout, key=True, data_roots=[root / "shared" / "data"])
     up.start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCANTUNE_")}

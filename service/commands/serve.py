@@ -75,6 +75,13 @@ def register(subparsers: Any) -> None:
     )
     up.add_argument("--training-port", type=int, default=SERVICES["training"].port, help="8000")
     up.add_argument("--inference-port", type=int, default=SERVICES["inference"].port, help="8001")
+    up.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        type=Path,
+        help="a folder jobs may read local data from, besides the one it runs in (repeatable)",
+    )
     up.set_defaults(func=run_up)
 
     serve = subparsers.add_parser("serve", help="run one service under gunicorn")
@@ -182,7 +189,10 @@ def run_up(args: argparse.Namespace) -> int:
             f"API key for this run (all scopes): {key}\n  export SCANTUNE_API_KEY={key}", flush=True
         )
     ports = {"training": args.training_port, "inference": args.inference_port}
-    _local_data_roots(base)
+    _local_data_roots(base, args.data_root)
+    # The dashboard's "Try a scan" forwards to the inference service started beside it.
+    inference_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base.setdefault("SCANTUNE_INFERENCE_URL", f"http://{inference_host}:{ports['inference']}")
     procs = [
         subprocess.Popen(gunicorn_command(name, args.host, port), env=service_env(name, base))
         for name, port in ports.items()
@@ -195,11 +205,13 @@ def run_up(args: argparse.Namespace) -> int:
     return _wait_all(procs)
 
 
-def _local_data_roots(env: dict[str, str]) -> None:
-    """Local use: jobs may read data under the folder `scantune up` runs in (said aloud), as
-    no data is allowed by default; a SCANTUNE_LOCAL_DATA_ROOTS already set is kept."""
+def _local_data_roots(env: dict[str, str], extra: list[Path]) -> None:
+    """Local use: jobs may read data under the folder `scantune up` runs in and the
+    `--data-root` folders (said aloud), as no data is allowed by default; a
+    SCANTUNE_LOCAL_DATA_ROOTS already set is kept."""
     if "SCANTUNE_LOCAL_DATA_ROOTS" not in env:
-        env["SCANTUNE_LOCAL_DATA_ROOTS"] = json.dumps([str(Path.cwd())])
+        roots = [Path.cwd(), *(root.resolve() for root in extra)]
+        env["SCANTUNE_LOCAL_DATA_ROOTS"] = json.dumps([str(root) for root in roots])
     print(f"jobs may read local data under {env['SCANTUNE_LOCAL_DATA_ROOTS']}", flush=True)
 
 

@@ -22,10 +22,17 @@ class Up:
     foreground process group); without keys in `env`, `--no-auth`."""
 
     def __init__(
-        self, folder: Path, env: dict[str, str] | None = None, *, key: bool = False
+        self,
+        folder: Path,
+        env: dict[str, str] | None = None,
+        *,
+        key: bool = False,
+        data_roots: list[Path] | None = None,
     ) -> None:
-        """`key`: let `scantune up` make and print an API key, as `make run` does."""
+        """`key`: let `scantune up` make and print an API key, as `make run` does;
+        `data_roots`: its `--data-root` folders."""
         self.folder, self.extra_env, self.make_key = folder, env or {}, key
+        self.data_roots = data_roots or []
         self.ports = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = folder / "up.log"
@@ -45,6 +52,8 @@ class Up:
         if "SCANTUNE_API_KEYS" not in env and not self.make_key:
             command.append("--no-auth")
         ports = ["--training-port", str(self.ports[0]), "--inference-port", str(self.ports[1])]
+        for root in self.data_roots:
+            ports += ["--data-root", str(root)]
         with self.output.open("ab") as out:
             self.proc = subprocess.Popen(
                 command + ports,

@@ -503,18 +503,23 @@ def test_keys_new_makes_a_key_of_a_client(capsys: pytest.CaptureFixture[str]) ->
     assert plain.owner == "ci" and plain.scopes == ["admin", "read"]
 
 
-def test_scantune_up_allows_data_only_under_its_own_folder(
+def test_scantune_up_allows_data_only_under_its_own_folder_and_the_roots_it_is_given(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from service.commands.serve import _local_data_roots
 
     monkeypatch.chdir(tmp_path)
     env: dict[str, str] = {}
-    _local_data_roots(env)
+    _local_data_roots(env, [])
     assert json.loads(env["SCANTUNE_LOCAL_DATA_ROOTS"]) == [str(tmp_path)]
     assert str(tmp_path) in capsys.readouterr().out  # said aloud
+    (tmp_path.parent / "shared").mkdir(exist_ok=True)
+    given: dict[str, str] = {}
+    _local_data_roots(given, [Path("../shared")])
+    expected = [str(tmp_path), str((tmp_path.parent / "shared").resolve())]
+    assert json.loads(given["SCANTUNE_LOCAL_DATA_ROOTS"]) == expected
     chosen = {"SCANTUNE_LOCAL_DATA_ROOTS": '["/scans"]'}
-    _local_data_roots(chosen)
+    _local_data_roots(chosen, [Path("/elsewhere")])
     assert chosen["SCANTUNE_LOCAL_DATA_ROOTS"] == '["/scans"]'
 
 
