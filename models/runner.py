@@ -30,17 +30,20 @@ from models.card import (
     Calibration,
     DatasetInfo,
     DecisionThreshold,
+    Estimate,
     InputSpec,
     ModelCard,
     Parity,
     TrainingInfo,
 )
 from models.data import Dataset, load_dataset
+from models.estimates import bootstrap
 from models.export import MIN_PARITY_IMAGES, check_parity, export_onnx
 from models.finetune import build_model, input_stats, plan_phases
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import JobSpec
+from models.threshold import Scores, decide
 from models.trainer import FitResult, Trainer, predict_logits
 from models.uri import sha256_file
 
@@ -176,7 +179,8 @@ def _evaluate(
         ece_before=metrics["val_ece"],
         ece_after=metrics["val_ece_calibrated"],
     )
-    threshold = _threshold(spec, data, logits, temperature)
+    threshold, estimates = _threshold(spec, data, logits, temperature)
+    metrics["estimates"] = {k: e.model_dump() for k, e in estimates.items()}
     if threshold is not None:
         positive = evaluate.softmax(logits, temperature)[
             :, data.classes.index(threshold.positive_class)
@@ -196,17 +200,25 @@ def _evaluate(
 
 def _threshold(
     spec: JobSpec, data: Dataset, logits: np.ndarray, temperature: float
-) -> DecisionThreshold | None:
+) -> tuple[DecisionThreshold | None, dict[str, Estimate]]:
+    """The operating point by `models.threshold.decide`, and the bootstrap CIs at it."""
     if len(data.classes) != 2:
-        return None
+        return None, {}
     rule = spec.recipe.threshold
     positive = rule.positive_class or data.classes[-1]
     if positive not in data.classes:
         raise ValueError(f"threshold.positive_class {positive!r} is not one of {data.classes}")
     index = data.classes.index(positive)
     score = evaluate.softmax(logits, temperature)[:, index]
-    truth = (data.val.labels == index).astype(np.int64)
-    return evaluate.choose_threshold(truth, score, rule.rule, rule.target, positive)
+    val = Scores((data.val.labels == index).astype(np.int64), score, "validation")
+    chosen = decide(
+        rule,
+        positive,
+        [val],
+        (data.train.labels == index).astype(np.int64),
+        balanced_training=spec.recipe.imbalance != "none",
+    )
+    return chosen, bootstrap(val.truth, val.score, chosen.value, val.source, seed=spec.seed)
 
 
 def _export(
@@ -275,9 +287,10 @@ def _card(
         dataset=DatasetInfo(
             uri=data.uri, format=data.format, sha256=data.sha256, class_counts=data.class_counts()
         ),
-        metrics=metrics,
+        metrics={k: v for k, v in metrics.items() if k != "estimates"},
         calibration=calibration,
         threshold=threshold,
+        estimates={k: Estimate(**v) for k, v in metrics.get("estimates", {}).items()},
         parity=parity,
         training=info,
         packages=_package_versions(),
