@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,11 +40,12 @@ from models.data import Dataset, load_dataset
 from models.estimates import bootstrap
 from models.export import MIN_PARITY_IMAGES, check_parity, export_onnx
 from models.finetune import build_model, input_stats, plan_phases
-from models.network import Classifier
+from models.fitting import Run, fit_job
+from models.network import Classifier, Ensemble
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import JobSpec
 from models.threshold import Scores, decide
-from models.trainer import FitResult, Trainer, predict_logits
+from models.trainer import FitResult
 from models.uri import sha256_file
 
 __all__ = ["ProgressEvent", "TrainingCancelled", "TrainingResult", "run_training"]
@@ -99,30 +100,25 @@ def run_training(
     data, model = _prepare(spec, cache_dir, weights_uri, s3_endpoint_url, should_stop)
     emit(ProgressEvent("preparing_data", TRAIN_SPAN[0]))
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    trainer = Trainer(
-        model,
-        spec,
-        data,
-        out_dir / CHECKPOINT_DIR,
-        device=torch_device,
-        progress=progress,
-        should_stop=should_stop,
-        fraction_span=TRAIN_SPAN,
-    )
-    fit = trainer.fit(resume=resume)
-    model = model.cpu().float().eval()
+    run = Run(progress, should_stop, resume, torch_device, out_dir / CHECKPOINT_DIR, TRAIN_SPAN)
+    fitted = fit_job(spec, data, model, run)
+    fit, scored, logits = fitted.fit, fitted.scored, fitted.logits
 
     emit(ProgressEvent("evaluating", TRAIN_SPAN[1]))
-    logits = predict_logits(model, data.val.images, mean, std, torch.device("cpu"))
-    metrics, calibration, threshold = _evaluate(spec, data, logits, fit)
+    metrics, calibration, threshold = _evaluate(spec, scored, logits, fit, fitted.source)
     _write_json(out_dir / HISTORY_FILE, fit.history)
     _write_json(out_dir / METRICS_FILE, metrics)
     plots.write_all(
-        out_dir / PLOTS_DIR, fit.history, data, logits, calibration.temperature, spec.recipe.monitor
+        out_dir / PLOTS_DIR,
+        [r for r in fit.history if r.get("fold", 1) == 1],  # one curve: the first fold's
+        scored,
+        logits,
+        calibration.temperature,
+        spec.recipe.monitor,
     )
 
     emit(ProgressEvent("exporting", 0.9))
-    parity = _export(model, spec, data, out_dir, calibration.temperature, mean, std)
+    parity = _export(fitted.model, spec, data, out_dir, calibration.temperature, mean, std)
     info = _training_info(spec, fit, torch_device, time.perf_counter() - started)
     card = _card(spec, data, metrics, calibration, threshold, parity, info, out_dir, mean, std)
     card = card.model_copy(
@@ -168,7 +164,11 @@ def _check_cancel(should_stop: Callable[[], bool] | None) -> None:
 
 
 def _evaluate(
-    spec: JobSpec, data: Dataset, logits: np.ndarray, fit: FitResult
+    spec: JobSpec,
+    data: Dataset,
+    logits: np.ndarray,
+    fit: FitResult,
+    source: Literal["out_of_fold", "validation"],
 ) -> tuple[dict[str, Any], Calibration, DecisionThreshold | None]:
     y = data.val.labels
     temperature = evaluate.fit_temperature(y, logits)
@@ -179,7 +179,7 @@ def _evaluate(
         ece_before=metrics["val_ece"],
         ece_after=metrics["val_ece_calibrated"],
     )
-    threshold, estimates = _threshold(spec, data, logits, temperature)
+    threshold, estimates = _threshold(spec, data, logits, temperature, source)
     metrics["estimates"] = {k: e.model_dump() for k, e in estimates.items()}
     if threshold is not None:
         positive = evaluate.softmax(logits, temperature)[
@@ -190,6 +190,7 @@ def _evaluate(
             ((positive >= threshold.value) == truth).mean()
         )
     metrics |= {
+        "estimated_on": source,
         "temperature": temperature,
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
@@ -199,7 +200,11 @@ def _evaluate(
 
 
 def _threshold(
-    spec: JobSpec, data: Dataset, logits: np.ndarray, temperature: float
+    spec: JobSpec,
+    data: Dataset,
+    logits: np.ndarray,
+    temperature: float,
+    source: Literal["out_of_fold", "validation"],
 ) -> tuple[DecisionThreshold | None, dict[str, Estimate]]:
     """The operating point by `models.threshold.decide`, and the bootstrap CIs at it."""
     if len(data.classes) != 2:
@@ -210,7 +215,7 @@ def _threshold(
         raise ValueError(f"threshold.positive_class {positive!r} is not one of {data.classes}")
     index = data.classes.index(positive)
     score = evaluate.softmax(logits, temperature)[:, index]
-    val = Scores((data.val.labels == index).astype(np.int64), score, "validation")
+    val = Scores((data.val.labels == index).astype(np.int64), score, source)
     chosen = decide(
         rule,
         positive,
@@ -222,7 +227,7 @@ def _threshold(
 
 
 def _export(
-    model: Classifier,
+    model: Classifier | Ensemble,
     spec: JobSpec,
     data: Dataset,
     out_dir: Path,

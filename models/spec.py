@@ -99,6 +99,38 @@ class RecipeSpec(_Spec):
     amp: bool = Field(default=True, description="Mixed precision on CUDA (ignored on CPU).")
     threshold: ThresholdSpec = ThresholdSpec()
     num_workers: int = Field(default=0, ge=0)
+    # issue 21: cross-validated ensembles, TTA in the graph, a schedule sized in steps
+    cv_folds: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description=(
+            "k >= 2: pool train + validation, train one model per stratified fold and export"
+            " their average as one ONNX model; figures, calibration and the threshold come from"
+            " out-of-fold predictions. 0: one model, judged on the validation split."
+        ),
+    )
+    tta_hflip: bool = Field(
+        default=False,
+        description="Average each model's outputs over the scan and its mirror, in the graph.",
+    )
+    schedule_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Size the schedule in optimizer steps: the job runs ceil(steps / steps per epoch)"
+            " epochs (at least 2, at most 500) instead of `epochs`, so small sets get more"
+            " passes."
+        ),
+    )
+    small_val: Literal["select_best", "last_epoch"] = Field(
+        default="select_best",
+        description=(
+            "With fewer than 50 validation scans of some class: still stop early and keep the"
+            " best epoch on them, or run the whole schedule and keep the last weights."
+        ),
+    )
 
 
 class PromoteSpec(_Spec):

@@ -29,11 +29,13 @@ from models.finetune import (
     phase_at,
     plan_phases,
     set_trainable,
+    sized_epochs,
     trainable_groups,
 )
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import JobSpec
+from models.threshold import MIN_PER_CLASS
 
 LOWER_IS_BETTER = {"val_loss"}
 
@@ -49,7 +51,7 @@ class FitResult:
 
 
 def predict_logits(
-    model: Classifier,
+    model: torch.nn.Module,
     images: np.ndarray | torch.Tensor,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -79,6 +81,11 @@ def quick_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     }
 
 
+def _val_trusted(labels: np.ndarray) -> bool:
+    """Enough validation scans of every class to stop early and pick an epoch on."""
+    return bool(np.bincount(labels).min() >= MIN_PER_CLASS)
+
+
 class Trainer:
     """Runs the recipe's phases on a prepared dataset, checkpointing into `checkpoint_dir`."""
 
@@ -94,6 +101,7 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         fraction_span: tuple[float, float] = (0.0, 1.0),
     ) -> None:
+        spec = sized_epochs(spec, len(data.train.labels))
         self.spec, self.recipe = spec, spec.recipe
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device)
@@ -113,6 +121,7 @@ class Trainer:
         self.epoch, self.phase_index, self.bad_epochs = 0, -1, 0
         self.history: list[dict[str, Any]] = []
         self.best_value, self.best_epoch = float("nan"), 0
+        self.select = self.recipe.small_val == "select_best" or _val_trusted(self.val_y)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
 
@@ -190,13 +199,13 @@ class Trainer:
         return value > self.best_value
 
     def _patience_spent(self) -> bool:
-        patience = self.recipe.early_stopping_patience
+        patience = self.recipe.early_stopping_patience if self.select else 0
         return patience > 0 and self.bad_epochs >= patience
 
     def _finish_epoch(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         value = float(record[self.recipe.monitor])
-        if self._improved(value) or self.best_epoch == 0:
+        if self._improved(value) or self.best_epoch == 0 or not self.select:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
             checkpoint.save(
                 {"model": self.model.state_dict(), "epoch": self.epoch + 1},
