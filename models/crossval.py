@@ -50,7 +50,8 @@ def stratified_holdout(
 
 
 def subset(split: Split, index: np.ndarray) -> Split:
-    return Split(split.images[index], split.labels[index], [split.names[i] for i in index])
+    names = [split.names[i] for i in index] if split.names else []
+    return Split(split.images[index], split.labels[index], names)
 
 
 def pooled(data: Dataset) -> Split:

@@ -43,6 +43,7 @@ from models.finetune import build_model, input_stats, plan_phases
 from models.fitting import Run, fit_job
 from models.network import Classifier, Ensemble
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
+from models.search import SearchResult, run_search, search_once
 from models.spec import JobSpec
 from models.threshold import Scores, decide
 from models.trainer import FitResult
@@ -56,6 +57,8 @@ CHECKPOINT_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 PACKAGES = ("scantune", "torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pydicom")
 TRAIN_SPAN = (0.05, 0.85)
+SEARCH_SPAN = (0.05, 0.45)
+SEARCH_FILE = "search.json"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,12 @@ def run_training(
     data, model = _prepare(spec, cache_dir, weights_uri, s3_endpoint_url, should_stop)
     emit(ProgressEvent("preparing_data", TRAIN_SPAN[0]))
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run = Run(progress, should_stop, resume, torch_device, out_dir / CHECKPOINT_DIR, TRAIN_SPAN)
+    search = None
+    if spec.recipe.search is not None:
+        search = _search(spec, data, model, out_dir, resume, progress, should_stop, torch_device)
+        spec = search.spec
+    span = (SEARCH_SPAN[1], TRAIN_SPAN[1]) if search else TRAIN_SPAN
+    run = Run(progress, should_stop, resume, torch_device, out_dir / CHECKPOINT_DIR, span)
     fitted = fit_job(spec, data, model, run)
     fit, scored, logits = fitted.fit, fitted.scored, fitted.logits
 
@@ -122,7 +130,10 @@ def run_training(
     info = _training_info(spec, fit, torch_device, time.perf_counter() - started)
     card = _card(spec, data, metrics, calibration, threshold, parity, info, out_dir, mean, std)
     card = card.model_copy(
-        update={"lineage": {"pretrained_weights": _weights_source(spec, weights_uri)}}
+        update={
+            "lineage": {"pretrained_weights": _weights_source(spec, weights_uri)},
+            "recipe": card.recipe | ({"search": search.summary()} if search else {}),
+        }
     )
     (out_dir / CARD_FILE).write_text(card.to_json())
     emit(ProgressEvent("exporting", 1.0, metrics=_headline(metrics)))
@@ -156,6 +167,30 @@ def _prepare(
             s3_endpoint_url=endpoint,
         )
     return data, model
+
+
+def _search(
+    spec: JobSpec,
+    data: Dataset,
+    model: Classifier,
+    out_dir: Path,
+    resume: bool,
+    progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    device: torch.device,
+) -> SearchResult:
+    def run() -> SearchResult:
+        return run_search(
+            spec,
+            data,
+            model,
+            progress=progress,
+            should_stop=should_stop,
+            span=SEARCH_SPAN,
+            device=device,
+        )
+
+    return search_once(spec, out_dir / CHECKPOINT_DIR / SEARCH_FILE, resume, run)
 
 
 def _check_cancel(should_stop: Callable[[], bool] | None) -> None:

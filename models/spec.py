@@ -76,6 +76,20 @@ class ThresholdSpec(_Spec):
     positive_class: str | None = Field(default=None, description="Default: the last class.")
 
 
+class SearchSpec(_Spec):
+    """A budgeted hyper-parameter search (issue 21): Optuna TPE with pruning, on OOF AUC."""
+
+    budget_minutes: float = Field(
+        gt=0.0, le=1440.0, description="Wall time for the search; the final training is extra."
+    )
+    folds: int = Field(
+        default=3, ge=2, le=10, description="Stratified folds each trial is judged on."
+    )
+    max_trials: int | None = Field(
+        default=None, ge=1, description="Stop after this many trials even within the budget."
+    )
+
+
 class RecipeSpec(_Spec):
     """The transfer-learning recipe; defaults are tuned for small grayscale scan sets."""
 
@@ -122,6 +136,13 @@ class RecipeSpec(_Spec):
             "Size the schedule in optimizer steps: the job runs ceil(steps / steps per epoch)"
             " epochs (at least 2, at most 500) instead of `epochs`, so small sets get more"
             " passes."
+        ),
+    )
+    search: SearchSpec | None = Field(
+        default=None,
+        description=(
+            "Search lr, weight decay, label smoothing, augmentation strength and epochs for"
+            " this many minutes on out-of-fold AUC, then train the best configuration."
         ),
     )
     small_val: Literal["select_best", "last_epoch"] = Field(

@@ -6,7 +6,7 @@ of test accuracy in issue 21), so the rule falls back in order:
 1. out-of-fold predictions, when cross-validation ran: every training scan, each scored by a
    model that did not see it;
 2. the validation split, when it holds at least `MIN_PER_CLASS` scans of each class;
-3. else no picking at all: 0.5, corrected for the class prior the model was trained under.
+3. else no picking at all: 0.5 on the posterior corrected to the training class prior.
 """
 
 from __future__ import annotations
@@ -38,16 +38,16 @@ class Scores:
 
 
 def prior_threshold(train_truth: np.ndarray, balanced_training: bool) -> float:
-    """The 0.5 of the balanced posterior, on the scale the model was trained on.
+    """0.5 on the posterior corrected to the training prior pi, on the model's own scale.
 
-    A model trained with class-balanced loss or sampling already outputs balanced
-    probabilities, so its threshold is 0.5. One trained on the raw prior pi outputs
-    p = pi * L / (pi * L + (1 - pi)), and the balanced posterior L / (L + 1) >= 0.5 exactly
-    when p >= pi.
+    A model trained on the raw prior already outputs that posterior: its threshold is 0.5.
+    One trained with class-balanced loss or sampling outputs q = L / (L + 1) for likelihood
+    ratio L; the posterior pi L / (pi L + 1 - pi) >= 0.5 exactly when q >= 1 - pi.
+    (bench/quality.py measured this against 0.5 on balanced outputs: docs/benchmarks.md.)
     """
-    if balanced_training or len(train_truth) == 0:
+    if not balanced_training or len(train_truth) == 0:
         return 0.5
-    return float(np.mean(train_truth))
+    return float(1.0 - np.mean(train_truth))
 
 
 def decide(

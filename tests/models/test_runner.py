@@ -64,7 +64,8 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     assert card.parity.images >= 32 and card.parity.max_abs_diff <= 1e-4
     assert card.calibration.applied_in_graph and card.calibration.temperature > 0
     assert card.threshold is not None and card.threshold.positive_class == "pneumonia"
-    # 32 scans of each class is too few to pick a threshold on: the balanced model's 0.5
+    # 32 scans of each class is too few to pick a threshold on: 0.5 of the prior-corrected
+    # posterior, which for a balanced training set is 0.5 itself
     assert (card.threshold.chosen_on, card.threshold.value) == ("prior", 0.5)
     assert set(card.estimates) == {"auc", "sensitivity", "specificity"}
     auc = card.estimates["auc"]

@@ -39,26 +39,30 @@ def test_validation_is_used_when_it_holds_enough_of_each_class() -> None:
 def test_a_small_validation_split_falls_back_to_the_prior_rule() -> None:
     val = _scores(MIN_PER_CLASS - 1, -0.2, "validation")
     balanced = decide(ThresholdSpec(), "pneumonia", [val], TRAIN, balanced_training=True)
-    assert (balanced.chosen_on, balanced.chosen_on_images, balanced.value) == ("prior", 0, 0.5)
+    assert (balanced.chosen_on, balanced.chosen_on_images, balanced.value) == ("prior", 0, 0.25)
     raw = decide(ThresholdSpec(), "pneumonia", [val], TRAIN, balanced_training=False)
-    assert raw.chosen_on == "prior" and raw.value == 0.75
+    assert raw.chosen_on == "prior" and raw.value == 0.5
     # the figures at the fallback threshold are still measured on the scans there are
-    expected = float((val.score[val.truth == 1] >= 0.75).mean())
-    assert raw.sensitivity == expected
+    expected = float((val.score[val.truth == 1] >= 0.25).mean())
+    assert balanced.sensitivity == expected
 
 
 def test_a_small_out_of_fold_set_is_not_trusted_either() -> None:
     oof = _scores(10, 0.2, "out_of_fold")
-    chosen = decide(ThresholdSpec(), "pneumonia", [oof], TRAIN, balanced_training=True)
+    chosen = decide(ThresholdSpec(), "pneumonia", [oof], TRAIN, balanced_training=False)
     assert chosen.chosen_on == "prior" and chosen.value == 0.5
 
 
-def test_the_prior_threshold_is_the_balanced_posterior_one_half() -> None:
-    """A model trained on prior pi reports p = pi L / (pi L + 1 - pi) for likelihood ratio L."""
-    pi = prior_threshold(TRAIN, balanced_training=False)
-    for ratio in (0.5, 0.99, 1.01, 3.0):
-        p = pi * ratio / (pi * ratio + 1 - pi)
-        assert (p >= pi) == (ratio >= 1.0)  # positive exactly when the balanced posterior >= 0.5
+def test_the_prior_threshold_is_one_half_of_the_prior_corrected_posterior() -> None:
+    """A balanced model reports q = L / (L + 1) for likelihood ratio L; under the training
+    prior pi the posterior is pi L / (pi L + 1 - pi)."""
+    pi = float(TRAIN.mean())
+    cut = prior_threshold(TRAIN, balanced_training=True)
+    for ratio in (0.2, 1 / 3 - 1e-6, 1 / 3 + 1e-6, 1.0, 3.0):
+        q = ratio / (ratio + 1)
+        posterior = pi * ratio / (pi * ratio + 1 - pi)
+        assert (q >= cut) == (posterior >= 0.5)
+    assert prior_threshold(TRAIN, balanced_training=False) == 0.5
 
 
 def test_target_rules_carry_their_target_into_the_card() -> None:
