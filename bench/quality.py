@@ -9,7 +9,8 @@ costs nothing extra to measure on the same models: accuracy under the old thresh
 (Youden on the inner validation split) and AUC with a horizontal-flip TTA.
 
     python bench/quality.py [--sizes 500,1000,full] [--folds 3] [--repeats 1]
-        [--variants default,...] [--task binary|three-class|rgb] [--json OUT]
+        [--variants default,...] [--task binary|three-class|rgb] [--json OUT] [--dump DIR]
+    python bench/quality.py --inference-cost    # per-image cost of fold ensembles / flip TTA
 
 Variants are named job-spec overrides (VARIANTS below). Tasks: `binary` (normal vs
 pneumonia), `three-class` (pneumonia split at its median brightness: a made-up but real
@@ -214,6 +215,53 @@ def run_cell(
     }
 
 
+def _jittered(model: torch.nn.Module, seed: int) -> Any:
+    """A copy with slightly different weights, so no runtime can merge members as one."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
+    return twin
+
+
+def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
+    """Per-image onnxruntime latency of one model, fold ensembles and flip TTA (same weights)."""
+    import onnxruntime as ort
+
+    from models.export import export_onnx
+    from models.finetune import build_model
+    from models.network import Ensemble
+
+    member = build_model(spec, 2).eval()
+    rows = []
+    for folds, hflip in ((1, False), (1, True), (3, False), (3, True), (5, False)):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            members = [_jittered(member, seed) for seed in range(folds)]
+            model = Ensemble(members, hflip=hflip) if folds > 1 or hflip else member
+            export_onnx(model, path, size=spec.image_size, channels=spec.recipe.channels)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            row: dict[str, Any] = {"folds": folds, "hflip": hflip}
+            row["onnx_mb"] = path.stat().st_size / 1e6
+            for batch in (1, 32):
+                x = np.random.default_rng(0).random(
+                    (batch, spec.recipe.channels, spec.image_size, spec.image_size), np.float32
+                )
+                session.run(None, {"image": x})
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    session.run(None, {"image": x})
+                    times.append((time.perf_counter() - start) / batch)
+                row[f"ms_per_image_batch{batch}"] = 1000 * float(np.median(times))
+        print("inference", json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -225,7 +273,13 @@ def main() -> None:
     parser.add_argument("--override", type=json.loads, default={}, help="JSON spec overrides")
     parser.add_argument("--json", type=Path, help="append each cell's figures here (JSON lines)")
     parser.add_argument("--dump", type=Path, help="keep each fold's raw logits under this folder")
+    parser.add_argument(
+        "--inference-cost", action="store_true", help="only time ensembles/TTA in onnxruntime"
+    )
     args = parser.parse_args()
+    if args.inference_cost:
+        inference_cost(make_spec(args.data, "binary", args.override))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, task {args.task}")
     arrays = task_arrays(args.data, args.task)
     sizes = [None if s == "full" else int(s) for s in args.sizes.split(",")]
