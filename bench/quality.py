@@ -11,6 +11,7 @@ costs nothing extra to measure on the same models: accuracy under the old thresh
     python bench/quality.py [--sizes 500,1000,full] [--folds 3] [--repeats 1]
         [--variants default,...] [--task binary|three-class|rgb] [--json OUT] [--dump DIR]
     python bench/quality.py --inference-cost    # per-image cost of fold ensembles / flip TTA
+    python bench/quality.py --rescore DIR       # threshold rules on one dumped cell
 
 Variants are named job-spec overrides (VARIANTS below). Tasks: `binary` (normal vs
 pneumonia), `three-class` (pneumonia split at its median brightness: a made-up but real
@@ -262,6 +263,31 @@ def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
     return rows
 
 
+def rescore(folder: Path) -> dict[str, Any]:
+    """Accuracy and balanced accuracy of each threshold rule on the dumped folds of one cell."""
+    rules: dict[str, list[tuple[float, float]]] = {}
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path) as z:
+            temperature = evaluate.fit_temperature(z["val_labels"], z["val_logits"])
+            val = evaluate.softmax(z["val_logits"], temperature)[:, 1]
+            test = evaluate.softmax(z["test_logits"], temperature)[:, 1]
+            y, prior = z["test_labels"], float(z["train_labels"].mean())
+            youden = evaluate.choose_threshold(z["val_labels"], val, "youden", None, "p").value
+        for rule, cut in (("youden_on_val", youden), ("0.5", 0.5), ("1-prior", 1 - prior)):
+            cm = evaluate.confusion_matrix(y, (test >= cut).astype(np.int64), 2)
+            acc = float(np.trace(cm) / cm.sum())
+            rules.setdefault(rule, []).append((acc, evaluate.balanced_accuracy(cm)))
+    return {
+        rule: {
+            "accuracy": float(np.mean([r[0] for r in rows])),
+            "accuracy_sd": float(np.std([r[0] for r in rows], ddof=1)),
+            "balanced_accuracy": float(np.mean([r[1] for r in rows])),
+            "balanced_accuracy_sd": float(np.std([r[1] for r in rows], ddof=1)),
+        }
+        for rule, rows in rules.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -276,7 +302,11 @@ def main() -> None:
     parser.add_argument(
         "--inference-cost", action="store_true", help="only time ensembles/TTA in onnxruntime"
     )
+    parser.add_argument("--rescore", type=Path, help="threshold rules on a --dump cell folder")
     args = parser.parse_args()
+    if args.rescore:
+        print(json.dumps(rescore(args.rescore), indent=1))
+        return
     if args.inference_cost:
         inference_cost(make_spec(args.data, "binary", args.override))
         return
