@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from models.data import Dataset, Split
 from models.finetune import build_model, input_stats
 from models.network import Classifier, Ensemble
-from models.progress import ProgressCallback
+from models.progress import ProgressCallback, ProgressEvent
 from models.spec import JobSpec
 from models.trainer import FitResult, Trainer, predict_logits
 
@@ -102,6 +102,20 @@ class CrossValidation:
         )
 
 
+def _numbered(progress: ProgressCallback | None, fold: int, k: int) -> ProgressCallback | None:
+    """Progress with epochs counted across folds (fold 2's first epoch is E + 1 of k * E)."""
+    if progress is None:
+        return None
+
+    def emit(event: ProgressEvent) -> None:
+        if event.epoch is None or event.epochs is None:
+            return progress(event)
+        epochs = event.epochs
+        progress(replace(event, epoch=event.epoch + fold * epochs, epochs=k * epochs))
+
+    return emit
+
+
 def train_split(
     spec: JobSpec,
     data: Dataset,
@@ -174,7 +188,7 @@ def cross_validate(
                 root / f"fold{fold}",
                 model=copy.deepcopy(initial) if initial is not None else None,
                 device=device,
-                progress=progress,
+                progress=_numbered(progress, fold, k),
                 should_stop=should_stop,
                 span=fold_span,
                 resume=resume,

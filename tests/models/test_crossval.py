@@ -11,6 +11,7 @@ import pytest
 from models.crossval import stratified_folds, stratified_holdout
 from models.data import Dataset, Split
 from models.finetune import sized_epochs
+from models.progress import ProgressEvent
 from models.runner import run_training
 from models.trainer import Trainer
 
@@ -77,7 +78,8 @@ def test_a_cross_validated_job(spec_factory, tmp_path: Path) -> None:
 
     recipe = {"cv_folds": 2, "tta_hflip": True}
     spec = spec_factory(recipe=recipe)
-    result = run_training(spec, tmp_path)
+    events: list[ProgressEvent] = []
+    result = run_training(spec, tmp_path, progress=events.append)
     card = result.card
     assert result.metrics["estimated_on"] == "out_of_fold"
     assert card.threshold is not None and card.threshold.chosen_on == "out_of_fold"
@@ -85,6 +87,11 @@ def test_a_cross_validated_job(spec_factory, tmp_path: Path) -> None:
     assert card.estimates["auc"].source == "out_of_fold" and card.estimates["auc"].images == 224
     assert card.metrics["val_auc"] > 0.7
     assert {r["fold"] for r in result.history} == {1, 2}
+    # the job's progress counts epochs across the folds: 1 epoch each, 2 in all
+    done = [(e.epoch, e.epochs) for e in events if e.metrics and e.epoch is not None]
+    assert done == [(1, 2), (2, 2)]
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions)
     assert card.parity.max_abs_diff <= 1e-4
     graph = onnx.load(str(result.onnx_path)).graph
     convs = sum(isinstance(m, nn.Conv2d) for m in build_model(spec, 2).modules())
