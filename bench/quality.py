@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "smooth": {"recipe": {"label_smoothing": 0.1}},
     "steps": {"recipe": {"schedule_steps": 600}},
     "last": {"recipe": {"small_val": "last_epoch"}},
+    "ema": {"recipe": {"ema_decay": 0.99}},
     "lite1": {"base_model": "efficientnet_lite1"},
 }
 TASK_CLASSES = {

@@ -145,6 +145,15 @@ class RecipeSpec(_Spec):
             " this many minutes on out-of-fold AUC, then train the best configuration."
         ),
     )
+    ema_decay: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Keep an exponential moving average of the weights, updated every step with this"
+            " decay (e.g. 0.99); validate, select and export the average."
+        ),
+    )
     small_val: Literal["select_best", "last_epoch"] = Field(
         default="select_best",
         description=(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models import checkpoint, evaluate
 from models.augment import augment, normalize
@@ -81,6 +82,13 @@ def quick_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     }
 
 
+def _ema(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
+    """torch's own EMA of parameters and buffers (BatchNorm statistics too), or None."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _val_trusted(labels: np.ndarray) -> bool:
     """Enough validation scans of every class to stop early and pick an epoch on."""
     return bool(np.bincount(labels).min() >= MIN_PER_CLASS)
@@ -124,6 +132,7 @@ class Trainer:
         self.select = self.recipe.small_val == "select_best" or _val_trusted(self.val_y)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+        self.ema = _ema(self.model, self.recipe.ema_decay)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -172,7 +181,7 @@ class Trainer:
         }
         record |= {"lr": self.optimizer.param_groups[0]["lr"], "train_seconds": seconds}
         record["train_images_per_s"] = self.steps * self.batch / max(seconds, 1e-9)
-        logits = predict_logits(self.model, self.val_x, self.mean, self.std, self.device)
+        logits = predict_logits(self._judged(), self.val_x, self.mean, self.std, self.device)
         return record | quick_metrics(self.val_y, logits)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
@@ -187,7 +196,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return float(loss.detach())
+
+    def _judged(self) -> torch.nn.Module:
+        """The weights validated, selected and exported: the running average when kept."""
+        return self.model if self.ema is None else self.ema.module
 
     # --- bookkeeping --------------------------------------------------------------------
 
@@ -208,7 +223,7 @@ class Trainer:
         if self._improved(value) or self.best_epoch == 0 or not self.select:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
             checkpoint.save(
-                {"model": self.model.state_dict(), "epoch": self.epoch + 1},
+                {"model": self._judged().state_dict(), "epoch": self.epoch + 1},
                 self.dir / checkpoint.BEST,
             )
         else:
@@ -234,12 +249,15 @@ class Trainer:
             },
             "rng": checkpoint.rng_state(),
             "spec": self.spec.model_dump_json(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
         if state.get("spec") != self.spec.model_dump_json():
             raise ValueError(f"{self.dir / checkpoint.LAST} was written for another job spec")
         self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         best = state["best"]
         self.best_value, self.best_epoch = float(best["value"]), int(best["epoch"])
