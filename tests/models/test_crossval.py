@@ -60,7 +60,7 @@ def test_a_tiny_validation_split_picks_no_epoch(
 ) -> None:
     from models.finetune import build_model
 
-    recipe = {"early_stopping_patience": 1, "small_val": "last_epoch", "lr": 1e-6}
+    recipe = {"early_stopping_patience": 1, "lr": 1e-6}  # small_val: last_epoch by default
     spec = spec_factory(epochs=3, recipe=recipe)
     data = _tiny(pneumonia_arrays, n_val=40)
     fit = Trainer(build_model(spec, 2), spec, data, tmp_path).fit()
