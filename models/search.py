@@ -30,7 +30,7 @@ from models.data import Dataset
 from models.finetune import input_stats
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
-from models.spec import AugmentSpec, JobSpec
+from models.spec import AugmentSpec, JobSpec, SearchSpec
 from models.trainer import predict_logits
 
 log = logging.getLogger("scantune.search")
@@ -110,56 +110,97 @@ def run_search(
     if search is None:
         return SearchResult(spec, {}, None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log line per trial instead
-    budget_s = search.budget_minutes * 60
-    deadline = time.monotonic() + budget_s
-    pool = pooled(data)
-    folds = stratified_folds(pool.labels, search.folds, spec.seed)
-    user_stop = should_stop or (lambda: False)
+    runner = _Study(spec, search, data, initial, progress, should_stop, span, device)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=spec.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
+    )
+    study.optimize(
+        runner.objective,
+        n_trials=search.max_trials,
+        timeout=runner.budget_s,
+        callbacks=[runner.report],
+    )
+    if runner.user_stop():
+        raise TrainingCancelled("cancelled during the search")
+    best_value = _best_value(study)
+    if best_value is None:
+        log.info("search: no trial finished within the budget; training the spec as given")
+        return SearchResult(configure(spec, {}), {}, None, runner.trials)
+    params = study.best_trial.params
+    return SearchResult(configure(spec, params), params, best_value, runner.trials)
 
-    def over() -> bool:
-        return user_stop() or time.monotonic() > deadline
 
-    def objective(trial: optuna.Trial) -> float:
-        trial_spec = configure(spec, _suggest(trial, spec.epochs))
-        oof = np.zeros((len(pool.labels), len(data.classes)), dtype=np.float32)
+class _Study:
+    """One search's trials: each trains its configuration fold by fold within the deadline."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        search: SearchSpec,
+        data: Dataset,
+        initial: Classifier,
+        progress: ProgressCallback | None,
+        should_stop: Callable[[], bool] | None,
+        span: tuple[float, float],
+        device: torch.device | None,
+    ) -> None:
+        self.spec, self.data, self.initial, self.device = spec, data, initial, device
+        self.k = search.folds
+        self.progress, self.span = progress, span
+        self.user_stop = should_stop or (lambda: False)
+        self.budget_s = search.budget_minutes * 60
+        self.deadline = time.monotonic() + self.budget_s
+        self.pool = pooled(data)
+        self.folds = stratified_folds(self.pool.labels, self.k, spec.seed)
+        self.trials: list[dict[str, Any]] = []
+
+    def over(self) -> bool:
+        return self.user_stop() or time.monotonic() > self.deadline
+
+    def objective(self, trial: Any) -> float:
+        """Out-of-fold AUC of the trial's configuration; pruned when it trails or runs out."""
+        import optuna
+
+        trial_spec = configure(self.spec, _suggest(trial, self.spec.epochs))
+        oof = np.zeros((len(self.pool.labels), len(self.data.classes)), dtype=np.float32)
         aucs = []
-        for fold in range(search.folds):
-            held = np.flatnonzero(folds == fold)
-            fold_data = with_splits(
-                data, subset(pool, np.flatnonzero(folds != fold)), subset(pool, held)
-            )
-            try:
-                with tempfile.TemporaryDirectory(prefix="scantune-search-") as tmp:
-                    model, _ = train_split(
-                        trial_spec,
-                        fold_data,
-                        Path(tmp),
-                        model=copy.deepcopy(initial),
-                        device=device,
-                        should_stop=over,
-                    )
-            except TrainingCancelled:
-                if user_stop():
-                    raise
-                raise optuna.TrialPruned("the search budget ran out") from None
-            mean, std = input_stats(trial_spec)
-            oof[held] = predict_logits(model, pool.images[held], mean, std, torch.device("cpu"))
-            aucs.append(evaluate.roc_auc(pool.labels[held], evaluate.softmax(oof[held])))
+        for fold in range(self.k):
+            held = np.flatnonzero(self.folds == fold)
+            oof[held] = self._fold_logits(trial_spec, fold, held)
+            aucs.append(evaluate.roc_auc(self.pool.labels[held], evaluate.softmax(oof[held])))
             trial.report(float(np.mean(aucs)), step=fold)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"mean fold AUC {np.mean(aucs):.4f} after fold {fold + 1}")
-        return evaluate.roc_auc(pool.labels, evaluate.softmax(oof))
+        return evaluate.roc_auc(self.pool.labels, evaluate.softmax(oof))
 
-    trials: list[dict[str, Any]] = []
+    def _fold_logits(self, trial_spec: JobSpec, fold: int, held: np.ndarray) -> np.ndarray:
+        import optuna
 
-    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        row: dict[str, Any] = {
-            "trial": trial.number + 1,
-            "state": trial.state.name,
-            "oof_auc": trial.value,
-            "params": trial.params,
-        }
-        trials.append(row)
+        kept = subset(self.pool, np.flatnonzero(self.folds != fold))
+        fold_data = with_splits(self.data, kept, subset(self.pool, held))
+        try:
+            with tempfile.TemporaryDirectory(prefix="scantune-search-") as tmp:
+                model, _ = train_split(
+                    trial_spec,
+                    fold_data,
+                    Path(tmp),
+                    model=copy.deepcopy(self.initial),
+                    device=self.device,
+                    should_stop=self.over,
+                )
+        except TrainingCancelled:
+            if self.user_stop():
+                raise
+            raise optuna.TrialPruned("the search budget ran out") from None
+        mean, std = input_stats(trial_spec)
+        return predict_logits(model, self.pool.images[held], mean, std, torch.device("cpu"))
+
+    def report(self, study: Any, trial: Any) -> None:
+        """A log line and a progress event per finished, pruned or failed trial."""
+        row = {"trial": trial.number + 1, "state": trial.state.name, "oof_auc": trial.value}
+        self.trials.append(row | {"params": trial.params})
         best = _best_value(study)
         log.info(
             "search trial %d %s oof_auc=%s best=%s params=%s",
@@ -169,29 +210,16 @@ def run_search(
             _fmt(best),
             trial.params,
         )
-        if progress is not None:
-            done = min(1.0, 1 - (deadline - time.monotonic()) / budget_s)
-            metrics = {"search_trial": float(row["trial"])}
-            if trial.value is not None:
-                metrics["search_trial_oof_auc"] = float(trial.value)
-            if best is not None:
-                metrics["search_best_oof_auc"] = best
-            progress(
-                ProgressEvent("training", span[0] + (span[1] - span[0]) * done, metrics=metrics)
-            )
-
-    sampler = optuna.samplers.TPESampler(seed=spec.seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    study.optimize(objective, n_trials=search.max_trials, timeout=budget_s, callbacks=[report])
-    if user_stop():
-        raise TrainingCancelled("cancelled during the search")
-    best_value = _best_value(study)
-    if best_value is None:
-        log.info("search: no trial finished within the budget; training the spec as given")
-        return SearchResult(configure(spec, {}), {}, None, trials)
-    params = study.best_trial.params
-    return SearchResult(configure(spec, params), params, best_value, trials)
+        if self.progress is None:
+            return
+        done = min(1.0, 1 - (self.deadline - time.monotonic()) / self.budget_s)
+        metrics = {"search_trial": float(row["trial"])}
+        if trial.value is not None:
+            metrics["search_trial_oof_auc"] = float(trial.value)
+        if best is not None:
+            metrics["search_best_oof_auc"] = best
+        fraction = self.span[0] + (self.span[1] - self.span[0]) * done
+        self.progress(ProgressEvent("training", fraction, metrics=metrics))
 
 
 def search_once(
