@@ -54,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "steps": {"recipe": {"schedule_steps": 600}},
     "last": {"recipe": {"small_val": "last_epoch"}},
     "ema": {"recipe": {"ema_decay": 0.99}},
+    "last_ema": {"recipe": {"small_val": "last_epoch", "ema_decay": 0.9}},
     "lite1": {"base_model": "efficientnet_lite1"},
 }
 TASK_CLASSES = {
