@@ -49,12 +49,12 @@ DEFAULT_DATA = (
 )
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "old": {"recipe": {"small_val": "select_best"}},  # the defaults before issue 21
     "res96": {"image_size": 96},
     "smooth": {"recipe": {"label_smoothing": 0.1}},
     "steps": {"recipe": {"schedule_steps": 600}},
-    "last": {"recipe": {"small_val": "last_epoch"}},
     "ema": {"recipe": {"ema_decay": 0.99}},
-    "last_ema": {"recipe": {"small_val": "last_epoch", "ema_decay": 0.9}},
+    "ema90": {"recipe": {"ema_decay": 0.9}},
     "lite1": {"base_model": "efficientnet_lite1"},
 }
 TASK_CLASSES = {
