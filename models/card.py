@@ -73,6 +73,31 @@ class DecisionThreshold(_Strict):
     target: float | None = Field(default=None, description="Target for sensitivity/specificity.")
     sensitivity: float | None = None
     specificity: float | None = None
+    # issue 21: how the operating point was chosen
+    chosen_on: Literal["out_of_fold", "validation", "prior"] | None = Field(
+        default=None,
+        description=(
+            "out_of_fold: on cross-validated predictions; validation: on the validation split;"
+            " prior: too few validation scans to pick one, so 0.5 corrected for the class prior"
+            " the model was trained under. None on cards written before it was recorded."
+        ),
+    )
+    chosen_on_images: int | None = Field(
+        default=None, ge=0, description="Scans the threshold was chosen on (0 for prior)."
+    )
+
+
+class Estimate(_Strict):
+    """A figure with its bootstrap confidence interval (issue 21: honest figures)."""
+
+    value: float
+    low: float
+    high: float
+    level: float = Field(default=0.95, gt=0.0, lt=1.0)
+    images: int = Field(ge=0, description="Scans the figure was measured on.")
+    source: Literal["out_of_fold", "validation"] = Field(
+        description="out_of_fold: cross-validated predictions; validation: the validation split."
+    )
 
 
 class Calibration(_Strict):
@@ -150,6 +175,10 @@ class ModelCard(_Strict):
     metrics: dict[str, Any] = Field(default_factory=dict)
     calibration: Calibration
     threshold: DecisionThreshold | None = None
+    estimates: dict[str, Estimate] = Field(
+        default_factory=dict,
+        description="auc, sensitivity, specificity (at the threshold) with bootstrap 95% CIs.",
+    )
     parity: Parity
     training: TrainingInfo
     packages: dict[str, str] = Field(default_factory=dict)

@@ -3,8 +3,10 @@
 The graph takes `image` (N, C, size, size) float32, normalised as the card says, and returns
 `probabilities` (N, K: softmax of logits / temperature, calibration inside the graph),
 `logits` (N, K) and `cam` (N, K, h, w: the head at every cell of the last feature map).
-The batch axis is dynamic. After export, `onnx.checker` validates the file and onnxruntime's
-CPU provider is compared with PyTorch on real validation images.
+The batch axis is dynamic. An `Ensemble` (k fold models, optionally with a mirrored view
+each) exports to the same contract, its outputs the members' mean. After export,
+`onnx.checker` validates the file and onnxruntime's CPU provider is compared with PyTorch on
+real validation images.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from models.card import OutputSpec, Parity
-from models.network import Classifier, ExportModule
+from models.network import Classifier, Ensemble, ExportModule
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -29,7 +31,7 @@ class ExportError(RuntimeError):
 
 
 def export_onnx(
-    model: Classifier,
+    model: Classifier | Ensemble,
     path: Path,
     *,
     size: int,
@@ -81,7 +83,7 @@ def onnx_outputs(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def torch_outputs(
-    model: Classifier, images: np.ndarray, temperature: float
+    model: Classifier | Ensemble, images: np.ndarray, temperature: float
 ) -> dict[str, np.ndarray]:
     wrapper = ExportModule(model, temperature).cpu().eval()
     with torch.no_grad():
@@ -91,7 +93,7 @@ def torch_outputs(
 
 def check_parity(
     path: Path,
-    model: Classifier,
+    model: Classifier | Ensemble,
     images: np.ndarray,
     *,
     temperature: float = 1.0,

@@ -65,6 +65,16 @@ def plan_phases(spec: JobSpec) -> list[PhaseSpec]:
     return [head_only, tune]
 
 
+def sized_epochs(spec: JobSpec, n_train: int) -> JobSpec:
+    """The spec with `epochs` derived from `recipe.schedule_steps` for `n_train` scans."""
+    steps = spec.recipe.schedule_steps
+    if steps is None or spec.recipe.phases:
+        return spec
+    per_epoch = max(1, n_train // max(1, min(spec.recipe.batch_size, n_train)))
+    epochs = min(500, max(2, math.ceil(steps / per_epoch)))
+    return spec.model_copy(update={"epochs": epochs})
+
+
 def phase_at(phases: list[PhaseSpec], epoch: int) -> tuple[int, int]:
     """(phase index, first epoch of that phase) for a 0-based epoch."""
     start = 0

@@ -8,6 +8,7 @@ head is linear (Zhou et al., 2016).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -72,10 +73,42 @@ class Classifier(nn.Module):
         return logits, cam
 
 
+class Ensemble(nn.Module):
+    """Several classifiers (k fold models), and optionally each one's view of the mirrored
+    scan, averaged into one: mean logits and mean CAMs (a mirrored view's CAM mirrored back).
+
+    Logits are averaged rather than probabilities so that the graph keeps one `logits` output
+    whose softmax is `probabilities`, exactly as for a single model.
+    """
+
+    def __init__(self, members: Sequence[Classifier], hflip: bool = False) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.hflip = hflip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(x)[0]
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        views = torch.cat([x, x.flip(3)]) if self.hflip else x
+        logits, cams = [], []
+        for member in self.members:
+            member_logits, cam = cast(Classifier, member).forward_all(views)
+            if self.hflip:  # one pass over both views, split and mirrored back
+                member_logits = (member_logits[:n] + member_logits[n:]) / 2
+                cam = (cam[:n] + cam[n:].flip(3)) / 2
+            logits.append(member_logits)
+            cams.append(cam)
+        return torch.stack(logits).mean(dim=0), torch.stack(cams).mean(dim=0)
+
+
 class ExportModule(nn.Module):
     """What goes into the ONNX graph: calibrated probabilities, logits and CAM."""
 
-    def __init__(self, classifier: Classifier, temperature: float) -> None:
+    def __init__(self, classifier: Classifier | Ensemble, temperature: float) -> None:
         super().__init__()
         self.classifier = classifier
         self.temperature: torch.Tensor

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,18 +30,23 @@ from models.card import (
     Calibration,
     DatasetInfo,
     DecisionThreshold,
+    Estimate,
     InputSpec,
     ModelCard,
     Parity,
     TrainingInfo,
 )
 from models.data import Dataset, load_dataset
+from models.estimates import bootstrap
 from models.export import MIN_PARITY_IMAGES, check_parity, export_onnx
 from models.finetune import build_model, input_stats, plan_phases
-from models.network import Classifier
+from models.fitting import Run, fit_job
+from models.network import Classifier, Ensemble
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
+from models.search import SearchResult, run_search, search_once
 from models.spec import JobSpec
-from models.trainer import FitResult, Trainer, predict_logits
+from models.threshold import Scores, decide
+from models.trainer import FitResult
 from models.uri import sha256_file
 
 __all__ = ["ProgressEvent", "TrainingCancelled", "TrainingResult", "run_training"]
@@ -52,6 +57,8 @@ CHECKPOINT_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 PACKAGES = ("scantune", "torch", "torchvision", "timm", "onnx", "onnxruntime", "numpy", "pydicom")
 TRAIN_SPAN = (0.05, 0.85)
+SEARCH_SPAN = (0.05, 0.45)
+SEARCH_FILE = "search.json"
 
 
 @dataclass(frozen=True)
@@ -96,32 +103,30 @@ def run_training(
     data, model = _prepare(spec, cache_dir, weights_uri, s3_endpoint_url, should_stop)
     emit(ProgressEvent("preparing_data", TRAIN_SPAN[0]))
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    trainer = Trainer(
-        model,
-        spec,
-        data,
-        out_dir / CHECKPOINT_DIR,
-        device=torch_device,
-        progress=progress,
-        should_stop=should_stop,
-        fraction_span=TRAIN_SPAN,
-    )
-    fit = trainer.fit(resume=resume)
-    model = model.cpu().float().eval()
+    search = None
+    if spec.recipe.search is not None:
+        search = _search(spec, data, model, out_dir, resume, progress, should_stop, torch_device)
+        spec = search.spec
+    span = (SEARCH_SPAN[1], TRAIN_SPAN[1]) if search else TRAIN_SPAN
+    run = Run(progress, should_stop, resume, torch_device, out_dir / CHECKPOINT_DIR, span)
+    fitted = fit_job(spec, data, model, run)
+    fit, scored, logits = fitted.fit, fitted.scored, fitted.logits
 
     emit(ProgressEvent("evaluating", TRAIN_SPAN[1]))
-    logits = predict_logits(model, data.val.images, mean, std, torch.device("cpu"))
-    metrics, calibration, threshold = _evaluate(spec, data, logits, fit)
+    metrics, calibration, threshold = _evaluate(spec, scored, logits, fit, fitted.source)
     _write_json(out_dir / HISTORY_FILE, fit.history)
     _write_json(out_dir / METRICS_FILE, metrics)
-    _write_results(out_dir, spec, data, logits, fit, calibration.temperature, threshold)
+    _write_results(out_dir, spec, scored, logits, fit, calibration.temperature, threshold)
 
     emit(ProgressEvent("exporting", 0.9))
-    parity = _export(model, spec, data, out_dir, calibration.temperature, mean, std)
+    parity = _export(fitted.model, spec, data, out_dir, calibration.temperature, mean, std)
     info = _training_info(spec, fit, torch_device, time.perf_counter() - started)
     card = _card(spec, data, metrics, calibration, threshold, parity, info, out_dir, mean, std)
     card = card.model_copy(
-        update={"lineage": {"pretrained_weights": _weights_source(spec, weights_uri)}}
+        update={
+            "lineage": {"pretrained_weights": _weights_source(spec, weights_uri)},
+            "recipe": card.recipe | ({"search": search.summary()} if search else {}),
+        }
     )
     (out_dir / CARD_FILE).write_text(card.to_json())
     emit(ProgressEvent("exporting", 1.0, metrics=_headline(metrics)))
@@ -157,13 +162,41 @@ def _prepare(
     return data, model
 
 
+def _search(
+    spec: JobSpec,
+    data: Dataset,
+    model: Classifier,
+    out_dir: Path,
+    resume: bool,
+    progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    device: torch.device,
+) -> SearchResult:
+    def run() -> SearchResult:
+        return run_search(
+            spec,
+            data,
+            model,
+            progress=progress,
+            should_stop=should_stop,
+            span=SEARCH_SPAN,
+            device=device,
+        )
+
+    return search_once(spec, out_dir / CHECKPOINT_DIR / SEARCH_FILE, resume, run)
+
+
 def _check_cancel(should_stop: Callable[[], bool] | None) -> None:
     if should_stop is not None and should_stop():
         raise TrainingCancelled("cancelled before training")
 
 
 def _evaluate(
-    spec: JobSpec, data: Dataset, logits: np.ndarray, fit: FitResult
+    spec: JobSpec,
+    data: Dataset,
+    logits: np.ndarray,
+    fit: FitResult,
+    source: Literal["out_of_fold", "validation"],
 ) -> tuple[dict[str, Any], Calibration, DecisionThreshold | None]:
     y = data.val.labels
     temperature = evaluate.fit_temperature(y, logits)
@@ -174,7 +207,8 @@ def _evaluate(
         ece_before=metrics["val_ece"],
         ece_after=metrics["val_ece_calibrated"],
     )
-    threshold = _threshold(spec, data, logits, temperature)
+    threshold, estimates = _threshold(spec, data, logits, temperature, source)
+    metrics["estimates"] = {k: e.model_dump() for k, e in estimates.items()}
     if threshold is not None:
         positive = evaluate.softmax(logits, temperature)[
             :, data.classes.index(threshold.positive_class)
@@ -184,6 +218,7 @@ def _evaluate(
             ((positive >= threshold.value) == truth).mean()
         )
     metrics |= {
+        "estimated_on": source,
         "temperature": temperature,
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
@@ -201,7 +236,8 @@ def _write_results(
     temperature: float,
     threshold: DecisionThreshold | None,
 ) -> None:
-    """evaluation.json and the plots, both at the card's threshold, the best epoch marked."""
+    """evaluation.json and the plots, both at the card's threshold, the best epoch marked.
+    `data.val` holds the scans `logits` score (out-of-fold ones for a cross-validated job)."""
     probs = evaluate.softmax(logits, temperature)
     result = evaluation.build(
         data.val.labels, probs, data.classes, threshold, best_epoch=fit.best_epoch
@@ -209,7 +245,7 @@ def _write_results(
     _write_json(out_dir / evaluation.EVALUATION_FILE, result)
     plots.write_all(
         out_dir / PLOTS_DIR,
-        fit.history,
+        [r for r in fit.history if r.get("fold", 1) == 1],  # one curve: the first fold's
         data,
         logits,
         temperature,
@@ -220,22 +256,34 @@ def _write_results(
 
 
 def _threshold(
-    spec: JobSpec, data: Dataset, logits: np.ndarray, temperature: float
-) -> DecisionThreshold | None:
+    spec: JobSpec,
+    data: Dataset,
+    logits: np.ndarray,
+    temperature: float,
+    source: Literal["out_of_fold", "validation"],
+) -> tuple[DecisionThreshold | None, dict[str, Estimate]]:
+    """The operating point by `models.threshold.decide`, and the bootstrap CIs at it."""
     if len(data.classes) != 2:
-        return None
+        return None, {}
     rule = spec.recipe.threshold
     positive = rule.positive_class or data.classes[-1]
     if positive not in data.classes:
         raise ValueError(f"threshold.positive_class {positive!r} is not one of {data.classes}")
     index = data.classes.index(positive)
     score = evaluate.softmax(logits, temperature)[:, index]
-    truth = (data.val.labels == index).astype(np.int64)
-    return evaluate.choose_threshold(truth, score, rule.rule, rule.target, positive)
+    val = Scores((data.val.labels == index).astype(np.int64), score, source)
+    chosen = decide(
+        rule,
+        positive,
+        [val],
+        (data.train.labels == index).astype(np.int64),
+        balanced_training=spec.recipe.imbalance != "none",
+    )
+    return chosen, bootstrap(val.truth, val.score, chosen.value, val.source, seed=spec.seed)
 
 
 def _export(
-    model: Classifier,
+    model: Classifier | Ensemble,
     spec: JobSpec,
     data: Dataset,
     out_dir: Path,
@@ -300,9 +348,10 @@ def _card(
         dataset=DatasetInfo(
             uri=data.uri, format=data.format, sha256=data.sha256, class_counts=data.class_counts()
         ),
-        metrics=metrics,
+        metrics={k: v for k, v in metrics.items() if k != "estimates"},
         calibration=calibration,
         threshold=threshold,
+        estimates={k: Estimate(**v) for k, v in metrics.get("estimates", {}).items()},
         parity=parity,
         training=info,
         packages=_package_versions(),

@@ -104,6 +104,20 @@ class ThresholdSpec(_Spec):
     positive_class: str | None = Field(default=None, description="Default: the last class.")
 
 
+class SearchSpec(_Spec):
+    """A budgeted hyper-parameter search (issue 21): Optuna TPE with pruning, on OOF AUC."""
+
+    budget_minutes: float = Field(
+        gt=0.0, le=1440.0, description="Wall time for the search; the final training is extra."
+    )
+    folds: int = Field(
+        default=3, ge=2, le=10, description="Stratified folds each trial is judged on."
+    )
+    max_trials: int | None = Field(
+        default=None, ge=1, description="Stop after this many trials even within the budget."
+    )
+
+
 class RecipeSpec(_Spec):
     """The transfer-learning recipe; defaults are tuned for small grayscale scan sets."""
 
@@ -127,6 +141,55 @@ class RecipeSpec(_Spec):
     amp: bool = Field(default=True, description="Mixed precision on CUDA (ignored on CPU).")
     threshold: ThresholdSpec = ThresholdSpec()
     num_workers: int = Field(default=0, ge=0)
+    # issue 21: cross-validated ensembles, TTA in the graph, a schedule sized in steps
+    cv_folds: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description=(
+            "k >= 2: pool train + validation, train one model per stratified fold and export"
+            " their average as one ONNX model; figures, calibration and the threshold come from"
+            " out-of-fold predictions. 0: one model, judged on the validation split."
+        ),
+    )
+    tta_hflip: bool = Field(
+        default=False,
+        description="Average each model's outputs over the scan and its mirror, in the graph.",
+    )
+    schedule_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Size the schedule in optimizer steps: the job runs ceil(steps / steps per epoch)"
+            " epochs (at least 2, at most 500) instead of `epochs`, so small sets get more"
+            " passes."
+        ),
+    )
+    search: SearchSpec | None = Field(
+        default=None,
+        description=(
+            "Search lr, weight decay, label smoothing, augmentation strength and epochs for"
+            " this many minutes on out-of-fold AUC, then train the best configuration."
+        ),
+    )
+    ema_decay: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Keep an exponential moving average of the weights, updated every step with this"
+            " decay (e.g. 0.99); validate, select and export the average."
+        ),
+    )
+    small_val: Literal["select_best", "last_epoch"] = Field(
+        default="last_epoch",
+        description=(
+            "With fewer than 50 validation scans of some class: run the whole schedule and keep"
+            " the last weights (default; bench/quality.py: better and steadier at 500 and 1,000"
+            " scans), or still stop early and keep the best epoch on them."
+        ),
+    )
 
 
 class PromoteSpec(_Spec):

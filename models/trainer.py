@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models import checkpoint, evaluate
 from models.augment import augment, normalize
@@ -29,11 +30,13 @@ from models.finetune import (
     phase_at,
     plan_phases,
     set_trainable,
+    sized_epochs,
     trainable_groups,
 )
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import JobSpec
+from models.threshold import MIN_PER_CLASS
 
 LOWER_IS_BETTER = {"val_loss"}
 
@@ -49,7 +52,7 @@ class FitResult:
 
 
 def predict_logits(
-    model: Classifier,
+    model: torch.nn.Module,
     images: np.ndarray | torch.Tensor,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -79,6 +82,18 @@ def quick_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     }
 
 
+def _ema(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
+    """torch's own EMA of parameters and buffers (BatchNorm statistics too), or None."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _val_trusted(labels: np.ndarray) -> bool:
+    """Enough validation scans of every class to stop early and pick an epoch on."""
+    return bool(np.bincount(labels).min() >= MIN_PER_CLASS)
+
+
 class Trainer:
     """Runs the recipe's phases on a prepared dataset, checkpointing into `checkpoint_dir`."""
 
@@ -94,6 +109,7 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         fraction_span: tuple[float, float] = (0.0, 1.0),
     ) -> None:
+        spec = sized_epochs(spec, len(data.train.labels))
         self.spec, self.recipe = spec, spec.recipe
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device)
@@ -113,8 +129,10 @@ class Trainer:
         self.epoch, self.phase_index, self.bad_epochs = 0, -1, 0
         self.history: list[dict[str, Any]] = []
         self.best_value, self.best_epoch = float("nan"), 0
+        self.select = self.recipe.small_val == "select_best" or _val_trusted(self.val_y)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+        self.ema = _ema(self.model, self.recipe.ema_decay)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -163,7 +181,7 @@ class Trainer:
         }
         record |= {"lr": self.optimizer.param_groups[0]["lr"], "train_seconds": seconds}
         record["train_images_per_s"] = self.steps * self.batch / max(seconds, 1e-9)
-        logits = predict_logits(self.model, self.val_x, self.mean, self.std, self.device)
+        logits = predict_logits(self._judged(), self.val_x, self.mean, self.std, self.device)
         return record | quick_metrics(self.val_y, logits)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
@@ -178,7 +196,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return float(loss.detach())
+
+    def _judged(self) -> torch.nn.Module:
+        """The weights validated, selected and exported: the running average when kept."""
+        return self.model if self.ema is None else self.ema.module
 
     # --- bookkeeping --------------------------------------------------------------------
 
@@ -190,16 +214,16 @@ class Trainer:
         return value > self.best_value
 
     def _patience_spent(self) -> bool:
-        patience = self.recipe.early_stopping_patience
+        patience = self.recipe.early_stopping_patience if self.select else 0
         return patience > 0 and self.bad_epochs >= patience
 
     def _finish_epoch(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         value = float(record[self.recipe.monitor])
-        if self._improved(value) or self.best_epoch == 0:
+        if self._improved(value) or self.best_epoch == 0 or not self.select:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
             checkpoint.save(
-                {"model": self.model.state_dict(), "epoch": self.epoch + 1},
+                {"model": self._judged().state_dict(), "epoch": self.epoch + 1},
                 self.dir / checkpoint.BEST,
             )
         else:
@@ -225,12 +249,15 @@ class Trainer:
             },
             "rng": checkpoint.rng_state(),
             "spec": self.spec.model_dump_json(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
         if state.get("spec") != self.spec.model_dump_json():
             raise ValueError(f"{self.dir / checkpoint.LAST} was written for another job spec")
         self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         best = state["best"]
         self.best_value, self.best_epoch = float(best["value"]), int(best["epoch"])

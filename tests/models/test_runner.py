@@ -64,6 +64,13 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     assert card.parity.images >= 32 and card.parity.max_abs_diff <= 1e-4
     assert card.calibration.applied_in_graph and card.calibration.temperature > 0
     assert card.threshold is not None and card.threshold.positive_class == "pneumonia"
+    # 32 scans of each class is too few to pick a threshold on: 0.5 of the prior-corrected
+    # posterior, which for a balanced training set is 0.5 itself
+    assert (card.threshold.chosen_on, card.threshold.value) == ("prior", 0.5)
+    assert set(card.estimates) == {"auc", "sensitivity", "specificity"}
+    auc = card.estimates["auc"]
+    assert auc.source == "validation" and auc.images == 64
+    assert auc.low < auc.value < auc.high and abs(auc.value - card.metrics["val_auc"]) < 1e-6
     assert card.training.epochs_run == 1 and card.packages["torch"]
     assert card.metrics["val_auc"] > 0.75  # one head-only epoch on 160 images already separates
     assert card.recipe["batch_size"] == 32 and card.base_model == "efficientnet_lite0"

@@ -70,6 +70,7 @@ def test_training_api_with_kubernetes_launcher_never_imports_torch(tmp_path: Pat
         "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
         "SCANTUNE_ARTIFACT_URI": (tmp_path / "artifacts").as_uri(),
         "SCANTUNE_WORK_DIR": str(tmp_path / "jobs"),
+        "SCANTUNE_LOCAL_DATA_ROOTS": json.dumps([str(tmp_path)]),
     }
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(TRAIN_ONLY), str(dataset)],

@@ -1,0 +1,336 @@
+"""Benchmark: the recipe's quality by repeated stratified k-fold CV on the shared scans.
+
+Not a test. Pools PneumoniaMNIST train + validation, draws stratified subsamples (~500,
+~1,000 scans, and the full set), and for each recipe variant trains one model per outer fold
+the way a job would (the recipe's own 15 % validation split carved from the fold's training
+part, its own threshold rule), then scores the held-out fold. Reports mean and spread (sd over
+folds x repeats) of AUC, accuracy at the recipe's threshold and balanced accuracy, plus what
+costs nothing extra to measure on the same models: accuracy under the old threshold rule
+(Youden on the inner validation split) and AUC with a horizontal-flip TTA.
+
+    python bench/quality.py [--sizes 500,1000,full] [--folds 3] [--repeats 1]
+        [--variants default,...] [--task binary|three-class|rgb] [--json OUT] [--dump DIR]
+    python bench/quality.py --inference-cost    # per-image cost of fold ensembles / flip TTA
+    python bench/quality.py --rescore DIR       # threshold rules on one dumped cell
+
+Variants are named job-spec overrides (VARIANTS below). Tasks: `binary` (normal vs
+pneumonia), `three-class` (pneumonia split at its median brightness: a made-up but real
+3-class problem), `rgb` (the scans tinted into colour, trained with 3 input channels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import evaluate
+from models.crossval import (
+    stratified_folds,
+    stratified_holdout,
+    subset,
+    train_split,
+    with_splits,
+)
+from models.data import Dataset, Split, load_dataset
+from models.finetune import input_stats
+from models.spec import JobSpec
+from models.threshold import Scores, decide
+from models.trainer import predict_logits
+
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "shared/data/pneumoniamnist/pneumoniamnist_trainval.npz"
+)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "old": {"recipe": {"small_val": "select_best"}},  # the defaults before issue 21
+    "res96": {"image_size": 96},
+    "smooth": {"recipe": {"label_smoothing": 0.1}},
+    "steps": {"recipe": {"schedule_steps": 600}},
+    "ema": {"recipe": {"ema_decay": 0.99}},
+    "ema90": {"recipe": {"ema_decay": 0.9}},
+    "lite1": {"base_model": "efficientnet_lite1"},
+}
+TASK_CLASSES = {
+    "binary": ["normal", "pneumonia"],
+    "three-class": ["normal", "pneumonia-dark", "pneumonia-bright"],
+    "rgb": ["normal", "pneumonia"],
+}
+
+
+def task_arrays(data: Path, task: str) -> dict[str, np.ndarray]:
+    """The shared npz's arrays, relabelled or recoloured for `task`."""
+    with np.load(data) as z:
+        arrays = {k: z[k] for k in z.files}
+    if task == "three-class":
+        for split in ("train", "val"):
+            labels = arrays[f"{split}_labels"].ravel().astype(np.int64)
+            brightness = arrays[f"{split}_images"].reshape(len(labels), -1).mean(axis=1)
+            cut = np.median(brightness[labels == 1])
+            arrays[f"{split}_labels"] = labels + ((labels == 1) & (brightness > cut))
+    if task == "rgb":
+        for split in ("train", "val"):
+            gray = arrays[f"{split}_images"].astype(np.float32)
+            tint = np.stack([gray, gray * 0.8, gray * 0.6], axis=-1)  # a sepia-like tint
+            arrays[f"{split}_images"] = tint.round().astype(np.uint8)
+    return arrays
+
+
+def load_pool(arrays: dict[str, np.ndarray], spec: JobSpec, workdir: Path) -> Dataset:
+    """The task's scans prepared by `models.data` exactly as a job would, as one pool."""
+    path = workdir / "task.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    dataset = spec.dataset.model_copy(update={"uri": str(path)})
+    data = load_dataset(dataset, size=spec.image_size, channels=spec.recipe.channels, seed=0)
+    pool = Split(
+        np.concatenate([data.train.images, data.val.images]),
+        np.concatenate([data.train.labels, data.val.labels]),
+        [*data.train.names, *data.val.names],
+    )
+    return with_splits(data, pool, subset(pool, np.arange(0)))
+
+
+def make_spec(data: Path, task: str, overrides: dict[str, Any]) -> JobSpec:
+    raw: dict[str, Any] = {
+        "model_name": "bench-quality",
+        "dataset": {"uri": str(data), "format": "npz", "classes": TASK_CLASSES[task]},
+        "recipe": {"channels": 3} if task == "rgb" else {},
+    }
+    for key, value in overrides.items():
+        raw[key] = raw.get(key, {}) | value if isinstance(value, dict) else value
+    return JobSpec.model_validate(raw)
+
+
+def sample(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Indices of a stratified subsample of about `size` scans (all of them for None)."""
+    if size is None or size >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    picks = [
+        rng.choice(members, round(size * len(members) / len(labels)), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(picks))
+
+
+def score_fold(
+    spec: JobSpec,
+    pool: Dataset,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    dump: Path | None = None,
+) -> dict:
+    """Train on `train_idx` as a job would (own val split), score `test_idx`."""
+    kept, held = stratified_holdout(pool.train.labels[train_idx], spec.dataset.val_fraction, 0)
+    fold = with_splits(
+        pool, subset(pool.train, train_idx[kept]), subset(pool.train, train_idx[held])
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="scantune-quality-") as tmp:
+        model, fit = train_split(spec, fold, Path(tmp))
+    seconds = time.perf_counter() - started
+    mean, std = input_stats(spec)
+    cpu = torch.device("cpu")
+    val_logits = predict_logits(model, fold.val.images, mean, std, cpu)
+    test = subset(pool.train, test_idx)
+    logits = predict_logits(model, test.images, mean, std, cpu)
+    flipped = predict_logits(model, test.images[..., ::-1].copy(), mean, std, cpu)
+    figures = _figures(spec, fold, val_logits, test.labels, logits, flipped)
+    if dump is not None:  # raw scores, so other threshold rules can be judged without training
+        np.savez(
+            dump,
+            val_labels=fold.val.labels,
+            val_logits=val_logits,
+            test_labels=test.labels,
+            test_logits=logits,
+            test_flipped_logits=flipped,
+            train_labels=fold.train.labels,
+        )
+    return figures | {"seconds": seconds, "epochs_run": fit.epochs_run}
+
+
+def _figures(
+    spec: JobSpec,
+    fold: Dataset,
+    val_logits: np.ndarray,
+    y: np.ndarray,
+    logits: np.ndarray,
+    flipped: np.ndarray,
+) -> dict[str, float]:
+    temperature = evaluate.fit_temperature(fold.val.labels, val_logits)
+    probs = evaluate.softmax(logits, temperature)
+    tta = evaluate.softmax((logits + flipped) / 2, temperature)
+    out = {"auc": evaluate.roc_auc(y, probs), "auc_tta": evaluate.roc_auc(y, tta)}
+    k = probs.shape[1]
+    if k != 2:
+        cm = evaluate.confusion_matrix(y, probs.argmax(axis=1), k)
+        return out | {
+            "accuracy": float(np.trace(cm) / cm.sum()),
+            "balanced_accuracy": evaluate.balanced_accuracy(cm),
+        }
+    val_score = evaluate.softmax(val_logits, temperature)[:, 1]
+    val = Scores(fold.val.labels, val_score, "validation")
+    balanced = spec.recipe.imbalance != "none"
+    new = decide(spec.recipe.threshold, "positive", [val], fold.train.labels, balanced)
+    old = evaluate.choose_threshold(val.truth, val.score, "youden", None, "positive")
+    pred = (probs[:, 1] >= new.value).astype(np.int64)
+    cm = evaluate.confusion_matrix(y, pred, 2)
+    return out | {
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": evaluate.balanced_accuracy(cm),
+        "accuracy_old_rule": float(((probs[:, 1] >= old.value) == y).mean()),
+        "accuracy_at_0.5": float(((probs[:, 1] >= 0.5) == y).mean()),
+        "accuracy_at_1-prior": float(((probs[:, 1] >= 1 - fold.train.labels.mean()) == y).mean()),
+        "threshold_from_prior": float(new.chosen_on == "prior"),
+    }
+
+
+def run_cell(
+    spec: JobSpec,
+    pool: Dataset,
+    size: int | None,
+    folds: int,
+    repeats: int,
+    dump: Path | None = None,
+) -> dict:
+    """Repeated stratified k-fold over a subsample: mean and sd of every figure."""
+    rows = []
+    for repeat in range(repeats):
+        picked = sample(pool.train.labels, size, seed=repeat)
+        assignment = stratified_folds(pool.train.labels[picked], folds, seed=repeat)
+        for fold in range(folds):
+            train_idx, test_idx = picked[assignment != fold], picked[assignment == fold]
+            where = dump / f"r{repeat}f{fold}.npz" if dump else None
+            rows.append(score_fold(spec, pool, train_idx, test_idx, where))
+            print("    fold", json.dumps({k: round(v, 4) for k, v in rows[-1].items()}), flush=True)
+    keys = rows[0].keys()
+    return {
+        "scans": len(sample(pool.train.labels, size, seed=0)),
+        "runs": len(rows),
+        **{k: float(np.mean([r[k] for r in rows])) for k in keys},
+        **{f"{k}_sd": float(np.std([r[k] for r in rows], ddof=1)) for k in keys},
+    }
+
+
+def _jittered(model: torch.nn.Module, seed: int) -> Any:
+    """A copy with slightly different weights, so no runtime can merge members as one."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
+    return twin
+
+
+def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
+    """Per-image onnxruntime latency of one model, fold ensembles and flip TTA (same weights)."""
+    import onnxruntime as ort
+
+    from models.export import export_onnx
+    from models.finetune import build_model
+    from models.network import Ensemble
+
+    member = build_model(spec, 2).eval()
+    rows = []
+    for folds, hflip in ((1, False), (1, True), (3, False), (3, True), (5, False)):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            members = [_jittered(member, seed) for seed in range(folds)]
+            model = Ensemble(members, hflip=hflip) if folds > 1 or hflip else member
+            export_onnx(model, path, size=spec.image_size, channels=spec.recipe.channels)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            row: dict[str, Any] = {"folds": folds, "hflip": hflip}
+            row["onnx_mb"] = path.stat().st_size / 1e6
+            for batch in (1, 32):
+                x = np.random.default_rng(0).random(
+                    (batch, spec.recipe.channels, spec.image_size, spec.image_size), np.float32
+                )
+                session.run(None, {"image": x})
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    session.run(None, {"image": x})
+                    times.append((time.perf_counter() - start) / batch)
+                row[f"ms_per_image_batch{batch}"] = 1000 * float(np.median(times))
+        print("inference", json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def rescore(folder: Path) -> dict[str, Any]:
+    """Accuracy and balanced accuracy of each threshold rule on the dumped folds of one cell."""
+    rules: dict[str, list[tuple[float, float]]] = {}
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path) as z:
+            temperature = evaluate.fit_temperature(z["val_labels"], z["val_logits"])
+            val = evaluate.softmax(z["val_logits"], temperature)[:, 1]
+            test = evaluate.softmax(z["test_logits"], temperature)[:, 1]
+            y, prior = z["test_labels"], float(z["train_labels"].mean())
+            youden = evaluate.choose_threshold(z["val_labels"], val, "youden", None, "p").value
+        for rule, cut in (("youden_on_val", youden), ("0.5", 0.5), ("1-prior", 1 - prior)):
+            cm = evaluate.confusion_matrix(y, (test >= cut).astype(np.int64), 2)
+            acc = float(np.trace(cm) / cm.sum())
+            rules.setdefault(rule, []).append((acc, evaluate.balanced_accuracy(cm)))
+    return {
+        rule: {
+            "accuracy": float(np.mean([r[0] for r in rows])),
+            "accuracy_sd": float(np.std([r[0] for r in rows], ddof=1)),
+            "balanced_accuracy": float(np.mean([r[1] for r in rows])),
+            "balanced_accuracy_sd": float(np.std([r[1] for r in rows], ddof=1)),
+        }
+        for rule, rows in rules.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--sizes", default="500,1000,full")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--variants", default="default")
+    parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="binary")
+    parser.add_argument("--override", type=json.loads, default={}, help="JSON spec overrides")
+    parser.add_argument("--json", type=Path, help="append each cell's figures here (JSON lines)")
+    parser.add_argument("--dump", type=Path, help="keep each fold's raw logits under this folder")
+    parser.add_argument(
+        "--inference-cost", action="store_true", help="only time ensembles/TTA in onnxruntime"
+    )
+    parser.add_argument("--rescore", type=Path, help="threshold rules on a --dump cell folder")
+    args = parser.parse_args()
+    if args.rescore:
+        print(json.dumps(rescore(args.rescore), indent=1))
+        return
+    if args.inference_cost:
+        inference_cost(make_spec(args.data, "binary", args.override))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, task {args.task}")
+    arrays = task_arrays(args.data, args.task)
+    sizes = [None if s == "full" else int(s) for s in args.sizes.split(",")]
+    for name in args.variants.split(","):
+        spec = make_spec(args.data, args.task, VARIANTS[name] | args.override)
+        with tempfile.TemporaryDirectory() as tmp:
+            pool = load_pool(arrays, spec, Path(tmp))
+        for size in sizes:
+            print(f"{name} size {size or 'full'}", flush=True)
+            cell = {"variant": name, "task": args.task, "size": size or "full"}
+            dump = args.dump / f"{args.task}-{name}-{size or 'full'}" if args.dump else None
+            if dump:
+                dump.mkdir(parents=True, exist_ok=True)
+            cell |= run_cell(spec, pool, size, args.folds, args.repeats, dump)
+            print(json.dumps(cell), flush=True)
+            if args.json:
+                with args.json.open("a") as out:
+                    out.write(json.dumps(cell) + "\n")
+
+
+if __name__ == "__main__":
+    main()

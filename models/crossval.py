@@ -1,0 +1,199 @@
+"""Stratified k-fold cross-validation: fold models, out-of-fold predictions, their ensemble.
+
+Used by the recipe when `recipe.cv_folds` >= 2 (train + validation are pooled and each scan
+is scored by the one fold model that did not train on it), by the budgeted search (which
+ranks configurations on out-of-fold AUC) and by `bench/quality.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.data import Dataset, Split
+from models.finetune import build_model, input_stats
+from models.network import Classifier, Ensemble
+from models.progress import ProgressCallback, ProgressEvent
+from models.spec import JobSpec
+from models.trainer import FitResult, Trainer, predict_logits
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A fold number 0..k-1 per scan; each class is dealt round-robin in a seeded order."""
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        folds[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)  # continue the deal, so fold sizes differ by at most one
+    return folds
+
+
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices kept and held out: about `fraction` of each class (at least one) held out."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held.append(members[: min(len(members) - 1, max(1, round(len(members) * fraction)))])
+    out = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(labels)), out), out
+
+
+def subset(split: Split, index: np.ndarray) -> Split:
+    names = [split.names[i] for i in index] if split.names else []
+    return Split(split.images[index], split.labels[index], names)
+
+
+def pooled(data: Dataset) -> Split:
+    """Training and validation scans as one split (cross-validation draws its own)."""
+    return Split(
+        np.concatenate([data.train.images, data.val.images]),
+        np.concatenate([data.train.labels, data.val.labels]),
+        [*data.train.names, *data.val.names],
+    )
+
+
+def with_splits(data: Dataset, train: Split, val: Split) -> Dataset:
+    return Dataset(data.classes, train, val, data.uri, data.format, data.sha256)
+
+
+@dataclass
+class FoldRun:
+    model: Classifier
+    fit: FitResult
+    holdout: np.ndarray
+    logits: np.ndarray
+
+
+@dataclass
+class CrossValidation:
+    """k fold models and each pooled scan's logits from the model that did not see it."""
+
+    folds: list[FoldRun]
+    labels: np.ndarray
+    oof_logits: np.ndarray
+
+    @property
+    def models(self) -> list[Classifier]:
+        return [f.model for f in self.folds]
+
+    def fit(self) -> FitResult:
+        """The folds' training as one result: every epoch record tagged with its fold."""
+        fits = [f.fit for f in self.folds]
+        seconds = sum(f.seconds for f in fits)
+        images = sum(f.train_images_per_s * f.seconds for f in fits)
+        return FitResult(
+            history=[r | {"fold": i + 1} for i, f in enumerate(fits) for r in f.history],
+            best_epoch=int(np.median([f.best_epoch for f in fits])),
+            best_value=float(np.mean([f.best_value for f in fits])),
+            epochs_run=sum(f.epochs_run for f in fits),
+            seconds=seconds,
+            train_images_per_s=images / max(seconds, 1e-9),
+        )
+
+
+def _numbered(progress: ProgressCallback | None, fold: int, k: int) -> ProgressCallback | None:
+    """Progress with epochs counted across folds (fold 2's first epoch is E + 1 of k * E)."""
+    if progress is None:
+        return None
+
+    def emit(event: ProgressEvent) -> None:
+        if event.epoch is None or event.epochs is None:
+            return progress(event)
+        epochs = event.epochs
+        progress(replace(event, epoch=event.epoch + fold * epochs, epochs=k * epochs))
+
+    return emit
+
+
+def train_split(
+    spec: JobSpec,
+    data: Dataset,
+    workdir: Path,
+    *,
+    model: Classifier | None = None,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    span: tuple[float, float] = (0.0, 1.0),
+    resume: bool = False,
+) -> tuple[Classifier, FitResult]:
+    """One model trained by the recipe on `data.train`, monitored on `data.val`.
+
+    `model` is the untrained starting point (default: `build_model` with package weights).
+    """
+    model = model or build_model(spec, len(data.classes))
+    trainer = Trainer(
+        model,
+        spec,
+        data,
+        workdir,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        fraction_span=span,
+    )
+    fit = trainer.fit(resume=resume)
+    return model.cpu().float().eval(), fit
+
+
+def cross_validate(
+    spec: JobSpec,
+    data: Dataset,
+    k: int,
+    *,
+    initial: Classifier | None = None,
+    hflip: bool = False,
+    workdir: Path | None = None,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    span: tuple[float, float] = (0.0, 1.0),
+    resume: bool = False,
+) -> CrossValidation:
+    """Train one model per fold of the pooled data; each fold monitors on its held-out part.
+
+    Every fold starts from a copy of `initial` (default: `build_model`). Out-of-fold logits
+    are each fold model's, mirrored view averaged in when `hflip`, as the exported graph
+    will. The held-out fold picks the fold model's best epoch too, so out-of-fold figures are
+    slightly optimistic; each such choice is one of a few epochs, not a search.
+    """
+    pool = pooled(data)
+    folds = stratified_folds(pool.labels, k, spec.seed)
+    oof = np.zeros((len(pool.labels), len(data.classes)), dtype=np.float32)
+    mean, std = input_stats(spec)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="scantune-cv-") as tmp:
+        root = workdir or Path(tmp)
+        for fold in range(k):
+            held = np.flatnonzero(folds == fold)
+            fold_data = with_splits(
+                data, subset(pool, np.flatnonzero(folds != fold)), subset(pool, held)
+            )
+            low, high = span
+            fold_span = (low + (high - low) * fold / k, low + (high - low) * (fold + 1) / k)
+            model, fit = train_split(
+                spec,
+                fold_data,
+                root / f"fold{fold}",
+                model=copy.deepcopy(initial) if initial is not None else None,
+                device=device,
+                progress=_numbered(progress, fold, k),
+                should_stop=should_stop,
+                span=fold_span,
+                resume=resume,
+            )
+            scorer = Ensemble([model], hflip=hflip)
+            oof[held] = predict_logits(scorer, pool.images[held], mean, std, torch.device("cpu"))
+            runs.append(FoldRun(model, fit, held, oof[held]))
+    return CrossValidation(runs, pool.labels, oof)
