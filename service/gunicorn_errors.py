@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from typing import Any
 
 from service.errors import PROBLEM_MEDIA_TYPE, problem_body
@@ -56,6 +57,27 @@ def post_worker_init(worker: Any) -> None:
             client.sendall(response_bytes(status, title, detail))
 
     worker.handle_error = handle_error
+    _quit_once(worker)
+
+
+def _quit_once(worker: Any) -> None:
+    """Make the worker's quick-quit handler run once. gunicorn's gthread worker shuts its
+    thread pool down inside the SIGQUIT/SIGINT handler; a second such signal (the master's
+    SIGQUIT right after a terminal's SIGINT) re-enters it and blocks on the pool's shutdown
+    lock, which the interrupted first call holds, until the graceful timeout SIGKILLs the
+    worker. Later signals are ignored: the first one is already stopping the worker."""
+    original = worker.handle_quit
+    quitting = False
+
+    def handle_quit(sig: int, frame: Any) -> None:
+        nonlocal quitting
+        if quitting:
+            return
+        quitting = True
+        original(sig, frame)
+
+    for sig in (signal.SIGQUIT, signal.SIGINT):
+        signal.signal(sig, handle_quit)
 
 
 def refusal(exc: BaseException) -> tuple[int, str, str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,8 +195,15 @@ def run_up(args: argparse.Namespace) -> int:
     # The dashboard's "Try a scan" forwards to the inference service started beside it.
     inference_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base.setdefault("SCANTUNE_INFERENCE_URL", f"http://{inference_host}:{ports['inference']}")
+    # Each gunicorn in a process group of its own: Ctrl-C at the terminal reaches only this
+    # process, which forwards it to the masters (`_wait_all`), and each master stops its
+    # workers with one signal. Had a gthread worker also got the terminal's SIGINT, the two
+    # signals would re-enter gunicorn's quit handler, which deadlocks on its thread pool's
+    # shutdown lock until the 30 s graceful timeout SIGKILLs it.
     procs = [
-        subprocess.Popen(gunicorn_command(name, args.host, port), env=service_env(name, base))
+        subprocess.Popen(
+            gunicorn_command(name, args.host, port), env=service_env(name, base), process_group=0
+        )
         for name, port in ports.items()
     ]
     print(
@@ -215,13 +224,32 @@ def _local_data_roots(env: dict[str, str], extra: list[Path]) -> None:
     print(f"jobs may read local data under {env['SCANTUNE_LOCAL_DATA_ROOTS']}", flush=True)
 
 
+# After a forwarded stop, how long before the stragglers' process groups are told again.
+NUDGE_AFTER_S, NUDGE_EVERY_S = 3.0, 2.0
+
+
 def _wait_all(procs: list[subprocess.Popen[bytes]]) -> int:
+    stopping: list[float] = []
+
     def forward(signum: int, _frame: object) -> None:
+        stopping.append(time.monotonic())
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    codes = [proc.wait() for proc in procs]
-    return max(codes, default=0)
+    nudged = 0.0
+    while any(proc.poll() is None for proc in procs):
+        time.sleep(0.1)
+        now = time.monotonic()
+        if stopping and now - stopping[0] > NUDGE_AFTER_S and now - nudged > NUDGE_EVERY_S:
+            # A worker forked just before its master stopped can lose the master's signal
+            # (it arrives before the worker installs its handlers) and would serve on until
+            # the graceful timeout kills it: SIGTERM to each group (master and workers).
+            nudged = now
+            for proc in procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+    return max((proc.returncode for proc in procs), default=0)

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from service.auth import hash_key
-from tests.conftest import DATA, REPO, free_port, wait_for_port
+from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
 from tests.training_api.conftest import publish_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -84,6 +84,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp / 'jobs.db'}",
         "SCANTUNE_WORK_DIR": str(tmp / "work"),
         "SCANTUNE_INFERENCE_URL": inference_url,
+        "SCANTUNE_LOCAL_DATA_ROOTS": data_roots(tmp),  # pytest's folders: none by default
         "SCANTUNE_SUPERVISOR_INTERVAL_S": "0.5",
         "SCANTUNE_HEARTBEAT_INTERVAL_S": "1",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-train"),
