@@ -44,11 +44,11 @@ def test_a_schedule_in_steps_gives_small_sets_more_epochs(spec_factory) -> None:
 
 def _tiny(arrays: dict[str, np.ndarray], n_val: int) -> Dataset:
     """160 prepared training scans and `n_val` validation scans at 32 px."""
-    from models import imaging
+    from models.scans import prepare
 
     def split(name: str, n: int) -> Split:
         images = arrays[f"{name}_images"][:n].astype(np.float32) / 255
-        prepared = np.stack([imaging.prepare(im, 32, 1) for im in images])
+        prepared = np.stack([prepare(im, 32, 1) for im in images])
         return Split(prepared, arrays[f"{name}_labels"][:n].ravel().astype(np.int64), [])
 
     return Dataset(["normal", "pneumonia"], split("train", 160), split("val", n_val), "", "", "")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import imaging
 from models.backbones import create_backbone
 from models.evaluate import softmax
 from models.export import check_parity, export_onnx, onnx_outputs
 from models.network import Classifier, Ensemble, build_head
+from models.scans import prepare
 
 SIZE = 32
 
@@ -32,7 +32,7 @@ def members() -> list[Classifier]:
 def scans(pneumonia_arrays: dict[str, np.ndarray]) -> np.ndarray:
     """40 real chest X-rays, prepared and normalised as the card says."""
     images = pneumonia_arrays["val_images"][:40].astype(np.float32) / 255.0
-    prepared = np.stack([imaging.prepare(im, SIZE, 1) for im in images])
+    prepared = np.stack([prepare(im, SIZE, 1) for im in images])
     return ((prepared - 0.5) / 0.5).astype(np.float32)
 
 

@@ -29,11 +29,11 @@ def test_a_configuration_scales_the_augmentation_and_drops_the_search(spec_facto
 
 
 def _tiny(arrays: dict[str, np.ndarray]) -> Dataset:
-    from models import imaging
+    from models.scans import prepare
 
     def split(name: str, n: int) -> Split:
         images = arrays[f"{name}_images"][:n].astype(np.float32) / 255
-        prepared = np.stack([imaging.prepare(im, 32, 1) for im in images])
+        prepared = np.stack([prepare(im, 32, 1) for im in images])
         return Split(prepared, arrays[f"{name}_labels"][:n].ravel().astype(np.int64), [])
 
     return Dataset(["normal", "pneumonia"], split("train", 120), split("val", 40), "", "", "")
