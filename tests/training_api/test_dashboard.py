@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,13 @@ from tests.training_api.conftest import publish_version
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO / "docs" / "screenshots"
+# The README's screenshots are refreshed only when asked (SCANTUNE_UPDATE_SCREENSHOTS=1), so
+# a test run leaves the checkout as it was; otherwise they go to a temporary folder.
+SHOTS = (
+    REPO / "docs" / "screenshots"
+    if os.environ.get("SCANTUNE_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "scantune-screenshots"
+)
 ADMIN = "dash-admin-key-0123456789"
 READER = "dash-reader-key-0123456789"
 MODEL = "chest-xray-dash"
