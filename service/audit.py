@@ -15,12 +15,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 log = logging.getLogger("scantune.audit")
 EXTENSION = "scantune.audit"
 
-ACTIONS = (
+# What the training service records (and `GET /v1/audit` filters by); the inference service
+# adds its predictions, which go to its JSON log lines only.
+TrainingAction = Literal[
     "job_submitted",
     "job_cancelled",
     "job_finished",
@@ -28,9 +30,9 @@ ACTIONS = (
     "alias_moved",
     "key_refused",
     "access_denied",
-    "prediction_served",
     "rate_limited",
-)
+]
+ACTIONS = (*get_args(TrainingAction), "prediction_served")
 
 Sink = Callable[["AuditRecord"], None]
 

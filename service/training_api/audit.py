@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.audit import TrainingAction
 from service.auth import require
 from service.parsing import parse_query
 from service.training_api.context import services
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
 
-Action = Literal[
-    "job_submitted",
-    "job_cancelled",
-    "job_finished",
-    "model_published",
-    "alias_moved",
-    "key_refused",
-    "access_denied",
-    "rate_limited",
-]
-
 
 class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     client: str | None = Field(default=None, min_length=1, max_length=255)
-    action: Action | None = None
+    action: TrainingAction | None = None
     since: datetime | None = Field(default=None, description="Records at or after this time.")
     until: datetime | None = Field(default=None, description="Records before this time.")
     cursor: str | None = Field(default=None, min_length=1, max_length=512)
