@@ -53,6 +53,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "res96": {"image_size": 96},
     "smooth": {"recipe": {"label_smoothing": 0.1}},
     "steps": {"recipe": {"schedule_steps": 600}},
+    "steps400": {"recipe": {"schedule_steps": 400}},
+    "res96steps": {"image_size": 96, "recipe": {"schedule_steps": 400}},
+    "flipsteps": {"recipe": {"schedule_steps": 400, "augment": {"hflip": True}}},
+    "steps800": {"recipe": {"schedule_steps": 800}},
+    "aug2steps": {
+        "recipe": {
+            "schedule_steps": 400,
+            "augment": {
+                "rotate_degrees": 14.0,
+                "translate": 0.1,
+                "scale": (0.9, 1.1),
+                "brightness": 0.2,
+                "contrast": 0.2,
+            },
+        }
+    },
     "ema": {"recipe": {"ema_decay": 0.99}},
     "ema90": {"recipe": {"ema_decay": 0.9}},
     "lite1": {"base_model": "efficientnet_lite1"},

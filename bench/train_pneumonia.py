@@ -23,7 +23,7 @@ import torch
 from models import evaluate
 from models.augment import normalize
 from models.data import load_dataset
-from models.finetune import build_model, input_stats, plan_phases
+from models.finetune import build_model, input_stats, plan_phases, sized_epochs
 from models.progress import ProgressEvent
 from models.runner import run_training
 from models.spec import JobSpec
@@ -78,6 +78,7 @@ def bench_minimal(spec: JobSpec) -> dict[str, Any]:
     """
     start = time.perf_counter()
     data = load_dataset(spec.dataset, size=spec.image_size, channels=spec.recipe.channels, seed=0)
+    spec = sized_epochs(spec, len(data.train.labels))  # the epochs the recipe would run
     model = build_model(spec, len(data.classes))
     mean, std = input_stats(spec)
     x = normalize(torch.from_numpy(data.train.images), mean, std)

@@ -57,21 +57,29 @@ def plan_phases(spec: JobSpec) -> list[PhaseSpec]:
     if recipe.phases:
         return list(recipe.phases)
     head_only = PhaseSpec(epochs=1, unfreeze_from=None, lr=recipe.lr, lr_decay=1.0)
-    if spec.epochs == 1:
+    epochs = spec.epochs or DEFAULT_EPOCHS
+    if epochs == 1:
         return [head_only]
     groups = get_info(spec.base_model).groups
     start = groups[len(groups) // 3]
-    tune = PhaseSpec(epochs=spec.epochs - 1, unfreeze_from=start, lr=recipe.lr, lr_decay=0.7)
+    tune = PhaseSpec(epochs=epochs - 1, unfreeze_from=start, lr=recipe.lr, lr_decay=0.7)
     return [head_only, tune]
 
 
+DEFAULT_EPOCHS = 6
+"""Epochs of a job that names none, before `recipe.schedule_steps` raises them for small sets."""
+MAX_SIZED_EPOCHS = 500
+
+
 def sized_epochs(spec: JobSpec, n_train: int) -> JobSpec:
-    """The spec with `epochs` derived from `recipe.schedule_steps` for `n_train` scans."""
-    steps = spec.recipe.schedule_steps
-    if steps is None or spec.recipe.phases:
+    """The spec with `epochs` set: its own, else at least `DEFAULT_EPOCHS` and enough epochs
+    for `recipe.schedule_steps` optimizer steps on `n_train` scans (at most 500)."""
+    if spec.epochs is not None:
         return spec
-    per_epoch = max(1, n_train // max(1, min(spec.recipe.batch_size, n_train)))
-    epochs = min(500, max(2, math.ceil(steps / per_epoch)))
+    epochs, steps = DEFAULT_EPOCHS, spec.recipe.schedule_steps
+    if steps is not None and not spec.recipe.phases:
+        per_epoch = max(1, n_train // max(1, min(spec.recipe.batch_size, n_train)))
+        epochs = min(MAX_SIZED_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(steps / per_epoch)))
     return spec.model_copy(update={"epochs": epochs})
 
 

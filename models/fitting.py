@@ -86,6 +86,15 @@ def fit_cv(spec: JobSpec, data: Dataset, model: Classifier, run: Run) -> Fitted:
     return Fitted(ensemble, cv.fit(), scored, cv.oof_logits, "out_of_fold")
 
 
+def scans_per_model(spec: JobSpec, data: Dataset) -> int:
+    """How many scans each model of the job trains on: the training split, or k - 1 of k
+    folds of training + validation scans."""
+    if spec.recipe.cv_folds >= 2:
+        k = spec.recipe.cv_folds
+        return (len(data.train.labels) + len(data.val.labels)) * (k - 1) // k
+    return len(data.train.labels)
+
+
 def fit_job(spec: JobSpec, data: Dataset, model: Classifier, run: Run) -> Fitted:
     """Cross-validated when the recipe asks for folds, else one model."""
     if spec.recipe.cv_folds >= 2:

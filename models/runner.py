@@ -39,8 +39,8 @@ from models.card import (
 from models.data import Dataset, load_dataset
 from models.estimates import bootstrap
 from models.export import MIN_PARITY_IMAGES, check_parity, export_onnx
-from models.finetune import build_model, input_stats, plan_phases
-from models.fitting import Run, fit_job
+from models.finetune import build_model, input_stats, plan_phases, sized_epochs
+from models.fitting import Run, fit_job, scans_per_model
 from models.network import Classifier, Ensemble
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.search import SearchResult, run_search, search_once
@@ -101,6 +101,7 @@ def run_training(
     emit(ProgressEvent("preparing_data", 0.0))
     mean, std = input_stats(spec)
     data, model = _prepare(spec, cache_dir, weights_uri, s3_endpoint_url, should_stop)
+    spec = sized_epochs(spec, scans_per_model(spec, data))  # the epochs as run, in the card
     emit(ProgressEvent("preparing_data", TRAIN_SPAN[0]))
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     search = None

@@ -157,13 +157,13 @@ class RecipeSpec(_Spec):
         description="Average each model's outputs over the scan and its mirror, in the graph.",
     )
     schedule_steps: int | None = Field(
-        default=None,
+        default=400,
         ge=1,
         le=1_000_000,
         description=(
-            "Size the schedule in optimizer steps: the job runs ceil(steps / steps per epoch)"
-            " epochs (at least 2, at most 500) instead of `epochs`, so small sets get more"
-            " passes."
+            "With `epochs` unset: train for at least this many optimizer steps, so small sets"
+            " get more passes (at least 6 epochs, at most 500). null: 6 epochs whatever the"
+            " size. An explicit `epochs` wins."
         ),
     )
     search: SearchSpec | None = Field(
@@ -217,7 +217,15 @@ class JobSpec(_Spec):
         default=None, description="Pretrained weights file or s3:// URI (torchvision state dict)."
     )
     image_size: int = Field(default=64, ge=16, le=1024)
-    epochs: int = Field(default=6, ge=1, le=500)
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=500,
+        description=(
+            "Passes over the training scans. Default: sized by `recipe.schedule_steps` for the"
+            " data (6 for about 5,000 scans, more for small sets)."
+        ),
+    )
     seed: int = 0
     recipe: RecipeSpec = RecipeSpec()
     promote: PromoteSpec | None = None

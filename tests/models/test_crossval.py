@@ -13,6 +13,7 @@ from models.data import Dataset, Split
 from models.finetune import sized_epochs
 from models.progress import ProgressEvent
 from models.runner import run_training
+from models.spec import JobSpec
 from models.trainer import Trainer
 
 
@@ -35,11 +36,25 @@ def test_holdout_takes_a_fraction_of_each_class() -> None:
 
 
 def test_a_schedule_in_steps_gives_small_sets_more_epochs(spec_factory) -> None:
-    spec = spec_factory(epochs=6, recipe={"batch_size": 64, "schedule_steps": 600})
+    spec = spec_factory(epochs=None, recipe={"batch_size": 64, "schedule_steps": 600})
     assert sized_epochs(spec, 500).epochs == 86  # 7 steps an epoch
     assert sized_epochs(spec, 5000).epochs == 8  # 78 steps an epoch
-    assert sized_epochs(spec, 100_000).epochs == 2  # never fewer than 2
-    assert sized_epochs(spec_factory(epochs=6), 500).epochs == 6  # not asked for: unchanged
+    assert sized_epochs(spec, 100_000).epochs == 6  # never fewer than the old default
+    assert sized_epochs(spec, 20).epochs == 500  # one step an epoch: capped
+
+
+def test_the_default_schedule_is_unchanged_at_full_size_and_longer_for_small_sets() -> None:
+    spec = JobSpec.model_validate({"model_name": "m", "dataset": {"uri": "/data.npz"}})
+    assert spec.epochs is None and spec.recipe.schedule_steps == 400
+    assert sized_epochs(spec, 4708).epochs == 6  # the shared PneumoniaMNIST training split
+    assert sized_epochs(spec, 546).epochs == 50  # a small hospital set: 8 steps an epoch
+    assert sized_epochs(spec, 283).epochs == 100
+
+
+def test_an_explicit_epochs_or_no_step_target_keeps_the_epochs(spec_factory) -> None:
+    assert sized_epochs(spec_factory(epochs=3), 500).epochs == 3
+    untargeted = spec_factory(epochs=None, recipe={"schedule_steps": None})
+    assert sized_epochs(untargeted, 500).epochs == 6
 
 
 def _tiny(arrays: dict[str, np.ndarray], n_val: int) -> Dataset:
@@ -67,6 +82,17 @@ def test_a_tiny_validation_split_picks_no_epoch(
     # an lr this small cannot steadily improve the validation AUC, yet every epoch runs and
     # the last one is kept: 40 scans are too few to stop on or pick an epoch by
     assert fit.epochs_run == 3 and fit.best_epoch == 3
+
+
+@pytest.mark.slow
+def test_a_job_without_epochs_runs_and_records_the_sized_schedule(
+    spec_factory, tmp_path: Path
+) -> None:
+    spec = spec_factory(epochs=None, recipe={"schedule_steps": 40})  # 160 scans: 5 steps/epoch
+    result = run_training(spec, tmp_path)
+    assert result.metrics["epochs_run"] == 8
+    assert result.card.recipe["epochs"] == 8
+    assert sum(p["epochs"] for p in result.card.recipe["phases"]) == 8
 
 
 @pytest.mark.slow
