@@ -71,16 +71,21 @@ DEFAULT_EPOCHS = 6
 MAX_SIZED_EPOCHS = 500
 
 
-def sized_epochs(spec: JobSpec, n_train: int) -> JobSpec:
-    """The spec with `epochs` set: its own, else at least `DEFAULT_EPOCHS` and enough epochs
-    for `recipe.schedule_steps` optimizer steps on `n_train` scans (at most 500)."""
+def planned_epochs(spec: JobSpec, n_train: int) -> int:
+    """The spec's own epochs, else at least `DEFAULT_EPOCHS` and enough epochs for
+    `recipe.schedule_steps` optimizer steps on `n_train` scans (at most 500)."""
     if spec.epochs is not None:
-        return spec
-    epochs, steps = DEFAULT_EPOCHS, spec.recipe.schedule_steps
-    if steps is not None and not spec.recipe.phases:
-        per_epoch = max(1, n_train // max(1, min(spec.recipe.batch_size, n_train)))
-        epochs = min(MAX_SIZED_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(steps / per_epoch)))
-    return spec.model_copy(update={"epochs": epochs})
+        return spec.epochs
+    steps = spec.recipe.schedule_steps
+    if steps is None or spec.recipe.phases:
+        return DEFAULT_EPOCHS
+    per_epoch = max(1, n_train // max(1, min(spec.recipe.batch_size, n_train)))
+    return min(MAX_SIZED_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(steps / per_epoch)))
+
+
+def sized_epochs(spec: JobSpec, n_train: int) -> JobSpec:
+    """The spec with `epochs` set as `planned_epochs` plans them for `n_train` scans."""
+    return spec.model_copy(update={"epochs": planned_epochs(spec, n_train)})
 
 
 def phase_at(phases: list[PhaseSpec], epoch: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ import torch
 from models import evaluate
 from models.crossval import pooled, stratified_folds, subset, train_split, with_splits
 from models.data import Dataset
-from models.finetune import input_stats
+from models.finetune import input_stats, planned_epochs
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import AugmentSpec, JobSpec, SearchSpec
@@ -154,6 +154,8 @@ class _Study:
         self.deadline = time.monotonic() + self.budget_s
         self.pool = pooled(data)
         self.folds = stratified_folds(self.pool.labels, self.k, spec.seed)
+        # trials range around the epochs the job would run on a fold's share of the scans
+        self.epochs = planned_epochs(spec, len(self.pool.labels) * (self.k - 1) // self.k)
         self.trials: list[dict[str, Any]] = []
 
     def over(self) -> bool:
@@ -163,7 +165,7 @@ class _Study:
         """Out-of-fold AUC of the trial's configuration; pruned when it trails or runs out."""
         import optuna
 
-        trial_spec = configure(self.spec, _suggest(trial, self.spec.epochs))
+        trial_spec = configure(self.spec, _suggest(trial, self.epochs))
         oof = np.zeros((len(self.pool.labels), len(self.data.classes)), dtype=np.float32)
         aucs = []
         for fold in range(self.k):
