@@ -49,28 +49,24 @@ DEFAULT_DATA = (
 )
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "old": {"recipe": {"small_val": "select_best"}},  # the defaults before issue 21
+    "epochs6": {"recipe": {"schedule_steps": None}},  # 6 epochs whatever the size
+    "old": {"recipe": {"small_val": "select_best", "schedule_steps": None}},  # before issue 21
     "res96": {"image_size": 96},
-    "smooth": {"recipe": {"label_smoothing": 0.1}},
-    "steps": {"recipe": {"schedule_steps": 600}},
-    "steps400": {"recipe": {"schedule_steps": 400}},
-    "res96steps": {"image_size": 96, "recipe": {"schedule_steps": 400}},
-    "flipsteps": {"recipe": {"schedule_steps": 400, "augment": {"hflip": True}}},
+    "flip": {"recipe": {"augment": {"hflip": True}}},
     "steps800": {"recipe": {"schedule_steps": 800}},
-    "aug2steps": {
+    "smooth": {"recipe": {"label_smoothing": 0.1}},
+    "aug2": {
         "recipe": {
-            "schedule_steps": 400,
             "augment": {
                 "rotate_degrees": 14.0,
                 "translate": 0.1,
                 "scale": (0.9, 1.1),
                 "brightness": 0.2,
                 "contrast": 0.2,
-            },
+            }
         }
     },
     "ema": {"recipe": {"ema_decay": 0.99}},
-    "ema90": {"recipe": {"ema_decay": 0.9}},
     "lite1": {"base_model": "efficientnet_lite1"},
 }
 TASK_CLASSES = {
