@@ -22,6 +22,10 @@ from models.spec import JobSpec, PhaseSpec
 
 CLASSIFIER = "classifier"
 
+DEFAULT_EPOCHS = 6
+"""Epochs of a job that names none, before `recipe.schedule_steps` raises them for small sets."""
+MAX_SIZED_EPOCHS = 500
+
 
 def build_model(
     spec: JobSpec,
@@ -64,11 +68,6 @@ def plan_phases(spec: JobSpec) -> list[PhaseSpec]:
     start = groups[len(groups) // 3]
     tune = PhaseSpec(epochs=epochs - 1, unfreeze_from=start, lr=recipe.lr, lr_decay=0.7)
     return [head_only, tune]
-
-
-DEFAULT_EPOCHS = 6
-"""Epochs of a job that names none, before `recipe.schedule_steps` raises them for small sets."""
-MAX_SIZED_EPOCHS = 500
 
 
 def planned_epochs(spec: JobSpec, n_train: int) -> int:
