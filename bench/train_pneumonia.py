@@ -136,7 +136,7 @@ def bench_interleaved(spec: JobSpec, rounds: int = 6, steps: int = 3) -> dict[st
     model = build_model(spec, len(data.classes))
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, spec, data, Path(out))
-        trainer.epoch = plan_phases(spec)[0].epochs  # the first fine-tuning epoch
+        trainer.epoch = trainer.phases[0].epochs  # the first fine-tuning epoch
         trainer._enter_phase()
         bare_opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
         mean, std = input_stats(spec)

@@ -61,7 +61,9 @@ def plan_phases(spec: JobSpec) -> list[PhaseSpec]:
     if recipe.phases:
         return list(recipe.phases)
     head_only = PhaseSpec(epochs=1, unfreeze_from=None, lr=recipe.lr, lr_decay=1.0)
-    epochs = spec.epochs or DEFAULT_EPOCHS
+    epochs = spec.epochs
+    if epochs is None:  # sizing needs the data; a silent default here would plan the wrong run
+        raise ValueError("plan the phases of a sized spec: see sized_epochs")
     if epochs == 1:
         return [head_only]
     groups = get_info(spec.base_model).groups
