@@ -36,6 +36,11 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     return folds
 
 
+def fold_share(n: int, k: int) -> int:
+    """How many of `n` scans each model of a k-fold split trains on (k - 1 folds of k)."""
+    return n * (k - 1) // k
+
+
 def stratified_holdout(
     labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

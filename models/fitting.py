@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from models.crossval import cross_validate, pooled, train_split, with_splits
+from models.crossval import cross_validate, fold_share, pooled, train_split, with_splits
 from models.data import Dataset
 from models.finetune import input_stats
 from models.network import Classifier, Ensemble
@@ -90,8 +90,7 @@ def scans_per_model(spec: JobSpec, data: Dataset) -> int:
     """How many scans each model of the job trains on: the training split, or k - 1 of k
     folds of training + validation scans."""
     if spec.recipe.cv_folds >= 2:
-        k = spec.recipe.cv_folds
-        return (len(data.train.labels) + len(data.val.labels)) * (k - 1) // k
+        return fold_share(len(data.train.labels) + len(data.val.labels), spec.recipe.cv_folds)
     return len(data.train.labels)
 
 

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from models import evaluate
-from models.crossval import pooled, stratified_folds, subset, train_split, with_splits
+from models.crossval import (
+    fold_share,
+    pooled,
+    stratified_folds,
+    subset,
+    train_split,
+    with_splits,
+)
 from models.data import Dataset
 from models.finetune import input_stats, planned_epochs
 from models.network import Classifier
@@ -155,7 +162,7 @@ class _Study:
         self.pool = pooled(data)
         self.folds = stratified_folds(self.pool.labels, self.k, spec.seed)
         # trials range around the epochs the job would run on a fold's share of the scans
-        self.epochs = planned_epochs(spec, len(self.pool.labels) * (self.k - 1) // self.k)
+        self.epochs = planned_epochs(spec, fold_share(len(self.pool.labels), self.k))
         self.trials: list[dict[str, Any]] = []
 
     def over(self) -> bool:
