@@ -65,9 +65,15 @@ def encoded(ds: Any) -> bytes:
     return out.getvalue()
 
 
-def post(client: Any, body: bytes, content_type: str, key: str | None = KEY) -> Any:
+def post(
+    client: Any,
+    body: bytes,
+    content_type: str,
+    key: str | None = KEY,
+    url: str = "/dicomweb/studies",
+) -> Any:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return client.post("/dicomweb/studies", data=body, content_type=content_type, headers=headers)
+    return client.post(url, data=body, content_type=content_type, headers=headers)
 
 
 def test_stow_takes_a_study_and_answers_the_store_instances_response(make_app: Any) -> None:
@@ -92,6 +98,37 @@ def test_stow_answers_202_for_a_partly_bad_body_and_409_when_nothing_is_taken(
     assert partly.json["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
     none = post(client, *multipart(b"nope"))
     assert none.status_code == 409 and "00081199" not in none.json
+
+
+def test_stow_to_one_study_takes_its_instances_and_fails_another_studys(make_app: Any) -> None:
+    app = make_app()
+    ours, theirs = make_study(2), make_study(1)
+    study = ours[0].StudyInstanceUID
+    assert theirs[0].StudyInstanceUID != study
+    body = multipart(*(encoded(ds) for ds in (*ours, *theirs)))
+    answer = post(app.test_client(), *body, url=f"/dicomweb/studies/{study}")
+    assert answer.status_code == 202
+    taken = [r["00081155"]["Value"][0] for r in answer.json["00081199"]["Value"]]
+    assert taken == [ds.SOPInstanceUID for ds in ours]
+    (failed,) = answer.json["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [theirs[0].SOPInstanceUID]
+    assert failed["00081197"]["Value"] == [0xA901]
+    node = app.extensions["scantune.dicom"]
+    assert len(list(Path(node.settings.dicom_spool_dir).glob("*.dcm"))) == 2  # not the other
+
+
+@pytest.mark.parametrize("study", ["1.2.abc", "1..2", "1." + "2" * 70])
+def test_stow_to_a_study_that_is_not_a_uid_is_a_400_that_keeps_nothing(
+    make_app: Any, study: str
+) -> None:
+    app = make_app()
+    answer = post(
+        app.test_client(), *multipart(encoded(make_study(1)[0])), url=f"/dicomweb/studies/{study}"
+    )
+    assert answer.status_code == 400 and answer.mimetype == "application/problem+json"
+    assert answer.json["errors"][0]["loc"] == "path/study"
+    node = app.extensions["scantune.dicom"]
+    assert not list(Path(node.settings.dicom_spool_dir).glob("*.dcm"))
 
 
 @pytest.mark.parametrize(
