@@ -28,7 +28,20 @@ def register(subparsers: Any) -> None:
         timeout=60.0,
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON response")
+    parser.add_argument(
+        "--accept",
+        choices=sorted(ACCEPTS),
+        help="answer in a hospital format: a DICOM SR (application/dicom, DICOM scans of one"
+        " study) or a FHIR R4 Bundle (application/fhir+json); default the JSON answer",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="write the answer to this file instead of stdout"
+    )
     parser.set_defaults(func=guarded(run_predict))
+
+
+ACCEPTS = {"application/json": False, "application/dicom": True, "application/fhir+json": False}
+"""The media types `--accept` offers, and whether the answer is binary."""
 
 
 def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
@@ -42,14 +55,49 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
+    binary = ACCEPTS.get(args.accept or "", False)
+    if binary and args.output is None and sys.stdout.isatty():
+        print(f"{args.accept} is binary: pass --output FILE (or redirect)", file=sys.stderr)
+        return 2
+    headers = {"Accept": args.accept} if args.accept else {}
+    path = f"/v1/models/{args.model}:predict"
     try:
-        body = api.json("POST", f"/v1/models/{args.model}:predict", params=params, files=files)
+        response = api.request("POST", path, params=params, files=files, headers=headers)
     except ApiError as exc:
         if exc.status == 404 and "no model named" in str(exc):
             raise ApiError(f"{exc}{served_models(api, args.model)}", 404, exc.problem) from None
         raise
-    print(json.dumps(body, indent=2) if args.json else format_table(body))
+    if args.accept and args.accept != "application/json":
+        answer = response.content
+    elif args.json or args.accept:
+        answer = (json.dumps(response.json(), indent=2) + "\n").encode()
+    else:
+        answer = (format_table(response.json()) + "\n").encode()
+    if args.output is not None:
+        write_whole(args.output, answer)
+    elif binary or hasattr(sys.stdout, "buffer"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(answer)
+        sys.stdout.buffer.flush()
+    else:  # a text-only stdout (an embedding program's)
+        sys.stdout.write(answer.decode())
     return 0
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file beside it, so a failure leaves no half
+    file (and an existing one untouched)."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def format_table(body: dict[str, Any]) -> str:

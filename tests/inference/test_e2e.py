@@ -82,7 +82,11 @@ def files(images: Path) -> list[tuple[str, tuple[str, bytes]]]:
 
 
 def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
-    server: str, http: Any, fixture_images: Path, capsys: pytest.CaptureFixture[str]
+    server: str,
+    http: Any,
+    fixture_images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     v1 = http.post(f"{server}/v1/models/{MODEL}:predict", files=files(fixture_images))
     assert v1.status_code == 200, v1.text
@@ -103,12 +107,40 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert f"model {MODEL} version 1" in table and "pneumonia_1_rescale.dcm" in table
     assert cli_main(["predict", "--model", "nope", "--url", server, paths[0]]) == 5
     assert "404" in capsys.readouterr().err
+    _cli_answers_in_hospital_formats(server, fixture_images, tmp_path, capsys)
 
     metrics = http.get(f"{server}/metrics").text
     assert (
         f'scantune_inference_requests_total{{model="{MODEL}",status="200",version="1"}}' in metrics
     )
     assert "scantune_models_loaded 2.0" in metrics  # one per worker
+
+
+def _cli_answers_in_hospital_formats(
+    server: str, images: Path, out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scantune predict --accept`: the SR written whole to --output, the FHIR Bundle printed,
+    and a refused request leaves no file behind."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    scan = pydicom.dcmread(images / "pneumonia_1_rescale.dcm")
+    scan.StudyInstanceUID, scan.SeriesInstanceUID = generate_uid(), generate_uid()
+    dicom = out / "scan.dcm"
+    scan.save_as(dicom)
+    sr_path = out / "answer-sr.dcm"
+    args = ["predict", "--model", MODEL, "--url", server, "--accept", "application/dicom"]
+    assert cli_main([*args, "-o", str(sr_path), str(dicom)]) == 0, capsys.readouterr().err
+    sr = pydicom.dcmread(sr_path)
+    assert sr.Modality == "SR"
+    assert sr.StudyInstanceUID == scan.StudyInstanceUID
+    fhir = ["predict", "--model", MODEL, "--url", server, "--accept", "application/fhir+json"]
+    assert cli_main([*fhir, str(dicom)]) == 0
+    assert json.loads(capsys.readouterr().out)["resourceType"] == "Bundle"
+    refused = out / "refused.dcm"
+    assert cli_main([*args, "-o", str(refused), str(images / "normal_0.png")]) == 5
+    assert "422" in capsys.readouterr().err
+    assert not refused.exists() and not list(out.glob(".refused.dcm.*"))
 
 
 def test_every_kind_of_predict_body_is_answered_alike_under_gunicorn(
