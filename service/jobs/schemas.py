@@ -57,6 +57,7 @@ class JobView(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     created_by: str
+    client: str = Field(description="The client that owns the job: only it (or an admin) sees it.")
     artifacts: Artifacts | None
     promotion: Promotion | None
     webhook: WebhookStatus | None
@@ -96,6 +97,7 @@ class JobView(BaseModel):
             finished_at=as_utc(row.finished_at),
             heartbeat_at=as_utc(row.heartbeat_at),
             created_by=row.created_by,
+            client=row.client,
             artifacts=Artifacts.model_validate(row.artifacts) if row.artifacts else None,
             promotion=Promotion.model_validate(row.promotion) if row.promotion else None,
             webhook=webhook,

@@ -111,7 +111,10 @@ def test_a_client_cannot_see_cancel_or_read_logs_of_another_clients_job(
 
 def test_keys_of_one_client_share_its_jobs(app: Flask, dataset: Path) -> None:
     job = submit(app, "ci-bot", job_spec(dataset))
-    assert as_(app, "ci-reader").get(f"{JOBS}/{job['id']}").status_code == 200
+    assert (job["client"], job["created_by"]) == ("ci", "ci-bot")  # the owner, and the key
+    seen = as_(app, "ci-reader").get(f"{JOBS}/{job['id']}")
+    assert seen.status_code == 200 and seen.get_json()["client"] == "ci"
+    assert [j["client"] for j in as_(app, "ops").get(JOBS).get_json()["items"]] == ["ci"]
 
 
 def test_idempotency_keys_are_per_client(app: Flask, dataset: Path) -> None:
