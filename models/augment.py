@@ -53,6 +53,24 @@ def _jitter(batch: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> tor
     return (batch - mean) * contrast + mean + bright
 
 
+def mixup(
+    batch: torch.Tensor, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al., 2018): the batch blended with a shuffled copy of itself by one
+    weight drawn from Beta(alpha, alpha). Returns the blend, the partner of each scan (an index
+    into the batch) and the weight of the original; the loss is blended by the same weight.
+
+    torch's Beta sampler takes no generator, so the weight comes from numpy seeded by `gen`:
+    a seeded run stays reproducible.
+    """
+    import numpy as np
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    partner = torch.randperm(batch.shape[0], generator=gen).to(batch.device)
+    return lam * batch + (1.0 - lam) * batch[partner], partner, lam
+
+
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(x - mean) / std per channel: the formula of `models.scans.normalize`, in torch."""
     m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)

@@ -133,6 +133,13 @@ class RecipeSpec(_Spec):
     weight_decay: float = Field(default=1e-4, ge=0.0)
     warmup_epochs: float = Field(default=0.5, ge=0.0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    mixup_alpha: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2.0,
+        description="Mixup: blend each batch with a shuffled copy by a Beta(alpha, alpha) weight"
+        " (e.g. 0.2); 0 turns it off.",
+    )
     imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
     augment: AugmentSpec = AugmentSpec()
     channels: Literal[1, 3] = 1

@@ -19,7 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models import checkpoint, evaluate
-from models.augment import augment, normalize
+from models.augment import augment, mixup, normalize
 from models.data import Dataset
 from models.finetune import (
     epoch_order,
@@ -186,11 +186,18 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
         x = augment(x.to(self.device, non_blocking=True), self.recipe.augment, gen)
+        y = y.to(self.device)
+        partner, lam = None, 1.0
+        if self.recipe.mixup_alpha:
+            x, partner, lam = mixup(x, self.recipe.mixup_alpha, gen)
         x = normalize(x, self.mean, self.std)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            loss = self.loss_fn(self.model(x), y.to(self.device))
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            if partner is not None:
+                loss = lam * loss + (1.0 - lam) * self.loss_fn(logits, y[partner])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
