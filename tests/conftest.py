@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -183,3 +186,47 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(text(f'drop schema "{schema}" cascade'))
         engine.dispose()
+
+
+@dataclass(frozen=True)
+class HospitalCA:
+    """A certificate authority made with the openssl command for one test, and a way to issue
+    server certificates from it."""
+
+    folder: Path
+
+    @property
+    def pem(self) -> str:
+        return (self.folder / "ca.pem").read_text()
+
+    def server_context(self, *names: str) -> ssl.SSLContext:
+        """A TLS server context whose certificate this CA signed for `names` (DNS or IP)."""
+        tag = "-".join(names).replace(":", "_")
+        key, csr, cert = (self.folder / f"{tag}.{ext}" for ext in ("key", "csr", "pem"))
+        alt = ",".join(f"IP:{n}" if n[0].isdigit() else f"DNS:{n}" for n in names)
+        ext = self.folder / f"{tag}.ext"
+        ext.write_text(f"subjectAltName={alt}\nextendedKeyUsage=serverAuth\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                 "-subj", f"/CN={names[0]}")  # fmt: skip
+        _openssl("x509", "-req", "-in", csr, "-CA", self.folder / "ca.pem",
+                 "-CAkey", self.folder / "ca.key", "-CAcreateserial", "-days", "2",
+                 "-out", cert, "-extfile", ext)  # fmt: skip
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+
+def _openssl(*args: Any) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def hospital_ca(tmp_path: Path) -> HospitalCA:
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", folder / "ca.key", "-out", folder / "ca.pem",
+             "-subj", "/CN=scantune test hospital CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    return HospitalCA(folder)

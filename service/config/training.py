@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from service.config.common import DEFAULT_VAR, CommonSettings
 
@@ -75,6 +75,26 @@ class TrainingSettings(CommonSettings):
             " to a loopback, private, link-local or metadata address (refused otherwise)."
         ),
     )
+    webhook_ca_pem: str | None = Field(
+        default=None,
+        description=(
+            "PEM text of CA certificates an HTTPS webhook's certificate may also chain to (a"
+            " hospital's internal CA), besides the public ones; the host name is still checked."
+        ),
+    )
+
+    @field_validator("webhook_ca_pem")
+    @classmethod
+    def _loadable_pem(cls, value: str | None) -> str | None:
+        if value:
+            from service.jobs.egress import tls_context
+
+            try:
+                tls_context(value)
+            except ValueError as exc:
+                raise ValueError(f"not PEM CA certificates: {exc}") from None
+        return value or None
+
     # Clients and ownership, limits (issue 24)
     model_grants: dict[str, list[str]] = Field(
         default_factory=dict,

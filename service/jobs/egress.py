@@ -4,13 +4,15 @@ A URL's host is resolved once; every address it resolves to must be a public one
 host is allow-listed (loopback, private, link-local, shared, reserved and cloud metadata
 addresses are refused), and the request then goes to the address that was checked, so a
 name that resolves differently a moment later (DNS rebinding) cannot redirect it. TLS still
-verifies the certificate against the host name. Redirects are never followed.
+verifies the certificate against the host name, with the public CAs (certifi) and any the
+operator adds (`SCANTUNE_WEBHOOK_CA_PEM`, an internal CA). Redirects are never followed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -78,7 +80,27 @@ def check_target(url: str, allowed_hosts: list[str]) -> Target:
     return Target(parts.scheme, host, port, addresses[0], path)
 
 
-def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+def tls_context(extra_ca_pem: str | None = None) -> ssl.SSLContext:
+    """Certificates verified against certifi's CAs plus `extra_ca_pem`'s; ValueError when that
+    text holds no loadable certificate."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if extra_ca_pem:
+        if "-----BEGIN CERTIFICATE-----" not in extra_ca_pem:
+            raise ValueError("no '-----BEGIN CERTIFICATE-----' block")
+        try:
+            context.load_verify_locations(cadata=extra_ca_pem)
+        except ssl.SSLError as exc:
+            raise ValueError(exc.reason or "unreadable certificate") from None
+    return context
+
+
+def post(
+    target: Target,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+    extra_ca_pem: str | None = None,
+) -> int:
     """POST to the checked address (never another), no redirects; the status code."""
     pool: urllib3.HTTPConnectionPool
     timeout = urllib3.Timeout(total=timeout_s)
@@ -89,7 +111,7 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
             timeout=timeout,
             retries=False,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
+            ssl_context=tls_context(extra_ca_pem),
             server_hostname=target.host,
             assert_hostname=target.host,
         )

@@ -72,6 +72,7 @@ def deliver(
     timeout_s: float,
     allowed_hosts: list[str] | None = None,
     msg_id: str = "",
+    extra_ca_pem: str | None = None,
 ) -> Delivery:
     """POST `payload`, retrying network errors, 5xx, 408 and 429 up to `retries` times.
 
@@ -85,7 +86,7 @@ def deliver(
         try:
             target = check_target(url, allowed_hosts or [])  # again: DNS may have changed
             signature = signed_headers(secret, msg_id or url, body) if secret else {}
-            code = post(target, body, {**base, **signature}, timeout_s)
+            code = post(target, body, {**base, **signature}, timeout_s, extra_ca_pem)
             if 200 <= code < 300:
                 return Delivery(True, attempt, None, code)
             error = f"delivery failed (status {code})"
@@ -129,6 +130,7 @@ def send_job_webhook(store: JobStore, job_id: str, settings: TrainingSettings) -
             timeout_s=settings.webhook_timeout_s,
             allowed_hosts=settings.webhook_allowed_hosts,
             msg_id=f"{job_id}.{job.status}",
+            extra_ca_pem=settings.webhook_ca_pem,
         )
     except Exception:  # never let a webhook take the caller down
         log.exception("webhook for job %s crashed", job_id)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from service.config import ApiKey, InferenceSettings, TrainingSettings
+from tests.conftest import HospitalCA
 from tests.deploy.conftest import CHART, NAMESPACE, REPO, Manifest
 
 try:  # only the validation tests need it; the rest run without
@@ -451,6 +452,14 @@ def test_webhooks_reach_no_internal_host_unless_the_chart_lists_it(
     assert api_settings(render, monkeypatch, {}).webhook_allowed_hosts == []
     listed = api_settings(render, monkeypatch, {"webhookAllowedHosts": ["ci.example"]})
     assert listed.webhook_allowed_hosts == ["ci.example"]
+
+
+def test_webhooks_trust_an_internal_ca_only_when_the_chart_gives_one(
+    render: Render, monkeypatch: pytest.MonkeyPatch, hospital_ca: HospitalCA
+) -> None:
+    assert api_settings(render, monkeypatch, {}).webhook_ca_pem is None
+    given = api_settings(render, monkeypatch, {"webhookCaPem": hospital_ca.pem})
+    assert given.webhook_ca_pem == hospital_ca.pem
 
 
 # -- pods: probes, commands, security --------------------------------------------------------

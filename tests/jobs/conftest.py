@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,7 +86,13 @@ def settings_env(
 class Receiver:
     """A real HTTP server on loopback that records POSTs and answers from a script."""
 
-    def __init__(self, statuses: list[int], location: str | None = None) -> None:
+    def __init__(
+        self,
+        statuses: list[int],
+        location: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.statuses = list(statuses)
         self.location = location  # sent with a 3xx answer
         self.requests: list[tuple[dict[str, str], bytes]] = []
@@ -106,7 +113,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{host}:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -119,8 +129,13 @@ class Receiver:
 def receiver() -> Iterator[Callable[..., Receiver]]:
     made: list[Receiver] = []
 
-    def start(statuses: list[int] | None = None, location: str | None = None) -> Receiver:
-        made.append(Receiver(statuses or [], location))
+    def start(
+        statuses: list[int] | None = None,
+        location: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+    ) -> Receiver:
+        made.append(Receiver(statuses or [], location, tls, host))
         return made[-1]
 
     yield start

@@ -21,6 +21,7 @@ from service.jobs.launchers.kubernetes import KubernetesLauncher
 from service.jobs.service import JobService
 from service.jobs.store import JobStore
 from service.jobs.tables import JobRow
+from tests.conftest import HospitalCA
 
 from . import k8s_standin
 from .conftest import wait_for
@@ -220,6 +221,27 @@ def test_job_pods_run_as_the_configured_user(
         "fsGroup": 3000,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    store.close()
+
+
+def test_job_pods_trust_the_webhook_ca_the_api_trusts(
+    settings_env: Callable[..., TrainingSettings],
+    standin: k8s_standin.StandIn,
+    make_spec: Callable[..., JobSpec],
+    hospital_ca: HospitalCA,
+) -> None:
+    """The runner sends the job's webhook from its pod: it gets the same extra CA."""
+    settings = settings_env(
+        launcher="kubernetes",
+        k8s_in_cluster=False,
+        k8s_namespace=NS,
+        webhook_ca_pem=hospital_ca.pem,
+    )
+    store, job = claimed_job(settings, make_spec())
+    KubernetesLauncher(settings).launch(job)
+    (container,) = standin.calls("POST")[0].body["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SCANTUNE_WEBHOOK_CA_PEM"] == hospital_ca.pem
     store.close()
 
 

@@ -7,11 +7,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.jobs.state import Status
 from service.jobs.store import JobStore
 from service.jobs.webhook import SIGNATURE_HEADER, deliver, send_job_webhook, signed_headers, verify
+from tests.conftest import HospitalCA
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -102,6 +106,38 @@ def test_each_webhook_is_sent_once(
     assert len(hook.requests) == 1
     payload = json.loads(hook.requests[0][1])
     assert payload["event"] == "training_job.cancelled" and payload["job"]["id"] == row.id
+
+
+def test_https_to_an_internal_ca_needs_that_ca_and_the_right_host_name(
+    receiver: Callable[..., Any], hospital_ca: HospitalCA
+) -> None:
+    """A webhook over HTTPS to a receiver whose certificate a hospital's own CA signed: refused
+    until the operator adds the CA, and then only for the name the certificate carries."""
+    hook = receiver(tls=hospital_ca.server_context("localhost"), host="localhost")
+    send = {"secret": "k", "retries": 0, "backoff_s": 0.01, "timeout_s": 5}
+    unknown_ca = deliver(hook.url, {"a": 1}, allowed_hosts=["localhost"], **send)
+    assert (unknown_ca.delivered, unknown_ca.last_error) == (False, "delivery failed (no answer)")
+    assert hook.requests == []
+    trusted = deliver(
+        hook.url, {"a": 1}, allowed_hosts=["localhost"], extra_ca_pem=hospital_ca.pem, **send
+    )
+    assert (trusted.delivered, trusted.status_code) == (True, 200)
+    ((headers, body),) = hook.requests
+    assert json.loads(body) == {"a": 1} and verify(body, headers, "k")
+    wrong_name = receiver(tls=hospital_ca.server_context("pacs.example.org"), host="localhost")
+    mismatch = deliver(
+        wrong_name.url, {}, allowed_hosts=["localhost"], extra_ca_pem=hospital_ca.pem, **send
+    )
+    assert not mismatch.delivered and wrong_name.requests == []
+
+
+def test_a_webhook_ca_setting_that_is_not_pem_stops_the_service_at_start(
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    with pytest.raises(ValidationError, match="not PEM CA certificates"):
+        settings_env(webhook_ca_pem="hello")
+    with pytest.raises(ValidationError, match="not PEM CA certificates"):
+        settings_env(webhook_ca_pem="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----")
 
 
 def test_a_redirect_is_not_followed(receiver: Callable[..., Any]) -> None:

@@ -54,6 +54,7 @@ POD_SETTINGS = (
     "local_data_roots",
     "s3_data_prefixes",
     "webhook_allowed_hosts",
+    "webhook_ca_pem",
     "model_grants",
     "max_gpus_per_job",
     "log_format",
