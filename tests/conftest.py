@@ -195,24 +195,42 @@ class HospitalCA:
 
     folder: Path
 
+    @classmethod
+    def create(cls, folder: Path, name: str) -> HospitalCA:
+        folder.mkdir()
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-keyout", folder / "ca.key", "-out", folder / "ca.pem", "-subj", f"/CN={name}",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+        return cls(folder)
+
     @property
     def pem(self) -> str:
         return (self.folder / "ca.pem").read_text()
 
-    def server_context(self, *names: str) -> ssl.SSLContext:
-        """A TLS server context whose certificate this CA signed for `names` (DNS or IP)."""
-        tag = "-".join(names).replace(":", "_")
+    def issue(self, *names: str, usage: str = "serverAuth") -> tuple[Path, Path]:
+        """A certificate this CA signed for `names` (DNS names or IPs) and its key: PEM files.
+        `usage` is the extended key usage: serverAuth, clientAuth or both, comma-separated."""
+        tag = f"{usage}-" + "-".join(names).replace(":", "_").replace(",", "_")
         key, csr, cert = (self.folder / f"{tag}.{ext}" for ext in ("key", "csr", "pem"))
         alt = ",".join(f"IP:{n}" if n[0].isdigit() else f"DNS:{n}" for n in names)
         ext = self.folder / f"{tag}.ext"
-        ext.write_text(f"subjectAltName={alt}\nextendedKeyUsage=serverAuth\n")
+        ext.write_text(f"subjectAltName={alt}\nextendedKeyUsage={usage}\n")
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
                  "-subj", f"/CN={names[0]}")  # fmt: skip
         _openssl("x509", "-req", "-in", csr, "-CA", self.folder / "ca.pem",
                  "-CAkey", self.folder / "ca.key", "-CAcreateserial", "-days", "2",
                  "-out", cert, "-extfile", ext)  # fmt: skip
+        return cert, key
+
+    @property
+    def pem_file(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def server_context(self, *names: str) -> ssl.SSLContext:
+        """A TLS server context whose certificate this CA signed for `names`."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(*self.issue(*names))
         return context
 
 
@@ -222,11 +240,4 @@ def _openssl(*args: Any) -> None:
 
 @pytest.fixture
 def hospital_ca(tmp_path: Path) -> HospitalCA:
-    folder = tmp_path / "ca"
-    folder.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", folder / "ca.key", "-out", folder / "ca.pem",
-             "-subj", "/CN=scantune test hospital CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-    return HospitalCA(folder)
+    return HospitalCA.create(tmp_path / "ca", "scantune test hospital CA")

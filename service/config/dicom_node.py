@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.config.common import DEFAULT_VAR, CommonSettings
 from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute
@@ -24,6 +25,19 @@ class DicomNodeSettings(CommonSettings):
     dicom_port: int = Field(default=11112, ge=0, le=65535, description="DICOM (DIMSE) port.")
     dicom_bind_host: str = Field(
         default="127.0.0.1", description="Address the DICOM port binds; 0.0.0.0 to open it."
+    )
+    dicom_tls_cert_file: Path | None = Field(
+        default=None,
+        description="The node's certificate (PEM, chain included): with the key, the DICOM port"
+        " speaks TLS only. Default none: plain DICOM (keep the port on the hospital network).",
+    )
+    dicom_tls_key_file: Path | None = Field(
+        default=None, description="The private key (PEM) of dicom_tls_cert_file."
+    )
+    dicom_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM): callers must present a certificate they signed"
+        " (mutual TLS), and TLS destinations' certificates are checked against them.",
     )
     dicom_allowed_callers: list[DicomCaller] = Field(
         default_factory=list,
@@ -75,3 +89,35 @@ class DicomNodeSettings(CommonSettings):
     dicom_inference_timeout_s: float = Field(
         default=60.0, gt=0, description="Time limit of one classification request."
     )
+
+    @model_validator(mode="after")
+    def _tls_loads(self) -> DicomNodeSettings:
+        """A half-given or unreadable TLS setting stops the node at start, saying which."""
+        from service.dicom_node import tls
+
+        cert, key, ca = self.dicom_tls_cert_file, self.dicom_tls_key_file, self.dicom_tls_ca_file
+        if (cert is None) != (key is None):
+            raise ValueError("dicom_tls_cert_file and dicom_tls_key_file go together")
+        if cert is not None and key is not None:
+            tls.server_context(cert, key, ca)
+        elif ca is not None:
+            tls.client_context(ca, None, None)
+        return self
+
+    def dicom_server_tls(self) -> ssl.SSLContext | None:
+        """The DICOM port's TLS context, or None for plain DICOM."""
+        from service.dicom_node import tls
+
+        if self.dicom_tls_cert_file is None or self.dicom_tls_key_file is None:
+            return None
+        return tls.server_context(
+            self.dicom_tls_cert_file, self.dicom_tls_key_file, self.dicom_tls_ca_file
+        )
+
+    def dicom_client_tls(self) -> ssl.SSLContext:
+        """The context for destinations marked `tls`."""
+        from service.dicom_node import tls
+
+        return tls.client_context(
+            self.dicom_tls_ca_file, self.dicom_tls_cert_file, self.dicom_tls_key_file
+        )

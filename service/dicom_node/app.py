@@ -43,8 +43,11 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     client = InferenceClient(
         settings.inference_url, settings.dicom_inference_api_key, settings.dicom_inference_timeout_s
     )
+    client_tls = (
+        settings.dicom_client_tls() if any(d.tls for d in settings.dicom_destinations) else None
+    )
     senders: dict[str, Sender] = {
-        d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S)
+        d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S, client_tls)
         for d in settings.dicom_destinations
     }
     worker = Worker(settings, queue, spool, client, senders)
@@ -79,12 +82,16 @@ def start_node(node: NodeServices) -> None:
 
     import service.hospital.sr  # noqa: F401
 
-    node.dicom_port = node.scp.start(node.settings.dicom_bind_host, node.settings.dicom_port)
+    settings = node.settings
+    node.dicom_port = node.scp.start(
+        settings.dicom_bind_host, settings.dicom_port, settings.dicom_server_tls()
+    )
     node.worker.start()
     atexit.register(stop_node, node)
     logging.getLogger("scantune.dicom").info(
-        "DICOM node %s listening on %s:%d",
-        node.settings.dicom_ae_title, node.settings.dicom_bind_host, node.dicom_port,
+        "DICOM node %s listening on %s:%d (%s)",
+        settings.dicom_ae_title, settings.dicom_bind_host, node.dicom_port,
+        "TLS" if settings.dicom_tls_cert_file else "plain DICOM",
     )  # fmt: skip
 
 

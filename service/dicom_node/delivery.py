@@ -8,6 +8,7 @@ record) gives the destination the same SOP Instance UID again, which a PACS keep
 from __future__ import annotations
 
 import io
+import ssl
 from typing import Protocol
 
 from service.dicom_node.peers import DicomDestination
@@ -30,8 +31,15 @@ class Sender(Protocol):
 class CStoreSender:
     kind = "dimse"
 
-    def __init__(self, destination: DicomDestination, calling_ae: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        destination: DicomDestination,
+        calling_ae: str,
+        timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.destination, self.calling_ae, self.timeout_s = destination, calling_ae, timeout_s
+        self.tls = tls
 
     def send(self, sr_file: bytes) -> None:
         from pydicom import dcmread
@@ -42,7 +50,10 @@ class CStoreSender:
         ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         dest = self.destination
-        assoc = ae.associate(str(dest.host), int(dest.port or 104), ae_title=str(dest.ae_title))
+        tls_args = (self.tls, str(dest.host)) if self.tls is not None else None
+        assoc = ae.associate(
+            str(dest.host), int(dest.port or 104), ae_title=str(dest.ae_title), tls_args=tls_args
+        )
         if not assoc.is_established:
             raise NotDelivered("association not established (destination down or refusing)")
         try:
@@ -87,7 +98,13 @@ class StowSender:
             raise NotDelivered(f"authorization file unreadable ({type(exc).__name__})") from None
 
 
-def sender_for(destination: DicomDestination, calling_ae: str, timeout_s: float) -> Sender:
+def sender_for(
+    destination: DicomDestination,
+    calling_ae: str,
+    timeout_s: float,
+    tls: ssl.SSLContext | None = None,
+) -> Sender:
+    """The sender of one destination; `tls` is the context for a destination marked `tls`."""
     if destination.stow_url:
         return StowSender(destination, timeout_s)
-    return CStoreSender(destination, calling_ae, timeout_s)
+    return CStoreSender(destination, calling_ae, timeout_s, tls if destination.tls else None)

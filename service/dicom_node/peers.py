@@ -32,6 +32,11 @@ class DicomDestination(BaseModel):
     ae_title: str | None = Field(default=None, max_length=16, description="C-STORE: called AE.")
     host: str | None = Field(default=None, description="C-STORE: host.")
     port: int | None = Field(default=None, ge=1, le=65535, description="C-STORE: port.")
+    tls: bool = Field(
+        default=False,
+        description="C-STORE over TLS: the destination's certificate checked against"
+        " SCANTUNE_DICOM_TLS_CA_FILE (or the system's CAs) and its host name.",
+    )
     stow_url: str | None = Field(
         default=None, pattern=r"^https?://", description="STOW-RS: the DICOMweb root URL."
     )
@@ -52,6 +57,8 @@ class DicomDestination(BaseModel):
             raise ValueError("give either ae_title/host/port or stow_url, not both")
         if self.authorization_file is not None and self.stow_url is None:
             raise ValueError("authorization_file goes with stow_url")
+        if self.tls and self.stow_url is not None:
+            raise ValueError("tls is for C-STORE; a STOW-RS URL says https:// itself")
         return self
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from pydicom import uid
@@ -97,13 +98,16 @@ class StorageSCP:
         self.ae.add_supported_context(Verification)
         self.server: ThreadedAssociationServer | None = None
 
-    def start(self, host: str, port: int) -> int:
-        """Listen (in pynetdicom's threads); returns the port, which `port` 0 picks."""
+    def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (in pynetdicom's threads), over TLS when given a context; returns the port,
+        which `port` 0 picks."""
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_request),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        server = self.ae.start_server(
+            (host, port), block=False, evt_handlers=handlers, ssl_context=tls
+        )
         self.server = server
         return int(server.server_address[1])  # type: ignore[union-attr]
 

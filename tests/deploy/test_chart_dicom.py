@@ -130,3 +130,25 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
     with pytest.raises(helm.HelmValuesError, match="destinations/0"):
         render(bad)
     assert len(find(render(NODE), "Deployment")) == 3
+
+
+def test_dicom_tls_mounts_the_secret_and_points_the_node_at_its_files(
+    node: list[Manifest], render: Render
+) -> None:
+    tls = {"secretName": "dicom-node-tls", "clientCA": True}
+    manifests = render({**NODE, "dicomNode": {**NODE["dicomNode"], "tls": tls}})
+    pod = deployment(manifests, "dicom")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = container_env(manifests, container)
+    assert_settings_fields(env, DicomNodeSettings, "dicom container")
+    folder = "/etc/scantune/dicom-tls"
+    assert (
+        env["SCANTUNE_DICOM_TLS_CERT_FILE"],
+        env["SCANTUNE_DICOM_TLS_KEY_FILE"],
+        env["SCANTUNE_DICOM_TLS_CA_FILE"],
+    ) == (f"{folder}/tls.crt", f"{folder}/tls.key", f"{folder}/ca.crt")
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["dicom-tls"] == {"name": "dicom-tls", "mountPath": folder, "readOnly": True}
+    assert {"name": "dicom-tls", "secret": {"secretName": "dicom-node-tls"}} in pod["volumes"]
+    (plain,) = deployment(node, "dicom")["spec"]["template"]["spec"]["containers"]
+    assert not [k for k in container_env(node, plain) if k.startswith("SCANTUNE_DICOM_TLS")]
