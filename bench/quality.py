@@ -170,16 +170,15 @@ def score_fold(
         "auc_shifted_worst": float(min(shift_aucs.values())),
     }
     if dump is not None:  # raw scores, so other threshold rules can be judged without training
-        np.savez(
-            dump,
-            val_labels=fold.val.labels,
-            val_logits=val_logits,
-            test_labels=test.labels,
-            test_logits=logits,
-            test_flipped_logits=flipped,
-            **{f"test_{name}_logits": z for name, z in shifted.items()},
-            train_labels=fold.train.labels,
-        )
+        arrays = {
+            "val_labels": fold.val.labels,
+            "val_logits": val_logits,
+            "test_labels": test.labels,
+            "test_logits": logits,
+            "test_flipped_logits": flipped,
+            "train_labels": fold.train.labels,
+        } | {f"test_{name}_logits": z for name, z in shifted.items()}
+        np.savez(dump, **arrays)  # type: ignore[arg-type]
     return figures | {"seconds": seconds, "epochs_run": fit.epochs_run}
 
 
