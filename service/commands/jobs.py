@@ -54,6 +54,7 @@ def register(subparsers: Any) -> None:
     listing = _add(sub, "list", "list jobs, newest first", run_list)
     listing.add_argument("--status", choices=sorted({"queued", "running", *TERMINAL}))
     listing.add_argument("--model", help="only jobs for this model name")
+    listing.add_argument("--client", help="only this client's jobs (with an admin key)")
     listing.add_argument("--limit", type=int, default=20, help="how many (default 20)")
 
     show = _add(sub, "show", "a job as JSON", run_show)
@@ -180,17 +181,22 @@ def outcome(job: dict[str, Any]) -> int:
 
 
 def run_list(args: argparse.Namespace, api: ApiClient) -> int:
-    params = {"status": args.status, "model": args.model, "limit": args.limit}
+    params = {
+        "status": args.status,
+        "model": args.model,
+        "client": args.client,
+        "limit": args.limit,
+    }
     page = api.json("GET", "/v1/training-jobs", params={k: v for k, v in params.items() if v})
     if args.json:
         print(json.dumps(page, indent=2))
         return SUCCEEDED
-    print(f"{'ID':36}  {'MODEL':24}  {'STATUS':22}  {'PROGRESS':>8}  CREATED")
+    print(f"{'ID':36}  {'MODEL':24}  {'STATUS':22}  {'PROGRESS':>8}  {'CREATED':32}  CLIENT")
     for job in page["items"]:
         progress = f"{100 * (job.get('progress') or 0):.0f}%"
         print(
             f"{job['id']:36}  {job['model_name']:24}  {list_status(job):22}  {progress:>8}  "
-            f"{job['created_at']}"
+            f"{job['created_at']:32}  {job.get('client', '')}"
         )
     return SUCCEEDED
 

@@ -28,6 +28,7 @@ class ListJobsQuery(BaseModel):
 
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
+    client: str | None = Field(default=None, min_length=1, max_length=255)
     cursor: str | None = Field(default=None, min_length=1, max_length=512)
     limit: int = Field(default=50, ge=1, le=200)
 
@@ -61,12 +62,15 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 @require("read")
 def list_jobs() -> Response:
     query = parse_query(ListJobsQuery)
+    scope = visible_client()  # None: an admin, who may pick a client
+    if scope is not None and query.client not in (None, scope):
+        return jsonify(items=[], next_cursor=None)  # another client's jobs: none to see
     items, next_cursor = services().jobs.list(
         status=query.status,
         model_name=query.model,
         cursor=query.cursor,
         limit=query.limit,
-        client=visible_client(),
+        client=scope or query.client,
     )
     return jsonify(items=[j.model_dump(mode="json") for j in items], next_cursor=next_cursor)
 

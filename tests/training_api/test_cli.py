@@ -84,7 +84,10 @@ def test_submit_prints_the_job_and_exits_0(
     job_id = first.split()[1]
 
     assert main(["jobs", "list"]) == 0
-    assert job_id in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert job_id in listed and listed.splitlines()[0].endswith("CLIENT")
+    assert main(["jobs", "list", "--client", "another-team"]) == 0  # an admin's filter
+    assert job_id not in capsys.readouterr().out
     assert main(["jobs", "show", job_id]) == 0
     assert f'"id": "{job_id}"' in capsys.readouterr().out
     assert main(["jobs", "cancel", job_id]) == 0

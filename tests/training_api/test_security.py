@@ -117,6 +117,20 @@ def test_keys_of_one_client_share_its_jobs(app: Flask, dataset: Path) -> None:
     assert [j["client"] for j in as_(app, "ops").get(JOBS).get_json()["items"]] == ["ci"]
 
 
+def test_an_admin_lists_one_clients_jobs_and_others_cannot_peek(app: Flask, dataset: Path) -> None:
+    ci = submit(app, "ci-bot", job_spec(dataset))
+    radiology = submit(app, "radiology-bot", job_spec(dataset))
+    ops = as_(app, "ops")
+    for client, job in (("ci", ci), ("radiology", radiology)):
+        page = ops.get(JOBS, query_string={"client": client}).get_json()
+        assert [j["id"] for j in page["items"]] == [job["id"]]
+    assert len(ops.get(JOBS).get_json()["items"]) == 2
+    own = as_(app, "ci-bot").get(JOBS, query_string={"client": "ci"}).get_json()["items"]
+    assert [j["id"] for j in own] == [ci["id"]]
+    peek = as_(app, "ci-bot").get(JOBS, query_string={"client": "radiology"})
+    assert peek.status_code == 200 and peek.get_json() == {"items": [], "next_cursor": None}
+
+
 def test_idempotency_keys_are_per_client(app: Flask, dataset: Path) -> None:
     key = {"Idempotency-Key": "nightly-1"}
     mine = submit(app, "radiology-bot", job_spec(dataset), headers=key)
