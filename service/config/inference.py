@@ -160,6 +160,13 @@ class InferenceSettings(CommonSettings):
     dicomweb_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="Connect and read timeout of DICOMweb requests."
     )
+    dicomweb_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Longest a whole fetch from the DICOMweb server may take (504 after it),"
+        " however slowly the server sends.",
+    )
     dicomweb_token: SecretStr | None = Field(default=None, description="Bearer token.")
     dicomweb_token_file: Path | None = Field(
         default=None, description="File holding the bearer token (a mounted secret)."

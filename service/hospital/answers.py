@@ -54,6 +54,7 @@ def pacs(settings: InferenceSettings) -> Pacs | None:
         DicomwebConfig(
             url=settings.dicomweb_url,
             timeout_s=settings.dicomweb_timeout_s,
+            deadline_s=settings.dicomweb_deadline_s,
             token=_secret(settings.dicomweb_token),
             token_file=settings.dicomweb_token_file,
             username=settings.dicomweb_username,

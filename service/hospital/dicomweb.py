@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class DicomwebConfig:
 
     url: str
     timeout_s: float = 10.0
+    deadline_s: float = 60.0
     token: str | None = None
     token_file: Path | None = None
     username: str | None = None
@@ -112,7 +114,15 @@ class Pacs:
     def fetch(self, ref: DicomwebRef, *, max_files: int, max_bytes: int) -> list[Fetched]:
         """The image instances `ref` names (QIDO-RS lists them, WADO-RS retrieves each), in
         the order the PACS lists them; 413 past the file or byte limits, before retrieving
-        more."""
+        more; 504 when the whole fetch takes longer than `deadline_s`."""
+        return before_deadline(
+            lambda: self._fetch(ref, max_files, max_bytes),
+            self.config.deadline_s,
+            f"the DICOMweb server did not send {ref.describe()} within"
+            f" {self.config.deadline_s:g} s",
+        )
+
+    def _fetch(self, ref: DicomwebRef, max_files: int, max_bytes: int) -> list[Fetched]:
         client = self._client()
         out: list[Fetched] = []
         total = 0
@@ -189,6 +199,33 @@ class Pacs:
     def _call(self, ref: DicomwebRef, call: Callable[[], T]) -> T:
         with _problems(ref, self.config.timeout_s):
             return call()
+
+
+def before_deadline(work: Callable[[], T], deadline_s: float, late: str) -> T:
+    """`work()`'s result, or GatewayTimeout(`late`) once `deadline_s` have passed.
+
+    requests bounds each socket read, not a whole transfer: a server that sends a byte every
+    few seconds never trips it. So the work runs in a daemon thread that the caller stops
+    waiting for at the deadline; the abandoned transfer ends at the server's close or at its
+    next read timeout, and nothing of it is used.
+    """
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the waiting caller, re-raised there
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="dicomweb-fetch", daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    if not outcome:
+        raise GatewayTimeout(late)
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -134,3 +134,39 @@ def silent_server() -> Iterator[str]:
     listener.listen(16)
     yield f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
     listener.close()
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """A loopback server that answers every request at once, then sends its body a byte every
+    0.2 s: each read comes well within any timeout, the whole answer takes minutes."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+            conn.sendall(head + b"Content-Length: 1000\r\n\r\n[")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
+    stop.set()
+    listener.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,6 +99,14 @@ def test_a_pacs_that_never_answers_is_a_504(silent_server: str) -> None:
     pacs = Pacs(DicomwebConfig(silent_server, timeout_s=0.5))
     with pytest.raises(GatewayTimeout, match=r"0\.5 s"):
         pacs.fetch(DicomwebRef(study_instance_uid="1.2.3"), **LIMITS)
+
+
+def test_a_pacs_that_trickles_its_answer_is_a_504_at_the_deadline(trickling_server: str) -> None:
+    pacs = Pacs(DicomwebConfig(trickling_server, timeout_s=1.0, deadline_s=1.5))
+    started = time.monotonic()
+    with pytest.raises(GatewayTimeout, match=r"within 1\.5 s"):
+        pacs.fetch(DicomwebRef(study_instance_uid="1.2.3"), **LIMITS)
+    assert time.monotonic() - started < 3.0  # not the minutes the trickle would take
 
 
 def test_a_bearer_token_is_read_from_its_file_at_each_request(tmp_path: Path) -> None:
