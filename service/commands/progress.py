@@ -34,13 +34,17 @@ def finished_epoch(job: dict[str, Any]) -> str:
     return f"epoch {last['epoch']}: {figures}"
 
 
-def position(job: dict[str, Any]) -> str:
-    """'running training epoch 3/6' - where the job is, without the percentage."""
+def position(job: dict[str, Any], steps: bool = False) -> str:
+    """'running training epoch 3/6' - where the job is, without the percentage; with `steps`,
+    the step inside the epoch too (the live bar's, not a log line's: it moves every poll)."""
     parts = [job["status"]]
-    if job["status"] == "running" and job.get("phase"):
+    running = job["status"] == "running"
+    if running and job.get("phase"):
         parts.append(job["phase"])
-    if job.get("epoch") is not None and job.get("epochs") and job["status"] == "running":
+    if job.get("epoch") is not None and job.get("epochs") and running:
         parts.append(f"epoch {job['epoch']}/{job['epochs']}")
+        if steps and job.get("phase") == "training" and job.get("step") and job.get("steps"):
+            parts.append(f"step {job['step']}/{job['steps']}")
     return " ".join(parts)
 
 
@@ -94,7 +98,7 @@ class RichDisplay:
     def update(self, job: dict[str, Any]) -> None:
         self.progress.update(
             self.task,
-            description=position(job),
+            description=position(job, steps=True),
             completed=100 * (job.get("progress") or 0),
             metrics=finished_epoch(job),
         )

@@ -322,8 +322,9 @@ class JobRunner:
         values: dict[str, Any] = {"progress": min(float(data.get("fraction") or 0.0), 0.99)}
         if data.get("epoch") is not None:
             values["epoch"] = data["epoch"]
-        if data.get("epochs") is not None:
-            values["epochs"] = data["epochs"]
+        for key in ("epochs", "step", "steps"):
+            if data.get(key) is not None:
+                values[key] = data[key]
         metrics = _numbers(data.get("metrics") or {})
         epoch_done = bool(metrics) and data.get("epoch") is not None
         if metrics:

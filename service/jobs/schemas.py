@@ -46,6 +46,8 @@ class JobView(BaseModel):
     progress: float = Field(ge=0.0, le=1.0)
     epoch: int | None
     epochs: int | None
+    step: int | None = Field(default=None, description="Optimizer step within the epoch.")
+    steps: int | None = Field(default=None, description="Optimizer steps of one epoch.")
     metrics: dict[str, Any] | None = Field(description="Latest validation metrics.")
     best_metrics: dict[str, Any] | None
     history: list[dict[str, Any]] = Field(description="One entry per finished epoch.")
@@ -86,6 +88,8 @@ class JobView(BaseModel):
             progress=min(max(row.progress or 0.0, 0.0), 1.0),
             epoch=row.epoch,
             epochs=row.epochs,
+            step=row.step,
+            steps=row.steps,
             metrics=row.metrics,
             best_metrics=row.best_metrics,
             history=list(row.history or []),

@@ -50,6 +50,8 @@ class JobRow(Base):
     progress: Mapped[float] = mapped_column(default=0.0, nullable=False)
     epoch: Mapped[int | None] = mapped_column(Integer)
     epochs: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer, doc="Optimizer step within the epoch.")
+    steps: Mapped[int | None] = mapped_column(Integer, doc="Optimizer steps of one epoch.")
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     history: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list, nullable=False)

@@ -111,6 +111,7 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     assert payload["event"] == "training_job.succeeded"
     assert payload["job"]["id"] == a.id and payload["job"]["artifacts"]["version"] >= 1
     assert "epoch 1/1" in service.logs(a.id)
+    assert final.steps and final.step == final.steps  # the last step of the last epoch
 
 
 def test_killed_runner_is_resumed_from_its_checkpoint(

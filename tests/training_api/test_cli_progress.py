@@ -15,7 +15,7 @@ from flask import Flask
 from service.cli import main
 from service.client import ApiError, Client
 from service.commands import jobs as jobs_cli
-from service.commands.progress import PlainDisplay, RichDisplay, make_display
+from service.commands.progress import PlainDisplay, RichDisplay, make_display, position
 from tests.training_api.conftest import KEYS, job_spec, publish_version
 from tests.training_api.test_cli import finish_later, store
 from tests.training_api.test_cli import server as server
@@ -59,6 +59,14 @@ def test_plain_lines_change_only_when_the_job_does() -> None:
     assert "evaluating" in lines[3] and "exporting" in lines[4]
 
 
+def test_the_live_bar_shows_the_step_inside_the_epoch_while_training() -> None:
+    job = running(2, 0.40, 1) | {"step": 40, "steps": 73}
+    assert position(job, steps=True) == "running training epoch 2/3 step 40/73"
+    assert position(job) == "running training epoch 2/3"  # log lines: one per epoch, not step
+    evaluating = running(3, 0.90, 3, phase="evaluating") | {"step": 73, "steps": 73}
+    assert "step" not in position(evaluating, steps=True)
+
+
 def test_a_terminal_gets_a_live_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
 
@@ -69,9 +77,9 @@ def test_a_terminal_gets_a_live_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     out = Tty()
     display = make_display(out)
     assert isinstance(display, RichDisplay)
-    display.update(running(2, 0.5, 1))
+    display.update(running(2, 0.5, 1) | {"step": 5, "steps": 9})
     display.close()
-    assert "epoch 2/3" in out.getvalue() and "epoch 1: val_auc=0.8100" in out.getvalue()
+    assert "epoch 2/3 step 5/9" in out.getvalue() and "epoch 1: val_auc=0.8100" in out.getvalue()
     assert isinstance(make_display(io.StringIO()), PlainDisplay)
 
 
