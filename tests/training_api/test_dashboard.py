@@ -211,6 +211,8 @@ def test_dashboard_end_to_end(
         time.sleep(0.25)
     status = _text(page, "[data-testid=job-status]")
     assert status.startswith("succeeded"), page.inner_text("#log")
+    owner = _api(url, f"/v1/training-jobs/{job_id}")["client"]
+    assert _text(page, "[data-testid=job-client]") == owner
     page.wait_for_selector("[data-testid=confusion-matrix] table")
     final = int(page.get_attribute("[data-testid=learning-curve]", "data-points") or 0)
     assert final == 3

@@ -6,13 +6,22 @@ const base = `/v1/training-jobs/${encodeURIComponent(jobId)}`;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 let evaluated = false;
 
+function progressText(job) {
+  const pct = `${Math.round(100 * job.progress)}%`;
+  if (!job.epoch || !job.epochs) return pct;
+  const training = job.status === "running" && job.phase === "training" && job.step && job.steps;
+  const step = training ? `, step ${job.step}/${job.steps}` : "";
+  return `epoch ${job.epoch}/${job.epochs}${step} (${pct})`;
+}
+
 function summary(job) {
   const facts = [
     ["Model", job.model_name],
+    ["Client", job.client],
     ["Backbone", job.spec.base_model],
     ["Status", statusText(job)],
     ["Phase", job.status === "running" ? job.phase || "–" : "–"],
-    ["Progress", job.epoch && job.epochs ? `epoch ${job.epoch}/${job.epochs} (${Math.round(100 * job.progress)}%)` : `${Math.round(100 * job.progress)}%`],
+    ["Progress", progressText(job)],
     ["Version", job.artifacts ? String(job.artifacts.version) : "–"],
   ];
   if (job.promotion) facts.push(["Promotion", `${job.promotion.passed ? "passed" : "not passed"}: ${job.promotion.reason}`]);
