@@ -27,8 +27,10 @@ LOG_FILE = "log.txt"
 KILL_GRACE_S = 5.0
 # How long runners get to pause when their API process stops (gunicorn waits 30 s, and a
 # person pressing Ctrl-C far less): a runner that has not paused by then is killed, and the
-# next supervisor re-queues its job as dead, so it resumes either way.
-PAUSE_GRACE_S = 2.0
+# next supervisor re-queues its job as dead, so it resumes either way. 2 s was too short on a
+# loaded 2-core machine: a runner still writing its row (SQLite busy with the API's own
+# writes) was killed before it logged the pause.
+PAUSE_GRACE_S = 5.0
 
 
 def job_dir(settings: TrainingSettings, job_id: str) -> Path:
