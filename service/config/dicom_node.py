@@ -92,16 +92,12 @@ class DicomNodeSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _tls_loads(self) -> DicomNodeSettings:
-        """A half-given or unreadable TLS setting stops the node at start, saying which."""
-        from service.dicom_node import tls
-
-        cert, key, ca = self.dicom_tls_cert_file, self.dicom_tls_key_file, self.dicom_tls_ca_file
-        if (cert is None) != (key is None):
+        """A half-given or unreadable TLS setting stops the node at start, saying which: the
+        contexts the node will build are built once here."""
+        if (self.dicom_tls_cert_file is None) != (self.dicom_tls_key_file is None):
             raise ValueError("dicom_tls_cert_file and dicom_tls_key_file go together")
-        if cert is not None and key is not None:
-            tls.server_context(cert, key, ca)
-        elif ca is not None:
-            tls.client_context(ca, None, None)
+        self.dicom_server_tls()
+        self.dicom_client_tls()
         return self
 
     def dicom_server_tls(self) -> ssl.SSLContext | None:
