@@ -42,6 +42,7 @@ from models.crossval import (
 )
 from models.data import Dataset, Split, load_dataset
 from models.finetune import input_stats
+from models.network import Classifier, Ensemble
 from models.spec import JobSpec
 from models.threshold import Scores, decide
 from models.trainer import predict_logits
@@ -281,36 +282,47 @@ def _jittered(model: torch.nn.Module, seed: int) -> Any:
     return twin
 
 
-def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
-    """Per-image onnxruntime latency of one model, fold ensembles and flip TTA (same weights)."""
+def exported_session(model: Classifier | Ensemble, size: int, channels: int) -> tuple[Any, float]:
+    """`model` exported as a job would export it, in an onnxruntime CPU session; the file's MB."""
     import onnxruntime as ort
 
     from models.export import export_onnx
-    from models.finetune import build_model
-    from models.network import Ensemble
 
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, path, size=size, channels=channels)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session, path.stat().st_size / 1e6
+
+
+def ms_per_image(session: Any, batch: int, size: int, channels: int, repeats: int) -> float:
+    """Median onnxruntime milliseconds per image of a `batch`-image run, after one warm-up."""
+    x = np.random.default_rng(0).random((batch, channels, size, size), np.float32)
+    session.run(None, {"image": x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"image": x})
+        times.append((time.perf_counter() - start) / batch)
+    return 1000 * float(np.median(times))
+
+
+def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
+    """Per-image onnxruntime latency of one model, fold ensembles and flip TTA (same weights)."""
+    from models.finetune import build_model
+
+    size, channels = spec.image_size, spec.recipe.channels
     member = build_model(spec, 2).eval()
     rows = []
     for folds, hflip in ((1, False), (1, True), (3, False), (3, True), (5, False)):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.onnx"
-            members = [_jittered(member, seed) for seed in range(folds)]
-            model = Ensemble(members, hflip=hflip) if folds > 1 or hflip else member
-            export_onnx(model, path, size=spec.image_size, channels=spec.recipe.channels)
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            row: dict[str, Any] = {"folds": folds, "hflip": hflip}
-            row["onnx_mb"] = path.stat().st_size / 1e6
-            for batch in (1, 32):
-                x = np.random.default_rng(0).random(
-                    (batch, spec.recipe.channels, spec.image_size, spec.image_size), np.float32
-                )
-                session.run(None, {"image": x})
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    session.run(None, {"image": x})
-                    times.append((time.perf_counter() - start) / batch)
-                row[f"ms_per_image_batch{batch}"] = 1000 * float(np.median(times))
+        members = [_jittered(member, seed) for seed in range(folds)]
+        model = Ensemble(members, hflip=hflip) if folds > 1 or hflip else member
+        session, megabytes = exported_session(model, size, channels)
+        row: dict[str, Any] = {"folds": folds, "hflip": hflip, "onnx_mb": megabytes}
+        for batch in (1, 32):
+            row[f"ms_per_image_batch{batch}"] = ms_per_image(
+                session, batch, size, channels, repeats
+            )
         print("inference", json.dumps(row), flush=True)
         rows.append(row)
     return rows

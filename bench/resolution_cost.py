@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from models.export import export_onnx
+from bench.quality import exported_session, ms_per_image
 from models.finetune import build_model
 from models.spec import JobSpec
 
@@ -57,21 +54,8 @@ def step_seconds(spec: JobSpec, repeats: int) -> float:
 
 
 def image_ms(spec: JobSpec, repeats: int) -> float:
-    import onnxruntime as ort
-
-    model = build_model(spec, 2).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(model, path, size=spec.image_size, channels=1)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random((32, 1, spec.image_size, spec.image_size), np.float32)
-    session.run(None, {"image": x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {"image": x})
-        times.append((time.perf_counter() - start) / 32)
-    return 1000 * statistics.median(times)
+    session, _ = exported_session(build_model(spec, 2).eval(), spec.image_size, 1)
+    return ms_per_image(session, 32, spec.image_size, 1, repeats)
 
 
 def main() -> None:
