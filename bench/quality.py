@@ -32,16 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.shifts import acquisition_shifts
 from models import evaluate
 from models.crossval import (
     stratified_folds,
     stratified_holdout,
     subset,
-    train_split,
     with_splits,
 )
 from models.data import Dataset, Split, load_dataset
-from models.finetune import input_stats
+from models.finetune import build_model, input_stats
+from models.fitting import Fitted, Run, fit_job
 from models.network import Classifier, Ensemble
 from models.spec import JobSpec
 from models.threshold import Scores, decide
@@ -72,6 +73,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "ema": {"recipe": {"ema_decay": 0.99}},
     "lite1": {"base_model": "efficientnet_lite1"},
+    "cv3": {"recipe": {"cv_folds": 3}},  # nested CV: each fold's job is a 3-fold ensemble
+    "perscan": {"recipe": {"input_norm": "per_scan"}},
 }
 TASK_CLASSES = {
     "binary": ["normal", "pneumonia"],
@@ -142,22 +145,25 @@ def score_fold(
     test_idx: np.ndarray,
     dump: Path | None = None,
 ) -> dict:
-    """Train on `train_idx` as a job would (own val split), score `test_idx`."""
+    """Train on `train_idx` as a job would (own val split, `fit_job`), score `test_idx`.
+
+    A variant with `recipe.cv_folds` is thereby nested CV: the fold's training part is split
+    again into the job's folds, and the held-out fold scores the exported ensemble.
+    """
     kept, held = stratified_holdout(pool.train.labels[train_idx], spec.dataset.val_fraction, 0)
     fold = with_splits(
         pool, subset(pool.train, train_idx[kept]), subset(pool.train, train_idx[held])
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scantune-quality-") as tmp:
-        model, fit = train_split(spec, fold, Path(tmp))
+        run = Run(None, None, False, torch.device("cpu"), Path(tmp))
+        fitted = fit_job(spec, fold, build_model(spec, len(fold.classes)), run)
     seconds = time.perf_counter() - started
-    mean, std = input_stats(spec)
-    cpu = torch.device("cpu")
-    val_logits = predict_logits(model, fold.val.images, mean, std, cpu)
+    model, mean, std, cpu = fitted.model, *input_stats(spec), torch.device("cpu")
     test = subset(pool.train, test_idx)
     logits = predict_logits(model, test.images, mean, std, cpu)
     flipped = predict_logits(model, test.images[..., ::-1].copy(), mean, std, cpu)
-    figures = _figures(spec, fold, val_logits, test.labels, logits, flipped)
+    figures = _figures(spec, fitted, fold.train.labels, test.labels, logits, flipped)
     shifted = {
         name: predict_logits(model, images, mean, std, cpu)
         for name, images in acquisition_shifts(test.images).items()
@@ -172,50 +178,29 @@ def score_fold(
     }
     if dump is not None:  # raw scores, so other threshold rules can be judged without training
         arrays = {
-            "val_labels": fold.val.labels,
-            "val_logits": val_logits,
+            "val_labels": fitted.scored.val.labels,
+            "val_logits": fitted.logits,
             "test_labels": test.labels,
             "test_logits": logits,
             "test_flipped_logits": flipped,
             "train_labels": fold.train.labels,
         } | {f"test_{name}_logits": z for name, z in shifted.items()}
         np.savez(dump, **arrays)  # type: ignore[arg-type]
-    return figures | {"seconds": seconds, "epochs_run": fit.epochs_run}
-
-
-def acquisition_shifts(images: np.ndarray) -> dict[str, np.ndarray]:
-    """The held-out scans as another site might have acquired them: a robustness proxy.
-
-    Cross-validation on one site's scans cannot see the shift to an unseen test set (issue 21:
-    0.995 validation AUC against 0.953 on the official test split), so each fold is also
-    scored on fixed, deterministic perturbations of its held-out scans: a tone curve either
-    way, flatter contrast, a lower-resolution source and sensor noise. Augmentation that only
-    covers some of them shows as a gap between them, so the figure is read per shift too.
-    """
-    x = torch.as_tensor(images)
-    size = x.shape[-1]
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    low = torch.nn.functional.interpolate(x, size=size // 3, mode="area")
-    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * 0.04
-    views = {
-        "gamma_low": x.pow(0.6),
-        "gamma_high": x.pow(1.6),
-        "flat": mean + 0.6 * (x - mean),
-        "lowres": torch.nn.functional.interpolate(low, size=size, mode="bilinear"),
-        "noise": x + noise,
-    }
-    return {name: v.clamp(0.0, 1.0).numpy() for name, v in views.items()}
+    return figures | {"seconds": seconds, "epochs_run": fitted.fit.epochs_run}
 
 
 def _figures(
     spec: JobSpec,
-    fold: Dataset,
-    val_logits: np.ndarray,
+    fitted: Fitted,
+    train_labels: np.ndarray,
     y: np.ndarray,
     logits: np.ndarray,
     flipped: np.ndarray,
 ) -> dict[str, float]:
-    temperature = evaluate.fit_temperature(fold.val.labels, val_logits)
+    """Figures on the held-out fold; temperature and threshold from the scans the job judges
+    itself on (its validation split, or its out-of-fold scans when it has folds)."""
+    truth, judged_logits = fitted.scored.val.labels, fitted.logits
+    temperature = evaluate.fit_temperature(truth, judged_logits)
     probs = evaluate.softmax(logits, temperature)
     tta = evaluate.softmax((logits + flipped) / 2, temperature)
     out = {"auc": evaluate.roc_auc(y, probs), "auc_tta": evaluate.roc_auc(y, tta)}
@@ -226,10 +211,10 @@ def _figures(
             "accuracy": float(np.trace(cm) / cm.sum()),
             "balanced_accuracy": evaluate.balanced_accuracy(cm),
         }
-    val_score = evaluate.softmax(val_logits, temperature)[:, 1]
-    val = Scores(fold.val.labels, val_score, "validation")
+    score = evaluate.softmax(judged_logits, temperature)[:, 1]
+    val = Scores(truth, score, fitted.source)
     balanced = spec.recipe.imbalance != "none"
-    new = decide(spec.recipe.threshold, "positive", [val], fold.train.labels, balanced)
+    new = decide(spec.recipe.threshold, "positive", [val], train_labels, balanced)
     old = evaluate.choose_threshold(val.truth, val.score, "youden", None, "positive")
     pred = (probs[:, 1] >= new.value).astype(np.int64)
     cm = evaluate.confusion_matrix(y, pred, 2)
@@ -238,7 +223,7 @@ def _figures(
         "balanced_accuracy": evaluate.balanced_accuracy(cm),
         "accuracy_old_rule": float(((probs[:, 1] >= old.value) == y).mean()),
         "accuracy_at_0.5": float(((probs[:, 1] >= 0.5) == y).mean()),
-        "accuracy_at_1-prior": float(((probs[:, 1] >= 1 - fold.train.labels.mean()) == y).mean()),
+        "accuracy_at_1-prior": float(((probs[:, 1] >= 1 - train_labels.mean()) == y).mean()),
         "threshold_from_prior": float(new.chosen_on == "prior"),
     }
 
@@ -250,13 +235,15 @@ def run_cell(
     folds: int,
     repeats: int,
     dump: Path | None = None,
+    only: set[int] | None = None,
 ) -> dict:
-    """Repeated stratified k-fold over a subsample: mean and sd of every figure."""
+    """Repeated stratified k-fold over a subsample: mean and sd of every figure (over the
+    outer folds in `only`, when given: one cell split across processes)."""
     rows = []
     for repeat in range(repeats):
         picked = sample(pool.train.labels, size, seed=repeat)
         assignment = stratified_folds(pool.train.labels[picked], folds, seed=repeat)
-        for fold in range(folds):
+        for fold in sorted(only or range(folds)):
             train_idx, test_idx = picked[assignment != fold], picked[assignment == fold]
             where = dump / f"r{repeat}f{fold}.npz" if dump else None
             rows.append(score_fold(spec, pool, train_idx, test_idx, where))
@@ -309,8 +296,6 @@ def ms_per_image(session: Any, batch: int, size: int, channels: int, repeats: in
 
 def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
     """Per-image onnxruntime latency of one model, fold ensembles and flip TTA (same weights)."""
-    from models.finetune import build_model
-
     size, channels = spec.image_size, spec.recipe.channels
     member = build_model(spec, 2).eval()
     rows = []
@@ -362,6 +347,7 @@ def main() -> None:
     parser.add_argument("--variants", default="default")
     parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="binary")
     parser.add_argument("--override", type=json.loads, default={}, help="JSON spec overrides")
+    parser.add_argument("--only-folds", help="comma-separated outer folds to run (default all)")
     parser.add_argument("--json", type=Path, help="append each cell's figures here (JSON lines)")
     parser.add_argument("--dump", type=Path, help="keep each fold's raw logits under this folder")
     parser.add_argument(
@@ -388,7 +374,8 @@ def main() -> None:
             dump = args.dump / f"{args.task}-{name}-{size or 'full'}" if args.dump else None
             if dump:
                 dump.mkdir(parents=True, exist_ok=True)
-            cell |= run_cell(spec, pool, size, args.folds, args.repeats, dump)
+            only = {int(f) for f in args.only_folds.split(",")} if args.only_folds else None
+            cell |= run_cell(spec, pool, size, args.folds, args.repeats, dump, only)
             print(json.dumps(cell), flush=True)
             if args.json:
                 with args.json.open("a") as out:

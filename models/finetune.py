@@ -47,7 +47,7 @@ def build_model(
     )
     head_spec = spec.recipe.head
     head = build_head(backbone.num_features, num_classes, head_spec.hidden, head_spec.dropout)
-    return Classifier(backbone, head)
+    return Classifier(backbone, head, per_scan_norm=spec.recipe.input_norm == "per_scan")
 
 
 def input_stats(spec: JobSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:

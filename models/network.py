@@ -45,13 +45,26 @@ def build_head(
     return nn.Sequential(*layers)
 
 
-class Classifier(nn.Module):
-    """Backbone features → average pool → head; `forward` returns logits."""
+def standardize_scans(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each scan to zero mean and unit variance over its pixels and channels.
 
-    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+    Undoes a site's exposure and contrast (any affine map of the pixel values, clipping
+    aside) before the network sees the scan; a blank scan becomes all zeros.
+    """
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = (x - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    return (x - mean) / (std + eps)
+
+
+class Classifier(nn.Module):
+    """[per-scan standardization →] backbone features → average pool → head; `forward`
+    returns logits."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module, per_scan_norm: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.per_scan_norm = per_scan_norm
 
     @property
     def group_names(self) -> list[str]:
@@ -62,12 +75,12 @@ class Classifier(nn.Module):
         return {**dict(self.backbone.groups.items()), "classifier": self.head}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
+        features = self.backbone(standardize_scans(x) if self.per_scan_norm else x)
         return self.head(features.mean(dim=(2, 3)))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (N, K) and class activation maps (N, K, h, w) from one backbone pass."""
-        features = self.backbone(x)
+        features = self.backbone(standardize_scans(x) if self.per_scan_norm else x)
         logits = self.head(features.mean(dim=(2, 3)))
         cam = self.head(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return logits, cam

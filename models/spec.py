@@ -143,6 +143,14 @@ class RecipeSpec(_Spec):
     imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
     augment: AugmentSpec = AugmentSpec()
     channels: Literal[1, 3] = 1
+    input_norm: Literal["dataset", "per_scan"] = Field(
+        default="dataset",
+        description=(
+            "dataset: pixels scaled by the backbone's pretraining mean and std only. per_scan:"
+            " also standardize each scan to zero mean and unit variance inside the model (and"
+            " its ONNX graph), so a site's exposure and contrast settings do not move its inputs."
+        ),
+    )
     monitor: Literal["val_auc", "val_accuracy", "val_balanced_accuracy", "val_loss"] = "val_auc"
     early_stopping_patience: int = Field(default=3, ge=0, description="0 disables it.")
     amp: bool = Field(default=True, description="Mixed precision on CUDA (ignored on CPU).")

@@ -54,3 +54,22 @@ def test_parity_is_measured_and_enforced(exported: tuple[Classifier, Path]) -> N
         check_parity(path, model, images, temperature=0.5)
     with pytest.raises(ExportError, match="at least 32"):
         check_parity(path, model, images[:8], temperature=2.0)
+
+
+def test_per_scan_standardization_is_in_the_graph_and_undoes_exposure(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet18", pretrained=False, in_chans=1)
+    head = build_head(backbone.num_features, 2, [], 0.0)
+    model = Classifier(backbone, head, per_scan_norm=True).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, path, size=32, channels=1, temperature=1.0)
+    images = np.random.default_rng(1).random((32, 1, 32, 32), dtype=np.float32)
+    assert check_parity(path, model, images, temperature=1.0).max_abs_diff < 1e-5
+    # another site's exposure and contrast: an affine map of the same scans' pixels
+    exposed = 0.4 * images + 0.3
+    base = onnx_outputs(path, images)["logits"]
+    assert np.allclose(onnx_outputs(path, exposed)["logits"], base, atol=1e-3)
+    plain = Classifier(backbone, head).eval()  # the same weights without it do see the change
+    with torch.no_grad():
+        before, after = (plain(torch.from_numpy(x)).numpy() for x in (images, exposed))
+    assert not np.allclose(before, after, atol=1e-2)

@@ -162,6 +162,23 @@ def test_a_mixup_run_trains_reproducibly_and_differs_from_one_without(
     assert first == second and first != plain
 
 
+def test_a_per_scan_norm_job_exports_a_model_blind_to_exposure(
+    spec_factory: Any, tmp_path: Path
+) -> None:
+    from models.export import onnx_outputs
+    from models.runner import run_training
+
+    spec = spec_factory(
+        epochs=1, image_size=24, dataset={"limit": 64}, recipe={"input_norm": "per_scan"}
+    )
+    run_training(spec, tmp_path)
+    scans = np.random.default_rng(2).random((8, 1, 24, 24), dtype=np.float32)
+    logits = onnx_outputs(tmp_path / "model.onnx", scans)["logits"]
+    darker = onnx_outputs(tmp_path / "model.onnx", 0.5 * scans - 0.2)["logits"]
+    assert np.allclose(logits, darker, atol=1e-3)
+    assert not np.allclose(logits[0], logits[1], atol=1e-4)  # it still tells scans apart
+
+
 def test_cam_averages_to_the_logits_for_a_linear_head(model: Classifier) -> None:
     model.eval()
     x = torch.rand(3, 1, 96, 96)
