@@ -25,6 +25,9 @@ CLASSIFIER = "classifier"
 DEFAULT_EPOCHS = 6
 """Epochs of a job that names none, before `recipe.schedule_steps` raises them for small sets."""
 MAX_SIZED_EPOCHS = 500
+PATIENCE_STEP_UNIT = 64
+"""Optimizer steps one epoch of early-stopping patience stands for, at least (one epoch of
+about 4,000 scans at batch 64): a shorter epoch counts as part of one."""
 
 
 def build_model(
@@ -82,6 +85,17 @@ def planned_epochs(spec: JobSpec, n_train: int) -> int:
         return DEFAULT_EPOCHS
     per_epoch = max(1, n_train // max(1, min(spec.recipe.batch_size, n_train)))
     return min(MAX_SIZED_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(steps / per_epoch)))
+
+
+def patience_epochs(patience: int, steps_per_epoch: int) -> int:
+    """Epochs without improvement that stop a run: `patience` epochs of at least
+    `PATIENCE_STEP_UNIT` steps each. A step-sized schedule gives a small set many short
+    epochs (6 steps each for 444 scans); 3 of them are noise on the validation curve, not a
+    plateau (in nested CV they stopped 67-epoch runs at epoch 10: docs/benchmarks.md)."""
+    if patience <= 0:
+        return 0
+    steps = max(1, steps_per_epoch)
+    return math.ceil(patience * max(steps, PATIENCE_STEP_UNIT) / steps)
 
 
 def sized_epochs(spec: JobSpec, n_train: int) -> JobSpec:

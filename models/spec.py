@@ -152,7 +152,15 @@ class RecipeSpec(_Spec):
         ),
     )
     monitor: Literal["val_auc", "val_accuracy", "val_balanced_accuracy", "val_loss"] = "val_auc"
-    early_stopping_patience: int = Field(default=3, ge=0, description="0 disables it.")
+    early_stopping_patience: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Stop after this many epochs without improvement on a validation split of 50+"
+            " scans per class; an epoch of fewer than 64 optimizer steps counts as part of one."
+            " 0 disables it."
+        ),
+    )
     amp: bool = Field(default=True, description="Mixed precision on CUDA (ignored on CPU).")
     threshold: ThresholdSpec = ThresholdSpec()
     num_workers: int = Field(default=0, ge=0)

@@ -27,6 +27,7 @@ from models.finetune import (
     make_loss,
     make_optimizer,
     make_scheduler,
+    patience_epochs,
     phase_at,
     plan_phases,
     set_trainable,
@@ -222,6 +223,7 @@ class Trainer:
 
     def _patience_spent(self) -> bool:
         patience = self.recipe.early_stopping_patience if self.select else 0
+        patience = patience_epochs(patience, self.steps)
         return patience > 0 and self.bad_epochs >= patience
 
     def _finish_epoch(self, record: dict[str, Any]) -> None:

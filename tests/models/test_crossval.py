@@ -10,7 +10,7 @@ import pytest
 
 from models.crossval import stratified_folds, stratified_holdout
 from models.data import Dataset, Split
-from models.finetune import sized_epochs
+from models.finetune import build_model, sized_epochs
 from models.progress import ProgressEvent
 from models.runner import run_training
 from models.spec import JobSpec
@@ -73,8 +73,6 @@ def _tiny(arrays: dict[str, np.ndarray], n_val: int) -> Dataset:
 def test_a_tiny_validation_split_picks_no_epoch(
     spec_factory, pneumonia_arrays: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
-    from models.finetune import build_model
-
     recipe = {"early_stopping_patience": 1, "lr": 1e-6}  # small_val: last_epoch by default
     spec = spec_factory(epochs=3, recipe=recipe)
     data = _tiny(pneumonia_arrays, n_val=40)
@@ -82,6 +80,32 @@ def test_a_tiny_validation_split_picks_no_epoch(
     # an lr this small cannot steadily improve the validation AUC, yet every epoch runs and
     # the last one is kept: 40 scans are too few to stop on or pick an epoch by
     assert fit.epochs_run == 3 and fit.best_epoch == 3
+
+
+def test_patience_spans_the_same_training_however_short_the_epochs() -> None:
+    from models.finetune import PATIENCE_STEP_UNIT, patience_epochs
+
+    assert patience_epochs(3, 73) == 3  # about 4,700 scans at batch 64: epochs as they are
+    assert patience_epochs(3, PATIENCE_STEP_UNIT) == 3
+    assert patience_epochs(3, 6) == 32  # 444 scans: 3 x 64 steps' worth of short epochs
+    assert patience_epochs(1, 5) == 13
+    assert patience_epochs(0, 6) == 0  # off stays off
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("batch", "epochs_run"), [(32, 3), (2, 2)])
+def test_early_stopping_waits_for_enough_steps_not_enough_epochs(
+    spec_factory, pneumonia_arrays: dict[str, np.ndarray], tmp_path: Path, batch, epochs_run
+) -> None:
+    # the head alone at an lr too small to move the validation loss: no epoch improves on
+    # the first. 160 scans at batch 32 are 5 steps an epoch, so patience 1 waits 13 epochs
+    # and all 3 run; at batch 2 (80 steps) one flat epoch is enough to stop.
+    phases = [{"epochs": 3, "unfreeze_from": None, "lr": 1e-12}]
+    recipe = {"early_stopping_patience": 1, "monitor": "val_loss", "batch_size": batch}
+    spec = spec_factory(epochs=3, recipe=recipe | {"phases": phases})
+    data = _tiny(pneumonia_arrays, n_val=400)  # 50+ of each class: a trusted split
+    fit = Trainer(build_model(spec, 2), spec, data, tmp_path).fit()
+    assert fit.epochs_run == epochs_run and fit.best_epoch == 1
 
 
 @pytest.mark.slow
