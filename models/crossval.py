@@ -132,10 +132,12 @@ def train_split(
     should_stop: Callable[[], bool] | None = None,
     span: tuple[float, float] = (0.0, 1.0),
     resume: bool = False,
+    pick_on_val: bool = True,
 ) -> tuple[Classifier, FitResult]:
     """One model trained by the recipe on `data.train`, monitored on `data.val`.
 
-    `model` is the untrained starting point (default: `build_model` with package weights).
+    `model` is the untrained starting point (default: `build_model` with package weights);
+    `pick_on_val=False` runs the whole schedule and keeps the last weights.
     """
     model = model or build_model(spec, len(data.classes))
     trainer = Trainer(
@@ -147,6 +149,7 @@ def train_split(
         progress=progress,
         should_stop=should_stop,
         fraction_span=span,
+        pick_on_val=pick_on_val,
     )
     fit = trainer.fit(resume=resume)
     return model.cpu().float().eval(), fit
@@ -170,8 +173,9 @@ def cross_validate(
 
     Every fold starts from a copy of `initial` (default: `build_model`). Out-of-fold logits
     are each fold model's, mirrored view averaged in when `hflip`, as the exported graph
-    will. The held-out fold picks the fold model's best epoch too, so out-of-fold figures are
-    slightly optimistic; each such choice is one of a few epochs, not a search.
+    will. The held-out fold only watches: each fold model runs the whole schedule and keeps
+    its last weights, so no out-of-fold scan helped pick the model that scores it (picking
+    the best epoch on a 222-scan fold also cost AUC in nested CV: docs/benchmarks.md).
     """
     pool = pooled(data)
     folds = stratified_folds(pool.labels, k, spec.seed)
@@ -197,6 +201,7 @@ def cross_validate(
                 should_stop=should_stop,
                 span=fold_span,
                 resume=resume,
+                pick_on_val=False,
             )
             scorer = Ensemble([model], hflip=hflip)
             oof[held] = predict_logits(scorer, pool.images[held], mean, std, torch.device("cpu"))

@@ -109,6 +109,7 @@ class Trainer:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         fraction_span: tuple[float, float] = (0.0, 1.0),
+        pick_on_val: bool = True,
     ) -> None:
         spec = sized_epochs(spec, len(data.train.labels))
         self.spec, self.recipe = spec, spec.recipe
@@ -130,7 +131,10 @@ class Trainer:
         self.epoch, self.phase_index, self.bad_epochs = 0, -1, 0
         self.history: list[dict[str, Any]] = []
         self.best_value, self.best_epoch = float("nan"), 0
-        self.select = self.recipe.small_val == "select_best" or _val_trusted(self.val_y)
+        # stop early and keep the best epoch only on a split that may judge; a fold model's
+        # held-out fold may not (`pick_on_val=False`): its out-of-fold scores must stay unseen
+        trusted = self.recipe.small_val == "select_best" or _val_trusted(self.val_y)
+        self.select = pick_on_val and trusted
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.ema = _ema(self.model, self.recipe.ema_decay)

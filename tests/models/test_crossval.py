@@ -109,6 +109,23 @@ def test_early_stopping_waits_for_enough_steps_not_enough_epochs(
 
 
 @pytest.mark.slow
+def test_fold_models_keep_their_last_weights_even_on_a_trusted_fold(
+    spec_factory, pneumonia_arrays: dict[str, np.ndarray]
+) -> None:
+    from models.crossval import cross_validate
+
+    # as in the early-stopping test: nothing improves on epoch 1, and each held-out fold
+    # (280 scans, 50+ of each class) could judge; a fold model still keeps its last epoch,
+    # since its held-out fold must stay unseen for the out-of-fold scores
+    phases = [{"epochs": 3, "unfreeze_from": None, "lr": 1e-12}]
+    recipe = {"early_stopping_patience": 1, "monitor": "val_loss"}
+    spec = spec_factory(epochs=3, recipe=recipe | {"phases": phases})
+    cv = cross_validate(spec, _tiny(pneumonia_arrays, n_val=400), 2)
+    assert [f.fit.epochs_run for f in cv.folds] == [3, 3]
+    assert [f.fit.best_epoch for f in cv.folds] == [3, 3]
+
+
+@pytest.mark.slow
 def test_a_job_without_epochs_runs_and_records_the_sized_schedule(
     spec_factory, tmp_path: Path
 ) -> None:
