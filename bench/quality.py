@@ -12,10 +12,12 @@ since cross-validation on one site's scans cannot see the shift to another's).
 
     python bench/quality.py [--sizes 500,1000,full] [--folds 3] [--repeats 1]
         [--variants default,...] [--task binary|three-class|rgb] [--json OUT] [--dump DIR]
+        [--only-folds 0,1]                      # a cell's outer folds, split over processes
     python bench/quality.py --inference-cost    # per-image cost of fold ensembles / flip TTA
     python bench/quality.py --rescore DIR       # threshold rules on one dumped cell
 
-Variants are named job-spec overrides (VARIANTS below). Tasks: `binary` (normal vs
+Variants are named job-spec overrides (VARIANTS below); one with `recipe.cv_folds` is nested
+CV (each outer fold's job trains its own fold ensemble). Tasks: `binary` (normal vs
 pneumonia), `three-class` (pneumonia split at its median brightness: a made-up but real
 3-class problem), `rgb` (the scans tinted into colour, trained with 3 input channels).
 """
