@@ -198,6 +198,7 @@ class _Study:
                     model=copy.deepcopy(self.initial),
                     device=self.device,
                     should_stop=self.over,
+                    pick_on_val=False,  # the held fold scores the trial: it may not pick too
                 )
         except TrainingCancelled:
             if self.user_stop():

@@ -55,6 +55,28 @@ def test_the_budget_stops_a_running_trial(
 
 
 @pytest.mark.slow
+def test_a_trial_keeps_each_fold_model_s_last_weights(
+    spec_factory, pneumonia_arrays: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.search
+    from models.crossval import train_split
+
+    seen: list[tuple[bool, int, int]] = []
+
+    def watched(*args, **kwargs):  # the real training, its choice of weights recorded
+        model, fit = train_split(*args, **kwargs)
+        seen.append((kwargs.get("pick_on_val", True), fit.best_epoch, fit.epochs_run))
+        return model, fit
+
+    monkeypatch.setattr(models.search, "train_split", watched)
+    search = {"budget_minutes": 3, "folds": 2, "max_trials": 1}
+    spec = spec_factory(epochs=2, recipe={"search": search})
+    run_search(spec, _tiny(pneumonia_arrays), build_model(spec, 2))
+    # the held-out fold scores the trial, so it may not also pick the fold model's epoch
+    assert seen and all(not pick and best == run for pick, best, run in seen)
+
+
+@pytest.mark.slow
 def test_a_job_searches_then_trains_the_best_configuration(
     spec_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
