@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.onnx_cost import exported_session, ms_per_image
 from bench.shifts import acquisition_shifts
 from models import evaluate
 from models.crossval import (
@@ -45,7 +46,7 @@ from models.crossval import (
 from models.data import Dataset, Split, load_dataset
 from models.finetune import build_model, input_stats
 from models.fitting import Fitted, Run, fit_job
-from models.network import Classifier, Ensemble
+from models.network import Ensemble
 from models.spec import JobSpec
 from models.threshold import Scores, decide
 from models.trainer import predict_logits
@@ -161,7 +162,8 @@ def score_fold(
         run = Run(None, None, False, torch.device("cpu"), Path(tmp))
         fitted = fit_job(spec, fold, build_model(spec, len(fold.classes)), run)
     seconds = time.perf_counter() - started
-    model, mean, std, cpu = fitted.model, *input_stats(spec), torch.device("cpu")
+    model, cpu = fitted.model, torch.device("cpu")
+    mean, std = input_stats(spec)
     test = subset(pool.train, test_idx)
     logits = predict_logits(model, test.images, mean, std, cpu)
     flipped = predict_logits(model, test.images[..., ::-1].copy(), mean, std, cpu)
@@ -269,31 +271,6 @@ def _jittered(model: torch.nn.Module, seed: int) -> Any:
         for p in twin.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
     return twin
-
-
-def exported_session(model: Classifier | Ensemble, size: int, channels: int) -> tuple[Any, float]:
-    """`model` exported as a job would export it, in an onnxruntime CPU session; the file's MB."""
-    import onnxruntime as ort
-
-    from models.export import export_onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(model, path, size=size, channels=channels)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session, path.stat().st_size / 1e6
-
-
-def ms_per_image(session: Any, batch: int, size: int, channels: int, repeats: int) -> float:
-    """Median onnxruntime milliseconds per image of a `batch`-image run, after one warm-up."""
-    x = np.random.default_rng(0).random((batch, channels, size, size), np.float32)
-    session.run(None, {"image": x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {"image": x})
-        times.append((time.perf_counter() - start) / batch)
-    return 1000 * float(np.median(times))
 
 
 def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.quality import exported_session, ms_per_image
+from bench.onnx_cost import exported_session, ms_per_image
 from models.finetune import build_model
 from models.spec import JobSpec
 

@@ -74,13 +74,16 @@ class Classifier(nn.Module):
         """Ordered layer groups, the backbone's then the new head ("classifier")."""
         return {**dict(self.backbone.groups.items()), "classifier": self.head}
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map, of the standardized scans when `per_scan_norm`."""
+        return self.backbone(standardize_scans(x) if self.per_scan_norm else x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(standardize_scans(x) if self.per_scan_norm else x)
-        return self.head(features.mean(dim=(2, 3)))
+        return self.head(self.forward_features(x).mean(dim=(2, 3)))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (N, K) and class activation maps (N, K, h, w) from one backbone pass."""
-        features = self.backbone(standardize_scans(x) if self.per_scan_norm else x)
+        features = self.forward_features(x)
         logits = self.head(features.mean(dim=(2, 3)))
         cam = self.head(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return logits, cam

@@ -135,6 +135,8 @@ class Trainer:
         # held-out fold may not (`pick_on_val=False`): its out-of-fold scores must stay unseen
         trusted = self.recipe.small_val == "select_best" or _val_trusted(self.val_y)
         self.select = pick_on_val and trusted
+        patience = self.recipe.early_stopping_patience if self.select else 0
+        self.patience = patience_epochs(patience, self.steps)  # 0: never stop early
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.ema = _ema(self.model, self.recipe.ema_decay)
@@ -226,9 +228,7 @@ class Trainer:
         return value > self.best_value
 
     def _patience_spent(self) -> bool:
-        patience = self.recipe.early_stopping_patience if self.select else 0
-        patience = patience_epochs(patience, self.steps)
-        return patience > 0 and self.bad_epochs >= patience
+        return self.patience > 0 and self.bad_epochs >= self.patience
 
     def _finish_epoch(self, record: dict[str, Any]) -> None:
         self.history.append(record)
