@@ -92,17 +92,22 @@ def test_patience_spans_the_same_training_however_short_the_epochs() -> None:
     assert patience_epochs(0, 6) == 0  # off stays off
 
 
+def _flat(spec_factory, **recipe):
+    """A 3-epoch run of the head alone at an lr too small to move the validation loss, so
+    no epoch improves on the first; patience 1 on that loss."""
+    phases = [{"epochs": 3, "unfreeze_from": None, "lr": 1e-12}]
+    recipe |= {"early_stopping_patience": 1, "monitor": "val_loss", "phases": phases}
+    return spec_factory(epochs=3, recipe=recipe)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("batch", "epochs_run"), [(32, 3), (2, 2)])
 def test_early_stopping_waits_for_enough_steps_not_enough_epochs(
     spec_factory, pneumonia_arrays: dict[str, np.ndarray], tmp_path: Path, batch, epochs_run
 ) -> None:
-    # the head alone at an lr too small to move the validation loss: no epoch improves on
-    # the first. 160 scans at batch 32 are 5 steps an epoch, so patience 1 waits 13 epochs
-    # and all 3 run; at batch 2 (80 steps) one flat epoch is enough to stop.
-    phases = [{"epochs": 3, "unfreeze_from": None, "lr": 1e-12}]
-    recipe = {"early_stopping_patience": 1, "monitor": "val_loss", "batch_size": batch}
-    spec = spec_factory(epochs=3, recipe=recipe | {"phases": phases})
+    # 160 scans at batch 32 are 5 steps an epoch, so patience 1 waits 13 epochs and all 3
+    # run; at batch 2 (80 steps) one flat epoch is enough to stop.
+    spec = _flat(spec_factory, batch_size=batch)
     data = _tiny(pneumonia_arrays, n_val=400)  # 50+ of each class: a trusted split
     fit = Trainer(build_model(spec, 2), spec, data, tmp_path).fit()
     assert fit.epochs_run == epochs_run and fit.best_epoch == 1
@@ -114,12 +119,9 @@ def test_fold_models_keep_their_last_weights_even_on_a_trusted_fold(
 ) -> None:
     from models.crossval import cross_validate
 
-    # as in the early-stopping test: nothing improves on epoch 1, and each held-out fold
-    # (280 scans, 50+ of each class) could judge; a fold model still keeps its last epoch,
-    # since its held-out fold must stay unseen for the out-of-fold scores
-    phases = [{"epochs": 3, "unfreeze_from": None, "lr": 1e-12}]
-    recipe = {"early_stopping_patience": 1, "monitor": "val_loss"}
-    spec = spec_factory(epochs=3, recipe=recipe | {"phases": phases})
+    # each held-out fold (280 scans, 50+ of each class) could judge; a fold model still
+    # keeps its last epoch, since its held-out fold must stay unseen for the out-of-fold scores
+    spec = _flat(spec_factory)
     cv = cross_validate(spec, _tiny(pneumonia_arrays, n_val=400), 2)
     assert [f.fit.epochs_run for f in cv.folds] == [3, 3]
     assert [f.fit.best_epoch for f in cv.folds] == [3, 3]
