@@ -6,9 +6,10 @@ the way a job would (the recipe's own 15 % validation split carved from the fold
 part, its own threshold rule), then scores the held-out fold. Reports mean and spread (sd over
 folds x repeats) of AUC, accuracy at the recipe's threshold and balanced accuracy, plus what
 costs nothing extra to measure on the same models: accuracy under the old threshold rule
-(Youden on the inner validation split), AUC with a horizontal-flip TTA, and AUC on the
-held-out scans under simulated acquisition shifts (`acquisition_shifts`: a robustness proxy,
-since cross-validation on one site's scans cannot see the shift to another's).
+(Youden on the inner validation split), a horizontal-flip TTA (its AUC, shifted AUC and
+accuracy at the threshold a `tta_hflip` job would pick), and AUC on the held-out scans under
+simulated acquisition shifts (`acquisition_shifts`: a robustness proxy, since
+cross-validation on one site's scans cannot see the shift to another's).
 
     python bench/quality.py [--sizes 500,1000,full] [--folds 3] [--repeats 1]
         [--variants default,...] [--task binary|three-class|rgb] [--json OUT] [--dump DIR]
@@ -28,6 +29,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,20 +168,27 @@ def score_fold(
     mean, std = input_stats(spec)
     test = subset(pool.train, test_idx)
     logits = predict_logits(model, test.images, mean, std, cpu)
-    flipped = predict_logits(model, test.images[..., ::-1].copy(), mean, std, cpu)
+    flipped = predict_logits(model, _mirrored(test.images), mean, std, cpu)
     figures = _figures(spec, fitted, fold.train.labels, test.labels, logits, flipped)
-    shifted = {
-        name: predict_logits(model, images, mean, std, cpu)
-        for name, images in acquisition_shifts(test.images).items()
-    }
-    shift_aucs = {
-        f"auc_{name}": evaluate.roc_auc(test.labels, evaluate.softmax(z))
-        for name, z in shifted.items()
-    }
-    figures |= shift_aucs | {
-        "auc_shifted": float(np.mean(list(shift_aucs.values()))),
-        "auc_shifted_worst": float(min(shift_aucs.values())),
-    }
+    views = acquisition_shifts(test.images)
+    shifted = {name: predict_logits(model, x, mean, std, cpu) for name, x in views.items()}
+    figures |= _shift_figures(test.labels, shifted)
+    # Flip TTA judged as a job with `tta_hflip` would be: its threshold from mirrored-and-plain
+    # validation scores too (out-of-fold scans have no one model to mirror them through).
+    val_flipped = None
+    if fitted.source == "validation" and not spec.recipe.tta_hflip:
+        val_flipped = predict_logits(model, _mirrored(fitted.scored.val.images), mean, std, cpu)
+        tta = replace(fitted, logits=(fitted.logits + val_flipped) / 2)
+        both = _figures(spec, tta, fold.train.labels, test.labels, (logits + flipped) / 2, flipped)
+        mirrored = {
+            name: (z + predict_logits(model, _mirrored(views[name]), mean, std, cpu)) / 2
+            for name, z in shifted.items()
+        }
+        figures |= {
+            f"{key}_tta": value
+            for key, value in (both | _shift_figures(test.labels, mirrored)).items()
+            if key in ("accuracy", "balanced_accuracy", "auc_shifted", "auc_shifted_worst")
+        }
     if dump is not None:  # raw scores, so other threshold rules can be judged without training
         arrays = {
             "val_labels": fitted.scored.val.labels,
@@ -187,10 +196,23 @@ def score_fold(
             "test_labels": test.labels,
             "test_logits": logits,
             "test_flipped_logits": flipped,
+            **({} if val_flipped is None else {"val_flipped_logits": val_flipped}),
             "train_labels": fold.train.labels,
         } | {f"test_{name}_logits": z for name, z in shifted.items()}
         np.savez(dump, **arrays)  # type: ignore[arg-type]
     return figures | {"seconds": seconds, "epochs_run": fitted.fit.epochs_run}
+
+
+def _mirrored(images: np.ndarray) -> np.ndarray:
+    return images[..., ::-1].copy()  # (N, C, H, W): left-right
+
+
+def _shift_figures(y: np.ndarray, shifted: dict[str, np.ndarray]) -> dict[str, float]:
+    aucs = {f"auc_{name}": evaluate.roc_auc(y, evaluate.softmax(z)) for name, z in shifted.items()}
+    return aucs | {
+        "auc_shifted": float(np.mean(list(aucs.values()))),
+        "auc_shifted_worst": float(min(aucs.values())),
+    }
 
 
 def _figures(
