@@ -80,6 +80,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lite1": {"base_model": "efficientnet_lite1"},
     "cv3": {"recipe": {"cv_folds": 3}},  # nested CV: each fold's job is a 3-fold ensemble
     "perscan": {"recipe": {"input_norm": "per_scan"}},
+    "wd05": {"recipe": {"weight_decay": 0.05}},  # AdamW's usual fine-tuning decay (default 1e-4)
+    "lr1e3": {"recipe": {"lr": 1e-3}},  # half the default's, to stay nearer the pretrained weights
 }
 TASK_CLASSES = {
     "binary": ["normal", "pneumonia"],
