@@ -13,7 +13,7 @@ cross-validation on one site's scans cannot see the shift to another's).
 
     python bench/quality.py [--sizes 500,1000,full] [--folds 3] [--repeats 1]
         [--variants default,...] [--task binary|three-class|rgb] [--json OUT] [--dump DIR]
-        [--only-folds 0,1]                      # a cell's outer folds, split over processes
+        [--only-folds 0,1] [--only-repeats 1]   # a cell's outer folds, split over processes
     python bench/quality.py --inference-cost    # per-image cost of fold ensembles / flip TTA
     python bench/quality.py --rescore DIR       # threshold rules on one dumped cell
 
@@ -264,11 +264,13 @@ def run_cell(
     repeats: int,
     dump: Path | None = None,
     only: set[int] | None = None,
+    only_repeats: set[int] | None = None,
 ) -> dict:
     """Repeated stratified k-fold over a subsample: mean and sd of every figure (over the
-    outer folds in `only`, when given: one cell split across processes)."""
+    outer folds in `only` of the repeats in `only_repeats`, when given: one cell split across
+    processes). Repeat r draws its subsample and folds with seed r."""
     rows = []
-    for repeat in range(repeats):
+    for repeat in sorted(only_repeats or range(repeats)):
         picked = sample(pool.train.labels, size, seed=repeat)
         assignment = stratified_folds(pool.train.labels[picked], folds, seed=repeat)
         for fold in sorted(only or range(folds)):
@@ -351,6 +353,7 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="binary")
     parser.add_argument("--override", type=json.loads, default={}, help="JSON spec overrides")
     parser.add_argument("--only-folds", help="comma-separated outer folds to run (default all)")
+    parser.add_argument("--only-repeats", help="comma-separated repeats to run (default all)")
     parser.add_argument("--json", type=Path, help="append each cell's figures here (JSON lines)")
     parser.add_argument("--dump", type=Path, help="keep each fold's raw logits under this folder")
     parser.add_argument(
@@ -378,7 +381,8 @@ def main() -> None:
             if dump:
                 dump.mkdir(parents=True, exist_ok=True)
             only = {int(f) for f in args.only_folds.split(",")} if args.only_folds else None
-            cell |= run_cell(spec, pool, size, args.folds, args.repeats, dump, only)
+            again = {int(r) for r in args.only_repeats.split(",")} if args.only_repeats else None
+            cell |= run_cell(spec, pool, size, args.folds, args.repeats, dump, only, again)
             print(json.dumps(cell), flush=True)
             if args.json:
                 with args.json.open("a") as out:
