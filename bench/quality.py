@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.onnx_cost import exported_session, ms_per_image
+from bench.onnx_cost import ensemble_cost
 from bench.shifts import acquisition_shifts
 from models import evaluate
 from models.crossval import (
@@ -48,7 +48,6 @@ from models.crossval import (
 from models.data import Dataset, Split, load_dataset
 from models.finetune import build_model, input_stats
 from models.fitting import Fitted, Run, fit_job
-from models.network import Ensemble
 from models.spec import JobSpec
 from models.threshold import Scores, decide
 from models.trainer import predict_logits
@@ -287,37 +286,6 @@ def run_cell(
     }
 
 
-def _jittered(model: torch.nn.Module, seed: int) -> Any:
-    """A copy with slightly different weights, so no runtime can merge members as one."""
-    import copy
-
-    twin = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in twin.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
-    return twin
-
-
-def inference_cost(spec: JobSpec, repeats: int = 30) -> list[dict[str, Any]]:
-    """Per-image onnxruntime latency of one model, fold ensembles and flip TTA (same weights)."""
-    size, channels = spec.image_size, spec.recipe.channels
-    member = build_model(spec, 2).eval()
-    rows = []
-    for folds, hflip in ((1, False), (1, True), (3, False), (3, True), (5, False)):
-        members = [_jittered(member, seed) for seed in range(folds)]
-        model = Ensemble(members, hflip=hflip) if folds > 1 or hflip else member
-        session, megabytes = exported_session(model, size, channels)
-        row: dict[str, Any] = {"folds": folds, "hflip": hflip, "onnx_mb": megabytes}
-        for batch in (1, 32):
-            row[f"ms_per_image_batch{batch}"] = ms_per_image(
-                session, batch, size, channels, repeats
-            )
-        print("inference", json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
-
-
 def rescore(folder: Path) -> dict[str, Any]:
     """Accuracy and balanced accuracy of each threshold rule on the dumped folds of one cell."""
     rules: dict[str, list[tuple[float, float]]] = {}
@@ -361,11 +329,17 @@ def main() -> None:
     )
     parser.add_argument("--rescore", type=Path, help="threshold rules on a --dump cell folder")
     args = parser.parse_args()
+    for option, parts, count in (
+        ("--only-folds", args.only_folds, args.folds),
+        ("--only-repeats", args.only_repeats, args.repeats),
+    ):
+        if parts and not {int(x) for x in parts.split(",")} <= set(range(count)):
+            parser.error(f"{option} {parts}: each must be one of 0..{count - 1}")
     if args.rescore:
         print(json.dumps(rescore(args.rescore), indent=1))
         return
     if args.inference_cost:
-        inference_cost(make_spec(args.data, "binary", args.override))
+        ensemble_cost(make_spec(args.data, "binary", args.override))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, task {args.task}")
     arrays = task_arrays(args.data, args.task)
