@@ -3,7 +3,8 @@ or header over its limits, a malformed line) never reaches the app, and gunicorn
 with an HTML page. Both services' gunicorn configurations install this `post_worker_init`
 hook, which gives each worker an error handler that answers those with the same RFC 9457
 shape as every other error. gunicorn has no setting for its error page; this replaces the
-worker's `handle_error` on the instance, through the hook gunicorn provides for it.
+worker's `handle_error` on the instance, through the hook gunicorn provides for it. The same
+hook makes each worker's quick quit safe against the signal's timing (`quit_handler`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from service.errors import PROBLEM_MEDIA_TYPE, problem_body
@@ -43,7 +45,8 @@ CLIENT_ERRORS = {
 
 
 def post_worker_init(worker: Any) -> None:
-    """gunicorn hook: answer unparseable requests with a problem document."""
+    """gunicorn hook: answer unparseable requests with a problem document, and quit on the
+    first SIGINT/SIGQUIT without deadlocking (`quit_handler`)."""
     original = worker.handle_error
 
     def handle_error(req: Any, client: Any, addr: Any, exc: BaseException) -> None:
@@ -61,12 +64,24 @@ def post_worker_init(worker: Any) -> None:
 
 
 def _quit_once(worker: Any) -> None:
-    """Make the worker's quick-quit handler run once. gunicorn's gthread worker shuts its
-    thread pool down inside the SIGQUIT/SIGINT handler; a second such signal (the master's
-    SIGQUIT right after a terminal's SIGINT) re-enters it and blocks on the pool's shutdown
-    lock, which the interrupted first call holds, until the graceful timeout SIGKILLs the
-    worker. Later signals are ignored: the first one is already stopping the worker."""
+    for sig in (signal.SIGQUIT, signal.SIGINT):
+        signal.signal(sig, quit_handler(worker))
+
+
+def quit_handler(worker: Any) -> Callable[[int, Any], None]:
+    """The worker's quick-quit (SIGQUIT, SIGINT) handler, made safe to run at any moment.
+
+    gunicorn's gthread worker shuts its thread pool down inside the handler, taking the pool's
+    shutdown lock. The main thread holds that same lock whenever it hands a connection to the
+    pool (`ThreadPoolExecutor.submit`); a signal landing there ran the handler on top of it,
+    which waited on a lock its own thread held until the graceful timeout SIGKILLed the worker
+    (one Ctrl-C of `scantune up` in ten or so stalled 30 s, and the killed worker's runners
+    outlived it). So a gthread worker's handler only queues the quit on the worker's method
+    queue (a `SimpleQueue` and a pipe, both safe in a signal handler): the event loop runs it
+    at once, outside any lock. Later signals are ignored: the first is already stopping the
+    worker (a second re-entered the same lock). No setting of gunicorn's covers either."""
     original = worker.handle_quit
+    queue = getattr(worker, "method_queue", None)
     quitting = False
 
     def handle_quit(sig: int, frame: Any) -> None:
@@ -74,10 +89,12 @@ def _quit_once(worker: Any) -> None:
         if quitting:
             return
         quitting = True
-        original(sig, frame)
+        if queue is not None:
+            queue.defer(original, sig, frame)
+        else:
+            original(sig, frame)
 
-    for sig in (signal.SIGQUIT, signal.SIGINT):
-        signal.signal(sig, handle_quit)
+    return handle_quit
 
 
 def refusal(exc: BaseException) -> tuple[int, str, str] | None:
