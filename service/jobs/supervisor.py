@@ -46,9 +46,15 @@ class Supervisor:
         self._thread = threading.Thread(target=self._loop, name="job-supervisor", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def halt(self) -> None:
+        """Launch nothing from now on, without waiting for the loop (`stop` joins it): the
+        process is quitting, and a job another process's runner just paused must wait for the
+        next start, not get a runner this process would stop again during its start-up."""
         self._stopping.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.halt()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -165,6 +171,8 @@ class Supervisor:
 
     # queued jobs
     def launch_queued(self) -> None:
+        if self._stopping.is_set():
+            return
         limits = self.launcher.limits_slots
         claimed = self.store.claim_queued(
             self.settings.max_concurrent_jobs if limits else MAX_LAUNCHES_PER_TICK,

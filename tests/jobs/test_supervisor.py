@@ -269,3 +269,41 @@ def test_with_nothing_queued_a_tick_does_not_wait_on_a_runner_hung_inside_a_writ
         assert not ticker.is_alive(), "the tick waited on the hung runner's write lock"
     ticker.join(timeout=60)
     assert store.get(job_id).status == "running"  # alive as far as anyone can tell
+
+
+def test_a_halted_supervisor_launches_nothing_and_the_job_waits_queued(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env())
+    job_id = store.create(make_spec())[0].id
+    sup.halt()
+    sup.tick()
+    assert launcher.launched == []
+    assert store.get(job_id).status == "queued" and store.get(job_id).attempts == 0
+
+
+def test_a_training_worker_quitting_halts_its_supervisor_before_it_exits(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """gunicorn calls `worker_int` first thing in a worker's quick quit (Ctrl-C)."""
+    from types import SimpleNamespace
+
+    from flask import Flask
+
+    from service.training_api.context import EXTENSION
+    from service.training_api.gunicorn_conf import worker_int
+
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env())
+    app = Flask(__name__)
+    app.extensions[EXTENSION] = SimpleNamespace(jobs=SimpleNamespace(supervisor=sup))
+    worker_int(SimpleNamespace())  # a worker whose app never loaded: nothing to halt
+    worker_int(SimpleNamespace(wsgi=app))
+    store.create(make_spec())
+    sup.tick()
+    assert launcher.launched == []
