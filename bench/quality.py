@@ -48,6 +48,7 @@ from models.crossval import (
 from models.data import Dataset, Split, load_dataset
 from models.finetune import build_model, input_stats
 from models.fitting import Fitted, Run, fit_job
+from models.network import Classifier, Ensemble
 from models.spec import JobSpec
 from models.threshold import Scores, decide
 from models.trainer import predict_logits
@@ -169,22 +170,21 @@ def score_fold(
     mean, std = input_stats(spec)
     test = subset(pool.train, test_idx)
     logits = predict_logits(model, test.images, mean, std, cpu)
-    flipped = predict_logits(model, _mirrored(test.images), mean, std, cpu)
+    flipped = predict_logits(model, test.images[..., ::-1].copy(), mean, std, cpu)
     figures = _figures(spec, fitted, fold.train.labels, test.labels, logits, flipped)
     views = acquisition_shifts(test.images)
     shifted = {name: predict_logits(model, x, mean, std, cpu) for name, x in views.items()}
     figures |= _shift_figures(test.labels, shifted)
-    # Flip TTA judged as a job with `tta_hflip` would be: its threshold from mirrored-and-plain
-    # validation scores too (out-of-fold scans have no one model to mirror them through).
-    val_flipped = None
-    if fitted.source == "validation" and not spec.recipe.tta_hflip:
-        val_flipped = predict_logits(model, _mirrored(fitted.scored.val.images), mean, std, cpu)
-        tta = replace(fitted, logits=(fitted.logits + val_flipped) / 2)
-        both = _figures(spec, tta, fold.train.labels, test.labels, (logits + flipped) / 2, flipped)
-        mirrored = {
-            name: (z + predict_logits(model, _mirrored(views[name]), mean, std, cpu)) / 2
-            for name, z in shifted.items()
-        }
+    # Flip TTA judged as a job with `tta_hflip` would be, through the graph such a job exports
+    # (`Ensemble(hflip=True)`): its threshold from TTA validation scores too. Only for a single
+    # model: fold ensembles' out-of-fold scans have no one model to mirror them through.
+    val_tta = None
+    if isinstance(model, Classifier):
+        mirror = Ensemble([model], hflip=True).eval()
+        val_tta = predict_logits(mirror, fitted.scored.val.images, mean, std, cpu)
+        tta = replace(fitted, logits=val_tta)
+        both = _figures(spec, tta, fold.train.labels, test.labels, (logits + flipped) / 2)
+        mirrored = {name: predict_logits(mirror, x, mean, std, cpu) for name, x in views.items()}
         figures |= {
             f"{key}_tta": value
             for key, value in (both | _shift_figures(test.labels, mirrored)).items()
@@ -197,15 +197,11 @@ def score_fold(
             "test_labels": test.labels,
             "test_logits": logits,
             "test_flipped_logits": flipped,
-            **({} if val_flipped is None else {"val_flipped_logits": val_flipped}),
+            **({} if val_tta is None else {"val_tta_logits": val_tta}),
             "train_labels": fold.train.labels,
         } | {f"test_{name}_logits": z for name, z in shifted.items()}
         np.savez(dump, **arrays)  # type: ignore[arg-type]
     return figures | {"seconds": seconds, "epochs_run": fitted.fit.epochs_run}
-
-
-def _mirrored(images: np.ndarray) -> np.ndarray:
-    return images[..., ::-1].copy()  # (N, C, H, W): left-right
 
 
 def _shift_figures(y: np.ndarray, shifted: dict[str, np.ndarray]) -> dict[str, float]:
@@ -222,15 +218,18 @@ def _figures(
     train_labels: np.ndarray,
     y: np.ndarray,
     logits: np.ndarray,
-    flipped: np.ndarray,
+    flipped: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Figures on the held-out fold; temperature and threshold from the scans the job judges
-    itself on (its validation split, or its out-of-fold scans when it has folds)."""
+    itself on (its validation split, or its out-of-fold scans when it has folds). With the
+    mirrored scans' `flipped` logits, also the AUC of their average (flip TTA)."""
     truth, judged_logits = fitted.scored.val.labels, fitted.logits
     temperature = evaluate.fit_temperature(truth, judged_logits)
     probs = evaluate.softmax(logits, temperature)
-    tta = evaluate.softmax((logits + flipped) / 2, temperature)
-    out = {"auc": evaluate.roc_auc(y, probs), "auc_tta": evaluate.roc_auc(y, tta)}
+    out = {"auc": evaluate.roc_auc(y, probs)}
+    if flipped is not None:
+        tta = evaluate.softmax((logits + flipped) / 2, temperature)
+        out["auc_tta"] = evaluate.roc_auc(y, tta)
     k = probs.shape[1]
     if k != 2:
         cm = evaluate.confusion_matrix(y, probs.argmax(axis=1), k)
