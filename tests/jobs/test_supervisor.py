@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Connection, text
 
 from models.spec import JobSpec
@@ -305,5 +308,49 @@ def test_a_training_worker_quitting_halts_its_supervisor_before_it_exits(
     worker_int(SimpleNamespace())  # a worker whose app never loaded: nothing to halt
     worker_int(SimpleNamespace(wsgi=app))
     store.create(make_spec())
+    sup.tick()
+    assert launcher.launched == []
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """The test process's own handlers, put back after a test installs a worker's."""
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)}
+    yield
+    for sig, handler in kept.items():
+        signal.signal(sig, handler)
+
+
+def test_a_training_worker_stopping_gracefully_halts_its_supervisor_at_the_signal(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+    signal_handlers: None,
+) -> None:
+    """SIGTERM (a pod's termination, `kill` of the master) has no gunicorn hook: the
+    training config's `post_worker_init` wraps the worker's own handler."""
+    from types import SimpleNamespace
+
+    from flask import Flask
+    from gunicorn.config import Config
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from service.training_api.context import EXTENSION
+    from service.training_api.gunicorn_conf import post_worker_init
+
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env())
+    worker = ThreadWorker(0, os.getppid(), [], None, 30, Config(), None)
+    worker.method_queue.init()  # as `init_process` leaves a gthread worker
+    worker.wsgi = Flask(__name__)
+    worker.wsgi.extensions[EXTENSION] = SimpleNamespace(jobs=SimpleNamespace(supervisor=sup))
+    signal.signal(signal.SIGTERM, worker.handle_exit)  # as gunicorn's init_signals leaves it
+    post_worker_init(worker)
+    store.create(make_spec())
+
+    handler = signal.getsignal(signal.SIGTERM)
+    assert callable(handler) and handler != worker.handle_exit
+    handler(signal.SIGTERM, None)
+    assert not worker.alive, "gunicorn's own graceful stop still runs"
     sup.tick()
     assert launcher.launched == []
