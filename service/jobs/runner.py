@@ -275,14 +275,7 @@ class JobRunner:
 
     def _queue_to_resume(self) -> int:
         try:
-            self.store.transition(
-                self.job_id,
-                Status.QUEUED,
-                expected=[Status.RUNNING],
-                attempt=self.attempt,
-                runner_ref=None,
-                phase=None,
-            )
+            self.store.pause(self.job_id, self.attempt)
         except IllegalTransition:
             return self._lost_ownership("interrupted")
         log.info("job %s interrupted; queued to resume from its last checkpoint", self.job_id)

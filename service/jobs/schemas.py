@@ -53,6 +53,12 @@ class JobView(BaseModel):
     history: list[dict[str, Any]] = Field(description="One entry per finished epoch.")
     spec: dict[str, Any]
     attempts: int
+    pauses: int = Field(
+        description=(
+            "Attempts that ended paused because the service stopped; the job resumed from its"
+            " checkpoint, and they do not count against SCANTUNE_MAX_RETRIES."
+        )
+    )
     error: JobError | None
     created_at: datetime
     started_at: datetime | None
@@ -95,6 +101,7 @@ class JobView(BaseModel):
             history=list(row.history or []),
             spec=row.spec,
             attempts=row.attempts,
+            pauses=row.pauses,
             error=error,
             created_at=as_utc(row.created_at),  # type: ignore[arg-type]
             started_at=as_utc(row.started_at),

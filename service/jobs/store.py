@@ -212,6 +212,20 @@ class JobStore(VersionNumbers):
             )
         return self.get(job_id)
 
+    def pause(self, job_id: str, attempt: int) -> JobRow:
+        """running -> queued by the job's own runner as its service stops: the next start
+        resumes it from its checkpoint, and this attempt counts as a pause, not as one of the
+        failures `max_retries` allows (a restart of the service is no fault of the job)."""
+        return self.transition(
+            job_id,
+            Status.QUEUED,
+            expected=[Status.RUNNING],
+            attempt=attempt,
+            runner_ref=None,
+            phase=None,
+            pauses=JobRow.pauses + 1,
+        )
+
     def cancel(self, job_id: str, **values: Any) -> JobRow:
         """queued/running -> cancelled (with `values`), refused once publishing has begun."""
         job = self.get(job_id)

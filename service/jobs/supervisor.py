@@ -2,7 +2,8 @@
 
 Every `supervisor_interval_s` it (1) looks at each running job: a runner the launcher reports
 gone or killed, or whose heartbeat is older than `heartbeat_timeout_s`, is re-queued to resume
-from its checkpoint while `attempts <= max_retries`, else failed with a reason; (2) starts
+from its checkpoint while `attempts - pauses <= max_retries` (a pause is an attempt that ended
+because its service stopped), else failed with a reason; (2) starts
 queued jobs while slots are free; (3) sends webhooks no runner could send (cancellations,
 lost runners). Every change is a conditional update, so two API processes can both run one.
 """
@@ -122,7 +123,8 @@ class Supervisor:
         now = self.store.get(job.id)
         if now.status != Status.RUNNING or now.attempts != job.attempts:
             return
-        retry = state.retryable and job.attempts <= self.settings.max_retries
+        # Attempts that ended in a pause (the service stopping) are not failures.
+        retry = state.retryable and job.attempts - now.pauses <= self.settings.max_retries
         # Stop the runner first: one that hung inside a write to its job's row (a heartbeat)
         # holds that row (SQLite's write lock, PostgreSQL's row lock) until it dies, and the
         # transition below would wait on it for good. Stopped, it can write nothing more; and

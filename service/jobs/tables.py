@@ -58,6 +58,12 @@ class JobRow(Base):
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    pauses: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        nullable=False,
+        doc="Attempts that ended paused by their service stopping; not counted as failures.",
+    )
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     launcher: Mapped[str | None] = mapped_column(String(16))
     runner_ref: Mapped[str | None] = mapped_column(

@@ -82,6 +82,31 @@ def test_dead_runner_is_retried_then_failed(
     assert launcher.cancelled == [job_id, job_id]
 
 
+def test_pauses_of_a_stopping_service_do_not_use_up_a_jobs_retries(
+    store: JobStore,
+    make_spec: Callable[..., JobSpec],
+    settings_env: Callable[..., TrainingSettings],
+) -> None:
+    """Two restarts of the service pause the job twice (its runner queues it to resume);
+    its one real failure after them still gets the one retry it is allowed."""
+    launcher = ScriptedLauncher()
+    sup = Supervisor(store, launcher, settings_env(max_retries=1))
+    job_id = store.create(make_spec())[0].id
+    for attempt in (1, 2):
+        sup.tick()
+        store.pause(job_id, attempt)  # what the runner does on its service's SIGINT
+    sup.tick()
+    launcher.states[job_id] = RunnerState("exited", detail="runner killed by SIGKILL")
+    sup.tick()  # attempt 3 died: its first failure, re-queued and relaunched
+    assert launcher.launched == [(job_id, 1), (job_id, 2), (job_id, 3), (job_id, 4)]
+    job = store.get(job_id)
+    assert (job.status, job.attempts, job.pauses) == ("running", 4, 2)
+    sup.tick()  # attempt 4 dies too: a second failure, none left
+    job = store.get(job_id)
+    assert (job.status, job.error_reason) == ("failed", "runner_lost")
+    assert job.error_detail == "runner killed by SIGKILL (attempt 4); no retries left"
+
+
 def test_platform_failures_are_not_retried(
     store: JobStore,
     make_spec: Callable[..., JobSpec],

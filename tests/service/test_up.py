@@ -62,5 +62,5 @@ def test_ctrl_c_stops_both_services_and_leaves_the_job_to_resume(
     )
     assert resumed
     job = up.job(job_id)
-    assert job["status"] == "running" and job["attempts"] == 2, job
+    assert job["status"] == "running" and (job["attempts"], job["pauses"]) == (2, 1), job
     assert up.ctrl_c() < STOP_WITHIN_S
