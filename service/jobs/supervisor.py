@@ -3,9 +3,9 @@
 Every `supervisor_interval_s` it (1) looks at each running job: a runner the launcher reports
 gone or killed, or whose heartbeat is older than `heartbeat_timeout_s`, is re-queued to resume
 from its checkpoint while `attempts - pauses <= max_retries` (a pause is an attempt that ended
-because its service stopped), else failed with a reason; (2) starts
-queued jobs while slots are free; (3) sends webhooks no runner could send (cancellations,
-lost runners). Every change is a conditional update, so two API processes can both run one.
+because its service stopped), else failed with a reason; (2) starts queued jobs while slots
+are free; (3) sends webhooks no runner could send (cancellations, lost runners). Every change
+is a conditional update, so two API processes can both run one.
 """
 
 from __future__ import annotations
