@@ -10,7 +10,7 @@ from service.errors import Forbidden, ServiceUnavailable
 from service.jobs.audit_store import AuditStore
 from service.jobs.launchers.base import Launcher, make_launcher
 from service.jobs.schemas import JobView
-from service.jobs.state import Status
+from service.jobs.state import IllegalTransition, Status
 from service.jobs.store import JobNotFound, JobStore
 from service.jobs.supervisor import Supervisor
 from service.jobs.tenancy import check_publish
@@ -41,8 +41,23 @@ class JobService:
         """Stop supervising and close the launcher: Kubernetes Jobs keep running; local runners
         pause, their jobs queued to resume (`LocalLauncher.close`)."""
         self.supervisor.stop()
-        self.launcher.close()
+        for job_id, ref in self.launcher.close():
+            self._pause_killed(job_id, ref)
         self.store.close()
+
+    def _pause_killed(self, job_id: str, ref: str) -> None:
+        """A runner killed for not pausing in time: its job is paused all the same (queued to
+        resume, counted as a pause, not a failure), unless it has moved on meanwhile."""
+        job = self.store.get(job_id)
+        if job.status != Status.RUNNING or job.runner_ref != ref:
+            return
+        try:
+            self.store.pause(job_id, job.attempts)
+        except IllegalTransition:
+            return
+        why = "the runner did not pause in time and was killed; queued to resume"
+        log.warning("job %s attempt %d: %s", job_id, job.attempts, why)
+        self.supervisor.note(job, f"attempt {job.attempts}: {why}")
 
     def submit(
         self,

@@ -155,7 +155,7 @@ class Supervisor:
         if not retry:
             self._audit_failed(job, state.reason or "runner_lost")
         log.warning("job %s attempt %d: %s; %s", job.id, job.attempts, why, action)
-        self._note(job, f"attempt {job.attempts}: {why}; {action}")
+        self.note(job, f"attempt {job.attempts}: {why}; {action}")
 
     def _audit_failed(self, job: JobRow, reason: str) -> None:
         target = f"job/{job.id}"
@@ -163,7 +163,8 @@ class Supervisor:
             AuditRecord("job_finished", job.client, target, "failed", detail={"reason": reason})
         )
 
-    def _note(self, job: JobRow, line: str) -> None:
+    def note(self, job: JobRow, line: str) -> None:
+        """A line in the job's log (what `GET .../logs` shows), marked as the service's."""
         from service.jobs.launchers.local import LOG_FILE, job_dir
 
         path = job_dir(self.settings, job.id) / LOG_FILE

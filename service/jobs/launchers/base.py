@@ -60,9 +60,12 @@ class Launcher(ABC):
     def housekeeping(self, running_ids: set[str]) -> None:  # noqa: B027 - optional hook
         """Forget runners of jobs that are no longer running (called every supervisor tick)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> list[tuple[str, str]]:
         """Release clients. Remote runners are left to run (they heartbeat on their own); a
-        launcher whose runners are this process's children stops them (`LocalLauncher`)."""
+        launcher whose runners are this process's children stops them (`LocalLauncher`).
+        Returns (job id, runner reference) of each runner it had to kill: one that did not
+        pause when asked, whose job is still marked running."""
+        return []
 
 
 def make_launcher(settings: TrainingSettings) -> Launcher:

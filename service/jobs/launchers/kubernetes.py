@@ -275,9 +275,10 @@ class KubernetesLauncher(Launcher):
             return None
         return tail_lines(str(text), tail)
 
-    def close(self) -> None:
+    def close(self) -> list[tuple[str, str]]:
         if self._client is not None and hasattr(self._client, "close"):
             self._client.close()
+        return []
 
 
 def _toleration(raw: dict[str, str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ LOG_FILE = "log.txt"
 KILL_GRACE_S = 5.0
 # How long runners get to pause when their API process stops (gunicorn waits 30 s, and a
 # person pressing Ctrl-C far less): a runner that has not paused by then is killed, and the
-# next supervisor re-queues its job as dead, so it resumes either way. 2 s was too short on a
+# API process queues its job to resume as the runner would have. 2 s was too short on a
 # loaded 2-core machine: a runner still writing its row (SQLite busy with the API's own
 # writes) was killed before it logged the pause.
 PAUSE_GRACE_S = 5.0
@@ -56,7 +56,7 @@ class LocalLauncher(Launcher):
             log.write(f"=== attempt {job.attempts} started {stamp}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "service.jobs.runner", job.id],
+                self.command(job),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -68,24 +68,32 @@ class LocalLauncher(Launcher):
             self._procs[job.id] = proc
         return str(proc.pid)
 
-    def close(self) -> None:
+    def command(self, job: JobRow) -> list[str]:
+        """The runner's command line."""
+        return [sys.executable, "-m", "service.jobs.runner", job.id]
+
+    def close(self) -> list[tuple[str, str]]:
         """Pause this process's runners: SIGINT stops each where it is, and it queues its job
         to resume from the last checkpoint. They are this process's children; left
-        running they would outlive the service that watches them (Ctrl-C on `scantune up`)."""
+        running they would outlive the service that watches them (Ctrl-C on `scantune up`).
+        One still there after `PAUSE_GRACE_S` is killed, and returned for its job's pause."""
         with self._lock:
-            procs = [p for p in self._procs.values() if p.poll() is None]
+            procs = {job_id: p for job_id, p in self._procs.items() if p.poll() is None}
             self._procs.clear()
-        for proc in procs:
+        for proc in procs.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGINT)
         deadline = time.monotonic() + PAUSE_GRACE_S
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for proc in procs:
+        killed = []
+        for job_id, proc in procs.items():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                killed.append((job_id, str(proc.pid)))
+        return killed
 
     def status(self, job: JobRow) -> RunnerState:
         with self._lock:
