@@ -316,9 +316,10 @@ class JobStore(VersionNumbers):
             counts = select(JobRow.client, func.count()).where(
                 JobRow.status == Status.RUNNING.value
             )
-            running = dict(session.execute(counts.group_by(JobRow.client)).tuples().all())
+            grouped = session.execute(counts.group_by(JobRow.client))
+            running = {client: int(count) for client, count in grouped}
         picked: list[str] = []
-        for job_id, client in session.execute(query).tuples():
+        for job_id, client in session.execute(query):
             if len(picked) == limit:
                 break
             if per_client is None or running.get(client, 0) < per_client:
