@@ -2,7 +2,8 @@
 
 It trains through `models.runner.run_training` (the same code as `scantune train`), reports
 progress and heartbeats into the job row, stops when the job is cancelled or taken from it,
-or on SIGINT (its service stopping) queues the job to resume from its last checkpoint,
+or on SIGINT (its service stopping; in a pod also SIGTERM, the pod's end) queues the job to
+resume from its last checkpoint,
 then allocates the version, publishes it (card last), records success, applies the promotion
 gate and sends the webhook. Tracebacks go to this process's output (the job log); the job row
 gets a reason and one line.
@@ -378,6 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGINT (the service stopping) raises KeyboardInterrupt wherever the runner is; checkpoints
     # are written to a temporary name and renamed, so the last one is whole.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if settings.launcher == "kubernetes":
+        # A pod ends (its node drained or preempted) with SIGTERM and a grace period (30 s by
+        # default) before SIGKILL: time to pause as on SIGINT, instead of dying as a failure.
+        # Locally SIGTERM is the cancel, which the job row already records.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return runner.run()
     finally:

@@ -232,14 +232,14 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     s3_bucket: str,
     s3_env: dict[str, str],
 ) -> None:
-    """What a Kubernetes retry does: the second pod has none of the first pod's files, and
-    data, checkpoints and the published version all live in S3 (moto over HTTP)."""
+    """What a pod ended mid-run (SIGTERM: its node drained or preempted) and the next attempt
+    do: the first pauses its job, the second pod has none of its files, and data, checkpoints
+    and the published version all live in S3 (moto over HTTP)."""
     import subprocess
     import sys
 
     from models.uri import s3_client
     from service.jobs.launchers.base import child_env
-    from service.jobs.state import Status
     from service.jobs.store import JobStore
 
     endpoint = s3_env["SCANTUNE_S3_ENDPOINT_URL"]
@@ -271,18 +271,19 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     deadline = time.monotonic() + 240
     while not artifacts.exists(key) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    first.kill()
-    first.wait()
+    first.terminate()
+    assert first.wait(timeout=30) == 0, (tmp_path / "pod-1.log").read_text()
     assert artifacts.exists(key), (tmp_path / "pod-1.log").read_text()
-    assert store.get(job_id).status == "running"
-    store.transition(job_id, Status.QUEUED, expected=[Status.RUNNING], attempt=1)
+    assert "interrupted; queued to resume" in (tmp_path / "pod-1.log").read_text()
+    paused = store.get(job_id)
+    assert (paused.status, paused.attempts, paused.pauses) == ("queued", 1, 1)
 
     second = run_pod("pod-2")
     assert second.wait(timeout=240) == 0, (tmp_path / "pod-2.log").read_text()
     log = (tmp_path / "pod-2.log").read_text()
     assert "restored 2 checkpoint file(s)" in log and "attempt 2: resuming" in log
     job = store.get(job_id)
-    assert job.status == "succeeded" and job.attempts == 2
+    assert (job.status, job.attempts, job.pauses) == ("succeeded", 2, 1)
     assert [h["epoch"] for h in job.history] == [1, 2]
     assert "epoch 1/2" not in log  # epoch 1 came from the stored checkpoint, not retraining
     assert artifacts.list_keys(f"jobs/{job_id}") == []  # stored checkpoints go on success
