@@ -50,6 +50,13 @@ EXIT_OK, EXIT_FAILED, EXIT_LOST = 0, 1, 3
 PROGRESS_WRITE_S = 0.5
 
 
+def deadline_margin_s(deadline_s: float) -> float:
+    """How long before its Job's deadline a pod's SIGTERM is taken for that deadline: the
+    time a pod may take to start (scheduling, pulling the trainer image), capped at a quarter
+    of the deadline. A drain that late fails the job as out of time; one earlier pauses it."""
+    return min(15 * 60.0, deadline_s / 4)
+
+
 class JobRunner:
     def __init__(
         self,
@@ -76,6 +83,8 @@ class JobRunner:
         self._best: dict[str, Any] | None = None
         self._sync: CheckpointSync | None = None
         self._monitor = "val_auc"
+        self._born = time.monotonic()
+        self._deadline_reached = False
 
     # the whole run
     def run(self) -> int:
@@ -97,7 +106,7 @@ class JobRunner:
         try:
             return self._run(spec, out_dir)
         except KeyboardInterrupt:
-            return self._queue_to_resume()
+            return self._out_of_time() if self._deadline_reached else self._queue_to_resume()
         finally:
             self._stop_heartbeat.set()
             beat.join(timeout=5)
@@ -274,6 +283,26 @@ class JobRunner:
             return EXIT_OK
         return EXIT_LOST
 
+    def on_pod_end(self, sig: int, frame: Any) -> None:
+        """SIGTERM in a pod, with a grace period before SIGKILL: its node drained or preempted
+        (pause, as on SIGINT), or its Job's deadline reached (fail: relaunched, it would only
+        run out of time again). Told apart by this process's age, since a pod starts within
+        `deadline_margin_s` of its Job."""
+        deadline = self.settings.k8s_active_deadline_s
+        self._deadline_reached = time.monotonic() - self._born >= deadline - deadline_margin_s(
+            deadline
+        )
+        raise KeyboardInterrupt
+
+    def _out_of_time(self) -> int:
+        limit = self.settings.k8s_active_deadline_s
+        log.info("job %s reached its time limit (%ds)", self.job_id, limit)
+        self._finish_failed(
+            "deadline_exceeded",
+            f"the attempt ran into its time limit (SCANTUNE_K8S_ACTIVE_DEADLINE_S={limit}s)",
+        )
+        return EXIT_FAILED
+
     def _queue_to_resume(self) -> int:
         try:
             self.store.pause(self.job_id, self.attempt)
@@ -380,10 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # are written to a temporary name and renamed, so the last one is whole.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if settings.launcher == "kubernetes":
-        # A pod ends (its node drained or preempted) with SIGTERM and a grace period (30 s by
-        # default) before SIGKILL: time to pause as on SIGINT, instead of dying as a failure.
-        # Locally SIGTERM is the cancel, which the job row already records.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # As the pod's PID 1 with no handler it would ignore SIGTERM until SIGKILLed, and its
+        # job count as failed. Locally SIGTERM is the cancel, which the job row records.
+        signal.signal(signal.SIGTERM, runner.on_pod_end)
     try:
         return runner.run()
     finally:

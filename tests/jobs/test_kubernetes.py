@@ -106,6 +106,7 @@ def expected_job(
         "SCANTUNE_MODEL_GRANTS": "{}",
         "SCANTUNE_MAX_GPUS_PER_JOB": "2",
         "SCANTUNE_LOG_FORMAT": "auto",
+        "SCANTUNE_K8S_ACTIVE_DEADLINE_S": "7200",
     }
     volume = {"sizeLimit": "50Gi"}  # a job cannot fill the node's disk
     return {

@@ -302,6 +302,39 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     store.close()
 
 
+def test_a_pod_ended_by_its_jobs_deadline_fails_the_job_instead_of_pausing(
+    settings_env: Callable[..., Any], pneumonia_small_npz: Path, tmp_path: Path
+) -> None:
+    """The deadline's SIGTERM is told from a drain's by the runner's age: paused, the job would
+    get a fresh deadline on every relaunch and never run out of time."""
+    import subprocess
+    import sys
+
+    from service.jobs.launchers.base import child_env
+    from service.jobs.runner import deadline_margin_s
+    from service.jobs.store import JobStore
+
+    settings = settings_env(launcher="kubernetes", k8s_active_deadline_s=4)
+    store = JobStore.open(settings.database_url)
+    job_id = store.create(tiny_spec(pneumonia_small_npz, epochs=20))[0].id
+    [job] = store.claim_queued(1, launcher="kubernetes")
+    env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(tmp_path / "pod")}
+    log = tmp_path / "pod.log"
+    with log.open("wb") as out:
+        pod = subprocess.Popen(
+            [sys.executable, "-m", "service.jobs.runner", job.id], env=env, stdout=out, stderr=out
+        )
+    while store.get(job_id).phase is None and pod.poll() is None:
+        time.sleep(0.1)  # its runner is running (and counting its age)
+    time.sleep(4 - deadline_margin_s(4) + 0.5)  # past the deadline, less the start-up margin
+    pod.terminate()
+    assert pod.wait(timeout=30) == 1, log.read_text()
+    failed = store.get(job_id)
+    assert (failed.status, failed.error_reason, failed.pauses) == ("failed", "deadline_exceeded", 0)
+    assert failed.error_detail and "SCANTUNE_K8S_ACTIVE_DEADLINE_S=4s" in failed.error_detail
+    store.close()
+
+
 def test_runner_stops_itself_when_the_job_is_taken_from_it(
     job_service: Callable[..., JobService], pneumonia_small_npz: Path
 ) -> None:

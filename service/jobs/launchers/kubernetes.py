@@ -58,6 +58,7 @@ POD_SETTINGS = (
     "model_grants",
     "max_gpus_per_job",
     "log_format",
+    "k8s_active_deadline_s",  # the runner tells a drain's SIGTERM from the deadline's
 )
 
 
