@@ -3,10 +3,9 @@
 It trains through `models.runner.run_training` (the same code as `scantune train`), reports
 progress and heartbeats into the job row, stops when the job is cancelled or taken from it,
 or on SIGINT (its service stopping; in a pod also SIGTERM, the pod's end) queues the job to
-resume from its last checkpoint,
-then allocates the version, publishes it (card last), records success, applies the promotion
-gate and sends the webhook. Tracebacks go to this process's output (the job log); the job row
-gets a reason and one line.
+resume from its last checkpoint, then allocates the version, publishes it (card last),
+records success, applies the promotion gate and sends the webhook. Tracebacks go to this
+process's output (the job log); the job row gets a reason and one line.
 """
 
 from __future__ import annotations
