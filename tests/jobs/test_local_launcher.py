@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -27,46 +28,53 @@ class DeafLauncher(LocalLauncher):
         return [sys.executable, "-c", DEAF]
 
 
-def test_a_runner_that_does_not_pause_is_killed_and_its_job_paused_all_the_same(
+@dataclass
+class Stopping:
+    service: JobService
+    settings: TrainingSettings
+    job_id: str
+
+
+@pytest.fixture
+def deaf_runner(
     store: JobStore,
     make_spec: Callable[..., JobSpec],
     settings_env: Callable[..., TrainingSettings],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> Stopping:
+    """A job service whose one job's runner is deaf to the pause, launched and running."""
     monkeypatch.setattr(local, "PAUSE_GRACE_S", 0.5)
     settings = settings_env()
     service = JobService(settings, store, DeafLauncher(settings))
     job_id = store.create(make_spec())[0].id
     service.supervisor.tick()
-    pid = int(store.get(job_id).runner_ref or 0)
+    return Stopping(service, settings, job_id)
+
+
+def test_a_runner_that_does_not_pause_is_killed_and_its_job_paused_all_the_same(
+    deaf_runner: Stopping, store: JobStore
+) -> None:
+    pid = int(store.get(deaf_runner.job_id).runner_ref or 0)
     time.sleep(0.5)  # the runner has set its SIGINT aside
 
-    service.stop()
+    deaf_runner.service.stop()
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    job = store.get(job_id)
+    job = store.get(deaf_runner.job_id)
     assert (job.status, job.attempts, job.pauses, job.runner_ref) == ("queued", 1, 1, None)
-    log = (local.job_dir(settings, job_id) / local.LOG_FILE).read_text()
+    log = (local.job_dir(deaf_runner.settings, job.id) / local.LOG_FILE).read_text()
     assert "attempt 1: the runner did not pause in time and was killed; queued to resume" in log
 
 
 def test_a_killed_runner_whose_job_moved_on_leaves_the_job_alone(
-    store: JobStore,
-    make_spec: Callable[..., JobSpec],
-    settings_env: Callable[..., TrainingSettings],
-    monkeypatch: pytest.MonkeyPatch,
+    deaf_runner: Stopping, store: JobStore
 ) -> None:
     """Cancelled meanwhile (or claimed again by another API process): not this stop's to pause."""
-    monkeypatch.setattr(local, "PAUSE_GRACE_S", 0.5)
-    settings = settings_env()
-    service = JobService(settings, store, DeafLauncher(settings))
-    job_id = store.create(make_spec())[0].id
-    service.supervisor.tick()
-    store.cancel(job_id)
+    store.cancel(deaf_runner.job_id)
     time.sleep(0.5)
 
-    service.stop()
+    deaf_runner.service.stop()
 
-    job = store.get(job_id)
+    job = store.get(deaf_runner.job_id)
     assert (job.status, job.pauses) == ("cancelled", 0)
