@@ -76,6 +76,17 @@ class Up:
             time.sleep(0.05)
         return time.monotonic() - started
 
+    def terminate(self) -> float:
+        """SIGTERM to `scantune up` alone, as a process manager stops it (systemd, `docker
+        stop`); seconds until its whole group exited."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        while _group_alive(self.proc.pid) and time.monotonic() - started < 60:
+            time.sleep(0.05)
+        return time.monotonic() - started
+
     def kill(self) -> None:
         """Stop it as Ctrl-C does (its runners pause), then make sure."""
         if self.proc is not None and _group_alive(self.proc.pid):

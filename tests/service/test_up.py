@@ -1,6 +1,6 @@
-"""`scantune up` (what `make run` runs) stops on Ctrl-C within seconds, and a job it was
-training is left to resume: the runner pauses, the job is queued, the next start resumes it
-from its last checkpoint."""
+"""`scantune up` (what `make run` runs) stops on Ctrl-C or SIGTERM within seconds, and a job
+it was training is left to resume: the runner pauses, the job is queued, the next start
+resumes it from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -26,8 +26,17 @@ def up(tmp_path: Path) -> Iterator[Up]:
     instance.kill()
 
 
-def test_ctrl_c_stops_both_services_and_leaves_the_job_to_resume(
-    up: Up, pneumonia_small_npz: Path
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "ctrl_c",
+        # A process manager's stop (systemd, `docker stop`): gunicorn's graceful path, where
+        # none of its hooks runs at the signal (the training config wraps the workers' handler).
+        "terminate",
+    ],
+)
+def test_a_stop_ends_both_services_and_leaves_the_job_to_resume(
+    up: Up, pneumonia_small_npz: Path, stop: str
 ) -> None:
     data = up.folder / "data"
     data.mkdir()
@@ -46,7 +55,7 @@ def test_ctrl_c_stops_both_services_and_leaves_the_job_to_resume(
     # Training, with a checkpoint behind it (one finished epoch).
     wait("a finished epoch", lambda: up.job(job_id)["history"])
 
-    took = up.ctrl_c()
+    took = getattr(up, stop)()
 
     output = up.output.read_text()
     assert took < STOP_WITHIN_S, f"stopped in {took:.1f}s\n{output[-3000:]}"
@@ -62,5 +71,6 @@ def test_ctrl_c_stops_both_services_and_leaves_the_job_to_resume(
     )
     assert resumed
     job = up.job(job_id)
+    # The stop paused the job: an attempt, but not a failure counted against its retries.
     assert job["status"] == "running" and (job["attempts"], job["pauses"]) == (2, 1), job
     assert up.ctrl_c() < STOP_WITHIN_S
