@@ -149,7 +149,11 @@ class TrainingSettings(CommonSettings):
         default=10001, ge=0, description="Group (and fsGroup) of job pods: the image's group."
     )
     k8s_backoff_limit: int = Field(default=0, ge=0, description="Pod retries inside a Job.")
-    k8s_active_deadline_s: int = Field(default=6 * 3600, gt=0, description="Job time limit.")
+    k8s_active_deadline_s: int = Field(
+        default=6 * 3600,
+        gt=0,
+        description="Time limit of one attempt's Job; a pod ended by it fails the job.",
+    )
     k8s_ttl_after_finished_s: int = Field(default=3600, ge=0, description="Job cleanup delay.")
     k8s_in_cluster: bool = Field(
         default=True, description="Load in-cluster config; else the local kubeconfig."
