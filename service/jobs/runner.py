@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from service.jobs.failures import OwnershipLost, PublishFailed, failure_reason, 
 from service.jobs.guard import JobGuard
 from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
+from service.jobs.stops import StopSignals
 from service.jobs.store import JobStore, utcnow
 from service.jobs.webhook import send_job_webhook
 from service.logs import configure_logging
@@ -47,13 +47,6 @@ log = logging.getLogger("scantune.runner")
 RUN_DIR = "run"
 EXIT_OK, EXIT_FAILED, EXIT_LOST = 0, 1, 3
 PROGRESS_WRITE_S = 0.5
-
-
-def deadline_margin_s(deadline_s: float) -> float:
-    """How long before its Job's deadline a pod's SIGTERM is taken for that deadline: the
-    time a pod may take to start (scheduling, pulling the trainer image), capped at a quarter
-    of the deadline. A drain that late fails the job as out of time; one earlier pauses it."""
-    return min(15 * 60.0, deadline_s / 4)
 
 
 class JobRunner:
@@ -82,8 +75,7 @@ class JobRunner:
         self._best: dict[str, Any] | None = None
         self._sync: CheckpointSync | None = None
         self._monitor = "val_auc"
-        self._born = time.monotonic()
-        self._deadline_reached = False
+        self.stops = StopSignals(settings.k8s_active_deadline_s)
 
     # the whole run
     def run(self) -> int:
@@ -105,7 +97,7 @@ class JobRunner:
         try:
             return self._run(spec, out_dir)
         except KeyboardInterrupt:
-            return self._out_of_time() if self._deadline_reached else self._queue_to_resume()
+            return self._out_of_time() if self.stops.deadline_reached else self._queue_to_resume()
         finally:
             self._stop_heartbeat.set()
             beat.join(timeout=5)
@@ -282,17 +274,6 @@ class JobRunner:
             return EXIT_OK
         return EXIT_LOST
 
-    def on_pod_end(self, sig: int, frame: Any) -> None:
-        """SIGTERM in a pod, with a grace period before SIGKILL: its node drained or preempted
-        (pause, as on SIGINT), or its Job's deadline reached (fail: relaunched, it would only
-        run out of time again). Told apart by this process's age, since a pod starts within
-        `deadline_margin_s` of its Job."""
-        deadline = self.settings.k8s_active_deadline_s
-        self._deadline_reached = time.monotonic() - self._born >= deadline - deadline_margin_s(
-            deadline
-        )
-        raise KeyboardInterrupt
-
     def _out_of_time(self) -> int:
         limit = self.settings.k8s_active_deadline_s
         log.info("job %s reached its time limit (%ds)", self.job_id, limit)
@@ -404,13 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = TrainingSettings()
     configure_logging(settings, stream=sys.stdout)
     runner = JobRunner(settings, args.job_id)
-    # SIGINT (the service stopping) raises KeyboardInterrupt wherever the runner is; checkpoints
-    # are written to a temporary name and renamed, so the last one is whole.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if settings.launcher == "kubernetes":
-        # As the pod's PID 1 with no handler it would ignore SIGTERM until SIGKILLed, and its
-        # job count as failed. Locally SIGTERM is the cancel, which the job row records.
-        signal.signal(signal.SIGTERM, runner.on_pod_end)
+    runner.stops.install(settings.launcher)
     try:
         return runner.run()
     finally:

@@ -311,7 +311,7 @@ def test_a_pod_ended_by_its_jobs_deadline_fails_the_job_instead_of_pausing(
     import sys
 
     from service.jobs.launchers.base import child_env
-    from service.jobs.runner import deadline_margin_s
+    from service.jobs.stops import deadline_margin_s
     from service.jobs.store import JobStore
 
     settings = settings_env(launcher="kubernetes", k8s_active_deadline_s=4)
