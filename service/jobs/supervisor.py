@@ -124,7 +124,7 @@ class Supervisor:
         if now.status != Status.RUNNING or now.attempts != job.attempts:
             return
         # Attempts that ended in a pause (the service stopping) are not failures.
-        retry = state.retryable and job.attempts - now.pauses <= self.settings.max_retries
+        retry = state.retryable and now.attempts - now.pauses <= self.settings.max_retries
         # Stop the runner first: one that hung inside a write to its job's row (a heartbeat)
         # holds that row (SQLite's write lock, PostgreSQL's row lock) until it dies, and the
         # transition below would wait on it for good. Stopped, it can write nothing more; and

@@ -8,8 +8,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
+from flask import Flask
 from sqlalchemy import Connection, text
 
 from models.spec import JobSpec
@@ -313,25 +315,27 @@ def test_a_halted_supervisor_launches_nothing_and_the_job_waits_queued(
     assert store.get(job_id).status == "queued" and store.get(job_id).attempts == 0
 
 
+def training_app(sup: Supervisor) -> Flask:
+    """A Flask app carrying the training services' extension as far as the hooks look."""
+    from service.training_api.context import EXTENSION
+
+    app = Flask(__name__)
+    app.extensions[EXTENSION] = SimpleNamespace(jobs=SimpleNamespace(supervisor=sup))
+    return app
+
+
 def test_a_training_worker_quitting_halts_its_supervisor_before_it_exits(
     store: JobStore,
     make_spec: Callable[..., JobSpec],
     settings_env: Callable[..., TrainingSettings],
 ) -> None:
     """gunicorn calls `worker_int` first thing in a worker's quick quit (Ctrl-C)."""
-    from types import SimpleNamespace
-
-    from flask import Flask
-
-    from service.training_api.context import EXTENSION
     from service.training_api.gunicorn_conf import worker_int
 
     launcher = ScriptedLauncher()
     sup = Supervisor(store, launcher, settings_env())
-    app = Flask(__name__)
-    app.extensions[EXTENSION] = SimpleNamespace(jobs=SimpleNamespace(supervisor=sup))
     worker_int(SimpleNamespace())  # a worker whose app never loaded: nothing to halt
-    worker_int(SimpleNamespace(wsgi=app))
+    worker_int(SimpleNamespace(wsgi=training_app(sup)))
     store.create(make_spec())
     sup.tick()
     assert launcher.launched == []
@@ -354,21 +358,16 @@ def test_a_training_worker_stopping_gracefully_halts_its_supervisor_at_the_signa
 ) -> None:
     """SIGTERM (a pod's termination, `kill` of the master) has no gunicorn hook: the
     training config's `post_worker_init` wraps the worker's own handler."""
-    from types import SimpleNamespace
-
-    from flask import Flask
     from gunicorn.config import Config
     from gunicorn.workers.gthread import ThreadWorker
 
-    from service.training_api.context import EXTENSION
     from service.training_api.gunicorn_conf import post_worker_init
 
     launcher = ScriptedLauncher()
     sup = Supervisor(store, launcher, settings_env())
     worker = ThreadWorker(0, os.getppid(), [], None, 30, Config(), None)
     worker.method_queue.init()  # as `init_process` leaves a gthread worker
-    worker.wsgi = Flask(__name__)
-    worker.wsgi.extensions[EXTENSION] = SimpleNamespace(jobs=SimpleNamespace(supervisor=sup))
+    worker.wsgi = training_app(sup)
     signal.signal(signal.SIGTERM, worker.handle_exit)  # as gunicorn's init_signals leaves it
     post_worker_init(worker)
     store.create(make_spec())
