@@ -32,7 +32,7 @@ from service.jobs.failures import OwnershipLost, PublishFailed, failure_reason, 
 from service.jobs.guard import JobGuard
 from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
-from service.jobs.stops import StopSignals
+from service.jobs.stops import StopSignals, job_created_at
 from service.jobs.store import JobStore, utcnow
 from service.jobs.webhook import send_job_webhook
 from service.logs import configure_logging
@@ -75,7 +75,7 @@ class JobRunner:
         self._best: dict[str, Any] | None = None
         self._sync: CheckpointSync | None = None
         self._monitor = "val_auc"
-        self.stops = StopSignals(settings.k8s_active_deadline_s)
+        self.stops = StopSignals(settings.k8s_active_deadline_s, job_created_at())
 
     # the whole run
     def run(self) -> int:

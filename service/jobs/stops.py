@@ -5,30 +5,56 @@ the runner pauses its job: queued to resume from the last checkpoint (written to
 name and renamed, so it is whole). In a pod, SIGTERM comes with a grace period before SIGKILL
 when the pod ends: its node drained or preempted (a pause too), or its Job's deadline reached
 (a failure: relaunched, the job would only run out of time again). The two are told apart by
-the runner's age. Locally SIGTERM is the cancel, which the job row already records.
+the time since the launcher created the Job (`JOB_CREATED_ENV`, which the deadline counts
+from), else by the runner's age. Locally SIGTERM is the cancel, which the job row records.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+JOB_CREATED_ENV = "SCANTUNE_K8S_JOB_CREATED_AT"
+"""When the launcher created this attempt's Job (ISO 8601, UTC): set in the pod's env."""
+CLOCK_SKEW_S = 60.0
+"""Tolerance between the API's clock and the node's, and for the Job controller's lag."""
 
-def deadline_margin_s(deadline_s: float) -> float:
-    """How long before its Job's deadline a pod's SIGTERM is taken for that deadline: the
-    time a pod may take to start (scheduling, pulling the trainer image), capped at a quarter
+
+def deadline_margin_s(deadline_s: float, *, from_job_start: bool = False) -> float:
+    """How long before its Job's deadline a pod's SIGTERM is taken for that deadline. Counted
+    from the Job's creation, only clock skew; counted from the runner's own start, also the
+    time a pod may take to start (scheduling, pulling the trainer image). Capped at a quarter
     of the deadline. A drain that late fails the job as out of time; one earlier pauses it."""
-    return min(15 * 60.0, deadline_s / 4)
+    return min(CLOCK_SKEW_S if from_job_start else 15 * 60.0, deadline_s / 4)
+
+
+def job_created_at(environ: Mapping[str, str] = os.environ) -> float | None:
+    """The pod's Job creation time in epoch seconds, or None (absent or unreadable)."""
+    raw = environ.get(JOB_CREATED_ENV)
+    try:
+        return datetime.fromisoformat(raw).timestamp() if raw else None
+    except ValueError:
+        return None
 
 
 class StopSignals:
     """Installs the handlers; `deadline_reached` says which stop a KeyboardInterrupt was."""
 
-    def __init__(self, deadline_s: float) -> None:
+    def __init__(self, deadline_s: float, created_at: float | None = None) -> None:
         self.deadline_s = deadline_s
         self.deadline_reached = False
+        self._created_at = created_at
         self._born = time.monotonic()
+
+    def elapsed_s(self) -> float:
+        """Seconds the deadline has run: since the Job's creation, else the runner's start."""
+        if self._created_at is not None:
+            return time.time() - self._created_at
+        return time.monotonic() - self._born
 
     def install(self, launcher: str) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -37,6 +63,6 @@ class StopSignals:
             signal.signal(signal.SIGTERM, self.on_pod_end)
 
     def on_pod_end(self, sig: int, frame: Any) -> None:
-        age = time.monotonic() - self._born
-        self.deadline_reached = age >= self.deadline_s - deadline_margin_s(self.deadline_s)
+        margin = deadline_margin_s(self.deadline_s, from_job_start=self._created_at is not None)
+        self.deadline_reached = self.elapsed_s() >= self.deadline_s - margin
         raise KeyboardInterrupt

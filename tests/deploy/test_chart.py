@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from service.config import ApiKey, InferenceSettings, TrainingSettings
+from service.jobs.stops import JOB_CREATED_ENV, job_created_at
 from tests.conftest import HospitalCA
 from tests.deploy.conftest import CHART, NAMESPACE, REPO, Manifest
 
@@ -382,6 +383,9 @@ def test_the_job_the_api_creates_is_valid_and_finds_what_it_needs(
 
     # The pod's environment (secret, then the launcher's explicit values) is a working runner.
     env = {**secret, **{e["name"]: e["value"] for e in container.get("env", [])}}
+    # the one variable that is no setting: set per Job by the launcher, the runner's deadline clock
+    assert job_created_at(env) is not None
+    env.pop(JOB_CREATED_ENV)
     assert_settings_fields(env, TrainingSettings, "job pod")
     runner = settings_from(monkeypatch, env, TrainingSettings)
     assert runner.database_url == settings.database_url

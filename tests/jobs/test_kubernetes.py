@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def claimed_job(settings: TrainingSettings, spec: JobSpec) -> tuple[JobStore, Jo
 
 
 def expected_job(
-    job: JobRow, *, resources: dict[str, Any], settings: TrainingSettings
+    job: JobRow, *, resources: dict[str, Any], settings: TrainingSettings, created_at: str
 ) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/name": "scantune-trainer",
@@ -107,6 +108,7 @@ def expected_job(
         "SCANTUNE_MAX_GPUS_PER_JOB": "2",
         "SCANTUNE_LOG_FORMAT": "auto",
         "SCANTUNE_K8S_ACTIVE_DEADLINE_S": "7200",
+        "SCANTUNE_K8S_JOB_CREATED_AT": created_at,  # the runner's deadline clock
     }
     volume = {"sizeLimit": "50Gi"}  # a job cannot fill the node's disk
     return {
@@ -171,9 +173,14 @@ def test_launch_creates_exactly_this_job(
     spec = make_spec(resources={"gpus": 2, "memory": "16Gi", "cpu": "4"})
     store, job = claimed_job(k8s_settings, spec)
     launcher = KubernetesLauncher(k8s_settings)
+    before = datetime.now(UTC)
     assert launcher.launch(job) == f"scantune-{job.id}-1"
+    after = datetime.now(UTC)
     [call] = standin.calls()
     assert (call.method, call.path) == ("POST", f"/apis/batch/v1/namespaces/{NS}/jobs")
+    [container] = call.body["spec"]["template"]["spec"]["containers"]
+    created = {e["name"]: e["value"] for e in container["env"]}["SCANTUNE_K8S_JOB_CREATED_AT"]
+    assert before <= datetime.fromisoformat(created) <= after
     assert call.body == expected_job(
         job,
         resources={
@@ -181,6 +188,7 @@ def test_launch_creates_exactly_this_job(
             "limits": {"memory": "16Gi", "nvidia.com/gpu": "2"},
         },
         settings=k8s_settings,
+        created_at=created,
     )
     store.close()
 

@@ -237,9 +237,11 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     and the published version all live in S3 (moto over HTTP)."""
     import subprocess
     import sys
+    from datetime import UTC, datetime
 
     from models.uri import s3_client
     from service.jobs.launchers.base import child_env
+    from service.jobs.stops import JOB_CREATED_ENV
     from service.jobs.store import JobStore
 
     endpoint = s3_env["SCANTUNE_S3_ENDPOINT_URL"]
@@ -261,6 +263,7 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     def run_pod(name: str) -> subprocess.Popen[bytes]:
         [job] = store.claim_queued(1, launcher="kubernetes")
         env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(tmp_path / name)}
+        env[JOB_CREATED_ENV] = datetime.now(UTC).isoformat()  # as the launcher sets it
         log = (tmp_path / f"{name}.log").open("wb")
         return subprocess.Popen(
             [sys.executable, "-m", "service.jobs.runner", job.id], env=env, stdout=log, stderr=log
@@ -302,23 +305,32 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     store.close()
 
 
+@pytest.mark.parametrize("clock", ["job_created", "runner_age"])
 def test_a_pod_ended_by_its_jobs_deadline_fails_the_job_instead_of_pausing(
-    settings_env: Callable[..., Any], pneumonia_small_npz: Path, tmp_path: Path
+    clock: str, settings_env: Callable[..., Any], pneumonia_small_npz: Path, tmp_path: Path
 ) -> None:
-    """The deadline's SIGTERM is told from a drain's by the runner's age: paused, the job would
-    get a fresh deadline on every relaunch and never run out of time."""
+    """The deadline's SIGTERM is told from a drain's: paused, the job would get a fresh
+    deadline on every relaunch and never run out of time. job_created: the pod waited for a
+    node for nearly all of its Job's hour (the launcher's creation time in its env), so a
+    SIGTERM seconds after the runner starts is the deadline. runner_age: no such env (a Job
+    made by an older API), so the runner's own age counts, less the start-up margin."""
     import subprocess
     import sys
+    from datetime import UTC, datetime, timedelta
 
     from service.jobs.launchers.base import child_env
-    from service.jobs.stops import deadline_margin_s
+    from service.jobs.stops import JOB_CREATED_ENV, deadline_margin_s
     from service.jobs.store import JobStore
 
-    settings = settings_env(launcher="kubernetes", k8s_active_deadline_s=4)
+    deadline_s = 3600 if clock == "job_created" else 4
+    settings = settings_env(launcher="kubernetes", k8s_active_deadline_s=deadline_s)
     store = JobStore.open(settings.database_url)
     job_id = store.create(tiny_spec(pneumonia_small_npz, epochs=20))[0].id
     [job] = store.claim_queued(1, launcher="kubernetes")
     env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(tmp_path / "pod")}
+    if clock == "job_created":
+        created = datetime.now(UTC) - timedelta(seconds=deadline_s - 30)
+        env[JOB_CREATED_ENV] = created.isoformat()
     log = tmp_path / "pod.log"
     with log.open("wb") as out:
         pod = subprocess.Popen(
@@ -326,13 +338,24 @@ def test_a_pod_ended_by_its_jobs_deadline_fails_the_job_instead_of_pausing(
         )
     while store.get(job_id).phase is None and pod.poll() is None:
         time.sleep(0.1)  # its runner is running (and counting its age)
-    time.sleep(4 - deadline_margin_s(4) + 0.5)  # past the deadline, less the start-up margin
+    if clock == "runner_age":
+        time.sleep(4 - deadline_margin_s(4) + 0.5)  # past the deadline, less the margin
     pod.terminate()
     assert pod.wait(timeout=30) == 1, log.read_text()
     failed = store.get(job_id)
     assert (failed.status, failed.error_reason, failed.pauses) == ("failed", "deadline_exceeded", 0)
-    assert failed.error_detail and "SCANTUNE_K8S_ACTIVE_DEADLINE_S=4s" in failed.error_detail
+    limit = f"SCANTUNE_K8S_ACTIVE_DEADLINE_S={deadline_s}s"
+    assert failed.error_detail and limit in failed.error_detail
     store.close()
+
+
+def test_the_job_creation_time_is_read_only_when_well_formed() -> None:
+    from service.jobs.stops import JOB_CREATED_ENV, job_created_at
+
+    stamp = "2026-12-06T11:00:00+00:00"
+    assert job_created_at({JOB_CREATED_ENV: stamp}) == 1796554800.0
+    assert job_created_at({JOB_CREATED_ENV: "yesterday"}) is None
+    assert job_created_at({}) is None
 
 
 def test_runner_stops_itself_when_the_job_is_taken_from_it(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from service.config import TrainingSettings
@@ -27,6 +28,7 @@ from service.jobs.launchers.base import (
     settings_env,
     tail_lines,
 )
+from service.jobs.stops import JOB_CREATED_ENV
 from service.jobs.tables import JobRow
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,9 @@ class KubernetesLauncher(Launcher):
             name="runner",
             image=self.settings.k8s_image,
             command=["python", "-m", "service.jobs.runner", job.id],
-            env=[m.V1EnvVar(name=k, value=v) for k, v in self._pod_env().items()],
+            env=[m.V1EnvVar(name=k, value=v) for k, v in self._pod_env().items()]
+            # the Job's deadline counts from about now: the runner tells it from a drain by this
+            + [m.V1EnvVar(name=JOB_CREATED_ENV, value=datetime.now(UTC).isoformat())],
             env_from=(
                 [m.V1EnvFromSource(secret_ref=m.V1SecretEnvSource(name=secret))] if secret else None
             ),
