@@ -376,3 +376,53 @@ def test_runner_stops_itself_when_the_job_is_taken_from_it(
     log = service.logs(job.id)
     assert "stopped (TrainingCancelled" in log and "it is now cancelled" in log
     assert service.store.versions("chest-xray") == []
+
+
+def test_a_stop_mid_publish_resumes_to_the_same_whole_version(
+    store: Any, settings_env: Callable[..., Any], pneumonia_small_npz: Path
+) -> None:
+    """SIGINT raises KeyboardInterrupt wherever the runner is; here after the version's first
+    file is uploaded, before its card (the card goes last, so no reader sees the half). The
+    job pauses keeping its version number; the next attempt publishes that same version whole,
+    without training again, and no second version appears."""
+    from service.jobs.runner import EXIT_OK, JobRunner
+
+    settings = settings_env()
+    artifacts = open_store(settings.artifact_uri)
+    uploads: list[str] = []
+
+    class StopOnSecondUpload:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(artifacts, name)
+
+        def put_file(self, key: str, path: Path) -> None:
+            if uploads:
+                raise KeyboardInterrupt  # what the service's SIGINT does mid-upload
+            uploads.append(key)
+            artifacts.put_file(key, path)
+
+    job_id = store.create(tiny_spec(pneumonia_small_npz))[0].id
+    store.claim_queued(1, launcher="local")
+    stopped = JobRunner(settings, job_id, store=store, artifacts=StopOnSecondUpload())  # type: ignore[arg-type]
+    assert stopped.run() == EXIT_OK
+    paused = store.get(job_id)
+    assert (paused.status, paused.pauses, paused.version) == ("queued", 1, 1)
+    registry = Registry(artifacts)
+    prefix = "models/chest-xray/versions/1"
+    assert len(uploads) == 1 and uploads[0].startswith(prefix)
+    assert registry.list_versions("chest-xray") == []  # no card: not a version yet
+
+    store.claim_queued(1, launcher="local")
+    assert JobRunner(settings, job_id, store=store).run() == EXIT_OK
+    job = store.get(job_id)
+    assert (job.status, job.attempts, job.version, job.history and len(job.history)) == (
+        "succeeded",
+        2,
+        1,
+        1,
+    )
+    assert registry.list_versions("chest-xray") == [1]
+    card = registry.get_card("chest-xray", 1)
+    onnx = artifacts.get_bytes(f"{prefix}/model.onnx")
+    assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256
+    assert card.lineage["job_id"] == job_id
