@@ -31,6 +31,13 @@ class DicomNodeSettings(CommonSettings):
         description="The node's certificate (PEM, chain included): with the key, the DICOM port"
         " speaks TLS only. Default none: plain DICOM (keep the port on the hospital network).",
     )
+    dicom_tls_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="With a certificate: a second port for TLS (DICOM's is 2762), and"
+        " dicom_port stays plain for modalities without TLS. Default none: one port, TLS only.",
+    )
     dicom_tls_key_file: Path | None = Field(
         default=None, description="The private key (PEM) of dicom_tls_cert_file."
     )
@@ -96,12 +103,23 @@ class DicomNodeSettings(CommonSettings):
         contexts the node will build are built once here."""
         if (self.dicom_tls_cert_file is None) != (self.dicom_tls_key_file is None):
             raise ValueError("dicom_tls_cert_file and dicom_tls_key_file go together")
+        if self.dicom_tls_port is not None and self.dicom_tls_cert_file is None:
+            raise ValueError("dicom_tls_port needs dicom_tls_cert_file and dicom_tls_key_file")
+        if self.dicom_tls_port == self.dicom_port != 0:
+            raise ValueError("dicom_tls_port must differ from dicom_port")
         self.dicom_server_tls()
         self.dicom_client_tls()
         return self
 
+    def dicom_listeners(self) -> list[tuple[int, ssl.SSLContext | None]]:
+        """The ports to listen on, each with its TLS context (None: plain DICOM)."""
+        secured = self.dicom_server_tls()
+        if secured is None or self.dicom_tls_port is None:
+            return [(self.dicom_port, secured)]
+        return [(self.dicom_port, None), (self.dicom_tls_port, secured)]
+
     def dicom_server_tls(self) -> ssl.SSLContext | None:
-        """The DICOM port's TLS context, or None for plain DICOM."""
+        """The TLS context of the node's TLS port, or None for plain DICOM."""
         from service.dicom_node import tls
 
         if self.dicom_tls_cert_file is None or self.dicom_tls_key_file is None:

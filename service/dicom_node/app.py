@@ -32,6 +32,7 @@ class NodeServices:
     worker: Worker
     scp: StorageSCP
     dicom_port: int | None = None  # once listening
+    dicom_tls_port: int | None = None  # once listening, when TLS has a port of its own
 
 
 def build_services(settings: DicomNodeSettings) -> NodeServices:
@@ -83,16 +84,18 @@ def start_node(node: NodeServices) -> None:
     import service.hospital.sr  # noqa: F401
 
     settings = node.settings
-    node.dicom_port = node.scp.start(
-        settings.dicom_bind_host, settings.dicom_port, settings.dicom_server_tls()
-    )
+    ports = []
+    for port, tls in settings.dicom_listeners():
+        ports.append(node.scp.start(settings.dicom_bind_host, port, tls))
+        logging.getLogger("scantune.dicom").info(
+            "DICOM node %s listening on %s:%d (%s)",
+            settings.dicom_ae_title, settings.dicom_bind_host, ports[-1],
+            "TLS" if tls else "plain DICOM",
+        )  # fmt: skip
+    node.dicom_port = ports[0]
+    node.dicom_tls_port = ports[1] if len(ports) > 1 else None
     node.worker.start()
     atexit.register(stop_node, node)
-    logging.getLogger("scantune.dicom").info(
-        "DICOM node %s listening on %s:%d (%s)",
-        settings.dicom_ae_title, settings.dicom_bind_host, node.dicom_port,
-        "TLS" if settings.dicom_tls_cert_file else "plain DICOM",
-    )  # fmt: skip
 
 
 def stop_node(node: NodeServices) -> None:
@@ -106,5 +109,5 @@ def _ping(queue: WorkQueue) -> None:
 
 
 def _listening(node: NodeServices) -> None:
-    if node.dicom_port is None or node.scp.server is None:
+    if node.dicom_port is None or not node.scp.listening:
         raise RuntimeError("the Storage SCP is not listening")

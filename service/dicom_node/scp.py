@@ -96,11 +96,12 @@ class StorageSCP:
         for sop_class in STORAGE_CLASSES:
             self.ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
         self.ae.add_supported_context(Verification)
-        self.server: ThreadedAssociationServer | None = None
+        self.servers: list[ThreadedAssociationServer] = []
 
     def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         """Listen (in pynetdicom's threads), over TLS when given a context; returns the port,
-        which `port` 0 picks."""
+        which `port` 0 picks. Called again, it listens on another port too (plain and TLS side
+        by side), with the same callers allowed and the same intake."""
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_request),
             (evt.EVT_C_STORE, self._on_store),
@@ -108,13 +109,16 @@ class StorageSCP:
         server = self.ae.start_server(
             (host, port), block=False, evt_handlers=handlers, ssl_context=tls
         )
-        self.server = server
+        self.servers.append(server)  # type: ignore[arg-type]
         return int(server.server_address[1])  # type: ignore[union-attr]
 
+    @property
+    def listening(self) -> bool:
+        return bool(self.servers)
+
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        while self.servers:
+            self.servers.pop().shutdown()
 
     def _on_request(self, event: Any) -> None:
         requestor = event.assoc.requestor

@@ -152,3 +152,29 @@ def test_dicom_tls_mounts_the_secret_and_points_the_node_at_its_files(
     assert {"name": "dicom-tls", "secret": {"secretName": "dicom-node-tls"}} in pod["volumes"]
     (plain,) = deployment(node, "dicom")["spec"]["template"]["spec"]["containers"]
     assert not [k for k in container_env(node, plain) if k.startswith("SCANTUNE_DICOM_TLS")]
+
+
+def test_a_tls_port_of_its_own_is_served_beside_the_plain_one(
+    render: Render, validate: Any
+) -> None:
+    tls = {"secretName": "dicom-node-tls", "port": 2762}
+    manifests = render({**NODE, "dicomNode": {**NODE["dicomNode"], "tls": tls}})
+    for manifest in manifests:
+        validate(manifest, KUBE_VERSIONS[-1])
+    dep = deployment(manifests, "dicom")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8002,
+        "dicom": 104,
+        "dicom-tls": 2762,
+    }
+    service = one(manifests, "Service", dep["metadata"]["name"])
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports["dicom-tls"] == (2762, "dicom-tls") and ports["dicom"] == (104, "dicom")
+    env = container_env(manifests, container)
+    assert_settings_fields(env, DicomNodeSettings, "dicom container")
+    assert env["SCANTUNE_DICOM_TLS_PORT"] == "2762"
+    no_secret = render({**NODE, "dicomNode": {**NODE["dicomNode"], "tls": {"port": 2762}}})
+    (plain,) = deployment(no_secret, "dicom")["spec"]["template"]["spec"]["containers"]
+    assert "dicom-tls" not in {p["name"] for p in plain["ports"]}
+    assert "SCANTUNE_DICOM_TLS_PORT" not in container_env(no_secret, plain)

@@ -16,10 +16,12 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from sqlalchemy import select
 
 from service.config import DicomNodeSettings
 from service.dicom_node.delivery import NotDelivered, sender_for
 from service.dicom_node.peers import DicomDestination
+from service.dicom_node.tables import SeriesRow
 from tests.conftest import HospitalCA, free_port
 from tests.dicom_node.parts import MODALITY_AE, NODE_AE, SOURCES, make_study
 
@@ -30,13 +32,14 @@ RUN: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 30}
 @pytest.fixture
 def tls_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hospital_ca: HospitalCA
-) -> Iterator[Callable[..., int]]:
-    """The node in-process (its HTTP app unused) with the DICOM port over TLS."""
+) -> Iterator[Callable[..., Any]]:
+    """The node in-process (its HTTP app unused) with the DICOM port over TLS: its services
+    (`dicom_port`, and `dicom_tls_port` when TLS has a port of its own)."""
     from service.dicom_node.app import EXTENSION, create_app, stop_node
 
     made: list[Any] = []
 
-    def start(**extra: str) -> int:
+    def start(**extra: str) -> Any:
         cert, key = hospital_ca.issue("localhost", "127.0.0.1")
         env = {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
@@ -53,7 +56,7 @@ def tls_node(
             monkeypatch.setenv(f"SCANTUNE_{name}", value)
         node = create_app().extensions[EXTENSION]
         made.append(node)
-        return int(node.dicom_port)
+        return node
 
     yield start
     for node in made:
@@ -78,9 +81,9 @@ def associate(port: int, tls: ssl.SSLContext | None, contexts: list[str] = [ECHO
 
 
 def test_the_dicom_port_speaks_tls_only_once_given_a_certificate(
-    tls_node: Callable[..., int], hospital_ca: HospitalCA
+    tls_node: Callable[..., Any], hospital_ca: HospitalCA
 ) -> None:
-    port = tls_node()
+    port = tls_node().dicom_port
     plain = associate(port, None)
     assert not plain.is_established  # a plain A-ASSOCIATE-RQ is not understood
     secured = associate(port, caller_tls(hospital_ca, with_certificate=False))
@@ -97,10 +100,40 @@ def test_the_dicom_port_speaks_tls_only_once_given_a_certificate(
     assoc.release()
 
 
-def test_with_a_ca_a_caller_must_present_a_certificate_it_signed(
-    tls_node: Callable[..., int], hospital_ca: HospitalCA, tmp_path: Path
+def test_a_tls_port_of_its_own_keeps_the_dicom_port_plain_beside_it(
+    tls_node: Callable[..., Any], hospital_ca: HospitalCA
 ) -> None:
-    port = tls_node(DICOM_TLS_CA_FILE=str(hospital_ca.pem_file))
+    """DICOM_TLS_PORT: TLS on its own port (DICOM's 2762) for the secure nodes, plain DICOM
+    on the other (104) for modalities without TLS, both into the same intake, both behind
+    the same allow-list of callers."""
+    node = tls_node(DICOM_TLS_PORT="0", DICOM_TLS_CA_FILE=str(hospital_ca.pem_file))
+    plain_port, tls_port = node.dicom_port, node.dicom_tls_port
+    assert tls_port is not None and tls_port != plain_port
+    mutual = caller_tls(hospital_ca, with_certificate=True)
+    assert not associate(plain_port, mutual).is_established  # no TLS on the plain port
+    assert not associate(tls_port, None).is_established  # nor plain DICOM on the TLS one
+    assert not associate(tls_port, caller_tls(hospital_ca, with_certificate=False)).is_established
+    studies = {port: make_study(1) for port in (plain_port, tls_port)}
+    for port, study in studies.items():
+        ae = AE(ae_title=MODALITY_AE)
+        for ds in study:
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        tls_args = (mutual, "localhost") if port == tls_port else None
+        assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE, tls_args=tls_args)
+        assert [int(assoc.send_c_store(ds).Status) for ds in study] == [0]
+        assoc.release()
+    with node.queue.engine.connect() as conn:
+        kept = set(conn.scalars(select(SeriesRow.study_uid)))
+    assert kept == {str(study[0].StudyInstanceUID) for study in studies.values()}
+    stranger = AE(ae_title="STRANGER")
+    stranger.add_requested_context(ECHO)
+    assert not stranger.associate("127.0.0.1", plain_port, ae_title=NODE_AE).is_established
+
+
+def test_with_a_ca_a_caller_must_present_a_certificate_it_signed(
+    tls_node: Callable[..., Any], hospital_ca: HospitalCA, tmp_path: Path
+) -> None:
+    port = tls_node(DICOM_TLS_CA_FILE=str(hospital_ca.pem_file)).dicom_port
     anonymous = associate(port, caller_tls(hospital_ca, with_certificate=False))
     assert not anonymous.is_established
     stranger_ca = HospitalCA.create(tmp_path / "other-ca", "another hospital's CA")
@@ -168,6 +201,11 @@ def test_results_go_over_tls_to_a_destination_whose_certificate_checks_out(
     ("settings", "says"),
     [
         ({"dicom_tls_cert_file": "CERT"}, "go together"),
+        ({"dicom_tls_port": 2762}, "dicom_tls_port needs"),
+        (
+            {"dicom_tls_cert_file": "CERT", "dicom_tls_key_file": "KEY", "dicom_tls_port": 11112},
+            "must differ",
+        ),
         ({"dicom_tls_cert_file": "CERT", "dicom_tls_key_file": "CA"}, "do not load"),
         ({"dicom_tls_ca_file": "/nonexistent/ca.pem"}, "does not load"),
         ({"dicom_destinations": [{"stow_url": "https://pacs/dicom-web", "tls": True}]}, "tls is"),
@@ -176,8 +214,8 @@ def test_results_go_over_tls_to_a_destination_whose_certificate_checks_out(
 def test_a_half_given_or_unreadable_tls_setting_stops_the_node_at_start(
     hospital_ca: HospitalCA, settings: dict[str, Any], says: str
 ) -> None:
-    cert, _ = hospital_ca.issue("localhost")
-    paths = {"CERT": str(cert), "CA": str(hospital_ca.pem_file)}
+    cert, key = hospital_ca.issue("localhost")
+    paths = {"CERT": str(cert), "KEY": str(key), "CA": str(hospital_ca.pem_file)}
     values = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in settings.items()}
     with pytest.raises(ValueError, match=says):
         DicomNodeSettings(**values)
