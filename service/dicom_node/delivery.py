@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import ssl
+import threading
+import time
 from typing import Protocol
 
-from service.dicom_node.peers import DicomDestination
+from service.dicom_node.peers import DicomDestination, OAuthClient
 
 # C-STORE statuses meaning "stored": success, and the warnings (coercion, elements discarded,
 # data set does not match the SOP class: stored all the same).
@@ -66,12 +68,70 @@ class CStoreSender:
             raise NotDelivered(f"C-STORE failed: {shown}")
 
 
+class OAuthTokens:
+    """Bearer tokens by the client-credentials grant (requests-oauthlib), each kept until
+    shortly before it expires. Not getting one is a failed send like any other: the queue
+    tries again with back-off. Neither the secret nor a token is ever in an error's text."""
+
+    RENEW_BEFORE_S = 30.0
+
+    def __init__(self, client: OAuthClient, timeout_s: float) -> None:
+        self.client, self.timeout_s = client, timeout_s
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = threading.Lock()
+
+    def bearer(self) -> str:
+        with self._lock:
+            if self._token is None or time.monotonic() >= self._renew_at:
+                self._token, lifetime = self._fetch()
+                self._renew_at = (
+                    time.monotonic() + lifetime - min(self.RENEW_BEFORE_S, lifetime / 2)
+                )
+            return self._token
+
+    def forget(self) -> None:
+        """Drop the token (the destination refused it): the next send asks for a new one."""
+        with self._lock:
+            self._token = None
+
+    def _fetch(self) -> tuple[str, float]:
+        import requests
+        from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+        from requests.auth import HTTPBasicAuth
+        from requests_oauthlib import OAuth2Session
+
+        c = self.client
+        try:
+            secret = c.client_secret_file.read_text().strip()
+        except OSError as exc:
+            raise NotDelivered(f"OAuth client secret unreadable ({type(exc).__name__})") from None
+        # The scope goes in the request body only: a server may grant less than asked (its
+        # gateway then decides), which the session's own scope check would take for an error.
+        session = OAuth2Session(client=BackendApplicationClient(client_id=c.client_id))
+        try:
+            token = session.fetch_token(
+                c.token_url,
+                auth=HTTPBasicAuth(c.client_id, secret),
+                timeout=self.timeout_s,
+                scope=c.scope,
+            )
+        except OAuth2Error as exc:  # the endpoint's own error code: invalid_client...
+            raise NotDelivered(f"OAuth token refused ({exc.error})") from None
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise NotDelivered(f"OAuth token request failed ({type(exc).__name__})") from None
+        finally:
+            session.close()
+        return str(token["access_token"]), float(token.get("expires_in") or 3600)
+
+
 class StowSender:
     kind = "stow"
 
     def __init__(self, destination: DicomDestination, timeout_s: float) -> None:
         self.url, self.timeout_s = str(destination.stow_url), timeout_s
         self.authorization_file = destination.authorization_file
+        self.tokens = OAuthTokens(destination.oauth, timeout_s) if destination.oauth else None
 
     def send(self, sr_file: bytes) -> None:
         import requests
@@ -84,12 +144,17 @@ class StowSender:
             answer = client.store_instances([ds])
         except (requests.RequestException, OSError) as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status == 401 and self.tokens is not None:
+                self.tokens.forget()  # revoked or expired early: the next try asks anew
             raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
         if answer.get("FailedSOPSequence"):  # servers may send it empty
             raise NotDelivered("STOW-RS: the server lists the SR as failed")
 
     def _headers(self) -> dict[str, str]:
-        """The Authorization header from its file, read now: a rotated secret is picked up."""
+        """The Authorization header: an OAuth bearer token, or the value from its file, read
+        now (a rotated secret is picked up)."""
+        if self.tokens is not None:
+            return {"Authorization": f"Bearer {self.tokens.bearer()}"}
         if self.authorization_file is None:
             return {}
         try:

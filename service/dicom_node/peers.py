@@ -26,6 +26,22 @@ class DicomRoute(BaseModel):
     calling_ae: str | None = Field(default=None, description="AE title that sent the series.")
 
 
+class OAuthClient(BaseModel):
+    """OAuth 2.0 client credentials (RFC 6749 section 4.4) for a STOW-RS destination, as cloud
+    DICOM stores and hospital API gateways ask: a bearer token from `token_url`, renewed
+    before it expires (and after a 401)."""
+
+    token_url: str = Field(
+        pattern=r"^https://", description="The token endpoint (HTTPS: the secret goes there)."
+    )
+    client_id: str = Field(min_length=1, description="The node's client id there.")
+    client_secret_file: Path = Field(
+        description="A file (a mounted secret) holding the client secret; read at each token"
+        " request, so a rotated secret is picked up."
+    )
+    scope: str | None = Field(default=None, description="Scopes to ask for, space-separated.")
+
+
 class DicomDestination(BaseModel):
     """Where results go: a DICOM AE (C-STORE) or a DICOMweb server (STOW-RS)."""
 
@@ -47,6 +63,9 @@ class DicomDestination(BaseModel):
             ' e.g. "Bearer <token>" or "Basic <base64>"; read at each send.'
         ),
     )
+    oauth: OAuthClient | None = Field(
+        default=None, description="STOW-RS: OAuth 2.0 client credentials instead of a file."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DicomDestination:
@@ -57,6 +76,10 @@ class DicomDestination(BaseModel):
             raise ValueError("give either ae_title/host/port or stow_url, not both")
         if self.authorization_file is not None and self.stow_url is None:
             raise ValueError("authorization_file goes with stow_url")
+        if self.oauth is not None and self.stow_url is None:
+            raise ValueError("oauth goes with stow_url")
+        if self.oauth is not None and self.authorization_file is not None:
+            raise ValueError("give authorization_file or oauth, not both")
         if self.tls and self.stow_url is not None:
             raise ValueError("tls is for C-STORE; a STOW-RS URL says https:// itself")
         return self
