@@ -35,6 +35,15 @@ NODE: dict[str, Any] = {
                 "stow_url": "https://pacs.hospital/dicom-web",
                 "authorization_file": "/etc/scantune/pacs/authorization",
             },
+            {
+                "stow_url": "https://dicom.cloud.example/v1/dicomweb",
+                "oauth": {
+                    "token_url": "https://login.cloud.example/oauth2/token",
+                    "client_id": "scantune-node",
+                    "client_secret_file": "/etc/scantune/pacs/client-secret",
+                    "scope": "dicom.write",
+                },
+            },
         ],
         "extraVolumes": [{"name": "pacs", "secret": {"secretName": "pacs-stow"}}],
         "extraVolumeMounts": [
@@ -108,7 +117,10 @@ def test_the_node_settings_are_fields_and_parse(
     assert [d.key for d in settings.dicom_destinations] == [
         "ORTHANC@pacs.hospital:4242",
         "https://pacs.hospital/dicom-web",
+        "https://dicom.cloud.example/v1/dicomweb",
     ]
+    oauth = settings.dicom_destinations[2].oauth
+    assert oauth is not None and oauth.client_secret_file.name == "client-secret"
     assert settings.dicom_routes[0].modality == "DX"
     assert settings.dicom_inference_api_key == "node-key"
     assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
@@ -129,6 +141,10 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
     bad = {**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [{"ae_title": "PACS"}]}}
     with pytest.raises(helm.HelmValuesError, match="destinations/0"):
         render(bad)
+    plain_idp = {"token_url": "http://idp/token", "client_id": "n", "client_secret_file": "/s"}
+    stow = {"stow_url": "https://pacs/dicom-web", "oauth": plain_idp}
+    with pytest.raises(helm.HelmValuesError, match="destinations/0"):
+        render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [stow]}})
     assert len(find(render(NODE), "Deployment")) == 3
 
 
