@@ -31,13 +31,6 @@ class DicomNodeSettings(CommonSettings):
         description="The node's certificate (PEM, chain included): with the key, the DICOM port"
         " speaks TLS only. Default none: plain DICOM (keep the port on the hospital network).",
     )
-    dicom_tls_port: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="With a certificate: a second port for TLS (DICOM's is 2762), and"
-        " dicom_port stays plain for modalities without TLS. Default none: one port, TLS only.",
-    )
     dicom_tls_key_file: Path | None = Field(
         default=None, description="The private key (PEM) of dicom_tls_cert_file."
     )
@@ -45,6 +38,13 @@ class DicomNodeSettings(CommonSettings):
         default=None,
         description="CA certificates (PEM): callers must present a certificate they signed"
         " (mutual TLS), and TLS destinations' certificates are checked against them.",
+    )
+    dicom_tls_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="With a certificate: a second port for TLS (DICOM's is 2762), and"
+        " dicom_port stays plain for modalities without TLS. Default none: one port, TLS only.",
     )
     dicom_allowed_callers: list[DicomCaller] = Field(
         default_factory=list,
