@@ -286,25 +286,44 @@ def run_cell(
 
 
 def rescore(folder: Path) -> dict[str, Any]:
-    """Accuracy and balanced accuracy of each threshold rule on the dumped folds of one cell."""
-    rules: dict[str, list[tuple[float, float]]] = {}
+    """Accuracy and balanced accuracy of each threshold rule on the dumped folds of one cell,
+    in distribution and under the simulated acquisition shifts (mean and worst of their
+    accuracies): a rule whose cut only suits one site's score distribution shows there."""
+    rules: dict[str, list[dict[str, float]]] = {}
     for path in sorted(folder.glob("*.npz")):
         with np.load(path) as z:
             temperature = evaluate.fit_temperature(z["val_labels"], z["val_logits"])
             val = evaluate.softmax(z["val_logits"], temperature)[:, 1]
-            test = evaluate.softmax(z["test_logits"], temperature)[:, 1]
             y, prior = z["test_labels"], float(z["train_labels"].mean())
+            views = {
+                key[len("test_") : -len("_logits")]: evaluate.softmax(z[key], temperature)[:, 1]
+                for key in z.files
+                if key.startswith("test_") and key.endswith("_logits")
+            }
             youden = evaluate.choose_threshold(z["val_labels"], val, "youden", None, "p").value
+        test = views.pop("")
+        views.pop("flipped", None)
         for rule, cut in (("youden_on_val", youden), ("0.5", 0.5), ("1-prior", 1 - prior)):
             cm = evaluate.confusion_matrix(y, (test >= cut).astype(np.int64), 2)
-            acc = float(np.trace(cm) / cm.sum())
-            rules.setdefault(rule, []).append((acc, evaluate.balanced_accuracy(cm)))
+            shifted = [float(((p >= cut) == y).mean()) for p in views.values()]
+            rules.setdefault(rule, []).append(
+                {
+                    "accuracy": float(np.trace(cm) / cm.sum()),
+                    "balanced_accuracy": evaluate.balanced_accuracy(cm),
+                    **(
+                        {
+                            "accuracy_shifted": float(np.mean(shifted)),
+                            "accuracy_shifted_worst": min(shifted),
+                        }
+                        if shifted
+                        else {}
+                    ),
+                }
+            )
     return {
         rule: {
-            "accuracy": float(np.mean([r[0] for r in rows])),
-            "accuracy_sd": float(np.std([r[0] for r in rows], ddof=1)),
-            "balanced_accuracy": float(np.mean([r[1] for r in rows])),
-            "balanced_accuracy_sd": float(np.std([r[1] for r in rows], ddof=1)),
+            **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]},
+            **{f"{k}_sd": float(np.std([r[k] for r in rows], ddof=1)) for k in rows[0]},
         }
         for rule, rows in rules.items()
     }

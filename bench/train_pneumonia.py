@@ -6,6 +6,7 @@ resolution with a bare loop (AdamW on all weights, no augmentation, no freezing,
 validation between epochs), and prints validation ACC, AUC, ECE, wall time and images/s.
 
     python bench/train_pneumonia.py [--data PATH] [--skip-minimal] [--json OUT]
+        [--recipe '{"cv_folds": 3}']   # the job with these recipe settings over the default
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ DEFAULT_DATA = (
 )
 
 
-def default_spec(data: Path) -> JobSpec:
+def default_spec(data: Path, recipe: dict[str, Any] | None = None) -> JobSpec:
     return JobSpec.model_validate(
         {
             "model_name": "bench-pneumonia",
             "dataset": {"uri": str(data), "format": "npz", "classes": ["normal", "pneumonia"]},
             "base_model": "efficientnet_lite0",
+            "recipe": recipe or {},
         }
     )
 
@@ -177,10 +179,13 @@ def main() -> None:
     parser.add_argument(
         "--interleaved-only", action="store_true", help="only the alternating per-step comparison"
     )
+    parser.add_argument(
+        "--recipe", type=json.loads, default={}, help="JSON recipe settings over the default's"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     np.random.seed(0)
-    spec = default_spec(args.data)
+    spec = default_spec(args.data, args.recipe)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, image_size {spec.image_size}")
     if args.interleaved_only:
