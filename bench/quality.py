@@ -276,12 +276,10 @@ def run_cell(
             where = dump / f"r{repeat}f{fold}.npz" if dump else None
             rows.append(score_fold(spec, pool, train_idx, test_idx, where))
             print("    fold", json.dumps({k: round(v, 4) for k, v in rows[-1].items()}), flush=True)
-    keys = rows[0].keys()
     return {
         "scans": len(sample(pool.train.labels, size, seed=0)),
         "runs": len(rows),
-        **{k: float(np.mean([r[k] for r in rows])) for k in keys},
-        **{f"{k}_sd": float(np.std([r[k] for r in rows], ddof=1)) for k in keys},
+        **mean_and_sd(rows),
     }
 
 
@@ -305,27 +303,26 @@ def rescore(folder: Path) -> dict[str, Any]:
         views.pop("flipped", None)
         for rule, cut in (("youden_on_val", youden), ("0.5", 0.5), ("1-prior", 1 - prior)):
             cm = evaluate.confusion_matrix(y, (test >= cut).astype(np.int64), 2)
+            row = {
+                "accuracy": float(np.trace(cm) / cm.sum()),
+                "balanced_accuracy": evaluate.balanced_accuracy(cm),
+            }
             shifted = [float(((p >= cut) == y).mean()) for p in views.values()]
-            rules.setdefault(rule, []).append(
-                {
-                    "accuracy": float(np.trace(cm) / cm.sum()),
-                    "balanced_accuracy": evaluate.balanced_accuracy(cm),
-                    **(
-                        {
-                            "accuracy_shifted": float(np.mean(shifted)),
-                            "accuracy_shifted_worst": min(shifted),
-                        }
-                        if shifted
-                        else {}
-                    ),
+            if shifted:  # dumps from before the shifts were scored have none
+                row |= {
+                    "accuracy_shifted": float(np.mean(shifted)),
+                    "accuracy_shifted_worst": min(shifted),
                 }
-            )
+            rules.setdefault(rule, []).append(row)
+    return {rule: mean_and_sd(rows) for rule, rows in rules.items()}
+
+
+def mean_and_sd(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's mean over the rows, and its sd as `<name>_sd`."""
+    keys = rows[0].keys()
     return {
-        rule: {
-            **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]},
-            **{f"{k}_sd": float(np.std([r[k] for r in rows], ddof=1)) for k in rows[0]},
-        }
-        for rule, rows in rules.items()
+        **{k: float(np.mean([r[k] for r in rows])) for k in keys},
+        **{f"{k}_sd": float(np.std([r[k] for r in rows], ddof=1)) for k in keys},
     }
 
 
