@@ -47,14 +47,11 @@ class StopSignals:
     def __init__(self, deadline_s: float, created_at: float | None = None) -> None:
         self.deadline_s = deadline_s
         self.deadline_reached = False
-        self._created_at = created_at
-        self._born = time.monotonic()
-
-    def elapsed_s(self) -> float:
-        """Seconds the deadline has run: since the Job's creation, else the runner's start."""
-        if self._created_at is not None:
-            return time.time() - self._created_at
-        return time.monotonic() - self._born
+        # When the deadline began, on the monotonic clock: the Job's creation (read off the
+        # wall clock once), else the runner's own start.
+        waited = time.time() - created_at if created_at is not None else 0.0
+        self._since = time.monotonic() - waited
+        self._margin = deadline_margin_s(deadline_s, from_job_start=created_at is not None)
 
     def install(self, launcher: str) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -63,6 +60,6 @@ class StopSignals:
             signal.signal(signal.SIGTERM, self.on_pod_end)
 
     def on_pod_end(self, sig: int, frame: Any) -> None:
-        margin = deadline_margin_s(self.deadline_s, from_job_start=self._created_at is not None)
-        self.deadline_reached = self.elapsed_s() >= self.deadline_s - margin
+        elapsed = time.monotonic() - self._since
+        self.deadline_reached = elapsed >= self.deadline_s - self._margin
         raise KeyboardInterrupt

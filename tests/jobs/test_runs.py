@@ -7,8 +7,11 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,24 @@ def tiny_spec(data: Path | str, **overrides: Any) -> JobSpec:
     }
     base.update(overrides)
     return JobSpec.model_validate(base)
+
+
+def start_pod_runner(
+    settings: Any, job_id: str, folder: Path, created: datetime | None
+) -> subprocess.Popen[bytes]:
+    """`python -m service.jobs.runner` as a job pod runs it: the launcher's env for children,
+    `folder` as its work dir, the Job's creation time when given (as the launcher sets it);
+    its output in `folder`.log."""
+    from service.jobs.launchers.base import child_env
+    from service.jobs.stops import JOB_CREATED_ENV
+
+    env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(folder)}
+    if created is not None:
+        env[JOB_CREATED_ENV] = created.isoformat()
+    with folder.with_suffix(".log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.jobs.runner", job_id], env=env, stdout=log, stderr=log
+        )
 
 
 def registry_of(service: JobService) -> Registry:
@@ -235,13 +256,7 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
     """What a pod ended mid-run (SIGTERM: its node drained or preempted) and the next attempt
     do: the first pauses its job, the second pod has none of its files, and data, checkpoints
     and the published version all live in S3 (moto over HTTP)."""
-    import subprocess
-    import sys
-    from datetime import UTC, datetime
-
     from models.uri import s3_client
-    from service.jobs.launchers.base import child_env
-    from service.jobs.stops import JOB_CREATED_ENV
     from service.jobs.store import JobStore
 
     endpoint = s3_env["SCANTUNE_S3_ENDPOINT_URL"]
@@ -262,12 +277,7 @@ def test_pod_runner_resumes_on_a_fresh_disk_and_publishes_to_s3(
 
     def run_pod(name: str) -> subprocess.Popen[bytes]:
         [job] = store.claim_queued(1, launcher="kubernetes")
-        env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(tmp_path / name)}
-        env[JOB_CREATED_ENV] = datetime.now(UTC).isoformat()  # as the launcher sets it
-        log = (tmp_path / f"{name}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "-m", "service.jobs.runner", job.id], env=env, stdout=log, stderr=log
-        )
+        return start_pod_runner(settings, job.id, tmp_path / name, datetime.now(UTC))
 
     first = run_pod("pod-1")
     key = f"jobs/{job_id}/checkpoints/last.pt"
@@ -314,12 +324,7 @@ def test_a_pod_ended_by_its_jobs_deadline_fails_the_job_instead_of_pausing(
     node for nearly all of its Job's hour (the launcher's creation time in its env), so a
     SIGTERM seconds after the runner starts is the deadline. runner_age: no such env (a Job
     made by an older API), so the runner's own age counts, less the start-up margin."""
-    import subprocess
-    import sys
-    from datetime import UTC, datetime, timedelta
-
-    from service.jobs.launchers.base import child_env
-    from service.jobs.stops import JOB_CREATED_ENV, deadline_margin_s
+    from service.jobs.stops import deadline_margin_s
     from service.jobs.store import JobStore
 
     deadline_s = 3600 if clock == "job_created" else 4
@@ -327,15 +332,11 @@ def test_a_pod_ended_by_its_jobs_deadline_fails_the_job_instead_of_pausing(
     store = JobStore.open(settings.database_url)
     job_id = store.create(tiny_spec(pneumonia_small_npz, epochs=20))[0].id
     [job] = store.claim_queued(1, launcher="kubernetes")
-    env = {**child_env(settings), "SCANTUNE_WORK_DIR": str(tmp_path / "pod")}
-    if clock == "job_created":
-        created = datetime.now(UTC) - timedelta(seconds=deadline_s - 30)
-        env[JOB_CREATED_ENV] = created.isoformat()
+    created = datetime.now(UTC) - timedelta(seconds=deadline_s - 30)
+    pod = start_pod_runner(
+        settings, job.id, tmp_path / "pod", created if clock == "job_created" else None
+    )
     log = tmp_path / "pod.log"
-    with log.open("wb") as out:
-        pod = subprocess.Popen(
-            [sys.executable, "-m", "service.jobs.runner", job.id], env=env, stdout=out, stderr=out
-        )
     while store.get(job_id).phase is None and pod.poll() is None:
         time.sleep(0.1)  # its runner is running (and counting its age)
     if clock == "runner_age":

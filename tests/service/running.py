@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,20 +69,17 @@ class Up:
 
     def ctrl_c(self) -> float:
         """SIGINT to the process group, as the terminal sends it; seconds until all exited."""
-        assert self.proc is not None
-        started = time.monotonic()
-        os.killpg(self.proc.pid, signal.SIGINT)
-        self.proc.wait(timeout=60)
-        while _group_alive(self.proc.pid) and time.monotonic() - started < 60:
-            time.sleep(0.05)
-        return time.monotonic() - started
+        return self._stopped_by(lambda pid: os.killpg(pid, signal.SIGINT))
 
     def terminate(self) -> float:
         """SIGTERM to `scantune up` alone, as a process manager stops it (systemd, `docker
         stop`); seconds until its whole group exited."""
+        return self._stopped_by(lambda pid: os.kill(pid, signal.SIGTERM))
+
+    def _stopped_by(self, send: Callable[[int], None]) -> float:
         assert self.proc is not None
         started = time.monotonic()
-        self.proc.terminate()
+        send(self.proc.pid)
         self.proc.wait(timeout=60)
         while _group_alive(self.proc.pid) and time.monotonic() - started < 60:
             time.sleep(0.05)
