@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.commands.client import ApiClient, ApiError, add_connection_args, guarded
+from service.hospital.hl7v2 import HL7_MEDIA_TYPE
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
         "--accept",
         choices=sorted(ACCEPTS),
         help="answer in a hospital format: a DICOM SR (application/dicom, DICOM scans of one"
-        " study) or a FHIR R4 Bundle (application/fhir+json); default the JSON answer",
+        " study), a FHIR R4 Bundle (application/fhir+json) or an HL7 v2 ORU^R01"
+        " (x-application/hl7-v2+er7, DICOM scans of one study); default the JSON answer",
     )
     parser.add_argument(
         "-o", "--output", type=Path, help="write the answer to this file instead of stdout"
@@ -40,7 +42,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=guarded(run_predict))
 
 
-ACCEPTS = {"application/json": False, "application/dicom": True, "application/fhir+json": False}
+ACCEPTS = {
+    "application/json": False,
+    "application/dicom": True,
+    "application/fhir+json": False,
+    HL7_MEDIA_TYPE: False,
+}
 """The media types `--accept` offers, and whether the answer is binary."""
 
 
@@ -69,6 +76,8 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
         raise
     if args.accept and args.accept != "application/json":
         answer = response.content
+        if args.accept == HL7_MEDIA_TYPE and args.output is None and sys.stdout.isatty():
+            answer = answer.replace(b"\r", b"\n")  # segments end with CR: one line each
     elif args.json or args.accept:
         answer = (json.dumps(response.json(), indent=2) + "\n").encode()
     else:

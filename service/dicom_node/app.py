@@ -45,7 +45,9 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         settings.inference_url, settings.dicom_inference_api_key, settings.dicom_inference_timeout_s
     )
     client_tls = (
-        settings.dicom_client_tls() if any(d.tls for d in settings.dicom_destinations) else None
+        settings.dicom_client_tls()
+        if any(d.uses_tls for d in settings.dicom_destinations)
+        else None
     )
     senders: dict[str, Sender] = {
         d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S, client_tls)

@@ -1,8 +1,10 @@
-"""Sending a result to a destination: C-STORE (pynetdicom as SCU) or STOW-RS (dicomweb-client).
+"""Sending a result to a destination: C-STORE (pynetdicom as SCU), STOW-RS (dicomweb-client)
+or, rendered from the SR as an HL7 v2 ORU^R01, MLLP.
 
-A send either succeeds (the destination has the SR) or raises `NotDelivered`, and the queue
-tries again later with back-off. Sending the same SR twice (a crash between the send and its
-record) gives the destination the same SOP Instance UID again, which a PACS keeps once.
+A send either succeeds (the destination has the result) or raises `NotDelivered`, and the
+queue tries again later with back-off. Sending the same SR twice (a crash between the send and
+its record) gives the destination the same SOP Instance UID again, which a PACS keeps once; an
+HL7 receiver gets the same message control ID (MSH-10) again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 from typing import Protocol
 
-from service.dicom_node.peers import DicomDestination, OAuthClient
+from service.dicom_node.peers import DicomDestination, Hl7Destination, OAuthClient
 
 # C-STORE statuses meaning "stored": success, and the warnings (coercion, elements discarded,
 # data set does not match the SOP class: stored all the same).
@@ -163,6 +165,50 @@ class StowSender:
             raise NotDelivered(f"authorization file unreadable ({type(exc).__name__})") from None
 
 
+class Hl7Sender:
+    """The SR as an ORU^R01 (`service.hospital.hl7v2`) over MLLP; delivered on AA or CA."""
+
+    kind = "hl7"
+
+    def __init__(
+        self, destination: Hl7Destination, timeout_s: float, tls: ssl.SSLContext | None = None
+    ) -> None:
+        from service.hospital.hl7v2 import Envelope
+
+        self.destination, self.timeout_s, self.tls = destination, timeout_s, tls
+        d = destination
+        self.envelope = Envelope(
+            d.sending_application,
+            d.sending_facility,
+            d.receiving_application,
+            d.receiving_facility,
+            d.processing_id,
+        )
+
+    def send(self, sr_file: bytes) -> None:
+        from pydicom import dcmread
+
+        from service.dicom_node.mllp import MllpError, exchange
+        from service.hospital.hl7v2 import NotReportable, build_oru, control_id, parse_ack
+
+        sr = dcmread(io.BytesIO(sr_file))
+        try:
+            message = build_oru(sr, self.envelope)
+        except NotReportable as exc:
+            raise NotDelivered(f"no HL7 message: {exc}") from None
+        d = self.destination
+        try:
+            answer = exchange(d.host, d.port, message.encode(), self.timeout_s, self.tls)
+            ack = parse_ack(answer)
+        except (OSError, MllpError, ValueError) as exc:
+            shown = str(exc) if isinstance(exc, MllpError) else type(exc).__name__
+            raise NotDelivered(f"MLLP failed ({shown})") from None
+        if ack.control_id != control_id(sr):
+            raise NotDelivered("HL7 ACK acknowledges another message")
+        if not ack.accepted:
+            raise NotDelivered(f"HL7 ACK {ack.code or 'without a code'}")
+
+
 def sender_for(
     destination: DicomDestination,
     calling_ae: str,
@@ -170,6 +216,8 @@ def sender_for(
     tls: ssl.SSLContext | None = None,
 ) -> Sender:
     """The sender of one destination; `tls` is the context for a destination marked `tls`."""
+    if destination.hl7 is not None:
+        return Hl7Sender(destination.hl7, timeout_s, tls if destination.hl7.tls else None)
     if destination.stow_url:
         return StowSender(destination, timeout_s)
     return CStoreSender(destination, calling_ae, timeout_s, tls if destination.tls else None)

@@ -4,6 +4,7 @@ destinations (pydantic models; `service.config.DicomNodeSettings` holds lists of
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -42,8 +43,29 @@ class OAuthClient(BaseModel):
     scope: str | None = Field(default=None, description="Scopes to ask for, space-separated.")
 
 
+class Hl7Destination(BaseModel):
+    """An HL7 v2 receiver (an integration engine, a RIS): each result goes as an ORU^R01
+    over MLLP, and counts as delivered when the receiver answers AA (or CA)."""
+
+    host: str = Field(min_length=1, description="The receiver's host.")
+    port: int = Field(ge=1, le=65535, description="Its MLLP port.")
+    tls: bool = Field(
+        default=False,
+        description="MLLP over TLS: the receiver's certificate checked against"
+        " SCANTUNE_DICOM_TLS_CA_FILE (or the system's CAs) and its host name.",
+    )
+    receiving_application: str = Field(default="", max_length=180, description="MSH-5.")
+    receiving_facility: str = Field(default="", max_length=180, description="MSH-6.")
+    sending_application: str = Field(default="SCANTUNE", max_length=180, description="MSH-3.")
+    sending_facility: str = Field(default="", max_length=180, description="MSH-4.")
+    processing_id: Literal["P", "T", "D"] = Field(
+        default="P", description="MSH-11: production, training or debugging."
+    )
+
+
 class DicomDestination(BaseModel):
-    """Where results go: a DICOM AE (C-STORE) or a DICOMweb server (STOW-RS)."""
+    """Where results go: a DICOM AE (C-STORE), a DICOMweb server (STOW-RS) or an HL7 v2
+    receiver (ORU^R01 over MLLP)."""
 
     ae_title: str | None = Field(default=None, max_length=16, description="C-STORE: called AE.")
     host: str | None = Field(default=None, description="C-STORE: host.")
@@ -66,12 +88,22 @@ class DicomDestination(BaseModel):
     oauth: OAuthClient | None = Field(
         default=None, description="STOW-RS: OAuth 2.0 client credentials instead of a file."
     )
+    hl7: Hl7Destination | None = Field(
+        default=None, description="HL7 v2: the receiver of ORU^R01 messages (nothing else)."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DicomDestination:
         dimse = (self.ae_title, self.host, self.port)
+        if self.hl7 is not None:
+            others = (*dimse, self.stow_url, self.authorization_file, self.oauth)
+            if any(v is not None for v in others) or self.tls:
+                raise ValueError("an hl7 destination takes no other key (tls goes inside it)")
+            return self
         if self.stow_url is None and None in dimse:
-            raise ValueError("give ae_title, host and port (C-STORE) or stow_url (STOW-RS)")
+            raise ValueError(
+                "give ae_title, host and port (C-STORE), stow_url (STOW-RS) or hl7 (HL7 v2)"
+            )
         if self.stow_url is not None and any(v is not None for v in dimse):
             raise ValueError("give either ae_title/host/port or stow_url, not both")
         if self.authorization_file is not None and self.stow_url is None:
@@ -85,6 +117,13 @@ class DicomDestination(BaseModel):
         return self
 
     @property
+    def uses_tls(self) -> bool:
+        """Whether sending there needs the node's client TLS context."""
+        return self.tls or (self.hl7 is not None and self.hl7.tls)
+
+    @property
     def key(self) -> str:
         """A stable name for the destination (no credentials): what delivery rows record."""
+        if self.hl7 is not None:
+            return f"mllp://{self.hl7.host}:{self.hl7.port}/{self.hl7.receiving_application}"
         return self.stow_url or f"{self.ae_title}@{self.host}:{self.port}"

@@ -3,7 +3,8 @@
 Before: which scans are DICOM (their headers, read without pixels), whether their modality
 is the one the model was trained on, and, when an SR is asked for or stored, that they are
 all DICOM and of one study. After: the JSON answer gains each DICOM scan's UIDs; the answer
-becomes an SR or a FHIR Bundle when the request asked for one; `?store=true` stores the SR.
+becomes an SR, a FHIR Bundle or an HL7 v2 ORU^R01 (rendered from the SR) when the request
+asked for one; `?store=true` stores the SR.
 Plain objects: the Flask view passes the request's parts in.
 """
 
@@ -20,6 +21,7 @@ from models.intended_use import accepted
 from service.errors import Unprocessable
 from service.hospital.dicomweb import DicomwebConfig, Pacs
 from service.hospital.fhir import FHIR_MEDIA_TYPE, build_bundle
+from service.hospital.hl7v2 import HL7_MEDIA_TYPE, NotReportable, build_oru
 from service.hospital.results import ModelIdentity, ReportSettings, ScanResult, ScanUIDs
 from service.hospital.sr import SR_MEDIA_TYPE, build_sr, check_one_study
 
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
     from service.config import InferenceSettings
 
 JSON_MEDIA_TYPE = "application/json"
-MEDIA_TYPES = (JSON_MEDIA_TYPE, SR_MEDIA_TYPE, FHIR_MEDIA_TYPE)
+MEDIA_TYPES = (JSON_MEDIA_TYPE, SR_MEDIA_TYPE, FHIR_MEDIA_TYPE, HL7_MEDIA_TYPE)
 """What a predict answers in, by Accept; JSON unless another is asked for."""
+FROM_SR = (SR_MEDIA_TYPE, HL7_MEDIA_TYPE)
+"""The answers made from the request's SR: DICOM scans of one study only."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class HospitalRequest:
     ) -> HospitalRequest:
         if not allow_other_modality:
             check_modality(scans, card)
-        if media_type == SR_MEDIA_TYPE or store is not None:
+        if media_type in FROM_SR or store is not None:
             check_one_study(dicom_only(scans))
         return cls(media_type, scans, store)
 
@@ -118,20 +122,22 @@ class HospitalRequest:
     def answer(
         self, result: dict[str, Any], model: ModelIdentity, settings: ReportSettings
     ) -> tuple[bytes, str] | None:
-        """The SR's or Bundle's bytes and media type; None to answer `result` as JSON, to
-        which each DICOM scan's UIDs (and the stored SR's) have been added."""
+        """The SR's, Bundle's or HL7 message's bytes and media type; None to answer `result`
+        as JSON, to which each DICOM scan's UIDs (and the stored SR's) have been added."""
         predictions = result["predictions"]
         for prediction, scan in zip(predictions, self.scans, strict=True):
             if scan.header is not None:
                 prediction["dicom"] = ScanUIDs.of(scan.header).as_json()
         results = [ScanResult.from_prediction(p) for p in predictions]
-        if self.media_type == SR_MEDIA_TYPE or self.store is not None:
+        if self.media_type in FROM_SR or self.store is not None:
             sr = _report(dicom_only(self.scans), results, model, settings)
             if self.store is not None:
                 self.store.store(sr)
                 result["report"] = ScanUIDs.of(sr).as_json()
             if self.media_type == SR_MEDIA_TYPE:
                 return sr_bytes(sr), SR_MEDIA_TYPE
+            if self.media_type == HL7_MEDIA_TYPE:
+                return _message(sr), f"{HL7_MEDIA_TYPE}; charset=utf-8"
         if self.media_type == FHIR_MEDIA_TYPE:
             uids = [ScanUIDs.of(s.header) if s.header is not None else None for s in self.scans]
             bundle = build_bundle(uids, results, model, settings)
@@ -153,6 +159,14 @@ def _report(
         raise Unprocessable(
             f"a DICOM SR cannot be built from these scans' headers ({type(exc).__name__})"
         ) from None
+
+
+def _message(sr: Dataset) -> bytes:
+    """The ORU^R01 of the SR, or a 422 saying what the scans lack for one."""
+    try:
+        return build_oru(sr).encode()
+    except NotReportable as exc:
+        raise Unprocessable(f"no HL7 v2 result for these scans: {exc}") from None
 
 
 def check_modality(scans: Sequence[Scan], card: ModelCard) -> None:
@@ -178,8 +192,8 @@ def dicom_only(scans: Sequence[Scan]) -> list[Dataset]:
     for scan in scans:
         if scan.header is None:
             raise Unprocessable(
-                f"{scan.name} is not DICOM: a DICOM SR references DICOM instances only (ask"
-                " for application/json or application/fhir+json)",
+                f"{scan.name} is not DICOM: a DICOM SR or HL7 v2 result references DICOM"
+                " instances only (ask for application/json or application/fhir+json)",
                 errors=[{"loc": scan.name, "msg": "not DICOM", "type": "dicom"}],
             )
     return [scan.header for scan in scans if scan.header is not None]

@@ -44,6 +44,15 @@ NODE: dict[str, Any] = {
                     "scope": "dicom.write",
                 },
             },
+            {
+                "hl7": {
+                    "host": "engine.hospital",
+                    "port": 6661,
+                    "tls": True,
+                    "receiving_application": "RIS",
+                    "processing_id": "T",
+                }
+            },
         ],
         "extraVolumes": [{"name": "pacs", "secret": {"secretName": "pacs-stow"}}],
         "extraVolumeMounts": [
@@ -118,7 +127,10 @@ def test_the_node_settings_are_fields_and_parse(
         "ORTHANC@pacs.hospital:4242",
         "https://pacs.hospital/dicom-web",
         "https://dicom.cloud.example/v1/dicomweb",
+        "mllp://engine.hospital:6661/RIS",
     ]
+    hl7 = settings.dicom_destinations[3].hl7
+    assert hl7 is not None and hl7.tls and hl7.processing_id == "T"
     oauth = settings.dicom_destinations[2].oauth
     assert oauth is not None and oauth.client_secret_file.name == "client-secret"
     assert settings.dicom_routes[0].modality == "DX"
@@ -145,6 +157,10 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
     stow = {"stow_url": "https://pacs/dicom-web", "oauth": plain_idp}
     with pytest.raises(helm.HelmValuesError, match="destinations/0"):
         render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [stow]}})
+    mixed = {"hl7": {"host": "engine", "port": 6661}, "stow_url": "https://pacs/dicom-web"}
+    for hl7 in (mixed, {"hl7": {"host": "engine", "port": 6661, "processing_id": "X"}}):
+        with pytest.raises(helm.HelmValuesError, match="destinations/0"):
+            render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [hl7]}})
     assert len(find(render(NODE), "Deployment")) == 3
 
 

@@ -196,6 +196,13 @@ def test_settings_parse_peers_and_refuse_half_a_destination(monkeypatch: Any) ->
         DicomDestination(ae_title="PACS", host="h", port=104, stow_url="http://x")
     with pytest.raises(ValidationError, match="authorization_file goes with stow_url"):
         DicomDestination(ae_title="PACS", host="h", port=104, authorization_file=Path("/s"))
+    engine = {"host": "engine", "port": 6661}
+    with pytest.raises(ValidationError, match="an hl7 destination takes no other key"):
+        DicomDestination.model_validate({"hl7": engine, "stow_url": "https://pacs/dicom-web"})
+    with pytest.raises(ValidationError, match="an hl7 destination takes no other key"):
+        DicomDestination.model_validate({"hl7": engine, "tls": True})
+    with pytest.raises(ValidationError, match="processing_id"):
+        DicomDestination.model_validate({"hl7": {**engine, "processing_id": "X"}})
 
 
 def test_the_allow_list_needs_title_and_address_and_is_empty_by_default() -> None:

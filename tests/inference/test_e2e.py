@@ -119,8 +119,8 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
 def _cli_answers_in_hospital_formats(
     server: str, images: Path, out: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`scantune predict --accept`: the SR written whole to --output, the FHIR Bundle printed,
-    and a refused request leaves no file behind."""
+    """`scantune predict --accept`: the SR written whole to --output, the FHIR Bundle and the
+    HL7 message printed, and a refused request leaves no file behind."""
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -137,6 +137,10 @@ def _cli_answers_in_hospital_formats(
     fhir = ["predict", "--model", MODEL, "--url", server, "--accept", "application/fhir+json"]
     assert cli_main([*fhir, str(dicom)]) == 0
     assert json.loads(capsys.readouterr().out)["resourceType"] == "Bundle"
+    hl7 = ["predict", "--model", MODEL, "--url", server, "--accept", "x-application/hl7-v2+er7"]
+    assert cli_main([*hl7, str(dicom)]) == 0
+    message = capsys.readouterr().out
+    assert message.startswith("MSH|^~\\&|") and f"|{scan.StudyInstanceUID}|" in message
     refused = out / "refused.dcm"
     assert cli_main([*args, "-o", str(refused), str(images / "normal_0.png")]) == 5
     assert "422" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hl7
 import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -25,7 +26,7 @@ from tests.inference.conftest import MODEL, Trained, _onnx_only
 
 PREDICT = f"/v1/models/{MODEL}:predict"
 PNEUMONIA = ClassCode(scheme="SCT", value="233604007", meaning="Pneumonia")
-SR, FHIR = "application/dicom", "application/fhir+json"
+SR, FHIR, HL7 = "application/dicom", "application/fhir+json", "x-application/hl7-v2+er7"
 
 
 @pytest.fixture
@@ -106,13 +107,49 @@ def test_json_sr_and_fhir_answers_agree(
         )
 
 
+def test_the_hl7_answer_carries_the_json_answers_findings(
+    client: Any,
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    paths = study()
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    predictions = _post(client, paths).json["predictions"]
+    answer = _post(client, paths, HL7)
+    assert answer.status_code == 200 and answer.mimetype == HL7
+    assert answer.mimetype_params == {"charset": "utf-8"}
+    msg = hl7.parse(answer.data.decode())
+    assert str(msg["PID.F3.R1.C1"]) == str(sources[0].PatientID)
+    rows = [(str(s[3][0][0]), str(s[4]), str(s[5])) for s in msg.segments("OBX")]
+    assert rows[0] == ("110180", "", str(sources[0].StudyInstanceUID))
+    expected = []
+    for i, (p, source) in enumerate(zip(predictions, sources, strict=True), start=1):
+        code = (
+            "233604007^Pneumonia^SCT" if p["label"] == "pneumonia" else "normal^normal^99SCANTUNE"
+        )
+        expected += [
+            ("121071", str(i), code),
+            ("PROB", str(i), str(p["probabilities"][p["label"]])),
+        ]
+        expected.append(("121112", str(i), source.SOPInstanceUID))
+    assert rows[1:] == expected  # the exact doubles of the JSON answer
+
+
 def test_png_has_no_uids_and_gets_fhir_but_no_sr(client: Any, fixture_images: Path) -> None:
     png = [fixture_images / "normal_0.png"]
     assert "dicom" not in _post(client, png).json["predictions"][0]
     assert _post(client, png, FHIR).status_code == 200
-    refused = _post(client, png, SR)
-    assert refused.status_code == 422
-    assert "normal_0.png is not DICOM" in refused.json["detail"]
+    for accept in (SR, HL7):
+        refused = _post(client, png, accept)
+        assert refused.status_code == 422
+        assert "normal_0.png is not DICOM" in refused.json["detail"]
+
+
+def test_an_hl7_answer_needs_a_patient_id(
+    client: Any,
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    refused = _post(client, study(PatientID=""), HL7)
+    assert refused.status_code == 422 and "no Patient ID" in refused.json["detail"]
 
 
 def test_two_studies_in_one_sr_are_refused(

@@ -1,0 +1,279 @@
+"""HL7 v2.5.1 ORU^R01 result messages, built with hl7apy from the DICOM SR of a result.
+
+Integration engines and most RIS and EHR interfaces take results as HL7 v2 ORU^R01 rather
+than DICOM or FHIR. The message renders the SR `service.hospital.sr` builds: the same patient,
+study, findings and statement, so the two formats cannot disagree, and the DICOM node, which
+keeps only the SR of a result, can send either.
+
+Segments: MSH; PID (Patient ID with its issuer, name, birth date and sex, from the SR's
+Patient module); ORC (RE) and OBR (the Accession Number as filler order number and as placer
+field 1, as IHE Radiology carries it; LOINC 18748-4 "Diagnostic imaging study"; the study's
+date and time; result status P, preliminary); NTE (the statement that the result is automated,
+and the model); an OBX with the Study Instance UID, then per scan (OBX-4 sub-ID = the scan's
+number): the finding (CWE), its calibrated probability (NM) and the SOP Instance UID of the
+scan (ST), each preliminary (OBX-11 P), the model in OBX-18.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
+"""The media type HL7 gives ER7 (pipe-delimited) messages."""
+VERSION = "2.5.1"
+# Concepts as HL7 writes a coded element: value, meaning, scheme (CWE components 1-3).
+PROCEDURE = ("18748-4", "Diagnostic imaging study", "LN")
+STUDY_UID = ("110180", "Study Instance UID", "DCM")
+FINDING = ("121071", "Finding", "DCM")
+PROBABILITY = ("PROB", "Calibrated probability of the finding", "99SCANTUNE")
+SOURCE = ("121112", "Source of Measurement", "DCM")  # the scan, by its SOP Instance UID
+# The SR's containers and items the message reads (value, scheme).
+GROUP, COMMENT = ("125007", "DCM"), ("121106", "DCM")
+ALGORITHM_NAME, ALGORITHM_VERSION = ("111001", "DCM"), ("111003", "DCM")
+ACCEPTED = {"AA", "CA"}
+"""ACK codes meaning "taken": application accept, commit accept (enhanced mode)."""
+
+
+class NotReportable(ValueError):
+    """The SR lacks what an HL7 result must carry (its text names no patient data)."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """MSH: who sends the message to whom, and whether it is production data."""
+
+    sending_application: str = "SCANTUNE"
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    processing_id: str = "P"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One measurement group of the SR: a scan's reported class and its probability."""
+
+    sop_instance_uid: str
+    code: tuple[str, str, str]  # value, meaning, scheme: HL7's CWE order
+    probability: float | None
+    algorithm: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The receiver's answer: MSA-1 and the control ID it acknowledges (MSA-2)."""
+
+    code: str
+    control_id: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in ACCEPTED
+
+
+def control_id(sr: Dataset) -> str:
+    """MSH-10 (20 characters in 2.5.1): derived from the SR's SOP Instance UID, so a result
+    sent again carries the same ID and a receiver can tell it is the same message."""
+    return hashlib.sha256(str(sr.SOPInstanceUID).encode()).hexdigest()[:20].upper()
+
+
+def build_oru(sr: Dataset, envelope: Envelope = Envelope()) -> str:
+    """The ORU^R01 of `sr` in ER7 (segments end with CR); NotReportable when the SR names no
+    Patient ID (an HL7 result is filed by it) or holds no finding."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.core import Message
+
+    patient_id = str(sr.get("PatientID") or "").strip()
+    if not patient_id:
+        raise NotReportable("the scans have no Patient ID: an HL7 result is filed by it")
+    findings = read_findings(sr)
+    if not findings:
+        raise NotReportable("the report holds no finding")
+    msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
+    _header(msg, envelope, control_id(sr))
+    result = msg.add_group("ORU_R01_PATIENT_RESULT")
+    _patient(result.add_group("ORU_R01_PATIENT").pid, sr, patient_id)
+    order = result.add_group("ORU_R01_ORDER_OBSERVATION")
+    _order(order, sr)
+    _observations(order, sr, findings)
+    return str(msg.to_er7()) + "\r"
+
+
+def read_findings(sr: Dataset) -> list[Finding]:
+    """The SR's measurement groups (TID 1500 as `service.hospital.sr` writes it), in order."""
+    found = []
+    for group in _items(sr, GROUP, recursive=True):
+        codes = [i for i in _items(group, FINDING) if i.get("ConceptCodeSequence")]
+        sources = [i for i in _items(group, SOURCE) if i.get("ReferencedSOPSequence")]
+        if not codes or not sources:
+            continue
+        code = codes[0].ConceptCodeSequence[0]
+        names = [str(i.TextValue) for i in _items(group, ALGORITHM_NAME)]
+        versions = [str(i.TextValue) for i in _items(group, ALGORITHM_VERSION)]
+        found.append(
+            Finding(
+                sop_instance_uid=str(sources[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
+                code=(str(code.CodeValue), str(code.CodeMeaning), str(code.CodingSchemeDesignator)),
+                probability=_probability(group),
+                algorithm=" version ".join([*names[:1], *versions[:1]]),
+            )
+        )
+    return found
+
+
+def statements(sr: Dataset) -> list[str]:
+    """The report's comments (the statement that the result is automated), in order."""
+    return [str(item.TextValue) for item in _items(sr, COMMENT, recursive=True)]
+
+
+def parse_ack(data: bytes) -> Ack:
+    """MSA-1 and MSA-2 of an acknowledgement in any HL7 v2 version; ValueError when there
+    is no MSA segment to read."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.exceptions import HL7apyException
+    from hl7apy.parser import parse_segment
+
+    text = data.decode("utf-8", errors="replace")
+    for line in text.replace("\n", "\r").split("\r"):
+        if line.startswith("MSA"):
+            try:
+                msa = parse_segment(
+                    line, version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT
+                )
+            except HL7apyException as exc:
+                raise ValueError(f"unreadable MSA segment ({type(exc).__name__})") from None
+            return Ack(str(msa.msa_1.value or ""), str(msa.msa_2.value or ""))
+    raise ValueError("no MSA segment in the answer")
+
+
+# --- segments --------------------------------------------------------------------------------
+
+
+def _header(msg: Any, envelope: Envelope, control: str) -> None:
+    msh = msg.msh
+    _fill(msh, 3, _text(envelope.sending_application))
+    _fill(msh, 4, _text(envelope.sending_facility))
+    _fill(msh, 5, _text(envelope.receiving_application))
+    _fill(msh, 6, _text(envelope.receiving_facility))
+    _fill(msh, 7, datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000"))
+    _fill(msh, 9, "ORU^R01^ORU_R01")
+    _fill(msh, 10, control)
+    _fill(msh, 11, _text(envelope.processing_id))
+    _fill(msh, 18, "UNICODE UTF-8")
+
+
+def _patient(pid: Any, sr: Dataset, patient_id: str) -> None:
+    issuer = str(sr.get("IssuerOfPatientID") or "")
+    _fill(pid, 1, "1")
+    _fill(pid, 3, _parts(patient_id, "", "", issuer))
+    name = sr.get("PatientName")
+    if name:
+        # DICOM PN and HL7 XPN share their first five components' order: family, given,
+        # middle, prefix, suffix.
+        _fill(pid, 5, _parts(*str(name).split("=")[0].split("^")[:5]))
+    _fill(pid, 7, _text(sr.get("PatientBirthDate") or ""))
+    sex = str(sr.get("PatientSex") or "")
+    _fill(pid, 8, sex if sex in {"M", "F", "O"} else "U")
+
+
+def _order(order: Any, sr: Dataset) -> None:
+    accession = _text(sr.get("AccessionNumber") or "")
+    _fill(order.orc, 1, "RE")
+    _fill(order.orc, 3, accession)
+    obr = order.obr
+    _fill(obr, 1, "1")
+    _fill(obr, 3, accession)
+    _fill(obr, 4, _parts(*PROCEDURE))
+    _fill(obr, 7, _datetime(sr.get("StudyDate"), sr.get("StudyTime")))
+    _fill(obr, 18, accession)
+    _fill(obr, 22, _datetime(sr.get("ContentDate"), sr.get("ContentTime")))
+    _fill(obr, 24, "RAD")
+    _fill(obr, 25, "P")
+    for number, text in enumerate(statements(sr), start=1):
+        nte = order.add_segment("NTE")
+        _fill(nte, 1, str(number))
+        _fill(nte, 3, _text(text))
+
+
+def _observations(order: Any, sr: Dataset, findings: list[Finding]) -> None:
+    """The OBX rows: the study, then each scan's finding, probability and SOP Instance UID."""
+    rows = [(STUDY_UID, "ST", "", _text(sr.StudyInstanceUID), "")]
+    for number, found in enumerate(findings, start=1):
+        sub = str(number)
+        rows.append((FINDING, "CWE", sub, _parts(*found.code), ""))
+        if found.probability is not None:
+            rows.append((PROBABILITY, "NM", sub, _number(found.probability), "1^no units^UCUM"))
+        rows.append((SOURCE, "ST", sub, _text(found.sop_instance_uid), ""))
+    when = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
+    model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
+    for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):
+        obx = order.add_group("ORU_R01_OBSERVATION").obx
+        for field, text in enumerate((str(set_id), kind, _parts(*concept), sub, value, units), 1):
+            _fill(obx, field, text)
+        _fill(obx, 11, "P")
+        _fill(obx, 14, when)
+        _fill(obx, 18, model)
+
+
+def _fill(segment: Any, field: int, value: str) -> None:
+    """Set a field from ER7 text (already escaped); an empty value leaves it out."""
+    if value:
+        setattr(segment, f"{segment.name.lower()}_{field}", value)
+
+
+def _items(container: Any, concept: tuple[str, ...], *, recursive: bool = False) -> list[Any]:
+    """The content items in `container` whose concept name is `concept` (its value and, last,
+    its scheme; a Code compares by those two), in document order."""
+    from highdicom.sr.utils import find_content_items
+    from pydicom.sr.coding import Code
+
+    if "ContentSequence" not in container:
+        return []
+    name = Code(concept[0], concept[-1], concept[1] if len(concept) == 3 else concept[0])
+    return list(find_content_items(container, name=name, recursive=recursive))
+
+
+def _probability(group: Any) -> float | None:
+    for item in _items(group, PROBABILITY):
+        for value in item.get("MeasuredValueSequence", []):
+            exact = value.get("FloatingPointValue")
+            return float(exact if exact is not None else value.NumericValue)
+    return None
+
+
+def _datetime(date: object, time: object) -> str:
+    """DICOM DA + TM as HL7 DTM (YYYYMMDD[HHMM[SS]]); empty without a date."""
+    day = str(date or "")
+    if not day:
+        return ""
+    clock = str(time or "").split(".")[0]
+    return _text(day + clock[:6])
+
+
+def _number(value: float) -> str:
+    """NM: the shortest decimal that reads back as the same double, never in exponent form."""
+    import numpy as np
+
+    return str(np.format_float_positional(value, trim="-"))
+
+
+def _parts(*values: object) -> str:
+    """Components joined by `^`, each escaped; trailing empty ones dropped."""
+    return "^".join(_text(v) for v in values).rstrip("^")
+
+
+def _text(value: object) -> str:
+    """`value` as HL7 text: control characters (a segment ends at CR) become spaces and the
+    delimiters are escaped. By hand: hl7apy escapes only values it holds as data types, and
+    there it leaves a backslash that precedes a letter of an escape sequence as it is (so
+    "E\\F" would be read back as something else)."""
+    text = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in str(value))
+    for char, escaped in (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\")):
+        text = text.replace(char, escaped)
+    return text.replace("~", "\\R\\")

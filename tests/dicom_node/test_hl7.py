@@ -1,0 +1,137 @@
+"""Results to an HL7 v2 receiver: the node under gunicorn renders each series' SR as an
+ORU^R01 and sends it over MLLP (plain, or TLS checked against the hospital CA), and counts it
+delivered only once the receiver acknowledges it with AA.
+
+An integration engine (Mirth, Rhapsody) cannot run here: hl7apy's MLLP server stands in for
+one. It parses every message against the 2.5.1 ORU^R01 structure with strict validation and
+answers with the acknowledgement codes the test scripts."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import hl7
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.mllp import AbstractHandler, MLLPServer
+from hl7apy.parser import parse_message
+
+from tests.conftest import HospitalCA
+from tests.dicom_node.parts import Gunicorn, make_study, send, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+SLACK_S = 30.0
+
+
+@dataclass
+class Received:
+    control_id: str
+    er7: str
+    answered: str
+
+
+class Receiver:
+    """An MLLP listener on a loopback port; `answers` are the ACK codes it gives in turn (the
+    last one from then on)."""
+
+    def __init__(self, answers: list[str], tls: ssl.SSLContext | None = None) -> None:
+        self.answers, self.received = list(answers), []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(AbstractHandler):
+            def reply(self) -> str:
+                return receiver.acknowledge(self.incoming_message)
+
+        class Server(MLLPServer):
+            def get_request(self) -> tuple[Any, Any]:
+                conn, address = super().get_request()
+                return (tls.wrap_socket(conn, server_side=True) if tls else conn), address
+
+        self.server = Server("127.0.0.1", 0, {"ORU^R01^ORU_R01": (Handler,)}, timeout=10)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def acknowledge(self, er7: str) -> str:
+        incoming = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+        assert incoming.validate()  # a structural error closes the connection: no ACK
+        control = str(incoming.msh.msh_10.value)
+        with self.lock:
+            code = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            self.received.append(Received(control, er7, code))
+        ack = Message("ACK", version="2.5.1")
+        ack.msh.msh_3, ack.msh.msh_9, ack.msh.msh_10 = "RIS", "ACK^R01^ACK", "ACK" + control[:17]
+        ack.msh.msh_11 = "P"
+        ack.msa.msa_1, ack.msa.msa_2 = code, control
+        return str(ack.to_mllp())
+
+    def accepted(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.answered == "AA"]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    made: list[Receiver] = []
+
+    def make(answers: list[str], tls: ssl.SSLContext | None = None) -> Receiver:
+        made.append(Receiver(answers, tls))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.stop()
+
+
+def test_a_series_reaches_the_receiver_as_oru_r01_retried_until_acknowledged(
+    make_node: Callable[..., Gunicorn], receivers: Callable[..., Receiver]
+) -> None:
+    receiver = receivers(["AE", "AA"])  # the engine refuses once (e.g. its database away)
+    destination = {"host": "127.0.0.1", "port": receiver.port, "receiving_application": "RIS"}
+    node = make_node(dicom_destinations=[{"hl7": destination}]).start()
+    study = make_study(3)
+    assert send(node.port_dicom, study) == [0, 0, 0]
+    accepted = wait_until(receiver.accepted, SLACK_S, "the receiver accepts a result")
+    assert [r.answered for r in receiver.received] == ["AE", "AA"]
+    assert len({r.control_id for r in receiver.received}) == 1  # the same message, resent
+    msg = hl7.parse(accepted[0].er7)
+    assert str(msg.segment("MSH")[5]) == "RIS"
+    assert str(msg["PID.F3.R1.C1"]) == "P-1" and str(msg.segment("OBR")[3]) == "A1"
+    obx = msg.segments("OBX")
+    assert str(obx[0][5]) == study[0].StudyInstanceUID
+    sources = {str(s[5]) for s in obx if str(s[3][0][0]) == "121112"}
+    assert sources == {ds.SOPInstanceUID for ds in study}
+    assert len([s for s in obx if str(s[2]) == "NM"]) == 3
+    wait_until(
+        lambda: node.metric("scantune_dicom_results_delivered_total", kind="hl7") == 1,
+        10, "the delivery counted",
+    )  # fmt: skip
+    assert node.metric("scantune_dicom_delivery_failures_total", kind="hl7") >= 1
+    assert node.metric("scantune_dicom_queue_depth") == 0
+    log = (node.root / "dicom.log").read_text()
+    assert "P-1" not in log and study[0].StudyInstanceUID not in log  # no patient data
+
+
+def test_mllp_over_tls_to_a_receiver_the_hospital_ca_signed(
+    make_node: Callable[..., Gunicorn],
+    receivers: Callable[..., Receiver],
+    hospital_ca: HospitalCA,
+) -> None:
+    receiver = receivers(["AA"], tls=hospital_ca.server_context("localhost"))
+    node = make_node(
+        dicom_destinations=[{"hl7": {"host": "localhost", "port": receiver.port, "tls": True}}],
+        dicom_tls_ca_file=str(hospital_ca.pem_file),
+    ).start()
+    study = make_study(1)
+    assert send(node.port_dicom, study) == [0]
+    accepted = wait_until(receiver.accepted, SLACK_S, "the receiver accepts over TLS")
+    assert str(hl7.parse(accepted[0].er7)["PID.F3.R1.C1"]) == "P-1"
