@@ -61,10 +61,11 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
 def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
     """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
     from service.dicom_node import stow
+    from service.logs import configure_logging
     from service.web import add_readiness_check, create_base_app
 
     settings = settings or DicomNodeSettings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)  # JSON lines as the other services write, DICOM libraries held
     # pynetdicom's DEBUG lines dump the DIMSE messages it receives, UIDs included.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     node = build_services(settings)

@@ -216,6 +216,30 @@ def test_patient_data_in_dicom_tags_reaches_no_log_line_and_no_answer(
     assert SENTINEL not in logged
 
 
+@pytest.mark.parametrize(
+    "accept", ["application/dicom", "application/fhir+json", "x-application/hl7-v2+er7"]
+)
+def test_hospital_answers_leave_neither_patient_data_nor_uids_in_the_logs(
+    make_client: Callable[..., Any], every_log_line: io.StringIO, accept: str
+) -> None:
+    """Building an SR, a Bundle or an HL7 message runs DICOM libraries that log the values and
+    UIDs they copy: none of it may reach a log line, at any log level."""
+    client = make_client(log_level="DEBUG")
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    scan = with_elements(
+        sentinel_dicoms()["valid"], StudyInstanceUID=study, SeriesInstanceUID=series
+    )
+    uids = pydicom.dcmread(io.BytesIO(scan), stop_before_pixels=True)
+    answer = client.post(
+        PREDICT, data={"file": (io.BytesIO(scan), "scan.dcm")}, headers={"Accept": accept}
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    logged = every_log_line.getvalue()
+    assert "predict request_id=" in logged  # the capture works
+    for value in (SENTINEL, uids.SOPInstanceUID, uids.StudyInstanceUID, uids.SeriesInstanceUID):
+        assert str(value) not in logged, value
+
+
 def test_patient_data_in_file_names_reaches_no_log_line(
     make_client: Callable[..., Any], every_log_line: io.StringIO
 ) -> None:
