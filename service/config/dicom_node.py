@@ -39,6 +39,11 @@ class DicomNodeSettings(CommonSettings):
         description="CA certificates (PEM): callers must present a certificate they signed"
         " (mutual TLS), and TLS destinations' certificates are checked against them.",
     )
+    dicom_https_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) trusted for HTTPS beside the public ones (certifi):"
+        " STOW-RS destinations and OAuth token endpoints signed by a hospital CA.",
+    )
     dicom_tls_port: int | None = Field(
         default=None,
         ge=0,
@@ -109,6 +114,7 @@ class DicomNodeSettings(CommonSettings):
             raise ValueError("dicom_tls_port must differ from dicom_port")
         self.dicom_server_tls()
         self.dicom_client_tls()
+        self.dicom_https_tls()
         return self
 
     def dicom_listeners(self) -> list[tuple[int, ssl.SSLContext | None]]:
@@ -127,6 +133,22 @@ class DicomNodeSettings(CommonSettings):
         return tls.server_context(
             self.dicom_tls_cert_file, self.dicom_tls_key_file, self.dicom_tls_ca_file
         )
+
+    def dicom_https_tls(self) -> ssl.SSLContext | None:
+        """The context HTTPS destinations and token endpoints are checked with; None: requests'
+        own (certifi, or REQUESTS_CA_BUNDLE)."""
+        from service.jobs.egress import tls_context
+
+        if self.dicom_https_ca_file is None:
+            return None
+        try:
+            pem = self.dicom_https_ca_file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"dicom_https_ca_file does not load ({type(exc).__name__})") from None
+        try:
+            return tls_context(pem)
+        except ValueError as exc:
+            raise ValueError(f"dicom_https_ca_file does not load ({exc})") from None
 
     def dicom_client_tls(self) -> ssl.SSLContext:
         """The context for destinations marked `tls`."""

@@ -49,8 +49,9 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         if any(d.uses_tls for d in settings.dicom_destinations)
         else None
     )
+    https = settings.dicom_https_tls()
     senders: dict[str, Sender] = {
-        d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S, client_tls)
+        d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S, client_tls, https)
         for d in settings.dicom_destinations
     }
     worker = Worker(settings, queue, spool, client, senders)

@@ -13,7 +13,10 @@ import io
 import ssl
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
 
 from service.dicom_node.peers import DicomDestination, Hl7Destination, OAuthClient
 
@@ -70,6 +73,27 @@ class CStoreSender:
             raise NotDelivered(f"C-STORE failed: {shown}")
 
 
+class ContextAdapter(HTTPAdapter):
+    """HTTPS checked with a given SSL context: requests takes only a CA bundle's path, which
+    would replace the public CAs instead of adding the hospital's."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self.context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def https_session(session: requests.Session, context: ssl.SSLContext | None) -> requests.Session:
+    """`session`, its HTTPS peers checked against `context` (the public CAs and the
+    hospital's: `SCANTUNE_DICOM_HTTPS_CA_FILE`); None leaves requests' own CAs."""
+    if context is not None:
+        session.mount("https://", ContextAdapter(context))
+    return session
+
+
 class OAuthTokens:
     """Bearer tokens by the client-credentials grant (requests-oauthlib), each kept until
     shortly before it expires. Not getting one is a failed send like any other: the queue
@@ -77,8 +101,10 @@ class OAuthTokens:
 
     RENEW_BEFORE_S = 30.0
 
-    def __init__(self, client: OAuthClient, timeout_s: float) -> None:
-        self.client, self.timeout_s = client, timeout_s
+    def __init__(
+        self, client: OAuthClient, timeout_s: float, https: ssl.SSLContext | None = None
+    ) -> None:
+        self.client, self.timeout_s, self.https = client, timeout_s, https
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock = threading.Lock()
@@ -98,7 +124,6 @@ class OAuthTokens:
             self._token = None
 
     def _fetch(self) -> tuple[str, float]:
-        import requests
         from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
         from requests.auth import HTTPBasicAuth
         from requests_oauthlib import OAuth2Session
@@ -111,6 +136,7 @@ class OAuthTokens:
         # The scope goes in the request body only: a server may grant less than asked (its
         # gateway then decides), which the session's own scope check would take for an error.
         session = OAuth2Session(client=BackendApplicationClient(client_id=c.client_id))
+        https_session(session, self.https)
         try:
             token = session.fetch_token(
                 c.token_url,
@@ -130,18 +156,22 @@ class OAuthTokens:
 class StowSender:
     kind = "stow"
 
-    def __init__(self, destination: DicomDestination, timeout_s: float) -> None:
-        self.url, self.timeout_s = str(destination.stow_url), timeout_s
+    def __init__(
+        self, destination: DicomDestination, timeout_s: float, https: ssl.SSLContext | None = None
+    ) -> None:
+        self.url, self.timeout_s, self.https = str(destination.stow_url), timeout_s, https
         self.authorization_file = destination.authorization_file
-        self.tokens = OAuthTokens(destination.oauth, timeout_s) if destination.oauth else None
+        oauth = destination.oauth
+        self.tokens = OAuthTokens(oauth, timeout_s, https) if oauth else None
 
     def send(self, sr_file: bytes) -> None:
-        import requests
         from dicomweb_client import DICOMwebClient
         from pydicom import dcmread
 
         ds = dcmread(io.BytesIO(sr_file))
-        client = DICOMwebClient(self.url, headers=self._headers(), timeout=self.timeout_s)
+        headers = self._headers()
+        session = https_session(requests.Session(), self.https)
+        client = DICOMwebClient(self.url, session=session, headers=headers, timeout=self.timeout_s)
         try:
             answer = client.store_instances([ds])
         except (requests.RequestException, OSError) as exc:
@@ -149,6 +179,8 @@ class StowSender:
             if status == 401 and self.tokens is not None:
                 self.tokens.forget()  # revoked or expired early: the next try asks anew
             raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
+        finally:
+            session.close()
         if answer.get("FailedSOPSequence"):  # servers may send it empty
             raise NotDelivered("STOW-RS: the server lists the SR as failed")
 
@@ -214,10 +246,12 @@ def sender_for(
     calling_ae: str,
     timeout_s: float,
     tls: ssl.SSLContext | None = None,
+    https: ssl.SSLContext | None = None,
 ) -> Sender:
-    """The sender of one destination; `tls` is the context for a destination marked `tls`."""
+    """The sender of one destination; `tls` is the context for a destination marked `tls`,
+    `https` the one HTTPS peers are checked with (None: requests' own)."""
     if destination.hl7 is not None:
         return Hl7Sender(destination.hl7, timeout_s, tls if destination.hl7.tls else None)
     if destination.stow_url:
-        return StowSender(destination, timeout_s)
+        return StowSender(destination, timeout_s, https)
     return CStoreSender(destination, calling_ae, timeout_s, tls if destination.tls else None)

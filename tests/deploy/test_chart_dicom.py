@@ -186,6 +186,25 @@ def test_dicom_tls_mounts_the_secret_and_points_the_node_at_its_files(
     assert not [k for k in container_env(node, plain) if k.startswith("SCANTUNE_DICOM_TLS")]
 
 
+def test_a_hospital_ca_for_https_comes_from_a_config_map(
+    node: list[Manifest], render: Render, validate: Any
+) -> None:
+    manifests = render({**NODE, "dicomNode": {**NODE["dicomNode"], "httpsCAConfigMap": "h-ca"}})
+    for manifest in manifests:
+        validate(manifest, KUBE_VERSIONS[-1])
+    pod = deployment(manifests, "dicom")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = container_env(manifests, container)
+    assert_settings_fields(env, DicomNodeSettings, "dicom container")
+    assert env["SCANTUNE_DICOM_HTTPS_CA_FILE"] == "/etc/scantune/https-ca/ca.crt"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["https-ca"] == "/etc/scantune/https-ca"
+    config_map = {"name": "h-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert {"name": "https-ca", "configMap": config_map} in pod["volumes"]
+    (plain,) = deployment(node, "dicom")["spec"]["template"]["spec"]["containers"]
+    assert "SCANTUNE_DICOM_HTTPS_CA_FILE" not in container_env(node, plain)
+
+
 def test_a_tls_port_of_its_own_is_served_beside_the_plain_one(
     render: Render, validate: Any
 ) -> None:

@@ -31,8 +31,8 @@ SLACK_S = 20.0
 
 
 class Gateway:
-    """The token endpoint (HTTPS) and a gateway to Orthanc's DICOMweb that takes only live
-    tokens it issued (HTTP), each on a thread."""
+    """The token endpoint and a gateway to Orthanc's DICOMweb that takes only live tokens it
+    issued, both HTTPS with certificates of the hospital's CA, each on a thread."""
 
     def __init__(self, orthanc: Orthanc, ca: HospitalCA) -> None:
         self.orthanc = orthanc
@@ -46,10 +46,13 @@ class Gateway:
             self.idp.socket, server_side=True
         )
         self.gate = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(self._forward))
+        self.gate.socket = ca.server_context("localhost").wrap_socket(
+            self.gate.socket, server_side=True
+        )
         for server in (self.idp, self.gate):
             threading.Thread(target=server.serve_forever, daemon=True).start()
         self.token_url = f"https://localhost:{self.idp.server_address[1]}/oauth2/token"
-        self.stow_url = f"http://127.0.0.1:{self.gate.server_address[1]}/dicom-web"
+        self.stow_url = f"https://localhost:{self.gate.server_address[1]}/dicom-web"
 
     def stop(self) -> None:
         for server in (self.idp, self.gate):
@@ -124,9 +127,10 @@ def test_results_go_by_stow_rs_with_oauth_tokens_renewed_as_they_run_out(
         "client_secret_file": str(secret),
         "scope": SCOPE,
     }
-    node = make_node(dicom_destinations=[{"stow_url": gateway.stow_url, "oauth": oauth}])
-    node.env["REQUESTS_CA_BUNDLE"] = str(hospital_ca.pem_file)  # the IdP's certificate's CA
-    node.start()
+    node = make_node(
+        dicom_destinations=[{"stow_url": gateway.stow_url, "oauth": oauth}],
+        dicom_https_ca_file=str(hospital_ca.pem_file),  # added to the public CAs
+    ).start()
 
     first = make_study(2)
     assert send(node.port_dicom, first) == [0, 0]
@@ -167,6 +171,32 @@ def test_results_go_by_stow_rs_with_oauth_tokens_renewed_as_they_run_out(
     log = node.log_text()
     assert SECRET not in log and "tok-1" not in log and "an-old-secret" not in log
     assert "invalid_client" in log  # the refusal is told, by the endpoint's error code
+
+
+def test_the_hospital_ca_is_trusted_beside_the_public_ones(
+    gateway: Gateway, hospital_ca: HospitalCA, tmp_path: Path
+) -> None:
+    import certifi
+    from pydantic import ValidationError
+
+    from service.config import DicomNodeSettings
+    from service.dicom_node.delivery import https_session
+
+    context = DicomNodeSettings(dicom_https_ca_file=hospital_ca.pem_file).dicom_https_tls()
+    assert context is not None
+    subjects = [dict(x[0] for x in c["subject"]) for c in context.get_ca_certs()]
+    assert {"commonName": "scantune test hospital CA"} in subjects
+    assert len(subjects) > certifi.contents().count("BEGIN CERTIFICATE") // 2  # still public
+    url = gateway.token_url
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.post(url, timeout=10)  # requests' own CAs do not know the hospital's
+    with https_session(requests.Session(), context) as session:
+        assert session.post(url, timeout=10).status_code == 401  # TLS checked out: no client
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for bad in (junk, tmp_path / "missing.pem"):
+        with pytest.raises(ValidationError, match="dicom_https_ca_file does not load"):
+            DicomNodeSettings(dicom_https_ca_file=bad)
 
 
 @pytest.mark.parametrize(
