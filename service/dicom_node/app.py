@@ -61,7 +61,7 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
 
 def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
     """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
-    from service.dicom_node import stow
+    from service.dicom_node import operations, stow
     from service.logs import configure_logging
     from service.web import add_readiness_check, create_base_app
 
@@ -73,6 +73,7 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
     app = create_base_app(__name__, settings, service="dicom")
     app.extensions[EXTENSION] = node
     app.register_blueprint(stow.bp)
+    app.register_blueprint(operations.bp)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
     add_readiness_check(app, "database", lambda: _ping(node.queue))
     add_readiness_check(app, "dicom", lambda: _listening(node))

@@ -62,3 +62,13 @@ def test_a_real_stow_answer_conforms(served: Flask) -> None:
     response = case.call(app=served, headers={"Content-Type": content_type})
     assert response.status_code == 202
     case.validate_response(response, checks=CHECKS)
+
+
+def test_the_series_of_a_real_study_conform(served: Flask) -> None:
+    body, content_type = multipart(*(encoded(ds) for ds in make_study(2)))
+    served.test_client().post("/dicomweb/studies", data=body, content_type=content_type)
+    operation: Any = SCHEMA["/v1/series"]["GET"]
+    case = operation.Case(query={"limit": 5})
+    response = case.call(app=served)
+    assert response.status_code == 200 and len(response.json()["items"]) == 1
+    case.validate_response(response, checks=CHECKS)

@@ -1,0 +1,118 @@
+"""What the node did with each series, for the person who answers "did study X get its
+result, and if not, why?": the queue's series and deliveries as plain dictionaries, newest
+first, and a way to send a series' pending results now instead of waiting out the back-off
+(a destination that was down is back)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from service.dicom_node.tables import DeliveryRow, InstanceRow, SeriesRow
+from service.jobs.store import as_utc, utcnow
+from service.paging import decode_cursor, encode_cursor
+
+
+class SeriesLedger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def page(
+        self,
+        *,
+        state: str | None = None,
+        study_instance_uid: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Series newest first; pass the returned cursor for the next page (None: no more)."""
+        query = select(SeriesRow).order_by(SeriesRow.id.desc()).limit(limit + 1)
+        if state is not None:
+            query = query.where(SeriesRow.state == state)
+        if study_instance_uid is not None:
+            query = query.where(SeriesRow.study_uid == study_instance_uid)
+        if cursor is not None:
+            query = query.where(SeriesRow.id < decode_cursor(cursor, "series"))
+        with Session(self.engine) as session:
+            rows = list(session.scalars(query))
+            views = _views(session, rows[:limit])
+        next_cursor = encode_cursor("series", rows[limit - 1].id) if len(rows) > limit else None
+        return views, next_cursor
+
+    def get(self, series_id: int) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            row = session.get(SeriesRow, series_id)
+            return _views(session, [row])[0] if row is not None else None
+
+    def send_now(self, series_id: int) -> None:
+        """Make the series' pending deliveries (and a classification waiting to be retried)
+        due now."""
+        now = utcnow()
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.series_id == series_id, DeliveryRow.state == "pending")
+                .values(next_attempt_at=now)
+            )
+            session.execute(
+                update(SeriesRow)
+                .where(SeriesRow.id == series_id, SeriesRow.state == "receiving")
+                .where(SeriesRow.next_attempt_at.is_not(None))
+                .values(next_attempt_at=now)
+            )
+
+
+def _views(session: Session, rows: Iterable[SeriesRow]) -> list[dict[str, Any]]:
+    rows = list(rows)
+    ids = [row.id for row in rows]
+    counts = dict(
+        session.execute(
+            select(InstanceRow.series_id, func.count())
+            .where(InstanceRow.series_id.in_(ids))
+            .group_by(InstanceRow.series_id)
+        ).all()
+    )
+    deliveries: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    for d in session.scalars(
+        select(DeliveryRow).where(DeliveryRow.series_id.in_(ids)).order_by(DeliveryRow.id)
+    ):
+        deliveries[d.series_id].append(
+            {
+                "destination": d.destination,
+                "state": d.state,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "next_attempt_at": _time(d.next_attempt_at) if d.state == "pending" else None,
+                "delivered_at": _time(d.delivered_at),
+            }
+        )
+    return [_view(row, int(counts.get(row.id, 0)), deliveries[row.id]) for row in rows]
+
+
+def _view(row: SeriesRow, instances: int, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "study_instance_uid": row.study_uid,
+        "series_instance_uid": row.series_uid,
+        "generation": row.generation,
+        "state": row.state,
+        "calling_ae": row.calling_ae,
+        "model": row.model,
+        "alias": row.alias,
+        "instances": instances,
+        "result_sop_instance_uid": row.result_uid,
+        "attempts": row.attempts,
+        "last_error": row.last_error or None,
+        "created_at": _time(row.created_at),
+        "last_instance_at": _time(row.last_instance_at),
+        "finished_at": _time(row.finished_at),
+        "deliveries": deliveries,
+    }
+
+
+def _time(value: Any) -> str | None:
+    at = as_utc(value)
+    return at.isoformat() if at is not None else None

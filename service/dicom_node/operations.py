@@ -1,0 +1,70 @@
+"""/v1/series: what the node received, classified and delivered, newest first, filtered by
+state or study (scope read), and `POST /v1/series/{id}/send-now` to try a series' pending
+deliveries at once (scope admin), e.g. once a destination that was down is back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from flask import Blueprint, Response, current_app, g, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.auth import require
+from service.dicom_node.ledger import SeriesLedger
+from service.dicom_node.redact import uid_hash
+from service.errors import Conflict, NotFound
+from service.parsing import parse_query
+
+bp = Blueprint("operations", __name__, url_prefix="/v1/series")
+log = logging.getLogger("scantune.dicom")
+State = Literal["receiving", "classifying", "delivering", "done", "unrouted", "failed", "expired"]
+
+
+class SeriesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: State | None = None
+    study_instance_uid: str | None = Field(
+        default=None, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$"
+    )
+    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+def ledger() -> SeriesLedger:
+    return SeriesLedger(current_app.extensions["scantune.dicom"].queue.engine)
+
+
+@bp.get("")
+@require("read")
+def list_series() -> Response:
+    items, next_cursor = ledger().page(**parse_query(SeriesQuery).model_dump())
+    return jsonify(items=items, next_cursor=next_cursor)
+
+
+@bp.get("/<int:series_id>")
+@require("read")
+def get_series(series_id: int) -> Response:
+    return jsonify(_one(series_id))
+
+
+@bp.post("/<int:series_id>/send-now")
+@require("admin")
+def send_now(series_id: int) -> Response:
+    series = _one(series_id)
+    if series["state"] not in ("receiving", "delivering"):
+        raise Conflict(f"series {series_id} has nothing left to send (it is {series['state']})")
+    ledger().send_now(series_id)
+    log.info(
+        "series %s: pending work made due now by %s", uid_hash(series["series_instance_uid"]),
+        g.get("actor", "anonymous"),
+    )  # fmt: skip
+    return jsonify(_one(series_id))
+
+
+def _one(series_id: int) -> dict[str, Any]:
+    found = ledger().get(series_id)
+    if found is None:
+        raise NotFound(f"no series {series_id}")
+    return found
