@@ -22,7 +22,13 @@ from service.errors import Unprocessable
 from service.hospital.dicomweb import DicomwebConfig, Pacs
 from service.hospital.fhir import FHIR_MEDIA_TYPE, build_bundle
 from service.hospital.hl7v2 import HL7_MEDIA_TYPE, NotReportable, build_oru
-from service.hospital.results import ModelIdentity, ReportSettings, ScanResult, ScanUIDs
+from service.hospital.results import (
+    ModelIdentity,
+    ReportSettings,
+    ScanResult,
+    ScanUIDs,
+    Subject,
+)
 from service.hospital.sr import SR_MEDIA_TYPE, build_sr, check_one_study
 
 if TYPE_CHECKING:
@@ -140,7 +146,8 @@ class HospitalRequest:
                 return _message(sr), f"{HL7_MEDIA_TYPE}; charset=utf-8"
         if self.media_type == FHIR_MEDIA_TYPE:
             uids = [ScanUIDs.of(s.header) if s.header is not None else None for s in self.scans]
-            bundle = build_bundle(uids, results, model, settings)
+            subject = Subject.common([s.header for s in self.scans if s.header is not None])
+            bundle = build_bundle(uids, results, model, settings, subject)
             return bundle.model_dump_json().encode(), FHIR_MEDIA_TYPE
         return None
 

@@ -5,7 +5,10 @@ the scans, referenced by its Study Instance UID (`urn:dicom:uid` identifier), wi
 Observation per scan: the reported class as `valueCodeableConcept` (code DCM 121071
 "Finding") and each class's calibrated probability as a component. The model is a Device:
 each Observation's `device`, as R4 allows. R4's DiagnosticReport.performer admits only
-people and organisations, so the report names the model in its conclusion instead.
+people and organisations, so the report names the model in its conclusion instead. When the
+DICOM scans agree on them, the patient (by Patient ID, a logical reference: the EHR resolves
+it) is the report's and each Observation's `subject`, and the order (by Accession Number) the
+report's `basedOn`, so an EHR can file the result where it belongs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from models.card import ClassCode
-from service.hospital.results import ModelIdentity, ReportSettings, ScanResult, ScanUIDs
+from service.hospital.results import (
+    ModelIdentity,
+    ReportSettings,
+    ScanResult,
+    ScanUIDs,
+    Subject,
+)
 
 if TYPE_CHECKING:
     from fhir.resources.R4B.bundle import Bundle
@@ -37,12 +46,14 @@ SYSTEMS = {
     "RADLEX": "http://radlex.org",
     "UCUM": UCUM,
     "HL70074": "http://terminology.hl7.org/CodeSystem/v2-0074",
+    "HL70203": "http://terminology.hl7.org/CodeSystem/v2-0203",
     "OBSCAT": "http://terminology.hl7.org/CodeSystem/observation-category",
 }
 """FHIR code system URIs of DICOM coding scheme designators; others get SCHEME_URI."""
 SCHEME_URI = "https://scantune.dev/fhir/CodeSystem/"
 FINDING = ClassCode(scheme="DCM", value="121071", meaning="Finding")
 IMAGING_REPORT = ClassCode(scheme="LN", value="18748-4", meaning="Diagnostic imaging study")
+ACCESSION = ClassCode(scheme="HL70203", value="ACSN", meaning="Accession ID")
 
 
 def build_bundle(
@@ -50,19 +61,22 @@ def build_bundle(
     results: Sequence[ScanResult],
     model: ModelIdentity,
     settings: ReportSettings,
+    subject: Subject | None = None,
 ) -> Bundle:
-    """The Bundle of `results` (one per scan; a scan's UIDs are None for PNG or JPEG)."""
+    """The Bundle of `results` (one per scan; a scan's UIDs are None for PNG or JPEG), about
+    `subject`'s patient and order when given."""
     from fhir.resources.R4B.bundle import Bundle, BundleEntry
 
     if len(scans) != len(results) or not scans:
         raise ValueError("one result per scan, and at least one")
     device_url = _urn()
     studies = sorted({s.study_instance_uid for s in scans if s and s.study_instance_uid})
+    patient = _patient(subject)
     observations = [
-        (_urn(), _observation(scan, result, model, device_url))
+        (_urn(), _observation(scan, result, model, device_url, patient))
         for scan, result in zip(scans, results, strict=True)
     ]
-    report = _report(model, settings, studies, [url for url, _ in observations])
+    report = _report(model, settings, studies, [url for url, _ in observations], subject)
     entries = [(_urn(), report), (device_url, _device(model, settings)), *observations]
     return Bundle(
         type="collection",
@@ -102,8 +116,35 @@ def _study(uid: str, display: str | None = None) -> Reference:
     return Reference(type="ImagingStudy", identifier=identifier, display=display)
 
 
+def _patient(subject: Subject | None) -> Reference | None:
+    """The patient by Patient ID (and its issuer as the assigner), a logical reference."""
+    from fhir.resources.R4B.identifier import Identifier
+    from fhir.resources.R4B.reference import Reference
+
+    if subject is None or not subject.patient_id:
+        return None
+    assigner = Reference(display=subject.issuer) if subject.issuer else None
+    identifier = Identifier(value=subject.patient_id, assigner=assigner)
+    return Reference(type="Patient", identifier=identifier)
+
+
+def _order(subject: Subject | None) -> list[Reference] | None:
+    """The imaging order by Accession Number (identifier type ACSN), a logical reference."""
+    from fhir.resources.R4B.identifier import Identifier
+    from fhir.resources.R4B.reference import Reference
+
+    if subject is None or not subject.accession:
+        return None
+    identifier = Identifier(type=_concept(ACCESSION), value=subject.accession)
+    return [Reference(type="ServiceRequest", identifier=identifier)]
+
+
 def _report(
-    model: ModelIdentity, settings: ReportSettings, studies: list[str], results: list[str]
+    model: ModelIdentity,
+    settings: ReportSettings,
+    studies: list[str],
+    results: list[str],
+    subject: Subject | None,
 ) -> DiagnosticReport:
     from fhir.resources.R4B.diagnosticreport import DiagnosticReport
     from fhir.resources.R4B.reference import Reference
@@ -114,6 +155,8 @@ def _report(
         status="preliminary",
         category=[_concept(radiology)],
         code=_concept(IMAGING_REPORT),
+        subject=_patient(subject),
+        basedOn=_order(subject),
         result=[Reference(reference=url, type="Observation") for url in results],
         imagingStudy=[_study(uid) for uid in studies] or None,
         conclusion=" ".join(filter(None, [f"Classified by {named}.", settings.disclaimer])),
@@ -133,7 +176,11 @@ def _device(model: ModelIdentity, settings: ReportSettings) -> Device:
 
 
 def _observation(
-    scan: ScanUIDs | None, result: ScanResult, model: ModelIdentity, device_url: str
+    scan: ScanUIDs | None,
+    result: ScanResult,
+    model: ModelIdentity,
+    device_url: str,
+    patient: Reference | None,
 ) -> Observation:
     from fhir.resources.R4B.observation import Observation, ObservationComponent
     from fhir.resources.R4B.quantity import Quantity
@@ -157,6 +204,7 @@ def _observation(
         status="preliminary",
         category=[_concept(imaging)],
         code=_concept(FINDING),
+        subject=patient,
         valueCodeableConcept=_concept(model.code_of(result.label), result.label),
         component=components,
         device=Reference(reference=device_url, type="Device"),

@@ -85,6 +85,32 @@ class ScanUIDs:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """Whom and which order a request's scans belong to, as the EHR files results: the
+    Patient ID (with its issuer) and the Accession Number, each only when every scan agrees."""
+
+    patient_id: str | None
+    issuer: str | None
+    accession: str | None
+
+    @classmethod
+    def common(cls, headers: list[Dataset]) -> Subject | None:
+        """What all `headers` share; None when they share nothing (or there are none)."""
+
+        def shared(keyword: str) -> str | None:
+            values = {str(h.get(keyword) or "").strip() for h in headers}
+            if len(values) != 1:
+                return None  # none, or scans that disagree: name none rather than guess
+            return values.pop() or None
+
+        patient = shared("PatientID")
+        found = cls(
+            patient, shared("IssuerOfPatientID") if patient else None, shared("AccessionNumber")
+        )
+        return found if found.patient_id or found.accession else None
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """How this deployment writes reports (from `InferenceSettings` or the DICOM node's)."""
 

@@ -56,3 +56,34 @@ def test_png_scans_have_no_study() -> None:
     (report,) = _of(bundle, DiagnosticReport)
     assert report.imagingStudy is None
     assert all(o.derivedFrom is None for o in _of(bundle, Observation))
+
+
+def test_the_patient_and_order_are_named_when_the_scans_agree() -> None:
+    from pydicom import Dataset
+
+    from service.hospital.results import Subject
+
+    def header(patient: str, accession: str) -> Dataset:
+        ds = Dataset()
+        ds.PatientID, ds.IssuerOfPatientID, ds.AccessionNumber = patient, "HOSP-A", accession
+        return ds
+
+    subject = Subject.common([header("P-7", "A-9"), header("P-7", "A-9")])
+    assert subject == Subject("P-7", "HOSP-A", "A-9")
+    built = build_bundle(list(SCANS), RESULTS, MODEL, ReportSettings(), subject)
+    bundle = Bundle.model_validate_json(built.model_dump_json())
+    (report,) = _of(bundle, DiagnosticReport)
+    assert report.subject.type == "Patient" and report.subject.identifier.value == "P-7"
+    assert report.subject.identifier.assigner.display == "HOSP-A"
+    (order,) = report.basedOn
+    assert (order.type, order.identifier.value) == ("ServiceRequest", "A-9")
+    assert order.identifier.type.coding[0].code == "ACSN"
+    assert order.identifier.type.coding[0].system.endswith("/v2-0203")
+    assert {o.subject.identifier.value for o in _of(bundle, Observation)} == {"P-7"}
+
+    mixed = Subject.common([header("P-7", "A-9"), header("P-8", "A-9")])
+    assert mixed == Subject(None, None, "A-9")  # two patients: none named, the order is one
+    assert Subject.common([header("P-7", "A-9"), header("P-8", "A-10")]) is None
+    assert Subject.common([]) is None
+    (unnamed,) = _of(_parsed(list(SCANS)), DiagnosticReport)
+    assert unnamed.subject is None and unnamed.basedOn is None

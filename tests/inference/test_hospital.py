@@ -12,6 +12,7 @@ import hl7
 import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from highdicom.sr.utils import find_content_items
 from pydicom.sr.codedict import codes
@@ -98,6 +99,9 @@ def test_json_sr_and_fhir_answers_agree(
     fhir = _post(client, paths, FHIR)
     assert fhir.status_code == 200 and fhir.mimetype == FHIR
     bundle = Bundle.model_validate_json(fhir.data)
+    (report,) = [e.resource for e in bundle.entry if isinstance(e.resource, DiagnosticReport)]
+    assert report.subject.identifier.value == sources[0].PatientID  # filed by patient
+    assert report.basedOn[0].identifier.value == sources[0].AccessionNumber  # and order
     observations = [e.resource for e in bundle.entry if isinstance(e.resource, Observation)]
     for observation, prediction in zip(observations, predictions, strict=True):
         got = {c.code.text: float(c.valueQuantity.value) for c in observation.component}
