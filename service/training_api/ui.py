@@ -8,9 +8,11 @@ Content-Security-Policy allows only this origin's scripts, styles and connection
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
+from service.audit import TrainingAction
 from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import presented_key, require
 from service.errors import BadRequest, NotFound
@@ -30,7 +32,13 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-PAGES = {"jobs": "jobs.html", "job": "job.html", "models": "models.html", "try": "try.html"}
+PAGES = {
+    "jobs": "jobs.html",
+    "job": "job.html",
+    "models": "models.html",
+    "try": "try.html",
+    "audit": "audit.html",
+}
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -66,13 +74,18 @@ def try_page() -> str:
     return render_template(PAGES["try"], page="try", configured=configured)
 
 
+@bp.get("/audit")
+def audit_page() -> str:
+    return render_template(PAGES["audit"], page="audit", actions=get_args(TrainingAction))
+
+
 @bp.get("/api/whoami")
 @require("read")
 def whoami() -> Response:
     """The key's name and scopes, so the pages show only the controls it may use."""
     key = current_app.extensions[AUTH_EXTENSION].authenticate(presented_key(), "read")
     if key is None:  # auth disabled: every control
-        return jsonify(name="anonymous", scopes=["read", "jobs:write", "models:write"])
+        return jsonify(name="anonymous", scopes=["read", "jobs:write", "models:write", "admin"])
     return jsonify(name=key.name, scopes=sorted(key.scopes))
 
 

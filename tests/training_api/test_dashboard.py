@@ -45,7 +45,7 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is no
 
 def keys_setting() -> str:
     keys = [
-        (ADMIN, "admin", ["read", "jobs:write", "models:write", "predict"]),
+        (ADMIN, "admin", ["read", "jobs:write", "models:write", "predict", "admin"]),
         (READER, "reader", ["read", "predict"]),
     ]
     return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
@@ -259,6 +259,24 @@ def test_dashboard_end_to_end(
     axe(page)
     shoot(page, "models")
 
+    # the audit trail: the alias move and the job, newest first, filtered by action
+    page.goto(f"{url}/ui/audit")
+    page.get_by_test_id("audit-row").first.wait_for()
+    actions = page.eval_on_selector_all(
+        "[data-testid=audit-row]", "rows => rows.map(r => r.dataset.action)"
+    )
+    assert actions[0] == "alias_moved" and "job_submitted" in actions, actions
+    assert f"model/{MODEL}" in page.get_by_test_id("audit-row").first.inner_text()
+    axe(page)
+    shoot(page, "audit")
+    page.select_option("#a-action", "job_cancelled")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=audit-row]')]"
+        ".every(r => r.dataset.action === 'job_cancelled')"
+    )
+    assert page.get_by_test_id("audit-row").count() == 1  # the spare job's cancellation
+
     # try a scan: prediction and heatmap, forwarded to the inference service
     page.goto(f"{url}/ui/try")
     page.wait_for_selector(f"#try-model option[value='{MODEL}']", state="attached")
@@ -297,6 +315,10 @@ def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     page.goto(f"{url}/ui/")
     page.wait_for_selector("#who:has-text('reader')")
     assert page.is_hidden("#submit-section")
+    page.goto(f"{url}/ui/audit")
+    page.wait_for_selector("#notice:has-text('admin scope')")
+    assert page.is_hidden("[data-testid=audit-filter]")
+    assert page.get_by_test_id("audit-row").count() == 0
     context.close()
 
 

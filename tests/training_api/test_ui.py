@@ -19,7 +19,7 @@ def plain(app: Flask) -> FlaskClient:
     return FlaskClient(app, Response)
 
 
-@pytest.mark.parametrize("path", ["/ui/", "/ui/jobs/abc-123", "/ui/models", "/ui/try"])
+@pytest.mark.parametrize("path", ["/ui/", "/ui/jobs/abc-123", "/ui/models", "/ui/try", "/ui/audit"])
 def test_pages_are_served_under_a_strict_csp_without_a_key(plain: FlaskClient, path: str) -> None:
     response = plain.get(path)
     assert response.status_code == 200 and response.mimetype == "text/html"

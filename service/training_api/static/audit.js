@@ -1,0 +1,64 @@
+// Audit trail: GET /v1/audit, newest first, filtered by client and action, paged by cursor.
+import { api, el, notice, setup } from "./common.js";
+
+const COLUMNS = ["When (UTC)", "Client", "Action", "Target", "Outcome", "Request", "Detail"];
+let cursor = null;
+
+function row(r) {
+  const pairs = Object.entries(r.detail || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
+  const detail = pairs.join(" ") || "–";
+  return el(
+    "tr",
+    { "data-testid": "audit-row", "data-action": r.action },
+    el("td", { text: (r.at || "").slice(0, 19).replace("T", " ") }),
+    el("td", { text: r.client }),
+    el("th", { scope: "row", text: r.action }),
+    el("td", { text: r.target }),
+    el("td", { text: r.outcome }),
+    el("td", { class: "muted", text: r.request_id || "–" }),
+    el("td", {}, el("code", { text: detail })),
+  );
+}
+
+function query(form) {
+  const params = new URLSearchParams({ limit: "50" });
+  for (const [name, value] of new FormData(form)) if (value) params.set(name, value);
+  if (cursor) params.set("cursor", cursor);
+  return params;
+}
+
+async function load(form, append) {
+  if (!append) cursor = null;
+  const page = await api(`/v1/audit?${query(form)}`);
+  cursor = page.next_cursor;
+  const root = document.getElementById("audit");
+  let body = root.querySelector("tbody");
+  if (!append || !body) {
+    body = el("tbody");
+    const head = el("thead", {}, el("tr", {}, COLUMNS.map((c) => el("th", { scope: "col", text: c }))));
+    root.replaceChildren(el("table", { class: "grid" }, el("caption", { class: "sr-only", text: "Audit records, newest first" }), head, body));
+  }
+  body.append(...page.items.map(row));
+  if (!body.children.length) root.replaceChildren(el("p", { class: "muted", text: "No record matches." }));
+  document.getElementById("audit-older").hidden = !cursor;
+}
+
+setup(async (scopes) => {
+  if (!scopes.has("admin")) {
+    notice("The audit trail needs a key with the admin scope.");
+    return;
+  }
+  const form = document.getElementById("audit-filter");
+  form.hidden = false;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await load(form, false);
+      notice("");
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  document.getElementById("audit-older").addEventListener("click", () => load(form, true).catch((err) => notice(err.message)));
+  await load(form, false);
+});
