@@ -1,13 +1,22 @@
 """Opaque page cursors for the list endpoints: the position of a page's last item, as
-URL-safe base64 of a one-key JSON object. Clients hand back `next_cursor` as it came."""
+URL-safe base64 of a one-key JSON object. Clients hand back `next_cursor` as it came. Lists
+are pages of a keyset, newest first: `newest_first` shapes the query, `split_page` cuts the
+one row past the page off and names the cursor."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+
+Row = TypeVar("Row")
 
 MAX_POSITION = 2**31  # the tables' sequence columns are 32-bit integers
 
@@ -31,3 +40,23 @@ def decode_cursor(cursor: str, key: str) -> int:
             "the cursor is not one this service issued",
             errors=[{"loc": "query/cursor", "msg": "invalid cursor", "type": "value_error"}],
         ) from None
+
+
+def newest_first(
+    query: Select[Any], column: Any, key: str, cursor: str | None, limit: int
+) -> Select[Any]:
+    """`query` ordered by `column` descending, after the cursor's position, with one row more
+    than `limit` (it tells whether another page follows)."""
+    query = query.order_by(column.desc()).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(column < decode_cursor(cursor, key))
+    return query
+
+
+def split_page(
+    rows: list[Row], limit: int, key: str, position: Callable[[Row], int]
+) -> tuple[list[Row], str | None]:
+    """The page's rows and the cursor of the next page (None: this is the last)."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(key, position(rows[limit - 1]))

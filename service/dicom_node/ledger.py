@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.dicom_node.tables import DeliveryRow, InstanceRow, SeriesRow
 from service.jobs.store import as_utc, utcnow
-from service.paging import decode_cursor, encode_cursor
+from service.paging import newest_first, split_page
 
 
 class SeriesLedger:
@@ -29,18 +29,16 @@ class SeriesLedger:
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Series newest first; pass the returned cursor for the next page (None: no more)."""
-        query = select(SeriesRow).order_by(SeriesRow.id.desc()).limit(limit + 1)
+        query = newest_first(select(SeriesRow), SeriesRow.id, "series", cursor, limit)
         if state is not None:
             query = query.where(SeriesRow.state == state)
         if study_instance_uid is not None:
             query = query.where(SeriesRow.study_uid == study_instance_uid)
-        if cursor is not None:
-            query = query.where(SeriesRow.id < decode_cursor(cursor, "series"))
         with Session(self.engine) as session:
-            rows = list(session.scalars(query))
-            views = _views(session, rows[:limit])
-        next_cursor = encode_cursor("series", rows[limit - 1].id) if len(rows) > limit else None
-        return views, next_cursor
+            rows, next_cursor = split_page(
+                list(session.scalars(query)), limit, "series", lambda row: row.id
+            )
+            return _views(session, rows), next_cursor
 
     def get(self, series_id: int) -> dict[str, Any] | None:
         with Session(self.engine) as session:

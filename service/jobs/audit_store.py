@@ -11,7 +11,7 @@ from sqlalchemy.orm import sessionmaker
 from service.audit import AuditRecord
 from service.jobs.store import as_utc
 from service.jobs.tables import AuditRow
-from service.paging import decode_cursor, encode_cursor
+from service.paging import newest_first, split_page
 
 
 class AuditStore:
@@ -42,7 +42,7 @@ class AuditStore:
         limit: int = 100,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; pass the returned cursor for the next page (None: no more)."""
-        query = select(AuditRow).order_by(AuditRow.seq.desc()).limit(limit + 1)
+        query = newest_first(select(AuditRow), AuditRow.seq, "audit", cursor, limit)
         if client is not None:
             query = query.where(AuditRow.client == client)
         if action is not None:
@@ -51,12 +51,10 @@ class AuditStore:
             query = query.where(AuditRow.at >= since)
         if until is not None:
             query = query.where(AuditRow.at < until)
-        if cursor is not None:
-            query = query.where(AuditRow.seq < decode_cursor(cursor, "audit"))
         with self._sessions() as session:
             rows = list(session.scalars(query))
-        next_cursor = encode_cursor("audit", rows[limit - 1].seq) if len(rows) > limit else None
-        return [_view(r) for r in rows[:limit]], next_cursor
+        page, next_cursor = split_page(rows, limit, "audit", lambda row: row.seq)
+        return [_view(r) for r in page], next_cursor
 
 
 def _view(row: AuditRow) -> dict[str, Any]:

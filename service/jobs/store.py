@@ -33,7 +33,7 @@ from service.jobs.state import (
 )
 from service.jobs.tables import JobRow, as_utc, rowcount, utcnow
 from service.jobs.versions import VersionNumbers
-from service.paging import decode_cursor, encode_cursor
+from service.paging import newest_first, split_page
 
 __all__ = ["JobNotFound", "JobStore", "as_utc", "spec_hash", "utcnow"]
 
@@ -157,20 +157,16 @@ class JobStore(VersionNumbers):
                 f"limit must be between 1 and {MAX_PAGE}",
                 errors=[{"loc": "query/limit", "msg": "out of range", "type": "value_error"}],
             )
-        query = select(JobRow).order_by(JobRow.seq.desc()).limit(limit + 1)
+        query = newest_first(select(JobRow), JobRow.seq, "seq", cursor, limit)
         if status is not None:
             query = query.where(JobRow.status == _status_filter(status).value)
         if model_name is not None:
             query = query.where(JobRow.model_name == model_name)
         if client is not None:
             query = query.where(JobRow.client == client)
-        if cursor is not None:
-            query = query.where(JobRow.seq < decode_cursor(cursor, "seq"))
         with self._sessions() as session:
             rows = list(session.scalars(query))
-        if len(rows) > limit:
-            return rows[:limit], encode_cursor("seq", rows[limit - 1].seq)
-        return rows, None
+        return split_page(rows, limit, "seq", lambda row: row.seq)
 
     def counts(self) -> dict[str, int]:
         query = select(JobRow.status, func.count()).group_by(JobRow.status)
