@@ -14,6 +14,7 @@ from service.auth import require
 from service.dicom_node.ledger import SeriesLedger
 from service.dicom_node.redact import uid_hash
 from service.errors import Conflict, NotFound
+from service.paging import MAX_POSITION
 from service.parsing import parse_query
 
 bp = Blueprint("operations", __name__, url_prefix="/v1/series")
@@ -64,7 +65,8 @@ def send_now(series_id: int) -> Response:
 
 
 def _one(series_id: int) -> dict[str, Any]:
-    found = ledger().get(series_id)
+    # The id column is a 32-bit integer: a larger id is no series (not a database error).
+    found = ledger().get(series_id) if series_id < MAX_POSITION else None
     if found is None:
         raise NotFound(f"no series {series_id}")
     return found

@@ -65,6 +65,7 @@ def test_a_study_sent_is_listed_with_its_instances_and_filtered_by_study(node: A
     assert rest["next_cursor"] is None
     assert _get(client, f"/v1/series/{items[1]['id']}").json == items[1]
     assert _get(client, "/v1/series/999").status_code == 404
+    assert _get(client, f"/v1/series/{2**40}").status_code == 404  # past the id column's range
     bad = _get(client, "/v1/series?study_instance_uid=1.2.x")
     assert bad.status_code == 422 and bad.json["errors"][0]["loc"].startswith("query")
 
