@@ -1,18 +1,17 @@
 """What the node did with each series, for the person who answers "did study X get its
 result, and if not, why?": the queue's series and deliveries as plain dictionaries, newest
-first, and a way to send a series' pending results now instead of waiting out the back-off
-(a destination that was down is back)."""
+first. Reads only; what changes the queue is `WorkQueue`'s."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from service.dicom_node.tables import DeliveryRow, InstanceRow, SeriesRow
-from service.jobs.store import as_utc, utcnow
+from service.jobs.store import as_utc
 from service.paging import newest_first, split_page
 
 
@@ -44,23 +43,6 @@ class SeriesLedger:
         with Session(self.engine) as session:
             row = session.get(SeriesRow, series_id)
             return _views(session, [row])[0] if row is not None else None
-
-    def send_now(self, series_id: int) -> None:
-        """Make the series' pending deliveries (and a classification waiting to be retried)
-        due now."""
-        now = utcnow()
-        with Session(self.engine) as session, session.begin():
-            session.execute(
-                update(DeliveryRow)
-                .where(DeliveryRow.series_id == series_id, DeliveryRow.state == "pending")
-                .values(next_attempt_at=now)
-            )
-            session.execute(
-                update(SeriesRow)
-                .where(SeriesRow.id == series_id, SeriesRow.state == "receiving")
-                .where(SeriesRow.next_attempt_at.is_not(None))
-                .values(next_attempt_at=now)
-            )
 
 
 def _views(session: Session, rows: Iterable[SeriesRow]) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def send_now(series_id: int) -> Response:
     series = _one(series_id)
     if series["state"] not in ("receiving", "delivering"):
         raise Conflict(f"series {series_id} has nothing left to send (it is {series['state']})")
-    ledger().send_now(series_id)
+    current_app.extensions["scantune.dicom"].queue.send_now(series_id)
     log.info(
         "series %s: pending work made due now by %s", uid_hash(series["series_instance_uid"]),
         g.get("actor", "anonymous"),

@@ -217,6 +217,23 @@ class WorkQueue:
             delivery.last_error = error[:255]
             delivery.next_attempt_at = utcnow() + timedelta(seconds=delay_s)
 
+    def send_now(self, series_id: int) -> None:
+        """Make the series' pending deliveries, or a classification waiting to be retried,
+        due now (a person saw the destination or inference come back)."""
+        now = utcnow()
+        with self._lock, self._sessions.begin() as session:
+            session.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.series_id == series_id, DeliveryRow.state == "pending")
+                .values(next_attempt_at=now)
+            )
+            session.execute(
+                update(SeriesRow)
+                .where(SeriesRow.id == series_id, SeriesRow.state == "receiving")
+                .where(SeriesRow.next_attempt_at.is_not(None))
+                .values(next_attempt_at=now)
+            )
+
     # --- housekeeping ------------------------------------------------------------------------
 
     def recover(self) -> int:
