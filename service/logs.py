@@ -15,10 +15,14 @@ from service.config import CommonSettings
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 JSON_FIELDS = ["asctime", "levelname", "name", "process", "request_id", "message"]
 HANDLER_NAME = "scantune"
-QUIET_LOGGERS = ("highdicom", "pydicom")
-"""DICOM libraries whose info and warning lines quote what they read or copy (UIDs, element
-values): held at ERROR whatever the log level, so patient data never reaches a log line.
-(dicomweb_client and pynetdicom are held at WARNING where they are used.)"""
+QUIET_LOGGERS = {
+    "highdicom": logging.ERROR,  # info and warning lines quote the UIDs and values they copy
+    "pydicom": logging.ERROR,
+    "pynetdicom": logging.WARNING,  # debug lines dump the DIMSE messages, UIDs included
+    "dicomweb_client": logging.WARNING,  # debug lines carry request headers and UIDs
+}
+"""Libraries whose lines would carry patient data or credentials, held at these levels
+whatever the log level, in every service."""
 
 
 class RequestIdFilter(logging.Filter):
@@ -64,5 +68,5 @@ def configure_logging(settings: CommonSettings, *, stream: object = None) -> Non
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)

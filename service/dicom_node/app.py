@@ -67,8 +67,6 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
 
     settings = settings or DicomNodeSettings()
     configure_logging(settings)  # JSON lines as the other services write, DICOM libraries held
-    # pynetdicom's DEBUG lines dump the DIMSE messages it receives, UIDs included.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     node = build_services(settings)
     app = create_base_app(__name__, settings, service="dicom")
     app.extensions[EXTENSION] = node

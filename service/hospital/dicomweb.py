@@ -9,7 +9,6 @@ before anything is retrieved, and each failure as the 4xx/5xx problem it is for 
 from __future__ import annotations
 
 import io
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -182,8 +181,6 @@ class Pacs:
         from dicomweb_client import DICOMwebClient
         from dicomweb_client.session_utils import create_session
 
-        # Its debug lines carry request headers (credentials) and UIDs: never in our logs.
-        logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
         session = create_session()
         session.auth = self.config.basic_auth()
         client = DICOMwebClient(
