@@ -4,7 +4,6 @@ first. Reads only; what changes the queue is `WorkQueue`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -45,8 +44,7 @@ class SeriesLedger:
             return _views(session, [row])[0] if row is not None else None
 
 
-def _views(session: Session, rows: Iterable[SeriesRow]) -> list[dict[str, Any]]:
-    rows = list(rows)
+def _views(session: Session, rows: list[SeriesRow]) -> list[dict[str, Any]]:
     ids = [row.id for row in rows]
     counts = dict(
         session.execute(

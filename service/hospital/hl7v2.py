@@ -8,8 +8,8 @@ keeps only the SR of a result, can send either.
 Segments: MSH; PID (Patient ID with its issuer, name, birth date and sex, from the SR's
 Patient module); ORC (RE) and OBR (the Accession Number as filler order number and as placer
 field 1, as IHE Radiology carries it; LOINC 18748-4 "Diagnostic imaging study"; the study's
-date and time; result status P, preliminary); NTE (the statement that the result is automated,
-and the model); an OBX with the Study Instance UID, then per scan (OBX-4 sub-ID = the scan's
+date and time; result status P, preliminary); NTE (the statement that the result is
+automated); an OBX with the Study Instance UID, then per scan (OBX-4 sub-ID = the scan's
 number): the finding (CWE), its calibrated probability (NM) and the SOP Instance UID of the
 scan (ST), each preliminary (OBX-11 P), the model in OBX-18.
 """
@@ -100,8 +100,9 @@ def build_oru(sr: Dataset, envelope: Envelope = Envelope()) -> str:
     result = msg.add_group("ORU_R01_PATIENT_RESULT")
     _patient(result.add_group("ORU_R01_PATIENT").pid, sr, patient_id)
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
-    _order(order, sr)
-    _observations(order, sr, findings)
+    made = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
+    _order(order, sr, made)
+    _observations(order, sr, findings, made)
     return str(msg.to_er7()) + "\r"
 
 
@@ -182,7 +183,7 @@ def _patient(pid: Any, sr: Dataset, patient_id: str) -> None:
     _fill(pid, 8, sex if sex in {"M", "F", "O"} else "U")
 
 
-def _order(order: Any, sr: Dataset) -> None:
+def _order(order: Any, sr: Dataset, made: str) -> None:
     accession = _text(sr.get("AccessionNumber") or "")
     _fill(order.orc, 1, "RE")
     _fill(order.orc, 3, accession)
@@ -192,7 +193,7 @@ def _order(order: Any, sr: Dataset) -> None:
     _fill(obr, 4, _parts(*PROCEDURE))
     _fill(obr, 7, _datetime(sr.get("StudyDate"), sr.get("StudyTime")))
     _fill(obr, 18, accession)
-    _fill(obr, 22, _datetime(sr.get("ContentDate"), sr.get("ContentTime")))
+    _fill(obr, 22, made)
     _fill(obr, 24, "RAD")
     _fill(obr, 25, "P")
     for number, text in enumerate(statements(sr), start=1):
@@ -201,7 +202,7 @@ def _order(order: Any, sr: Dataset) -> None:
         _fill(nte, 3, _text(text))
 
 
-def _observations(order: Any, sr: Dataset, findings: list[Finding]) -> None:
+def _observations(order: Any, sr: Dataset, findings: list[Finding], made: str) -> None:
     """The OBX rows: the study, then each scan's finding, probability and SOP Instance UID."""
     rows = [(STUDY_UID, "ST", "", _text(sr.StudyInstanceUID), "")]
     for number, found in enumerate(findings, start=1):
@@ -210,14 +211,13 @@ def _observations(order: Any, sr: Dataset, findings: list[Finding]) -> None:
         if found.probability is not None:
             rows.append((PROBABILITY, "NM", sub, _number(found.probability), "1^no units^UCUM"))
         rows.append((SOURCE, "ST", sub, _text(found.sop_instance_uid), ""))
-    when = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
     model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
     for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         for field, text in enumerate((str(set_id), kind, _parts(*concept), sub, value, units), 1):
             _fill(obx, field, text)
         _fill(obx, 11, "P")
-        _fill(obx, 14, when)
+        _fill(obx, 14, made)
         _fill(obx, 18, model)
 
 
@@ -286,6 +286,6 @@ def _text(value: object) -> str:
     there it leaves a backslash that precedes a letter of an escape sequence as it is (so
     "E\\F" would be read back as something else)."""
     text = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in str(value))
-    for char, escaped in (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\")):
-        text = text.replace(char, escaped)
-    return text.replace("~", "\\R\\")
+    for char, code in (("\\", "E"), ("|", "F"), ("^", "S"), ("&", "T"), ("~", "R")):
+        text = text.replace(char, f"\\{code}\\")  # the escape character first
+    return text

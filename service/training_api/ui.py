@@ -13,8 +13,8 @@ from typing import get_args
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from service.audit import TrainingAction
+from service.auth import ALL_SCOPES, presented_key, require
 from service.auth import EXTENSION as AUTH_EXTENSION
-from service.auth import presented_key, require
 from service.errors import BadRequest, NotFound
 from service.training_api.context import services
 from service.training_api.forward import InferenceForwarder
@@ -85,7 +85,7 @@ def whoami() -> Response:
     """The key's name and scopes, so the pages show only the controls it may use."""
     key = current_app.extensions[AUTH_EXTENSION].authenticate(presented_key(), "read")
     if key is None:  # auth disabled: every control
-        return jsonify(name="anonymous", scopes=["read", "jobs:write", "models:write", "admin"])
+        return jsonify(name="anonymous", scopes=sorted(ALL_SCOPES))
     return jsonify(name=key.name, scopes=sorted(key.scopes))
 
 
