@@ -32,7 +32,7 @@ from service.jobs.failures import OwnershipLost, PublishFailed, failure_reason, 
 from service.jobs.guard import JobGuard
 from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
-from service.jobs.stops import StopSignals, job_created_at
+from service.jobs.stops import StopRequested, StopSignals, job_created_at
 from service.jobs.store import JobStore, utcnow
 from service.jobs.webhook import send_job_webhook
 from service.logs import configure_logging
@@ -96,7 +96,7 @@ class JobRunner:
         beat.start()
         try:
             return self._run(spec, out_dir)
-        except KeyboardInterrupt:
+        except StopRequested:
             return self._out_of_time() if self.stops.deadline_reached else self._queue_to_resume()
         finally:
             self._stop_heartbeat.set()

@@ -1,6 +1,6 @@
 """The signals that stop a job's runner, and what each means for its job.
 
-SIGINT (the runner's service stopping) raises KeyboardInterrupt wherever the runner is, and
+SIGINT (the runner's service stopping) raises `StopRequested` wherever the runner is, and
 the runner pauses its job: queued to resume from the last checkpoint (written to a temporary
 name and renamed, so it is whole). In a pod, SIGTERM comes with a grace period before SIGKILL
 when the pod ends: its node drained or preempted (a pause too), or its Job's deadline reached
@@ -41,8 +41,15 @@ def job_created_at(environ: Mapping[str, str] = os.environ) -> float | None:
         return None
 
 
+class StopRequested(BaseException):
+    """What the handlers raise: a BaseException, so no `except Exception` on the way swallows it.
+    Not KeyboardInterrupt: one that passes through Python source run from C (PyRun_String, as C
+    extensions do: pybind11's py::exec, say) marks the interpreter to end by SIGINT at exit even
+    when caught further up (CPython's run_eval_code_obj), and the runner's exit code was lost."""
+
+
 class StopSignals:
-    """Installs the handlers; `deadline_reached` says which stop a KeyboardInterrupt was."""
+    """Installs the handlers; `deadline_reached` says which stop a StopRequested was."""
 
     def __init__(self, deadline_s: float, created_at: float | None = None) -> None:
         self.deadline_s = deadline_s
@@ -54,12 +61,15 @@ class StopSignals:
         self._margin = deadline_margin_s(deadline_s, from_job_start=created_at is not None)
 
     def install(self, launcher: str) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, self.on_interrupt)
         if launcher == "kubernetes":
             # As the pod's PID 1 with no handler it would ignore SIGTERM until SIGKILLed.
             signal.signal(signal.SIGTERM, self.on_pod_end)
 
+    def on_interrupt(self, sig: int, frame: Any) -> None:
+        raise StopRequested
+
     def on_pod_end(self, sig: int, frame: Any) -> None:
         elapsed = time.monotonic() - self._since
         self.deadline_reached = elapsed >= self.deadline_s - self._margin
-        raise KeyboardInterrupt
+        raise StopRequested

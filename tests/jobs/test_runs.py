@@ -382,11 +382,12 @@ def test_runner_stops_itself_when_the_job_is_taken_from_it(
 def test_a_stop_mid_publish_resumes_to_the_same_whole_version(
     store: Any, settings_env: Callable[..., Any], pneumonia_small_npz: Path
 ) -> None:
-    """SIGINT raises KeyboardInterrupt wherever the runner is; here after the version's first
+    """SIGINT raises StopRequested wherever the runner is; here after the version's first
     file is uploaded, before its card (the card goes last, so no reader sees the half). The
     job pauses keeping its version number; the next attempt publishes that same version whole,
     without training again, and no second version appears."""
     from service.jobs.runner import EXIT_OK, JobRunner
+    from service.jobs.stops import StopRequested
 
     settings = settings_env()
     artifacts = open_store(settings.artifact_uri)
@@ -398,7 +399,7 @@ def test_a_stop_mid_publish_resumes_to_the_same_whole_version(
 
         def put_file(self, key: str, path: Path) -> None:
             if uploads:
-                raise KeyboardInterrupt  # what the service's SIGINT does mid-upload
+                raise StopRequested  # what the service's SIGINT does mid-upload
             uploads.append(key)
             artifacts.put_file(key, path)
 
