@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from service.config import ApiKey
+from service.config import SCOPES, ApiKey
 from service.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,7 +46,7 @@ class Principal:
         return cls(key.name, key.owner, frozenset(key.scopes))
 
 
-ALL_SCOPES = ("read", "jobs:write", "models:write", "predict", "admin")
+ALL_SCOPES = SCOPES
 
 
 def current_principal() -> Principal:

@@ -7,7 +7,7 @@ import json
 import secrets
 from typing import Any
 
-SCOPES = ("read", "jobs:write", "models:write", "predict", "admin")
+from service.config.common import SCOPES
 
 
 def register(subparsers: Any) -> None:

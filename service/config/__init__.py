@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from service.config.common import (
     DEFAULT_VAR,
+    SCOPES,
     ApiKey,
     CommonSettings,
     describe_settings_error,
@@ -21,6 +22,7 @@ from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute
 
 __all__ = [
     "DEFAULT_VAR",
+    "SCOPES",
     "ApiKey",
     "CommonSettings",
     "DicomCaller",

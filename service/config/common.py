@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -15,12 +15,18 @@ from service.errors import validation_errors
 DEFAULT_VAR = Path("var")
 
 
+Scope = Literal["read", "jobs:write", "models:write", "predict", "series:read", "admin"]
+"""What an API key may do (docs/security.md): `read` is a client's own jobs and the registry;
+`series:read` the DICOM node's series, which no client owns, so no `read` key sees them."""
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+
 class ApiKey(BaseModel):
     """One API key as stored in settings: never the key itself, only its SHA-256."""
 
     name: str = Field(description="Who holds the key; recorded as the actor of changes.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
-    scopes: list[Literal["read", "jobs:write", "models:write", "predict", "admin"]]
+    scopes: list[Scope]
     # Clients and ownership (issue 24)
     client: str = Field(
         default="",

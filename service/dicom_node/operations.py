@@ -1,5 +1,6 @@
 """/v1/series: what the node received, classified and delivered, newest first, filtered by
-state or study (scope read), and `POST /v1/series/{id}/send-now` to try a series' pending
+state or study (scope series:read: no client owns a series, so a client's `read` key does not
+see them), and `POST /v1/series/{id}/send-now` to try a series' pending
 deliveries at once (scope admin), e.g. once a destination that was down is back."""
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ def ledger() -> SeriesLedger:
 
 
 @bp.get("")
-@require("read")
+@require("series:read")
 def list_series() -> Response:
     items, next_cursor = ledger().page(**parse_query(SeriesQuery).model_dump())
     return jsonify(items=items, next_cursor=next_cursor)
 
 
 @bp.get("/<int:series_id>")
-@require("read")
+@require("series:read")
 def get_series(series_id: int) -> Response:
     return jsonify(_one(series_id))
 

@@ -14,11 +14,12 @@ from tests.dicom_node.parts import make_study
 from tests.dicom_node.test_app import KEY, encoded, multipart, post
 from tests.dicom_node.test_app import make_app as make_app  # the fixture
 
-READ, ADMIN = "reader-key", "admin-key"
+READ, ADMIN, CLIENT = "reader-key", "admin-key", "a-clients-key"
 KEYS = [
     {"name": "pacs", "sha256": hash_key(KEY), "scopes": ["predict"]},
-    {"name": "ops", "sha256": hash_key(READ), "scopes": ["read"]},
-    {"name": "admin", "sha256": hash_key(ADMIN), "scopes": ["read", "admin"]},
+    {"name": "ops", "sha256": hash_key(READ), "scopes": ["series:read"]},
+    {"name": "admin", "sha256": hash_key(ADMIN), "scopes": ["series:read", "admin"]},
+    {"name": "ci", "sha256": hash_key(CLIENT), "scopes": ["read", "jobs:write"]},
 ]
 DESTINATIONS = [
     {"ae_title": "PACS", "host": "10.1.2.4", "port": 104},
@@ -123,6 +124,9 @@ def test_each_route_asks_for_its_scope(node: Any) -> None:
     client = node.test_client()
     assert client.get("/v1/series").status_code == 401
     assert _get(client, "/v1/series", key=KEY).status_code == 403  # predict only: STOW-RS
+    # A client's read key sees its own jobs; no client owns the PACS's series.
+    refused = _get(client, "/v1/series/1", key=CLIENT)
+    assert refused.status_code == 403 and "series:read" in refused.json["detail"]
     assert _get(client, "/v1/series", key=ADMIN).status_code == 200
 
 
