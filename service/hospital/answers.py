@@ -21,7 +21,7 @@ from models.intended_use import accepted
 from service.errors import Unprocessable
 from service.hospital.dicomweb import DicomwebConfig, Pacs
 from service.hospital.fhir import FHIR_MEDIA_TYPE, build_bundle
-from service.hospital.hl7v2 import HL7_MEDIA_TYPE, NotReportable, build_oru
+from service.hospital.hl7v2 import HL7_MEDIA_TYPE, build_oru
 from service.hospital.results import (
     ModelIdentity,
     ReportSettings,
@@ -30,6 +30,7 @@ from service.hospital.results import (
     Subject,
 )
 from service.hospital.sr import SR_MEDIA_TYPE, build_sr, check_one_study
+from service.hospital.sr_findings import NotReportable
 
 if TYPE_CHECKING:
     from pydantic import SecretStr

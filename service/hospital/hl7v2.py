@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from service.hospital.sr_findings import Finding, NotReportable, read_findings, statements
+
 if TYPE_CHECKING:
     from pydicom import Dataset
 
@@ -33,15 +35,8 @@ STUDY_UID = ("110180", "Study Instance UID", "DCM")
 FINDING = ("121071", "Finding", "DCM")
 PROBABILITY = ("PROB", "Calibrated probability of the finding", "99SCANTUNE")
 SOURCE = ("121112", "Source of Measurement", "DCM")  # the scan, by its SOP Instance UID
-# The SR's containers and items the message reads (value, scheme).
-GROUP, COMMENT = ("125007", "DCM"), ("121106", "DCM")
-ALGORITHM_NAME, ALGORITHM_VERSION = ("111001", "DCM"), ("111003", "DCM")
 ACCEPTED = {"AA", "CA"}
 """ACK codes meaning "taken": application accept, commit accept (enhanced mode)."""
-
-
-class NotReportable(ValueError):
-    """The SR lacks what an HL7 result must carry (its text names no patient data)."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +48,6 @@ class Envelope:
     receiving_application: str = ""
     receiving_facility: str = ""
     processing_id: str = "P"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One measurement group of the SR: a scan's reported class and its probability."""
-
-    sop_instance_uid: str
-    code: tuple[str, str, str]  # value, meaning, scheme: HL7's CWE order
-    probability: float | None
-    algorithm: str
 
 
 @dataclass(frozen=True)
@@ -104,33 +89,6 @@ def build_oru(sr: Dataset, envelope: Envelope = Envelope()) -> str:
     _order(order, sr, made)
     _observations(order, sr, findings, made)
     return str(msg.to_er7()) + "\r"
-
-
-def read_findings(sr: Dataset) -> list[Finding]:
-    """The SR's measurement groups (TID 1500 as `service.hospital.sr` writes it), in order."""
-    found = []
-    for group in _items(sr, GROUP, recursive=True):
-        codes = [i for i in _items(group, FINDING) if i.get("ConceptCodeSequence")]
-        sources = [i for i in _items(group, SOURCE) if i.get("ReferencedSOPSequence")]
-        if not codes or not sources:
-            continue
-        code = codes[0].ConceptCodeSequence[0]
-        names = [str(i.TextValue) for i in _items(group, ALGORITHM_NAME)]
-        versions = [str(i.TextValue) for i in _items(group, ALGORITHM_VERSION)]
-        found.append(
-            Finding(
-                sop_instance_uid=str(sources[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
-                code=(str(code.CodeValue), str(code.CodeMeaning), str(code.CodingSchemeDesignator)),
-                probability=_probability(group),
-                algorithm=" version ".join([*names[:1], *versions[:1]]),
-            )
-        )
-    return found
-
-
-def statements(sr: Dataset) -> list[str]:
-    """The report's comments (the statement that the result is automated), in order."""
-    return [str(item.TextValue) for item in _items(sr, COMMENT, recursive=True)]
 
 
 def parse_ack(data: bytes) -> Ack:
@@ -225,38 +183,6 @@ def _fill(segment: Any, field: int, value: str) -> None:
     """Set a field from ER7 text (already escaped); an empty value leaves it out."""
     if value:
         setattr(segment, f"{segment.name.lower()}_{field}", value)
-
-
-def _items(container: Any, concept: tuple[str, ...], *, recursive: bool = False) -> list[Any]:
-    """The content items in `container` (or, `recursive`, anywhere below it) whose concept
-    name is `concept` (its value and, last, its scheme), in document order. Read with pydicom:
-    highdicom's `find_content_items` builds an object of every item it looks at, which cost
-    most of a second for a 50-scan report."""
-    found = []
-    for item in container.get("ContentSequence", []):
-        if _named(item, concept):
-            found.append(item)
-        if recursive:
-            found.extend(_items(item, concept, recursive=True))
-    return found
-
-
-def _named(item: Any, concept: tuple[str, ...]) -> bool:
-    names = item.get("ConceptNameCodeSequence") or []
-    if not names:
-        return False
-    return (str(names[0].CodeValue), str(names[0].CodingSchemeDesignator)) == (
-        concept[0],
-        concept[-1],
-    )
-
-
-def _probability(group: Any) -> float | None:
-    for item in _items(group, PROBABILITY):
-        for value in item.get("MeasuredValueSequence", []):
-            exact = value.get("FloatingPointValue")
-            return float(exact if exact is not None else value.NumericValue)
-    return None
 
 
 def _datetime(date: object, time: object) -> str:

@@ -12,16 +12,10 @@ from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
 from models.card import ClassCode
-from service.hospital.hl7v2 import (
-    Envelope,
-    NotReportable,
-    build_oru,
-    control_id,
-    parse_ack,
-    read_findings,
-)
+from service.hospital.hl7v2 import Envelope, build_oru, control_id, parse_ack
 from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
 from service.hospital.sr import build_sr
+from service.hospital.sr_findings import NotReportable, read_findings
 from tests.hospital.conftest import SCANS, in_study
 
 PNEUMONIA = ClassCode(scheme="SCT", value="233604007", meaning="Pneumonia")

@@ -1,0 +1,125 @@
+"""The results in a DICOM SR as `service.hospital.sr` writes it (TID 1500), read back for the
+formats rendered from the SR: HL7 v2 (`service.hospital.hl7v2`) and the DICOM node's FHIR
+transaction (`service.hospital.fhir_transaction`). The node keeps only the SR of a result, so
+these formats can say only what the SR says.
+
+Read with pydicom: highdicom's `find_content_items` builds an object of every item it looks
+at, which cost most of a second for a 50-scan report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from models.card import PRIVATE_CODING_SCHEME
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+# Concepts as (code value, coding scheme designator).
+GROUP = ("125007", "DCM")  # Measurement Group
+COMMENT = ("121106", "DCM")
+FINDING = ("121071", "DCM")
+SOURCE = ("121112", "DCM")  # Source of Measurement: the scan, by its SOP Instance UID
+PROBABILITY = ("PROB", PRIVATE_CODING_SCHEME)
+TRACKING_UID = ("112040", "DCM")
+ALGORITHM_NAME, ALGORITHM_VERSION = ("111001", "DCM"), ("111003", "DCM")
+ALGORITHM_PARAMETERS = ("111002", "DCM")
+
+
+class NotReportable(ValueError):
+    """The SR lacks what a format must carry (its text names no patient data)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One measurement group of the SR: a scan's reported class and its probability."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    code: tuple[str, str, str]  # value, meaning, scheme: HL7's CWE order
+    probability: float | None
+    algorithm_name: str
+    algorithm_version: str
+    algorithm_parameters: tuple[str, ...] = ()
+    tracking_uid: str | None = None
+
+    @property
+    def algorithm(self) -> str:
+        """ "NAME version VERSION", as far as the SR names them."""
+        return " version ".join(filter(None, [self.algorithm_name, self.algorithm_version]))
+
+    def parameter(self, name: str) -> str | None:
+        """The value of an algorithm parameter written `name=value`."""
+        for text in self.algorithm_parameters:
+            key, sep, value = text.partition("=")
+            if sep and key == name:
+                return value
+        return None
+
+
+def read_findings(sr: Dataset) -> list[Finding]:
+    """The SR's measurement groups that name a finding and its scan, in document order."""
+    found = []
+    for group in _items(sr, GROUP, recursive=True):
+        codes = [i for i in _items(group, FINDING) if i.get("ConceptCodeSequence")]
+        sources = [i for i in _items(group, SOURCE) if i.get("ReferencedSOPSequence")]
+        if not codes or not sources:
+            continue
+        code = codes[0].ConceptCodeSequence[0]
+        source = sources[0].ReferencedSOPSequence[0]
+        tracking = [str(i.UID) for i in _items(group, TRACKING_UID) if i.get("UID")]
+        found.append(
+            Finding(
+                sop_class_uid=str(source.ReferencedSOPClassUID),
+                sop_instance_uid=str(source.ReferencedSOPInstanceUID),
+                code=(str(code.CodeValue), str(code.CodeMeaning), str(code.CodingSchemeDesignator)),
+                probability=_probability(group),
+                algorithm_name=_text(group, ALGORITHM_NAME),
+                algorithm_version=_text(group, ALGORITHM_VERSION),
+                algorithm_parameters=tuple(
+                    str(i.TextValue) for i in _items(group, ALGORITHM_PARAMETERS)
+                ),
+                tracking_uid=tracking[0] if tracking else None,
+            )
+        )
+    return found
+
+
+def statements(sr: Dataset) -> list[str]:
+    """The report's comments (the statement that the result is automated), in order."""
+    return [str(item.TextValue) for item in _items(sr, COMMENT, recursive=True)]
+
+
+def _items(container: Any, concept: tuple[str, str], *, recursive: bool = False) -> list[Any]:
+    """The content items in `container` (or, `recursive`, anywhere below it) whose concept
+    name is `concept`, in document order."""
+    found = []
+    for item in container.get("ContentSequence", []):
+        if _named(item, concept):
+            found.append(item)
+        if recursive:
+            found.extend(_items(item, concept, recursive=True))
+    return found
+
+
+def _named(item: Any, concept: tuple[str, str]) -> bool:
+    names = item.get("ConceptNameCodeSequence") or []
+    if not names:
+        return False
+    return (str(names[0].CodeValue), str(names[0].CodingSchemeDesignator)) == concept
+
+
+def _text(group: Any, concept: tuple[str, str]) -> str:
+    """The group's first text item of that concept; empty when none."""
+    texts = [str(i.TextValue) for i in _items(group, concept)]
+    return texts[0] if texts else ""
+
+
+def _probability(group: Any) -> float | None:
+    for item in _items(group, PROBABILITY):
+        for value in item.get("MeasuredValueSequence", []):
+            exact = value.get("FloatingPointValue")
+            return float(exact if exact is not None else value.NumericValue)
+    return None
