@@ -1,10 +1,11 @@
 """Sending a result to a destination: C-STORE (pynetdicom as SCU), STOW-RS (dicomweb-client)
-or, rendered from the SR as an HL7 v2 ORU^R01, MLLP.
+or, rendered from the SR, an HL7 v2 ORU^R01 over MLLP or a FHIR R4 transaction over HTTP.
 
 A send either succeeds (the destination has the result) or raises `NotDelivered`, and the
 queue tries again later with back-off. Sending the same SR twice (a crash between the send and
 its record) gives the destination the same SOP Instance UID again, which a PACS keeps once; an
-HL7 receiver gets the same message control ID (MSH-10) again.
+HL7 receiver gets the same message control ID (MSH-10) again; a FHIR server finds each
+resource's identifier taken and creates nothing (conditional creates).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import io
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from service.dicom_node.peers import DicomDestination, Hl7Destination, OAuthClient
+from service.dicom_node.peers import DicomDestination, FhirDestination, Hl7Destination, OAuthClient
 
 # C-STORE statuses meaning "stored": success, and the warnings (coercion, elements discarded,
 # data set does not match the SOP class: stored all the same).
@@ -153,40 +155,21 @@ class OAuthTokens:
         return str(token["access_token"]), float(token.get("expires_in") or 3600)
 
 
-class StowSender:
-    kind = "stow"
+class Credentials:
+    """The Authorization header of an HTTP destination: an OAuth bearer token, the value of a
+    file read at each send (a rotated secret is picked up), or none."""
 
     def __init__(
-        self, destination: DicomDestination, timeout_s: float, https: ssl.SSLContext | None = None
+        self,
+        authorization_file: Path | None,
+        oauth: OAuthClient | None,
+        timeout_s: float,
+        https: ssl.SSLContext | None,
     ) -> None:
-        self.url, self.timeout_s, self.https = str(destination.stow_url), timeout_s, https
-        self.authorization_file = destination.authorization_file
-        oauth = destination.oauth
+        self.authorization_file = authorization_file
         self.tokens = OAuthTokens(oauth, timeout_s, https) if oauth else None
 
-    def send(self, sr_file: bytes) -> None:
-        from dicomweb_client import DICOMwebClient
-        from pydicom import dcmread
-
-        ds = dcmread(io.BytesIO(sr_file))
-        headers = self._headers()
-        session = https_session(requests.Session(), self.https)
-        client = DICOMwebClient(self.url, session=session, headers=headers, timeout=self.timeout_s)
-        try:
-            answer = client.store_instances([ds])
-        except (requests.RequestException, OSError) as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status == 401 and self.tokens is not None:
-                self.tokens.forget()  # revoked or expired early: the next try asks anew
-            raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
-        finally:
-            session.close()
-        if answer.get("FailedSOPSequence"):  # servers may send it empty
-            raise NotDelivered("STOW-RS: the server lists the SR as failed")
-
-    def _headers(self) -> dict[str, str]:
-        """The Authorization header: an OAuth bearer token, or the value from its file, read
-        now (a rotated secret is picked up)."""
+    def headers(self) -> dict[str, str]:
         if self.tokens is not None:
             return {"Authorization": f"Bearer {self.tokens.bearer()}"}
         if self.authorization_file is None:
@@ -195,6 +178,43 @@ class StowSender:
             return {"Authorization": self.authorization_file.read_text().strip()}
         except OSError as exc:
             raise NotDelivered(f"authorization file unreadable ({type(exc).__name__})") from None
+
+    def refused(self) -> None:
+        """The destination answered 401: a token revoked or expired early is asked anew."""
+        if self.tokens is not None:
+            self.tokens.forget()
+
+
+class StowSender:
+    kind = "stow"
+
+    def __init__(
+        self, destination: DicomDestination, timeout_s: float, https: ssl.SSLContext | None = None
+    ) -> None:
+        self.url, self.timeout_s, self.https = str(destination.stow_url), timeout_s, https
+        self.credentials = Credentials(
+            destination.authorization_file, destination.oauth, timeout_s, https
+        )
+
+    def send(self, sr_file: bytes) -> None:
+        from dicomweb_client import DICOMwebClient
+        from pydicom import dcmread
+
+        ds = dcmread(io.BytesIO(sr_file))
+        headers = self.credentials.headers()
+        session = https_session(requests.Session(), self.https)
+        client = DICOMwebClient(self.url, session=session, headers=headers, timeout=self.timeout_s)
+        try:
+            answer = client.store_instances([ds])
+        except (requests.RequestException, OSError) as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status == 401:
+                self.credentials.refused()
+            raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
+        finally:
+            session.close()
+        if answer.get("FailedSOPSequence"):  # servers may send it empty
+            raise NotDelivered("STOW-RS: the server lists the SR as failed")
 
 
 class Hl7Sender:
@@ -221,7 +241,8 @@ class Hl7Sender:
         from pydicom import dcmread
 
         from service.dicom_node.mllp import MllpError, exchange
-        from service.hospital.hl7v2 import NotReportable, build_oru, control_id, parse_ack
+        from service.hospital.hl7v2 import build_oru, control_id, parse_ack
+        from service.hospital.sr_findings import NotReportable
 
         sr = dcmread(io.BytesIO(sr_file))
         try:
@@ -241,6 +262,67 @@ class Hl7Sender:
             raise NotDelivered(f"HL7 ACK {ack.code or 'without a code'}")
 
 
+class FhirSender:
+    """The SR as a FHIR R4 transaction (`service.hospital.fhir_transaction`) POSTed to the
+    server's base URL; delivered when the server answers every entry with a 2xx."""
+
+    kind = "fhir"
+
+    def __init__(
+        self, destination: FhirDestination, timeout_s: float, https: ssl.SSLContext | None = None
+    ) -> None:
+        self.url, self.timeout_s, self.https = destination.url, timeout_s, https
+        self.credentials = Credentials(
+            destination.authorization_file, destination.oauth, timeout_s, https
+        )
+
+    def send(self, sr_file: bytes) -> None:
+        from pydicom import dcmread
+
+        from service.hospital.fhir import FHIR_MEDIA_TYPE
+        from service.hospital.fhir_transaction import transaction_from_sr
+        from service.hospital.sr_findings import NotReportable
+
+        try:
+            bundle = transaction_from_sr(dcmread(io.BytesIO(sr_file)))
+        except NotReportable as exc:
+            raise NotDelivered(f"no FHIR bundle: {exc}") from None
+        media = {"Content-Type": FHIR_MEDIA_TYPE, "Accept": FHIR_MEDIA_TYPE}
+        session = https_session(requests.Session(), self.https)
+        try:
+            answer = session.post(
+                self.url.rstrip("/"),  # a transaction goes to the base URL itself
+                data=bundle.model_dump_json().encode(),
+                headers={**media, **self.credentials.headers()},
+                timeout=self.timeout_s,
+            )
+        except (requests.RequestException, OSError) as exc:
+            raise NotDelivered(f"FHIR transaction failed ({type(exc).__name__})") from None
+        finally:
+            session.close()
+        if answer.status_code == 401:
+            self.credentials.refused()
+        if not answer.ok:
+            raise NotDelivered(f"FHIR transaction failed ({answer.status_code})")
+        refused = _refused_entries(answer, len(bundle.entry or []))
+        if refused:
+            raise NotDelivered(f"FHIR transaction: entries answered {', '.join(refused)}")
+
+
+def _refused_entries(answer: requests.Response, sent: int) -> list[str]:
+    """The status codes of the transaction-response's entries that are no 2xx (a server that
+    answers 200 to a transaction has done all of it, but one may say otherwise per entry); a
+    body that is no transaction-response of `sent` entries counts as refused."""
+    try:
+        entries = answer.json().get("entry") or []
+        codes = [str(entry["response"]["status"]).split()[0] for entry in entries]
+    except (ValueError, AttributeError, KeyError, TypeError, IndexError):
+        return ["an unreadable answer"]
+    if len(codes) != sent:
+        return [f"{len(codes)} of {sent} entries"]
+    return sorted({code for code in codes if not code.startswith("2")})
+
+
 def sender_for(
     destination: DicomDestination,
     calling_ae: str,
@@ -252,6 +334,8 @@ def sender_for(
     `https` the one HTTPS peers are checked with (None: requests' own)."""
     if destination.hl7 is not None:
         return Hl7Sender(destination.hl7, timeout_s, tls if destination.hl7.tls else None)
+    if destination.fhir is not None:
+        return FhirSender(destination.fhir, timeout_s, https)
     if destination.stow_url:
         return StowSender(destination, timeout_s, https)
     return CStoreSender(destination, calling_ae, timeout_s, tls if destination.tls else None)

@@ -63,9 +63,30 @@ class Hl7Destination(BaseModel):
     )
 
 
+class FhirDestination(BaseModel):
+    """An EHR's FHIR R4 server: each result goes as one transaction Bundle POSTed to its base
+    URL, and counts as delivered when the server answers every entry with a 2xx."""
+
+    url: str = Field(pattern=r"^https?://", description="The FHIR server's base URL.")
+    authorization_file: Path | None = Field(
+        default=None,
+        description="A file (a mounted secret) holding the Authorization header's value;"
+        " read at each send.",
+    )
+    oauth: OAuthClient | None = Field(
+        default=None, description="OAuth 2.0 client credentials instead of a file."
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> FhirDestination:
+        if self.oauth is not None and self.authorization_file is not None:
+            raise ValueError("give authorization_file or oauth, not both")
+        return self
+
+
 class DicomDestination(BaseModel):
-    """Where results go: a DICOM AE (C-STORE), a DICOMweb server (STOW-RS) or an HL7 v2
-    receiver (ORU^R01 over MLLP)."""
+    """Where results go: a DICOM AE (C-STORE), a DICOMweb server (STOW-RS), an HL7 v2
+    receiver (ORU^R01 over MLLP) or a FHIR server (a transaction Bundle)."""
 
     ae_title: str | None = Field(default=None, max_length=16, description="C-STORE: called AE.")
     host: str | None = Field(default=None, description="C-STORE: host.")
@@ -91,18 +112,25 @@ class DicomDestination(BaseModel):
     hl7: Hl7Destination | None = Field(
         default=None, description="HL7 v2: the receiver of ORU^R01 messages (nothing else)."
     )
+    fhir: FhirDestination | None = Field(
+        default=None, description="FHIR R4: the server taking the results (nothing else)."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DicomDestination:
         dimse = (self.ae_title, self.host, self.port)
-        if self.hl7 is not None:
+        nested = [name for name in ("hl7", "fhir") if getattr(self, name) is not None]
+        if nested:
             others = (*dimse, self.stow_url, self.authorization_file, self.oauth)
-            if any(v is not None for v in others) or self.tls:
-                raise ValueError("an hl7 destination takes no other key (tls goes inside it)")
+            if len(nested) > 1 or any(v is not None for v in others) or self.tls:
+                raise ValueError(
+                    f"an {nested[0]} destination takes no other key (its settings go inside it)"
+                )
             return self
         if self.stow_url is None and None in dimse:
             raise ValueError(
-                "give ae_title, host and port (C-STORE), stow_url (STOW-RS) or hl7 (HL7 v2)"
+                "give ae_title, host and port (C-STORE), stow_url (STOW-RS), hl7 (HL7 v2)"
+                " or fhir (FHIR R4)"
             )
         if self.stow_url is not None and any(v is not None for v in dimse):
             raise ValueError("give either ae_title/host/port or stow_url, not both")
@@ -126,4 +154,6 @@ class DicomDestination(BaseModel):
         """A stable name for the destination (no credentials): what delivery rows record."""
         if self.hl7 is not None:
             return f"mllp://{self.hl7.host}:{self.hl7.port}/{self.hl7.receiving_application}"
+        if self.fhir is not None:
+            return self.fhir.url
         return self.stow_url or f"{self.ae_title}@{self.host}:{self.port}"

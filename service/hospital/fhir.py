@@ -198,6 +198,7 @@ def _observation(
             ),
         )
         for name, code in zip(model.classes, model.codes, strict=True)
+        if name in result.probabilities  # all from a predict; from an SR, the finding's only
     ]
     study = scan.study_instance_uid if scan else None
     return Observation(

@@ -53,6 +53,16 @@ NODE: dict[str, Any] = {
                     "processing_id": "T",
                 }
             },
+            {
+                "fhir": {
+                    "url": "https://ehr.hospital/fhir/r4",
+                    "oauth": {
+                        "token_url": "https://ehr.hospital/oauth2/token",
+                        "client_id": "scantune-node",
+                        "client_secret_file": "/etc/scantune/pacs/ehr-secret",
+                    },
+                }
+            },
         ],
         "extraVolumes": [{"name": "pacs", "secret": {"secretName": "pacs-stow"}}],
         "extraVolumeMounts": [
@@ -128,11 +138,14 @@ def test_the_node_settings_are_fields_and_parse(
         "https://pacs.hospital/dicom-web",
         "https://dicom.cloud.example/v1/dicomweb",
         "mllp://engine.hospital:6661/RIS",
+        "https://ehr.hospital/fhir/r4",
     ]
     hl7 = settings.dicom_destinations[3].hl7
     assert hl7 is not None and hl7.tls and hl7.processing_id == "T"
     oauth = settings.dicom_destinations[2].oauth
     assert oauth is not None and oauth.client_secret_file.name == "client-secret"
+    fhir = settings.dicom_destinations[4].fhir
+    assert fhir is not None and fhir.oauth is not None and fhir.oauth.client_id == "scantune-node"
     assert settings.dicom_routes[0].modality == "DX"
     assert settings.dicom_inference_api_key == "node-key"
     assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
@@ -158,9 +171,17 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
     with pytest.raises(helm.HelmValuesError, match="destinations/0"):
         render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [stow]}})
     mixed = {"hl7": {"host": "engine", "port": 6661}, "stow_url": "https://pacs/dicom-web"}
-    for hl7 in (mixed, {"hl7": {"host": "engine", "port": 6661, "processing_id": "X"}}):
+    ehr, idp = "https://ehr/fhir", {**plain_idp, "token_url": "https://idp/token"}
+    for wrong in (
+        mixed,
+        {"hl7": {"host": "engine", "port": 6661, "processing_id": "X"}},
+        {"fhir": {"url": ehr}, "hl7": {"host": "engine", "port": 6661}},
+        {"fhir": {"url": "ehr.hospital/fhir"}},
+        {"fhir": {"url": ehr, "oauth": plain_idp}},
+        {"fhir": {"url": ehr, "authorization_file": "/a", "oauth": idp}},  # both credentials
+    ):
         with pytest.raises(helm.HelmValuesError, match="destinations/0"):
-            render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [hl7]}})
+            render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [wrong]}})
     assert len(find(render(NODE), "Deployment")) == 3
 
 

@@ -203,6 +203,17 @@ def test_settings_parse_peers_and_refuse_half_a_destination(monkeypatch: Any) ->
         DicomDestination.model_validate({"hl7": engine, "tls": True})
     with pytest.raises(ValidationError, match="processing_id"):
         DicomDestination.model_validate({"hl7": {**engine, "processing_id": "X"}})
+    ehr = {"url": "https://ehr/fhir/r4"}
+    assert DicomDestination.model_validate({"fhir": ehr}).key == "https://ehr/fhir/r4"
+    with pytest.raises(ValidationError, match="an fhir destination takes no other key"):
+        DicomDestination.model_validate({"fhir": ehr, "authorization_file": "/s"})
+    with pytest.raises(ValidationError, match="an hl7 destination takes no other key"):
+        DicomDestination.model_validate({"hl7": engine, "fhir": ehr})
+    idp = {"token_url": "https://idp/token", "client_id": "n", "client_secret_file": "/s"}
+    with pytest.raises(ValidationError, match="authorization_file or oauth, not both"):
+        DicomDestination.model_validate({"fhir": {**ehr, "authorization_file": "/a", "oauth": idp}})
+    with pytest.raises(ValidationError, match="url"):
+        DicomDestination.model_validate({"fhir": {"url": "ehr/fhir"}})
 
 
 def test_the_allow_list_needs_title_and_address_and_is_empty_by_default() -> None:

@@ -1,0 +1,97 @@
+"""A result's SR as a FHIR R4 transaction Bundle: what the DICOM node POSTs to an EHR's FHIR
+server.
+
+The node keeps only the SR of a result (as for HL7 v2), so the Bundle renders the SR: the
+DiagnosticReport, Device and Observations `service.hospital.fhir` builds for a predict, each
+Observation with the reported class's calibrated probability only (the SR holds no other),
+the report's conclusion the SR's statement, the Device's manufacturer the SR's. Every entry is
+a conditional create (`ifNoneExist`) on an identifier the SR fixes: the report by the SR's SOP
+Instance UID, each Observation by its measurement group's tracking UID, the Device by the
+model's ONNX sha256. A transaction sent again (its answer lost) creates nothing twice, and
+the server takes all of it or none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from models.card import ClassCode
+from service.hospital.fhir import build_bundle
+from service.hospital.results import (
+    ModelIdentity,
+    ReportSettings,
+    ScanResult,
+    ScanUIDs,
+    Subject,
+)
+from service.hospital.sr_findings import Finding, NotReportable, read_findings, statements
+
+if TYPE_CHECKING:
+    from fhir.resources.R4B.bundle import Bundle
+    from pydicom import Dataset
+
+DICOM_UID = "urn:dicom:uid"
+ONNX_SHA256 = "urn:scantune:onnx-sha256"
+
+
+def transaction_from_sr(sr: Dataset) -> Bundle:
+    """The transaction of `sr`; NotReportable when it holds no finding, or a finding without
+    the tracking UID or the model its identifiers need."""
+    from fhir.resources.R4B.bundle import BundleEntryRequest
+    from fhir.resources.R4B.identifier import Identifier
+
+    findings = read_findings(sr)
+    if not findings:
+        raise NotReportable("the report holds no finding")
+    model = _model(findings)
+    settings = ReportSettings(disclaimer=" ".join(statements(sr)) or None)
+    if sr.get("Manufacturer"):
+        settings = replace(settings, manufacturer=str(sr.Manufacturer))
+    bundle = build_bundle(
+        [ScanUIDs(str(sr.StudyInstanceUID), None, f.sop_instance_uid, f.sop_class_uid)
+         for f in findings],
+        [ScanResult(f.code[1], {f.code[1]: f.probability} if f.probability is not None else {})
+         for f in findings],
+        model,
+        settings,
+        Subject.common([sr]),
+    )  # fmt: skip
+    # build_bundle's order: the report, the Device, then one Observation per finding.
+    keys = [
+        (DICOM_UID, f"urn:oid:{sr.SOPInstanceUID}"),
+        (ONNX_SHA256, model.onnx_sha256),
+        *[(DICOM_UID, f"urn:oid:{finding.tracking_uid}") for finding in findings],
+    ]
+    for entry, (system, value) in zip(bundle.entry or [], keys, strict=True):
+        resource = entry.resource
+        assert resource is not None
+        kind = resource.get_resource_type()
+        if kind != "Device":  # it carries its identifier already
+            resource.identifier = [Identifier(system=system, value=value)]  # type: ignore[attr-defined]
+        entry.request = BundleEntryRequest(
+            method="POST", url=kind, ifNoneExist=f"identifier={system}|{value}"
+        )
+    bundle.type = "transaction"
+    return bundle
+
+
+def _model(findings: list[Finding]) -> ModelIdentity:
+    """The model the SR names (its first group's algorithm) and the classes it reported."""
+    first = findings[0]
+    sha256 = first.parameter("onnx_sha256")
+    if not first.algorithm_name or not first.algorithm_version.isdigit() or not sha256:
+        raise NotReportable("the report does not name its model (name, version, ONNX sha256)")
+    if any(f.tracking_uid is None for f in findings):
+        raise NotReportable("a measurement group of the report has no tracking UID")
+    labels: dict[str, ClassCode] = {}
+    for f in findings:
+        value, meaning, scheme = f.code
+        labels.setdefault(meaning, ClassCode(value=value, meaning=meaning, scheme=scheme))
+    return ModelIdentity(
+        first.algorithm_name,
+        int(first.algorithm_version),
+        sha256,
+        tuple(labels),
+        tuple(labels.values()),
+    )

@@ -1,0 +1,199 @@
+"""Results to an EHR's FHIR server: the node under gunicorn renders each series' SR as a FHIR
+R4 transaction and POSTs it over HTTPS (checked against the hospital CA), and counts it
+delivered only when the server answers every entry with a 2xx.
+
+No FHIR server runs here (HAPI needs Java and its jars from Maven Central): a stand-in plays
+one. It parses every Bundle with fhir.resources, applies each entry as the conditional create
+it asks for (a resource whose identifier it already holds is not created again), and answers
+with a transaction-response; the test scripts failures before or after it commits."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+
+from service.dicom_node.delivery import NotDelivered, sender_for
+from service.dicom_node.peers import DicomDestination
+from tests.conftest import HospitalCA
+from tests.dicom_node.parts import Gunicorn, make_study, send, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+TOKEN = "ehr-token-1"
+SLACK_S = 30.0
+
+
+class FhirServer:
+    """A FHIR base URL (`/fhir/r4`) over HTTPS that takes transactions from a bearer of TOKEN.
+    `script` are what it does with the next transactions: "ok", "refuse" (503 before doing
+    anything), "lose" (commits, then answers 504 as a gateway whose upstream timed out) or
+    "reject-entry" (answers 200 with an entry refused); the last one goes on."""
+
+    def __init__(self, ca: HospitalCA, script: list[str]) -> None:
+        self.script, self.lock = list(script), threading.Lock()
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, identifier) -> resource
+        self.answers: list[tuple[str, list[str]]] = []  # (what it did, entry statuses)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, out = server.transaction(self.path, dict(self.headers), body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.socket = ca.server_context("localhost").wrap_socket(
+            self.http.socket, server_side=True
+        )
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"https://localhost:{self.http.server_address[1]}/fhir/r4"
+
+    def transaction(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if path != "/fhir/r4":
+            return 404, _outcome("not-found")
+        if headers.get("Authorization") != f"Bearer {TOKEN}":
+            return 401, _outcome("login")
+        assert headers["Content-Type"] == headers["Accept"] == "application/fhir+json"
+        bundle = Bundle.model_validate_json(body)  # the R4B schema, strictly
+        assert bundle.type == "transaction"
+        with self.lock:
+            step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            if step == "refuse":
+                self.answers.append((step, []))
+                return 503, _outcome("transient")
+            statuses = [self._create(entry) for entry in bundle.entry]
+            if step == "reject-entry":
+                statuses[-1] = "422 Unprocessable Entity"
+            self.answers.append((step, statuses))
+        if step == "lose":
+            return 504, _outcome("timeout")
+        entries = [{"response": {"status": status}} for status in statuses]
+        return 200, json.dumps({"resourceType": "Bundle", "type": "transaction-response",
+                                "entry": entries}).encode()  # fmt: skip
+
+    def _create(self, entry: Any) -> str:
+        """A conditional create, as `ifNoneExist` asks: 200 when a resource holds that
+        identifier already, else 201 (stored)."""
+        resource = entry.resource
+        kind = resource.get_resource_type()
+        assert (entry.request.method, entry.request.url) == ("POST", kind)
+        (identifier,) = resource.identifier
+        key = f"{identifier.system}|{identifier.value}"
+        assert entry.request.ifNoneExist == f"identifier={key}"
+        if (kind, key) in self.stored:
+            return "200 OK"
+        self.stored[(kind, key)] = json.loads(resource.model_dump_json())
+        return "201 Created"
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for (k, _), r in self.stored.items() if k == kind]
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def _outcome(code: str) -> bytes:
+    issue = {"severity": "error", "code": code}
+    return json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}).encode()
+
+
+@pytest.fixture
+def servers(hospital_ca: HospitalCA) -> Iterator[Callable[[list[str]], FhirServer]]:
+    made: list[FhirServer] = []
+
+    def make(script: list[str]) -> FhirServer:
+        made.append(FhirServer(hospital_ca, script))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+def test_a_series_reaches_the_ehr_once_though_its_first_answers_are_lost(
+    make_node: Callable[..., Gunicorn],
+    servers: Callable[[list[str]], FhirServer],
+    hospital_ca: HospitalCA,
+    tmp_path: Path,
+) -> None:
+    ehr = servers(["refuse", "lose", "ok"])  # down, then up but the answer lost, then fine
+    authorization = tmp_path / "ehr-authorization"
+    authorization.write_text(f"Bearer {TOKEN}\n")
+    destination = {"url": ehr.url, "authorization_file": str(authorization)}
+    node = make_node(
+        dicom_destinations=[{"fhir": destination}],
+        dicom_https_ca_file=str(hospital_ca.pem_file),
+    ).start()
+    study = make_study(3)
+    assert send(node.port_dicom, study) == [0, 0, 0]
+    wait_until(
+        lambda: node.metric("scantune_dicom_results_delivered_total", kind="fhir") == 1,
+        SLACK_S, "the EHR takes the result",
+    )  # fmt: skip
+    assert [step for step, _ in ehr.answers] == ["refuse", "lose", "ok"]
+    assert set(ehr.answers[1][1]) == {"201 Created"}
+    assert set(ehr.answers[2][1]) == {"200 OK"}  # sent again: nothing created twice
+    (report,) = ehr.of("DiagnosticReport")
+    assert report["status"] == "preliminary" and report["subject"]["identifier"]["value"] == "P-1"
+    assert (
+        report["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{study[0].StudyInstanceUID}"
+    )
+    observations = ehr.of("Observation")
+    assert len(observations) == len(report["result"]) == 3
+    assert {o["derivedFrom"][0]["display"] for o in observations} == {
+        f"SOP Instance UID {ds.SOPInstanceUID}" for ds in study
+    }
+    assert len(ehr.of("Device")) == 1
+    assert node.metric("scantune_dicom_delivery_failures_total", kind="fhir") == 2
+    log = node.log_text()
+    assert TOKEN not in log
+    for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
+        assert value not in log, value  # no patient data, no UID
+
+
+def test_a_send_is_delivered_only_when_every_entry_is_taken(
+    servers: Callable[[list[str]], FhirServer], hospital_ca: HospitalCA, tmp_path: Path
+) -> None:
+    from service.config import DicomNodeSettings
+    from tests.hospital.test_hl7v2 import _sources, _sr
+
+    sr = _sr(_sources())
+    path = tmp_path / "result.sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    ehr = servers(["reject-entry", "ok"])
+    authorization = tmp_path / "authorization"
+    authorization.write_text(f"Bearer {TOKEN}")
+    fhir = {"url": ehr.url, "authorization_file": str(authorization)}
+    destination = DicomDestination.model_validate({"fhir": fhir})
+    https = DicomNodeSettings(dicom_https_ca_file=hospital_ca.pem_file).dicom_https_tls()
+    sender = sender_for(destination, "NODE", 10, https=https)
+    with pytest.raises(NotDelivered, match="entries answered 422"):
+        sender.send(path.read_bytes())
+    sender.send(path.read_bytes())
+    assert len(ehr.of("Observation")) == 2
+
+    authorization.write_text(f"Bearer {uuid.uuid4()}")  # a token the server does not know
+    with pytest.raises(NotDelivered, match=r"FHIR transaction failed \(401\)"):
+        sender.send(path.read_bytes())
+    untrusting = sender_for(destination, "NODE", 10)  # the public CAs only
+    with pytest.raises(NotDelivered, match="SSLError"):
+        untrusting.send(path.read_bytes())
+    wrong_base = DicomDestination.model_validate({"fhir": {**fhir, "url": ehr.url + "/Bundle"}})
+    with pytest.raises(NotDelivered, match=r"\(404\)"):
+        sender_for(wrong_base, "NODE", 10, https=https).send(path.read_bytes())
