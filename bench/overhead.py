@@ -63,21 +63,7 @@ def main() -> int:
 
 def setup(work: Path) -> dict[str, Callable[[], Any]]:
     """Every path, ready to call once per request."""
-    metrics_dir = work / "metrics"
-    metrics_dir.mkdir()
-    model_dir, card = build_model(work)
-    (work / "card.json").write_text(card.to_json())
-    uri = publish(model_dir, card, work / "artifacts")
-    os.environ.update(
-        BENCH_ONNX=str(model_dir / "model.onnx"),
-        BENCH_CARD=str(work / "card.json"),
-        SCANTUNE_ARTIFACT_URI=uri,
-        SCANTUNE_AUTH_DISABLED="true",
-        SCANTUNE_PRELOAD_MODELS=json.dumps([MODEL]),
-        SCANTUNE_ORT_INTRA_OP_THREADS="1",
-        SCANTUNE_LOG_LEVEL="WARNING",
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-    )
+    model_dir, card = prepare(work)
     from bench import bare_app, minimal_app, reference_model
     from models import scans
 
@@ -110,6 +96,27 @@ def setup(work: Path) -> dict[str, Callable[[], Any]]:
         "service /healthz": lambda: call(service, "GET", "/healthz", b""),
         "service /healthz after a run": healthz_after_run,
     }
+
+
+def prepare(work: Path) -> tuple[Path, Any]:
+    """The model, published to a folder in `work`, and the service's environment for it (auth
+    off, the model preloaded, one onnxruntime thread, logging at WARNING); (model dir, card)."""
+    metrics_dir = work / "metrics"
+    metrics_dir.mkdir()
+    model_dir, card = build_model(work)
+    (work / "card.json").write_text(card.to_json())
+    uri = publish(model_dir, card, work / "artifacts")
+    os.environ.update(
+        BENCH_ONNX=str(model_dir / "model.onnx"),
+        BENCH_CARD=str(work / "card.json"),
+        SCANTUNE_ARTIFACT_URI=uri,
+        SCANTUNE_AUTH_DISABLED="true",
+        SCANTUNE_PRELOAD_MODELS=json.dumps([MODEL]),
+        SCANTUNE_ORT_INTRA_OP_THREADS="1",
+        SCANTUNE_LOG_LEVEL="WARNING",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    return model_dir, card
 
 
 def flask_app() -> WSGIApp:
@@ -156,8 +163,11 @@ def service_app() -> WSGIApp:
     return app  # type: ignore[return-value]
 
 
-def call(app: WSGIApp, method: str, path: str, body: bytes) -> int:
-    """One request through `app`, as gunicorn's sync worker would make it; its status."""
+def call(
+    app: WSGIApp, method: str, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> int:
+    """One request through `app`, as gunicorn's sync worker would make it; its status.
+    `headers` as WSGI names them (HTTP_ACCEPT)."""
     statuses: list[int] = []
     environ = {
         "REQUEST_METHOD": method,
@@ -177,6 +187,7 @@ def call(app: WSGIApp, method: str, path: str, body: bytes) -> int:
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
+        **(headers or {}),
     }
 
     def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
