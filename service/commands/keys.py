@@ -7,7 +7,7 @@ import json
 import secrets
 from typing import Any
 
-from service.config.common import SCOPES
+from service.scopes import SCOPE_NAMES
 
 
 def register(subparsers: Any) -> None:
@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
     sub = keys.add_subparsers(dest="keys_command", required=True)
     new = sub.add_parser("new", help="a new random key and its settings entry")
     new.add_argument("--name", required=True, help="who holds the key")
-    new.add_argument("--scope", action="append", choices=SCOPES, required=True)
+    new.add_argument("--scope", action="append", choices=SCOPE_NAMES, required=True)
     new.add_argument("--client", help="the client (team, system) the key acts for; default: --name")
     new.set_defaults(func=run_new)
 

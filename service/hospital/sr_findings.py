@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from models.card import PRIVATE_CODING_SCHEME
-
 if TYPE_CHECKING:
     from pydicom import Dataset
 
@@ -22,7 +20,6 @@ GROUP = ("125007", "DCM")  # Measurement Group
 COMMENT = ("121106", "DCM")
 FINDING = ("121071", "DCM")
 SOURCE = ("121112", "DCM")  # Source of Measurement: the scan, by its SOP Instance UID
-PROBABILITY = ("PROB", PRIVATE_CODING_SCHEME)
 TRACKING_UID = ("112040", "DCM")
 ALGORITHM_NAME, ALGORITHM_VERSION = ("111001", "DCM"), ("111003", "DCM")
 ALGORITHM_PARAMETERS = ("111002", "DCM")
@@ -118,7 +115,10 @@ def _text(group: Any, concept: tuple[str, str]) -> str:
 
 
 def _probability(group: Any) -> float | None:
-    for item in _items(group, PROBABILITY):
+    # Here, not at the top: the CLI imports hl7v2's media type, and models.card brings pydantic.
+    from models.card import PRIVATE_CODING_SCHEME
+
+    for item in _items(group, ("PROB", PRIVATE_CODING_SCHEME)):
         for value in item.get("MeasuredValueSequence", []):
             exact = value.get("FloatingPointValue")
             return float(exact if exact is not None else value.NumericValue)

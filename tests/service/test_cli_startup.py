@@ -32,3 +32,10 @@ def test_building_the_cli_parser_imports_no_heavy_library() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported: []"
+
+
+def test_the_cli_s_scope_names_are_the_settings_scopes() -> None:
+    from service.config import SCOPES
+    from service.scopes import SCOPE_NAMES
+
+    assert SCOPE_NAMES == SCOPES
