@@ -51,6 +51,9 @@ def test_network_policies_deny_by_default_and_never_reach_the_metadata_address(
             assert {p["port"] for p in rule["ports"]} == {53}
             continue
         for peer in rule["to"]:
+            if "podSelector" in peer:  # the release's own pods (checked below)
+                assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rel"
+                continue
             block = peer["ipBlock"]
             excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
             assert any(METADATA in net for net in excepted), block
@@ -68,7 +71,41 @@ def test_network_policies_deny_by_default_and_never_reach_the_metadata_address(
             8000 if component == "api" else 8001
         )
         assert ingress["ports"] == [{"protocol": "TCP", "port": port}]
-        assert ingress["from"] == PRODUCTION["networkPolicy"]["ingressFrom"]
+        outside = [p for p in ingress["from"] if "podSelector" not in p]  # own pods: below
+        assert outside == PRODUCTION["networkPolicy"]["ingressFrom"]
+
+
+def _selects(peer: dict[str, Any], component: str) -> bool:
+    labels = peer.get("podSelector", {}).get("matchLabels", {})
+    return labels.get("app.kubernetes.io/component") == component
+
+
+def test_the_release_s_own_calls_pass_its_policies(render: Render) -> None:
+    """The dashboard relays to inference (Try a scan) and to the DICOM node (its page); the
+    node calls inference. With ingressFrom set (the ingress controller only), inference must
+    still take its own release's callers, and the API may leave for both."""
+    node = {**PRODUCTION, "dicomNode": {**PRODUCTION.get("dicomNode", {}), "enabled": True}}
+    for values, callers in ((PRODUCTION, {"api"}), (node, {"api", "dicom"})):
+        manifests = render(values)
+        [ingress] = policy(manifests, "inference")["spec"]["ingress"]
+        own = {c for c in ("api", "dicom") if any(_selects(p, c) for p in ingress["from"])}
+        assert own == callers
+        assert ingress["ports"] == [{"protocol": "TCP", "port": 8001}]
+        egress = policy(manifests, "api")["spec"]["egress"]
+        reach = {
+            (component, port["port"])
+            for rule in egress
+            for component in ("inference", "dicom")
+            if any(_selects(p, component) for p in rule.get("to", []))
+            for port in rule["ports"]
+        }
+        expected = {("inference", 8001)} | ({("dicom", 8002)} if "dicom" in callers else set())
+        assert reach == expected
+    open_to_all = render(
+        {**node, "networkPolicy": {**PRODUCTION["networkPolicy"], "ingressFrom": []}}
+    )
+    [ingress] = policy(open_to_all, "inference")["spec"]["ingress"]
+    assert "from" not in ingress  # no ingressFrom: any source, the release's own among them
 
 
 def test_inference_may_reach_storage_but_not_the_job_database(render: Render) -> None:
