@@ -73,7 +73,8 @@ class KeyRing:
         self.keys = list(keys)
         self.disabled = disabled
 
-    def authenticate(self, presented: str | None, scope: str) -> ApiKey | None:
+    def authenticate(self, presented: str | None, scope: str | None) -> ApiKey | None:
+        """The key presented, checked to hold `scope` (None: any valid key will do)."""
         if self.disabled:
             return None
         if not presented:
@@ -89,7 +90,7 @@ class KeyRing:
                 "the API key is not valid",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        if scope not in match.scopes:
+        if scope is not None and scope not in match.scopes:
             audit_refused("access_denied", f"lacks scope {scope}", match)
             raise Forbidden(f"the API key '{match.name}' lacks the scope '{scope}'")
         return match

@@ -170,3 +170,11 @@ class TrainingSettings(CommonSettings):
             " (with the user's own key); unset: the Try page says it is not configured."
         ),
     )
+    dicom_node_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the DICOM node whose series the dashboard's DICOM page shows (its"
+            " requests relayed with the user's own key); unset: the page says it is not"
+            " configured."
+        ),
+    )

@@ -1,9 +1,10 @@
-"""Forwarding the dashboard's "Try a scan" uploads to the inference service.
+"""Forwarding the dashboard's "Try a scan" uploads to the inference service, and its DICOM
+page's requests to the DICOM node.
 
-The training service relays the request instead of the browser calling the inference service
+The training service relays the request instead of the browser calling the other service
 itself: the page stays same-origin (its Content-Security-Policy keeps `connect-src 'self'`)
-and the inference service opens no CORS. The user's own key goes along, so the inference
-service decides what it may do; nothing is logged of the upload.
+and neither service opens CORS. The user's own key goes along, so the service it reaches
+decides what it may do; nothing is logged of the upload or of the series.
 """
 
 from __future__ import annotations
@@ -27,6 +28,33 @@ class Forwarded:
     body: bytes
 
 
+class NodeNotConfigured(ServiceUnavailable):
+    title = "DICOM node not configured"
+
+
+SERIES_QUERY = ("state", "study_instance_uid", "cursor", "limit")
+
+
+def relay(
+    method: str, url: str, service: str, authorization: str | None, **request: Any
+) -> Forwarded:
+    """One request to another of the release's services with the user's own key; its answer,
+    status and all (that service decides what the key may do). Unreachable: a 503 naming it."""
+    import requests
+
+    headers = {"Accept": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    try:
+        response = requests.request(method, url, headers=headers, **request)
+    except requests.RequestException as exc:
+        raise ServiceUnavailable(
+            f"the {service} at {url.split('/v1/')[0]} cannot be reached ({type(exc).__name__})"
+        ) from None
+    content_type = response.headers.get("Content-Type", "application/json")
+    return Forwarded(response.status_code, content_type, response.content)
+
+
 class InferenceForwarder:
     def __init__(self, base_url: str | None, *, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -41,28 +69,44 @@ class InferenceForwarder:
         query: dict[str, str],
     ) -> Forwarded:
         """POST the files to the inference service's predict; its answer, status and all."""
-        import requests
-
         if self.base_url is None:
             raise InferenceNotConfigured(
                 "the training service has no SCANTUNE_INFERENCE_URL, so it cannot forward scans"
             )
-        headers = {"Accept": "application/json"}
-        if authorization:
-            headers["Authorization"] = authorization
-        params = {k: v for k, v in query.items() if k in FORWARDED_QUERY}
         multipart: list[tuple[str, Any]] = [("file", f) for f in files]
-        try:
-            response = requests.post(
-                f"{self.base_url}/v1/models/{name}:predict",
-                params=params,
-                files=multipart,
-                headers=headers,
-                timeout=self.timeout,
+        return relay(
+            "POST",
+            f"{self.base_url}/v1/models/{name}:predict",
+            "inference service",
+            authorization,
+            params={k: v for k, v in query.items() if k in FORWARDED_QUERY},
+            files=multipart,
+            timeout=self.timeout,
+        )
+
+
+class NodeForwarder:
+    """The dashboard's DICOM page: the node's series routes, with the user's own key (the
+    node checks its scopes: series:read to list, admin to send now)."""
+
+    def __init__(self, base_url: str | None, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.timeout = timeout
+
+    def series(self, query: dict[str, str], *, authorization: str | None) -> Forwarded:
+        params = {k: v for k, v in query.items() if k in SERIES_QUERY}
+        return self._relay("GET", "/v1/series", authorization, params=params)
+
+    def send_now(self, series_id: int, *, authorization: str | None) -> Forwarded:
+        return self._relay("POST", f"/v1/series/{series_id}/send-now", authorization)
+
+    def _relay(
+        self, method: str, path: str, authorization: str | None, **request: Any
+    ) -> Forwarded:
+        if self.base_url is None:
+            raise NodeNotConfigured(
+                "the training service has no SCANTUNE_DICOM_NODE_URL, so it cannot show the"
+                " DICOM node's series"
             )
-        except requests.RequestException as exc:
-            raise ServiceUnavailable(
-                f"the inference service at {self.base_url} cannot be reached ({type(exc).__name__})"
-            ) from None
-        content_type = response.headers.get("Content-Type", "application/json")
-        return Forwarded(response.status_code, content_type, response.content)
+        url = f"{self.base_url}{path}"
+        return relay(method, url, "DICOM node", authorization, timeout=self.timeout, **request)

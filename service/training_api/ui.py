@@ -15,9 +15,10 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from service.audit import TrainingAction
 from service.auth import ALL_SCOPES, presented_key, require
 from service.auth import EXTENSION as AUTH_EXTENSION
+from service.dicom_node.operations import State as SeriesState
 from service.errors import BadRequest, NotFound
 from service.training_api.context import services
-from service.training_api.forward import InferenceForwarder
+from service.training_api.forward import Forwarded, InferenceForwarder, NodeForwarder
 
 bp = Blueprint(
     "ui",
@@ -38,6 +39,7 @@ PAGES = {
     "models": "models.html",
     "try": "try.html",
     "audit": "audit.html",
+    "dicom": "dicom.html",
 }
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -79,11 +81,18 @@ def audit_page() -> str:
     return render_template(PAGES["audit"], page="audit", actions=get_args(TrainingAction))
 
 
+@bp.get("/dicom")
+def dicom_page() -> str:
+    configured = services().settings.dicom_node_url is not None
+    states = get_args(SeriesState)
+    return render_template(PAGES["dicom"], page="dicom", configured=configured, states=states)
+
+
 @bp.get("/api/whoami")
-@require("read")
 def whoami() -> Response:
-    """The key's name and scopes, so the pages show only the controls it may use."""
-    key = current_app.extensions[AUTH_EXTENSION].authenticate(presented_key(), "read")
+    """The key's name and scopes, so the pages show only the controls it may use. Any valid
+    key: an operator's may hold only series:read, which the DICOM page needs."""
+    key = current_app.extensions[AUTH_EXTENSION].authenticate(presented_key(), None)
     if key is None:  # auth disabled: every control
         return jsonify(name="anonymous", scopes=sorted(ALL_SCOPES))
     return jsonify(name=key.name, scopes=sorted(key.scopes))
@@ -105,4 +114,23 @@ def forward_predict(name: str) -> Response:
         authorization=request.headers.get("Authorization"),
         query=request.args.to_dict(),
     )
+    return _relayed(answer)
+
+
+@bp.get("/api/series")
+@require("series:read")
+def forward_series() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    answer = node.series(request.args.to_dict(), authorization=request.headers.get("Authorization"))
+    return _relayed(answer)
+
+
+@bp.post("/api/series/<int:series_id>/send-now")
+@require("admin")
+def forward_send_now(series_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.send_now(series_id, authorization=request.headers.get("Authorization")))
+
+
+def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

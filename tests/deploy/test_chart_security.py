@@ -101,6 +101,8 @@ def test_the_release_s_own_calls_pass_its_policies(render: Render) -> None:
         }
         expected = {("inference", 8001)} | ({("dicom", 8002)} if "dicom" in callers else set())
         assert reach == expected
+        config = one(manifests, "ConfigMap", "rel-scantune-api")["data"]
+        assert ("SCANTUNE_DICOM_NODE_URL" in config) == ("dicom" in callers)
     open_to_all = render(
         {**node, "networkPolicy": {**PRODUCTION["networkPolicy"], "ingressFrom": []}}
     )

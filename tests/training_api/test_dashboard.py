@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright against the training
-and inference services under gunicorn, with a real tiny training job. axe-core checks every
-page; screenshots of each page go to docs/screenshots/."""
+and inference services and the DICOM node under gunicorn, with a real tiny training job.
+axe-core checks every page; screenshots of each page go to docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import requests
 
 from service.auth import hash_key
 from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
+from tests.dicom_node.parts import make_study
+from tests.dicom_node.test_app import encoded, multipart
 from tests.training_api.conftest import publish_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -45,7 +47,7 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is no
 
 def keys_setting() -> str:
     keys = [
-        (ADMIN, "admin", ["read", "jobs:write", "models:write", "predict", "admin"]),
+        (ADMIN, "admin", ["read", "jobs:write", "models:write", "predict", "series:read", "admin"]),
         (READER, "reader", ["read", "predict"]),
     ]
     return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
@@ -74,7 +76,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Inference, then training (forwarding Try a scan to it), on one local artifact store."""
+    """Inference, the DICOM node (classifying with the dashboard's model through it), then
+    training (forwarding Try a scan and the DICOM page), on one local artifact store."""
     tmp = tmp_path_factory.mktemp("dashboard")
     base = {
         **os.environ,
@@ -86,11 +89,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     inference_env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-inf")}
     (tmp / "m-inf").mkdir()
     inference, inference_url = start("service.inference:create_app()", inference_env, tmp / "i.log")
+    (tmp / "m-node").mkdir()
+    down = free_port()  # nothing listens there
+    node_env = {
+        **base,
+        "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp / 'node.db'}",
+        "SCANTUNE_DICOM_SPOOL_DIR": str(tmp / "spool"),
+        "SCANTUNE_DICOM_PORT": str(free_port()),
+        "SCANTUNE_INFERENCE_URL": inference_url,
+        "SCANTUNE_DICOM_INFERENCE_API_KEY": ADMIN,
+        "SCANTUNE_DICOM_ROUTES": json.dumps([{"model": MODEL, "alias": "staging"}]),
+        # An HL7 receiver that is down: results wait, retried after a long back-off.
+        "SCANTUNE_DICOM_DESTINATIONS": json.dumps([{"hl7": {"host": "127.0.0.1", "port": down}}]),
+        "SCANTUNE_DICOM_SERIES_QUIET_S": "0.5",
+        "SCANTUNE_DICOM_RETRY_FIRST_S": "300",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-node"),
+    }
+    try:
+        node, node_url = start("service.dicom_node.app:create_app()", node_env, tmp / "n.log")
+    except Exception:
+        stop(inference)
+        raise
     training_env = {
         **base,
         "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp / 'jobs.db'}",
         "SCANTUNE_WORK_DIR": str(tmp / "work"),
         "SCANTUNE_INFERENCE_URL": inference_url,
+        "SCANTUNE_DICOM_NODE_URL": node_url,
         "SCANTUNE_LOCAL_DATA_ROOTS": data_roots(tmp),  # pytest's folders: none by default
         "SCANTUNE_SUPERVISOR_INTERVAL_S": "0.5",
         "SCANTUNE_HEARTBEAT_INTERVAL_S": "1",
@@ -100,12 +125,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     try:
         training, url = start("service.training_api:create_app()", training_env, tmp / "t.log")
     except Exception:
+        stop(node)
         stop(inference)
         raise
     try:
-        yield {"url": url, "inference": inference_url, "artifacts": str(tmp / "artifacts")}
+        yield {
+            "url": url,
+            "inference": inference_url,
+            "node": node_url,
+            "artifacts": str(tmp / "artifacts"),
+        }
     finally:
         stop(training)
+        stop(node)
         stop(inference)
         print((tmp / "t.log").read_text(errors="replace")[-4000:])
 
@@ -291,6 +323,33 @@ def test_dashboard_end_to_end(
     assert page.is_visible("[data-testid=heatmap]")
     axe(page)
     shoot(page, "try")
+
+    # the DICOM node: a study sent by STOW-RS is classified with the model (alias staging),
+    # and its result waits for an HL7 receiver that is down; Send now tries it again at once
+    study = make_study(2)
+    body, kind = multipart(*(encoded(ds) for ds in study))
+    stow = requests.post(
+        f"{stack['node']}/dicomweb/studies",
+        data=body,
+        headers={"Content-Type": kind, "Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    )
+    assert stow.status_code == 200, stow.text
+    page.goto(f"{url}/ui/dicom")
+    row = page.locator("[data-testid=series-row][data-state=delivering]")
+    row.wait_for(timeout=90_000)  # the quiet period, classification, the page's refresh
+    assert study[0].StudyInstanceUID in row.inner_text() and MODEL in row.inner_text()
+    delivery = row.get_by_test_id("delivery")
+    delivery.locator("text=last error: MLLP failed").wait_for()
+    assert delivery.get_attribute("data-state") == "pending"
+    assert "1 failed try" in delivery.inner_text()
+    axe(page)
+    shoot(page, "dicom")
+    row.get_by_test_id("send-now").click()  # the back-off is 5 minutes: this is the retry
+    page.wait_for_selector("[data-testid=delivery]:has-text('2 failed tries')", timeout=30_000)
+    page.select_option("#s-state", "failed")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_selector("#series:has-text('No series matches.')")
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()
 
@@ -319,6 +378,13 @@ def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     page.wait_for_selector("#notice:has-text('admin scope')")
     assert page.is_hidden("[data-testid=audit-filter]")
     assert page.get_by_test_id("audit-row").count() == 0
+    page.goto(f"{url}/ui/dicom")
+    page.wait_for_selector("#notice:has-text('series:read scope')")
+    assert page.is_hidden("[data-testid=series-filter]")
+    refused = requests.get(
+        f"{url}/ui/api/series", headers={"Authorization": f"Bearer {READER}"}, timeout=10
+    )
+    assert refused.status_code == 403 and "series:read" in refused.json()["detail"]
     context.close()
 
 

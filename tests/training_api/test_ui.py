@@ -4,12 +4,17 @@ refusals (the browser test drives the whole of it)."""
 from __future__ import annotations
 
 import io
+import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask, Response
 from flask.testing import FlaskClient
 
+from service.auth import hash_key
 from tests.training_api.conftest import KEYS
 
 
@@ -19,7 +24,9 @@ def plain(app: Flask) -> FlaskClient:
     return FlaskClient(app, Response)
 
 
-@pytest.mark.parametrize("path", ["/ui/", "/ui/jobs/abc-123", "/ui/models", "/ui/try", "/ui/audit"])
+@pytest.mark.parametrize(
+    "path", ["/ui/", "/ui/jobs/abc-123", "/ui/models", "/ui/try", "/ui/audit", "/ui/dicom"]
+)
 def test_pages_are_served_under_a_strict_csp_without_a_key(plain: FlaskClient, path: str) -> None:
     response = plain.get(path)
     assert response.status_code == 200 and response.mimetype == "text/html"
@@ -77,3 +84,106 @@ def test_try_without_a_file_is_a_400(training_env: Path, monkeypatch: pytest.Mon
     finally:
         with app.app_context():
             services().jobs.stop()
+
+
+NODE_KEYS = {  # the release's keys, which the training service and the node share
+    "ops": ["series:read"],
+    "operator": ["series:read", "admin"],
+    "reader": ["read"],
+    "pacs": ["predict"],
+}
+
+
+def _bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {name}-secret"}
+
+
+@pytest.fixture
+def node_url(tmp_path: Path) -> Iterator[str]:
+    """The DICOM node's app (SCP and worker not started) over HTTP on a thread, holding one
+    study sent by STOW-RS."""
+    from werkzeug.serving import make_server
+
+    from service.config import DicomNodeSettings
+    from service.dicom_node.app import create_app
+    from tests.dicom_node.parts import make_study
+    from tests.dicom_node.test_app import encoded, multipart, post
+
+    settings = DicomNodeSettings(
+        database_url=f"sqlite:///{tmp_path / 'node.db'}",
+        dicom_spool_dir=tmp_path / "spool",
+        dicom_routes=[{"model": "chest-xray"}],
+        api_keys=[{"name": n, "sha256": hash_key(f"{n}-secret"), "scopes": s}
+                  for n, s in NODE_KEYS.items()],
+    )  # fmt: skip
+    node = create_app(settings, start=False)
+    study = make_study(2)
+    stored = post(node.test_client(), *multipart(*(encoded(ds) for ds in study)), key="pacs-secret")
+    assert stored.status_code == 200
+    server = make_server("127.0.0.1", 0, node, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
+    training_env: Path, node_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.training_api import create_app, services
+
+    keys = [{"name": n, "sha256": hash_key(f"{n}-secret"), "scopes": s}
+            for n, s in NODE_KEYS.items()]  # fmt: skip
+    monkeypatch.setenv("SCANTUNE_API_KEYS", json.dumps(keys))
+    monkeypatch.setenv("SCANTUNE_DICOM_NODE_URL", node_url)
+    app = create_app(start_supervisor=False)
+    try:
+        client = FlaskClient(app, Response)
+        me = client.get("/ui/api/whoami", headers=_bearer("ops"))
+        assert me.json == {"name": "ops", "scopes": ["series:read"]}  # any valid key
+        listed = client.get("/ui/api/series?state=receiving&junk=1", headers=_bearer("ops"))
+        assert listed.status_code == 200, listed.get_data(as_text=True)
+        (series,) = listed.json["items"]
+        assert (series["state"], series["instances"], series["model"]) == (
+            "receiving", 2, "chest-xray",
+        )  # fmt: skip
+        bad = client.get("/ui/api/series?state=lost", headers=_bearer("ops"))
+        assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
+        assert bad.json["errors"][0]["loc"].startswith("query")  # the node's own problem
+        refused = client.get("/ui/api/series", headers=_bearer("reader"))
+        assert refused.status_code == 403 and "series:read" in refused.json["detail"]
+        send = f"/ui/api/series/{series['id']}/send-now"
+        assert client.post(send, headers=_bearer("ops")).status_code == 403
+        sent = client.post(send, headers=_bearer("operator"))
+        assert sent.status_code == 200 and sent.json["id"] == series["id"]
+        assert (
+            client.post("/ui/api/series/999/send-now", headers=_bearer("operator")).status_code
+            == 404
+        )
+    finally:
+        with app.app_context():
+            services().jobs.stop()
+
+
+def test_the_dicom_page_says_when_the_node_is_unset_or_down(
+    training_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.training_api import create_app, services
+
+    keys = [{"name": "ops", "sha256": hash_key("ops-secret"), "scopes": ["series:read"]}]
+    monkeypatch.setenv("SCANTUNE_API_KEYS", json.dumps(keys))
+    for url, detail in (
+        (None, "SCANTUNE_DICOM_NODE_URL"),
+        ("http://127.0.0.1:9", "cannot be reached"),
+    ):
+        if url is None:
+            monkeypatch.delenv("SCANTUNE_DICOM_NODE_URL", raising=False)
+        else:
+            monkeypatch.setenv("SCANTUNE_DICOM_NODE_URL", url)
+        app = create_app(start_supervisor=False)
+        try:
+            answer: Any = FlaskClient(app, Response).get("/ui/api/series", headers=_bearer("ops"))
+            assert answer.status_code == 503 and detail in answer.json["detail"]
+        finally:
+            with app.app_context():
+                services().jobs.stop()

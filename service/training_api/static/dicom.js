@@ -1,0 +1,115 @@
+// DICOM node: its series newest first (GET /ui/api/series, relayed to the node with the user's
+// key), each with its deliveries; "Send now" (admin) tries a series' pending work at once.
+import { age, api, el, every, notice, setup } from "./common.js";
+
+const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
+let cursor = null;
+let pages = 1;
+let admin = false;
+
+function delivery(d) {
+  const when = d.state === "pending" && d.next_attempt_at ? `, next try ${d.next_attempt_at.slice(11, 19)} UTC` : "";
+  const tries = d.attempts ? `, ${d.attempts} failed ${d.attempts === 1 ? "try" : "tries"}` : "";
+  return el(
+    "li",
+    { "data-testid": "delivery", "data-state": d.state },
+    el("span", { class: `status ${d.state === "delivered" ? "succeeded" : d.attempts ? "failed" : ""}`, text: d.state }),
+    ` ${d.destination}${tries}${when}`,
+    d.last_error && d.state !== "delivered" ? el("div", { class: "muted", text: `last error: ${d.last_error}` }) : null,
+  );
+}
+
+function sendNow(s) {
+  if (!admin || !["receiving", "delivering"].includes(s.state)) return null;
+  const button = el("button", { type: "button", "data-testid": "send-now", text: "Send now", "aria-label": `Send series ${s.id} now` });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api(`/ui/api/series/${s.id}/send-now`, { method: "POST" });
+      notice("");
+      await reload();
+    } catch (err) {
+      notice(err.message);
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+function row(s) {
+  const error = s.last_error ? el("div", { class: "muted", text: `last error: ${s.last_error}` }) : null;
+  const deliveries = s.deliveries.length ? el("ul", { class: "plain" }, s.deliveries.map(delivery)) : el("span", { class: "muted", text: "–" });
+  return el(
+    "tr",
+    { "data-testid": "series-row", "data-state": s.state, "data-id": String(s.id) },
+    el("td", { text: age(s.created_at) }),
+    el("th", { scope: "row" }, el("code", { text: s.study_instance_uid }), el("div", { class: "muted" }, el("code", { text: s.series_instance_uid }))),
+    el("td", {}, el("span", { class: `status ${s.state === "done" ? "succeeded" : s.state}`, text: s.state }), error),
+    el("td", { text: s.model ? `${s.model}${s.alias ? ` (${s.alias})` : ""}` : "–" }),
+    el("td", { text: String(s.instances) }),
+    el("td", {}, deliveries),
+    el("td", {}, sendNow(s)),
+  );
+}
+
+function query(form, withCursor) {
+  const params = new URLSearchParams({ limit: "50" });
+  for (const [name, value] of new FormData(form)) if (value) params.set(name, value);
+  if (withCursor && cursor) params.set("cursor", cursor);
+  return params;
+}
+
+let form = null;
+
+async function load(append) {
+  const page = await api(`/ui/api/series?${query(form, append)}`);
+  cursor = page.next_cursor;
+  const root = document.getElementById("series");
+  let body = root.querySelector("tbody");
+  if (!append || !body) {
+    body = el("tbody");
+    const head = el("thead", {}, el("tr", {}, COLUMNS.map((c) => el("th", { scope: "col", text: c }))));
+    root.replaceChildren(el("table", { class: "grid" }, el("caption", { class: "sr-only", text: "Series the node received, newest first" }), head, body));
+  }
+  body.append(...page.items.map(row));
+  if (!body.children.length) root.replaceChildren(el("p", { class: "muted", text: "No series matches." }));
+  document.getElementById("series-older").hidden = !cursor;
+}
+
+// The first pages again (as many as were shown), so a refresh keeps what the user paged to.
+async function reload() {
+  cursor = null;
+  await load(false);
+  for (let i = 1; i < pages && cursor; i++) await load(true);
+}
+
+setup(async (scopes) => {
+  if (!scopes.has("series:read")) {
+    notice("The DICOM node's series need a key with the series:read scope.");
+    return;
+  }
+  admin = scopes.has("admin");
+  form = document.getElementById("series-filter");
+  form.hidden = false;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    pages = 1;
+    try {
+      await reload();
+      notice("");
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  document.getElementById("series-older").addEventListener("click", async () => {
+    try {
+      await load(true);
+      pages += 1;
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  every(5000, async () => {
+    await reload(); // series move on their own: received, classified, delivered
+  }); // a tick that returns nothing goes on
+});
