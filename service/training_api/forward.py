@@ -36,20 +36,21 @@ SERIES_QUERY = ("state", "study_instance_uid", "cursor", "limit")
 
 
 def relay(
-    method: str, url: str, service: str, authorization: str | None, **request: Any
+    method: str, base_url: str, path: str, service: str, key: str | None, **request: Any
 ) -> Forwarded:
-    """One request to another of the release's services with the user's own key; its answer,
-    status and all (that service decides what the key may do). Unreachable: a 503 naming it."""
+    """One request to another of the release's services with the user's own key (as a bearer
+    token, however the user sent it); its answer, status and all (that service decides what
+    the key may do). Unreachable: a 503 naming the service."""
     import requests
 
     headers = {"Accept": "application/json"}
-    if authorization:
-        headers["Authorization"] = authorization
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     try:
-        response = requests.request(method, url, headers=headers, **request)
+        response = requests.request(method, f"{base_url}{path}", headers=headers, **request)
     except requests.RequestException as exc:
         raise ServiceUnavailable(
-            f"the {service} at {url.split('/v1/')[0]} cannot be reached ({type(exc).__name__})"
+            f"the {service} at {base_url} cannot be reached ({type(exc).__name__})"
         ) from None
     content_type = response.headers.get("Content-Type", "application/json")
     return Forwarded(response.status_code, content_type, response.content)
@@ -65,7 +66,7 @@ class InferenceForwarder:
         name: str,
         files: list[tuple[str, bytes, str]],
         *,
-        authorization: str | None,
+        key: str | None,
         query: dict[str, str],
     ) -> Forwarded:
         """POST the files to the inference service's predict; its answer, status and all."""
@@ -76,9 +77,10 @@ class InferenceForwarder:
         multipart: list[tuple[str, Any]] = [("file", f) for f in files]
         return relay(
             "POST",
-            f"{self.base_url}/v1/models/{name}:predict",
+            self.base_url,
+            f"/v1/models/{name}:predict",
             "inference service",
-            authorization,
+            key,
             params={k: v for k, v in query.items() if k in FORWARDED_QUERY},
             files=multipart,
             timeout=self.timeout,
@@ -93,20 +95,19 @@ class NodeForwarder:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.timeout = timeout
 
-    def series(self, query: dict[str, str], *, authorization: str | None) -> Forwarded:
+    def series(self, query: dict[str, str], *, key: str | None) -> Forwarded:
         params = {k: v for k, v in query.items() if k in SERIES_QUERY}
-        return self._relay("GET", "/v1/series", authorization, params=params)
+        return self._relay("GET", "/v1/series", key, params=params)
 
-    def send_now(self, series_id: int, *, authorization: str | None) -> Forwarded:
-        return self._relay("POST", f"/v1/series/{series_id}/send-now", authorization)
+    def send_now(self, series_id: int, *, key: str | None) -> Forwarded:
+        return self._relay("POST", f"/v1/series/{series_id}/send-now", key)
 
-    def _relay(
-        self, method: str, path: str, authorization: str | None, **request: Any
-    ) -> Forwarded:
+    def _relay(self, method: str, path: str, key: str | None, **request: Any) -> Forwarded:
         if self.base_url is None:
             raise NodeNotConfigured(
                 "the training service has no SCANTUNE_DICOM_NODE_URL, so it cannot show the"
                 " DICOM node's series"
             )
-        url = f"{self.base_url}{path}"
-        return relay(method, url, "DICOM node", authorization, timeout=self.timeout, **request)
+        return relay(
+            method, self.base_url, path, "DICOM node", key, timeout=self.timeout, **request
+        )

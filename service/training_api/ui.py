@@ -111,7 +111,7 @@ def forward_predict(name: str) -> Response:
     answer = forwarder.predict(
         name,
         files,
-        authorization=request.headers.get("Authorization"),
+        key=presented_key(),
         query=request.args.to_dict(),
     )
     return _relayed(answer)
@@ -121,15 +121,14 @@ def forward_predict(name: str) -> Response:
 @require("series:read")
 def forward_series() -> Response:
     node = NodeForwarder(services().settings.dicom_node_url)
-    answer = node.series(request.args.to_dict(), authorization=request.headers.get("Authorization"))
-    return _relayed(answer)
+    return _relayed(node.series(request.args.to_dict(), key=presented_key()))
 
 
 @bp.post("/api/series/<int:series_id>/send-now")
 @require("admin")
 def forward_send_now(series_id: int) -> Response:
     node = NodeForwarder(services().settings.dicom_node_url)
-    return _relayed(node.send_now(series_id, authorization=request.headers.get("Authorization")))
+    return _relayed(node.send_now(series_id, key=presented_key()))
 
 
 def _relayed(answer: Forwarded) -> Response:

@@ -144,6 +144,8 @@ def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
         listed = client.get("/ui/api/series?state=receiving&junk=1", headers=_bearer("ops"))
         assert listed.status_code == 200, listed.get_data(as_text=True)
         (series,) = listed.json["items"]
+        by_header = client.get("/ui/api/series", headers={"X-API-Key": "ops-secret"})
+        assert by_header.json["items"] == [series]  # relayed as the bearer token it is
         assert (series["state"], series["instances"], series["model"]) == (
             "receiving", 2, "chest-xray",
         )  # fmt: skip
