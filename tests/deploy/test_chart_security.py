@@ -110,6 +110,35 @@ def test_the_release_s_own_calls_pass_its_policies(render: Render) -> None:
     assert "from" not in ingress  # no ingressFrom: any source, the release's own among them
 
 
+def test_the_dicom_node_admits_modalities_and_the_api_and_never_calls_the_metadata_address(
+    render: Render,
+) -> None:
+    tls = {"secretName": "node-tls", "port": 2762}
+    node = {**PRODUCTION, "dicomNode": {"enabled": True, "tls": tls}}
+    spec = policy(render(node), "dicom")["spec"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    dimse, http = spec["ingress"]
+    assert [p["port"] for p in dimse["ports"]] == [11112, 2762]
+    assert "from" not in dimse  # modalities are outside: the node's allow-list decides
+    assert http["ports"] == [{"protocol": "TCP", "port": 8002}]
+    assert [p for p in http["from"] if not _selects(p, "api")] == PRODUCTION["networkPolicy"][
+        "ingressFrom"
+    ]
+    assert any(_selects(p, "api") for p in http["from"])
+    blocks = [p["ipBlock"] for r in spec["egress"] for p in r.get("to", []) if "ipBlock" in p]
+    assert blocks and all(
+        any(METADATA in ipaddress.ip_network(e) for e in b.get("except", [])) for b in blocks
+    )
+    assert any(
+        _selects(p, "inference") and r["ports"] == [{"protocol": "TCP", "port": 8001}]
+        for r in spec["egress"]
+        for p in r.get("to", [])
+    )
+    assert not [
+        p for p in find(render(PRODUCTION), "NetworkPolicy") if "dicom" in p["metadata"]["name"]
+    ]
+
+
 def test_inference_may_reach_storage_but_not_the_job_database(render: Render) -> None:
     manifests = render(PRODUCTION)
     assert 5432 not in egress_ports(policy(manifests, "inference")["spec"]["egress"])
