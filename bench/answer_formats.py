@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import IMAGE, MODEL, multipart_body
-from bench.overhead import call, cpu_ms
+from bench.overhead import call, interleaved
 
 FORMATS = {
     "JSON": "application/json",
@@ -39,15 +39,7 @@ FORMATS = {
 def main() -> int:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="scantune-formats-") as tmp:
-        paths = setup(Path(tmp))
-        for path in paths.values():  # warm every path: first calls load code and buffers
-            for _ in range(5):
-                path()
-        per_request: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(args.rounds):
-            for name, path in paths.items():
-                per_request[name].append(cpu_ms(path, args.requests))
-        report(per_request)
+        report(interleaved(setup(Path(tmp)), args.rounds, args.requests, warm=5))
     return 0
 
 

@@ -48,17 +48,24 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def main() -> int:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="scantune-overhead-") as tmp:
-        work = Path(tmp)
-        paths = setup(work)
-        for path in paths.values():  # warm every path: first calls load code and buffers
-            for _ in range(10):
-                path()
-        per_request: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(args.rounds):
-            for name, path in paths.items():
-                per_request[name].append(cpu_ms(path, args.requests))
-        report(per_request)
+        report(interleaved(setup(Path(tmp)), args.rounds, args.requests, warm=10))
     return 0
+
+
+def interleaved(
+    paths: dict[str, Callable[[], Any]], rounds: int, requests: int, *, warm: int
+) -> dict[str, list[float]]:
+    """Each path's CPU ms per request in each round, the paths taking turns within a round
+    (so a machine's drift reaches all of them alike), after `warm` calls of each: the first
+    calls load code and buffers."""
+    for path in paths.values():
+        for _ in range(warm):
+            path()
+    per_request: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            per_request[name].append(cpu_ms(path, requests))
+    return per_request
 
 
 def setup(work: Path) -> dict[str, Callable[[], Any]]:

@@ -1,5 +1,5 @@
 // Audit trail: GET /v1/audit, newest first, filtered by client and action, paged by cursor.
-import { api, el, notice, setup } from "./common.js";
+import { api, el, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["When (UTC)", "Client", "Action", "Target", "Outcome", "Request", "Detail"];
 let cursor = null;
@@ -32,12 +32,7 @@ async function load(form, append) {
   const page = await api(`/v1/audit?${query(form)}`);
   cursor = page.next_cursor;
   const root = document.getElementById("audit");
-  let body = root.querySelector("tbody");
-  if (!append || !body) {
-    body = el("tbody");
-    const head = el("thead", {}, el("tr", {}, COLUMNS.map((c) => el("th", { scope: "col", text: c }))));
-    root.replaceChildren(el("table", { class: "grid" }, el("caption", { class: "sr-only", text: "Audit records, newest first" }), head, body));
-  }
+  const body = tableBody(root, COLUMNS, "Audit records, newest first", append);
   body.append(...page.items.map(row));
   if (!body.children.length) root.replaceChildren(el("p", { class: "muted", text: "No record matches." }));
   document.getElementById("audit-older").hidden = !cursor;

@@ -45,6 +45,18 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The body of `root`'s table (a new table with these column heads and caption unless
+// `append`ing to the one there), for pages that list records and page back by cursor.
+export function tableBody(root, columns, caption, append) {
+  let body = root.querySelector("tbody");
+  if (!append || !body) {
+    body = el("tbody");
+    const head = el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", text: c }))));
+    root.replaceChildren(el("table", { class: "grid" }, el("caption", { class: "sr-only", text: caption }), head, body));
+  }
+  return body;
+}
+
 export const fmt = (x, digits = 4) => (typeof x === "number" ? x.toFixed(digits) : "–");
 
 export function age(iso) {

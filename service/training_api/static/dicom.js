@@ -1,6 +1,6 @@
 // DICOM node: its series newest first (GET /ui/api/series, relayed to the node with the user's
 // key), each with its deliveries; "Send now" (admin) tries a series' pending work at once.
-import { age, api, el, every, notice, setup } from "./common.js";
+import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
 let cursor = null;
@@ -65,12 +65,7 @@ async function load(append) {
   const page = await api(`/ui/api/series?${query(form, append)}`);
   cursor = page.next_cursor;
   const root = document.getElementById("series");
-  let body = root.querySelector("tbody");
-  if (!append || !body) {
-    body = el("tbody");
-    const head = el("thead", {}, el("tr", {}, COLUMNS.map((c) => el("th", { scope: "col", text: c }))));
-    root.replaceChildren(el("table", { class: "grid" }, el("caption", { class: "sr-only", text: "Series the node received, newest first" }), head, body));
-  }
+  const body = tableBody(root, COLUMNS, "Series the node received, newest first", append);
   body.append(...page.items.map(row));
   if (!body.children.length) root.replaceChildren(el("p", { class: "muted", text: "No series matches." }));
   document.getElementById("series-older").hidden = !cursor;
