@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "service.commands.jobs",  # jobs submit|list|show|cancel
     "service.commands.models",  # models list|versions|promote
     "service.commands.predict",  # predict
+    "service.commands.series",  # series list|show|send-now (the DICOM node)
 )
 
 

@@ -8,8 +8,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,41 @@ class Gunicorn:
 
     def log_text(self) -> str:
         return (self.root / f"{self.service}.log").read_text(errors="replace")
+
+
+@contextmanager
+def node_over_http(folder: Path, keys: dict[str, list[str]], studies: int = 1) -> Iterator[str]:
+    """The node's app (the SCP and worker not started) on a thread over real HTTP, its keys
+    `{name: scopes}` (each key's secret is "<name>-secret"), holding `studies` two-instance
+    studies sent by STOW-RS; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    from service.auth import hash_key
+    from service.config import DicomNodeSettings
+    from service.dicom_node.app import create_app
+    from tests.dicom_node.test_app import encoded, multipart, post
+
+    entries = [{"name": n, "sha256": hash_key(f"{n}-secret"), "scopes": s} for n, s in keys.items()]
+    settings = DicomNodeSettings(
+        database_url=f"sqlite:///{folder / 'node.db'}",
+        dicom_spool_dir=folder / "spool",
+        dicom_routes=[{"model": "chest-xray"}],
+        api_keys=[
+            *entries,
+            {"name": "stow", "sha256": hash_key("stow-secret"), "scopes": ["predict"]},
+        ],
+    )
+    node = create_app(settings, start=False)
+    for _ in range(studies):
+        study = make_study(2)
+        answer = post(
+            node.test_client(), *multipart(*(encoded(ds) for ds in study)), key="stow-secret"
+        )
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    server = make_server("127.0.0.1", 0, node, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

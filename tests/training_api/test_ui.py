@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,6 @@ NODE_KEYS = {  # the release's keys, which the training service and the node sha
     "ops": ["series:read"],
     "operator": ["series:read", "admin"],
     "reader": ["read"],
-    "pacs": ["predict"],
 }
 
 
@@ -100,31 +98,10 @@ def _bearer(name: str) -> dict[str, str]:
 
 @pytest.fixture
 def node_url(tmp_path: Path) -> Iterator[str]:
-    """The DICOM node's app (SCP and worker not started) over HTTP on a thread, holding one
-    study sent by STOW-RS."""
-    from werkzeug.serving import make_server
+    from tests.dicom_node.parts import node_over_http
 
-    from service.config import DicomNodeSettings
-    from service.dicom_node.app import create_app
-    from tests.dicom_node.parts import make_study
-    from tests.dicom_node.test_app import encoded, multipart, post
-
-    settings = DicomNodeSettings(
-        database_url=f"sqlite:///{tmp_path / 'node.db'}",
-        dicom_spool_dir=tmp_path / "spool",
-        dicom_routes=[{"model": "chest-xray"}],
-        api_keys=[{"name": n, "sha256": hash_key(f"{n}-secret"), "scopes": s}
-                  for n, s in NODE_KEYS.items()],
-    )  # fmt: skip
-    node = create_app(settings, start=False)
-    study = make_study(2)
-    stored = post(node.test_client(), *multipart(*(encoded(ds) for ds in study)), key="pacs-secret")
-    assert stored.status_code == 200
-    server = make_server("127.0.0.1", 0, node, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with node_over_http(tmp_path, NODE_KEYS) as url:
+        yield url
 
 
 def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(

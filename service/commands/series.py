@@ -1,0 +1,99 @@
+"""`scantune series list|show|send-now`: what the DICOM node did with each series it received
+(its classification, each delivery of its result and the last errors), over the node's API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
+
+OK = 0
+STATES = ("receiving", "classifying", "delivering", "done", "unrouted", "failed", "expired")
+
+
+def register(subparsers: Any) -> None:
+    series = subparsers.add_parser(
+        "series", help="the DICOM node's series: classification and deliveries"
+    )
+    sub = series.add_subparsers(dest="series_command", required=True, metavar="ACTION")
+    listing = _add(sub, "list", "series newest first (scope series:read)", run_list)
+    listing.add_argument("--state", choices=STATES, help="only series in this state")
+    listing.add_argument("--study", metavar="UID", help="only the series of this study")
+    listing.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
+    show = _add(sub, "show", "one series with its deliveries (scope series:read)", run_show)
+    show.add_argument("id", type=int)
+    send = _add(
+        sub, "send-now", "try its pending work now, not after the back-off (admin)", run_send
+    )
+    send.add_argument("id", type=int)
+
+
+def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=help_text,
+        epilog=f"exit codes: {OK} done, {HTTP_ERROR} the node refused or could not be reached",
+    )  # fmt: skip
+    add_connection_args(
+        parser,
+        service="DICOM node",
+        url_env="SCANTUNE_DICOM_NODE_URL",
+        default_url="http://127.0.0.1:8002",
+    )
+    parser.add_argument("--json", action="store_true", help="print raw JSON")
+    parser.set_defaults(func=guarded(func))
+    return parser
+
+
+def run_list(args: argparse.Namespace, api: ApiClient) -> int:
+    query = {"state": args.state, "study_instance_uid": args.study, "limit": args.limit}
+    body = api.json("GET", "/v1/series", params={k: v for k, v in query.items() if v})
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return OK
+    print(f"{'ID':>6}  {'STATE':11}  {'MODEL':24}  {'INST':>4}  {'RECEIVED (UTC)':19}  DELIVERIES")
+    for s in body["items"]:
+        model = s["model"] or "-"
+        deliveries = ", ".join(f"{d['destination']} {d['state']}" for d in s["deliveries"]) or "-"
+        received = (s["created_at"] or "")[:19].replace("T", " ")
+        print(
+            f"{s['id']:>6}  {s['state']:11}  {model:24}  {s['instances']:>4}  {received:19}"
+            f"  {deliveries}"
+        )
+    if body["next_cursor"]:
+        print(f"(more: the API's next_cursor is {body['next_cursor']})")
+    return OK
+
+
+def run_show(args: argparse.Namespace, api: ApiClient) -> int:
+    return _print(api.json("GET", f"/v1/series/{args.id}"), args.json)
+
+
+def run_send(args: argparse.Namespace, api: ApiClient) -> int:
+    return _print(api.json("POST", f"/v1/series/{args.id}/send-now"), args.json)
+
+
+def _print(series: dict[str, Any], raw: bool) -> int:
+    if raw:
+        print(json.dumps(series, indent=2))
+        return OK
+    for label, key in (
+        ("series", "id"), ("state", "state"), ("study", "study_instance_uid"),
+        ("series UID", "series_instance_uid"), ("from", "calling_ae"), ("model", "model"),
+        ("instances", "instances"), ("result SR", "result_sop_instance_uid"),
+        ("failed tries", "attempts"), ("last error", "last_error"),
+        ("received", "created_at"), ("finished", "finished_at"),
+    ):  # fmt: skip
+        if series.get(key) not in (None, ""):
+            print(f"{label:13} {series[key]}")
+    for d in series["deliveries"]:
+        line = f"  -> {d['destination']}: {d['state']}, {d['attempts']} failed tries"
+        if d["state"] == "pending" and d["next_attempt_at"]:
+            line += f", next at {d['next_attempt_at']}"
+        if d["delivered_at"]:
+            line += f", delivered at {d['delivered_at']}"
+        print(line)
+        if d["last_error"] and d["state"] != "delivered":
+            print(f"     last error: {d['last_error']}")
+    return OK
