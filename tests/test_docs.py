@@ -94,7 +94,7 @@ def test_every_quoted_scantune_command_exists() -> None:
     quoted = 0
     for path in QUOTING:
         text = path.read_text()
-        for match in re.finditer(r"scantune ([a-z][a-z-]*)(?: ([a-z][a-z|\\]*))?", text):
+        for match in re.finditer(r"scantune ([a-z][a-z-]*)(?: ([a-z][a-z|\\-]*))?", text):
             command, sub = match.group(1), match.group(2)
             if command not in top:
                 continue  # prose ("scantune is ..."), not a command line
