@@ -295,6 +295,7 @@ class FhirSender:
                 data=bundle.model_dump_json().encode(),
                 headers={**media, **self.credentials.headers()},
                 timeout=self.timeout_s,
+                allow_redirects=False,  # a 3xx is no delivery, and the token stays here
             )
         except (requests.RequestException, OSError) as exc:
             raise NotDelivered(f"FHIR transaction failed ({type(exc).__name__})") from None
@@ -302,7 +303,7 @@ class FhirSender:
             session.close()
         if answer.status_code == 401:
             self.credentials.refused()
-        if not answer.ok:
+        if not 200 <= answer.status_code < 300:  # requests' `ok` takes a 3xx too
             raise NotDelivered(f"FHIR transaction failed ({answer.status_code})")
         refused = _refused_entries(answer, len(bundle.entry or []))
         if refused:

@@ -63,6 +63,8 @@ class FhirServer:
         self.url = f"https://localhost:{self.http.server_address[1]}/fhir/r4"
 
     def transaction(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if path == "/fhir/moved":
+            return 307, _outcome("informational")  # a redirect the node must not follow
         if path != "/fhir/r4":
             return 404, _outcome("not-found")
         if headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -197,3 +199,8 @@ def test_a_send_is_delivered_only_when_every_entry_is_taken(
     wrong_base = DicomDestination.model_validate({"fhir": {**fhir, "url": ehr.url + "/Bundle"}})
     with pytest.raises(NotDelivered, match=r"\(404\)"):
         sender_for(wrong_base, "NODE", 10, https=https).send(path.read_bytes())
+    moved = DicomDestination.model_validate(
+        {"fhir": {**fhir, "url": ehr.url[: -len("/r4")] + "/moved"}}
+    )
+    with pytest.raises(NotDelivered, match=r"\(307\)"):
+        sender_for(moved, "NODE", 10, https=https).send(path.read_bytes())
