@@ -217,15 +217,14 @@ def node_over_http(folder: Path, keys: dict[str, list[str]], studies: int = 1) -
     from tests.dicom_node.test_app import encoded, multipart, post
 
     entries = [{"name": n, "sha256": hash_key(f"{n}-secret"), "scopes": s} for n, s in keys.items()]
-    settings = DicomNodeSettings(
-        database_url=f"sqlite:///{folder / 'node.db'}",
-        dicom_spool_dir=folder / "spool",
-        dicom_routes=[{"model": "chest-xray"}],
-        api_keys=[
-            *entries,
-            {"name": "stow", "sha256": hash_key("stow-secret"), "scopes": ["predict"]},
-        ],
-    )
+    stow = {"name": "stow", "sha256": hash_key("stow-secret"), "scopes": ["predict"]}
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{folder / 'node.db'}",
+        "dicom_spool_dir": folder / "spool",
+        "dicom_routes": [{"model": "chest-xray"}],
+        "api_keys": [*entries, stow],
+    }
+    settings = DicomNodeSettings(**values)
     node = create_app(settings, start=False)
     for _ in range(studies):
         study = make_study(2)
