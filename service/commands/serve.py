@@ -118,10 +118,10 @@ def gunicorn_command(
         raise SystemExit(f"scantune serve {name}: worker class is one of {', '.join(spec.layouts)}")
     layout = spec.layouts[worker_class]
     config = ["--config", spec.config] if spec.config else []
-    access = [
-        "--access-logfile", "-",
-        "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
-    ] if access_log else []  # fmt: skip
+    # The path without its query string: a query may carry a Study Instance UID (the node's
+    # series filter, the dashboard's relay of it), which must not reach a log.
+    line = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+    access = ["--access-logfile", "-", "--access-logformat", line] if access_log else []
     return [
         sys.executable, "-m", "gunicorn",
         *config,

@@ -18,6 +18,7 @@ from tests.inference.conftest import MODEL, Trained, publish
 from tests.inference.conftest import trained as trained  # the fixture
 
 NODE_KEY, STOW_KEY = "node-key-for-inference", "stow-key-for-the-node"
+OPS_KEY = "ops-key-for-the-node"  # series:read: the operators' view
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,8 @@ def make_node(
             "inference_url": inference.url,
             "dicom_inference_api_key": NODE_KEY,
             "api_keys": [{"name": "stow-client", "sha256": hash_key(STOW_KEY),
-                          "scopes": ["predict"]}],
+                          "scopes": ["predict"]},
+                         {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["series:read"]}],
             **settings,
         }  # fmt: skip
         env = {

@@ -16,12 +16,14 @@ from typing import Any
 
 import hl7
 import pytest
+import requests
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.mllp import AbstractHandler, MLLPServer
 from hl7apy.parser import parse_message
 
 from tests.conftest import HospitalCA
+from tests.dicom_node.conftest import OPS_KEY
 from tests.dicom_node.parts import Gunicorn, make_study, send, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -117,7 +119,15 @@ def test_a_series_reaches_the_receiver_as_oru_r01_retried_until_acknowledged(
     )  # fmt: skip
     assert node.metric("scantune_dicom_delivery_failures_total", kind="hl7") >= 1
     assert node.metric("scantune_dicom_queue_depth") == 0
+    asked = requests.get(  # the access log leaves the query (and its study UID) out
+        f"{node.url}/v1/series",
+        params={"study_instance_uid": study[0].StudyInstanceUID},
+        headers={"Authorization": f"Bearer {OPS_KEY}"},
+        timeout=10,
+    )
+    assert asked.status_code == 200 and len(asked.json()["items"]) == 1
     log = (node.root / "dicom.log").read_text()
+    assert '"GET /v1/series HTTP/1.1" 200' in log
     assert "classified by" in log  # the log is the node's
     for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
         assert value not in log, value  # no patient data, no UID
