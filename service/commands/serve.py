@@ -118,10 +118,13 @@ def gunicorn_command(
         raise SystemExit(f"scantune serve {name}: worker class is one of {', '.join(spec.layouts)}")
     layout = spec.layouts[worker_class]
     config = ["--config", spec.config] if spec.config else []
-    # The path without its query string: a query may carry a Study Instance UID (the node's
-    # series filter, the dashboard's relay of it), which must not reach a log.
+    # The path without its query string, its UIDs taken out (service.access_log): a query or
+    # a path may carry a Study Instance UID (the node's series filter, STOW-RS to a study).
     line = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
-    access = ["--access-logfile", "-", "--access-logformat", line] if access_log else []
+    access = [
+        "--access-logfile", "-", "--access-logformat", line,
+        "--logger-class", "service.access_log.AccessLogger",
+    ] if access_log else []  # fmt: skip
     return [
         sys.executable, "-m", "gunicorn",
         *config,

@@ -23,8 +23,9 @@ from hl7apy.mllp import AbstractHandler, MLLPServer
 from hl7apy.parser import parse_message
 
 from tests.conftest import HospitalCA
-from tests.dicom_node.conftest import OPS_KEY
+from tests.dicom_node.conftest import OPS_KEY, STOW_KEY
 from tests.dicom_node.parts import Gunicorn, make_study, send, wait_until
+from tests.dicom_node.test_app import encoded, multipart
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SLACK_S = 30.0
@@ -126,8 +127,19 @@ def test_a_series_reaches_the_receiver_as_oru_r01_retried_until_acknowledged(
         timeout=10,
     )
     assert asked.status_code == 200 and len(asked.json()["items"]) == 1
+    extra = make_study(1)  # STOW-RS to the study's own URL: its UID in the path, not the log
+    body, kind = multipart(encoded(extra[0]))
+    stored = requests.post(
+        f"{node.url}/dicomweb/studies/{extra[0].StudyInstanceUID}",
+        data=body,
+        headers={"Content-Type": kind, "Authorization": f"Bearer {STOW_KEY}"},
+        timeout=30,
+    )
+    assert stored.status_code == 200, stored.text
     log = (node.root / "dicom.log").read_text()
     assert '"GET /v1/series HTTP/1.1" 200' in log
+    assert '"POST /dicomweb/studies/{uid} HTTP/1.1" 200' in log
+    assert extra[0].StudyInstanceUID not in log
     assert "classified by" in log  # the log is the node's
     for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
         assert value not in log, value  # no patient data, no UID

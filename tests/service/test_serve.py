@@ -105,3 +105,19 @@ def test_a_bad_setting_stops_the_master_before_forking_with_one_line(
     assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
     assert "secret-abc" not in result.stderr
     assert not (tmp_path / "jobs.db").exists()  # nothing half-made
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/dicomweb/studies/1.2.840.113619.2.5", "/dicomweb/studies/{uid}"),
+        ("/dicomweb/studies/2.25.1234/series", "/dicomweb/studies/{uid}/series"),
+        ("/v1/models/chest-xray:predict", "/v1/models/chest-xray:predict"),
+        ("/v1/series/42/send-now", "/v1/series/42/send-now"),
+        ("/v1/models/m/versions/1.2", "/v1/models/m/versions/1.2"),
+    ],
+)
+def test_the_access_log_takes_uids_out_of_a_path(path: str, logged: str) -> None:
+    from service.access_log import redact_path
+
+    assert redact_path(path) == logged
