@@ -94,6 +94,6 @@ def _print(series: dict[str, Any], raw: bool) -> int:
         if d["delivered_at"]:
             line += f", delivered at {d['delivered_at']}"
         print(line)
-        if d["last_error"] and d["state"] != "delivered":
+        if d["last_error"] and d["state"] != "done":
             print(f"     last error: {d['last_error']}")
     return OK

@@ -60,3 +60,20 @@ def test_refusals_say_what_to_do(node: str, capsys: pytest.CaptureFixture[str]) 
 
 def test_the_cli_knows_the_node_s_states() -> None:
     assert get_args(State) == STATES
+
+
+def test_show_gives_each_delivery_its_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.commands.series import _print
+
+    done = {"destination": "PACS@h:104", "state": "done", "attempts": 1, "last_error": "stale",
+            "next_attempt_at": None, "delivered_at": "2026-12-06T12:00:00+00:00"}  # fmt: skip
+    pending = {**done, "destination": "mllp://e:6661/RIS", "state": "pending", "attempts": 2,
+               "last_error": "HL7 ACK AE", "next_attempt_at": "2026-12-06T12:05:00+00:00",
+               "delivered_at": None}  # fmt: skip
+    series = {"id": 7, "state": "delivering", "last_error": None, "deliveries": [done, pending]}
+    assert _print(series, raw=False) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["series        7", "state         delivering"]
+    assert "PACS@h:104: done, 1 failed tries, delivered at 2026-12-06T12:00:00+00:00" in lines[2]
+    assert lines[3].endswith("pending, 2 failed tries, next at 2026-12-06T12:05:00+00:00")
+    assert lines[4].strip() == "last error: HL7 ACK AE" and len(lines) == 5

@@ -13,9 +13,9 @@ function delivery(d) {
   return el(
     "li",
     { "data-testid": "delivery", "data-state": d.state },
-    el("span", { class: `status ${d.state === "delivered" ? "succeeded" : d.attempts ? "failed" : ""}`, text: d.state }),
+    el("span", { class: `status ${d.state === "done" ? "succeeded" : d.attempts ? "failed" : ""}`, text: d.state }),
     ` ${d.destination}${tries}${when}`,
-    d.last_error && d.state !== "delivered" ? el("div", { class: "muted", text: `last error: ${d.last_error}` }) : null,
+    d.last_error && d.state !== "done" ? el("div", { class: "muted", text: `last error: ${d.last_error}` }) : null,
   );
 }
 
