@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from service.hospital.sr_findings import Finding, NotReportable, read_findings, statements
+from service.hospital.sr_findings import (
+    FINDING,
+    SOURCE,
+    Finding,
+    NotReportable,
+    probability_concept,
+    read_findings,
+    statements,
+)
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -32,9 +40,6 @@ VERSION = "2.5.1"
 # Concepts as HL7 writes a coded element: value, meaning, scheme (CWE components 1-3).
 PROCEDURE = ("18748-4", "Diagnostic imaging study", "LN")
 STUDY_UID = ("110180", "Study Instance UID", "DCM")
-FINDING = ("121071", "Finding", "DCM")
-PROBABILITY = ("PROB", "Calibrated probability of the finding", "99SCANTUNE")
-SOURCE = ("121112", "Source of Measurement", "DCM")  # the scan, by its SOP Instance UID
 ACCEPTED = {"AA", "CA"}
 """ACK codes meaning "taken": application accept, commit accept (enhanced mode)."""
 
@@ -163,11 +168,12 @@ def _order(order: Any, sr: Dataset, made: str) -> None:
 def _observations(order: Any, sr: Dataset, findings: list[Finding], made: str) -> None:
     """The OBX rows: the study, then each scan's finding, probability and SOP Instance UID."""
     rows = [(STUDY_UID, "ST", "", _text(sr.StudyInstanceUID), "")]
+    probability = probability_concept()
     for number, found in enumerate(findings, start=1):
         sub = str(number)
         rows.append((FINDING, "CWE", sub, _parts(*found.code), ""))
         if found.probability is not None:
-            rows.append((PROBABILITY, "NM", sub, _number(found.probability), "1^no units^UCUM"))
+            rows.append((probability, "NM", sub, _number(found.probability), "1^no units^UCUM"))
         rows.append((SOURCE, "ST", sub, _text(found.sop_instance_uid), ""))
     model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
     for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):

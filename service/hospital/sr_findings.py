@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-# Concepts as (code value, coding scheme designator).
-GROUP = ("125007", "DCM")  # Measurement Group
-COMMENT = ("121106", "DCM")
-FINDING = ("121071", "DCM")
-SOURCE = ("121112", "DCM")  # Source of Measurement: the scan, by its SOP Instance UID
-TRACKING_UID = ("112040", "DCM")
-ALGORITHM_NAME, ALGORITHM_VERSION = ("111001", "DCM"), ("111003", "DCM")
-ALGORITHM_PARAMETERS = ("111002", "DCM")
+# Concepts as (code value, meaning, coding scheme designator): HL7's CWE order, in which
+# hl7v2 writes FINDING and SOURCE; items are matched on value and scheme.
+GROUP = ("125007", "Measurement Group", "DCM")
+COMMENT = ("121106", "Comment", "DCM")
+FINDING = ("121071", "Finding", "DCM")
+SOURCE = ("121112", "Source of Measurement", "DCM")  # the scan, by its SOP Instance UID
+TRACKING_UID = ("112040", "Tracking Unique Identifier", "DCM")
+ALGORITHM_NAME = ("111001", "Algorithm Name", "DCM")
+ALGORITHM_VERSION = ("111003", "Algorithm Version", "DCM")
+ALGORITHM_PARAMETERS = ("111002", "Algorithm Parameters", "DCM")
 
 
 class NotReportable(ValueError):
@@ -89,7 +91,16 @@ def statements(sr: Dataset) -> list[str]:
     return [str(item.TextValue) for item in _items(sr, COMMENT, recursive=True)]
 
 
-def _items(container: Any, concept: tuple[str, str], *, recursive: bool = False) -> list[Any]:
+def probability_concept() -> tuple[str, str, str]:
+    """The probability measurement's concept as `service.hospital.sr` writes it, in CWE order.
+    Imported here, not at the top: the CLI imports hl7v2's media type, and sr brings pydantic."""
+    from service.hospital.sr import PROBABILITY
+
+    value, scheme, meaning = PROBABILITY
+    return value, meaning, scheme
+
+
+def _items(container: Any, concept: tuple[str, ...], *, recursive: bool = False) -> list[Any]:
     """The content items in `container` (or, `recursive`, anywhere below it) whose concept
     name is `concept`, in document order."""
     found = []
@@ -101,24 +112,22 @@ def _items(container: Any, concept: tuple[str, str], *, recursive: bool = False)
     return found
 
 
-def _named(item: Any, concept: tuple[str, str]) -> bool:
+def _named(item: Any, concept: tuple[str, ...]) -> bool:
     names = item.get("ConceptNameCodeSequence") or []
     if not names:
         return False
-    return (str(names[0].CodeValue), str(names[0].CodingSchemeDesignator)) == concept
+    name = names[0]
+    return (str(name.CodeValue), str(name.CodingSchemeDesignator)) == (concept[0], concept[-1])
 
 
-def _text(group: Any, concept: tuple[str, str]) -> str:
+def _text(group: Any, concept: tuple[str, ...]) -> str:
     """The group's first text item of that concept; empty when none."""
     texts = [str(i.TextValue) for i in _items(group, concept)]
     return texts[0] if texts else ""
 
 
 def _probability(group: Any) -> float | None:
-    # Here, not at the top: the CLI imports hl7v2's media type, and models.card brings pydantic.
-    from models.card import PRIVATE_CODING_SCHEME
-
-    for item in _items(group, ("PROB", PRIVATE_CODING_SCHEME)):
+    for item in _items(group, probability_concept()):
         for value in item.get("MeasuredValueSequence", []):
             exact = value.get("FloatingPointValue")
             return float(exact if exact is not None else value.NumericValue)
