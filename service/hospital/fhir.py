@@ -76,7 +76,7 @@ def build_bundle(
         (_urn(), _observation(scan, result, model, device_url, patient))
         for scan, result in zip(scans, results, strict=True)
     ]
-    report = _report(model, settings, studies, [url for url, _ in observations], subject)
+    report = _report(model, settings, studies, [url for url, _ in observations], patient, subject)
     entries = [(_urn(), report), (device_url, _device(model, settings)), *observations]
     return Bundle(
         type="collection",
@@ -144,6 +144,7 @@ def _report(
     settings: ReportSettings,
     studies: list[str],
     results: list[str],
+    patient: Reference | None,
     subject: Subject | None,
 ) -> DiagnosticReport:
     from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -155,7 +156,7 @@ def _report(
         status="preliminary",
         category=[_concept(radiology)],
         code=_concept(IMAGING_REPORT),
-        subject=_patient(subject),
+        subject=patient,
         basedOn=_order(subject),
         result=[Reference(reference=url, type="Observation") for url in results],
         imagingStudy=[_study(uid) for uid in studies] or None,

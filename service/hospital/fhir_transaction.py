@@ -13,7 +13,6 @@ the server takes all of it or none.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from models.card import ClassCode
@@ -45,9 +44,10 @@ def transaction_from_sr(sr: Dataset) -> Bundle:
     if not findings:
         raise NotReportable("the report holds no finding")
     model = _model(findings)
-    settings = ReportSettings(disclaimer=" ".join(statements(sr)) or None)
-    if sr.get("Manufacturer"):
-        settings = replace(settings, manufacturer=str(sr.Manufacturer))
+    settings = ReportSettings(
+        disclaimer=" ".join(statements(sr)) or None,
+        manufacturer=str(sr.get("Manufacturer") or "") or ReportSettings().manufacturer,
+    )
     bundle = build_bundle(
         [ScanUIDs(str(sr.StudyInstanceUID), None, f.sop_instance_uid, f.sop_class_uid)
          for f in findings],
