@@ -42,11 +42,8 @@ class Principal:
     @classmethod
     def of(cls, key: ApiKey | None) -> Principal:
         if key is None:  # auth disabled: local use, one user who may do everything
-            return cls("anonymous", "anonymous", frozenset(ALL_SCOPES))
+            return cls("anonymous", "anonymous", frozenset(SCOPES))
         return cls(key.name, key.owner, frozenset(key.scopes))
-
-
-ALL_SCOPES = SCOPES
 
 
 def current_principal() -> Principal:

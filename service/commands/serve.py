@@ -179,14 +179,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from service.auth import ALL_SCOPES, hash_key
+    from service.auth import hash_key
+    from service.config import SCOPES
 
     base = dict(os.environ)
     if args.no_auth:
         base["SCANTUNE_AUTH_DISABLED"] = "true"
     elif not base.get("SCANTUNE_API_KEYS"):
         key = secrets.token_urlsafe(24)
-        scopes = list(ALL_SCOPES)
+        scopes = list(SCOPES)
         base["SCANTUNE_API_KEYS"] = json.dumps(
             [{"name": "local", "sha256": hash_key(key), "scopes": scopes}]
         )

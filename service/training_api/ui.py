@@ -13,8 +13,9 @@ from typing import get_args
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from service.audit import TrainingAction
-from service.auth import ALL_SCOPES, presented_key, require
 from service.auth import EXTENSION as AUTH_EXTENSION
+from service.auth import presented_key, require
+from service.config import SCOPES
 from service.dicom_node.operations import State as SeriesState
 from service.errors import BadRequest, NotFound
 from service.training_api.context import services
@@ -94,7 +95,7 @@ def whoami() -> Response:
     key: an operator's may hold only series:read, which the DICOM page needs."""
     key = current_app.extensions[AUTH_EXTENSION].authenticate(presented_key(), None)
     if key is None:  # auth disabled: every control
-        return jsonify(name="anonymous", scopes=sorted(ALL_SCOPES))
+        return jsonify(name="anonymous", scopes=sorted(SCOPES))
     return jsonify(name=key.name, scopes=sorted(key.scopes))
 
 
