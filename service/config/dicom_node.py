@@ -103,6 +103,28 @@ class DicomNodeSettings(CommonSettings):
     )
 
     @model_validator(mode="after")
+    def _routes_name_destinations(self) -> DicomNodeSettings:
+        """Each destination is one place (its key and name given once), and a route names
+        only destinations there are: a typo would otherwise send results nowhere."""
+        keys = [d.key for d in self.dicom_destinations]
+        names = [d.name for d in self.dicom_destinations if d.name is not None]
+        for where, kind, values in (
+            ("dicom_destinations", "address", keys),
+            ("dicom_destinations", "name", names),
+        ):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"{where}: {kind} {twice[0]!r} given twice")
+        for number, route in enumerate(self.dicom_routes):
+            unknown = [n for n in route.destinations or () if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"dicom_routes[{number}] names destination {unknown[0]!r}, which no entry"
+                    " of dicom_destinations is named"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _tls_loads(self) -> DicomNodeSettings:
         """A half-given or unreadable TLS setting stops the node at start, saying which: the
         contexts the node will build are built once here."""

@@ -40,7 +40,7 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     migrate(engine)
     queue = WorkQueue(engine)
     spool = Spool(settings.dicom_spool_dir)
-    intake = Intake(Router(settings.dicom_routes), spool, queue)
+    intake = Intake(Router(settings.dicom_routes, settings.dicom_destinations), spool, queue)
     client = InferenceClient(
         settings.inference_url, settings.dicom_inference_api_key, settings.dicom_inference_timeout_s
     )

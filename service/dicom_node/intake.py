@@ -60,7 +60,9 @@ class Intake:
             return self._counted(via, "duplicate")
         name = self.spool.write(data)
         try:
-            outcome, series_id = self.queue.add_instance(meta, route.model, route.alias, name)
+            outcome, series_id = self.queue.add_instance(
+                meta, route.model, route.alias, name, self.router.destination_keys(route)
+            )
         except BaseException:
             self.spool.delete(name)
             raise

@@ -8,6 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+PEER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""What routes call a destination and retrievals a source."""
+
 
 class DicomCaller(BaseModel):
     """A DICOM application entity allowed to associate: its AE title and the host it calls from."""
@@ -17,7 +20,8 @@ class DicomCaller(BaseModel):
 
 
 class DicomRoute(BaseModel):
-    """Which model classifies a series: every key given must match; the first matching wins."""
+    """Which model classifies a series, and where its result goes: every key given must
+    match; the first matching wins."""
 
     model: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Model name.")
     alias: str | None = Field(default=None, description="Alias; default: the service's default.")
@@ -25,6 +29,12 @@ class DicomRoute(BaseModel):
     body_part: str | None = Field(default=None, description="Body Part Examined (0018,0015).")
     sop_class: str | None = Field(default=None, description="SOP Class UID of the instances.")
     calling_ae: str | None = Field(default=None, description="AE title that sent the series.")
+    destinations: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The names of the destinations this route's results go to; default: every"
+        " destination.",
+    )
 
 
 class OAuthClient(BaseModel):
@@ -88,6 +98,11 @@ class DicomDestination(BaseModel):
     """Where results go: a DICOM AE (C-STORE), a DICOMweb server (STOW-RS), an HL7 v2
     receiver (ORU^R01 over MLLP) or a FHIR server (a transaction Bundle)."""
 
+    name: str | None = Field(
+        default=None,
+        pattern=PEER_NAME,
+        description="What routes call it (their `destinations`), e.g. pacs or ris.",
+    )
     ae_title: str | None = Field(default=None, max_length=16, description="C-STORE: called AE.")
     host: str | None = Field(default=None, description="C-STORE: host.")
     port: int | None = Field(default=None, ge=1, le=65535, description="C-STORE: port.")

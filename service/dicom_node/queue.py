@@ -11,6 +11,7 @@ must not race between two associations sending the same series.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,10 +79,16 @@ class WorkQueue:
             return True
 
     def add_instance(
-        self, meta: InstanceMeta, model: str, alias: str | None, file: str
+        self,
+        meta: InstanceMeta,
+        model: str,
+        alias: str | None,
+        file: str,
+        destinations: list[str] | None = None,
     ) -> tuple[Outcome, int]:
         """Join the instance to its series' open work item (a new one when the series has
-        none open); a resent instance is a duplicate and joins nothing."""
+        none open, sending its result to `destinations`, keys; None: every destination); a
+        resent instance is a duplicate and joins nothing."""
         with self._lock, self._sessions.begin() as session:
             known = _known(session, meta)
             if known is not None:
@@ -89,6 +96,8 @@ class WorkQueue:
             latest = _latest(session, meta.series_uid)
             if latest is None or latest.state != "receiving":
                 latest = _new_series(session, meta, latest, "receiving", model, alias)
+                if destinations is not None:
+                    latest.destinations = json.dumps(destinations)
             now = utcnow()
             latest.last_instance_at = now
             session.add(
@@ -289,6 +298,11 @@ class WorkQueue:
     def series(self, series_id: int) -> SeriesRow:
         with self._sessions() as session:
             return session.get_one(SeriesRow, series_id)
+
+
+def chosen_destinations(row: SeriesRow) -> list[str] | None:
+    """The keys of the destinations the series' route chose; None: every destination."""
+    return None if row.destinations is None else list(json.loads(row.destinations))
 
 
 def _latest(session: Session, series_uid: str) -> SeriesRow | None:

@@ -1,19 +1,32 @@
-"""Which model classifies a series: the first rule of `SCANTUNE_DICOM_ROUTES` that matches."""
+"""Which model classifies a series, and where its result goes: the first rule of
+`SCANTUNE_DICOM_ROUTES` that matches."""
 
 from __future__ import annotations
 
-from service.dicom_node.peers import DicomRoute
+from collections.abc import Sequence
+
+from service.dicom_node.peers import DicomDestination, DicomRoute
 from service.dicom_node.queue import InstanceMeta
 
 
 class Router:
-    def __init__(self, routes: list[DicomRoute]) -> None:
+    def __init__(
+        self, routes: list[DicomRoute], destinations: Sequence[DicomDestination] = ()
+    ) -> None:
         self.routes = list(routes)
+        self.destinations = list(destinations)
 
     def route(self, meta: InstanceMeta) -> DicomRoute | None:
         """The first rule whose every given key matches (code strings compared without case
         or padding, UIDs exactly), or None: the series is then dropped."""
         return next((r for r in self.routes if matches(r, meta)), None)
+
+    def destination_keys(self, route: DicomRoute) -> list[str] | None:
+        """The keys of the destinations the route's results go to (those it names, in the
+        settings' order); None: every destination there is when the result is made."""
+        if route.destinations is None:
+            return None
+        return [d.key for d in self.destinations if d.name in route.destinations]
 
 
 def matches(route: DicomRoute, meta: InstanceMeta) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.jobs.tables import Base
@@ -36,6 +36,9 @@ class SeriesRow(Base):
     calling_ae: Mapped[str] = mapped_column(String(16), nullable=False)
     model: Mapped[str | None] = mapped_column(String(64))
     alias: Mapped[str | None] = mapped_column(String(32))
+    destinations: Mapped[str | None] = mapped_column(
+        Text, doc="JSON list of the keys of the destinations its route chose; None: all."
+    )
     result_uid: Mapped[str | None] = mapped_column(
         String(64), unique=True, doc="SOP Instance UID of the SR: a result's identity."
     )

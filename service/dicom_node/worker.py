@@ -15,7 +15,7 @@ from service.config import DicomNodeSettings
 from service.dicom_node import metrics
 from service.dicom_node.classify import InferenceClient, Rejected, Unavailable
 from service.dicom_node.delivery import Sender
-from service.dicom_node.queue import Due, WorkQueue
+from service.dicom_node.queue import Due, WorkQueue, chosen_destinations
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.report import build_report, result_uids
 from service.dicom_node.spool import Spool
@@ -126,13 +126,15 @@ class Worker:
             reason = str(exc) if isinstance(exc, Rejected) else type(exc).__name__
             return self._fail(row, reason)
         name = self.spool.write(sr, ".sr.dcm")
-        self.queue.classified(row.id, uids[1], name, list(self.senders))
+        chosen = chosen_destinations(row)  # None: the route named none, so every one
+        targets = list(self.senders) if chosen is None else chosen
+        self.queue.classified(row.id, uids[1], name, targets)
         metrics.CLASSIFIED.inc()
         log.info(
             "series %s classified by %s v%s: result %s for %d instance(s)",
             uid_hash(row.series_uid), row.model, version, uid_hash(uids[1]), len(files),
         )  # fmt: skip
-        if not self.senders:
+        if not targets:
             self.clean(row.id)
 
     def _later(self, row: SeriesRow, reason: str) -> None:

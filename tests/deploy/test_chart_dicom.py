@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from service.config import DicomNodeSettings
+from service.dicom_node.routing import Router
 from tests.deploy.conftest import Manifest
 from tests.deploy.test_chart import (
     KUBE_VERSIONS,
@@ -28,7 +29,10 @@ NODE: dict[str, Any] = {
     "dicomNode": {
         "enabled": True,
         "allowedCallers": [{"ae_title": "ORTHANC", "host": "10.1.2.4"}],
-        "routes": [{"model": "chest-xray", "alias": "production", "modality": "DX"}],
+        "routes": [
+            {"model": "chest-xray", "alias": "production", "modality": "DX"},
+            {"model": "chest-xray", "modality": "CR", "destinations": ["ris", "ehr"]},
+        ],
         "destinations": [
             {"ae_title": "ORTHANC", "host": "pacs.hospital", "port": 4242},
             {
@@ -45,15 +49,17 @@ NODE: dict[str, Any] = {
                 },
             },
             {
+                "name": "ris",
                 "hl7": {
                     "host": "engine.hospital",
                     "port": 6661,
                     "tls": True,
                     "receiving_application": "RIS",
                     "processing_id": "T",
-                }
+                },
             },
             {
+                "name": "ehr",
                 "fhir": {
                     "url": "https://ehr.hospital/fhir/r4",
                     "oauth": {
@@ -61,7 +67,7 @@ NODE: dict[str, Any] = {
                         "client_id": "scantune-node",
                         "client_secret_file": "/etc/scantune/pacs/ehr-secret",
                     },
-                }
+                },
             },
         ],
         "extraVolumes": [{"name": "pacs", "secret": {"secretName": "pacs-stow"}}],
@@ -146,7 +152,13 @@ def test_the_node_settings_are_fields_and_parse(
     assert oauth is not None and oauth.client_secret_file.name == "client-secret"
     fhir = settings.dicom_destinations[4].fhir
     assert fhir is not None and fhir.oauth is not None and fhir.oauth.client_id == "scantune-node"
-    assert settings.dicom_routes[0].modality == "DX"
+    dx, cr = settings.dicom_routes
+    router = Router(settings.dicom_routes, settings.dicom_destinations)
+    assert dx.modality == "DX" and router.destination_keys(dx) is None  # every destination
+    assert router.destination_keys(cr) == [
+        "mllp://engine.hospital:6661/RIS",
+        "https://ehr.hospital/fhir/r4",
+    ]  # fmt: skip
     assert settings.dicom_inference_api_key == "node-key"
     assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
     assert settings.inference_url == "http://rel-scantune-inference:8001"
@@ -179,10 +191,17 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
         {"fhir": {"url": "ehr.hospital/fhir"}},
         {"fhir": {"url": ehr, "oauth": plain_idp}},
         {"fhir": {"url": ehr, "authorization_file": "/a", "oauth": idp}},  # both credentials
+        {"name": "the RIS", "hl7": {"host": "engine", "port": 6661}},
+        {"name": "ris", "hl7": {"host": "engine", "port": 6661}, "tls": True},
     ):
         with pytest.raises(helm.HelmValuesError, match="destinations/0"):
             render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [wrong]}})
     assert len(find(render(NODE), "Deployment")) == 3
+    typo = {"model": "chest-xray", "destinations": ["pacs"]}  # no destination is named pacs
+    with pytest.raises(
+        helm.HelmRenderError, match=r"dicomNode.routes\[0\] names destination \"pacs\""
+    ):
+        render({**NODE, "dicomNode": {**NODE["dicomNode"], "routes": [typo]}})
 
 
 def test_dicom_tls_mounts_the_secret_and_points_the_node_at_its_files(

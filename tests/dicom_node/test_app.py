@@ -178,6 +178,39 @@ def test_the_first_matching_route_wins_and_every_given_key_must_match() -> None:
     assert router.route(InstanceMeta("1", "2", "3", "x", "MR", "", "A")) is None
 
 
+def test_a_route_sends_to_the_destinations_it_names_and_a_name_nothing_has_stops_the_node(
+    monkeypatch: Any,
+) -> None:
+    pacs = {"name": "pacs", "ae_title": "PACS", "host": "10.1.2.4", "port": 104}
+    ris = {"name": "ris", "hl7": {"host": "engine", "port": 6661, "receiving_application": "RIS"}}
+    archive = {"stow_url": "https://archive/dicom-web"}  # unnamed: only routes naming none
+    monkeypatch.setenv("SCANTUNE_DICOM_DESTINATIONS", json.dumps([pacs, ris, archive]))
+    routes = [
+        {"model": "mammo", "modality": "MG", "destinations": ["ris", "pacs"]},
+        {"model": "chest", "modality": "CR"},
+    ]
+    monkeypatch.setenv("SCANTUNE_DICOM_ROUTES", json.dumps(routes))
+    settings = DicomNodeSettings()
+    router = Router(settings.dicom_routes, settings.dicom_destinations)
+    mg, cr = settings.dicom_routes
+    assert router.destination_keys(mg) == ["PACS@10.1.2.4:104", "mllp://engine:6661/RIS"]
+    assert router.destination_keys(cr) is None  # every destination, as before routes named any
+
+    def refused(routes: list[Any], destinations: list[Any], match: str) -> None:
+        monkeypatch.setenv("SCANTUNE_DICOM_ROUTES", json.dumps(routes))
+        monkeypatch.setenv("SCANTUNE_DICOM_DESTINATIONS", json.dumps(destinations))
+        with pytest.raises(ValidationError, match=match):
+            DicomNodeSettings()
+
+    typo = {"model": "chest", "destinations": ["Pacs"]}  # names are exact
+    refused([routes[1], typo], [pacs, ris], r"dicom_routes\[1\] names destination 'Pacs'")
+    refused([routes[1]], [pacs, {**ris, "name": "pacs"}], "name 'pacs' given twice")
+    refused([routes[1]], [pacs, {**pacs, "name": "other"}], "address 'PACS@10.1.2.4:104' given")
+    refused([{"model": "chest", "destinations": []}], [pacs], "at least 1 item")
+    with pytest.raises(ValidationError, match="name"):
+        DicomDestination.model_validate({**pacs, "name": "the pacs"})
+
+
 def test_settings_parse_peers_and_refuse_half_a_destination(monkeypatch: Any) -> None:
     monkeypatch.setenv(
         "SCANTUNE_DICOM_DESTINATIONS",
@@ -209,6 +242,8 @@ def test_settings_parse_peers_and_refuse_half_a_destination(monkeypatch: Any) ->
         DicomDestination.model_validate({"fhir": ehr, "authorization_file": "/s"})
     with pytest.raises(ValidationError, match="an hl7 destination takes no other key"):
         DicomDestination.model_validate({"hl7": engine, "fhir": ehr})
+    named = DicomDestination.model_validate({"name": "ehr", "fhir": ehr})  # a name is no key
+    assert (named.name, named.key) == ("ehr", "https://ehr/fhir/r4")
     idp = {"token_url": "https://idp/token", "client_id": "n", "client_secret_file": "/s"}
     with pytest.raises(ValidationError, match="authorization_file or oauth, not both"):
         DicomDestination.model_validate({"fhir": {**ehr, "authorization_file": "/a", "oauth": idp}})

@@ -24,8 +24,17 @@ from hl7apy.parser import parse_message
 
 from tests.conftest import HospitalCA
 from tests.dicom_node.conftest import OPS_KEY, STOW_KEY
-from tests.dicom_node.parts import Gunicorn, make_study, send, wait_until
+from tests.dicom_node.parts import (
+    MODALITY_AE,
+    PACS_AE,
+    Gunicorn,
+    Orthanc,
+    make_study,
+    send,
+    wait_until,
+)
 from tests.dicom_node.test_app import encoded, multipart
+from tests.inference.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SLACK_S = 30.0
@@ -159,3 +168,39 @@ def test_mllp_over_tls_to_a_receiver_the_hospital_ca_signed(
     assert send(node.port_dicom, study) == [0]
     accepted = wait_until(receiver.accepted, SLACK_S, "the receiver accepts over TLS")
     assert str(hl7.parse(accepted[0].er7)["PID.F3.R1.C1"]) == "P-1"
+
+
+def test_each_route_sends_its_results_only_to_the_destinations_it_names(
+    make_node: Callable[..., Gunicorn], receivers: Callable[..., Receiver], orthanc: Orthanc
+) -> None:
+    """The modality's series go to the RIS only; the PACS's own (a route naming none) to the
+    PACS and the RIS both."""
+    receiver = receivers(["AA"])
+    ris = {"host": "127.0.0.1", "port": receiver.port, "receiving_application": "RIS"}
+    pacs = {"ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    route = {"model": MODEL, "alias": "production", "modality": "CR"}
+    node = make_node(
+        dicom_destinations=[{"name": "pacs", **pacs}, {"name": "ris", "hl7": ris}],
+        dicom_routes=[{**route, "calling_ae": MODALITY_AE, "destinations": ["ris"]}, route],
+    ).start()
+    from_modality, from_pacs = make_study(2), make_study(1)
+    assert send(node.port_dicom, from_modality) == [0, 0]
+    assert send(node.port_dicom, from_pacs, ae_title=PACS_AE) == [0]
+    wait_until(lambda: len(receiver.accepted()) == 2, SLACK_S, "the RIS gets both results")
+    studies = {str(hl7.parse(r.er7).segments("OBX")[0][5]) for r in receiver.accepted()}
+    assert studies == {from_modality[0].StudyInstanceUID, from_pacs[0].StudyInstanceUID}
+    reports = wait_until(
+        lambda: orthanc.reports(from_pacs[0].StudyInstanceUID), SLACK_S, "the PACS gets its SR"
+    )
+    assert len(reports) == 1
+    wait_until(lambda: node.metric("scantune_dicom_queue_depth") == 0, 10, "both series done")
+    assert orthanc.reports(from_modality[0].StudyInstanceUID) == []
+    listed = requests.get(
+        f"{node.url}/v1/series", headers={"Authorization": f"Bearer {OPS_KEY}"}, timeout=10
+    ).json()["items"]
+    sent_to = {i["study_instance_uid"]: [d["destination"] for d in i["deliveries"]] for i in listed}
+    ris_key = f"mllp://127.0.0.1:{receiver.port}/RIS"
+    assert sent_to == {
+        from_modality[0].StudyInstanceUID: [ris_key],
+        from_pacs[0].StudyInstanceUID: [f"{PACS_AE}@127.0.0.1:{orthanc.dicom_port}", ris_key],
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from service.dicom_node.queue import InstanceMeta, WorkQueue
+from service.dicom_node.queue import InstanceMeta, WorkQueue, chosen_destinations
 from service.dicom_node.report import result_uids
 from service.dicom_node.spool import Spool
 from service.dicom_node.tables import SeriesRow
@@ -51,6 +51,23 @@ def test_instances_of_a_series_join_one_work_item_and_a_resend_is_a_duplicate(
     assert queue.add_instance(meta("1.1"), "chest-xray", None, "c.dcm") == ("duplicate", first[1])
     assert [i.file for i in queue.instances(first[1])] == ["a.dcm", "b.dcm"]
     assert queue.stats().depth == 1
+
+
+def test_a_series_keeps_the_destinations_its_route_chose_for_each_of_its_work_items(
+    queue: WorkQueue,
+) -> None:
+    chosen = ["mllp://engine:6661/RIS"]
+    _, first = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm", chosen)
+    queue.add_instance(meta("1.2"), "chest-xray", None, "b.dcm", ["ignored: the item is open"])
+    _, other = queue.add_instance(meta("2.1", series="1.2.3.2"), "chest-xray", None, "c.dcm")
+    age(queue, 10)
+    claimed = [queue.claim_quiet(quiet_s=5), queue.claim_quiet(quiet_s=5)]
+    by_id = {row.id: chosen_destinations(row) for row in claimed if row is not None}
+    assert by_id == {first: chosen, other: None}  # None: every destination
+    queue.classified(first, "2.25.1", "r.sr.dcm", chosen)
+    later = queue.add_instance(meta("1.3"), "chest-xray", None, "d.dcm", ["PACS@h:104"])
+    assert later[1] not in (first, other)  # sent after the result: a work item of its own
+    assert chosen_destinations(queue.series(later[1])) == ["PACS@h:104"]
 
 
 def test_a_series_is_claimed_only_once_quiet_and_only_once(queue: WorkQueue) -> None:
