@@ -2,4 +2,12 @@
 the CLI's parser is built, before any service starts. `service.config.common.Scope` is the
 same list as the settings' type (a test keeps the two equal)."""
 
-SCOPE_NAMES = ("read", "jobs:write", "models:write", "predict", "series:read", "admin")
+SCOPE_NAMES = (
+    "read",
+    "jobs:write",
+    "models:write",
+    "predict",
+    "series:read",
+    "series:retrieve",
+    "admin",
+)

@@ -1,5 +1,6 @@
-"""`scantune series list|show|send-now`: what the DICOM node did with each series it received
-(its classification, each delivery of its result and the last errors), over the node's API."""
+"""`scantune series list|show|send-now|retrieve`: what the DICOM node did with each series it
+received (its classification, each delivery of its result and the last errors), and having it
+fetch a study from a PACS, over the node's API."""
 
 from __future__ import annotations
 
@@ -28,9 +29,18 @@ def register(subparsers: Any) -> None:
         sub, "send-now", "try its pending work now, not after the back-off (admin)", run_send
     )
     send.add_argument("id", type=int)
+    fetch = _add(
+        sub, "retrieve", "have the node fetch a study from a PACS (scope series:retrieve)",
+        run_retrieve, timeout=300.0,  # the answer waits for the PACS to send the whole study
+    )  # fmt: skip
+    fetch.add_argument("study", metavar="STUDY_UID", help="the study's Study Instance UID")
+    fetch.add_argument("--source", required=True, help="a SCANTUNE_DICOM_SOURCES name")
+    fetch.add_argument("--series", metavar="UID", help="only this series of the study")
 
 
-def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+def _add(
+    sub: Any, name: str, help_text: str, func: Any, timeout: float = 30.0
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help_text, description=help_text,
         epilog=f"exit codes: {OK} done, {HTTP_ERROR} the node refused or could not be reached",
@@ -40,6 +50,7 @@ def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentPar
         service="DICOM node",
         url_env="SCANTUNE_DICOM_NODE_URL",
         default_url="http://127.0.0.1:8002",
+        timeout=timeout,
     )
     parser.add_argument("--json", action="store_true", help="print raw JSON")
     parser.set_defaults(func=guarded(func))
@@ -72,6 +83,20 @@ def run_show(args: argparse.Namespace, api: ApiClient) -> int:
 
 def run_send(args: argparse.Namespace, api: ApiClient) -> int:
     return _print(api.json("POST", f"/v1/series/{args.id}/send-now"), args.json)
+
+
+def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:
+    asked = {"source": args.source, "study_instance_uid": args.study}
+    if args.series:
+        asked["series_instance_uid"] = args.series
+    body = api.json("POST", "/v1/retrievals", json=asked)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return OK
+    sent = body["completed"] + body["warning"]
+    print(f"{args.source} sent {sent} instance(s), {body['failed']} failed;", end=" ")
+    print(f"follow them with: scantune series list --study {args.study}")
+    return OK
 
 
 def _print(series: dict[str, Any], raw: bool) -> int:

@@ -15,9 +15,12 @@ from service.errors import validation_errors
 DEFAULT_VAR = Path("var")
 
 
-Scope = Literal["read", "jobs:write", "models:write", "predict", "series:read", "admin"]
+Scope = Literal[
+    "read", "jobs:write", "models:write", "predict", "series:read", "series:retrieve", "admin"
+]
 """What an API key may do (docs/security.md): `read` is a client's own jobs and the registry;
-`series:read` the DICOM node's series, which no client owns, so no `read` key sees them."""
+`series:read` the DICOM node's series, which no client owns, so no `read` key sees them;
+`series:retrieve` has the node fetch a study from a PACS."""
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 

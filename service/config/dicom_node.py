@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from service.config.common import DEFAULT_VAR, CommonSettings
-from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute
+from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute, DicomSource
 from service.hospital.results import DEFAULT_DISCLAIMER
 
 
@@ -62,6 +62,14 @@ class DicomNodeSettings(CommonSettings):
     dicom_destinations: list[DicomDestination] = Field(
         default_factory=list, description="JSON list of where each result (the SR) is sent."
     )
+    dicom_sources: list[DicomSource] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "ae_title", "host", "port"}: PACSs the node may ask'
+        " for a study (POST /v1/retrievals); empty: none.",
+    )
+    dicom_retrieve_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for a source's next answer in a retrieval."
+    )
     dicom_series_quiet_s: float = Field(
         default=5.0, gt=0, description="A series is complete after this long without a new one."
     )
@@ -104,13 +112,16 @@ class DicomNodeSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _routes_name_destinations(self) -> DicomNodeSettings:
-        """Each destination is one place (its key and name given once), and a route names
-        only destinations there are: a typo would otherwise send results nowhere."""
+        """Each destination is one place (its key and name given once), each source name is
+        one PACS, and a route names only destinations there are: a typo would otherwise send
+        results nowhere."""
         keys = [d.key for d in self.dicom_destinations]
         names = [d.name for d in self.dicom_destinations if d.name is not None]
+        sources = [s.name for s in self.dicom_sources]
         for where, kind, values in (
             ("dicom_destinations", "address", keys),
             ("dicom_destinations", "name", names),
+            ("dicom_sources", "name", sources),
         ):
             twice = sorted({v for v in values if values.count(v) > 1})
             if twice:

@@ -14,6 +14,7 @@ from service.dicom_node.classify import InferenceClient
 from service.dicom_node.delivery import Sender, sender_for
 from service.dicom_node.intake import Intake
 from service.dicom_node.queue import WorkQueue
+from service.dicom_node.retrieve import Retriever
 from service.dicom_node.routing import Router
 from service.dicom_node.scp import CallerList, StorageSCP
 from service.dicom_node.spool import Spool
@@ -31,6 +32,7 @@ class NodeServices:
     intake: Intake
     worker: Worker
     scp: StorageSCP
+    retriever: Retriever
     dicom_port: int | None = None  # once listening
     dicom_tls_port: int | None = None  # once listening, when TLS has a port of its own
 
@@ -47,6 +49,7 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     client_tls = (
         settings.dicom_client_tls()
         if any(d.uses_tls for d in settings.dicom_destinations)
+        or any(s.tls for s in settings.dicom_sources)
         else None
     )
     https = settings.dicom_https_tls()
@@ -56,12 +59,13 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     }
     worker = Worker(settings, queue, spool, client, senders)
     scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
-    return NodeServices(settings, queue, intake, worker, scp)
+    retriever = Retriever(settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls)
+    return NodeServices(settings, queue, intake, worker, scp, retriever)
 
 
 def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
     """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
-    from service.dicom_node import operations, stow
+    from service.dicom_node import operations, retrievals, stow
     from service.logs import configure_logging
     from service.web import add_readiness_check, create_base_app
 
@@ -72,6 +76,7 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
     app.extensions[EXTENSION] = node
     app.register_blueprint(stow.bp)
     app.register_blueprint(operations.bp)
+    app.register_blueprint(retrievals.bp)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
     add_readiness_check(app, "database", lambda: _ping(node.queue))
     add_readiness_check(app, "dicom", lambda: _listening(node))

@@ -29,6 +29,11 @@ DELIVERY_FAILURES = Counter(
     "Delivery attempts that failed (retried with back-off)",
     ["kind"],
 )
+RETRIEVALS = Counter(
+    "scantune_dicom_retrievals_total",
+    "Studies asked of a source PACS, by outcome",
+    ["outcome"],  # ok | not_found | failed
+)
 EXPIRED = Counter(
     "scantune_dicom_series_expired_total", "Series deleted undelivered at the retention limit"
 )

@@ -37,6 +37,20 @@ class DicomRoute(BaseModel):
     )
 
 
+class DicomSource(BaseModel):
+    """A PACS the node may ask for a study it holds (C-MOVE to the node's AE title)."""
+
+    name: str = Field(pattern=PEER_NAME, description="What a retrieval names it by.")
+    ae_title: str = Field(min_length=1, max_length=16, description="Its AE title (called).")
+    host: str = Field(min_length=1, description="Its host.")
+    port: int = Field(ge=1, le=65535, description="Its DICOM port.")
+    tls: bool = Field(
+        default=False,
+        description="Ask over TLS: its certificate checked against SCANTUNE_DICOM_TLS_CA_FILE"
+        " (or the system's CAs) and its host name.",
+    )
+
+
 class OAuthClient(BaseModel):
     """OAuth 2.0 client credentials (RFC 6749 section 4.4) for a STOW-RS destination, as cloud
     DICOM stores and hospital API gateways ask: a bearer token from `token_url`, renewed

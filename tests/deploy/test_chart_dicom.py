@@ -29,6 +29,7 @@ NODE: dict[str, Any] = {
     "dicomNode": {
         "enabled": True,
         "allowedCallers": [{"ae_title": "ORTHANC", "host": "10.1.2.4"}],
+        "sources": [{"name": "pacs", "ae_title": "ORTHANC", "host": "pacs.hospital", "port": 4242}],
         "routes": [
             {"model": "chest-xray", "alias": "production", "modality": "DX"},
             {"model": "chest-xray", "modality": "CR", "destinations": ["ris", "ehr"]},
@@ -159,6 +160,10 @@ def test_the_node_settings_are_fields_and_parse(
         "mllp://engine.hospital:6661/RIS",
         "https://ehr.hospital/fhir/r4",
     ]  # fmt: skip
+    assert [(s.name, s.ae_title, s.port) for s in settings.dicom_sources] == [
+        ("pacs", "ORTHANC", 4242)
+    ]
+    assert settings.dicom_retrieve_timeout_s == 60
     assert settings.dicom_inference_api_key == "node-key"
     assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
     assert settings.inference_url == "http://rel-scantune-inference:8001"

@@ -14,7 +14,12 @@ from service.commands.series import STATES
 from service.dicom_node.operations import State
 from tests.dicom_node.parts import node_over_http
 
-KEYS = {"ops": ["series:read"], "operator": ["series:read", "admin"], "ci": ["read"]}
+KEYS = {
+    "ops": ["series:read"],
+    "operator": ["series:read", "admin"],
+    "ci": ["read"],
+    "fetcher": ["series:retrieve"],
+}
 
 
 @pytest.fixture
@@ -56,6 +61,10 @@ def test_refusals_say_what_to_do(node: str, capsys: pytest.CaptureFixture[str]) 
     assert "no series 999" in capsys.readouterr().err
     assert main(["series", "list", "--url", "http://127.0.0.1:9"]) == 5
     assert "cannot reach the DICOM node API" in capsys.readouterr().err
+    assert _run(node, "ops", "retrieve", "1.2.3", "--source", "pacs") == 5
+    assert "lacks the scope 'series:retrieve'" in capsys.readouterr().err
+    assert _run(node, "fetcher", "retrieve", "1.2.3", "--source", "pacs") == 5
+    assert "no source named 'pacs'; the sources: none is configured" in capsys.readouterr().err
 
 
 def test_the_cli_knows_the_node_s_states() -> None:

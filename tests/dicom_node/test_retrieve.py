@@ -1,0 +1,143 @@
+"""Fetching a study the PACS holds: `POST /v1/retrievals` has the node C-MOVE it from Orthanc
+(a real PACS, its Query/Retrieve SCP), Orthanc sends the instances to the node over C-STORE,
+and the study is classified and its SR delivered like any other; the errors a caller can act
+on (no such study, a source that is down or may not send to the node, an unknown source)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from service.auth import hash_key
+from service.cli import main
+from tests.dicom_node.conftest import OPS_KEY, STOW_KEY
+from tests.dicom_node.parts import (
+    MODALITY_AE,
+    PACS_AE,
+    Gunicorn,
+    Orthanc,
+    make_study,
+    wait_until,
+)
+from tests.dicom_node.test_app import encoded
+from tests.dicom_node.test_contract import SCHEMA
+from tests.dicom_node.test_e2e import QUIET_S, SLACK_S, referenced
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+RETRIEVE_KEY = "retrieve-key-for-the-node"
+KEYS = [
+    {"name": "ris", "sha256": hash_key(RETRIEVE_KEY), "scopes": ["series:retrieve"]},
+    {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["series:read"]},
+    {"name": "stow-client", "sha256": hash_key(STOW_KEY), "scopes": ["predict"]},
+]
+
+
+def retrieve(node: Gunicorn, key: str = RETRIEVE_KEY, **body: Any) -> requests.Response:
+    return requests.post(
+        f"{node.url}/v1/retrievals",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+
+
+def stored_in(orthanc: Orthanc, study: list[Any]) -> None:
+    for ds in study:
+        requests.post(f"{orthanc.url}/instances", data=encoded(ds), timeout=10).raise_for_status()
+
+
+def source(orthanc: Orthanc) -> dict[str, Any]:
+    return {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
+
+
+def test_a_study_the_pacs_holds_is_fetched_classified_and_its_result_sent_back(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = make_node(dicom_sources=[source(orthanc)], api_keys=KEYS).start()
+    prior, other = make_study(2, series=2), make_study(1)
+    stored_in(orthanc, prior + other)
+
+    answer = retrieve(node, source="pacs", study_instance_uid=prior[0].StudyInstanceUID)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "source": "pacs",
+        "study_instance_uid": prior[0].StudyInstanceUID,
+        "series_instance_uid": None,
+        "completed": 2,
+        "failed": 0,
+        "warning": 0,
+    }
+    operation: Any = SCHEMA["/v1/retrievals"]["POST"]
+    operation.validate_response(answer)
+
+    def both_reports() -> list[Any]:  # one SR per series, both in the study
+        found = orthanc.reports(prior[0].StudyInstanceUID)
+        return found if len(found) == 2 else []
+
+    reports = wait_until(both_reports, QUIET_S + SLACK_S, "an SR of each series reaches Orthanc")
+    assert set().union(*(referenced(r) for r in reports)) == {ds.SOPInstanceUID for ds in prior}
+    assert {r.PatientID for r in reports} == {"P-1"}
+    listed = requests.get(
+        f"{node.url}/v1/series",
+        params={"study_instance_uid": other[0].StudyInstanceUID},
+        headers={"Authorization": f"Bearer {OPS_KEY}"},
+        timeout=10,
+    ).json()["items"]
+    assert listed == []  # only the study asked for came
+
+    one = prior[1]  # one series of the study, asked for again (from the shell): nothing new
+    argv = ["series", "retrieve", one.StudyInstanceUID, "--series", one.SeriesInstanceUID]
+    assert main([*argv, "--source", "pacs", "--url", node.url, "--api-key", RETRIEVE_KEY]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pacs sent 1 instance(s), 0 failed;"), out
+    assert f"scantune series list --study {one.StudyInstanceUID}" in out
+    assert node.metric("scantune_dicom_instances_received_total", outcome="duplicate") == 1
+
+    missing = retrieve(node, source="pacs", study_instance_uid="1.2.3.4.5.6.7")
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["detail"] == "source 'pacs' holds no such study"
+    assert node.metric("scantune_dicom_retrievals_total", outcome="ok") == 2
+    assert node.metric("scantune_dicom_retrievals_total", outcome="not_found") == 1
+    log = node.log_text()
+    assert "audit study_retrieved" in log  # who asked for which source, never the UID
+    for private in ("P-1", prior[0].StudyInstanceUID, one.SeriesInstanceUID):
+        assert private not in log
+
+
+def test_the_caller_is_told_what_to_fix_when_a_retrieval_cannot_happen(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc
+) -> None:
+    # Orthanc may not send to the node: only the modality is an allowed caller.
+    node = make_node(
+        dicom_sources=[source(orthanc)],
+        dicom_allowed_callers=[{"ae_title": MODALITY_AE, "host": "127.0.0.1"}],
+        api_keys=KEYS,
+    ).start()
+    study = make_study(1)
+    stored_in(orthanc, study)
+    uid = study[0].StudyInstanceUID
+
+    refused = retrieve(node, source="pacs", study_instance_uid=uid)
+    assert refused.status_code == 502, refused.text
+    assert "SCANTUNE_DICOM_ALLOWED_CALLERS" in refused.json()["detail"]
+    assert refused.headers["Content-Type"] == "application/problem+json"
+
+    unknown = retrieve(node, source="archive", study_instance_uid=uid)
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["loc"] == "body/source"
+    assert "the sources: pacs" in unknown.json()["detail"]
+    bad = retrieve(node, source="pacs", study_instance_uid="1.2.x")
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == "body/study_instance_uid"
+    assert retrieve(node, key=OPS_KEY, source="pacs", study_instance_uid=uid).status_code == 403
+
+    orthanc.stop()
+    down = retrieve(node, source="pacs", study_instance_uid=uid)
+    assert down.status_code == 502
+    assert down.json()["detail"] == (
+        "source 'pacs' could not be reached or refused the association"
+    )
+    assert node.metric("scantune_dicom_retrievals_total", outcome="failed") == 2
+    assert node.metric("scantune_dicom_series_classified_total") == 0
