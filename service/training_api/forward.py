@@ -33,6 +33,7 @@ class NodeNotConfigured(ServiceUnavailable):
 
 
 SERIES_QUERY = ("state", "study_instance_uid", "cursor", "limit")
+RETRIEVE_TIMEOUT_S = 300.0
 
 
 def relay(
@@ -88,8 +89,9 @@ class InferenceForwarder:
 
 
 class NodeForwarder:
-    """The dashboard's DICOM page: the node's series routes, with the user's own key (the
-    node checks its scopes: series:read to list, admin to send now)."""
+    """The dashboard's DICOM page: the node's series and retrieval routes, with the user's own
+    key (the node checks its scopes: series:read to list, admin to send now, series:retrieve
+    to fetch a study)."""
 
     def __init__(self, base_url: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -102,12 +104,16 @@ class NodeForwarder:
     def send_now(self, series_id: int, *, key: str | None) -> Forwarded:
         return self._relay("POST", f"/v1/series/{series_id}/send-now", key)
 
+    def retrieve(self, body: Any, *, key: str | None) -> Forwarded:
+        """Have the node fetch a study from a PACS (the node validates the body); its answer
+        comes once the PACS has sent the study, so it may take minutes."""
+        return self._relay("POST", "/v1/retrievals", key, json=body, timeout=RETRIEVE_TIMEOUT_S)
+
     def _relay(self, method: str, path: str, key: str | None, **request: Any) -> Forwarded:
         if self.base_url is None:
             raise NodeNotConfigured(
                 "the training service has no SCANTUNE_DICOM_NODE_URL, so it cannot show the"
                 " DICOM node's series"
             )
-        return relay(
-            method, self.base_url, path, "DICOM node", key, timeout=self.timeout, **request
-        )
+        request.setdefault("timeout", self.timeout)
+        return relay(method, self.base_url, path, "DICOM node", key, **request)

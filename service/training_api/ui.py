@@ -132,5 +132,12 @@ def forward_send_now(series_id: int) -> Response:
     return _relayed(node.send_now(series_id, key=presented_key()))
 
 
+@bp.post("/api/retrievals")
+@require("series:retrieve")
+def forward_retrieval() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.retrieve(request.get_json(silent=True), key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

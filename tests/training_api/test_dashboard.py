@@ -21,7 +21,7 @@ import requests
 
 from service.auth import hash_key
 from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
-from tests.dicom_node.parts import make_study
+from tests.dicom_node.parts import PACS_AE, Orthanc, make_study
 from tests.dicom_node.test_app import encoded, multipart
 from tests.training_api.conftest import publish_version
 
@@ -47,7 +47,19 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is no
 
 def keys_setting() -> str:
     keys = [
-        (ADMIN, "admin", ["read", "jobs:write", "models:write", "predict", "series:read", "admin"]),
+        (
+            ADMIN,
+            "admin",
+            [
+                "read",
+                "jobs:write",
+                "models:write",
+                "predict",
+                "series:read",
+                "series:retrieve",
+                "admin",
+            ],
+        ),
         (READER, "reader", ["read", "predict"]),
     ]
     return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
@@ -76,8 +88,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Inference, the DICOM node (classifying with the dashboard's model through it), then
-    training (forwarding Try a scan and the DICOM page), on one local artifact store."""
+    """Inference, the DICOM node (classifying with the dashboard's model through it, fetching
+    studies from Orthanc), then training (forwarding Try a scan and the DICOM page), on one
+    local artifact store."""
     tmp = tmp_path_factory.mktemp("dashboard")
     base = {
         **os.environ,
@@ -91,11 +104,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     inference, inference_url = start("service.inference:create_app()", inference_env, tmp / "i.log")
     (tmp / "m-node").mkdir()
     down = free_port()  # nothing listens there
+    node_dicom_port = free_port()
+    pacs = Orthanc(tmp / "orthanc", node_dicom_port).start()
     node_env = {
         **base,
         "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp / 'node.db'}",
         "SCANTUNE_DICOM_SPOOL_DIR": str(tmp / "spool"),
-        "SCANTUNE_DICOM_PORT": str(free_port()),
+        "SCANTUNE_DICOM_PORT": str(node_dicom_port),
+        "SCANTUNE_DICOM_SOURCES": json.dumps(
+            [{"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}]
+        ),
+        "SCANTUNE_DICOM_ALLOWED_CALLERS": json.dumps([{"ae_title": PACS_AE, "host": "127.0.0.1"}]),
         "SCANTUNE_INFERENCE_URL": inference_url,
         "SCANTUNE_DICOM_INFERENCE_API_KEY": ADMIN,
         "SCANTUNE_DICOM_ROUTES": json.dumps([{"model": MODEL, "alias": "staging"}]),
@@ -109,6 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         node, node_url = start("service.dicom_node.app:create_app()", node_env, tmp / "n.log")
     except Exception:
         stop(inference)
+        pacs.stop()
         raise
     training_env = {
         **base,
@@ -127,18 +147,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     except Exception:
         stop(node)
         stop(inference)
+        pacs.stop()
         raise
     try:
         yield {
             "url": url,
             "inference": inference_url,
             "node": node_url,
+            "pacs": pacs.url,
             "artifacts": str(tmp / "artifacts"),
         }
     finally:
         stop(training)
         stop(node)
         stop(inference)
+        pacs.stop()
         print((tmp / "t.log").read_text(errors="replace")[-4000:])
 
 
@@ -350,6 +373,24 @@ def test_dashboard_end_to_end(
     page.select_option("#s-state", "failed")
     page.get_by_role("button", name="Filter").click()
     page.wait_for_selector("#series:has-text('No series matches.')")
+
+    # a study the PACS holds, fetched from the page: the list then shows that study's series
+    prior = make_study(2)
+    for ds in prior:
+        stored = requests.post(f"{stack['pacs']}/instances", data=encoded(ds), timeout=10)
+        stored.raise_for_status()
+    page.fill("#r-source", "pacs")
+    page.fill("#r-study", prior[0].StudyInstanceUID)
+    page.get_by_role("button", name="Fetch").click()
+    page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 2 instances.')")
+    fetched = page.locator("[data-testid=series-row]")
+    fetched.first.wait_for()
+    assert fetched.count() == 1 and prior[0].StudyInstanceUID in fetched.inner_text()
+    assert page.input_value("#s-study") == prior[0].StudyInstanceUID
+    page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
+    page.get_by_role("button", name="Fetch").click()
+    page.wait_for_selector("#notice:has-text('the sources: pacs')")
+    axe(page)
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()
 

@@ -89,6 +89,7 @@ NODE_KEYS = {  # the release's keys, which the training service and the node sha
     "ops": ["series:read"],
     "operator": ["series:read", "admin"],
     "reader": ["read"],
+    "fetcher": ["series:retrieve"],
 }
 
 
@@ -138,6 +139,14 @@ def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
         assert (
             client.post("/ui/api/series/999/send-now", headers=_bearer("operator")).status_code
             == 404
+        )
+        fetch = {"source": "pacs", "study_instance_uid": "1.2.3"}
+        denied = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("ops"))
+        assert denied.status_code == 403 and "series:retrieve" in denied.json["detail"]
+        asked = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("fetcher"))
+        assert asked.status_code == 422  # relayed: the node has no source of that name
+        assert asked.json["detail"] == (
+            "no source named 'pacs'; the sources: none is configured (SCANTUNE_DICOM_SOURCES)"
         )
     finally:
         with app.app_context():

@@ -1,5 +1,6 @@
 // DICOM node: its series newest first (GET /ui/api/series, relayed to the node with the user's
-// key), each with its deliveries; "Send now" (admin) tries a series' pending work at once.
+// key), each with its deliveries; "Send now" (admin) tries a series' pending work at once;
+// "Fetch" (series:retrieve) has the node fetch a study from a PACS.
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
@@ -78,9 +79,41 @@ async function reload() {
   for (let i = 1; i < pages && cursor; i++) await load(true);
 }
 
+// Fetch a study: the answer comes once the PACS has sent it; the list then shows that study.
+function retrieval() {
+  const fetchForm = document.getElementById("retrieve-form");
+  const said = document.getElementById("retrieved");
+  fetchForm.hidden = false;
+  fetchForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = fetchForm.querySelector("button");
+    const asked = Object.fromEntries([...new FormData(fetchForm)].filter(([, value]) => value));
+    button.disabled = true;
+    said.textContent = `Asking ${asked.source}…`;
+    try {
+      const got = await api("/ui/api/retrievals", { method: "POST", json: asked });
+      const sent = got.completed + got.warning;
+      said.textContent = `${got.source} sent ${sent} instance${sent === 1 ? "" : "s"}${got.failed ? `, ${got.failed} failed` : ""}.`;
+      notice("");
+      if (form) {
+        form.elements.study_instance_uid.value = got.study_instance_uid;
+        form.elements.state.value = "";
+        pages = 1;
+        await reload();
+      }
+    } catch (err) {
+      said.textContent = "";
+      notice(err.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 setup(async (scopes) => {
+  if (scopes.has("series:retrieve")) retrieval();
   if (!scopes.has("series:read")) {
-    notice("The DICOM node's series need a key with the series:read scope.");
+    if (!scopes.has("series:retrieve")) notice("The DICOM node's series need a key with the series:read scope.");
     return;
   }
   admin = scopes.has("admin");
