@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from service.auth import hash_key
+from service.scopes import SCOPE_NAMES
 from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
 from tests.dicom_node.parts import PACS_AE, Orthanc, make_study
 from tests.dicom_node.test_app import encoded, multipart
@@ -47,19 +48,7 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is no
 
 def keys_setting() -> str:
     keys = [
-        (
-            ADMIN,
-            "admin",
-            [
-                "read",
-                "jobs:write",
-                "models:write",
-                "predict",
-                "series:read",
-                "series:retrieve",
-                "admin",
-            ],
-        ),
+        (ADMIN, "admin", list(SCOPE_NAMES)),
         (READER, "reader", ["read", "predict"]),
     ]
     return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
