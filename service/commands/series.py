@@ -33,7 +33,9 @@ def register(subparsers: Any) -> None:
         sub, "retrieve", "have the node fetch a study from a PACS (scope series:retrieve)",
         run_retrieve, timeout=300.0,  # the answer waits for the PACS to send the whole study
     )  # fmt: skip
-    fetch.add_argument("study", metavar="STUDY_UID", help="the study's Study Instance UID")
+    which = fetch.add_mutually_exclusive_group(required=True)
+    which.add_argument("study", metavar="STUDY_UID", nargs="?", help="the Study Instance UID")
+    which.add_argument("--accession", metavar="NUMBER", help="the studies of this accession number")
     fetch.add_argument("--source", required=True, help="a SCANTUNE_DICOM_SOURCES name")
     fetch.add_argument("--series", metavar="UID", help="only this series of the study")
 
@@ -86,16 +88,19 @@ def run_send(args: argparse.Namespace, api: ApiClient) -> int:
 
 
 def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:
-    asked = {"source": args.source, "study_instance_uid": args.study}
-    if args.series:
-        asked["series_instance_uid"] = args.series
+    fields = (
+        ("study_instance_uid", args.study), ("series_instance_uid", args.series),
+        ("accession_number", args.accession),
+    )  # fmt: skip
+    asked = {"source": args.source, **{k: v for k, v in fields if v}}
     body = api.json("POST", "/v1/retrievals", json=asked)
     if args.json:
         print(json.dumps(body, indent=2))
         return OK
     sent = body["completed"] + body["warning"]
-    print(f"{args.source} sent {sent} instance(s), {body['failed']} failed;", end=" ")
-    print(f"follow them with: scantune series list --study {args.study}")
+    print(f"{args.source} sent {sent} instance(s), {body['failed']} failed; follow them with:")
+    for study in body["study_instance_uids"]:
+        print(f"  scantune series list --study {study}")
     return OK
 
 

@@ -20,6 +20,7 @@ from service.parsing import parse_query
 
 bp = Blueprint("operations", __name__, url_prefix="/v1/series")
 log = logging.getLogger("scantune.dicom")
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 State = Literal["receiving", "classifying", "delivering", "done", "unrouted", "failed", "expired"]
 
 
@@ -27,9 +28,7 @@ class SeriesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state: State | None = None
-    study_instance_uid: str | None = Field(
-        default=None, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$"
-    )
+    study_instance_uid: str | None = Field(default=None, max_length=64, pattern=UID_PATTERN)
     cursor: str | None = Field(default=None, min_length=1, max_length=512)
     limit: int = Field(default=50, ge=1, le=200)
 

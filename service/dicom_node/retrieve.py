@@ -42,9 +42,20 @@ class NotHeld(Exception):
 
 
 @dataclass(frozen=True)
-class Retrieved:
-    """What the source reported of its sub-operations (one per instance it sent)."""
+class Asked:
+    """What to fetch: a study (or one series of it), or the studies of an accession number."""
 
+    study_uid: str | None = None
+    series_uid: str | None = None
+    accession: str | None = None
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """The studies fetched, and what the source reported of its sub-operations (one per
+    instance it sent)."""
+
+    studies: list[str]
     completed: int
     failed: int
     warning: int
@@ -55,14 +66,13 @@ class Retrieved:
 
 
 class Retriever:
-    """C-MOVE to the node (`ae_title`) from one source at a time; `timeout_s` bounds each wait
-    for the source (an association, each pending answer while it sends)."""
+    """C-FIND, then C-MOVE to the node (`ae_title`), on one association with the source;
+    `timeout_s` bounds each wait for it (the association, each answer while it sends)."""
 
     def __init__(self, ae_title: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
         self.ae_title, self.timeout_s, self.tls = ae_title, timeout_s, tls
 
-    def retrieve(self, source: DicomSource, study_uid: str, series_uid: str | None) -> Retrieved:
-        from pydicom import Dataset
+    def retrieve(self, source: DicomSource, asked: Asked) -> Retrieved:
         from pynetdicom import AE
         from pynetdicom.sop_class import (  # type: ignore[attr-defined]
             StudyRootQueryRetrieveInformationModelFind as FIND,
@@ -71,11 +81,6 @@ class Retriever:
             StudyRootQueryRetrieveInformationModelMove as MOVE,
         )
 
-        query = Dataset()
-        query.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
-        query.StudyInstanceUID = study_uid
-        if series_uid:
-            query.SeriesInstanceUID = series_uid
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(FIND)
         ae.add_requested_context(MOVE)
@@ -93,32 +98,66 @@ class Retriever:
         try:
             # A C-FIND first: a PACS answers a C-MOVE of a study it lacks with a failure that
             # does not say why (Orthanc's "unable to process"); no match is a clear answer.
-            if not self._matches(assoc, query, FIND, source):
-                raise NotHeld(
-                    f"source '{source.name}' holds no such {query.QueryRetrieveLevel.lower()}"
-                )
-            final = None
-            for status, _ in assoc.send_c_move(query, self.ae_title, MOVE):
-                if status is None or "Status" not in status:  # no answer in time, or aborted
-                    raise RetrieveFailed(f"source '{source.name}' stopped answering")
-                if int(status.Status) not in PENDING:
-                    final = status
+            studies = self._find(assoc, FIND, source, asked)
+            moved = [self._move(assoc, MOVE, source, uid, asked.series_uid) for uid in studies]
         finally:
             if assoc.is_established:
                 assoc.release()
+        return Retrieved(
+            studies,
+            completed=sum(m[0] for m in moved),
+            failed=sum(m[1] for m in moved),
+            warning=sum(m[2] for m in moved),
+        )
+
+    def _find(self, assoc: Any, model: Any, source: DicomSource, asked: Asked) -> list[str]:
+        """The Study Instance UIDs the source holds of what was asked (NotHeld: none)."""
+        query = _query(asked.study_uid, asked.series_uid)
+        if asked.accession is not None:
+            query.AccessionNumber = asked.accession
+            query.StudyInstanceUID = ""  # a return key: which studies carry the number
+        matches, uids = 0, []
+        for status, identifier in assoc.send_c_find(query, model):
+            code = _status(status, source)
+            if code in PENDING:
+                matches += 1
+                uid = identifier.get("StudyInstanceUID") if identifier is not None else None
+                if uid:
+                    uids.append(str(uid))
+            elif code != SUCCESS:
+                raise RetrieveFailed(
+                    f"source '{source.name}' refused the query (status 0x{code:04X})"
+                )
+        if asked.accession is None:
+            if not matches:
+                level = "series" if asked.series_uid else "study"
+                raise NotHeld(f"source '{source.name}' holds no such {level}")
+            return [str(asked.study_uid)]
+        if not uids:
+            raise NotHeld(f"source '{source.name}' holds no study of that accession number")
+        return list(dict.fromkeys(uids))  # one study may match once per series it answers
+
+    def _move(
+        self, assoc: Any, model: Any, source: DicomSource, study: str, series: str | None
+    ) -> tuple[int, int, int]:
+        """One C-MOVE of the study (or series) to the node: completed, failed, warning."""
+        final = None
+        for status, _ in assoc.send_c_move(_query(study, series), self.ae_title, model):
+            if int(_status(status, source)) not in PENDING:
+                final = status
         if final is None:
             raise RetrieveFailed(f"source '{source.name}' gave no final answer")
-        found = Retrieved(
-            *(int(final.get(f"NumberOf{n}Suboperations", 0) or 0)
-              for n in ("Completed", "Failed", "Warning"))
-        )  # fmt: skip
+        completed, failed, warning = (
+            int(final.get(f"NumberOf{n}Suboperations", 0) or 0)
+            for n in ("Completed", "Failed", "Warning")
+        )
         code = int(final.Status)
         log.info(
             "retrieval of study %s from %s: status 0x%04X, %d sent, %d failed",
-            uid_hash(study_uid), source.name, code, found.completed + found.warning, found.failed,
+            uid_hash(study), source.name, code, completed + warning, failed,
         )  # fmt: skip
-        if code in (SUCCESS, WARNING) or (code & 0xF000) == 0xB000 or found.completed:
-            return found  # what came is classified; the counts say what did not
+        if code in (SUCCESS, WARNING) or (code & 0xF000) == 0xB000 or completed:
+            return completed, failed, warning  # what came is classified; counts say the rest
         raise RetrieveFailed(f"source '{source.name}': {FAILURES.get(code) or self._unsent(code)}")
 
     def _unsent(self, code: int) -> str:
@@ -130,18 +169,20 @@ class Retriever:
             f" AE title '{self.ae_title}' at the node's address and DICOM port"
         )
 
-    @staticmethod
-    def _matches(assoc: Any, query: Any, model: Any, source: DicomSource) -> bool:
-        """Whether the source finds the study (or series) the query names."""
-        found = False
-        for status, _ in assoc.send_c_find(query, model):
-            if status is None or "Status" not in status:
-                raise RetrieveFailed(f"source '{source.name}' stopped answering")
-            code = int(status.Status)
-            if code in PENDING:
-                found = True
-            elif code != SUCCESS:
-                raise RetrieveFailed(
-                    f"source '{source.name}' refused the query (status 0x{code:04X})"
-                )
-        return found
+
+def _query(study: str | None, series: str | None) -> Any:
+    from pydicom import Dataset
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES" if series else "STUDY"
+    query.StudyInstanceUID = study or ""
+    if series:
+        query.SeriesInstanceUID = series
+    return query
+
+
+def _status(status: Any, source: DicomSource) -> int:
+    """A response's status code; RetrieveFailed when none came (no answer in time, aborted)."""
+    if status is None or "Status" not in status:
+        raise RetrieveFailed(f"source '{source.name}' stopped answering")
+    return int(status.Status)

@@ -65,6 +65,11 @@ def test_refusals_say_what_to_do(node: str, capsys: pytest.CaptureFixture[str]) 
     assert "lacks the scope 'series:retrieve'" in capsys.readouterr().err
     assert _run(node, "fetcher", "retrieve", "1.2.3", "--source", "pacs") == 5
     assert "no source named 'pacs'; the sources: none is configured" in capsys.readouterr().err
+    assert _run(node, "fetcher", "retrieve", "--accession", "A1", "--source", "pacs") == 5
+    assert "no source named 'pacs'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a study or an accession number, not both
+        _run(node, "fetcher", "retrieve", "1.2.3", "--accession", "A1", "--source", "pacs")
+    assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
 def test_the_cli_knows_the_node_s_states() -> None:

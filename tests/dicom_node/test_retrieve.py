@@ -58,14 +58,17 @@ def test_a_study_the_pacs_holds_is_fetched_classified_and_its_result_sent_back(
 ) -> None:
     node = make_node(dicom_sources=[source(orthanc)], api_keys=KEYS).start()
     prior, other = make_study(2, series=2), make_study(1)
+    for ds in other:
+        ds.AccessionNumber = "RIS-2046"  # as the RIS knows the exam
     stored_in(orthanc, prior + other)
 
     answer = retrieve(node, source="pacs", study_instance_uid=prior[0].StudyInstanceUID)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {
         "source": "pacs",
-        "study_instance_uid": prior[0].StudyInstanceUID,
+        "study_instance_uids": [prior[0].StudyInstanceUID],
         "series_instance_uid": None,
+        "accession_number": None,
         "completed": 2,
         "failed": 0,
         "warning": 0,
@@ -87,23 +90,34 @@ def test_a_study_the_pacs_holds_is_fetched_classified_and_its_result_sent_back(
         timeout=10,
     ).json()["items"]
     assert listed == []  # only the study asked for came
+    by_number = retrieve(node, source="pacs", accession_number="RIS-2046")
+    assert by_number.status_code == 200, by_number.text
+    assert by_number.json()["study_instance_uids"] == [other[0].StudyInstanceUID]
+    assert by_number.json()["completed"] == 1
+    operation.validate_response(by_number)
+    wait_until(lambda: orthanc.reports(other[0].StudyInstanceUID), SLACK_S, "its SR in Orthanc")
 
     one = prior[1]  # one series of the study, asked for again (from the shell): nothing new
     argv = ["series", "retrieve", one.StudyInstanceUID, "--series", one.SeriesInstanceUID]
     assert main([*argv, "--source", "pacs", "--url", node.url, "--api-key", RETRIEVE_KEY]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("pacs sent 1 instance(s), 0 failed;"), out
-    assert f"scantune series list --study {one.StudyInstanceUID}" in out
+    assert out.splitlines() == [
+        "pacs sent 1 instance(s), 0 failed; follow them with:",
+        f"  scantune series list --study {one.StudyInstanceUID}",
+    ]
     assert node.metric("scantune_dicom_instances_received_total", outcome="duplicate") == 1
 
     missing = retrieve(node, source="pacs", study_instance_uid="1.2.3.4.5.6.7")
     assert missing.status_code == 404, missing.text
     assert missing.json()["detail"] == "source 'pacs' holds no such study"
-    assert node.metric("scantune_dicom_retrievals_total", outcome="ok") == 2
-    assert node.metric("scantune_dicom_retrievals_total", outcome="not_found") == 1
+    unknown = retrieve(node, source="pacs", accession_number="RIS-9999")
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "source 'pacs' holds no study of that accession number"
+    assert node.metric("scantune_dicom_retrievals_total", outcome="ok") == 3
+    assert node.metric("scantune_dicom_retrievals_total", outcome="not_found") == 2
     log = node.log_text()
     assert "audit study_retrieved" in log  # who asked for which source, never the UID
-    for private in ("P-1", prior[0].StudyInstanceUID, one.SeriesInstanceUID):
+    for private in ("P-1", prior[0].StudyInstanceUID, one.SeriesInstanceUID, "RIS-2046"):
         assert private not in log
 
 
@@ -131,6 +145,14 @@ def test_the_caller_is_told_what_to_fix_when_a_retrieval_cannot_happen(
     assert "the sources: pacs" in unknown.json()["detail"]
     bad = retrieve(node, source="pacs", study_instance_uid="1.2.x")
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == "body/study_instance_uid"
+    for body, why in (
+        ({}, "give study_instance_uid or accession_number"),
+        ({"study_instance_uid": uid, "accession_number": "A1"}, "(one of them)"),
+        ({"accession_number": "A1", "series_instance_uid": uid}, "goes with study_instance_uid"),
+        ({"accession_number": "A\\1"}, "accession_number"),  # a backslash: not an SH value
+    ):
+        wrong = retrieve(node, source="pacs", **body)
+        assert wrong.status_code == 422 and why in wrong.json()["detail"], wrong.text
     assert retrieve(node, key=OPS_KEY, source="pacs", study_instance_uid=uid).status_code == 403
 
     orthanc.stop()

@@ -95,8 +95,8 @@ function retrieval() {
       const sent = got.completed + got.warning;
       said.textContent = `${got.source} sent ${sent} instance${sent === 1 ? "" : "s"}${got.failed ? `, ${got.failed} failed` : ""}.`;
       notice("");
-      if (form) {
-        form.elements.study_instance_uid.value = got.study_instance_uid;
+      if (form && got.study_instance_uids.length === 1) {
+        form.elements.study_instance_uid.value = got.study_instance_uids[0];
         form.elements.state.value = "";
         pages = 1;
         await reload();
