@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 from flask import current_app
 
 from service.config import CommonSettings
+from service.config.common import LIMITED_ACTIONS
 from service.errors import TooManyRequests
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "scantune.ratelimit"
-ACTIONS = ("predict", "jobs")
 
 
 class RateLimits:
@@ -55,6 +55,8 @@ class RateLimits:
 
 def limited(action: str) -> Callable[[F], F]:
     """Decorate a view (inside `require`) so each call counts against the client's limit."""
+    if action not in LIMITED_ACTIONS:  # a limit the settings could never set
+        raise ValueError(f"{action!r} is not one of {LIMITED_ACTIONS}")
 
     def decorate(view: F) -> F:
         @wraps(view)

@@ -15,6 +15,9 @@ from service.errors import validation_errors
 DEFAULT_VAR = Path("var")
 
 
+LIMITED_ACTIONS = ("predict", "jobs", "retrievals")
+"""What `rate_limits` may limit: predictions, job submissions, the DICOM node's retrievals."""
+
 Scope = Literal[
     "read", "jobs:write", "models:write", "predict", "series:read", "series:retrieve", "admin"
 ]
@@ -73,8 +76,9 @@ class CommonSettings(BaseSettings):
     rate_limits: dict[str, str] = Field(
         default_factory=dict,
         description=(
-            'JSON object: per-client limits by action, e.g. {"predict": "50/second", "jobs":'
-            ' "20/hour"} (the `limits` notation); an action not named is not limited.'
+            "JSON object: per-client limits by action (predict, jobs, retrievals), e.g."
+            ' {"predict": "50/second", "jobs": "20/hour"} (the `limits` notation); an action'
+            " not named is not limited."
         ),
     )
     redis_url: str | None = Field(
@@ -98,8 +102,10 @@ class CommonSettings(BaseSettings):
         from limits import parse
 
         for action, text in value.items():
-            if action not in ("predict", "jobs"):
-                raise ValueError(f"unknown action {action!r}: use predict or jobs")
+            if action not in LIMITED_ACTIONS:
+                raise ValueError(
+                    f"unknown action {action!r}: use one of {', '.join(LIMITED_ACTIONS)}"
+                )
             parse(text)  # ValueError names what is wrong with the notation
         return value
 

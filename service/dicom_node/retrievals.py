@@ -19,6 +19,7 @@ from service.dicom_node.redact import uid_hash
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
 from service.errors import BadGateway, InvalidRequest, NotFound
 from service.parsing import parse_body
+from service.ratelimit import limited
 
 bp = Blueprint("retrievals", __name__, url_prefix="/v1/retrievals")
 # DICOM's SH value representation: 16 characters, no backslash or control character.
@@ -48,6 +49,7 @@ class RetrievalRequest(BaseModel):
 
 @bp.post("")
 @require("series:retrieve")
+@limited("retrievals")  # each one has the PACS work: a key may not flood it
 def retrieve() -> Response:
     asked = parse_body(RetrievalRequest)
     node = current_app.extensions["scantune.dicom"]

@@ -163,6 +163,25 @@ def test_health_and_readiness(make_app: Any) -> None:
     assert ready.json["checks"] == {"database": "ok", "dicom": "failed"}
 
 
+def test_retrievals_count_against_the_clients_rate_limit(make_app: Any) -> None:
+    from tests.conftest import free_port
+
+    down = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}
+    app = make_app(
+        api_keys=[{"name": "ris", "sha256": hash_key(KEY), "scopes": ["series:retrieve"]}],
+        dicom_sources=[down],
+        dicom_retrieve_timeout_s=2,
+        rate_limits={"retrievals": "1/minute"},
+    )
+    client, auth = app.test_client(), {"Authorization": f"Bearer {KEY}"}
+    asked = {"source": "pacs", "study_instance_uid": "1.2.3"}
+    first = client.post("/v1/retrievals", json=asked, headers=auth)
+    assert first.status_code == 502  # nothing listens there: counted all the same
+    second = client.post("/v1/retrievals", json=asked, headers=auth)
+    assert second.status_code == 429 and int(second.headers["Retry-After"]) > 0
+    assert "over its limit of 1 per 1 minute for retrievals" in second.json["detail"]
+
+
 def test_the_first_matching_route_wins_and_every_given_key_must_match() -> None:
     router = Router(
         [
