@@ -1,11 +1,13 @@
-"""The chart's alerts (a PrometheusRule, off by default): every expression is PromQL that
-parses (promql-parser, the Rust parser Greptime maintains), asks only for metrics the services
-export, by labels those metrics have, within the release's namespace; every alert says how bad
-it is and what to do; its annotations name only labels its expression keeps."""
+"""The chart's alerts (a PrometheusRule) and Grafana dashboard (a ConfigMap), both off by
+default: every expression is PromQL that parses (promql-parser, the Rust parser Greptime
+maintains), asks only for metrics the services export, by labels those metrics have, within
+one namespace; every alert says how bad it is and what to do; annotations and legends name
+only labels their expression keeps."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from typing import Any
 
@@ -97,3 +99,37 @@ def test_thresholds_come_from_the_values(render: Render, helm: Any) -> None:
     wrong = {**MINIMAL, "metrics": {"prometheusRule": {"enabled": True, "errorRatio": 2}}}
     with pytest.raises(helm.HelmValuesError, match="errorRatio"):
         render(wrong)
+
+
+def dashboards(manifests: list[Any]) -> list[Any]:
+    return [m for m in find(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_the_grafana_dashboard_charts_exported_metrics(render: Render) -> None:
+    assert not [
+        m for m in find(render(MINIMAL), "ConfigMap") if "dashboard" in m["metadata"]["name"]
+    ]
+    values = {**MINIMAL, "metrics": {"grafanaDashboard": {"enabled": True}}}
+    (board,) = [
+        m for m in find(render(values), "ConfigMap") if "dashboard" in m["metadata"]["name"]
+    ]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"  # what the sidecar finds
+    dashboard = json.loads(board["data"]["scantune.json"])
+    metrics = exported()
+    panels = [p for p in dashboard["panels"] if p["type"] == "timeseries"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    charted = set()
+    for panel in panels:
+        assert panel["targets"] and panel["description"], panel["title"]
+        for target in panel["targets"]:
+            for selector in selectors(promql_parser.parse(target["expr"])):
+                where = f"{panel['title']}: {selector.name}"
+                assert selector.name in metrics, f"{where} is not a metric the services export"
+                matchers = {m.name: m.value for m in selector.matchers.matchers}
+                assert matchers.pop("namespace") == "$namespace", where
+                assert set(matchers) <= metrics[selector.name], where
+                charted.add(selector.name)
+            for label in re.findall(r"{{(\w+)}}", target["legendFormat"]):
+                assert re.search(rf"by \([\w, ]*\b{label}\b", target["expr"]), (where, label)
+    names = {n.rsplit("_bucket", 1)[0] for n in charted}
+    assert {"scantune_dicom_series_expired_total", "scantune_http_request_seconds"} <= names
