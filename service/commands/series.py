@@ -111,12 +111,14 @@ def _print(series: dict[str, Any], raw: bool) -> int:
     for label, key in (
         ("series", "id"), ("state", "state"), ("study", "study_instance_uid"),
         ("series UID", "series_instance_uid"), ("from", "calling_ae"), ("model", "model"),
+        ("sends to", "destinations"),
         ("instances", "instances"), ("result SR", "result_sop_instance_uid"),
         ("failed tries", "attempts"), ("last error", "last_error"),
         ("received", "created_at"), ("finished", "finished_at"),
     ):  # fmt: skip
-        if series.get(key) not in (None, ""):
-            print(f"{label:13} {series[key]}")
+        value = series.get(key)
+        if value not in (None, ""):
+            print(f"{label:13} {', '.join(value) if isinstance(value, list) else value}")
     for d in series["deliveries"]:
         line = f"  -> {d['destination']}: {d['state']}, {d['attempts']} failed tries"
         if d["state"] == "pending" and d["next_attempt_at"]:

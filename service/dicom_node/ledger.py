@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from service.dicom_node.queue import chosen_destinations
 from service.dicom_node.tables import DeliveryRow, InstanceRow, SeriesRow
 from service.jobs.store import as_utc
 from service.paging import newest_first, split_page
@@ -80,6 +81,7 @@ def _view(row: SeriesRow, instances: int, deliveries: list[dict[str, Any]]) -> d
         "calling_ae": row.calling_ae,
         "model": row.model,
         "alias": row.alias,
+        "destinations": chosen_destinations(row),
         "instances": instances,
         "result_sop_instance_uid": row.result_uid,
         "attempts": row.attempts,

@@ -57,6 +57,7 @@ def test_a_study_sent_is_listed_with_its_instances_and_filtered_by_study(node: A
         ("receiving", 3, "pacs"), ("receiving", 2, "pacs"),
     ]  # fmt: skip
     assert items[0]["model"] == "chest-xray" and items[0]["deliveries"] == []
+    assert items[0]["destinations"] is None  # its route names none: every destination
     one = _get(client, f"/v1/series?study_instance_uid={first[0].StudyInstanceUID}").json
     assert [i["series_instance_uid"] for i in one["items"]] == [first[0].SeriesInstanceUID]
     assert _get(client, "/v1/series?state=failed").json["items"] == []
@@ -69,6 +70,21 @@ def test_a_study_sent_is_listed_with_its_instances_and_filtered_by_study(node: A
     assert _get(client, f"/v1/series/{2**40}").status_code == 404  # past the id column's range
     bad = _get(client, "/v1/series?study_instance_uid=1.2.x")
     assert bad.status_code == 422 and bad.json["errors"][0]["loc"].startswith("query")
+
+
+def test_a_series_shows_where_its_route_sends_it_before_its_result_is_made(
+    make_app: Any, capsys: Any
+) -> None:
+    named = [{"name": "pacs", **DESTINATIONS[0]}, {"name": "ris", **DESTINATIONS[1]}]
+    route = {"model": "chest-xray", "calling_ae": "pacs", "destinations": ["ris"]}
+    node = make_app(api_keys=KEYS, dicom_destinations=named, dicom_routes=[route])
+    _sent(node, 1)  # by STOW-RS with the key named pacs, which stands for the calling AE
+    (series,) = _get(node.test_client(), "/v1/series").json["items"]
+    assert (series["state"], series["destinations"]) == ("receiving", ["mllp://engine:6661/RIS"])
+    from service.commands.series import _print
+
+    assert _print(series, raw=False) == 0
+    assert "sends to      mllp://engine:6661/RIS" in capsys.readouterr().out
 
 
 def test_deliveries_show_their_errors_and_send_now_skips_the_back_off(node: Any) -> None:

@@ -39,7 +39,9 @@ function sendNow(s) {
 
 function row(s) {
   const error = s.last_error ? el("div", { class: "muted", text: `last error: ${s.last_error}` }) : null;
-  const deliveries = s.deliveries.length ? el("ul", { class: "plain" }, s.deliveries.map(delivery)) : el("span", { class: "muted", text: "–" });
+  // Before its result is made, where the route will send it (its chosen destinations).
+  const planned = s.destinations ? `to ${s.destinations.join(", ")}` : "–";
+  const deliveries = s.deliveries.length ? el("ul", { class: "plain" }, s.deliveries.map(delivery)) : el("span", { class: "muted", text: planned });
   return el(
     "tr",
     { "data-testid": "series-row", "data-state": s.state, "data-id": String(s.id) },
