@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from service.config.common import DEFAULT_VAR, CommonSettings
 from service.dicom_node.peers import DicomCaller, DicomDestination, DicomRoute, DicomSource
+from service.hospital.hl7_orders import AccessionField
 from service.hospital.results import DEFAULT_DISCLAIMER
 
 
@@ -70,6 +71,25 @@ class DicomNodeSettings(CommonSettings):
     dicom_retrieve_timeout_s: float = Field(
         default=60.0, gt=0, description="Longest wait for a source's next answer in a retrieval."
     )
+    dicom_hl7_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="MLLP port taking the RIS's orders (HL7 ORM^O01); none: no orders.",
+    )
+    dicom_hl7_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Addresses (or host names) that may send orders; empty: nobody.",
+    )
+    dicom_order_source: str | None = Field(
+        default=None, description="The source (a dicom_sources name) ordered exams come from."
+    )
+    dicom_order_accession_field: AccessionField = Field(
+        default="OBR-18", description="Where orders carry the accession number."
+    )
+    dicom_order_wait_h: float = Field(
+        default=24.0, gt=0, description="How long an order waits for its exam to reach the PACS."
+    )
     dicom_series_quiet_s: float = Field(
         default=5.0, gt=0, description="A series is complete after this long without a new one."
     )
@@ -126,6 +146,11 @@ class DicomNodeSettings(CommonSettings):
             twice = sorted({v for v in values if values.count(v) > 1})
             if twice:
                 raise ValueError(f"{where}: {kind} {twice[0]!r} given twice")
+        if self.dicom_hl7_port is not None and self.dicom_order_source not in sources:
+            raise ValueError(
+                "dicom_hl7_port takes orders for exams fetched from dicom_order_source, which"
+                f" must name one of dicom_sources (it is {self.dicom_order_source!r})"
+            )
         for number, route in enumerate(self.dicom_routes):
             unknown = [n for n in route.destinations or () if n not in names]
             if unknown:

@@ -13,10 +13,13 @@ from service.config import DicomNodeSettings
 from service.dicom_node.classify import InferenceClient
 from service.dicom_node.delivery import Sender, sender_for
 from service.dicom_node.intake import Intake
+from service.dicom_node.order_book import OrderBook
+from service.dicom_node.order_fetcher import OrderFetcher
+from service.dicom_node.orders import OrderListener
 from service.dicom_node.queue import WorkQueue
 from service.dicom_node.retrieve import Retriever
 from service.dicom_node.routing import Router
-from service.dicom_node.scp import CallerList, StorageSCP
+from service.dicom_node.scp import CallerList, HostList, StorageSCP
 from service.dicom_node.spool import Spool
 from service.dicom_node.worker import Worker
 from service.jobs.database import make_engine, migrate
@@ -33,6 +36,10 @@ class NodeServices:
     worker: Worker
     scp: StorageSCP
     retriever: Retriever
+    orders: OrderBook
+    order_listener: OrderListener | None = None  # with SCANTUNE_DICOM_HL7_PORT
+    order_fetcher: OrderFetcher | None = None
+    hl7_port: int | None = None  # once listening
     dicom_port: int | None = None  # once listening
     dicom_tls_port: int | None = None  # once listening, when TLS has a port of its own
 
@@ -60,12 +67,22 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     worker = Worker(settings, queue, spool, client, senders)
     scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
     retriever = Retriever(settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls)
-    return NodeServices(settings, queue, intake, worker, scp, retriever)
+    node = NodeServices(settings, queue, intake, worker, scp, retriever, OrderBook(engine))
+    if settings.dicom_hl7_port is not None:
+        hosts = HostList(settings.dicom_hl7_allowed_hosts)
+        field = settings.dicom_order_accession_field
+        node.order_listener = OrderListener(node.orders, hosts, field)
+        source = next(s for s in settings.dicom_sources if s.name == settings.dicom_order_source)
+        node.order_fetcher = OrderFetcher(
+            node.orders, retriever, source, wait_h=settings.dicom_order_wait_h,
+            retry_first_s=settings.dicom_retry_first_s, retry_max_s=settings.dicom_retry_max_s,
+        )  # fmt: skip
+    return node
 
 
 def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
     """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
-    from service.dicom_node import operations, retrievals, stow
+    from service.dicom_node import operations, orders_api, retrievals, stow
     from service.logs import configure_logging
     from service.web import add_readiness_check, create_base_app
 
@@ -77,6 +94,7 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
     app.register_blueprint(stow.bp)
     app.register_blueprint(operations.bp)
     app.register_blueprint(retrievals.bp)
+    app.register_blueprint(orders_api.bp)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
     add_readiness_check(app, "database", lambda: _ping(node.queue))
     add_readiness_check(app, "dicom", lambda: _listening(node))
@@ -103,11 +121,22 @@ def start_node(node: NodeServices) -> None:
     node.dicom_port = ports[0]
     node.dicom_tls_port = ports[1] if len(ports) > 1 else None
     node.worker.start()
+    if node.order_listener is not None and node.order_fetcher is not None:
+        node.hl7_port = node.order_listener.start(
+            settings.dicom_bind_host, int(settings.dicom_hl7_port or 0)
+        )
+        node.order_fetcher.start()
+        logging.getLogger("scantune.dicom").info(
+            "HL7 orders taken on %s:%d", settings.dicom_bind_host, node.hl7_port
+        )
     atexit.register(stop_node, node)
 
 
 def stop_node(node: NodeServices) -> None:
     node.scp.stop()
+    if node.order_listener is not None and node.order_fetcher is not None:
+        node.order_listener.stop()
+        node.order_fetcher.stop()
     node.worker.stop()
 
 

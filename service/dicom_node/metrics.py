@@ -34,6 +34,12 @@ RETRIEVALS = Counter(
     "Studies asked of a source PACS, by outcome",
     ["outcome"],  # ok | not_found | failed
 )
+ORDERS = Counter(
+    "scantune_dicom_orders_total",
+    "HL7 orders from the RIS, by what became of them",
+    # queued | duplicate | cancelled | ignored | refused (at the listener); fetched | expired
+    ["outcome"],
+)
 EXPIRED = Counter(
     "scantune_dicom_series_expired_total", "Series deleted undelivered at the retention limit"
 )

@@ -69,6 +69,16 @@ class CallerList:
         return (ae_title.strip(), _normal(address)) in self.allowed
 
 
+class HostList:
+    """Addresses allowed to connect (the HL7 order senders), host names resolved once."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.allowed = {addr for host in hosts for addr in _addresses(host)}
+
+    def allows(self, address: str) -> bool:
+        return _normal(address) in self.allowed
+
+
 def _addresses(host: str) -> set[str]:
     try:
         return {_normal(str(ipaddress.ip_address(host)))}

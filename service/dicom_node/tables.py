@@ -84,3 +84,21 @@ class DeliveryRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(255))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OrderRow(Base):
+    """An order from the RIS (HL7 ORM^O01): fetch the studies of its accession number from the
+    order source once the PACS has them. waiting -> fetched, or cancelled / expired."""
+
+    __tablename__ = "dicom_orders"
+    __table_args__ = (Index("ix_dicom_orders_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    accession: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    studies: Mapped[str | None] = mapped_column(Text, doc="JSON list of the studies fetched.")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

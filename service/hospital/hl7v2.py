@@ -121,14 +121,14 @@ def parse_ack(data: bytes) -> Ack:
 
 def _header(msg: Any, envelope: Envelope, control: str) -> None:
     msh = msg.msh
-    _fill(msh, 3, _text(envelope.sending_application))
-    _fill(msh, 4, _text(envelope.sending_facility))
-    _fill(msh, 5, _text(envelope.receiving_application))
-    _fill(msh, 6, _text(envelope.receiving_facility))
+    _fill(msh, 3, escape(envelope.sending_application))
+    _fill(msh, 4, escape(envelope.sending_facility))
+    _fill(msh, 5, escape(envelope.receiving_application))
+    _fill(msh, 6, escape(envelope.receiving_facility))
     _fill(msh, 7, datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000"))
     _fill(msh, 9, "ORU^R01^ORU_R01")
     _fill(msh, 10, control)
-    _fill(msh, 11, _text(envelope.processing_id))
+    _fill(msh, 11, escape(envelope.processing_id))
     _fill(msh, 18, "UNICODE UTF-8")
 
 
@@ -141,13 +141,13 @@ def _patient(pid: Any, sr: Dataset, patient_id: str) -> None:
         # DICOM PN and HL7 XPN share their first five components' order: family, given,
         # middle, prefix, suffix.
         _fill(pid, 5, _parts(*str(name).split("=")[0].split("^")[:5]))
-    _fill(pid, 7, _text(sr.get("PatientBirthDate") or ""))
+    _fill(pid, 7, escape(sr.get("PatientBirthDate") or ""))
     sex = str(sr.get("PatientSex") or "")
     _fill(pid, 8, sex if sex in {"M", "F", "O"} else "U")
 
 
 def _order(order: Any, sr: Dataset, made: str) -> None:
-    accession = _text(sr.get("AccessionNumber") or "")
+    accession = escape(sr.get("AccessionNumber") or "")
     _fill(order.orc, 1, "RE")
     _fill(order.orc, 3, accession)
     obr = order.obr
@@ -162,19 +162,19 @@ def _order(order: Any, sr: Dataset, made: str) -> None:
     for number, text in enumerate(statements(sr), start=1):
         nte = order.add_segment("NTE")
         _fill(nte, 1, str(number))
-        _fill(nte, 3, _text(text))
+        _fill(nte, 3, escape(text))
 
 
 def _observations(order: Any, sr: Dataset, findings: list[Finding], made: str) -> None:
     """The OBX rows: the study, then each scan's finding, probability and SOP Instance UID."""
-    rows = [(STUDY_UID, "ST", "", _text(sr.StudyInstanceUID), "")]
+    rows = [(STUDY_UID, "ST", "", escape(sr.StudyInstanceUID), "")]
     probability = probability_concept()
     for number, found in enumerate(findings, start=1):
         sub = str(number)
         rows.append((FINDING, "CWE", sub, _parts(*found.code), ""))
         if found.probability is not None:
             rows.append((probability, "NM", sub, _number(found.probability), "1^no units^UCUM"))
-        rows.append((SOURCE, "ST", sub, _text(found.sop_instance_uid), ""))
+        rows.append((SOURCE, "ST", sub, escape(found.sop_instance_uid), ""))
     model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
     for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
@@ -197,7 +197,7 @@ def _datetime(date: object, time: object) -> str:
     if not day:
         return ""
     clock = str(time or "").split(".")[0]
-    return _text(day + clock[:6])
+    return escape(day + clock[:6])
 
 
 def _number(value: float) -> str:
@@ -209,10 +209,10 @@ def _number(value: float) -> str:
 
 def _parts(*values: object) -> str:
     """Components joined by `^`, each escaped; trailing empty ones dropped."""
-    return "^".join(_text(v) for v in values).rstrip("^")
+    return "^".join(escape(v) for v in values).rstrip("^")
 
 
-def _text(value: object) -> str:
+def escape(value: object) -> str:
     """`value` as HL7 text: control characters (a segment ends at CR) become spaces and the
     delimiters are escaped. By hand: hl7apy escapes only values it holds as data types, and
     there it leaves a backslash that precedes a letter of an escape sequence as it is (so

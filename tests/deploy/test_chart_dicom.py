@@ -30,6 +30,7 @@ NODE: dict[str, Any] = {
         "enabled": True,
         "allowedCallers": [{"ae_title": "ORTHANC", "host": "10.1.2.4"}],
         "sources": [{"name": "pacs", "ae_title": "ORTHANC", "host": "pacs.hospital", "port": 4242}],
+        "orders": {"enabled": True, "allowedHosts": ["10.1.2.7"], "source": "pacs"},
         "routes": [
             {"model": "chest-xray", "alias": "production", "modality": "DX"},
             {"model": "chest-xray", "modality": "CR", "destinations": ["ris", "ehr"]},
@@ -126,8 +127,9 @@ def test_the_service_exposes_the_dicom_port_and_the_http_port(node: list[Manifes
     assert service["spec"]["type"] == "LoadBalancer"
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert ports["dicom"]["port"] == 104 and ports["http"]["port"] == 8002
+    assert (ports["hl7"]["port"], ports["hl7"]["targetPort"]) == (2575, "hl7")  # the RIS's orders
     container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert container_ports == {"http": 8002, "dicom": 104}
+    assert container_ports == {"http": 8002, "dicom": 104, "hl7": 2575}
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == "http"
 
@@ -164,6 +166,8 @@ def test_the_node_settings_are_fields_and_parse(
         ("pacs", "ORTHANC", 4242)
     ]
     assert settings.dicom_retrieve_timeout_s == 60
+    assert (settings.dicom_hl7_port, settings.dicom_hl7_allowed_hosts) == (2575, ["10.1.2.7"])
+    assert (settings.dicom_order_source, settings.dicom_order_accession_field) == ("pacs", "OBR-18")
     assert settings.dicom_inference_api_key == "node-key"
     assert settings.dicom_uid_root == "1.2.826.0.1.3680043.10"
     assert settings.inference_url == "http://rel-scantune-inference:8001"
@@ -202,6 +206,9 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
         with pytest.raises(helm.HelmValuesError, match="destinations/0"):
             render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [wrong]}})
     assert len(find(render(NODE), "Deployment")) == 3
+    sourceless = {**NODE["dicomNode"], "orders": {"enabled": True}}  # fetched from where?
+    with pytest.raises(helm.HelmRenderError, match=r"dicomNode\.orders\.source names"):
+        render({**NODE, "dicomNode": sourceless})
     typo = {"model": "chest-xray", "destinations": ["pacs"]}  # no destination is named pacs
     with pytest.raises(
         helm.HelmRenderError, match=r"dicomNode.routes\[0\] names destination \"pacs\""
@@ -263,6 +270,7 @@ def test_a_tls_port_of_its_own_is_served_beside_the_plain_one(
         "http": 8002,
         "dicom": 104,
         "dicom-tls": 2762,
+        "hl7": 2575,
     }
     service = one(manifests, "Service", dep["metadata"]["name"])
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}

@@ -114,11 +114,14 @@ def test_the_dicom_node_admits_modalities_and_the_api_and_never_calls_the_metada
     render: Render,
 ) -> None:
     tls = {"secretName": "node-tls", "port": 2762}
-    node = {**PRODUCTION, "dicomNode": {"enabled": True, "tls": tls}}
+    orders = {"enabled": True, "source": "pacs"}
+    sources = [{"name": "pacs", "ae_title": "PACS", "host": "pacs", "port": 104}]
+    node = {**PRODUCTION, "dicomNode": {"enabled": True, "tls": tls, "orders": orders,
+                                        "sources": sources}}  # fmt: skip
     spec = policy(render(node), "dicom")["spec"]
     assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
     dimse, http = spec["ingress"]
-    assert [p["port"] for p in dimse["ports"]] == [11112, 2762]
+    assert [p["port"] for p in dimse["ports"]] == [11112, 2762, 2575]  # DICOM, TLS, the RIS
     assert "from" not in dimse  # modalities are outside: the node's allow-list decides
     assert http["ports"] == [{"protocol": "TCP", "port": 8002}]
     assert [p for p in http["from"] if not _selects(p, "api")] == PRODUCTION["networkPolicy"][

@@ -150,6 +150,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port_dicom = 0  # the node's DICOM port
+        self.port_hl7 = 0  # the node's HL7 port, when it takes orders
 
     def start(self, ready: str = "/readyz", timeout: float = 60) -> Gunicorn:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -149,3 +149,32 @@ def test_the_spool_writes_whole_files_under_random_names(tmp_path: Path) -> None
         spool.path("../escape")
     spool.delete(name)
     assert spool.names() == set()
+
+
+def test_orders_wait_once_per_accession_number_and_end_fetched_cancelled_or_expired(
+    queue: WorkQueue,
+) -> None:
+    from service.dicom_node.order_book import OrderBook
+
+    book = OrderBook(queue.engine)
+    assert [book.take("RIS-1"), book.take("RIS-1"), book.take("RIS-2")] == [
+        "queued", "duplicate", "queued",
+    ]  # fmt: skip
+    first, second = book.due()
+    assert (first.accession, second.accession, first.attempts) == ("RIS-1", "RIS-2", 0)
+    book.later(first.id, "not in the PACS yet", delay_s=60)
+    assert [o.accession for o in book.due()] == ["RIS-2"]  # RIS-1 waits out its back-off
+    book.fetched(second.id, ["1.2.3"])
+    assert book.cancel("RIS-1") == 1 and book.cancel("RIS-1") == 0
+    book.expired(first.id, "too late")  # cancelled first: stays cancelled
+    assert book.take("RIS-1") == "queued"  # a new order once none waits
+    items, cursor = book.page(None, 2)
+    assert [(o["accession_number"], o["state"]) for o in items] == [
+        ("RIS-1", "waiting"), ("RIS-2", "fetched"),
+    ]  # fmt: skip
+    assert items[1]["study_instance_uids"] == ["1.2.3"] and items[1]["next_attempt_at"] is None
+    rest, end = book.page(cursor, 2)
+    assert [(o["state"], o["attempts"], o["last_error"]) for o in rest] == [
+        ("cancelled", 1, "not in the PACS yet"),
+    ]  # fmt: skip
+    assert end is None

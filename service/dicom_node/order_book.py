@@ -1,0 +1,137 @@
+"""The RIS's orders, kept in the job store's database (table `dicom_orders`): each waits until
+the order source holds the studies of its accession number, which are then fetched and
+classified like any study the node receives.
+
+An order is taken (and only then acknowledged) when it is committed; one for an accession
+number that already has an order waiting adds nothing; a cancel ends the waiting ones. An
+order still waiting `wait` after it came expires: its exam never reached the PACS."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.dicom_node.tables import OrderRow
+from service.jobs.store import utcnow
+from service.paging import newest_first, split_page
+
+Taken = Literal["queued", "duplicate"]
+
+
+@dataclass(frozen=True)
+class DueOrder:
+    id: int
+    accession: str
+    attempts: int
+    created_at: datetime
+
+
+class OrderBook:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._lock = threading.Lock()
+
+    def take(self, accession: str) -> Taken:
+        """Keep an order for `accession`, to be fetched at once (unless one is waiting)."""
+        with self._lock, self._sessions.begin() as session:
+            waiting = session.scalar(
+                select(OrderRow.id)
+                .where(OrderRow.accession == accession, OrderRow.state == "waiting")
+                .limit(1)
+            )
+            if waiting is not None:
+                return "duplicate"
+            now = utcnow()
+            session.add(
+                OrderRow(
+                    accession=accession,
+                    state="waiting",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            return "queued"
+
+    def cancel(self, accession: str) -> int:
+        """End the orders of `accession` still waiting; how many there were."""
+        with self._lock, self._sessions.begin() as session:
+            rows = session.scalars(
+                select(OrderRow).where(OrderRow.accession == accession, OrderRow.state == "waiting")
+            ).all()
+            for row in rows:
+                row.state, row.finished_at = "cancelled", utcnow()
+            return len(rows)
+
+    def due(self, limit: int = 10) -> list[DueOrder]:
+        """Waiting orders whose next attempt is due, oldest first."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(OrderRow)
+                .where(OrderRow.state == "waiting", OrderRow.next_attempt_at <= utcnow())
+                .order_by(OrderRow.next_attempt_at, OrderRow.id)
+                .limit(limit)
+            )
+            return [DueOrder(r.id, r.accession, r.attempts, _utc(r.created_at)) for r in rows]
+
+    def fetched(self, order_id: int, studies: list[str]) -> None:
+        self._finish(order_id, "fetched", studies=json.dumps(studies), last_error=None)
+
+    def expired(self, order_id: int, error: str) -> None:
+        self._finish(order_id, "expired", last_error=error[:255])
+
+    def later(self, order_id: int, error: str, delay_s: float) -> None:
+        """Not fetched this time (the study is not there yet, the source is away): try again."""
+        with self._lock, self._sessions.begin() as session:
+            row = session.get_one(OrderRow, order_id)
+            if row.state != "waiting":  # cancelled meanwhile
+                return
+            row.attempts += 1
+            row.last_error = error[:255]
+            row.next_attempt_at = utcnow() + timedelta(seconds=delay_s)
+
+    def _finish(self, order_id: int, state: str, **values: Any) -> None:
+        with self._lock, self._sessions.begin() as session:
+            row = session.get_one(OrderRow, order_id)
+            if row.state != "waiting":
+                return
+            row.state, row.finished_at = state, utcnow()
+            for name, value in values.items():
+                setattr(row, name, value)
+
+    def page(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Orders newest first, for the operators' view."""
+        query = newest_first(select(OrderRow), OrderRow.id, "orders", cursor, limit)
+        with Session(self.engine) as session:
+            rows, next_cursor = split_page(
+                list(session.scalars(query)), limit, "orders", lambda row: row.id
+            )
+            return [_view(row) for row in rows], next_cursor
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _view(row: OrderRow) -> dict[str, Any]:
+    def when(value: datetime | None) -> str | None:
+        return _utc(value).isoformat() if value is not None else None
+
+    return {
+        "id": row.id,
+        "accession_number": row.accession,
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "study_instance_uids": json.loads(row.studies) if row.studies else [],
+        "created_at": when(row.created_at),
+        "next_attempt_at": when(row.next_attempt_at) if row.state == "waiting" else None,
+        "finished_at": when(row.finished_at),
+    }

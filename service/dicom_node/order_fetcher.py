@@ -1,0 +1,81 @@
+"""The order fetcher: a thread that has the order source send the studies of each waiting
+order (C-FIND by accession number, then C-MOVE to the node), retried with back-off while the
+exam is not in the PACS yet (a RIS often orders before the images exist) or the source is
+away, until `SCANTUNE_DICOM_ORDER_WAIT_H` after the order came. A thread of its own, so a
+slow PACS never holds up the queue worker's deliveries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from service.dicom_node import metrics
+from service.dicom_node.order_book import DueOrder, OrderBook
+from service.dicom_node.peers import DicomSource
+from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed, Retriever
+from service.jobs.store import utcnow
+
+log = logging.getLogger("scantune.dicom")
+
+
+class OrderFetcher:
+    def __init__(
+        self,
+        book: OrderBook,
+        retriever: Retriever,
+        source: DicomSource,
+        *,
+        wait_h: float,
+        retry_first_s: float,
+        retry_max_s: float,
+    ) -> None:
+        self.book, self.retriever, self.source = book, retriever, source
+        self.wait = timedelta(hours=wait_h)
+        self.retry_first_s, self.retry_max_s = retry_first_s, retry_max_s
+        self.poll_s = min(1.0, retry_first_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hl7-order-fetcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                due = self.book.due()
+                for order in due:
+                    self.fetch(order)
+            except Exception as exc:  # the database away for a moment: carry on
+                log.error("order step failed: %s", type(exc).__name__)
+                due = []
+            if not due:
+                self._stop.wait(self.poll_s)
+
+    def fetch(self, order: DueOrder) -> None:
+        """One try at an order: fetched, tried again later, or expired past the wait."""
+        try:
+            found = self.retriever.retrieve(self.source, Asked(accession=order.accession))
+        except (NotHeld, RetrieveFailed) as exc:
+            why = str(exc) if isinstance(exc, RetrieveFailed) else "not in the PACS yet"
+            if utcnow() - order.created_at >= self.wait:
+                self.book.expired(order.id, why)
+                metrics.ORDERS.labels("expired").inc()
+                log.error("HL7 order %d expired unfetched: %s", order.id, why)
+                return
+            delay = min(self.retry_max_s, self.retry_first_s * 2 ** min(order.attempts, 30))
+            self.book.later(order.id, why, delay)
+            log.info("HL7 order %d not fetched (%s); again in %.0f s", order.id, why, delay)
+            return
+        self.book.fetched(order.id, found.studies)
+        metrics.ORDERS.labels("fetched").inc()
+        log.info(
+            "HL7 order %d: %d study(ies), %d instance(s) sent, %d failed",
+            order.id, len(found.studies), found.completed + found.warning, found.failed,
+        )  # fmt: skip

@@ -1,0 +1,114 @@
+"""Orders from the RIS: an MLLP listener (`SCANTUNE_DICOM_HL7_PORT`) that takes HL7 v2
+ORM^O01 messages from the senders in `SCANTUNE_DICOM_HL7_ALLOWED_HOSTS`, keeps each order in
+the order book and only then answers AA; the order fetcher then has the order source send the
+exam's studies (C-MOVE by accession number), which are classified and delivered like any.
+
+A connection from an address not allowed is closed before a byte is read. A message that is
+not ORM^O01 is answered AR, an order without an accession number AE, and one the database
+could not keep AE too (the engine sends it again). Several messages may come over one
+connection, as integration engines keep theirs open. By hand on the standard library's
+socketserver: hl7apy's MLLP server reads one message per connection and closes it, and takes
+no allow-list.
+"""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+import threading
+from typing import Any
+
+from service.dicom_node import metrics
+from service.dicom_node.mllp import END, START
+from service.dicom_node.order_book import OrderBook
+from service.dicom_node.scp import HostList
+from service.hospital.hl7_orders import AccessionField, Refused, build_ack, read_order
+
+log = logging.getLogger("scantune.dicom")
+MAX_MESSAGE = 1 << 20  # an order is a few kilobytes; a megabyte is a misbehaving peer
+
+
+class OrderListener:
+    def __init__(
+        self,
+        book: OrderBook,
+        senders: HostList,
+        field: AccessionField,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.book, self.senders, self.field, self.timeout_s = book, senders, field, timeout_s
+        self.server: socketserver.ThreadingTCPServer | None = None
+
+    def start(self, host: str, port: int) -> int:
+        """Listen in a thread of its own; returns the port (`port` 0 picks one)."""
+        listener = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                listener.serve(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = allow_reuse_address = True
+
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                if listener.senders.allows(str(client_address[0])):
+                    return True
+                metrics.ORDERS.labels("refused").inc()
+                log.warning("HL7 connection refused: the address is not an allowed sender")
+                return False
+
+        self.server = Server((host, port), Handler)
+        threading.Thread(target=self.server.serve_forever, name="hl7-orders", daemon=True).start()
+        return int(self.server.server_address[1])
+
+    @property
+    def listening(self) -> bool:
+        return self.server is not None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def serve(self, conn: Any) -> None:
+        """Answer each framed message on the connection until the sender closes it."""
+        conn.settimeout(self.timeout_s)
+        data = b""
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:  # a timeout included: the sender went quiet
+                return
+            if not chunk:
+                return
+            data += chunk
+            if len(data) > MAX_MESSAGE:
+                log.warning("HL7 message too long: connection closed")
+                return
+            while END in data:
+                frame, data = data.split(END, 1)
+                start = frame.find(START)
+                if start < 0:  # not MLLP
+                    return
+                conn.sendall(START + self.answer(frame[start + 1 :]) + END)
+
+    def answer(self, message: bytes) -> bytes:
+        """Take one message; its acknowledgement."""
+        try:
+            order = read_order(message, self.field)
+        except Refused as exc:
+            metrics.ORDERS.labels("refused").inc()
+            log.warning("HL7 message answered %s: %s", exc.code, exc)
+            return build_ack(exc.header, exc.code, str(exc))
+        try:
+            if order.cancels:
+                outcome = "cancelled" if self.book.cancel(order.accession) else "ignored"
+            else:
+                outcome = self.book.take(order.accession)
+        except Exception as exc:  # the database away: not taken, so not acknowledged AA
+            log.error("HL7 order not kept: %s", type(exc).__name__)
+            return build_ack(order.header, "AE", "the order could not be kept; send it again")
+        metrics.ORDERS.labels(outcome).inc()
+        log.info("HL7 order (%s): %s", order.control or "-", outcome)
+        return build_ack(order.header, "AA")

@@ -1,0 +1,124 @@
+"""Orders from a RIS as HL7 v2 ORM^O01 messages (parsed with hl7apy) and the acknowledgements
+the node answers them with.
+
+A RIS sends an ORM^O01 when an exam is ordered, scheduled or completed, and another with
+order control CA (or DC, OC) when it is called off. What the node needs of it is the order
+control (ORC-1) and the exam's accession number: in OBR-18 (placer field 1) as IHE Radiology
+carries it, or in the filler order number (OBR-3 or ORC-3) as many RIS do; the site says
+which. Messages are read tolerantly (any 2.x version, segments without their groups): RIS
+interfaces differ in what they fill, and only these fields matter here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from service.hospital.hl7v2 import escape
+
+AccessionField = Literal["OBR-18", "OBR-3", "ORC-3"]
+CANCELS = frozenset({"CA", "DC", "OC"})
+"""Order controls that call an order off: cancel, discontinue, order cancelled."""
+ACK_VERSION = "2.5.1"
+
+
+class Refused(Exception):
+    """The message is not an order the node can take: AR (not an order at all) or AE (an
+    order without what the node needs). The text names no patient data."""
+
+    def __init__(self, code: Literal["AR", "AE"], why: str, header: Header | None = None):
+        super().__init__(why)
+        self.code, self.header = code, header
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the acknowledgement answers: the sender, the message's control ID, its mode."""
+
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    processing_id: str
+
+
+@dataclass(frozen=True)
+class Order:
+    header: Header
+    control: str
+    accession: str
+
+    @property
+    def cancels(self) -> bool:
+        return self.control in CANCELS
+
+
+def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
+    """The ORM^O01 in `data` (ER7); Refused when it is none, or names no accession number."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.exceptions import HL7apyException
+    from hl7apy.parser import parse_message
+
+    text = data.decode("latin-1").replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    try:
+        msg = parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+        segments: dict[str, Any] = {}
+        for child in msg.children:
+            segments.setdefault(child.name, child)  # the first of each
+        msh = segments["MSH"]
+        header = Header(
+            sending_application=msh.msh_3.to_er7(),
+            sending_facility=msh.msh_4.to_er7(),
+            control_id=msh.msh_10.to_er7(),
+            processing_id=msh.msh_11.to_er7() or "P",
+        )
+        kind = "^".join(msh.msh_9.to_er7().split("^")[:2])
+    except (HL7apyException, KeyError, IndexError, ValueError, UnicodeError):
+        raise Refused("AR", "not a readable HL7 v2 message") from None
+    if kind != "ORM^O01":
+        raise Refused(
+            "AR", f"message type {kind or '(none)'} is not taken here (ORM^O01 is)", header
+        )
+    orc, obr = segments.get("ORC"), segments.get("OBR")
+    if orc is None:
+        raise Refused("AE", "the order has no ORC segment", header)
+    segment = obr if field.startswith("OBR") else orc
+    number = int(field.split("-")[1])
+    accession = ""
+    if segment is not None:
+        accession = getattr(segment, f"{segment.name.lower()}_{number}").to_er7().split("^")[0]
+    if not accession.strip():
+        raise Refused("AE", f"the order has no accession number in {field}", header)
+    return Order(header, orc.orc_1.to_er7().strip().upper(), accession.strip())
+
+
+def build_ack(header: Header | None, code: str, why: str = "") -> bytes:
+    """The general acknowledgement (ACK) of a message: MSA-1 `code`, MSA-2 its control ID,
+    MSA-3 and an ERR segment saying why when it is not AA."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.core import Message
+
+    ack = Message("ACK", version=ACK_VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
+    ack.msh.msh_3 = "SCANTUNE"
+    if header is not None:
+        if header.sending_application:
+            ack.msh.msh_5 = header.sending_application
+        if header.sending_facility:
+            ack.msh.msh_6 = header.sending_facility
+    ack.msh.msh_7 = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    ack.msh.msh_9 = "ACK^O01^ACK"
+    control = header.control_id if header is not None else ""
+    ack.msh.msh_10 = "A" + hashlib.sha256(f"{control}{code}".encode()).hexdigest()[:19].upper()
+    ack.msh.msh_11 = (header.processing_id if header is not None else "") or "P"
+    ack.msa.msa_1 = code
+    if control:
+        ack.msa.msa_2 = control
+    if why:
+        ack.msa.msa_3 = escape(why)[:80]
+        err = ack.add_segment("ERR")
+        unsupported = "200^Unsupported message type^HL70357"
+        err.err_3 = "207^Application internal error^HL70357" if code == "AE" else unsupported
+        err.err_4 = "E"
+        err.err_8 = escape(why)
+    return (str(ack.to_er7()) + "\r").encode()
