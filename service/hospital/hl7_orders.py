@@ -22,6 +22,7 @@ AccessionField = Literal["OBR-18", "OBR-3", "ORC-3"]
 CANCELS = frozenset({"CA", "DC", "OC"})
 """Order controls that call an order off: cancel, discontinue, order cancelled."""
 ACK_VERSION = "2.5.1"
+ACCESSION_LENGTH = 16  # DICOM's Accession Number is SH: what the PACS is asked for by it
 
 
 class Refused(Exception):
@@ -88,9 +89,12 @@ def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
     accession = ""
     if segment is not None:
         accession = getattr(segment, f"{segment.name.lower()}_{number}").to_er7().split("^")[0]
-    if not accession.strip():
+    accession = accession.strip()
+    if not accession:
         raise Refused("AE", f"the order has no accession number in {field}", header)
-    return Order(header, orc.orc_1.to_er7().strip().upper(), accession.strip())
+    if len(accession) > ACCESSION_LENGTH or "\\" in accession:  # not a DICOM SH value
+        raise Refused("AE", f"the accession number in {field} is not one DICOM can hold", header)
+    return Order(header, orc.orc_1.to_er7().strip().upper(), accession)
 
 
 def build_ack(header: Header | None, code: str, why: str = "") -> bytes:

@@ -40,6 +40,7 @@ def test_an_order_gives_its_control_and_accession_number_where_the_site_keeps_it
         (orm().replace(b"ORM^O01^ORM_O01", b"ADT^A01^ADT_A01"), "AR", "ADT^A01 is not taken"),
         (b"hello", "AR", "not a readable HL7 v2 message"),
         (orm(obr18=""), "AE", "no accession number in OBR-18"),
+        (orm(obr18="R" * 17), "AE", "not one DICOM can hold"),
         (orm().split(b"ORC")[0], "AE", "no ORC segment"),
     ],
 )
