@@ -1,6 +1,6 @@
-"""`scantune series list|show|send-now|retrieve`: what the DICOM node did with each series it
-received (its classification, each delivery of its result and the last errors), and having it
-fetch a study from a PACS, over the node's API."""
+"""`scantune series list|show|send-now|retrieve|orders`, over the node's API: what the DICOM
+node did with each series it received (its classification, each delivery of its result and the
+last errors), having it fetch a study from a PACS, and the RIS's orders."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def register(subparsers: Any) -> None:
         sub, "retrieve", "have the node fetch a study from a PACS (scope series:retrieve)",
         run_retrieve, timeout=300.0,  # the answer waits for the PACS to send the whole study
     )  # fmt: skip
+    orders = _add(sub, "orders", "the RIS's orders, newest first (scope series:read)", run_orders)
+    orders.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
     which = fetch.add_mutually_exclusive_group(required=True)
     which.add_argument("study", metavar="STUDY_UID", nargs="?", help="the Study Instance UID")
     which.add_argument("--accession", metavar="NUMBER", help="the studies of this accession number")
@@ -85,6 +87,22 @@ def run_show(args: argparse.Namespace, api: ApiClient) -> int:
 
 def run_send(args: argparse.Namespace, api: ApiClient) -> int:
     return _print(api.json("POST", f"/v1/series/{args.id}/send-now"), args.json)
+
+
+def run_orders(args: argparse.Namespace, api: ApiClient) -> int:
+    body = api.json("GET", "/v1/orders", params={"limit": args.limit})
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return OK
+    print(f"{'ID':>6}  {'ACCESSION':16}  {'STATE':9}  {'TRIES':>5}  {'RECEIVED (UTC)':19}  STUDIES")
+    for o in body["items"]:
+        received = (o["created_at"] or "")[:19].replace("T", " ")
+        studies = ", ".join(o["study_instance_uids"]) or (o["last_error"] or "-")
+        print(
+            f"{o['id']:>6}  {o['accession_number']:16}  {o['state']:9}  {o['attempts']:>5}"
+            f"  {received:19}  {studies}"
+        )
+    return OK
 
 
 def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:

@@ -125,6 +125,13 @@ def forward_series() -> Response:
     return _relayed(node.series(request.args.to_dict(), key=presented_key()))
 
 
+@bp.get("/api/orders")
+@require("series:read")
+def forward_orders() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.orders(request.args.to_dict(), key=presented_key()))
+
+
 @bp.post("/api/series/<int:series_id>/send-now")
 @require("admin")
 def forward_send_now(series_id: int) -> Response:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 
+from service.cli import main
 from service.dicom_node.mllp import MllpError, exchange
 from service.hospital.hl7v2 import parse_ack
 from tests.conftest import free_port
@@ -56,7 +57,7 @@ def send(node: Gunicorn, message: bytes) -> str:
 
 
 def test_an_order_fetches_its_exam_and_the_result_reaches_the_pacs(
-    node: Gunicorn, orthanc: Orthanc
+    node: Gunicorn, orthanc: Orthanc, capsys: pytest.CaptureFixture[str]
 ) -> None:
     study = make_study(2)
     for ds in study:
@@ -68,6 +69,10 @@ def test_an_order_fetches_its_exam_and_the_result_reaches_the_pacs(
     assert referenced(reports[0]) == {ds.SOPInstanceUID for ds in study}
     (order,) = of(node, "RIS-7")
     assert (order["state"], order["study_instance_uids"]) == ("fetched", [uid])
+    assert main(["series", "orders", "--url", node.url, "--api-key", OPS_KEY]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["ID", "ACCESSION", "STATE"]
+    assert line.split()[1:4] == ["RIS-7", "fetched", "0"] and line.endswith(uid)
     assert node.metric("scantune_dicom_orders_total", outcome="fetched") == 1
 
 

@@ -20,10 +20,13 @@ import pytest
 import requests
 
 from service.auth import hash_key
+from service.dicom_node.mllp import exchange
+from service.hospital.hl7v2 import parse_ack
 from service.scopes import SCOPE_NAMES
 from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
 from tests.dicom_node.parts import PACS_AE, Orthanc, make_study
 from tests.dicom_node.test_app import encoded, multipart
+from tests.hospital.test_hl7_orders import orm
 from tests.training_api.conftest import publish_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -93,7 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     inference, inference_url = start("service.inference:create_app()", inference_env, tmp / "i.log")
     (tmp / "m-node").mkdir()
     down = free_port()  # nothing listens there
-    node_dicom_port = free_port()
+    node_dicom_port, hl7_port = free_port(), free_port()
     pacs = Orthanc(tmp / "orthanc", node_dicom_port).start()
     node_env = {
         **base,
@@ -104,6 +107,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             [{"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}]
         ),
         "SCANTUNE_DICOM_ALLOWED_CALLERS": json.dumps([{"ae_title": PACS_AE, "host": "127.0.0.1"}]),
+        "SCANTUNE_DICOM_HL7_PORT": str(hl7_port),  # the RIS's orders
+        "SCANTUNE_DICOM_HL7_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
+        "SCANTUNE_DICOM_ORDER_SOURCE": "pacs",
         "SCANTUNE_INFERENCE_URL": inference_url,
         "SCANTUNE_DICOM_INFERENCE_API_KEY": ADMIN,
         "SCANTUNE_DICOM_ROUTES": json.dumps([{"model": MODEL, "alias": "staging"}]),
@@ -144,6 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "inference": inference_url,
             "node": node_url,
             "pacs": pacs.url,
+            "hl7_port": str(hl7_port),
             "artifacts": str(tmp / "artifacts"),
         }
     finally:
@@ -376,6 +383,15 @@ def test_dashboard_end_to_end(
     fetched.first.wait_for()
     assert fetched.count() == 1 and prior[0].StudyInstanceUID in fetched.inner_text()
     assert page.input_value("#s-study") == prior[0].StudyInstanceUID
+    # the RIS orders an exam by its accession number: the page lists the order, then fetched
+    ordered = make_study(1)
+    ordered[0].AccessionNumber = "RIS-DASH"
+    stored = requests.post(f"{stack['pacs']}/instances", data=encoded(ordered[0]), timeout=10)
+    stored.raise_for_status()
+    ack = exchange("127.0.0.1", int(stack["hl7_port"]), orm(obr18="RIS-DASH"), timeout_s=30)
+    assert parse_ack(ack).code == "AA"
+    page.locator("[data-testid=order-row][data-state=fetched]").wait_for(timeout=30_000)
+    assert ordered[0].StudyInstanceUID in page.inner_text("[data-testid=orders]")
     page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
     page.get_by_role("button", name="Fetch").click()
     page.wait_for_selector("#notice:has-text('the sources: pacs')")

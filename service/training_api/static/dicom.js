@@ -74,6 +74,32 @@ async function load(append) {
   document.getElementById("series-older").hidden = !cursor;
 }
 
+const ORDER_COLUMNS = ["Received", "Accession number", "State", "Tries", "Studies fetched"];
+
+function orderRow(o) {
+  const why = o.last_error && o.state !== "fetched" ? el("div", { class: "muted", text: `last: ${o.last_error}` }) : null;
+  const studies = o.study_instance_uids.length ? el("ul", { class: "plain" }, o.study_instance_uids.map((uid) => el("li", {}, el("code", { text: uid })))) : "–";
+  return el(
+    "tr",
+    { "data-testid": "order-row", "data-state": o.state },
+    el("td", { text: age(o.created_at) }),
+    el("th", { scope: "row" }, el("code", { text: o.accession_number })),
+    el("td", {}, el("span", { class: `status ${o.state === "fetched" ? "succeeded" : o.state === "expired" ? "failed" : ""}`, text: o.state }), why),
+    el("td", { text: String(o.attempts) }),
+    el("td", {}, studies),
+  );
+}
+
+// The RIS's orders (HL7 ORM^O01), newest first; shown only where the node has taken any.
+async function loadOrders() {
+  const page = await api("/ui/api/orders?limit=20");
+  const root = document.getElementById("orders");
+  document.getElementById("orders-heading").hidden = !page.items.length;
+  if (!page.items.length) return root.replaceChildren();
+  const body = tableBody(root, ORDER_COLUMNS, "Orders from the RIS, newest first", false);
+  body.append(...page.items.map(orderRow));
+}
+
 // The first pages again (as many as were shown), so a refresh keeps what the user paged to.
 async function reload() {
   cursor = null;
@@ -141,5 +167,6 @@ setup(async (scopes) => {
   });
   every(5000, async () => {
     await reload(); // series move on their own: received, classified, delivered
+    await loadOrders();
   }); // a tick that returns nothing goes on
 });
