@@ -77,6 +77,11 @@ class DicomNodeSettings(CommonSettings):
         le=65535,
         description="MLLP port taking the RIS's orders (HL7 ORM^O01); none: no orders.",
     )
+    dicom_hl7_tls: bool = Field(
+        default=False,
+        description="MLLP over TLS on the HL7 port, with the node's certificate (and, given"
+        " dicom_tls_ca_file, senders must present a certificate it signed).",
+    )
     dicom_hl7_allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Addresses (or host names) that may send orders; empty: nobody.",
@@ -168,6 +173,8 @@ class DicomNodeSettings(CommonSettings):
             raise ValueError("dicom_tls_cert_file and dicom_tls_key_file go together")
         if self.dicom_tls_port is not None and self.dicom_tls_cert_file is None:
             raise ValueError("dicom_tls_port needs dicom_tls_cert_file and dicom_tls_key_file")
+        if self.dicom_hl7_tls and self.dicom_tls_cert_file is None:
+            raise ValueError("dicom_hl7_tls needs dicom_tls_cert_file and dicom_tls_key_file")
         if self.dicom_tls_port == self.dicom_port != 0:
             raise ValueError("dicom_tls_port must differ from dicom_port")
         self.dicom_server_tls()

@@ -71,7 +71,8 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     if settings.dicom_hl7_port is not None:
         hosts = HostList(settings.dicom_hl7_allowed_hosts)
         field = settings.dicom_order_accession_field
-        node.order_listener = OrderListener(node.orders, hosts, field)
+        tls = settings.dicom_server_tls() if settings.dicom_hl7_tls else None
+        node.order_listener = OrderListener(node.orders, hosts, field, tls)
         source = next(s for s in settings.dicom_sources if s.name == settings.dicom_order_source)
         node.order_fetcher = OrderFetcher(
             node.orders, retriever, source, wait_h=settings.dicom_order_wait_h,
@@ -98,6 +99,8 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
     add_readiness_check(app, "database", lambda: _ping(node.queue))
     add_readiness_check(app, "dicom", lambda: _listening(node))
+    if node.order_listener is not None:
+        add_readiness_check(app, "hl7", lambda: _taking_orders(node))
     if start:
         start_node(node)
     return app
@@ -143,6 +146,11 @@ def stop_node(node: NodeServices) -> None:
 def _ping(queue: WorkQueue) -> None:
     with queue.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+def _taking_orders(node: NodeServices) -> None:
+    if node.order_listener is None or not node.order_listener.listening:
+        raise RuntimeError("the HL7 order listener is not listening")
 
 
 def _listening(node: NodeServices) -> None:

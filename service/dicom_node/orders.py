@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socketserver
+import ssl
 import threading
 from typing import Any
 
@@ -34,9 +35,11 @@ class OrderListener:
         book: OrderBook,
         senders: HostList,
         field: AccessionField,
+        tls: ssl.SSLContext | None = None,
         timeout_s: float = 60.0,
     ) -> None:
         self.book, self.senders, self.field, self.timeout_s = book, senders, field, timeout_s
+        self.tls = tls
         self.server: socketserver.ThreadingTCPServer | None = None
 
     def start(self, host: str, port: int) -> int:
@@ -45,7 +48,16 @@ class OrderListener:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                listener.serve(self.request)
+                conn = self.request
+                if listener.tls is not None:
+                    conn.settimeout(listener.timeout_s)
+                    try:  # a plain or untrusted sender fails here, before a byte is read
+                        conn = listener.tls.wrap_socket(conn, server_side=True)
+                    except (OSError, ssl.SSLError) as exc:
+                        metrics.ORDERS.labels("refused").inc()
+                        log.warning("HL7 TLS handshake failed: %s", type(exc).__name__)
+                        return
+                listener.serve(conn)
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = allow_reuse_address = True

@@ -206,6 +206,9 @@ def test_the_schema_refuses_half_a_destination(helm: Any, render: Render) -> Non
         with pytest.raises(helm.HelmValuesError, match="destinations/0"):
             render({**NODE, "dicomNode": {**NODE["dicomNode"], "destinations": [wrong]}})
     assert len(find(render(NODE), "Deployment")) == 3
+    plain_node = {**NODE["dicomNode"], "orders": {"enabled": True, "source": "pacs", "tls": True}}
+    with pytest.raises(helm.HelmRenderError, match=r"dicomNode\.orders\.tls needs"):
+        render({**NODE, "dicomNode": plain_node})  # TLS for orders, and no certificate
     sourceless = {**NODE["dicomNode"], "orders": {"enabled": True}}  # fetched from where?
     with pytest.raises(helm.HelmRenderError, match=r"dicomNode\.orders\.source names"):
         render({**NODE, "dicomNode": sourceless})
@@ -261,7 +264,8 @@ def test_a_tls_port_of_its_own_is_served_beside_the_plain_one(
     render: Render, validate: Any
 ) -> None:
     tls = {"secretName": "dicom-node-tls", "port": 2762}
-    manifests = render({**NODE, "dicomNode": {**NODE["dicomNode"], "tls": tls}})
+    orders = {**NODE["dicomNode"]["orders"], "tls": True}  # the RIS's orders over TLS too
+    manifests = render({**NODE, "dicomNode": {**NODE["dicomNode"], "tls": tls, "orders": orders}})
     for manifest in manifests:
         validate(manifest, KUBE_VERSIONS[-1])
     dep = deployment(manifests, "dicom")
@@ -277,7 +281,7 @@ def test_a_tls_port_of_its_own_is_served_beside_the_plain_one(
     assert ports["dicom-tls"] == (2762, "dicom-tls") and ports["dicom"] == (104, "dicom")
     env = container_env(manifests, container)
     assert_settings_fields(env, DicomNodeSettings, "dicom container")
-    assert env["SCANTUNE_DICOM_TLS_PORT"] == "2762"
+    assert env["SCANTUNE_DICOM_TLS_PORT"] == "2762" and env["SCANTUNE_DICOM_HL7_TLS"] == "true"
     no_secret = render({**NODE, "dicomNode": {**NODE["dicomNode"], "tls": {"port": 2762}}})
     (plain,) = deployment(no_secret, "dicom")["spec"]["template"]["spec"]["containers"]
     assert "dicom-tls" not in {p["name"] for p in plain["ports"]}

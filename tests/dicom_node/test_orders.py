@@ -101,6 +101,8 @@ def test_an_order_for_an_exam_not_in_the_pacs_yet_waits_for_it(
 
 
 def test_what_is_not_an_order_is_answered_and_strangers_are_not(node: Gunicorn) -> None:
+    ready = requests.get(f"{node.url}/readyz", timeout=10).json()
+    assert ready["checks"]["hl7"] == "ok"
     adt = orm().replace(b"ORM^O01^ORM_O01", b"ADT^A08^ADT_A01")
     assert send(node, adt) == "AR"
     assert send(node, orm(obr18="")) == "AE"

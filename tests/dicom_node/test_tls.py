@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
@@ -219,3 +220,28 @@ def test_a_half_given_or_unreadable_tls_setting_stops_the_node_at_start(
     values = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in settings.items()}
     with pytest.raises(ValueError, match=says):
         DicomNodeSettings(**values)
+
+
+def test_orders_over_tls_are_taken_and_plain_ones_are_not(
+    tls_node: Callable[..., Any], hospital_ca: HospitalCA
+) -> None:
+    from service.dicom_node.mllp import MllpError, exchange
+    from service.hospital.hl7v2 import parse_ack
+    from tests.hospital.test_hl7_orders import orm
+
+    pacs = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}
+    node = tls_node(
+        DICOM_SOURCES=json.dumps([pacs]),
+        DICOM_HL7_PORT="0",
+        DICOM_HL7_ALLOWED_HOSTS='["127.0.0.1"]',
+        DICOM_HL7_TLS="true",
+        DICOM_ORDER_SOURCE="pacs",
+    )
+    with pytest.raises((MllpError, OSError)):  # plain MLLP is not understood
+        exchange("127.0.0.1", node.hl7_port, orm(obr18="RIS-1"), timeout_s=5)
+    trusting = ssl.create_default_context(cafile=hospital_ca.pem_file)
+    ack = exchange("localhost", node.hl7_port, orm(obr18="RIS-2"), timeout_s=10, tls=trusting)
+    assert parse_ack(ack).code == "AA"
+    assert [o["accession_number"] for o in node.orders.page(None, 10)[0]] == ["RIS-2"]
+    with pytest.raises(ValidationError, match="dicom_hl7_tls needs dicom_tls_cert_file"):
+        DicomNodeSettings(dicom_hl7_tls=True, dicom_tls_cert_file=None, dicom_tls_key_file=None)
