@@ -64,8 +64,7 @@ def _add(
 def run_list(args: argparse.Namespace, api: ApiClient) -> int:
     query = {"state": args.state, "study_instance_uid": args.study, "limit": args.limit}
     body = api.json("GET", "/v1/series", params={k: v for k, v in query.items() if v})
-    if args.json:
-        print(json.dumps(body, indent=2))
+    if printed_raw(body, args.json):
         return OK
     print(f"{'ID':>6}  {'STATE':11}  {'MODEL':24}  {'INST':>4}  {'RECEIVED (UTC)':19}  DELIVERIES")
     for s in body["items"]:
@@ -91,8 +90,7 @@ def run_send(args: argparse.Namespace, api: ApiClient) -> int:
 
 def run_orders(args: argparse.Namespace, api: ApiClient) -> int:
     body = api.json("GET", "/v1/orders", params={"limit": args.limit})
-    if args.json:
-        print(json.dumps(body, indent=2))
+    if printed_raw(body, args.json):
         return OK
     print(f"{'ID':>6}  {'ACCESSION':16}  {'STATE':9}  {'TRIES':>5}  {'RECEIVED (UTC)':19}  STUDIES")
     for o in body["items"]:
@@ -112,8 +110,7 @@ def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:
     )  # fmt: skip
     asked = {"source": args.source, **{k: v for k, v in fields if v}}
     body = api.json("POST", "/v1/retrievals", json=asked)
-    if args.json:
-        print(json.dumps(body, indent=2))
+    if printed_raw(body, args.json):
         return OK
     sent = body["completed"] + body["warning"]
     print(f"{args.source} sent {sent} instance(s), {body['failed']} failed; follow them with:")
@@ -122,9 +119,15 @@ def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:
     return OK
 
 
-def _print(series: dict[str, Any], raw: bool) -> int:
+def printed_raw(body: Any, raw: bool) -> bool:
+    """With --json, print the API's answer as it came; whether it was."""
     if raw:
-        print(json.dumps(series, indent=2))
+        print(json.dumps(body, indent=2))
+    return raw
+
+
+def _print(series: dict[str, Any], raw: bool) -> int:
+    if printed_raw(series, raw):
         return OK
     for label, key in (
         ("series", "id"), ("state", "state"), ("study", "study_instance_uid"),

@@ -135,8 +135,12 @@ class DicomNodeSettings(CommonSettings):
         default=60.0, gt=0, description="Time limit of one classification request."
     )
 
+    def source(self, name: str) -> DicomSource | None:
+        """The source of that name in dicom_sources, if any."""
+        return next((s for s in self.dicom_sources if s.name == name), None)
+
     @model_validator(mode="after")
-    def _routes_name_destinations(self) -> DicomNodeSettings:
+    def _peer_names_agree(self) -> DicomNodeSettings:
         """Each destination is one place (its key and name given once), each source name is
         one PACS, and a route names only destinations there are: a typo would otherwise send
         results nowhere."""

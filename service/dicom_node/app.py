@@ -73,10 +73,11 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         field = settings.dicom_order_accession_field
         tls = settings.dicom_server_tls() if settings.dicom_hl7_tls else None
         node.order_listener = OrderListener(node.orders, hosts, field, tls)
-        source = next(s for s in settings.dicom_sources if s.name == settings.dicom_order_source)
+        source = settings.source(str(settings.dicom_order_source))
+        assert source is not None  # the settings' check: the order source is a source
         node.order_fetcher = OrderFetcher(
-            node.orders, retriever, source, wait_h=settings.dicom_order_wait_h,
-            retry_first_s=settings.dicom_retry_first_s, retry_max_s=settings.dicom_retry_max_s,
+            node.orders, retriever, source,
+            wait_h=settings.dicom_order_wait_h, backoff=worker.backoff,
         )  # fmt: skip
     return node
 

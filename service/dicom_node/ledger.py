@@ -4,6 +4,7 @@ first. Reads only; what changes the queue is `WorkQueue`'s."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -64,8 +65,8 @@ def _views(session: Session, rows: list[SeriesRow]) -> list[dict[str, Any]]:
                 "state": d.state,
                 "attempts": d.attempts,
                 "last_error": d.last_error,
-                "next_attempt_at": _time(d.next_attempt_at) if d.state == "pending" else None,
-                "delivered_at": _time(d.delivered_at),
+                "next_attempt_at": iso_time(d.next_attempt_at) if d.state == "pending" else None,
+                "delivered_at": iso_time(d.delivered_at),
             }
         )
     return [_view(row, int(counts.get(row.id, 0)), deliveries[row.id]) for row in rows]
@@ -86,13 +87,14 @@ def _view(row: SeriesRow, instances: int, deliveries: list[dict[str, Any]]) -> d
         "result_sop_instance_uid": row.result_uid,
         "attempts": row.attempts,
         "last_error": row.last_error or None,
-        "created_at": _time(row.created_at),
-        "last_instance_at": _time(row.last_instance_at),
-        "finished_at": _time(row.finished_at),
+        "created_at": iso_time(row.created_at),
+        "last_instance_at": iso_time(row.last_instance_at),
+        "finished_at": iso_time(row.finished_at),
         "deliveries": deliveries,
     }
 
 
-def _time(value: Any) -> str | None:
+def iso_time(value: datetime | None) -> str | None:
+    """A stored time as ISO 8601 in UTC (None stays None)."""
     at = as_utc(value)
     return at.isoformat() if at is not None else None

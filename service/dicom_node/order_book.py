@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.dicom_node.ledger import iso_time
 from service.dicom_node.tables import OrderRow
-from service.jobs.store import utcnow
+from service.jobs.store import as_utc, utcnow
 from service.paging import newest_first, split_page
 
 Taken = Literal["queued", "duplicate"]
@@ -79,7 +80,7 @@ class OrderBook:
                 .order_by(OrderRow.next_attempt_at, OrderRow.id)
                 .limit(limit)
             )
-            return [DueOrder(r.id, r.accession, r.attempts, _utc(r.created_at)) for r in rows]
+            return [DueOrder(r.id, r.accession, r.attempts, as_utc(r.created_at)) for r in rows]
 
     def fetched(self, order_id: int, studies: list[str]) -> None:
         self._finish(order_id, "fetched", studies=json.dumps(studies), last_error=None)
@@ -116,14 +117,7 @@ class OrderBook:
             return [_view(row) for row in rows], next_cursor
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _view(row: OrderRow) -> dict[str, Any]:
-    def when(value: datetime | None) -> str | None:
-        return _utc(value).isoformat() if value is not None else None
-
     return {
         "id": row.id,
         "accession_number": row.accession,
@@ -131,7 +125,7 @@ def _view(row: OrderRow) -> dict[str, Any]:
         "attempts": row.attempts,
         "last_error": row.last_error,
         "study_instance_uids": json.loads(row.studies) if row.studies else [],
-        "created_at": when(row.created_at),
-        "next_attempt_at": when(row.next_attempt_at) if row.state == "waiting" else None,
-        "finished_at": when(row.finished_at),
+        "created_at": iso_time(row.created_at),
+        "next_attempt_at": iso_time(row.next_attempt_at) if row.state == "waiting" else None,
+        "finished_at": iso_time(row.finished_at),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from service.dicom_node import metrics
@@ -27,13 +28,13 @@ class OrderFetcher:
         source: DicomSource,
         *,
         wait_h: float,
-        retry_first_s: float,
-        retry_max_s: float,
+        backoff: Callable[[int], float],
     ) -> None:
+        """`backoff`: the delay after so many failed tries (the queue worker's, so orders and
+        deliveries are retried alike)."""
         self.book, self.retriever, self.source = book, retriever, source
-        self.wait = timedelta(hours=wait_h)
-        self.retry_first_s, self.retry_max_s = retry_first_s, retry_max_s
-        self.poll_s = min(1.0, retry_first_s)
+        self.wait, self.backoff = timedelta(hours=wait_h), backoff
+        self.poll_s = min(1.0, backoff(0))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -69,7 +70,7 @@ class OrderFetcher:
                 metrics.ORDERS.labels("expired").inc()
                 log.error("HL7 order %d expired unfetched: %s", order.id, why)
                 return
-            delay = min(self.retry_max_s, self.retry_first_s * 2 ** min(order.attempts, 30))
+            delay = self.backoff(order.attempts)
             self.book.later(order.id, why, delay)
             log.info("HL7 order %d not fetched (%s); again in %.0f s", order.id, why, delay)
             return

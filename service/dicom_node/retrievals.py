@@ -53,10 +53,10 @@ class RetrievalRequest(BaseModel):
 def retrieve() -> Response:
     asked = parse_body(RetrievalRequest)
     node = current_app.extensions["scantune.dicom"]
-    sources = {s.name: s for s in node.settings.dicom_sources}
-    source = sources.get(asked.source)
+    source = node.settings.source(asked.source)
     if source is None:
-        known = ", ".join(sorted(sources)) or "none is configured (SCANTUNE_DICOM_SOURCES)"
+        names = sorted(s.name for s in node.settings.dicom_sources)
+        known = ", ".join(names) or "none is configured (SCANTUNE_DICOM_SOURCES)"
         raise InvalidRequest(
             f"no source named '{asked.source}'; the sources: {known}",
             errors=[{"loc": "body/source", "msg": "unknown source", "type": "value_error"}],
