@@ -75,6 +75,15 @@ def send(port: int, datasets: list[Dataset], ae_title: str = MODALITY_AE, **kw: 
         assoc.release()
 
 
+def store_in_pacs(url: str, datasets: list[Dataset]) -> None:
+    """Store each data set in the Orthanc at `url` through its REST API, as if a modality had
+    sent it there."""
+    for ds in datasets:
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        requests.post(f"{url}/instances", data=out.getvalue(), timeout=10).raise_for_status()
+
+
 class Orthanc:
     """Orthanc as a plain process on loopback ports; stop and start keep its storage."""
 

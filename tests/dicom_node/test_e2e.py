@@ -21,6 +21,7 @@ from tests.dicom_node.parts import (
     Orthanc,
     make_study,
     send,
+    store_in_pacs,
     wait_until,
 )
 
@@ -163,8 +164,7 @@ def test_the_pacs_routes_a_study_to_the_node_and_stow_rs_clients_send_over_http(
 
     # Orthanc holds a study and sends it to its "scantune" modality, as a routing rule would.
     pacs_study = make_study(2)
-    for ds in pacs_study:
-        requests.post(f"{orthanc.url}/instances", data=_file(ds), timeout=10).raise_for_status()
+    store_in_pacs(orthanc.url, pacs_study)
     orthanc_id = requests.post(
         f"{orthanc.url}/tools/lookup", data=pacs_study[0].StudyInstanceUID, timeout=10
     ).json()[0]["ID"]
@@ -184,14 +184,6 @@ def test_the_pacs_routes_a_study_to_the_node_and_stow_rs_clients_send_over_http(
         sr = one_report(orthanc, study, QUIET_S + SLACK_S)
         assert referenced(sr) == {ds.SOPInstanceUID for ds in study}
     assert node.metric("scantune_dicom_instances_received_total", via="stow") == 3
-
-
-def _file(ds: Dataset) -> bytes:
-    import io
-
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def test_results_go_by_stow_rs_with_the_authorization_from_its_file(

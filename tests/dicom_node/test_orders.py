@@ -17,9 +17,15 @@ from service.dicom_node.mllp import MllpError, exchange
 from service.hospital.hl7v2 import parse_ack
 from tests.conftest import free_port
 from tests.dicom_node.conftest import OPS_KEY
-from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, wait_until
+from tests.dicom_node.parts import (
+    PACS_AE,
+    Gunicorn,
+    Orthanc,
+    make_study,
+    store_in_pacs,
+    wait_until,
+)
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S, referenced
-from tests.dicom_node.test_retrieve import stored_in
 from tests.hospital.test_hl7_orders import orm
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -62,7 +68,7 @@ def test_an_order_fetches_its_exam_and_the_result_reaches_the_pacs(
     study = make_study(2)
     for ds in study:
         ds.AccessionNumber = "RIS-7"
-    stored_in(orthanc, study)
+    store_in_pacs(orthanc.url, study)
     assert send(node, orm(obr18="RIS-7")) == "AA"
     uid = study[0].StudyInstanceUID
     reports = wait_until(lambda: orthanc.reports(uid), QUIET_S + SLACK_S, "the SR reaches Orthanc")
@@ -88,7 +94,7 @@ def test_an_order_for_an_exam_not_in_the_pacs_yet_waits_for_it(
     assert (waiting[0]["state"], waiting[0]["last_error"]) == ("waiting", "not in the PACS yet")
     study = make_study(1)
     study[0].AccessionNumber = "RIS-8"
-    stored_in(orthanc, study)  # the exam reaches the PACS
+    store_in_pacs(orthanc.url, study)  # the exam reaches the PACS
     wait_until(lambda: orthanc.reports(study[0].StudyInstanceUID), SLACK_S * 2, "its SR")
     assert of(node, "RIS-8")[0]["state"] == "fetched"
 

@@ -20,9 +20,9 @@ from tests.dicom_node.parts import (
     Gunicorn,
     Orthanc,
     make_study,
+    store_in_pacs,
     wait_until,
 )
-from tests.dicom_node.test_app import encoded
 from tests.dicom_node.test_contract import SCHEMA
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S, referenced
 
@@ -44,11 +44,6 @@ def retrieve(node: Gunicorn, key: str = RETRIEVE_KEY, **body: Any) -> requests.R
     )
 
 
-def stored_in(orthanc: Orthanc, study: list[Any]) -> None:
-    for ds in study:
-        requests.post(f"{orthanc.url}/instances", data=encoded(ds), timeout=10).raise_for_status()
-
-
 def source(orthanc: Orthanc) -> dict[str, Any]:
     return {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
 
@@ -60,7 +55,7 @@ def test_a_study_the_pacs_holds_is_fetched_classified_and_its_result_sent_back(
     prior, other = make_study(2, series=2), make_study(1)
     for ds in other:
         ds.AccessionNumber = "RIS-2046"  # as the RIS knows the exam
-    stored_in(orthanc, prior + other)
+    store_in_pacs(orthanc.url, prior + other)
 
     answer = retrieve(node, source="pacs", study_instance_uid=prior[0].StudyInstanceUID)
     assert answer.status_code == 200, answer.text
@@ -131,7 +126,7 @@ def test_the_caller_is_told_what_to_fix_when_a_retrieval_cannot_happen(
         api_keys=KEYS,
     ).start()
     study = make_study(1)
-    stored_in(orthanc, study)
+    store_in_pacs(orthanc.url, study)
     uid = study[0].StudyInstanceUID
 
     refused = retrieve(node, source="pacs", study_instance_uid=uid)

@@ -24,7 +24,7 @@ from service.dicom_node.mllp import exchange
 from service.hospital.hl7v2 import parse_ack
 from service.scopes import SCOPE_NAMES
 from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
-from tests.dicom_node.parts import PACS_AE, Orthanc, make_study
+from tests.dicom_node.parts import PACS_AE, Orthanc, make_study, store_in_pacs
 from tests.dicom_node.test_app import encoded, multipart
 from tests.hospital.test_hl7_orders import orm
 from tests.training_api.conftest import publish_version
@@ -372,9 +372,7 @@ def test_dashboard_end_to_end(
 
     # a study the PACS holds, fetched from the page: the list then shows that study's series
     prior = make_study(2)
-    for ds in prior:
-        stored = requests.post(f"{stack['pacs']}/instances", data=encoded(ds), timeout=10)
-        stored.raise_for_status()
+    store_in_pacs(stack["pacs"], prior)
     page.fill("#r-source", "pacs")
     page.fill("#r-study", prior[0].StudyInstanceUID)
     page.get_by_role("button", name="Fetch").click()
@@ -386,8 +384,7 @@ def test_dashboard_end_to_end(
     # the RIS orders an exam by its accession number: the page lists the order, then fetched
     ordered = make_study(1)
     ordered[0].AccessionNumber = "RIS-DASH"
-    stored = requests.post(f"{stack['pacs']}/instances", data=encoded(ordered[0]), timeout=10)
-    stored.raise_for_status()
+    store_in_pacs(stack["pacs"], ordered)
     ack = exchange("127.0.0.1", int(stack["hl7_port"]), orm(obr18="RIS-DASH"), timeout_s=30)
     assert parse_ack(ack).code == "AA"
     page.locator("[data-testid=order-row][data-state=fetched]").wait_for(timeout=30_000)
