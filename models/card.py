@@ -159,6 +159,20 @@ class IntendedUse(_Strict):
     )
 
 
+class ModelAccess(_Strict):
+    """Who may see and use a version: everyone with a key (shared), or, when private, only
+    the client whose job published it, the clients it names, and admin keys."""
+
+    owner: str = Field(max_length=255, description="The client whose job published it.")
+    private: bool = False
+    clients: tuple[str, ...] = Field(
+        default=(), max_length=50, description="Other clients who may use a private version."
+    )
+
+    def allows(self, client: str) -> bool:
+        return not self.private or client == self.owner or client in self.clients
+
+
 class ModelCard(_Strict):
     """Typed card written next to model.onnx; written last when a version is published."""
 
@@ -195,6 +209,9 @@ class ModelCard(_Strict):
     )
     intended_use: IntendedUse | None = Field(
         default=None, description="Modality, body part and view the model was trained on."
+    )
+    access: ModelAccess | None = Field(
+        default=None, description="Its owner and who may use it; none on older cards: shared."
     )
 
     def to_json(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN, ClassCode, IntendedUse
 from models.uri import absolute_uri
@@ -231,6 +231,33 @@ class ResourcesSpec(_Spec):
     cpu: str = Field(default="2", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
 
 
+class AccessSpec(_Spec):
+    """Who may see and use the published version besides admin keys (default: the training
+    service's `models_private`, shared unless a deployment sets it)."""
+
+    private: bool = Field(
+        description="Only the job's client and `clients` may list, read or use the version."
+    )
+    clients: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Other clients (as API keys name them) who may use a private version.",
+    )
+
+    @field_validator("clients")
+    @classmethod
+    def _named(cls, value: list[str]) -> list[str]:
+        if any(not 1 <= len(c) <= 255 for c in value):
+            raise ValueError("a client name has 1 to 255 characters")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _clients_of_private(self) -> AccessSpec:
+        if self.clients and not self.private:
+            raise ValueError("`clients` applies to a private version only: shared is everyone's")
+        return self
+
+
 class JobSpec(_Spec):
     model_name: str = Field(pattern=MODEL_NAME_PATTERN)
     dataset: DatasetSpec
@@ -254,6 +281,7 @@ class JobSpec(_Spec):
     promote: PromoteSpec | None = None
     webhook: WebhookSpec | None = None
     resources: ResourcesSpec = ResourcesSpec()
+    access: AccessSpec | None = None
 
     def with_absolute_paths(self) -> JobSpec:
         """This spec with relative local `dataset.uri`, `dataset.val_uri` and `weights_uri`

@@ -22,7 +22,14 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from models.card import ALIAS_PATTERN, CARD_FILE, MODEL_NAME_PATTERN, ONNX_FILE, ModelCard
+from models.card import (
+    ALIAS_PATTERN,
+    CARD_FILE,
+    MODEL_NAME_PATTERN,
+    ONNX_FILE,
+    ModelAccess,
+    ModelCard,
+)
 from service.errors import Conflict, NotFound, ServiceError
 from service.storage import ArtifactStore, ObjectNotFound
 
@@ -82,6 +89,9 @@ def sha256_bytes(data: bytes) -> str:
 class Registry:
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
+        # Each version's card's word on access, as `service.model_access` reads it once: a
+        # card is written once, so what it says never changes. None: shared (an older card).
+        self.access_known: dict[tuple[str, int], ModelAccess | None] = {}
 
     # keys
     @staticmethod
@@ -176,6 +186,10 @@ class Registry:
         if alias is None:
             raise ValueError("resolve needs a version or an alias")
         return self.get_alias(name, alias).version
+
+    def require_visible(self, name: str, version: int) -> None:
+        """Raise a 404 unless this reader may use the version. The whole registry (admin keys,
+        the services' own work) hides nothing; `service.model_access` narrows it per client."""
 
     def load(self, name: str, version: int) -> LoadedArtifact:
         """The card and ONNX bytes, refused when the bytes do not match the card's sha256."""

@@ -103,6 +103,13 @@ class TrainingSettings(CommonSettings):
             ' models it owns (first published by it), e.g. {"ci": ["chest-*"]}.'
         ),
     )
+    models_private: bool = Field(
+        default=False,
+        description=(
+            "Publish versions private to the job's client (and admin keys) unless the job spec"
+            " says `access: {private: false}`; default shared, every key sees every model."
+        ),
+    )
     max_jobs_per_client: int = Field(
         default=4, ge=1, description="Jobs of one client running at once; the rest wait queued."
     )

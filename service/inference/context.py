@@ -38,3 +38,11 @@ def services() -> InferenceServices:
 
     found: InferenceServices = current_app.extensions[EXTENSION]
     return found
+
+
+def visible_registry() -> Registry:
+    """The registry as the request's client sees it (another's private versions left out)."""
+    from service.auth import visible_client
+    from service.model_access import seen_by
+
+    return seen_by(services().registry, visible_client())

@@ -16,13 +16,14 @@ import numpy as np
 
 from models import scans
 from models.card import InputSpec, ModelCard
-from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from service.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from service.inference import metrics
 from service.inference.batcher import Outputs
 from service.inference.explain import heatmap_png
 from service.inference.loaded import LoadedModel
 from service.inference.manager import ModelManager
 from service.inference.uploads import Upload
+from service.model_access import seen_by
 
 log = logging.getLogger("scantune.inference")
 
@@ -78,8 +79,22 @@ class Predictor:
     ) -> tuple[np.ndarray, list[tuple[int, int]]]:
         return prepare_all(uploads, card.input, self.manager.settings.max_request_megapixels)
 
-    def model(self, selector: Selector) -> LoadedModel:
-        return self.manager.get(selector.name, version=selector.version, alias=selector.alias)
+    def model(self, selector: Selector, client: str | None) -> LoadedModel:
+        """The model `selector` means, if `client` may use it (None: any model): checked
+        before it is loaded, so a client cannot make the service load another's model."""
+        name, version = selector.name, selector.version
+        viewer = seen_by(self.manager.registry, client)
+        if version is not None:
+            viewer.require_visible(name, version)
+            return self.manager.get(name, version=version)
+        alias = selector.alias or self.manager.settings.default_alias
+        try:
+            version = self.manager.resolve_alias(name, alias)
+            viewer.require_visible(name, version)
+        except NotFound:  # the 404 the client's view gives: a hidden alias or model is absent
+            viewer.get_alias(name, alias)
+            raise
+        return self.manager.get(name, version=version)
 
     def infer_tensor(self, model: LoadedModel, batch: np.ndarray) -> Outputs:
         """Run a ready (N, C, size, size) float32 tensor (the V2 protocol's tensor input)."""

@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.auth import require
+from service.auth import require, visible_client
 from service.errors import NotFound
-from service.inference.context import services
+from service.inference.context import services, visible_registry
 from service.inference.hospital import hospital_answer, hospital_request, read_scans
 from service.inference.prediction_metrics import (
     counted_scans,
@@ -22,6 +22,7 @@ from service.inference.queries import ModelQuery, PredictQuery
 from service.inference.responses import prediction_response
 from service.parsing import parse_query
 from service.ratelimit import limited
+from service.registry import Registry
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -38,7 +39,7 @@ bp.after_request(observe_prediction)
 @bp.get("/models")
 @require("read")
 def list_models() -> Response:
-    registry, manager = services().registry, services().manager
+    registry, manager = visible_registry(), services().manager
     return jsonify(models=[summary(name, registry, manager) for name in registry.list_models()])
 
 
@@ -46,11 +47,11 @@ def list_models() -> Response:
 @require("read")
 def get_model(name: str) -> Response:
     query = parse_query(ModelQuery)
-    s = services()
-    body = summary(name, s.registry, s.manager)
-    alias = None if query.version else _alias_shown(query.alias, body)
+    registry = visible_registry()
+    body = summary(name, registry, services().manager)
+    alias = None if query.version else _alias_shown(registry, query.alias, body)
     version = query.version or (body["aliases"][alias] if alias else max(body["versions"]))
-    card = s.registry.get_card(name, version).with_version(version)
+    card = registry.get_card(name, version).with_version(version)
     body["serving"] = {"version": version, "alias": alias, "card": card.model_dump(mode="json")}
     return jsonify(body)
 
@@ -64,7 +65,7 @@ def predict(name: str) -> Response:
     uploads = read_scans(request, settings)
     counted_scans(len(uploads))
     selector = Selector(name, query.version, query.alias)
-    model = predictor.model(selector)
+    model = predictor.model(selector, visible_client())
     served_by(model.name, model.version)
     asked = hospital_request(request, settings, uploads, model.card, query)
     studies_of(asked.study_uids())
@@ -72,7 +73,8 @@ def predict(name: str) -> Response:
     return prediction_response(result, hospital_answer(asked, result, model, settings))
 
 
-def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:
+def summary(name: str, registry: Registry, manager: Any) -> dict[str, Any]:
+    """The model as `registry` shows it (a client's view): versions, aliases, those loaded."""
     versions = registry.list_versions(name)
     if not versions:
         raise NotFound(f"no model named '{name}'")
@@ -89,17 +91,17 @@ def summary(name: str, registry: Any, manager: Any) -> dict[str, Any]:
                 "aliases": sorted(a for a, v in manager.aliases_of(name).items() if v == m.version),
             }
             for m in manager.loaded()
-            if m.name == name
+            if m.name == name and m.version in versions
         ],
     }
 
 
-def _alias_shown(alias: str | None, body: dict[str, Any]) -> str | None:
+def _alias_shown(registry: Registry, alias: str | None, body: dict[str, Any]) -> str | None:
     """The alias a predict would use: the one asked for, else the default one if it is set."""
     if alias is not None:
         if alias not in body["aliases"]:
             # Absent (404), or present but unreadable (503): the registry says which.
-            services().registry.get_alias(body["name"], alias)
+            registry.get_alias(body["name"], alias)
             raise NotFound(f"model '{body['name']}' has no alias '{alias}'")
         return alias
     default = services().settings.default_alias

@@ -23,10 +23,10 @@ import numpy as np
 from flask import Blueprint, Response, json, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.auth import require
+from service.auth import require, visible_client
 from service.encoding import parse_json
 from service.errors import PROBLEM_MEDIA_TYPE, BadRequest, NotFound, validation_errors
-from service.inference.context import services
+from service.inference.context import services, visible_registry
 from service.inference.loaded import LoadedModel
 from service.inference.prediction_metrics import (
     counted_scans,
@@ -37,7 +37,7 @@ from service.inference.prediction_metrics import (
 from service.inference.predictor import Selector
 from service.inference.uploads import Upload, b64decode
 from service.ratelimit import limited
-from service.registry import ArtifactCorrupt
+from service.registry import ArtifactCorrupt, Registry
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 SERVER_NAME = "scantune-inference"
@@ -115,9 +115,9 @@ def ready() -> tuple[Response, int]:
 @bp.get("/models/<name>/versions/<int:version>")
 @require("read")
 def model_metadata(name: str, version: int | None = None) -> Response:
-    s = services()
-    number = version or _default_version(name)
-    card = s.registry.get_card(name, number)
+    registry = visible_registry()
+    number = version or _default_version(registry, name)
+    card = registry.get_card(name, number)
     spec, outputs = card.input, card.outputs
     tensors = [
         {"name": outputs.probabilities, "datatype": "FP32", "shape": [-1, len(card.classes)]},
@@ -129,7 +129,7 @@ def model_metadata(name: str, version: int | None = None) -> Response:
         )
     return jsonify(
         name=name,
-        versions=[str(v) for v in s.registry.list_versions(name)],
+        versions=[str(v) for v in registry.list_versions(name)],
         platform="onnxruntime_onnx",
         inputs=[
             {
@@ -147,9 +147,10 @@ def model_metadata(name: str, version: int | None = None) -> Response:
 @bp.get("/models/<name>/versions/<int:version>/ready")
 @require("read")
 def model_ready(name: str, version: int | None = None) -> tuple[Response, int]:
-    number = version or _default_version(name)
+    registry = visible_registry()
+    number = version or _default_version(registry, name)
     try:
-        services().registry.get_card(name, number)  # 404 when unknown
+        registry.get_card(name, number)  # 404 when unknown (or not the client's to see)
     except ArtifactCorrupt:
         return jsonify(name=name, ready=False), 503  # present, and cannot be served
     is_ready = services().manager.cached(name, number) is not None
@@ -175,7 +176,7 @@ def _infer(selector: Selector) -> Response:
     tensor = body.inputs[0]
     chunk = _binary_input(tensor, binary)
     predictor = services().predictor
-    model = predictor.model(selector)
+    model = predictor.model(selector, visible_client())
     _check_input_name(model, tensor.name)
     wanted = _wanted_outputs(body, model)
     if tensor.datatype == "BYTES":
@@ -370,13 +371,16 @@ def _tensor_out(name: str, values: np.ndarray, binary: bytes | None) -> dict[str
     return {**out, "data": values.astype(np.float32, copy=False).ravel().tolist()}
 
 
-def _default_version(name: str) -> int:
-    """The version the default alias serves; the latest when that alias is not set."""
+def _default_version(registry: Registry, name: str) -> int:
+    """The version the default alias serves; the latest when that alias is not set. Both as
+    `registry` (the client's view) shows them: a hidden version is not served to it."""
     s = services()
     try:
-        return s.manager.resolve_alias(name, s.settings.default_alias)
+        number = s.manager.resolve_alias(name, s.settings.default_alias)
+        registry.require_visible(name, number)
+        return number
     except NotFound:
-        versions = s.registry.list_versions(name)
+        versions = registry.list_versions(name)
         if not versions:
             raise
         return max(versions)

@@ -34,6 +34,7 @@ from service.jobs.promotion import apply_gate
 from service.jobs.state import IllegalTransition, Phase, Status, phase_for
 from service.jobs.stops import StopRequested, StopSignals, job_created_at
 from service.jobs.store import JobStore, utcnow
+from service.jobs.tenancy import card_access
 from service.jobs.webhook import send_job_webhook
 from service.logs import configure_logging
 from service.registry import Registry
@@ -158,8 +159,10 @@ class JobRunner:
         except IllegalTransition as exc:
             raise OwnershipLost(str(exc)) from exc
         log.info("publishing %s version %d", spec.model_name, version)
+        lineage = {**card.lineage, "job_id": self.job_id}
+        access = card_access(spec, self.guard.client, self.settings)
         card = card.model_copy(
-            update={"name": spec.model_name, "lineage": {**card.lineage, "job_id": self.job_id}}
+            update={"name": spec.model_name, "lineage": lineage, "access": access}
         )
         try:
             return self._publish_version(spec.model_name, version, out_dir, card)

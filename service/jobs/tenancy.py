@@ -11,6 +11,8 @@ from fnmatch import fnmatchcase
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.card import ModelAccess
+from models.spec import JobSpec
 from service.config import TrainingSettings
 from service.errors import Forbidden
 from service.jobs.store import JobStore
@@ -47,3 +49,13 @@ def check_publish(
             f"model '{model_name}' belongs to another client; ask an administrator for a"
             " grant (SCANTUNE_MODEL_GRANTS)"
         )
+
+
+def card_access(spec: JobSpec, client: str, settings: TrainingSettings) -> ModelAccess:
+    """What the published card records of who may use the version: the job's client owns it;
+    private as the spec says, else as the deployment's `models_private` default."""
+    if spec.access is None:
+        return ModelAccess(owner=client, private=settings.models_private)
+    return ModelAccess(
+        owner=client, private=spec.access.private, clients=tuple(spec.access.clients)
+    )

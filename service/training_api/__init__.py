@@ -20,7 +20,6 @@ from service.jobs.service import JobService
 from service.logs import configure_logging
 from service.registry import Registry
 from service.storage import StoreError, open_store
-from service.training_api.catalog import Catalog
 from service.training_api.context import EXTENSION, TrainingServices, services
 from service.training_api.metrics import observe_jobs
 from service.web import add_readiness_check, create_base_app
@@ -40,7 +39,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     )
     jobs = JobService.from_settings(settings)
     registry = Registry(store)
-    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry, Catalog(registry))
+    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry)
     app.extensions[AUDIT_EXTENSION] = AuditTrail(jobs.audit_log.add)
 
     from service.training_api import audit as audit_views

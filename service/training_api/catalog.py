@@ -84,6 +84,7 @@ class Catalog:
                     "base_model": card.base_model,
                     "metrics": headline_metrics(card.metrics),
                     "aliases": by_version.get(version, []),
+                    "access": card.access.model_dump(mode="json") if card.access else None,
                 }
             )
         return {"items": items, "unreadable": unreadable, "next_cursor": next_cursor}

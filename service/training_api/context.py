@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from service.auth import visible_client
 from service.config import TrainingSettings
 from service.jobs.service import JobService
+from service.model_access import seen_by
 from service.registry import Registry
 from service.storage import ArtifactStore
 from service.training_api.catalog import Catalog
@@ -24,10 +26,14 @@ class TrainingServices:
     jobs: JobService
     store: ArtifactStore
     registry: Registry
-    catalog: Catalog
 
 
 def services() -> TrainingServices:
     """The current app's services (inside a request)."""
     found: TrainingServices = current_app.extensions[EXTENSION]
     return found
+
+
+def catalog() -> Catalog:
+    """The registry as the request's client sees it (another's private versions left out)."""
+    return Catalog(seen_by(services().registry, visible_client()))

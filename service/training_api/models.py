@@ -12,7 +12,7 @@ from service.auth import current_principal, require
 from service.errors import Forbidden
 from service.jobs.tenancy import check_publish
 from service.parsing import parse_body, parse_query
-from service.training_api.context import services
+from service.training_api.context import catalog, services
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -26,7 +26,7 @@ class SetAliasBody(BaseModel):
 @bp.get("")
 @require("read")
 def list_models() -> Response:
-    return jsonify(items=services().catalog.models())
+    return jsonify(items=catalog().models())
 
 
 class ListVersionsQuery(BaseModel):
@@ -41,7 +41,7 @@ class ListVersionsQuery(BaseModel):
 @require("read")
 def list_versions(name: str) -> Response:
     query = parse_query(ListVersionsQuery)
-    page = services().catalog.versions(
+    page = catalog().versions(
         name, limit=query.limit, newest_first=query.order == "newest", cursor=query.cursor
     )
     return jsonify(name=name, **page)
@@ -50,25 +50,25 @@ def list_versions(name: str) -> Response:
 @bp.get("/<name>/versions/<int:version>")
 @require("read")
 def get_version(name: str, version: int) -> Response:
-    return jsonify(services().catalog.version(name, version))
+    return jsonify(catalog().version(name, version))
 
 
 @bp.get("/<name>/aliases")
 @require("read")
 def list_aliases(name: str) -> Response:
-    return jsonify(name=name, items=services().catalog.aliases(name))
+    return jsonify(name=name, items=catalog().aliases(name))
 
 
 @bp.get("/<name>/aliases/<alias>")
 @require("read")
 def get_alias(name: str, alias: str) -> Response:
-    return jsonify(services().catalog.alias(name, alias))
+    return jsonify(catalog().alias(name, alias))
 
 
 @bp.put("/<name>/aliases/<alias>")
 @require("models:write")
 def set_alias(name: str, alias: str) -> Response:
-    services().catalog.existing_versions(name)  # 404 before judging the body
+    catalog().existing_versions(name)  # 404 before judging the body
     body, who = parse_body(SetAliasBody), current_principal()
     if not who.admin:  # one team cannot move another team's model
         try:
@@ -77,7 +77,7 @@ def set_alias(name: str, alias: str) -> Response:
             record("access_denied", client=who.client, target=f"model/{name}/aliases/{alias}",
                    outcome="refused")  # fmt: skip
             raise
-    moved = services().catalog.set_alias(name, alias, body.version, actor=who.client)
+    moved = catalog().set_alias(name, alias, body.version, actor=who.client)
     record("alias_moved", client=who.client, target=f"model/{name}/aliases/{alias}",
            outcome="moved", version=body.version)  # fmt: skip
     return jsonify(moved)

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, stream_with_context
 from service.auth import require, visible_client
 from service.jobs.store import ForeignJob
 from service.training_api.artifacts import VersionFiles, job_metrics
-from service.training_api.context import services
+from service.training_api.context import catalog, services
 from service.training_api.jobs import foreign_job
 
 bp = Blueprint("results", __name__)
@@ -24,21 +24,21 @@ def get_job_metrics(job_id: str) -> Response:
 @bp.get("/v1/models/<name>/versions/<int:version>/evaluation")
 @require("read")
 def get_evaluation(name: str, version: int) -> Response:
-    return jsonify(VersionFiles(services().registry).evaluation(name, version))
+    return jsonify(VersionFiles(catalog().registry).evaluation(name, version))
 
 
 @bp.get("/v1/models/<name>/versions/<int:version>/files")
 @require("read")
 def list_files(name: str, version: int) -> Response:
     return jsonify(
-        name=name, version=version, items=VersionFiles(services().registry).names(name, version)
+        name=name, version=version, items=VersionFiles(catalog().registry).names(name, version)
     )
 
 
 @bp.get("/v1/models/<name>/versions/<int:version>/files/<path:file>")
 @require("read")
 def get_file(name: str, version: int, file: str) -> Response:
-    download = VersionFiles(services().registry).open(name, version, file)
+    download = VersionFiles(catalog().registry).open(name, version, file)
     response = Response(stream_with_context(download.chunks), mimetype=download.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{download.name}"'
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -105,6 +105,7 @@ def expected_job(
         "SCANTUNE_S3_DATA_PREFIXES": '["s3://scans/"]',
         "SCANTUNE_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
         "SCANTUNE_MODEL_GRANTS": "{}",
+        "SCANTUNE_MODELS_PRIVATE": "false",
         "SCANTUNE_MAX_GPUS_PER_JOB": "2",
         "SCANTUNE_LOG_FORMAT": "auto",
         "SCANTUNE_K8S_ACTIVE_DEADLINE_S": "7200",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from models.card import ModelCard
+from models.card import ModelAccess, ModelCard
 from models.spec import JobSpec
 from service.jobs.launchers.local import LocalLauncher
 from service.jobs.service import JobService
@@ -86,7 +86,10 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
         webhook={"url": hook.url},
     )
     failing = tiny_spec(
-        pneumonia_small_npz, seed=1, promote={"alias": "staging", "min": {"val_auc": 1.01}}
+        pneumonia_small_npz,
+        seed=1,
+        promote={"alias": "staging", "min": {"val_auc": 1.01}},
+        access={"private": True, "clients": ["radiology"]},
     )
     a = service.submit(passing, actor="ci")
     b = other.submit(failing, actor="ci")
@@ -103,6 +106,10 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     onnx = Path(va.artifacts.onnx_uri.removeprefix("file://")).read_bytes()  # type: ignore[union-attr]
     assert hashlib.sha256(onnx).hexdigest() == card.onnx_sha256 == va.artifacts.onnx_sha256
     assert card.lineage["job_id"] == va.id
+    # who may use each version: the job's client owns it; shared unless its spec said private
+    assert card.access == ModelAccess(owner="ci", private=False)
+    private = registry.get_card("chest-xray", vb.artifacts.version).access
+    assert private == ModelAccess(owner="ci", private=True, clients=("radiology",))
     assert registry.load("chest-xray", va.artifacts.version).card.version == va.artifacts.version
 
     assert va.promotion is not None and va.promotion.passed

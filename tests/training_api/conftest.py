@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -24,6 +24,9 @@ from werkzeug.datastructures import ImmutableMultiDict
 
 from service.auth import hash_key
 from tests.conftest import data_roots
+
+if TYPE_CHECKING:
+    from models.card import ModelAccess
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "api_spec" / "openapi.yaml"
 
@@ -190,6 +193,7 @@ def publish_version(
     *,
     val_auc: float = 0.97,
     metrics: dict[str, float] | None = None,
+    access: ModelAccess | None = None,
 ) -> None:
     """Publish a small stand-in version (the registry treats model.onnx as opaque bytes)."""
     from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
@@ -215,5 +219,6 @@ def publish_version(
             seconds=1.0, device="cpu", hardware="test", epochs_run=1, best_epoch=1, seed=0
         ),
         onnx_sha256=hashlib.sha256(onnx).hexdigest(),
+        access=access,
     )
     Registry(open_store(artifacts.as_uri())).publish(name, version, run, card)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from models.card import ModelAccess
 from service.auth import hash_key
 from service.dicom_node.mllp import exchange
 from service.hospital.hl7v2 import parse_ack
@@ -400,13 +401,24 @@ def test_dashboard_end_to_end(
 def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     stack: dict[str, str], browser: Any
 ) -> None:
-    url = stack["url"]
-    publish_version(Path(stack["artifacts"]), "stand-in", 1)
+    url, artifacts = stack["url"], Path(stack["artifacts"])
+    publish_version(artifacts, "stand-in", 1)
+    # another client's private versions: one shared with the reader's client, one not
+    with_reader = ModelAccess(owner="radiology", private=True, clients=("reader",))
+    publish_version(artifacts, "stand-in", 2, access=with_reader)
+    publish_version(artifacts, "stand-in", 3, access=ModelAccess(owner="radiology", private=True))
+    publish_version(artifacts, "brain-ct", 1, access=ModelAccess(owner="radiology", private=True))
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, f"{url}/ui/models", READER)
     page.get_by_test_id("version-row").first.wait_for()
     assert page.get_by_test_id("alias-form").count() == 0
+    assert page.locator("[data-testid=model][data-model=brain-ct]").count() == 0
+    stand_in = page.locator("[data-testid=model][data-model=stand-in]")
+    rows = stand_in.get_by_test_id("version-row")
+    assert [rows.nth(i).get_attribute("data-version") for i in range(rows.count())] == ["2", "1"]
+    access = [c.inner_text() for c in stand_in.get_by_test_id("access").all()]
+    assert access == ["private: radiology, reader", "shared"]
     refused = requests.put(
         f"{url}/v1/models/stand-in/aliases/production",
         json={"version": 1},

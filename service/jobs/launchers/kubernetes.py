@@ -58,6 +58,7 @@ POD_SETTINGS = (
     "webhook_allowed_hosts",
     "webhook_ca_pem",
     "model_grants",
+    "models_private",  # the card records who may use the version the pod publishes
     "max_gpus_per_job",
     "log_format",
     "k8s_active_deadline_s",  # the runner tells a drain's SIGTERM from the deadline's

@@ -16,7 +16,14 @@ function versionRow(model, v) {
     el("td", { text: v.base_model }),
     ...SHOWN.map((k) => el("td", { text: fmt(v.metrics[k], 4) })),
     el("td", { "data-testid": "aliases", text: v.aliases.join(", ") || "–" }),
+    el("td", { "data-testid": "access", text: accessText(v.access) }),
   );
+}
+
+// Who may use a version: every key (shared), or its owner and the clients its card names.
+function accessText(access) {
+  if (!access || !access.private) return "shared";
+  return `private: ${[access.owner, ...access.clients].join(", ")}`;
 }
 
 function aliasForm(model, versions) {
@@ -94,7 +101,7 @@ async function render(write) {
           "table",
           { class: "grid" },
           el("caption", { class: "sr-only", text: `Versions of ${m.name}, newest first` }),
-          el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Compare" }), el("th", { scope: "col", text: "Version" }), el("th", { scope: "col", text: "Created (UTC)" }), el("th", { scope: "col", text: "Backbone" }), ...SHOWN.map((k) => el("th", { scope: "col", text: k })), el("th", { scope: "col", text: "Aliases" }))),
+          el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Compare" }), el("th", { scope: "col", text: "Version" }), el("th", { scope: "col", text: "Created (UTC)" }), el("th", { scope: "col", text: "Backbone" }), ...SHOWN.map((k) => el("th", { scope: "col", text: k })), el("th", { scope: "col", text: "Aliases" }), el("th", { scope: "col", text: "Access" }))),
           el("tbody", {}, page.items.map((v) => versionRow(m.name, v))),
         ),
       );
