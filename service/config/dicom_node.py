@@ -75,7 +75,7 @@ class DicomNodeSettings(CommonSettings):
         default=None,
         ge=0,
         le=65535,
-        description="MLLP port taking the RIS's orders (HL7 ORM^O01); none: no orders.",
+        description="MLLP port taking the RIS's orders (HL7 ORM^O01 or OMI^O23); none: no orders.",
     )
     dicom_hl7_tls: bool = Field(
         default=False,

@@ -1,10 +1,11 @@
 """Orders from the RIS: an MLLP listener (`SCANTUNE_DICOM_HL7_PORT`) that takes HL7 v2
-ORM^O01 messages from the senders in `SCANTUNE_DICOM_HL7_ALLOWED_HOSTS`, keeps each order in
-the order book and only then answers AA; the order fetcher then has the order source send the
-exam's studies (C-MOVE by accession number), which are classified and delivered like any.
+orders (ORM^O01, OMI^O23) from the senders in `SCANTUNE_DICOM_HL7_ALLOWED_HOSTS`, keeps each
+order in the order book and only then answers AA; the order fetcher then has the order source
+send the exam's studies (C-MOVE by accession number), which are classified and delivered like
+any.
 
 A connection from an address not allowed is closed before a byte is read. A message that is
-not ORM^O01 is answered AR, an order without an accession number AE, and one the database
+not an order is answered AR, an order without an accession number AE, and one the database
 could not keep AE too (the engine sends it again). Several messages may come over one
 connection, as integration engines keep theirs open. By hand on the standard library's
 socketserver: hl7apy's MLLP server reads one message per connection and closes it, and takes

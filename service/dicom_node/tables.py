@@ -87,8 +87,9 @@ class DeliveryRow(Base):
 
 
 class OrderRow(Base):
-    """An order from the RIS (HL7 ORM^O01): fetch the studies of its accession number from the
-    order source once the PACS has them. waiting -> fetched, or cancelled / expired."""
+    """An order from the RIS (HL7 ORM^O01 or OMI^O23): fetch the studies of its accession
+    number from the order source once the PACS has them. waiting -> fetched, or cancelled /
+    expired."""
 
     __tablename__ = "dicom_orders"
     __table_args__ = (Index("ix_dicom_orders_state", "state"),)

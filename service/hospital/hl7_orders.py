@@ -1,10 +1,12 @@
-"""Orders from a RIS as HL7 v2 ORM^O01 messages (parsed with hl7apy) and the acknowledgements
-the node answers them with.
+"""Orders from a RIS as HL7 v2 messages (parsed with hl7apy) and the acknowledgements the
+node answers them with.
 
-A RIS sends an ORM^O01 when an exam is ordered, scheduled or completed, and another with
-order control CA (or DC, OC) when it is called off. What the node needs of it is the order
-control (ORC-1) and the exam's accession number: in OBR-18 (placer field 1) as IHE Radiology
-carries it, or in the filler order number (OBR-3 or ORC-3) as many RIS do; the site says
+A RIS sends an order when an exam is ordered, scheduled or completed, and another with order
+control CA (or DC, OC) when it is called off: ORM^O01 (v2.3 to 2.4, still the most common),
+or OMI^O23, the imaging order of v2.5 on that IHE Radiology's Scheduled Workflow.b uses. What
+the node needs of it is the order control (ORC-1) and the exam's accession number: an OMI's
+IPC-1 (Accession Identifier) where it has one; else OBR-18 (placer field 1) as IHE Radiology
+carries it in ORM, or the filler order number (OBR-3 or ORC-3) as many RIS do; the site says
 which. Messages are read tolerantly (any 2.x version, segments without their groups): RIS
 interfaces differ in what they fill, and only these fields matter here.
 """
@@ -21,6 +23,7 @@ from service.hospital.hl7v2 import escape
 AccessionField = Literal["OBR-18", "OBR-3", "ORC-3"]
 CANCELS = frozenset({"CA", "DC", "OC"})
 """Order controls that call an order off: cancel, discontinue, order cancelled."""
+ORDER_TYPES = ("ORM^O01", "OMI^O23")
 ACK_VERSION = "2.5.1"
 ACCESSION_LENGTH = 16  # DICOM's Accession Number is SH: what the PACS is asked for by it
 
@@ -42,6 +45,7 @@ class Header:
     sending_facility: str
     control_id: str
     processing_id: str
+    trigger: str = ""  # the message's trigger event (MSH-9.2), which the ACK's MSH-9 repeats
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class Order:
 
 
 def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
-    """The ORM^O01 in `data` (ER7); Refused when it is none, or names no accession number."""
+    """The order (ORM^O01 or OMI^O23) in `data` (ER7); Refused when it is none, or names no
+    accession number."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.exceptions import HL7apyException
     from hl7apy.parser import parse_message
@@ -68,33 +73,42 @@ def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
         for child in msg.children:
             segments.setdefault(child.name, child)  # the first of each
         msh = segments["MSH"]
+        kind = "^".join(msh.msh_9.to_er7().split("^")[:2])
         header = Header(
             sending_application=msh.msh_3.to_er7(),
             sending_facility=msh.msh_4.to_er7(),
             control_id=msh.msh_10.to_er7(),
             processing_id=msh.msh_11.to_er7() or "P",
+            trigger=kind.partition("^")[2],
         )
-        kind = "^".join(msh.msh_9.to_er7().split("^")[:2])
     except (HL7apyException, KeyError, IndexError, ValueError, UnicodeError):
         raise Refused("AR", "not a readable HL7 v2 message") from None
-    if kind != "ORM^O01":
+    if kind not in ORDER_TYPES:
+        taken = " and ".join(ORDER_TYPES)
         raise Refused(
-            "AR", f"message type {kind or '(none)'} is not taken here (ORM^O01 is)", header
+            "AR", f"message type {kind or '(none)'} is not taken here ({taken} are)", header
         )
-    orc, obr = segments.get("ORC"), segments.get("OBR")
+    orc = segments.get("ORC")
     if orc is None:
         raise Refused("AE", "the order has no ORC segment", header)
-    segment = obr if field.startswith("OBR") else orc
-    number = int(field.split("-")[1])
-    accession = ""
-    if segment is not None:
-        accession = getattr(segment, f"{segment.name.lower()}_{number}").to_er7().split("^")[0]
-    accession = accession.strip()
+    ipc = segments.get("IPC") if kind == "OMI^O23" else None
+    if ipc is not None and _first(ipc, "ipc_1"):
+        where, accession = "IPC-1", _first(ipc, "ipc_1")
+    else:
+        segment = segments.get("OBR") if field.startswith("OBR") else orc
+        where = field
+        accession = _first(segment, field.lower().replace("-", "_")) if segment else ""
     if not accession:
-        raise Refused("AE", f"the order has no accession number in {field}", header)
+        raise Refused("AE", f"the order has no accession number in {where}", header)
     if len(accession) > ACCESSION_LENGTH or "\\" in accession:  # not a DICOM SH value
-        raise Refused("AE", f"the accession number in {field} is not one DICOM can hold", header)
+        raise Refused("AE", f"the accession number in {where} is not one DICOM can hold", header)
     return Order(header, orc.orc_1.to_er7().strip().upper(), accession)
+
+
+def _first(segment: Any, field: str) -> str:
+    """A field's first component, stripped: 'ACC-9' of 'ACC-9^HOSP'."""
+    text: str = getattr(segment, field).to_er7()
+    return text.split("^")[0].strip()
 
 
 def build_ack(header: Header | None, code: str, why: str = "") -> bytes:
@@ -111,7 +125,8 @@ def build_ack(header: Header | None, code: str, why: str = "") -> bytes:
         if header.sending_facility:
             ack.msh.msh_6 = header.sending_facility
     ack.msh.msh_7 = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
-    ack.msh.msh_9 = "ACK^O01^ACK"
+    # The trigger event of the message answered (an unreadable one has none to repeat).
+    ack.msh.msh_9 = f"ACK^{header.trigger if header is not None else ''}^ACK"
     control = header.control_id if header is not None else ""
     ack.msh.msh_10 = "A" + hashlib.sha256(f"{control}{code}".encode()).hexdigest()[:19].upper()
     ack.msh.msh_11 = (header.processing_id if header is not None else "") or "P"

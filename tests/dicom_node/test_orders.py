@@ -1,7 +1,7 @@
-"""Orders from the RIS end to end: HL7 ORM^O01 messages over MLLP to the node under gunicorn,
-which acknowledges each once kept, fetches the exam from Orthanc by its accession number (at
-once, or once the exam reaches the PACS), and sends the SR back; cancels, duplicates, what is
-not an order, and a sender that is not allowed."""
+"""Orders from the RIS end to end: HL7 ORM^O01 (and OMI^O23) messages over MLLP to the node
+under gunicorn, which acknowledges each once kept, fetches the exam from Orthanc by its
+accession number (at once, or once the exam reaches the PACS), and sends the SR back; cancels,
+duplicates, what is not an order, and a sender that is not allowed."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.dicom_node.parts import (
     wait_until,
 )
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S, referenced
-from tests.hospital.test_hl7_orders import orm
+from tests.hospital.test_hl7_orders import omi, orm
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -99,10 +99,12 @@ def test_an_order_for_an_exam_not_in_the_pacs_yet_waits_for_it(
     assert of(node, "RIS-8")[0]["state"] == "fetched"
 
     assert send(node, orm(obr18="RIS-9")) == "AA"  # never reaches the PACS, then called off
-    assert send(node, orm("CA", obr18="RIS-9")) == "AA"
+    assert send(node, omi("CA", ipc1="RIS-9")) == "AA"  # by a v2.5 RIS: OMI^O23, IPC-1
     assert of(node, "RIS-9")[0]["state"] == "cancelled"
+    assert send(node, omi(ipc1="RIS-10^HOSP")) == "AA"
+    assert of(node, "RIS-10")[0]["state"] == "waiting"
     log = node.log_text()
-    for private in ("RIS-8", "RIS-9", "P-1", study[0].StudyInstanceUID):
+    for private in ("RIS-8", "RIS-9", "RIS-10", "P-1", study[0].StudyInstanceUID):
         assert private not in log
 
 
