@@ -11,7 +11,16 @@ from typing import Any
 from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
 
 OK = 0
-STATES = ("receiving", "classifying", "delivering", "done", "unrouted", "failed", "expired")
+STATES = (
+    "receiving",
+    "classifying",
+    "delivering",
+    "done",
+    "rejected",
+    "unrouted",
+    "failed",
+    "expired",
+)
 
 
 def register(subparsers: Any) -> None:

@@ -2,7 +2,9 @@
 or, rendered from the SR, an HL7 v2 ORU^R01 over MLLP or a FHIR R4 transaction over HTTP.
 
 A send either succeeds (the destination has the result) or raises `NotDelivered`, and the
-queue tries again later with back-off. Sending the same SR twice (a crash between the send and
+queue tries again later with back-off; or `Rejected`, when the destination refused the result
+for what it is (sending the same bytes again cannot succeed), and the delivery stops there
+until a person has it sent again. Sending the same SR twice (a crash between the send and
 its record) gives the destination the same SOP Instance UID again, which a PACS keeps once; an
 HL7 receiver gets the same message control ID (MSH-10) again; a FHIR server finds each
 resource's identifier taken and creates nothing (conditional creates).
@@ -25,10 +27,25 @@ from service.dicom_node.peers import DicomDestination, FhirDestination, Hl7Desti
 # C-STORE statuses meaning "stored": success, and the warnings (coercion, elements discarded,
 # data set does not match the SOP class: stored all the same).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+# HTTP answers that refuse the request itself (malformed, too large, a type or content the
+# server will not take); the rest (401/403 credentials, 404 a wrong URL, 408, 429, 5xx) may
+# pass once the server or the settings are mended, so they are retried.
+REFUSING_HTTP = frozenset({400, 413, 415, 422})
 
 
 class NotDelivered(Exception):
     """The destination did not take the result (its text names no patient data)."""
+
+
+class Rejected(NotDelivered):
+    """The destination refused this result for what it is: not retried."""
+
+
+def refusing_c_store(code: int) -> bool:
+    """A C-STORE failure about the data set itself (PS3.4 B.2.3, PS3.7 C): SOP class not
+    supported, invalid instance, data set does not match the SOP class (A9xx), cannot
+    understand (Cxxx). Out of resources (A7xx), not authorized and the rest are retried."""
+    return code in (0x0117, 0x0122) or 0xA900 <= code <= 0xA9FF or 0xC000 <= code <= 0xCFFF
 
 
 class Sender(Protocol):
@@ -70,6 +87,8 @@ class CStoreSender:
         finally:
             assoc.release()
         code = int(status.Status) if "Status" in status else None
+        if code is not None and refusing_c_store(code):
+            raise Rejected(f"C-STORE refused: status 0x{code:04X}")
         if code not in STORED:
             shown = "no answer" if code is None else f"status 0x{code:04X}"
             raise NotDelivered(f"C-STORE failed: {shown}")
@@ -210,6 +229,8 @@ class StowSender:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status == 401:
                 self.credentials.refused()
+            if status in REFUSING_HTTP:
+                raise Rejected(f"STOW-RS refused ({status})") from None
             raise NotDelivered(f"STOW-RS failed ({status or type(exc).__name__})") from None
         finally:
             session.close()
@@ -247,8 +268,8 @@ class Hl7Sender:
         sr = dcmread(io.BytesIO(sr_file))
         try:
             message = build_oru(sr, self.envelope)
-        except NotReportable as exc:
-            raise NotDelivered(f"no HL7 message: {exc}") from None
+        except NotReportable as exc:  # the SR will not change: no message will ever be made
+            raise Rejected(f"no HL7 message: {exc}") from None
         d = self.destination
         try:
             answer = exchange(d.host, d.port, message.encode(), self.timeout_s, self.tls)
@@ -258,7 +279,9 @@ class Hl7Sender:
             raise NotDelivered(f"MLLP failed ({shown})") from None
         if ack.control_id != control_id(sr):
             raise NotDelivered("HL7 ACK acknowledges another message")
-        if not ack.accepted:
+        if ack.code == "CR":  # enhanced mode's commit reject: the message type, version or
+            raise Rejected("HL7 ACK CR")  # processing ID is not taken, whenever it is sent
+        if not ack.accepted:  # AR and AE also mean "down" or "try again" to many engines
             raise NotDelivered(f"HL7 ACK {ack.code or 'without a code'}")
 
 
@@ -286,7 +309,7 @@ class FhirSender:
         try:
             bundle = transaction_from_sr(dcmread(io.BytesIO(sr_file)))
         except NotReportable as exc:
-            raise NotDelivered(f"no FHIR bundle: {exc}") from None
+            raise Rejected(f"no FHIR bundle: {exc}") from None
         media = {"Content-Type": FHIR_MEDIA_TYPE, "Accept": FHIR_MEDIA_TYPE}
         session = https_session(requests.Session(), self.https)
         try:
@@ -303,11 +326,16 @@ class FhirSender:
             session.close()
         if answer.status_code == 401:
             self.credentials.refused()
+        if answer.status_code in REFUSING_HTTP:
+            raise Rejected(f"FHIR transaction refused ({answer.status_code})")
         if not 200 <= answer.status_code < 300:  # requests' `ok` takes a 3xx too
             raise NotDelivered(f"FHIR transaction failed ({answer.status_code})")
         refused = _refused_entries(answer, len(bundle.entry or []))
         if refused:
-            raise NotDelivered(f"FHIR transaction: entries answered {', '.join(refused)}")
+            shown = f"FHIR transaction: entries answered {', '.join(refused)}"
+            if all(code.isdigit() and int(code) in REFUSING_HTTP for code in refused):
+                raise Rejected(shown)
+            raise NotDelivered(shown)
 
 
 def _refused_entries(answer: requests.Response, sent: int) -> list[str]:

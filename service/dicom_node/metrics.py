@@ -29,6 +29,11 @@ DELIVERY_FAILURES = Counter(
     "Delivery attempts that failed (retried with back-off)",
     ["kind"],
 )
+DELIVERY_REJECTED = Counter(
+    "scantune_dicom_deliveries_rejected_total",
+    "Deliveries a destination refused for what the result is (not retried)",
+    ["kind"],
+)
 RETRIEVALS = Counter(
     "scantune_dicom_retrievals_total",
     "Studies asked of a source PACS, by outcome",

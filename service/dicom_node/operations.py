@@ -1,7 +1,8 @@
 """/v1/series: what the node received, classified and delivered, newest first, filtered by
 state or study (scope series:read: no client owns a series, so a client's `read` key does not
 see them), and `POST /v1/series/{id}/send-now` to try a series' pending
-deliveries at once (scope admin), e.g. once a destination that was down is back."""
+deliveries at once (scope admin), e.g. once a destination that was down is back, or one
+that refused a result (`rejected`) has been mended."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from service.parsing import parse_query
 bp = Blueprint("operations", __name__, url_prefix="/v1/series")
 log = logging.getLogger("scantune.dicom")
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-State = Literal["receiving", "classifying", "delivering", "done", "unrouted", "failed", "expired"]
+State = Literal[
+    "receiving", "classifying", "delivering", "done", "rejected", "unrouted", "failed", "expired"
+]
+SENDABLE = ("receiving", "delivering", "rejected")  # what "send now" has work to try for
 
 
 class SeriesQuery(BaseModel):
@@ -54,9 +58,12 @@ def get_series(series_id: int) -> Response:
 @require("admin")
 def send_now(series_id: int) -> Response:
     series = _one(series_id)
-    if series["state"] not in ("receiving", "delivering"):
+    if series["state"] not in SENDABLE:
         raise Conflict(f"series {series_id} has nothing left to send (it is {series['state']})")
-    current_app.extensions["scantune.dicom"].queue.send_now(series_id)
+    queue = current_app.extensions["scantune.dicom"].queue
+    if series["state"] == "rejected" and queue.series(series_id).result_file is None:
+        raise Conflict(f"series {series_id}: its result was deleted at the retention limit")
+    queue.send_now(series_id)
     log.info(
         "series %s: pending work made due now by %s", uid_hash(series["series_instance_uid"]),
         g.get("actor", "anonymous"),

@@ -201,23 +201,38 @@ class WorkQueue:
                 Due(d.id, d.series_id, d.destination, file or "", d.attempts) for d, file in rows
             ]
 
-    def delivered(self, delivery_id: int) -> bool:
-        """Mark one delivery done; True when it was the series' last (the series is done)."""
+    def delivered(self, delivery_id: int) -> str | None:
+        """Mark one delivery done; the series' end state when it was its last pending one."""
         now = utcnow()
         with self._lock, self._sessions.begin() as session:
             delivery = session.get_one(DeliveryRow, delivery_id)
             delivery.state, delivery.delivered_at, delivery.last_error = "done", now, None
-            session.flush()
-            left = session.scalar(
-                select(func.count())
-                .select_from(DeliveryRow)
-                .where(DeliveryRow.series_id == delivery.series_id, DeliveryRow.state == "pending")
-            )
-            if left:
-                return False
-            series = session.get_one(SeriesRow, delivery.series_id)
-            series.state, series.finished_at = "done", now
-            return True
+            return self._settle(session, delivery.series_id, now)
+
+    def delivery_rejected(self, delivery_id: int, error: str) -> str | None:
+        """The destination refused the result for what it is: the delivery ends `rejected`
+        (a person may send it again); the series' end state when nothing else is pending."""
+        now = utcnow()
+        with self._lock, self._sessions.begin() as session:
+            delivery = session.get_one(DeliveryRow, delivery_id)
+            delivery.state, delivery.last_error = "rejected", error[:255]
+            delivery.attempts += 1
+            return self._settle(session, delivery.series_id, now)
+
+    @staticmethod
+    def _settle(session: Session, series_id: int, now: datetime) -> str | None:
+        """End the series once no delivery is pending: `done`, or `rejected` when a
+        destination refused it (the others have it)."""
+        session.flush()
+        states = set(
+            session.scalars(select(DeliveryRow.state).where(DeliveryRow.series_id == series_id))
+        )
+        if "pending" in states:
+            return None
+        series = session.get_one(SeriesRow, series_id)
+        series.state = "rejected" if "rejected" in states else "done"
+        series.finished_at = now
+        return series.state
 
     def delivery_failed(self, delivery_id: int, error: str, delay_s: float) -> None:
         with self._lock, self._sessions.begin() as session:
@@ -233,8 +248,14 @@ class WorkQueue:
         with self._lock, self._sessions.begin() as session:
             session.execute(
                 update(DeliveryRow)
-                .where(DeliveryRow.series_id == series_id, DeliveryRow.state == "pending")
-                .values(next_attempt_at=now)
+                .where(DeliveryRow.series_id == series_id)
+                .where(DeliveryRow.state.in_(("pending", "rejected")))
+                .values(state="pending", next_attempt_at=now)
+            )
+            session.execute(  # a refused result is tried again: its destination was mended
+                update(SeriesRow)
+                .where(SeriesRow.id == series_id, SeriesRow.state == "rejected")
+                .values(state="delivering", finished_at=None)
             )
             session.execute(
                 update(SeriesRow)
@@ -270,6 +291,16 @@ class WorkQueue:
                     )
                 )
             )
+
+    def rejected_kept(self, cutoff: datetime) -> list[int]:
+        """Rejected series created before `cutoff` whose files are still kept for a resend."""
+        with self._sessions() as session:
+            query = select(SeriesRow.id).where(
+                SeriesRow.state == "rejected",
+                SeriesRow.created_at < cutoff,
+                SeriesRow.result_file.is_not(None),
+            )
+            return list(session.scalars(query))
 
     def stats(self) -> Stats:
         with self._sessions() as session:

@@ -14,7 +14,8 @@ from datetime import timedelta
 from service.config import DicomNodeSettings
 from service.dicom_node import metrics
 from service.dicom_node.classify import InferenceClient, Rejected, Unavailable
-from service.dicom_node.delivery import Sender
+from service.dicom_node.delivery import NotDelivered, Sender
+from service.dicom_node.delivery import Rejected as DeliveryRejected
 from service.dicom_node.queue import Due, WorkQueue, chosen_destinations
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.report import build_report, result_uids
@@ -157,15 +158,20 @@ class Worker:
             return
         try:
             sender.send(self.spool.read(due.result_file))
+        except DeliveryRejected as exc:  # retrying cannot help: kept for a person to resend
+            self.queue.delivery_rejected(due.delivery_id, str(exc))
+            metrics.DELIVERY_REJECTED.labels(sender.kind).inc()
+            log.error("delivery to %s rejected: %s; not retried", sender.kind, exc)
+            return
         except Exception as exc:
-            reason = str(exc) if type(exc).__name__ == "NotDelivered" else type(exc).__name__
+            reason = str(exc) if isinstance(exc, NotDelivered) else type(exc).__name__
             delay = self.backoff(due.attempts)
             self.queue.delivery_failed(due.delivery_id, reason, delay)
             metrics.DELIVERY_FAILURES.labels(sender.kind).inc()
             log.warning("delivery to %s failed: %s; retry in %.0f s", sender.kind, reason, delay)
             return
         metrics.DELIVERED.labels(sender.kind).inc()
-        if self.queue.delivered(due.delivery_id):
+        if self.queue.delivered(due.delivery_id) == "done":  # a rejected one keeps its files
             self.clean(due.series_id)
 
     def backoff(self, attempts: int) -> float:
@@ -188,6 +194,8 @@ class Worker:
             self.clean(series_id)
             metrics.EXPIRED.inc()
             log.error("a series was deleted undelivered at the retention limit")
+        for series_id in self.queue.rejected_kept(cutoff):  # no longer kept for a resend
+            self.clean(series_id)
 
     def sweep_leftovers(self) -> None:
         """Files a crash left behind: partial writes, and files written but never queued."""

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from service.dicom_node.delivery import NotDelivered, sender_for
+from service.dicom_node.delivery import NotDelivered, Rejected, sender_for
 from service.dicom_node.peers import DicomDestination
 from tests.conftest import HospitalCA
 from tests.dicom_node.parts import Gunicorn, make_study, send, wait_until
@@ -77,9 +77,14 @@ class FhirServer:
             if step == "refuse":
                 self.answers.append((step, []))
                 return 503, _outcome("transient")
+            if step == "reject":  # the Bundle itself refused (a profile it does not meet)
+                self.answers.append((step, []))
+                return 422, _outcome("processing")
             statuses = [self._create(entry) for entry in bundle.entry]
             if step == "reject-entry":
                 statuses[-1] = "422 Unprocessable Entity"
+            if step == "conflict-entry":
+                statuses[-1] = "409 Conflict"
             self.answers.append((step, statuses))
         if step == "lose":
             return 504, _outcome("timeout")
@@ -178,21 +183,28 @@ def test_a_send_is_delivered_only_when_every_entry_is_taken(
     sr = _sr(_sources())
     path = tmp_path / "result.sr.dcm"
     sr.save_as(path, enforce_file_format=True)
-    ehr = servers(["reject-entry", "ok"])
+    ehr = servers(["reject-entry", "reject", "conflict-entry", "ok"])
     authorization = tmp_path / "authorization"
     authorization.write_text(f"Bearer {TOKEN}")
     fhir = {"url": ehr.url, "authorization_file": str(authorization)}
     destination = DicomDestination.model_validate({"fhir": fhir})
     https = DicomNodeSettings(dicom_https_ca_file=hospital_ca.pem_file).dicom_https_tls()
     sender = sender_for(destination, "NODE", 10, https=https)
-    with pytest.raises(NotDelivered, match="entries answered 422"):
+    # refused for what it is (422): final; a 409 may pass later: retried
+    with pytest.raises(Rejected, match="entries answered 422"):
         sender.send(path.read_bytes())
-    sender.send(path.read_bytes())
+    with pytest.raises(Rejected, match=r"FHIR transaction refused \(422\)"):
+        sender.send(path.read_bytes())
+    with pytest.raises(NotDelivered, match="entries answered 409") as conflict:
+        sender.send(path.read_bytes())
+    assert not isinstance(conflict.value, Rejected)
+    sender.send(path.read_bytes())  # sent again by a person, once the server takes it
     assert len(ehr.of("Observation")) == 2
 
     authorization.write_text(f"Bearer {uuid.uuid4()}")  # a token the server does not know
-    with pytest.raises(NotDelivered, match=r"FHIR transaction failed \(401\)"):
+    with pytest.raises(NotDelivered, match=r"FHIR transaction failed \(401\)") as denied:
         sender.send(path.read_bytes())
+    assert not isinstance(denied.value, Rejected)  # credentials are mended, then it passes
     untrusting = sender_for(destination, "NODE", 10)  # the public CAs only
     with pytest.raises(NotDelivered, match="SSLError"):
         untrusting.send(path.read_bytes())

@@ -96,7 +96,7 @@ def test_deliveries_show_their_errors_and_send_now_skips_the_back_off(node: Any)
     queue.classified(series_id, "2.25.1", "result.sr.dcm", destinations)
     due = {d.destination: d.delivery_id for d in queue.due_deliveries()}
     queue.delivery_failed(due["mllp://engine:6661/RIS"], "HL7 ACK AE", 300)
-    assert queue.delivered(due["PACS@10.1.2.4:104"]) is False
+    assert queue.delivered(due["PACS@10.1.2.4:104"]) is None  # the engine's is pending
     view = _get(client, f"/v1/series/{series_id}").json
     assert view["state"] == "delivering" and view["result_sop_instance_uid"] == "2.25.1"
     pacs, engine = view["deliveries"]
@@ -134,6 +134,33 @@ def test_a_classification_waiting_to_be_retried_is_tried_now(node: Any) -> None:
     assert answer.status_code == 200
     claimed = queue.claim_quiet(0)  # due now, not in 300 s
     assert claimed is not None and claimed.id == series_id
+
+
+def test_a_rejected_series_is_sent_again_while_its_result_is_kept(node: Any) -> None:
+    _sent(node, 1)
+    queue = node.extensions[EXTENSION].queue
+    client = node.test_client()
+    series_id = _get(client, "/v1/series").json["items"][0]["id"]
+    destinations = list(node.extensions[EXTENSION].worker.senders)
+    queue.classified(series_id, "2.25.1", "result.sr.dcm", destinations)
+    due = {d.destination: d.delivery_id for d in queue.due_deliveries()}
+    queue.delivered(due["PACS@10.1.2.4:104"])
+    queue.delivery_rejected(due["mllp://engine:6661/RIS"], "HL7 ACK CR")
+    view = _get(client, f"/v1/series/{series_id}").json
+    engine = view["deliveries"][1]
+    assert (view["state"], engine["state"], engine["next_attempt_at"]) == (
+        "rejected",
+        "rejected",
+        None,
+    )
+    assert _get(client, "/v1/series?state=rejected").json["items"][0]["id"] == series_id
+    sent = client.post(f"/v1/series/{series_id}/send-now", headers=_auth(ADMIN))
+    assert sent.status_code == 200 and sent.json["state"] == "delivering"
+    assert [d.destination for d in queue.due_deliveries()] == ["mllp://engine:6661/RIS"]
+    queue.delivery_rejected(queue.due_deliveries()[0].delivery_id, "HL7 ACK CR")
+    queue.forget_files(series_id)  # the retention limit passed: its result deleted
+    gone = client.post(f"/v1/series/{series_id}/send-now", headers=_auth(ADMIN))
+    assert gone.status_code == 409 and "deleted at the retention limit" in gone.json["detail"]
 
 
 def test_each_route_asks_for_its_scope(node: Any) -> None:

@@ -108,15 +108,38 @@ def test_deliveries_finish_the_series_when_the_last_is_done_and_failures_back_of
     first, second = due
     queue.delivery_failed(first.delivery_id, "down", delay_s=60)
     assert [d.delivery_id for d in queue.due_deliveries()] == [second.delivery_id]
-    assert queue.delivered(second.delivery_id) is False  # the other is still pending
+    assert queue.delivered(second.delivery_id) is None  # the other is still pending
     assert queue.stats().depth == 1
     with queue.engine.begin() as conn:  # the back-off has passed
         from service.dicom_node.tables import DeliveryRow
 
         conn.execute(update(DeliveryRow).values(next_attempt_at=utcnow()))
-    assert queue.delivered(first.delivery_id) is True
+    assert queue.delivered(first.delivery_id) == "done"
     assert queue.series(series_id).state == "done"
     assert queue.stats().depth == 0
+
+
+def test_a_rejected_delivery_ends_the_series_rejected_until_it_is_sent_again(
+    queue: WorkQueue,
+) -> None:
+    _, series_id = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    age(queue, 10)
+    assert queue.claim_quiet(quiet_s=1) is not None
+    queue.classified(series_id, "2.25.1", "r.sr.dcm", ["PACS@h:104", "mllp://ris:2575/RIS"])
+    pacs, ris = queue.due_deliveries()
+    assert queue.delivery_rejected(ris.delivery_id, "HL7 ACK CR") is None  # PACS pending
+    assert [d.delivery_id for d in queue.due_deliveries()] == [pacs.delivery_id]
+    assert queue.delivered(pacs.delivery_id) == "rejected"
+    series = queue.series(series_id)
+    assert (series.state, series.result_file) == ("rejected", "r.sr.dcm")  # kept to resend
+    assert queue.stats().depth == 0 and queue.due_deliveries() == []
+    assert queue.rejected_kept(utcnow()) == [series_id]
+    assert queue.rejected_kept(utcnow() - timedelta(hours=1)) == []  # not past retention
+
+    queue.send_now(series_id)  # the RIS is mended: a person sends it again
+    assert queue.series(series_id).state == "delivering"
+    assert [d.delivery_id for d in queue.due_deliveries()] == [ris.delivery_id]
+    assert queue.delivered(ris.delivery_id) == "done"
 
 
 def test_unrouted_series_are_noted_once_and_pending_age_is_reported(queue: WorkQueue) -> None:

@@ -11,17 +11,18 @@ let admin = false;
 function delivery(d) {
   const when = d.state === "pending" && d.next_attempt_at ? `, next try ${d.next_attempt_at.slice(11, 19)} UTC` : "";
   const tries = d.attempts ? `, ${d.attempts} failed ${d.attempts === 1 ? "try" : "tries"}` : "";
+  // Refused for what the result is: not tried again until a person sends it again.
   return el(
     "li",
     { "data-testid": "delivery", "data-state": d.state },
     el("span", { class: `status ${d.state === "done" ? "succeeded" : d.attempts ? "failed" : ""}`, text: d.state }),
-    ` ${d.destination}${tries}${when}`,
+    ` ${d.destination}${tries}${when}${d.state === "rejected" ? ", not retried" : ""}`,
     d.last_error && d.state !== "done" ? el("div", { class: "muted", text: `last error: ${d.last_error}` }) : null,
   );
 }
 
 function sendNow(s) {
-  if (!admin || !["receiving", "delivering"].includes(s.state)) return null;
+  if (!admin || !["receiving", "delivering", "rejected"].includes(s.state)) return null;
   const button = el("button", { type: "button", "data-testid": "send-now", text: "Send now", "aria-label": `Send series ${s.id} now` });
   button.addEventListener("click", async () => {
     button.disabled = true;
