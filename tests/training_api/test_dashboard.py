@@ -241,10 +241,18 @@ def test_dashboard_end_to_end(
     job_id = row.get_attribute("data-job-id")
     shoot(page, "jobs")
 
-    # a second one waits queued behind it (one job at a time here): cancel it from its row
+    # a second one, private to the key's client, waits queued behind it (one job at a time
+    # here): cancel it from its row
     page.fill("#f-model_name", f"{MODEL}-spare")
+    page.check("#f-access-private")
     page.get_by_role("button", name="Submit job").click()
     spare = page.locator(f"[data-testid=job-row]:has-text('{MODEL}-spare')")
+    spare.wait_for()
+    spare_id = spare.get_attribute("data-job-id")
+    assert _api(url, f"/v1/training-jobs/{spare_id}")["spec"]["access"] == {
+        "private": True,
+        "clients": [],
+    }
     spare.get_by_role("button", name="Cancel").click()
     page.wait_for_selector(
         f"[data-testid=job-row][data-status=cancelled]:has-text('{MODEL}-spare')"

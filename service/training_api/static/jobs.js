@@ -71,6 +71,7 @@ function spec(form) {
     const min = number("promote.min.val_auc");
     if (min !== undefined) body.promote.min = { val_auc: min };
   }
+  if (data.get("access.private")) body.access = { private: true }; // unticked: the deployment's default
   return body;
 }
 
