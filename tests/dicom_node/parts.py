@@ -213,6 +213,15 @@ class Gunicorn:
     def log_text(self) -> str:
         return (self.root / f"{self.service}.log").read_text(errors="replace")
 
+    def items(self, path: str, key: str) -> list[dict[str, Any]]:
+        """The `items` of a listing of the node's API (/v1/series, /v1/orders) as `key` sees it."""
+        answer = requests.get(
+            f"{self.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        found: list[dict[str, Any]] = answer.json()["items"]
+        return found
+
 
 @contextmanager
 def node_over_http(folder: Path, keys: dict[str, list[str]], studies: int = 1) -> Iterator[str]:

@@ -31,17 +31,8 @@ from tests.hospital.test_hl7_orders import omi, orm
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-def orders(node: Gunicorn) -> list[dict[str, Any]]:
-    answer = requests.get(
-        f"{node.url}/v1/orders", headers={"Authorization": f"Bearer {OPS_KEY}"}, timeout=10
-    )
-    assert answer.status_code == 200, answer.text
-    items: list[dict[str, Any]] = answer.json()["items"]
-    return items
-
-
 def of(node: Gunicorn, accession: str) -> list[dict[str, Any]]:
-    return [o for o in orders(node) if o["accession_number"] == accession]
+    return [o for o in node.items("/v1/orders", OPS_KEY) if o["accession_number"] == accession]
 
 
 @pytest.fixture
@@ -114,7 +105,7 @@ def test_what_is_not_an_order_is_answered_and_strangers_are_not(node: Gunicorn) 
     adt = orm().replace(b"ORM^O01^ORM_O01", b"ADT^A08^ADT_A01")
     assert send(node, adt) == "AR"
     assert send(node, orm(obr18="")) == "AE"
-    assert orders(node) == []
+    assert node.items("/v1/orders", OPS_KEY) == []
     assert node.metric("scantune_dicom_orders_total", outcome="refused") == 2
     # two messages over one connection, as engines keep theirs open
     with socket.create_connection(("127.0.0.1", node.port_hl7), timeout=10) as conn:
@@ -124,7 +115,10 @@ def test_what_is_not_an_order_is_answered_and_strangers_are_not(node: Gunicorn) 
             while b"\x1c\r" not in answer:
                 answer += conn.recv(4096)
             assert parse_ack(answer.strip(b"\x0b\x1c\r")).code == "AA"
-    assert {o["accession_number"] for o in orders(node)} == {"RIS-10", "RIS-11"}
+    assert {o["accession_number"] for o in node.items("/v1/orders", OPS_KEY)} == {
+        "RIS-10",
+        "RIS-11",
+    }
 
 
 def test_a_sender_not_allowed_is_closed_on(make_node: Callable[..., Gunicorn]) -> None:

@@ -95,13 +95,19 @@ def test_recover_puts_a_classification_cut_short_back_in_line(queue: WorkQueue) 
     assert again is not None and again.id == claimed.id
 
 
-def test_deliveries_finish_the_series_when_the_last_is_done_and_failures_back_off(
-    queue: WorkQueue,
-) -> None:
+def classified(queue: WorkQueue, destinations: list[str]) -> int:
+    """A series received, quiet, classified: its result `r.sr.dcm` due to `destinations`."""
     _, series_id = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
     age(queue, 10)
     assert queue.claim_quiet(quiet_s=1) is not None
-    queue.classified(series_id, "2.25.1", "r.sr.dcm", ["PACS@h:104", "http://pacs/dicom-web"])
+    queue.classified(series_id, "2.25.1", "r.sr.dcm", destinations)
+    return series_id
+
+
+def test_deliveries_finish_the_series_when_the_last_is_done_and_failures_back_off(
+    queue: WorkQueue,
+) -> None:
+    series_id = classified(queue, ["PACS@h:104", "http://pacs/dicom-web"])
     due = queue.due_deliveries()
     assert sorted(d.destination for d in due) == ["PACS@h:104", "http://pacs/dicom-web"]
     assert {d.result_file for d in due} == {"r.sr.dcm"}
@@ -122,10 +128,7 @@ def test_deliveries_finish_the_series_when_the_last_is_done_and_failures_back_of
 def test_a_rejected_delivery_ends_the_series_rejected_until_it_is_sent_again(
     queue: WorkQueue,
 ) -> None:
-    _, series_id = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
-    age(queue, 10)
-    assert queue.claim_quiet(quiet_s=1) is not None
-    queue.classified(series_id, "2.25.1", "r.sr.dcm", ["PACS@h:104", "mllp://ris:2575/RIS"])
+    series_id = classified(queue, ["PACS@h:104", "mllp://ris:2575/RIS"])
     pacs, ris = queue.due_deliveries()
     assert queue.delivery_rejected(ris.delivery_id, "HL7 ACK CR") is None  # PACS pending
     assert [d.delivery_id for d in queue.due_deliveries()] == [pacs.delivery_id]

@@ -125,12 +125,7 @@ def test_an_hl7_commit_reject_is_final_and_an_application_reject_is_retried(
 
 
 def _series(node: Gunicorn) -> list[dict[str, Any]]:
-    answer = requests.get(
-        f"{node.url}/v1/series", headers={"Authorization": f"Bearer {OPS_KEY}"}, timeout=10
-    )
-    assert answer.status_code == 200, answer.text
-    items: list[dict[str, Any]] = answer.json()["items"]
-    return items
+    return node.items("/v1/series", OPS_KEY)
 
 
 def test_a_rejected_result_is_not_retried_and_is_sent_again_on_request(
