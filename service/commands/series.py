@@ -1,6 +1,7 @@
-"""`scantune series list|show|send-now|retrieve|orders`, over the node's API: what the DICOM
-node did with each series it received (its classification, each delivery of its result and the
-last errors), having it fetch a study from a PACS, and the RIS's orders."""
+"""`scantune series list|show|send-now|retrieve|retrieval|orders`, over the node's API: what
+the DICOM node did with each series it received (its classification, each delivery of its
+result and the last errors), having it fetch a study from a PACS (waiting, or in the
+background), and the RIS's orders."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def register(subparsers: Any) -> None:
     which.add_argument("--accession", metavar="NUMBER", help="the studies of this accession number")
     fetch.add_argument("--source", required=True, help="a SCANTUNE_DICOM_SOURCES name")
     fetch.add_argument("--series", metavar="UID", help="only this series of the study")
+    fetch.add_argument(
+        "--no-wait", action="store_true", help="answer at once with an id for `retrieval ID`"
+    )
+    followed = _add(sub, "retrieval", "how a retrieval asked with --no-wait went", run_retrieval)
+    followed.add_argument("id", type=int)
 
 
 def _add(
@@ -118,11 +124,32 @@ def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:
         ("accession_number", args.accession),
     )  # fmt: skip
     asked = {"source": args.source, **{k: v for k, v in fields if v}}
+    if args.no_wait:
+        asked["wait"] = False
     body = api.json("POST", "/v1/retrievals", json=asked)
     if printed_raw(body, args.json):
         return OK
+    if args.no_wait:
+        print(f"retrieval {body['id']} {body['state']}; follow it with:")
+        print(f"  scantune series retrieval {body['id']}")
+        return OK
     sent = body["completed"] + body["warning"]
     print(f"{args.source} sent {sent} instance(s), {body['failed']} failed; follow them with:")
+    for study in body["study_instance_uids"]:
+        print(f"  scantune series list --study {study}")
+    return OK
+
+
+def run_retrieval(args: argparse.Namespace, api: ApiClient) -> int:
+    body = api.json("GET", f"/v1/retrievals/{args.id}")
+    if printed_raw(body, args.json):
+        return OK
+    sent = body["completed"] + body["warning"]
+    print(f"retrieval {body['id']} from {body['source']}: {body['state']}")
+    if body["state"] != "running":
+        print(f"  {sent} instance(s) sent, {body['failed']} failed")
+    if body["error"]:
+        print(f"  {body['error']}")
     for study in body["study_instance_uids"]:
         print(f"  scantune series list --study {study}")
     return OK

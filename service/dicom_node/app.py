@@ -17,6 +17,7 @@ from service.dicom_node.order_book import OrderBook
 from service.dicom_node.order_fetcher import OrderFetcher
 from service.dicom_node.orders import OrderListener
 from service.dicom_node.queue import WorkQueue
+from service.dicom_node.retrieval_jobs import RetrievalJobs
 from service.dicom_node.retrieve import Retriever
 from service.dicom_node.routing import Router
 from service.dicom_node.scp import CallerList, HostList, StorageSCP
@@ -37,6 +38,7 @@ class NodeServices:
     scp: StorageSCP
     retriever: Retriever
     orders: OrderBook
+    retrieval_jobs: RetrievalJobs
     order_listener: OrderListener | None = None  # with SCANTUNE_DICOM_HL7_PORT
     order_fetcher: OrderFetcher | None = None
     hl7_port: int | None = None  # once listening
@@ -67,7 +69,10 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     worker = Worker(settings, queue, spool, client, senders)
     scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
     retriever = Retriever(settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls)
-    node = NodeServices(settings, queue, intake, worker, scp, retriever, OrderBook(engine))
+    from service.dicom_node.retrievals import audited  # the view's own count and record
+
+    jobs = RetrievalJobs(engine, retriever, on_done=audited)
+    node = NodeServices(settings, queue, intake, worker, scp, retriever, OrderBook(engine), jobs)
     if settings.dicom_hl7_port is not None:
         hosts = HostList(settings.dicom_hl7_allowed_hosts)
         field = settings.dicom_order_accession_field
@@ -124,6 +129,8 @@ def start_node(node: NodeServices) -> None:
         )  # fmt: skip
     node.dicom_port = ports[0]
     node.dicom_tls_port = ports[1] if len(ports) > 1 else None
+    if node.retrieval_jobs.recover():
+        logging.getLogger("scantune.dicom").warning("retrievals cut short by a stop: failed")
     node.worker.start()
     if node.order_listener is not None and node.order_fetcher is not None:
         node.hl7_port = node.order_listener.start(
@@ -138,6 +145,7 @@ def start_node(node: NodeServices) -> None:
 
 def stop_node(node: NodeServices) -> None:
     node.scp.stop()
+    node.retrieval_jobs.stop()
     if node.order_listener is not None and node.order_fetcher is not None:
         node.order_listener.stop()
         node.order_fetcher.stop()

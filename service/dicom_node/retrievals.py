@@ -2,7 +2,8 @@
 optionally one series) or by accession number, as a RIS knows it (scope `series:retrieve`).
 Its instances then come in over C-STORE and are classified and delivered like any other. The
 answer names the studies and says how many instances the source sent;
-`GET /v1/series?study_instance_uid=` follows what became of them."""
+`GET /v1/series?study_instance_uid=` follows what became of them. With `wait: false` it
+answers 202 at once and `GET /v1/retrievals/{id}` tells how it went (`retrieval_jobs`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.audit import record
-from service.auth import current_principal, require
+from service.auth import current_principal, require, visible_client
 from service.dicom_node import metrics
 from service.dicom_node.operations import UID_PATTERN
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
 from service.errors import BadGateway, InvalidRequest, NotFound
+from service.paging import MAX_POSITION
 from service.parsing import parse_body
 from service.ratelimit import limited
 
@@ -36,6 +38,10 @@ class RetrievalRequest(BaseModel):
     )
     accession_number: str | None = Field(
         default=None, pattern=ACCESSION_PATTERN, description="Instead of the study's UID."
+    )
+    wait: bool = Field(
+        default=True,
+        description="false: answer 202 at once; GET /v1/retrievals/{id} says how it went.",
     )
 
     @model_validator(mode="after")
@@ -62,23 +68,27 @@ def retrieve() -> Response:
             errors=[{"loc": "body/source", "msg": "unknown source", "type": "value_error"}],
         )
     wanted = Asked(asked.study_instance_uid, asked.series_instance_uid, asked.accession_number)
+    client = current_principal().client
+    if not asked.wait:
+        view = node.retrieval_jobs.submit(source, wanted, client)
+        response = jsonify(view)
+        response.status_code = 202
+        response.headers["Location"] = f"{bp.url_prefix}/{view['id']}"
+        return response
     try:
         found = node.retriever.retrieve(source, wanted)
     except RetrieveFailed as exc:
         _refused(asked.source, [], str(exc))
     except NotHeld as exc:
-        _audited(asked.source, [], "not_found")
+        audited(client, asked.source, "not_found", [])
         raise NotFound(str(exc)) from None
-    if found.instances == 0:  # found, yet nothing to send: as good as not there
-        _audited(asked.source, found.studies, "not_found")
-        raise NotFound(f"source '{asked.source}' holds no instances of it")
-    if found.completed + found.warning == 0:  # a source may report its failures as a warning
-        _refused(
-            asked.source, found.studies,
-            f"source '{asked.source}' could send none of the {found.failed} instances: it"
-            " must be in SCANTUNE_DICOM_ALLOWED_CALLERS and know the node's address",
-        )  # fmt: skip
-    _audited(asked.source, found.studies, "ok", completed=found.completed, failed=found.failed)
+    problem = found.problem(asked.source)
+    if problem is not None and problem[0] == "not_found":
+        audited(client, asked.source, "not_found", found.studies)
+        raise NotFound(problem[1])
+    if problem is not None:
+        _refused(asked.source, found.studies, problem[1])
+    audited(client, asked.source, "ok", found.studies, found.completed, found.failed)
     return jsonify(
         source=asked.source,
         study_instance_uids=found.studies,
@@ -90,20 +100,37 @@ def retrieve() -> Response:
     )
 
 
+@bp.get("/<int:retrieval_id>")
+@require("series:retrieve")
+def get_retrieval(retrieval_id: int) -> Response:
+    """A retrieval asked with `wait: false`: running, done, not_found or failed. Another
+    client's is not found (an admin key sees every one)."""
+    jobs = current_app.extensions["scantune.dicom"].retrieval_jobs
+    found = jobs.get(retrieval_id, visible_client()) if retrieval_id < MAX_POSITION else None
+    if found is None:
+        raise NotFound(f"no retrieval {retrieval_id}")
+    return jsonify(found)
+
+
 def _refused(source: str, studies: list[str], why: str) -> NoReturn:
-    _audited(source, studies, "failed")
+    audited(current_principal().client, source, "failed", studies)
     raise BadGateway(why)
 
 
-def _audited(
-    source: str, studies: list[str], outcome: str, completed: int = 0, failed: int = 0
+def audited(
+    client: str,
+    source: str,
+    outcome: str,
+    studies: list[str],
+    completed: int = 0,
+    failed: int = 0,
 ) -> None:
     """Count the retrieval and record it: who asked which source, the studies as hashes
-    (never a UID or an accession number)."""
+    (never a UID or an accession number). A background one ends outside any request."""
     metrics.RETRIEVALS.labels(outcome).inc()
     record(
         "study_retrieved",
-        client=current_principal().client,
+        client=client,
         target=f"source {source}",
         outcome=outcome,
         studies=[uid_hash(uid) for uid in studies],

@@ -31,6 +31,13 @@ FAILURES = {
     0xA900: "it refused the request's identifier",
     0xFE00: "it cancelled the retrieval",
 }
+# Series of these modalities hold no image (reports, key objects, presentation states,
+# segmentations, RT objects): not fetched. A PACS moving a study sends every series, and
+# Orthanc fails the whole C-MOVE (0xC000, nothing sent) when the node refuses one instance's
+# SOP class, as it does the node's own SR stored back into the study.
+NOT_IMAGES = frozenset(
+    {"SR", "KO", "PR", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "ECG"}
+)
 
 
 class RetrieveFailed(Exception):
@@ -64,10 +71,23 @@ class Retrieved:
     def instances(self) -> int:
         return self.completed + self.failed + self.warning
 
+    def problem(self, source: str) -> tuple[str, str] | None:
+        """Why the retrieval brought nothing to classify, as (outcome, text); None when it
+        brought some. Found with no instances to send is as good as not there."""
+        if self.instances == 0:
+            return "not_found", f"source '{source}' holds no instances of it"
+        if self.completed + self.warning == 0:  # a source may report its failures as a warning
+            return "failed", (
+                f"source '{source}' could send none of the {self.failed} instances: it must"
+                " be in SCANTUNE_DICOM_ALLOWED_CALLERS and know the node's address"
+            )
+        return None
+
 
 class Retriever:
-    """C-FIND, then C-MOVE to the node (`ae_title`), on one association with the source;
-    `timeout_s` bounds each wait for it (the association, each answer while it sends)."""
+    """C-FIND, then C-MOVE to the node (`ae_title`) of each image series, on one association
+    with the source; `timeout_s` bounds each wait for it (the association, each answer while
+    it sends)."""
 
     def __init__(self, ae_title: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
         self.ae_title, self.timeout_s, self.tls = ae_title, timeout_s, tls
@@ -99,7 +119,15 @@ class Retriever:
             # A C-FIND first: a PACS answers a C-MOVE of a study it lacks with a failure that
             # does not say why (Orthanc's "unable to process"); no match is a clear answer.
             studies = self._find(assoc, FIND, source, asked)
-            moved = [self._move(assoc, MOVE, source, uid, asked.series_uid) for uid in studies]
+            moved = [
+                self._move(assoc, MOVE, source, uid, series)
+                for uid in studies
+                for series in (
+                    [asked.series_uid]
+                    if asked.series_uid
+                    else self._image_series(assoc, FIND, source, uid)
+                )
+            ]
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -136,6 +164,23 @@ class Retriever:
         if not uids:
             raise NotHeld(f"source '{source.name}' holds no study of that accession number")
         return list(dict.fromkeys(uids))  # one study may match once per series it answers
+
+    def _image_series(self, assoc: Any, model: Any, source: DicomSource, study: str) -> list[str]:
+        """The study's series that hold images (by their Modality), to move one by one."""
+        query = _query(study, None)
+        query.QueryRetrieveLevel, query.SeriesInstanceUID, query.Modality = "SERIES", "", ""
+        series = []
+        for status, identifier in assoc.send_c_find(query, model):
+            code = _status(status, source)
+            if code in PENDING and identifier is not None:
+                uid, modality = identifier.get("SeriesInstanceUID"), identifier.get("Modality")
+                if uid and str(modality or "").upper() not in NOT_IMAGES:
+                    series.append(str(uid))
+            elif code not in PENDING and code != SUCCESS:
+                raise RetrieveFailed(
+                    f"source '{source.name}' refused the query (status 0x{code:04X})"
+                )
+        return list(dict.fromkeys(series))
 
     def _move(
         self, assoc: Any, model: Any, source: DicomSource, study: str, series: str | None

@@ -3,7 +3,8 @@ made by the migration `dicom_node_queue` in service/jobs/migrations).
 
 A *series* row is one unit of work: the instances of one series received until it fell quiet,
 the model a route chose for it, the result (SR) made from them, and its state:
-receiving -> classifying -> delivering -> done, or unrouted / failed / expired.
+receiving -> classifying -> delivering -> done (or rejected, by a destination), or unrouted /
+failed / expired.
 A *delivery* row is one result on its way to one destination.
 """
 
@@ -79,7 +80,9 @@ class DeliveryRow(Base):
         ForeignKey("dicom_series.id", ondelete="CASCADE"), nullable=False
     )
     destination: Mapped[str] = mapped_column(String(255), nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, doc="pending, done, expired.")
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False, doc="pending, done, rejected, expired."
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(255))
@@ -101,5 +104,29 @@ class OrderRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(255))
     studies: Mapped[str | None] = mapped_column(Text, doc="JSON list of the studies fetched.")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RetrievalRow(Base):
+    """A retrieval run in the background (`POST /v1/retrievals` with `wait: false`): the
+    study (or series, or accession number) asked of a source, and what became of it.
+    running -> done, not_found or failed."""
+
+    __tablename__ = "dicom_retrievals"
+    __table_args__ = (Index("ix_dicom_retrievals_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    study_uid: Mapped[str | None] = mapped_column(String(64))
+    series_uid: Mapped[str | None] = mapped_column(String(64))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(255), nullable=False, doc="Who asked.")
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    studies: Mapped[str | None] = mapped_column(Text, doc="JSON list of the studies found.")
+    completed: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    failed: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    warning: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    error: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,7 +1,8 @@
 """Fetching a study the PACS holds: `POST /v1/retrievals` has the node C-MOVE it from Orthanc
 (a real PACS, its Query/Retrieve SCP), Orthanc sends the instances to the node over C-STORE,
 and the study is classified and its SR delivered like any other; the errors a caller can act
-on (no such study, a source that is down or may not send to the node, an unknown source)."""
+on (no such study, a source that is down or may not send to the node, an unknown source);
+retrievals in the background (`wait: false`) followed by their id."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy.orm import Session
 
 from service.auth import hash_key
 from service.cli import main
@@ -158,3 +160,92 @@ def test_the_caller_is_told_what_to_fix_when_a_retrieval_cannot_happen(
     )
     assert node.metric("scantune_dicom_retrievals_total", outcome="failed") == 2
     assert node.metric("scantune_dicom_series_classified_total") == 0
+
+
+def test_a_retrieval_in_the_background_answers_at_once_and_says_how_it_went(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other_key = "another-clients-retrieve-key"
+    keys = [*KEYS, {"name": "lab", "sha256": hash_key(other_key), "scopes": ["series:retrieve"]}]
+    node = make_node(dicom_sources=[source(orthanc)], api_keys=keys).start()
+    study = make_study(2)
+    store_in_pacs(orthanc.url, study)
+    uid = study[0].StudyInstanceUID
+
+    taken = retrieve(node, source="pacs", study_instance_uid=uid, wait=False)
+    assert taken.status_code == 202, taken.text
+    SCHEMA["/v1/retrievals"]["POST"].validate_response(taken)
+    assert taken.json()["state"] == "running" and taken.json()["finished_at"] is None
+    location = f"{node.url}{taken.headers['Location']}"
+    assert taken.headers["Location"] == f"/v1/retrievals/{taken.json()['id']}"
+
+    def ended(url: str, key: str = RETRIEVE_KEY) -> dict[str, Any] | None:
+        answer = requests.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body if body["state"] != "running" else None
+
+    done = wait_until(lambda: ended(location), SLACK_S, "the retrieval ends")
+    assert (done["state"], done["error"], done["completed"]) == ("done", None, 2)
+    assert done["study_instance_uids"] == [uid] and done["finished_at"] is not None
+    wait_until(lambda: orthanc.reports(uid), QUIET_S + SLACK_S, "its SR reaches Orthanc")
+    theirs = requests.get(location, headers={"Authorization": f"Bearer {other_key}"}, timeout=10)
+    assert theirs.status_code == 404  # another client's retrieval, as if there were none
+    for missing in ("/v1/retrievals/999999", "/v1/retrievals/99999999999"):
+        answer = requests.get(
+            f"{node.url}{missing}", headers={"Authorization": f"Bearer {RETRIEVE_KEY}"}, timeout=10
+        )
+        assert answer.status_code == 404, missing
+
+    absent = retrieve(node, source="pacs", study_instance_uid="1.2.3.4.5.6.7", wait=False)
+    assert absent.status_code == 202
+    gone = wait_until(
+        lambda: ended(f"{node.url}/v1/retrievals/{absent.json()['id']}"), SLACK_S, "it ends"
+    )
+    assert (gone["state"], gone["error"]) == ("not_found", "source 'pacs' holds no such study")
+    assert node.metric("scantune_dicom_retrievals_total", outcome="ok") == 1
+    assert node.metric("scantune_dicom_retrievals_total", outcome="not_found") == 1
+
+    # the whole study again, the node's SR now in it: its image series are moved, not the SR
+    # (Orthanc would fail the whole C-MOVE on the one instance the node does not take)
+    argv = ["--url", node.url, "--api-key", RETRIEVE_KEY]
+    assert main(["series", "retrieve", uid, "--source", "pacs", "--no-wait", *argv]) == 0
+    first, follow = capsys.readouterr().out.splitlines()
+    number = first.split()[1]
+    assert first == f"retrieval {number} running; follow it with:"
+    assert follow == f"  scantune series retrieval {number}"
+    again = wait_until(lambda: ended(f"{node.url}/v1/retrievals/{number}"), SLACK_S, "it ends")
+    assert again["state"] == "done", (again["error"], again["completed"], again["failed"])
+    assert main(["series", "retrieval", number, *argv]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"retrieval {number} from pacs: done",
+        "  2 instance(s) sent, 0 failed",
+    ]
+    log = node.log_text()
+    for private in ("P-1", uid):
+        assert private not in log
+
+
+def test_retrievals_running_when_the_node_stopped_are_failed_at_its_next_start(
+    tmp_path: Any,
+) -> None:
+    from service.dicom_node.retrieval_jobs import RetrievalJobs
+    from service.dicom_node.retrieve import Asked, Retriever
+    from service.dicom_node.tables import RetrievalRow
+    from service.jobs.database import make_engine, migrate
+    from service.jobs.store import utcnow
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
+    migrate(engine)
+    jobs = RetrievalJobs(engine, Retriever("NODE", 5), on_done=lambda *_: None)
+    with Session(engine) as session, session.begin():
+        asked = Asked(study_uid="1.2.3")
+        session.add(RetrievalRow(source="pacs", study_uid=asked.study_uid, client="ris",
+                                 state="running", created_at=utcnow()))  # fmt: skip
+    assert jobs.recover() == 1
+    view = jobs.get(1, "ris")
+    assert view is not None and view["state"] == "failed"
+    assert view["error"] == "the node stopped during the retrieval; ask again"
+    assert jobs.get(1, "lab") is None and jobs.get(1, None) is not None
+    assert jobs.recover() == 0
+    jobs.stop()

@@ -1,0 +1,126 @@
+"""Retrievals in the background: `POST /v1/retrievals` with `wait: false` answers 202 at once
+with a retrieval id, and `GET /v1/retrievals/{id}` says what became of it. A large study takes
+minutes to come over C-MOVE: longer than an ingress or a client waits, and all that time it
+would hold one of the node's HTTP threads, which STOW-RS senders need.
+
+Each is a row of `dicom_retrievals` (in the job store's database), then a task on a small
+pool of threads in the node's one worker process: the same C-FIND and C-MOVE as a retrieval
+that waits (`Retriever.retrieve`), its outcome written back (done, not_found, failed, with the
+same texts). A retrieval the node was running when it stopped is failed at the next start
+("ask again"): its C-MOVE went with the process, and what arrived of it is classified anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.dicom_node.ledger import iso_time
+from service.dicom_node.peers import DicomSource
+from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed, Retriever
+from service.dicom_node.tables import RetrievalRow
+from service.jobs.store import utcnow
+
+log = logging.getLogger("scantune.dicom")
+RUNNING_AT_ONCE = 2  # each holds an association with a PACS: a key may not flood it
+# Called as each ends: (client, source, outcome, studies, completed, failed), to count and audit.
+Done = Callable[[str, str, str, list[str], int, int], None]
+
+
+class RetrievalJobs:
+    def __init__(self, engine: Engine, retriever: Retriever, on_done: Done) -> None:
+        self.engine, self.retriever, self.on_done = engine, retriever, on_done
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._pool = ThreadPoolExecutor(RUNNING_AT_ONCE, thread_name_prefix="dicom-retrieval")
+
+    def submit(self, source: DicomSource, asked: Asked, client: str) -> dict[str, Any]:
+        """Keep the retrieval (`running`) and start it; its view."""
+        with self._sessions.begin() as session:
+            row = RetrievalRow(
+                source=source.name,
+                study_uid=asked.study_uid,
+                series_uid=asked.series_uid,
+                accession=asked.accession,
+                client=client[:255],
+                state="running",
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            view = _view(row)
+        self._pool.submit(self._run, int(view["id"]), source, asked, client)
+        return view
+
+    def get(self, retrieval_id: int, client: str | None) -> dict[str, Any] | None:
+        """The retrieval's view; with `client`, only that client's (None: any)."""
+        with Session(self.engine) as session:
+            row = session.get(RetrievalRow, retrieval_id)
+            if row is None or (client is not None and row.client != client):
+                return None
+            return _view(row)
+
+    def recover(self) -> int:
+        """At start: what was running when the node stopped cannot finish now."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(RetrievalRow)
+                .where(RetrievalRow.state == "running")
+                .values(
+                    state="failed",
+                    error="the node stopped during the retrieval; ask again",
+                    finished_at=utcnow(),
+                )
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, retrieval_id: int, source: DicomSource, asked: Asked, client: str) -> None:
+        studies: list[str] = []
+        counts = (0, 0, 0)
+        try:
+            found = self.retriever.retrieve(source, asked)
+            studies, counts = found.studies, (found.completed, found.failed, found.warning)
+            problem = found.problem(source.name)
+        except NotHeld as exc:
+            problem = ("not_found", str(exc))
+        except RetrieveFailed as exc:
+            problem = ("failed", str(exc))
+        except Exception as exc:  # a bug must not leave it running forever
+            log.exception("retrieval %d failed", retrieval_id)
+            problem = ("failed", f"the retrieval failed ({type(exc).__name__})")
+        outcome = problem[0] if problem else "ok"
+        with self._sessions.begin() as session:
+            row = session.get_one(RetrievalRow, retrieval_id)
+            row.state = "done" if problem is None else problem[0]
+            row.error = problem[1][:255] if problem else None
+            row.studies = json.dumps(studies)
+            row.completed, row.failed, row.warning = counts
+            row.finished_at = utcnow()
+        log.info("retrieval %d from %s: %s", retrieval_id, source.name, outcome)
+        self.on_done(client, source.name, outcome, studies, counts[0], counts[1])
+
+
+def _view(row: RetrievalRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "source": row.source,
+        "study_instance_uid": row.study_uid,
+        "series_instance_uid": row.series_uid,
+        "accession_number": row.accession,
+        "state": row.state,
+        "error": row.error,
+        "study_instance_uids": json.loads(row.studies) if row.studies else [],
+        "completed": row.completed or 0,
+        "failed": row.failed or 0,
+        "warning": row.warning or 0,
+        "created_at": iso_time(row.created_at),
+        "finished_at": iso_time(row.finished_at),
+    }
