@@ -69,8 +69,7 @@ class ClientRegistry(Registry):
         except NotFound:
             record = None
         if record is not None and not self._visible(name, record.version):
-            self._refused(name, record.version)
-            record = None
+            record = None  # (not audited: the version it names was not asked for)
         if record is None:
             if not self.list_versions(name):
                 raise ModelNotFound(f"no model named '{name}'")
