@@ -109,9 +109,13 @@ class NodeForwarder:
         return self._relay("POST", f"/v1/series/{series_id}/send-now", key)
 
     def retrieve(self, body: Any, *, key: str | None) -> Forwarded:
-        """Have the node fetch a study from a PACS (the node validates the body); its answer
-        comes once the PACS has sent the study, so it may take minutes."""
+        """Have the node fetch a study from a PACS (the node validates the body); unless the
+        body says `wait: false` (as the page does), the answer comes once the PACS has sent
+        the study, so it may take minutes."""
         return self._relay("POST", "/v1/retrievals", key, json=body, timeout=RETRIEVE_TIMEOUT_S)
+
+    def retrieval(self, retrieval_id: int, *, key: str | None) -> Forwarded:
+        return self._relay("GET", f"/v1/retrievals/{retrieval_id}", key)
 
     def _relay(self, method: str, path: str, key: str | None, **request: Any) -> Forwarded:
         if self.base_url is None:

@@ -146,5 +146,12 @@ def forward_retrieval() -> Response:
     return _relayed(node.retrieve(request.get_json(silent=True), key=presented_key()))
 
 
+@bp.get("/api/retrievals/<int:retrieval_id>")
+@require("series:retrieve")
+def forward_retrieval_state(retrieval_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.retrieval(retrieval_id, key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

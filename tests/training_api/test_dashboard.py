@@ -384,7 +384,8 @@ def test_dashboard_end_to_end(
     store_in_pacs(stack["pacs"], prior)
     page.fill("#r-source", "pacs")
     page.fill("#r-study", prior[0].StudyInstanceUID)
-    page.get_by_role("button", name="Fetch").click()
+    with page.expect_request(lambda r: "/ui/api/retrievals/" in r.url):  # it asks how it goes
+        page.get_by_role("button", name="Fetch").click()
     page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 2 instances.')")
     fetched = page.locator("[data-testid=series-row]")
     fetched.first.wait_for()

@@ -108,7 +108,16 @@ async function reload() {
   for (let i = 1; i < pages && cursor; i++) await load(true);
 }
 
-// Fetch a study: the answer comes once the PACS has sent it; the list then shows that study.
+// Fetch a study in the background (a large one takes minutes): the node answers at once with
+// the retrieval's id, the page asks how it goes until it ends, then lists that study.
+async function ended(id) {
+  for (;;) {
+    const got = await api(`/ui/api/retrievals/${id}`);
+    if (got.state !== "running") return got;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
 function retrieval() {
   const fetchForm = document.getElementById("retrieve-form");
   const said = document.getElementById("retrieved");
@@ -120,7 +129,10 @@ function retrieval() {
     button.disabled = true;
     said.textContent = `Asking ${asked.source}…`;
     try {
-      const got = await api("/ui/api/retrievals", { method: "POST", json: asked });
+      const taken = await api("/ui/api/retrievals", { method: "POST", json: { ...asked, wait: false } });
+      said.textContent = `Retrieval ${taken.id}: ${asked.source} is sending…`;
+      const got = await ended(taken.id);
+      if (got.state !== "done") throw new Error(got.error || `the retrieval ${got.state}`);
       const sent = got.completed + got.warning;
       said.textContent = `${got.source} sent ${sent} instance${sent === 1 ? "" : "s"}${got.failed ? `, ${got.failed} failed` : ""}.`;
       notice("");
