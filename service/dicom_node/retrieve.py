@@ -144,18 +144,8 @@ class Retriever:
         if asked.accession is not None:
             query.AccessionNumber = asked.accession
             query.StudyInstanceUID = ""  # a return key: which studies carry the number
-        matches, uids = 0, []
-        for status, identifier in assoc.send_c_find(query, model):
-            code = _status(status, source)
-            if code in PENDING:
-                matches += 1
-                uid = identifier.get("StudyInstanceUID") if identifier is not None else None
-                if uid:
-                    uids.append(str(uid))
-            elif code != SUCCESS:
-                raise RetrieveFailed(
-                    f"source '{source.name}' refused the query (status 0x{code:04X})"
-                )
+        matches = _matches(assoc, query, model, source)
+        uids = [str(m.StudyInstanceUID) for m in matches if m.get("StudyInstanceUID")]
         if asked.accession is None:
             if not matches:
                 level = "series" if asked.series_uid else "study"
@@ -169,17 +159,11 @@ class Retriever:
         """The study's series that hold images (by their Modality), to move one by one."""
         query = _query(study, None)
         query.QueryRetrieveLevel, query.SeriesInstanceUID, query.Modality = "SERIES", "", ""
-        series = []
-        for status, identifier in assoc.send_c_find(query, model):
-            code = _status(status, source)
-            if code in PENDING and identifier is not None:
-                uid, modality = identifier.get("SeriesInstanceUID"), identifier.get("Modality")
-                if uid and str(modality or "").upper() not in NOT_IMAGES:
-                    series.append(str(uid))
-            elif code not in PENDING and code != SUCCESS:
-                raise RetrieveFailed(
-                    f"source '{source.name}' refused the query (status 0x{code:04X})"
-                )
+        series = [
+            str(m.SeriesInstanceUID)
+            for m in _matches(assoc, query, model, source)
+            if m.get("SeriesInstanceUID") and str(m.get("Modality") or "").upper() not in NOT_IMAGES
+        ]
         return list(dict.fromkeys(series))
 
     def _move(
@@ -224,6 +208,21 @@ def _query(study: str | None, series: str | None) -> Any:
     if series:
         query.SeriesInstanceUID = series
     return query
+
+
+def _matches(assoc: Any, query: Any, model: Any, source: DicomSource) -> list[Any]:
+    """A C-FIND's matches (one identifier per pending answer; an empty one when the source
+    sent none); RetrieveFailed when it ends in anything but success."""
+    from pydicom import Dataset
+
+    found = []
+    for status, identifier in assoc.send_c_find(query, model):
+        code = _status(status, source)
+        if code in PENDING:
+            found.append(identifier if identifier is not None else Dataset())
+        elif code != SUCCESS:
+            raise RetrieveFailed(f"source '{source.name}' refused the query (status 0x{code:04X})")
+    return found
 
 
 def _status(status: Any, source: DicomSource) -> int:
