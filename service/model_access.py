@@ -5,17 +5,19 @@ a client that may not use it, a private version is absent everywhere, in both se
 listed, not found (the same 404 as a name nobody published, so its existence is not told),
 not loaded, not aliased, its files not served. Admin keys (and auth disabled) see everything.
 
-What a card says of access never changes once published (a version's card is written once),
-so each process reads it once per version: listings and the predict path cost a lookup, not
-a read of the store per request.
+Who may use a version is the card's word until its owner or an admin changes it
+(`Registry.set_access`); each process reads the card's word once and a change at most every
+`access_recheck_s` (`Registry.access_of`): listings and the predict path cost a lookup, not a
+read of the store per request, and sharing or revoking reaches every process within that.
 """
 
 from __future__ import annotations
 
-from models.card import ModelCard
+from models.card import ModelAccess, ModelCard
 from service import audit
 from service.errors import NotFound
 from service.registry import (
+    AccessRecord,
     AliasNotFound,
     AliasRecord,
     ArtifactCorrupt,
@@ -40,7 +42,7 @@ class ClientRegistry(Registry):
 
     def require_visible(self, name: str, version: int) -> None:
         if not self._visible(name, version):
-            if (name, version) in self.base.access_known:  # it exists: refused, not missing
+            if self.base.access_seen(name, version):  # it exists: refused, not missing
                 self._refused(name, version)
             raise self._absent(name, version)
 
@@ -53,8 +55,8 @@ class ClientRegistry(Registry):
             card = self.base.get_card(name, version)
         except (ModelNotFound, VersionNotFound):
             raise self._absent(name, version) from None
-        self.base.access_known[(name, version)] = card.access
-        if card.access is not None and not card.access.allows(self.client):
+        access = self.base.access_of(name, version, card)
+        if access is not None and not access.allows(self.client):
             self._refused(name, version)
             raise self._absent(name, version)
         return card
@@ -80,17 +82,34 @@ class ClientRegistry(Registry):
         self.get_card(name, version)  # a version the client cannot see cannot be aliased
         return self.base.set_alias(name, alias, version, actor=actor)
 
-    # the card's word on access, read once per version
+    # who may use a version: the base registry's, whose word each process keeps
+    def access_of(
+        self, name: str, version: int, card: ModelCard | None = None
+    ) -> ModelAccess | None:
+        return self.base.access_of(name, version, card)
+
+    def access_seen(self, name: str, version: int) -> bool:
+        return self.base.access_seen(name, version)
+
+    def access_record(self, name: str, version: int) -> AccessRecord | None:
+        self.get_card(name, version)
+        return self.base.access_record(name, version)
+
+    def set_access(
+        self, name: str, version: int, *, private: bool, clients: list[str], owner: str, actor: str
+    ) -> AccessRecord:
+        self.get_card(name, version)  # a version the client cannot see cannot be shared
+        return self.base.set_access(
+            name, version, private=private, clients=clients, owner=owner, actor=actor
+        )
+
     def _visible(self, name: str, version: int) -> bool:
-        known = self.base.access_known
-        if (name, version) not in known:
-            try:
-                known[(name, version)] = self.base.get_card(name, version).access
-            except ArtifactCorrupt:  # its owner is unknown: shown, and reading it says why
-                return True
-            except NotFound:
-                return False
-        access = known[(name, version)]
+        try:
+            access = self.base.access_of(name, version)
+        except ArtifactCorrupt:  # its owner is unknown: shown, and reading it says why
+            return True
+        except NotFound:
+            return False
         return access is None or access.allows(self.client)
 
     def _refused(self, name: str, version: int) -> None:

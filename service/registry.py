@@ -5,6 +5,7 @@ Layout under the store root:
     models/<name>/versions/<n>/model.onnx, metrics.json, plots/*.png, ...
     models/<name>/versions/<n>/card.json      written last: a version exists once its card does
     models/<name>/aliases/<alias>.json        {"version", "set_by", "set_at", "history": [...]}
+    models/<name>/access/<n>.json             who may use version n, when changed after publishing
 
 Version numbers are allocated by the caller (the training service's job store guarantees
 1, 2, 3... with no gaps or duplicates); the registry publishes and reads them.
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +72,28 @@ class AliasRecord:
 _ALIAS_RECORD = TypeAdapter(AliasRecord)
 
 
+@dataclass
+class AccessRecord:
+    """Who may use a version, as changed after it was published (its card keeps what it was
+    published with). `owner` never changes: it is the card's."""
+
+    owner: str
+    private: bool
+    clients: list[str]
+    set_by: str
+    set_at: str
+    history: list[dict[str, object]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def access(self) -> ModelAccess:
+        return ModelAccess(owner=self.owner, private=self.private, clients=tuple(self.clients))
+
+
+_ACCESS_RECORD = TypeAdapter(AccessRecord)
+
+
 @dataclass(frozen=True)
 class LoadedArtifact:
     card: ModelCard
@@ -87,11 +111,15 @@ def sha256_bytes(data: bytes) -> str:
 
 
 class Registry:
-    def __init__(self, store: ArtifactStore) -> None:
+    def __init__(self, store: ArtifactStore, *, access_recheck_s: float = 30.0) -> None:
         self.store = store
-        # Each version's card's word on access, as `service.model_access` reads it once: a
-        # card is written once, so what it says never changes. None: shared (an older card).
-        self.access_known: dict[tuple[str, int], ModelAccess | None] = {}
+        # Who may use each version, as `service.model_access` asks on every request: the card's
+        # word is read once (a card is written once; None: shared, an older card), a change
+        # made since (`set_access`) is re-read at most every `access_recheck_s`, so sharing or
+        # revoking reaches every process within that without a store read per request.
+        self.access_recheck_s = access_recheck_s
+        self._card_access: dict[tuple[str, int], ModelAccess | None] = {}
+        self._access: dict[tuple[str, int], tuple[float, ModelAccess | None]] = {}
 
     # keys
     @staticmethod
@@ -109,6 +137,10 @@ class Registry:
     @classmethod
     def _alias_key(cls, name: str, alias: str) -> str:
         return f"{cls.model_prefix(name)}/aliases/{alias}.json"
+
+    @classmethod
+    def _access_key(cls, name: str, version: int) -> str:
+        return f"{cls.model_prefix(name)}/access/{version}.json"
 
     def artifact_uris(self, name: str, version: int) -> dict[str, str]:
         prefix = self.version_prefix(name, version)
@@ -190,6 +222,72 @@ class Registry:
     def require_visible(self, name: str, version: int) -> None:
         """Raise a 404 unless this reader may use the version. The whole registry (admin keys,
         the services' own work) hides nothing; `service.model_access` narrows it per client."""
+
+    # who may use a version
+    def access_of(
+        self, name: str, version: int, card: ModelCard | None = None
+    ) -> ModelAccess | None:
+        """Who may use the version now (None: everyone): the record `set_access` wrote, else
+        the card's word. `card`, when the caller has just read it, saves reading it again.
+        Raises the registry's 404s for a version that is not there."""
+        key, now = (name, version), time.monotonic()
+        cached = self._access.get(key)
+        if cached is not None and now - cached[0] < self.access_recheck_s:
+            return cached[1]
+        if card is not None:
+            self._card_access[key] = card.access
+        elif key not in self._card_access:
+            self._card_access[key] = self.get_card(name, version).access
+        record = self.access_record(name, version)
+        access = self._card_access[key] if record is None else record.access()
+        self._access[key] = (now, access)
+        return access
+
+    def access_seen(self, name: str, version: int) -> bool:
+        """Whether this process has read the version's card (so it exists)."""
+        return (name, version) in self._card_access
+
+    def access_record(self, name: str, version: int) -> AccessRecord | None:
+        """The change to who may use the version made since it was published, if any. An
+        unreadable record hides the version from everyone but its owner and admin keys (it
+        may have been a revocation): setting the access again replaces it."""
+        try:
+            text = self.store.get_text(self._access_key(name, version))
+        except ObjectNotFound:
+            return None
+        try:
+            return _ACCESS_RECORD.validate_json(text)
+        except ValidationError as exc:
+            log.warning(
+                "model %s version %s: its access record is not valid (%s); private to its"
+                " owner until set again", name, version, _first_problem(exc),
+            )  # fmt: skip
+            card_access = self.get_card(name, version).access
+            owner = card_access.owner if card_access is not None else ""
+            return AccessRecord(owner, True, [], "", "")
+
+    def set_access(
+        self, name: str, version: int, *, private: bool, clients: list[str], owner: str, actor: str
+    ) -> AccessRecord:
+        """Record who may use a published version from now on (the previous word kept in the
+        record's history); this process sees it at once, the others within the recheck."""
+        card = self.get_card(name, version)
+        previous = self.access_record(name, version)
+        if previous is not None and previous.set_by:
+            past = {"private": previous.private, "clients": previous.clients,
+                    "set_by": previous.set_by, "set_at": previous.set_at}  # fmt: skip
+            history = [*previous.history, past][-50:]
+        else:
+            history = []
+        if card.access is not None:
+            owner = card.access.owner
+        record = AccessRecord(
+            owner, private, sorted(set(clients)), actor, datetime.now(UTC).isoformat(), history
+        )
+        self.store.put_bytes(self._access_key(name, version), json.dumps(record.to_dict()).encode())
+        self._card_access[(name, version)] = card.access
+        self._access[(name, version)] = (time.monotonic(), record.access())
+        return record
 
     def load(self, name: str, version: int) -> LoadedArtifact:
         """The card and ONNX bytes, refused when the bytes do not match the card's sha256."""

@@ -1,4 +1,5 @@
-"""`scantune models list|versions|promote`: the model registry over the training API."""
+"""`scantune models list|versions|promote|access|download`: the model registry over the training
+API."""
 
 from __future__ import annotations
 
@@ -27,6 +28,18 @@ def register(subparsers: Any) -> None:
     promote.add_argument("name")
     promote.add_argument("version", type=int)
     promote.add_argument("--alias", default="production", help="alias to move (default production)")
+    access = _add(sub, "access", "who may use a version; with an option, change it", run_access)
+    access.add_argument("name")
+    access.add_argument("version", type=int)
+    change = access.add_mutually_exclusive_group()
+    change.add_argument("--shared", action="store_true", help="every key may use it")
+    change.add_argument(
+        "--private", action="store_true", help="only its owner (and admins); drops --client"
+    )
+    change.add_argument(
+        "--client", action="append", metavar="CLIENT",
+        help="private to its owner and these clients (repeat for more)",
+    )  # fmt: skip
     download = _add(sub, "download", "a version's files (card, ONNX, plots) into DIR", run_download)
     download.add_argument("name")
     download.add_argument("version", type=int)
@@ -139,6 +152,27 @@ def run_promote(args: argparse.Namespace, api: ApiClient) -> int:
             f"{args.name}: {record['alias']} -> version {record['version']} "
             f"(set by {record['set_by']} at {record['set_at']})"
         )
+    return OK
+
+
+def run_access(args: argparse.Namespace, api: ApiClient) -> int:
+    path = f"/v1/models/{args.name}/versions/{args.version}/access"
+    if args.shared or args.private or args.client:
+        body = {"private": not args.shared, "clients": args.client or []}
+        record = api.json("PUT", path, json=body)
+    else:
+        record = api.json("GET", path)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return OK
+    if not record["private"]:
+        who = "every key"
+    else:
+        who = ", ".join([f"{record['owner']} (owner)", *record["clients"]])
+    print(f"{args.name} version {args.version}: {'private' if record['private'] else 'shared'}"
+          f" - used by {who} and admin keys")  # fmt: skip
+    if record["set_by"]:
+        print(f"  set by {record['set_by']} at {record['set_at']}")
     return OK
 
 

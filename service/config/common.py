@@ -71,6 +71,15 @@ class CommonSettings(BaseSettings):
         description="Serve without API keys. Only for local use; never in production.",
     )
     max_upload_mb: float = Field(default=32.0, gt=0, description="Largest request body accepted.")
+    access_recheck_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How stale a process's word on who may use a model version may be: sharing or"
+            " revoking a published version reaches every process within this many seconds."
+        ),
+    )
     log_level: str = Field(default="INFO", description="Python logging level name.")
     # Security: rate limits, structured logs, audit (issue 24)
     rate_limits: dict[str, str] = Field(

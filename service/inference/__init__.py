@@ -47,7 +47,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     store = open_store(
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )
-    registry = Registry(store)
+    registry = Registry(store, access_recheck_s=settings.access_recheck_s)
     manager = ModelManager(registry, settings)
     manager.start()
     atexit.register(manager.stop)

@@ -38,7 +38,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
         settings.artifact_uri, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )
     jobs = JobService.from_settings(settings)
-    registry = Registry(store)
+    registry = Registry(store, access_recheck_s=settings.access_recheck_s)
     app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry)
     app.extensions[AUDIT_EXTENSION] = AuditTrail(jobs.audit_log.add)
 

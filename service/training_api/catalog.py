@@ -9,6 +9,7 @@ import logging
 import re
 from typing import Any
 
+from models.card import ModelAccess
 from service.errors import InvalidRequest
 from service.paging import decode_cursor, encode_cursor
 from service.registry import (
@@ -84,7 +85,7 @@ class Catalog:
                     "base_model": card.base_model,
                     "metrics": headline_metrics(card.metrics),
                     "aliases": by_version.get(version, []),
-                    "access": card.access.model_dump(mode="json") if card.access else None,
+                    "access": _access_json(self.registry.access_of(name, version, card)),
                 }
             )
         return {"items": items, "unreadable": unreadable, "next_cursor": next_cursor}
@@ -100,6 +101,34 @@ class Catalog:
             "artifacts": self.registry.artifact_uris(name, version),
             "card": card.model_dump(mode="json"),
         }
+
+    def access(self, name: str, version: int) -> dict[str, Any]:
+        """Who may use the version now, and who changed it since it was published (if anyone)."""
+        self.existing_versions(name)
+        card = self.registry.get_card(name, version)
+        record = self.registry.access_record(name, version)
+        if record is not None:
+            return {"name": name, "version": version, **record.to_dict()}
+        published = card.access  # None: a card from before access was recorded, shared
+        return {
+            "name": name,
+            "version": version,
+            "owner": published.owner if published else None,
+            "private": published.private if published else False,
+            "clients": list(published.clients) if published else [],
+            "set_by": None,
+            "set_at": None,
+            "history": [],
+        }
+
+    def set_access(
+        self, name: str, version: int, *, private: bool, clients: list[str], owner: str, actor: str
+    ) -> dict[str, Any]:
+        self.existing_versions(name)
+        self.registry.set_access(
+            name, version, private=private, clients=clients, owner=owner, actor=actor
+        )
+        return self.access(name, version)
 
     def aliases(self, name: str) -> list[dict[str, Any]]:
         self.existing_versions(name)
@@ -144,6 +173,10 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def _access_json(access: ModelAccess | None) -> dict[str, Any] | None:
+    return access.model_dump(mode="json") if access is not None else None
 
 
 def _invalid(loc: str, msg: str, kind: str) -> InvalidRequest:

@@ -7,10 +7,11 @@ from typing import Literal
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.spec import AccessSpec
 from service.audit import record
 from service.auth import current_principal, require
 from service.errors import Forbidden
-from service.jobs.tenancy import check_publish
+from service.jobs.tenancy import check_publish, model_owner
 from service.parsing import parse_body, parse_query
 from service.training_api.context import catalog, services
 
@@ -81,3 +82,32 @@ def set_alias(name: str, alias: str) -> Response:
     record("alias_moved", client=who.client, target=f"model/{name}/aliases/{alias}",
            outcome="moved", version=body.version)  # fmt: skip
     return jsonify(moved)
+
+
+@bp.get("/<name>/versions/<int:version>/access")
+@require("read")
+def get_access(name: str, version: int) -> Response:
+    return jsonify(catalog().access(name, version))
+
+
+@bp.put("/<name>/versions/<int:version>/access")
+@require("models:write")
+def set_access(name: str, version: int) -> Response:
+    """Share a published version with other clients, make it private, or shared again: its
+    owner's or an admin's call; every process sees it within `access_recheck_s`."""
+    found = catalog().access(name, version)  # 404 before judging the body
+    body, who = parse_body(AccessSpec), current_principal()
+    target = f"model/{name}/versions/{version}/access"
+    owner = found["owner"] or model_owner(services().jobs.store, name) or who.client
+    if not who.admin and who.client != owner:
+        record("access_denied", client=who.client, target=target, outcome="refused")
+        raise Forbidden(
+            f"model '{name}' version {version} belongs to client '{owner}': only it or an"
+            " admin key may change who uses it"
+        )
+    changed = catalog().set_access(
+        name, version, private=body.private, clients=body.clients, owner=owner, actor=who.client
+    )
+    record("access_changed", client=who.client, target=target, outcome="private"
+           if body.private else "shared", clients=len(body.clients))  # fmt: skip
+    return jsonify(changed)

@@ -42,13 +42,18 @@ def private_registry(tmp_path: Path, trained: Trained) -> Registry:
     return reg
 
 
-def keyed(make_client: Callable[..., Any], registry: Registry) -> Callable[[str], Any]:
+def keyed(
+    make_client: Callable[..., Any], registry: Registry, **settings: str
+) -> Callable[[str], Any]:
     keys = [
         {"name": n, "client": c, "sha256": hash_key(f"k-{n}"), "scopes": s}
         for n, (c, s) in KEYS.items()
     ]
     app_client = make_client(
-        auth_disabled="false", api_keys=json.dumps(keys), artifact_uri=registry.store.uri
+        auth_disabled="false",
+        api_keys=json.dumps(keys),
+        artifact_uri=registry.store.uri,
+        **settings,
     )
 
     def call(key: str) -> Any:
@@ -142,3 +147,31 @@ def test_a_client_sees_only_the_versions_it_may_use(
     assert as_("radiology").get(f"/v2/models/{MODEL}").get_json()["parameters"]["version"] == "2"
     radiology = as_("radiology").post(f"/v1/models/{MODEL}:predict", data=png_form())
     assert radiology.get_json()["model"]["version"] == 2
+
+
+def test_sharing_and_revoking_a_version_reaches_the_inference_service(
+    make_client: Callable[..., Any], private_registry: Registry
+) -> None:
+    """The training API changes who may use a version (`Registry.set_access`); a serving
+    process applies it once its word is older than `access_recheck_s`, the model loaded."""
+    as_ = keyed(make_client, private_registry)  # each process's registry: access_recheck_s 30
+    assert as_("gateway").post(f"/v1/models/{MODEL}:predict", data=png_form()).status_code == 200
+    assert as_("ci").post(f"/v1/models/{MODEL}:predict", data=png_form()).status_code == 404
+    private_registry.set_access(
+        MODEL, 1, private=True, clients=["ci"], owner="radiology", actor="radiology"
+    )
+    # within the recheck the process keeps its word: gateway is still served
+    assert as_("gateway").post(f"/v1/models/{MODEL}:predict", data=png_form()).status_code == 200
+
+    fresh = keyed(make_client, private_registry, access_recheck_s="0")
+    revoked = fresh("gateway").post(f"/v1/models/{MODEL}:predict", data=png_form())
+    assert revoked.status_code == 404
+    assert revoked.get_json()["detail"] == f"no model named '{MODEL}'"
+    assert (
+        fresh("gateway").post(f"/v2/models/{MODEL}/infer", json=v2_bytes_body()).status_code == 404
+    )
+    shared = fresh("ci").post(f"/v1/models/{MODEL}:predict", data=png_form())
+    assert shared.status_code == 200 and shared.get_json()["model"]["version"] == 1
+    assert [m["name"] for m in fresh("ci").get("/v1/models").get_json()["models"]] == [MODEL]
+    private_registry.set_access(MODEL, 1, private=False, clients=[], owner="radiology", actor="ops")
+    assert fresh("gateway").post(f"/v1/models/{MODEL}:predict", data=png_form()).status_code == 200

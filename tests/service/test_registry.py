@@ -137,3 +137,29 @@ def test_an_unreadable_alias_record_is_corrupt_left_out_of_listings_and_replacea
     repaired = registry.set_alias("chest", "staging", 1, actor="ops")
     assert (repaired.version, repaired.set_by, repaired.history) == (1, "ops", [])
     assert registry.get_alias("chest", "staging") == repaired
+
+
+def test_who_may_use_a_version_changes_outside_its_files_and_an_unreadable_word_hides_it(
+    store, tmp_path
+):
+    from models.card import ModelAccess
+    from service.model_access import seen_by
+
+    run, card = make_run_dir(tmp_path / "run")
+    registry = Registry(store, access_recheck_s=0)
+    registry.publish("chest", 1, run, card.model_copy(update={"access": ModelAccess(owner="rad")}))
+    assert seen_by(registry, "ci").list_versions("chest") == [1]
+    first = registry.set_access("chest", 1, private=True, clients=["gw"], owner="x", actor="rad")
+    assert (first.owner, first.clients, first.history) == ("rad", ["gw"], [])  # the card's owner
+    assert "access.json" not in registry.artifact_uris("chest", 1)  # not one of its files
+    assert registry.get_card("chest", 1).access == ModelAccess(owner="rad")  # as published
+    assert seen_by(registry, "ci").list_versions("chest") == []
+    assert seen_by(registry, "gw").list_versions("chest") == [1]
+
+    store.put_bytes("models/chest/access/1.json", b'{"private": "maybe"')
+    assert registry.access_of("chest", 1) == ModelAccess(owner="rad", private=True)
+    assert seen_by(registry, "gw").list_versions("chest") == []  # it may have been a revocation
+    assert seen_by(registry, "rad").list_versions("chest") == [1]
+    again = registry.set_access("chest", 1, private=False, clients=[], owner="x", actor="admin")
+    assert again.history == []  # the unreadable word is replaced, its history lost
+    assert seen_by(registry, "gw").list_versions("chest") == [1]

@@ -15,6 +15,7 @@ import yaml
 from flask import Flask
 from werkzeug.serving import make_server
 
+from models.card import ModelAccess
 from service.cli import main
 from service.commands import jobs as jobs_cli
 from service.commands.client import ApiClient
@@ -181,6 +182,28 @@ def test_models_list_versions_promote(
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].split()[:2] == ["1", "UNREADABLE"] and "card.json" in lines[-1]
     assert lines[-2].split()[0] == "2"
+
+
+def test_models_access_shows_and_changes_who_may_use_a_version(
+    server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="team"))
+    assert main(["models", "access", "chest-xray", "1"]) == 0
+    assert "shared - used by every key" in capsys.readouterr().out
+    assert main(["models", "access", "chest-xray", "1", "--client", "gw", "--client", "ed"]) == 0
+    out = capsys.readouterr().out
+    assert "private - used by team (owner), ed, gw and admin keys" in out
+    assert "set by team at" in out
+    assert main(["models", "access", "chest-xray", "1", "--private", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["private"], record["clients"]) == (True, [])
+    assert [h["clients"] for h in record["history"]] == [["ed", "gw"]]
+    assert main(["models", "access", "chest-xray", "1", "--shared"]) == 0
+    assert "shared" in capsys.readouterr().out
+    assert main(["models", "access", "chest-xray", "2", "--shared"]) == 5
+    assert "has no version 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one change at a time
+        main(["models", "access", "chest-xray", "1", "--shared", "--private"])
 
 
 def test_models_versions_follows_the_pages_or_shows_the_newest(

@@ -21,9 +21,11 @@ JOBS = "/v1/training-jobs"
 TENANT_KEYS = {
     # key name: (client, scopes)
     "radiology-bot": ("radiology", ["read", "jobs:write"]),
+    "radiology-lead": ("radiology", ["read", "models:write"]),
     "ci-bot": ("ci", ["read", "jobs:write", "models:write"]),
     "ci-reader": ("ci", ["read"]),
     "ops": ("ops", ["read", "jobs:write", "admin"]),
+    "ops-models": ("ops", ["read", "models:write", "admin"]),
 }
 
 

@@ -155,6 +155,7 @@ AWS_DEFAULT_REGION: {{ . | quote }}
 {{- end }}
 SCANTUNE_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 SCANTUNE_MAX_UPLOAD_MB: {{ .Values.config.maxUploadMb | quote }}
+SCANTUNE_ACCESS_RECHECK_S: {{ .Values.config.accessRecheckS | quote }}
 SCANTUNE_AUTH_DISABLED: {{ .Values.config.authDisabled | quote }}
 SCANTUNE_RATE_LIMITS: {{ .Values.config.rateLimits | default dict | toJson | quote }}
 SCANTUNE_LOG_FORMAT: {{ .Values.config.logFormat | default "json" | quote }}
