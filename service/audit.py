@@ -28,6 +28,7 @@ TrainingAction = Literal[
     "job_finished",
     "model_published",
     "alias_moved",
+    "access_changed",
     "key_refused",
     "access_denied",
     "rate_limited",

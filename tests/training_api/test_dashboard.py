@@ -89,6 +89,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         **os.environ,
         "SCANTUNE_ARTIFACT_URI": (tmp / "artifacts").as_uri(),
         "SCANTUNE_API_KEYS": keys_setting(),
+        # each worker re-reads who may use a version at every request: a change made
+        # through one worker shows on the next page, whichever worker serves it
+        "SCANTUNE_ACCESS_RECHECK_S": "0",
     }
     base.pop("SCANTUNE_AUTH_DISABLED", None)
     (tmp / "artifacts").mkdir()
@@ -422,6 +425,7 @@ def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     sign_in(page, f"{url}/ui/models", READER)
     page.get_by_test_id("version-row").first.wait_for()
     assert page.get_by_test_id("alias-form").count() == 0
+    assert page.get_by_test_id("access-form").count() == 0
     assert page.locator("[data-testid=model][data-model=brain-ct]").count() == 0
     stand_in = page.locator("[data-testid=model][data-model=stand-in]")
     rows = stand_in.get_by_test_id("version-row")
@@ -449,6 +453,48 @@ def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
         f"{url}/ui/api/series", headers={"Authorization": f"Bearer {READER}"}, timeout=10
     )
     assert refused.status_code == 403 and "series:read" in refused.json()["detail"]
+    context.close()
+
+
+def test_an_admin_shares_a_private_version_with_a_client_and_takes_it_back(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, artifacts = stack["url"], Path(stack["artifacts"])
+    publish_version(artifacts, "lung-ct", 1, access=ModelAccess(owner="radiology", private=True))
+
+    def reader_sees() -> int:
+        headers = {"Authorization": f"Bearer {READER}"}
+        url_of_version = f"{url}/v1/models/lung-ct/versions/1"
+        return requests.get(url_of_version, headers=headers, timeout=10).status_code
+
+    assert reader_sees() == 404
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/models", ADMIN)
+    model = page.locator("[data-testid=model][data-model=lung-ct]")
+    form = model.get_by_test_id("access-form")
+    form.wait_for()
+    form.get_by_test_id("access-mode").select_option("private")
+    form.get_by_test_id("access-clients").fill("reader, gateway")
+    form.get_by_role("button", name="Set access").click()
+    page.wait_for_selector("#notice:has-text('lung-ct version 1: private')")
+    cell = model.get_by_test_id("access")
+    cell.filter(has_text="private: radiology, gateway, reader").wait_for()
+    assert reader_sees() == 200
+    axe(page)
+
+    form = model.get_by_test_id("access-form")  # the page was drawn again
+    form.get_by_test_id("access-mode").select_option("shared")
+    form.get_by_test_id("access-clients").fill("reader")
+    form.get_by_role("button", name="Set access").click()
+    page.wait_for_selector("#notice:has-text('private version only')")  # the API's 422
+    form.get_by_test_id("access-mode").select_option("private")
+    form.get_by_test_id("access-clients").fill("")
+    form.get_by_role("button", name="Set access").click()
+    playwright.expect(model.get_by_test_id("access")).to_have_text("private: radiology")
+    assert reader_sees() == 404
+    changes = _api(url, "/v1/audit?action=access_changed")["items"]
+    assert [c["target"] for c in changes[:2]] == ["model/lung-ct/versions/1/access"] * 2
     context.close()
 
 

@@ -1,4 +1,5 @@
-// Models: versions with metrics and aliases, two versions side by side, move an alias.
+// Models: versions with metrics and aliases, two versions side by side, move an alias, change
+// who may use a version.
 import { api, el, fmt, notice, setup } from "./common.js";
 
 const SHOWN = ["val_auc", "val_accuracy", "val_accuracy_at_threshold", "val_balanced_accuracy", "val_ece_calibrated"];
@@ -52,6 +53,41 @@ function aliasForm(model, versions) {
   return form;
 }
 
+// Who may use a version, changed by its owner or an admin (the API refuses anyone else).
+function accessForm(model, versions) {
+  const select = el("select", { id: `access-version-${model}`, "data-testid": "access-version" }, ...versions.map((v) => el("option", { value: String(v.version), text: `version ${v.version}` })));
+  const mode = el(
+    "select",
+    { id: `access-mode-${model}`, "data-testid": "access-mode" },
+    el("option", { value: "shared", text: "shared with every key" }),
+    el("option", { value: "private", text: "private to its owner and" }),
+  );
+  const clients = el("input", { id: `access-clients-${model}`, "data-testid": "access-clients", placeholder: "clients, comma-separated", autocomplete: "off", spellcheck: "false" });
+  const form = el(
+    "form",
+    { class: "inline", "data-testid": "access-form" },
+    el("label", { for: select.id, text: "Make" }), select,
+    el("label", { for: mode.id, class: "sr-only", text: "access" }), mode,
+    el("label", { for: clients.id, class: "sr-only", text: "clients who may use it" }), clients,
+    el("button", { type: "submit", text: "Set access" }),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const named = clients.value.split(",").map((c) => c.trim()).filter(Boolean);
+    try {
+      const record = await api(`/v1/models/${encodeURIComponent(model)}/versions/${select.value}/access`, {
+        method: "PUT",
+        json: { private: mode.value === "private", clients: named },
+      });
+      notice(`${model} version ${record.version}: ${accessText(record)}.`);
+      await render(canWrite);
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  return form;
+}
+
 function pick(model, v, box) {
   const at = picked.findIndex((p) => p.model === model && p.v.version === v.version);
   if (box.checked && at < 0) picked.push({ model, v });
@@ -97,6 +133,7 @@ async function render(write) {
         el("h2", { id, text: m.name }),
         el("p", { text: `Aliases: ${aliases}` }),
         write ? aliasForm(m.name, page.items) : null,
+        write ? accessForm(m.name, page.items) : null,
         el(
           "table",
           { class: "grid" },
