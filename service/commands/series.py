@@ -1,7 +1,7 @@
-"""`scantune series list|show|send-now|retrieve|retrieval|orders`, over the node's API: what
-the DICOM node did with each series it received (its classification, each delivery of its
-result and the last errors), having it fetch a study from a PACS (waiting, or in the
-background), and the RIS's orders."""
+"""`scantune series list|show|send-now|retrieve|retrieval|retrievals|orders`, over the node's
+API: what the DICOM node did with each series it received (its classification, each delivery
+of its result and the last errors), having it fetch a study from a PACS (waiting, or in the
+background) and what became of those fetches, and the RIS's orders."""
 
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ def register(subparsers: Any) -> None:
     )
     followed = _add(sub, "retrieval", "how a retrieval asked with --no-wait went", run_retrieval)
     followed.add_argument("id", type=int)
+    listed = _add(
+        sub, "retrievals", "retrievals asked with --no-wait, newest first", run_retrievals
+    )
+    listed.add_argument("--state", choices=("running", "done", "not_found", "failed"))
+    listed.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
 
 
 def _add(
@@ -152,6 +157,22 @@ def run_retrieval(args: argparse.Namespace, api: ApiClient) -> int:
         print(f"  {body['error']}")
     for study in body["study_instance_uids"]:
         print(f"  scantune series list --study {study}")
+    return OK
+
+
+def run_retrievals(args: argparse.Namespace, api: ApiClient) -> int:
+    query = {"state": args.state, "limit": args.limit}
+    body = api.json("GET", "/v1/retrievals", params={k: v for k, v in query.items() if v})
+    if printed_raw(body, args.json):
+        return OK
+    print(
+        f"{'ID':>6}  {'SOURCE':12}  {'STATE':9}  {'SENT':>4}  {'ASKED (UTC)':19}  STUDY OR WHY NOT"
+    )
+    for r in body["items"]:
+        asked = (r["created_at"] or "")[:19].replace("T", " ")
+        sent = r["completed"] + r["warning"]
+        what = r["error"] or ", ".join(r["study_instance_uids"]) or r["study_instance_uid"] or "-"
+        print(f"{r['id']:>6}  {r['source']:12}  {r['state']:9}  {sent:>4}  {asked:19}  {what}")
     return OK
 
 

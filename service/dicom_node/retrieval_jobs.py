@@ -1,5 +1,6 @@
 """Retrievals in the background: `POST /v1/retrievals` with `wait: false` answers 202 at once
-with a retrieval id, and `GET /v1/retrievals/{id}` says what became of it. A large study takes
+with a retrieval id, and `GET /v1/retrievals/{id}` says what became of it (`GET /v1/retrievals`
+lists them, newest first). A large study takes
 minutes to come over C-MOVE: longer than an ingress or a client waits, and all that time it
 would hold one of the node's HTTP threads, which STOW-RS senders need.
 
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.dicom_node.ledger import iso_time
@@ -26,6 +27,7 @@ from service.dicom_node.peers import DicomSource
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed, Retriever
 from service.dicom_node.tables import RetrievalRow
 from service.jobs.store import utcnow
+from service.paging import newest_first, split_page
 
 log = logging.getLogger("scantune.dicom")
 RUNNING_AT_ONCE = 2  # each holds an association with a PACS: a key may not flood it
@@ -64,6 +66,22 @@ class RetrievalJobs:
             if row is None or (client is not None and row.client != client):
                 return None
             return _view(row)
+
+    def page(
+        self, client: str | None, state: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Retrievals newest first: `client`'s own (None: every client's), in `state` if given."""
+        query = select(RetrievalRow)
+        if client is not None:
+            query = query.where(RetrievalRow.client == client)
+        if state is not None:
+            query = query.where(RetrievalRow.state == state)
+        query = newest_first(query, RetrievalRow.id, "retrievals", cursor, limit)
+        with Session(self.engine) as session:
+            rows, next_cursor = split_page(
+                list(session.scalars(query)), limit, "retrievals", lambda row: row.id
+            )
+            return [_view(row) for row in rows], next_cursor
 
     def recover(self) -> int:
         """At start: what was running when the node stopped cannot finish now."""

@@ -7,7 +7,7 @@ answers 202 at once and `GET /v1/retrievals/{id}` tells how it went (`retrieval_
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,7 +20,7 @@ from service.dicom_node.redact import uid_hash
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
 from service.errors import BadGateway, InvalidRequest, NotFound
 from service.paging import MAX_POSITION
-from service.parsing import parse_body
+from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 
 bp = Blueprint("retrievals", __name__, url_prefix="/v1/retrievals")
@@ -98,6 +98,25 @@ def retrieve() -> Response:
         failed=found.failed,
         warning=found.warning,
     )
+
+
+class RetrievalsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["running", "done", "not_found", "failed"] | None = None
+    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+@bp.get("")
+@require("series:retrieve")
+def list_retrievals() -> Response:
+    """The client's retrievals asked with `wait: false`, newest first (an admin key: every
+    client's): what it fetched lately, and what is still running."""
+    query = parse_query(RetrievalsQuery)
+    jobs = current_app.extensions["scantune.dicom"].retrieval_jobs
+    items, next_cursor = jobs.page(visible_client(), query.state, query.cursor, query.limit)
+    return jsonify(items=items, next_cursor=next_cursor)
 
 
 @bp.get("/<int:retrieval_id>")

@@ -117,6 +117,10 @@ class NodeForwarder:
     def retrieval(self, retrieval_id: int, *, key: str | None) -> Forwarded:
         return self._relay("GET", f"/v1/retrievals/{retrieval_id}", key)
 
+    def retrievals(self, query: dict[str, str], *, key: str | None) -> Forwarded:
+        params = {k: v for k, v in query.items() if k in ("state", "cursor", "limit")}
+        return self._relay("GET", "/v1/retrievals", key, params=params)
+
     def _relay(self, method: str, path: str, key: str | None, **request: Any) -> Forwarded:
         if self.base_url is None:
             raise NodeNotConfigured(

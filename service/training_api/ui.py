@@ -146,6 +146,13 @@ def forward_retrieval() -> Response:
     return _relayed(node.retrieve(request.get_json(silent=True), key=presented_key()))
 
 
+@bp.get("/api/retrievals")
+@require("series:retrieve")
+def forward_retrievals() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.retrievals(request.args.to_dict(), key=presented_key()))
+
+
 @bp.get("/api/retrievals/<int:retrieval_id>")
 @require("series:retrieve")
 def forward_retrieval_state(retrieval_id: int) -> Response:

@@ -221,6 +221,34 @@ def test_a_retrieval_in_the_background_answers_at_once_and_says_how_it_went(
         f"retrieval {number} from pacs: done",
         "  2 instance(s) sent, 0 failed",
     ]
+
+    # the client's retrievals newest first, in one state, page by page; not another's
+    def listed(key: str = RETRIEVE_KEY, **query: Any) -> dict[str, Any]:
+        answer = requests.get(f"{node.url}/v1/retrievals", params=query, timeout=10,
+                              headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        SCHEMA["/v1/retrievals"]["GET"].validate_response(answer)
+        body: dict[str, Any] = answer.json()
+        return body
+
+    ids = [int(number), absent.json()["id"], taken.json()["id"]]
+    assert [r["id"] for r in listed()["items"]] == ids
+    assert [r["state"] for r in listed()["items"]] == ["done", "not_found", "done"]
+    assert [r["id"] for r in listed(state="not_found")["items"]] == [ids[1]]
+    first_page = listed(limit=2)
+    assert [r["id"] for r in first_page["items"]] == ids[:2]
+    rest = listed(limit=2, cursor=first_page["next_cursor"])
+    assert ([r["id"] for r in rest["items"]], rest["next_cursor"]) == (ids[2:], None)
+    assert listed(other_key)["items"] == []
+    bad = requests.get(f"{node.url}/v1/retrievals", params={"state": "lost"}, timeout=10,
+                       headers={"Authorization": f"Bearer {RETRIEVE_KEY}"})  # fmt: skip
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == "query/state"
+    assert main(["series", "retrievals", "--state", "not_found", *argv]) == 0
+    [header, row] = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["ID", "SOURCE", "STATE"]
+    assert row.split()[:4] == [str(ids[1]), "pacs", "not_found", "0"]
+    assert row.endswith("source 'pacs' holds no such study")
+
     log = node.log_text()
     for private in ("P-1", uid):
         assert private not in log

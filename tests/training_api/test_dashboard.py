@@ -394,6 +394,10 @@ def test_dashboard_end_to_end(
     fetched.first.wait_for()
     assert fetched.count() == 1 and prior[0].StudyInstanceUID in fetched.inner_text()
     assert page.input_value("#s-study") == prior[0].StudyInstanceUID
+    fetch = page.locator("[data-testid=fetch-row][data-state=done]")
+    fetch.wait_for()  # the key's recent fetches, newest first
+    assert fetch.count() == 1 and prior[0].StudyInstanceUID in fetch.inner_text()
+    assert fetch.locator("td").last.inner_text() == "2"
     # the RIS orders an exam by its accession number: the page lists the order, then fetched
     ordered = make_study(1)
     ordered[0].AccessionNumber = "RIS-DASH"
@@ -405,6 +409,7 @@ def test_dashboard_end_to_end(
     page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
     page.get_by_role("button", name="Fetch").click()
     page.wait_for_selector("#notice:has-text('the sources: pacs')")
+    assert page.locator("[data-testid=fetch-row]").count() == 1  # a refused one is not kept
     axe(page)
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()

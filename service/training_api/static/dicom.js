@@ -1,6 +1,7 @@
 // DICOM node: its series newest first (GET /ui/api/series, relayed to the node with the user's
 // key), each with its deliveries; "Send now" (admin) tries a series' pending work at once;
-// "Fetch" (series:retrieve) has the node fetch a study from a PACS.
+// "Fetch" (series:retrieve) has the node fetch a study from a PACS, and lists the key's recent
+// fetches.
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
@@ -108,6 +109,32 @@ async function reload() {
   for (let i = 1; i < pages && cursor; i++) await load(true);
 }
 
+const FETCH_COLUMNS = ["Asked", "Source", "Study", "State", "Instances sent"];
+
+function fetchRow(r) {
+  const study = r.study_instance_uids.join(", ") || r.study_instance_uid || (r.accession_number ? `accession ${r.accession_number}` : "–");
+  const sent = r.state === "running" ? "…" : `${r.completed + r.warning}${r.failed ? `, ${r.failed} failed` : ""}`;
+  const tone = r.state === "done" ? "succeeded" : r.state === "running" ? "" : "failed";
+  return el(
+    "tr",
+    { "data-testid": "fetch-row", "data-state": r.state },
+    el("td", { text: age(r.created_at) }),
+    el("td", { text: r.source }),
+    el("th", { scope: "row" }, el("code", { text: study })),
+    el("td", {}, el("span", { class: `status ${tone}`, text: r.state }), r.error ? el("div", { class: "muted", text: r.error }) : null),
+    el("td", { text: sent }),
+  );
+}
+
+// The key's own background retrievals, newest first (GET /ui/api/retrievals, relayed).
+async function loadFetches() {
+  const page = await api("/ui/api/retrievals?limit=10");
+  const root = document.getElementById("fetches");
+  document.getElementById("fetches-heading").hidden = !page.items.length;
+  if (!page.items.length) return root.replaceChildren();
+  tableBody(root, FETCH_COLUMNS, "Your recent fetches from a PACS, newest first", false).append(...page.items.map(fetchRow));
+}
+
 // Fetch a study in the background (a large one takes minutes): the node answers at once with
 // the retrieval's id, the page asks how it goes until it ends, then lists that study.
 async function ended(id) {
@@ -122,6 +149,7 @@ function retrieval() {
   const fetchForm = document.getElementById("retrieve-form");
   const said = document.getElementById("retrieved");
   fetchForm.hidden = false;
+  loadFetches().catch((err) => notice(err.message));
   fetchForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = fetchForm.querySelector("button");
@@ -131,7 +159,9 @@ function retrieval() {
     try {
       const taken = await api("/ui/api/retrievals", { method: "POST", json: { ...asked, wait: false } });
       said.textContent = `Retrieval ${taken.id}: ${asked.source} is sending…`;
+      await loadFetches();
       const got = await ended(taken.id);
+      await loadFetches();
       if (got.state !== "done") throw new Error(got.error || `the retrieval ${got.state}`);
       const sent = got.completed + got.warning;
       said.textContent = `${got.source} sent ${sent} instance${sent === 1 ? "" : "s"}${got.failed ? `, ${got.failed} failed` : ""}.`;
@@ -145,6 +175,7 @@ function retrieval() {
     } catch (err) {
       said.textContent = "";
       notice(err.message);
+      await loadFetches().catch(() => {}); // a refused one is not kept: the list is as it was
     } finally {
       button.disabled = false;
     }
@@ -181,5 +212,6 @@ setup(async (scopes) => {
   every(5000, async () => {
     await reload(); // series move on their own: received, classified, delivered
     await loadOrders();
+    if (scopes.has("series:retrieve")) await loadFetches();
   }); // a tick that returns nothing goes on
 });
