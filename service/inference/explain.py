@@ -8,17 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-
-def _colormap() -> np.ndarray:
-    """A 256-entry blue → cyan → yellow → red ramp (jet-like), uint8 RGB."""
-    x = np.linspace(0.0, 1.0, 256, dtype=np.float32)
-    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
-    return (np.stack([r, g, b], axis=1) * 255).round().astype(np.uint8)
-
-
-_RAMP = _colormap()
+from service.hospital.attention_map import RAMP
 
 
 def heatmap_png(cam: np.ndarray, height: int, width: int) -> str:
@@ -30,7 +20,7 @@ def heatmap_png(cam: np.ndarray, height: int, width: int) -> str:
     unit = (plane - low) / (high - low) if high > low else np.zeros_like(plane)
     levels = Image.fromarray((unit * 255).round().astype(np.uint8), mode="L")
     heatmap = levels.resize((width, height), Image.Resampling.BILINEAR)
-    heatmap.putpalette(_RAMP.tobytes())  # L -> P: the ramp colours each level
+    heatmap.putpalette(RAMP.tobytes())  # L -> P: the ramp colours each level
     buffer = io.BytesIO()
     heatmap.save(buffer, format="PNG", compress_level=1)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
