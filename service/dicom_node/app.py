@@ -95,6 +95,10 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
 
     settings = settings or DicomNodeSettings()
     configure_logging(settings)  # JSON lines as the other services write, DICOM libraries held
+    if any(d.attention_maps for d in settings.dicom_destinations):
+        from models import scans
+
+        scans.configure(decoders=1)  # maps decode scans: GDCM only in its sealed helper
     node = build_services(settings)
     app = create_base_app(__name__, settings, service="dicom")
     app.extensions[EXTENSION] = node

@@ -42,26 +42,41 @@ class InferenceClient:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
-    def classify(self, model: str, alias: str | None, files: Sequence[bytes]) -> Classification:
-        """Every file classified by one model version (the first answer pins the version)."""
+    def classify(
+        self, model: str, alias: str | None, files: Sequence[bytes], *, explain: bool = False
+    ) -> Classification:
+        """Every file classified by one model version (the first answer pins the version);
+        with `explain`, each prediction has its class activation map (`explanation`), unless
+        the model has none (its predictions then come without)."""
         predictions: list[dict[str, Any]] = []
         info: dict[str, Any] = {}
         for start in range(0, len(files), BATCH):
             query = {"version": info["version"]} if info else ({"alias": alias} if alias else {})
             batch = files[start : start + BATCH]
-            answer = self._call(
-                "POST",
-                f"/v1/models/{quote(model)}:predict",
-                params=query,
-                files=[("file", (f"{start + i}.dcm", data, "application/dicom"))
-                       for i, data in enumerate(batch)],
-            )  # fmt: skip
+            try:
+                answer = self._predict(model, query, batch, start, explain)
+            except Rejected:
+                if not explain:
+                    raise
+                explain = False  # e.g. a model without a CAM output: asked again without
+                answer = self._predict(model, query, batch, start, explain)
             info = info or answer["model"]
             predictions.extend(answer["predictions"])
         if len(predictions) != len(files):
             raise Rejected(f"{len(predictions)} predictions for {len(files)} scans")
         card = self._call("GET", f"/v1/models/{quote(model)}", params={"version": info["version"]})
         return Classification(predictions, info, card["serving"]["card"])
+
+    def _predict(
+        self, model: str, query: dict[str, Any], batch: Sequence[bytes], start: int, explain: bool
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            f"/v1/models/{quote(model)}:predict",
+            params={**query, "explain": "true"} if explain else query,
+            files=[("file", (f"{start + i}.dcm", data, "application/dicom"))
+                   for i, data in enumerate(batch)],
+        )  # fmt: skip
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

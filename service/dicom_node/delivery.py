@@ -16,6 +16,7 @@ import io
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,8 +51,9 @@ def refusing_c_store(code: int) -> bool:
 
 class Sender(Protocol):
     kind: str
+    attention_maps: bool  # whether it takes the series' maps (`service.dicom_node.maps`)
 
-    def send(self, sr_file: bytes) -> None: ...
+    def send(self, sr_file: bytes, maps: Sequence[bytes] = ()) -> None: ...
 
 
 class CStoreSender:
@@ -65,15 +67,20 @@ class CStoreSender:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.destination, self.calling_ae, self.timeout_s = destination, calling_ae, timeout_s
-        self.tls = tls
+        self.tls, self.attention_maps = tls, destination.attention_maps
 
-    def send(self, sr_file: bytes) -> None:
+    def send(self, sr_file: bytes, maps: Sequence[bytes] = ()) -> None:
+        """The SR, then its maps, over one association; delivered when each is stored."""
         from pydicom import dcmread
         from pynetdicom import AE
 
-        ds = dcmread(io.BytesIO(sr_file))
+        datasets = [dcmread(io.BytesIO(f)) for f in (sr_file, *maps)]
         ae = AE(ae_title=self.calling_ae)
-        ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+        for ds in datasets:
+            if (ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) not in {
+                (c.abstract_syntax, c.transfer_syntax[0]) for c in ae.requested_contexts
+            }:
+                ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         dest = self.destination
         tls_args = (self.tls, str(dest.host)) if self.tls is not None else None
@@ -83,15 +90,18 @@ class CStoreSender:
         if not assoc.is_established:
             raise NotDelivered("association not established (destination down or refusing)")
         try:
-            status = assoc.send_c_store(ds)
+            statuses = [assoc.send_c_store(ds) for ds in datasets]
+        except ValueError:  # pynetdicom: the destination accepted no context for the class
+            raise Rejected("C-STORE refused: the destination takes no SOP class sent") from None
         finally:
             assoc.release()
-        code = int(status.Status) if "Status" in status else None
-        if code is not None and refusing_c_store(code):
-            raise Rejected(f"C-STORE refused: status 0x{code:04X}")
-        if code not in STORED:
-            shown = "no answer" if code is None else f"status 0x{code:04X}"
-            raise NotDelivered(f"C-STORE failed: {shown}")
+        for status in statuses:
+            code = int(status.Status) if "Status" in status else None
+            if code is not None and refusing_c_store(code):
+                raise Rejected(f"C-STORE refused: status 0x{code:04X}")
+            if code not in STORED:
+                shown = "no answer" if code is None else f"status 0x{code:04X}"
+                raise NotDelivered(f"C-STORE failed: {shown}")
 
 
 class ContextAdapter(HTTPAdapter):
@@ -214,17 +224,19 @@ class StowSender:
         self.credentials = Credentials(
             destination.authorization_file, destination.oauth, timeout_s, https
         )
+        self.attention_maps = destination.attention_maps
 
-    def send(self, sr_file: bytes) -> None:
+    def send(self, sr_file: bytes, maps: Sequence[bytes] = ()) -> None:
+        """The SR and its maps in one STOW-RS request."""
         from dicomweb_client import DICOMwebClient
         from pydicom import dcmread
 
-        ds = dcmread(io.BytesIO(sr_file))
+        datasets = [dcmread(io.BytesIO(f)) for f in (sr_file, *maps)]
         headers = self.credentials.headers()
         session = https_session(requests.Session(), self.https)
         client = DICOMwebClient(self.url, session=session, headers=headers, timeout=self.timeout_s)
         try:
-            answer = client.store_instances([ds])
+            answer = client.store_instances(datasets)
         except (requests.RequestException, OSError) as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status == 401:
@@ -235,13 +247,14 @@ class StowSender:
         finally:
             session.close()
         if answer.get("FailedSOPSequence"):  # servers may send it empty
-            raise NotDelivered("STOW-RS: the server lists the SR as failed")
+            raise NotDelivered("STOW-RS: the server lists an instance as failed")
 
 
 class Hl7Sender:
     """The SR as an ORU^R01 (`service.hospital.hl7v2`) over MLLP; delivered on AA or CA."""
 
     kind = "hl7"
+    attention_maps = False
 
     def __init__(
         self, destination: Hl7Destination, timeout_s: float, tls: ssl.SSLContext | None = None
@@ -258,7 +271,7 @@ class Hl7Sender:
             d.processing_id,
         )
 
-    def send(self, sr_file: bytes) -> None:
+    def send(self, sr_file: bytes, maps: Sequence[bytes] = ()) -> None:
         from pydicom import dcmread
 
         from service.dicom_node.mllp import MllpError, exchange
@@ -290,6 +303,7 @@ class FhirSender:
     server's base URL; delivered when the server answers every entry with a 2xx."""
 
     kind = "fhir"
+    attention_maps = False
 
     def __init__(
         self, destination: FhirDestination, timeout_s: float, https: ssl.SSLContext | None = None
@@ -299,7 +313,7 @@ class FhirSender:
             destination.authorization_file, destination.oauth, timeout_s, https
         )
 
-    def send(self, sr_file: bytes) -> None:
+    def send(self, sr_file: bytes, maps: Sequence[bytes] = ()) -> None:
         from pydicom import dcmread
 
         from service.hospital.fhir import FHIR_MEDIA_TYPE

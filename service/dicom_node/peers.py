@@ -138,6 +138,12 @@ class DicomDestination(BaseModel):
     oauth: OAuthClient | None = Field(
         default=None, description="STOW-RS: OAuth 2.0 client credentials instead of a file."
     )
+    attention_maps: bool = Field(
+        default=False,
+        description="C-STORE or STOW-RS: with the SR, each classified scan under the model's"
+        " class activation map, as Secondary Capture images in a series of their own (marked"
+        " not for diagnostic use).",
+    )
     hl7: Hl7Destination | None = Field(
         default=None, description="HL7 v2: the receiver of ORU^R01 messages (nothing else)."
     )
@@ -151,7 +157,12 @@ class DicomDestination(BaseModel):
         nested = [name for name in ("hl7", "fhir") if getattr(self, name) is not None]
         if nested:
             others = (*dimse, self.stow_url, self.authorization_file, self.oauth)
-            if len(nested) > 1 or any(v is not None for v in others) or self.tls:
+            if (
+                len(nested) > 1
+                or any(v is not None for v in others)
+                or self.tls
+                or (self.attention_maps)
+            ):
                 raise ValueError(
                     f"an {nested[0]} destination takes no other key (its settings go inside it)"
                 )

@@ -20,6 +20,7 @@ from typing import Literal
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.dicom_node.spool import maps_file
 from service.dicom_node.tables import PENDING_STATES, DeliveryRow, InstanceRow, SeriesRow
 from service.jobs.store import as_utc, utcnow
 
@@ -319,12 +320,12 @@ class WorkQueue:
             names = set(
                 session.scalars(select(InstanceRow.file).where(InstanceRow.file.is_not(None)))
             )
-            names |= set(
+            results = set(
                 session.scalars(
                     select(SeriesRow.result_file).where(SeriesRow.result_file.is_not(None))
                 )
             )
-        return {n for n in names if n}
+        return {n for n in names | results | {maps_file(r) for r in results if r} if n}
 
     def series(self, series_id: int) -> SeriesRow:
         with self._sessions() as session:

@@ -12,14 +12,21 @@ import secrets
 from pathlib import Path
 
 
+def maps_file(result_file: str) -> str:
+    """The name of the attention maps (`service.dicom_node.maps`) of the series whose SR is
+    `result_file`: named after it, so no row needs to name them."""
+    return f"{result_file.removesuffix('.sr.dcm')}.maps.zip"
+
+
 class Spool:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def write(self, data: bytes, suffix: str = ".dcm") -> str:
-        """Store `data` durably; returns the file's name in the spool."""
-        name = f"{secrets.token_hex(16)}{suffix}"
+    def write(self, data: bytes, suffix: str = ".dcm", *, name: str | None = None) -> str:
+        """Store `data` durably (under `name`, else a new random one); returns its name."""
+        name = name or f"{secrets.token_hex(16)}{suffix}"
+        self.path(name)  # a name, not a path
         partial = self.root / f".{name}.part"
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

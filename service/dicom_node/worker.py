@@ -8,20 +8,26 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from service.config import DicomNodeSettings
 from service.dicom_node import metrics
-from service.dicom_node.classify import InferenceClient, Rejected, Unavailable
+from service.dicom_node.classify import Classification, InferenceClient, Rejected, Unavailable
 from service.dicom_node.delivery import NotDelivered, Sender
 from service.dicom_node.delivery import Rejected as DeliveryRejected
+from service.dicom_node.maps import build_maps, read_maps
 from service.dicom_node.queue import Due, WorkQueue, chosen_destinations
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.report import build_report, result_uids
-from service.dicom_node.spool import Spool
+from service.dicom_node.spool import Spool, maps_file
 from service.dicom_node.tables import SeriesRow
 from service.jobs.store import utcnow
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 log = logging.getLogger("scantune.dicom")
 
@@ -113,8 +119,11 @@ class Worker:
         files = [self.spool.read(i.file) for i in instances if i.file]
         if not files or len(files) != len(instances):
             return self._fail(row, "instance files are missing from the spool")
+        chosen = chosen_destinations(row)  # None: the route named none, so every one
+        targets = list(self.senders) if chosen is None else chosen
+        maps = any(getattr(self.senders.get(t), "attention_maps", False) for t in targets)
         try:
-            found = self.client.classify(str(row.model), row.alias, files)
+            found = self.client.classify(str(row.model), row.alias, files, explain=maps)
             sources = [dcmread(io.BytesIO(f), stop_before_pixels=True) for f in files]
             version = int(found.model["version"])
             sops = [i.sop_instance_uid for i in instances]
@@ -127,8 +136,8 @@ class Worker:
             reason = str(exc) if isinstance(exc, Rejected) else type(exc).__name__
             return self._fail(row, reason)
         name = self.spool.write(sr, ".sr.dcm")
-        chosen = chosen_destinations(row)  # None: the route named none, so every one
-        targets = list(self.senders) if chosen is None else chosen
+        if maps:  # before the row names the SR: a crash in between leaves leftovers, swept
+            self.write_maps(name, files, sources, found)
         self.queue.classified(row.id, uids[1], name, targets)
         metrics.CLASSIFIED.inc()
         log.info(
@@ -137,6 +146,22 @@ class Worker:
         )  # fmt: skip
         if not targets:
             self.clean(row.id)
+
+    def write_maps(
+        self,
+        result_file: str,
+        files: Sequence[bytes],
+        sources: Sequence[Dataset],
+        found: Classification,
+    ) -> None:
+        root, disclaimer = self.settings.dicom_uid_root, self.settings.result_disclaimer
+        try:
+            bundle = build_maps(files, sources, found, root, disclaimer)
+        except Exception as exc:  # the SR still goes; the maps are the extra
+            log.error("attention maps not made: %s", type(exc).__name__)
+            return
+        if bundle is not None:
+            self.spool.write(bundle, name=maps_file(result_file))
 
     def _later(self, row: SeriesRow, reason: str) -> None:
         attempts = self.queue.retry_later(row.id, reason, self.backoff(row.attempts))
@@ -157,7 +182,8 @@ class Worker:
             self.queue.delivery_failed(due.delivery_id, "destination not configured", 3600)
             return
         try:
-            sender.send(self.spool.read(due.result_file))
+            maps = read_maps(self.spool, due.result_file) if sender.attention_maps else []
+            sender.send(self.spool.read(due.result_file), maps)
         except DeliveryRejected as exc:  # retrying cannot help: kept for a person to resend
             self.queue.delivery_rejected(due.delivery_id, str(exc))
             metrics.DELIVERY_REJECTED.labels(sender.kind).inc()
@@ -184,7 +210,10 @@ class Worker:
         """Delete the series' instance files and its result file: it is delivered (or ended)."""
         for instance in self.queue.instances(series_id):
             self.spool.delete(instance.file)
-        self.spool.delete(self.queue.series(series_id).result_file)
+        result_file = self.queue.series(series_id).result_file
+        self.spool.delete(result_file)
+        if result_file:
+            self.spool.delete(maps_file(result_file))
         self.queue.forget_files(series_id)
 
     def expire(self) -> None:

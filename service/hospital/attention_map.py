@@ -111,7 +111,7 @@ def build_attention_map(
         f"{'; ' + settings.disclaimer if settings.disclaimer else ''}"
     )[:1024]
     image.ImageComments = image.DerivationDescription
-    image.PatientOrientation = _orientation(source)
+    image.PatientOrientation = _orientation(source)  # type: ignore[assignment]
     image.Laterality = source.get("Laterality")  # type 2C: the source's, empty when unknown
     image.BurnedInAnnotation = "NO"
     image.LossyImageCompression = "01" if source.get("LossyImageCompression") == "01" else "00"

@@ -134,12 +134,17 @@ class Orthanc:
 
     def reports(self, study_uid: str) -> list[Dataset]:
         """The SR instances Orthanc holds in the study (read back through its REST API)."""
+        return self.instances(study_uid, "SR")
+
+    def instances(self, study_uid: str, modality: str) -> list[Dataset]:
+        """The instances of `modality` Orthanc holds in the study."""
         found = requests.post(
             f"{self.url}/tools/find",
-            json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid, "Modality": "SR"}},
+            json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid,
+                                                 "Modality": modality}},
             auth=self.auth,
             timeout=10,
-        ).json()
+        ).json()  # fmt: skip
         files = [
             requests.get(f"{self.url}/instances/{i}/file", auth=self.auth, timeout=10).content
             for i in found

@@ -253,6 +253,8 @@ def test_settings_parse_peers_and_refuse_half_a_destination(monkeypatch: Any) ->
         DicomDestination.model_validate({"hl7": engine, "stow_url": "https://pacs/dicom-web"})
     with pytest.raises(ValidationError, match="an hl7 destination takes no other key"):
         DicomDestination.model_validate({"hl7": engine, "tls": True})
+    with pytest.raises(ValidationError, match="an hl7 destination takes no other key"):
+        DicomDestination.model_validate({"hl7": engine, "attention_maps": True})
     with pytest.raises(ValidationError, match="processing_id"):
         DicomDestination.model_validate({"hl7": {**engine, "processing_id": "X"}})
     ehr = {"url": "https://ehr/fhir/r4"}

@@ -104,6 +104,11 @@ def classified(queue: WorkQueue, destinations: list[str]) -> int:
     return series_id
 
 
+def test_a_results_maps_are_named_after_it_so_a_restart_keeps_them(queue: WorkQueue) -> None:
+    classified(queue, ["PACS@h:104"])
+    assert queue.files() == {"a.dcm", "r.sr.dcm", "r.maps.zip"}  # swept: anything else
+
+
 def test_deliveries_finish_the_series_when_the_last_is_done_and_failures_back_off(
     queue: WorkQueue,
 ) -> None:

@@ -1,0 +1,88 @@
+"""A series' attention maps, for the destinations that take them (`attention_maps: true`):
+one Secondary Capture per classified scan (`service.hospital.attention_map`), kept in the
+spool beside the series' SR as one uncompressed zip named after it, sent with the SR and
+deleted with it.
+
+The scans are decoded here with the inference service's own decoders (`models.scans`,
+GDCM confined to its helper process), under UIDs derived from what was classified, so that
+classifying again makes the same maps. A scan that cannot be decoded or has no map is left
+out; the SR still goes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from models.card import ModelCard
+from service.dicom_node.classify import Classification
+from service.dicom_node.report import derived_uid
+from service.dicom_node.spool import Spool, maps_file
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+log = logging.getLogger("scantune.dicom")
+
+
+def build_maps(
+    files: Sequence[bytes],
+    sources: Sequence[Dataset],
+    found: Classification,
+    root: str | None,
+    disclaimer: str | None,
+) -> bytes | None:
+    """The zip of the maps of `files` (with their headers `sources`), or None when no scan
+    has one (the model has no CAM output, or no scan decodes)."""
+    from models import scans
+    from service.hospital.attention_map import blend, build_attention_map, heat_levels
+    from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
+
+    card = ModelCard.model_validate(found.card)
+    version = int(found.model["version"])
+    identity = ModelIdentity.from_card(card, version)
+    settings = ReportSettings(uid_root=root, disclaimer=disclaimer or None)
+    study, series = str(sources[0].StudyInstanceUID), str(sources[0].SeriesInstanceUID)
+    series_uid = derived_uid(root, "maps-series", study, series, card.name, str(version))
+    out, skipped = io.BytesIO(), 0
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as bundle:
+        for i, (data, source, prediction) in enumerate(
+            zip(files, sources, found.predictions, strict=True)
+        ):
+            explained = prediction.get("explanation")
+            if not explained:
+                skipped += 1
+                continue
+            try:
+                pixels = blend(scans.decode(data), heat_levels(explained["png_base64"]))
+            except (scans.ImageDecodeError, ValueError) as exc:
+                log.warning("no attention map for one scan: %s", type(exc).__name__)
+                skipped += 1
+                continue
+            sop = str(source.SOPInstanceUID)
+            uid = derived_uid(root, "map", sop, card.name, str(version))
+            result = ScanResult.from_prediction(prediction)
+            image = build_attention_map(
+                source, pixels, result, identity, (series_uid, uid), i + 1, settings
+            )
+            written = io.BytesIO()
+            image.save_as(written, enforce_file_format=True)
+            bundle.writestr(f"{i:05d}.dcm", written.getvalue())
+    if skipped == len(files):
+        return None
+    if skipped:
+        log.warning("attention maps for %d of %d scans", len(files) - skipped, len(files))
+    return out.getvalue()
+
+
+def read_maps(spool: Spool, result_file: str) -> list[bytes]:
+    """The series' maps as DICOM files' bytes, in scan order; none when it has none."""
+    try:
+        data = spool.read(maps_file(result_file))
+    except FileNotFoundError:
+        return []
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        return [bundle.read(name) for name in sorted(bundle.namelist())]
