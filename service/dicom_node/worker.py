@@ -121,7 +121,7 @@ class Worker:
             return self._fail(row, "instance files are missing from the spool")
         chosen = chosen_destinations(row)  # None: the route named none, so every one
         targets = list(self.senders) if chosen is None else chosen
-        maps = any(getattr(self.senders.get(t), "attention_maps", False) for t in targets)
+        maps = any(self.senders[t].attention_maps for t in targets if t in self.senders)
         try:
             found = self.client.classify(str(row.model), row.alias, files, explain=maps)
             sources = [dcmread(io.BytesIO(f), stop_before_pixels=True) for f in files]
