@@ -18,9 +18,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -36,6 +38,7 @@ from service.errors import Conflict, NotFound, ServiceError
 from service.storage import ArtifactStore, ObjectNotFound
 
 log = logging.getLogger("scantune.registry")
+T = TypeVar("T")
 SKIPPED_ON_PUBLISH = {CARD_FILE, "checkpoints", "history.json.tmp"}
 
 
@@ -94,6 +97,27 @@ class AccessRecord:
 _ACCESS_RECORD = TypeAdapter(AccessRecord)
 
 
+class Recheck(Generic[T]):
+    """Words on a version read from the store and trusted in this process for `seconds`: the
+    predict path asks on every request and must not read the store each time, while a change
+    (sharing, revoking, withdrawing) must reach every process within a bounded time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._known: dict[tuple[str, int], tuple[float, T]] = {}
+
+    def get(self, key: tuple[str, int], read: Callable[[], T]) -> T:
+        now = time.monotonic()
+        cached = self._known.get(key)
+        if cached is None or now - cached[0] >= self.seconds:
+            cached = (now, read())
+            self._known[key] = cached
+        return cached[1]
+
+    def put(self, key: tuple[str, int], value: T) -> None:
+        self._known[key] = (time.monotonic(), value)
+
+
 @dataclass(frozen=True)
 class LoadedArtifact:
     card: ModelCard
@@ -117,9 +141,16 @@ class Registry:
         # word is read once (a card is written once; None: shared, an older card), a change
         # made since (`set_access`) is re-read at most every `access_recheck_s`, so sharing or
         # revoking reaches every process within that without a store read per request.
-        self.access_recheck_s = access_recheck_s
         self._card_access: dict[tuple[str, int], ModelAccess | None] = {}
-        self._access: dict[tuple[str, int], tuple[float, ModelAccess | None]] = {}
+        self._access: Recheck[ModelAccess | None] = Recheck(access_recheck_s)
+
+    @property
+    def access_recheck_s(self) -> float:
+        return self._access.seconds
+
+    @access_recheck_s.setter
+    def access_recheck_s(self, seconds: float) -> None:
+        self._access.seconds = seconds
 
     # keys
     @staticmethod
@@ -230,18 +261,17 @@ class Registry:
         """Who may use the version now (None: everyone): the record `set_access` wrote, else
         the card's word. `card`, when the caller has just read it, saves reading it again.
         Raises the registry's 404s for a version that is not there."""
-        key, now = (name, version), time.monotonic()
-        cached = self._access.get(key)
-        if cached is not None and now - cached[0] < self.access_recheck_s:
-            return cached[1]
-        if card is not None:
-            self._card_access[key] = card.access
-        elif key not in self._card_access:
-            self._card_access[key] = self.get_card(name, version).access
-        record = self.access_record(name, version)
-        access = self._card_access[key] if record is None else record.access()
-        self._access[key] = (now, access)
-        return access
+        key = (name, version)
+
+        def read() -> ModelAccess | None:
+            if card is not None:
+                self._card_access[key] = card.access
+            elif key not in self._card_access:
+                self._card_access[key] = self.get_card(name, version).access
+            record = self.access_record(name, version)
+            return self._card_access[key] if record is None else record.access()
+
+        return self._access.get(key, read)
 
     def access_seen(self, name: str, version: int) -> bool:
         """Whether this process has read the version's card (so it exists)."""
@@ -286,7 +316,7 @@ class Registry:
         )
         self.store.put_bytes(self._access_key(name, version), json.dumps(record.to_dict()).encode())
         self._card_access[(name, version)] = card.access
-        self._access[(name, version)] = (time.monotonic(), record.access())
+        self._access.put((name, version), record.access())
         return record
 
     def load(self, name: str, version: int) -> LoadedArtifact:
