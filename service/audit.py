@@ -29,6 +29,8 @@ TrainingAction = Literal[
     "model_published",
     "alias_moved",
     "access_changed",
+    "model_withdrawn",
+    "model_reinstated",
     "key_refused",
     "access_denied",
     "rate_limited",

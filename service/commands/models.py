@@ -1,5 +1,5 @@
-"""`scantune models list|versions|promote|access|download`: the model registry over the training
-API."""
+"""`scantune models list|versions|promote|access|withdraw|reinstate|download`: the model
+registry over the training API."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def register(subparsers: Any) -> None:
         "--client", action="append", metavar="CLIENT",
         help="private to its owner and these clients (repeat for more)",
     )  # fmt: skip
+    for action, text in (
+        ("withdraw", "withdraw a version: no service predicts with it"),
+        ("reinstate", "put a withdrawn version back in service (admin)"),
+    ):
+        parser = _add(sub, action, text, run_withdrawal)
+        parser.add_argument("name")
+        parser.add_argument("version", type=int)
+        parser.add_argument("--reason", required=True, help="why (kept and shown to callers)")
     download = _add(sub, "download", "a version's files (card, ONNX, plots) into DIR", run_download)
     download.add_argument("name")
     download.add_argument("version", type=int)
@@ -108,9 +116,10 @@ def run_versions(args: argparse.Namespace, api: ApiClient) -> int:
     for v in body["items"]:
         metrics = " ".join(f"{k}={x:.4f}" for k, x in _headline(v["metrics"]))
         aliases = ",".join(v["aliases"]) or "-"
+        withdrawn = f"  WITHDRAWN: {v['withdrawn']['reason']}" if v.get("withdrawn") else ""
         print(
             f"{v['version']:>7}  {v['created_at']:32}  {v['base_model']:20}  {aliases:20}  "
-            f"{metrics}"
+            f"{metrics}{withdrawn}"
         )
     for v in body.get("unreadable", []):
         aliases = ",".join(v["aliases"]) or "-"
@@ -173,6 +182,18 @@ def run_access(args: argparse.Namespace, api: ApiClient) -> int:
           f" - used by {who} and admin keys")  # fmt: skip
     if record["set_by"]:
         print(f"  set by {record['set_by']} at {record['set_at']}")
+    return OK
+
+
+def run_withdrawal(args: argparse.Namespace, api: ApiClient) -> int:
+    body = {"withdrawn": args.models_command == "withdraw", "reason": args.reason}
+    path = f"/v1/models/{args.name}/versions/{args.version}/withdrawal"
+    record = api.json("PUT", path, json=body)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return OK
+    state = "withdrawn" if record["withdrawn"] else "back in service"
+    print(f"{args.name} version {args.version}: {state} ({record['reason']})")
     return OK
 
 

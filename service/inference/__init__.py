@@ -56,6 +56,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     from service.inference.predictor import Predictor
     from service.inference.uploads import InMemoryRequest
     from service.web import add_readiness_check, create_base_app
+    from service.withdrawals import Withdrawals
 
     scans.configure(  # before pydicom is imported: see there
         decoders=settings.dicom_decoders or cores.available_cores(),
@@ -64,8 +65,9 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     app = create_base_app(__name__, settings, service="inference")
     app.request_class = InMemoryRequest
     app.extensions[EXTENSION] = InferenceServices(
-        settings, store, registry, manager, Predictor(manager)
-    )
+        settings, store, registry, manager,
+        Predictor(manager, Withdrawals(store, settings.access_recheck_s)),
+    )  # fmt: skip
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)

@@ -24,6 +24,7 @@ from service.inference.loaded import LoadedModel
 from service.inference.manager import ModelManager
 from service.inference.uploads import Upload
 from service.model_access import seen_by
+from service.withdrawals import Withdrawals
 
 log = logging.getLogger("scantune.inference")
 
@@ -38,8 +39,8 @@ class Selector:
 
 
 class Predictor:
-    def __init__(self, manager: ModelManager) -> None:
-        self.manager = manager
+    def __init__(self, manager: ModelManager, withdrawals: Withdrawals) -> None:
+        self.manager, self.withdrawals = manager, withdrawals
 
     def predict(
         self,
@@ -80,12 +81,14 @@ class Predictor:
         return prepare_all(uploads, card.input, self.manager.settings.max_request_megapixels)
 
     def model(self, selector: Selector, client: str | None) -> LoadedModel:
-        """The model `selector` means, if `client` may use it (None: any model): checked
-        before it is loaded, so a client cannot make the service load another's model."""
+        """The model `selector` means, if `client` may use it (None: any model) and it is not
+        withdrawn (410): checked before it is loaded, so a client cannot make the service load
+        another's model."""
         name, version = selector.name, selector.version
         viewer = seen_by(self.manager.registry, client)
         if version is not None:
             viewer.require_visible(name, version)
+            self.withdrawals.require_in_service(name, version)
             return self.manager.get(name, version=version)
         alias = selector.alias or self.manager.settings.default_alias
         try:
@@ -94,6 +97,7 @@ class Predictor:
         except NotFound:  # the 404 the client's view gives: a hidden alias or model is absent
             viewer.get_alias(name, alias)
             raise
+        self.withdrawals.require_in_service(name, version)
         return self.manager.get(name, version=version)
 
     def infer_tensor(self, model: LoadedModel, batch: np.ndarray) -> Outputs:

@@ -23,6 +23,7 @@ from service.storage import StoreError, open_store
 from service.training_api.context import EXTENSION, TrainingServices, services
 from service.training_api.metrics import observe_jobs
 from service.web import add_readiness_check, create_base_app
+from service.withdrawals import Withdrawals
 
 __all__ = ["EXTENSION", "TrainingServices", "create_app", "services"]
 
@@ -39,7 +40,8 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     )
     jobs = JobService.from_settings(settings)
     registry = Registry(store, access_recheck_s=settings.access_recheck_s)
-    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry)
+    withdrawals = Withdrawals(store, settings.access_recheck_s)
+    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry, withdrawals)
     app.extensions[AUDIT_EXTENSION] = AuditTrail(jobs.audit_log.add)
 
     from service.training_api import audit as audit_views

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from models.card import ModelAccess
-from service.errors import InvalidRequest
+from service.errors import Conflict, InvalidRequest
 from service.paging import decode_cursor, encode_cursor
 from service.registry import (
     ALIAS_PATTERN,
@@ -20,14 +20,15 @@ from service.registry import (
     Registry,
     VersionNotFound,
 )
+from service.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
 CURSOR_KEY = "version"
 
 
 class Catalog:
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, registry: Registry, withdrawals: Withdrawals) -> None:
+        self.registry, self.withdrawals = registry, withdrawals
 
     def models(self) -> list[dict[str, Any]]:
         out = []
@@ -86,6 +87,7 @@ class Catalog:
                     "metrics": headline_metrics(card.metrics),
                     "aliases": by_version.get(version, []),
                     "access": _access_json(self.registry.access_of(name, version, card)),
+                    "withdrawn": self._withdrawn(name, version),
                 }
             )
         return {"items": items, "unreadable": unreadable, "next_cursor": next_cursor}
@@ -100,7 +102,31 @@ class Catalog:
             "metrics": card.metrics,
             "artifacts": self.registry.artifact_uris(name, version),
             "card": card.model_dump(mode="json"),
+            "withdrawn": self._withdrawn(name, version),
         }
+
+    def withdrawal(self, name: str, version: int) -> dict[str, Any]:
+        """Whether the version is withdrawn, why, by whom, and the earlier word."""
+        self.existing_versions(name)
+        self.registry.get_card(name, version)  # 404 for a version the client cannot see
+        record = self.withdrawals.record(name, version)
+        if record is None:
+            never = {"withdrawn": False, "reason": None, "set_by": None, "set_at": None}
+            return {"name": name, "version": version, **never, "history": []}
+        return {"name": name, "version": version, **record.to_dict()}
+
+    def set_withdrawal(
+        self, name: str, version: int, *, withdrawn: bool, reason: str, actor: str
+    ) -> dict[str, Any]:
+        self.withdrawals.set(name, version, withdrawn=withdrawn, reason=reason, actor=actor)
+        return self.withdrawal(name, version)
+
+    def _withdrawn(self, name: str, version: int) -> dict[str, Any] | None:
+        """A listing's word on a withdrawn version (read fresh: a person is looking)."""
+        record = self.withdrawals.record(name, version)
+        if record is None or not record.withdrawn:
+            return None
+        return {"reason": record.reason, "set_by": record.set_by, "set_at": record.set_at}
 
     def access(self, name: str, version: int) -> dict[str, Any]:
         """Who may use the version now, and who changed it since it was published (if anyone)."""
@@ -147,6 +173,10 @@ class Catalog:
         if not re.match(ALIAS_PATTERN, alias):
             raise _invalid("path/alias", f"alias '{alias}' must match {ALIAS_PATTERN}", "pattern")
         try:
+            self.registry.get_card(name, version)  # one the client cannot see is not there
+            found = self.withdrawals.record(name, version)
+            if found is not None and found.withdrawn:  # a recalled model is not promoted
+                raise Conflict(f"model '{name}' version {version} is withdrawn: {found.reason}")
             record = self.registry.set_alias(name, alias, version, actor=actor)
         except VersionNotFound as exc:
             raise _invalid("body/version", exc.detail, "version_not_found") from None

@@ -14,6 +14,7 @@ from service.model_access import seen_by
 from service.registry import Registry
 from service.storage import ArtifactStore
 from service.training_api.catalog import Catalog
+from service.withdrawals import Withdrawals
 
 EXTENSION = "scantune"
 
@@ -26,6 +27,7 @@ class TrainingServices:
     jobs: JobService
     store: ArtifactStore
     registry: Registry
+    withdrawals: Withdrawals
 
 
 def services() -> TrainingServices:
@@ -36,4 +38,5 @@ def services() -> TrainingServices:
 
 def catalog() -> Catalog:
     """The registry as the request's client sees it (another's private versions left out)."""
-    return Catalog(seen_by(services().registry, visible_client()))
+    found = services()
+    return Catalog(seen_by(found.registry, visible_client()), found.withdrawals)

@@ -111,3 +111,41 @@ def set_access(name: str, version: int) -> Response:
     record("access_changed", client=who.client, target=target, outcome="private"
            if body.private else "shared", clients=len(body.clients))  # fmt: skip
     return jsonify(changed)
+
+
+class WithdrawalBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    withdrawn: bool = Field(description="true: withdraw the version; false: put it back.")
+    reason: str = Field(min_length=1, max_length=500, description="Why, for those it stops.")
+
+
+@bp.get("/<name>/versions/<int:version>/withdrawal")
+@require("read")
+def get_withdrawal(name: str, version: int) -> Response:
+    return jsonify(catalog().withdrawal(name, version))
+
+
+@bp.put("/<name>/versions/<int:version>/withdrawal")
+@require("models:write")
+def set_withdrawal(name: str, version: int) -> Response:
+    """Withdraw a version (its owner or an admin) or put it back in service (an admin): both
+    services stop predicting with it within `access_recheck_s`."""
+    found = catalog().access(name, version)  # 404 before judging the body
+    body, who = parse_body(WithdrawalBody), current_principal()
+    target = f"model/{name}/versions/{version}"
+    owner = found["owner"] or model_owner(services().jobs.store, name)
+    if not who.admin and (not body.withdrawn or who.client != owner):
+        record("access_denied", client=who.client, target=target, outcome="refused")
+        raise Forbidden(
+            f"only an admin key may put model '{name}' version {version} back in service"
+            if not body.withdrawn
+            else f"model '{name}' version {version} belongs to client '{owner}': only it or"
+            " an admin key may withdraw it"
+        )
+    changed = catalog().set_withdrawal(
+        name, version, withdrawn=body.withdrawn, reason=body.reason, actor=who.client
+    )
+    action = "model_withdrawn" if body.withdrawn else "model_reinstated"
+    record(action, client=who.client, target=target, outcome="done")
+    return jsonify(changed)

@@ -206,6 +206,23 @@ def test_models_access_shows_and_changes_who_may_use_a_version(
         main(["models", "access", "chest-xray", "1", "--shared", "--private"])
 
 
+def test_models_withdraw_and_reinstate(
+    server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="team"))
+    argv = ["chest-xray", "1", "--reason", "misses effusions"]
+    assert main(["models", "withdraw", *argv]) == 0
+    assert capsys.readouterr().out == "chest-xray version 1: withdrawn (misses effusions)\n"
+    assert main(["models", "versions", "chest-xray"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("WITHDRAWN: misses effusions")
+    assert main(["models", "promote", "chest-xray", "1"]) == 5
+    assert "is withdrawn: misses effusions" in capsys.readouterr().err
+    assert main(["models", "reinstate", *argv]) == 5  # this key is no admin's
+    assert "only an admin key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a reason is required
+        main(["models", "withdraw", "chest-xray", "1"])
+
+
 def test_models_versions_follows_the_pages_or_shows_the_newest(
     server: str, training_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:

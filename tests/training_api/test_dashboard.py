@@ -233,9 +233,9 @@ def test_dashboard_end_to_end(
     assert page.get_attribute("#f-epochs", "aria-invalid") == "true"
     axe(page)
 
-    # a good one, through the form; at 64 px an epoch outlasts the page's 2 s refresh, so the
-    # curve is seen growing
-    page.fill("#f-image_size", "64")
+    # a good one, through the form; at 128 px an epoch outlasts the page's 2 s refresh, so
+    # the curve is seen growing (a fast machine ran an epoch at 64 px in under 2 s)
+    page.fill("#f-image_size", "128")
     page.fill("#f-epochs", "3")
     page.get_by_role("button", name="Submit job").click()
     row = page.get_by_test_id("job-row").first
@@ -498,6 +498,16 @@ def test_an_admin_shares_a_private_version_with_a_client_and_takes_it_back(
     form.get_by_role("button", name="Set access").click()
     playwright.expect(model.get_by_test_id("access")).to_have_text("private: radiology")
     assert reader_sees() == 404
+    # a recall shows on the version's row, with its reason
+    recall = {"withdrawn": True, "reason": "misses effusions on portable films"}
+    answer = requests.put(f"{url}/v1/models/lung-ct/versions/1/withdrawal", json=recall,
+                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    page.reload()
+    withdrawn = model.get_by_test_id("withdrawn")
+    withdrawn.wait_for()
+    assert withdrawn.inner_text().split("\n") == ["withdrawn", recall["reason"]]
+    axe(page)
     changes = _api(url, "/v1/audit?action=access_changed")["items"]
     assert [c["target"] for c in changes[:2]] == ["model/lung-ct/versions/1/access"] * 2
     context.close()

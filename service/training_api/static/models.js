@@ -12,13 +12,19 @@ function versionRow(model, v) {
     "tr",
     { "data-testid": "version-row", "data-version": String(v.version) },
     el("td", {}, box, el("label", { for: box.id, class: "sr-only", text: `compare version ${v.version}` })),
-    el("th", { scope: "row", text: String(v.version) }),
+    el("th", { scope: "row" }, String(v.version), withdrawnNote(v.withdrawn)),
     el("td", { text: v.created_at.slice(0, 19).replace("T", " ") }),
     el("td", { text: v.base_model }),
     ...SHOWN.map((k) => el("td", { text: fmt(v.metrics[k], 4) })),
     el("td", { "data-testid": "aliases", text: v.aliases.join(", ") || "–" }),
     el("td", { "data-testid": "access", text: accessText(v.access) }),
   );
+}
+
+// A withdrawn version (a recall): no service predicts with it; the reason under the badge.
+function withdrawnNote(withdrawn) {
+  if (!withdrawn) return null;
+  return el("div", { "data-testid": "withdrawn" }, el("span", { class: "status failed", text: "withdrawn" }), el("div", { class: "muted", text: withdrawn.reason }));
 }
 
 // Who may use a version: every key (shared), or its owner and the clients its card names.

@@ -1,0 +1,63 @@
+"""A withdrawn version on the inference service: 410 with the reason on v1 predict and V2
+infer, by number or through an alias still on it, once the process's word is older than
+`access_recheck_s`; other versions are served as before, and a version put back is served."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.registry import Registry
+from service.withdrawals import Withdrawals
+from tests.inference.conftest import MODEL, Trained, publish
+
+IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+REASON = "misses small effusions on portable films"
+
+
+def scan() -> dict[str, Any]:
+    return {"file": ((IMAGES / "normal_0.png").open("rb"), "normal_0.png")}
+
+
+def v2_body() -> dict[str, Any]:
+    encoded = base64.b64encode((IMAGES / "normal_0.png").read_bytes()).decode()
+    return {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}
+
+
+def test_a_withdrawn_version_is_refused_with_its_reason_and_others_still_serve(
+    make_client: Callable[..., Any], registry: Registry, trained: Trained
+) -> None:
+    publish(registry, trained, 2)
+    client = make_client(access_recheck_s="0")
+    assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
+    recall = Withdrawals(registry.store)  # as the training service writes it
+    recall.set(MODEL, 1, withdrawn=True, reason=REASON, actor="radiology")
+
+    for url in (f"/v1/models/{MODEL}:predict", f"/v1/models/{MODEL}:predict?version=1"):
+        refused = client.post(url, data=scan())  # production is still on version 1
+        assert refused.status_code == 410, url
+        assert refused.get_json()["detail"] == (
+            f"model '{MODEL}' version 1 was withdrawn: {REASON}"
+            " (ask for another version, or move the alias)"
+        )
+    for url in (f"/v2/models/{MODEL}/versions/1/infer", f"/v2/models/{MODEL}/infer"):
+        refused = client.post(url, json=v2_body())
+        assert refused.status_code == 410, url
+        assert REASON in refused.get_json()["error"]
+    other = client.post(f"/v1/models/{MODEL}:predict?version=2", data=scan())
+    assert other.status_code == 200 and other.get_json()["model"]["version"] == 2
+
+    recall.set(MODEL, 1, withdrawn=False, reason="put back", actor="ops")
+    assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
+
+
+def test_a_process_keeps_its_word_until_the_recheck(
+    make_client: Callable[..., Any], registry: Registry
+) -> None:
+    client = make_client()  # the default: re-read every 30 s
+    assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
+    Withdrawals(registry.store).set(MODEL, 1, withdrawn=True, reason=REASON, actor="ci")
+    assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
+    assert make_client().post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 410
