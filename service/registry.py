@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -95,6 +95,31 @@ class AccessRecord:
 
 
 _ACCESS_RECORD = TypeAdapter(AccessRecord)
+
+
+def read_record(
+    store: ArtifactStore, key: str, adapter: TypeAdapter[T], unreadable: Callable[[str], T]
+) -> T | None:
+    """A JSON record of the store (None: there is none); `unreadable(why)` stands for one that
+    does not validate, so the caller decides what a broken record means."""
+    try:
+        text = store.get_text(key)
+    except ObjectNotFound:
+        return None
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        return unreadable(_first_problem(exc))
+
+
+def history_after(previous: Any, *, leave_out: tuple[str, ...] = ()) -> list[dict[str, object]]:
+    """The history of a record replacing `previous` (a record dataclass with `set_by` and
+    `history`, or None): its earlier entries and itself, the last 50. An unreadable one (no
+    `set_by`) leaves none."""
+    if previous is None or not previous.set_by:
+        return []
+    past = {k: v for k, v in asdict(previous).items() if k not in ("history", *leave_out)}
+    return [*previous.history, past][-50:]
 
 
 class Recheck(Generic[T]):
@@ -281,20 +306,17 @@ class Registry:
         """The change to who may use the version made since it was published, if any. An
         unreadable record hides the version from everyone but its owner and admin keys (it
         may have been a revocation): setting the access again replaces it."""
-        try:
-            text = self.store.get_text(self._access_key(name, version))
-        except ObjectNotFound:
-            return None
-        try:
-            return _ACCESS_RECORD.validate_json(text)
-        except ValidationError as exc:
+
+        def unreadable(why: str) -> AccessRecord:
             log.warning(
                 "model %s version %s: its access record is not valid (%s); private to its"
-                " owner until set again", name, version, _first_problem(exc),
+                " owner until set again", name, version, why,
             )  # fmt: skip
             card_access = self.get_card(name, version).access
-            owner = card_access.owner if card_access is not None else ""
-            return AccessRecord(owner, True, [], "", "")
+            return AccessRecord(card_access.owner if card_access else "", True, [], "", "")
+
+        key = self._access_key(name, version)
+        return read_record(self.store, key, _ACCESS_RECORD, unreadable)
 
     def set_access(
         self, name: str, version: int, *, private: bool, clients: list[str], owner: str, actor: str
@@ -302,13 +324,7 @@ class Registry:
         """Record who may use a published version from now on (the previous word kept in the
         record's history); this process sees it at once, the others within the recheck."""
         card = self.get_card(name, version)
-        previous = self.access_record(name, version)
-        if previous is not None and previous.set_by:
-            past = {"private": previous.private, "clients": previous.clients,
-                    "set_by": previous.set_by, "set_at": previous.set_at}  # fmt: skip
-            history = [*previous.history, past][-50:]
-        else:
-            history = []
+        history = history_after(self.access_record(name, version), leave_out=("owner",))
         if card.access is not None:
             owner = card.access.owner
         record = AccessRecord(

@@ -17,11 +17,11 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from service.errors import ServiceError
-from service.registry import Recheck, Registry
-from service.storage import ArtifactStore, ObjectNotFound
+from service.registry import Recheck, Registry, history_after, read_record
+from service.storage import ArtifactStore
 
 log = logging.getLogger("scantune.registry")
 
@@ -57,15 +57,13 @@ class Withdrawals:
     def record(self, name: str, version: int) -> WithdrawalRecord | None:
         """The version's record as stored now (None: never withdrawn). An unreadable one
         counts as withdrawn (it may have been a recall); setting it again replaces it."""
-        try:
-            text = self.store.get_text(self._key(name, version))
-        except ObjectNotFound:
-            return None
-        try:
-            return _RECORD.validate_json(text)
-        except ValidationError:
-            log.warning("model %s version %s: its withdrawal record is not valid", name, version)
+
+        def unreadable(why: str) -> WithdrawalRecord:
+            log.warning("model %s version %s: its withdrawal record is not valid (%s)",
+                        name, version, why)  # fmt: skip
             return WithdrawalRecord(True, "its withdrawal record is unreadable", "", "")
+
+        return read_record(self.store, self._key(name, version), _RECORD, unreadable)
 
     def current(self, name: str, version: int) -> WithdrawalRecord | None:
         """The record if the version is withdrawn, as this process last read it (at most
@@ -86,11 +84,7 @@ class Withdrawals:
         self, name: str, version: int, *, withdrawn: bool, reason: str, actor: str
     ) -> WithdrawalRecord:
         """Withdraw the version (or put it back), keeping the earlier word in the history."""
-        previous = self.record(name, version)
-        history: list[dict[str, object]] = []
-        if previous is not None and previous.set_by:
-            past = {k: v for k, v in previous.to_dict().items() if k != "history"}
-            history = [*previous.history, past][-50:]
+        history = history_after(self.record(name, version))
         stamp = datetime.now(UTC).isoformat()
         record = WithdrawalRecord(withdrawn, reason, actor, stamp, history)
         self.store.put_bytes(self._key(name, version), json.dumps(record.to_dict()).encode())

@@ -4,26 +4,16 @@ infer, by number or through an alias still on it, once the process's word is old
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from service.registry import Registry
 from service.withdrawals import Withdrawals
 from tests.inference.conftest import MODEL, Trained, publish
+from tests.inference.test_model_access import png_form as scan
+from tests.inference.test_model_access import v2_bytes_body as v2_body
 
-IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 REASON = "misses small effusions on portable films"
-
-
-def scan() -> dict[str, Any]:
-    return {"file": ((IMAGES / "normal_0.png").open("rb"), "normal_0.png")}
-
-
-def v2_body() -> dict[str, Any]:
-    encoded = base64.b64encode((IMAGES / "normal_0.png").read_bytes()).decode()
-    return {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}
 
 
 def test_a_withdrawn_version_is_refused_with_its_reason_and_others_still_serve(

@@ -163,3 +163,19 @@ def test_who_may_use_a_version_changes_outside_its_files_and_an_unreadable_word_
     again = registry.set_access("chest", 1, private=False, clients=[], owner="x", actor="admin")
     assert again.history == []  # the unreadable word is replaced, its history lost
     assert seen_by(registry, "gw").list_versions("chest") == [1]
+
+
+def test_an_unreadable_withdrawal_counts_as_withdrawn_until_set_again(store, tmp_path):
+    from service.withdrawals import VersionWithdrawn, Withdrawals
+
+    run, card = make_run_dir(tmp_path / "run")
+    Registry(store).publish("chest", 1, run, card)
+    withdrawals = Withdrawals(store, recheck_s=0)
+    withdrawals.require_in_service("chest", 1)  # never withdrawn
+    store.put_bytes("models/chest/withdrawn/1.json", b'{"withdrawn": tr')
+    with pytest.raises(VersionWithdrawn, match="its withdrawal record is unreadable"):
+        withdrawals.require_in_service("chest", 1)
+    back = withdrawals.set("chest", 1, withdrawn=False, reason="mended", actor="admin")
+    assert back.history == []  # the unreadable word is replaced
+    withdrawals.require_in_service("chest", 1)
+    assert "withdrawn" not in "".join(Registry(store).artifact_uris("chest", 1))
