@@ -498,16 +498,23 @@ def test_an_admin_shares_a_private_version_with_a_client_and_takes_it_back(
     form.get_by_role("button", name="Set access").click()
     playwright.expect(model.get_by_test_id("access")).to_have_text("private: radiology")
     assert reader_sees() == 404
-    # a recall shows on the version's row, with its reason
-    recall = {"withdrawn": True, "reason": "misses effusions on portable films"}
-    answer = requests.put(f"{url}/v1/models/lung-ct/versions/1/withdrawal", json=recall,
-                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    page.reload()
+    # a recall from the page shows on the version's row, with its reason; then put back
+    reason = "misses effusions on portable films"
+    recall = model.get_by_test_id("withdraw-form")
+    recall.get_by_role("button", name="Withdraw").click()  # no reason: the browser asks one
+    assert model.get_by_test_id("withdrawn").count() == 0
+    recall.get_by_test_id("withdraw-reason").fill(reason)
+    recall.get_by_role("button", name="Withdraw").click()
     withdrawn = model.get_by_test_id("withdrawn")
     withdrawn.wait_for()
-    assert withdrawn.inner_text().split("\n") == ["withdrawn", recall["reason"]]
+    assert withdrawn.inner_text().split("\n") == ["withdrawn", reason]
+    assert _api(url, "/v1/models/lung-ct/versions/1/withdrawal")["withdrawn"] is True
     axe(page)
+    recall = model.get_by_test_id("withdraw-form")  # the page was drawn again
+    recall.get_by_test_id("withdraw-reason").fill("a labelling error, not the model")
+    recall.get_by_role("button", name="Put back").click()
+    page.wait_for_selector("#notice:has-text('lung-ct version 1: back in service')")
+    playwright.expect(model.get_by_test_id("withdrawn")).to_have_count(0)
     changes = _api(url, "/v1/audit?action=access_changed")["items"]
     assert [c["target"] for c in changes[:2]] == ["model/lung-ct/versions/1/access"] * 2
     context.close()

@@ -94,6 +94,36 @@ function accessForm(model, versions) {
   return form;
 }
 
+// Withdraw a version (a recall: no service predicts with it), or put it back (an admin's).
+function withdrawalForm(model, versions) {
+  const select = el("select", { id: `withdraw-version-${model}`, "data-testid": "withdraw-version" }, ...versions.map((v) => el("option", { value: String(v.version), text: `version ${v.version}` })));
+  const reason = el("input", { id: `withdraw-reason-${model}`, "data-testid": "withdraw-reason", required: true, maxlength: "500", autocomplete: "off", placeholder: "why (shown to every caller)" });
+  const withdraw = el("button", { type: "submit", value: "withdraw", text: "Withdraw" });
+  const restore = el("button", { type: "submit", value: "restore", class: "secondary", text: "Put back" });
+  const form = el(
+    "form",
+    { class: "inline", "data-testid": "withdraw-form" },
+    el("label", { for: select.id, text: "Recall" }), select,
+    el("label", { for: reason.id, class: "sr-only", text: "reason" }), reason,
+    withdraw, restore,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const withdrawn = event.submitter !== restore;
+    try {
+      const record = await api(`/v1/models/${encodeURIComponent(model)}/versions/${select.value}/withdrawal`, {
+        method: "PUT",
+        json: { withdrawn, reason: reason.value },
+      });
+      notice(`${model} version ${record.version}: ${record.withdrawn ? "withdrawn" : "back in service"}.`);
+      await render(canWrite);
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  return form;
+}
+
 function pick(model, v, box) {
   const at = picked.findIndex((p) => p.model === model && p.v.version === v.version);
   if (box.checked && at < 0) picked.push({ model, v });
@@ -140,6 +170,7 @@ async function render(write) {
         el("p", { text: `Aliases: ${aliases}` }),
         write ? aliasForm(m.name, page.items) : null,
         write ? accessForm(m.name, page.items) : null,
+        write ? withdrawalForm(m.name, page.items) : null,
         el(
           "table",
           { class: "grid" },
