@@ -153,6 +153,8 @@ def model_ready(name: str, version: int | None = None) -> tuple[Response, int]:
         registry.get_card(name, number)  # 404 when unknown (or not the client's to see)
     except ArtifactCorrupt:
         return jsonify(name=name, ready=False), 503  # present, and cannot be served
+    if services().predictor.withdrawals.current(name, number) is not None:
+        return jsonify(name=name, ready=False), 503  # withdrawn: infer answers 410 and why
     is_ready = services().manager.cached(name, number) is not None
     return jsonify(name=name, ready=is_ready), 200 if is_ready else 503
 

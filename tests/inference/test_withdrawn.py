@@ -36,11 +36,14 @@ def test_a_withdrawn_version_is_refused_with_its_reason_and_others_still_serve(
         refused = client.post(url, json=v2_body())
         assert refused.status_code == 410, url
         assert REASON in refused.get_json()["error"]
+    for url in (f"/v2/models/{MODEL}/versions/1/ready", f"/v2/models/{MODEL}/ready"):
+        assert client.get(url).status_code == 503, url  # a Triton client asks before infer
     other = client.post(f"/v1/models/{MODEL}:predict?version=2", data=scan())
     assert other.status_code == 200 and other.get_json()["model"]["version"] == 2
 
     recall.set(MODEL, 1, withdrawn=False, reason="put back", actor="ops")
     assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
+    assert client.get(f"/v2/models/{MODEL}/versions/1/ready").status_code == 200
 
 
 def test_a_process_keeps_its_word_until_the_recheck(
