@@ -45,18 +45,21 @@ function aliasForm(model, versions) {
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    try {
-      const record = await api(`/v1/models/${encodeURIComponent(model)}/aliases/${encodeURIComponent(alias.value)}`, {
-        method: "PUT",
-        json: { version: Number(select.value) },
-      });
-      notice(`${model}: ${record.alias} now points to version ${record.version}.`);
-      await render(canWrite);
-    } catch (err) {
-      notice(err.message);
-    }
+    const path = `/v1/models/${encodeURIComponent(model)}/aliases/${encodeURIComponent(alias.value)}`;
+    await change(path, { version: Number(select.value) }, (r) => `${model}: ${r.alias} now points to version ${r.version}.`);
   });
   return form;
+}
+
+// PUT `json` to `path`, say what came of it and draw the page again; a refusal is the notice.
+async function change(path, json, said) {
+  try {
+    const record = await api(path, { method: "PUT", json });
+    notice(said(record));
+    await render(canWrite);
+  } catch (err) {
+    notice(err.message);
+  }
 }
 
 // Who may use a version, changed by its owner or an admin (the API refuses anyone else).
@@ -80,16 +83,8 @@ function accessForm(model, versions) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const named = clients.value.split(",").map((c) => c.trim()).filter(Boolean);
-    try {
-      const record = await api(`/v1/models/${encodeURIComponent(model)}/versions/${select.value}/access`, {
-        method: "PUT",
-        json: { private: mode.value === "private", clients: named },
-      });
-      notice(`${model} version ${record.version}: ${accessText(record)}.`);
-      await render(canWrite);
-    } catch (err) {
-      notice(err.message);
-    }
+    const path = `/v1/models/${encodeURIComponent(model)}/versions/${select.value}/access`;
+    await change(path, { private: mode.value === "private", clients: named }, (r) => `${model} version ${r.version}: ${accessText(r)}.`);
   });
   return form;
 }
@@ -109,17 +104,9 @@ function withdrawalForm(model, versions) {
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const withdrawn = event.submitter !== restore;
-    try {
-      const record = await api(`/v1/models/${encodeURIComponent(model)}/versions/${select.value}/withdrawal`, {
-        method: "PUT",
-        json: { withdrawn, reason: reason.value },
-      });
-      notice(`${model} version ${record.version}: ${record.withdrawn ? "withdrawn" : "back in service"}.`);
-      await render(canWrite);
-    } catch (err) {
-      notice(err.message);
-    }
+    const path = `/v1/models/${encodeURIComponent(model)}/versions/${select.value}/withdrawal`;
+    const body = { withdrawn: event.submitter !== restore, reason: reason.value };
+    await change(path, body, (r) => `${model} version ${r.version}: ${r.withdrawn ? "withdrawn" : "back in service"}.`);
   });
   return form;
 }
