@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from models.card import ModelCard
+from service.dicom_node import metrics
 from service.dicom_node.classify import Classification
 from service.dicom_node.report import derived_uid
 from service.dicom_node.spool import Spool, maps_file
@@ -71,6 +72,8 @@ def build_maps(
             written = io.BytesIO()
             image.save_as(written, enforce_file_format=True)
             bundle.writestr(f"{i:05d}.dcm", written.getvalue())
+    metrics.ATTENTION_MAPS.labels("made").inc(len(files) - skipped)
+    metrics.ATTENTION_MAPS.labels("none").inc(skipped)
     if skipped == len(files):
         return None
     if skipped:

@@ -34,6 +34,11 @@ DELIVERY_REJECTED = Counter(
     "Deliveries a destination refused for what the result is (not retried)",
     ["kind"],
 )
+ATTENTION_MAPS = Counter(
+    "scantune_dicom_attention_maps_total",
+    "Scans of series bound for a destination that takes maps, by whether one was made",
+    ["outcome"],  # made | none (no map from inference, or the scan did not decode)
+)
 RETRIEVALS = Counter(
     "scantune_dicom_retrievals_total",
     "Studies asked of a source PACS, by outcome",

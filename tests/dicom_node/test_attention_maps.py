@@ -65,6 +65,8 @@ def test_a_destination_that_takes_maps_gets_one_per_scan_beside_the_sr(
     assert [line for line in checked.stderr.splitlines() if "Error" in line] == []
 
     wait_until(lambda: node.metric("scantune_dicom_queue_depth") == 0, SLACK_S, "all delivered")
+    assert node.metric("scantune_dicom_attention_maps_total", outcome="made") == 3
+    assert node.metric("scantune_dicom_attention_maps_total", outcome="none") == 0
     assert not list((node.root.parent / "spool").iterdir()), "delivered files are kept"
     log = node.log_text()
     for private in ("P-1", study[0].StudyInstanceUID, by_cstore[0].SOPInstanceUID):
@@ -80,3 +82,4 @@ def test_a_destination_that_does_not_ask_for_maps_gets_the_report_alone(
     wait_until(lambda: orthanc.reports(uid), QUIET_S + SLACK_S, "the SR reaches Orthanc")
     wait_until(lambda: node.metric("scantune_dicom_queue_depth") == 0, SLACK_S, "delivered")
     assert orthanc.instances(uid, "OT") == []
+    assert node.metric("scantune_dicom_attention_maps_total", outcome="made") == 0
