@@ -137,12 +137,15 @@ def set_withdrawal(name: str, version: int) -> Response:
     owner = found["owner"] or model_owner(services().jobs.store, name)
     if not who.admin and (not body.withdrawn or who.client != owner):
         record("access_denied", client=who.client, target=target, outcome="refused")
-        raise Forbidden(
-            f"only an admin key may put model '{name}' version {version} back in service"
-            if not body.withdrawn
-            else f"model '{name}' version {version} belongs to client '{owner}': only it or"
-            " an admin key may withdraw it"
-        )
+        if not body.withdrawn:
+            why = f"only an admin key may put model '{name}' version {version} back in service"
+        elif owner is None:  # a card from before owners were recorded, and no job made it
+            why = f"model '{name}' version {version} has no recorded owner: an admin key may"
+            why += " withdraw it"
+        else:
+            why = f"model '{name}' version {version} belongs to client '{owner}': only it or"
+            why += " an admin key may withdraw it"
+        raise Forbidden(why)
     changed = catalog().set_withdrawal(
         name, version, withdrawn=body.withdrawn, reason=body.reason, actor=who.client
     )

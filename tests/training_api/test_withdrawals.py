@@ -86,6 +86,9 @@ def test_a_withdrawal_is_checked_and_a_hidden_version_is_not_there_to_withdraw(
         assert problem.status_code == 422, body
         assert problem.get_json()["errors"][0]["loc"] == loc, problem.get_json()
     assert ci.put(url("chest-xray", 7), json={"withdrawn": True, "reason": "x"}).status_code == 404
+    publish_version(artifacts, "old-model", 1)  # a card from before owners, no job made it
+    ownerless = ci.put(url("old-model", 1), json={"withdrawn": True, "reason": "x"})
+    assert ownerless.status_code == 403 and "no recorded owner" in ownerless.get_json()["detail"]
     hidden = ci.put(url("brain-ct", 1), json={"withdrawn": True, "reason": "x"})
     assert hidden.get_json()["detail"] == "no model named 'brain-ct'"
     assert as_(app, "ci-reader").get(url("brain-ct", 1)).status_code == 404
