@@ -94,8 +94,12 @@ class InferenceClient:
 
 
 def _title(response: requests.Response) -> str:
-    """The problem's title (never its detail, which may name a file)."""
+    """The problem's title (never its detail, which may name a file); for a withdrawn version
+    (410) its detail, which names the model and why it was withdrawn, and nothing of a scan."""
     try:
-        return str(response.json().get("title", ""))[:80]
+        problem = response.json()
     except ValueError:
         return ""
+    if response.status_code == 410:
+        return str(problem.get("detail", ""))[:255]
+    return str(problem.get("title", ""))[:80]

@@ -1,7 +1,7 @@
-"""What the DICOM node's inference client gets when it asks for attention maps
-(`explain=true`), from the inference app served over HTTP: a map per scan from a model with a
-CAM output, and from one without (a model exported elsewhere) the predictions alone, asked
-again without maps instead of failing the series."""
+"""What the DICOM node's inference client gets from the inference app served over HTTP: with
+`explain=true` a map per scan from a model with a CAM output, and from one without (a model
+exported elsewhere) the predictions alone, asked again without maps instead of failing the
+series; for a withdrawn version, a refusal that says why."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def without_cam(trained: Trained, folder: Path) -> tuple[Path, Any]:
 
 @pytest.fixture
 def served(make_client: Callable[..., Any]) -> Iterator[str]:
-    app = make_client().application
+    app = make_client(access_recheck_s="0").application
     port = free_port()
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -72,3 +72,16 @@ def test_maps_come_from_a_model_with_a_cam_output_and_their_absence_is_no_failur
     assert asked.model["name"] == "exported-elsewhere"
     assert [p["label"] for p in asked.predictions] == [p["label"] for p in plain.predictions]
     assert all("explanation" not in p for p in asked.predictions)
+
+
+def test_a_series_for_a_withdrawn_version_fails_saying_why(registry: Registry, served: str) -> None:
+    from service.dicom_node.classify import Rejected
+    from service.withdrawals import Withdrawals
+
+    Withdrawals(registry.store).set(MODEL, 1, withdrawn=True, reason="recalled", actor="ops")
+    with pytest.raises(Rejected) as refused:
+        InferenceClient(served, None, timeout_s=60).classify(MODEL, None, [SCAN.read_bytes()])
+    assert str(refused.value) == (
+        f"inference answered 410: model '{MODEL}' version 1 was withdrawn: recalled"
+        " (ask for another version, or move the alias)"
+    )
