@@ -15,6 +15,7 @@ from service.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
+    from sqlalchemy.orm import Session
 
 Row = TypeVar("Row")
 
@@ -51,6 +52,15 @@ def newest_first(
     if cursor is not None:
         query = query.where(column < decode_cursor(cursor, key))
     return query
+
+
+def newest_page(
+    session: Session, query: Select[Any], column: Any, key: str, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """One page of `query`'s rows, newest first by the integer `column`, and the cursor of
+    the next page (None: this is the last)."""
+    rows = list(session.scalars(newest_first(query, column, key, cursor, limit)))
+    return split_page(rows, limit, key, lambda row: int(getattr(row, column.key)))
 
 
 def split_page(

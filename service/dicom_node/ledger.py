@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from service.dicom_node.queue import chosen_destinations
 from service.dicom_node.tables import DeliveryRow, InstanceRow, SeriesRow
 from service.jobs.store import as_utc
-from service.paging import newest_first, split_page
+from service.paging import newest_page
 
 
 class SeriesLedger:
@@ -29,15 +29,13 @@ class SeriesLedger:
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Series newest first; pass the returned cursor for the next page (None: no more)."""
-        query = newest_first(select(SeriesRow), SeriesRow.id, "series", cursor, limit)
+        query = select(SeriesRow)
         if state is not None:
             query = query.where(SeriesRow.state == state)
         if study_instance_uid is not None:
             query = query.where(SeriesRow.study_uid == study_instance_uid)
         with Session(self.engine) as session:
-            rows, next_cursor = split_page(
-                list(session.scalars(query)), limit, "series", lambda row: row.id
-            )
+            rows, next_cursor = newest_page(session, query, SeriesRow.id, "series", cursor, limit)
             return _views(session, rows), next_cursor
 
     def get(self, series_id: int) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.dicom_node.ledger import iso_time
 from service.dicom_node.tables import OrderRow
 from service.jobs.store import as_utc, utcnow
-from service.paging import newest_first, split_page
+from service.paging import newest_page
 
 Taken = Literal["queued", "duplicate"]
 
@@ -109,10 +109,9 @@ class OrderBook:
 
     def page(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         """Orders newest first, for the operators' view."""
-        query = newest_first(select(OrderRow), OrderRow.id, "orders", cursor, limit)
         with Session(self.engine) as session:
-            rows, next_cursor = split_page(
-                list(session.scalars(query)), limit, "orders", lambda row: row.id
+            rows, next_cursor = newest_page(
+                session, select(OrderRow), OrderRow.id, "orders", cursor, limit
             )
             return [_view(row) for row in rows], next_cursor
 

@@ -27,7 +27,7 @@ from service.dicom_node.peers import DicomSource
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed, Retriever
 from service.dicom_node.tables import RetrievalRow
 from service.jobs.store import utcnow
-from service.paging import newest_first, split_page
+from service.paging import newest_page
 
 log = logging.getLogger("scantune.dicom")
 RUNNING_AT_ONCE = 2  # each holds an association with a PACS: a key may not flood it
@@ -76,10 +76,9 @@ class RetrievalJobs:
             query = query.where(RetrievalRow.client == client)
         if state is not None:
             query = query.where(RetrievalRow.state == state)
-        query = newest_first(query, RetrievalRow.id, "retrievals", cursor, limit)
         with Session(self.engine) as session:
-            rows, next_cursor = split_page(
-                list(session.scalars(query)), limit, "retrievals", lambda row: row.id
+            rows, next_cursor = newest_page(
+                session, query, RetrievalRow.id, "retrievals", cursor, limit
             )
             return [_view(row) for row in rows], next_cursor
 
