@@ -17,10 +17,9 @@ import zipfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from models.card import ModelCard
 from service.dicom_node import metrics
 from service.dicom_node.classify import Classification
-from service.dicom_node.report import derived_uid
+from service.dicom_node.report import derived_uid, report_terms
 from service.dicom_node.spool import Spool, maps_file
 
 if TYPE_CHECKING:
@@ -40,14 +39,12 @@ def build_maps(
     has one (the model has no CAM output, or no scan decodes)."""
     from models import scans
     from service.hospital.attention_map import blend, build_attention_map, heat_levels
-    from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
+    from service.hospital.results import ScanResult
 
-    card = ModelCard.model_validate(found.card)
-    version = int(found.model["version"])
-    identity = ModelIdentity.from_card(card, version)
-    settings = ReportSettings(uid_root=root, disclaimer=disclaimer or None)
+    identity, settings = report_terms(found, root, disclaimer)
+    model, version = identity.name, str(identity.version)
     study, series = str(sources[0].StudyInstanceUID), str(sources[0].SeriesInstanceUID)
-    series_uid = derived_uid(root, "maps-series", study, series, card.name, str(version))
+    series_uid = derived_uid(root, "maps-series", study, series, model, version)
     out, skipped = io.BytesIO(), 0
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as bundle:
         for i, (data, source, prediction) in enumerate(
@@ -64,7 +61,7 @@ def build_maps(
                 skipped += 1
                 continue
             sop = str(source.SOPInstanceUID)
-            uid = derived_uid(root, "map", sop, card.name, str(version))
+            uid = derived_uid(root, "map", sop, model, version)
             result = ScanResult.from_prediction(prediction)
             image = build_attention_map(
                 source, pixels, result, identity, (series_uid, uid), i + 1, settings

@@ -15,6 +15,8 @@ from service.dicom_node.classify import Classification
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+    from service.hospital.results import ModelIdentity, ReportSettings
+
 UID_NAMESPACE = uuid.UUID("8f1f5a2e-2b7e-4b53-9a0c-5ca7d1c0de23")  # scantune DICOM node results
 
 
@@ -37,6 +39,18 @@ def derived_uid(root: str | None, *parts: str) -> str:
     return f"2.25.{uuid.uuid5(UID_NAMESPACE, chr(31).join(parts)).int}"
 
 
+def report_terms(
+    found: Classification, root: str | None, disclaimer: str | None
+) -> tuple[ModelIdentity, ReportSettings]:
+    """The model a classification names and the node's report settings, as the builders of
+    its results (the SR, the attention maps) take them."""
+    from service.hospital.results import ModelIdentity, ReportSettings
+
+    card = ModelCard.model_validate(found.card)
+    identity = ModelIdentity.from_card(card, int(found.model["version"]))
+    return identity, ReportSettings(uid_root=root, disclaimer=disclaimer or None)
+
+
 def build_report(
     sources: Sequence[Dataset],
     found: Classification,
@@ -45,15 +59,12 @@ def build_report(
     disclaimer: str | None,
 ) -> bytes:
     """The SR of `found` for `sources`, as a DICOM file's bytes."""
-    from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
+    from service.hospital.results import ScanResult
     from service.hospital.sr import build_sr
 
-    card = ModelCard.model_validate(found.card)
-    identity = ModelIdentity.from_card(card, int(found.model["version"]))
+    identity, settings = report_terms(found, root, disclaimer)
     results = [ScanResult.from_prediction(p) for p in found.predictions]
-    sr = build_sr(
-        sources, results, identity, ReportSettings(uid_root=root, disclaimer=disclaimer or None)
-    )
+    sr = build_sr(sources, results, identity, settings)
     series_uid, instance_uid = uids
     sr.SeriesInstanceUID = series_uid
     sr.SOPInstanceUID = instance_uid
