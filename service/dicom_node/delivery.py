@@ -76,11 +76,10 @@ class CStoreSender:
 
         datasets = [dcmread(io.BytesIO(f)) for f in (sr_file, *maps)]
         ae = AE(ae_title=self.calling_ae)
-        for ds in datasets:
-            if (ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) not in {
-                (c.abstract_syntax, c.transfer_syntax[0]) for c in ae.requested_contexts
-            }:
-                ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+        for sop_class, syntax in dict.fromkeys(
+            (ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets
+        ):
+            ae.add_requested_context(sop_class, [syntax])
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         dest = self.destination
         tls_args = (self.tls, str(dest.host)) if self.tls is not None else None
