@@ -88,15 +88,14 @@ class Predictor:
         viewer = seen_by(self.manager.registry, client)
         if version is not None:
             viewer.require_visible(name, version)
-            self.withdrawals.require_in_service(name, version)
-            return self.manager.get(name, version=version)
-        alias = selector.alias or self.manager.settings.default_alias
-        try:
-            version = self.manager.resolve_alias(name, alias)
-            viewer.require_visible(name, version)
-        except NotFound:  # the 404 the client's view gives: a hidden alias or model is absent
-            viewer.get_alias(name, alias)
-            raise
+        else:
+            alias = selector.alias or self.manager.settings.default_alias
+            try:
+                version = self.manager.resolve_alias(name, alias)
+                viewer.require_visible(name, version)
+            except NotFound:  # the 404 the client's view gives: a hidden alias or model
+                viewer.get_alias(name, alias)
+                raise
         self.withdrawals.require_in_service(name, version)
         return self.manager.get(name, version=version)
 
