@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,13 +98,10 @@ def set_access(name: str, version: int) -> Response:
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(AccessSpec), current_principal()
     target = f"model/{name}/versions/{version}/access"
-    owner = found["owner"] or model_owner(services().jobs.store, name) or who.client
+    owner = _owner(found) or who.client
     if not who.admin and who.client != owner:
-        record("access_denied", client=who.client, target=target, outcome="refused")
-        raise Forbidden(
-            f"model '{name}' version {version} belongs to client '{owner}': only it or an"
-            " admin key may change who uses it"
-        )
+        why = f"model '{name}' version {version} belongs to client '{owner}': only it or an"
+        raise _refused(who.client, target, why + " admin key may change who uses it")
     changed = catalog().set_access(
         name, version, private=body.private, clients=body.clients, owner=owner, actor=who.client
     )
@@ -134,9 +131,8 @@ def set_withdrawal(name: str, version: int) -> Response:
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(WithdrawalBody), current_principal()
     target = f"model/{name}/versions/{version}"
-    owner = found["owner"] or model_owner(services().jobs.store, name)
+    owner = _owner(found)
     if not who.admin and (not body.withdrawn or who.client != owner):
-        record("access_denied", client=who.client, target=target, outcome="refused")
         if not body.withdrawn:
             why = f"only an admin key may put model '{name}' version {version} back in service"
         elif owner is None:  # a card from before owners were recorded, and no job made it
@@ -145,10 +141,22 @@ def set_withdrawal(name: str, version: int) -> Response:
         else:
             why = f"model '{name}' version {version} belongs to client '{owner}': only it or"
             why += " an admin key may withdraw it"
-        raise Forbidden(why)
+        raise _refused(who.client, target, why)
     changed = catalog().set_withdrawal(
         name, version, withdrawn=body.withdrawn, reason=body.reason, actor=who.client
     )
     action = "model_withdrawn" if body.withdrawn else "model_reinstated"
     record(action, client=who.client, target=target, outcome="done")
     return jsonify(changed)
+
+
+def _owner(access: dict[str, Any]) -> str | None:
+    """A version's owner (its `catalog().access` view): its card's, else the client whose job
+    took the model's first version; None for neither."""
+    return access["owner"] or model_owner(services().jobs.store, access["name"])
+
+
+def _refused(client: str, target: str, why: str) -> Forbidden:
+    """The 403 of a change the key may not make, recorded on the audit trail."""
+    record("access_denied", client=client, target=target, outcome="refused")
+    return Forbidden(why)
