@@ -122,9 +122,10 @@ class Catalog:
         return self.withdrawal(name, version)
 
     def _withdrawn(self, name: str, version: int) -> dict[str, Any] | None:
-        """A listing's word on a withdrawn version (read fresh: a person is looking)."""
-        record = self.withdrawals.record(name, version)
-        if record is None or not record.withdrawn:
+        """A listing's word on a withdrawn version, as this process enforces it (read at most
+        every `access_recheck_s`, not once per version per listing)."""
+        record = self.withdrawals.current(name, version)
+        if record is None:
             return None
         return {"reason": record.reason, "set_by": record.set_by, "set_at": record.set_at}
 
