@@ -1,4 +1,5 @@
-"""`scantune series list|show|send-now|retrieve|retrieval|retrievals|orders`, over the node's
+"""`scantune series list|show|send-now|retrieve|retrieval|retrievals|cancel-retrieval|orders`,
+over the node's
 API: what the DICOM node did with each series it received (its classification, each delivery
 of its result and the last errors), having it fetch a study from a PACS (waiting, or in the
 background) and what became of those fetches, and the RIS's orders."""
@@ -22,6 +23,7 @@ STATES = (
     "failed",
     "expired",
 )
+FETCH_STATES = ("running", "cancelling", "done", "not_found", "failed", "cancelled")
 
 
 def register(subparsers: Any) -> None:
@@ -58,8 +60,10 @@ def register(subparsers: Any) -> None:
     listed = _add(
         sub, "retrievals", "retrievals asked with --no-wait, newest first", run_retrievals
     )
-    listed.add_argument("--state", choices=("running", "done", "not_found", "failed"))
+    listed.add_argument("--state", choices=FETCH_STATES)
     listed.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
+    stop = _add(sub, "cancel-retrieval", "stop a retrieval asked with --no-wait", run_cancel)
+    stop.add_argument("id", type=int)
 
 
 def _add(
@@ -151,12 +155,21 @@ def run_retrieval(args: argparse.Namespace, api: ApiClient) -> int:
         return OK
     sent = body["completed"] + body["warning"]
     print(f"retrieval {body['id']} from {body['source']}: {body['state']}")
-    if body["state"] != "running":
+    if body["state"] not in ("running", "cancelling"):
         print(f"  {sent} instance(s) sent, {body['failed']} failed")
     if body["error"]:
         print(f"  {body['error']}")
     for study in body["study_instance_uids"]:
         print(f"  scantune series list --study {study}")
+    return OK
+
+
+def run_cancel(args: argparse.Namespace, api: ApiClient) -> int:
+    body = api.json("POST", f"/v1/retrievals/{args.id}/cancel")
+    if printed_raw(body, args.json):
+        return OK
+    print(f"retrieval {body['id']} {body['state']}", end="")
+    print("; what came before is classified" if body["state"] == "cancelling" else "")
     return OK
 
 
@@ -166,13 +179,13 @@ def run_retrievals(args: argparse.Namespace, api: ApiClient) -> int:
     if printed_raw(body, args.json):
         return OK
     print(
-        f"{'ID':>6}  {'SOURCE':12}  {'STATE':9}  {'SENT':>4}  {'ASKED (UTC)':19}  STUDY OR WHY NOT"
+        f"{'ID':>6}  {'SOURCE':12}  {'STATE':10}  {'SENT':>4}  {'ASKED (UTC)':19}  STUDY OR WHY NOT"
     )
     for r in body["items"]:
         asked = (r["created_at"] or "")[:19].replace("T", " ")
         sent = r["completed"] + r["warning"]
         what = r["error"] or ", ".join(r["study_instance_uids"]) or r["study_instance_uid"] or "-"
-        print(f"{r['id']:>6}  {r['source']:12}  {r['state']:9}  {sent:>4}  {asked:19}  {what}")
+        print(f"{r['id']:>6}  {r['source']:12}  {r['state']:10}  {sent:>4}  {asked:19}  {what}")
     return OK
 
 

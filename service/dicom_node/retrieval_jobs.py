@@ -9,12 +9,17 @@ pool of threads in the node's one worker process: the same C-FIND and C-MOVE as 
 that waits (`Retriever.retrieve`), its outcome written back (done, not_found, failed, with the
 same texts). A retrieval the node was running when it stopped is failed at the next start
 ("ask again"): its C-MOVE went with the process, and what arrived of it is classified anyway.
+
+`cancel` stops one: a retrieval still waiting for a thread never starts (`cancelled` at once);
+a running one is `cancelling` until its C-MOVE answers the C-CANCEL, then `cancelled`, with
+the counts of what came (classified like the rest). One that ended first keeps its outcome.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +36,7 @@ from service.paging import newest_page
 
 log = logging.getLogger("scantune.dicom")
 RUNNING_AT_ONCE = 2  # each holds an association with a PACS: a key may not flood it
+ENDED = frozenset({"done", "not_found", "failed", "cancelled"})
 # Called as each ends: (client, source, outcome, studies, completed, failed), to count and audit.
 Done = Callable[[str, str, str, list[str], int, int], None]
 
@@ -40,6 +46,10 @@ class RetrievalJobs:
         self.engine, self.retriever, self.on_done = engine, retriever, on_done
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._pool = ThreadPoolExecutor(RUNNING_AT_ONCE, thread_name_prefix="dicom-retrieval")
+        # This process's retrievals not yet ended: each one's stop signal, and those started.
+        self._lock = threading.Lock()
+        self._cancels: dict[int, threading.Event] = {}
+        self._started: set[int] = set()
 
     def submit(self, source: DicomSource, asked: Asked, client: str) -> dict[str, Any]:
         """Keep the retrieval (`running`) and start it; its view."""
@@ -56,8 +66,37 @@ class RetrievalJobs:
             session.add(row)
             session.flush()
             view = _view(row)
+        with self._lock:
+            self._cancels[int(view["id"])] = threading.Event()
         self._pool.submit(self._run, int(view["id"]), source, asked, client)
         return view
+
+    def cancel(self, retrieval_id: int, client: str | None) -> tuple[dict[str, Any], bool] | None:
+        """Ask a retrieval to stop: its view after, and whether it was still going (one that
+        had ended is left as it is). None: no such retrieval of `client`'s."""
+        found = self.get(retrieval_id, client)
+        if found is None or found["state"] in ENDED:
+            return None if found is None else (found, False)
+        with self._lock:  # against `_run` starting it meanwhile
+            signal = self._cancels.get(retrieval_id)
+            if signal is not None:
+                signal.set()
+            started = retrieval_id in self._started
+        state = "cancelling" if started else "cancelled"
+        values: dict[str, Any] = {"state": state}
+        if not started:  # never will: `_run` sees the signal first and leaves the row alone
+            values.update(error=None, finished_at=utcnow())
+        with self._sessions.begin() as session:
+            changed = session.execute(
+                update(RetrievalRow)
+                .where(RetrievalRow.id == retrieval_id, RetrievalRow.state == "running")
+                .values(**values)
+            )
+        if not changed.rowcount:  # type: ignore[attr-defined]
+            return self.get(retrieval_id, client) or found, False  # it ended meanwhile
+        if not started:
+            self.on_done(found["client"], found["source"], "cancelled", [], 0, 0)
+        return self.get(retrieval_id, client) or found, True
 
     def get(self, retrieval_id: int, client: str | None) -> dict[str, Any] | None:
         """The retrieval's view; with `client`, only that client's (None: any)."""
@@ -100,12 +139,33 @@ class RetrievalJobs:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, retrieval_id: int, source: DicomSource, asked: Asked, client: str) -> None:
+        with self._lock:
+            signal = self._cancels[retrieval_id]
+            if signal.is_set():  # cancelled while it waited for a thread: `cancel` wrote it
+                del self._cancels[retrieval_id]
+                return
+            self._started.add(retrieval_id)
+        try:
+            self._retrieve(retrieval_id, source, asked, client, signal)
+        finally:
+            with self._lock:
+                self._cancels.pop(retrieval_id, None)
+                self._started.discard(retrieval_id)
+
+    def _retrieve(
+        self,
+        retrieval_id: int,
+        source: DicomSource,
+        asked: Asked,
+        client: str,
+        signal: threading.Event,
+    ) -> None:
         studies: list[str] = []
         counts = (0, 0, 0)
         try:
-            found = self.retriever.retrieve(source, asked)
+            found = self.retriever.retrieve(source, asked, signal)
             studies, counts = found.studies, (found.completed, found.failed, found.warning)
-            problem = found.problem(source.name)
+            problem = ("cancelled", "") if found.cancelled else found.problem(source.name)
         except NotHeld as exc:
             problem = ("not_found", str(exc))
         except RetrieveFailed as exc:
@@ -117,7 +177,7 @@ class RetrievalJobs:
         with self._sessions.begin() as session:
             row = session.get_one(RetrievalRow, retrieval_id)
             row.state = "done" if problem is None else problem[0]
-            row.error = problem[1][:255] if problem else None
+            row.error = (problem[1][:255] or None) if problem else None
             row.studies = json.dumps(studies)
             row.completed, row.failed, row.warning = counts
             row.finished_at = utcnow()
@@ -128,6 +188,7 @@ class RetrievalJobs:
 def _view(row: RetrievalRow) -> dict[str, Any]:
     return {
         "id": row.id,
+        "client": row.client,
         "source": row.source,
         "study_instance_uid": row.study_uid,
         "series_instance_uid": row.series_uid,

@@ -3,7 +3,8 @@ optionally one series) or by accession number, as a RIS knows it (scope `series:
 Its instances then come in over C-STORE and are classified and delivered like any other. The
 answer names the studies and says how many instances the source sent;
 `GET /v1/series?study_instance_uid=` follows what became of them. With `wait: false` it
-answers 202 at once and `GET /v1/retrievals/{id}` tells how it went (`retrieval_jobs`)."""
+answers 202 at once and `GET /v1/retrievals/{id}` tells how it went (`retrieval_jobs`);
+`POST /v1/retrievals/{id}/cancel` stops it."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from service.dicom_node import metrics
 from service.dicom_node.operations import UID_PATTERN
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
-from service.errors import BadGateway, InvalidRequest, NotFound
+from service.errors import BadGateway, Conflict, InvalidRequest, NotFound
 from service.paging import MAX_POSITION
 from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 
 bp = Blueprint("retrievals", __name__, url_prefix="/v1/retrievals")
+RetrievalState = Literal["running", "cancelling", "done", "not_found", "failed", "cancelled"]
 # DICOM's SH value representation: 16 characters, no backslash or control character.
 ACCESSION_PATTERN = r"^[^\\\x00-\x1f]{1,16}$"
 
@@ -103,7 +105,7 @@ def retrieve() -> Response:
 class RetrievalsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    state: Literal["running", "done", "not_found", "failed"] | None = None
+    state: RetrievalState | None = None
     cursor: str | None = Field(default=None, min_length=1, max_length=512)
     limit: int = Field(default=50, ge=1, le=200)
 
@@ -129,6 +131,27 @@ def get_retrieval(retrieval_id: int) -> Response:
     if found is None:
         raise NotFound(f"no retrieval {retrieval_id}")
     return jsonify(found)
+
+
+@bp.post("/<int:retrieval_id>/cancel")
+@require("series:retrieve")
+def cancel_retrieval(retrieval_id: int) -> Response:
+    """Stop a retrieval asked with `wait: false` (its client's, or any with an admin key): one
+    waiting to start never starts; a running one's C-MOVE is cancelled (202, `cancelling`
+    until the source answers). What came before is classified. 409 once it has ended."""
+    jobs = current_app.extensions["scantune.dicom"].retrieval_jobs
+    outcome = jobs.cancel(retrieval_id, visible_client()) if retrieval_id < MAX_POSITION else None
+    if outcome is None:
+        raise NotFound(f"no retrieval {retrieval_id}")
+    view, stopped = outcome
+    if not stopped and view["state"] != "cancelling":  # asking twice is no conflict
+        raise Conflict(f"retrieval {retrieval_id} has ended: {view['state']}")
+    if stopped:
+        record("retrieval_cancelled", client=current_principal().client,
+               target=f"retrieval {retrieval_id}", outcome=view["state"])  # fmt: skip
+    response = jsonify(view)
+    response.status_code = 202
+    return response
 
 
 def _refused(source: str, studies: list[str], why: str) -> NoReturn:

@@ -11,8 +11,10 @@ the source must know the node's AE title and address (as Orthanc's `DicomModalit
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +24,14 @@ from service.dicom_node.redact import uid_hash
 log = logging.getLogger("scantune.dicom")
 
 PENDING = (0xFF00, 0xFF01)
-SUCCESS, WARNING = 0x0000, 0xB000
+SUCCESS, WARNING, CANCELLED = 0x0000, 0xB000, 0xFE00
 # What a C-MOVE's final status means (PS3.4 C.4.2.1.5), in words a person can act on.
 FAILURES = {
     0xA701: "it is out of resources (it could not work out the matches)",
     0xA801: "it does not know the move destination: add the node's AE title, address and"
     " DICOM port to its list of DICOM peers",
     0xA900: "it refused the request's identifier",
-    0xFE00: "it cancelled the retrieval",
+    CANCELLED: "it cancelled the retrieval",
 }
 # Series of these modalities hold no image (reports, key objects, presentation states,
 # segmentations, RT objects): not fetched. A PACS moving a study sends every series, and
@@ -66,6 +68,7 @@ class Retrieved:
     completed: int
     failed: int
     warning: int
+    cancelled: bool = False  # asked to stop before the source had sent everything
 
     @property
     def instances(self) -> int:
@@ -91,8 +94,15 @@ class Retriever:
 
     def __init__(self, ae_title: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
         self.ae_title, self.timeout_s, self.tls = ae_title, timeout_s, tls
+        # Each C-MOVE its own Message ID, which a C-CANCEL names (thread-safe in CPython).
+        self._message_ids = itertools.count(1)
 
-    def retrieve(self, source: DicomSource, asked: Asked) -> Retrieved:
+    def retrieve(
+        self, source: DicomSource, asked: Asked, cancel: threading.Event | None = None
+    ) -> Retrieved:
+        """Fetch what was asked. Once `cancel` is set, the C-MOVE under way is cancelled
+        (C-CANCEL; a source that ignores it sends that series to the end) and no further
+        series is asked for."""
         from pynetdicom import AE
         from pynetdicom.sop_class import (  # type: ignore[attr-defined]
             StudyRootQueryRetrieveInformationModelFind as FIND,
@@ -119,8 +129,8 @@ class Retriever:
             # A C-FIND first: a PACS answers a C-MOVE of a study it lacks with a failure that
             # does not say why (Orthanc's "unable to process"); no match is a clear answer.
             studies = self._find(assoc, FIND, source, asked)
-            moved = [
-                self._move(assoc, MOVE, source, uid, series)
+            wanted = [
+                (uid, series)
                 for uid in studies
                 for series in (
                     [asked.series_uid]
@@ -128,6 +138,11 @@ class Retriever:
                     else self._image_series(assoc, FIND, source, uid)
                 )
             ]
+            moved: list[tuple[int, int, int, bool]] = []
+            for uid, series in wanted:
+                if cancel is not None and cancel.is_set():
+                    break
+                moved.append(self._move(assoc, MOVE, source, uid, series, cancel))
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -136,6 +151,7 @@ class Retriever:
             completed=sum(m[0] for m in moved),
             failed=sum(m[1] for m in moved),
             warning=sum(m[2] for m in moved),
+            cancelled=len(moved) < len(wanted) or any(m[3] for m in moved),
         )
 
     def _find(self, assoc: Any, model: Any, source: DicomSource, asked: Asked) -> list[str]:
@@ -167,13 +183,25 @@ class Retriever:
         return list(dict.fromkeys(series))
 
     def _move(
-        self, assoc: Any, model: Any, source: DicomSource, study: str, series: str | None
-    ) -> tuple[int, int, int]:
-        """One C-MOVE of the study (or series) to the node: completed, failed, warning."""
-        final = None
-        for status, _ in assoc.send_c_move(_query(study, series), self.ae_title, model):
+        self,
+        assoc: Any,
+        model: Any,
+        source: DicomSource,
+        study: str,
+        series: str | None,
+        cancel: threading.Event | None,
+    ) -> tuple[int, int, int, bool]:
+        """One C-MOVE of the study (or series) to the node: completed, failed, warning, and
+        whether it was cancelled (a C-CANCEL sent once `cancel` is set, at a pending answer)."""
+        msg_id = next(self._message_ids) % 0xFFFF + 1  # an unsigned short, never 0
+        final, cancelled = None, False
+        asked = _query(study, series)
+        for status, _ in assoc.send_c_move(asked, self.ae_title, model, msg_id=msg_id):
             if int(_status(status, source)) not in PENDING:
                 final = status
+            elif cancel is not None and cancel.is_set() and not cancelled:
+                assoc.send_c_cancel(msg_id, query_model=model)
+                cancelled = True
         if final is None:
             raise RetrieveFailed(f"source '{source.name}' gave no final answer")
         completed, failed, warning = (
@@ -185,8 +213,9 @@ class Retriever:
             "retrieval of study %s from %s: status 0x%04X, %d sent, %d failed",
             uid_hash(study), source.name, code, completed + warning, failed,
         )  # fmt: skip
-        if code in (SUCCESS, WARNING) or (code & 0xF000) == 0xB000 or completed:
-            return completed, failed, warning  # what came is classified; counts say the rest
+        ok = code in (SUCCESS, WARNING) or (code & 0xF000) == 0xB000 or completed
+        if ok or (cancelled and code == CANCELLED):
+            return completed, failed, warning, cancelled  # what came is classified
         raise RetrieveFailed(f"source '{source.name}': {FAILURES.get(code) or self._unsent(code)}")
 
     def _unsent(self, code: int) -> str:

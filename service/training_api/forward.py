@@ -117,6 +117,9 @@ class NodeForwarder:
     def retrieval(self, retrieval_id: int, *, key: str | None) -> Forwarded:
         return self._relay("GET", f"/v1/retrievals/{retrieval_id}", key)
 
+    def cancel_retrieval(self, retrieval_id: int, *, key: str | None) -> Forwarded:
+        return self._relay("POST", f"/v1/retrievals/{retrieval_id}/cancel", key)
+
     def retrievals(self, query: dict[str, str], *, key: str | None) -> Forwarded:
         params = {k: v for k, v in query.items() if k in ("state", "cursor", "limit")}
         return self._relay("GET", "/v1/retrievals", key, params=params)

@@ -160,5 +160,12 @@ def forward_retrieval_state(retrieval_id: int) -> Response:
     return _relayed(node.retrieval(retrieval_id, key=presented_key()))
 
 
+@bp.post("/api/retrievals/<int:retrieval_id>/cancel")
+@require("series:retrieve")
+def forward_retrieval_cancel(retrieval_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.cancel_retrieval(retrieval_id, key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

@@ -277,3 +277,106 @@ def test_retrievals_running_when_the_node_stopped_are_failed_at_its_next_start(
     assert jobs.get(1, "lab") is None and jobs.get(1, None) is not None
     assert jobs.recover() == 0
     jobs.stop()
+
+
+def test_a_retrieval_is_cancelled_midway_and_what_came_is_kept(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other_key = "another-clients-retrieve-key"
+    keys = [*KEYS, {"name": "lab", "sha256": hash_key(other_key), "scopes": ["series:retrieve"]}]
+    node = make_node(dicom_sources=[source(orthanc)], api_keys=keys).start()
+    study = make_study(120, series=4)  # moved series by series, 30 instances each
+    store_in_pacs(orthanc.url, study)
+    uid = study[0].StudyInstanceUID
+    taken = retrieve(node, source="pacs", study_instance_uid=uid, wait=False)
+    assert taken.status_code == 202, taken.text
+    number = taken.json()["id"]
+
+    def cancel(key: str = RETRIEVE_KEY) -> requests.Response:
+        return requests.post(f"{node.url}/v1/retrievals/{number}/cancel", timeout=10,
+                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+
+    def arrived() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = requests.get(
+            f"{node.url}/v1/series", params={"study_instance_uid": uid}, timeout=10,
+            headers={"Authorization": f"Bearer {OPS_KEY}"},
+        ).json()["items"]  # fmt: skip
+        return items
+
+    wait_until(arrived, SLACK_S, "the first instances arrive")  # its C-MOVE is under way
+    assert cancel(other_key).status_code == 404  # another client's, as if there were none
+    stopping = cancel()
+    assert stopping.status_code == 202, stopping.text
+    SCHEMA["/v1/retrievals/{retrieval_id}/cancel"]["POST"].validate_response(stopping)
+    assert stopping.json()["state"] in ("cancelling", "cancelled")
+    assert cancel().status_code in (202, 409)  # asked twice: the same, or it has ended
+
+    def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = requests.get(
+            f"{node.url}/v1/retrievals/{number}", timeout=10,
+            headers={"Authorization": f"Bearer {RETRIEVE_KEY}"},
+        ).json()  # fmt: skip
+        return body if body["state"] not in ("running", "cancelling") else None
+
+    done = wait_until(ended, SLACK_S, "the source answers the cancel")
+    assert (done["state"], done["error"]) == ("cancelled", None)
+    assert done["study_instance_uids"] == [uid] and done["finished_at"] is not None
+    assert 0 < done["completed"] < len(study), done  # some came, not all: the rest never will
+    late = cancel()
+    assert late.status_code == 409 and late.json()["detail"] == (
+        f"retrieval {number} has ended: cancelled"
+    )
+    assert node.metric("scantune_dicom_retrievals_total", outcome="cancelled") == 1
+    # what came is the node's like any other, each instance the source counted as sent
+    assert sum(series["instances"] for series in arrived()) == done["completed"]
+    argv = ["--url", node.url, "--api-key", RETRIEVE_KEY]
+    assert main(["series", "cancel-retrieval", str(number), *argv]) != 0
+    assert "has ended: cancelled" in capsys.readouterr().err
+    assert main(["series", "retrievals", "--state", "cancelled", *argv]) == 0
+    [_, row] = capsys.readouterr().out.splitlines()
+    assert row.split()[:4] == [str(number), "pacs", "cancelled", str(done["completed"])]
+
+
+def test_a_cancelled_retrieval_waiting_for_a_thread_never_starts(tmp_path: Any) -> None:
+    """Two run at once: a third waits, and cancelled it never asks the source; one that
+    ended keeps its outcome. The retriever here stands in for the PACS's pace only: each
+    holds until released or cancelled (the C-CANCEL itself is tested against Orthanc)."""
+    import threading
+
+    from service.dicom_node.peers import DicomSource
+    from service.dicom_node.retrieval_jobs import RUNNING_AT_ONCE, RetrievalJobs
+    from service.dicom_node.retrieve import Asked, Retrieved, Retriever
+    from service.jobs.database import make_engine, migrate
+
+    release, asked_for = threading.Event(), []
+
+    class Paced(Retriever):
+        def retrieve(self, source: Any, asked: Asked, cancel: Any = None) -> Retrieved:
+            asked_for.append(asked.study_uid)
+            while not (release.is_set() or cancel.is_set()):
+                cancel.wait(0.01)
+            return Retrieved([str(asked.study_uid)], 3, 0, 0, cancelled=cancel.is_set())
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
+    migrate(engine)
+    ended: list[tuple[Any, ...]] = []
+    jobs = RetrievalJobs(engine, Paced("NODE", 5), on_done=lambda *done: ended.append(done))
+    pacs = DicomSource(name="pacs", ae_title="PACS", host="127.0.0.1", port=104)
+    first, second, third = (
+        jobs.submit(pacs, Asked(study_uid=f"1.2.{n}"), "ris")["id"] for n in range(3)
+    )
+    wait_until(lambda: len(asked_for) == RUNNING_AT_ONCE, 10, "two start")
+    assert jobs.cancel(third, "lab") is None  # another client's
+    view, stopped = jobs.cancel(third, "ris") or ({}, False)
+    assert stopped and (view["state"], view["completed"]) == ("cancelled", 0)
+    assert view["finished_at"] is not None
+    view, stopped = jobs.cancel(first, None) or ({}, False)  # an admin's key sees every one
+    assert stopped and view["state"] == "cancelling"
+    wait_until(lambda: (jobs.get(first, "ris") or {})["state"] == "cancelled", 10, "it stops")
+    release.set()
+    wait_until(lambda: (jobs.get(second, "ris") or {})["state"] == "done", 10, "it ends")
+    assert jobs.cancel(second, "ris") == (jobs.get(second, "ris"), False)  # too late: kept
+    assert asked_for == ["1.2.0", "1.2.1"]  # the third was never asked of the source
+    assert (jobs.get(first, "ris") or {})["completed"] == 3  # what came before it stopped
+    assert sorted(done[2] for done in ended) == ["cancelled", "cancelled", "ok"]
+    jobs.stop()

@@ -397,7 +397,19 @@ def test_dashboard_end_to_end(
     fetch = page.locator("[data-testid=fetch-row][data-state=done]")
     fetch.wait_for()  # the key's recent fetches, newest first
     assert fetch.count() == 1 and prior[0].StudyInstanceUID in fetch.inner_text()
-    assert fetch.locator("td").last.inner_text() == "2"
+    assert fetch.get_by_test_id("fetch-sent").inner_text() == "2"
+    assert fetch.get_by_test_id("cancel-fetch").count() == 0  # nothing to stop once done
+    # a large study fetched, then cancelled from the list: the PACS stops sending
+    large = make_study(120, series=4)
+    store_in_pacs(stack["pacs"], large)
+    page.fill("#r-study", large[0].StudyInstanceUID)
+    page.get_by_role("button", name="Fetch").click()
+    going = page.locator("[data-testid=fetch-row][data-state=running]")
+    going.get_by_test_id("cancel-fetch").click()
+    page.wait_for_selector("[data-testid=retrieved]:has-text('Cancelled: pacs sent')")
+    stopped = page.locator("[data-testid=fetch-row][data-state=cancelled]")
+    assert stopped.count() == 1 and large[0].StudyInstanceUID in stopped.inner_text()
+    assert int(stopped.get_by_test_id("fetch-sent").inner_text()) < len(large)
     # the RIS orders an exam by its accession number: the page lists the order, then fetched
     ordered = make_study(1)
     ordered[0].AccessionNumber = "RIS-DASH"
@@ -409,7 +421,7 @@ def test_dashboard_end_to_end(
     page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
     page.get_by_role("button", name="Fetch").click()
     page.wait_for_selector("#notice:has-text('the sources: pacs')")
-    assert page.locator("[data-testid=fetch-row]").count() == 1  # a refused one is not kept
+    assert page.locator("[data-testid=fetch-row]").count() == 2  # a refused one is not kept
     axe(page)
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()

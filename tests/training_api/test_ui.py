@@ -151,6 +151,10 @@ def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
         assert asked.json["detail"] == (
             "no source named 'pacs'; the sources: none is configured (SCANTUNE_DICOM_SOURCES)"
         )
+        stop = "/ui/api/retrievals/7/cancel"
+        assert client.post(stop, headers=_bearer("ops")).status_code == 403
+        stopped = client.post(stop, headers=_bearer("fetcher"))
+        assert stopped.status_code == 404 and stopped.json["detail"] == "no retrieval 7"
     finally:
         with app.app_context():
             services().jobs.stop()

@@ -1,7 +1,7 @@
 // DICOM node: its series newest first (GET /ui/api/series, relayed to the node with the user's
 // key), each with its deliveries; "Send now" (admin) tries a series' pending work at once;
 // "Fetch" (series:retrieve) has the node fetch a study from a PACS, and lists the key's recent
-// fetches.
+// fetches, each still going with a "Cancel".
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
@@ -109,12 +109,31 @@ async function reload() {
   for (let i = 1; i < pages && cursor; i++) await load(true);
 }
 
-const FETCH_COLUMNS = ["Asked", "Source", "Study", "State", "Instances sent"];
+const FETCH_COLUMNS = ["Asked", "Source", "Study", "State", "Instances sent", ""];
+const GOING = ["running", "cancelling"];
+
+// Stop a fetch still going: the node cancels the PACS's C-MOVE; what came is classified.
+function cancelFetch(r) {
+  if (r.state !== "running") return null;
+  const button = el("button", { type: "button", "data-testid": "cancel-fetch", text: "Cancel", "aria-label": `Cancel retrieval ${r.id}` });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api(`/ui/api/retrievals/${r.id}/cancel`, { method: "POST" });
+      notice("");
+      await loadFetches();
+    } catch (err) {
+      notice(err.message);
+      button.disabled = false;
+    }
+  });
+  return button;
+}
 
 function fetchRow(r) {
   const study = r.study_instance_uids.join(", ") || r.study_instance_uid || (r.accession_number ? `accession ${r.accession_number}` : "–");
-  const sent = r.state === "running" ? "…" : `${r.completed + r.warning}${r.failed ? `, ${r.failed} failed` : ""}`;
-  const tone = r.state === "done" ? "succeeded" : r.state === "running" ? "" : "failed";
+  const sent = GOING.includes(r.state) ? "…" : `${r.completed + r.warning}${r.failed ? `, ${r.failed} failed` : ""}`;
+  const tone = r.state === "done" ? "succeeded" : GOING.includes(r.state) ? "" : "failed";
   return el(
     "tr",
     { "data-testid": "fetch-row", "data-state": r.state },
@@ -122,7 +141,8 @@ function fetchRow(r) {
     el("td", { text: r.source }),
     el("th", { scope: "row" }, el("code", { text: study })),
     el("td", {}, el("span", { class: `status ${tone}`, text: r.state }), r.error ? el("div", { class: "muted", text: r.error }) : null),
-    el("td", { text: sent }),
+    el("td", { "data-testid": "fetch-sent", text: sent }),
+    el("td", {}, cancelFetch(r)),
   );
 }
 
@@ -140,7 +160,7 @@ async function loadFetches() {
 async function ended(id) {
   for (;;) {
     const got = await api(`/ui/api/retrievals/${id}`);
-    if (got.state !== "running") return got;
+    if (!GOING.includes(got.state)) return got;
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }
@@ -162,9 +182,10 @@ function retrieval() {
       await loadFetches();
       const got = await ended(taken.id);
       await loadFetches();
-      if (got.state !== "done") throw new Error(got.error || `the retrieval ${got.state}`);
+      if (!["done", "cancelled"].includes(got.state)) throw new Error(got.error || `the retrieval ${got.state}`);
       const sent = got.completed + got.warning;
-      said.textContent = `${got.source} sent ${sent} instance${sent === 1 ? "" : "s"}${got.failed ? `, ${got.failed} failed` : ""}.`;
+      const before = got.state === "cancelled" ? "Cancelled: " : "";
+      said.textContent = `${before}${got.source} sent ${sent} instance${sent === 1 ? "" : "s"}${got.failed ? `, ${got.failed} failed` : ""}.`;
       notice("");
       if (form && got.study_instance_uids.length === 1) {
         form.elements.study_instance_uid.value = got.study_instance_uids[0];
