@@ -52,7 +52,19 @@ def get_model(name: str) -> Response:
     alias = None if query.version else _alias_shown(registry, query.alias, body)
     version = query.version or (body["aliases"][alias] if alias else max(body["versions"]))
     card = registry.get_card(name, version).with_version(version)
-    body["serving"] = {"version": version, "alias": alias, "card": card.model_dump(mode="json")}
+    # The card is what the version was published with; who may use it and whether it is
+    # withdrawn may have changed since: as this process applies them (within the recheck).
+    access = registry.access_of(name, version, card)
+    withdrawn = services().predictor.withdrawals.current(name, version)
+    body["serving"] = {
+        "version": version,
+        "alias": alias,
+        "card": card.model_dump(mode="json"),
+        "access": None if access is None else access.model_dump(mode="json"),
+        "withdrawn": None
+        if withdrawn is None
+        else {"reason": withdrawn.reason, "set_by": withdrawn.set_by, "set_at": withdrawn.set_at},
+    }
     return jsonify(body)
 
 

@@ -114,8 +114,10 @@ def test_the_owner_the_clients_named_and_admins_use_a_private_version(
         assert inferred.status_code == 200, (key, inferred.get_json())
         listed = as_(key).get("/v1/models").get_json()["models"]
         assert [m["name"] for m in listed] == [MODEL]
-        card = as_(key).get(f"/v1/models/{MODEL}").get_json()["serving"]["card"]
-        assert card["access"] == {"owner": "radiology", "private": True, "clients": ["gateway"]}
+        serving = as_(key).get(f"/v1/models/{MODEL}").get_json()["serving"]
+        published = {"owner": "radiology", "private": True, "clients": ["gateway"]}
+        assert serving["card"]["access"] == serving["access"] == published
+        assert serving["withdrawn"] is None
 
 
 def test_a_client_sees_only_the_versions_it_may_use(
@@ -172,6 +174,9 @@ def test_sharing_and_revoking_a_version_reaches_the_inference_service(
     )
     shared = fresh("ci").post(f"/v1/models/{MODEL}:predict", data=png_form())
     assert shared.status_code == 200 and shared.get_json()["model"]["version"] == 1
+    serving = fresh("ci").get(f"/v1/models/{MODEL}").get_json()["serving"]
+    assert serving["access"] == {"owner": "radiology", "private": True, "clients": ["ci"]}
+    assert serving["card"]["access"]["clients"] == ["gateway"]  # as it was published
     assert [m["name"] for m in fresh("ci").get("/v1/models").get_json()["models"]] == [MODEL]
     private_registry.set_access(MODEL, 1, private=False, clients=[], owner="radiology", actor="ops")
     assert fresh("gateway").post(f"/v1/models/{MODEL}:predict", data=png_form()).status_code == 200

@@ -40,9 +40,15 @@ def test_a_withdrawn_version_is_refused_with_its_reason_and_others_still_serve(
         assert client.get(url).status_code == 503, url  # a Triton client asks before infer
     other = client.post(f"/v1/models/{MODEL}:predict?version=2", data=scan())
     assert other.status_code == 200 and other.get_json()["model"]["version"] == 2
+    described = client.get(f"/v1/models/{MODEL}")  # its card stays readable, saying why
+    assert described.status_code == 200 and described.get_json()["serving"]["version"] == 1
+    withdrawn = described.get_json()["serving"]["withdrawn"]
+    assert (withdrawn["reason"], withdrawn["set_by"]) == (REASON, "radiology")
+    assert client.get(f"/v1/models/{MODEL}?version=2").get_json()["serving"]["withdrawn"] is None
 
     recall.set(MODEL, 1, withdrawn=False, reason="put back", actor="ops")
     assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
+    assert client.get(f"/v1/models/{MODEL}").get_json()["serving"]["withdrawn"] is None
     assert client.get(f"/v2/models/{MODEL}/versions/1/ready").status_code == 200
 
 
