@@ -298,16 +298,17 @@ class Hl7Sender:
 
 
 class FhirSender:
-    """The SR as a FHIR R4 transaction (`service.hospital.fhir_transaction`) POSTed to the
-    server's base URL; delivered when the server answers every entry with a 2xx."""
+    """The SR (and its attention maps, as Media) as a FHIR R4 transaction
+    (`service.hospital.fhir_transaction`) POSTed to the server's base URL; delivered when the
+    server answers every entry with a 2xx."""
 
     kind = "fhir"
-    attention_maps = False
 
     def __init__(
         self, destination: FhirDestination, timeout_s: float, https: ssl.SSLContext | None = None
     ) -> None:
         self.url, self.timeout_s, self.https = destination.url, timeout_s, https
+        self.attention_maps = destination.attention_maps
         self.credentials = Credentials(
             destination.authorization_file, destination.oauth, timeout_s, https
         )
@@ -320,7 +321,8 @@ class FhirSender:
         from service.hospital.sr_findings import NotReportable
 
         try:
-            bundle = transaction_from_sr(dcmread(io.BytesIO(sr_file)))
+            images = [dcmread(io.BytesIO(m)) for m in maps]
+            bundle = transaction_from_sr(dcmread(io.BytesIO(sr_file)), images)
         except NotReportable as exc:
             raise Rejected(f"no FHIR bundle: {exc}") from None
         media = {"Content-Type": FHIR_MEDIA_TYPE, "Accept": FHIR_MEDIA_TYPE}

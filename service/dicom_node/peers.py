@@ -100,6 +100,12 @@ class FhirDestination(BaseModel):
     oauth: OAuthClient | None = Field(
         default=None, description="OAuth 2.0 client credentials instead of a file."
     )
+    attention_maps: bool = Field(
+        default=False,
+        description="With the findings, each classified scan under the model's class activation"
+        " map, as an image Media (PNG) the DiagnosticReport lists (marked not for diagnostic"
+        " use).",
+    )
 
     @model_validator(mode="after")
     def _one_credential(self) -> FhirDestination:

@@ -9,10 +9,19 @@ a conditional create (`ifNoneExist`) on an identifier the SR fixes: the report b
 Instance UID, each Observation by its measurement group's tracking UID, the Device by the
 model's ONNX sha256. A transaction sent again (its answer lost) creates nothing twice, and
 the server takes all of it or none.
+
+With the series' attention maps (a destination's `attention_maps`), each map is a Media
+resource (an image: the Secondary Capture's pixels as PNG, created by the SC's SOP Instance
+UID, the model its Device) that the report lists in `media`, so the EHR shows it beside the
+findings. R4's Media, not a DocumentReference: it is what DiagnosticReport.media links.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from models.card import ClassCode
@@ -28,15 +37,19 @@ from service.hospital.sr_findings import Finding, NotReportable, read_findings, 
 
 if TYPE_CHECKING:
     from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.media import Media
+    from fhir.resources.R4B.reference import Reference
     from pydicom import Dataset
 
 DICOM_UID = "urn:dicom:uid"
 ONNX_SHA256 = "urn:scantune:onnx-sha256"
+MEDIA_TYPE = "http://terminology.hl7.org/CodeSystem/media-type"
 
 
-def transaction_from_sr(sr: Dataset) -> Bundle:
-    """The transaction of `sr`; NotReportable when it holds no finding, or a finding without
-    the tracking UID or the model its identifiers need."""
+def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
+    """The transaction of `sr`, with `maps` (its attention maps' Secondary Captures) as the
+    report's media; NotReportable when it holds no finding, or a finding without the tracking
+    UID or the model its identifiers need."""
     from fhir.resources.R4B.bundle import BundleEntryRequest
     from fhir.resources.R4B.identifier import Identifier
 
@@ -72,8 +85,62 @@ def transaction_from_sr(sr: Dataset) -> Bundle:
         entry.request = BundleEntryRequest(
             method="POST", url=kind, ifNoneExist=f"identifier={system}|{value}"
         )
+    if maps:
+        _add_maps(bundle, maps)
     bundle.type = "transaction"
     return bundle
+
+
+def _add_maps(bundle: Bundle, maps: Sequence[Dataset]) -> None:
+    """Each map a Media entry (a conditional create by its SOP Instance UID) that the report,
+    the Bundle's first entry, lists in `media`."""
+    from fhir.resources.R4B.bundle import BundleEntry, BundleEntryRequest
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReportMedia
+    from fhir.resources.R4B.identifier import Identifier
+    from fhir.resources.R4B.reference import Reference
+
+    report, device = (bundle.entry or [])[:2]
+    assert report.resource is not None
+    links, entries = [], []
+    for image in maps:
+        url, value = f"urn:uuid:{uuid.uuid4()}", f"urn:oid:{image.SOPInstanceUID}"
+        media = _media(image, Reference(reference=device.fullUrl), report.resource.subject)  # type: ignore[attr-defined]
+        media.identifier = [Identifier(system=DICOM_UID, value=value)]
+        request = BundleEntryRequest(
+            method="POST", url="Media", ifNoneExist=f"identifier={DICOM_UID}|{value}"
+        )
+        entries.append(BundleEntry(fullUrl=url, resource=media, request=request))
+        title = media.content.title  # type: ignore[union-attr]
+        links.append(DiagnosticReportMedia(comment=title, link=Reference(reference=url)))
+    bundle.entry = [*(bundle.entry or []), *entries]
+    report.resource.media = links  # type: ignore[attr-defined]
+
+
+def _media(image: Dataset, device: Reference, subject: Reference | None) -> Media:
+    """An attention map (its Secondary Capture) as an image Media: PNG, titled with what the
+    SC says it shows (the class, the model, not for diagnostic use)."""
+    from fhir.resources.R4B.attachment import Attachment
+    from fhir.resources.R4B.codeableconcept import CodeableConcept
+    from fhir.resources.R4B.coding import Coding
+    from fhir.resources.R4B.media import Media
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(image.pixel_array, "RGB").save(png, format="PNG")
+    content = Attachment(
+        contentType="image/png",
+        data=base64.b64encode(png.getvalue()),  # its base64 text, as fhir.resources takes it
+        title=str(image.get("DerivationDescription") or "Attention map")[:1024],
+    )
+    return Media(
+        status="completed",
+        type=CodeableConcept(coding=[Coding(system=MEDIA_TYPE, code="image", display="Image")]),
+        subject=subject,
+        device=device,
+        height=int(image.Rows),
+        width=int(image.Columns),
+        content=content,
+    )
 
 
 def _model(findings: list[Finding]) -> ModelIdentity:

@@ -9,6 +9,7 @@ with a transaction-response; the test scripts failures before or after it commit
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from PIL import Image
 
 from service.dicom_node.delivery import NotDelivered, Rejected, sender_for
 from service.dicom_node.peers import DicomDestination
@@ -40,6 +42,7 @@ class FhirServer:
         self.script, self.lock = list(script), threading.Lock()
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, identifier) -> resource
         self.answers: list[tuple[str, list[str]]] = []  # (what it did, entry statuses)
+        self.bundles: list[Bundle] = []  # each transaction taken, as parsed
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,6 +76,7 @@ class FhirServer:
         bundle = Bundle.model_validate_json(body)  # the R4B schema, strictly
         assert bundle.type == "transaction"
         with self.lock:
+            self.bundles.append(bundle)
             step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
             if step == "refuse":
                 self.answers.append((step, []))
@@ -172,6 +176,51 @@ def test_a_series_reaches_the_ehr_once_though_its_first_answers_are_lost(
     assert TOKEN not in log
     for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
         assert value not in log, value  # no patient data, no UID
+
+
+def test_attention_maps_reach_the_ehr_as_media_the_report_lists(
+    make_node: Callable[..., Gunicorn],
+    servers: Callable[[list[str]], FhirServer],
+    hospital_ca: HospitalCA,
+    tmp_path: Path,
+) -> None:
+    ehr = servers(["lose", "ok"])  # the first answer lost: the maps are not created twice
+    authorization = tmp_path / "ehr-authorization"
+    authorization.write_text(f"Bearer {TOKEN}\n")
+    destination = {"url": ehr.url, "authorization_file": str(authorization), "attention_maps": True}
+    node = make_node(
+        dicom_destinations=[{"fhir": destination}],
+        dicom_https_ca_file=str(hospital_ca.pem_file),
+    ).start()
+    study = make_study(2)
+    assert send(node.port_dicom, study) == [0, 0]
+    wait_until(
+        lambda: node.metric("scantune_dicom_results_delivered_total", kind="fhir") == 1,
+        SLACK_S, "the EHR takes the result and its maps",
+    )  # fmt: skip
+    assert ehr.answers[1] == ("ok", ["200 OK"] * (1 + 1 + 2 + 2))  # report, device, 2 + 2
+    bundle = ehr.bundles[-1]
+    report = bundle.entry[0].resource
+    media = {
+        e.fullUrl: e.resource for e in bundle.entry if e.resource.get_resource_type() == "Media"
+    }
+    assert [link.link.reference for link in report.media] == list(media)
+    sizes = {(int(ds.Columns), int(ds.Rows)) for ds in study}
+    for link, image in zip(report.media, media.values(), strict=True):
+        assert image.status == "completed" and image.type.coding[0].code == "image"
+        assert image.subject.identifier.value == "P-1"
+        assert image.device.reference == bundle.entry[1].fullUrl  # the model's Device
+        assert image.identifier[0].system == "urn:dicom:uid"
+        assert image.content.contentType == "image/png"
+        png = Image.open(io.BytesIO(image.content.data))  # fhir.resources decodes base64
+        assert png.format == "PNG" and png.mode == "RGB"
+        assert png.size == (image.width, image.height) and png.size in sizes
+        assert link.comment == image.content.title and "chest-xray 1:" in image.content.title
+    assert len(ehr.of("Media")) == 2
+    assert node.metric("scantune_dicom_attention_maps_total", outcome="made") == 2
+    log = node.log_text()
+    for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
+        assert value not in log, value
 
 
 def test_a_send_is_delivered_only_when_every_entry_is_taken(
