@@ -1,7 +1,9 @@
 """What attention maps cost: the inference service's CPU per predict of one DICOM scan with
 `explain=true` (the class activation map as a PNG at the scan's size) against without, and the
 DICOM node's CPU to make the map it sends to a PACS from that answer (`build_maps`: decode
-the scan, blend, the Secondary Capture, the spool's zip), at two scan sizes.
+the scan, blend, the Secondary Capture, the spool's zip), and to turn that map into what an
+EHR (FHIR Media, PNG) or an engine (HL7 ED, JPEG) gets, with its base64 size, at two scan
+sizes.
 
 Not a test. The app runs in-process as `bench/answer_formats.py` runs it (one sync worker of
 the per-core layout, the bench's 512x512 chest X-ray as a DX instance; the 2048x2048 one is
@@ -14,12 +16,14 @@ figure is the median over rounds of CPU time per scan (`time.process_time`).
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +44,19 @@ def main() -> int:
     return 0
 
 
-def setup(work: Path) -> tuple[dict[str, Callable[[], None]], dict[int, int]]:
+def setup(work: Path) -> tuple[dict[str, Callable[[], object]], dict[str, int]]:
     from pydicom import dcmread
 
     from bench.overhead import prepare, service_app
     from service.dicom_node.classify import Classification
     from service.dicom_node.maps import build_maps
+    from service.hospital.attention_map import encoded_map
 
     prepare(work)  # the model, published, and the service's environment
     app = service_app()
     predict = f"/v1/models/{MODEL}:predict"
-    paths: dict[str, Callable[[], None]] = {}
-    map_bytes: dict[int, int] = {}
+    paths: dict[str, Callable[[], object]] = {}
+    map_bytes: dict[str, int] = {}
     for size in SIZES:
         scan = scan_of(size)
         body = multipart_body(scan, "scan.dcm", "application/dicom")
@@ -59,7 +64,10 @@ def setup(work: Path) -> tuple[dict[str, Callable[[], None]], dict[int, int]]:
         header = dcmread(io.BytesIO(scan), stop_before_pixels=True)
         found = Classification(answer["predictions"], answer["model"], card_of(app))
         made = build_maps([scan], [header], found, None, "not for diagnostic use")
-        map_bytes[size] = len(made or b"")
+        map_bytes[f"{size} spool"] = len(made or b"")
+        image = sc_of(made)
+        for kind in ("PNG", "JPEG"):
+            map_bytes[f"{size} {kind}"] = len(base64.b64encode(encoded_map(image, kind)))
 
         def run(query: str, body: bytes = body) -> Callable[[], None]:
             def once() -> None:
@@ -77,7 +85,21 @@ def setup(work: Path) -> tuple[dict[str, Callable[[], None]], dict[int, int]]:
         paths[f"{size} predict"] = run("")
         paths[f"{size} predict explain"] = run("explain=true")
         paths[f"{size} node map"] = node_map
+        for kind in ("PNG", "JPEG"):
+            paths[f"{size} {kind}"] = partial(encoded_map, image, kind)
     return paths, map_bytes
+
+
+def sc_of(made: bytes | None) -> Any:
+    """The one Secondary Capture in `build_maps`' zip."""
+    import zipfile
+
+    from pydicom import dcmread
+
+    if made is None:
+        raise RuntimeError("no map made")
+    with zipfile.ZipFile(io.BytesIO(made)) as bundle:
+        return dcmread(io.BytesIO(bundle.read(bundle.namelist()[0])))
 
 
 def scan_of(size: int) -> bytes:
@@ -110,7 +132,7 @@ def card_of(app: Any) -> dict[str, Any]:
     return card
 
 
-def report(per_scan: dict[str, list[float]], map_bytes: dict[int, int]) -> None:
+def report(per_scan: dict[str, list[float]], map_bytes: dict[str, int]) -> None:
     rounds = len(next(iter(per_scan.values())))
     print(f"CPU per scan, in-process, median of {rounds} rounds:")
     for size in SIZES:
@@ -122,8 +144,14 @@ def report(per_scan: dict[str, list[float]], map_bytes: dict[int, int]) -> None:
             f"  {size}x{size}: predict {statistics.median(plain):.1f} ms; explain=true"
             f" {statistics.median(diffs):+.1f} ms (rounds {min(diffs):+.1f} to"
             f" {max(diffs):+.1f}); the node's map {node_map:.1f} ms,"
-            f" {map_bytes[size] / 1e6:.2f} MB in the spool"
+            f" {map_bytes[f'{size} spool'] / 1e6:.2f} MB in the spool"
         )
+        for kind, whom in (("PNG", "FHIR Media"), ("JPEG", "HL7 ED")):
+            spent = statistics.median(per_scan[f"{size} {kind}"])
+            print(
+                f"    as {whom} ({kind}): {spent:.1f} ms,"
+                f" {map_bytes[f'{size} {kind}'] / 1e3:.0f} KB of base64"
+            )
 
 
 def parse_args() -> argparse.Namespace:

@@ -250,10 +250,10 @@ class StowSender:
 
 
 class Hl7Sender:
-    """The SR as an ORU^R01 (`service.hospital.hl7v2`) over MLLP; delivered on AA or CA."""
+    """The SR (with its attention maps as ED) as an ORU^R01 (`service.hospital.hl7v2`) over
+    MLLP; delivered on AA or CA."""
 
     kind = "hl7"
-    attention_maps = False
 
     def __init__(
         self, destination: Hl7Destination, timeout_s: float, tls: ssl.SSLContext | None = None
@@ -261,6 +261,7 @@ class Hl7Sender:
         from service.hospital.hl7v2 import Envelope
 
         self.destination, self.timeout_s, self.tls = destination, timeout_s, tls
+        self.attention_maps = destination.attention_maps
         d = destination
         self.envelope = Envelope(
             d.sending_application,
@@ -279,7 +280,7 @@ class Hl7Sender:
 
         sr = dcmread(io.BytesIO(sr_file))
         try:
-            message = build_oru(sr, self.envelope)
+            message = build_oru(sr, self.envelope, [dcmread(io.BytesIO(m)) for m in maps])
         except NotReportable as exc:  # the SR will not change: no message will ever be made
             raise Rejected(f"no HL7 message: {exc}") from None
         d = self.destination

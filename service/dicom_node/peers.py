@@ -85,6 +85,11 @@ class Hl7Destination(BaseModel):
     processing_id: Literal["P", "T", "D"] = Field(
         default="P", description="MSH-11: production, training or debugging."
     )
+    attention_maps: bool = Field(
+        default=False,
+        description="With the findings, each classified scan under the model's class activation"
+        " map, as an ED observation (a JPEG, marked not for diagnostic use).",
+    )
 
 
 class FhirDestination(BaseModel):

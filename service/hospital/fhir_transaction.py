@@ -19,7 +19,6 @@ findings. R4's Media, not a DocumentReference: it is what DiagnosticReport.media
 from __future__ import annotations
 
 import base64
-import io
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -123,13 +122,12 @@ def _media(image: Dataset, device: Reference, subject: Reference | None) -> Medi
     from fhir.resources.R4B.codeableconcept import CodeableConcept
     from fhir.resources.R4B.coding import Coding
     from fhir.resources.R4B.media import Media
-    from PIL import Image
 
-    png = io.BytesIO()
-    Image.fromarray(image.pixel_array, "RGB").save(png, format="PNG")
+    from service.hospital.attention_map import encoded_map
+
     content = Attachment(
         contentType="image/png",
-        data=base64.b64encode(png.getvalue()),  # its base64 text, as fhir.resources takes it
+        data=base64.b64encode(encoded_map(image, "PNG")),  # base64 text, as fhir.resources takes it
         title=str(image.get("DerivationDescription") or "Attention map")[:1024],
     )
     return Media(

@@ -11,12 +11,16 @@ field 1, as IHE Radiology carries it; LOINC 18748-4 "Diagnostic imaging study"; 
 date and time; result status P, preliminary); NTE (the statement that the result is
 automated); an OBX with the Study Instance UID, then per scan (OBX-4 sub-ID = the scan's
 number): the finding (CWE), its calibrated probability (NM) and the SOP Instance UID of the
-scan (ST), each preliminary (OBX-11 P), the model in OBX-18.
+scan (ST), each preliminary (OBX-11 P), the model in OBX-18. With the series' attention maps,
+one more OBX per mapped scan (same sub-ID): the map as ED, `^IM^JPEG^Base64^…` (JPEG, not PNG:
+HL7's table 0291 of data subtypes lists JPEG, and engines render it).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -40,6 +44,8 @@ VERSION = "2.5.1"
 # Concepts as HL7 writes a coded element: value, meaning, scheme (CWE components 1-3).
 PROCEDURE = ("18748-4", "Diagnostic imaging study", "LN")
 STUDY_UID = ("110180", "Study Instance UID", "DCM")
+# A local code (HL7's "99" prefix): no standard one names a class activation map.
+ATTENTION_MAP = ("attention-map", "Class activation map, not for diagnostic use", "99SCANTUNE")
 ACCEPTED = {"AA", "CA"}
 """ACK codes meaning "taken": application accept, commit accept (enhanced mode)."""
 
@@ -73,9 +79,10 @@ def control_id(sr: Dataset) -> str:
     return hashlib.sha256(str(sr.SOPInstanceUID).encode()).hexdigest()[:20].upper()
 
 
-def build_oru(sr: Dataset, envelope: Envelope = Envelope()) -> str:
-    """The ORU^R01 of `sr` in ER7 (segments end with CR); NotReportable when the SR names no
-    Patient ID (an HL7 result is filed by it) or holds no finding."""
+def build_oru(sr: Dataset, envelope: Envelope = Envelope(), maps: Sequence[Dataset] = ()) -> str:
+    """The ORU^R01 of `sr` in ER7 (segments end with CR), with `maps` (the attention maps'
+    Secondary Captures) as ED observations; NotReportable when the SR names no Patient ID (an
+    HL7 result is filed by it) or holds no finding."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.core import Message
 
@@ -92,7 +99,7 @@ def build_oru(sr: Dataset, envelope: Envelope = Envelope()) -> str:
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     made = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
     _order(order, sr, made)
-    _observations(order, sr, findings, made)
+    _observations(order, sr, findings, made, maps)
     return str(msg.to_er7()) + "\r"
 
 
@@ -165,16 +172,25 @@ def _order(order: Any, sr: Dataset, made: str) -> None:
         _fill(nte, 3, escape(text))
 
 
-def _observations(order: Any, sr: Dataset, findings: list[Finding], made: str) -> None:
-    """The OBX rows: the study, then each scan's finding, probability and SOP Instance UID."""
+def _observations(
+    order: Any, sr: Dataset, findings: list[Finding], made: str, maps: Sequence[Dataset]
+) -> None:
+    """The OBX rows: the study, then each scan's finding, probability, SOP Instance UID and
+    attention map (if it has one)."""
+    from service.hospital.attention_map import encoded_map
+
     rows = [(STUDY_UID, "ST", "", escape(sr.StudyInstanceUID), "")]
     probability = probability_concept()
+    mapped = {str(m.SourceImageSequence[0].ReferencedSOPInstanceUID): m for m in maps}
     for number, found in enumerate(findings, start=1):
         sub = str(number)
         rows.append((FINDING, "CWE", sub, _parts(*found.code), ""))
         if found.probability is not None:
             rows.append((probability, "NM", sub, _number(found.probability), "1^no units^UCUM"))
         rows.append((SOURCE, "ST", sub, escape(found.sop_instance_uid), ""))
+        if found.sop_instance_uid in mapped:  # base64 holds no HL7 delimiter
+            data = base64.b64encode(encoded_map(mapped[found.sop_instance_uid], "JPEG")).decode()
+            rows.append((ATTENTION_MAP, "ED", sub, f"^IM^JPEG^Base64^{data}", ""))
     model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
     for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx

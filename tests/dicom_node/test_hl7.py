@@ -8,6 +8,9 @@ answers with the acknowledgement codes the test scripts."""
 
 from __future__ import annotations
 
+import base64
+import io
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +24,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.mllp import AbstractHandler, MLLPServer
 from hl7apy.parser import parse_message
+from PIL import Image
 
 from tests.conftest import HospitalCA
 from tests.dicom_node.conftest import OPS_KEY, STOW_KEY
@@ -38,6 +42,7 @@ from tests.inference.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SLACK_S = 30.0
+ED_DATA = re.compile(r"(\|ED\|[^|\r]*\|[^|\r]*\|\^IM\^JPEG\^Base64\^)([A-Za-z0-9+/=]+)")
 
 
 @dataclass
@@ -70,7 +75,12 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def acknowledge(self, er7: str) -> str:
-        incoming = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+        # hl7apy types OBX-5 ("varies") as ST, 199 characters at most, under strict rules
+        # whatever OBX-2 says: an ED's data (TX) is checked as base64 here, the rest strictly.
+        checked = ED_DATA.sub(lambda m: m[1] + str(len(base64.b64decode(m[2], validate=True))), er7)
+        incoming = parse_message(
+            checked, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True
+        )
         assert incoming.validate()  # a structural error closes the connection: no ACK
         control = str(incoming.msh.msh_10.value)
         with self.lock:
@@ -158,6 +168,32 @@ def test_a_series_reaches_the_receiver_as_oru_r01_retried_until_acknowledged(
     assert "classified by" in log  # the log is the node's
     for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
         assert value not in log, value  # no patient data, no UID
+
+
+def test_attention_maps_reach_the_receiver_as_ed_observations_beside_their_findings(
+    make_node: Callable[..., Gunicorn], receivers: Callable[..., Receiver]
+) -> None:
+    receiver = receivers(["AA"])
+    destination = {"host": "127.0.0.1", "port": receiver.port, "attention_maps": True}
+    node = make_node(dicom_destinations=[{"hl7": destination}]).start()
+    study = make_study(2)
+    assert send(node.port_dicom, study) == [0, 0]
+    [accepted] = wait_until(receiver.accepted, SLACK_S, "the receiver accepts a result")
+    obx = hl7.parse(accepted.er7).segments("OBX")  # parsed strictly by the receiver too
+    scan_of = {str(s[4]): str(s[5]) for s in obx if str(s[3][0][0]) == "121112"}
+    maps = [s for s in obx if str(s[2]) == "ED"]
+    assert sorted(str(s[4]) for s in maps) == sorted(scan_of) and len(maps) == 2
+    sizes = {ds.SOPInstanceUID: (int(ds.Columns), int(ds.Rows)) for ds in study}
+    for s in maps:
+        assert str(s[3][0][0]) == "attention-map" and str(s[3][0][2]) == "99SCANTUNE"
+        assert [str(s[5][0][i]) for i in (1, 2, 3)] == ["IM", "JPEG", "Base64"]
+        picture = Image.open(io.BytesIO(base64.b64decode(str(s[5][0][4]))))
+        assert picture.format == "JPEG" and picture.size == sizes[scan_of[str(s[4])]]
+        assert str(s[11]) == "P"  # preliminary, as the findings
+    assert node.metric("scantune_dicom_attention_maps_total", outcome="made") == 2
+    log = node.log_text()
+    for value in ("P-1", study[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in study)):
+        assert value not in log, value
 
 
 def test_mllp_over_tls_to_a_receiver_the_hospital_ca_signed(
