@@ -95,8 +95,9 @@ class Estimate(_Strict):
     high: float
     level: float = Field(default=0.95, gt=0.0, lt=1.0)
     images: int = Field(ge=0, description="Scans the figure was measured on.")
-    source: Literal["out_of_fold", "validation"] = Field(
-        description="out_of_fold: cross-validated predictions; validation: the validation split."
+    source: Literal["out_of_fold", "validation", "reported"] = Field(
+        description="out_of_fold: cross-validated predictions; validation: the validation split;"
+        " reported: outcomes clients reported for scans the version classified in service."
     )
 
 

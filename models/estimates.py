@@ -22,7 +22,7 @@ def bootstrap(
     truth: np.ndarray,
     score: np.ndarray,
     threshold: float,
-    source: Literal["out_of_fold", "validation"],
+    source: Literal["out_of_fold", "validation", "reported"],
     *,
     resamples: int = RESAMPLES,
     seed: int = 0,

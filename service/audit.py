@@ -31,6 +31,7 @@ TrainingAction = Literal[
     "access_changed",
     "model_withdrawn",
     "model_reinstated",
+    "outcomes_reported",
     "key_refused",
     "access_denied",
     "rate_limited",

@@ -1,5 +1,5 @@
-"""`scantune models list|versions|promote|access|withdraw|reinstate|download`: the model
-registry over the training API."""
+"""`scantune models list|versions|promote|access|withdraw|reinstate|download|outcomes`: the
+model registry over the training API."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from service.commands import outcomes
 from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connection_args, guarded
 
 OK = 0
@@ -52,6 +53,7 @@ def register(subparsers: Any) -> None:
     download.add_argument("name")
     download.add_argument("version", type=int)
     download.add_argument("dir", help="folder to write into (created if absent)")
+    outcomes.add_to(sub, _add)
 
 
 def _add(sub: Any, name: str, help_text: str, func: Any) -> argparse.ArgumentParser:

@@ -116,3 +116,23 @@ class AuditRow(Base):
     outcome: Mapped[str] = mapped_column(String(32), nullable=False)
     request_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
+
+
+class OutcomeRow(Base):
+    """A confirmed diagnosis a client reported for a scan a version classified: the version's
+    probabilities and the true class. No scan data: the client's reference for the scan is
+    kept only as a salted hash, so that a corrected report replaces the first."""
+
+    __tablename__ = "model_outcomes"
+    __table_args__ = (
+        UniqueConstraint("model_name", "version", "client", "reference", name="uq_model_outcomes"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    client: Mapped[str] = mapped_column(String(255), nullable=False, doc="Who reported it.")
+    reference: Mapped[str] = mapped_column(String(64), nullable=False, doc="Salted hash.")
+    label: Mapped[str] = mapped_column(String(128), nullable=False, doc="The true class.")
+    probabilities: Mapped[dict[str, float]] = mapped_column(JsonType, nullable=False)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -47,11 +47,13 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     from service.training_api import audit as audit_views
     from service.training_api import jobs as jobs_views
     from service.training_api import models as models_views
+    from service.training_api import outcomes as outcomes_views
     from service.training_api import results as results_views
     from service.training_api import ui as ui_views
 
     app.register_blueprint(jobs_views.bp)
     app.register_blueprint(models_views.bp)
+    app.register_blueprint(outcomes_views.bp)
     app.register_blueprint(results_views.bp)
     app.register_blueprint(ui_views.bp)
     app.register_blueprint(audit_views.bp)

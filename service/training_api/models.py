@@ -98,7 +98,7 @@ def set_access(name: str, version: int) -> Response:
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(AccessSpec), current_principal()
     target = f"model/{name}/versions/{version}/access"
-    owner = _owner(found) or who.client
+    owner = version_owner(found) or who.client
     if not who.admin and who.client != owner:
         why = f"model '{name}' version {version} belongs to client '{owner}': only it or an"
         raise _refused(who.client, target, why + " admin key may change who uses it")
@@ -131,7 +131,7 @@ def set_withdrawal(name: str, version: int) -> Response:
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(WithdrawalBody), current_principal()
     target = f"model/{name}/versions/{version}"
-    owner = _owner(found)
+    owner = version_owner(found)
     if not who.admin and (not body.withdrawn or who.client != owner):
         if not body.withdrawn:
             why = f"only an admin key may put model '{name}' version {version} back in service"
@@ -150,7 +150,7 @@ def set_withdrawal(name: str, version: int) -> Response:
     return jsonify(changed)
 
 
-def _owner(access: dict[str, Any]) -> str | None:
+def version_owner(access: dict[str, Any]) -> str | None:
     """A version's owner (its `catalog().access` view): its card's, else the client whose job
     took the model's first version; None for neither."""
     return access["owner"] or model_owner(services().jobs.store, access["name"])

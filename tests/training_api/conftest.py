@@ -46,6 +46,7 @@ KEYS = {
     "admin": Key("admin", "admin-key-0123456789", ("read", "jobs:write", "models:write")),
     "ci": Key("ci", "ci-key-0123456789", ("read", "jobs:write")),
     "reader": Key("reader", "reader-key-0123456789", ("read",)),
+    "pacs": Key("pacs", "pacs-key-0123456789", ("read", "predict")),  # predicts, reports outcomes
 }
 
 
@@ -194,8 +195,10 @@ def publish_version(
     val_auc: float = 0.97,
     metrics: dict[str, float] | None = None,
     access: ModelAccess | None = None,
+    **card_fields: Any,
 ) -> None:
-    """Publish a small stand-in version (the registry treats model.onnx as opaque bytes)."""
+    """Publish a small stand-in version (the registry treats model.onnx as opaque bytes);
+    `card_fields` set more of its card (a threshold, estimates)."""
     from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
     from service.registry import Registry
     from service.storage import open_store
@@ -220,5 +223,6 @@ def publish_version(
         ),
         onnx_sha256=hashlib.sha256(onnx).hexdigest(),
         access=access,
+        **card_fields,
     )
     Registry(open_store(artifacts.as_uri())).publish(name, version, run, card)

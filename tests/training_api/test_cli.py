@@ -223,6 +223,41 @@ def test_models_withdraw_and_reinstate(
         main(["models", "withdraw", "chest-xray", "1"])
 
 
+def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
+    server: str,
+    training_env: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models.card import DecisionThreshold
+    from service.commands import outcomes
+
+    cut = DecisionThreshold(positive_class="pneumonia", value=0.5)
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="team"),
+                    threshold=cut)  # fmt: skip
+    monkeypatch.setenv("SCANTUNE_API_KEY", KEYS["pacs"].secret)
+    monkeypatch.setattr(outcomes, "CHUNK", 2)  # three rows: two requests
+    sheet = tmp_path / "reads.csv"
+    sheet.write_text("reference,label,normal,pneumonia\nA,pneumonia,0.2,0.8\n"
+                     "B,normal,0.7,0.3\nC,normal,0.4,0.6\n")  # fmt: skip
+    assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["rows 1-2: kept, 0 replacing earlier reports",
+                       "rows 3-3: kept, 0 replacing earlier reports"]  # fmt: skip
+    assert out[2] == "chest-xray version 1: 3 reported outcome(s) from every client (1 client(s))"
+    assert out[3] == "  decided by threshold 0.5; by label: normal 2, pneumonia 1"
+    assert out[4].split()[:2] == ["accuracy", "0.667"]  # C said pneumonia at 0.6
+    assert main(["models", "outcomes", "chest-xray", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["confusion_matrix"] == [[1, 1], [0, 1]]
+    sheet.write_text("reference,label,normal,pneumonia\nD,normal,low,0.3\n")
+    assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 2
+    assert "row 2: each class's column holds a number" in capsys.readouterr().err
+    sheet.write_text("reference,label,normal,pneumonia\nD,effusion,0.7,0.3\n")
+    assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 5
+    assert "body/outcomes/0/label" in capsys.readouterr().err
+
+
 def test_models_versions_follows_the_pages_or_shows_the_newest(
     server: str, training_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:

@@ -307,6 +307,26 @@ def test_dashboard_end_to_end(
     page.wait_for_selector("[data-testid=aliases]:has-text('staging')")
     assert _api(url, f"/v1/models/{MODEL}/aliases/staging")["version"] == 1
 
+    # version 1 classifies scans on the inference service; their read diagnoses are reported
+    reads = []
+    for name in ("normal_0", "normal_1", "pneumonia_0", "pneumonia_1"):
+        with (DATA / "images" / f"{name}.png").open("rb") as scan:
+            said = requests.post(
+                f"{stack['inference']}/v1/models/{MODEL}:predict?version=1",
+                files={"file": ("scan.png", scan, "image/png")},
+                headers={"Authorization": f"Bearer {READER}"}, timeout=30,
+            )  # fmt: skip
+        assert said.status_code == 200, said.text
+        probabilities = said.json()["predictions"][0]["probabilities"]
+        truth = card["classes"][name.startswith("pneumonia")]  # PneumoniaMNIST: 0 normal
+        reads.append({"reference": f"read-{name}", "label": truth,
+                      "probabilities": probabilities})  # fmt: skip
+    reported = requests.post(
+        f"{url}/v1/models/{MODEL}/versions/1/outcomes", json={"outcomes": reads},
+        headers={"Authorization": f"Bearer {READER}"}, timeout=10,
+    )  # fmt: skip
+    assert reported.status_code == 200, reported.text
+
     # two versions side by side (a stand-in second version: one real training is enough)
     publish_version(Path(stack["artifacts"]), MODEL, 2, val_auc=0.5)
     page.reload()
@@ -319,6 +339,19 @@ def test_dashboard_end_to_end(
     assert compare.locator("thead th").all_inner_texts() == ["metric", "v2", "v1", "difference"]
     auc_row = compare.locator("tr:has(th:text-is('val_auc'))").inner_text().split()
     assert auc_row[1] == "0.5000" and float(auc_row[3]) == pytest.approx(float(auc_row[2]) - 0.5)
+    # and how each does on the outcomes reported for it: v1's four reads, none for v2
+    counted = compare.locator("[data-testid=reported]:has(th:text-is('reported outcomes'))")
+    counted.wait_for()
+    assert counted.locator("td").all_inner_texts()[:2] == ["0 from every client",
+                                                           "4 from every client"]  # fmt: skip
+    figures = _api(url, f"/v1/models/{MODEL}/versions/1/outcomes")
+    accuracy = compare.locator("[data-testid=reported]:has(th:text-is('reported accuracy'))")
+    assert (
+        accuracy.locator("td")
+        .nth(1)
+        .inner_text()
+        .startswith(f"{figures['accuracy']['value']:.3f} (")
+    )
     axe(page)
     shoot(page, "models")
 
@@ -328,7 +361,8 @@ def test_dashboard_end_to_end(
     actions = page.eval_on_selector_all(
         "[data-testid=audit-row]", "rows => rows.map(r => r.dataset.action)"
     )
-    assert actions[0] == "alias_moved" and "job_submitted" in actions, actions
+    assert actions[:2] == ["outcomes_reported", "alias_moved"], actions
+    assert "job_submitted" in actions, actions
     assert f"model/{MODEL}" in page.get_by_test_id("audit-row").first.inner_text()
     axe(page)
     shoot(page, "audit")

@@ -196,6 +196,22 @@ def test_job_trains_publishes_to_s3_promotes_and_signs_its_webhook(
     assert detail["aliases"] == ["production"]
     assert alias["set_by"] == f"team (job {job['id']})"  # the client that asked
 
+    # outcomes reported for scans it classified, kept in PostgreSQL: figures beside the card's
+    negative, positive = card["classes"]
+    reports = [
+        {"reference": f"ACC-{i}", "label": positive if i % 2 else negative,
+         "probabilities": {negative: 1 - p, positive: p}}
+        for i, p in enumerate((0.1, 0.9, 0.2, 0.8, 0.7, 0.6))
+    ]  # fmt: skip
+    outcomes = f"{gunicorn}/v1/models/chest-xray-e2e/versions/{version}/outcomes"
+    kept = api.post(outcomes, json={"outcomes": reports}, headers=KEYS["pacs"].headers)
+    assert kept.status_code == 200 and kept.json()["accepted"] == 6, kept.text
+    figures = api.get(outcomes).json()
+    assert (figures["reports"], figures["decision"]) == (6, "threshold")
+    assert figures["threshold"] == card["threshold"]["value"]
+    assert figures["validation"]["auc"] == card["estimates"]["auc"]
+    assert sum(map(sum, figures["confusion_matrix"])) == 6
+
     # the audit trail holds the job's life, as the runner and the API recorded it
     from service.jobs.audit_store import AuditStore
     from service.jobs.database import make_engine

@@ -26,6 +26,8 @@ TENANT_KEYS = {
     "ci-reader": ("ci", ["read"]),
     "ops": ("ops", ["read", "jobs:write", "admin"]),
     "ops-models": ("ops", ["read", "models:write", "admin"]),
+    "radiology-pacs": ("radiology", ["read", "predict"]),  # predicts, then reports outcomes
+    "gateway": ("gateway", ["read", "predict"]),
 }
 
 

@@ -1,5 +1,5 @@
-// Models: versions with metrics and aliases, two versions side by side, move an alias, change
-// who may use a version.
+// Models: versions with metrics and aliases, two versions side by side (with how each does on
+// the outcomes reported for scans it classified), move an alias, change who may use a version.
 import { api, el, fmt, notice, setup } from "./common.js";
 
 const SHOWN = ["val_auc", "val_accuracy", "val_accuracy_at_threshold", "val_balanced_accuracy", "val_ece_calibrated"];
@@ -119,7 +119,33 @@ function pick(model, v, box) {
   compare();
 }
 
-function compare() {
+// How a version does on the outcomes clients reported (GET .../outcomes): null when the key may
+// not read them or the API does not answer; the comparison then says so.
+async function reported(model, v) {
+  try {
+    return await api(`/v1/models/${encodeURIComponent(model)}/versions/${v.version}/outcomes`);
+  } catch {
+    return null;
+  }
+}
+
+const REPORTED = ["accuracy", "auc", "sensitivity", "specificity"];
+
+// "0.912 (0.871–0.944), below validation" or "–": a reported figure with its 95% interval.
+function interval(figures, name) {
+  const got = figures && figures[name];
+  if (!got) return "–";
+  const below = figures.below_validation.includes(name) ? ", below validation" : "";
+  return `${fmt(got.value, 3)} (${fmt(got.low, 3)}–${fmt(got.high, 3)})${below}`;
+}
+
+function reportedRows(x, y) {
+  const count = (f) => (f ? `${f.reports} from ${f.reported_by}` : "–");
+  const row = (label, a, b) => el("tr", { "data-testid": "reported" }, el("th", { scope: "row", text: label }), el("td", { text: a }), el("td", { text: b }), el("td", { text: "–" }));
+  return [row("reported outcomes", count(x), count(y)), ...REPORTED.map((k) => row(`reported ${k}`, interval(x, k), interval(y, k)))];
+}
+
+async function compare() {
   const section = document.getElementById("compare-section");
   section.hidden = picked.length !== 2;
   if (picked.length !== 2) return;
@@ -130,6 +156,9 @@ function compare() {
     const diff = typeof x === "number" && typeof y === "number" ? fmt(y - x, 4) : "–";
     return el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: fmt(x) }), el("td", { text: fmt(y) }), el("td", { text: diff }));
   });
+  const [x, y] = await Promise.all([reported(a.model, a.v), reported(b.model, b.v)]);
+  if (picked[0] !== a || picked[1] !== b) return; // picked again meanwhile
+  rows.push(...reportedRows(x, y));
   document.getElementById("compare").replaceChildren(
     el(
       "table",

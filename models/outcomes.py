@@ -1,0 +1,98 @@
+"""How a published version does on the scans it classified in service: figures from the
+confirmed diagnoses clients report (what the model said, and what the truth turned out to be),
+beside what its card claimed on validation.
+
+A card's figures come from a validation split of the training data; a hospital's scanners,
+population and prevalence differ, and no held-out split sees that. The reports are the only
+measure of a model where it is used (post-market surveillance). The decision is the card's:
+its threshold on P(positive) for a binary model, else the most probable class. Binary
+models get AUC, sensitivity and specificity with bootstrap intervals (`models.estimates`);
+every model gets accuracy with its Wilson interval and the confusion matrix. A figure whose
+interval lies wholly below the card's validation interval is named in `below_validation`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.card import Estimate, ModelCard
+from models.estimates import LEVEL, bootstrap
+
+Z = 1.959963984540054  # the standard normal's 97.5th percentile: a 95% interval
+
+
+def reported_figures(
+    card: ModelCard, labels: Sequence[str], probabilities: Sequence[dict[str, float]]
+) -> dict[str, Any]:
+    """The figures of `labels` (the truth, one per scan) against the version's `probabilities`
+    for the same scans; None where the reports cannot give one (none yet; AUC, sensitivity and
+    specificity need reports of both classes)."""
+    classes = list(card.classes)
+    index = {name: i for i, name in enumerate(classes)}
+    truth = np.array([index[label] for label in labels], dtype=int)
+    scores = np.array([[p[name] for name in classes] for p in probabilities], dtype=float)
+    threshold = card.threshold if len(classes) == 2 else None
+    if threshold is not None and len(truth):
+        positive = index[threshold.positive_class]
+        said_positive = scores[:, positive] >= threshold.value
+        predicted = np.where(said_positive, positive, 1 - positive)
+    else:
+        predicted = scores.argmax(axis=1) if len(truth) else np.array([], dtype=int)
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(matrix, (truth, predicted), 1)
+    figures: dict[str, Any] = {
+        "reports": len(truth),
+        "classes": classes,
+        "by_label": {name: int((truth == i).sum()) for i, name in enumerate(classes)},
+        "decision": "threshold" if threshold is not None else "argmax",
+        "threshold": threshold.value if threshold is not None else None,
+        "confusion_matrix": matrix.tolist(),
+        "accuracy": _accuracy(int(np.trace(matrix)), len(truth)),
+        "auc": None,
+        "sensitivity": None,
+        "specificity": None,
+    }
+    if threshold is not None and len(truth):
+        positive = index[threshold.positive_class]
+        found = bootstrap(truth == positive, scores[:, positive], threshold.value, "reported")
+        figures.update({k: _or_none(v) for k, v in found.items()})
+    validation = {
+        k: v for k, v in card.estimates.items() if k in ("auc", "sensitivity", "specificity")
+    }
+    figures["validation"] = {k: v.model_dump(mode="json") for k, v in validation.items()}
+    figures["below_validation"] = [
+        name
+        for name, claimed in validation.items()
+        if figures.get(name) is not None and figures[name]["high"] < claimed.low
+    ]
+    return figures
+
+
+def _accuracy(correct: int, total: int) -> dict[str, Any] | None:
+    """The share decided right with its Wilson score interval (sound for small counts and
+    for shares near 0 or 1, where the normal approximation's is not)."""
+    if total == 0:
+        return None
+    share = correct / total
+    centre = (share + Z**2 / (2 * total)) / (1 + Z**2 / total)
+    half = Z * math.sqrt(share * (1 - share) / total + Z**2 / (4 * total**2)) / (1 + Z**2 / total)
+    interval = Estimate(
+        value=share,
+        low=max(0.0, centre - half),
+        high=min(1.0, centre + half),
+        level=LEVEL,
+        images=total,
+        source="reported",
+    )
+    return interval.model_dump(mode="json")
+
+
+def _or_none(estimate: Estimate) -> dict[str, Any] | None:
+    """An estimate the reports can give (none when they hold one class only)."""
+    if any(math.isnan(x) for x in (estimate.value, estimate.low, estimate.high)):
+        return None
+    return estimate.model_dump(mode="json")

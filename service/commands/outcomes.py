@@ -1,0 +1,95 @@
+"""`scantune models outcomes NAME VERSION [--report FILE.csv]`: report confirmed diagnoses for
+scans a version classified, and show how it does on them beside its card.
+
+The CSV is what a RIS or a study spreadsheet exports: a header row `reference,label,` then one
+column per class of the model holding the probability the version answered; one row per scan.
+It is sent 1,000 rows a request (each request kept whole, or refused whole with the row's
+field named)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.commands.client import ApiClient
+
+OK, USAGE = 0, 2  # argparse's own code for bad arguments; also an unreadable CSV
+CHUNK = 1000  # the API's most per request
+
+
+def add_to(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    parser = add(sub, "outcomes", "how a version does on reported outcomes; --report adds", run)
+    parser.add_argument("name")
+    parser.add_argument("version", type=int)
+    parser.add_argument(
+        "--report", metavar="FILE.csv", type=Path,
+        help="first send these outcomes (columns reference, label, one per class)",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace, api: ApiClient) -> int:
+    path = f"/v1/models/{args.name}/versions/{args.version}/outcomes"
+    if args.report is not None:
+        try:
+            rows = read_csv(args.report)
+        except (OSError, ValueError, csv.Error) as exc:
+            print(f"error: {args.report}: {exc}", file=sys.stderr)
+            return USAGE
+        for start in range(0, len(rows), CHUNK):
+            body = api.json("POST", path, json={"outcomes": rows[start : start + CHUNK]})
+            end = start + body["accepted"]
+            print(f"rows {start + 1}-{end}: kept, {body['replaced']} replacing earlier reports")
+    figures = api.json("GET", path)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return OK
+    print(show(figures))
+    return OK
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """The outcomes of a CSV file; ValueError naming the row of one that is not."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        classes = [f for f in fields if f not in ("reference", "label")]
+        if "reference" not in fields or "label" not in fields or len(classes) < 2:
+            raise ValueError("the header must name reference, label and each class's column")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                probabilities = {c: float(row[c]) for c in classes}
+            except (TypeError, ValueError):
+                raise ValueError(f"row {line}: each class's column holds a number") from None
+            rows.append({"reference": row["reference"], "label": row["label"],
+                         "probabilities": probabilities})  # fmt: skip
+    if not rows:
+        raise ValueError("no outcome in it")
+    return rows
+
+
+def show(f: dict[str, Any]) -> str:
+    """The figures as a few lines a person reads, each beside the card's."""
+    lines = [
+        f"{f['name']} version {f['version']}: {f['reports']} reported outcome(s) from"
+        f" {f['reported_by']} ({f['clients']} client(s))"
+    ]
+    if not f["reports"]:
+        return lines[0]
+    decision = f"threshold {f['threshold']}" if f["decision"] == "threshold" else "argmax"
+    lines.append(f"  decided by {decision}; by label: "
+                 + ", ".join(f"{k} {v}" for k, v in f["by_label"].items()))  # fmt: skip
+    for name in ("accuracy", "auc", "sensitivity", "specificity"):
+        got, claimed = f[name], f["validation"].get(name)
+        if got is None:
+            continue
+        text = f"  {name:12} {got['value']:.3f} ({got['low']:.3f}-{got['high']:.3f})"
+        if claimed:
+            text += f"   card: {claimed['value']:.3f} ({claimed['low']:.3f}-{claimed['high']:.3f})"
+        lines.append(text + ("   BELOW VALIDATION" if name in f["below_validation"] else ""))
+    return "\n".join(lines)

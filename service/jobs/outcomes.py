@@ -1,0 +1,90 @@
+"""The outcomes clients report for scans a version classified (`model_outcomes`): kept per
+client under a salted hash of the client's own reference for the scan, so a report sent again
+for the same scan (a corrected diagnosis) replaces the first instead of counting twice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from service.errors import Conflict
+from service.jobs.tables import OutcomeRow, as_utc, utcnow
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reference: str  # already hashed
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Reported:
+    labels: list[str]
+    probabilities: list[dict[str, float]]
+    clients: int
+    first_at: datetime | None
+    last_at: datetime | None
+
+
+class OutcomeStore:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def report(self, model: str, version: int, client: str, outcomes: Sequence[Outcome]) -> int:
+        """Keep `outcomes` (each reference once) in one transaction; how many replaced an
+        earlier report of the same scan."""
+        now = utcnow()
+        references = [o.reference for o in outcomes]
+        try:
+            with self._sessions.begin() as session:
+                kept = {
+                    row.reference: row
+                    for row in session.scalars(
+                        select(OutcomeRow).where(
+                            OutcomeRow.model_name == model,
+                            OutcomeRow.version == version,
+                            OutcomeRow.client == client,
+                            OutcomeRow.reference.in_(references),
+                        )
+                    )
+                }
+                replaced = len(kept)
+                for outcome in outcomes:
+                    row = kept.get(outcome.reference)
+                    if row is None:
+                        row = OutcomeRow(
+                            model_name=model, version=version, client=client,
+                            reference=outcome.reference,
+                        )  # fmt: skip
+                        session.add(row)
+                    row.label, row.probabilities = outcome.label, outcome.probabilities
+                    row.reported_at = now
+        except IntegrityError:  # the same scans reported at the same moment by another call
+            raise Conflict(
+                "another report of the same scans arrived meanwhile: send again"
+            ) from None
+        return replaced
+
+    def reported(self, model: str, version: int, client: str | None) -> Reported:
+        """The version's outcomes: every client's (None), or one client's."""
+        query = select(OutcomeRow).where(
+            OutcomeRow.model_name == model, OutcomeRow.version == version
+        )
+        if client is not None:
+            query = query.where(OutcomeRow.client == client)
+        with self._sessions() as session:
+            rows = list(session.scalars(query.order_by(OutcomeRow.id)))
+        times = [as_utc(r.reported_at) for r in rows]
+        return Reported(
+            [r.label for r in rows],
+            [dict(r.probabilities) for r in rows],
+            len({r.client for r in rows}),
+            min(times) if times else None,
+            max(times) if times else None,
+        )

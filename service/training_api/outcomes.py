@@ -1,0 +1,115 @@
+"""/v1/models/{name}/versions/{n}/outcomes: confirmed diagnoses reported for scans a version
+classified, and how the version does on them beside its card's validation figures
+(`models.outcomes`).
+
+A client that predicts (scope `predict`) reports, once the truth is known (a radiologist's
+read, a culture, a biopsy), what the version answered for a scan and what the scan turned out
+to show; the scan itself never comes here, and the client's reference for it is kept only as
+a salted hash. Its owner and admin keys see every client's reports; another client its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.card import ModelCard
+from models.outcomes import reported_figures
+from service.audit import hash_uid, record
+from service.auth import current_principal, require
+from service.errors import InvalidRequest
+from service.jobs.outcomes import Outcome
+from service.parsing import parse_body
+from service.training_api.context import catalog, services
+from service.training_api.models import version_owner
+
+bp = Blueprint("outcomes", __name__, url_prefix="/v1/models")
+SUMS_TO = 1e-3  # calibrated probabilities as the inference service answers them sum to 1
+
+
+class ReportedOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The client's own id for the scan (a request id, an accession number with"
+        " the instance): kept only as a salted hash; a second report of it replaces the first.",
+    )
+    label: str = Field(min_length=1, max_length=128, description="The true class, confirmed.")
+    probabilities: dict[str, float] = Field(
+        description="What the version answered for the scan: each class's probability."
+    )
+
+
+class OutcomesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[ReportedOutcome] = Field(min_length=1, max_length=1000)
+
+
+@bp.post("/<name>/versions/<int:version>/outcomes")
+@require("predict")
+def report_outcomes(name: str, version: int) -> Response:
+    catalog().version(name, version)  # 404 for a version the client cannot see
+    card = catalog().registry.get_card(name, version)
+    body, who = parse_body(OutcomesBody), current_principal()
+    _check(body, card)
+    salt = services().settings.audit_salt
+    outcomes = [
+        Outcome(hash_uid(o.reference, salt), o.label, {c: o.probabilities[c] for c in card.classes})
+        for o in body.outcomes
+    ]
+    replaced = services().jobs.outcomes.report(name, version, who.client, outcomes)
+    record("outcomes_reported", client=who.client, target=f"model/{name}/versions/{version}",
+           outcome="kept", reports=len(outcomes), replaced=replaced)  # fmt: skip
+    return jsonify(name=name, version=version, accepted=len(outcomes), replaced=replaced)
+
+
+@bp.get("/<name>/versions/<int:version>/outcomes")
+@require("read")
+def get_outcomes(name: str, version: int) -> Response:
+    """The version's figures on the reported outcomes: every client's for its owner and admin
+    keys, the key's own client's for another."""
+    access = catalog().access(name, version)  # 404 for a version the client cannot see
+    card = catalog().registry.get_card(name, version)
+    who = current_principal()
+    every = who.admin or who.client == version_owner(access)
+    found = services().jobs.outcomes.reported(name, version, None if every else who.client)
+    figures: dict[str, Any] = reported_figures(card, found.labels, found.probabilities)
+    return jsonify(
+        name=name,
+        version=version,
+        reported_by="every client" if every else who.client,
+        clients=found.clients,
+        first_reported_at=found.first_at.isoformat() if found.first_at else None,
+        last_reported_at=found.last_at.isoformat() if found.last_at else None,
+        **figures,
+    )
+
+
+def _check(body: OutcomesBody, card: ModelCard) -> None:
+    """Each outcome names one of the card's classes and gives every class's probability
+    (summing to 1), and each scan once: a 422 that says which field of which outcome."""
+    classes, errors, seen = set(card.classes), [], set()
+    for i, o in enumerate(body.outcomes):
+        where = f"body/outcomes/{i}"
+        if o.label not in classes:
+            errors.append((f"{where}/label", f"not a class of the model: {sorted(classes)}"))
+        if set(o.probabilities) != classes:
+            errors.append((f"{where}/probabilities", f"give each class's: {sorted(classes)}"))
+        elif any(not 0 <= p <= 1 for p in o.probabilities.values()):
+            errors.append((f"{where}/probabilities", "each between 0 and 1"))
+        elif abs(sum(o.probabilities.values()) - 1) > SUMS_TO:
+            errors.append((f"{where}/probabilities", "they must sum to 1"))
+        if o.reference in seen:
+            errors.append((f"{where}/reference", "this scan is reported twice in the request"))
+        seen.add(o.reference)
+    if errors:
+        summary = "; ".join(f"{loc}: {msg}" for loc, msg in errors[:5])
+        raise InvalidRequest(
+            f"{len(errors)} invalid field(s): {summary}",
+            errors=[{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in errors],
+        )

@@ -1,0 +1,183 @@
+"""Outcomes reported for scans a version classified: the figures (against a pairwise AUC and
+a textbook interval), the API that takes them (checked field by field, a corrected report
+replacing the first, the reference never kept), and who sees whose reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from models.card import DecisionThreshold, Estimate, ModelAccess
+from tests.training_api.conftest import publish_version
+from tests.training_api.test_model_access import RADIOLOGY_ONLY
+from tests.training_api.test_security import as_, audit, make_app
+
+__all__ = ["make_app"]
+CLAIMED = {
+    name: Estimate(value=v, low=lo, high=hi, images=800, source="out_of_fold")
+    for name, (v, lo, hi) in {
+        "auc": (0.97, 0.95, 0.98),
+        "sensitivity": (0.93, 0.90, 0.95),
+        "specificity": (0.90, 0.86, 0.93),
+    }.items()
+}
+CUT = DecisionThreshold(positive_class="pneumonia", value=0.4)
+
+
+def said(p_pneumonia: float) -> dict[str, float]:
+    return {"normal": 1 - p_pneumonia, "pneumonia": p_pneumonia}
+
+
+def card(**fields: Any) -> Any:
+    from models.card import Calibration, DatasetInfo, InputSpec, ModelCard, Parity, TrainingInfo
+
+    return ModelCard(
+        name="m", classes=fields.pop("classes", ("normal", "pneumonia")),
+        input=InputSpec(size=32, channels=1, mean=(0.5,), std=(0.25,)),
+        base_model="efficientnet_lite0",
+        dataset=DatasetInfo(uri="/d.npz", format="npz", sha256="0" * 64),
+        calibration=Calibration(temperature=1.0, applied_in_graph=True),
+        parity=Parity(max_abs_diff=0.0, images=1, tolerance=1e-4),
+        training=TrainingInfo(seconds=1, device="cpu", hardware="t", epochs_run=1, best_epoch=1,
+                              seed=0),
+        onnx_sha256="0" * 64, **fields,
+    )  # fmt: skip
+
+
+def pairwise_auc(positive: list[float], negative: list[float]) -> float:
+    """AUC by its definition: the share of (positive, negative) pairs ranked right, ties half."""
+    pairs = [(p > n) + 0.5 * (p == n) for p in positive for n in negative]
+    return sum(pairs) / len(pairs)
+
+
+def test_binary_figures_at_the_cards_threshold() -> None:
+    from models.outcomes import reported_figures
+
+    truth = ["pneumonia"] * 6 + ["normal"] * 4
+    scores = [0.9, 0.8, 0.45, 0.39, 0.7, 0.35, 0.1, 0.42, 0.2, 0.05]
+    figures = reported_figures(card(threshold=CUT, estimates=CLAIMED), truth, map(said, scores))
+    # at 0.4: pneumonia right 4 of 6 (0.39 and 0.35 missed), normal right 3 of 4 (0.42 not)
+    assert figures["confusion_matrix"] == [[3, 1], [2, 4]]
+    assert (figures["decision"], figures["threshold"], figures["reports"]) == ("threshold", 0.4, 10)
+    assert figures["by_label"] == {"normal": 4, "pneumonia": 6}
+    assert figures["sensitivity"]["value"] == pytest.approx(4 / 6)
+    assert figures["specificity"]["value"] == pytest.approx(3 / 4)
+    expected = pairwise_auc(scores[:6], scores[6:])
+    assert figures["auc"]["value"] == pytest.approx(expected)
+    assert figures["auc"]["low"] <= expected <= figures["auc"]["high"]
+    assert figures["auc"]["source"] == "reported" and figures["auc"]["images"] == 10
+    # 7 of 10 right: Wilson's 95% interval, as tabulated (Newcombe 1998): 0.3968 to 0.8922
+    accuracy = figures["accuracy"]
+    assert accuracy["value"] == pytest.approx(0.7)
+    assert (accuracy["low"], accuracy["high"]) == (pytest.approx(0.3968, abs=1e-4),
+                                                   pytest.approx(0.8922, abs=1e-4))  # fmt: skip
+    assert figures["validation"]["auc"]["low"] == 0.95
+    # sensitivity's interval at 10 scans reaches above 0.90: not below; AUC's may not
+    assert "sensitivity" not in figures["below_validation"]
+    assert ("auc" in figures["below_validation"]) == (figures["auc"]["high"] < 0.95)
+
+
+def test_figures_before_any_report_and_of_one_class_only_and_for_three_classes() -> None:
+    from models.outcomes import reported_figures
+
+    empty = reported_figures(card(threshold=CUT), [], [])
+    assert empty["reports"] == 0 and empty["accuracy"] is None and empty["auc"] is None
+    assert empty["confusion_matrix"] == [[0, 0], [0, 0]]
+    one_class = reported_figures(card(threshold=CUT), ["pneumonia"] * 3, map(said, [0.9, 0.8, 0.1]))
+    assert one_class["auc"] is None and one_class["accuracy"]["value"] == pytest.approx(2 / 3)
+    three = card(classes=("a", "b", "c"))
+    probabilities = [{"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.1, "b": 0.2, "c": 0.7}]
+    figures = reported_figures(three, ["a", "b"], probabilities)
+    assert figures["decision"] == "argmax" and figures["auc"] is None
+    assert figures["confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
+
+
+def url(name: str = "chest-xray", version: int = 1) -> str:
+    return f"/v1/models/{name}/versions/{version}/outcomes"
+
+
+def outcome(reference: str, label: str, p: float) -> dict[str, Any]:
+    return {"reference": reference, "label": label, "probabilities": said(p)}
+
+
+def test_reported_outcomes_are_kept_replaced_when_corrected_and_shown_to_whom_they_belong(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    artifacts = training_env / "artifacts"
+    publish_version(artifacts, "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
+    app = make_app()
+    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    sent = [outcome("ACC-1/1", "pneumonia", 0.9), outcome("ACC-2/1", "normal", 0.2),
+            outcome("ACC-3/1", "normal", 0.6)]  # fmt: skip
+    taken = pacs.post(url(), json={"outcomes": sent})
+    assert taken.status_code == 200, taken.get_json()
+    assert taken.get_json() == {"name": "chest-xray", "version": 1, "accepted": 3, "replaced": 0}
+    # a read of ACC-3 corrected: the scan showed pneumonia after all; counted once
+    corrected = pacs.post(url(), json={"outcomes": [outcome("ACC-3/1", "pneumonia", 0.6)]})
+    assert corrected.get_json()["replaced"] == 1
+    theirs = gateway.post(url(), json={"outcomes": [outcome("ACC-1/1", "normal", 0.7)]})
+    assert theirs.status_code == 200
+
+    own = pacs.get(url()).get_json()
+    assert (own["reported_by"], own["clients"], own["reports"]) == ("radiology", 1, 3)
+    assert own["confusion_matrix"] == [[1, 0], [0, 2]] and own["accuracy"]["value"] == 1.0
+    assert own["first_reported_at"] <= own["last_reported_at"]
+    for owner_or_admin in ("ci-reader", "ops"):  # the version is ci's
+        every = as_(app, owner_or_admin).get(url()).get_json()
+        assert (every["reported_by"], every["clients"], every["reports"]) == ("every client", 2, 4)
+        assert every["by_label"] == {"normal": 2, "pneumonia": 2}
+    nobody = as_(app, "radiology-lead").get(url()).get_json()  # radiology's other key: the same
+    assert nobody["reports"] == 3
+
+    [record] = [r for r in audit(app, action="outcomes_reported") if r["client"] == "gateway"]
+    assert record["target"] == "model/chest-xray/versions/1"
+    assert (record["detail"]["reports"], record["detail"]["replaced"]) == (1, 0)
+    from sqlalchemy import select
+
+    from service.jobs.tables import OutcomeRow
+    from service.training_api import services
+
+    with app.app_context(), services().jobs.store.engine.connect() as conn:
+        kept = conn.execute(select(OutcomeRow.reference)).scalars().all()
+    assert len(kept) == 4 and not any(r.startswith("ACC") for r in kept)  # hashes only
+    for row in audit(app):
+        assert "ACC-" not in str(row)
+
+
+def test_bad_outcomes_are_refused_field_by_field_and_nothing_is_kept(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    artifacts = training_env / "artifacts"
+    publish_version(artifacts, "chest-xray", 1, access=ModelAccess(owner="ci"), threshold=CUT)
+    publish_version(artifacts, "brain-ct", 1, access=RADIOLOGY_ONLY)
+    app = make_app()
+    gateway = as_(app, "gateway")
+    good = outcome("A", "normal", 0.1)
+    for bad, loc in [
+        ({"outcomes": []}, "body/outcomes"),
+        ({"outcomes": [good, {**good, "reference": "B", "label": "effusion"}]},
+         "body/outcomes/1/label"),
+        ({"outcomes": [{**good, "probabilities": {"normal": 1.0}}]},
+         "body/outcomes/0/probabilities"),
+        ({"outcomes": [{**good, "probabilities": {"normal": 0.7, "pneumonia": 0.7}}]},
+         "body/outcomes/0/probabilities"),
+        ({"outcomes": [{**good, "probabilities": {"normal": 1.5, "pneumonia": -0.5}}]},
+         "body/outcomes/0/probabilities"),
+        ({"outcomes": [good, good]}, "body/outcomes/1/reference"),
+        ({"outcomes": [{**good, "patient": "P-1"}]}, "body/outcomes/0/patient"),
+    ]:  # fmt: skip
+        refused = gateway.post(url(), json=bad)
+        assert refused.status_code == 422, (loc, refused.get_json())
+        assert loc in [e["loc"] for e in refused.get_json()["errors"]], refused.get_json()
+    assert gateway.get(url()).get_json()["reports"] == 0  # a refused request keeps nothing
+    assert gateway.post(url("brain-ct"), json={"outcomes": [good]}).status_code == 404
+    assert gateway.post(url(version=9), json={"outcomes": [good]}).status_code == 404
+    assert gateway.get(url("brain-ct")).status_code == 404  # private to radiology
+    no_predict = as_(app, "ci-reader").post(url(), json={"outcomes": [good]})
+    assert no_predict.status_code == 403 and "predict" in no_predict.get_json()["detail"]
+    assert gateway.post(url(), data="{", content_type="application/json").status_code == 400
