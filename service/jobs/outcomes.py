@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -72,19 +72,24 @@ class OutcomeStore:
         return replaced
 
     def reported(self, model: str, version: int, client: str | None) -> Reported:
-        """The version's outcomes: every client's (None), or one client's."""
-        query = select(OutcomeRow).where(
-            OutcomeRow.model_name == model, OutcomeRow.version == version
-        )
+        """The version's outcomes: every client's (None), or one client's. Plain rows, not
+        ORM objects: 100,000 objects took a second to build (bench/outcomes.py)."""
+        where = [OutcomeRow.model_name == model, OutcomeRow.version == version]
         if client is not None:
-            query = query.where(OutcomeRow.client == client)
+            where.append(OutcomeRow.client == client)
+        summary = select(
+            func.count(distinct(OutcomeRow.client)),
+            func.min(OutcomeRow.reported_at),
+            func.max(OutcomeRow.reported_at),
+        ).where(*where)
+        rows = select(OutcomeRow.label, OutcomeRow.probabilities).where(*where)
         with self._sessions() as session:
-            rows = list(session.scalars(query.order_by(OutcomeRow.id)))
-        times = [as_utc(r.reported_at) for r in rows]
+            clients, first, last = session.execute(summary).one()
+            found = session.execute(rows.order_by(OutcomeRow.id)).all()
         return Reported(
-            [r.label for r in rows],
-            [dict(r.probabilities) for r in rows],
-            len({r.client for r in rows}),
-            min(times) if times else None,
-            max(times) if times else None,
+            [label for label, _ in found],
+            [probabilities for _, probabilities in found],
+            int(clients),
+            as_utc(first),
+            as_utc(last),
         )

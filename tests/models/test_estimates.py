@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from models.estimates import bootstrap
 from models.evaluate import roc_auc_binary
@@ -52,3 +53,18 @@ def test_ties_count_half_like_the_plain_auc() -> None:
     score = np.array([0.2, 0.5, 0.5, 0.9, 0.5, 0.1])
     est = bootstrap(truth, score, 0.5, "validation", resamples=50)
     assert abs(est["auc"].value - roc_auc_binary(truth, score)) < 1e-12
+
+
+def test_a_large_set_is_resampled_in_cells_to_the_same_intervals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models import estimates
+
+    truth, score = _binormal(8000, 1.0, seed=3)
+    cells = bootstrap(truth, score, 0.5, "out_of_fold")  # above EXACT_UP_TO: in cells
+    monkeypatch.setattr(estimates, "EXACT_UP_TO", 10**9)
+    one_by_one = bootstrap(truth, score, 0.5, "out_of_fold")
+    for name in ("auc", "sensitivity", "specificity"):
+        assert cells[name].value == one_by_one[name].value  # the point figures are exact
+        assert abs(cells[name].low - one_by_one[name].low) < 0.003, name
+        assert abs(cells[name].high - one_by_one[name].high) < 0.003, name
