@@ -25,6 +25,7 @@ from service.dicom_node.tables import PENDING_STATES, DeliveryRow, InstanceRow, 
 from service.jobs.store import as_utc, utcnow
 
 Outcome = Literal["stored", "duplicate", "unrouted"]
+UNCLASSIFIED_ENDS = ("failed", "expired")  # work items that ended with no result made
 
 
 @dataclass(frozen=True)
@@ -347,12 +348,16 @@ def _latest(session: Session, series_uid: str) -> SeriesRow | None:
 
 
 def _known(session: Session, meta: InstanceMeta) -> int | None:
+    """The work item that holds the instance already; one that ended unclassified (failed,
+    expired: its files deleted, no result made) does not count, so that the instance sent
+    again (the modality, a retrieval) is classified in a new one."""
     return session.scalar(
         select(InstanceRow.series_id)
         .join(SeriesRow, SeriesRow.id == InstanceRow.series_id)
         .where(
             SeriesRow.series_uid == meta.series_uid,
             InstanceRow.sop_instance_uid == meta.sop_instance_uid,
+            SeriesRow.state.not_in(UNCLASSIFIED_ENDS),
         )
         .limit(1)
     )

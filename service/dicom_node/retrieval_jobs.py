@@ -122,18 +122,22 @@ class RetrievalJobs:
             return [_view(row) for row in rows], next_cursor
 
     def recover(self) -> int:
-        """At start: what was running when the node stopped cannot finish now."""
+        """At start: what was running when the node stopped cannot finish now; what was being
+        cancelled has stopped."""
+        ended = {
+            "running": ("failed", "the node stopped during the retrieval; ask again"),
+            "cancelling": ("cancelled", None),
+        }
+        count = 0
         with self._sessions.begin() as session:
-            result = session.execute(
-                update(RetrievalRow)
-                .where(RetrievalRow.state == "running")
-                .values(
-                    state="failed",
-                    error="the node stopped during the retrieval; ask again",
-                    finished_at=utcnow(),
+            for was, (state, error) in ended.items():
+                result = session.execute(
+                    update(RetrievalRow)
+                    .where(RetrievalRow.state == was)
+                    .values(state=state, error=error, finished_at=utcnow())
                 )
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                count += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return count
 
     def stop(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

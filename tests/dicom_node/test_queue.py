@@ -53,6 +53,27 @@ def test_instances_of_a_series_join_one_work_item_and_a_resend_is_a_duplicate(
     assert queue.stats().depth == 1
 
 
+@pytest.mark.parametrize("ended", ["failed", "expired"])
+def test_a_series_that_failed_takes_its_instances_again_as_a_new_work_item(
+    queue: WorkQueue, ended: str
+) -> None:
+    """Its files were deleted unclassified (a withdrawn version, inference refusing): sent
+    again (the modality, or a retrieval), its instances make a new work item, not duplicates.
+    A series that got its result still takes a resend as a duplicate: no result twice."""
+    _, first = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    queue.finish(first, ended, "inference answered 410")
+    queue.forget_files(first)
+    assert not queue.is_known(meta("1.1"))
+    again = queue.add_instance(meta("1.1"), "chest-xray", None, "b.dcm")
+    assert again[0] == "stored" and again[1] != first
+    assert queue.series(again[1]).generation == 2 and queue.series(again[1]).state == "receiving"
+    assert [i.file for i in queue.instances(again[1])] == ["b.dcm"]
+    age(queue, 10)
+    assert queue.claim_quiet(quiet_s=5) is not None
+    queue.classified(again[1], "2.25.9", "r.sr.dcm", ["pacs"])
+    assert queue.add_instance(meta("1.1"), "chest-xray", None, "c.dcm") == ("duplicate", again[1])
+
+
 def test_a_series_keeps_the_destinations_its_route_chose_for_each_of_its_work_items(
     queue: WorkQueue,
 ) -> None:

@@ -254,7 +254,7 @@ def test_a_retrieval_in_the_background_answers_at_once_and_says_how_it_went(
         assert private not in log
 
 
-def test_retrievals_running_when_the_node_stopped_are_failed_at_its_next_start(
+def test_retrievals_running_when_the_node_stopped_are_failed_and_cancelling_ones_cancelled(
     tmp_path: Any,
 ) -> None:
     from service.dicom_node.retrieval_jobs import RetrievalJobs
@@ -270,10 +270,14 @@ def test_retrievals_running_when_the_node_stopped_are_failed_at_its_next_start(
         asked = Asked(study_uid="1.2.3")
         session.add(RetrievalRow(source="pacs", study_uid=asked.study_uid, client="ris",
                                  state="running", created_at=utcnow()))  # fmt: skip
-    assert jobs.recover() == 1
+        session.add(RetrievalRow(source="pacs", study_uid="1.2.4", client="ris",
+                                 state="cancelling", created_at=utcnow()))  # fmt: skip
+    assert jobs.recover() == 2
     view = jobs.get(1, "ris")
     assert view is not None and view["state"] == "failed"
     assert view["error"] == "the node stopped during the retrieval; ask again"
+    stopped = jobs.get(2, "ris")  # its C-MOVE went with the process: it has stopped
+    assert stopped is not None and (stopped["state"], stopped["error"]) == ("cancelled", None)
     assert jobs.get(1, "lab") is None and jobs.get(1, None) is not None
     assert jobs.recover() == 0
     jobs.stop()
