@@ -422,7 +422,7 @@ def test_dashboard_end_to_end(
     page.fill("#r-source", "pacs")
     page.fill("#r-study", prior[0].StudyInstanceUID)
     with page.expect_request(lambda r: "/ui/api/retrievals/" in r.url):  # it asks how it goes
-        page.get_by_role("button", name="Fetch").click()
+        page.get_by_role("button", name="Fetch", exact=True).click()
     page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 2 instances.')")
     fetched = page.locator("[data-testid=series-row]")
     fetched.first.wait_for()
@@ -437,7 +437,7 @@ def test_dashboard_end_to_end(
     large = make_study(120, series=4)
     store_in_pacs(stack["pacs"], large)
     page.fill("#r-study", large[0].StudyInstanceUID)
-    page.get_by_role("button", name="Fetch").click()
+    page.get_by_role("button", name="Fetch", exact=True).click()
     going = page.locator("[data-testid=fetch-row][data-state=running]")
     going.get_by_test_id("cancel-fetch").click()
     page.wait_for_selector("[data-testid=retrieved]:has-text('Cancelled: pacs sent')")
@@ -453,9 +453,42 @@ def test_dashboard_end_to_end(
     page.locator("[data-testid=order-row][data-state=fetched]").wait_for(timeout=30_000)
     assert ordered[0].StudyInstanceUID in page.inner_text("[data-testid=orders]")
     page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
-    page.get_by_role("button", name="Fetch").click()
+    page.get_by_role("button", name="Fetch", exact=True).click()
     page.wait_for_selector("#notice:has-text('the sources: pacs')")
     assert page.locator("[data-testid=fetch-row]").count() == 2  # a refused one is not kept
+
+    # the version recalled: a fetched series fails; once it is back in service, "Fetch again"
+    # fills the form in and the same instances are classified in a new work item
+    def recall(withdrawn: bool) -> None:
+        answer = requests.put(
+            f"{url}/v1/models/{MODEL}/versions/1/withdrawal", timeout=10,
+            json={"withdrawn": withdrawn, "reason": "a dashboard test's recall"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+
+    recall(True)
+    lost = make_study(1)
+    store_in_pacs(stack["pacs"], lost)
+    page.fill("#r-source", "pacs")
+    page.fill("#r-study", lost[0].StudyInstanceUID)
+    page.get_by_role("button", name="Fetch", exact=True).click()
+    page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 1 instance.')")
+    failed = page.locator("[data-testid=series-row][data-state=failed]")
+    failed.wait_for(timeout=60_000)  # the quiet period, the 410, the page's refresh
+    assert "withdrawn" in failed.inner_text()
+    assert page.get_by_test_id("fetch-again").count() == 1  # only the failed series has one
+    recall(False)
+    page.fill("#r-source", "")
+    failed.get_by_test_id("fetch-again").click()
+    assert page.input_value("#r-study") == lost[0].StudyInstanceUID
+    assert page.input_value("#r-series") == lost[0].SeriesInstanceUID
+    assert page.evaluate("document.activeElement.id") == "r-source"
+    page.fill("#r-source", "pacs")
+    page.get_by_role("button", name="Fetch", exact=True).click()
+    page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 1 instance.')")
+    page.locator("[data-testid=series-row][data-state=delivering]").wait_for(timeout=60_000)
+    assert page.locator("[data-testid=series-row]").count() == 2  # the failed one, then anew
     axe(page)
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()

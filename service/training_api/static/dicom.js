@@ -1,5 +1,6 @@
 // DICOM node: its series newest first (GET /ui/api/series, relayed to the node with the user's
 // key), each with its deliveries; "Send now" (admin) tries a series' pending work at once;
+// "Fetch again" fills the fetch form in for a series that ended unclassified;
 // "Fetch" (series:retrieve) has the node fetch a study from a PACS, and lists the key's recent
 // fetches, each still going with a "Cancel".
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
@@ -8,6 +9,7 @@ const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "D
 let cursor = null;
 let pages = 1;
 let admin = false;
+let fetcher = false; // the key may have the node fetch from a PACS (series:retrieve)
 
 function delivery(d) {
   const when = d.state === "pending" && d.next_attempt_at ? `, next try ${d.next_attempt_at.slice(11, 19)} UTC` : "";
@@ -39,6 +41,22 @@ function sendNow(s) {
   return button;
 }
 
+// A series that ended unclassified (failed, expired: its files deleted) is fetched again
+// from a PACS that holds it: the form is filled in, the user names the source and fetches.
+function fetchAgain(s) {
+  if (!fetcher || !["failed", "expired"].includes(s.state)) return null;
+  const button = el("button", { type: "button", "data-testid": "fetch-again", text: "Fetch again", "aria-label": `Fetch series ${s.id} again from a PACS` });
+  button.addEventListener("click", () => {
+    const fetchForm = document.getElementById("retrieve-form");
+    fetchForm.elements.study_instance_uid.value = s.study_instance_uid;
+    fetchForm.elements.series_instance_uid.value = s.series_instance_uid;
+    document.getElementById("retrieved").textContent = `Series ${s.id} filled in: name the PACS that holds it, then Fetch.`;
+    fetchForm.scrollIntoView();
+    fetchForm.elements.source.focus();
+  });
+  return button;
+}
+
 function row(s) {
   const error = s.last_error ? el("div", { class: "muted", text: `last error: ${s.last_error}` }) : null;
   // Before its result is made, where the route will send it (its chosen destinations).
@@ -53,7 +71,7 @@ function row(s) {
     el("td", { text: s.model ? `${s.model}${s.alias ? ` (${s.alias})` : ""}` : "–" }),
     el("td", { text: String(s.instances) }),
     el("td", {}, deliveries),
-    el("td", {}, sendNow(s)),
+    el("td", {}, sendNow(s), fetchAgain(s)),
   );
 }
 
@@ -204,7 +222,8 @@ function retrieval() {
 }
 
 setup(async (scopes) => {
-  if (scopes.has("series:retrieve")) retrieval();
+  fetcher = scopes.has("series:retrieve");
+  if (fetcher) retrieval();
   if (!scopes.has("series:read")) {
     if (!scopes.has("series:retrieve")) notice("The DICOM node's series need a key with the series:read scope.");
     return;
