@@ -180,6 +180,18 @@ class Client:
             written.append(target)
         return written
 
+    def report_outcomes(self, name: str, version: int, outcomes: Iterable[JSON]) -> JSON:
+        """Confirmed diagnoses for scans the version classified: each `{"reference", "label",
+        "probabilities"}` (at most 1,000 a call, kept whole or refused whole)."""
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes"
+        found: JSON = self.json("POST", path, json={"outcomes": list(outcomes)})
+        return found
+
+    def outcomes(self, name: str, version: int) -> JSON:
+        """How the version does on the reported outcomes, beside its card's figures."""
+        found: JSON = self.json("GET", f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes")
+        return found
+
     # inference
     def predict(
         self,

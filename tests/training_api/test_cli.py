@@ -250,6 +250,13 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     assert out[4].split()[:2] == ["accuracy", "0.667"]  # C said pneumonia at 0.6
     assert main(["models", "outcomes", "chest-xray", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["confusion_matrix"] == [[1, 1], [0, 1]]
+    from service.client import Client
+
+    client = Client(server, KEYS["pacs"].secret)  # the Python client, as a PACS would use it
+    corrected = {"reference": "C", "label": "pneumonia",
+                 "probabilities": {"normal": 0.4, "pneumonia": 0.6}}  # fmt: skip
+    assert client.report_outcomes("chest-xray", 1, [corrected])["replaced"] == 1
+    assert client.outcomes("chest-xray", 1)["accuracy"]["value"] == 1.0
     sheet.write_text("reference,label,normal,pneumonia\nD,normal,low,0.3\n")
     assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 2
     assert "row 2: each class's column holds a number" in capsys.readouterr().err
