@@ -24,21 +24,28 @@ function delivery(d) {
   );
 }
 
-function sendNow(s) {
-  if (!admin || !["receiving", "delivering", "rejected"].includes(s.state)) return null;
-  const button = el("button", { type: "button", "data-testid": "send-now", text: "Send now", "aria-label": `Send series ${s.id} now` });
+// A button that POSTs to `path`, then draws `redraw` again; a refusal is said and the button
+// may be clicked again.
+function postButton(attrs, path, redraw) {
+  const button = el("button", { type: "button", ...attrs });
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      await api(`/ui/api/series/${s.id}/send-now`, { method: "POST" });
+      await api(path, { method: "POST" });
       notice("");
-      await reload();
+      await redraw();
     } catch (err) {
       notice(err.message);
       button.disabled = false;
     }
   });
   return button;
+}
+
+function sendNow(s) {
+  if (!admin || !["receiving", "delivering", "rejected"].includes(s.state)) return null;
+  const attrs = { "data-testid": "send-now", text: "Send now", "aria-label": `Send series ${s.id} now` };
+  return postButton(attrs, `/ui/api/series/${s.id}/send-now`, reload);
 }
 
 // A series that ended unclassified (failed, expired: its files deleted) is fetched again
@@ -133,19 +140,8 @@ const GOING = ["running", "cancelling"];
 // Stop a fetch still going: the node cancels the PACS's C-MOVE; what came is classified.
 function cancelFetch(r) {
   if (r.state !== "running") return null;
-  const button = el("button", { type: "button", "data-testid": "cancel-fetch", text: "Cancel", "aria-label": `Cancel retrieval ${r.id}` });
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    try {
-      await api(`/ui/api/retrievals/${r.id}/cancel`, { method: "POST" });
-      notice("");
-      await loadFetches();
-    } catch (err) {
-      notice(err.message);
-      button.disabled = false;
-    }
-  });
-  return button;
+  const attrs = { "data-testid": "cancel-fetch", text: "Cancel", "aria-label": `Cancel retrieval ${r.id}` };
+  return postButton(attrs, `/ui/api/retrievals/${r.id}/cancel`, loadFetches);
 }
 
 function fetchRow(r) {
