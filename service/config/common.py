@@ -15,8 +15,9 @@ from service.errors import validation_errors
 DEFAULT_VAR = Path("var")
 
 
-LIMITED_ACTIONS = ("predict", "jobs", "retrievals")
-"""What `rate_limits` may limit: predictions, job submissions, the DICOM node's retrievals."""
+LIMITED_ACTIONS = ("predict", "jobs", "retrievals", "outcomes")
+"""What `rate_limits` may limit: predictions, job submissions, the DICOM node's retrievals,
+reports of outcomes (each up to 1,000 rows in the job store)."""
 
 Scope = Literal[
     "read", "jobs:write", "models:write", "predict", "series:read", "series:retrieve", "admin"

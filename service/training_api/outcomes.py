@@ -22,6 +22,7 @@ from service.auth import current_principal, require
 from service.errors import InvalidRequest
 from service.jobs.outcomes import Outcome
 from service.parsing import parse_body
+from service.ratelimit import limited
 from service.training_api.context import catalog, services
 from service.training_api.models import version_owner
 
@@ -52,6 +53,7 @@ class OutcomesBody(BaseModel):
 
 @bp.post("/<name>/versions/<int:version>/outcomes")
 @require("predict")
+@limited("outcomes")  # each request writes up to 1,000 rows: a key may not flood the store
 def report_outcomes(name: str, version: int) -> Response:
     catalog().version(name, version)  # 404 for a version the client cannot see
     card = catalog().registry.get_card(name, version)

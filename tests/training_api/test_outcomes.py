@@ -181,3 +181,20 @@ def test_bad_outcomes_are_refused_field_by_field_and_nothing_is_kept(
     no_predict = as_(app, "ci-reader").post(url(), json={"outcomes": [good]})
     assert no_predict.status_code == 403 and "predict" in no_predict.get_json()["detail"]
     assert gateway.post(url(), data="{", content_type="application/json").status_code == 400
+
+
+def test_reports_of_outcomes_are_rate_limited_per_client(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"))
+    app = make_app(rate_limits={"outcomes": "2/hour"})
+    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    for n in range(2):
+        assert (
+            pacs.post(url(), json={"outcomes": [outcome(f"R{n}", "normal", 0.1)]}).status_code
+            == 200
+        )
+    refused = pacs.post(url(), json={"outcomes": [outcome("R3", "normal", 0.1)]})
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert gateway.post(url(), json={"outcomes": [outcome("G", "normal", 0.1)]}).status_code == 200
+    assert pacs.get(url()).status_code == 200  # reading them is not limited
