@@ -1,5 +1,5 @@
-"""`scantune series list|show|send-now|retrieve|retrieval|retrievals|cancel-retrieval|orders`,
-over the node's
+"""`scantune series list|show|send-now|retrieve|refetch|retrieval|retrievals|cancel-retrieval|
+orders`, over the node's
 API: what the DICOM node did with each series it received (its classification, each delivery
 of its result and the last errors), having it fetch a study from a PACS (waiting, or in the
 background) and what became of those fetches, and the RIS's orders."""
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
 
-OK = 0
+OK, USAGE = 0, 2  # USAGE: argparse's own code for bad arguments, and a series not to refetch
 STATES = (
     "receiving",
     "classifying",
@@ -55,6 +56,13 @@ def register(subparsers: Any) -> None:
     fetch.add_argument(
         "--no-wait", action="store_true", help="answer at once with an id for `retrieval ID`"
     )
+    again = _add(
+        sub, "refetch", "fetch a series that ended unclassified (failed, expired) again",
+        run_refetch, timeout=300.0,
+    )  # fmt: skip
+    again.add_argument("id", type=int, help="the series (scantune series list --state failed)")
+    again.add_argument("--source", required=True, help="a SCANTUNE_DICOM_SOURCES name")
+    again.add_argument("--no-wait", action="store_true", help="answer at once with an id")
     followed = _add(sub, "retrieval", "how a retrieval asked with --no-wait went", run_retrieval)
     followed.add_argument("id", type=int)
     listed = _add(
@@ -125,6 +133,22 @@ def run_orders(args: argparse.Namespace, api: ApiClient) -> int:
             f"  {received:19}  {studies}"
         )
     return OK
+
+
+def run_refetch(args: argparse.Namespace, api: ApiClient) -> int:
+    """The series' study and series UIDs asked of the source again: its instances come in as
+    a new work item (scopes series:read and series:retrieve)."""
+    series = api.json("GET", f"/v1/series/{args.id}")
+    if series["state"] not in ("failed", "expired"):
+        print(
+            f"error: series {args.id} is {series['state']}: only one that ended unclassified"
+            " (failed, expired) takes its instances again",
+            file=sys.stderr,
+        )
+        return USAGE
+    args.study, args.series = series["study_instance_uid"], series["series_instance_uid"]
+    args.accession = None
+    return run_retrieve(args, api)
 
 
 def run_retrieve(args: argparse.Namespace, api: ApiClient) -> int:

@@ -384,3 +384,44 @@ def test_a_cancelled_retrieval_waiting_for_a_thread_never_starts(tmp_path: Any) 
     assert (jobs.get(first, "ris") or {})["completed"] == 3  # what came before it stopped
     assert sorted(done[2] for done in ended) == ["cancelled", "cancelled", "ok"]
     jobs.stop()
+
+
+def test_a_series_that_failed_is_fetched_again_and_classified_once_the_route_is_mended(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A route naming a model inference does not have fails the series (404, final); with the
+    route mended, `scantune series refetch` asks the PACS for the same instances, which are
+    classified in a new work item and their SR sent; a series with a result is refused."""
+    keys = [*KEYS, {"name": "operator", "sha256": hash_key("operator-key-for-the-node"),
+                    "scopes": ["series:read", "series:retrieve"]}]  # fmt: skip
+    settings = {"dicom_sources": [source(orthanc)], "api_keys": keys}
+    broken = make_node(
+        dicom_routes=[{"model": "no-such-model", "modality": "CR"}], **settings
+    ).start()
+    study = make_study(2)
+    store_in_pacs(orthanc.url, study)
+    assert retrieve(broken, source="pacs", study_instance_uid=study[0].StudyInstanceUID).ok
+    argv = ["--url", broken.url, "--api-key", "operator-key-for-the-node"]
+
+    def series_of(node: Gunicorn) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = requests.get(
+            f"{node.url}/v1/series", params={"study_instance_uid": study[0].StudyInstanceUID},
+            headers={"Authorization": f"Bearer {OPS_KEY}"}, timeout=10,
+        ).json()["items"]  # fmt: skip
+        return found
+
+    [failed] = wait_until(
+        lambda: [s for s in series_of(broken) if s["state"] == "failed"] or None,
+        QUIET_S + SLACK_S, "the series fails",
+    )  # fmt: skip
+    broken.stop()
+    node = make_node(**settings).start()  # the route mended: the fixture's model, production
+    argv = ["--url", node.url, "--api-key", "operator-key-for-the-node"]
+    assert main(["series", "refetch", str(failed["id"]), "--source", "pacs", *argv]) == 0
+    assert capsys.readouterr().out.startswith("pacs sent 2 instance(s), 0 failed")
+    wait_until(lambda: orthanc.reports(study[0].StudyInstanceUID), QUIET_S + SLACK_S, "its SR")
+    again = [s for s in series_of(node) if s["id"] != failed["id"]]
+    assert [(s["generation"], s["instances"]) for s in again] == [(2, 2)]
+    wait_until(lambda: series_of(node)[0]["state"] == "done", SLACK_S, "delivered")
+    assert main(["series", "refetch", str(again[0]["id"]), "--source", "pacs", *argv]) == 2
+    assert "only one that ended unclassified" in capsys.readouterr().err
