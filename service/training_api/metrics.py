@@ -1,9 +1,11 @@
-"""Job metrics for /metrics, read from the job store each scrape (so every worker agrees)."""
+"""Job metrics for /metrics, read from the job store each scrape (so every worker agrees); the
+figures of each version's reported outcomes, set as reports arrive."""
 
 from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from prometheus_client import Gauge
 
@@ -59,3 +61,33 @@ def quantile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
     return values[max(0, math.ceil(q * len(values)) - 1)]
+
+
+OUTCOMES_REPORTED = Gauge(
+    "scantune_model_outcomes_reported",
+    "Outcomes reported for scans the version classified (every client's)",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+REPORTED_FIGURE = Gauge(
+    "scantune_model_reported_figure",
+    "The version's figure on its reported outcomes (accuracy, auc, sensitivity, specificity)",
+    ["model", "version", "figure"],
+    multiprocess_mode="mostrecent",
+)
+BELOW_VALIDATION = Gauge(
+    "scantune_model_below_validation",
+    "Figures whose interval on the reported outcomes lies wholly below the card's",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def observe_outcomes(model: str, version: int, figures: dict[str, Any]) -> None:
+    """Set the version's outcome gauges from its figures (every client's reports)."""
+    labels = (model, str(version))
+    OUTCOMES_REPORTED.labels(*labels).set(figures["reports"])
+    for name in ("accuracy", "auc", "sensitivity", "specificity"):
+        found = figures.get(name)
+        REPORTED_FIGURE.labels(*labels, name).set(found["value"] if found else math.nan)
+    BELOW_VALIDATION.labels(*labels).set(len(figures["below_validation"]))

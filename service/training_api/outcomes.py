@@ -10,6 +10,8 @@ a salted hash. Its owner and admin keys see every client's reports; another clie
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -20,13 +22,15 @@ from models.outcomes import reported_figures
 from service.audit import hash_uid, record
 from service.auth import current_principal, require
 from service.errors import InvalidRequest
-from service.jobs.outcomes import Outcome
+from service.jobs.outcomes import Outcome, OutcomeStore
 from service.parsing import parse_body
 from service.ratelimit import limited
 from service.training_api.context import catalog, services
+from service.training_api.metrics import observe_outcomes
 from service.training_api.models import version_owner
 
 bp = Blueprint("outcomes", __name__, url_prefix="/v1/models")
+log = logging.getLogger(__name__)
 SUMS_TO = 1e-3  # calibrated probabilities as the inference service answers them sum to 1
 
 
@@ -67,7 +71,35 @@ def report_outcomes(name: str, version: int) -> Response:
     replaced = services().jobs.outcomes.report(name, version, who.client, outcomes)
     record("outcomes_reported", client=who.client, target=f"model/{name}/versions/{version}",
            outcome="kept", reports=len(outcomes), replaced=replaced)  # fmt: skip
+    # The gauges (and their alert) follow every client's reports; the figures take seconds at
+    # 100,000 reports (bench/outcomes.py), so they are worked out after the answer.
+    _observe_later(services().jobs.outcomes, name, version, card)
     return jsonify(name=name, version=version, accepted=len(outcomes), replaced=replaced)
+
+
+_pending: set[tuple[str, int]] = set()  # versions whose gauges are waiting to be worked out
+_guard, _serial = threading.Lock(), threading.Lock()
+
+
+def _observe_later(store: OutcomeStore, name: str, version: int, card: ModelCard) -> None:
+    """Work the version's gauges out in a thread, once for any number of reports meanwhile."""
+    with _guard:
+        if (name, version) in _pending:
+            return
+        _pending.add((name, version))
+    threading.Thread(target=_observe, args=(store, name, version, card), daemon=True).start()
+
+
+def _observe(store: OutcomeStore, name: str, version: int, card: ModelCard) -> None:
+    with _serial:  # one at a time, each reading the store when it runs: the last read wins
+        with _guard:
+            _pending.discard((name, version))  # a report from now on asks for another run
+        try:
+            found = store.reported(name, version, None)
+            figures = reported_figures(card, found.labels, found.probabilities)
+            observe_outcomes(name, version, figures)
+        except Exception:  # the reports are kept; only the gauges wait for the next one
+            log.warning("outcome gauges of %s v%d not updated", name, version, exc_info=True)
 
 
 @bp.get("/<name>/versions/<int:version>/outcomes")

@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 
 from models.card import DecisionThreshold, Estimate, ModelAccess
+from tests.dicom_node.parts import wait_until
 from tests.training_api.conftest import publish_version
 from tests.training_api.test_model_access import RADIOLOGY_ONLY
 from tests.training_api.test_security import as_, audit, make_app
@@ -198,3 +199,26 @@ def test_reports_of_outcomes_are_rate_limited_per_client(
     assert refused.status_code == 429 and refused.headers["Retry-After"]
     assert gateway.post(url(), json={"outcomes": [outcome("G", "normal", 0.1)]}).status_code == 200
     assert pacs.get(url()).status_code == 200  # reading them is not limited
+
+
+def test_each_report_updates_the_versions_gauges_which_the_alert_watches(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    from service.training_api import metrics
+
+    publish_version(training_env / "artifacts", "lung-ct", 3, access=ModelAccess(owner="ci"),
+                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
+    app = make_app()
+    # in service it calls most scans wrong: every figure's interval falls under the card's
+    wrong = [outcome(f"W{i}", "pneumonia" if i % 2 else "normal", 0.2 if i % 2 else 0.8)
+             for i in range(40)]  # fmt: skip
+    assert as_(app, "gateway").post(url("lung-ct", 3), json={"outcomes": wrong}).status_code == 200
+
+    def gauge(metric: Any, *labels: str) -> float:
+        return float(metric.labels("lung-ct", "3", *labels)._value.get())
+
+    wait_until(lambda: gauge(metrics.OUTCOMES_REPORTED) == 40, 30, "the gauges are set")
+    assert gauge(metrics.REPORTED_FIGURE, "accuracy") == 0.0
+    assert gauge(metrics.BELOW_VALIDATION) == 3  # auc, sensitivity, specificity
+    text = as_(app, "ci-reader").get("/metrics").get_data(as_text=True)
+    assert 'scantune_model_below_validation{model="lung-ct",version="3"} 3.0' in text
