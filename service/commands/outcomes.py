@@ -1,10 +1,11 @@
 """`scantune models outcomes NAME VERSION [--report FILE.csv]`: report confirmed diagnoses for
 scans a version classified, and show how it does on them beside its card.
 
-The CSV is what a RIS or a study spreadsheet exports: a header row `reference,label,` then one
-column per class of the model holding the probability the version answered; one row per scan.
-It is sent 1,000 rows a request (each request kept whole, or refused whole with the row's
-field named)."""
+The CSV is what a RIS or a study spreadsheet exports, or `scantune predict --outcomes-sheet`
+wrote: a header row `reference,label,` then one column per class of the model holding the
+probability the version answered (a `file` column is read by people only, never sent); one
+row per scan, those with no label yet left out. It is sent 1,000 rows a request (each request
+kept whole, or refused whole with the row's field named)."""
 
 from __future__ import annotations
 
@@ -57,11 +58,13 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
-        classes = [f for f in fields if f not in ("reference", "label")]
+        classes = [f for f in fields if f not in ("reference", "label", "file")]
         if "reference" not in fields or "label" not in fields or len(classes) < 2:
             raise ValueError("the header must name reference, label and each class's column")
         rows = []
         for line, row in enumerate(reader, start=2):
+            if not (row["label"] or "").strip():
+                continue  # not read yet
             try:
                 probabilities = {c: float(row[c]) for c in classes}
             except (TypeError, ValueError):
@@ -69,7 +72,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
             rows.append({"reference": row["reference"], "label": row["label"],
                          "probabilities": probabilities})  # fmt: skip
     if not rows:
-        raise ValueError("no outcome in it")
+        raise ValueError("no row with a label in it")
     return rows
 
 

@@ -39,6 +39,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, help="write the answer to this file instead of stdout"
     )
+    parser.add_argument(
+        "--outcomes-sheet", type=Path, metavar="FILE.csv",
+        help="also write a sheet for reporting outcomes: one row per scan (file, a reference,"
+        " an empty label to fill in, each class's probability), for `scantune models outcomes"
+        " NAME VERSION --report FILE.csv` once the diagnoses are confirmed",
+    )  # fmt: skip
     parser.set_defaults(func=guarded(run_predict))
 
 
@@ -62,6 +68,9 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
+    if args.outcomes_sheet is not None and args.accept not in (None, "application/json"):
+        print("--outcomes-sheet is made from the JSON answer: drop --accept", file=sys.stderr)
+        return 2
     binary = ACCEPTS.get(args.accept or "", False)
     if binary and args.output is None and sys.stdout.isatty():
         print(f"{args.accept} is binary: pass --output FILE (or redirect)", file=sys.stderr)
@@ -82,6 +91,13 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
         answer = (json.dumps(response.json(), indent=2) + "\n").encode()
     else:
         answer = (format_table(response.json()) + "\n").encode()
+    if args.outcomes_sheet is not None:
+        body = response.json()
+        write_whole(args.outcomes_sheet, outcomes_sheet(body))
+        model = body["model"]
+        print(f"wrote {args.outcomes_sheet}: fill its label column, then: scantune models"
+              f" outcomes {model['name']} {model['version']} --report {args.outcomes_sheet}",
+              file=sys.stderr)  # fmt: skip
     if args.output is not None:
         write_whole(args.output, answer)
     elif binary or hasattr(sys.stdout, "buffer"):
@@ -107,6 +123,23 @@ def write_whole(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def outcomes_sheet(body: dict[str, Any]) -> bytes:
+    """The CSV `scantune models outcomes --report` reads: the scan's file name (kept on this
+    machine, never sent), a reference naming nobody (the answer's request id and the scan's
+    place in it), the label left empty for the confirmed diagnosis, each class's probability."""
+    import csv
+    import io
+
+    classes = list(body["predictions"][0]["probabilities"]) if body["predictions"] else []
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["file", "reference", "label", *classes])
+    for i, pred in enumerate(body["predictions"]):
+        probabilities = [repr(float(pred["probabilities"][c])) for c in classes]
+        writer.writerow([pred["file"], f"{body['request_id']}/{i}", "", *probabilities])
+    return out.getvalue().encode()
 
 
 def format_table(body: dict[str, Any]) -> str:

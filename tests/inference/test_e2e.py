@@ -107,6 +107,7 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
     assert f"model {MODEL} version 1" in table and "pneumonia_1_rescale.dcm" in table
     assert cli_main(["predict", "--model", "nope", "--url", server, paths[0]]) == 5
     assert "404" in capsys.readouterr().err
+    _cli_writes_a_sheet_for_outcomes(server, paths, tmp_path, capsys)
     _cli_answers_in_hospital_formats(server, fixture_images, tmp_path, capsys)
 
     metrics = http.get(f"{server}/metrics").text
@@ -114,6 +115,39 @@ def test_v1_v2_and_the_cli_against_gunicorn_and_s3(
         f'scantune_inference_requests_total{{model="{MODEL}",status="200",version="1"}}' in metrics
     )
     assert "scantune_models_loaded 2.0" in metrics  # one per worker
+
+
+def _cli_writes_a_sheet_for_outcomes(
+    server: str, paths: list[str], out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scantune predict --outcomes-sheet`: a row per scan with what the version answered and
+    an empty label; filled in, it is what `scantune models outcomes --report` sends."""
+    import csv
+
+    from service.commands.outcomes import read_csv
+
+    sheet = out / "reads.csv"
+    argv = ["predict", "--model", MODEL, "--url", server, "--outcomes-sheet", str(sheet)]
+    assert cli_main([*argv, "--json", *paths]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader(sheet.open()))
+    assert [r["file"] for r in rows] == FILES and {r["label"] for r in rows} == {""}
+    assert [r["reference"] for r in rows] == [
+        f"{answer['request_id']}/{i}" for i in range(len(FILES))
+    ]
+    for row, said in zip(rows, answer["predictions"], strict=True):
+        assert {c: float(row[c]) for c in said["probabilities"]} == said["probabilities"]
+    rows[0]["label"] = rows[1]["label"] = "pneumonia"  # two confirmed so far
+    with sheet.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sent = read_csv(sheet)
+    assert [o["reference"] for o in sent] == [rows[0]["reference"], rows[1]["reference"]]
+    assert set(sent[0]["probabilities"]) == set(answer["predictions"][0]["probabilities"])
+    sheet.unlink()
+    assert cli_main([*argv, "--accept", "application/fhir+json", paths[0]]) == 2
+    assert "drop --accept" in capsys.readouterr().err and not sheet.exists()
 
 
 def _cli_answers_in_hospital_formats(
