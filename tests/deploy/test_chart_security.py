@@ -199,3 +199,17 @@ def test_the_api_gets_its_tenancy_and_limit_settings(
     assert settings.audit_salt == PRODUCTION["secrets"]["auditSalt"]
     [ci] = [key for key in settings.api_keys if key.name == "ci"]
     assert ci.owner == "ci"
+
+
+def test_the_dicom_node_may_be_kept_to_the_hosts_it_sends_to(render: Render) -> None:
+    """dicomNode.egressTo replaces the node's any-host egress with the hospital's own rules;
+    DNS and the release's inference stay reachable."""
+    ports = [{"protocol": "TCP", "port": 104}, {"protocol": "TCP", "port": 443}]
+    hospital = [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": ports}]
+    node = {**PRODUCTION, "dicomNode": {"enabled": True, "egressTo": hospital}}
+    egress = policy(render(node), "dicom")["spec"]["egress"]
+    blocks = [p["ipBlock"]["cidr"] for r in egress for p in r.get("to", []) if "ipBlock" in p]
+    assert blocks == ["10.20.0.0/16"]  # no 0.0.0.0/0 left
+    assert hospital[0] in egress
+    assert any({"protocol": "UDP", "port": 53} in r.get("ports", []) for r in egress)
+    assert any(_selects(p, "inference") for r in egress for p in r.get("to", []))
