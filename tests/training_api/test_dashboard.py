@@ -386,6 +386,14 @@ def test_dashboard_end_to_end(
     cam = page.get_attribute("#cam-image", "src") or ""
     assert cam.startswith("data:image/png;base64,")
     assert page.is_visible("[data-testid=heatmap]")
+    # the diagnosis confirmed: reported as an outcome of version 1 (four were reported above)
+    page.select_option("#outcome-label", card["classes"][1])
+    page.get_by_role("button", name="Report").click()
+    said = "[data-testid=outcome-said]:has-text('Reported: version 1 has 5 reported outcomes')"
+    page.wait_for_selector(said)
+    page.select_option("#outcome-label", card["classes"][0])  # a second read corrects it
+    page.get_by_role("button", name="Report").click()
+    page.wait_for_selector("[data-testid=outcome-said]:has-text('Corrected: version 1 has 5')")
     axe(page)
     shoot(page, "try")
 

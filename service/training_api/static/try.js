@@ -1,9 +1,12 @@
 // Try a scan: the training service forwards the upload to the inference service (same origin).
+// Once the diagnosis is confirmed, "Report" sends it as an outcome of the version that answered
+// (POST /v1/models/{name}/versions/{n}/outcomes: what it said, and the truth; no scan).
 import { api, el, fmt, notice, setup } from "./common.js";
 
 const modelSelect = document.getElementById("try-model");
 const versionSelect = document.getElementById("try-version");
 let models = [];
+let answered = null; // the last prediction: {model, version, reference, probabilities}
 
 function fillVersions() {
   const m = models.find((x) => x.name === modelSelect.value);
@@ -17,6 +20,9 @@ function fillVersions() {
 
 function show(result, file) {
   const item = result.predictions ? result.predictions[0] : result;
+  answered = { model: result.model.name, version: result.model.version, reference: `${result.request_id}/0`, probabilities: item.probabilities };
+  document.getElementById("outcome-label").replaceChildren(...Object.keys(item.probabilities).map((c) => el("option", { value: c, text: c })));
+  document.getElementById("outcome-said").textContent = "";
   const rows = Object.entries(item.probabilities).map(([c, p]) =>
     el("tr", {}, el("th", { scope: "row", text: c }), el("td", { text: fmt(p, 4) }), el("td", {}, el("meter", { min: "0", max: "1", value: String(p), "aria-label": `P(${c})` }))),
   );
@@ -34,7 +40,26 @@ function show(result, file) {
   document.getElementById("result").hidden = false;
 }
 
+async function report(event) {
+  event.preventDefault();
+  const said = document.getElementById("outcome-said");
+  const { model, version, reference, probabilities } = answered;
+  const label = document.getElementById("outcome-label").value;
+  const path = `/v1/models/${encodeURIComponent(model)}/versions/${version}/outcomes`;
+  try {
+    const kept = await api(path, { method: "POST", json: { outcomes: [{ reference, label, probabilities }] } });
+    const figures = await api(path);
+    const accuracy = figures.accuracy ? `, accuracy ${fmt(figures.accuracy.value, 3)}` : "";
+    said.textContent = `${kept.replaced ? "Corrected" : "Reported"}: version ${version} has ${figures.reports} reported outcome${figures.reports === 1 ? "" : "s"}${accuracy}.`;
+    notice("");
+  } catch (err) {
+    said.textContent = "";
+    notice(err.message);
+  }
+}
+
 setup(async () => {
+  document.getElementById("outcome-form").addEventListener("submit", report);
   models = (await api("/v1/models")).items;
   modelSelect.replaceChildren(...models.map((m) => el("option", { value: m.name, text: m.name })));
   fillVersions();
