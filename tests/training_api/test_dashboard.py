@@ -295,6 +295,7 @@ def test_dashboard_end_to_end(
     page.wait_for_selector("#roc canvas")
     page.wait_for_selector("#calibration canvas")
     assert page.inner_text("[data-testid=model-card]").strip().startswith("{")
+    page.wait_for_selector("[data-testid=in-service]:has-text('No outcome reported yet')")
     axe(page)
     shoot(page, "job")
 
@@ -396,6 +397,14 @@ def test_dashboard_end_to_end(
     page.wait_for_selector("[data-testid=outcome-said]:has-text('Corrected: version 1 has 5')")
     axe(page)
     shoot(page, "try")
+    # the job's page now shows its version in service beside its validation figures
+    page.goto(f"{url}/ui/jobs/{job_id}")
+    service = page.get_by_test_id("in-service")
+    service.locator("text=5 reported outcomes from every client").wait_for()
+    figures = _api(url, f"/v1/models/{MODEL}/versions/1/outcomes")
+    accuracy = service.locator("tr:has(th:text-is('accuracy')) td").first.inner_text()
+    assert accuracy.startswith(f"{figures['accuracy']['value']:.3f} (")
+    axe(page)
 
     # the DICOM node: a study sent by STOW-RS is classified with the model (alias staging),
     # and its result waits for an HL7 receiver that is down; Send now tries it again at once

@@ -1,4 +1,5 @@
-// One job: live learning curves, then its version's evaluation, log tail and model card.
+// One job: live learning curves, then its version's evaluation, how it does on the outcomes
+// reported for it in service, log tail and model card.
 import { api, chart, el, every, fmt, markX, notice, setup, statusText } from "./common.js";
 
 const jobId = document.getElementById("job-id").dataset.jobId;
@@ -126,8 +127,27 @@ async function finished(job) {
   const path = `/v1/models/${encodeURIComponent(job.model_name)}/versions/${job.artifacts.version}`;
   const [ev, version] = await Promise.all([api(`${path}/evaluation`), api(path)]);
   evaluation(ev);
+  inService(await api(`${path}/outcomes`).catch(() => null));
   document.getElementById("card-section").hidden = false;
   document.getElementById("card").textContent = JSON.stringify(version.card, null, 2);
+}
+
+const FIGURES = ["accuracy", "auc", "sensitivity", "specificity"];
+const ci = (e) => (e ? `${fmt(e.value, 3)} (${fmt(e.low, 3)}–${fmt(e.high, 3)})` : "–");
+
+// The version's figures on the outcomes clients reported, beside its card's validation ones.
+function inService(f) {
+  if (!f) return; // the key may not read them, or the API did not answer: nothing to show
+  document.getElementById("service-section").hidden = false;
+  const root = document.getElementById("in-service");
+  if (!f.reports) return root.replaceChildren(el("p", { class: "muted", text: "No outcome reported yet: confirmed diagnoses come back through Try a scan's Report, or POST …/outcomes." }));
+  const rows = FIGURES.map((k) =>
+    el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: ci(f[k]) }), el("td", { text: ci(f.validation[k]) }), el("td", { text: f.below_validation.includes(k) ? "below the card's" : "" })),
+  );
+  root.replaceChildren(
+    el("p", { text: `${f.reports} reported outcome${f.reports === 1 ? "" : "s"} from ${f.reported_by}, decided by ${f.decision === "threshold" ? `threshold ${fmt(f.threshold, 3)}` : "the most probable class"}.` }),
+    el("table", { class: "grid" }, el("caption", { text: "In service against validation, with 95% intervals" }), el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "figure" }), el("th", { scope: "col", text: "in service" }), el("th", { scope: "col", text: "card (validation)" }), el("th", { scope: "col", text: "" }))), el("tbody", {}, rows)),
+  );
 }
 
 async function tick() {
