@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 Row = TypeVar("Row")
 
 MAX_POSITION = 2**31  # the tables' sequence columns are 32-bit integers
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"  # what encode_cursor makes: base64url, unpadded
+
+
+def cursor_field() -> Any:
+    """A listing's `cursor` query field: a `next_cursor` as this service issued it (ASCII, so
+    the longest one keeps a query string under the 4,096 bytes the services take)."""
+    from pydantic import Field
+
+    return Field(default=None, min_length=1, max_length=512, pattern=CURSOR_PATTERN)
 
 
 def encode_cursor(key: str, position: int) -> str:

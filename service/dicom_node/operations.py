@@ -16,7 +16,7 @@ from service.auth import require
 from service.dicom_node.ledger import SeriesLedger
 from service.dicom_node.redact import uid_hash
 from service.errors import Conflict, NotFound
-from service.paging import MAX_POSITION
+from service.paging import MAX_POSITION, cursor_field
 from service.parsing import parse_query
 
 bp = Blueprint("operations", __name__, url_prefix="/v1/series")
@@ -33,7 +33,7 @@ class SeriesQuery(BaseModel):
 
     state: State | None = None
     study_instance_uid: str | None = Field(default=None, max_length=64, pattern=UID_PATTERN)
-    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    cursor: str | None = cursor_field()
     limit: int = Field(default=50, ge=1, le=200)
 
 

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require
+from service.paging import cursor_field
 from service.parsing import parse_query
 
 bp = Blueprint("orders", __name__, url_prefix="/v1/orders")
@@ -15,7 +16,7 @@ bp = Blueprint("orders", __name__, url_prefix="/v1/orders")
 class OrdersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    cursor: str | None = cursor_field()
     limit: int = Field(default=50, ge=1, le=200)
 
 

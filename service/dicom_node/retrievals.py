@@ -20,7 +20,7 @@ from service.dicom_node.operations import UID_PATTERN
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
 from service.errors import BadGateway, Conflict, InvalidRequest, NotFound
-from service.paging import MAX_POSITION
+from service.paging import MAX_POSITION, cursor_field
 from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 
@@ -106,7 +106,7 @@ class RetrievalsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state: RetrievalState | None = None
-    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    cursor: str | None = cursor_field()
     limit: int = Field(default=50, ge=1, le=200)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.audit import TrainingAction
 from service.auth import require
+from service.paging import cursor_field
 from service.parsing import parse_query
 from service.training_api.context import services
 
@@ -22,7 +23,7 @@ class AuditQuery(BaseModel):
     action: TrainingAction | None = None
     since: datetime | None = Field(default=None, description="Records at or after this time.")
     until: datetime | None = Field(default=None, description="Records before this time.")
-    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    cursor: str | None = cursor_field()
     limit: int = Field(default=100, ge=1, le=500)
 
 

@@ -14,6 +14,7 @@ from service.audit import record
 from service.auth import current_principal, require, visible_client
 from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
 from service.jobs.store import ForeignJob
+from service.paging import cursor_field
 from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 from service.training_api.context import services
@@ -29,7 +30,7 @@ class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
     client: str | None = Field(default=None, min_length=1, max_length=255)
-    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    cursor: str | None = cursor_field()
     limit: int = Field(default=50, ge=1, le=200)
 
 

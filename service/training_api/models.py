@@ -12,6 +12,7 @@ from service.audit import record
 from service.auth import current_principal, require
 from service.errors import Forbidden
 from service.jobs.tenancy import check_publish, model_owner
+from service.paging import cursor_field
 from service.parsing import parse_body, parse_query
 from service.training_api.context import catalog, services
 
@@ -34,7 +35,7 @@ class ListVersionsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     order: Literal["oldest", "newest"] = "oldest"
-    cursor: str | None = Field(default=None, min_length=1, max_length=512)
+    cursor: str | None = cursor_field()
     limit: int = Field(default=100, ge=1, le=1000)
 
 
