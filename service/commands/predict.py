@@ -10,6 +10,7 @@ from typing import Any
 
 from service.commands.client import ApiClient, ApiError, add_connection_args, guarded
 from service.hospital.hl7v2 import HL7_MEDIA_TYPE
+from service.hospital.multipart import MULTIPART_DICOM
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
@@ -39,6 +40,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, help="write the answer to this file instead of stdout"
     )
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="with each DICOM scan's attention map: in the JSON answer a heatmap; in an SR-based"
+        " answer (--dicom-dir, HL7) or a FHIR Bundle, the scan under the map",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dicom-dir", type=Path, metavar="DIR",
+        help="write the answer's DICOM files into this new folder: report.dcm (the SR) and,"
+        " with --explain, map-001.dcm... (each scan under its attention map, a Secondary"
+        " Capture); DICOM scans of one study",
+    )  # fmt: skip
     parser.add_argument(
         "--outcomes-sheet", type=Path, metavar="FILE.csv",
         help="also write a sheet for reporting outcomes: one row per scan (file, a reference,"
@@ -71,6 +83,17 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
     if args.outcomes_sheet is not None and args.accept not in (None, "application/json"):
         print("--outcomes-sheet is made from the JSON answer: drop --accept", file=sys.stderr)
         return 2
+    if args.explain:
+        params["explain"] = "true"
+    if args.dicom_dir is not None:
+        if args.accept or args.output or args.outcomes_sheet:
+            print("--dicom-dir is the answer: drop --accept, --output and --outcomes-sheet",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        if args.dicom_dir.exists():
+            print(f"{args.dicom_dir} exists: name a new folder", file=sys.stderr)
+            return 2
+        args.accept = MULTIPART_DICOM
     binary = ACCEPTS.get(args.accept or "", False)
     if binary and args.output is None and sys.stdout.isatty():
         print(f"{args.accept} is binary: pass --output FILE (or redirect)", file=sys.stderr)
@@ -83,6 +106,10 @@ def run_predict(args: argparse.Namespace, api: ApiClient) -> int:
         if exc.status == 404 and "no model named" in str(exc):
             raise ApiError(f"{exc}{served_models(api, args.model)}", 404, exc.problem) from None
         raise
+    if args.dicom_dir is not None:
+        names = write_parts(args.dicom_dir, response.content, response.headers["Content-Type"])
+        print(f"wrote {', '.join(names)} in {args.dicom_dir}", file=sys.stderr)
+        return 0
     if args.accept and args.accept != "application/json":
         answer = response.content
         if args.accept == HL7_MEDIA_TYPE and args.output is None and sys.stdout.isatty():
@@ -123,6 +150,30 @@ def write_whole(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_parts(folder: Path, body: bytes, content_type: str) -> list[str]:
+    """The DICOM files of a multipart answer, written into a temporary folder beside `folder`
+    then renamed to it, so a failure leaves no half folder: report.dcm, map-001.dcm, ..."""
+    import shutil
+    import tempfile
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    parts = list(BytesParser(policy=HTTP).parsebytes(head + body).iter_parts())
+    names = ["report.dcm", *(f"map-{i:03d}.dcm" for i in range(1, len(parts)))]
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for name, part in zip(names, parts, strict=True):
+            data = part.get_payload(decode=True)
+            assert isinstance(data, bytes)  # a non-multipart part decodes to its bytes
+            (tmp / name).write_bytes(data)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return names
 
 
 def outcomes_sheet(body: dict[str, Any]) -> bytes:

@@ -37,9 +37,7 @@ def build_maps(
 ) -> bytes | None:
     """The zip of the maps of `files` (with their headers `sources`), or None when no scan
     has one (the model has no CAM output, or no scan decodes)."""
-    from models import scans
-    from service.hospital.attention_map import blend, build_attention_map, heat_levels
-    from service.hospital.results import ScanResult
+    from service.hospital.attention_map import scan_map
 
     identity, settings = report_terms(found, root, disclaimer)
     model, version = identity.name, str(identity.version)
@@ -50,22 +48,11 @@ def build_maps(
         for i, (data, source, prediction) in enumerate(
             zip(files, sources, found.predictions, strict=True)
         ):
-            explained = prediction.get("explanation")
-            if not explained:
+            uid = derived_uid(root, "map", str(source.SOPInstanceUID), model, version)
+            image = scan_map(data, source, prediction, identity, (series_uid, uid), i + 1, settings)
+            if image is None:
                 skipped += 1
                 continue
-            try:
-                pixels = blend(scans.decode(data), heat_levels(explained["png_base64"]))
-            except (scans.ImageDecodeError, ValueError) as exc:
-                log.warning("no attention map for one scan: %s", type(exc).__name__)
-                skipped += 1
-                continue
-            sop = str(source.SOPInstanceUID)
-            uid = derived_uid(root, "map", sop, model, version)
-            result = ScanResult.from_prediction(prediction)
-            image = build_attention_map(
-                source, pixels, result, identity, (series_uid, uid), i + 1, settings
-            )
             written = io.BytesIO()
             image.save_as(written, enforce_file_format=True)
             bundle.writestr(f"{i:05d}.dcm", written.getvalue())

@@ -21,7 +21,9 @@ from models.intended_use import accepted
 from service.errors import Unprocessable
 from service.hospital.dicomweb import DicomwebConfig, Pacs
 from service.hospital.fhir import FHIR_MEDIA_TYPE, build_bundle
+from service.hospital.fhir_transaction import add_maps
 from service.hospital.hl7v2 import HL7_MEDIA_TYPE, build_oru
+from service.hospital.multipart import MULTIPART_DICOM, multipart_dicom
 from service.hospital.results import (
     ModelIdentity,
     ReportSettings,
@@ -29,7 +31,7 @@ from service.hospital.results import (
     ScanUIDs,
     Subject,
 )
-from service.hospital.sr import SR_MEDIA_TYPE, build_sr, check_one_study
+from service.hospital.sr import SR_MEDIA_TYPE, build_sr, check_one_study, new_uid
 from service.hospital.sr_findings import NotReportable
 
 if TYPE_CHECKING:
@@ -39,18 +41,19 @@ if TYPE_CHECKING:
     from service.config import InferenceSettings
 
 JSON_MEDIA_TYPE = "application/json"
-MEDIA_TYPES = (JSON_MEDIA_TYPE, SR_MEDIA_TYPE, FHIR_MEDIA_TYPE, HL7_MEDIA_TYPE)
+MEDIA_TYPES = (JSON_MEDIA_TYPE, SR_MEDIA_TYPE, FHIR_MEDIA_TYPE, HL7_MEDIA_TYPE, MULTIPART_DICOM)
 """What a predict answers in, by Accept; JSON unless another is asked for."""
-FROM_SR = (SR_MEDIA_TYPE, HL7_MEDIA_TYPE)
+FROM_SR = (SR_MEDIA_TYPE, HL7_MEDIA_TYPE, MULTIPART_DICOM)
 """The answers made from the request's SR: DICOM scans of one study only."""
 
 
 @dataclass(frozen=True)
 class Scan:
-    """An upload's name and, for DICOM, its header (no pixels)."""
+    """An upload's name, its bytes and, for DICOM, its header (read without pixels)."""
 
     name: str
     header: Dataset | None
+    data: bytes
 
 
 def report_settings(settings: InferenceSettings) -> ReportSettings:
@@ -82,7 +85,7 @@ def _secret(value: SecretStr | None) -> str | None:
 def scans_of(uploads: Sequence[Any]) -> list[Scan]:
     """Each upload (`.name`, `.data`) with its DICOM header when it is DICOM and readable (an
     unreadable one is refused by the decoder, with the reason)."""
-    return [Scan(u.name, _header(u.data)) for u in uploads]
+    return [Scan(u.name, _header(u.data), u.data) for u in uploads]
 
 
 def _header(data: bytes) -> Dataset | None:
@@ -138,19 +141,49 @@ class HospitalRequest:
         results = [ScanResult.from_prediction(p) for p in predictions]
         if self.media_type in FROM_SR or self.store is not None:
             sr = _report(dicom_only(self.scans), results, model, settings)
+            maps = self._maps(predictions, model, settings)
             if self.store is not None:
-                self.store.store(sr)
+                self.store.store(sr, maps)
                 result["report"] = ScanUIDs.of(sr).as_json()
+                if maps:
+                    result["report"]["attention_maps"] = [str(m.SOPInstanceUID) for m in maps]
             if self.media_type == SR_MEDIA_TYPE:
                 return sr_bytes(sr), SR_MEDIA_TYPE
+            if self.media_type == MULTIPART_DICOM:
+                return multipart_dicom([sr_bytes(d) for d in (sr, *maps)])
             if self.media_type == HL7_MEDIA_TYPE:
-                return _message(sr), f"{HL7_MEDIA_TYPE}; charset=utf-8"
+                return _message(sr, maps), f"{HL7_MEDIA_TYPE}; charset=utf-8"
         if self.media_type == FHIR_MEDIA_TYPE:
             uids = [ScanUIDs.of(s.header) if s.header is not None else None for s in self.scans]
             subject = Subject.common([s.header for s in self.scans if s.header is not None])
             bundle = build_bundle(uids, results, model, settings, subject)
+            add_maps(bundle, self._maps(predictions, model, settings), create=False)
             return bundle.model_dump_json().encode(), FHIR_MEDIA_TYPE
         return None
+
+    def _maps(
+        self, predictions: list[dict[str, Any]], model: ModelIdentity, settings: ReportSettings
+    ) -> list[Dataset]:
+        """The attention map of each DICOM scan that has one (an `explain=true` predict:
+        `service.hospital.attention_map`), as Secondary Captures in a new series of each
+        study; none without `explain`, and none for a PNG or JPEG (its map is the JSON's)."""
+        from service.hospital.attention_map import scan_map
+
+        if not any(p.get("explanation") for p in predictions):
+            return []
+        series: dict[str, str] = {}
+        maps: list[Dataset] = []
+        for scan, prediction in zip(self.scans, predictions, strict=True):
+            if scan.header is None:
+                continue
+            study = str(scan.header.get("StudyInstanceUID", ""))
+            uids = (series.setdefault(study, new_uid(settings)), new_uid(settings))
+            image = scan_map(
+                scan.data, scan.header, prediction, model, uids, len(maps) + 1, settings
+            )
+            if image is not None:
+                maps.append(image)
+        return maps
 
 
 def _report(
@@ -169,10 +202,10 @@ def _report(
         ) from None
 
 
-def _message(sr: Dataset) -> bytes:
-    """The ORU^R01 of the SR, or a 422 saying what the scans lack for one."""
+def _message(sr: Dataset, maps: Sequence[Dataset]) -> bytes:
+    """The ORU^R01 of the SR (and its maps), or a 422 saying what the scans lack for one."""
     try:
-        return build_oru(sr).encode()
+        return build_oru(sr, maps=maps).encode()
     except NotReportable as exc:
         raise Unprocessable(f"no HL7 v2 result for these scans: {exc}") from None
 

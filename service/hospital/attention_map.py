@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -20,6 +22,8 @@ from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
 
 if TYPE_CHECKING:
     from pydicom import Dataset
+
+log = logging.getLogger("scantune.hospital")
 
 
 def _colormap() -> np.ndarray:
@@ -122,6 +126,32 @@ def build_attention_map(
     if "SpecificCharacterSet" in source:
         image.SpecificCharacterSet = source.SpecificCharacterSet
     return image
+
+
+def scan_map(
+    data: bytes,
+    source: Dataset,
+    prediction: Mapping[str, Any],
+    model: ModelIdentity,
+    uids: tuple[str, str],
+    instance_number: int,
+    settings: ReportSettings,
+) -> Dataset | None:
+    """The map of one classified scan (its file `data`, its header `source`, its v1 answer
+    `prediction` with the explanation) as `build_attention_map` makes it; None when it has
+    none: no explanation (the model has no CAM output), or the scan does not decode."""
+    from models import scans
+
+    explained = prediction.get("explanation")
+    if not explained:
+        return None
+    try:
+        pixels = blend(scans.decode(data), heat_levels(explained["png_base64"]))
+    except (scans.ImageDecodeError, ValueError) as exc:
+        log.warning("no attention map for one scan: %s", type(exc).__name__)
+        return None
+    result = ScanResult.from_prediction(prediction)
+    return build_attention_map(source, pixels, result, model, uids, instance_number, settings)
 
 
 def _orientation(source: Dataset) -> list[str] | None:

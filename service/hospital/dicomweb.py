@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -170,12 +170,13 @@ class Pacs:
             )
         return images
 
-    def store(self, sr: Dataset) -> None:
-        """Store a report with STOW-RS in its study."""
+    def store(self, sr: Dataset, maps: Sequence[Dataset] = ()) -> None:
+        """Store a report, and its attention maps, with one STOW-RS request in its study."""
         client = self._client()
         study = str(sr.StudyInstanceUID)
         where = DicomwebRef(study_instance_uid=study)
-        self._call(where, lambda: client.store_instances([sr], study_instance_uid=study))
+        sent = [sr, *maps]
+        self._call(where, lambda: client.store_instances(sent, study_instance_uid=study))
 
     def _client(self) -> DICOMwebClient:
         from dicomweb_client import DICOMwebClient

@@ -85,14 +85,17 @@ def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
             method="POST", url=kind, ifNoneExist=f"identifier={system}|{value}"
         )
     if maps:
-        _add_maps(bundle, maps)
+        add_maps(bundle, maps)
     bundle.type = "transaction"
     return bundle
 
 
-def _add_maps(bundle: Bundle, maps: Sequence[Dataset]) -> None:
-    """Each map a Media entry (a conditional create by its SOP Instance UID) that the report,
-    the Bundle's first entry, lists in `media`."""
+def add_maps(bundle: Bundle, maps: Sequence[Dataset], *, create: bool = True) -> None:
+    """Each map a Media entry (identified by its SOP Instance UID; in a transaction, `create`,
+    a conditional create by it) that the report, the Bundle's first entry, lists in `media`.
+    No map: the Bundle is left as it is."""
+    if not maps:
+        return
     from fhir.resources.R4B.bundle import BundleEntry, BundleEntryRequest
     from fhir.resources.R4B.diagnosticreport import DiagnosticReportMedia
     from fhir.resources.R4B.identifier import Identifier
@@ -108,7 +111,9 @@ def _add_maps(bundle: Bundle, maps: Sequence[Dataset]) -> None:
         request = BundleEntryRequest(
             method="POST", url="Media", ifNoneExist=f"identifier={DICOM_UID}|{value}"
         )
-        entries.append(BundleEntry(fullUrl=url, resource=media, request=request))
+        entries.append(
+            BundleEntry(fullUrl=url, resource=media, request=request if create else None)
+        )
         title = media.content.title  # type: ignore[union-attr]
         links.append(DiagnosticReportMedia(comment=title, link=Reference(reference=url)))
     bundle.entry = [*(bundle.entry or []), *entries]

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flask import Request
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_options_header
 
 from models.card import ModelCard
 from service.config import InferenceSettings
@@ -21,6 +23,7 @@ from service.hospital.answers import (
     scans_of,
 )
 from service.hospital.dicomweb import Pacs, not_configured, require_ref
+from service.hospital.multipart import DICOM_TYPE, EXPLICIT_LITTLE, MULTIPART_DICOM
 from service.hospital.results import ModelIdentity
 from service.inference.uploads import Upload, counted, from_json, json_or_none, read_uploads
 
@@ -30,8 +33,22 @@ if TYPE_CHECKING:
 
 
 def answer_type(request: Request) -> str:
-    """The media type the answer is asked in: JSON, unless Accept prefers an SR or FHIR."""
-    return request.accept_mimetypes.best_match(MEDIA_TYPES, default=JSON_MEDIA_TYPE)
+    """The media type the answer is asked in: JSON, unless Accept prefers an SR, FHIR, HL7 or
+    DICOM files in a multipart body (with or without a transfer syntax: `_as_listed`)."""
+    accept = MIMEAccept([(_as_listed(value), q) for value, q in request.accept_mimetypes])
+    return accept.best_match(MEDIA_TYPES, default=JSON_MEDIA_TYPE)
+
+
+def _as_listed(value: str) -> str:
+    """`multipart/related` of DICOM files as `MEDIA_TYPES` lists it, also with the transfer
+    syntax DICOMweb clients add (`*`, or the explicit VR little endian the files are in):
+    werkzeug compares parameters as written. Any other value as given."""
+    mimetype, params = parse_options_header(value)
+    dicom = mimetype == "multipart/related" and params.get("type") == DICOM_TYPE
+    syntax = params.get("transfer-syntax", "*") in ("*", EXPLICIT_LITTLE)
+    if dicom and syntax and set(params) <= {"type", "transfer-syntax"}:
+        return MULTIPART_DICOM
+    return value
 
 
 def read_scans(request: Request, settings: InferenceSettings) -> list[Upload]:

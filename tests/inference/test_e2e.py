@@ -179,6 +179,15 @@ def _cli_answers_in_hospital_formats(
     assert cli_main([*args, "-o", str(refused), str(images / "normal_0.png")]) == 5
     assert "422" in capsys.readouterr().err
     assert not refused.exists() and not list(out.glob(".refused.dcm.*"))
+    files = ["predict", "--model", MODEL, "--url", server, "--explain", "--dicom-dir"]
+    assert cli_main([*files, str(out / "answer"), str(dicom)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (out / "answer").iterdir()) == ["map-001.dcm", "report.dcm"]
+    assert pydicom.dcmread(out / "answer" / "report.dcm").Modality == "SR"
+    mapped = pydicom.dcmread(out / "answer" / "map-001.dcm")
+    assert mapped.SourceImageSequence[0].ReferencedSOPInstanceUID == scan.SOPInstanceUID
+    assert cli_main([*files, str(out / "answer"), str(dicom)]) == 2  # never over a folder
+    assert cli_main([*files, str(out / "png"), str(images / "normal_0.png")]) == 5
+    assert not (out / "png").exists() and not list(out.glob(".png.*"))
 
 
 def test_every_kind_of_predict_body_is_answered_alike_under_gunicorn(

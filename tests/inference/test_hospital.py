@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from email.parser import BytesParser
+from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.media import Media
 from fhir.resources.R4B.observation import Observation
 from highdicom.sr.utils import find_content_items
 from pydicom.sr.codedict import codes
@@ -28,6 +31,8 @@ from tests.inference.conftest import MODEL, Trained, _onnx_only
 PREDICT = f"/v1/models/{MODEL}:predict"
 PNEUMONIA = ClassCode(scheme="SCT", value="233604007", meaning="Pneumonia")
 SR, FHIR, HL7 = "application/dicom", "application/fhir+json", "x-application/hl7-v2+er7"
+MULTIPART = 'multipart/related; type="application/dicom"'
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 @pytest.fixture
@@ -136,13 +141,67 @@ def test_the_hl7_answer_carries_the_json_answers_findings(
         ]
         expected.append(("121112", str(i), source.SOPInstanceUID))
     assert rows[1:] == expected  # the exact doubles of the JSON answer
+    mapped = hl7.parse(_post(client, paths, HL7, "?explain=true").data.decode())
+    images = [s for s in mapped.segments("OBX") if str(s[2]) == "ED"]
+    assert [str(s[4]) for s in images] == [str(i) for i in range(1, len(paths) + 1)]
+    assert all(str(s[5]).startswith("^IM^JPEG^Base64^/9j/") for s in images)  # JPEG's magic
+
+
+def _parts(answer: Any) -> list[pydicom.Dataset]:
+    """The DICOM files of a multipart/related answer, read by the standard library's parser."""
+    head = f"Content-Type: {answer.headers['Content-Type']}\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + answer.data)
+    assert message.get_content_type() == "multipart/related"
+    assert message.get_param("type") == SR
+    parts = list(message.iter_parts())
+    assert all(p.get_content_type() == SR for p in parts)
+    return [pydicom.dcmread(io.BytesIO(p.get_payload(decode=True))) for p in parts]
+
+
+def test_a_multipart_answer_holds_the_sr_and_with_explain_each_scans_map(
+    client: Any,
+    study: Callable[..., list[Path]],  # noqa: F811
+) -> None:
+    paths = study()
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    plain = _post(client, paths, MULTIPART)
+    assert plain.status_code == 200 and plain.mimetype == "multipart/related"
+    (sr,) = _parts(plain)
+    assert sr.Modality == "SR"
+    explained = _post(client, paths, f"{MULTIPART}; transfer-syntax=*", "?explain=true")
+    assert explained.status_code == 200
+    sr, *maps = _parts(explained)
+    assert sr.Modality == "SR" and len(maps) == len(sources)
+    answer = _post(client, paths, query="?explain=true").json["predictions"]
+    for image, source, prediction in zip(maps, sources, answer, strict=True):
+        assert image.SOPClassUID == SC_STORAGE
+        assert image.StudyInstanceUID == source.StudyInstanceUID
+        assert image.PatientID == source.PatientID
+        assert image.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert image.ImageType == ["DERIVED", "SECONDARY"]
+        assert f"{prediction['label']} " in image.DerivationDescription
+        assert image.pixel_array.shape[2] == 3  # the scan in colour under its map
+    series = {m.SeriesInstanceUID for m in maps}
+    assert len(series) == 1
+    assert series.isdisjoint({sr.SeriesInstanceUID, sources[0].SeriesInstanceUID})
+    assert len({m.SOPInstanceUID for m in maps}) == len(maps)
+    fhir = Bundle.model_validate_json(_post(client, paths, FHIR, "?explain=true").data)
+    media = {e.fullUrl: e.resource for e in fhir.entry if isinstance(e.resource, Media)}
+    assert all(e.request is None for e in fhir.entry)  # a collection, not a transaction
+    (report,) = [e.resource for e in fhir.entry if isinstance(e.resource, DiagnosticReport)]
+    assert [m.link.reference for m in report.media] == list(media)
+    identifiers = {m.identifier[0].value for m in media.values()}
+    assert len(identifiers) == len(sources) and all(i.startswith("urn:oid:") for i in identifiers)
+    for item, image in zip(media.values(), maps, strict=True):
+        assert item.content.contentType == "image/png"
+        assert (item.height, item.width) == (image.Rows, image.Columns)
 
 
 def test_png_has_no_uids_and_gets_fhir_but_no_sr(client: Any, fixture_images: Path) -> None:
     png = [fixture_images / "normal_0.png"]
     assert "dicom" not in _post(client, png).json["predictions"][0]
     assert _post(client, png, FHIR).status_code == 200
-    for accept in (SR, HL7):
+    for accept in (SR, HL7, MULTIPART):
         refused = _post(client, png, accept)
         assert refused.status_code == 422
         assert "normal_0.png is not DICOM" in refused.json["detail"]
@@ -211,6 +270,20 @@ def test_classify_by_uid_and_store_the_sr(
     assert [i["00080018"]["Value"][0] for i in stored] == [
         answer.json["report"]["sop_instance_uid"]
     ]
+    assert "attention_maps" not in answer.json["report"]
+    explained = client.post(
+        f"{PREDICT}?store=true&explain=true", json={"dicomweb": {"study_instance_uid": uid}}
+    )
+    assert explained.status_code == 200, explained.json
+    maps = explained.json["report"]["attention_maps"]
+    assert len(maps) == len(paths)
+    instances = {
+        i["00080018"]["Value"][0]: i["0020000E"]["Value"][0]
+        for i in orthanc.qido(f"studies/{uid}/instances")
+    }
+    assert set(maps) <= set(instances)
+    sources = {str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID) for p in paths}
+    assert len({instances[m] for m in maps} | sources) == len(sources) + 1  # a series of maps
 
 
 def test_pacs_refusals(
