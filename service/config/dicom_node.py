@@ -95,6 +95,26 @@ class DicomNodeSettings(CommonSettings):
     dicom_order_wait_h: float = Field(
         default=24.0, gt=0, description="How long an order waits for its exam to reach the PACS."
     )
+    dicom_outcome_codes: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description='JSON {model: {class: ["CODE" or "SYSTEM|CODE", ...]}}: the coded findings of'
+        " the RIS's final reports (HL7 ORU^R01 on the HL7 port) that confirm each class; the"
+        " scans those models classify are reported to the training service with the class"
+        " their exam's report confirms. Empty: no outcomes followed.",
+    )
+    dicom_outcome_wait_h: float = Field(
+        default=2160.0,
+        gt=0,
+        description="How long a classified scan waits for its exam's final report (or a"
+        " correction of it) before it is forgotten.",
+    )
+    training_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The training service, which takes confirmed outcomes.",
+    )
+    dicom_training_api_key: str | None = Field(
+        default=None, description="The node's API key (scope predict) for the training service."
+    )
     dicom_series_quiet_s: float = Field(
         default=5.0, gt=0, description="A series is complete after this long without a new one."
     )
@@ -160,6 +180,19 @@ class DicomNodeSettings(CommonSettings):
                 "dicom_hl7_port takes orders for exams fetched from dicom_order_source, which"
                 f" must name one of dicom_sources (it is {self.dicom_order_source!r})"
             )
+        if self.dicom_outcome_codes and self.dicom_hl7_port is None:
+            raise ValueError(
+                "dicom_outcome_codes are matched in the RIS's reports, which come on"
+                " dicom_hl7_port: set it"
+            )
+        for model, classes in self.dicom_outcome_codes.items():
+            codes = [c for entries in classes.values() for c in set(entries)]
+            twice = sorted({c for c in codes if codes.count(c) > 1})
+            if twice or not all(classes.values()):
+                raise ValueError(
+                    f"dicom_outcome_codes[{model!r}]: " + (f"code {twice[0]!r} confirms two"
+                    " classes" if twice else "each class needs at least one code")
+                )  # fmt: skip
         for number, route in enumerate(self.dicom_routes):
             unknown = [n for n in route.destinations or () if n not in names]
             if unknown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy import text
@@ -16,6 +17,8 @@ from service.dicom_node.intake import Intake
 from service.dicom_node.order_book import OrderBook
 from service.dicom_node.order_fetcher import OrderFetcher
 from service.dicom_node.orders import OrderListener
+from service.dicom_node.outcome_book import OutcomeBook
+from service.dicom_node.outcome_reports import OutcomeReports
 from service.dicom_node.queue import WorkQueue
 from service.dicom_node.retrieval_jobs import RetrievalJobs
 from service.dicom_node.retrieve import Retriever
@@ -67,6 +70,12 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         for d in settings.dicom_destinations
     }
     worker = Worker(settings, queue, spool, client, senders)
+    if settings.dicom_outcome_codes:
+        worker.outcomes = OutcomeReports(
+            OutcomeBook(engine), settings.dicom_outcome_codes, settings.training_url,
+            settings.dicom_training_api_key, timedelta(hours=settings.dicom_outcome_wait_h),
+            worker.backoff,
+        )  # fmt: skip
     scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
     retriever = Retriever(settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls)
     from service.dicom_node.retrievals import audited  # the view's own count and record
@@ -77,7 +86,7 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         hosts = HostList(settings.dicom_hl7_allowed_hosts)
         field = settings.dicom_order_accession_field
         tls = settings.dicom_server_tls() if settings.dicom_hl7_tls else None
-        node.order_listener = OrderListener(node.orders, hosts, field, tls)
+        node.order_listener = OrderListener(node.orders, hosts, field, tls, reports=worker.outcomes)
         source = settings.source(str(settings.dicom_order_source))
         assert source is not None  # the settings' check: the order source is a source
         node.order_fetcher = OrderFetcher(

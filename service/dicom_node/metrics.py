@@ -50,6 +50,18 @@ ORDERS = Counter(
     # queued | duplicate | cancelled | ignored | refused (at the listener); fetched | expired
     ["outcome"],
 )
+REPORTS = Counter(
+    "scantune_dicom_reports_total",
+    "The RIS's reports (HL7 ORU^R01) of exams the node classified, by what became of them",
+    # labelled (the scans got the confirmed class) | unmapped (no code of a class) | ambiguous
+    # (codes of two classes) | not_final | unknown_exam | refused (no accession number)
+    ["outcome"],
+)
+OUTCOMES = Counter(
+    "scantune_dicom_outcomes_total",
+    "Confirmed outcomes of classified scans, sent to the training service, by result",
+    ["outcome"],  # sent | refused (a 4xx: not sent again) | retried | expired (never sent)
+)
 EXPIRED = Counter(
     "scantune_dicom_series_expired_total", "Series deleted undelivered at the retention limit"
 )

@@ -4,12 +4,13 @@ order in the order book and only then answers AA; the order fetcher then has the
 send the exam's studies (C-MOVE by accession number), which are classified and delivered like
 any.
 
-A connection from an address not allowed is closed before a byte is read. A message that is
-not an order is answered AR, an order without an accession number AE, and one the database
-could not keep AE too (the engine sends it again). Several messages may come over one
-connection, as integration engines keep theirs open. By hand on the standard library's
-socketserver: hl7apy's MLLP server reads one message per connection and closes it, and takes
-no allow-list.
+With outcomes followed (`SCANTUNE_DICOM_OUTCOME_CODES`), the RIS's reports (ORU^R01) are
+taken too, for `outcome_reports`. A connection from an address not allowed is closed before
+a byte is read. A message that is not an order (nor a report taken) is answered AR, an order
+without an accession number AE, and one the database could not keep AE too (the engine
+sends it again). Several messages may come over one connection, as integration engines keep
+theirs open. By hand on the standard library's socketserver: hl7apy's MLLP server reads one
+message per connection and closes it, and takes no allow-list.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import logging
 import socketserver
 import ssl
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.dicom_node import metrics
 from service.dicom_node.mllp import END, START
 from service.dicom_node.order_book import OrderBook
 from service.dicom_node.scp import HostList
-from service.hospital.hl7_orders import AccessionField, Refused, build_ack, read_order
+from service.hospital.hl7_orders import AccessionField, Refused, build_ack, order_of, read_message
+from service.hospital.hl7_reports import REPORT_TYPE, Report, report_of
+
+if TYPE_CHECKING:
+    from service.dicom_node.outcome_reports import OutcomeReports
 
 log = logging.getLogger("scantune.dicom")
 MAX_MESSAGE = 1 << 20  # an order is a few kilobytes; a megabyte is a misbehaving peer
@@ -38,9 +43,10 @@ class OrderListener:
         field: AccessionField,
         tls: ssl.SSLContext | None = None,
         timeout_s: float = 60.0,
+        reports: OutcomeReports | None = None,
     ) -> None:
         self.book, self.senders, self.field, self.timeout_s = book, senders, field, timeout_s
-        self.tls = tls
+        self.tls, self.reports = tls, reports
         self.server: socketserver.ThreadingTCPServer | None = None
 
     def start(self, host: str, port: int) -> int:
@@ -107,11 +113,17 @@ class OrderListener:
                 conn.sendall(START + self.answer(frame[start + 1 :]) + END)
 
     def answer(self, message: bytes) -> bytes:
-        """Take one message; its acknowledgement."""
+        """Take one message (an order, or with outcomes followed a report); its
+        acknowledgement."""
+        counter = metrics.ORDERS
         try:
-            order = read_order(message, self.field)
+            parsed = read_message(message)
+            if parsed.kind == REPORT_TYPE and self.reports is not None:
+                counter = metrics.REPORTS
+                return self.report(report_of(parsed, self.field))
+            order = order_of(parsed, self.field)
         except Refused as exc:
-            metrics.ORDERS.labels("refused").inc()
+            counter.labels("refused").inc()
             log.warning("HL7 message answered %s: %s", exc.code, exc)
             return build_ack(exc.header, exc.code, str(exc))
         try:
@@ -125,3 +137,15 @@ class OrderListener:
         metrics.ORDERS.labels(outcome).inc()
         log.info("HL7 order (%s): %s", order.control or "-", outcome)
         return build_ack(order.header, "AA")
+
+    def report(self, report: Report) -> bytes:
+        """Take a report: its exam's scans labelled when it is final and names one class."""
+        assert self.reports is not None
+        try:
+            outcome = self.reports.take(report)
+        except Exception as exc:  # the database away: not taken, so not acknowledged AA
+            log.error("HL7 report not kept: %s", type(exc).__name__)
+            return build_ack(report.header, "AE", "the report could not be kept; send it again")
+        metrics.REPORTS.labels(outcome).inc()
+        log.info("HL7 report (%s): %s", report.status or "-", outcome)
+        return build_ack(report.header, "AA")

@@ -130,3 +130,35 @@ class RetrievalRow(Base):
     error: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutcomeRow(Base):
+    """A scan the node classified with a model whose outcomes the site reports
+    (`dicom_outcome_codes`), waiting for the RIS's final report of its exam; then the class
+    the report confirmed, on its way to the training service. waiting -> pending -> sent, or
+    refused (the training service said no); deleted `dicom_outcome_wait_h` after it came."""
+
+    __tablename__ = "dicom_outcomes"
+    __table_args__ = (
+        UniqueConstraint("model", "version", "reference", name="uq_dicom_outcome"),
+        Index("ix_dicom_outcomes_accession", "accession"),
+        Index("ix_dicom_outcomes_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    accession: Mapped[str] = mapped_column(String(64), nullable=False)
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    reference: Mapped[str] = mapped_column(
+        String(80), nullable=False, doc="What the scan is reported as: a hash of its SOP UID."
+    )
+    probabilities: Mapped[str] = mapped_column(Text, nullable=False, doc="JSON, as answered.")
+    label: Mapped[str | None] = mapped_column(String(128), doc="The class the report confirmed.")
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reported_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When the final report (or its correction) came."
+    )

@@ -29,6 +29,8 @@ from service.jobs.store import utcnow
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+    from service.dicom_node.outcome_reports import OutcomeReports
+
 log = logging.getLogger("scantune.dicom")
 
 
@@ -43,6 +45,7 @@ class Worker:
     ) -> None:
         self.settings, self.queue, self.spool = settings, queue, spool
         self.client, self.senders = client, senders
+        self.outcomes: OutcomeReports | None = None  # with dicom_outcome_codes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Classification waits on inference: a few series at once keep its workers busy.
@@ -91,8 +94,9 @@ class Worker:
         due = self.queue.due_deliveries()
         for item in due:
             self.deliver(item)
+        sent = self.outcomes.step() if self.outcomes is not None else False
         self.observe()
-        return started > 0 or bool(due)
+        return started > 0 or bool(due) or sent
 
     def _classify_in_slot(self, row: SeriesRow) -> None:
         try:
@@ -140,6 +144,11 @@ class Worker:
             self.write_maps(name, files, sources, found)
         self.queue.classified(row.id, uids[1], name, targets)
         metrics.CLASSIFIED.inc()
+        if self.outcomes is not None:
+            try:
+                self.outcomes.remember(sources, found)
+            except Exception as exc:  # the result still goes; its outcome will not be known
+                log.error("classified scans not kept for outcomes: %s", type(exc).__name__)
         log.info(
             "series %s classified by %s v%s: result %s for %d instance(s)",
             uid_hash(row.series_uid), row.model, version, uid_hash(uids[1]), len(files),

@@ -59,9 +59,21 @@ class Order:
         return self.control in CANCELS
 
 
-def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
-    """The order (ORM^O01 or OMI^O23) in `data` (ER7); Refused when it is none, or names no
-    accession number."""
+@dataclass(frozen=True)
+class Parsed:
+    """A message read tolerantly: its header, its type ("ORM^O01"), its segments in order."""
+
+    header: Header
+    kind: str
+    segments: list[Any]
+
+    def first(self, name: str) -> Any | None:
+        return next((s for s in self.segments if s.name == name), None)
+
+
+def read_message(data: bytes) -> Parsed:
+    """Any HL7 v2 message in `data` (ER7), its segments without their groups; Refused (AR)
+    when it cannot be read."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.exceptions import HL7apyException
     from hl7apy.parser import parse_message
@@ -69,10 +81,8 @@ def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
     text = data.decode("latin-1").replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     try:
         msg = parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
-        segments: dict[str, Any] = {}
-        for child in msg.children:
-            segments.setdefault(child.name, child)  # the first of each
-        msh = segments["MSH"]
+        segments = list(msg.children)
+        msh = next(s for s in segments if s.name == "MSH")
         kind = "^".join(msh.msh_9.to_er7().split("^")[:2])
         header = Header(
             sending_application=msh.msh_3.to_er7(),
@@ -81,28 +91,47 @@ def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
             processing_id=msh.msh_11.to_er7() or "P",
             trigger=kind.partition("^")[2],
         )
-    except (HL7apyException, KeyError, IndexError, ValueError, UnicodeError):
+    except (HL7apyException, StopIteration, IndexError, ValueError, UnicodeError):
         raise Refused("AR", "not a readable HL7 v2 message") from None
+    return Parsed(header, kind, segments)
+
+
+def read_order(data: bytes, field: AccessionField = "OBR-18") -> Order:
+    """The order (ORM^O01 or OMI^O23) in `data` (ER7); Refused when it is none, or names no
+    accession number."""
+    return order_of(read_message(data), field)
+
+
+def order_of(parsed: Parsed, field: AccessionField) -> Order:
+    header, kind = parsed.header, parsed.kind
     if kind not in ORDER_TYPES:
         taken = " and ".join(ORDER_TYPES)
         raise Refused(
             "AR", f"message type {kind or '(none)'} is not taken here ({taken} are)", header
         )
-    orc = segments.get("ORC")
+    orc = parsed.first("ORC")
     if orc is None:
         raise Refused("AE", "the order has no ORC segment", header)
-    ipc = segments.get("IPC") if kind == "OMI^O23" else None
+    return Order(header, orc.orc_1.to_er7().strip().upper(), accession_of(parsed, field, "order"))
+
+
+def accession_of(parsed: Parsed, field: AccessionField, what: str) -> str:
+    """The exam's accession number: an OMI's IPC-1 where it has one, else `field`; Refused
+    (AE) when there is none, or one DICOM cannot hold. `what` names the message in the text."""
+    ipc = parsed.first("IPC") if parsed.kind == "OMI^O23" else None
     if ipc is not None and _first(ipc, "ipc_1"):
         where, accession = "IPC-1", _first(ipc, "ipc_1")
     else:
-        segment = segments.get("OBR") if field.startswith("OBR") else orc
+        segment = parsed.first("OBR" if field.startswith("OBR") else "ORC")
         where = field
         accession = _first(segment, field.lower().replace("-", "_")) if segment else ""
     if not accession:
-        raise Refused("AE", f"the order has no accession number in {where}", header)
+        raise Refused("AE", f"the {what} has no accession number in {where}", parsed.header)
     if len(accession) > ACCESSION_LENGTH or "\\" in accession:  # not a DICOM SH value
-        raise Refused("AE", f"the accession number in {where} is not one DICOM can hold", header)
-    return Order(header, orc.orc_1.to_er7().strip().upper(), accession)
+        raise Refused(
+            "AE", f"the accession number in {where} is not one DICOM can hold", parsed.header
+        )
+    return accession
 
 
 def _first(segment: Any, field: str) -> str:

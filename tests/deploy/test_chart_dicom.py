@@ -286,3 +286,25 @@ def test_a_tls_port_of_its_own_is_served_beside_the_plain_one(
     (plain,) = deployment(no_secret, "dicom")["spec"]["template"]["spec"]["containers"]
     assert "dicom-tls" not in {p["name"] for p in plain["ports"]}
     assert "SCANTUNE_DICOM_TLS_PORT" not in container_env(no_secret, plain)
+
+
+def test_outcomes_from_the_ris_reach_the_releases_api_with_the_nodes_key(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codes = {"chest-xray": {"pneumonia": ["RADLEX|RID5350"], "normal": ["RID13173"]}}
+    orders = {**NODE["dicomNode"]["orders"], "outcomeCodes": codes, "outcomeWaitH": 720}
+    node = {**NODE["dicomNode"], "orders": orders, "trainingApiKey": "node-training-key"}
+    manifests = render({**NODE, "dicomNode": node})
+    (container,) = deployment(manifests, "dicom")["spec"]["template"]["spec"]["containers"]
+    env = container_env(manifests, container)
+    assert_settings_fields(env, DicomNodeSettings, "dicom container")
+    settings = settings_from(monkeypatch, env, DicomNodeSettings)
+    assert settings.dicom_outcome_codes == codes and settings.dicom_outcome_wait_h == 720
+    assert settings.training_url == "http://rel-scantune-api:8000"
+    assert settings.dicom_training_api_key == "node-training-key"
+    assert settings.dicom_inference_api_key == "node-key"
+    plain = render(NODE)  # outcomes not followed: nothing of them in the node's settings
+    (container,) = deployment(plain, "dicom")["spec"]["template"]["spec"]["containers"]
+    assert not {"SCANTUNE_DICOM_OUTCOME_CODES", "SCANTUNE_TRAINING_URL"} & set(
+        container_env(plain, container)
+    )

@@ -213,3 +213,18 @@ def test_the_dicom_node_may_be_kept_to_the_hosts_it_sends_to(render: Render) -> 
     assert hospital[0] in egress
     assert any({"protocol": "UDP", "port": 53} in r.get("ports", []) for r in egress)
     assert any(_selects(p, "inference") for r in egress for p in r.get("to", []))
+
+
+def test_the_node_reaches_the_api_only_when_it_reports_outcomes(render: Render) -> None:
+    sources = [{"name": "pacs", "ae_title": "PACS", "host": "pacs", "port": 104}]
+    orders = {"enabled": True, "source": "pacs"}
+    codes = {"chest-xray": {"pneumonia": ["RID5350"], "normal": ["RID13173"]}}
+    for outcomes in (False, True):
+        followed = {**orders, "outcomeCodes": codes} if outcomes else orders
+        node = {"enabled": True, "orders": followed, "sources": sources}
+        manifests = render({**PRODUCTION, "dicomNode": node})
+        egress = policy(manifests, "dicom")["spec"]["egress"]
+        to_api = [r for r in egress for p in r.get("to", []) if _selects(p, "api")]
+        assert [r["ports"] for r in to_api] == ([[{"protocol": "TCP", "port": 8000}]] * outcomes)
+        (api_ingress,) = policy(manifests, "api")["spec"]["ingress"]
+        assert any(_selects(p, "dicom") for p in api_ingress["from"]) == outcomes

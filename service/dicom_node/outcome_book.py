@@ -1,0 +1,173 @@
+"""Scans waiting for the RIS's final report of their exam, kept in the job store's database
+(table `dicom_outcomes`), and the confirmed outcomes on their way to the training service.
+
+A scan is remembered when the node classifies it with a model whose outcomes the site
+reports: its exam's accession number, the version, what the version answered, and a
+reference that names nobody (a hash of its SOP Instance UID, the same each time, so a
+correction replaces the first report at the training service). A final report labels every
+scan of its exam by that model and puts it in line to be sent; a correction labels them again
+and sends them again. Everything is deleted `wait` after the scan was classified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import sessionmaker
+
+from service.dicom_node.tables import OutcomeRow
+from service.jobs.store import utcnow
+
+BATCH = 1000  # what one request to the training service takes at most
+
+
+def reference_of(sop_instance_uid: str) -> str:
+    """The scan's reference: a hash of its SOP Instance UID (the UID never leaves the node)."""
+    return "sop-" + hashlib.sha256(sop_instance_uid.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Outcomes of one version due to be sent: row ids, and the body's `outcomes`."""
+
+    model: str
+    version: int
+    ids: list[int]
+    outcomes: list[dict[str, Any]]
+    attempts: int
+
+
+class OutcomeBook:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._lock = threading.Lock()
+
+    def remember(
+        self,
+        accession: str,
+        model: str,
+        version: int,
+        scans: Sequence[tuple[str, dict[str, float]]],
+    ) -> None:
+        """Keep each scan (SOP Instance UID, probabilities) of `accession` classified by the
+        version; a scan classified again by it keeps its newest answer (and any label)."""
+        now = utcnow()
+        with self._lock, self._sessions.begin() as session:
+            for sop, probabilities in scans:
+                reference = reference_of(sop)
+                row = session.scalar(
+                    select(OutcomeRow).where(
+                        OutcomeRow.model == model,
+                        OutcomeRow.version == version,
+                        OutcomeRow.reference == reference,
+                    )
+                )
+                answered = json.dumps(probabilities)
+                if row is None:
+                    session.add(OutcomeRow(
+                        accession=accession, model=model, version=version, reference=reference,
+                        probabilities=answered, state="waiting", attempts=0, created_at=now,
+                    ))  # fmt: skip
+                    continue
+                if row.label is not None and row.probabilities != answered:
+                    row.state, row.next_attempt_at = "pending", now  # the new answer, labelled
+                row.accession, row.probabilities = accession, answered
+
+    def label(self, accession: str, label_for: Callable[[str, list[str]], str | None]) -> int:
+        """Label the scans of `accession` with what `label_for(model, classes)` says of their
+        model (None: nothing for that model), and put them in line; how many were labelled."""
+        now, labelled = utcnow(), 0
+        with self._lock, self._sessions.begin() as session:
+            rows = session.scalars(
+                select(OutcomeRow).where(OutcomeRow.accession == accession)
+            ).all()
+            for row in rows:
+                label = label_for(row.model, list(json.loads(row.probabilities)))
+                if label is None:
+                    continue
+                row.label, row.state, row.reported_at = label, "pending", now
+                row.attempts, row.next_attempt_at, row.last_error = 0, now, None
+                labelled += 1
+        return labelled
+
+    def known(self, accession: str) -> bool:
+        """Whether any scan of `accession` is waiting here."""
+        with self._sessions() as session:
+            found = session.scalar(
+                select(OutcomeRow.id).where(OutcomeRow.accession == accession).limit(1)
+            )
+            return found is not None
+
+    def due(self) -> list[Batch]:
+        """Labelled outcomes due to be sent, by version, at most BATCH a request."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(OutcomeRow)
+                .where(OutcomeRow.state == "pending", OutcomeRow.next_attempt_at <= utcnow())
+                .order_by(OutcomeRow.model, OutcomeRow.version, OutcomeRow.id)
+                .limit(BATCH * 4)
+            ).all()
+        batches: dict[tuple[str, int], Batch] = {}
+        for row in rows:
+            key = (row.model, row.version)
+            batch = batches.setdefault(key, Batch(row.model, row.version, [], [], row.attempts))
+            if len(batch.ids) < BATCH:
+                batch.ids.append(row.id)
+                batch.outcomes.append({
+                    "reference": row.reference, "label": row.label,
+                    "probabilities": json.loads(row.probabilities),
+                })  # fmt: skip
+        return list(batches.values())
+
+    def sent(self, batch: Batch) -> None:
+        self._update(batch, lambda row: setattr(row, "state", "sent"))
+
+    def refused(self, batch: Batch, error: str) -> None:
+        """The training service refused them (a 4xx): kept, not sent again unless relabelled."""
+        self._update(batch, lambda row: _set(row, state="refused", last_error=error[:255]))
+
+    def later(self, batch: Batch, error: str, delay_s: float) -> None:
+        when = utcnow() + timedelta(seconds=delay_s)
+        self._update(
+            batch,
+            lambda row: _set(row, attempts=row.attempts + 1, last_error=error[:255],
+                             next_attempt_at=when),
+        )  # fmt: skip
+
+    def forget_before(self, cutoff: datetime) -> int:
+        """Delete what was classified before `cutoff`: its report did not come in time, or
+        it was sent long ago. How many rows were still pending (not sent)."""
+        with self._lock, self._sessions.begin() as session:
+            old = OutcomeRow.created_at < cutoff
+            pending = session.scalars(
+                select(OutcomeRow.id).where(old, OutcomeRow.state == "pending")
+            ).all()
+            session.execute(delete(OutcomeRow).where(old))
+            return len(pending)
+
+    def _update(self, batch: Batch, change: Callable[[OutcomeRow], None]) -> None:
+        """`change` each row of `batch` still as it was sent: one relabelled (or classified
+        again) meanwhile is left pending, to go with what it says now."""
+        sent = dict(zip(batch.ids, batch.outcomes, strict=True))
+        with self._lock, self._sessions.begin() as session:
+            for row in session.scalars(select(OutcomeRow).where(OutcomeRow.id.in_(batch.ids))):
+                was = sent[row.id]
+                same = (row.label, json.loads(row.probabilities)) == (
+                    was["label"],
+                    was["probabilities"],
+                )
+                if row.state == "pending" and same:
+                    change(row)
+
+
+def _set(row: OutcomeRow, **values: Any) -> None:
+    for name, value in values.items():
+        setattr(row, name, value)

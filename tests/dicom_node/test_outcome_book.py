@@ -1,0 +1,66 @@
+"""The scans waiting for their exam's report, on SQLite and PostgreSQL: labelled by a report,
+batched by version, a row relabelled while it was being sent is sent again, old rows go."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service.dicom_node.outcome_book import OutcomeBook, reference_of
+from service.jobs.database import make_engine, migrate
+from service.jobs.store import utcnow
+
+P = {"normal": 0.25, "pneumonia": 0.75}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def book(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutcomeBook]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'node.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    engine = make_engine(url)
+    migrate(engine)
+    yield OutcomeBook(engine)
+    engine.dispose()
+
+
+def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: OutcomeBook) -> None:
+    book.remember("ACC-1", "chest", 1, [("1.2.1", P), ("1.2.2", P)])
+    book.remember("ACC-1", "chest", 2, [("1.2.1", P)])
+    book.remember("ACC-2", "chest", 1, [("1.2.3", P)])
+    assert book.due() == [] and book.known("ACC-1") and not book.known("ACC-9")
+    assert book.label("ACC-1", lambda model, classes: None) == 0  # the report names no class
+    assert book.label("ACC-1", lambda model, classes: "pneumonia") == 3
+    batches = {(b.model, b.version): b for b in book.due()}
+    assert sorted(batches) == [("chest", 1), ("chest", 2)]
+    first = batches[("chest", 1)]
+    assert first.outcomes == [
+        {"reference": reference_of(uid), "label": "pneumonia", "probabilities": P}
+        for uid in ("1.2.1", "1.2.2")
+    ]
+    assert "1.2.1" not in reference_of("1.2.1")  # the UID itself never leaves
+    book.label("ACC-1", lambda model, classes: "normal")  # corrected while it was on its way
+    book.sent(first)
+    book.sent(batches[("chest", 2)])
+    again = book.due()  # what was sent is out of date: it goes again, as the correction says
+    assert [(b.version, [o["label"] for o in b.outcomes]) for b in again] == [
+        (1, ["normal", "normal"]), (2, ["normal"])
+    ]  # fmt: skip
+    book.later(again[0], "training service answered 503", 3600)
+    book.refused(again[1], "training service answered 404: no model")
+    assert book.due() == []
+    book.label("ACC-1", lambda model, classes: "normal")  # sent again on a new report
+    assert sum(len(b.ids) for b in book.due()) == 3
+
+
+def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> None:
+    book.remember("ACC-1", "chest", 1, [("1.2.1", P)])
+    book.remember("ACC-2", "chest", 1, [("1.2.2", P)])
+    book.label("ACC-1", lambda model, classes: "pneumonia")
+    assert book.forget_before(utcnow() - timedelta(hours=1)) == 0
+    assert book.forget_before(utcnow() + timedelta(seconds=1)) == 1  # one labelled, unsent
+    assert not book.known("ACC-1") and not book.known("ACC-2")

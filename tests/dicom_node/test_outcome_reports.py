@@ -1,0 +1,131 @@
+"""Outcomes from the RIS's reports end to end: a modality's study classified by the node
+(under gunicorn, the model served by the inference service), the RIS's ORU^R01 over MLLP, and
+the confirmed outcomes at the real training service (under gunicorn), which shows them beside
+the version's card: sent once the training service is up, replaced by a corrected report;
+preliminary, unknown, uncoded and ambiguous reports send nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service.auth import hash_key
+from service.config import DicomNodeSettings
+from tests.conftest import free_port
+from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, send, wait_until
+from tests.dicom_node.test_e2e import QUIET_S, SLACK_S
+from tests.dicom_node.test_orders import send as send_hl7
+from tests.hospital.test_hl7_reports import oru
+from tests.inference.conftest import MODEL
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+OUTCOMES_KEY = "node-key-for-the-training-service"
+CODES = {MODEL: {"pneumonia": ["RADLEX|RID5350"], "normal": ["RID13173", "SCT|17621005"]}}
+PNEUMONIA, NORMAL = "CWE|RID5350^pneumonia^RADLEX", "CWE|RID13173^normal^RADLEX"
+
+
+@pytest.fixture
+def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
+    """The training service over the inference service's registry (not started): the node
+    holds a key of its own there (scopes predict, to report, and read, to see its reports)."""
+    keys = [{"name": "dicom-node", "sha256": hash_key(OUTCOMES_KEY), "scopes": ["predict", "read"]}]
+    env = {
+        "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'training.db'}",
+        "SCANTUNE_ARTIFACT_URI": inference.env["SCANTUNE_ARTIFACT_URI"],
+        "SCANTUNE_API_KEYS": json.dumps(keys),
+    }
+    server = Gunicorn("training", env, tmp_path / "training")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def node(make_node: Callable[..., Gunicorn], orthanc: Orthanc, training: Gunicorn) -> Gunicorn:
+    pacs = {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    started = make_node(
+        dicom_sources=[pacs],
+        dicom_hl7_port=free_port(),
+        dicom_hl7_allowed_hosts=["127.0.0.1"],
+        dicom_order_source="pacs",
+        dicom_outcome_codes=CODES,
+        training_url=training.url,
+        dicom_training_api_key=OUTCOMES_KEY,
+    ).start()
+    started.port_hl7 = int(started.env["SCANTUNE_DICOM_HL7_PORT"])
+    return started
+
+
+def outcomes(training: Gunicorn) -> dict[str, Any]:
+    answer = requests.get(
+        f"{training.url}/v1/models/{MODEL}/versions/1/outcomes",
+        headers={"Authorization": f"Bearer {OUTCOMES_KEY}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcomes(
+    node: Gunicorn, orthanc: Orthanc, training: Gunicorn
+) -> None:
+    study = make_study(3)
+    for ds in study:
+        ds.AccessionNumber = "RIS-31"
+    assert send(node.port_dicom, study) == [0, 0, 0]
+    uid = study[0].StudyInstanceUID
+    wait_until(lambda: orthanc.reports(uid), QUIET_S + SLACK_S, "the series is classified")
+
+    # Nothing to send: a preliminary report, another exam, free text only, two classes coded.
+    assert send_hl7(node, oru("P", (PNEUMONIA,), "RIS-31")) == "AA"
+    assert send_hl7(node, oru("F", (PNEUMONIA,), "RIS-99")) == "AA"
+    assert send_hl7(node, oru("F", (), "RIS-31")) == "AA"
+    assert send_hl7(node, oru("F", (PNEUMONIA, NORMAL), "RIS-31")) == "AA"
+    assert send_hl7(node, oru("F", (PNEUMONIA,), "")) == "AE"  # no exam named
+    for outcome in ("not_final", "unknown_exam", "unmapped", "ambiguous", "refused"):
+        assert node.metric("scantune_dicom_reports_total", outcome=outcome) == 1, outcome
+
+    # The final report while the training service is down: kept, and sent once it is up.
+    assert send_hl7(node, oru("F", (PNEUMONIA,), "RIS-31")) == "AA"
+    assert node.metric("scantune_dicom_reports_total", outcome="labelled") == 1
+    wait_until(
+        lambda: node.metric("scantune_dicom_outcomes_total", outcome="retried") >= 3,
+        20, "the node tries the training service",
+    )  # fmt: skip
+    training.start()
+    wait_until(lambda: outcomes(training)["reports"] == 3, 30, "the outcomes arrive")
+    shown = outcomes(training)
+    assert shown["by_label"] == {"normal": 0, "pneumonia": 3}
+    assert (shown["clients"], shown["reported_by"]) == (1, "dicom-node")
+
+    # A correction replaces the first read at the training service: the same three scans.
+    assert send_hl7(node, oru("C", ("CE|17621005^Normal^SCT",), "RIS-31")) == "AA"
+    wait_until(
+        lambda: outcomes(training)["by_label"] == {"normal": 3, "pneumonia": 0},
+        30, "the correction replaces the first read",
+    )  # fmt: skip
+    assert outcomes(training)["reports"] == 3
+    assert node.metric("scantune_dicom_outcomes_total", outcome="sent") == 6
+    log = node.log_text()
+    assert "RIS-31" not in log and not any(ds.SOPInstanceUID in log for ds in study)
+
+
+def test_outcome_codes_need_the_hl7_port_and_one_class_a_code() -> None:
+    with pytest.raises(ValueError, match="come on dicom_hl7_port"):
+        DicomNodeSettings(dicom_outcome_codes=CODES)
+    pacs = {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": 104}
+    hl7: dict[str, Any] = {
+        "dicom_hl7_port": 2575,
+        "dicom_sources": [pacs],
+        "dicom_order_source": "pacs",
+    }
+    assert DicomNodeSettings(dicom_outcome_codes=CODES, **hl7).dicom_outcome_codes == CODES
+    twice = {MODEL: {"pneumonia": ["RID5350", "RID5350"], "normal": ["RID5350"]}}
+    with pytest.raises(ValueError, match="code 'RID5350' confirms two classes"):
+        DicomNodeSettings(dicom_outcome_codes=twice, **hl7)
+    with pytest.raises(ValueError, match="each class needs at least one code"):
+        DicomNodeSettings(dicom_outcome_codes={MODEL: {"pneumonia": []}}, **hl7)
