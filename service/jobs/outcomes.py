@@ -71,6 +71,12 @@ class OutcomeStore:
             ) from None
         return replaced
 
+    def versions(self) -> list[tuple[str, int]]:
+        """The versions that have reported outcomes."""
+        query = select(OutcomeRow.model_name, OutcomeRow.version).distinct()
+        with self._sessions() as session:
+            return [(str(m), int(v)) for m, v in session.execute(query).all()]
+
     def reported(self, model: str, version: int, client: str | None) -> Reported:
         """The version's outcomes: every client's (None), or one client's. Plain rows, not
         ORM objects: 100,000 objects took a second to build (bench/outcomes.py)."""

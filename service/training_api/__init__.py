@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 from collections.abc import Callable
 
 from flask import Flask, Response, g
@@ -64,6 +65,9 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     if start_supervisor:
         jobs.start()
         atexit.register(jobs.stop)
+        threading.Thread(
+            target=outcomes_views.observe_reported, args=(jobs.outcomes, registry), daemon=True
+        ).start()
     return app
 
 

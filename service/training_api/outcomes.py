@@ -25,6 +25,7 @@ from service.errors import InvalidRequest
 from service.jobs.outcomes import Outcome, OutcomeStore
 from service.parsing import parse_body
 from service.ratelimit import limited
+from service.registry import Registry
 from service.training_api.context import catalog, services
 from service.training_api.metrics import observe_outcomes
 from service.training_api.models import version_owner
@@ -87,6 +88,24 @@ def _observe_later(store: OutcomeStore, name: str, version: int, card: ModelCard
             return
         _pending.add((name, version))
     threading.Thread(target=_observe, args=(store, name, version, card), daemon=True).start()
+
+
+def observe_reported(store: OutcomeStore, registry: Registry) -> None:
+    """Work out the gauges of every version with reported outcomes, as a process starts: a
+    gauge is the process's own, so a restarted service would otherwise show none (and the
+    chart's alert would stop firing) until the version's next report."""
+    try:
+        versions = store.versions()
+    except Exception:  # the database away at start: the gauges wait for the next report
+        log.warning("outcome gauges not worked out at start", exc_info=True)
+        return
+    for name, version in versions:
+        try:
+            card = registry.get_card(name, version)
+        except Exception:  # a version deleted from the store since: no gauges for it
+            log.warning("outcome gauges of %s v%d: no card", name, version)
+            continue
+        _observe(store, name, version, card)
 
 
 def _observe(store: OutcomeStore, name: str, version: int, card: ModelCard) -> None:
