@@ -61,7 +61,9 @@ def register(subparsers: Any) -> None:
         run_refetch, timeout=300.0,
     )  # fmt: skip
     again.add_argument("id", type=int, help="the series (scantune series list --state failed)")
-    again.add_argument("--source", required=True, help="a SCANTUNE_DICOM_SOURCES name")
+    again.add_argument(
+        "--source", help="a SCANTUNE_DICOM_SOURCES name (default: the source that sent it)"
+    )
     again.add_argument("--no-wait", action="store_true", help="answer at once with an id")
     followed = _add(sub, "retrieval", "how a retrieval asked with --no-wait went", run_retrieval)
     followed.add_argument("id", type=int)
@@ -143,6 +145,14 @@ def run_refetch(args: argparse.Namespace, api: ApiClient) -> int:
         print(
             f"error: series {args.id} is {series['state']}: only one that ended unclassified"
             " (failed, expired) takes its instances again",
+            file=sys.stderr,
+        )
+        return USAGE
+    args.source = args.source or series.get("source")
+    if not args.source:
+        print(
+            f"error: series {args.id} was not sent by a source the node knows (it came from"
+            f" {series['calling_ae']}): name the PACS that holds it with --source",
             file=sys.stderr,
         )
         return USAGE

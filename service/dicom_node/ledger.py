@@ -4,6 +4,7 @@ first. Reads only; what changes the queue is `WorkQueue`'s."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +18,11 @@ from service.paging import newest_page
 
 
 class SeriesLedger:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, sources: Mapping[str, str] | None = None) -> None:
+        """`sources`: the node's sources' names by AE title, to name the PACS a series came
+        from (the one that sent it: a source sends what it is asked for under its own AE
+        title), which is where it can be fetched again."""
+        self.engine, self.sources = engine, dict(sources or {})
 
     def page(
         self,
@@ -36,12 +40,18 @@ class SeriesLedger:
             query = query.where(SeriesRow.study_uid == study_instance_uid)
         with Session(self.engine) as session:
             rows, next_cursor = newest_page(session, query, SeriesRow.id, "series", cursor, limit)
-            return _views(session, rows), next_cursor
+            return self._views(session, rows), next_cursor
 
     def get(self, series_id: int) -> dict[str, Any] | None:
         with Session(self.engine) as session:
             row = session.get(SeriesRow, series_id)
-            return _views(session, [row])[0] if row is not None else None
+            return self._views(session, [row])[0] if row is not None else None
+
+    def _views(self, session: Session, rows: list[SeriesRow]) -> list[dict[str, Any]]:
+        views = _views(session, rows)
+        for view, row in zip(views, rows, strict=True):
+            view["source"] = self.sources.get(row.calling_ae)
+        return views
 
 
 def _views(session: Session, rows: list[SeriesRow]) -> list[dict[str, Any]]:

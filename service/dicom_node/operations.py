@@ -38,7 +38,11 @@ class SeriesQuery(BaseModel):
 
 
 def ledger() -> SeriesLedger:
-    return SeriesLedger(current_app.extensions["scantune.dicom"].queue.engine)
+    node = current_app.extensions["scantune.dicom"]
+    sources: dict[str, str] = {}
+    for source in node.settings.dicom_sources:
+        sources.setdefault(source.ae_title, source.name)  # the first of an AE title
+    return SeriesLedger(node.queue.engine, sources)
 
 
 @bp.get("")

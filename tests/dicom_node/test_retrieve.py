@@ -417,7 +417,8 @@ def test_a_series_that_failed_is_fetched_again_and_classified_once_the_route_is_
     broken.stop()
     node = make_node(**settings).start()  # the route mended: the fixture's model, production
     argv = ["--url", node.url, "--api-key", "operator-key-for-the-node"]
-    assert main(["series", "refetch", str(failed["id"]), "--source", "pacs", *argv]) == 0
+    assert failed["source"] == "pacs"  # Orthanc sent it under its AE title: a known source
+    assert main(["series", "refetch", str(failed["id"]), *argv]) == 0  # from there again
     assert capsys.readouterr().out.startswith("pacs sent 2 instance(s), 0 failed")
     wait_until(lambda: orthanc.reports(study[0].StudyInstanceUID), QUIET_S + SLACK_S, "its SR")
     again = [s for s in series_of(node) if s["id"] != failed["id"]]

@@ -501,7 +501,8 @@ def test_dashboard_end_to_end(
     assert page.input_value("#r-study") == lost[0].StudyInstanceUID
     assert page.input_value("#r-series") == lost[0].SeriesInstanceUID
     assert page.evaluate("document.activeElement.id") == "r-source"
-    page.fill("#r-source", "pacs")
+    assert page.input_value("#r-source") == "pacs"  # the source that sent it, filled in
+    assert "from pacs that sent it" in page.inner_text("[data-testid=retrieved]")
     page.get_by_role("button", name="Fetch", exact=True).click()
     page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 1 instance.')")
     page.locator("[data-testid=series-row][data-state=delivering]").wait_for(timeout=60_000)

@@ -49,7 +49,8 @@ function sendNow(s) {
 }
 
 // A series that ended unclassified (failed, expired: its files deleted) is fetched again
-// from a PACS that holds it: the form is filled in, the user names the source and fetches.
+// from a PACS that holds it: the form is filled in, with the source that sent it where the
+// node knows it (else the user names one), and the user fetches.
 function fetchAgain(s) {
   if (!fetcher || !["failed", "expired"].includes(s.state)) return null;
   const button = el("button", { type: "button", "data-testid": "fetch-again", text: "Fetch again", "aria-label": `Fetch series ${s.id} again from a PACS` });
@@ -57,7 +58,10 @@ function fetchAgain(s) {
     const fetchForm = document.getElementById("retrieve-form");
     fetchForm.elements.study_instance_uid.value = s.study_instance_uid;
     fetchForm.elements.series_instance_uid.value = s.series_instance_uid;
-    document.getElementById("retrieved").textContent = `Series ${s.id} filled in: name the PACS that holds it, then Fetch.`;
+    if (s.source) fetchForm.elements.source.value = s.source;
+    document.getElementById("retrieved").textContent = s.source
+      ? `Series ${s.id} filled in, from ${s.source} that sent it: Fetch.`
+      : `Series ${s.id} filled in: name the PACS that holds it, then Fetch.`;
     fetchForm.scrollIntoView();
     fetchForm.elements.source.focus();
   });
