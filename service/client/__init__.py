@@ -187,9 +187,14 @@ class Client:
         found: JSON = self.json("POST", path, json={"outcomes": list(outcomes)})
         return found
 
-    def outcomes(self, name: str, version: int) -> JSON:
-        """How the version does on the reported outcomes, beside its card's figures."""
-        found: JSON = self.json("GET", f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes")
+    def outcomes(
+        self, name: str, version: int, *, since: str | None = None, until: str | None = None
+    ) -> JSON:
+        """How the version does on the reported outcomes, beside its card's figures; those
+        reported in [`since`, `until`) (ISO 8601 times) when given."""
+        window = {k: v for k, v in (("since", since), ("until", until)) if v}
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes"
+        found: JSON = self.json("GET", path, params=window)
         return found
 
     # inference

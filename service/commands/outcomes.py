@@ -31,6 +31,12 @@ def add_to(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         "--report", metavar="FILE.csv", type=Path,
         help="first send these outcomes (columns reference, label, one per class)",
     )  # fmt: skip
+    parser.add_argument(
+        "--since", metavar="TIME",
+        help="only outcomes reported at or after this ISO 8601 time (UTC without an offset):"
+        " how the version does lately",
+    )  # fmt: skip
+    parser.add_argument("--until", metavar="TIME", help="only outcomes reported before this")
 
 
 def run(args: argparse.Namespace, api: ApiClient) -> int:
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace, api: ApiClient) -> int:
             body = api.json("POST", path, json={"outcomes": rows[start : start + CHUNK]})
             end = start + body["accepted"]
             print(f"rows {start + 1}-{end}: kept, {body['replaced']} replacing earlier reports")
-    figures = api.json("GET", path)
+    window = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
+    figures = api.json("GET", path, params=window)
     if args.json:
         print(json.dumps(figures, indent=2))
         return OK
@@ -78,8 +85,9 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
 
 def show(f: dict[str, Any]) -> str:
     """The figures as a few lines a person reads, each beside the card's."""
+    window = "".join(f" {k} {f[k]}" for k in ("since", "until") if f.get(k))
     lines = [
-        f"{f['name']} version {f['version']}: {f['reports']} reported outcome(s) from"
+        f"{f['name']} version {f['version']}: {f['reports']} reported outcome(s){window} from"
         f" {f['reported_by']} ({f['clients']} client(s))"
     ]
     if not f["reports"]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, distinct, func, select
 from sqlalchemy.exc import IntegrityError
@@ -77,12 +77,24 @@ class OutcomeStore:
         with self._sessions() as session:
             return [(str(m), int(v)) for m, v in session.execute(query).all()]
 
-    def reported(self, model: str, version: int, client: str | None) -> Reported:
-        """The version's outcomes: every client's (None), or one client's. Plain rows, not
-        ORM objects: 100,000 objects took a second to build (bench/outcomes.py)."""
+    def reported(
+        self,
+        model: str,
+        version: int,
+        client: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Reported:
+        """The version's outcomes: every client's (None), or one client's, reported at or
+        after `since` and before `until`. Plain rows, not ORM objects: 100,000 objects took
+        a second to build (bench/outcomes.py)."""
         where = [OutcomeRow.model_name == model, OutcomeRow.version == version]
         if client is not None:
             where.append(OutcomeRow.client == client)
+        if since is not None:
+            where.append(OutcomeRow.reported_at >= as_utc(since).astimezone(UTC))
+        if until is not None:
+            where.append(OutcomeRow.reported_at < as_utc(until).astimezone(UTC))
         summary = select(
             func.count(distinct(OutcomeRow.client)),
             func.min(OutcomeRow.reported_at),

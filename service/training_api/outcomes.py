@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.card import ModelCard
 from models.outcomes import reported_figures
@@ -23,7 +24,8 @@ from service.audit import hash_uid, record
 from service.auth import current_principal, require
 from service.errors import InvalidRequest
 from service.jobs.outcomes import Outcome, OutcomeStore
-from service.parsing import parse_body
+from service.jobs.tables import as_utc
+from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 from service.registry import Registry
 from service.training_api.context import catalog, services
@@ -54,6 +56,24 @@ class OutcomesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcomes: list[ReportedOutcome] = Field(min_length=1, max_length=1000)
+
+
+class OutcomesQuery(BaseModel):
+    """A window of report times: how the version does lately (a new scanner, a new
+    population), which every report since it went into service would hide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime | None = Field(default=None, description="Reports at or after this (UTC).")
+    until: datetime | None = Field(default=None, description="Reports before this (UTC).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutcomesQuery:
+        """Times without an offset are UTC, as every stored time is."""
+        self.since, self.until = as_utc(self.since), as_utc(self.until)
+        if self.since and self.until and self.since >= self.until:
+            raise ValueError("since must be before until")
+        return self
 
 
 @bp.post("/<name>/versions/<int:version>/outcomes")
@@ -129,12 +149,17 @@ def get_outcomes(name: str, version: int) -> Response:
     who = current_principal()
     recorded = card.access.owner if card.access else None  # an owner never changes
     every = who.admin or who.client == version_owner({"name": name, "owner": recorded})
-    found = services().jobs.outcomes.reported(name, version, None if every else who.client)
+    window = parse_query(OutcomesQuery)
+    found = services().jobs.outcomes.reported(
+        name, version, None if every else who.client, window.since, window.until
+    )
     figures: dict[str, Any] = reported_figures(card, found.labels, found.probabilities)
     return jsonify(
         name=name,
         version=version,
         reported_by="every client" if every else who.client,
+        since=window.since.isoformat() if window.since else None,
+        until=window.until.isoformat() if window.until else None,
         clients=found.clients,
         first_reported_at=found.first_at.isoformat() if found.first_at else None,
         last_reported_at=found.last_at.isoformat() if found.last_at else None,

@@ -257,6 +257,11 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
                  "probabilities": {"normal": 0.4, "pneumonia": 0.6}}  # fmt: skip
     assert client.report_outcomes("chest-xray", 1, [corrected])["replaced"] == 1
     assert client.outcomes("chest-xray", 1)["accuracy"]["value"] == 1.0
+    assert client.outcomes("chest-xray", 1, until="2026-01-01T00:00:00Z")["reports"] == 0
+    assert main(["models", "outcomes", "chest-xray", "1", "--since", "2026-01-01"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "chest-xray version 1: 3 reported outcome(s) since 2026-01-01T00:00:00+00:00 from"
+    )
     sheet.write_text("reference,label,normal,pneumonia\nD,normal,low,0.3\n")
     assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 2
     assert "row 2: each class's column holds a number" in capsys.readouterr().err

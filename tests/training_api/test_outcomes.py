@@ -249,3 +249,40 @@ def test_a_restarted_service_shows_the_gauges_before_any_new_report(
         observe_reported(services().jobs.outcomes, services().registry)
     assert gauge() == 30
     assert float(metrics.REPORTED_FIGURE.labels("lung-ct", "4", "accuracy")._value.get()) == 1.0
+
+
+def test_the_figures_of_a_window_of_report_times_show_how_the_version_does_lately(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from service.jobs.tables import OutcomeRow
+    from service.training_api import services
+
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
+    app = make_app()
+    reader = as_(app, "ci-reader")
+    early = [outcome(f"E{i}", "pneumonia", 0.9) for i in range(6)]  # right, in its first month
+    assert as_(app, "gateway").post(url(), json={"outcomes": early}).status_code == 200
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    with app.app_context(), services().jobs.store.engine.begin() as conn:
+        conn.execute(update(OutcomeRow).values(reported_at=month_ago))
+    late = [outcome(f"L{i}", "normal", 0.9) for i in range(4)]  # wrong, since a new scanner
+    assert as_(app, "gateway").post(url(), json={"outcomes": late}).status_code == 200
+
+    every = reader.get(url()).get_json()
+    assert (every["reports"], every["since"], every["until"]) == (10, None, None)
+    week = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S")  # UTC, no offset
+    lately = reader.get(url(), query_string={"since": week}).get_json()
+    assert (lately["reports"], lately["accuracy"]["value"]) == (4, 0.0)
+    assert lately["since"].startswith(week) and lately["since"].endswith("+00:00")
+    before = reader.get(url(), query_string={"until": week}).get_json()
+    assert (before["reports"], before["accuracy"]["value"]) == (6, 1.0)
+    backwards = reader.get(url(), query_string={"since": week, "until": "2026-01-01"})
+    assert backwards.status_code == 422
+    assert "since must be before until" in backwards.get_json()["detail"]
+    unread = reader.get(url(), query_string={"since": "last week"})
+    assert unread.status_code == 422 and unread.get_json()["errors"][0]["loc"] == "query/since"
