@@ -3,9 +3,10 @@ scans a version classified, and show how it does on them beside its card.
 
 The CSV is what a RIS or a study spreadsheet exports, or `scantune predict --outcomes-sheet`
 wrote: a header row `reference,label,` then one column per class of the model holding the
-probability the version answered (a `file` column is read by people only, never sent); one
-row per scan, those with no label yet left out. It is sent 1,000 rows a request (each request
-kept whole, or refused whole with the row's field named)."""
+probability the version answered, and `signature` where the answer had one (a `file` column
+is read by people only, never sent); one row per scan, those with no label yet left out. It
+is sent 1,000 rows a request (each request kept whole, or refused whole with the row's field
+named)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
-        classes = [f for f in fields if f not in ("reference", "label", "file")]
+        classes = [f for f in fields if f not in ("reference", "label", "file", "signature")]
         if "reference" not in fields or "label" not in fields or len(classes) < 2:
             raise ValueError("the header must name reference, label and each class's column")
         rows = []
@@ -76,8 +77,11 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
                 probabilities = {c: float(row[c]) for c in classes}
             except (TypeError, ValueError):
                 raise ValueError(f"row {line}: each class's column holds a number") from None
-            rows.append({"reference": row["reference"], "label": row["label"],
-                         "probabilities": probabilities})  # fmt: skip
+            outcome = {"reference": row["reference"], "label": row["label"],
+                       "probabilities": probabilities}  # fmt: skip
+            if (row.get("signature") or "").strip():
+                outcome["signature"] = row["signature"].strip()
+            rows.append(outcome)
     if not rows:
         raise ValueError("no row with a label in it")
     return rows

@@ -179,17 +179,21 @@ def write_parts(folder: Path, body: bytes, content_type: str) -> list[str]:
 def outcomes_sheet(body: dict[str, Any]) -> bytes:
     """The CSV `scantune models outcomes --report` reads: the scan's file name (kept on this
     machine, never sent), a reference naming nobody (the answer's request id and the scan's
-    place in it), the label left empty for the confirmed diagnosis, each class's probability."""
+    place in it), the label left empty for the confirmed diagnosis, each class's probability,
+    and the answer's signature when the service signs its predictions."""
     import csv
     import io
 
     classes = list(body["predictions"][0]["probabilities"]) if body["predictions"] else []
+    signed = any("signature" in p for p in body["predictions"])
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["file", "reference", "label", *classes])
+    writer.writerow(["file", "reference", "label", *classes, *(["signature"] * signed)])
     for i, pred in enumerate(body["predictions"]):
         probabilities = [repr(float(pred["probabilities"][c])) for c in classes]
-        writer.writerow([pred["file"], f"{body['request_id']}/{i}", "", *probabilities])
+        signature = [pred.get("signature", "")] if signed else []
+        writer.writerow([pred["file"], f"{body['request_id']}/{i}", "", *probabilities,
+                         *signature])  # fmt: skip
     return out.getvalue().encode()
 
 

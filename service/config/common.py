@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.errors import validation_errors
@@ -122,6 +122,12 @@ class CommonSettings(BaseSettings):
     audit_salt: str = Field(
         default="",
         description="Salt of the hashes that stand for study UIDs in audit records.",
+    )
+    prediction_signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key the inference service signs each prediction's probabilities with"
+        " and the training service checks reported outcomes against (the same in both); none:"
+        " predictions are unsigned and outcomes taken on trust.",
     )
 
 

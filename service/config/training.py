@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from service.config.common import DEFAULT_VAR, CommonSettings
 
@@ -185,3 +185,14 @@ class TrainingSettings(CommonSettings):
             " configured."
         ),
     )
+    outcomes_signed_only: bool = Field(
+        default=False,
+        description="Refuse a reported outcome without a valid signature of what the version"
+        " answered (needs prediction_signing_key); default: unsigned ones are taken, counted.",
+    )
+
+    @model_validator(mode="after")
+    def _signed_needs_a_key(self) -> TrainingSettings:
+        if self.outcomes_signed_only and self.prediction_signing_key is None:
+            raise ValueError("outcomes_signed_only needs prediction_signing_key to check them")
+        return self

@@ -55,13 +55,14 @@ class OutcomeBook:
         accession: str,
         model: str,
         version: int,
-        scans: Sequence[tuple[str, dict[str, float]]],
+        scans: Sequence[tuple[str, dict[str, float], str | None]],
     ) -> None:
-        """Keep each scan (SOP Instance UID, probabilities) of `accession` classified by the
-        version; a scan classified again by it keeps its newest answer (and any label)."""
+        """Keep each scan (SOP Instance UID, probabilities, their signature) of `accession`
+        classified by the version; a scan classified again by it keeps its newest answer
+        (and any label)."""
         now = utcnow()
         with self._lock, self._sessions.begin() as session:
-            for sop, probabilities in scans:
+            for sop, probabilities, signature in scans:
                 reference = reference_of(sop)
                 row = session.scalar(
                     select(OutcomeRow).where(
@@ -74,12 +75,14 @@ class OutcomeBook:
                 if row is None:
                     session.add(OutcomeRow(
                         accession=accession, model=model, version=version, reference=reference,
-                        probabilities=answered, state="waiting", attempts=0, created_at=now,
+                        probabilities=answered, signature=signature, state="waiting",
+                        attempts=0, created_at=now,
                     ))  # fmt: skip
                     continue
                 if row.label is not None and row.probabilities != answered:
                     row.state, row.next_attempt_at = "pending", now  # the new answer, labelled
                 row.accession, row.probabilities = accession, answered
+                row.signature = signature
 
     def label(self, accession: str, label_for: Callable[[str, list[str]], str | None]) -> int:
         """Label the scans of `accession` with what `label_for(model, classes)` says of their
@@ -121,10 +124,11 @@ class OutcomeBook:
             batch = batches.setdefault(key, Batch(row.model, row.version, [], [], row.attempts))
             if len(batch.ids) < BATCH:
                 batch.ids.append(row.id)
-                batch.outcomes.append({
-                    "reference": row.reference, "label": row.label,
-                    "probabilities": json.loads(row.probabilities),
-                })  # fmt: skip
+                sent = {"reference": row.reference, "label": row.label,
+                        "probabilities": json.loads(row.probabilities)}  # fmt: skip
+                if row.signature:
+                    sent["signature"] = row.signature
+                batch.outcomes.append(sent)
         return list(batches.values())
 
     def sent(self, batch: Batch) -> None:

@@ -64,11 +64,12 @@ class OutcomeReports:
         model = str(found.model["name"])
         if model not in self.codes:
             return
-        by_exam: dict[str, list[tuple[str, dict[str, float]]]] = {}
+        by_exam: dict[str, list[tuple[str, dict[str, float], str | None]]] = {}
         for source, prediction in zip(sources, found.predictions, strict=True):
             accession = str(source.get("AccessionNumber") or "").strip()
             if accession:
-                scan = (str(source.SOPInstanceUID), dict(prediction["probabilities"]))
+                answered = dict(prediction["probabilities"])
+                scan = (str(source.SOPInstanceUID), answered, prediction.get("signature"))
                 by_exam.setdefault(accession, []).append(scan)
         for accession, scans in by_exam.items():
             self.book.remember(accession, model, int(found.model["version"]), scans)

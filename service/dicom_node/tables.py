@@ -153,6 +153,9 @@ class OutcomeRow(Base):
         String(80), nullable=False, doc="What the scan is reported as: a hash of its SOP UID."
     )
     probabilities: Mapped[str] = mapped_column(Text, nullable=False, doc="JSON, as answered.")
+    signature: Mapped[str | None] = mapped_column(
+        String(80), doc="Inference's signature of the answer (with a prediction signing key)."
+    )
     label: Mapped[str | None] = mapped_column(String(128), doc="The class the report confirmed.")
     state: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

@@ -12,6 +12,18 @@ from typing import Any
 from flask import Response, g, jsonify
 
 
+def sign_predictions(result: dict[str, Any], key: str | None) -> None:
+    """Each prediction's `signature` (`service.signing`): what this version answered, for the
+    outcome reported for the scan later; nothing without a key."""
+    if key is None:
+        return
+    from service.signing import sign
+
+    name, version = result["model"]["name"], result["model"]["version"]
+    for prediction in result["predictions"]:
+        prediction["signature"] = sign(key, name, version, prediction["probabilities"])
+
+
 def prediction_response(
     result: dict[str, Any], rendered: tuple[bytes, str] | None = None
 ) -> Response:

@@ -19,7 +19,7 @@ from service.inference.prediction_metrics import (
 )
 from service.inference.predictor import Selector
 from service.inference.queries import ModelQuery, PredictQuery
-from service.inference.responses import prediction_response
+from service.inference.responses import prediction_response, sign_predictions
 from service.parsing import parse_query
 from service.ratelimit import limited
 from service.registry import Registry
@@ -82,6 +82,8 @@ def predict(name: str) -> Response:
     asked = hospital_request(request, settings, uploads, model.card, query)
     studies_of(asked.study_uids())
     result = predictor.predict(model, selector, uploads, explain=query.explain, top_k=query.top_k)
+    key = settings.prediction_signing_key
+    sign_predictions(result, key.get_secret_value() if key is not None else None)
     return prediction_response(result, hospital_answer(asked, result, model, settings))
 
 

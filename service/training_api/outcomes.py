@@ -50,6 +50,12 @@ class ReportedOutcome(BaseModel):
     probabilities: dict[str, float] = Field(
         description="What the version answered for the scan: each class's probability."
     )
+    signature: str | None = Field(
+        default=None,
+        max_length=80,
+        pattern=r"^v1:[0-9a-f]{64}$",
+        description="The predict answer's signature of these probabilities (service.signing).",
+    )
 
 
 class OutcomesBody(BaseModel):
@@ -83,6 +89,7 @@ def report_outcomes(name: str, version: int) -> Response:
     card = catalog().registry.get_card(name, version)  # 404 for one the client cannot see
     body, who = parse_body(OutcomesBody), current_principal()
     _check(body, card)
+    signed = _check_signatures(body, name, version)
     salt = services().settings.audit_salt
     outcomes = [
         Outcome(hash_uid(o.reference, salt), o.label, {c: o.probabilities[c] for c in card.classes})
@@ -90,11 +97,14 @@ def report_outcomes(name: str, version: int) -> Response:
     ]
     replaced = services().jobs.outcomes.report(name, version, who.client, outcomes)
     record("outcomes_reported", client=who.client, target=f"model/{name}/versions/{version}",
-           outcome="kept", reports=len(outcomes), replaced=replaced)  # fmt: skip
+           outcome="kept", reports=len(outcomes), replaced=replaced,
+           signed=signed)  # fmt: skip
     # The gauges (and their alert) follow every client's reports; the figures take seconds at
     # 100,000 reports (bench/outcomes.py), so they are worked out after the answer.
     _observe_later(services().jobs.outcomes, name, version, card)
-    return jsonify(name=name, version=version, accepted=len(outcomes), replaced=replaced)
+    return jsonify(
+        name=name, version=version, accepted=len(outcomes), replaced=replaced, signed=signed
+    )
 
 
 _pending: set[tuple[str, int]] = set()  # versions whose gauges are waiting to be worked out
@@ -190,3 +200,28 @@ def _check(body: OutcomesBody, card: ModelCard) -> None:
             f"{len(errors)} invalid field(s): {summary}",
             errors=[{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in errors],
         )
+
+
+def _check_signatures(body: OutcomesBody, name: str, version: int) -> int:
+    """With a signing key, each signature given must be that of the outcome's probabilities
+    answered by this version, and with `outcomes_signed_only` each outcome needs one: a 422
+    naming the outcomes that fail. How many were checked (none without a key)."""
+    settings = services().settings
+    if settings.prediction_signing_key is None:
+        return 0
+    from service.signing import verify
+
+    key, errors = settings.prediction_signing_key.get_secret_value(), []
+    for i, o in enumerate(body.outcomes):
+        where = f"body/outcomes/{i}/signature"
+        if o.signature is None:
+            if settings.outcomes_signed_only:
+                errors.append({"loc": where, "msg": "required: the predict answer's signature",
+                               "type": "missing"})  # fmt: skip
+        elif not verify(key, name, version, o.probabilities, o.signature):
+            errors.append({"loc": where, "type": "signature",
+                           "msg": f"not what version {version} of {name} answered (another"
+                                  " version's answer, or probabilities changed)"})  # fmt: skip
+    if errors:
+        raise InvalidRequest(f"{len(errors)} outcome(s) not signed by this version", errors=errors)
+    return sum(o.signature is not None for o in body.outcomes)

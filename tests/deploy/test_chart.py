@@ -227,6 +227,10 @@ def test_refuses_to_render_without_the_settings_a_cluster_needs(helm: Any, rende
             },
             "trainer.envSecret is required",
         ),
+        (
+            {**MINIMAL, "api": {"outcomesSignedOnly": True}},  # checked against what key?
+            "api.outcomesSignedOnly needs secrets.predictionSigningKey",
+        ),
     ]
     for values, message in cases:
         with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
@@ -313,6 +317,10 @@ def test_api_settings_parse_and_carry_the_job_template(
     assert settings.s3_endpoint_url == PRODUCTION["config"]["s3EndpointUrl"]
     assert settings.webhook_secret == PRODUCTION["secrets"]["webhookSecret"]
     assert [key.name for key in settings.api_keys] == ["ci", "pacs"]
+    signing = PRODUCTION["secrets"]["predictionSigningKey"]  # the key inference signs with
+    assert settings.prediction_signing_key is not None
+    assert settings.prediction_signing_key.get_secret_value() == signing
+    assert settings.outcomes_signed_only is True
     assert settings.k8s_image == f"{trainer['image']['repository']}:{trainer['image']['tag']}"
     assert settings.k8s_node_selector == trainer["nodeSelector"]
     assert settings.k8s_tolerations == trainer["tolerations"]
@@ -415,6 +423,9 @@ def test_inference_settings_parse(render: Render, monkeypatch: pytest.MonkeyPatc
     assert settings.s3_region == PRODUCTION["config"]["s3Region"]
     assert [key.name for key in settings.api_keys] == ["ci", "pacs"]
     assert settings.auth_disabled is False
+    assert settings.prediction_signing_key is not None  # the API's own, to check outcomes
+    signing = PRODUCTION["secrets"]["predictionSigningKey"]
+    assert settings.prediction_signing_key.get_secret_value() == signing
     # Least privilege: inference never sees the job store or the webhook key.
     assert "SCANTUNE_DATABASE_URL" not in env
     assert "SCANTUNE_WEBHOOK_SECRET" not in env

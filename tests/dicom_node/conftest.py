@@ -19,6 +19,7 @@ from tests.inference.conftest import trained as trained  # the fixture
 
 NODE_KEY, STOW_KEY = "node-key-for-inference", "stow-key-for-the-node"
 OPS_KEY = "ops-key-for-the-node"  # series:read: the operators' view
+SIGNING_KEY = "prediction-signing-key-of-the-tests"  # inference signs, training checks
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def inference(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "SCANTUNE_ARTIFACT_URI": registry.store.uri,
         "SCANTUNE_API_KEYS": json.dumps(keys),
         "SCANTUNE_PRELOAD_MODELS": json.dumps([MODEL]),
+        "SCANTUNE_PREDICTION_SIGNING_KEY": SIGNING_KEY,
     }
     server = Gunicorn("inference", env, root).start()
     yield server

@@ -14,6 +14,7 @@ from service.jobs.database import make_engine, migrate
 from service.jobs.store import utcnow
 
 P = {"normal": 0.25, "pneumonia": 0.75}
+SIGNED = "v1:" + "0a" * 32  # inference's signature of P, when it signs
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -29,9 +30,9 @@ def book(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutcomeBook
 
 
 def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: OutcomeBook) -> None:
-    book.remember("ACC-1", "chest", 1, [("1.2.1", P), ("1.2.2", P)])
-    book.remember("ACC-1", "chest", 2, [("1.2.1", P)])
-    book.remember("ACC-2", "chest", 1, [("1.2.3", P)])
+    book.remember("ACC-1", "chest", 1, [("1.2.1", P, None), ("1.2.2", P, SIGNED)])
+    book.remember("ACC-1", "chest", 2, [("1.2.1", P, None)])
+    book.remember("ACC-2", "chest", 1, [("1.2.3", P, None)])
     assert book.due() == [] and book.known("ACC-1") and not book.known("ACC-9")
     assert book.label("ACC-1", lambda model, classes: None) == 0  # the report names no class
     assert book.label("ACC-1", lambda model, classes: "pneumonia") == 3
@@ -39,9 +40,10 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     assert sorted(batches) == [("chest", 1), ("chest", 2)]
     first = batches[("chest", 1)]
     assert first.outcomes == [
-        {"reference": reference_of(uid), "label": "pneumonia", "probabilities": P}
-        for uid in ("1.2.1", "1.2.2")
-    ]
+        {"reference": reference_of("1.2.1"), "label": "pneumonia", "probabilities": P},
+        {"reference": reference_of("1.2.2"), "label": "pneumonia", "probabilities": P,
+         "signature": SIGNED},
+    ]  # fmt: skip
     assert "1.2.1" not in reference_of("1.2.1")  # the UID itself never leaves
     book.label("ACC-1", lambda model, classes: "normal")  # corrected while it was on its way
     book.sent(first)
@@ -58,8 +60,8 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
 
 
 def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> None:
-    book.remember("ACC-1", "chest", 1, [("1.2.1", P)])
-    book.remember("ACC-2", "chest", 1, [("1.2.2", P)])
+    book.remember("ACC-1", "chest", 1, [("1.2.1", P, None)])
+    book.remember("ACC-2", "chest", 1, [("1.2.2", P, None)])
     book.label("ACC-1", lambda model, classes: "pneumonia")
     assert book.forget_before(utcnow() - timedelta(hours=1)) == 0
     assert book.forget_before(utcnow() + timedelta(seconds=1)) == 1  # one labelled, unsent

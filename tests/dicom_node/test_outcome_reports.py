@@ -1,7 +1,8 @@
 """Outcomes from the RIS's reports end to end: a modality's study classified by the node
 (under gunicorn, the model served by the inference service), the RIS's ORU^R01 over MLLP, and
 the confirmed outcomes at the real training service (under gunicorn), which shows them beside
-the version's card: sent once the training service is up, replaced by a corrected report;
+the version's card: sent once the training service is up (signed by inference, checked
+there), replaced by a corrected report;
 preliminary, unknown, uncoded and ambiguous reports send nothing."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import requests
 from service.auth import hash_key
 from service.config import DicomNodeSettings
 from tests.conftest import free_port
+from tests.dicom_node.conftest import SIGNING_KEY
 from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, send, wait_until
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S
 from tests.dicom_node.test_orders import send as send_hl7
@@ -38,6 +40,8 @@ def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
         "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'training.db'}",
         "SCANTUNE_ARTIFACT_URI": inference.env["SCANTUNE_ARTIFACT_URI"],
         "SCANTUNE_API_KEYS": json.dumps(keys),
+        "SCANTUNE_PREDICTION_SIGNING_KEY": SIGNING_KEY,
+        "SCANTUNE_OUTCOMES_SIGNED_ONLY": "true",  # what the node sends is what inference said
     }
     server = Gunicorn("training", env, tmp_path / "training")
     yield server

@@ -289,3 +289,20 @@ def test_the_heatmap_is_hot_where_the_cam_is_and_cold_where_it_is_not() -> None:
     assert tuple(rgb[0, 0]) == (128, 0, 0)  # the ramp's top: dark red
     assert tuple(rgb[-1, -1]) == (0, 0, 128)  # its bottom: dark blue
     assert tuple(rgb[400, 200]) == (0, 0, 128)  # far from the hot cell
+
+
+def test_with_a_signing_key_each_prediction_is_signed_as_this_version_answered_it(
+    client: Any, make_client: Any, fixture_images: Path
+) -> None:
+    from service.signing import verify
+
+    paths = [fixture_images / "normal_0.png", fixture_images / "pneumonia_0_rescale.dcm"]
+    assert all("signature" not in p for p in client.post(PREDICT, data=multipart(paths)).json[
+        "predictions"])  # fmt: skip
+    key = "a-signing-key-both-services-hold"
+    answer = make_client(prediction_signing_key=key).post(PREDICT, data=multipart(paths)).json
+    version = answer["model"]["version"]
+    for prediction in answer["predictions"]:
+        signature = prediction["signature"]
+        assert verify(key, MODEL, version, prediction["probabilities"], signature)
+        assert not verify(key, MODEL, version + 1, prediction["probabilities"], signature)

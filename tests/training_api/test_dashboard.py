@@ -92,6 +92,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         # each worker re-reads who may use a version at every request: a change made
         # through one worker shows on the next page, whichever worker serves it
         "SCANTUNE_ACCESS_RECHECK_S": "0",
+        # inference signs what it answers; training takes only outcomes signed so (Try's Report)
+        "SCANTUNE_PREDICTION_SIGNING_KEY": "prediction-signing-key-of-the-dashboard-test",
     }
     base.pop("SCANTUNE_AUTH_DISABLED", None)
     (tmp / "artifacts").mkdir()
@@ -138,6 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "SCANTUNE_LOCAL_DATA_ROOTS": data_roots(tmp),  # pytest's folders: none by default
         "SCANTUNE_SUPERVISOR_INTERVAL_S": "0.5",
         "SCANTUNE_HEARTBEAT_INTERVAL_S": "1",
+        "SCANTUNE_OUTCOMES_SIGNED_ONLY": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-train"),
     }
     (tmp / "m-train").mkdir()
@@ -318,10 +321,11 @@ def test_dashboard_end_to_end(
                 headers={"Authorization": f"Bearer {READER}"}, timeout=30,
             )  # fmt: skip
         assert said.status_code == 200, said.text
-        probabilities = said.json()["predictions"][0]["probabilities"]
+        answered = said.json()["predictions"][0]
         truth = card["classes"][name.startswith("pneumonia")]  # PneumoniaMNIST: 0 normal
         reads.append({"reference": f"read-{name}", "label": truth,
-                      "probabilities": probabilities})  # fmt: skip
+                      "probabilities": answered["probabilities"],
+                      "signature": answered["signature"]})  # fmt: skip
     reported = requests.post(
         f"{url}/v1/models/{MODEL}/versions/1/outcomes", json={"outcomes": reads},
         headers={"Authorization": f"Bearer {READER}"}, timeout=10,

@@ -117,7 +117,13 @@ def test_reported_outcomes_are_kept_replaced_when_corrected_and_shown_to_whom_th
             outcome("ACC-3/1", "normal", 0.6)]  # fmt: skip
     taken = pacs.post(url(), json={"outcomes": sent})
     assert taken.status_code == 200, taken.get_json()
-    assert taken.get_json() == {"name": "chest-xray", "version": 1, "accepted": 3, "replaced": 0}
+    assert taken.get_json() == {
+        "name": "chest-xray",
+        "version": 1,
+        "accepted": 3,
+        "replaced": 0,
+        "signed": 0,
+    }
     # a read of ACC-3 corrected: the scan showed pneumonia after all; counted once
     corrected = pacs.post(url(), json={"outcomes": [outcome("ACC-3/1", "pneumonia", 0.6)]})
     assert corrected.get_json()["replaced"] == 1
@@ -286,3 +292,49 @@ def test_the_figures_of_a_window_of_report_times_show_how_the_version_does_latel
     assert "since must be before until" in backwards.get_json()["detail"]
     unread = reader.get(url(), query_string={"since": "last week"})
     assert unread.status_code == 422 and unread.get_json()["errors"][0]["loc"] == "query/since"
+
+
+def test_with_a_signing_key_an_outcome_must_be_what_this_version_answered(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    from service.signing import sign
+
+    key = "a-signing-key-both-services-hold"
+    for version in (1, 2):
+        publish_version(training_env / "artifacts", "chest-xray", version,
+                        access=ModelAccess(owner="ci"), threshold=CUT)  # fmt: skip
+    app = make_app(prediction_signing_key=key)
+    pacs = as_(app, "radiology-pacs")
+
+    def signed(reference: str, version: int, p: float) -> dict[str, Any]:
+        return {**outcome(reference, "pneumonia", p),
+                "signature": sign(key, "chest-xray", version, said(p))}  # fmt: skip
+
+    taken = pacs.post(url(), json={"outcomes": [signed("A", 1, 0.9), outcome("B", "normal", 0.2)]})
+    assert taken.status_code == 200 and taken.get_json()["signed"] == 1  # unsigned: taken
+    # the alias moved between the predict and the report: version 2's answer, sent to 1
+    moved = pacs.post(url(), json={"outcomes": [signed("C", 1, 0.8), signed("D", 2, 0.7)]})
+    assert moved.status_code == 422
+    [error] = moved.get_json()["errors"]
+    assert error["loc"] == "body/outcomes/1/signature" and "version 1 of" in error["msg"]
+    edited = {**signed("E", 1, 0.6), "probabilities": said(0.3)}
+    assert pacs.post(url(), json={"outcomes": [edited]}).status_code == 422
+    assert as_(app, "ci-reader").get(url()).get_json()["reports"] == 2  # nothing half-kept
+
+    strict = make_app(prediction_signing_key=key, outcomes_signed_only=True)
+    unsigned = as_(strict, "radiology-pacs").post(
+        url(), json={"outcomes": [outcome("F", "normal", 0.2)]}
+    )
+    assert unsigned.status_code == 422
+    assert unsigned.get_json()["errors"][0]["loc"] == "body/outcomes/0/signature"
+    again = as_(strict, "radiology-pacs").post(
+        url("chest-xray", 2), json={"outcomes": [signed("D", 2, 0.7)]}
+    )
+    assert again.status_code == 200 and again.get_json()["signed"] == 1, again.get_json()
+
+
+def test_signed_only_needs_a_key() -> None:
+    from service.config import TrainingSettings
+
+    with pytest.raises(ValueError, match="needs prediction_signing_key"):
+        TrainingSettings(outcomes_signed_only=True)

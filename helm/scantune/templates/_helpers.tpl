@@ -179,6 +179,9 @@ SCANTUNE_REDIS_URL: {{ . | quote }}
 {{- with .Values.secrets.auditSalt }}
 SCANTUNE_AUDIT_SALT: {{ . | quote }}
 {{- end }}
+{{- with .Values.secrets.predictionSigningKey }}
+SCANTUNE_PREDICTION_SIGNING_KEY: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 

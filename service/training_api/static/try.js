@@ -6,7 +6,7 @@ import { api, el, fmt, notice, setup } from "./common.js";
 const modelSelect = document.getElementById("try-model");
 const versionSelect = document.getElementById("try-version");
 let models = [];
-let answered = null; // the last prediction: {model, version, reference, probabilities}
+let answered = null; // the last prediction: {model, version, reference, probabilities, signature}
 
 function fillVersions() {
   const m = models.find((x) => x.name === modelSelect.value);
@@ -20,7 +20,8 @@ function fillVersions() {
 
 function show(result, file) {
   const item = result.predictions ? result.predictions[0] : result;
-  answered = { model: result.model.name, version: result.model.version, reference: `${result.request_id}/0`, probabilities: item.probabilities };
+  // The signature (where inference signs) goes back with the outcome, as the answer gave it.
+  answered = { model: result.model.name, version: result.model.version, reference: `${result.request_id}/0`, probabilities: item.probabilities, signature: item.signature };
   document.getElementById("outcome-label").replaceChildren(...Object.keys(item.probabilities).map((c) => el("option", { value: c, text: c })));
   document.getElementById("outcome-said").textContent = "";
   const rows = Object.entries(item.probabilities).map(([c, p]) =>
@@ -43,11 +44,12 @@ function show(result, file) {
 async function report(event) {
   event.preventDefault();
   const said = document.getElementById("outcome-said");
-  const { model, version, reference, probabilities } = answered;
+  const { model, version, reference, probabilities, signature } = answered;
   const label = document.getElementById("outcome-label").value;
   const path = `/v1/models/${encodeURIComponent(model)}/versions/${version}/outcomes`;
   try {
-    const kept = await api(path, { method: "POST", json: { outcomes: [{ reference, label, probabilities }] } });
+    const outcome = signature ? { reference, label, probabilities, signature } : { reference, label, probabilities };
+    const kept = await api(path, { method: "POST", json: { outcomes: [outcome] } });
     const figures = await api(path);
     const accuracy = figures.accuracy ? `, accuracy ${fmt(figures.accuracy.value, 3)}` : "";
     said.textContent = `${kept.replaced ? "Corrected" : "Reported"}: version ${version} has ${figures.reports} reported outcome${figures.reports === 1 ? "" : "s"}${accuracy}.`;

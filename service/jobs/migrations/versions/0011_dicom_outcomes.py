@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("reference", sa.String(80), nullable=False),
         sa.Column("probabilities", sa.Text(), nullable=False),
+        sa.Column("signature", sa.String(80)),
         sa.Column("label", sa.String(128)),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
