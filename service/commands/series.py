@@ -1,8 +1,8 @@
 """`scantune series list|show|send-now|retrieve|refetch|retrieval|retrievals|cancel-retrieval|
-orders`, over the node's
-API: what the DICOM node did with each series it received (its classification, each delivery
-of its result and the last errors), having it fetch a study from a PACS (waiting, or in the
-background) and what became of those fetches, and the RIS's orders."""
+orders|outcomes`, over the node's API: what the DICOM node did with each series it received
+(its classification, each delivery of its result and the last errors), having it fetch a
+study from a PACS (waiting, or in the background) and what became of those fetches, the RIS's
+orders, and the outcomes its reports confirmed."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     orders = _add(sub, "orders", "the RIS's orders, newest first (scope series:read)", run_orders)
     orders.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
+    reports = _add(
+        sub, "outcomes", "scans whose confirmed outcome the RIS's reports give, newest first"
+        " (scope series:read)", run_outcomes,
+    )  # fmt: skip
+    reports.add_argument("--state", choices=("waiting", "pending", "sent", "refused"))
+    reports.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
     which = fetch.add_mutually_exclusive_group(required=True)
     which.add_argument("study", metavar="STUDY_UID", nargs="?", help="the Study Instance UID")
     which.add_argument("--accession", metavar="NUMBER", help="the studies of this accession number")
@@ -133,6 +139,22 @@ def run_orders(args: argparse.Namespace, api: ApiClient) -> int:
         print(
             f"{o['id']:>6}  {o['accession_number']:16}  {o['state']:9}  {o['attempts']:>5}"
             f"  {received:19}  {studies}"
+        )
+    return OK
+
+
+def run_outcomes(args: argparse.Namespace, api: ApiClient) -> int:
+    params = {"limit": args.limit, **({"state": args.state} if args.state else {})}
+    body = api.json("GET", "/v1/outcome-reports", params=params)
+    if printed_raw(body, args.json):
+        return OK
+    print(f"{'ID':>6}  {'ACCESSION':16}  {'MODEL':24}  {'STATE':8}  {'LABEL':12}  {'TRIES':>5}"
+          "  LAST ERROR")  # fmt: skip
+    for o in body["items"]:
+        model = f"{o['model']} v{o['version']}"
+        print(
+            f"{o['id']:>6}  {o['accession_number']:16}  {model:24}  {o['state']:8}"
+            f"  {o['label'] or '-':12}  {o['attempts']:>5}  {o['last_error'] or '-'}"
         )
     return OK
 

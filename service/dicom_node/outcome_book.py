@@ -20,10 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from service.dicom_node.ledger import iso_time
 from service.dicom_node.tables import OutcomeRow
 from service.jobs.store import utcnow
+from service.paging import newest_page
 
 BATCH = 1000  # what one request to the training service takes at most
 
@@ -157,6 +159,20 @@ class OutcomeBook:
             session.execute(delete(OutcomeRow).where(old))
             return len(pending)
 
+    def page(
+        self, state: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The scans kept, newest first, optionally in one state: for the operator who asks
+        "did the report of exam X reach the training service, and if not, why?"."""
+        query = select(OutcomeRow)
+        if state is not None:
+            query = query.where(OutcomeRow.state == state)
+        with Session(self.engine) as session:
+            rows, next_cursor = newest_page(
+                session, query, OutcomeRow.id, "outcome-reports", cursor, limit
+            )
+            return [_view(row) for row in rows], next_cursor
+
     def _update(self, batch: Batch, change: Callable[[OutcomeRow], None]) -> None:
         """`change` each row of `batch` still as it was sent: one relabelled (or classified
         again) meanwhile is left pending, to go with what it says now."""
@@ -170,6 +186,23 @@ class OutcomeBook:
                 )
                 if row.state == "pending" and same:
                     change(row)
+
+
+def _view(row: OutcomeRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "accession_number": row.accession,
+        "model": row.model,
+        "version": row.version,
+        "state": row.state,
+        "label": row.label,
+        "signed": row.signature is not None,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "classified_at": iso_time(row.created_at),
+        "reported_at": iso_time(row.reported_at),
+        "next_attempt_at": iso_time(row.next_attempt_at) if row.state == "pending" else None,
+    }
 
 
 def _set(row: OutcomeRow, **values: Any) -> None:

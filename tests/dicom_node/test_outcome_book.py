@@ -57,6 +57,13 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     assert book.due() == []
     book.label("ACC-1", lambda model, classes: "normal")  # sent again on a new report
     assert sum(len(b.ids) for b in book.due()) == 3
+    waiting, cursor = book.page("waiting", None, 50)
+    assert [(o["accession_number"], o["label"], cursor) for o in waiting] == [("ACC-2", None, None)]
+    newest, cursor = book.page(None, None, 2)  # newest first, a page at a time
+    assert [o["id"] for o in newest] == [4, 3] and cursor is not None
+    rest, cursor = book.page(None, cursor, 2)
+    assert [o["id"] for o in rest] == [2, 1] and cursor is None
+    assert [o["signed"] for o in rest] == [True, False]
 
 
 def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> None:

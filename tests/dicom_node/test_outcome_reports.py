@@ -16,9 +16,10 @@ import pytest
 import requests
 
 from service.auth import hash_key
+from service.cli import main
 from service.config import DicomNodeSettings
 from tests.conftest import free_port
-from tests.dicom_node.conftest import SIGNING_KEY
+from tests.dicom_node.conftest import OPS_KEY, SIGNING_KEY
 from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, send, wait_until
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S
 from tests.dicom_node.test_orders import send as send_hl7
@@ -75,7 +76,7 @@ def outcomes(training: Gunicorn) -> dict[str, Any]:
 
 
 def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcomes(
-    node: Gunicorn, orthanc: Orthanc, training: Gunicorn
+    node: Gunicorn, orthanc: Orthanc, training: Gunicorn, capsys: pytest.CaptureFixture[str]
 ) -> None:
     study = make_study(3)
     for ds in study:
@@ -114,6 +115,15 @@ def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcom
     )  # fmt: skip
     assert outcomes(training)["reports"] == 3
     assert node.metric("scantune_dicom_outcomes_total", outcome="sent") == 6
+    sent = node.items("/v1/outcome-reports?state=sent", OPS_KEY)  # what the operator sees
+    assert [(o["accession_number"], o["label"], o["signed"]) for o in sent] == [
+        ("RIS-31", "normal", True)
+    ] * 3
+    assert node.items("/v1/outcome-reports?state=refused", OPS_KEY) == []
+    assert main(["series", "outcomes", "--url", node.url, "--api-key", OPS_KEY]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["ID", "ACCESSION", "MODEL", "STATE"] and len(lines) == 3
+    assert lines[0].split()[1:6] == ["RIS-31", MODEL, "v1", "sent", "normal"]
     log = node.log_text()
     assert "RIS-31" not in log and not any(ds.SOPInstanceUID in log for ds in study)
 

@@ -28,6 +28,7 @@ from tests.conftest import DATA, REPO, data_roots, free_port, wait_for_port
 from tests.dicom_node.parts import PACS_AE, Orthanc, make_study, store_in_pacs
 from tests.dicom_node.test_app import encoded, multipart
 from tests.hospital.test_hl7_orders import orm
+from tests.hospital.test_hl7_reports import oru
 from tests.training_api.conftest import publish_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -58,8 +59,10 @@ def keys_setting() -> str:
     return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
 
 
-def start(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start(
+    app: str, env: dict[str, str], log: Path, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
@@ -102,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     inference, inference_url = start("service.inference:create_app()", inference_env, tmp / "i.log")
     (tmp / "m-node").mkdir()
     down = free_port()  # nothing listens there
-    node_dicom_port, hl7_port = free_port(), free_port()
+    node_dicom_port, hl7_port, training_port = free_port(), free_port(), free_port()
     pacs = Orthanc(tmp / "orthanc", node_dicom_port).start()
     node_env = {
         **base,
@@ -116,6 +119,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "SCANTUNE_DICOM_HL7_PORT": str(hl7_port),  # the RIS's orders
         "SCANTUNE_DICOM_HL7_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
         "SCANTUNE_DICOM_ORDER_SOURCE": "pacs",
+        # the RIS's reports of the dashboard model's exams confirm its classes ("0", "1")
+        "SCANTUNE_DICOM_OUTCOME_CODES": json.dumps({MODEL: {"1": ["RID5350"], "0": ["RID13173"]}}),
+        "SCANTUNE_TRAINING_URL": f"http://127.0.0.1:{training_port}",
+        "SCANTUNE_DICOM_TRAINING_API_KEY": ADMIN,
         "SCANTUNE_INFERENCE_URL": inference_url,
         "SCANTUNE_DICOM_INFERENCE_API_KEY": ADMIN,
         "SCANTUNE_DICOM_ROUTES": json.dumps([{"model": MODEL, "alias": "staging"}]),
@@ -145,7 +152,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     }
     (tmp / "m-train").mkdir()
     try:
-        training, url = start("service.training_api:create_app()", training_env, tmp / "t.log")
+        training, url = start(
+            "service.training_api:create_app()", training_env, tmp / "t.log", training_port
+        )
     except Exception:
         stop(node)
         stop(inference)
@@ -473,6 +482,14 @@ def test_dashboard_end_to_end(
     assert parse_ack(ack).code == "AA"
     page.locator("[data-testid=order-row][data-state=fetched]").wait_for(timeout=30_000)
     assert ordered[0].StudyInstanceUID in page.inner_text("[data-testid=orders]")
+    # its scan classified, the node waits for the RIS's report; the signed read goes to training
+    exam = "[data-testid=outcome-row]:has-text('RIS-DASH')"
+    page.locator(f"{exam}[data-state=waiting]").wait_for(timeout=30_000)
+    read = oru("F", ("CWE|RID5350^pneumonia^RADLEX",), "RIS-DASH")
+    assert parse_ack(exchange("127.0.0.1", int(stack["hl7_port"]), read, timeout_s=30)).code == "AA"
+    sent = page.locator(f"{exam}[data-state=sent]")
+    sent.wait_for(timeout=30_000)
+    assert f"{MODEL} v1" in sent.inner_text() and sent.locator("td").last.inner_text() == "1"
     page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
     page.get_by_role("button", name="Fetch", exact=True).click()
     page.wait_for_selector("#notice:has-text('the sources: pacs')")

@@ -131,6 +131,34 @@ async function loadOrders() {
   body.append(...page.items.map(orderRow));
 }
 
+const OUTCOME_COLUMNS = ["Classified", "Accession number", "Model", "State", "Confirmed class"];
+const OUTCOME_TONE = { sent: "succeeded", refused: "failed" };
+
+// A scan whose confirmed outcome the RIS's report gives: waiting for the report, then sent
+// to the training service (or refused there, with the reason).
+function outcomeRow(o) {
+  const why = o.last_error && o.state !== "sent" ? el("div", { class: "muted", text: `last: ${o.last_error}` }) : null;
+  return el(
+    "tr",
+    { "data-testid": "outcome-row", "data-state": o.state },
+    el("td", { text: age(o.classified_at) }),
+    el("th", { scope: "row" }, el("code", { text: o.accession_number })),
+    el("td", { text: `${o.model} v${o.version}` }),
+    el("td", {}, el("span", { class: `status ${OUTCOME_TONE[o.state] || ""}`, text: o.state }), why),
+    el("td", { text: o.label || "–" }),
+  );
+}
+
+// Shown only where the node follows outcomes (it keeps none otherwise).
+async function loadOutcomeReports() {
+  const page = await api("/ui/api/outcome-reports?limit=20");
+  const root = document.getElementById("outcome-reports");
+  document.getElementById("outcomes-heading").hidden = !page.items.length;
+  if (!page.items.length) return root.replaceChildren();
+  const body = tableBody(root, OUTCOME_COLUMNS, "Scans and the outcomes the RIS's reports confirmed, newest first", false);
+  body.append(...page.items.map(outcomeRow));
+}
+
 // The first pages again (as many as were shown), so a refresh keeps what the user paged to.
 async function reload() {
   cursor = null;
@@ -252,6 +280,7 @@ setup(async (scopes) => {
   every(5000, async () => {
     await reload(); // series move on their own: received, classified, delivered
     await loadOrders();
+    await loadOutcomeReports();
     if (scopes.has("series:retrieve")) await loadFetches();
   }); // a tick that returns nothing goes on
 });
