@@ -2,7 +2,10 @@
 
 Not a test. A hospital system asks for its own format; the service builds it from the same
 prediction: JSON, the DICOM SR (highdicom), the FHIR R4 Bundle (fhir.resources, validated as
-it is built) or the HL7 v2 ORU^R01 (hl7apy's strict 2.5.1 model, from the SR). This calls the
+it is built) or the HL7 v2 ORU^R01 (hl7apy's strict 2.5.1 model, from the SR), and with
+`explain=true` each with the scan's attention map (a Secondary Capture in the multipart DICOM
+answer, a PNG Media in FHIR, a JPEG ED in HL7), set against the JSON answer with its heatmap.
+This calls the
 inference app in-process, set up as `bench/overhead.py` sets it up (one sync worker of the
 per-core layout, a single-threaded onnxruntime session), with the same 512x512 chest X-ray
 as a DICOM file carrying a patient, a study and an accession, so every format has its whole
@@ -28,11 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import IMAGE, MODEL, multipart_body
 from bench.overhead import call, interleaved
 
-FORMATS = {
-    "JSON": "application/json",
-    "DICOM SR": "application/dicom",
-    "FHIR R4": "application/fhir+json",
-    "HL7 v2": "x-application/hl7-v2+er7",
+MULTIPART = 'multipart/related; type="application/dicom"'
+FORMATS = {  # name: (Accept, query, the path it is compared with)
+    "JSON": ("application/json", "", "JSON"),
+    "DICOM SR": ("application/dicom", "", "JSON"),
+    "FHIR R4": ("application/fhir+json", "", "JSON"),
+    "HL7 v2": ("x-application/hl7-v2+er7", "", "JSON"),
+    # explain=true: the class activation map; in the hospital formats, the scan under it
+    "JSON, explain": ("application/json", "explain=true", "JSON"),
+    "DICOM SR + map (multipart)": (MULTIPART, "explain=true", "JSON, explain"),
+    "FHIR R4 + map (Media PNG)": ("application/fhir+json", "explain=true", "JSON, explain"),
+    "HL7 v2 + map (ED JPEG)": ("x-application/hl7-v2+er7", "explain=true", "JSON, explain"),
 }
 
 
@@ -51,15 +60,16 @@ def setup(work: Path) -> dict[str, Callable[[], None]]:
     body = multipart_body(scan_dicom(), "scan.dcm", "application/dicom")
     predict = f"/v1/models/{MODEL}:predict"
 
-    def path(accept: str) -> Callable[[], None]:
+    def path(accept: str, query: str) -> Callable[[], None]:
         def run() -> None:
-            status = call(app, "POST", predict, body, {"HTTP_ACCEPT": accept})
+            headers = {"HTTP_ACCEPT": accept, "QUERY_STRING": query}
+            status = call(app, "POST", predict, body, headers)
             if status != 200:
-                raise RuntimeError(f"{accept}: status {status}")
+                raise RuntimeError(f"{accept}?{query}: status {status}")
 
         return run
 
-    return {name: path(accept) for name, accept in FORMATS.items()}
+    return {name: path(accept, query) for name, (accept, query, _) in FORMATS.items()}
 
 
 def scan_dicom() -> bytes:
@@ -100,10 +110,10 @@ def scan_dicom() -> bytes:
 def report(per_request: dict[str, Any]) -> None:
     rounds = len(per_request["JSON"])
     print(f"CPU per predict of one DICOM scan, in-process, median of {rounds} rounds:")
-    for name in FORMATS:
-        diffs = [a - b for a, b in zip(per_request[name], per_request["JSON"], strict=True)]
-        beyond = "" if name == "JSON" else (
-            f", beyond JSON {statistics.median(diffs):+.2f} ms"
+    for name, (_, _, base) in FORMATS.items():
+        diffs = [a - b for a, b in zip(per_request[name], per_request[base], strict=True)]
+        beyond = "" if name == base else (
+            f", beyond {base} {statistics.median(diffs):+.2f} ms"
             f" (rounds {min(diffs):+.2f} to {max(diffs):+.2f})"
         )  # fmt: skip
         print(f"  {name}: {statistics.median(per_request[name]):.2f} ms{beyond}")
