@@ -129,6 +129,12 @@ class CommonSettings(BaseSettings):
         " and the training service checks reported outcomes against (the same in both); none:"
         " predictions are unsigned and outcomes taken on trust.",
     )
+    prediction_signing_key_previous: SecretStr | None = Field(
+        default=None,
+        description="The key before the current one: the training service still takes outcomes"
+        " signed with it, so a key can be rotated (training first, then inference) while"
+        " clients hold answers signed with the old one.",
+    )
 
 
 def describe_settings_error(exc: ValidationError | SettingsError) -> str:

@@ -204,21 +204,24 @@ def _check(body: OutcomesBody, card: ModelCard) -> None:
 
 def _check_signatures(body: OutcomesBody, name: str, version: int) -> int:
     """With a signing key, each signature given must be that of the outcome's probabilities
-    answered by this version, and with `outcomes_signed_only` each outcome needs one: a 422
-    naming the outcomes that fail. How many were checked (none without a key)."""
+    answered by this version (under the key, or the previous one while a rotation is under
+    way), and with `outcomes_signed_only` each outcome needs one: a 422 naming the outcomes
+    that fail. How many were checked (none without a key)."""
     settings = services().settings
     if settings.prediction_signing_key is None:
         return 0
     from service.signing import verify
 
-    key, errors = settings.prediction_signing_key.get_secret_value(), []
+    keys = [k.get_secret_value() for k in (settings.prediction_signing_key,
+            settings.prediction_signing_key_previous) if k is not None]  # fmt: skip
+    errors: list[dict[str, str]] = []
     for i, o in enumerate(body.outcomes):
         where = f"body/outcomes/{i}/signature"
         if o.signature is None:
             if settings.outcomes_signed_only:
                 errors.append({"loc": where, "msg": "required: the predict answer's signature",
                                "type": "missing"})  # fmt: skip
-        elif not verify(key, name, version, o.probabilities, o.signature):
+        elif not any(verify(k, name, version, o.probabilities, o.signature) for k in keys):
             errors.append({"loc": where, "type": "signature",
                            "msg": f"not what version {version} of {name} answered (another"
                                   " version's answer, or probabilities changed)"})  # fmt: skip

@@ -321,6 +321,8 @@ def test_api_settings_parse_and_carry_the_job_template(
     assert settings.prediction_signing_key is not None
     assert settings.prediction_signing_key.get_secret_value() == signing
     assert settings.outcomes_signed_only is True
+    previous = settings.prediction_signing_key_previous  # a rotation under way
+    assert previous is not None and previous.get_secret_value() == "previous-signing-key"
     assert settings.k8s_image == f"{trainer['image']['repository']}:{trainer['image']['tag']}"
     assert settings.k8s_node_selector == trainer["nodeSelector"]
     assert settings.k8s_tolerations == trainer["tolerations"]

@@ -333,6 +333,22 @@ def test_with_a_signing_key_an_outcome_must_be_what_this_version_answered(
     assert again.status_code == 200 and again.get_json()["signed"] == 1, again.get_json()
 
 
+def test_a_rotated_key_still_takes_answers_signed_with_the_previous_one(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    from service.signing import sign
+
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT)  # fmt: skip
+    app = make_app(prediction_signing_key="new-key", prediction_signing_key_previous="old-key")
+    pacs = as_(app, "radiology-pacs")
+    for reference, key, status in (("A", "old-key", 200), ("B", "new-key", 200),
+                                   ("C", "other-key", 422)):  # fmt: skip
+        sent = {**outcome(reference, "pneumonia", 0.8),
+                "signature": sign(key, "chest-xray", 1, said(0.8))}  # fmt: skip
+        assert pacs.post(url(), json={"outcomes": [sent]}).status_code == status, key
+
+
 def test_signed_only_needs_a_key() -> None:
     from service.config import TrainingSettings
 

@@ -182,6 +182,9 @@ SCANTUNE_AUDIT_SALT: {{ . | quote }}
 {{- with .Values.secrets.predictionSigningKey }}
 SCANTUNE_PREDICTION_SIGNING_KEY: {{ . | quote }}
 {{- end }}
+{{- with .Values.secrets.predictionSigningKeyPrevious }}
+SCANTUNE_PREDICTION_SIGNING_KEY_PREVIOUS: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 
