@@ -19,13 +19,23 @@ import logging
 import socketserver
 import ssl
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
 
 from service.dicom_node import metrics
 from service.dicom_node.mllp import END, START
 from service.dicom_node.order_book import OrderBook
 from service.dicom_node.scp import HostList
-from service.hospital.hl7_orders import AccessionField, Refused, build_ack, order_of, read_message
+from service.hospital.hl7_orders import (
+    AccessionField,
+    Header,
+    Refused,
+    build_ack,
+    order_of,
+    read_message,
+)
 from service.hospital.hl7_reports import REPORT_TYPE, Report, report_of
 
 if TYPE_CHECKING:
@@ -126,26 +136,32 @@ class OrderListener:
             counter.labels("refused").inc()
             log.warning("HL7 message answered %s: %s", exc.code, exc)
             return build_ack(exc.header, exc.code, str(exc))
-        try:
+
+        def take() -> str:
             if order.cancels:
-                outcome = "cancelled" if self.book.cancel(order.accession) else "ignored"
-            else:
-                outcome = self.book.take(order.accession)
-        except Exception as exc:  # the database away: not taken, so not acknowledged AA
-            log.error("HL7 order not kept: %s", type(exc).__name__)
-            return build_ack(order.header, "AE", "the order could not be kept; send it again")
-        metrics.ORDERS.labels(outcome).inc()
-        log.info("HL7 order (%s): %s", order.control or "-", outcome)
-        return build_ack(order.header, "AA")
+                return "cancelled" if self.book.cancel(order.accession) else "ignored"
+            return self.book.take(order.accession)
+
+        return self._kept(order.header, "order", order.control, take, metrics.ORDERS)
 
     def report(self, report: Report) -> bytes:
         """Take a report: its exam's scans labelled when it is final and names one class."""
-        assert self.reports is not None
+        reports = self.reports
+        assert reports is not None
+        return self._kept(
+            report.header, "report", report.status, lambda: reports.take(report), metrics.REPORTS
+        )
+
+    def _kept(
+        self, header: Header, what: str, detail: str, take: Callable[[], str], counter: Counter
+    ) -> bytes:
+        """AA once `take` has kept the message (what it did, counted and logged); AE when it
+        could not (the database away: the engine sends it again)."""
         try:
-            outcome = self.reports.take(report)
-        except Exception as exc:  # the database away: not taken, so not acknowledged AA
-            log.error("HL7 report not kept: %s", type(exc).__name__)
-            return build_ack(report.header, "AE", "the report could not be kept; send it again")
-        metrics.REPORTS.labels(outcome).inc()
-        log.info("HL7 report (%s): %s", report.status or "-", outcome)
-        return build_ack(report.header, "AA")
+            outcome = take()
+        except Exception as exc:
+            log.error("HL7 %s not kept: %s", what, type(exc).__name__)
+            return build_ack(header, "AE", f"the {what} could not be kept; send it again")
+        counter.labels(outcome).inc()
+        log.info("HL7 %s (%s): %s", what, detail or "-", outcome)
+        return build_ack(header, "AA")
