@@ -141,7 +141,8 @@ class HospitalRequest:
         results = [ScanResult.from_prediction(p) for p in predictions]
         if self.media_type in FROM_SR or self.store is not None:
             sr = _report(dicom_only(self.scans), results, model, settings)
-            maps = self._maps(predictions, model, settings)
+            carried = self.store is not None or self.media_type != SR_MEDIA_TYPE  # one file
+            maps = self._maps(predictions, model, settings) if carried else []
             if self.store is not None:
                 self.store.store(sr, maps)
                 result["report"] = ScanUIDs.of(sr).as_json()
