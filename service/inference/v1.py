@@ -88,13 +88,16 @@ def predict(name: str) -> Response:
 
 
 def summary(name: str, registry: Registry, manager: Any) -> dict[str, Any]:
-    """The model as `registry` shows it (a client's view): versions, aliases, those loaded."""
+    """The model as `registry` shows it (a client's view): versions, those withdrawn, aliases,
+    those loaded."""
     versions = registry.list_versions(name)
     if not versions:
         raise NotFound(f"no model named '{name}'")
+    withdrawals = services().predictor.withdrawals  # as this process applies them
     return {
         "name": name,
         "versions": versions,
+        "withdrawn": [v for v in versions if withdrawals.current(name, v) is not None],
         "aliases": {a: r.version for a, r in registry.aliases(name).items()},
         "loaded": [
             {

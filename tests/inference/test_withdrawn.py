@@ -45,10 +45,13 @@ def test_a_withdrawn_version_is_refused_with_its_reason_and_others_still_serve(
     withdrawn = described.get_json()["serving"]["withdrawn"]
     assert (withdrawn["reason"], withdrawn["set_by"]) == (REASON, "radiology")
     assert client.get(f"/v1/models/{MODEL}?version=2").get_json()["serving"]["withdrawn"] is None
+    [listed] = client.get("/v1/models").get_json()["models"]  # which, without asking each
+    assert (listed["versions"], listed["withdrawn"]) == ([1, 2], [1])
 
     recall.set(MODEL, 1, withdrawn=False, reason="put back", actor="ops")
     assert client.post(f"/v1/models/{MODEL}:predict", data=scan()).status_code == 200
     assert client.get(f"/v1/models/{MODEL}").get_json()["serving"]["withdrawn"] is None
+    assert client.get(f"/v1/models/{MODEL}").get_json()["withdrawn"] == []
     assert client.get(f"/v2/models/{MODEL}/versions/1/ready").status_code == 200
 
 
