@@ -208,6 +208,34 @@ class Client:
         explain: bool = False,
     ) -> JSON:
         """Classify scans (PNG, JPEG, DICOM) with the inference service."""
+        found: JSON = self._predict(model, files, version, alias, explain).json()
+        return found
+
+    def predict_dicom(
+        self,
+        model: str,
+        files: Iterable[str | Path],
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        explain: bool = False,
+    ) -> list[bytes]:
+        """The DICOM answer of DICOM scans of one study: the SR's file, then with `explain`
+        each scan under its attention map (a Secondary Capture), as Part 10 bytes."""
+        from service.hospital.multipart import MULTIPART_DICOM, dicom_parts
+
+        answer = self._predict(model, files, version, alias, explain, accept=MULTIPART_DICOM)
+        return dicom_parts(answer.content, answer.headers["Content-Type"])
+
+    def _predict(
+        self,
+        model: str,
+        files: Iterable[str | Path],
+        version: int | None,
+        alias: str | None,
+        explain: bool,
+        accept: str = "application/json",
+    ) -> Any:
         base = self.inference_url or self.url
         params: dict[str, Any] = {"explain": "true"} if explain else {}
         if version is not None:
@@ -216,8 +244,9 @@ class Client:
             params["alias"] = alias
         parts = [("file", (Path(f).name, Path(f).read_bytes())) for f in files]
         path = f"/v1/models/{_seg(model)}:predict"
-        found: JSON = self.json("POST", path, base=base, params=params, files=parts)
-        return found
+        return self.request(
+            "POST", path, base=base, params=params, files=parts, headers={"Accept": accept}
+        )
 
 
 def _seg(value: str) -> str:

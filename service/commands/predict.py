@@ -157,17 +157,14 @@ def write_parts(folder: Path, body: bytes, content_type: str) -> list[str]:
     then renamed to it, so a failure leaves no half folder: report.dcm, map-001.dcm, ..."""
     import shutil
     import tempfile
-    from email.parser import BytesParser
-    from email.policy import HTTP
 
-    head = f"Content-Type: {content_type}\r\n\r\n".encode()
-    parts = list(BytesParser(policy=HTTP).parsebytes(head + body).iter_parts())
+    from service.hospital.multipart import dicom_parts
+
+    parts = dicom_parts(body, content_type)
     names = ["report.dcm", *(f"map-{i:03d}.dcm" for i in range(1, len(parts)))]
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        for name, part in zip(names, parts, strict=True):
-            data = part.get_payload(decode=True)
-            assert isinstance(data, bytes)  # a non-multipart part decodes to its bytes
+        for name, data in zip(names, parts, strict=True):
             (tmp / name).write_bytes(data)
         tmp.rename(folder)
     except BaseException:

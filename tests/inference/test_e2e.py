@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -188,6 +189,19 @@ def _cli_answers_in_hospital_formats(
     assert cli_main([*files, str(out / "answer"), str(dicom)]) == 2  # never over a folder
     assert cli_main([*files, str(out / "png"), str(images / "normal_0.png")]) == 5
     assert not (out / "png").exists() and not list(out.glob(".png.*"))
+    from service.client import Client
+
+    client = Client("http://unused", inference_url=server)  # the Python client, as a viewer's
+    sr, mapped = (pydicom.dcmread(io.BytesIO(f)) for f in client.predict_dicom(
+        MODEL, [dicom], explain=True))  # fmt: skip
+    assert (sr.Modality, mapped.SourceImageSequence[0].ReferencedSOPInstanceUID) == (
+        "SR",
+        scan.SOPInstanceUID,
+    )
+    assert len(client.predict_dicom(MODEL, [dicom])) == 1  # without explain: the SR alone
+    assert client.predict(MODEL, [dicom])["predictions"][0]["dicom"]["sop_instance_uid"] == (
+        scan.SOPInstanceUID
+    )
 
 
 def test_every_kind_of_predict_body_is_answered_alike_under_gunicorn(
