@@ -146,6 +146,8 @@ def start_node(node: NodeServices) -> None:
     if node.retrieval_jobs.recover():
         logging.getLogger("scantune.dicom").warning("retrievals cut short by a stop: failed")
     node.worker.start()
+    if node.worker.outcomes is not None:
+        node.worker.outcomes.start()
     if node.order_listener is not None and node.order_fetcher is not None:
         node.hl7_port = node.order_listener.start(
             settings.dicom_bind_host, int(settings.dicom_hl7_port or 0)
@@ -163,6 +165,8 @@ def stop_node(node: NodeServices) -> None:
     if node.order_listener is not None and node.order_fetcher is not None:
         node.order_listener.stop()
         node.order_fetcher.stop()
+    if node.worker.outcomes is not None:
+        node.worker.outcomes.stop()
     node.worker.stop()
 
 

@@ -7,11 +7,11 @@ slow PACS never holds up the queue worker's deliveries."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 
 from service.dicom_node import metrics
+from service.dicom_node.background import Background
 from service.dicom_node.order_book import DueOrder, OrderBook
 from service.dicom_node.peers import DicomSource
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed, Retriever
@@ -20,7 +20,9 @@ from service.jobs.store import utcnow
 log = logging.getLogger("scantune.dicom")
 
 
-class OrderFetcher:
+class OrderFetcher(Background):
+    name = "hl7-order-fetcher"
+
     def __init__(
         self,
         book: OrderBook,
@@ -35,29 +37,13 @@ class OrderFetcher:
         self.book, self.retriever, self.source = book, retriever, source
         self.wait, self.backoff = timedelta(hours=wait_h), backoff
         self.poll_s = min(1.0, backoff(0))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hl7-order-fetcher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                due = self.book.due()
-                for order in due:
-                    self.fetch(order)
-            except Exception as exc:  # the database away for a moment: carry on
-                log.error("order step failed: %s", type(exc).__name__)
-                due = []
-            if not due:
-                self._stop.wait(self.poll_s)
+    def step(self) -> bool:
+        due = self.book.due()
+        for order in due:
+            self.fetch(order)
+        return bool(due)
 
     def fetch(self, order: DueOrder) -> None:
         """One try at an order: fetched, tried again later, or expired past the wait."""

@@ -7,8 +7,9 @@ Opt-in: only models named in `SCANTUNE_DICOM_OUTCOME_CODES` (`{model: {class: [c
 followed. Each scan they classify is remembered (`outcome_book`); the RIS's ORU^R01 for its
 accession number comes on the orders' HL7 port (`orders.OrderListener`); a final or corrected
 report naming the codes of exactly one class labels the exam's scans, which are then sent, at
-most 1,000 a request, with back-off while the training service is away. No scan data, UID or
-accession number leaves the node: a scan is reported by a hash of its SOP Instance UID.
+most 1,000 a request, with back-off while the training service is away, from a thread of its
+own (a training service that hangs holds up no result). No scan data, UID or accession
+number leaves the node: a scan is reported by a hash of its SOP Instance UID.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import quote
 import requests
 
 from service.dicom_node import metrics
+from service.dicom_node.background import Background
 from service.dicom_node.outcome_book import Batch, OutcomeBook
 from service.hospital.hl7_reports import Report, classes_named
 from service.jobs.store import utcnow
@@ -41,7 +43,9 @@ RETRIED = frozenset({408, 425, 429})  # 4xx that say "later", not "no"
 Codes = Mapping[str, Mapping[str, Sequence[str]]]
 
 
-class OutcomeReports:
+class OutcomeReports(Background):
+    name = "outcome-reports"
+
     def __init__(
         self,
         book: OutcomeBook,
@@ -57,6 +61,7 @@ class OutcomeReports:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self._expired_at = 0.0
+        super().__init__()
 
     def remember(self, sources: Sequence[Dataset], found: Classification) -> None:
         """Keep the scans of a series classified by a followed model, by accession number (a

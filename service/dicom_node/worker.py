@@ -94,9 +94,8 @@ class Worker:
         due = self.queue.due_deliveries()
         for item in due:
             self.deliver(item)
-        sent = self.outcomes.step() if self.outcomes is not None else False
         self.observe()
-        return started > 0 or bool(due) or sent
+        return started > 0 or bool(due)
 
     def _classify_in_slot(self, row: SeriesRow) -> None:
         try:
