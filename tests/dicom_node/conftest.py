@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from service.auth import hash_key
+from service.jobs.database import make_engine, migrate
 from service.registry import Registry
 from service.storage import open_store
 from tests.conftest import free_port
@@ -20,6 +22,19 @@ from tests.inference.conftest import trained as trained  # the fixture
 NODE_KEY, STOW_KEY = "node-key-for-inference", "stow-key-for-the-node"
 OPS_KEY = "ops-key-for-the-node"  # series:read: the operators' view
 SIGNING_KEY = "prediction-signing-key-of-the-tests"  # inference signs, training checks
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The job store's database, migrated: SQLite, and PostgreSQL where one is given."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'node.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    found = make_engine(url)
+    migrate(found)
+    yield found
+    found.dispose()
 
 
 @pytest.fixture(scope="module")

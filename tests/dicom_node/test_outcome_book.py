@@ -3,30 +3,21 @@ batched by version, a row relabelled while it was being sent is sent again, old 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from service.dicom_node.outcome_book import OutcomeBook, reference_of
-from service.jobs.database import make_engine, migrate
 from service.jobs.store import utcnow
 
 P = {"normal": 0.25, "pneumonia": 0.75}
 SIGNED = "v1:" + "0a" * 32  # inference's signature of P, when it signs
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def book(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutcomeBook]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'node.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    engine = make_engine(url)
-    migrate(engine)
-    yield OutcomeBook(engine)
-    engine.dispose()
+@pytest.fixture
+def book(engine: Engine) -> OutcomeBook:
+    return OutcomeBook(engine)
 
 
 def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: OutcomeBook) -> None:

@@ -3,31 +3,22 @@ recovery after a crash, retention; and the worker's steps over it with real file
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 
 from service.dicom_node.queue import InstanceMeta, WorkQueue, chosen_destinations
 from service.dicom_node.report import result_uids
 from service.dicom_node.spool import Spool
 from service.dicom_node.tables import SeriesRow
-from service.jobs.database import make_engine, migrate
 from service.jobs.store import utcnow
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkQueue]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'node.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    engine = make_engine(url)
-    migrate(engine)
-    yield WorkQueue(engine)
-    engine.dispose()
+@pytest.fixture
+def queue(engine: Engine) -> WorkQueue:
+    return WorkQueue(engine)
 
 
 def meta(sop: str, series: str = "1.2.3.1", study: str = "1.2.3") -> InstanceMeta:
