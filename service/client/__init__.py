@@ -225,7 +225,7 @@ class Client:
         from service.hospital.multipart import MULTIPART_DICOM, dicom_parts
 
         answer = self._predict(model, files, version, alias, explain, accept=MULTIPART_DICOM)
-        return dicom_parts(answer.content, answer.headers["Content-Type"])
+        return dicom_parts(answer.headers["Content-Type"], answer.content)
 
     def _predict(
         self,

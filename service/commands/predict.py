@@ -160,7 +160,7 @@ def write_parts(folder: Path, body: bytes, content_type: str) -> list[str]:
 
     from service.hospital.multipart import dicom_parts
 
-    parts = dicom_parts(body, content_type)
+    parts = dicom_parts(content_type, body)
     names = ["report.dcm", *(f"map-{i:03d}.dcm" for i in range(1, len(parts)))]
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import io
 import re
-from email.message import Message
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, json, request
@@ -24,7 +21,8 @@ from flask import Blueprint, Response, current_app, g, json, request
 from service.auth import require
 from service.dicom_node import metrics
 from service.dicom_node.intake import Intake, Refused, describe
-from service.errors import BadRequest, UnsupportedMediaType
+from service.errors import BadRequest
+from service.hospital.multipart import dicom_parts
 
 bp = Blueprint("stow", __name__, url_prefix="/dicomweb")
 DICOM_JSON = "application/dicom+json"
@@ -51,33 +49,6 @@ def store_instances(study: str | None = None) -> Response:
     status = 200 if not failed else (202 if stored else 409)
     body = answer(stored, failed)
     return Response(json.dumps(body), status=status, mimetype=DICOM_JSON)
-
-
-def dicom_parts(content_type: str, body: bytes) -> list[bytes]:
-    """The application/dicom parts of a multipart/related body, or a 4xx saying what is
-    wrong with it."""
-    message = BytesParser(policy=HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + body
-    )
-    if message.get_content_type() != "multipart/related":
-        raise UnsupportedMediaType(
-            'send multipart/related; type="application/dicom", one DICOM file per part'
-        )
-    kind = (message.get_param("type") or "application/dicom").lower()  # type: ignore[union-attr]
-    if kind != "application/dicom":
-        raise UnsupportedMediaType(
-            f"parts of type {kind[:40]!r}: this node takes application/dicom"
-        )
-    parts = [p for p in message.iter_parts() if isinstance(p, Message)]
-    if not parts:
-        raise BadRequest("the multipart body holds no part (check the boundary)")
-    out = []
-    for i, part in enumerate(parts):
-        if part.get_content_type() != "application/dicom":
-            raise UnsupportedMediaType(f"part {i + 1} is {part.get_content_type()}, not DICOM")
-        payload = part.get_payload(decode=True)
-        out.append(payload if isinstance(payload, bytes) else b"")
-    return out
 
 
 def _take(

@@ -4,13 +4,17 @@
 Written by hand: the standard library's `email` package transfer-encodes binary parts (base64)
 unless told otherwise part by part, and the maintained multipart encoders (urllib3,
 requests-toolbelt) write `multipart/form-data` only; what DICOMweb asks for is a few lines.
-Read back (`dicom_parts`, for the CLI and the Python client) with the `email` parser.
+Read (`dicom_parts`: a STOW-RS body at the DICOM node, the answer in the CLI and the Python
+client) with the `email` parser.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
 
 DICOM_TYPE = "application/dicom"
 MULTIPART_DICOM = f'multipart/related; type="{DICOM_TYPE}"'
@@ -32,20 +36,30 @@ def multipart_dicom(files: Sequence[bytes]) -> tuple[bytes, str]:
     return body, f"{MULTIPART_DICOM}; boundary={boundary}"
 
 
-def dicom_parts(body: bytes, content_type: str) -> list[bytes]:
-    """The files of a multipart/related answer (`multipart_dicom`'s, or any DICOMweb server's),
-    in order; read with the standard library's parser, which reads what it does not write."""
-    from email.parser import BytesParser
-    from email.policy import HTTP
+def dicom_parts(content_type: str, body: bytes) -> list[bytes]:
+    """The application/dicom parts of a multipart/related body, or a 4xx saying what is
+    wrong with it (a STOW-RS request's; to a client reading an answer, a broken answer)."""
+    from service.errors import BadRequest, UnsupportedMediaType  # the CLI's parser stays light
 
-    head = f"Content-Type: {content_type}\r\n\r\n".encode()
-    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + body
+    )
     if message.get_content_type() != "multipart/related":
-        raise ValueError(f"not a multipart/related answer: {message.get_content_type()}")
-    files = []
-    for part in message.iter_parts():
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
-            raise ValueError("a part of the answer is not a file")
-        files.append(data)
-    return files
+        raise UnsupportedMediaType(
+            'send multipart/related; type="application/dicom", one DICOM file per part'
+        )
+    kind = (message.get_param("type") or "application/dicom").lower()  # type: ignore[union-attr]
+    if kind != "application/dicom":
+        raise UnsupportedMediaType(
+            f"parts of type {kind[:40]!r}: this node takes application/dicom"
+        )
+    parts = [p for p in message.iter_parts() if isinstance(p, Message)]
+    if not parts:
+        raise BadRequest("the multipart body holds no part (check the boundary)")
+    out = []
+    for i, part in enumerate(parts):
+        if part.get_content_type() != "application/dicom":
+            raise UnsupportedMediaType(f"part {i + 1} is {part.get_content_type()}, not DICOM")
+        payload = part.get_payload(decode=True)
+        out.append(payload if isinstance(payload, bytes) else b"")
+    return out
