@@ -62,17 +62,20 @@ class OutcomeBook:
         """Keep each scan (SOP Instance UID, probabilities, their signature) of `accession`
         classified by the version; a scan classified again by it keeps its newest answer
         (and any label)."""
-        now = utcnow()
+        now, references = utcnow(), [reference_of(sop) for sop, _, _ in scans]
         with self._lock, self._sessions.begin() as session:
-            for sop, probabilities, signature in scans:
-                reference = reference_of(sop)
-                row = session.scalar(
+            kept = {
+                row.reference: row
+                for row in session.scalars(
                     select(OutcomeRow).where(
                         OutcomeRow.model == model,
                         OutcomeRow.version == version,
-                        OutcomeRow.reference == reference,
+                        OutcomeRow.reference.in_(references),
                     )
                 )
+            }  # one query for the series, not one a scan
+            for reference, (_, probabilities, signature) in zip(references, scans, strict=True):
+                row = kept.get(reference)
                 answered = json.dumps(probabilities)
                 if row is None:
                     session.add(OutcomeRow(
