@@ -35,17 +35,23 @@ def of(node: Gunicorn, accession: str) -> list[dict[str, Any]]:
     return [o for o in node.items("/v1/orders", OPS_KEY) if o["accession_number"] == accession]
 
 
-@pytest.fixture
-def node(make_node: Callable[..., Gunicorn], orthanc: Orthanc) -> Gunicorn:
+def hl7_node(make_node: Callable[..., Gunicorn], orthanc: Orthanc, **settings: Any) -> Gunicorn:
+    """The node started with an HL7 port loopback may send to, fetching from Orthanc."""
     pacs = {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
     started = make_node(
         dicom_sources=[pacs],
         dicom_hl7_port=free_port(),
         dicom_hl7_allowed_hosts=["127.0.0.1"],
         dicom_order_source="pacs",
+        **settings,
     ).start()
     started.port_hl7 = int(started.env["SCANTUNE_DICOM_HL7_PORT"])
     return started
+
+
+@pytest.fixture
+def node(make_node: Callable[..., Gunicorn], orthanc: Orthanc) -> Gunicorn:
+    return hl7_node(make_node, orthanc)
 
 
 def send(node: Gunicorn, message: bytes) -> str:

@@ -18,10 +18,10 @@ import requests
 from service.auth import hash_key
 from service.cli import main
 from service.config import DicomNodeSettings
-from tests.conftest import free_port
 from tests.dicom_node.conftest import OPS_KEY, SIGNING_KEY
 from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, send, wait_until
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S
+from tests.dicom_node.test_orders import hl7_node
 from tests.dicom_node.test_orders import send as send_hl7
 from tests.hospital.test_hl7_reports import oru
 from tests.inference.conftest import MODEL
@@ -51,18 +51,10 @@ def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
 
 @pytest.fixture
 def node(make_node: Callable[..., Gunicorn], orthanc: Orthanc, training: Gunicorn) -> Gunicorn:
-    pacs = {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
-    started = make_node(
-        dicom_sources=[pacs],
-        dicom_hl7_port=free_port(),
-        dicom_hl7_allowed_hosts=["127.0.0.1"],
-        dicom_order_source="pacs",
-        dicom_outcome_codes=CODES,
-        training_url=training.url,
+    return hl7_node(
+        make_node, orthanc, dicom_outcome_codes=CODES, training_url=training.url,
         dicom_training_api_key=OUTCOMES_KEY,
-    ).start()
-    started.port_hl7 = int(started.env["SCANTUNE_DICOM_HL7_PORT"])
-    return started
+    )  # fmt: skip
 
 
 def outcomes(training: Gunicorn) -> dict[str, Any]:
