@@ -87,7 +87,9 @@ class DicomNodeSettings(CommonSettings):
         description="Addresses (or host names) that may send orders; empty: nobody.",
     )
     dicom_order_source: str | None = Field(
-        default=None, description="The source (a dicom_sources name) ordered exams come from."
+        default=None,
+        description="The source (a dicom_sources name) ordered exams come from; none, with"
+        " dicom_outcome_codes: the HL7 port takes reports only.",
     )
     dicom_order_accession_field: AccessionField = Field(
         default="OBR-18", description="Where orders carry the accession number."
@@ -175,10 +177,13 @@ class DicomNodeSettings(CommonSettings):
             twice = sorted({v for v in values if values.count(v) > 1})
             if twice:
                 raise ValueError(f"{where}: {kind} {twice[0]!r} given twice")
-        if self.dicom_hl7_port is not None and self.dicom_order_source not in sources:
+        reports_only = self.dicom_outcome_codes and self.dicom_order_source is None
+        orders = self.dicom_hl7_port is not None and not reports_only
+        if orders and self.dicom_order_source not in sources:
             raise ValueError(
                 "dicom_hl7_port takes orders for exams fetched from dicom_order_source, which"
-                f" must name one of dicom_sources (it is {self.dicom_order_source!r})"
+                f" must name one of dicom_sources (it is {self.dicom_order_source!r});"
+                " without it, only the RIS's reports are taken (dicom_outcome_codes)"
             )
         if self.dicom_outcome_codes and self.dicom_hl7_port is None:
             raise ValueError(

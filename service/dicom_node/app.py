@@ -86,13 +86,14 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         hosts = HostList(settings.dicom_hl7_allowed_hosts)
         field = settings.dicom_order_accession_field
         tls = settings.dicom_server_tls() if settings.dicom_hl7_tls else None
-        node.order_listener = OrderListener(node.orders, hosts, field, tls, reports=worker.outcomes)
-        source = settings.source(str(settings.dicom_order_source))
-        assert source is not None  # the settings' check: the order source is a source
-        node.order_fetcher = OrderFetcher(
-            node.orders, retriever, source,
-            wait_h=settings.dicom_order_wait_h, backoff=worker.backoff,
-        )  # fmt: skip
+        source = settings.source(str(settings.dicom_order_source))  # none: reports only
+        orders = node.orders if source is not None else None
+        node.order_listener = OrderListener(orders, hosts, field, tls, reports=worker.outcomes)
+        if source is not None:
+            node.order_fetcher = OrderFetcher(
+                node.orders, retriever, source,
+                wait_h=settings.dicom_order_wait_h, backoff=worker.backoff,
+            )  # fmt: skip
     return node
 
 
@@ -148,22 +149,25 @@ def start_node(node: NodeServices) -> None:
     node.worker.start()
     if node.worker.outcomes is not None:
         node.worker.outcomes.start()
-    if node.order_listener is not None and node.order_fetcher is not None:
+    if node.order_listener is not None:
         node.hl7_port = node.order_listener.start(
             settings.dicom_bind_host, int(settings.dicom_hl7_port or 0)
         )
-        node.order_fetcher.start()
+        if node.order_fetcher is not None:
+            node.order_fetcher.start()
         logging.getLogger("scantune.dicom").info(
-            "HL7 orders taken on %s:%d", settings.dicom_bind_host, node.hl7_port
-        )
+            "HL7 %s taken on %s:%d", "orders" if node.order_fetcher else "reports",
+            settings.dicom_bind_host, node.hl7_port,
+        )  # fmt: skip
     atexit.register(stop_node, node)
 
 
 def stop_node(node: NodeServices) -> None:
     node.scp.stop()
     node.retrieval_jobs.stop()
-    if node.order_listener is not None and node.order_fetcher is not None:
+    if node.order_listener is not None:
         node.order_listener.stop()
+    if node.order_fetcher is not None:
         node.order_fetcher.stop()
     if node.worker.outcomes is not None:
         node.worker.outcomes.stop()

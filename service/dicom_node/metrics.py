@@ -52,9 +52,10 @@ ORDERS = Counter(
 )
 REPORTS = Counter(
     "scantune_dicom_reports_total",
-    "The RIS's reports (HL7 ORU^R01) of exams the node classified, by what became of them",
+    "The RIS's reports (HL7 ORU^R01), one an exam, by what became of them",
     # labelled (the scans got the confirmed class) | unmapped (no code of a class) | ambiguous
-    # (codes of two classes) | not_final | unknown_exam | refused (no accession number)
+    # (codes of two classes) | not_final | held (no scan of the exam yet: kept for those to
+    # come) | refused (a message without an accession number)
     ["outcome"],
 )
 OUTCOMES = Counter(

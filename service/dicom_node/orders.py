@@ -5,7 +5,8 @@ send the exam's studies (C-MOVE by accession number), which are classified and d
 any.
 
 With outcomes followed (`SCANTUNE_DICOM_OUTCOME_CODES`), the RIS's reports (ORU^R01) are
-taken too, for `outcome_reports`. A connection from an address not allowed is closed before
+taken too, for `outcome_reports`; a site that only sends reports names no order source, and
+its node answers orders AR. A connection from an address not allowed is closed before
 a byte is read. A message that is not an order (nor a report taken) is answered AR, an order
 without an accession number AE, and one the database could not keep AE too (the engine
 sends it again). Several messages may come over one connection, as integration engines keep
@@ -36,7 +37,7 @@ from service.hospital.hl7_orders import (
     order_of,
     read_message,
 )
-from service.hospital.hl7_reports import REPORT_TYPE, Report, report_of
+from service.hospital.hl7_reports import REPORT_TYPE, Report, reports_of
 
 if TYPE_CHECKING:
     from service.dicom_node.outcome_reports import OutcomeReports
@@ -48,7 +49,7 @@ MAX_MESSAGE = 1 << 20  # an order is a few kilobytes; a megabyte is a misbehavin
 class OrderListener:
     def __init__(
         self,
-        book: OrderBook,
+        book: OrderBook | None,
         senders: HostList,
         field: AccessionField,
         tls: ssl.SSLContext | None = None,
@@ -130,38 +131,55 @@ class OrderListener:
             parsed = read_message(message)
             if parsed.kind == REPORT_TYPE and self.reports is not None:
                 counter = metrics.REPORTS
-                return self.report(report_of(parsed, self.field))
+                return self.report(reports_of(parsed, self.field))
             order = order_of(parsed, self.field)
+            if self.book is None:
+                raise Refused(
+                    "AR", "orders are not taken here (no dicom_order_source): reports only",
+                    order.header,
+                )  # fmt: skip
         except Refused as exc:
             counter.labels("refused").inc()
             log.warning("HL7 message answered %s: %s", exc.code, exc)
             return build_ack(exc.header, exc.code, str(exc))
 
-        def take() -> str:
+        book = self.book
+
+        def take() -> list[str]:
             if order.cancels:
-                return "cancelled" if self.book.cancel(order.accession) else "ignored"
-            return self.book.take(order.accession)
+                return ["cancelled" if book.cancel(order.accession) else "ignored"]
+            return [book.take(order.accession)]
 
         return self._kept(order.header, "order", order.control, take, metrics.ORDERS)
 
-    def report(self, report: Report) -> bytes:
-        """Take a report: its exam's scans labelled when it is final and names one class."""
-        reports = self.reports
-        assert reports is not None
+    def report(self, reports: list[Report]) -> bytes:
+        """Take a message's reports, one an exam: each labels its exam's scans when it is
+        final and names one class."""
+        outcomes = self.reports
+        assert outcomes is not None
+        statuses = ",".join(r.status or "-" for r in reports)
         return self._kept(
-            report.header, "report", report.status, lambda: reports.take(report), metrics.REPORTS
-        )
+            reports[0].header, "report", statuses,
+            lambda: [outcomes.take(r) for r in reports], metrics.REPORTS,
+        )  # fmt: skip
 
     def _kept(
-        self, header: Header, what: str, detail: str, take: Callable[[], str], counter: Counter
+        self,
+        header: Header,
+        what: str,
+        detail: str,
+        take: Callable[[], list[str]],
+        counter: Counter,
     ) -> bytes:
-        """AA once `take` has kept the message (what it did, counted and logged); AE when it
-        could not (the database away: the engine sends it again)."""
+        """AA once `take` has kept the message (what it did with each exam it names, counted
+        and logged); AE when it could not (the database away: the engine sends it again,
+        and what was kept of it is taken again the same way)."""
         try:
-            outcome = take()
+            outcomes = take()
         except Exception as exc:
             log.error("HL7 %s not kept: %s", what, type(exc).__name__)
             return build_ack(header, "AE", f"the {what} could not be kept; send it again")
-        counter.labels(outcome).inc()
-        log.info("HL7 %s (%s): %s", what, detail or "-", outcome)
+        for outcome in outcomes:
+            counter.labels(outcome).inc()
+        log.info("HL7 %s (%s): %s", what, detail or "-", ",".join(outcomes))
         return build_ack(header, "AA")

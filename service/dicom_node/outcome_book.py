@@ -5,8 +5,11 @@ A scan is remembered when the node classifies it with a model whose outcomes the
 reports: its exam's accession number, the version, what the version answered, and a
 reference that names nobody (a hash of its SOP Instance UID, the same each time, so a
 correction replaces the first report at the training service). A final report labels every
-scan of its exam by that model and puts it in line to be sent; a correction labels them again
-and sends them again. Everything is deleted `wait` after the scan was classified.
+scan of its exam by that model and puts it in line to be sent; a correction that changes the
+class labels them again and sends them again. The exam's newest final report is kept too
+(table `dicom_exam_reports`, its codes only): a scan of the exam classified after it came (the
+RIS reported before the PACS sent the study, a series came late) is labelled by it.
+Everything is deleted `wait` after the scan was classified or the report came.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.dicom_node.ledger import iso_time
-from service.dicom_node.tables import OutcomeRow
+from service.dicom_node.tables import ExamReportRow, OutcomeRow
 from service.jobs.store import utcnow
 from service.paging import newest_page
 
@@ -91,7 +94,8 @@ class OutcomeBook:
 
     def label(self, accession: str, label_for: Callable[[str, list[str]], str | None]) -> int:
         """Label the scans of `accession` with what `label_for(model, classes)` says of their
-        model (None: nothing for that model), and put them in line; how many were labelled."""
+        model (None: nothing for that model); how many it labelled. Those not yet labelled so
+        are put in line (one already sent with that label is not sent again)."""
         now, labelled = utcnow(), 0
         with self._lock, self._sessions.begin() as session:
             rows = session.scalars(
@@ -101,10 +105,30 @@ class OutcomeBook:
                 label = label_for(row.model, list(json.loads(row.probabilities)))
                 if label is None:
                     continue
+                labelled += 1
+                if row.label == label and row.state != "waiting":
+                    continue
                 row.label, row.state, row.reported_at = label, "pending", now
                 row.attempts, row.next_attempt_at, row.last_error = 0, now, None
-                labelled += 1
         return labelled
+
+    def keep_report(self, accession: str, codes: frozenset[str]) -> None:
+        """Keep the exam's newest final report (its codes), for its scans classified later."""
+        now, named = utcnow(), json.dumps(sorted(codes))
+        with self._lock, self._sessions.begin() as session:
+            row = session.scalar(select(ExamReportRow).where(ExamReportRow.accession == accession))
+            if row is None:
+                session.add(ExamReportRow(accession=accession, codes=named, received_at=now))
+            else:
+                row.codes, row.received_at = named, now
+
+    def report_codes(self, accession: str) -> frozenset[str] | None:
+        """The codes of the exam's newest final report; None: none came (or it was forgotten)."""
+        with self._sessions() as session:
+            codes = session.scalar(
+                select(ExamReportRow.codes).where(ExamReportRow.accession == accession)
+            )
+        return None if codes is None else frozenset(json.loads(codes))
 
     def known(self, accession: str) -> bool:
         """Whether any scan of `accession` is waiting here."""
@@ -152,14 +176,16 @@ class OutcomeBook:
         )  # fmt: skip
 
     def forget_before(self, cutoff: datetime) -> int:
-        """Delete what was classified before `cutoff`: its report did not come in time, or
-        it was sent long ago. How many rows were still pending (not sent)."""
+        """Delete what was classified before `cutoff` (its report did not come in time, or it
+        was sent long ago) and the reports that came before it. How many rows were still
+        pending (not sent)."""
         with self._lock, self._sessions.begin() as session:
             old = OutcomeRow.created_at < cutoff
             pending = session.scalars(
                 select(OutcomeRow.id).where(old, OutcomeRow.state == "pending")
             ).all()
             session.execute(delete(OutcomeRow).where(old))
+            session.execute(delete(ExamReportRow).where(ExamReportRow.received_at < cutoff))
             return len(pending)
 
     def page(

@@ -6,7 +6,8 @@ service beside its card's figures.
 Opt-in: only models named in `SCANTUNE_DICOM_OUTCOME_CODES` (`{model: {class: [codes]}}`) are
 followed. Each scan they classify is remembered (`outcome_book`); the RIS's ORU^R01 for its
 accession number comes on the orders' HL7 port (`orders.OrderListener`); a final or corrected
-report naming the codes of exactly one class labels the exam's scans, which are then sent, at
+report naming the codes of exactly one class labels the exam's scans (those classified
+after it too: the report is kept), which are then sent, at
 most 1,000 a request, with back-off while the training service is away, from a thread of its
 own (a training service that hangs holds up no result). No scan data, UID or accession
 number leaves the node: a scan is reported by a hash of its SOP Instance UID.
@@ -78,31 +79,22 @@ class OutcomeReports(Background):
                 by_exam.setdefault(accession, []).append(scan)
         for accession, scans in by_exam.items():
             self.book.remember(accession, model, int(found.model["version"]), scans)
+            codes = self.book.report_codes(accession)
+            if codes is not None:  # the exam was reported before these scans came
+                self.book.label(accession, Labeller(self.codes, codes))
 
     def take(self, report: Report) -> str:
-        """Label the exam's scans with the class the report confirms; what became of it."""
+        """Label the exam's scans with the class the report confirms; what became of it. A
+        final report is kept for scans of the exam classified later (`held`: none yet)."""
         if not report.final:
             return "not_final"
+        self.book.keep_report(report.accession, report.codes)
         if not self.book.known(report.accession):
-            return "unknown_exam"
-        ambiguous = False
-
-        def label_for(model: str, classes: list[str]) -> str | None:
-            nonlocal ambiguous
-            named = classes_named(self.codes.get(model, {}), report.codes)
-            if len(named) > 1:
-                ambiguous = True
-            if len(named) != 1:
-                return None
-            label = named.pop()
-            if label not in classes:  # the site's mapping names a class the model lacks
-                log.warning("dicom_outcome_codes: %r is not a class of model %s", label, model)
-                return None
-            return label
-
-        if self.book.label(report.accession, label_for):
+            return "held"
+        labeller = Labeller(self.codes, report.codes)
+        if self.book.label(report.accession, labeller):
             return "labelled"
-        return "ambiguous" if ambiguous else "unmapped"
+        return "ambiguous" if labeller.ambiguous else "unmapped"
 
     def step(self) -> bool:
         """Send the outcomes due, forget the old; whether anything was sent."""
@@ -145,6 +137,26 @@ class OutcomeReports(Background):
         metrics.OUTCOMES.labels("retried").inc(len(batch.ids))
         log.warning("outcomes for %s v%d not sent: %s; retry in %.0f s", batch.model,
                     batch.version, why, delay)  # fmt: skip
+
+
+class Labeller:
+    """The class a report's codes confirm for a model's scans (`OutcomeBook.label`): None
+    when they name none of its classes, or two (`ambiguous`: a person decides)."""
+
+    def __init__(self, codes: Codes, found: frozenset[str]) -> None:
+        self.codes, self.found, self.ambiguous = codes, found, False
+
+    def __call__(self, model: str, classes: list[str]) -> str | None:
+        named = classes_named(self.codes.get(model, {}), self.found)
+        if len(named) > 1:
+            self.ambiguous = True
+        if len(named) != 1:
+            return None
+        label = named.pop()
+        if label not in classes:  # the site's mapping names a class the model lacks
+            log.warning("dicom_outcome_codes: %r is not a class of model %s", label, model)
+            return None
+        return label
 
 
 def _detail(answer: requests.Response) -> str:

@@ -165,3 +165,17 @@ class OutcomeRow(Base):
     reported_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), doc="When the final report (or its correction) came."
     )
+
+
+class ExamReportRow(Base):
+    """The newest final report (or correction) of an exam, as the codes it names: scans of it
+    classified after it came (an exam reported before the node had it, a late series) are
+    labelled by it too. Deleted `dicom_outcome_wait_h` after it came."""
+
+    __tablename__ = "dicom_exam_reports"
+    __table_args__ = (UniqueConstraint("accession", name="uq_dicom_exam_report"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    accession: Mapped[str] = mapped_column(String(64), nullable=False)
+    codes: Mapped[str] = mapped_column(Text, nullable=False, doc="JSON: its coded findings.")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -120,17 +120,23 @@ def accession_of(parsed: Parsed, field: AccessionField, what: str) -> str:
     (AE) when there is none, or one DICOM cannot hold. `what` names the message in the text."""
     ipc = parsed.first("IPC") if parsed.kind == "OMI^O23" else None
     if ipc is not None and _first(ipc, "ipc_1"):
-        where, accession = "IPC-1", _first(ipc, "ipc_1")
-    else:
-        segment = parsed.first("OBR" if field.startswith("OBR") else "ORC")
-        where = field
-        accession = _first(segment, field.lower().replace("-", "_")) if segment else ""
+        return checked_accession(_first(ipc, "ipc_1"), "IPC-1", what, parsed.header)
+    segment = parsed.first("OBR" if field.startswith("OBR") else "ORC")
+    return accession_in(segment, field, what, parsed.header)
+
+
+def accession_in(segment: Any | None, field: AccessionField, what: str, header: Header) -> str:
+    """The accession number in `field` of `segment` (its OBR or ORC); Refused as
+    `accession_of`."""
+    accession = _first(segment, field.lower().replace("-", "_")) if segment else ""
+    return checked_accession(accession, field, what, header)
+
+
+def checked_accession(accession: str, where: str, what: str, header: Header) -> str:
     if not accession:
-        raise Refused("AE", f"the {what} has no accession number in {where}", parsed.header)
+        raise Refused("AE", f"the {what} has no accession number in {where}", header)
     if len(accession) > ACCESSION_LENGTH or "\\" in accession:  # not a DICOM SH value
-        raise Refused(
-            "AE", f"the accession number in {where} is not one DICOM can hold", parsed.header
-        )
+        raise Refused("AE", f"the accession number in {where} is not one DICOM can hold", header)
     return accession
 
 

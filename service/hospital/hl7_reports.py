@@ -8,19 +8,25 @@ reporting template captures are OBX segments of a coded type (CWE, CE, CNE, CF) 
 holds the code (component 1, its coding system in 3, an alternate code in 4 and 6). Free
 text is not read: what a sentence means is not decided here. A site maps codes to classes
 (`SCANTUNE_DICOM_OUTCOME_CODES`); an entry is `CODE` (in any system) or `SYSTEM|CODE`.
+
+One ORU may report several exams (a radiologist reads a chest X-ray and its follow-up
+together): each ORDER_OBSERVATION group, an optional ORC then an OBR and the OBX after it, is
+a report of its own; an ORC-3 accession number is read from the group's ORC, else the last
+one before it. Groups naming the same exam are one report of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from service.hospital.hl7_orders import (
     AccessionField,
     Header,
     Parsed,
     Refused,
-    accession_of,
+    accession_in,
 )
 
 REPORT_TYPE = "ORU^R01"
@@ -40,20 +46,43 @@ class Report:
         return self.status in FINAL_STATUSES
 
 
-def report_of(parsed: Parsed, field: AccessionField) -> Report:
-    """The report in an ORU^R01 already read (`hl7_orders.read_message`); Refused (AE) when
-    it has no OBR or no accession number."""
-    obr = parsed.first("OBR")
-    if obr is None:
+def reports_of(parsed: Parsed, field: AccessionField) -> list[Report]:
+    """The reports in an ORU^R01 already read (`hl7_orders.read_message`), one an exam in the
+    order the message names them; Refused (AE), keeping none, when it has no OBR or a group
+    names no accession number."""
+    groups = _groups(parsed.segments)
+    if not groups:
         raise Refused("AE", "the report has no OBR segment", parsed.header)
-    accession = accession_of(parsed, field, "report")
-    status = obr.obr_25.to_er7().strip().upper()
-    codes: set[str] = set()
-    for obx in (s for s in parsed.segments if s.name == "OBX"):
-        if obx.obx_2.to_er7().strip().upper() in CODED_TYPES:
-            for value in obx.obx_5:  # each repetition: several findings
-                codes.update(_codes(value.to_er7().split("^")))
-    return Report(parsed.header, accession, status, frozenset(codes))
+    found: dict[str, Report] = {}
+    for orc, obr, observations in groups:
+        segment = obr if field.startswith("OBR") else orc
+        accession = accession_in(segment, field, "report", parsed.header)
+        codes: set[str] = set()
+        for obx in observations:
+            if obx.obx_2.to_er7().strip().upper() in CODED_TYPES:
+                for value in obx.obx_5:  # each repetition: several findings
+                    codes.update(_codes(value.to_er7().split("^")))
+        status = obr.obr_25.to_er7().strip().upper()
+        if accession in found:  # another procedure of the same exam: one report of it
+            first = found[accession]
+            status, codes = first.status, codes | first.codes
+        found[accession] = Report(parsed.header, accession, status, frozenset(codes))
+    return list(found.values())
+
+
+def _groups(segments: list[Any]) -> list[tuple[Any | None, Any, list[Any]]]:
+    """Each OBR with the ORC that applies to it and the OBX after it (segments not grouped,
+    as `read_message` reads them)."""
+    groups: list[tuple[Any | None, Any, list[Any]]] = []
+    orc = None
+    for segment in segments:
+        if segment.name == "ORC":
+            orc = segment
+        elif segment.name == "OBR":
+            groups.append((orc, segment, []))
+        elif segment.name == "OBX" and groups:
+            groups[-1][2].append(segment)
+    return groups
 
 
 def _codes(parts: list[str]) -> Iterable[str]:

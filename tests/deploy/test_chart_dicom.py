@@ -308,3 +308,11 @@ def test_outcomes_from_the_ris_reach_the_releases_api_with_the_nodes_key(
     assert not {"SCANTUNE_DICOM_OUTCOME_CODES", "SCANTUNE_TRAINING_URL"} & set(
         container_env(plain, container)
     )
+    # A site that only sends reports names no source: the node takes reports, no orders.
+    reports_only = {**orders, "source": ""}
+    manifests = render({**NODE, "dicomNode": {**node, "orders": reports_only}})
+    (container,) = deployment(manifests, "dicom")["spec"]["template"]["spec"]["containers"]
+    env = container_env(manifests, container)
+    assert "SCANTUNE_DICOM_ORDER_SOURCE" not in env
+    settings = settings_from(monkeypatch, env, DicomNodeSettings)
+    assert settings.dicom_order_source is None and settings.dicom_outcome_codes == codes

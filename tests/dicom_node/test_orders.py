@@ -35,15 +35,17 @@ def of(node: Gunicorn, accession: str) -> list[dict[str, Any]]:
     return [o for o in node.items("/v1/orders", OPS_KEY) if o["accession_number"] == accession]
 
 
-def hl7_node(make_node: Callable[..., Gunicorn], orthanc: Orthanc, **settings: Any) -> Gunicorn:
-    """The node started with an HL7 port loopback may send to, fetching from Orthanc."""
-    pacs = {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
+def hl7_node(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, *, orders: bool = True, **settings: Any
+) -> Gunicorn:
+    """The node started with an HL7 port loopback may send to, fetching ordered exams from
+    Orthanc (`orders`; else it takes the RIS's reports only)."""
+    if orders:
+        pacs = {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1",
+                "port": orthanc.dicom_port}  # fmt: skip
+        settings = {"dicom_sources": [pacs], "dicom_order_source": "pacs", **settings}
     started = make_node(
-        dicom_sources=[pacs],
-        dicom_hl7_port=free_port(),
-        dicom_hl7_allowed_hosts=["127.0.0.1"],
-        dicom_order_source="pacs",
-        **settings,
+        dicom_hl7_port=free_port(), dicom_hl7_allowed_hosts=["127.0.0.1"], **settings
     ).start()
     started.port_hl7 = int(started.env["SCANTUNE_DICOM_HL7_PORT"])
     return started

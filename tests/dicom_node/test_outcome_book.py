@@ -1,5 +1,6 @@
 """The scans waiting for their exam's report, on SQLite and PostgreSQL: labelled by a report,
-batched by version, a row relabelled while it was being sent is sent again, old rows go."""
+batched by version, a row relabelled while it was being sent is sent again, one already sent
+with the same label is not, an exam's report is kept for scans to come, old rows go."""
 
 from __future__ import annotations
 
@@ -46,8 +47,12 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     book.later(again[0], "training service answered 503", 3600)
     book.refused(again[1], "training service answered 404: no model")
     assert book.due() == []
-    book.label("ACC-1", lambda model, classes: "normal")  # sent again on a new report
+    book.label("ACC-1", lambda model, classes: "pneumonia")  # sent again on a new report
     assert sum(len(b.ids) for b in book.due()) == 3
+    for batch in book.due():
+        book.sent(batch)
+    assert book.label("ACC-1", lambda model, classes: "pneumonia") == 3  # the same class
+    assert book.due() == []  # already at the training service: not sent again
     waiting, cursor = book.page("waiting", None, 50)
     assert [(o["accession_number"], o["label"], cursor) for o in waiting] == [("ACC-2", None, None)]
     newest, cursor = book.page(None, None, 2)  # newest first, a page at a time
@@ -57,10 +62,22 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     assert [o["signed"] for o in rest] == [True, False]
 
 
+def test_an_exams_newest_final_report_is_kept_for_scans_to_come(book: OutcomeBook) -> None:
+    assert book.report_codes("ACC-1") is None
+    book.keep_report("ACC-1", frozenset({"RID5350", "RADLEX|RID5350"}))
+    book.keep_report("ACC-2", frozenset())
+    assert book.report_codes("ACC-1") == {"RID5350", "RADLEX|RID5350"}
+    book.keep_report("ACC-1", frozenset({"RID13173"}))  # the correction replaces it
+    assert book.report_codes("ACC-1") == {"RID13173"} and book.report_codes("ACC-2") == set()
+
+
 def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> None:
     book.remember("ACC-1", "chest", 1, [("1.2.1", P, None)])
     book.remember("ACC-2", "chest", 1, [("1.2.2", P, None)])
     book.label("ACC-1", lambda model, classes: "pneumonia")
+    book.keep_report("ACC-3", frozenset({"RID5350"}))
     assert book.forget_before(utcnow() - timedelta(hours=1)) == 0
+    assert book.report_codes("ACC-3") is not None
     assert book.forget_before(utcnow() + timedelta(seconds=1)) == 1  # one labelled, unsent
     assert not book.known("ACC-1") and not book.known("ACC-2")
+    assert book.report_codes("ACC-3") is None

@@ -2,8 +2,8 @@
 (under gunicorn, the model served by the inference service), the RIS's ORU^R01 over MLLP, and
 the confirmed outcomes at the real training service (under gunicorn), which shows them beside
 the version's card: sent once the training service is up (signed by inference, checked
-there), replaced by a corrected report;
-preliminary, unknown, uncoded and ambiguous reports send nothing."""
+there), replaced by a corrected report; a report that came before its exam's scans labels
+them when they come; preliminary, uncoded and ambiguous reports send nothing."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, send,
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S
 from tests.dicom_node.test_orders import hl7_node
 from tests.dicom_node.test_orders import send as send_hl7
+from tests.hospital.test_hl7_orders import orm
 from tests.hospital.test_hl7_reports import oru
 from tests.inference.conftest import MODEL
 
@@ -52,9 +53,9 @@ def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
 @pytest.fixture
 def node(make_node: Callable[..., Gunicorn], orthanc: Orthanc, training: Gunicorn) -> Gunicorn:
     return hl7_node(
-        make_node, orthanc, dicom_outcome_codes=CODES, training_url=training.url,
-        dicom_training_api_key=OUTCOMES_KEY,
-    )  # fmt: skip
+        make_node, orthanc, orders=False, dicom_outcome_codes=CODES,
+        training_url=training.url, dicom_training_api_key=OUTCOMES_KEY,
+    )  # fmt: skip  # a site that sends reports, not orders
 
 
 def outcomes(training: Gunicorn) -> dict[str, Any]:
@@ -70,21 +71,26 @@ def outcomes(training: Gunicorn) -> dict[str, Any]:
 def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcomes(
     node: Gunicorn, orthanc: Orthanc, training: Gunicorn, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    study = make_study(3)
+    # The RIS reported RIS-32 before the PACS sent its study: the report waits for the scan.
+    assert send_hl7(node, two_exams(oru("F", (NORMAL,), "RIS-32"), "RIS-99")) == "AA"
+    assert node.metric("scantune_dicom_reports_total", outcome="held") == 2
+    study, late = make_study(3), make_study(1)
     for ds in study:
         ds.AccessionNumber = "RIS-31"
-    assert send(node.port_dicom, study) == [0, 0, 0]
-    uid = study[0].StudyInstanceUID
-    wait_until(lambda: orthanc.reports(uid), QUIET_S + SLACK_S, "the series is classified")
+    late[0].AccessionNumber = "RIS-32"
+    assert send(node.port_dicom, study) == [0, 0, 0] and send(node.port_dicom, late) == [0]
+    for ds in (study[0], late[0]):
+        uid = ds.StudyInstanceUID
+        wait_until(lambda u=uid: orthanc.reports(u), QUIET_S + SLACK_S, "each series classified")
 
-    # Nothing to send: a preliminary report, another exam, free text only, two classes coded.
+    # Nothing to send: a preliminary report, free text only, two classes coded.
     assert send_hl7(node, oru("P", (PNEUMONIA,), "RIS-31")) == "AA"
-    assert send_hl7(node, oru("F", (PNEUMONIA,), "RIS-99")) == "AA"
     assert send_hl7(node, oru("F", (), "RIS-31")) == "AA"
     assert send_hl7(node, oru("F", (PNEUMONIA, NORMAL), "RIS-31")) == "AA"
     assert send_hl7(node, oru("F", (PNEUMONIA,), "")) == "AE"  # no exam named
-    for outcome in ("not_final", "unknown_exam", "unmapped", "ambiguous", "refused"):
+    for outcome in ("not_final", "unmapped", "ambiguous", "refused"):
         assert node.metric("scantune_dicom_reports_total", outcome=outcome) == 1, outcome
+    assert send_hl7(node, orm()) == "AR"  # this node takes no orders
 
     # The final report while the training service is down: kept, and sent once it is up.
     assert send_hl7(node, oru("F", (PNEUMONIA,), "RIS-31")) == "AA"
@@ -94,30 +100,38 @@ def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcom
         20, "the node tries the training service",
     )  # fmt: skip
     training.start()
-    wait_until(lambda: outcomes(training)["reports"] == 3, 30, "the outcomes arrive")
+    wait_until(lambda: outcomes(training)["reports"] == 4, 30, "the outcomes arrive")
     shown = outcomes(training)
-    assert shown["by_label"] == {"normal": 0, "pneumonia": 3}
+    assert shown["by_label"] == {"normal": 1, "pneumonia": 3}  # RIS-32's early report counts
     assert (shown["clients"], shown["reported_by"]) == (1, "dicom-node")
 
     # A correction replaces the first read at the training service: the same three scans.
     assert send_hl7(node, oru("C", ("CE|17621005^Normal^SCT",), "RIS-31")) == "AA"
     wait_until(
-        lambda: outcomes(training)["by_label"] == {"normal": 3, "pneumonia": 0},
+        lambda: outcomes(training)["by_label"] == {"normal": 4, "pneumonia": 0},
         30, "the correction replaces the first read",
     )  # fmt: skip
-    assert outcomes(training)["reports"] == 3
-    assert node.metric("scantune_dicom_outcomes_total", outcome="sent") == 6
+    assert outcomes(training)["reports"] == 4
+    assert node.metric("scantune_dicom_outcomes_total", outcome="sent") == 7
     sent = node.items("/v1/outcome-reports?state=sent", OPS_KEY)  # what the operator sees
-    assert [(o["accession_number"], o["label"], o["signed"]) for o in sent] == [
+    assert sorted((o["accession_number"], o["label"], o["signed"]) for o in sent) == [
         ("RIS-31", "normal", True)
-    ] * 3
+    ] * 3 + [("RIS-32", "normal", True)]
     assert node.items("/v1/outcome-reports?state=refused", OPS_KEY) == []
     assert main(["series", "outcomes", "--url", node.url, "--api-key", OPS_KEY]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
-    assert header.split()[:4] == ["ID", "ACCESSION", "MODEL", "STATE"] and len(lines) == 3
-    assert lines[0].split()[1:6] == ["RIS-31", MODEL, "v1", "sent", "normal"]
+    assert header.split()[:4] == ["ID", "ACCESSION", "MODEL", "STATE"] and len(lines) == 4
+    shown_lines = sorted(line.split()[1:6] for line in lines)
+    assert shown_lines[0] == ["RIS-31", MODEL, "v1", "sent", "normal"]
     log = node.log_text()
-    assert "RIS-31" not in log and not any(ds.SOPInstanceUID in log for ds in study)
+    assert "RIS-3" not in log and not any(ds.SOPInstanceUID in log for ds in study + late)
+
+
+def two_exams(message: bytes, other: str) -> bytes:
+    """`message` reporting a second exam, `other`, in an OBR group of its own."""
+    obr = next(s for s in message.split(b"\r") if s.startswith(b"OBR|"))
+    group = b"ORC|RE|PL-2|FL-78||CM\r" + obr.replace(obr.split(b"|")[18], other.encode())
+    return message + group + b"\rOBX|1|CWE|FIND^Finding||RID5350^pneumonia^RADLEX||||||F\r"
 
 
 def test_outcome_codes_need_the_hl7_port_and_one_class_a_code() -> None:
@@ -130,6 +144,12 @@ def test_outcome_codes_need_the_hl7_port_and_one_class_a_code() -> None:
         "dicom_order_source": "pacs",
     }
     assert DicomNodeSettings(dicom_outcome_codes=CODES, **hl7).dicom_outcome_codes == CODES
+    reports_only = DicomNodeSettings(dicom_outcome_codes=CODES, dicom_hl7_port=2575)
+    assert reports_only.dicom_order_source is None  # the port takes reports, no orders
+    with pytest.raises(ValueError, match="only the RIS's reports are taken"):
+        DicomNodeSettings(dicom_hl7_port=2575)  # neither orders nor reports
+    with pytest.raises(ValueError, match="must name one of dicom_sources"):
+        DicomNodeSettings(dicom_outcome_codes=CODES, dicom_hl7_port=2575, dicom_order_source="x")
     twice = {MODEL: {"pneumonia": ["RID5350", "RID5350"], "normal": ["RID5350"]}}
     with pytest.raises(ValueError, match="code 'RID5350' confirms two classes"):
         DicomNodeSettings(dicom_outcome_codes=twice, **hl7)

@@ -1,12 +1,12 @@
 """The RIS's reports (HL7 v2 ORU^R01) read for their status, accession number and coded
-findings, and matched to a model's classes by a site's codes."""
+findings, one an exam, and matched to a model's classes by a site's codes."""
 
 from __future__ import annotations
 
 import pytest
 
 from service.hospital.hl7_orders import Refused, read_message
-from service.hospital.hl7_reports import classes_named, report_of
+from service.hospital.hl7_reports import Report, classes_named, reports_of
 
 CODES = {"pneumonia": ["RID5350", "SCT|233604007"], "normal": ["RID13173", "I10|Z00.00"]}
 
@@ -33,8 +33,18 @@ def oru(
     return "\r".join(segments).encode() + b"\r"
 
 
-def read(data: bytes, field: str = "OBR-18"):  # type: ignore[no-untyped-def]
-    return report_of(read_message(data), field)  # type: ignore[arg-type]
+def read(data: bytes, field: str = "OBR-18") -> Report:
+    (report,) = reports_of(read_message(data), field)  # type: ignore[arg-type]
+    return report
+
+
+def group(accession: str, finding: str, status: str = "F", orc3: str = "FL-78") -> bytes:
+    """One more exam's ORC, OBR (OBR-18 `accession`, OBR-25 `status`) and coded finding."""
+    return (
+        f"ORC|RE|PL-2|{orc3}||CM\rOBR|2|PL-2|{orc3}|CXR^Chest X-ray|||20261207080000"
+        f"|||||||||||{accession}||||20261207090000|||{status}\r"
+        f"OBX|1|CWE|FIND^Finding||{finding}||||||F\r"
+    ).encode()
 
 
 def test_a_final_report_gives_its_exam_and_coded_findings() -> None:
@@ -67,3 +77,29 @@ def test_a_report_without_its_exam_is_refused_with_the_reason() -> None:
     no_obr = oru().replace(b"\rOBR|", b"\rNTE|")
     with pytest.raises(Refused, match="no OBR segment"):
         read(no_obr)
+
+
+def test_one_message_may_report_several_exams_each_with_its_own_findings() -> None:
+    message = oru() + group("RIS-8", "RID13173^normal^RADLEX", status="P")
+    first, second = reports_of(read_message(message), "OBR-18")
+    assert (first.accession, first.status) == ("RIS-7", "F")
+    assert classes_named(CODES, first.codes) == {"pneumonia"}  # not the second exam's code
+    assert (second.accession, second.status, second.final) == ("RIS-8", "P", False)
+    assert classes_named(CODES, second.codes) == {"normal"}
+    by_orc = reports_of(read_message(message), "ORC-3")  # each group's own ORC
+    assert [r.accession for r in by_orc] == ["FL-77", "FL-78"]
+    # Two procedures of one exam are one report of it, with the findings of both.
+    same = reports_of(read_message(oru() + group("RIS-7", "RID13173^normal^RADLEX")), "OBR-18")
+    assert [(r.accession, classes_named(CODES, r.codes)) for r in same] == [
+        ("RIS-7", {"pneumonia", "normal"})
+    ]
+    # An ORC-3 report whose second OBR has no ORC of its own: the one before it applies.
+    shared = oru() + group("RIS-8", "RID13173^n^RADLEX").split(b"\r", 1)[1]
+    assert [r.accession for r in reports_of(read_message(shared), "ORC-3")] == ["FL-77"]
+
+
+def test_a_message_with_one_exam_unnamed_is_refused_whole() -> None:
+    with pytest.raises(Refused, match="the report has no accession number in OBR-18"):
+        reports_of(read_message(oru() + group("", "RID13173^normal^RADLEX")), "OBR-18")
+    with pytest.raises(Refused, match="not one DICOM can hold"):
+        reports_of(read_message(oru() + group("X" * 17, "RID13173^n^RADLEX")), "OBR-18")
