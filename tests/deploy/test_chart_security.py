@@ -201,6 +201,24 @@ def test_the_api_gets_its_tenancy_and_limit_settings(
     assert ci.owner == "ci"
 
 
+def test_a_release_never_hashes_study_uids_unsalted(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(MINIMAL)  # no salt given: the Secret gets a random one
+    salts = []
+    for component, settings_type in (("api", TrainingSettings), ("inference", InferenceSettings)):
+        container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
+        env = container_env(manifests, container)
+        salts.append(settings_from(monkeypatch, env, settings_type).audit_salt)
+    assert len(salts[0]) == 32 and salts[0] == salts[1]  # both services hash alike
+    [other] = [
+        s["stringData"]["SCANTUNE_AUDIT_SALT"]
+        for s in find(render(MINIMAL), "Secret")
+        if "SCANTUNE_AUDIT_SALT" in s["stringData"]
+    ]
+    assert other != salts[0]  # random per install (an upgrade keeps the Secret's own)
+
+
 def test_the_dicom_node_may_be_kept_to_the_hosts_it_sends_to(render: Render) -> None:
     """dicomNode.egressTo replaces the node's any-host egress with the hospital's own rules;
     DNS and the release's inference stay reachable."""

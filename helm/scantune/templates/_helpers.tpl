@@ -161,6 +161,16 @@ SCANTUNE_RATE_LIMITS: {{ .Values.config.rateLimits | default dict | toJson | quo
 SCANTUNE_LOG_FORMAT: {{ .Values.config.logFormat | default "json" | quote }}
 {{- end -}}
 
+{{/*
+The salt of the hashes that stand for study UIDs in audit records: as given; else the one this
+release's Secret already holds (an upgrade keeps it, so the hashes stay comparable); else a new
+random one, so no release hashes UIDs unsalted (a dictionary of a PACS's UIDs would undo them).
+*/}}
+{{- define "scantune.auditSalt" -}}
+{{- $kept := (lookup "v1" "Secret" .Release.Namespace (include "scantune.secretName" .)).data | default dict -}}
+{{- .Values.secrets.auditSalt | default (get $kept "SCANTUNE_AUDIT_SALT" | b64dec) | default (randAlphaNum 32) -}}
+{{- end -}}
+
 {{/* Secret entries the API and the job pods share. */}}
 {{- define "scantune.secretEnv" -}}
 SCANTUNE_DATABASE_URL: {{ .Values.secrets.databaseUrl | quote }}
@@ -175,9 +185,6 @@ AWS_SECRET_ACCESS_KEY: {{ . | quote }}
 {{- end }}
 {{- with .Values.secrets.redisUrl }}
 SCANTUNE_REDIS_URL: {{ . | quote }}
-{{- end }}
-{{- with .Values.secrets.auditSalt }}
-SCANTUNE_AUDIT_SALT: {{ . | quote }}
 {{- end }}
 {{- with .Values.secrets.predictionSigningKey }}
 SCANTUNE_PREDICTION_SIGNING_KEY: {{ . | quote }}
