@@ -62,6 +62,10 @@ class NotFound(ServiceError):
     status, title = 404, "Not found"
 
 
+class NotAcceptable(ServiceError):
+    status, title = 406, "Not acceptable"
+
+
 class Conflict(ServiceError):
     status, title = 409, "Conflict"
 

@@ -13,7 +13,7 @@ from werkzeug.http import parse_options_header
 
 from models.card import ModelCard
 from service.config import InferenceSettings
-from service.errors import BadRequest
+from service.errors import BadRequest, NotAcceptable
 from service.hospital.answers import (
     JSON_MEDIA_TYPE,
     MEDIA_TYPES,
@@ -34,9 +34,25 @@ if TYPE_CHECKING:
 
 def answer_type(request: Request) -> str:
     """The media type the answer is asked in: JSON, unless Accept prefers an SR, FHIR, HL7 or
-    DICOM files in a multipart body (with or without a transfer syntax: `_as_listed`)."""
+    DICOM files in a multipart body (with or without a transfer syntax: `_as_listed`). Any
+    other Accept is answered JSON, but for DICOM files in a transfer syntax not made here
+    from a client that takes nothing else: a DICOMweb client could not read JSON (406)."""
     accept = MIMEAccept([(_as_listed(value), q) for value, q in request.accept_mimetypes])
-    return accept.best_match(MEDIA_TYPES, default=JSON_MEDIA_TYPE)
+    found = accept.best_match(MEDIA_TYPES)
+    if found is not None:
+        return found
+    if accept and not accept[JSON_MEDIA_TYPE] and any(map(_other_syntax, accept.values())):
+        raise NotAcceptable(
+            f"DICOM files are answered in explicit VR little endian ({EXPLICIT_LITTLE}) only:"
+            f" accept {MULTIPART_DICOM} with transfer-syntax={EXPLICIT_LITTLE} or *, or"
+            f" {JSON_MEDIA_TYPE}"
+        )
+    return JSON_MEDIA_TYPE
+
+
+def _other_syntax(value: str) -> bool:
+    mimetype, params = parse_options_header(value)
+    return mimetype == "multipart/related" and params.get("type") == DICOM_TYPE
 
 
 def _as_listed(value: str) -> str:

@@ -168,6 +168,11 @@ def test_a_multipart_answer_holds_the_sr_and_with_explain_each_scans_map(
     assert plain.status_code == 200 and plain.mimetype == "multipart/related"
     (sr,) = _parts(plain)
     assert sr.Modality == "SR"
+    j2k = f"{MULTIPART}; transfer-syntax=1.2.840.10008.1.2.4.90"  # JPEG 2000: not made here
+    refused = _post(client, paths, j2k)
+    assert refused.status_code == 406 and refused.mimetype == "application/problem+json"
+    assert "explicit VR little endian (1.2.840.10008.1.2.1) only" in refused.json["detail"]
+    assert _post(client, paths, f"{j2k}, application/json;q=0.5").mimetype == "application/json"
     explained = _post(client, paths, f"{MULTIPART}; transfer-syntax=*", "?explain=true")
     assert explained.status_code == 200
     sr, *maps = _parts(explained)
