@@ -22,7 +22,7 @@ from models.card import ModelCard
 from service import cores
 from service.config import InferenceSettings
 from service.errors import ServiceError, ServiceUnavailable
-from service.inference import metrics, sessions
+from service.inference import metrics, prediction_mix, sessions
 from service.inference.loaded import LoadedModel, open_model
 from service.registry import Registry
 
@@ -162,6 +162,7 @@ class ModelCache:
             raise err from exc
         model.load_seconds = time.perf_counter() - started
         metrics.LOAD_SECONDS.labels(name).observe(model.load_seconds)
+        prediction_mix.loaded(name, version, card)
         log.info("loaded model=%s version=%s seconds=%.3f", name, version, model.load_seconds)
         threads = sessions.all_core_threads(self.settings)
         if (per_core or len(model.sessions) > 1) and threads > 1:  # runners: single-threaded

@@ -41,3 +41,22 @@ DICOM_DECODER_FAILURES = Counter(
     "JPEG Lossless and JPEG-LS decoder processes stopped because they crashed, hung or answered"
     " out of protocol; each cost its scan a 422 (models.scans.helper_pool)",
 )
+# What a version answers in service, beside what its card's validation said it would
+# (`prediction_mix`): a shift warns of another scanner or population before outcomes come.
+PREDICTED = Counter(
+    "scantune_inference_predicted_total",
+    "Scans classified (v1 predict), by model, version and the class answered",
+    ["model", "version", "label"],
+)
+CONFIDENCE = Histogram(
+    "scantune_inference_confidence",
+    "The answered class's calibrated probability, by model (low: scans unlike the training set)",
+    ["model"],
+    buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+)
+EXPECTED_SHARE = Gauge(
+    "scantune_model_expected_share",
+    "The share of scans each class would be answered for, as the card's validation says",
+    ["model", "version", "label"],
+    multiprocess_mode="mostrecent",
+)

@@ -17,7 +17,7 @@ import numpy as np
 from models import scans
 from models.card import InputSpec, ModelCard
 from service.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
-from service.inference import metrics
+from service.inference import metrics, prediction_mix
 from service.inference.batcher import Outputs
 from service.inference.explain import heatmap_png
 from service.inference.loaded import LoadedModel
@@ -65,6 +65,7 @@ class Predictor:
             for i, upload in enumerate(uploads)
         ]
         metrics.IMAGES.labels(model.name, str(model.version)).inc(len(uploads))
+        prediction_mix.answered(model.name, model.version, predictions)
         return {
             "model": model_info(model, selector, self.manager.settings.default_alias),
             "predictions": predictions,
