@@ -51,8 +51,9 @@ $(VENV)/.installed:
 
 # Debian packages the tests drive: Orthanc (a real PACS) with its DICOMweb plugin, the DICOM
 # validators (dciodvfy, dsrdump, storescu), Chromium for the dashboard's browser tests, npm for
-# axe-core. Installed only when one is missing.
-SYSTEM_PKGS := orthanc orthanc-dicomweb dicom3tools dcmtk chromium openssl
+# axe-core, promtool (Debian's prometheus; the daemon is not started) for the chart's alerts.
+# Installed only when one is missing.
+SYSTEM_PKGS := orthanc orthanc-dicomweb dicom3tools dcmtk chromium openssl prometheus
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
 		command -v npm >/dev/null || echo npm); \

@@ -1,0 +1,190 @@
+"""The chart's alerts evaluated by Prometheus's own rule engine (`promtool test rules`, from
+Debian's prometheus package): over series shaped like the services' metrics, each alert fires
+when it should, with the labels and text it should, and stays quiet when it should not;
+another namespace's series never fire this release's alerts."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import NAMESPACE
+from tests.deploy.test_chart import MINIMAL, Render, one
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("promtool"), reason="promtool (Debian's prometheus) is installed by .ci/run"
+)
+ALERTS = {"metrics": {"prometheusRule": {"enabled": True}}}
+
+
+def series(name: str, values: str, **labels: str) -> dict[str, str]:
+    """An input series of this release's namespace (or `namespace=` another)."""
+    labels = {"namespace": NAMESPACE, **labels}
+    matchers = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return {"series": f"{name}{{{matchers}}}", "values": values}
+
+
+def firing(rule: dict[str, Any], **labels: str) -> dict[str, Any]:
+    """What promtool should see `rule` fire with for `labels`: its own labels, and its
+    annotations with each `$labels.x` filled in (Prometheus's template expansion)."""
+
+    def expand(text: str) -> str:
+        return re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels[m.group(1)], text)
+
+    return {
+        "exp_labels": {**rule["labels"], **labels},
+        "exp_annotations": {k: expand(v) for k, v in rule["annotations"].items()},
+    }
+
+
+def run_promtool(tmp_path: Path, groups: list[Any], tests: list[dict[str, Any]]) -> str:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    checked = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "rules.yaml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (tmp_path / "tests.yaml").write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": tests}, sort_keys=False)
+    )
+    tested = subprocess.run(
+        ["promtool", "test", "rules", "tests.yaml"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    return f"{tested.returncode}\n{tested.stdout}{tested.stderr}"
+
+
+@pytest.fixture
+def rules(render: Render) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """The rendered PrometheusRule's groups, and its alerts by name."""
+    groups = one(render({**MINIMAL, **ALERTS}), "PrometheusRule")["spec"]["groups"]
+    return groups, {r["alert"]: r for g in groups for r in g["rules"]}
+
+
+def test_the_alerts_fire_in_prometheus_as_they_say(
+    rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    groups, alert = rules
+    shifted, below = alert["ScantunePredictionMixShifted"], alert["ScantuneModelBelowValidation"]
+    failing, errors = alert["ScantuneDicomDeliveriesFailing"], alert["ScantuneHttpErrors"]
+    predicted, expected = "scantune_inference_predicted_total", "scantune_model_expected_share"
+    requests = "scantune_http_requests_total"
+    tests = [
+        {  # a day of answers: v3 answers pneumonia 75% of the time where validation said 30%;
+            # v4 as validation said; v5 shifted too, but on fewer scans than the alert needs.
+            "interval": "2m",  # a gauge is seen for 5 minutes after each sample
+            "input_series": [
+                series(predicted, "0+3x800", model="chest", version="3", label="pneumonia"),
+                series(predicted, "0+1x800", model="chest", version="3", label="normal"),
+                series(predicted, "0+3x800", model="chest", version="4", label="pneumonia"),
+                series(predicted, "0+7x800", model="chest", version="4", label="normal"),
+                series(predicted, "0+0.03x800", model="chest", version="5", label="pneumonia"),
+                series(predicted, "0+0.01x800", model="chest", version="5", label="normal"),
+                *(
+                    series(expected, f"{share}x800", model="chest", version=v, label=label)
+                    for v in ("3", "4", "5")
+                    for label, share in (("pneumonia", 0.3), ("normal", 0.7))
+                ),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "26h",
+                    "alertname": "ScantunePredictionMixShifted",
+                    "exp_alerts": [
+                        firing(shifted, model="chest", version="3", label=label)
+                        for label in ("normal", "pneumonia")
+                    ],
+                },
+                {"eval_time": "30m", "alertname": "ScantunePredictionMixShifted", "exp_alerts": []},
+            ],
+        },
+        {  # stow deliveries all fail; dimse ones fail too, but others get through
+            "interval": "1m",
+            "input_series": [
+                series("scantune_dicom_delivery_failures_total", "0+1x40", kind="stow"),
+                series("scantune_dicom_results_delivered_total", "0x40", kind="stow"),
+                series("scantune_dicom_delivery_failures_total", "0+1x40", kind="dimse"),
+                series("scantune_dicom_results_delivered_total", "0+1x40", kind="dimse"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "35m",
+                    "alertname": "ScantuneDicomDeliveriesFailing",
+                    "exp_alerts": [firing(failing, kind="stow")],
+                },
+                # failing, but not yet for 15 minutes
+                {
+                    "eval_time": "10m",
+                    "alertname": "ScantuneDicomDeliveriesFailing",
+                    "exp_alerts": [],
+                },
+            ],
+        },
+        {  # 3% of inference's requests fail (the limit is 2%), 1% of the API's
+            "interval": "1m",
+            "input_series": [
+                series(requests, f"0+{n}x40", service=service, status=status)
+                for service, status, n in (
+                    ("inference", "200", 97),
+                    ("inference", "503", 3),
+                    ("training", "200", 99),
+                    ("training", "500", 1),
+                )
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "30m",
+                    "alertname": "ScantuneHttpErrors",
+                    "exp_alerts": [firing(errors, service="inference")],
+                }
+            ],
+        },
+        {  # a version falls below its card; another release's model does too
+            "interval": "1m",
+            "input_series": [
+                series("scantune_model_below_validation", "0 0 1 1", model="chest", version="3"),
+                series(  # another release's model
+                    "scantune_model_below_validation",
+                    "1 1 1 1",
+                    model="knee",
+                    namespace="another-release",
+                ),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "ScantuneModelBelowValidation", "exp_alerts": []},
+                {
+                    "eval_time": "3m",
+                    "alertname": "ScantuneModelBelowValidation",
+                    "exp_alerts": [firing(below, model="chest")],
+                },
+            ],
+        },
+    ]
+    result = run_promtool(tmp_path, groups, tests)
+    assert result.startswith("0\n"), result
+
+
+def test_a_wrong_expectation_fails_in_promtool(
+    rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The harness can fail: an alert expected where the series give no cause."""
+    groups, alert = rules
+    quiet = {
+        "interval": "1m",
+        "input_series": [series("scantune_model_below_validation", "0 0 0 0", model="chest")],
+        "alert_rule_test": [
+            {
+                "eval_time": "3m",
+                "alertname": "ScantuneModelBelowValidation",
+                "exp_alerts": [firing(alert["ScantuneModelBelowValidation"], model="chest")],
+            }
+        ],
+    }
+    result = run_promtool(tmp_path, groups, [quiet])
+    assert not result.startswith("0\n") and "ScantuneModelBelowValidation" in result, result
