@@ -4,9 +4,12 @@ for the same scan (a corrected diagnosis) replaces the first instead of counting
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, distinct, func, select
 from sqlalchemy.exc import IntegrityError
@@ -15,12 +18,26 @@ from sqlalchemy.orm import sessionmaker
 from service.errors import Conflict
 from service.jobs.tables import OutcomeRow, as_utc, utcnow
 
+if TYPE_CHECKING:
+    from models.card import ModelCard
+
 
 @dataclass(frozen=True)
 class Outcome:
     reference: str  # already hashed
     label: str
     probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window's reports in brief: a report kept in it, or a correction (a later
+    `reported_at`), changes it, so figures worked out on the same window stand."""
+
+    count: int
+    clients: int
+    first_at: datetime | None
+    last_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -88,26 +105,88 @@ class OutcomeStore:
         """The version's outcomes: every client's (None), or one client's, reported at or
         after `since` and before `until`. Plain rows, not ORM objects: 100,000 objects took
         a second to build (bench/outcomes.py)."""
-        where = [OutcomeRow.model_name == model, OutcomeRow.version == version]
-        if client is not None:
-            where.append(OutcomeRow.client == client)
-        if since is not None:
-            where.append(OutcomeRow.reported_at >= as_utc(since).astimezone(UTC))
-        if until is not None:
-            where.append(OutcomeRow.reported_at < as_utc(until).astimezone(UTC))
-        summary = select(
-            func.count(distinct(OutcomeRow.client)),
-            func.min(OutcomeRow.reported_at),
-            func.max(OutcomeRow.reported_at),
-        ).where(*where)
+        where = _window(model, version, client, since, until)
+        window = self.window(model, version, client, since, until)
         rows = select(OutcomeRow.label, OutcomeRow.probabilities).where(*where)
         with self._sessions() as session:
-            clients, first, last = session.execute(summary).one()
             found = session.execute(rows.order_by(OutcomeRow.id)).all()
         return Reported(
             [label for label, _ in found],
             [probabilities for _, probabilities in found],
-            int(clients),
-            as_utc(first),
-            as_utc(last),
+            window.clients,
+            window.first_at,
+            window.last_at,
         )
+
+    def window(
+        self,
+        model: str,
+        version: int,
+        client: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Window:
+        """The same reports as `reported`, in brief: one aggregate query, no rows."""
+        summary = select(
+            func.count(),
+            func.count(distinct(OutcomeRow.client)),
+            func.min(OutcomeRow.reported_at),
+            func.max(OutcomeRow.reported_at),
+        ).where(*_window(model, version, client, since, until))
+        with self._sessions() as session:
+            count, clients, first, last = session.execute(summary).one()
+        return Window(int(count), int(clients), as_utc(first), as_utc(last))
+
+
+def _window(
+    model: str, version: int, client: str | None, since: datetime | None, until: datetime | None
+) -> list[Any]:
+    where = [OutcomeRow.model_name == model, OutcomeRow.version == version]
+    if client is not None:
+        where.append(OutcomeRow.client == client)
+    if since is not None:
+        where.append(OutcomeRow.reported_at >= as_utc(since).astimezone(UTC))
+    if until is not None:
+        where.append(OutcomeRow.reported_at < as_utc(until).astimezone(UTC))
+    return where
+
+
+class OutcomeFigures:
+    """A version's figures on a window of its reports, worked out again only when the
+    window's reports changed (`Window`): at 100,000 reports the rows and their bootstrap take
+    seconds (bench/outcomes.py), the brief one query. Kept per process for the most recent
+    `size` windows asked."""
+
+    def __init__(self, store: OutcomeStore, size: int = 128) -> None:
+        self.store, self.size = store, size
+        self._kept: OrderedDict[tuple[Any, ...], tuple[Window, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(
+        self,
+        name: str,
+        version: int,
+        card: ModelCard,
+        client: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[Window, dict[str, Any]]:
+        """The window in brief and the figures (`models.outcomes.reported_figures`)."""
+        from models.outcomes import reported_figures
+
+        key = (name, version, card.onnx_sha256, client, since, until)
+        window = self.store.window(name, version, client, since, until)
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] == window:
+                self._kept.move_to_end(key)
+                return kept
+        # Read after the brief: a report meanwhile makes the next brief differ, never stale.
+        found = self.store.reported(name, version, client, since, until)
+        figures = reported_figures(card, found.labels, found.probabilities)
+        with self._lock:
+            self._kept[key] = (window, figures)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return window, figures

@@ -9,7 +9,7 @@ from service.config import TrainingSettings
 from service.errors import Forbidden, ServiceUnavailable
 from service.jobs.audit_store import AuditStore
 from service.jobs.launchers.base import Launcher, make_launcher
-from service.jobs.outcomes import OutcomeStore
+from service.jobs.outcomes import OutcomeFigures, OutcomeStore
 from service.jobs.schemas import JobView
 from service.jobs.state import IllegalTransition, Status
 from service.jobs.store import JobNotFound, JobStore
@@ -30,6 +30,7 @@ class JobService:
         self.supervisor = Supervisor(store, launcher, settings)
         self.audit_log = AuditStore(store.engine)
         self.outcomes = OutcomeStore(store.engine)
+        self.outcome_figures = OutcomeFigures(self.outcomes)
 
     @classmethod
     def from_settings(cls, settings: TrainingSettings) -> JobService:

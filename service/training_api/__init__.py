@@ -66,7 +66,9 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
         jobs.start()
         atexit.register(jobs.stop)
         threading.Thread(
-            target=outcomes_views.observe_reported, args=(jobs.outcomes, registry), daemon=True
+            target=outcomes_views.observe_reported,
+            args=(jobs.outcome_figures, registry),
+            daemon=True,
         ).start()
     return app
 

@@ -13,17 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.card import ModelCard
-from models.outcomes import reported_figures
 from service.audit import hash_uid, record
 from service.auth import current_principal, require
 from service.errors import InvalidRequest
-from service.jobs.outcomes import Outcome, OutcomeStore
+from service.jobs.outcomes import Outcome, OutcomeFigures
 from service.jobs.tables import as_utc
 from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
@@ -101,7 +99,7 @@ def report_outcomes(name: str, version: int) -> Response:
            signed=signed)  # fmt: skip
     # The gauges (and their alert) follow every client's reports; the figures take seconds at
     # 100,000 reports (bench/outcomes.py), so they are worked out after the answer.
-    _observe_later(services().jobs.outcomes, name, version, card)
+    _observe_later(services().jobs.outcome_figures, name, version, card)
     return jsonify(
         name=name, version=version, accepted=len(outcomes), replaced=replaced, signed=signed
     )
@@ -111,21 +109,21 @@ _pending: set[tuple[str, int]] = set()  # versions whose gauges are waiting to b
 _guard, _serial = threading.Lock(), threading.Lock()
 
 
-def _observe_later(store: OutcomeStore, name: str, version: int, card: ModelCard) -> None:
+def _observe_later(book: OutcomeFigures, name: str, version: int, card: ModelCard) -> None:
     """Work the version's gauges out in a thread, once for any number of reports meanwhile."""
     with _guard:
         if (name, version) in _pending:
             return
         _pending.add((name, version))
-    threading.Thread(target=_observe, args=(store, name, version, card), daemon=True).start()
+    threading.Thread(target=_observe, args=(book, name, version, card), daemon=True).start()
 
 
-def observe_reported(store: OutcomeStore, registry: Registry) -> None:
+def observe_reported(book: OutcomeFigures, registry: Registry) -> None:
     """Work out the gauges of every version with reported outcomes, as a process starts: a
     gauge is the process's own, so a restarted service would otherwise show none (and the
     chart's alert would stop firing) until the version's next report."""
     try:
-        versions = store.versions()
+        versions = book.store.versions()
     except Exception:  # the database away at start: the gauges wait for the next report
         log.warning("outcome gauges not worked out at start", exc_info=True)
         return
@@ -135,16 +133,15 @@ def observe_reported(store: OutcomeStore, registry: Registry) -> None:
         except Exception:  # a version deleted from the store since: no gauges for it
             log.warning("outcome gauges of %s v%d: no card", name, version)
             continue
-        _observe(store, name, version, card)
+        _observe(book, name, version, card)
 
 
-def _observe(store: OutcomeStore, name: str, version: int, card: ModelCard) -> None:
+def _observe(book: OutcomeFigures, name: str, version: int, card: ModelCard) -> None:
     with _serial:  # one at a time, each reading the store when it runs: the last read wins
         with _guard:
             _pending.discard((name, version))  # a report from now on asks for another run
         try:
-            found = store.reported(name, version, None)
-            figures = reported_figures(card, found.labels, found.probabilities)
+            _, figures = book.of(name, version, card, None)
             observe_outcomes(name, version, figures)
         except Exception:  # the reports are kept; only the gauges wait for the next one
             log.warning("outcome gauges of %s v%d not updated", name, version, exc_info=True)
@@ -159,20 +156,19 @@ def get_outcomes(name: str, version: int) -> Response:
     who = current_principal()
     recorded = card.access.owner if card.access else None  # an owner never changes
     every = who.admin or who.client == version_owner({"name": name, "owner": recorded})
-    window = parse_query(OutcomesQuery)
-    found = services().jobs.outcomes.reported(
-        name, version, None if every else who.client, window.since, window.until
+    asked = parse_query(OutcomesQuery)
+    window, figures = services().jobs.outcome_figures.of(
+        name, version, card, None if every else who.client, asked.since, asked.until
     )
-    figures: dict[str, Any] = reported_figures(card, found.labels, found.probabilities)
     return jsonify(
         name=name,
         version=version,
         reported_by="every client" if every else who.client,
-        since=window.since.isoformat() if window.since else None,
-        until=window.until.isoformat() if window.until else None,
-        clients=found.clients,
-        first_reported_at=found.first_at.isoformat() if found.first_at else None,
-        last_reported_at=found.last_at.isoformat() if found.last_at else None,
+        since=asked.since.isoformat() if asked.since else None,
+        until=asked.until.isoformat() if asked.until else None,
+        clients=window.clients,
+        first_reported_at=window.first_at.isoformat() if window.first_at else None,
+        last_reported_at=window.last_at.isoformat() if window.last_at else None,
         **figures,
     )
 

@@ -237,7 +237,7 @@ def test_each_report_updates_the_versions_gauges_which_the_alert_watches(
         metric.clear()
     assert gauge(metrics.OUTCOMES_REPORTED) == 0
     with app.app_context():
-        observe_reported(services().jobs.outcomes, services().registry)
+        observe_reported(services().jobs.outcome_figures, services().registry)
     assert (gauge(metrics.OUTCOMES_REPORTED), gauge(metrics.BELOW_VALIDATION)) == (40, 3)
 
 
@@ -338,3 +338,39 @@ def test_signed_only_needs_a_key() -> None:
 
     with pytest.raises(ValueError, match="needs prediction_signing_key"):
         TrainingSettings(outcomes_signed_only=True)
+
+
+def test_figures_are_worked_out_again_only_when_the_windows_reports_change(
+    tmp_path: Path,
+) -> None:
+    from service.jobs.database import make_engine, migrate
+    from service.jobs.outcomes import Outcome, OutcomeFigures, OutcomeStore
+
+    class Counting(OutcomeStore):
+        reads = 0
+
+        def reported(self, *args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            return super().reported(*args, **kwargs)
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    migrate(engine)
+    store = Counting(engine)
+    book, cut = OutcomeFigures(store, size=2), card(threshold=CUT)
+
+    def report(client: str, *outcomes: tuple[str, str, float]) -> None:
+        store.report("m", 1, client, [Outcome(r, label, said(p)) for r, label, p in outcomes])
+
+    report("a", ("r1", "pneumonia", 0.9), ("r2", "normal", 0.1))
+    first = book.of("m", 1, cut, None)
+    assert first == book.of("m", 1, cut, None) and store.reads == 1  # the same: kept
+    assert first[0].count == 2 and first[1]["reports"] == 2
+    report("a", ("r2", "normal", 0.6))  # a correction: as many reports, a later time
+    corrected = book.of("m", 1, cut, None)
+    assert store.reads == 2 and corrected[1]["confusion_matrix"] == [[0, 1], [0, 1]]
+    report("b", ("r9", "pneumonia", 0.8))
+    assert book.of("m", 1, cut, None)[1]["reports"] == 3 and store.reads == 3
+    assert book.of("m", 1, cut, "b")[1]["reports"] == 1 and store.reads == 4  # one client's
+    book.of("m", 1, cut, "a")  # a third window: the oldest (every client's) is let go
+    assert book.of("m", 1, cut, None)[1]["reports"] == 3 and store.reads == 6
+    engine.dispose()
