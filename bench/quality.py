@@ -40,7 +40,6 @@ from bench.onnx_cost import ensemble_cost
 from bench.shifts import acquisition_shifts
 from models import evaluate
 from models.crossval import (
-    stratified_folds,
     stratified_holdout,
     subset,
     with_splits,
@@ -50,6 +49,7 @@ from models.finetune import build_model, input_stats
 from models.fitting import Fitted, Run, fit_job
 from models.network import Classifier, Ensemble
 from models.spec import JobSpec
+from models.splits import stratified_folds
 from models.threshold import Scores, decide
 from models.trainer import predict_logits
 

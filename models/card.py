@@ -123,6 +123,18 @@ class DatasetInfo(_Strict):
     class_counts: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Per split ('train', 'val'), images per class."
     )
+    split_by: Literal["patient", "scan"] | None = Field(
+        default=None,
+        description="patient: each patient's scans kept on one side of the splits; scan: the"
+        " data named no patients (or the job asked for scan by scan). None on older cards.",
+    )
+    patients: int | None = Field(default=None, ge=0, description="Patients in train + val.")
+    patients_in_both: int | None = Field(
+        default=None,
+        ge=0,
+        description="Patients with scans in both train and val: a split the data gave so, or"
+        " no deal of whole patients left each class on both sides. 0: none.",
+    )
 
 
 class TrainingInfo(_Strict):

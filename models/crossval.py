@@ -1,4 +1,5 @@
-"""Stratified k-fold cross-validation: fold models, out-of-fold predictions, their ensemble.
+"""Stratified k-fold cross-validation: fold models, out-of-fold predictions, their ensemble;
+folds of whole patients where the data names them (`models.splits`).
 
 Used by the recipe when `recipe.cv_folds` >= 2 (train + validation are pooled and each scan
 is scored by the one fold model that did not train on it), by the budgeted search (which
@@ -21,19 +22,9 @@ from models.finetune import build_model, input_stats
 from models.network import Classifier, Ensemble
 from models.progress import ProgressCallback, ProgressEvent
 from models.spec import JobSpec
+from models.splits import folds as deal
+from models.splits import holdout
 from models.trainer import FitResult, Trainer, predict_logits
-
-
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """A fold number 0..k-1 per scan; each class is dealt round-robin in a seeded order."""
-    rng = np.random.default_rng(seed)
-    folds = np.empty(len(labels), dtype=np.int64)
-    offset = 0
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        folds[members] = (np.arange(len(members)) + offset) % k
-        offset += len(members)  # continue the deal, so fold sizes differ by at most one
-    return folds
 
 
 def fold_share(n: int, k: int) -> int:
@@ -45,31 +36,29 @@ def stratified_holdout(
     labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices kept and held out: about `fraction` of each class (at least one) held out."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        held.append(members[: min(len(members) - 1, max(1, round(len(members) * fraction)))])
-    out = np.sort(np.concatenate(held))
-    return np.setdiff1d(np.arange(len(labels)), out), out
+    return holdout(labels, None, fraction, seed)
 
 
 def subset(split: Split, index: np.ndarray) -> Split:
     names = [split.names[i] for i in index] if split.names else []
-    return Split(split.images[index], split.labels[index], names)
+    groups = None if split.groups is None else split.groups[index]
+    return Split(split.images[index], split.labels[index], names, groups)
 
 
 def pooled(data: Dataset) -> Split:
-    """Training and validation scans as one split (cross-validation draws its own)."""
+    """Training and validation scans as one split (cross-validation draws its own); with
+    their patients where both name them."""
+    train, val = data.train.groups, data.val.groups
     return Split(
         np.concatenate([data.train.images, data.val.images]),
         np.concatenate([data.train.labels, data.val.labels]),
         [*data.train.names, *data.val.names],
+        None if train is None or val is None else np.concatenate([train, val]),
     )
 
 
 def with_splits(data: Dataset, train: Split, val: Split) -> Dataset:
-    return Dataset(data.classes, train, val, data.uri, data.format, data.sha256)
+    return replace(data, train=train, val=val)
 
 
 @dataclass
@@ -178,7 +167,7 @@ def cross_validate(
     the best epoch on a 222-scan fold also cost AUC in nested CV: docs/benchmarks.md).
     """
     pool = pooled(data)
-    folds = stratified_folds(pool.labels, k, spec.seed)
+    folds = deal(pool.labels, pool.groups, k, spec.seed)  # whole patients where named
     oof = np.zeros((len(pool.labels), len(data.classes)), dtype=np.float32)
     mean, std = input_stats(spec)
     runs = []

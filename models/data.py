@@ -13,11 +13,12 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 
-from models import scans
-from models.card import IntendedUse
+from models import npz_checks, scans, splits
+from models.card import DatasetInfo, IntendedUse
 from models.intended_use import from_dicom_files
 from models.spec import DatasetSpec
 from models.uri import UriError, fetch, is_s3, sha256_file, sha256_tree
@@ -45,6 +46,7 @@ class Item:
     label: int
     load: Callable[[], np.ndarray]
     path: Path | None = None  # a file's: DICOM headers tell the intended use
+    group: int | None = None  # its patient (`splits.group_id`), where the data names one
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Split:
     images: np.ndarray
     labels: np.ndarray
     names: list[str]
+    groups: np.ndarray | None = None  # each scan's patient (`models.splits`); None: unnamed
 
 
 @dataclass
@@ -76,12 +79,27 @@ class Dataset:
     format: str
     sha256: str
     intended_use: IntendedUse | None = None  # read from DICOM training files
+    split_by: Literal["patient", "scan"] = "scan"  # patient: splits keep patients whole
+    patients: int | None = None  # how many, in training and validation
+    patients_in_both: int = 0  # with scans in both (a split given so, or no clean deal)
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         return {
             split: {c: int((s.labels == i).sum()) for i, c in enumerate(self.classes)}
             for split, s in (("train", self.train), ("val", self.val))
         }
+
+    def info(self) -> DatasetInfo:
+        """What the card records of it."""
+        return DatasetInfo(
+            uri=self.uri,
+            format=self.format,
+            sha256=self.sha256,
+            class_counts=self.class_counts(),
+            split_by=self.split_by,
+            patients=self.patients,
+            patients_in_both=self.patients_in_both if self.patients else None,
+        )
 
 
 def load_dataset(
@@ -103,7 +121,8 @@ def load_dataset(
         listing = _merge_val(listing, val_listing)
         sha = hashlib.sha256((listing.sha256 + val_listing.sha256).encode()).hexdigest()
     problems = list(listing.problems)
-    train, val = _splits(listing, spec, seed)
+    by_patient = _patients_named(listing, spec.split_by == "patient")
+    train, val = _splits(listing, spec, seed, by_patient)
     problems += _class_problems(listing.classes, train, problems)
     train_split = _prepare(train, size, channels, problems)
     val_split = _prepare(val, size, channels, problems)
@@ -112,7 +131,12 @@ def load_dataset(
     if problems:
         raise DataError(problems)
     use = from_dicom_files(it.path for it in train if it.path)
-    return Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha, use)
+    found = Dataset(listing.classes, train_split, val_split, spec.uri, spec.format, sha, use)
+    if by_patient and train_split.groups is not None and val_split.groups is not None:
+        every = np.concatenate([train_split.groups, val_split.groups])
+        found.split_by, found.patients = "patient", len(np.unique(every))
+        found.patients_in_both = splits.same_groups(train_split.groups, val_split.groups)
+    return found
 
 
 def _read(uri: str, spec: DatasetSpec, cache: Path, endpoint: str | None) -> Listing:
@@ -142,29 +166,35 @@ def _merge_val(main: Listing, extra: Listing) -> Listing:
     return Listing(main.classes, main.train, val, problems, main.sha256)
 
 
-def _splits(listing: Listing, spec: DatasetSpec, seed: int) -> tuple[list[Item], list[Item]]:
+def _patients_named(listing: Listing, wanted: bool) -> bool:
+    """Whether the data names patients: a CSV `patient` column, else the DICOM files' Patient
+    ID (read here, kept only as `splits.group_id`); a scan naming none stands alone. Not
+    `wanted` (`split_by: scan`): none are kept."""
+    items = listing.train + (listing.val or [])
+    if not wanted:
+        for it in items:
+            it.group = None
+        return False
+    if not any(it.group is not None for it in items):
+        for it in items:
+            patient = splits.patient_in_dicom(it.path) if it.path else None
+            it.group = None if patient is None else splits.group_id("patient", patient)
+    named = any(it.group is not None for it in items)
+    for it in items if named else ():
+        if it.group is None:
+            it.group = splits.group_id("scan", it.name)
+    return named
+
+
+def _splits(
+    listing: Listing, spec: DatasetSpec, seed: int, by_patient: bool
+) -> tuple[list[Item], list[Item]]:
     train, val = listing.train, listing.val
     if val is None:
-        train, val = stratified_split(train, spec.val_fraction, seed)
+        train, val = splits.split_items(train, spec.val_fraction, seed, by_patient)
     if spec.limit is not None and spec.limit < len(train):
-        train, _ = stratified_split(train, 1 - spec.limit / len(train), seed)
+        train, _ = splits.split_items(train, 1 - spec.limit / len(train), seed, by_patient)
     return train, val
-
-
-def stratified_split(
-    items: list[Item], fraction: float, seed: int
-) -> tuple[list[Item], list[Item]]:
-    """Split per class, seeded: about `fraction` of each class (at least one) goes second."""
-    rng = np.random.default_rng(seed)
-    first: list[Item] = []
-    second: list[Item] = []
-    for label in sorted({it.label for it in items}):
-        members = [it for it in items if it.label == label]
-        order = rng.permutation(len(members))
-        n_second = min(len(members) - 1, max(1, round(len(members) * fraction)))
-        second += [members[i] for i in order[:n_second]]
-        first += [members[i] for i in order[n_second:]]
-    return first, second
 
 
 def _class_problems(classes: list[str], train: list[Item], known: list[str]) -> list[str]:
@@ -189,9 +219,11 @@ def _prepare(items: list[Item], size: int, channels: int, problems: list[str]) -
             problems.append(f"{item.name}: unreadable file ({exc.reason})")
             ok[i] = False
     labels = np.array([it.label for it in items], dtype=np.int64)
-    return Split(
-        images[ok], labels[ok], [it.name for it, good in zip(items, ok, strict=True) if good]
-    )
+    named = [it.name for it, good in zip(items, ok, strict=True) if good]
+    if not items or items[0].group is None:
+        return Split(images[ok], labels[ok], named)
+    groups = np.array([it.group for it in items], dtype=np.int64)
+    return Split(images[ok], labels[ok], named, groups[ok])
 
 
 # --- npz (MedMNIST layout) ---------------------------------------------------------------
@@ -237,11 +269,11 @@ def _npz_split(
     if 0 in images.shape:
         problems.append(f"{fname}: {img_key} of shape {images.shape} holds no pixels")
         return None
-    image_problem = _npz_image_problem(images)
+    image_problem = npz_checks.image_problem(images)
     if image_problem:
         problems.append(f"{fname}: {img_key} {image_problem}")
         return None
-    label_problem = _npz_label_problem(labels, len(images))
+    label_problem = npz_checks.label_problem(labels, len(images))
     if label_problem:
         problems.append(f"{fname}: {lab_key} {label_problem}")
         return None
@@ -251,43 +283,6 @@ def _npz_split(
         Item(f"{fname}:{img_key}[{i}]", int(labels[i]), _npz_loader(images, i, scale))
         for i in range(len(images))
     ]
-
-
-def _npz_image_problem(images: np.ndarray) -> str | None:
-    """Why `images` cannot be read as scans: a dtype whose full scale is not known, or floats
-    that are not finite or lie outside [0, 1] (clipping them would train on other images)."""
-    if images.dtype.kind != "f":
-        if images.dtype in (np.uint8, np.uint16):
-            return None
-        return f"of dtype {images.dtype}: send uint8 (0-255), uint16 (0-65535) or floats in [0, 1]"
-    outside = ~(np.isfinite(images) & (images >= 0) & (images <= 1))
-    bad = np.flatnonzero(outside.reshape(len(images), -1).any(axis=1))
-    if len(bad) == 0:
-        return None
-    return (
-        f"of dtype {images.dtype}: {len(bad)} image(s) hold values that are not finite or"
-        f" outside [0, 1] (first: {_first(bad)}); floats must be scaled to [0, 1]"
-    )
-
-
-def _npz_label_problem(labels: np.ndarray, count: int) -> str | None:
-    """Why `labels` is not one whole-number label per image."""
-    if labels.size != count or (labels.ndim > 1 and labels.size != labels.shape[0]):
-        return f"of shape {labels.shape} does not give one label per image ({count} images)"
-    if labels.dtype.kind in "iub":
-        return None
-    if labels.dtype.kind != "f":
-        return f"of dtype {labels.dtype}: labels must be whole numbers 0..K-1"
-    flat = labels.reshape(-1)
-    bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
-    if len(bad) == 0:
-        return None
-    return f"has {len(bad)} label(s) that are not whole numbers (first at: {_first(bad)})"
-
-
-def _first(indices: np.ndarray) -> str:
-    """The first five of the offending indices, for a problem message."""
-    return ", ".join(str(i) for i in indices[:5])
 
 
 def _unit_scale(dtype: np.dtype) -> float:
@@ -351,7 +346,8 @@ def _file_loader(path: Path) -> Callable[[], np.ndarray]:
 
 
 def read_csv(path: Path, classes: list[str] | None) -> Listing:
-    """`path,label[,split]` rows; paths relative to the CSV; split is train or val."""
+    """`path,label[,split][,patient]` rows; paths relative to the CSV; split is train or
+    val; patient names whose scan it is (any ID: only its hash is kept)."""
     if path.is_dir():
         path = path / "manifest.csv"
     try:
@@ -363,15 +359,15 @@ def read_csv(path: Path, classes: list[str] | None) -> Listing:
         raise DataError([f"{path.name}: needs a header with 'path' and 'label' columns"])
     names = classes or sorted({r["label"] for r in rows})
     problems: list[str] = []
-    splits: dict[str, list[Item]] = {"train": [], "val": []}
+    by_split: dict[str, list[Item]] = {"train": [], "val": []}
     digest = hashlib.sha256(path.read_bytes())
     for line, row in enumerate(rows, start=2):
         item = _csv_item(path, line, row, names, problems)
         if item is not None:
             digest.update(bytes.fromhex(sha256_file(path.parent / row["path"])))
-            splits[(row.get("split") or "train").strip()].append(item)
-    val = splits["val"] if any(r.get("split") for r in rows) else None
-    return Listing(names, splits["train"], val, problems, digest.hexdigest())
+            by_split[(row.get("split") or "train").strip()].append(item)
+    val = by_split["val"] if any(r.get("split") for r in rows) else None
+    return Listing(names, by_split["train"], val, problems, digest.hexdigest())
 
 
 def _csv_item(
@@ -394,5 +390,7 @@ def _csv_item(
     elif not file.is_file():
         problems.append(f"{where}: missing file")
     else:
-        return Item(row["path"], names.index(row["label"]), _file_loader(file), file)
+        patient = (row.get("patient") or "").strip()  # optional: whose scan it is
+        group = splits.group_id("patient", patient) if patient else None
+        return Item(row["path"], names.index(row["label"]), _file_loader(file), file, group)
     return None

@@ -28,7 +28,6 @@ from models.card import (
     CARD_FILE,
     ONNX_FILE,
     Calibration,
-    DatasetInfo,
     DecisionThreshold,
     Estimate,
     InputSpec,
@@ -346,9 +345,7 @@ def _card(
         ),
         base_model=spec.base_model,
         recipe=_recipe(spec),
-        dataset=DatasetInfo(
-            uri=data.uri, format=data.format, sha256=data.sha256, class_counts=data.class_counts()
-        ),
+        dataset=data.info(),
         metrics={k: v for k, v in metrics.items() if k != "estimates"},
         calibration=calibration,
         threshold=threshold,

@@ -28,7 +28,6 @@ from models import evaluate
 from models.crossval import (
     fold_share,
     pooled,
-    stratified_folds,
     subset,
     train_split,
     with_splits,
@@ -38,6 +37,7 @@ from models.finetune import input_stats, planned_epochs
 from models.network import Classifier
 from models.progress import ProgressCallback, ProgressEvent, TrainingCancelled
 from models.spec import AugmentSpec, JobSpec, SearchSpec
+from models.splits import folds as deal
 from models.trainer import predict_logits
 
 log = logging.getLogger("scantune.search")
@@ -160,7 +160,7 @@ class _Study:
         self.budget_s = search.budget_minutes * 60
         self.deadline = time.monotonic() + self.budget_s
         self.pool = pooled(data)
-        self.folds = stratified_folds(self.pool.labels, self.k, spec.seed)
+        self.folds = deal(self.pool.labels, self.pool.groups, self.k, spec.seed)
         # trials range around the epochs the job would run on a fold's share of the scans
         self.epochs = planned_epochs(spec, fold_share(len(self.pool.labels), self.k))
         self.trials: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ class DatasetSpec(_Spec):
             "npz: train_images (N,H,W) or (N,H,W,3) of uint8, uint16 or floats in [0, 1] and"
             " train_labels, whole numbers 0..K-1 (val_* optional). imagefolder:"
             " root/<class>/* or root/{train,val}/<class>/*. csv: a manifest with path and"
-            " label columns (split optional)."
+            " label columns (split and patient optional)."
         ),
     )
     val_uri: str | None = Field(
@@ -55,6 +55,15 @@ class DatasetSpec(_Spec):
     )
     limit: int | None = Field(
         default=None, gt=0, description="Use at most this many training images (stratified)."
+    )
+    split_by: Literal["patient", "scan"] = Field(
+        default="patient",
+        description=(
+            "patient: where the data names patients (a CSV manifest's patient column, else each"
+            " DICOM file's Patient ID), the validation split, limit's subsample and"
+            " cross-validation folds keep each patient's scans on one side. scan: split scan"
+            " by scan."
+        ),
     )
 
     @property

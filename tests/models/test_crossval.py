@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.crossval import stratified_folds, stratified_holdout
+from models.crossval import stratified_holdout
 from models.data import Dataset, Split
 from models.finetune import build_model, sized_epochs
 from models.progress import ProgressEvent
 from models.runner import run_training
 from models.spec import JobSpec
+from models.splits import stratified_folds
 from models.trainer import Trainer
 
 

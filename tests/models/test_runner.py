@@ -61,6 +61,7 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     )
     assert card.dataset.sha256 == sha256_file(pneumonia_small_npz)
     assert card.dataset.class_counts["val"] == {"normal": 32, "pneumonia": 32}
+    assert (card.dataset.split_by, card.dataset.patients) == ("scan", None)  # npz names none
     assert card.parity.images >= 32 and card.parity.max_abs_diff <= 1e-4
     assert card.calibration.applied_in_graph and card.calibration.temperature > 0
     assert card.threshold is not None and card.threshold.positive_class == "pneumonia"
