@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from models.card import ALIAS_PATTERN
 from service.config.common import CommonSettings
 from service.hospital.results import DEFAULT_DISCLAIMER
 
@@ -24,6 +25,13 @@ class InferenceSettings(CommonSettings):
     cache_size: int = Field(default=4, ge=1, description="ONNX sessions kept in memory (LRU).")
     alias_poll_interval_s: float = Field(
         default=5.0, gt=0, description="How often aliases are re-read to pick up promotions."
+    )
+    shadow_alias: str | None = Field(
+        default="shadow",
+        pattern=r"^$|" + ALIAS_PATTERN,
+        description="The alias naming a model's version in shadow: after each answer of"
+        " another version, it classifies the same scans in the background, for the metrics"
+        " only (agreement, classes). Empty: no shadows.",
     )
     max_batch_size: int = Field(
         default=1,

@@ -54,6 +54,7 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
 
     from service.inference import metrics, v1, v2
     from service.inference.predictor import Predictor
+    from service.inference.shadow import Shadows
     from service.inference.uploads import InMemoryRequest
     from service.web import add_readiness_check, create_base_app
     from service.withdrawals import Withdrawals
@@ -64,10 +65,12 @@ def create_app(settings: InferenceSettings | None = None) -> Flask:
     )
     app = create_base_app(__name__, settings, service="inference")
     app.request_class = InMemoryRequest
+    withdrawals = Withdrawals(store, settings.access_recheck_s)
+    shadows = Shadows(manager, withdrawals)
+    atexit.register(shadows.stop)
     app.extensions[EXTENSION] = InferenceServices(
-        settings, store, registry, manager,
-        Predictor(manager, Withdrawals(store, settings.access_recheck_s)),
-    )  # fmt: skip
+        settings, store, registry, manager, Predictor(manager, withdrawals, shadows.follow), shadows
+    )
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     add_readiness_check(app, "models", manager.check_ready)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from service.config import InferenceSettings
     from service.inference.manager import ModelManager
     from service.inference.predictor import Predictor
+    from service.inference.shadow import Shadows
     from service.registry import Registry
     from service.storage import ArtifactStore
 
@@ -30,6 +31,7 @@ class InferenceServices:
     registry: Registry
     manager: ModelManager
     predictor: Predictor
+    shadows: Shadows | None = None
 
 
 def services() -> InferenceServices:

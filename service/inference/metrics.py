@@ -60,3 +60,14 @@ EXPECTED_SHARE = Gauge(
     ["model", "version", "label"],
     multiprocess_mode="mostrecent",
 )
+# A candidate version in shadow (`shadow`): how often it agrees with the serving version.
+SHADOW_SCANS = Counter(
+    "scantune_inference_shadow_scans_total",
+    "Scans the shadow version classified after the serving version answered, by agreement",
+    ["model", "version", "shadow_version", "agreed"],
+)
+SHADOW_SKIPPED = Counter(
+    "scantune_inference_shadow_skipped_total",
+    "Requests the shadow version did not follow: busy, withdrawn, other_classes, failed",
+    ["model", "reason"],
+)

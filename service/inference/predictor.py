@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,15 @@ class Selector:
     alias: str | None = None
 
 
+Followed = Callable[[LoadedModel, Sequence[Upload], list[dict[str, Any]]], None]
+"""What runs after each v1 answer (`shadow.Shadows.follow`): the model, its scans, its answer."""
+
+
 class Predictor:
-    def __init__(self, manager: ModelManager, withdrawals: Withdrawals) -> None:
-        self.manager, self.withdrawals = manager, withdrawals
+    def __init__(
+        self, manager: ModelManager, withdrawals: Withdrawals, after: Followed | None = None
+    ) -> None:
+        self.manager, self.withdrawals, self.after = manager, withdrawals, after
 
     def predict(
         self,
@@ -66,6 +72,8 @@ class Predictor:
         ]
         metrics.IMAGES.labels(model.name, str(model.version)).inc(len(uploads))
         prediction_mix.answered(model.name, model.version, predictions)
+        if self.after is not None:
+            self.after(model, uploads, predictions)
         return {
             "model": model_info(model, selector, self.manager.settings.default_alias),
             "predictions": predictions,
