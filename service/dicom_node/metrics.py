@@ -29,6 +29,11 @@ DELIVERY_FAILURES = Counter(
     "Delivery attempts that failed (retried with back-off)",
     ["kind"],
 )
+DELIVERY_SKIPPED = Counter(
+    "scantune_dicom_deliveries_skipped_total",
+    "Results not sent to a destination that takes only findings no scan was answered",
+    ["kind"],
+)
 DELIVERY_REJECTED = Counter(
     "scantune_dicom_deliveries_rejected_total",
     "Deliveries a destination refused for what the result is (not retried)",

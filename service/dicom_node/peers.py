@@ -161,6 +161,13 @@ class DicomDestination(BaseModel):
     fhir: FhirDestination | None = Field(
         default=None, description="FHIR R4: the server taking the results (nothing else)."
     )
+    only_findings: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Class names: a series' result goes here only when one of its scans was"
+        " answered one of them (a critical-finding notice to a worklist or the ward); the"
+        " others are recorded as skipped. Default: every result.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DicomDestination:

@@ -142,9 +142,15 @@ class WorkQueue:
             )
 
     def classified(
-        self, series_id: int, result_uid: str, result_file: str, destinations: list[str]
+        self,
+        series_id: int,
+        result_uid: str,
+        result_file: str,
+        destinations: list[str],
+        skipped: dict[str, str] | None = None,
     ) -> None:
-        """The result is made and on disk: queue one delivery per destination."""
+        """The result is made and on disk: queue one delivery per destination; record those
+        `skipped` (destination: why) as such, never sent."""
         now = utcnow()
         with self._lock, self._sessions.begin() as session:
             row = session.get_one(SeriesRow, series_id)
@@ -158,6 +164,16 @@ class WorkQueue:
                         destination=destination,
                         state="pending",
                         next_attempt_at=now,
+                    )
+                )
+            for destination, why in (skipped or {}).items():
+                session.add(
+                    DeliveryRow(
+                        series_id=series_id,
+                        destination=destination,
+                        state="skipped",
+                        next_attempt_at=now,
+                        last_error=why[:255],
                     )
                 )
 

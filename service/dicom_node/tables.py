@@ -81,7 +81,7 @@ class DeliveryRow(Base):
     )
     destination: Mapped[str] = mapped_column(String(255), nullable=False)
     state: Mapped[str] = mapped_column(
-        String(16), nullable=False, doc="pending, done, rejected, expired."
+        String(16), nullable=False, doc="pending, done, rejected, expired; skipped (not sent)."
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

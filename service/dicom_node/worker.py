@@ -22,6 +22,7 @@ from service.dicom_node.maps import build_maps, read_maps
 from service.dicom_node.queue import Due, WorkQueue, chosen_destinations
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.report import build_report, result_uids
+from service.dicom_node.routing import Router
 from service.dicom_node.spool import Spool, maps_file
 from service.dicom_node.tables import SeriesRow
 from service.jobs.store import utcnow
@@ -45,6 +46,7 @@ class Worker:
     ) -> None:
         self.settings, self.queue, self.spool = settings, queue, spool
         self.client, self.senders = client, senders
+        self.router = Router(settings.dicom_routes, settings.dicom_destinations)
         self.outcomes: OutcomeReports | None = None  # with dicom_outcome_codes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,7 +143,11 @@ class Worker:
         name = self.spool.write(sr, ".sr.dcm")
         if maps:  # before the row names the SR: a crash in between leaves leftovers, swept
             self.write_maps(name, files, sources, found)
-        self.queue.classified(row.id, uids[1], name, targets)
+        skipped = self.router.not_wanted(targets, {str(p["label"]) for p in found.predictions})
+        targets = [t for t in targets if t not in skipped]
+        self.queue.classified(row.id, uids[1], name, targets, skipped)
+        for key in skipped:
+            metrics.DELIVERY_SKIPPED.labels(self.senders[key].kind).inc()
         metrics.CLASSIFIED.inc()
         if self.outcomes is not None:
             try:

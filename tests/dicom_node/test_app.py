@@ -214,6 +214,13 @@ def test_a_route_sends_to_the_destinations_it_names_and_a_name_nothing_has_stops
     mg, cr = settings.dicom_routes
     assert router.destination_keys(mg) == ["PACS@10.1.2.4:104", "mllp://engine:6661/RIS"]
     assert router.destination_keys(cr) is None  # every destination, as before routes named any
+    ward = {"name": "ward", "hl7": {"host": "ward", "port": 6662}, "only_findings": ["pneumonia"]}
+    settings = DicomNodeSettings.model_validate({"dicom_destinations": [pacs, ris, ward]})
+    keys = [d.key for d in settings.dicom_destinations]
+    router = Router([], settings.dicom_destinations)
+    assert router.not_wanted(keys, {"pneumonia", "normal"}) == {}  # one scan had it: sent
+    (skipped,) = router.not_wanted(keys, {"normal"}).items()
+    assert skipped[0] == keys[2] and "takes only pneumonia" in skipped[1]
 
     def refused(routes: list[Any], destinations: list[Any], match: str) -> None:
         monkeypatch.setenv("SCANTUNE_DICOM_ROUTES", json.dumps(routes))

@@ -216,15 +216,20 @@ def test_each_route_sends_its_results_only_to_the_destinations_it_names(
     make_node: Callable[..., Gunicorn], receivers: Callable[..., Receiver], orthanc: Orthanc
 ) -> None:
     """The modality's series go to the RIS only; the PACS's own (a route naming none) to the
-    PACS and the RIS both."""
-    receiver = receivers(["AA"])
+    PACS and the RIS both, and not to the ward's receiver, which takes only a finding the
+    model never answered (its delivery is recorded skipped)."""
+    receiver, ward = receivers(["AA"]), receivers(["AA"])
     ris = {"host": "127.0.0.1", "port": receiver.port, "receiving_application": "RIS"}
+    alerts = {"host": "127.0.0.1", "port": ward.port, "receiving_application": "WARD"}
     pacs = {"ae_title": PACS_AE, "host": "127.0.0.1", "port": orthanc.dicom_port}
     route = {"model": MODEL, "alias": "production", "modality": "CR"}
     node = make_node(
-        dicom_destinations=[{"name": "pacs", **pacs}, {"name": "ris", "hl7": ris}],
+        dicom_destinations=[
+            {"name": "pacs", **pacs}, {"name": "ris", "hl7": ris},
+            {"name": "ward", "hl7": alerts, "only_findings": ["tension-pneumothorax"]},
+        ],
         dicom_routes=[{**route, "calling_ae": MODALITY_AE, "destinations": ["ris"]}, route],
-    ).start()
+    ).start()  # fmt: skip
     from_modality, from_pacs = make_study(2), make_study(1)
     assert send(node.port_dicom, from_modality) == [0, 0]
     assert send(node.port_dicom, from_pacs, ae_title=PACS_AE) == [0]
@@ -240,9 +245,22 @@ def test_each_route_sends_its_results_only_to_the_destinations_it_names(
     listed = requests.get(
         f"{node.url}/v1/series", headers={"Authorization": f"Bearer {OPS_KEY}"}, timeout=10
     ).json()["items"]
-    sent_to = {i["study_instance_uid"]: [d["destination"] for d in i["deliveries"]] for i in listed}
-    ris_key = f"mllp://127.0.0.1:{receiver.port}/RIS"
-    assert sent_to == {
-        from_modality[0].StudyInstanceUID: [ris_key],
-        from_pacs[0].StudyInstanceUID: [f"{PACS_AE}@127.0.0.1:{orthanc.dicom_port}", ris_key],
+    sent_to = {
+        i["study_instance_uid"]: sorted((d["destination"], d["state"]) for d in i["deliveries"])
+        for i in listed
     }
+    ris_key, ward_key = (f"mllp://127.0.0.1:{r.port}/{a}" for r, a in ((receiver, "RIS"),
+                                                                      (ward, "WARD")))  # fmt: skip
+    assert sent_to == {
+        from_modality[0].StudyInstanceUID: [(ris_key, "done")],
+        from_pacs[0].StudyInstanceUID: sorted([
+            (f"{PACS_AE}@127.0.0.1:{orthanc.dicom_port}", "done"), (ris_key, "done"),
+            (ward_key, "skipped"),
+        ]),
+    }  # fmt: skip
+    (skipped,) = [d for i in listed for d in i["deliveries"] if d["state"] == "skipped"]
+    assert "takes only tension-pneumothorax" in skipped["last_error"]
+    assert (
+        ward.accepted() == []
+        and node.metric("scantune_dicom_deliveries_skipped_total", kind="hl7") == 1
+    )

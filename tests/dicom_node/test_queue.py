@@ -162,6 +162,23 @@ def test_a_rejected_delivery_ends_the_series_rejected_until_it_is_sent_again(
     assert queue.delivered(ris.delivery_id) == "done"
 
 
+def test_a_destination_that_takes_only_other_findings_is_recorded_skipped_never_sent(
+    queue: WorkQueue,
+) -> None:
+    _, series_id = queue.add_instance(meta("1.1"), "chest-xray", None, "a.dcm")
+    age(queue, 10)
+    assert queue.claim_quiet(quiet_s=1) is not None
+    why = "not sent: it takes only pneumonia, and no scan was answered so"
+    queue.classified(series_id, "2.25.1", "r.sr.dcm", [], {"mllp://ward:2575/WARD": why})
+    assert queue.series(series_id).state == "done" and queue.due_deliveries() == []
+    queue.send_now(series_id)  # a person's "send now" does not send it either
+    assert queue.due_deliveries() == [] and queue.stats().depth == 0
+    from service.dicom_node.ledger import SeriesLedger
+
+    (shown,) = SeriesLedger(queue.engine).get(series_id)["deliveries"]  # type: ignore[index]
+    assert (shown["state"], shown["last_error"], shown["next_attempt_at"]) == ("skipped", why, None)
+
+
 def test_unrouted_series_are_noted_once_and_pending_age_is_reported(queue: WorkQueue) -> None:
     assert queue.note_unrouted(meta("1.1", series="9.9")) is True
     assert queue.note_unrouted(meta("1.2", series="9.9")) is False
