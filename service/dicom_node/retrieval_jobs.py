@@ -79,9 +79,9 @@ class RetrievalJobs:
             return None if found is None else (found, False)
         with self._lock:  # against `_run` starting it meanwhile
             signal = self._cancels.get(retrieval_id)
-            if signal is not None:
-                signal.set()
             started = retrieval_id in self._started
+            if signal is not None and not started:
+                signal.set()  # `_run` sees it first and never starts it
         state = "cancelling" if started else "cancelled"
         values: dict[str, Any] = {"state": state}
         if not started:  # never will: `_run` sees the signal first and leaves the row alone
@@ -94,6 +94,8 @@ class RetrievalJobs:
             )
         if not changed.rowcount:  # type: ignore[attr-defined]
             return self.get(retrieval_id, client) or found, False  # it ended meanwhile
+        if started and signal is not None:  # only now: the run that ends on it finds the
+            signal.set()  # row cancelling, and this call says it stopped it
         if not started:
             self.on_done(found["client"], found["source"], "cancelled", [], 0, 0)
         return self.get(retrieval_id, client) or found, True

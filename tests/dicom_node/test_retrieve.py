@@ -375,7 +375,7 @@ def test_a_cancelled_retrieval_waiting_for_a_thread_never_starts(tmp_path: Any) 
     assert stopped and (view["state"], view["completed"]) == ("cancelled", 0)
     assert view["finished_at"] is not None
     view, stopped = jobs.cancel(first, None) or ({}, False)  # an admin's key sees every one
-    assert stopped and view["state"] == "cancelling"
+    assert stopped and view["state"] in ("cancelling", "cancelled")  # it may end at once
     wait_until(lambda: (jobs.get(first, "ris") or {})["state"] == "cancelled", 10, "it stops")
     release.set()
     wait_until(lambda: (jobs.get(second, "ris") or {})["state"] == "done", 10, "it ends")
