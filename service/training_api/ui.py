@@ -12,6 +12,7 @@ from typing import get_args
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
+from models.card import MODEL_NAME_PATTERN
 from service.audit import TrainingAction
 from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import presented_key, require
@@ -41,8 +42,10 @@ PAGES = {
     "try": "try.html",
     "audit": "audit.html",
     "dicom": "dicom.html",
+    "facts": "facts.html",
 }
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
 @bp.after_request
@@ -69,6 +72,14 @@ def job_page(job_id: str) -> str:
 @bp.get("/models")
 def models_page() -> str:
     return render_template(PAGES["models"], page="models")
+
+
+@bp.get("/models/<name>/versions/<int:version>")
+def facts_page(name: str, version: int) -> str:
+    """One version's facts, for the people who decide whether it is used (printable)."""
+    if MODEL_NAME.match(name) is None:
+        raise NotFound("no such model")
+    return render_template(PAGES["facts"], page="facts", name=name, version=version)
 
 
 @bp.get("/try")

@@ -304,6 +304,7 @@ def test_dashboard_end_to_end(
     assert sum(counts) == sum(card["dataset"]["class_counts"]["val"].values())
     assert "threshold" in page.inner_text("[data-testid=confusion-matrix]")
     assert "sensitivity" in page.inner_text("[data-testid=threshold]")
+    assert "Split scan by scan" in page.inner_text("[data-testid=split]")  # npz: no patients
     page.wait_for_selector("#roc canvas")
     page.wait_for_selector("#calibration canvas")
     assert page.inner_text("[data-testid=model-card]").strip().startswith("{")
@@ -368,6 +369,21 @@ def test_dashboard_end_to_end(
     )
     axe(page)
     shoot(page, "models")
+
+    # version 1's facts, for the people who decide whether it is used
+    model.get_by_test_id("facts-link").last.click()
+    page.wait_for_selector("[data-testid=facts-caveats] li")
+    assert f"{MODEL} version 1" in page.inner_text("h1")
+    assert "staging" in page.inner_text("[data-testid=facts-status]")
+    estimates = page.inner_text("[data-testid=facts-estimates]")
+    auc = card["estimates"]["auc"]
+    assert f"{auc['value']:.3f} (95% interval {auc['low']:.3f} to {auc['high']:.3f})" in estimates
+    assert "4 reported outcomes" in page.inner_text("[data-testid=facts-service]")
+    caveats = page.inner_text("[data-testid=facts-caveats]")
+    assert "named no patients" in caveats and "a clinician reads every scan" in caveats
+    assert f"rest on {auc['images']} scans" in caveats  # a small validation split: wide
+    axe(page)
+    shoot(page, "facts")
 
     # the audit trail: the alias move and the job, newest first, filtered by action
     page.goto(f"{url}/ui/audit")

@@ -127,9 +127,22 @@ async function finished(job) {
   const path = `/v1/models/${encodeURIComponent(job.model_name)}/versions/${job.artifacts.version}`;
   const [ev, version] = await Promise.all([api(`${path}/evaluation`), api(path)]);
   evaluation(ev);
+  document.getElementById("split").textContent = splitText(version.card.dataset);
   inService(await api(`${path}/outcomes`).catch(() => null));
   document.getElementById("card-section").hidden = false;
   document.getElementById("card").textContent = JSON.stringify(version.card, null, 2);
+}
+
+// How training and validation were split: by patient where the data named them.
+function splitText(d) {
+  if (d.split_by === "patient") {
+    const both = d.patients_in_both
+      ? `${d.patients_in_both} with scans in both training and validation (a split the data gave, or a class of too few patients)`
+      : "none with scans in both training and validation";
+    return `Split by patient: ${d.patients} patients, ${both}.`;
+  }
+  if (d.split_by === "scan") return "Split scan by scan: the data names no patients, so one patient's scans may sit in both training and validation.";
+  return "";
 }
 
 const FIGURES = ["accuracy", "auc", "sensitivity", "specificity"];

@@ -12,7 +12,7 @@ function versionRow(model, v) {
     "tr",
     { "data-testid": "version-row", "data-version": String(v.version) },
     el("td", {}, box, el("label", { for: box.id, class: "sr-only", text: `compare version ${v.version}` })),
-    el("th", { scope: "row" }, String(v.version), withdrawnNote(v.withdrawn)),
+    el("th", { scope: "row" }, String(v.version), " ", el("a", { href: `/ui/models/${encodeURIComponent(model)}/versions/${v.version}`, "data-testid": "facts-link", text: "facts" }), withdrawnNote(v.withdrawn)),
     el("td", { text: v.created_at.slice(0, 19).replace("T", " ") }),
     el("td", { text: v.base_model }),
     ...SHOWN.map((k) => el("td", { text: fmt(v.metrics[k], 4) })),

@@ -1,0 +1,108 @@
+// Model facts: one version in plain terms (what it answers, its data, its figures with their
+// intervals, how it does in service, and the caveats that follow from them), printable.
+import { api, el, fmt, setup } from "./common.js";
+
+const head = document.getElementById("facts-model");
+const name = head.dataset.model;
+const version = head.dataset.version;
+const path = `/v1/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}`;
+const FIGURES = { auc: "AUC", sensitivity: "Sensitivity", specificity: "Specificity", accuracy: "Accuracy" };
+const SOURCES = { out_of_fold: "cross-validated (each scan scored by a model that did not train on it)", validation: "the validation split", reported: "reported outcomes" };
+const pct = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)}%` : "–");
+const interval = (e) => (e ? `${fmt(e.value, 3)} (95% interval ${fmt(e.low, 3)} to ${fmt(e.high, 3)})` : "–");
+
+function facts(id, rows) {
+  document.getElementById(id).replaceChildren(...rows.filter(Boolean).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+function classText(card) {
+  const codes = card.class_codes || [];
+  return card.classes.map((c, i) => (codes[i] ? `${c} (${codes[i].scheme} ${codes[i].value}: ${codes[i].meaning})` : c)).join("; ");
+}
+
+function thresholdText(t) {
+  if (!t) return "the most probable class";
+  const at = `${t.positive_class} when its probability is at least ${fmt(t.value, 3)}`;
+  if (t.chosen_on === "prior") return `${at} (not tuned: too few validation scans of a class, so 0.5 corrected for the class balance)`;
+  const on = t.chosen_on === "out_of_fold" ? "cross-validated predictions" : "the validation split";
+  return `${at} (${t.rule}, chosen on ${on}${t.chosen_on_images ? `, ${t.chosen_on_images} scans` : ""})`;
+}
+
+function splitText(d) {
+  if (d.split_by === "patient") return `by patient: ${d.patients} patients${d.patients_in_both ? `, ${d.patients_in_both} with scans on both sides` : ", none on both sides"}`;
+  if (d.split_by === "scan") return "scan by scan (the data named no patients)";
+  return "not recorded (an older card)";
+}
+
+function countsText(counts) {
+  return Object.entries(counts || {}).map(([split, per]) => `${split}: ${Object.entries(per).map(([c, n]) => `${n} ${c}`).join(", ")}`).join("; ") || "–";
+}
+
+function figures(card) {
+  const box = document.getElementById("facts-figures");
+  const estimates = card.estimates || {};
+  const names = Object.keys(FIGURES).filter((k) => estimates[k]);
+  if (!names.length) return box.replaceChildren(el("p", { class: "muted", text: "No intervals on this card (written before they were recorded): its validation metrics only." }));
+  const first = estimates[names[0]];
+  box.replaceChildren(
+    el("table", { class: "grid", "data-testid": "facts-estimates" },
+      el("caption", { text: `On ${first.images} scans of ${SOURCES[first.source] || first.source}` }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "figure" }), el("th", { scope: "col", text: "value and 95% interval" }))),
+      el("tbody", {}, names.map((k) => el("tr", {}, el("th", { scope: "row", text: FIGURES[k] }), el("td", { text: interval(estimates[k]) }))))),
+    el("p", { text: `Sensitivity and specificity at its decision rule. Its probabilities are calibrated (temperature ${fmt(card.calibration.temperature, 2)}; expected calibration error ${fmt(card.metrics.val_ece_calibrated, 3)}).` }),
+  );
+}
+
+function inService(f) {
+  const box = document.getElementById("facts-service");
+  if (!f) return box.replaceChildren(el("p", { class: "muted", text: "The key may not read the outcomes reported for this version." }));
+  if (!f.reports) return box.replaceChildren(el("p", { text: "No confirmed diagnosis has been reported for its answers yet." }));
+  const rows = Object.keys(FIGURES).filter((k) => f[k]).map((k) => el("tr", {}, el("th", { scope: "row", text: FIGURES[k] }), el("td", { text: interval(f[k]) }), el("td", { text: f.below_validation.includes(k) ? "below the card's" : "" })));
+  box.replaceChildren(
+    el("p", { text: `${f.reports} reported outcomes (from ${f.reported_by}), ${f.clients} client${f.clients === 1 ? "" : "s"}, last ${String(f.last_reported_at || "").slice(0, 10)}.` }),
+    el("table", { class: "grid" }, el("caption", { text: "On confirmed diagnoses in service" }), el("tbody", {}, rows)),
+  );
+}
+
+// What a reader should keep in mind, from the card's own facts: each a plain sentence.
+function caveats(detail, f) {
+  const card = detail.card;
+  const d = card.dataset;
+  const out = [];
+  if (detail.withdrawn) out.push(`Withdrawn: ${detail.withdrawn.reason}. No service answers with it.`);
+  if (d.split_by === "scan") out.push("Its data named no patients, so one patient's scans may be in both training and validation: the figures may be better than on new patients.");
+  if (d.patients_in_both) out.push(`${d.patients_in_both} patients have scans in both training and validation: the figures may be optimistic.`);
+  const first = Object.values(card.estimates || {})[0];
+  if (first && first.images < 200) out.push(`Its figures rest on ${first.images} scans: the intervals are wide, and the true value may lie anywhere in them.`);
+  if (card.threshold && card.threshold.chosen_on === "prior") out.push("Its decision threshold was not tuned: there were too few validation scans of a class.");
+  if (!card.intended_use || !card.intended_use.modality) out.push("No modality is recorded: scans of any kind are accepted, though it learnt from one kind.");
+  else out.push(`It learnt from ${card.intended_use.modality}${card.intended_use.body_part ? ` ${card.intended_use.body_part}` : ""} scans; other modalities are refused.`);
+  if (f && f.below_validation && f.below_validation.length) out.push(`In service it does worse than its card said (${f.below_validation.join(", ")}): look for a changed scanner or population.`);
+  if (f && f.reports === 0) out.push("Nothing confirms yet how it does on this site's patients.");
+  out.push("It is a decision aid: a clinician reads every scan it classifies.");
+  document.getElementById("facts-caveats").replaceChildren(...out.map((t) => el("li", { text: t })));
+}
+
+setup(async () => {
+  document.getElementById("print").addEventListener("click", () => window.print());
+  const [detail, reported] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null)]);
+  const card = detail.card;
+  const status = document.getElementById("facts-status");
+  status.textContent = detail.withdrawn ? `Withdrawn: ${detail.withdrawn.reason}` : `In the registry${detail.aliases.length ? `, serving as ${detail.aliases.join(", ")}` : ", no alias names it"}.`;
+  facts("facts-what", [
+    ["Classes", classText(card)],
+    ["Decision", thresholdText(card.threshold)],
+    ["Scans", card.intended_use && card.intended_use.modality ? [card.intended_use.modality, card.intended_use.body_part, card.intended_use.view].filter(Boolean).join(" ") : "any (none recorded)"],
+    ["Input", `${card.input.size} px, ${card.input.channels === 1 ? "grey" : "colour"}`],
+    ["Network", `${card.base_model}, fine-tuned from ImageNet weights`],
+    ["Published", `${String(card.created_at).slice(0, 10)}${card.access ? ` by ${card.access.owner}` : ""}`],
+  ]);
+  facts("facts-data", [
+    ["Scans", countsText(card.dataset.class_counts)],
+    ["Split", splitText(card.dataset)],
+    ["Trained", `${card.training.epochs_run} epochs on ${card.training.device}, ${Math.round(card.training.seconds)} s`],
+  ]);
+  figures(card);
+  inService(reported);
+  caveats(detail, reported);
+});
