@@ -157,25 +157,15 @@ class WorkQueue:
             row.result_uid, row.result_file, row.last_error = result_uid, result_file, None
             row.state = "delivering" if destinations else "done"
             row.finished_at = None if destinations else now
-            for destination in destinations:
+            rows: list[tuple[str, str, str | None]] = [(k, "pending", None) for k in destinations]
+            rows += [(key, "skipped", why[:255]) for key, why in (skipped or {}).items()]
+            for key, state, why in rows:
                 session.add(
                     DeliveryRow(
-                        series_id=series_id,
-                        destination=destination,
-                        state="pending",
-                        next_attempt_at=now,
+                        series_id=series_id, destination=key, state=state,
+                        next_attempt_at=now, last_error=why,
                     )
-                )
-            for destination, why in (skipped or {}).items():
-                session.add(
-                    DeliveryRow(
-                        series_id=series_id,
-                        destination=destination,
-                        state="skipped",
-                        next_attempt_at=now,
-                        last_error=why[:255],
-                    )
-                )
+                )  # fmt: skip
 
     def retry_later(self, series_id: int, error: str, delay_s: float) -> int:
         """Classification failed for now (inference unreachable): wait, then try again."""
