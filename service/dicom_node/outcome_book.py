@@ -122,6 +122,11 @@ class OutcomeBook:
             else:
                 row.codes, row.received_at = named, now
 
+    def drop_report(self, accession: str) -> None:
+        """Forget the exam's kept report: a newer one names no class followed."""
+        with self._lock, self._sessions.begin() as session:
+            session.execute(delete(ExamReportRow).where(ExamReportRow.accession == accession))
+
     def report_codes(self, accession: str) -> frozenset[str] | None:
         """The codes of the exam's newest final report; None: none came (or it was forgotten)."""
         with self._sessions() as session:

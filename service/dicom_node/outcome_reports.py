@@ -88,6 +88,9 @@ class OutcomeReports(Background):
         final report is kept for scans of the exam classified later (`held`: none yet)."""
         if not report.final:
             return "not_final"
+        if not any(classes_named(classes, report.codes) for classes in self.codes.values()):
+            self.book.drop_report(report.accession)  # superseded: later scans are not its
+            return "unmapped"  # names no followed class: nothing of it is kept
         self.book.keep_report(report.accession, report.codes)
         if not self.book.known(report.accession):
             return "held"

@@ -21,15 +21,22 @@ class Router:
         or padding, UIDs exactly), or None: the series is then dropped."""
         return next((r for r in self.routes if matches(r, meta)), None)
 
-    def not_wanted(self, targets: Sequence[str], answered: set[str]) -> dict[str, str]:
+    def not_wanted(
+        self, targets: Sequence[str], answered: set[str], classes: set[str]
+    ) -> dict[str, str]:
         """The targets (destination keys) that take only findings (`only_findings`) none of
-        the series' scans was answered, with why: their result is not sent there."""
+        the series' scans was answered, with why: their result is not sent there. `classes`:
+        the model's, to tell a name it never answers (a typo, another model's class)."""
         only = {d.key: d.only_findings for d in self.destinations if d.only_findings}
-        return {
-            key: f"not sent: it takes only {', '.join(only[key])}, and no scan was answered so"
-            for key in targets
-            if key in only and not answered & set(only[key])
-        }
+        skipped = {}
+        for key in (k for k in targets if k in only and not answered & set(only[k])):
+            named = ", ".join(only[key])
+            skipped[key] = (
+                f"not sent: it takes only {named}, and no scan was answered so"
+                if classes & set(only[key])
+                else f"not sent: it takes only {named}, which the model never answers"
+            )
+        return skipped
 
     def destination_keys(self, route: DicomRoute) -> list[str] | None:
         """The keys of the destinations the route's results go to (those it names, in the

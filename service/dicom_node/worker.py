@@ -143,7 +143,9 @@ class Worker:
         name = self.spool.write(sr, ".sr.dcm")
         if maps:  # before the row names the SR: a crash in between leaves leftovers, swept
             self.write_maps(name, files, sources, found)
-        skipped = self.router.not_wanted(targets, {str(p["label"]) for p in found.predictions})
+        answered = {str(p["label"]) for p in found.predictions}
+        classes = {str(c) for p in found.predictions for c in p["probabilities"]}
+        skipped = self.router.not_wanted(targets, answered, classes)
         targets = [t for t in targets if t not in skipped]
         self.queue.classified(row.id, uids[1], name, targets, skipped)
         for key in skipped:

@@ -50,8 +50,8 @@ PREDICTED = Counter(
 )
 CONFIDENCE = Histogram(
     "scantune_inference_confidence",
-    "The answered class's calibrated probability, by model (low: scans unlike the training set)",
-    ["model"],
+    "The answered class's calibrated probability (low: scans unlike the training set)",
+    ["model", "version"],
     buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
 )
 EXPECTED_SHARE = Gauge(

@@ -54,6 +54,6 @@ def answered(name: str, version: int, predictions: Sequence[dict[str, Any]]) -> 
     """Count the classes a request answered, and how sure each answer was."""
     for label, count in Counter(p["label"] for p in predictions).items():
         metrics.PREDICTED.labels(name, str(version), label).inc(count)
-    confidence = metrics.CONFIDENCE.labels(name)
+    confidence = metrics.CONFIDENCE.labels(name, str(version))
     for prediction in predictions:
         confidence.observe(prediction["probabilities"][prediction["label"]])

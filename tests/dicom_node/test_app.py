@@ -218,9 +218,12 @@ def test_a_route_sends_to_the_destinations_it_names_and_a_name_nothing_has_stops
     settings = DicomNodeSettings.model_validate({"dicom_destinations": [pacs, ris, ward]})
     keys = [d.key for d in settings.dicom_destinations]
     router = Router([], settings.dicom_destinations)
-    assert router.not_wanted(keys, {"pneumonia", "normal"}) == {}  # one scan had it: sent
-    (skipped,) = router.not_wanted(keys, {"normal"}).items()
-    assert skipped[0] == keys[2] and "takes only pneumonia" in skipped[1]
+    classes = {"pneumonia", "normal"}
+    assert router.not_wanted(keys, {"pneumonia", "normal"}, classes) == {}  # one had it: sent
+    (skipped,) = router.not_wanted(keys, {"normal"}, classes).items()
+    assert skipped == (keys[2], "not sent: it takes only pneumonia, and no scan was answered so")
+    (never,) = router.not_wanted(keys, {"normal"}, {"normal", "pneumonia-"}).values()
+    assert never == "not sent: it takes only pneumonia, which the model never answers"
 
     def refused(routes: list[Any], destinations: list[Any], match: str) -> None:
         monkeypatch.setenv("SCANTUNE_DICOM_ROUTES", json.dumps(routes))

@@ -259,7 +259,9 @@ def test_each_route_sends_its_results_only_to_the_destinations_it_names(
         ]),
     }  # fmt: skip
     (skipped,) = [d for i in listed for d in i["deliveries"] if d["state"] == "skipped"]
-    assert "takes only tension-pneumothorax" in skipped["last_error"]
+    assert skipped["last_error"] == (
+        "not sent: it takes only tension-pneumothorax, which the model never answers"
+    )
     assert (
         ward.accepted() == []
         and node.metric("scantune_dicom_deliveries_skipped_total", kind="hl7") == 1

@@ -69,6 +69,8 @@ def test_an_exams_newest_final_report_is_kept_for_scans_to_come(book: OutcomeBoo
     assert book.report_codes("ACC-1") == {"RID5350", "RADLEX|RID5350"}
     book.keep_report("ACC-1", frozenset({"RID13173"}))  # the correction replaces it
     assert book.report_codes("ACC-1") == {"RID13173"} and book.report_codes("ACC-2") == set()
+    book.drop_report("ACC-1")  # a newer read names no class followed
+    assert book.report_codes("ACC-1") is None and book.report_codes("ACC-2") == set()
 
 
 def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> None:

@@ -71,6 +71,7 @@ def test_each_answer_is_counted_by_its_class_beside_what_the_card_expects(
             client, "scantune_model_expected_share", model=MODEL, version="1", label=label
         )
         assert shown == pytest.approx(share, abs=1e-6), label
-    assert metric(client, "scantune_inference_confidence_count", model=MODEL) >= len(SCANS)
+    confidence = metric(client, "scantune_inference_confidence_count", model=MODEL, version="1")
+    assert confidence >= len(SCANS)
     text = client.get("/metrics").get_data(as_text=True)
     assert not any(name.split(".")[0] in text for name in SCANS)  # no file name
