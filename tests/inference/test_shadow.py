@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service.inference import EXTENSION
 from service.inference.shadow import Shadows
 from service.registry import Registry
@@ -43,12 +45,16 @@ def counted(client: Any, agreed: str) -> float:
     )  # fmt: skip
 
 
-def test_the_shadow_version_classifies_what_the_serving_one_answered(
-    make_client: Any, registry: Registry, trained: Trained
-) -> None:
+@pytest.fixture
+def shadowed(make_client: Any, registry: Registry, trained: Trained) -> Any:
+    """A client of the service whose model has the eager version 2 in shadow."""
     eager(registry, trained)
     registry.set_alias(MODEL, "shadow", 2, actor="test")
-    client = make_client()
+    return make_client()
+
+
+def test_the_shadow_version_classifies_what_the_serving_one_answered(shadowed: Any) -> None:
+    client = shadowed
     shadows = shadows_of(client)
     assert client.post(PREDICT, data=scans()).status_code == 200  # reads the shadow alias
     shadows.drain()
@@ -72,12 +78,8 @@ def test_the_shadow_version_classifies_what_the_serving_one_answered(
     assert shown - mix == 2 * theirs.count("pneumonia")
 
 
-def test_a_busy_service_skips_the_shadow_and_counts_it(
-    make_client: Any, registry: Registry, trained: Trained
-) -> None:
-    eager(registry, trained)
-    registry.set_alias(MODEL, "shadow", 2, actor="test")
-    client = make_client()
+def test_a_busy_service_skips_the_shadow_and_counts_it(shadowed: Any) -> None:
+    client = shadowed
     services = client.application.extensions[EXTENSION]
     full = Shadows(services.manager, services.predictor.withdrawals, pending=0)
     full._read(MODEL)
