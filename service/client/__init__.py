@@ -197,6 +197,13 @@ class Client:
         found: JSON = self.json("GET", path, params=window)
         return found
 
+    def caveats(self, name: str, version: int) -> list[JSON]:
+        """What to keep in mind about the version: `{code, text}` each, gravest first (a
+        pipeline may refuse to promote on a code, e.g. `few_scans`)."""
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/caveats"
+        found: list[JSON] = self.json("GET", path)["caveats"]
+        return found
+
     # inference
     def predict(
         self,

@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
         parser.add_argument("name")
         parser.add_argument("version", type=int)
         parser.add_argument("--reason", required=True, help="why (kept and shown to callers)")
+    caveats = _add(sub, "caveats", "what to keep in mind about a version", run_caveats)
+    caveats.add_argument("name")
+    caveats.add_argument("version", type=int)
     download = _add(sub, "download", "a version's files (card, ONNX, plots) into DIR", run_download)
     download.add_argument("name")
     download.add_argument("version", type=int)
@@ -196,6 +199,17 @@ def run_withdrawal(args: argparse.Namespace, api: ApiClient) -> int:
         return OK
     state = "withdrawn" if record["withdrawn"] else "back in service"
     print(f"{args.name} version {args.version}: {state} ({record['reason']})")
+    return OK
+
+
+def run_caveats(args: argparse.Namespace, api: ApiClient) -> int:
+    found = api.json("GET", f"/v1/models/{args.name}/versions/{args.version}/caveats")
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return OK
+    print(f"{args.name} version {args.version}: keep in mind")
+    for caveat in found["caveats"]:
+        print(f"  - {caveat['text']} [{caveat['code']}]")
     return OK
 
 

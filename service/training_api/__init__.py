@@ -46,6 +46,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     app.extensions[AUDIT_EXTENSION] = AuditTrail(jobs.audit_log.add)
 
     from service.training_api import audit as audit_views
+    from service.training_api import caveats as caveats_views
     from service.training_api import jobs as jobs_views
     from service.training_api import models as models_views
     from service.training_api import outcomes as outcomes_views
@@ -55,6 +56,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     app.register_blueprint(jobs_views.bp)
     app.register_blueprint(models_views.bp)
     app.register_blueprint(outcomes_views.bp)
+    app.register_blueprint(caveats_views.bp)
     app.register_blueprint(results_views.bp)
     app.register_blueprint(ui_views.bp)
     app.register_blueprint(audit_views.bp)

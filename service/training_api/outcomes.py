@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,7 +22,7 @@ from models.card import ModelCard
 from service.audit import hash_uid, record
 from service.auth import current_principal, require
 from service.errors import InvalidRequest
-from service.jobs.outcomes import Outcome, OutcomeFigures
+from service.jobs.outcomes import Outcome, OutcomeFigures, Window
 from service.jobs.tables import as_utc
 from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
@@ -153,17 +154,12 @@ def get_outcomes(name: str, version: int) -> Response:
     """The version's figures on the reported outcomes: every client's for its owner and admin
     keys, the key's own client's for another."""
     card = catalog().registry.get_card(name, version)  # 404 for one the client cannot see
-    who = current_principal()
-    recorded = card.access.owner if card.access else None  # an owner never changes
-    every = who.admin or who.client == version_owner({"name": name, "owner": recorded})
     asked = parse_query(OutcomesQuery)
-    window, figures = services().jobs.outcome_figures.of(
-        name, version, card, None if every else who.client, asked.since, asked.until
-    )
+    reported_by, window, figures = seen_figures(name, version, card, asked.since, asked.until)
     return jsonify(
         name=name,
         version=version,
-        reported_by="every client" if every else who.client,
+        reported_by=reported_by,
         since=asked.since.isoformat() if asked.since else None,
         until=asked.until.isoformat() if asked.until else None,
         clients=window.clients,
@@ -171,6 +167,24 @@ def get_outcomes(name: str, version: int) -> Response:
         last_reported_at=window.last_at.isoformat() if window.last_at else None,
         **figures,
     )
+
+
+def seen_figures(
+    name: str,
+    version: int,
+    card: ModelCard,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[str, Window, dict[str, Any]]:
+    """Who reported the outcomes the request's key sees (every client's for the version's
+    owner and admin keys, the key's own client's for another), in brief, and their figures."""
+    who = current_principal()
+    recorded = card.access.owner if card.access else None  # an owner never changes
+    every = who.admin or who.client == version_owner({"name": name, "owner": recorded})
+    window, figures = services().jobs.outcome_figures.of(
+        name, version, card, None if every else who.client, since, until
+    )
+    return ("every client" if every else who.client), window, figures
 
 
 def _check(body: OutcomesBody, card: ModelCard) -> None:

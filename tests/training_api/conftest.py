@@ -214,7 +214,9 @@ def publish_version(
         classes=("normal", "pneumonia"),
         input=InputSpec(size=32, channels=1, mean=(0.5,), std=(0.25,)),
         base_model="efficientnet_lite0",
-        dataset=DatasetInfo(uri="/data/x.npz", format="npz", sha256="0" * 64),
+        dataset=card_fields.pop(
+            "dataset", DatasetInfo(uri="/data/x.npz", format="npz", sha256="0" * 64)
+        ),
         metrics={"val_auc": val_auc, **(metrics or {}), "per_class": {"normal": {"f1": 0.9}}},
         calibration=Calibration(temperature=1.3, applied_in_graph=True),
         parity=Parity(max_abs_diff=1e-6, images=32, tolerance=1e-4),

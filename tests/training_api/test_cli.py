@@ -250,6 +250,12 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     assert out[4].split()[:2] == ["accuracy", "0.667"]  # C said pneumonia at 0.6
     assert main(["models", "outcomes", "chest-xray", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["confusion_matrix"] == [[1, 1], [0, 1]]
+    assert main(["models", "caveats", "chest-xray", "1"]) == 0  # outcomes now confirm it
+    head, *said = capsys.readouterr().out.splitlines()
+    assert head == "chest-xray version 1: keep in mind"
+    assert said[-1].endswith("[decision_aid]") and not any("nothing_confirmed" in s for s in said)
+    assert main(["models", "caveats", "chest-xray", "1", "--json"]) == 0
+    assert "no_modality" in [c["code"] for c in json.loads(capsys.readouterr().out)["caveats"]]
     from service.client import Client
 
     client = Client(server, KEYS["pacs"].secret)  # the Python client, as a PACS would use it
@@ -258,6 +264,7 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     assert client.report_outcomes("chest-xray", 1, [corrected])["replaced"] == 1
     assert client.outcomes("chest-xray", 1)["accuracy"]["value"] == 1.0
     assert client.outcomes("chest-xray", 1, until="2026-01-01T00:00:00Z")["reports"] == 0
+    assert [c["code"] for c in client.caveats("chest-xray", 1)][-1] == "decision_aid"
     assert main(["models", "outcomes", "chest-xray", "1", "--since", "2026-01-01"]) == 0
     assert capsys.readouterr().out.startswith(
         "chest-xray version 1: 3 reported outcome(s) since 2026-01-01T00:00:00+00:00 from"

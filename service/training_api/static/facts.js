@@ -1,5 +1,5 @@
 // Model facts: one version in plain terms (what it answers, its data, its figures with their
-// intervals, how it does in service, and the caveats that follow from them), printable.
+// intervals, how it does in service, and the caveats the API draws from them), printable.
 import { api, el, fmt, setup } from "./common.js";
 
 const head = document.getElementById("facts-model");
@@ -8,7 +8,6 @@ const version = head.dataset.version;
 const path = `/v1/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}`;
 const FIGURES = { auc: "AUC", sensitivity: "Sensitivity", specificity: "Specificity", accuracy: "Accuracy" };
 const SOURCES = { out_of_fold: "cross-validated (each scan scored by a model that did not train on it)", validation: "the validation split", reported: "reported outcomes" };
-const pct = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)}%` : "–");
 const interval = (e) => (e ? `${fmt(e.value, 3)} (95% interval ${fmt(e.low, 3)} to ${fmt(e.high, 3)})` : "–");
 
 function facts(id, rows) {
@@ -64,28 +63,9 @@ function inService(f) {
   );
 }
 
-// What a reader should keep in mind, from the card's own facts: each a plain sentence.
-function caveats(detail, f) {
-  const card = detail.card;
-  const d = card.dataset;
-  const out = [];
-  if (detail.withdrawn) out.push(`Withdrawn: ${detail.withdrawn.reason}. No service answers with it.`);
-  if (d.split_by === "scan") out.push("Its data named no patients, so one patient's scans may be in both training and validation: the figures may be better than on new patients.");
-  if (d.patients_in_both) out.push(`${d.patients_in_both} patients have scans in both training and validation: the figures may be optimistic.`);
-  const first = Object.values(card.estimates || {})[0];
-  if (first && first.images < 200) out.push(`Its figures rest on ${first.images} scans: the intervals are wide, and the true value may lie anywhere in them.`);
-  if (card.threshold && card.threshold.chosen_on === "prior") out.push("Its decision threshold was not tuned: there were too few validation scans of a class.");
-  if (!card.intended_use || !card.intended_use.modality) out.push("No modality is recorded: scans of any kind are accepted, though it learnt from one kind.");
-  else out.push(`It learnt from ${card.intended_use.modality}${card.intended_use.body_part ? ` ${card.intended_use.body_part}` : ""} scans; other modalities are refused.`);
-  if (f && f.below_validation && f.below_validation.length) out.push(`In service it does worse than its card said (${f.below_validation.join(", ")}): look for a changed scanner or population.`);
-  if (f && f.reports === 0) out.push("Nothing confirms yet how it does on this site's patients.");
-  out.push("It is a decision aid: a clinician reads every scan it classifies.");
-  document.getElementById("facts-caveats").replaceChildren(...out.map((t) => el("li", { text: t })));
-}
-
 setup(async () => {
   document.getElementById("print").addEventListener("click", () => window.print());
-  const [detail, reported] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null)]);
+  const [detail, reported, kept] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null), api(`${path}/caveats`)]);
   const card = detail.card;
   const status = document.getElementById("facts-status");
   status.textContent = detail.withdrawn ? `Withdrawn: ${detail.withdrawn.reason}` : `In the registry${detail.aliases.length ? `, serving as ${detail.aliases.join(", ")}` : ", no alias names it"}.`;
@@ -104,5 +84,5 @@ setup(async () => {
   ]);
   figures(card);
   inService(reported);
-  caveats(detail, reported);
+  document.getElementById("facts-caveats").replaceChildren(...kept.caveats.map((c) => el("li", { "data-code": c.code, text: c.text })));
 });
