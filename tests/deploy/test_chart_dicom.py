@@ -59,6 +59,7 @@ NODE: dict[str, Any] = {
                     "receiving_application": "RIS",
                     "processing_id": "T",
                 },
+                "only_findings": ["pneumonia"],  # the RIS hears of positive findings only
             },
             {
                 "name": "ehr",
@@ -151,6 +152,7 @@ def test_the_node_settings_are_fields_and_parse(
     ]
     hl7 = settings.dicom_destinations[3].hl7
     assert hl7 is not None and hl7.tls and hl7.processing_id == "T"
+    assert settings.dicom_destinations[3].only_findings == ["pneumonia"]
     oauth = settings.dicom_destinations[2].oauth
     assert oauth is not None and oauth.client_secret_file.name == "client-secret"
     fhir = settings.dicom_destinations[4].fhir
