@@ -25,10 +25,11 @@ FEW_SCANS = 200  # below this, a 95% interval of a figure near 0.9 is about 0.1 
 @bp.get("/<name>/versions/<int:version>/caveats")
 @require("read")
 def get_caveats(name: str, version: int) -> Response:
-    detail = catalog().version(name, version)  # 404 for one the client cannot see
-    card = ModelCard.model_validate(detail["card"])
+    seen = catalog()
+    card = seen.registry.get_card(name, version)  # 404 for one the client cannot see
+    recalled = seen.withdrawals.current(name, version)
     _, _, figures = seen_figures(name, version, card)
-    found = caveats(card, detail["withdrawn"], figures)
+    found = caveats(card, {"reason": recalled.reason} if recalled else None, figures)
     return jsonify(name=name, version=version, caveats=[{"code": c, "text": t} for c, t in found])
 
 
