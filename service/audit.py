@@ -32,6 +32,7 @@ TrainingAction = Literal[
     "model_withdrawn",
     "model_reinstated",
     "outcomes_reported",
+    "outcomes_retracted",
     "key_refused",
     "access_denied",
     "rate_limited",

@@ -187,6 +187,13 @@ class Client:
         found: JSON = self.json("POST", path, json={"outcomes": list(outcomes)})
         return found
 
+    def retract_outcomes(self, name: str, version: int, references: Iterable[str]) -> JSON:
+        """Delete this client's reports of these scans (its own references, at most 1,000 a
+        call): their diagnosis was withdrawn. Says how many were `retracted` and `unknown`."""
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes/retract"
+        found: JSON = self.json("POST", path, json={"references": list(references)})
+        return found
+
     def outcomes(
         self, name: str, version: int, *, since: str | None = None, until: str | None = None
     ) -> JSON:

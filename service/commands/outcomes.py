@@ -1,5 +1,6 @@
-"""`scantune models outcomes NAME VERSION [--report FILE.csv]`: report confirmed diagnoses for
-scans a version classified, and show how it does on them beside its card.
+"""`scantune models outcomes NAME VERSION [--report FILE.csv] [--retract REF ...]`: report
+confirmed diagnoses for scans a version classified (or withdraw those of scans whose
+diagnosis was withdrawn), and show how it does on them beside its card.
 
 The CSV is what a RIS or a study spreadsheet exports, or `scantune predict --outcomes-sheet`
 wrote: a header row `reference,label,` then one column per class of the model holding the
@@ -33,6 +34,11 @@ def add_to(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         help="first send these outcomes (columns reference, label, one per class)",
     )  # fmt: skip
     parser.add_argument(
+        "--retract", metavar="REF", action="append", default=[],
+        help="first withdraw this client's report of this scan (its reference; again for more):"
+        " its diagnosis was withdrawn",
+    )  # fmt: skip
+    parser.add_argument(
         "--since", metavar="TIME",
         help="only outcomes reported at or after this ISO 8601 time (UTC without an offset):"
         " how the version does lately",
@@ -52,6 +58,10 @@ def run(args: argparse.Namespace, api: ApiClient) -> int:
             body = api.json("POST", path, json={"outcomes": rows[start : start + CHUNK]})
             end = start + body["accepted"]
             print(f"rows {start + 1}-{end}: kept, {body['replaced']} replacing earlier reports")
+    for start in range(0, len(args.retract), CHUNK):
+        chunk = args.retract[start : start + CHUNK]
+        body = api.json("POST", f"{path}/retract", json={"references": chunk})
+        print(f"{body['retracted']} report(s) withdrawn, {body['unknown']} never reported")
     window = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
     figures = api.json("GET", path, params=window)
     if args.json:

@@ -52,7 +52,9 @@ def register(subparsers: Any) -> None:
         sub, "outcomes", "scans whose confirmed outcome the RIS's reports give, newest first"
         " (scope series:read)", run_outcomes,
     )  # fmt: skip
-    reports.add_argument("--state", choices=("waiting", "pending", "sent", "refused"))
+    reports.add_argument(
+        "--state", choices=("waiting", "pending", "sent", "refused", "retracting", "retracted")
+    )
     reports.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
     which = fetch.add_mutually_exclusive_group(required=True)
     which.add_argument("study", metavar="STUDY_UID", nargs="?", help="the Study Instance UID")
@@ -148,12 +150,12 @@ def run_outcomes(args: argparse.Namespace, api: ApiClient) -> int:
     body = api.json("GET", "/v1/outcome-reports", params=params)
     if printed_raw(body, args.json):
         return OK
-    print(f"{'ID':>6}  {'ACCESSION':16}  {'MODEL':24}  {'STATE':8}  {'LABEL':12}  {'TRIES':>5}"
+    print(f"{'ID':>6}  {'ACCESSION':16}  {'MODEL':24}  {'STATE':10}  {'LABEL':12}  {'TRIES':>5}"
           "  LAST ERROR")  # fmt: skip
     for o in body["items"]:
         model = f"{o['model']} v{o['version']}"
         print(
-            f"{o['id']:>6}  {o['accession_number']:16}  {model:24}  {o['state']:8}"
+            f"{o['id']:>6}  {o['accession_number']:16}  {model:24}  {o['state']:10}"
             f"  {o['label'] or '-':12}  {o['attempts']:>5}  {o['last_error'] or '-'}"
         )
     return OK

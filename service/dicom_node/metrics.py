@@ -58,7 +58,8 @@ ORDERS = Counter(
 REPORTS = Counter(
     "scantune_dicom_reports_total",
     "The RIS's reports (HL7 ORU^R01), one an exam, by what became of them",
-    # labelled (the scans got the confirmed class) | unmapped (no code of a class) | ambiguous
+    # labelled (the scans got the confirmed class) | retracted (a corrected report confirms no
+    # class: the labels it gave are withdrawn) | unmapped (no code of a class) | ambiguous
     # (codes of two classes) | not_final | held (no scan of the exam yet: kept for those to
     # come) | refused (a message without an accession number)
     ["outcome"],
@@ -66,7 +67,9 @@ REPORTS = Counter(
 OUTCOMES = Counter(
     "scantune_dicom_outcomes_total",
     "Confirmed outcomes of classified scans, sent to the training service, by result",
-    ["outcome"],  # sent | refused (a 4xx: not sent again) | retried | expired (never sent)
+    # sent | retracted (a withdrawn one, at the training service) | refused (a 4xx: not sent
+    # again) | retried | expired (never sent)
+    ["outcome"],
 )
 EXPIRED = Counter(
     "scantune_dicom_series_expired_total", "Series deleted undelivered at the retention limit"

@@ -6,7 +6,9 @@ reports: its exam's accession number, the version, what the version answered, an
 reference that names nobody (a hash of its SOP Instance UID, the same each time, so a
 correction replaces the first report at the training service). A final report labels every
 scan of its exam by that model and puts it in line to be sent; a correction that changes the
-class labels them again and sends them again. The exam's newest final report is kept too
+class labels them again and sends them again; one that confirms no class of the model (the
+finding struck, two classes named) withdraws the label, and the report already sent is
+retracted at the training service. The exam's newest final report is kept too
 (table `dicom_exam_reports`, its codes only): a scan of the exam classified after it came (the
 RIS reported before the PACS sent the study, a series came late) is labelled by it.
 Everything is deleted `wait` after the scan was classified or the report came.
@@ -31,6 +33,7 @@ from service.jobs.store import utcnow
 from service.paging import newest_page
 
 BATCH = 1000  # what one request to the training service takes at most
+IN_LINE = ("pending", "retracting")  # to be sent: an outcome, or the retraction of one
 
 
 def reference_of(sop_instance_uid: str) -> str:
@@ -40,13 +43,19 @@ def reference_of(sop_instance_uid: str) -> str:
 
 @dataclass(frozen=True)
 class Batch:
-    """Outcomes of one version due to be sent: row ids, and the body's `outcomes`."""
+    """Outcomes of one version due to be sent (`state` pending: the body's `outcomes`) or
+    retracted (`retracting`: `{"reference"}` each): row ids, and what goes."""
 
     model: str
     version: int
+    state: str
     ids: list[int]
     outcomes: list[dict[str, Any]]
     attempts: int
+
+    @property
+    def retracts(self) -> bool:
+        return self.state == "retracting"
 
 
 class OutcomeBook:
@@ -92,11 +101,15 @@ class OutcomeBook:
                 row.accession, row.probabilities = accession, answered
                 row.signature = signature
 
-    def label(self, accession: str, label_for: Callable[[str, list[str]], str | None]) -> int:
-        """Label the scans of `accession` with what `label_for(model, classes)` says of their
-        model (None: nothing for that model); how many it labelled. Those not yet labelled so
-        are put in line (one already sent with that label is not sent again)."""
-        now, labelled = utcnow(), 0
+    def label(
+        self, accession: str, label_for: Callable[[str, list[str]], str | None]
+    ) -> tuple[int, int]:
+        """Label the scans of `accession` with what the exam's newest final report confirms
+        for their model, `label_for(model, classes)`; how many it labelled, and how many lost
+        a label. Those not yet labelled so are put in line (one already sent with that label
+        is not sent again); a labelled scan whose model the report confirms nothing of (None)
+        loses its label, and what was sent of it is put in line to be retracted."""
+        now, labelled, withdrawn = utcnow(), 0, 0
         with self._lock, self._sessions.begin() as session:
             rows = session.scalars(
                 select(OutcomeRow).where(OutcomeRow.accession == accession)
@@ -104,13 +117,15 @@ class OutcomeBook:
             for row in rows:
                 label = label_for(row.model, list(json.loads(row.probabilities)))
                 if label is None:
+                    if row.label is not None:  # sent or not, a retraction is safe to send
+                        withdrawn += 1
+                        _due(row, now, label=None, state="retracting")
                     continue
                 labelled += 1
                 if row.label == label and row.state != "waiting":
                     continue
-                row.label, row.state, row.reported_at = label, "pending", now
-                row.attempts, row.next_attempt_at, row.last_error = 0, now, None
-        return labelled
+                _due(row, now, label=label, state="pending")
+        return labelled, withdrawn
 
     def keep_report(self, accession: str, codes: frozenset[str]) -> None:
         """Keep the exam's newest final report (its codes), for its scans classified later."""
@@ -144,29 +159,29 @@ class OutcomeBook:
             return found is not None
 
     def due(self) -> list[Batch]:
-        """Labelled outcomes due to be sent, by version, at most BATCH a request."""
+        """Labelled outcomes due to be sent, and withdrawn ones due to be retracted, by
+        version, at most BATCH a request."""
         with self._sessions() as session:
             rows = session.scalars(
                 select(OutcomeRow)
-                .where(OutcomeRow.state == "pending", OutcomeRow.next_attempt_at <= utcnow())
-                .order_by(OutcomeRow.model, OutcomeRow.version, OutcomeRow.id)
+                .where(OutcomeRow.state.in_(IN_LINE), OutcomeRow.next_attempt_at <= utcnow())
+                .order_by(OutcomeRow.model, OutcomeRow.version, OutcomeRow.state, OutcomeRow.id)
                 .limit(BATCH * 4)
             ).all()
-        batches: dict[tuple[str, int], Batch] = {}
+        batches: dict[tuple[str, int, str], Batch] = {}
         for row in rows:
-            key = (row.model, row.version)
-            batch = batches.setdefault(key, Batch(row.model, row.version, [], [], row.attempts))
+            batch = batches.setdefault(
+                (row.model, row.version, row.state),
+                Batch(row.model, row.version, row.state, [], [], row.attempts),
+            )
             if len(batch.ids) < BATCH:
                 batch.ids.append(row.id)
-                sent = {"reference": row.reference, "label": row.label,
-                        "probabilities": json.loads(row.probabilities)}  # fmt: skip
-                if row.signature:
-                    sent["signature"] = row.signature
-                batch.outcomes.append(sent)
+                batch.outcomes.append(_sent(row))
         return list(batches.values())
 
     def sent(self, batch: Batch) -> None:
-        self._update(batch, lambda row: setattr(row, "state", "sent"))
+        done = "retracted" if batch.retracts else "sent"
+        self._update(batch, lambda row: setattr(row, "state", done))
 
     def refused(self, batch: Batch, error: str) -> None:
         """The training service refused them (a 4xx): kept, not sent again unless relabelled."""
@@ -187,7 +202,7 @@ class OutcomeBook:
         with self._lock, self._sessions.begin() as session:
             old = OutcomeRow.created_at < cutoff
             pending = session.scalars(
-                select(OutcomeRow.id).where(old, OutcomeRow.state == "pending")
+                select(OutcomeRow.id).where(old, OutcomeRow.state.in_(IN_LINE))
             ).all()
             session.execute(delete(OutcomeRow).where(old))
             session.execute(delete(ExamReportRow).where(ExamReportRow.received_at < cutoff))
@@ -208,17 +223,12 @@ class OutcomeBook:
             return [_view(row) for row in rows], next_cursor
 
     def _update(self, batch: Batch, change: Callable[[OutcomeRow], None]) -> None:
-        """`change` each row of `batch` still as it was sent: one relabelled (or classified
-        again) meanwhile is left pending, to go with what it says now."""
+        """`change` each row of `batch` still as it was sent: one relabelled, withdrawn or
+        classified again meanwhile is left in line, to go with what it says now."""
         sent = dict(zip(batch.ids, batch.outcomes, strict=True))
         with self._lock, self._sessions.begin() as session:
             for row in session.scalars(select(OutcomeRow).where(OutcomeRow.id.in_(batch.ids))):
-                was = sent[row.id]
-                same = (row.label, json.loads(row.probabilities)) == (
-                    was["label"],
-                    was["probabilities"],
-                )
-                if row.state == "pending" and same:
+                if row.state == batch.state and _sent(row) == sent[row.id]:
                     change(row)
 
 
@@ -235,8 +245,24 @@ def _view(row: OutcomeRow) -> dict[str, Any]:
         "last_error": row.last_error,
         "classified_at": iso_time(row.created_at),
         "reported_at": iso_time(row.reported_at),
-        "next_attempt_at": iso_time(row.next_attempt_at) if row.state == "pending" else None,
+        "next_attempt_at": iso_time(row.next_attempt_at) if row.state in IN_LINE else None,
     }
+
+
+def _sent(row: OutcomeRow) -> dict[str, Any]:
+    """What goes of the row: its outcome, or (retracting) its reference alone."""
+    if row.state == "retracting":
+        return {"reference": row.reference}
+    sent = {"reference": row.reference, "label": row.label,
+            "probabilities": json.loads(row.probabilities)}  # fmt: skip
+    if row.signature:
+        sent["signature"] = row.signature
+    return sent
+
+
+def _due(row: OutcomeRow, now: datetime, **values: Any) -> None:
+    """Put the row in line, at once, with `values` (its label and state)."""
+    _set(row, **values, reported_at=now, attempts=0, next_attempt_at=now, last_error=None)
 
 
 def _set(row: OutcomeRow, **values: Any) -> None:

@@ -7,9 +7,11 @@ Opt-in: only models named in `SCANTUNE_DICOM_OUTCOME_CODES` (`{model: {class: [c
 followed. Each scan they classify is remembered (`outcome_book`); the RIS's ORU^R01 for its
 accession number comes on the orders' HL7 port (`orders.OrderListener`); a final or corrected
 report naming the codes of exactly one class labels the exam's scans (those classified
-after it too: the report is kept), which are then sent, at
-most 1,000 a request, with back-off while the training service is away, from a thread of its
-own (a training service that hangs holds up no result). No scan data, UID or accession
+after it too: the report is kept), which are then sent, at most 1,000 a request; a later one
+that confirms no class of the model (the finding struck, two classes named) retracts them
+(`POST …/outcomes/retract`), for the newest final report is the exam's truth. Both go with
+back-off while the training service is away, from a thread of their own (a training service
+that hangs holds up no result). No scan data, UID or accession
 number leaves the node: a scan is reported by a hash of its SOP Instance UID.
 """
 
@@ -84,19 +86,24 @@ class OutcomeReports(Background):
                 self.book.label(accession, Labeller(self.codes, codes))
 
     def take(self, report: Report) -> str:
-        """Label the exam's scans with the class the report confirms; what became of it. A
-        final report is kept for scans of the exam classified later (`held`: none yet)."""
+        """Label the exam's scans with the class the report confirms, or withdraw the label
+        an earlier report gave them; what became of it. A final report naming a followed
+        class is kept for scans of the exam classified later (`held`: none yet)."""
         if not report.final:
             return "not_final"
-        if not any(classes_named(classes, report.codes) for classes in self.codes.values()):
-            self.book.drop_report(report.accession)  # superseded: later scans are not its
-            return "unmapped"  # names no followed class: nothing of it is kept
-        self.book.keep_report(report.accession, report.codes)
+        followed = any(classes_named(classes, report.codes) for classes in self.codes.values())
+        if followed:
+            self.book.keep_report(report.accession, report.codes)
+        else:  # nothing of it is kept, and the exam's earlier report is superseded
+            self.book.drop_report(report.accession)
         if not self.book.known(report.accession):
-            return "held"
+            return "held" if followed else "unmapped"
         labeller = Labeller(self.codes, report.codes)
-        if self.book.label(report.accession, labeller):
+        labelled, withdrawn = self.book.label(report.accession, labeller)
+        if labelled:
             return "labelled"
+        if withdrawn:
+            return "retracted"
         return "ambiguous" if labeller.ambiguous else "unmapped"
 
     def step(self) -> bool:
@@ -114,16 +121,20 @@ class OutcomeReports(Background):
 
     def send(self, batch: Batch) -> None:
         path = f"/v1/models/{quote(batch.model)}/versions/{batch.version}/outcomes"
+        if batch.retracts:
+            path, body = path + "/retract", {"references": [o["reference"] for o in batch.outcomes]}
+        else:
+            body = {"outcomes": batch.outcomes}
         try:
-            answer = self.session.post(
-                self.url + path, json={"outcomes": batch.outcomes}, timeout=TIMEOUT_S
-            )
+            answer = self.session.post(self.url + path, json=body, timeout=TIMEOUT_S)
         except requests.RequestException as exc:
             return self._later(batch, f"training service unreachable ({type(exc).__name__})")
         if answer.ok:
             self.book.sent(batch)
-            metrics.OUTCOMES.labels("sent").inc(len(batch.ids))
-            log.info("%d outcomes sent for %s v%d", len(batch.ids), batch.model, batch.version)
+            done = "retracted" if batch.retracts else "sent"
+            metrics.OUTCOMES.labels(done).inc(len(batch.ids))
+            log.info("%d outcomes %s for %s v%d", len(batch.ids), done, batch.model,
+                     batch.version)  # fmt: skip
             return None
         why = f"training service answered {answer.status_code}: {_detail(answer)}"
         if answer.status_code >= 500 or answer.status_code in RETRIED:

@@ -1,5 +1,6 @@
 """`GET /v1/outcome-reports`: the scans whose outcomes the node follows, newest first, with
-what became of each (waiting for the RIS's report, pending, sent, refused), for the operator
+what became of each (waiting for the RIS's report, pending, sent, refused; retracting and
+retracted once a corrected report confirmed no class), for the operator
 who asks "did the report of exam X reach the training service, and if not, why?" (scope
 series:read, as the series and orders are). Empty when no outcomes are followed."""
 
@@ -20,7 +21,7 @@ bp = Blueprint("outcome_reports", __name__, url_prefix="/v1/outcome-reports")
 class OutcomeReportsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    state: Literal["waiting", "pending", "sent", "refused"] | None = None
+    state: Literal["waiting", "pending", "sent", "refused", "retracting", "retracted"] | None = None
     cursor: str | None = cursor_field()
     limit: int = Field(default=50, ge=1, le=200)
 

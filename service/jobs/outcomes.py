@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, delete, distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from service.errors import Conflict
-from service.jobs.tables import OutcomeRow, as_utc, utcnow
+from service.jobs.tables import OutcomeRow, as_utc, rowcount, utcnow
 
 if TYPE_CHECKING:
     from models.card import ModelCard
@@ -87,6 +87,21 @@ class OutcomeStore:
                 "another report of the same scans arrived meanwhile: send again"
             ) from None
         return replaced
+
+    def retract(self, model: str, version: int, client: str, references: Sequence[str]) -> int:
+        """Delete the client's reports of these scans (hashed references): the diagnosis they
+        gave was withdrawn (a corrected report that confirms no class). How many there were;
+        a reference never reported, or already retracted, is no error (a retry is safe)."""
+        with self._sessions.begin() as session:
+            gone = session.execute(
+                delete(OutcomeRow).where(
+                    OutcomeRow.model_name == model,
+                    OutcomeRow.version == version,
+                    OutcomeRow.client == client,
+                    OutcomeRow.reference.in_(list(references)),
+                )
+            )
+        return rowcount(gone)
 
     def versions(self) -> list[tuple[str, int]]:
         """The versions that have reported outcomes."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -63,6 +63,17 @@ class OutcomesBody(BaseModel):
     outcomes: list[ReportedOutcome] = Field(min_length=1, max_length=1000)
 
 
+class RetractBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    references: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1,
+        max_length=1000,
+        description="The client's references of scans it reported whose diagnosis was"
+        " withdrawn (a corrected report confirms no class): their reports are deleted.",
+    )
+
+
 class OutcomesQuery(BaseModel):
     """A window of report times: how the version does lately (a new scanner, a new
     population), which every report since it went into service would hide."""
@@ -103,6 +114,26 @@ def report_outcomes(name: str, version: int) -> Response:
     _observe_later(services().jobs.outcome_figures, name, version, card)
     return jsonify(
         name=name, version=version, accepted=len(outcomes), replaced=replaced, signed=signed
+    )
+
+
+@bp.post("/<name>/versions/<int:version>/outcomes/retract")
+@require("predict")
+@limited("outcomes")
+def retract_outcomes(name: str, version: int) -> Response:
+    """Delete the client's own reports of these scans: a diagnosis withdrawn is no outcome,
+    and left in place it would keep counting against (or for) the version."""
+    card = catalog().registry.get_card(name, version)  # 404 for one the client cannot see
+    body, who = parse_body(RetractBody), current_principal()
+    salt = services().settings.audit_salt
+    references = {hash_uid(reference, salt) for reference in body.references}
+    retracted = services().jobs.outcomes.retract(name, version, who.client, sorted(references))
+    record("outcomes_retracted", client=who.client, target=f"model/{name}/versions/{version}",
+           outcome="retracted", asked=len(references), retracted=retracted)  # fmt: skip
+    if retracted:
+        _observe_later(services().jobs.outcome_figures, name, version, card)
+    return jsonify(
+        name=name, version=version, retracted=retracted, unknown=len(references) - retracted
     )
 
 

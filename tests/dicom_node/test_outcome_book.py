@@ -1,6 +1,7 @@
 """The scans waiting for their exam's report, on SQLite and PostgreSQL: labelled by a report,
 batched by version, a row relabelled while it was being sent is sent again, one already sent
-with the same label is not, an exam's report is kept for scans to come, old rows go."""
+with the same label is not, a correction that confirms no class retracts what was sent, an
+exam's report is kept for scans to come, old rows go."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     book.remember("ACC-1", "chest", 2, [("1.2.1", P, None)])
     book.remember("ACC-2", "chest", 1, [("1.2.3", P, None)])
     assert book.due() == [] and book.known("ACC-1") and not book.known("ACC-9")
-    assert book.label("ACC-1", lambda model, classes: None) == 0  # the report names no class
-    assert book.label("ACC-1", lambda model, classes: "pneumonia") == 3
+    assert book.label("ACC-1", lambda model, classes: None) == (0, 0)  # it names no class
+    assert book.label("ACC-1", lambda model, classes: "pneumonia") == (3, 0)
     batches = {(b.model, b.version): b for b in book.due()}
     assert sorted(batches) == [("chest", 1), ("chest", 2)]
     first = batches[("chest", 1)]
@@ -51,7 +52,7 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     assert sum(len(b.ids) for b in book.due()) == 3
     for batch in book.due():
         book.sent(batch)
-    assert book.label("ACC-1", lambda model, classes: "pneumonia") == 3  # the same class
+    assert book.label("ACC-1", lambda model, classes: "pneumonia") == (3, 0)  # the same class
     assert book.due() == []  # already at the training service: not sent again
     waiting, cursor = book.page("waiting", None, 50)
     assert [(o["accession_number"], o["label"], cursor) for o in waiting] == [("ACC-2", None, None)]
@@ -60,6 +61,49 @@ def test_a_report_labels_its_exams_scans_which_are_sent_by_version(book: Outcome
     rest, cursor = book.page(None, cursor, 2)
     assert [o["id"] for o in rest] == [2, 1] and cursor is None
     assert [o["signed"] for o in rest] == [True, False]
+
+
+def test_a_correction_confirming_no_class_withdraws_the_labels_and_retracts_them(
+    book: OutcomeBook,
+) -> None:
+    book.remember("ACC-1", "chest", 1, [("1.2.1", P, None), ("1.2.2", P, SIGNED)])
+    book.remember("ACC-1", "ribs", 1, [("1.2.1", P, None)])
+    book.remember("ACC-2", "chest", 1, [("1.2.3", P, None)])
+    assert book.label("ACC-1", lambda model, classes: "pneumonia") == (3, 0)
+    on_its_way = book.due()
+
+    # corrected: nothing of chest's classes any more (ribs' finding stands)
+    def newest(model: str, classes: list[str]) -> str | None:
+        return None if model == "chest" else "fracture"
+
+    assert book.label("ACC-1", newest) == (1, 2)
+    for batch in on_its_way:  # the first reads arrive after the correction: chest's stay in line
+        book.sent(batch)
+    [ribs, chest] = sorted(book.due(), key=lambda b: b.model, reverse=True)
+    assert (ribs.model, ribs.state, ribs.outcomes[0]["label"]) == ("ribs", "pending", "fracture")
+    assert (chest.model, chest.state, chest.retracts) == ("chest", "retracting", True)
+    assert chest.outcomes == [{"reference": reference_of("1.2.1")},
+                              {"reference": reference_of("1.2.2")}]  # fmt: skip
+    assert book.label("ACC-1", newest) == (1, 0)  # the same report again: nothing more to do
+    book.later(chest, "training service answered 503", 0)
+    [chest] = [b for b in book.due() if b.retracts]  # tried again, the same retraction
+    book.sent(chest)
+    book.sent(ribs)
+    assert book.due() == []
+    retracted, _ = book.page("retracted", None, 50)
+    assert [(o["label"], o["next_attempt_at"]) for o in retracted] == [(None, None)] * 2
+    waiting, _ = book.page("waiting", None, 50)
+    assert [o["accession_number"] for o in waiting] == ["ACC-2"]  # another exam: untouched
+
+    # a newer read confirms a class again: sent as an outcome once more, even while the
+    # retraction it supersedes is still on its way
+    assert book.label("ACC-1", lambda m, c: None) == (0, 1)  # ribs' too, now
+    [going] = book.due()
+    assert book.label("ACC-1", lambda m, c: "normal") == (3, 0)
+    book.sent(going)  # the retraction's answer: ribs is left to go as `normal`
+    assert sorted((b.model, b.state, len(b.ids)) for b in book.due()) == [
+        ("chest", "pending", 2), ("ribs", "pending", 1)
+    ]  # fmt: skip
 
 
 def test_an_exams_newest_final_report_is_kept_for_scans_to_come(book: OutcomeBook) -> None:

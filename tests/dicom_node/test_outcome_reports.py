@@ -2,8 +2,9 @@
 (under gunicorn, the model served by the inference service), the RIS's ORU^R01 over MLLP, and
 the confirmed outcomes at the real training service (under gunicorn), which shows them beside
 the version's card: sent once the training service is up (signed by inference, checked
-there), replaced by a corrected report; a report that came before its exam's scans labels
-them when they come; preliminary, uncoded and ambiguous reports send nothing."""
+there), replaced by a corrected report, retracted by one that confirms no class; a report
+that came before its exam's scans labels them when they come; preliminary, uncoded and
+ambiguous reports send nothing."""
 
 from __future__ import annotations
 
@@ -113,16 +114,28 @@ def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcom
     )  # fmt: skip
     assert outcomes(training)["reports"] == 4
     assert node.metric("scantune_dicom_outcomes_total", outcome="sent") == 7
+
+    # RIS-32's read withdrawn (the finding struck, free text left): retracted there, so it no
+    # longer counts for the version; RIS-31's stand
+    assert send_hl7(node, oru("C", (), "RIS-32")) == "AA"
+    assert node.metric("scantune_dicom_reports_total", outcome="retracted") == 1
+    wait_until(lambda: outcomes(training)["reports"] == 3, 30, "the withdrawn read is retracted")
+    assert outcomes(training)["by_label"] == {"normal": 3, "pneumonia": 0}
+    assert node.metric("scantune_dicom_outcomes_total", outcome="retracted") == 1
+    [gone] = node.items("/v1/outcome-reports?state=retracted", OPS_KEY)
+    assert (gone["accession_number"], gone["label"]) == ("RIS-32", None)
     sent = node.items("/v1/outcome-reports?state=sent", OPS_KEY)  # what the operator sees
-    assert sorted((o["accession_number"], o["label"], o["signed"]) for o in sent) == [
-        ("RIS-31", "normal", True)
-    ] * 3 + [("RIS-32", "normal", True)]
+    assert (
+        sorted((o["accession_number"], o["label"], o["signed"]) for o in sent)
+        == [("RIS-31", "normal", True)] * 3
+    )
     assert node.items("/v1/outcome-reports?state=refused", OPS_KEY) == []
     assert main(["series", "outcomes", "--url", node.url, "--api-key", OPS_KEY]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
     assert header.split()[:4] == ["ID", "ACCESSION", "MODEL", "STATE"] and len(lines) == 4
     shown_lines = sorted(line.split()[1:6] for line in lines)
     assert shown_lines[0] == ["RIS-31", MODEL, "v1", "sent", "normal"]
+    assert shown_lines[-1] == ["RIS-32", MODEL, "v1", "retracted", "-"]
     log = node.log_text()
     assert "RIS-3" not in log and not any(ds.SOPInstanceUID in log for ds in study + late)
 

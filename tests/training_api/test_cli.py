@@ -269,6 +269,13 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     assert capsys.readouterr().out.startswith(
         "chest-xray version 1: 3 reported outcome(s) since 2026-01-01T00:00:00+00:00 from"
     )
+    # B's read withdrawn (a struck finding); "nobody" was never reported: no error, a retry
+    retracted = client.retract_outcomes("chest-xray", 1, ["B", "nobody"])
+    assert retracted == {"name": "chest-xray", "version": 1, "retracted": 1, "unknown": 1}
+    assert main(["models", "outcomes", "chest-xray", "1", "--retract", "C", "--retract", "B"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 report(s) withdrawn, 1 never reported"
+    assert out[1].startswith("chest-xray version 1: 1 reported outcome(s) from every client")
     sheet.write_text("reference,label,normal,pneumonia\nD,normal,low,0.3\n")
     assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 2
     assert "row 2: each class's column holds a number" in capsys.readouterr().err

@@ -190,6 +190,58 @@ def test_bad_outcomes_are_refused_field_by_field_and_nothing_is_kept(
     assert gateway.post(url(), data="{", content_type="application/json").status_code == 400
 
 
+def test_a_withdrawn_read_is_retracted_by_its_client_alone_and_the_gauges_follow(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
+    publish_version(training_env / "artifacts", "brain-ct", 1, access=RADIOLOGY_ONLY)
+    app = make_app()
+    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    reads = [outcome(f"ACC-{i}/1", "pneumonia", 0.9) for i in range(3)]
+    assert pacs.post(url(), json={"outcomes": reads}).status_code == 200
+    assert gateway.post(url(), json={"outcomes": reads[:1]}).status_code == 200
+    wait_until(lambda: _reported("chest-xray", "1") == 4, 30, "the gauges count four")
+
+    retract = f"{url()}/retract"
+    answer = pacs.post(retract, json={"references": ["ACC-0/1", "ACC-1/1", "ACC-9/1"]})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json() == {"name": "chest-xray", "version": 1, "retracted": 2, "unknown": 1}
+    again = pacs.post(retract, json={"references": ["ACC-0/1"]}).get_json()  # a retry: no error
+    assert (again["retracted"], again["unknown"]) == (0, 1)
+    own = pacs.get(url()).get_json()
+    assert own["reports"] == 1 and own["by_label"] == {"normal": 0, "pneumonia": 1}
+    every = as_(app, "ops").get(url()).get_json()
+    assert every["reports"] == 2 and every["clients"] == 2  # the gateway's ACC-0 report stays
+    wait_until(lambda: _reported("chest-xray", "1") == 2, 30, "the gauges follow the retraction")
+    records = audit(app, action="outcomes_retracted")
+    assert {(r["client"], r["target"]) for r in records} == {
+        ("radiology", "model/chest-xray/versions/1")
+    }
+    assert sorted((r["detail"]["asked"], r["detail"]["retracted"]) for r in records) == [
+        (1, 0), (3, 2)
+    ]  # fmt: skip
+    assert "ACC-" not in str(audit(app))
+
+    for bad, loc in [({"references": []}, "body/references"),
+                     ({"references": [""]}, "body/references/0"),
+                     ({"references": ["A"] * 1001}, "body/references"),
+                     ({"outcomes": []}, "body/outcomes")]:  # fmt: skip
+        refused = pacs.post(retract, json=bad)
+        assert refused.status_code == 422, (loc, refused.get_json())
+        assert loc in [e["loc"] for e in refused.get_json()["errors"]], refused.get_json()
+    assert gateway.post(url("brain-ct") + "/retract", json={"references": ["A"]}).status_code == 404
+    no_predict = as_(app, "ci-reader").post(retract, json={"references": ["ACC-2/1"]})
+    assert no_predict.status_code == 403
+    assert pacs.get(url()).get_json()["reports"] == 1  # nothing refused took anything away
+
+
+def _reported(model: str, version: str) -> float:
+    from service.training_api import metrics
+
+    return float(metrics.OUTCOMES_REPORTED.labels(model, version)._value.get())
+
+
 def test_reports_of_outcomes_are_rate_limited_per_client(
     make_app: Callable[..., Flask], training_env: Path
 ) -> None:

@@ -135,7 +135,8 @@ const OUTCOME_COLUMNS = ["Classified", "Accession number", "Model", "State", "Co
 const OUTCOME_TONE = { sent: "succeeded", refused: "failed" };
 
 // A scan whose confirmed outcome the RIS's report gives: waiting for the report, then sent
-// to the training service (or refused there, with the reason).
+// to the training service (or refused there, with the reason); retracted there when a
+// corrected report confirmed no class after all.
 function outcomeRow(o) {
   const why = o.last_error && o.state !== "sent" ? el("div", { class: "muted", text: `last: ${o.last_error}` }) : null;
   return el(
