@@ -6,15 +6,16 @@ A card's figures come from a validation split of the training data; a hospital's
 population and prevalence differ, and no held-out split sees that. The reports are the only
 measure of a model where it is used (post-market surveillance). The decision is the card's:
 its threshold on P(positive) for a binary model, else the most probable class. Binary
-models get AUC, sensitivity and specificity with bootstrap intervals (`models.estimates`);
-every model gets accuracy with its Wilson interval and the confusion matrix. A figure whose
+models get AUC with a bootstrap interval (`models.estimates`), and sensitivity and
+specificity as shares with Wilson intervals; every model gets accuracy with its Wilson
+interval and the confusion matrix. A figure whose
 interval lies wholly below the card's validation interval is named in `below_validation`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,19 +32,8 @@ def reported_figures(
     """The figures of `labels` (the truth, one per scan) against the version's `probabilities`
     for the same scans; None where the reports cannot give one (none yet; AUC, sensitivity and
     specificity need reports of both classes)."""
-    classes = list(card.classes)
-    index = {name: i for i, name in enumerate(classes)}
-    truth = np.array([index[label] for label in labels], dtype=int)
-    scores = np.array([[p[name] for name in classes] for p in probabilities], dtype=float)
+    classes, truth, scores, matrix = _decided(card, labels, probabilities)
     threshold = card.threshold if len(classes) == 2 else None
-    if threshold is not None and len(truth):
-        positive = index[threshold.positive_class]
-        said_positive = scores[:, positive] >= threshold.value
-        predicted = np.where(said_positive, positive, 1 - positive)
-    else:
-        predicted = scores.argmax(axis=1) if len(truth) else np.array([], dtype=int)
-    matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    np.add.at(matrix, (truth, predicted), 1)
     figures: dict[str, Any] = {
         "reports": len(truth),
         "classes": classes,
@@ -57,24 +47,86 @@ def reported_figures(
         "specificity": None,
     }
     if threshold is not None and len(truth):
-        positive = index[threshold.positive_class]
+        positive = classes.index(threshold.positive_class)
         found = bootstrap(truth == positive, scores[:, positive], threshold.value, "reported")
-        figures.update({k: _or_none(v) for k, v in found.items()})
+        figures["auc"] = _or_none(found["auc"])
+        figures.update(_rates(matrix, positive))
     validation = {
         k: v for k, v in card.estimates.items() if k in ("auc", "sensitivity", "specificity")
     }
     figures["validation"] = {k: v.model_dump(mode="json") for k, v in validation.items()}
-    figures["below_validation"] = [
-        name
-        for name, claimed in validation.items()
-        if figures.get(name) is not None and figures[name]["high"] < claimed.low
-    ]
+    figures["below_validation"] = _below(figures, validation)
     return figures
 
 
+def period_figures(
+    card: ModelCard, labels: Sequence[str], probabilities: Sequence[dict[str, float]]
+) -> dict[str, Any]:
+    """The figures of one period's reports (a week's, a month's), for a trend: accuracy, and
+    for a binary model sensitivity and specificity at the card's threshold, each a share with
+    its Wilson interval (null where the period has no report of the class). No AUC: a week
+    seldom has enough reports of both classes for one, and its bootstrap is the costly part."""
+    classes, _, _, matrix = _decided(card, labels, probabilities)
+    figures: dict[str, Any] = {
+        "reports": len(labels),
+        "accuracy": _accuracy(int(np.trace(matrix)), len(labels)),
+        "sensitivity": None,
+        "specificity": None,
+    }
+    if len(classes) == 2 and card.threshold is not None:
+        figures.update(_rates(matrix, classes.index(card.threshold.positive_class)))
+    figures["below_validation"] = _below(figures, card.estimates)
+    return figures
+
+
+def _decided(
+    card: ModelCard, labels: Sequence[str], probabilities: Sequence[dict[str, float]]
+) -> tuple[list[str], Any, Any, Any]:
+    """The classes, the truth and scores as arrays, and the confusion matrix (rows true,
+    columns decided) at the card's decision: its threshold on P(positive) for a binary model,
+    else the most probable class."""
+    classes = list(card.classes)
+    index = {name: i for i, name in enumerate(classes)}
+    truth = np.array([index[label] for label in labels], dtype=int)
+    scores = np.array([[p[name] for name in classes] for p in probabilities], dtype=float)
+    threshold = card.threshold if len(classes) == 2 else None
+    if threshold is not None and len(truth):
+        positive = index[threshold.positive_class]
+        said_positive = scores[:, positive] >= threshold.value
+        predicted = np.where(said_positive, positive, 1 - positive)
+    else:
+        predicted = scores.argmax(axis=1) if len(truth) else np.array([], dtype=int)
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(matrix, (truth, predicted), 1)
+    return classes, truth, scores, matrix
+
+
+def _rates(matrix: Any, positive: int) -> dict[str, dict[str, Any] | None]:
+    """Sensitivity and specificity at the decision, each a share of one class's reports with
+    its Wilson interval: a percentile bootstrap of a share gives 0 to 0 for two findings both
+    missed, which would call a version worse than its card on two reports."""
+    negative = 1 - positive
+    return {
+        "sensitivity": _accuracy(int(matrix[positive, positive]), int(matrix[positive].sum())),
+        "specificity": _accuracy(int(matrix[negative, negative]), int(matrix[negative].sum())),
+    }
+
+
+def _below(figures: dict[str, Any], claimed: Mapping[str, Estimate]) -> list[str]:
+    """The figures whose interval lies wholly below the card's validation interval."""
+    return [
+        name
+        for name in ("auc", "sensitivity", "specificity")
+        if name in claimed
+        and figures.get(name) is not None
+        and figures[name]["high"] < claimed[name].low
+    ]
+
+
 def _accuracy(correct: int, total: int) -> dict[str, Any] | None:
-    """The share decided right with its Wilson score interval (sound for small counts and
-    for shares near 0 or 1, where the normal approximation's is not)."""
+    """The share decided right (of all, or of one class's) with its Wilson score interval
+    (sound for small counts and for shares near 0 or 1, where the normal approximation's is
+    not)."""
     if total == 0:
         return None
     share = correct / total

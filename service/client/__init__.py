@@ -204,6 +204,22 @@ class Client:
         found: JSON = self.json("GET", path, params=window)
         return found
 
+    def outcome_trend(
+        self,
+        name: str,
+        version: int,
+        *,
+        bucket: str = "week",
+        since: str | None = None,
+        until: str | None = None,
+    ) -> JSON:
+        """The version's outcomes period by period (`bucket` week or month): each period's
+        reports, accuracy, sensitivity and specificity with 95% intervals, oldest first."""
+        params = {"bucket": bucket, **{k: v for k, v in (("since", since), ("until", until)) if v}}
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes/trend"
+        found: JSON = self.json("GET", path, params=params)
+        return found
+
     def caveats(self, name: str, version: int) -> list[JSON]:
         """What to keep in mind about the version: `{code, text}` each, gravest first (a
         pipeline may refuse to promote on a code, e.g. `few_scans`)."""

@@ -1,6 +1,7 @@
-"""`scantune models outcomes NAME VERSION [--report FILE.csv] [--retract REF ...]`: report
-confirmed diagnoses for scans a version classified (or withdraw those of scans whose
-diagnosis was withdrawn), and show how it does on them beside its card.
+"""`scantune models outcomes NAME VERSION [--report FILE.csv] [--retract REF ...] [--by week]`:
+report confirmed diagnoses for scans a version classified (or withdraw those of scans whose
+diagnosis was withdrawn), and show how it does on them beside its card, in all or period by
+period.
 
 The CSV is what a RIS or a study spreadsheet exports, or `scantune predict --outcomes-sheet`
 wrote: a header row `reference,label,` then one column per class of the model holding the
@@ -44,6 +45,10 @@ def add_to(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         " how the version does lately",
     )  # fmt: skip
     parser.add_argument("--until", metavar="TIME", help="only outcomes reported before this")
+    parser.add_argument(
+        "--by", choices=("week", "month"),
+        help="show the figures period by period (the last 26 weeks or 24 months unless --since)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, api: ApiClient) -> int:
@@ -63,11 +68,14 @@ def run(args: argparse.Namespace, api: ApiClient) -> int:
         body = api.json("POST", f"{path}/retract", json={"references": chunk})
         print(f"{body['retracted']} report(s) withdrawn, {body['unknown']} never reported")
     window = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
-    figures = api.json("GET", path, params=window)
+    if args.by:
+        figures = api.json("GET", f"{path}/trend", params={**window, "bucket": args.by})
+    else:
+        figures = api.json("GET", path, params=window)
     if args.json:
         print(json.dumps(figures, indent=2))
         return OK
-    print(show(figures))
+    print(show_trend(figures) if args.by else show(figures))
     return OK
 
 
@@ -118,3 +126,27 @@ def show(f: dict[str, Any]) -> str:
             text += f"   card: {claimed['value']:.3f} ({claimed['low']:.3f}-{claimed['high']:.3f})"
         lines.append(text + ("   BELOW VALIDATION" if name in f["below_validation"] else ""))
     return "\n".join(lines)
+
+
+def show_trend(f: dict[str, Any]) -> str:
+    """A row a period: its reports and shares with their intervals, those below the card's
+    flagged."""
+    lines = [
+        f"{f['name']} version {f['version']} by {f['bucket']} since {f['since'][:10]}, reported"
+        f" by {f['reported_by']}: shares with 95% intervals"
+    ]
+    if not f["periods"]:
+        return lines[0] + "\n  no outcome reported in the window"
+    names = ("accuracy", "sensitivity", "specificity")
+    lines.append(f"  {f['bucket'].upper() + ' OF':10}  {'REPORTS':>7}"
+                 + "".join(f"  {n.upper():19}" for n in names))  # fmt: skip
+    for p in f["periods"]:
+        cells = "".join(f"  {_share(p[n]):19}" for n in names)
+        below = ", ".join(p["below_validation"])
+        lines.append(f"  {p['start'][:10]:10}  {p['reports']:>7}{cells}"
+                     + (f"  BELOW THE CARD: {below}" if below else ""))  # fmt: skip
+    return "\n".join(lines)
+
+
+def _share(e: dict[str, Any] | None) -> str:
+    return "-" if e is None else f"{e['value']:.3f} ({e['low']:.3f}-{e['high']:.3f})"

@@ -44,6 +44,7 @@ class Window:
 class Reported:
     labels: list[str]
     probabilities: list[dict[str, float]]
+    times: list[datetime]  # when each was reported (UTC)
     clients: int
     first_at: datetime | None
     last_at: datetime | None
@@ -122,12 +123,13 @@ class OutcomeStore:
         a second to build (bench/outcomes.py)."""
         where = _window(model, version, client, since, until)
         window = self.window(model, version, client, since, until)
-        rows = select(OutcomeRow.label, OutcomeRow.probabilities).where(*where)
+        rows = select(OutcomeRow.label, OutcomeRow.probabilities, OutcomeRow.reported_at)
         with self._sessions() as session:
-            found = session.execute(rows.order_by(OutcomeRow.id)).all()
+            found = session.execute(rows.where(*where).order_by(OutcomeRow.id)).all()
         return Reported(
-            [label for label, _ in found],
-            [probabilities for _, probabilities in found],
+            [label for label, _, _ in found],
+            [probabilities for _, probabilities, _ in found],
+            [as_utc(at) for _, _, at in found],
             window.clients,
             window.first_at,
             window.last_at,

@@ -49,6 +49,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     from service.training_api import caveats as caveats_views
     from service.training_api import jobs as jobs_views
     from service.training_api import models as models_views
+    from service.training_api import outcome_trend as trend_views
     from service.training_api import outcomes as outcomes_views
     from service.training_api import results as results_views
     from service.training_api import ui as ui_views
@@ -56,6 +57,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     app.register_blueprint(jobs_views.bp)
     app.register_blueprint(models_views.bp)
     app.register_blueprint(outcomes_views.bp)
+    app.register_blueprint(trend_views.bp)
     app.register_blueprint(caveats_views.bp)
     app.register_blueprint(results_views.bp)
     app.register_blueprint(ui_views.bp)

@@ -207,15 +207,19 @@ def seen_figures(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[str, Window, dict[str, Any]]:
-    """Who reported the outcomes the request's key sees (every client's for the version's
-    owner and admin keys, the key's own client's for another), in brief, and their figures."""
+    """Who reported the outcomes the request's key sees, in brief, and their figures."""
+    client = reporting_client(name, card)
+    window, figures = services().jobs.outcome_figures.of(name, version, card, client, since, until)
+    return (client or "every client"), window, figures
+
+
+def reporting_client(name: str, card: ModelCard) -> str | None:
+    """Whose reports the request's key sees: every client's (None) for the version's owner
+    and admin keys, the key's own client's for another."""
     who = current_principal()
     recorded = card.access.owner if card.access else None  # an owner never changes
     every = who.admin or who.client == version_owner({"name": name, "owner": recorded})
-    window, figures = services().jobs.outcome_figures.of(
-        name, version, card, None if every else who.client, since, until
-    )
-    return ("every client" if every else who.client), window, figures
+    return None if every else who.client
 
 
 def _check(body: OutcomesBody, card: ModelCard) -> None:

@@ -276,6 +276,12 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "1 report(s) withdrawn, 1 never reported"
     assert out[1].startswith("chest-xray version 1: 1 reported outcome(s) from every client")
+    assert main(["models", "outcomes", "chest-xray", "1", "--by", "month"]) == 0
+    title, head, row = capsys.readouterr().out.splitlines()  # all reported this month
+    assert title.startswith("chest-xray version 1 by month since ") and "MONTH OF" in head
+    assert row.split()[1:3] == ["1", "1.000"]  # A: pneumonia, said 0.8
+    [period] = client.outcome_trend("chest-xray", 1, bucket="week")["periods"]
+    assert period["reports"] == 1 and period["sensitivity"]["value"] == 1.0
     sheet.write_text("reference,label,normal,pneumonia\nD,normal,low,0.3\n")
     assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 2
     assert "row 2: each class's column holds a number" in capsys.readouterr().err

@@ -379,6 +379,13 @@ def test_dashboard_end_to_end(
     auc = card["estimates"]["auc"]
     assert f"{auc['value']:.3f} (95% interval {auc['low']:.3f} to {auc['high']:.3f})" in estimates
     assert "4 reported outcomes" in page.inner_text("[data-testid=facts-service]")
+    trend = page.get_by_test_id("trend-row")  # all four reported this week, then this month
+    trend.first.wait_for()
+    assert trend.count() == 1 and trend.first.locator("td").first.inner_text() == "4"
+    assert page.locator("[data-testid=trend-chart] canvas").count() == 1
+    page.select_option("#trend-bucket", "month")
+    page.wait_for_selector("[data-testid=trend] caption:has-text('by month')")
+    assert trend.first.locator("th").inner_text().endswith("-01")
     caveats = page.inner_text("[data-testid=facts-caveats]")
     assert "named no patients" in caveats and "a clinician reads every scan" in caveats
     assert f"rest on {auc['images']} scans" in caveats  # a small validation split: wide

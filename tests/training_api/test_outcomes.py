@@ -90,6 +90,12 @@ def test_figures_before_any_report_and_of_one_class_only_and_for_three_classes()
     assert empty["confusion_matrix"] == [[0, 0], [0, 0]]
     one_class = reported_figures(card(threshold=CUT), ["pneumonia"] * 3, map(said, [0.9, 0.8, 0.1]))
     assert one_class["auc"] is None and one_class["accuracy"]["value"] == pytest.approx(2 / 3)
+    assert one_class["sensitivity"]["value"] == pytest.approx(2 / 3)  # a share of the findings
+    assert one_class["specificity"] is None  # no normal reported yet
+    # two findings, both missed: Wilson's 0 to 0.658, where a bootstrap of two says 0 to 0
+    missed = reported_figures(card(threshold=CUT), ["pneumonia"] * 2, map(said, [0.1, 0.2]))
+    sensitivity = missed["sensitivity"]
+    assert (sensitivity["low"], sensitivity["high"]) == (0.0, pytest.approx(0.6576, abs=1e-4))
     three = card(classes=("a", "b", "c"))
     probabilities = [{"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.1, "b": 0.2, "c": 0.7}]
     figures = reported_figures(three, ["a", "b"], probabilities)

@@ -1,6 +1,6 @@
 // Model facts: one version in plain terms (what it answers, its data, its figures with their
 // intervals, how it does in service, and the caveats the API draws from them), printable.
-import { api, el, fmt, setup } from "./common.js";
+import { api, chart, el, fmt, setup } from "./common.js";
 
 const head = document.getElementById("facts-model");
 const name = head.dataset.model;
@@ -63,6 +63,67 @@ function inService(f) {
   );
 }
 
+const TREND = [["accuracy", "#1f5fa8"], ["sensitivity", "#b5540b"], ["specificity", "#2b7a2b"]];
+const share = (e) => (e ? `${fmt(e.value, 3)} (${fmt(e.low, 3)} to ${fmt(e.high, 3)})` : "–");
+
+// A dashed horizontal line at each of the card's figures, in its series' colour.
+function cardLines(validation) {
+  const drawn = TREND.filter(([k]) => validation[k]);
+  return {
+    hooks: {
+      draw: [
+        (u) => {
+          const ctx = u.ctx;
+          ctx.save();
+          ctx.setLineDash([6, 4]);
+          for (const [k, colour] of drawn) {
+            const y = u.valToPos(validation[k].value, "y", true);
+            ctx.strokeStyle = colour;
+            ctx.beginPath();
+            ctx.moveTo(u.bbox.left, y);
+            ctx.lineTo(u.bbox.left + u.bbox.width, y);
+            ctx.stroke();
+          }
+          ctx.restore();
+        },
+      ],
+    },
+  };
+}
+
+// The version's outcomes period by period: a chart, and the same figures as a table (what a
+// screen reader and the printed page read).
+async function trend(bucket) {
+  const t = await api(`${path}/outcomes/trend?bucket=${bucket}`).catch(() => null);
+  const box = document.getElementById("trend");
+  const plot = document.getElementById("trend-chart");
+  if (!t || !t.periods.length) {
+    plot.replaceChildren();
+    plot.hidden = true;
+    return box.replaceChildren(el("p", { class: "muted", text: t ? `No outcome reported since ${t.since.slice(0, 10)}.` : "The key may not read the outcomes reported for this version." }));
+  }
+  const names = TREND.filter(([k]) => t.periods.some((p) => p[k]));
+  plot.hidden = false;
+  const x = t.periods.map((p) => Date.parse(p.start) / 1000);
+  chart(
+    plot,
+    {
+      scales: { x: { range: [Date.parse(t.since) / 1000, Date.now() / 1000] }, y: { range: [0, 1] } },
+      axes: [{ label: `${bucket} starting` }, { label: "share" }],
+      series: [{ label: bucket }, ...names.map(([k, colour]) => ({ label: k, stroke: colour, width: 2, points: { show: true } }))],
+      plugins: [cardLines(t.validation)],
+    },
+    [x, ...names.map(([k]) => t.periods.map((p) => (p[k] ? p[k].value : null)))],
+  );
+  box.replaceChildren(
+    el("table", { class: "grid" },
+      el("caption", { text: `Reported by ${t.reported_by}, by ${bucket}, since ${t.since.slice(0, 10)}` }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: `${bucket} of` }), el("th", { scope: "col", text: "reports" }), ...names.map(([k]) => el("th", { scope: "col", text: FIGURES[k] })), el("th", { scope: "col", text: "below the card's" }))),
+      el("tbody", {}, t.periods.map((p) => el("tr", { "data-testid": "trend-row", "data-below": p.below_validation.join(" ") },
+        el("th", { scope: "row", text: p.start.slice(0, 10) }), el("td", { text: String(p.reports) }), ...names.map(([k]) => el("td", { text: share(p[k]) })), el("td", { text: p.below_validation.join(", ") || "–" }))))),
+  );
+}
+
 setup(async () => {
   document.getElementById("print").addEventListener("click", () => window.print());
   const [detail, reported, kept] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null), api(`${path}/caveats`)]);
@@ -84,5 +145,8 @@ setup(async () => {
   ]);
   figures(card);
   inService(reported);
+  const bucket = document.getElementById("trend-bucket");
+  bucket.addEventListener("change", () => trend(bucket.value));
+  await trend(bucket.value);
   document.getElementById("facts-caveats").replaceChildren(...kept.caveats.map((c) => el("li", { "data-code": c.code, text: c.text })));
 });
