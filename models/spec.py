@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN, ClassCode, IntendedUse
+from models.caveats import CardCaveat
 from models.uri import absolute_uri
 
 
@@ -227,6 +228,18 @@ class RecipeSpec(_Spec):
 class PromoteSpec(_Spec):
     alias: str = Field(pattern=ALIAS_PATTERN)
     min: dict[str, float] = Field(default_factory=dict, description="metric name -> minimum")
+    min_lower: dict[Literal["auc", "sensitivity", "specificity"], float] = Field(
+        default_factory=dict,
+        description="figure -> minimum of the lower end of its 95% interval on the card (its"
+        " estimates): a small validation split's point estimate clears a minimum its interval"
+        " does not.",
+    )
+    refuse: list[CardCaveat] = Field(
+        default_factory=list,
+        max_length=5,
+        description="the card's caveats that stop the promotion (codes of GET …/caveats), e.g."
+        " few_scans or patients_in_both.",
+    )
     beat_current: bool = False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.card import ModelCard
+from models.caveats import card_caveats
 from models.spec import PromoteSpec
 from service.errors import NotFound
 from service.registry import Registry
@@ -43,6 +44,20 @@ def decide(
             failures.append(f"{name} is not among the model's metrics")
         elif value < minimum:
             failures.append(f"{name} {value:.4f} is below the minimum {minimum:g}")
+    for name, minimum in gate.min_lower.items():
+        estimate = card.estimates.get(name)
+        figures[f"{name}_lower"] = {"value": estimate.low if estimate else None, "min": minimum}
+        if estimate is None:
+            failures.append(f"the card records no interval of {name}")
+        elif estimate.low < minimum:
+            failures.append(
+                f"{name}'s 95% interval reaches down to {estimate.low:.4f}, below the minimum"
+                f" {minimum:g} (on {estimate.images} scans)"
+            )
+    if gate.refuse:
+        found = dict(card_caveats(card))
+        figures["caveats"] = sorted(found)
+        failures.extend(f"caveat {code}: {found[code]}" for code in gate.refuse if code in found)
     if gate.beat_current and current is not None:
         figures["current_version"] = current.version
         for name in gate.min or [monitor]:

@@ -3,23 +3,19 @@ its card and the outcomes reported for it, each as a code a pipeline can gate on
 sentence the people who decide whether it is used can read (the dashboard's facts page shows
 them; `scantune models caveats`).
 
-Every caveat follows from a recorded fact: no clinical judgement is made here beyond
-"a clinician reads every scan", which is always said.
+What each caveat says, and why: `models.caveats`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response, jsonify
 
-from models.card import ModelCard
+from models.caveats import caveats
 from service.auth import require
 from service.training_api.context import catalog
 from service.training_api.outcomes import seen_figures
 
 bp = Blueprint("caveats", __name__, url_prefix="/v1/models")
-FEW_SCANS = 200  # below this, a 95% interval of a figure near 0.9 is about 0.1 wide or more
 
 
 @bp.get("/<name>/versions/<int:version>/caveats")
@@ -31,48 +27,3 @@ def get_caveats(name: str, version: int) -> Response:
     _, _, figures = seen_figures(name, version, card)
     found = caveats(card, {"reason": recalled.reason} if recalled else None, figures)
     return jsonify(name=name, version=version, caveats=[{"code": c, "text": t} for c, t in found])
-
-
-def caveats(
-    card: ModelCard, withdrawn: dict[str, Any] | None, figures: dict[str, Any]
-) -> list[tuple[str, str]]:
-    """(code, sentence) for each thing to keep in mind, the gravest first."""
-    found: list[tuple[str, str]] = []
-    if withdrawn:
-        found.append(
-            ("withdrawn", f"Withdrawn: {withdrawn['reason']}. No service answers with it.")
-        )
-    data = card.dataset
-    if data.split_by == "scan":
-        found.append(("no_patients", "Its data named no patients, so one patient's scans may be"
-                      " in both training and validation: the figures may be better than on new"
-                      " patients."))  # fmt: skip
-    if data.patients_in_both:
-        found.append(("patients_in_both", f"{data.patients_in_both} patients have scans in both"
-                      " training and validation: the figures may be optimistic."))  # fmt: skip
-    scans = next((e.images for e in card.estimates.values()), None)
-    if scans is not None and scans < FEW_SCANS:
-        found.append(("few_scans", f"Its figures rest on {scans} scans: the intervals are wide,"
-                      " and the true value may lie anywhere in them."))  # fmt: skip
-    if card.threshold is not None and card.threshold.chosen_on == "prior":
-        found.append(("untuned_threshold", "Its decision threshold was not tuned: there were too"
-                      " few validation scans of a class."))  # fmt: skip
-    use = card.intended_use
-    if use is None or use.modality is None:
-        found.append(("no_modality", "No modality is recorded: scans of any kind are accepted,"
-                      " though it learnt from one kind."))  # fmt: skip
-    below = figures.get("below_validation") or []
-    if below:
-        found.append(
-            (
-                "below_validation",
-                f"In service it does worse than its card said"
-                f" ({', '.join(below)}): look for a changed scanner or population.",
-            )
-        )
-    if not figures.get("reports"):
-        found.append(("nothing_confirmed", "Nothing confirms yet how it does on this site's"
-                      " patients: no outcome is reported for its answers."))  # fmt: skip
-    found.append(("decision_aid", "It is a decision aid: a clinician reads every scan it"
-                  " classifies."))  # fmt: skip
-    return found

@@ -1,4 +1,5 @@
-"""The promotion gate: minimums, beating the current version, and the alias it moves."""
+"""The promotion gate: minimums, the lower ends of the card's intervals, its caveats, beating
+the current version, and the alias it moves."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from models.card import (
     Calibration,
     DatasetInfo,
+    Estimate,
     InputSpec,
     ModelCard,
     Parity,
@@ -75,6 +77,30 @@ def test_beat_current_lower_is_better_for_loss() -> None:
     current = card({"val_loss": 0.5}, version=1)
     assert decide(gate, card({"val_loss": 0.4}), current, monitor="val_loss")["passed"]
     assert not decide(gate, card({"val_loss": 0.6}), current, monitor="val_loss")["passed"]
+
+
+def test_the_lower_end_of_an_interval_and_the_cards_caveats_can_stop_a_promotion() -> None:
+    narrow = Estimate(value=0.95, low=0.93, high=0.97, images=600, source="out_of_fold")
+    wide = Estimate(value=0.95, low=0.81, high=1.0, images=64, source="validation")
+    gate = PromoteSpec(alias="production", min_lower={"auc": 0.9}, refuse=["few_scans"])
+    sure = card({"val_auc": 0.95}).model_copy(update={"estimates": {"auc": narrow}})
+    decision = decide(gate, sure, None, monitor="val_auc")
+    assert decision["passed"], decision["reason"]
+    assert decision["figures"]["auc_lower"] == {"value": 0.93, "min": 0.9}
+    assert decision["figures"]["caveats"] == ["no_modality"]  # present, but not refused
+    # the same point estimate on 64 validation scans: its interval and its caveat say no
+    unsure = card({"val_auc": 0.95}).model_copy(update={"estimates": {"auc": wide}})
+    refused = decide(gate, unsure, None, monitor="val_auc")
+    assert not refused["passed"]
+    reaches = "auc's 95% interval reaches down to 0.8100, below the minimum 0.9 (on 64 scans)"
+    assert reaches in refused["reason"]
+    assert "caveat few_scans: Its figures rest on 64 scans" in refused["reason"]
+    bare = decide(gate, card({"val_auc": 0.99}), None, monitor="val_auc")  # an older card
+    assert not bare["passed"] and "the card records no interval of auc" in bare["reason"]
+    with pytest.raises(ValueError, match="min_lower"):
+        PromoteSpec(alias="production", min_lower={"val_auc": 0.9})
+    with pytest.raises(ValueError, match="refuse"):
+        PromoteSpec(alias="production", refuse=["decision_aid"])  # said of every version
 
 
 def test_apply_moves_the_alias_only_when_passed(tmp_path: Path) -> None:

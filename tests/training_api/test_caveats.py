@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from models.card import DatasetInfo, DecisionThreshold, Estimate, IntendedUse, ModelAccess
-from service.training_api.caveats import caveats
+from models.caveats import caveats
 from tests.training_api.conftest import publish_version
 from tests.training_api.test_model_access import RADIOLOGY_ONLY
 from tests.training_api.test_outcomes import card, outcome, url
