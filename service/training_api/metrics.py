@@ -82,12 +82,23 @@ BELOW_VALIDATION = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+RECENT_BELOW_VALIDATION = Gauge(
+    "scantune_model_recent_below_validation",
+    "Figures whose interval on the last 28 days' reported outcomes lies wholly below the card's",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
 
-def observe_outcomes(model: str, version: int, figures: dict[str, Any]) -> None:
-    """Set the version's outcome gauges from its figures (every client's reports)."""
+
+def observe_outcomes(
+    model: str, version: int, figures: dict[str, Any], recent: dict[str, Any]
+) -> None:
+    """Set the version's outcome gauges from its figures (every client's reports), and from
+    those of the last 28 days' reports (`recent`)."""
     labels = (model, str(version))
     OUTCOMES_REPORTED.labels(*labels).set(figures["reports"])
     for name in ("accuracy", "auc", "sensitivity", "specificity"):
         found = figures.get(name)
         REPORTED_FIGURE.labels(*labels, name).set(found["value"] if found else math.nan)
     BELOW_VALIDATION.labels(*labels).set(len(figures["below_validation"]))
+    RECENT_BELOW_VALIDATION.labels(*labels).set(len(recent["below_validation"]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, jsonify
@@ -23,7 +23,7 @@ from service.audit import hash_uid, record
 from service.auth import current_principal, require
 from service.errors import InvalidRequest
 from service.jobs.outcomes import Outcome, OutcomeFigures, Window
-from service.jobs.tables import as_utc
+from service.jobs.tables import as_utc, utcnow
 from service.parsing import parse_body, parse_query
 from service.ratelimit import limited
 from service.registry import Registry
@@ -34,6 +34,9 @@ from service.training_api.models import version_owner
 bp = Blueprint("outcomes", __name__, url_prefix="/v1/models")
 log = logging.getLogger(__name__)
 SUMS_TO = 1e-3  # calibrated probabilities as the inference service answers them sum to 1
+# The gauges' recent window: a version that did well for a year and badly since a new scanner
+# came shows it here within weeks, where its figures since it went into service average it away.
+RECENT = timedelta(days=28)
 
 
 class ReportedOutcome(BaseModel):
@@ -169,12 +172,17 @@ def observe_reported(book: OutcomeFigures, registry: Registry) -> None:
 
 
 def _observe(book: OutcomeFigures, name: str, version: int, card: ModelCard) -> None:
+    from models.outcomes import reported_figures
+
     with _serial:  # one at a time, each reading the store when it runs: the last read wins
         with _guard:
             _pending.discard((name, version))  # a report from now on asks for another run
         try:
             _, figures = book.of(name, version, card, None)
-            observe_outcomes(name, version, figures)
+            # the recent window moves with the clock: read afresh, not kept in the cache
+            found = book.store.reported(name, version, None, utcnow() - RECENT)
+            recent = reported_figures(card, found.labels, found.probabilities)
+            observe_outcomes(name, version, figures, recent)
         except Exception:  # the reports are kept; only the gauges wait for the next one
             log.warning("outcome gauges of %s v%d not updated", name, version, exc_info=True)
 

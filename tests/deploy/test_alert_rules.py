@@ -73,6 +73,7 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
     groups, alert = rules
     shifted, below = alert["ScantunePredictionMixShifted"], alert["ScantuneModelBelowValidation"]
     failing, errors = alert["ScantuneDicomDeliveriesFailing"], alert["ScantuneHttpErrors"]
+    lately = alert["ScantuneModelBelowValidationLately"]
     predicted, expected = "scantune_inference_predicted_total", "scantune_model_expected_share"
     requests = "scantune_http_requests_total"
     tests = [
@@ -162,6 +163,26 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                     "eval_time": "3m",
                     "alertname": "ScantuneModelBelowValidation",
                     "exp_alerts": [firing(below, model="chest")],
+                },
+            ],
+        },
+        {  # v3's last four weeks fall below its card, though its figures since it began do not
+            "interval": "1m",
+            "input_series": [
+                series("scantune_model_below_validation", "0 0 0 0", model="chest", version="3"),
+                series(
+                    "scantune_model_recent_below_validation", "0 0 2 2", model="chest", version="3"
+                ),
+                series(
+                    "scantune_model_recent_below_validation", "0 0 0 0", model="chest", version="2"
+                ),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "ScantuneModelBelowValidation", "exp_alerts": []},
+                {
+                    "eval_time": "3m",
+                    "alertname": "ScantuneModelBelowValidationLately",
+                    "exp_alerts": [firing(lately, model="chest", version="3")],
                 },
             ],
         },

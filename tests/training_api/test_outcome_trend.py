@@ -13,7 +13,7 @@ from flask import Flask
 
 from models.card import ModelAccess
 from tests.training_api.conftest import publish_version
-from tests.training_api.test_outcomes import CLAIMED, CUT, card, outcome, said, url
+from tests.training_api.test_outcomes import CLAIMED, CUT, card, date_reports, outcome, said, url
 from tests.training_api.test_security import as_, make_app
 
 __all__ = ["make_app"]
@@ -68,8 +68,12 @@ def test_the_trend_shows_the_week_a_version_began_to_miss_findings(
     for who, reports in ((pacs, good), (pacs, missed), (pacs, old), (gateway, missed[:3])):
         assert who.post(url(), json={"outcomes": reports}).status_code == 200
     this_monday = _monday()
-    _dated(app, {"G": this_monday - timedelta(weeks=2, hours=-30), "M": this_monday + timedelta(
-        hours=1), "OLD": this_monday - timedelta(weeks=40)})  # fmt: skip
+    when = {
+        "G": this_monday - timedelta(weeks=2, hours=-30),
+        "M": this_monday + timedelta(hours=1),
+        "OLD": this_monday - timedelta(weeks=40),
+    }
+    date_reports(app, when)
 
     trend = pacs.get(url() + "/trend")
     assert trend.status_code == 200, trend.get_json()
@@ -116,24 +120,3 @@ def test_the_trend_shows_the_week_a_version_began_to_miss_findings(
 def _monday() -> datetime:
     now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return now - timedelta(days=now.weekday())
-
-
-def _dated(app: Flask, when: dict[str, datetime]) -> None:
-    """Move the reports whose reference starts with each key to that report time (the store
-    keeps only hashes: matched through the salted hash the API keeps)."""
-    from sqlalchemy import update
-
-    from service.audit import hash_uid
-    from service.jobs.tables import OutcomeRow
-    from service.training_api import services
-
-    with app.app_context(), services().jobs.store.engine.begin() as conn:
-        salt = services().settings.audit_salt
-        for prefix, at in when.items():
-            references = [hash_uid(f"{prefix}{i}", salt) for i in range(20)]
-            references.append(hash_uid(prefix, salt))
-            conn.execute(
-                update(OutcomeRow)
-                .where(OutcomeRow.reference.in_(references))
-                .values(reported_at=at)
-            )
