@@ -35,6 +35,10 @@ def register(subparsers: Any) -> None:
     listing = _add(sub, "list", "series newest first (scope series:read)", run_list)
     listing.add_argument("--state", choices=STATES, help="only series in this state")
     listing.add_argument("--study", metavar="UID", help="only the series of this study")
+    listing.add_argument("--model", help="only the series routed to this model")
+    listing.add_argument(
+        "--version", type=int, help="only those this version of --model classified (a recall)"
+    )
     listing.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
     show = _add(sub, "show", "one series with its deliveries (scope series:read)", run_show)
     show.add_argument("id", type=int)
@@ -56,6 +60,12 @@ def register(subparsers: Any) -> None:
         "--state", choices=("waiting", "pending", "sent", "refused", "retracting", "retracted")
     )
     reports.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
+    exams = _add(
+        sub, "reports", "the RIS's final reports kept, each with what it confirms and the"
+        " scans of its exam here, newest first (scope series:read)", run_reports,
+    )  # fmt: skip
+    exams.add_argument("--held", action="store_true", help="only those with no scan yet")
+    exams.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
     which = fetch.add_mutually_exclusive_group(required=True)
     which.add_argument("study", metavar="STUDY_UID", nargs="?", help="the Study Instance UID")
     which.add_argument("--accession", metavar="NUMBER", help="the studies of this accession number")
@@ -104,13 +114,14 @@ def _add(
 
 
 def run_list(args: argparse.Namespace, api: ApiClient) -> int:
-    query = {"state": args.state, "study_instance_uid": args.study, "limit": args.limit}
+    query = {"state": args.state, "study_instance_uid": args.study, "model": args.model,
+             "version": args.version, "limit": args.limit}  # fmt: skip
     body = api.json("GET", "/v1/series", params={k: v for k, v in query.items() if v})
     if printed_raw(body, args.json):
         return OK
     print(f"{'ID':>6}  {'STATE':11}  {'MODEL':24}  {'INST':>4}  {'RECEIVED (UTC)':19}  DELIVERIES")
     for s in body["items"]:
-        model = s["model"] or "-"
+        model = (s["model"] or "-") + (f" v{s['version']}" if s.get("version") else "")
         deliveries = ", ".join(f"{d['destination']} {d['state']}" for d in s["deliveries"]) or "-"
         received = (s["created_at"] or "")[:19].replace("T", " ")
         print(
@@ -158,6 +169,20 @@ def run_outcomes(args: argparse.Namespace, api: ApiClient) -> int:
             f"{o['id']:>6}  {o['accession_number']:16}  {model:24}  {o['state']:10}"
             f"  {o['label'] or '-':12}  {o['attempts']:>5}  {o['last_error'] or '-'}"
         )
+    return OK
+
+
+def run_reports(args: argparse.Namespace, api: ApiClient) -> int:
+    params = {"limit": args.limit, **({"held": "true"} if args.held else {})}
+    body = api.json("GET", "/v1/outcome-reports/exams", params=params)
+    if printed_raw(body, args.json):
+        return OK
+    print(f"{'ID':>6}  {'ACCESSION':16}  {'RECEIVED (UTC)':19}  {'SCANS':>5}  CONFIRMS")
+    for r in body["items"]:
+        received = r["received_at"][:19].replace("T", " ")
+        confirms = ", ".join(f"{m}: {c or '-'}" for m, c in r["confirms"].items())
+        scans = "held" if r["held"] else str(r["scans"])
+        print(f"{r['id']:>6}  {r['accession_number']:16}  {received:19}  {scans:>5}  {confirms}")
     return OK
 
 

@@ -29,15 +29,23 @@ class SeriesLedger:
         *,
         state: str | None = None,
         study_instance_uid: str | None = None,
+        model: str | None = None,
+        version: int | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Series newest first; pass the returned cursor for the next page (None: no more)."""
+        """Series newest first; pass the returned cursor for the next page (None: no more).
+        `model` and `version`: those its route sent to the model, and that version classified
+        (a recalled version's results)."""
         query = select(SeriesRow)
         if state is not None:
             query = query.where(SeriesRow.state == state)
         if study_instance_uid is not None:
             query = query.where(SeriesRow.study_uid == study_instance_uid)
+        if model is not None:
+            query = query.where(SeriesRow.model == model)
+        if version is not None:
+            query = query.where(SeriesRow.version == version)
         with Session(self.engine) as session:
             rows, next_cursor = newest_page(session, query, SeriesRow.id, "series", cursor, limit)
             return self._views(session, rows), next_cursor
@@ -90,6 +98,7 @@ def _view(row: SeriesRow, instances: int, deliveries: list[dict[str, Any]]) -> d
         "calling_ae": row.calling_ae,
         "model": row.model,
         "alias": row.alias,
+        "version": row.version,
         "destinations": chosen_destinations(row),
         "instances": instances,
         "result_sop_instance_uid": row.result_uid,

@@ -10,7 +10,7 @@ import logging
 from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, g, jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.auth import require
 from service.dicom_node.ledger import SeriesLedger
@@ -33,8 +33,18 @@ class SeriesQuery(BaseModel):
 
     state: State | None = None
     study_instance_uid: str | None = Field(default=None, max_length=64, pattern=UID_PATTERN)
+    model: str | None = Field(default=None, min_length=1, max_length=64)
+    version: int | None = Field(
+        default=None, ge=1, description="Only series this version classified (with model)."
+    )
     cursor: str | None = cursor_field()
     limit: int = Field(default=50, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _version_of_a_model(self) -> SeriesQuery:
+        if self.version is not None and self.model is None:
+            raise ValueError("version needs model: a version number is one model's")
+        return self
 
 
 def ledger() -> SeriesLedger:

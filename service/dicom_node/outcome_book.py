@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.dicom_node.ledger import iso_time
@@ -221,6 +221,32 @@ class OutcomeBook:
                 session, query, OutcomeRow.id, "outcome-reports", cursor, limit
             )
             return [_view(row) for row in rows], next_cursor
+
+    def exam_page(
+        self, held: bool | None, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[ExamReportRow, int]], str | None]:
+        """The exams' kept reports, newest first, each with how many scans of the exam the
+        node follows (none: `held`, waiting for them); only the held, or only the others."""
+        scans = (
+            select(func.count(OutcomeRow.id))
+            .where(OutcomeRow.accession == ExamReportRow.accession)
+            .scalar_subquery()
+        )
+        query = select(ExamReportRow)
+        if held is not None:
+            query = query.where((scans == 0) if held else (scans > 0))
+        with Session(self.engine) as session:
+            rows, next_cursor = newest_page(
+                session, query, ExamReportRow.id, "exam-reports", cursor, limit
+            )
+            counted = dict(
+                session.execute(
+                    select(OutcomeRow.accession, func.count(OutcomeRow.id))
+                    .where(OutcomeRow.accession.in_([r.accession for r in rows]))
+                    .group_by(OutcomeRow.accession)
+                ).all()
+            )
+        return [(row, int(counted.get(row.accession, 0))) for row in rows], next_cursor
 
     def _update(self, batch: Batch, change: Callable[[OutcomeRow], None]) -> None:
         """`change` each row of `batch` still as it was sent: one relabelled, withdrawn or

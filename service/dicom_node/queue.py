@@ -148,13 +148,15 @@ class WorkQueue:
         result_file: str,
         destinations: list[str],
         skipped: dict[str, str] | None = None,
+        version: int | None = None,
     ) -> None:
         """The result is made and on disk: queue one delivery per destination; record those
         `skipped` (destination: why) as such, never sent."""
         now = utcnow()
         with self._lock, self._sessions.begin() as session:
             row = session.get_one(SeriesRow, series_id)
-            row.result_uid, row.result_file, row.last_error = result_uid, result_file, None
+            row.result_uid, row.result_file, row.version = result_uid, result_file, version
+            row.last_error = None
             row.state = "delivering" if destinations else "done"
             row.finished_at = None if destinations else now
             rows: list[tuple[str, str, str | None]] = [(k, "pending", None) for k in destinations]

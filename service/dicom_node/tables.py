@@ -25,6 +25,7 @@ class SeriesRow(Base):
     __table_args__ = (
         UniqueConstraint("series_uid", "generation", name="uq_dicom_series_generation"),
         Index("ix_dicom_series_state", "state"),
+        Index("ix_dicom_series_model_version", "model", "version"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -37,6 +38,9 @@ class SeriesRow(Base):
     calling_ae: Mapped[str] = mapped_column(String(16), nullable=False)
     model: Mapped[str | None] = mapped_column(String(64))
     alias: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[int | None] = mapped_column(
+        Integer, doc="The model version that classified it (a recall finds its results)."
+    )
     destinations: Mapped[str | None] = mapped_column(
         Text, doc="JSON list of the keys of the destinations its route chose; None: all."
     )

@@ -147,7 +147,7 @@ class Worker:
         classes = {str(c) for p in found.predictions for c in p["probabilities"]}
         skipped = self.router.not_wanted(targets, answered, classes)
         targets = [t for t in targets if t not in skipped]
-        self.queue.classified(row.id, uids[1], name, targets, skipped)
+        self.queue.classified(row.id, uids[1], name, targets, skipped, version)
         for key in skipped:
             metrics.DELIVERY_SKIPPED.labels(self.senders[key].kind).inc()
         metrics.CLASSIFIED.inc()

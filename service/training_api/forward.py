@@ -109,6 +109,10 @@ class NodeForwarder:
         params = {k: v for k, v in query.items() if k in ("state", "cursor", "limit")}
         return self._relay("GET", "/v1/outcome-reports", key, params=params)
 
+    def exam_reports(self, query: dict[str, str], *, key: str | None) -> Forwarded:
+        params = {k: v for k, v in query.items() if k in ("held", "cursor", "limit")}
+        return self._relay("GET", "/v1/outcome-reports/exams", key, params=params)
+
     def send_now(self, series_id: int, *, key: str | None) -> Forwarded:
         return self._relay("POST", f"/v1/series/{series_id}/send-now", key)
 

@@ -150,6 +150,13 @@ def forward_outcome_reports() -> Response:
     return _relayed(node.outcome_reports(request.args.to_dict(), key=presented_key()))
 
 
+@bp.get("/api/outcome-reports/exams")
+@require("series:read")
+def forward_exam_reports() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.exam_reports(request.args.to_dict(), key=presented_key()))
+
+
 @bp.post("/api/series/<int:series_id>/send-now")
 @require("admin")
 def forward_send_now(series_id: int) -> Response:

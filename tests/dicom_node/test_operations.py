@@ -1,5 +1,6 @@
 """The node's series routes through the app factory (the SCP and worker not started): what a
-study sent by STOW-RS became, filtered by study and state, its deliveries with their errors,
+study sent by STOW-RS became, filtered by study and state (and by the model version that
+classified it), its deliveries with their errors,
 send-now skipping a back-off, and the scopes each route needs."""
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ def test_a_study_sent_is_listed_with_its_instances_and_filtered_by_study(node: A
     assert _get(client, f"/v1/series/{2**40}").status_code == 404  # past the id column's range
     bad = _get(client, "/v1/series?study_instance_uid=1.2.x")
     assert bad.status_code == 422 and bad.json["errors"][0]["loc"].startswith("query")
+
+
+def test_a_recalled_versions_results_are_found_by_model_and_version(node: Any) -> None:
+    for _ in range(3):
+        _sent(node, 1)
+    queue, client = node.extensions[EXTENSION].queue, node.test_client()
+    third, second, first = (s["id"] for s in _get(client, "/v1/series").json["items"])
+    queue.classified(first, "2.25.1", "one.sr.dcm", [], version=3)
+    queue.classified(second, "2.25.2", "two.sr.dcm", [], version=4)  # after a promotion
+    listed = _get(client, "/v1/series?model=chest-xray&version=3").json["items"]
+    assert [(s["id"], s["version"], s["result_sop_instance_uid"]) for s in listed] == [
+        (first, 3, "2.25.1")
+    ]  # fmt: skip
+    routed = _get(client, "/v1/series?model=chest-xray").json["items"]
+    assert [(s["id"], s["version"]) for s in routed] == [(third, None), (second, 4), (first, 3)]
+    assert _get(client, "/v1/series?model=knee-mri").json["items"] == []
+    alone = _get(client, "/v1/series?version=3")
+    assert alone.status_code == 422 and "version needs model" in alone.json["detail"]
 
 
 def test_a_series_shows_where_its_route_sends_it_before_its_result_is_made(

@@ -113,6 +113,15 @@ def test_an_exams_newest_final_report_is_kept_for_scans_to_come(book: OutcomeBoo
     assert book.report_codes("ACC-1") == {"RID5350", "RADLEX|RID5350"}
     book.keep_report("ACC-1", frozenset({"RID13173"}))  # the correction replaces it
     assert book.report_codes("ACC-1") == {"RID13173"} and book.report_codes("ACC-2") == set()
+    book.remember("ACC-2", "chest", 1, [("1.2.1", P, None), ("1.2.2", P, None)])
+    book.keep_report("ACC-3", frozenset({"RID5350"}))
+    listed, cursor = book.exam_page(None, None, 2)  # newest first, with the scans here
+    assert [(r.accession, scans) for r, scans in listed] == [("ACC-3", 0), ("ACC-2", 2)]
+    rest, end = book.exam_page(None, cursor, 2)
+    assert [r.accession for r, _ in rest] == ["ACC-1"] and end is None
+    held, _ = book.exam_page(True, None, 50)
+    assert [r.accession for r, _ in held] == ["ACC-3", "ACC-1"]  # no scan of theirs yet
+    assert [r.accession for r, _ in book.exam_page(False, None, 50)[0]] == ["ACC-2"]
     book.drop_report("ACC-1")  # a newer read names no class followed
     assert book.report_codes("ACC-1") is None and book.report_codes("ACC-2") == set()
 

@@ -3,8 +3,8 @@
 the confirmed outcomes at the real training service (under gunicorn), which shows them beside
 the version's card: sent once the training service is up (signed by inference, checked
 there), replaced by a corrected report, retracted by one that confirms no class; a report
-that came before its exam's scans labels them when they come; preliminary, uncoded and
-ambiguous reports send nothing."""
+that came before its exam's scans labels them when they come, and is listed held until then;
+preliminary, uncoded and ambiguous reports send nothing."""
 
 from __future__ import annotations
 
@@ -136,6 +136,17 @@ def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcom
     shown_lines = sorted(line.split()[1:6] for line in lines)
     assert shown_lines[0] == ["RIS-31", MODEL, "v1", "sent", "normal"]
     assert shown_lines[-1] == ["RIS-32", MODEL, "v1", "retracted", "-"]
+
+    # the reports kept: RIS-31's correction labels its three scans, RIS-99's waits for a study
+    # (RIS-32's last one confirmed nothing: not kept)
+    exams = node.items("/v1/outcome-reports/exams", OPS_KEY)
+    assert sorted((e["accession_number"], e["confirms"], e["scans"], e["held"]) for e in exams) == [
+        ("RIS-31", {MODEL: "normal"}, 3, False), ("RIS-99", {MODEL: "pneumonia"}, 0, True)
+    ]  # fmt: skip
+    assert main(["series", "reports", "--held", "--url", node.url, "--api-key", OPS_KEY]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert "CONFIRMS" in header and len(lines) == 1
+    assert lines[0].split()[1] == "RIS-99" and lines[0].endswith(f"held  {MODEL}: pneumonia")
     log = node.log_text()
     assert "RIS-3" not in log and not any(ds.SOPInstanceUID in log for ds in study + late)
 

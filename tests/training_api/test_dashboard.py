@@ -513,6 +513,15 @@ def test_dashboard_end_to_end(
     sent = page.locator(f"{exam}[data-state=sent]")
     sent.wait_for(timeout=30_000)
     assert f"{MODEL} v1" in sent.inner_text() and sent.locator("td").last.inner_text() == "1"
+    # the RIS reports an exam whose study the PACS has not sent: it waits, listed
+    early = oru("F", ("CWE|RID13173^normal^RADLEX",), "RIS-EARLY")
+    assert (
+        parse_ack(exchange("127.0.0.1", int(stack["hl7_port"]), early, timeout_s=30)).code == "AA"
+    )
+    held = page.locator("[data-testid=held-report-row]")
+    held.first.wait_for(timeout=30_000)
+    assert held.count() == 1 and "RIS-EARLY" in held.inner_text()
+    assert held.locator("td").last.inner_text() == f"{MODEL}: 0"  # its classes are 0 and 1
     page.fill("#r-source", "archive")  # a source the node does not have: it says which it has
     page.get_by_role("button", name="Fetch", exact=True).click()
     page.wait_for_selector("#notice:has-text('the sources: pacs')")

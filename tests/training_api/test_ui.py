@@ -143,6 +143,12 @@ def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
         orders = client.get("/ui/api/orders?limit=5&junk=1", headers=_bearer("ops"))
         assert orders.status_code == 200 and orders.json == {"items": [], "next_cursor": None}
         assert client.get("/ui/api/orders", headers=_bearer("reader")).status_code == 403
+        held = client.get("/ui/api/outcome-reports/exams?held=true", headers=_bearer("ops"))
+        assert held.status_code == 200 and held.json == {"items": [], "next_cursor": None}
+        assert client.get("/ui/api/outcome-reports/exams?held=maybe",
+                          headers=_bearer("ops")).status_code == 422  # fmt: skip
+        exams = client.get("/ui/api/outcome-reports/exams", headers=_bearer("reader"))
+        assert exams.status_code == 403
         fetch = {"source": "pacs", "study_instance_uid": "1.2.3"}
         denied = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("ops"))
         assert denied.status_code == 403 and "series:retrieve" in denied.json["detail"]

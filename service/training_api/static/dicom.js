@@ -151,6 +151,27 @@ function outcomeRow(o) {
 }
 
 // Shown only where the node follows outcomes (it keeps none otherwise).
+// A final report kept for scans of its exam still to come, and the class it confirms.
+function heldRow(r) {
+  const confirms = Object.entries(r.confirms).map(([model, c]) => `${model}: ${c || "no class"}`).join("; ");
+  return el(
+    "tr",
+    { "data-testid": "held-report-row" },
+    el("td", { text: age(r.received_at) }),
+    el("th", { scope: "row" }, el("code", { text: r.accession_number })),
+    el("td", { text: confirms }),
+  );
+}
+
+async function loadHeldReports() {
+  const page = await api("/ui/api/outcome-reports/exams?held=true&limit=20");
+  const root = document.getElementById("held-reports");
+  for (const id of ["held-heading", "held-note"]) document.getElementById(id).hidden = !page.items.length;
+  if (!page.items.length) return root.replaceChildren();
+  const body = tableBody(root, ["Reported", "Accession number", "Confirms"], "The RIS's reports whose exam has no scan here yet, newest first", false);
+  body.append(...page.items.map(heldRow));
+}
+
 async function loadOutcomeReports() {
   const page = await api("/ui/api/outcome-reports?limit=20");
   const root = document.getElementById("outcome-reports");
@@ -282,6 +303,7 @@ setup(async (scopes) => {
     await reload(); // series move on their own: received, classified, delivered
     await loadOrders();
     await loadOutcomeReports();
+    await loadHeldReports();
     if (scopes.has("series:retrieve")) await loadFetches();
   }); // a tick that returns nothing goes on
 });
