@@ -32,7 +32,7 @@ class NodeNotConfigured(ServiceUnavailable):
     title = "DICOM node not configured"
 
 
-SERIES_QUERY = ("state", "study_instance_uid", "cursor", "limit")
+SERIES_QUERY = ("state", "study_instance_uid", "model", "version", "cursor", "limit")
 RETRIEVE_TIMEOUT_S = 300.0
 
 

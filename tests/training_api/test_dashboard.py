@@ -379,6 +379,8 @@ def test_dashboard_end_to_end(
     auc = card["estimates"]["auc"]
     assert f"{auc['value']:.3f} (95% interval {auc['low']:.3f} to {auc['high']:.3f})" in estimates
     assert "4 reported outcomes" in page.inner_text("[data-testid=facts-service]")
+    series_link = page.get_by_test_id("facts-series").get_attribute("href")
+    assert series_link == f"/ui/dicom?model={MODEL}&version=1"
     trend = page.get_by_test_id("trend-row")  # all four reported this week, then this month
     trend.first.wait_for()
     assert trend.count() == 1 and trend.first.locator("td").first.inner_text() == "4"
@@ -560,6 +562,16 @@ def test_dashboard_end_to_end(
     page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 1 instance.')")
     page.locator("[data-testid=series-row][data-state=delivering]").wait_for(timeout=60_000)
     assert page.locator("[data-testid=series-row]").count() == 2  # the failed one, then anew
+    # the facts page's link: the series version 1 classified (what a recall needs), none of v2
+    page.goto(f"{url}/ui/dicom?model={MODEL}&version=1")
+    page.get_by_test_id("series-row").first.wait_for()
+    models = page.locator("[data-testid=series-row] td:nth-child(4)").all_inner_texts()
+    assert models and all(m.startswith(f"{MODEL} v1") for m in models), models
+    assert page.locator("[data-testid=series-row][data-state=failed]").count() == 0  # unclassified
+    assert page.input_value("#s-version") == "1"
+    page.fill("#s-version", "2")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_selector("#series:has-text('No series matches')")
     axe(page)
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()

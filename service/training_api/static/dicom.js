@@ -79,7 +79,7 @@ function row(s) {
     el("td", { text: age(s.created_at) }),
     el("th", { scope: "row" }, el("code", { text: s.study_instance_uid }), el("div", { class: "muted" }, el("code", { text: s.series_instance_uid }))),
     el("td", {}, el("span", { class: `status ${s.state === "done" ? "succeeded" : s.state}`, text: s.state }), error),
-    el("td", { text: s.model ? `${s.model}${s.alias ? ` (${s.alias})` : ""}` : "–" }),
+    el("td", { text: s.model ? `${s.model}${s.version ? ` v${s.version}` : ""}${s.alias ? ` (${s.alias})` : ""}` : "–" }),
     el("td", { text: String(s.instances) }),
     el("td", {}, deliveries),
     el("td", {}, sendNow(s), fetchAgain(s)),
@@ -281,6 +281,8 @@ setup(async (scopes) => {
   admin = scopes.has("admin");
   form = document.getElementById("series-filter");
   form.hidden = false;
+  // A link may name the filter (the facts page of a withdrawn version: the series it classified).
+  for (const [name, value] of new URLSearchParams(location.search)) if (form.elements[name]) form.elements[name].value = value;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     pages = 1;
