@@ -70,7 +70,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
         jobs.start()
         atexit.register(jobs.stop)
         threading.Thread(
-            target=outcomes_views.observe_reported,
+            target=outcomes_views.keep_observing,
             args=(jobs.outcome_figures, registry),
             daemon=True,
         ).start()

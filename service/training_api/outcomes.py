@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -151,6 +152,15 @@ def _observe_later(book: OutcomeFigures, name: str, version: int, card: ModelCar
             return
         _pending.add((name, version))
     threading.Thread(target=_observe, args=(book, name, version, card), daemon=True).start()
+
+
+def keep_observing(book: OutcomeFigures, registry: Registry, every_s: float = 3600.0) -> None:
+    """Work out every version's gauges as the process starts, then every `every_s`: the
+    recent window moves with the clock, so a bad month ages out of it (and its alert stops)
+    though no one reports on the version any more."""
+    while True:
+        observe_reported(book, registry)
+        time.sleep(every_s)
 
 
 def observe_reported(book: OutcomeFigures, registry: Registry) -> None:

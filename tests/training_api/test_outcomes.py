@@ -310,6 +310,15 @@ def test_each_report_updates_the_versions_gauges_which_the_alert_watches(
     assert as_(app, "gateway").post(url("lung-ct", 3), json=right).status_code == 200
     wait_until(lambda: gauge(metrics.OUTCOMES_REPORTED) == 41, 30, "the gauges follow")
     assert (gauge(metrics.BELOW_VALIDATION), gauge(metrics.RECENT_BELOW_VALIDATION)) == (3, 0)
+    # with no report since, the hourly pass still lets a bad month age out of the window
+    date_reports(app, {"W": datetime.now(UTC) - timedelta(days=10), "R": datetime.now(UTC)})
+    with app.app_context():
+        observe_reported(services().jobs.outcome_figures, services().registry)
+    assert gauge(metrics.RECENT_BELOW_VALIDATION) == 3
+    date_reports(app, {"W": datetime.now(UTC) - timedelta(days=30)})
+    with app.app_context():
+        observe_reported(services().jobs.outcome_figures, services().registry)
+    assert gauge(metrics.RECENT_BELOW_VALIDATION) == 0
 
 
 def test_the_figures_of_a_window_of_report_times_show_how_the_version_does_lately(
