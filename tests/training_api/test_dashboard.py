@@ -427,12 +427,17 @@ def test_dashboard_end_to_end(
     assert page.is_visible("[data-testid=heatmap]")
     # the diagnosis confirmed: reported as an outcome of version 1 (four were reported above)
     page.select_option("#outcome-label", card["classes"][1])
-    page.get_by_role("button", name="Report").click()
+    page.get_by_role("button", name="Report", exact=True).click()
     said = "[data-testid=outcome-said]:has-text('Reported: version 1 has 5 reported outcomes')"
     page.wait_for_selector(said)
     page.select_option("#outcome-label", card["classes"][0])  # a second read corrects it
-    page.get_by_role("button", name="Report").click()
+    page.get_by_role("button", name="Report", exact=True).click()
     page.wait_for_selector("[data-testid=outcome-said]:has-text('Corrected: version 1 has 5')")
+    page.get_by_test_id("outcome-retract").click()  # the read itself withdrawn: no outcome
+    page.wait_for_selector("[data-testid=outcome-said]:has-text('Withdrawn: version 1 has 4')")
+    assert page.get_by_test_id("outcome-retract").is_hidden()
+    page.get_by_role("button", name="Report", exact=True).click()  # and confirmed after all
+    page.wait_for_selector("[data-testid=outcome-said]:has-text('Reported: version 1 has 5')")
     axe(page)
     shoot(page, "try")
     # the job's page now shows its version in service beside its validation figures

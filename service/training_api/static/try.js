@@ -1,6 +1,7 @@
 // Try a scan: the training service forwards the upload to the inference service (same origin).
 // Once the diagnosis is confirmed, "Report" sends it as an outcome of the version that answered
-// (POST /v1/models/{name}/versions/{n}/outcomes: what it said, and the truth; no scan).
+// (POST /v1/models/{name}/versions/{n}/outcomes: what it said, and the truth; no scan), and
+// "Withdraw the report" retracts it (the diagnosis was withdrawn: …/outcomes/retract).
 import { api, el, fmt, notice, setup } from "./common.js";
 
 const modelSelect = document.getElementById("try-model");
@@ -24,6 +25,7 @@ function show(result, file) {
   answered = { model: result.model.name, version: result.model.version, reference: `${result.request_id}/0`, probabilities: item.probabilities, signature: item.signature };
   document.getElementById("outcome-label").replaceChildren(...Object.keys(item.probabilities).map((c) => el("option", { value: c, text: c })));
   document.getElementById("outcome-said").textContent = "";
+  document.getElementById("outcome-retract").hidden = true;
   const rows = Object.entries(item.probabilities).map(([c, p]) =>
     el("tr", {}, el("th", { scope: "row", text: c }), el("td", { text: fmt(p, 4) }), el("td", {}, el("meter", { min: "0", max: "1", value: String(p), "aria-label": `P(${c})` }))),
   );
@@ -51,8 +53,8 @@ async function report(event) {
     const outcome = signature ? { reference, label, probabilities, signature } : { reference, label, probabilities };
     const kept = await api(path, { method: "POST", json: { outcomes: [outcome] } });
     const figures = await api(path);
-    const accuracy = figures.accuracy ? `, accuracy ${fmt(figures.accuracy.value, 3)}` : "";
-    said.textContent = `${kept.replaced ? "Corrected" : "Reported"}: version ${version} has ${figures.reports} reported outcome${figures.reports === 1 ? "" : "s"}${accuracy}.`;
+    said.textContent = `${kept.replaced ? "Corrected" : "Reported"}: ${counted(version, figures)}`;
+    document.getElementById("outcome-retract").hidden = false;
     notice("");
   } catch (err) {
     said.textContent = "";
@@ -60,8 +62,28 @@ async function report(event) {
   }
 }
 
+function counted(version, figures) {
+  const accuracy = figures.accuracy ? `, accuracy ${fmt(figures.accuracy.value, 3)}` : "";
+  return `version ${version} has ${figures.reports} reported outcome${figures.reports === 1 ? "" : "s"}${accuracy}.`;
+}
+
+async function retract() {
+  const said = document.getElementById("outcome-said");
+  const { model, version, reference } = answered;
+  const path = `/v1/models/${encodeURIComponent(model)}/versions/${version}/outcomes`;
+  try {
+    await api(`${path}/retract`, { method: "POST", json: { references: [reference] } });
+    said.textContent = `Withdrawn: ${counted(version, await api(path))}`;
+    document.getElementById("outcome-retract").hidden = true;
+    notice("");
+  } catch (err) {
+    notice(err.message);
+  }
+}
+
 setup(async () => {
   document.getElementById("outcome-form").addEventListener("submit", report);
+  document.getElementById("outcome-retract").addEventListener("click", retract);
   models = (await api("/v1/models")).items;
   modelSelect.replaceChildren(...models.map((m) => el("option", { value: m.name, text: m.name })));
   fillVersions();
