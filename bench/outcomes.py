@@ -1,8 +1,9 @@
 """What a version's reported outcomes cost as they pile up: keeping them (`POST .../outcomes`,
 1,000 a request) and reading the figures (`GET .../outcomes`: the rows, then accuracy, AUC,
 sensitivity and specificity with their intervals; read again with nothing reported since,
-the one query that says so), at growing counts, in the job store's database (PostgreSQL with
---database-url, else a temporary SQLite file).
+the one query that says so), and the same rows week by week (`GET .../outcomes/trend`, the
+reports spread over 26 weeks; its read is the same), at growing counts, in the job store's
+database (PostgreSQL with --database-url, else a temporary SQLite file).
 
 Not a test. The store and the figures are called in-process, without HTTP: what a request
 adds is the API's usual overhead (`bench/overhead.py`). Peak memory is tracemalloc's, of the
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +47,7 @@ def run(url: str, counts: list[int]) -> None:
     from models.outcomes import reported_figures
     from service.jobs.database import make_engine, migrate
     from service.jobs.outcomes import Outcome, OutcomeFigures, OutcomeStore
+    from service.training_api.outcome_trend import trend_periods
 
     engine = make_engine(url)
     migrate(engine)
@@ -78,11 +82,21 @@ def run(url: str, counts: list[int]) -> None:
         started = time.perf_counter()
         book.of(model, 1, cut, None)  # the next, nothing reported since: the brief only
         again = time.perf_counter() - started
+        started = time.perf_counter()
+        timed = store.reported(model, 1, None, times=True)
+        read_timed = time.perf_counter() - started
+        now, n = datetime.now(UTC), len(timed.times)
+        spread = replace(timed, times=[now - timedelta(weeks=26 * i / n) for i in range(n)])
+        started = time.perf_counter()
+        periods = trend_periods(cut, spread, "week")
+        trend = time.perf_counter() - started
         auc = figures["auc"]
         print(
             f"  {count:>7,} outcomes: keep {per_request * 1000:.0f} ms per 1,000; read"
             f" {read * 1000:.0f} ms, with figures {total * 1000:.0f} ms, peak"
             f" {peak / 2**20:.0f} MiB; unchanged since {again * 1000:.1f} ms;"
+            f" trend: read with times {read_timed * 1000:.0f} ms, then {len(periods)} weeks'"
+            f" figures {trend * 1000:.0f} ms;"
             f" AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})"
         )
     engine.dispose()

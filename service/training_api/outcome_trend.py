@@ -13,7 +13,7 @@ calendar months; only periods with reports are listed. Who sees whose reports is
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from flask import Blueprint, Response, jsonify
 from pydantic import Field
@@ -23,6 +23,10 @@ from service.jobs.tables import utcnow
 from service.parsing import parse_query
 from service.training_api.context import catalog, services
 from service.training_api.outcomes import OutcomesQuery, reporting_client
+
+if TYPE_CHECKING:
+    from models.card import ModelCard
+    from service.jobs.outcomes import Reported
 
 bp = Blueprint("outcome_trend", __name__, url_prefix="/v1/models")
 Bucket = Literal["week", "month"]
@@ -36,26 +40,14 @@ class TrendQuery(OutcomesQuery):
 @bp.get("/<name>/versions/<int:version>/outcomes/trend")
 @require("read")
 def get_trend(name: str, version: int) -> Response:
-    from models.outcomes import period_figures
-
     card = catalog().registry.get_card(name, version)  # 404 for one the client cannot see
     asked = parse_query(TrendQuery)
     since = asked.since or back(
         period_start(utcnow(), asked.bucket), asked.bucket, SHOWN[asked.bucket] - 1
     )
     client = reporting_client(name, card)
-    found = services().jobs.outcomes.reported(name, version, client, since, asked.until)
-    grouped: dict[datetime, list[int]] = {}
-    for i, at in enumerate(found.times):
-        grouped.setdefault(period_start(at, asked.bucket), []).append(i)
-    periods = []
-    for start in sorted(grouped):
-        rows = grouped[start]
-        figures = period_figures(
-            card, [found.labels[i] for i in rows], [found.probabilities[i] for i in rows]
-        )
-        end = back(start, asked.bucket, -1)
-        periods.append({"start": start.isoformat(), "end": end.isoformat(), **figures})
+    found = services().jobs.outcomes.reported(name, version, client, since, asked.until, times=True)
+    periods = trend_periods(card, found, asked.bucket)
     claimed = {k: v.model_dump(mode="json") for k, v in card.estimates.items()
                if k in ("accuracy", "sensitivity", "specificity")}  # fmt: skip
     threshold = card.threshold if len(card.classes) == 2 else None
@@ -71,6 +63,25 @@ def get_trend(name: str, version: int) -> Response:
         validation=claimed,
         periods=periods,
     )
+
+
+def trend_periods(card: ModelCard, found: Reported, bucket: Bucket) -> list[dict[str, Any]]:
+    """The reports grouped by the period they were made in, each period's figures, oldest
+    first (only periods with reports)."""
+    from models.outcomes import period_figures
+
+    grouped: dict[datetime, list[int]] = {}
+    for i, at in enumerate(found.times):
+        grouped.setdefault(period_start(at, bucket), []).append(i)
+    periods = []
+    for start in sorted(grouped):
+        rows = grouped[start]
+        figures = period_figures(
+            card, [found.labels[i] for i in rows], [found.probabilities[i] for i in rows]
+        )
+        end = back(start, bucket, -1)
+        periods.append({"start": start.isoformat(), "end": end.isoformat(), **figures})
+    return periods
 
 
 def period_start(at: datetime, bucket: Bucket) -> datetime:
