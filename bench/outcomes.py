@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,10 +43,9 @@ def run(url: str, counts: list[int]) -> None:
     import numpy as np
 
     from models.card import DecisionThreshold
-    from models.outcomes import reported_figures
+    from models.outcomes import reported_figures, trend_periods
     from service.jobs.database import make_engine, migrate
     from service.jobs.outcomes import Outcome, OutcomeFigures, OutcomeStore
-    from service.training_api.outcome_trend import trend_periods
 
     engine = make_engine(url)
     migrate(engine)
@@ -86,9 +84,9 @@ def run(url: str, counts: list[int]) -> None:
         timed = store.reported(model, 1, None, times=True)
         read_timed = time.perf_counter() - started
         now, n = datetime.now(UTC), len(timed.times)
-        spread = replace(timed, times=[now - timedelta(weeks=26 * i / n) for i in range(n)])
+        spread = [now - timedelta(weeks=26 * i / n) for i in range(n)]
         started = time.perf_counter()
-        periods = trend_periods(cut, spread, "week")
+        periods = trend_periods(cut, timed.labels, timed.probabilities, spread, "week")
         trend = time.perf_counter() - started
         auc = figures["auc"]
         print(

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from models.card import Estimate, ModelCard
 from models.estimates import LEVEL, bootstrap
 
 Z = 1.959963984540054  # the standard normal's 97.5th percentile: a 95% interval
+Bucket = Literal["week", "month"]  # a trend's periods: UTC weeks from Monday, or months
 
 
 def reported_figures(
@@ -148,3 +150,38 @@ def _or_none(estimate: Estimate) -> dict[str, Any] | None:
     if any(math.isnan(x) for x in (estimate.value, estimate.low, estimate.high)):
         return None
     return estimate.model_dump(mode="json")
+
+
+def trend_periods(
+    card: ModelCard,
+    labels: Sequence[str],
+    probabilities: Sequence[dict[str, float]],
+    times: Sequence[datetime],
+    bucket: Bucket,
+) -> list[dict[str, Any]]:
+    """The reports grouped by the period they were made in (`times`), each period's figures
+    (`period_figures`), oldest first; only periods with reports."""
+    grouped: dict[datetime, list[int]] = {}
+    for i, at in enumerate(times):
+        grouped.setdefault(period_start(at, bucket), []).append(i)
+    periods = []
+    for start in sorted(grouped):
+        rows = grouped[start]
+        figures = period_figures(card, [labels[i] for i in rows], [probabilities[i] for i in rows])
+        end = back(start, bucket, -1)
+        periods.append({"start": start.isoformat(), "end": end.isoformat(), **figures})
+    return periods
+
+
+def period_start(at: datetime, bucket: Bucket) -> datetime:
+    """The start of the UTC week (Monday) or month `at` falls in."""
+    day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday()) if bucket == "week" else day.replace(day=1)
+
+
+def back(start: datetime, bucket: Bucket, periods: int) -> datetime:
+    """The period start `periods` before `start` (a period start; negative: after)."""
+    if bucket == "week":
+        return start - timedelta(weeks=periods)
+    months = start.year * 12 + start.month - 1 - periods
+    return start.replace(year=months // 12, month=months % 12 + 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from service.jobs.tables import OutcomeRow, as_utc, rowcount, utcnow
 
 if TYPE_CHECKING:
     from models.card import ModelCard
+    from models.outcomes import Bucket
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,14 @@ def _window(
 
 
 class OutcomeFigures:
-    """A version's figures on a window of its reports, worked out again only when the
-    window's reports changed (`Window`): at 100,000 reports the rows and their bootstrap take
-    seconds (bench/outcomes.py), the brief one query. Kept per process for the most recent
-    `size` windows asked."""
+    """A version's figures, and its trend, on a window of its reports, worked out again only
+    when the window's reports changed (`Window`): at 100,000 reports the rows and their
+    bootstrap take seconds (bench/outcomes.py), the brief one query. Kept per process for the
+    most recent `size` windows asked."""
 
     def __init__(self, store: OutcomeStore, size: int = 128) -> None:
         self.store, self.size = store, size
-        self._kept: OrderedDict[tuple[Any, ...], tuple[Window, dict[str, Any]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[Window, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def of(
@@ -196,7 +197,44 @@ class OutcomeFigures:
         """The window in brief and the figures (`models.outcomes.reported_figures`)."""
         from models.outcomes import reported_figures
 
-        key = (name, version, card.onnx_sha256, client, since, until)
+        def work_out() -> dict[str, Any]:
+            found = self.store.reported(name, version, client, since, until)
+            return reported_figures(card, found.labels, found.probabilities)
+
+        key = ("figures", name, version, card.onnx_sha256, client, since, until)
+        return self._kept_or(key, name, version, client, since, until, work_out)
+
+    def trend(
+        self,
+        name: str,
+        version: int,
+        card: ModelCard,
+        client: str | None,
+        bucket: Bucket,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The window's reports period by period (`models.outcomes.trend_periods`)."""
+        from models.outcomes import trend_periods
+
+        def work_out() -> list[dict[str, Any]]:
+            found = self.store.reported(name, version, client, since, until, times=True)
+            return trend_periods(card, found.labels, found.probabilities, found.times, bucket)
+
+        key = ("trend", bucket, name, version, card.onnx_sha256, client, since, until)
+        return self._kept_or(key, name, version, client, since, until, work_out)[1]
+
+    def _kept_or(
+        self,
+        key: tuple[Any, ...],
+        name: str,
+        version: int,
+        client: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        work_out: Callable[[], Any],
+    ) -> tuple[Window, Any]:
+        """What `key` keeps if the window's brief is as it was, else `work_out()`, kept."""
         window = self.store.window(name, version, client, since, until)
         with self._lock:
             kept = self._kept.get(key)
@@ -204,11 +242,10 @@ class OutcomeFigures:
                 self._kept.move_to_end(key)
                 return kept
         # Read after the brief: a report meanwhile makes the next brief differ, never stale.
-        found = self.store.reported(name, version, client, since, until)
-        figures = reported_figures(card, found.labels, found.probabilities)
+        found = work_out()
         with self._lock:
-            self._kept[key] = (window, figures)
+            self._kept[key] = (window, found)
             self._kept.move_to_end(key)
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
-        return window, figures
+        return window, found

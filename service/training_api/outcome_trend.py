@@ -12,24 +12,17 @@ calendar months; only periods with reports are listed. Who sees whose reports is
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
-
 from flask import Blueprint, Response, jsonify
 from pydantic import Field
 
+from models.outcomes import Bucket, back, period_start
 from service.auth import require
 from service.jobs.tables import utcnow
 from service.parsing import parse_query
 from service.training_api.context import catalog, services
 from service.training_api.outcomes import OutcomesQuery, reporting_client
 
-if TYPE_CHECKING:
-    from models.card import ModelCard
-    from service.jobs.outcomes import Reported
-
 bp = Blueprint("outcome_trend", __name__, url_prefix="/v1/models")
-Bucket = Literal["week", "month"]
 SHOWN = {"week": 26, "month": 24}  # periods back from now when `since` is not given
 
 
@@ -46,8 +39,9 @@ def get_trend(name: str, version: int) -> Response:
         period_start(utcnow(), asked.bucket), asked.bucket, SHOWN[asked.bucket] - 1
     )
     client = reporting_client(name, card)
-    found = services().jobs.outcomes.reported(name, version, client, since, asked.until, times=True)
-    periods = trend_periods(card, found, asked.bucket)
+    periods = services().jobs.outcome_figures.trend(
+        name, version, card, client, asked.bucket, since, asked.until
+    )
     claimed = {k: v.model_dump(mode="json") for k, v in card.estimates.items()
                if k in ("accuracy", "sensitivity", "specificity")}  # fmt: skip
     threshold = card.threshold if len(card.classes) == 2 else None
@@ -63,36 +57,3 @@ def get_trend(name: str, version: int) -> Response:
         validation=claimed,
         periods=periods,
     )
-
-
-def trend_periods(card: ModelCard, found: Reported, bucket: Bucket) -> list[dict[str, Any]]:
-    """The reports grouped by the period they were made in, each period's figures, oldest
-    first (only periods with reports)."""
-    from models.outcomes import period_figures
-
-    grouped: dict[datetime, list[int]] = {}
-    for i, at in enumerate(found.times):
-        grouped.setdefault(period_start(at, bucket), []).append(i)
-    periods = []
-    for start in sorted(grouped):
-        rows = grouped[start]
-        figures = period_figures(
-            card, [found.labels[i] for i in rows], [found.probabilities[i] for i in rows]
-        )
-        end = back(start, bucket, -1)
-        periods.append({"start": start.isoformat(), "end": end.isoformat(), **figures})
-    return periods
-
-
-def period_start(at: datetime, bucket: Bucket) -> datetime:
-    """The start of the UTC week (Monday) or month `at` falls in."""
-    day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day - timedelta(days=day.weekday()) if bucket == "week" else day.replace(day=1)
-
-
-def back(start: datetime, bucket: Bucket, periods: int) -> datetime:
-    """The period start `periods` before `start` (a period start; negative: after)."""
-    if bucket == "week":
-        return start - timedelta(weeks=periods)
-    months = start.year * 12 + start.month - 1 - periods
-    return start.replace(year=months // 12, month=months % 12 + 1)

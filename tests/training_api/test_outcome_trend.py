@@ -43,7 +43,7 @@ def test_a_periods_shares_have_wilson_intervals_at_the_cards_threshold() -> None
 
 
 def test_periods_start_on_mondays_and_first_days_across_a_years_end() -> None:
-    from service.training_api.outcome_trend import back, period_start
+    from models.outcomes import back, period_start
 
     sunday = datetime(2027, 1, 3, 23, 59, tzinfo=UTC)
     assert period_start(sunday, "week") == datetime(2026, 12, 28, tzinfo=UTC)  # a Monday

@@ -420,7 +420,7 @@ def test_signed_only_needs_a_key() -> None:
         TrainingSettings(outcomes_signed_only=True)
 
 
-def test_figures_are_worked_out_again_only_when_the_windows_reports_change(
+def test_figures_and_trends_are_worked_out_again_only_when_the_windows_reports_change(
     tmp_path: Path,
 ) -> None:
     from service.jobs.database import make_engine, migrate
@@ -453,6 +453,13 @@ def test_figures_are_worked_out_again_only_when_the_windows_reports_change(
     assert book.of("m", 1, cut, "b")[1]["reports"] == 1 and store.reads == 4  # one client's
     book.of("m", 1, cut, "a")  # a third window: the oldest (every client's) is let go
     assert book.of("m", 1, cut, None)[1]["reports"] == 3 and store.reads == 6
+    # a trend is kept apart from the figures of the same window, and by its periods
+    weeks = book.trend("m", 1, cut, None, "week")
+    assert [p["reports"] for p in weeks] == [3] and store.reads == 7
+    assert book.trend("m", 1, cut, None, "week") == weeks and store.reads == 7
+    assert book.trend("m", 1, cut, None, "month")[0]["reports"] == 3 and store.reads == 8
+    retracted = store.retract("m", 1, "b", ["r9"])
+    assert retracted == 1 and book.trend("m", 1, cut, None, "week")[0]["reports"] == 2
     engine.dispose()
 
 
