@@ -120,13 +120,14 @@ class OutcomeStore:
         until: datetime | None = None,
         *,
         times: bool = False,
+        window: Window | None = None,
     ) -> Reported:
         """The version's outcomes: every client's (None), or one client's, reported at or
-        after `since` and before `until`, and when each was reported if `times` (a third
-        more time to read: only a trend asks). Plain rows, not ORM objects: 100,000 objects
-        took a second to build (bench/outcomes.py)."""
+        after `since` and before `until`, and when each was reported if `times` (only a
+        trend asks). `window`: the brief already read, not read again. Plain rows, not ORM
+        objects: 100,000 objects took a second to build (bench/outcomes.py)."""
         where = _window(model, version, client, since, until)
-        window = self.window(model, version, client, since, until)
+        window = window or self.window(model, version, client, since, until)
         columns: list[Any] = [OutcomeRow.label, OutcomeRow.probabilities]
         if times:
             columns.append(OutcomeRow.reported_at)
@@ -197,8 +198,8 @@ class OutcomeFigures:
         """The window in brief and the figures (`models.outcomes.reported_figures`)."""
         from models.outcomes import reported_figures
 
-        def work_out() -> dict[str, Any]:
-            found = self.store.reported(name, version, client, since, until)
+        def work_out(window: Window) -> dict[str, Any]:
+            found = self.store.reported(name, version, client, since, until, window=window)
             return reported_figures(card, found.labels, found.probabilities)
 
         key = ("figures", name, version, card.onnx_sha256, client, since, until)
@@ -217,8 +218,10 @@ class OutcomeFigures:
         """The window's reports period by period (`models.outcomes.trend_periods`)."""
         from models.outcomes import trend_periods
 
-        def work_out() -> list[dict[str, Any]]:
-            found = self.store.reported(name, version, client, since, until, times=True)
+        def work_out(window: Window) -> list[dict[str, Any]]:
+            found = self.store.reported(
+                name, version, client, since, until, times=True, window=window
+            )
             return trend_periods(card, found.labels, found.probabilities, found.times, bucket)
 
         key = ("trend", bucket, name, version, card.onnx_sha256, client, since, until)
@@ -232,9 +235,9 @@ class OutcomeFigures:
         client: str | None,
         since: datetime | None,
         until: datetime | None,
-        work_out: Callable[[], Any],
+        work_out: Callable[[Window], Any],
     ) -> tuple[Window, Any]:
-        """What `key` keeps if the window's brief is as it was, else `work_out()`, kept."""
+        """What `key` keeps if the window's brief is as it was, else `work_out(brief)`, kept."""
         window = self.store.window(name, version, client, since, until)
         with self._lock:
             kept = self._kept.get(key)
@@ -242,7 +245,7 @@ class OutcomeFigures:
                 self._kept.move_to_end(key)
                 return kept
         # Read after the brief: a report meanwhile makes the next brief differ, never stale.
-        found = work_out()
+        found = work_out(window)
         with self._lock:
             self._kept[key] = (window, found)
             self._kept.move_to_end(key)
