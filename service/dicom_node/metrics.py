@@ -71,6 +71,13 @@ OUTCOMES = Counter(
     # again) | retried | expired (never sent)
     ["outcome"],
 )
+EXAM_REPORTS = Gauge(
+    "scantune_dicom_exam_reports",
+    "The RIS's final reports kept that came over a day ago, by whether a scan of their exam"
+    " came: held (none yet) or matched",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)
 EXPIRED = Counter(
     "scantune_dicom_series_expired_total", "Series deleted undelivered at the retention limit"
 )

@@ -222,6 +222,21 @@ class OutcomeBook:
             )
             return [_view(row) for row in rows], next_cursor
 
+    def report_matches(self, settled_before: datetime) -> tuple[int, int]:
+        """Of the exams' kept reports that came before `settled_before` (time enough for
+        their scans), how many are still held (no scan of the exam here) and how many
+        matched: most held says the RIS's accession numbers are not the scans'."""
+        scans = (
+            select(func.count(OutcomeRow.id))
+            .where(OutcomeRow.accession == ExamReportRow.accession)
+            .scalar_subquery()
+        )
+        settled = ExamReportRow.received_at < settled_before
+        with Session(self.engine) as session:
+            held = session.scalar(select(func.count()).where(settled, scans == 0))
+            total = session.scalar(select(func.count()).select_from(ExamReportRow).where(settled))
+        return int(held or 0), int(total or 0) - int(held or 0)
+
     def exam_page(
         self, held: bool | None, cursor: str | None, limit: int
     ) -> tuple[list[tuple[ExamReportRow, int]], str | None]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -32,8 +33,6 @@ from service.hospital.hl7_reports import Report, classes_named
 from service.jobs.store import utcnow
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from pydicom import Dataset
 
     from service.dicom_node.classify import Classification
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("scantune.dicom")
 TIMEOUT_S = 30.0
 EXPIRE_EVERY_S = 60.0
+SETTLED = timedelta(days=1)  # a report's scans have come by then, or they will not
 RETRIED = frozenset({408, 425, 429})  # 4xx that say "later", not "no"
 
 Codes = Mapping[str, Mapping[str, Sequence[str]]]
@@ -114,6 +114,9 @@ class OutcomeReports(Background):
             if dropped:
                 metrics.OUTCOMES.labels("expired").inc(dropped)
                 log.error("%d confirmed outcomes deleted unsent at dicom_outcome_wait_h", dropped)
+            held, matched = self.book.report_matches(utcnow() - SETTLED)
+            metrics.EXAM_REPORTS.labels("held").set(held)
+            metrics.EXAM_REPORTS.labels("matched").set(matched)
         batches = self.book.due()
         for batch in batches:
             self.send(batch)

@@ -74,6 +74,7 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
     shifted, below = alert["ScantunePredictionMixShifted"], alert["ScantuneModelBelowValidation"]
     failing, errors = alert["ScantuneDicomDeliveriesFailing"], alert["ScantuneHttpErrors"]
     lately = alert["ScantuneModelBelowValidationLately"]
+    unmatched = alert["ScantuneDicomReportsUnmatched"]
     predicted, expected = "scantune_inference_predicted_total", "scantune_model_expected_share"
     requests = "scantune_http_requests_total"
     tests = [
@@ -164,6 +165,44 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                     "alertname": "ScantuneModelBelowValidation",
                     "exp_alerts": [firing(below, model="chest")],
                 },
+            ],
+        },
+        {  # most settled reports find no scan (fires after an hour); then the modality is fixed
+            "interval": "1m",  # a scrape's: a gauge's sample lasts 5 minutes
+            "input_series": [
+                series("scantune_dicom_exam_reports", "15x240", state="held"),
+                series("scantune_dicom_exam_reports", "5x100 40x140", state="matched"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "30m",
+                    "alertname": "ScantuneDicomReportsUnmatched",
+                    "exp_alerts": [],
+                },
+                {
+                    "eval_time": "70m",
+                    "alertname": "ScantuneDicomReportsUnmatched",
+                    "exp_alerts": [firing(unmatched)],
+                },
+                {
+                    "eval_time": "200m",
+                    "alertname": "ScantuneDicomReportsUnmatched",
+                    "exp_alerts": [],
+                },
+            ],
+        },
+        {  # too few reports to say: 10 held of 12 stays quiet
+            "interval": "1m",
+            "input_series": [
+                series("scantune_dicom_exam_reports", "10x120", state="held"),
+                series("scantune_dicom_exam_reports", "2x120", state="matched"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "100m",
+                    "alertname": "ScantuneDicomReportsUnmatched",
+                    "exp_alerts": [],
+                }
             ],
         },
         {  # v3's last four weeks fall below its card, though its figures since it began do not

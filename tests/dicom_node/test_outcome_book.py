@@ -136,3 +136,24 @@ def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> Non
     assert book.forget_before(utcnow() + timedelta(seconds=1)) == 1  # one labelled, unsent
     assert not book.known("ACC-1") and not book.known("ACC-2")
     assert book.report_codes("ACC-3") is None
+
+
+def test_settled_reports_are_counted_held_or_matched_for_the_alert(
+    book: OutcomeBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.dicom_node import metrics, outcome_reports
+
+    for accession in ("ACC-1", "ACC-2", "ACC-3"):
+        book.keep_report(accession, frozenset({"RID5350"}))
+    book.remember("ACC-2", "chest", 1, [("1.2.1", P, None)])  # only ACC-2's scan came
+    assert book.report_matches(utcnow() + timedelta(seconds=1)) == (2, 1)
+    assert book.report_matches(utcnow() - timedelta(days=1)) == (0, 0)  # none a day old yet
+    # the reporter's round sets the gauges the chart's alert watches
+    monkeypatch.setattr(outcome_reports, "SETTLED", timedelta(seconds=-1))
+    reporter = outcome_reports.OutcomeReports(
+        book, {"chest": {"pneumonia": ["RID5350"]}}, "http://127.0.0.1:9", None,
+        timedelta(days=90), lambda attempts: 1.0,
+    )  # fmt: skip
+    assert reporter.step() is False  # nothing to send
+    held, matched = (metrics.EXAM_REPORTS.labels(s)._value.get() for s in ("held", "matched"))
+    assert (held, matched) == (2, 1)
