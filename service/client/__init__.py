@@ -195,11 +195,18 @@ class Client:
         return found
 
     def outcomes(
-        self, name: str, version: int, *, since: str | None = None, until: str | None = None
+        self,
+        name: str,
+        version: int,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        client: str | None = None,
     ) -> JSON:
         """How the version does on the reported outcomes, beside its card's figures; those
-        reported in [`since`, `until`) (ISO 8601 times) when given."""
-        window = {k: v for k, v in (("since", since), ("until", until)) if v}
+        reported in [`since`, `until`) (ISO 8601 times) when given; one `client`'s."""
+        asked = (("since", since), ("until", until), ("client", client))
+        window = {k: v for k, v in asked if v}
         path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes"
         found: JSON = self.json("GET", path, params=window)
         return found
@@ -218,6 +225,15 @@ class Client:
         params = {"bucket": bucket, **{k: v for k, v in (("since", since), ("until", until)) if v}}
         path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes/trend"
         found: JSON = self.json("GET", path, params=params)
+        return found
+
+    def outcomes_by_client(
+        self, name: str, version: int, *, since: str | None = None, until: str | None = None
+    ) -> JSON:
+        """Each client's figures on its own reports (the version's owner and admin keys)."""
+        window = {k: v for k, v in (("since", since), ("until", until)) if v}
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes/clients"
+        found: JSON = self.json("GET", path, params=window)
         return found
 
     def caveats(self, name: str, version: int) -> list[JSON]:

@@ -46,9 +46,13 @@ def add_to(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     parser.add_argument("--until", metavar="TIME", help="only outcomes reported before this")
     parser.add_argument(
-        "--by", choices=("week", "month"),
-        help="show the figures period by period (the last 26 weeks or 24 months unless --since)",
+        "--by", choices=("week", "month", "client"),
+        help="show the figures period by period (the last 26 weeks or 24 months unless"
+        " --since), or client by client (the version's owner and admin keys)",
     )  # fmt: skip
+    parser.add_argument(
+        "--client", help="only this client's reports (another's: the owner and admin keys)"
+    )
 
 
 def run(args: argparse.Namespace, api: ApiClient) -> int:
@@ -68,14 +72,18 @@ def run(args: argparse.Namespace, api: ApiClient) -> int:
         body = api.json("POST", f"{path}/retract", json={"references": chunk})
         print(f"{body['retracted']} report(s) withdrawn, {body['unknown']} never reported")
     window = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
-    if args.by:
-        figures = api.json("GET", f"{path}/trend", params={**window, "bucket": args.by})
+    one = {"client": args.client} if args.client else {}
+    if args.by == "client":
+        figures = api.json("GET", f"{path}/clients", params=window)
+    elif args.by:
+        figures = api.json("GET", f"{path}/trend", params={**window, **one, "bucket": args.by})
     else:
-        figures = api.json("GET", path, params=window)
+        figures = api.json("GET", path, params={**window, **one})
     if args.json:
         print(json.dumps(figures, indent=2))
         return OK
-    print(show_trend(figures) if args.by else show(figures))
+    shown = {"client": show_clients, None: show}.get(args.by, show_trend)
+    print(shown(figures))
     return OK
 
 
@@ -144,6 +152,21 @@ def show_trend(f: dict[str, Any]) -> str:
         cells = "".join(f"  {_share(p[n]):19}" for n in names)
         below = ", ".join(p["below_validation"])
         lines.append(f"  {p['start'][:10]:10}  {p['reports']:>7}{cells}"
+                     + (f"  BELOW THE CARD: {below}" if below else ""))  # fmt: skip
+    return "\n".join(lines)
+
+
+def show_clients(f: dict[str, Any]) -> str:
+    """A row a client (site): its reports and shares, those below the card's flagged."""
+    lines = [f"{f['name']} version {f['version']} by client: shares with 95% intervals"]
+    if not f["clients"]:
+        return lines[0] + "\n  no outcome reported"
+    names = ("accuracy", "sensitivity", "specificity")
+    lines.append(f"  {'CLIENT':16}  {'REPORTS':>7}" + "".join(f"  {n.upper():19}" for n in names))
+    for c in f["clients"]:
+        cells = "".join(f"  {_share(c[n]):19}" for n in names)
+        below = ", ".join(c["below_validation"])
+        lines.append(f"  {c['client']:16}  {c['reports']:>7}{cells}"
                      + (f"  BELOW THE CARD: {below}" if below else ""))  # fmt: skip
     return "\n".join(lines)
 

@@ -142,6 +142,25 @@ class OutcomeStore:
             window.last_at,
         )
 
+    def by_client(
+        self,
+        model: str,
+        version: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, tuple[list[str], list[dict[str, float]]]]:
+        """Every client's outcomes in the window, apart: labels and probabilities."""
+        columns = (OutcomeRow.client, OutcomeRow.label, OutcomeRow.probabilities)
+        where = _window(model, version, None, since, until)
+        with self._sessions() as session:
+            found = session.execute(select(*columns).where(*where).order_by(OutcomeRow.id))
+            clients: dict[str, tuple[list[str], list[dict[str, float]]]] = {}
+            for client, label, probabilities in found:
+                labels, answers = clients.setdefault(client, ([], []))
+                labels.append(label)
+                answers.append(probabilities)
+        return clients
+
     def window(
         self,
         model: str,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.card import ModelCard
 from service.audit import hash_uid, record
 from service.auth import current_principal, require
-from service.errors import InvalidRequest
+from service.errors import Forbidden, InvalidRequest
 from service.jobs.outcomes import Outcome, OutcomeFigures, Window
 from service.jobs.tables import as_utc, utcnow
 from service.parsing import parse_body, parse_query
@@ -78,7 +78,7 @@ class RetractBody(BaseModel):
     )
 
 
-class OutcomesQuery(BaseModel):
+class WindowQuery(BaseModel):
     """A window of report times: how the version does lately (a new scanner, a new
     population), which every report since it went into service would hide."""
 
@@ -88,12 +88,22 @@ class OutcomesQuery(BaseModel):
     until: datetime | None = Field(default=None, description="Reports before this (UTC).")
 
     @model_validator(mode="after")
-    def _ordered(self) -> OutcomesQuery:
+    def _ordered(self) -> WindowQuery:
         """Times without an offset are UTC, as every stored time is."""
         self.since, self.until = as_utc(self.since), as_utc(self.until)
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be before until")
         return self
+
+
+class OutcomesQuery(WindowQuery):
+    client: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Only this client's reports (another client's: the version's owner and"
+        " admin keys only): how the version does at one site.",
+    )
 
 
 @bp.post("/<name>/versions/<int:version>/outcomes")
@@ -204,7 +214,9 @@ def get_outcomes(name: str, version: int) -> Response:
     keys, the key's own client's for another."""
     card = catalog().registry.get_card(name, version)  # 404 for one the client cannot see
     asked = parse_query(OutcomesQuery)
-    reported_by, window, figures = seen_figures(name, version, card, asked.since, asked.until)
+    reported_by, window, figures = seen_figures(
+        name, version, card, asked.since, asked.until, asked.client
+    )
     return jsonify(
         name=name,
         version=version,
@@ -224,20 +236,32 @@ def seen_figures(
     card: ModelCard,
     since: datetime | None = None,
     until: datetime | None = None,
+    asked: str | None = None,
 ) -> tuple[str, Window, dict[str, Any]]:
-    """Who reported the outcomes the request's key sees, in brief, and their figures."""
-    client = reporting_client(name, card)
+    """Who reported the outcomes the request's key sees (one client's where `asked`), in
+    brief, and their figures."""
+    client = reporting_client(name, card, asked)
     window, figures = services().jobs.outcome_figures.of(name, version, card, client, since, until)
     return (client or "every client"), window, figures
 
 
-def reporting_client(name: str, card: ModelCard) -> str | None:
+def reporting_client(name: str, card: ModelCard, asked: str | None = None) -> str | None:
     """Whose reports the request's key sees: every client's (None) for the version's owner
-    and admin keys, the key's own client's for another."""
+    and admin keys, the key's own client's for another; `asked`, one client's, which only
+    they may see of another client (Forbidden)."""
+    who = current_principal()
+    if asked is not None and asked != who.client and not sees_every_client(name, card):
+        raise Forbidden("only the version's owner or an admin key sees another client's reports")
+    if asked is not None:
+        return asked
+    return None if sees_every_client(name, card) else who.client
+
+
+def sees_every_client(name: str, card: ModelCard) -> bool:
+    """Whether the request's key is the version's owner's or an admin's."""
     who = current_principal()
     recorded = card.access.owner if card.access else None  # an owner never changes
-    every = who.admin or who.client == version_owner({"name": name, "owner": recorded})
-    return None if every else who.client
+    return who.admin or who.client == version_owner({"name": name, "owner": recorded})
 
 
 def _check(body: OutcomesBody, card: ModelCard) -> None:

@@ -281,6 +281,11 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     assert title.startswith("chest-xray version 1 by month since ") and "MONTH OF" in head
     assert row.split()[1:3] == ["1", "1.000"]  # A: pneumonia, said 0.8
     [period] = client.outcome_trend("chest-xray", 1, bucket="week")["periods"]
+    assert main(["models", "outcomes", "chest-xray", "1", "--by", "client"]) == 0  # the owner's
+    title, head, row = capsys.readouterr().out.splitlines()
+    assert "by client" in title and row.split()[:3] == ["team", "1", "1.000"]
+    assert client.outcomes_by_client("chest-xray", 1)["clients"][0]["client"] == "team"
+    assert client.outcomes("chest-xray", 1, client="team")["reports"] == 1
     assert period["reports"] == 1 and period["sensitivity"]["value"] == 1.0
     sheet.write_text("reference,label,normal,pneumonia\nD,normal,low,0.3\n")
     assert main(["models", "outcomes", "chest-xray", "1", "--report", str(sheet)]) == 2

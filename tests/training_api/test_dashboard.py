@@ -379,6 +379,9 @@ def test_dashboard_end_to_end(
     auc = card["estimates"]["auc"]
     assert f"{auc['value']:.3f} (95% interval {auc['low']:.3f} to {auc['high']:.3f})" in estimates
     assert "4 reported outcomes" in page.inner_text("[data-testid=facts-service]")
+    site = page.get_by_test_id("client-row")  # the admin key sees each client apart
+    site.first.wait_for()
+    assert site.count() == 1 and site.first.locator("td").first.inner_text() == "4"
     series_link = page.get_by_test_id("facts-series").get_attribute("href")
     assert series_link == f"/ui/dicom?model={MODEL}&version=1"
     trend = page.get_by_test_id("trend-row")  # all four reported this week, then this month

@@ -120,3 +120,43 @@ def test_the_trend_shows_the_week_a_version_began_to_miss_findings(
 def _monday() -> datetime:
     now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return now - timedelta(days=now.weekday())
+
+
+def test_the_owner_sees_each_site_apart_and_a_site_only_its_own(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
+    app = make_app()
+    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    right = [outcome(f"R{i}", "pneumonia", 0.9) for i in range(8)]
+    missed = [outcome(f"M{i}", "pneumonia", 0.1) for i in range(5)]  # the gateway's site
+    assert pacs.post(url(), json={"outcomes": right}).status_code == 200
+    assert gateway.post(url(), json={"outcomes": missed}).status_code == 200
+
+    sites = as_(app, "ci-reader").get(url() + "/clients")  # the version's owner
+    assert sites.status_code == 200, sites.get_json()
+    body = sites.get_json()
+    assert [(c["client"], c["reports"]) for c in body["clients"]] == [
+        ("radiology", 8), ("gateway", 5)
+    ]  # fmt: skip
+    radiology, gateway_site = body["clients"]
+    assert radiology["sensitivity"]["value"] == 1.0 and radiology["below_validation"] == []
+    assert gateway_site["sensitivity"]["value"] == 0.0
+    assert gateway_site["below_validation"] == ["sensitivity"]
+    assert set(body["validation"]) == {"sensitivity", "specificity"}
+    assert as_(app, "ops").get(url() + "/clients").status_code == 200  # an admin
+    refused = pacs.get(url() + "/clients")
+    assert refused.status_code == 403 and "owner or an admin" in refused.get_json()["detail"]
+
+    # one site's figures and trend: the owner may ask for any, a site for its own only
+    owner = as_(app, "ci-reader")
+    one = owner.get(url() + "?client=gateway").get_json()
+    assert (one["reported_by"], one["reports"]) == ("gateway", 5)
+    week = owner.get(url() + "/trend?client=radiology").get_json()
+    assert week["reported_by"] == "radiology" and week["periods"][0]["reports"] == 8
+    assert pacs.get(url() + "?client=radiology").get_json()["reports"] == 8  # its own
+    other = pacs.get(url() + "?client=gateway")
+    assert other.status_code == 403 and "another client's reports" in other.get_json()["detail"]
+    assert pacs.get(url() + "/trend?client=gateway").status_code == 403
+    assert owner.get(url() + "/clients?client=gateway").status_code == 422  # all or none

@@ -124,6 +124,22 @@ async function trend(bucket) {
   );
 }
 
+// Each client's figures, for the version's owner and admin keys (another key gets a 403).
+async function byClient() {
+  const f = await api(`${path}/outcomes/clients`).catch(() => null);
+  const box = document.getElementById("by-client-box");
+  box.hidden = !f || !f.clients.length;
+  if (box.hidden) return;
+  const names = TREND.filter(([k]) => f.clients.some((c) => c[k]));
+  document.getElementById("by-client").replaceChildren(
+    el("table", { class: "grid" },
+      el("caption", { text: "Each client's reports, most first" }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "client" }), el("th", { scope: "col", text: "reports" }), ...names.map(([k]) => el("th", { scope: "col", text: FIGURES[k] })), el("th", { scope: "col", text: "below the card's" }))),
+      el("tbody", {}, f.clients.map((c) => el("tr", { "data-testid": "client-row" },
+        el("th", { scope: "row", text: c.client }), el("td", { text: String(c.reports) }), ...names.map(([k]) => el("td", { text: share(c[k]) })), el("td", { text: c.below_validation.join(", ") || "–" }))))),
+  );
+}
+
 setup(async () => {
   document.getElementById("print").addEventListener("click", () => window.print());
   const [detail, reported, kept] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null), api(`${path}/caveats`)]);
@@ -148,5 +164,6 @@ setup(async () => {
   const bucket = document.getElementById("trend-bucket");
   bucket.addEventListener("change", () => trend(bucket.value));
   await trend(bucket.value);
+  await byClient();
   document.getElementById("facts-caveats").replaceChildren(...kept.caveats.map((c) => el("li", { "data-code": c.code, text: c.text })));
 });
