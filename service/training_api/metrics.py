@@ -3,6 +3,7 @@ figures of each version's reported outcomes, set as reports arrive."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -89,13 +90,33 @@ RECENT_BELOW_VALIDATION = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+CLIENT_BELOW_VALIDATION = Gauge(
+    "scantune_model_client_below_validation",
+    "Figures whose interval on one client's last 28 days' reported outcomes lies wholly below"
+    " the card's (accuracy, sensitivity, specificity; client: an API key's client, no patient)",
+    ["model", "version", "client"],
+    multiprocess_mode="mostrecent",
+)
+_clients_seen: dict[tuple[str, str], set[str]] = {}  # the client gauges set, to drop the gone
+
 
 def observe_outcomes(
-    model: str, version: int, figures: dict[str, Any], recent: dict[str, Any]
+    model: str,
+    version: int,
+    figures: dict[str, Any],
+    recent: dict[str, Any],
+    by_client: dict[str, dict[str, Any]],
 ) -> None:
-    """Set the version's outcome gauges from its figures (every client's reports), and from
-    those of the last 28 days' reports (`recent`)."""
+    """Set the version's outcome gauges from its figures (every client's reports), from
+    those of the last 28 days' reports (`recent`), and from each client's of those
+    (`by_client`; a client with none left in the window loses its gauge)."""
     labels = (model, str(version))
+    for client in _clients_seen.get(labels, set()) - set(by_client):
+        with contextlib.suppress(KeyError):  # cleared meanwhile
+            CLIENT_BELOW_VALIDATION.remove(*labels, client)
+    for client, theirs in by_client.items():
+        CLIENT_BELOW_VALIDATION.labels(*labels, client).set(len(theirs["below_validation"]))
+    _clients_seen[labels] = set(by_client)
     OUTCOMES_REPORTED.labels(*labels).set(figures["reports"])
     for name in ("accuracy", "auc", "sensitivity", "specificity"):
         found = figures.get(name)

@@ -192,7 +192,7 @@ def observe_reported(book: OutcomeFigures, registry: Registry) -> None:
 
 
 def _observe(book: OutcomeFigures, name: str, version: int, card: ModelCard) -> None:
-    from models.outcomes import reported_figures
+    from models.outcomes import period_figures, reported_figures
 
     with _serial:  # one at a time, each reading the store when it runs: the last read wins
         with _guard:
@@ -200,9 +200,14 @@ def _observe(book: OutcomeFigures, name: str, version: int, card: ModelCard) -> 
         try:
             _, figures = book.of(name, version, card, None)
             # the recent window moves with the clock: read afresh, not kept in the cache
-            found = book.store.reported(name, version, None, utcnow() - RECENT)
+            since = utcnow() - RECENT
+            found = book.store.reported(name, version, None, since)
             recent = reported_figures(card, found.labels, found.probabilities)
-            observe_outcomes(name, version, figures, recent)
+            by_client = {
+                client: period_figures(card, labels, answers)
+                for client, (labels, answers) in book.store.by_client(name, version, since).items()
+            }
+            observe_outcomes(name, version, figures, recent, by_client)
         except Exception:  # the reports are kept; only the gauges wait for the next one
             log.warning("outcome gauges of %s v%d not updated", name, version, exc_info=True)
 

@@ -75,6 +75,7 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
     failing, errors = alert["ScantuneDicomDeliveriesFailing"], alert["ScantuneHttpErrors"]
     lately = alert["ScantuneModelBelowValidationLately"]
     unmatched = alert["ScantuneDicomReportsUnmatched"]
+    at_client = alert["ScantuneModelBelowValidationAtClient"]
     predicted, expected = "scantune_inference_predicted_total", "scantune_model_expected_share"
     requests = "scantune_http_requests_total"
     tests = [
@@ -202,6 +203,32 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                     "eval_time": "100m",
                     "alertname": "ScantuneDicomReportsUnmatched",
                     "exp_alerts": [],
+                }
+            ],
+        },
+        {  # one site's reports fall below the card; the other site's do not
+            "interval": "1m",
+            "input_series": [
+                series(
+                    "scantune_model_client_below_validation",
+                    "0 0 1 1",
+                    model="chest",
+                    version="3",
+                    client="north",
+                ),
+                series(
+                    "scantune_model_client_below_validation",
+                    "0 0 0 0",
+                    model="chest",
+                    version="3",
+                    client="south",
+                ),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "3m",
+                    "alertname": "ScantuneModelBelowValidationAtClient",
+                    "exp_alerts": [firing(at_client, model="chest", version="3", client="north")],
                 }
             ],
         },

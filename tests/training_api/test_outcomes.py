@@ -286,15 +286,17 @@ def test_each_report_updates_the_versions_gauges_which_the_alert_watches(
     assert gauge(metrics.REPORTED_FIGURE, "accuracy") == 0.0
     assert gauge(metrics.BELOW_VALIDATION) == 3  # auc, sensitivity, specificity
     assert gauge(metrics.RECENT_BELOW_VALIDATION) == 3  # all reported in the last 28 days
+    assert gauge(metrics.CLIENT_BELOW_VALIDATION, "gateway") == 2  # Wilson shares: no AUC
     text = as_(app, "ci-reader").get("/metrics").get_data(as_text=True)
     assert 'scantune_model_below_validation{model="lung-ct",version="3"} 3.0' in text
+    assert 'client_below_validation{client="gateway",model="lung-ct",version="3"} 2.0' in text
 
     # a restarted process has no gauges: they are worked out as it starts, before any report
     from service.training_api.context import services
     from service.training_api.outcomes import observe_reported
 
     every = (metrics.OUTCOMES_REPORTED, metrics.REPORTED_FIGURE, metrics.BELOW_VALIDATION,
-             metrics.RECENT_BELOW_VALIDATION)  # fmt: skip
+             metrics.RECENT_BELOW_VALIDATION, metrics.CLIENT_BELOW_VALIDATION)  # fmt: skip
     for metric in every:
         metric.clear()
     assert gauge(metrics.OUTCOMES_REPORTED) == 0
@@ -310,15 +312,19 @@ def test_each_report_updates_the_versions_gauges_which_the_alert_watches(
     assert as_(app, "gateway").post(url("lung-ct", 3), json=right).status_code == 200
     wait_until(lambda: gauge(metrics.OUTCOMES_REPORTED) == 41, 30, "the gauges follow")
     assert (gauge(metrics.BELOW_VALIDATION), gauge(metrics.RECENT_BELOW_VALIDATION)) == (3, 0)
+    assert gauge(metrics.CLIENT_BELOW_VALIDATION, "gateway") == 0
     # with no report since, the hourly pass still lets a bad month age out of the window
     date_reports(app, {"W": datetime.now(UTC) - timedelta(days=10), "R": datetime.now(UTC)})
     with app.app_context():
         observe_reported(services().jobs.outcome_figures, services().registry)
     assert gauge(metrics.RECENT_BELOW_VALIDATION) == 3
-    date_reports(app, {"W": datetime.now(UTC) - timedelta(days=30)})
+    date_reports(app, {"W": datetime.now(UTC) - timedelta(days=30), "R": datetime.now(UTC)
+                       - timedelta(days=29)})  # fmt: skip
     with app.app_context():
         observe_reported(services().jobs.outcome_figures, services().registry)
     assert gauge(metrics.RECENT_BELOW_VALIDATION) == 0
+    text = as_(app, "ci-reader").get("/metrics").get_data(as_text=True)
+    assert "client_below_validation{" not in text  # no client reported lately: no gauge left
 
 
 def test_the_figures_of_a_window_of_report_times_show_how_the_version_does_lately(
