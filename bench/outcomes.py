@@ -2,8 +2,9 @@
 1,000 a request) and reading the figures (`GET .../outcomes`: the rows, then accuracy, AUC,
 sensitivity and specificity with their intervals; read again with nothing reported since,
 the one query that says so), and the same rows week by week (`GET .../outcomes/trend`, the
-reports spread over 26 weeks; its read is the same), at growing counts, in the job store's
-database (PostgreSQL with --database-url, else a temporary SQLite file).
+reports spread over 26 weeks; its read is the same) and client by client (`GET
+.../outcomes/clients`, five clients), at growing counts, in the job store's database
+(PostgreSQL with --database-url, else a temporary SQLite file).
 
 Not a test. The store and the figures are called in-process, without HTTP: what a request
 adds is the API's usual overhead (`bench/overhead.py`). Peak memory is tracemalloc's, of the
@@ -43,7 +44,7 @@ def run(url: str, counts: list[int]) -> None:
     import numpy as np
 
     from models.card import DecisionThreshold
-    from models.outcomes import reported_figures, trend_periods
+    from models.outcomes import period_figures, reported_figures, trend_periods
     from service.jobs.database import make_engine, migrate
     from service.jobs.outcomes import Outcome, OutcomeFigures, OutcomeStore
 
@@ -60,7 +61,7 @@ def run(url: str, counts: list[int]) -> None:
         while kept < count:
             sick = rng.random(CHUNK) < 0.3
             p = np.clip(rng.normal(0.4 + 0.3 * sick, 0.2), 0, 1)
-            store.report(model, 1, "bench", [
+            store.report(model, 1, f"site-{chunks % 5}", [
                 Outcome(f"{kept + i:032x}", "pneumonia" if s else "normal",
                         {"normal": 1 - float(x), "pneumonia": float(x)})
                 for i, (s, x) in enumerate(zip(sick, p, strict=True))
@@ -88,13 +89,19 @@ def run(url: str, counts: list[int]) -> None:
         started = time.perf_counter()
         periods = trend_periods(cut, timed.labels, timed.probabilities, spread, "week")
         trend = time.perf_counter() - started
+        started = time.perf_counter()
+        sites = {
+            client: period_figures(cut, labels, answers)
+            for client, (labels, answers) in store.by_client(model, 1).items()
+        }
+        by_client = time.perf_counter() - started
         auc = figures["auc"]
         print(
             f"  {count:>7,} outcomes: keep {per_request * 1000:.0f} ms per 1,000; read"
             f" {read * 1000:.0f} ms, with figures {total * 1000:.0f} ms, peak"
             f" {peak / 2**20:.0f} MiB; unchanged since {again * 1000:.1f} ms;"
             f" trend: read with times {read_timed * 1000:.0f} ms, then {len(periods)} weeks'"
-            f" figures {trend * 1000:.0f} ms;"
+            f" figures {trend * 1000:.0f} ms; {len(sites)} clients apart {by_client * 1000:.0f} ms;"
             f" AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})"
         )
     engine.dispose()
