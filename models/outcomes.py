@@ -8,8 +8,9 @@ measure of a model where it is used (post-market surveillance). The decision is 
 its threshold on P(positive) for a binary model, else the most probable class. Binary
 models get AUC with a bootstrap interval (`models.estimates`), and sensitivity and
 specificity as shares with Wilson intervals; every model gets accuracy with its Wilson
-interval and the confusion matrix. A figure whose
-interval lies wholly below the card's validation interval is named in `below_validation`.
+interval and the confusion matrix. A figure whose interval lies wholly below the card's
+validation interval is named in `below_validation`. A trend groups the reports by week or
+month (`trend_periods`), each period's figures the same shares (`period_figures`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def reported_figures(
     card: ModelCard, labels: Sequence[str], probabilities: Sequence[dict[str, float]]
 ) -> dict[str, Any]:
     """The figures of `labels` (the truth, one per scan) against the version's `probabilities`
-    for the same scans; None where the reports cannot give one (none yet; AUC, sensitivity and
-    specificity need reports of both classes)."""
+    for the same scans; None where the reports cannot give one (none yet; AUC needs reports
+    of both classes, sensitivity one of the positive class, specificity one of the other)."""
     classes, truth, scores, matrix = _decided(card, labels, probabilities)
     threshold = card.threshold if len(classes) == 2 else None
     figures: dict[str, Any] = {

@@ -226,11 +226,7 @@ class OutcomeBook:
         """Of the exams' kept reports that came before `settled_before` (time enough for
         their scans), how many are still held (no scan of the exam here) and how many
         matched: most held says the RIS's accession numbers are not the scans'."""
-        scans = (
-            select(func.count(OutcomeRow.id))
-            .where(OutcomeRow.accession == ExamReportRow.accession)
-            .scalar_subquery()
-        )
+        scans = _scans_of_exam()
         settled = ExamReportRow.received_at < settled_before
         with Session(self.engine) as session:
             held = session.scalar(select(func.count()).where(settled, scans == 0))
@@ -242,11 +238,7 @@ class OutcomeBook:
     ) -> tuple[list[tuple[ExamReportRow, int]], str | None]:
         """The exams' kept reports, newest first, each with how many scans of the exam the
         node follows (none: `held`, waiting for them); only the held, or only the others."""
-        scans = (
-            select(func.count(OutcomeRow.id))
-            .where(OutcomeRow.accession == ExamReportRow.accession)
-            .scalar_subquery()
-        )
+        scans = _scans_of_exam()
         query = select(ExamReportRow)
         if held is not None:
             query = query.where((scans == 0) if held else (scans > 0))
@@ -288,6 +280,15 @@ def _view(row: OutcomeRow) -> dict[str, Any]:
         "reported_at": iso_time(row.reported_at),
         "next_attempt_at": iso_time(row.next_attempt_at) if row.state in IN_LINE else None,
     }
+
+
+def _scans_of_exam() -> Any:
+    """How many scans of a kept report's exam the node follows (a correlated subquery)."""
+    return (
+        select(func.count(OutcomeRow.id))
+        .where(OutcomeRow.accession == ExamReportRow.accession)
+        .scalar_subquery()
+    )
 
 
 def _sent(row: OutcomeRow) -> dict[str, Any]:
