@@ -139,34 +139,35 @@ def show(f: dict[str, Any]) -> str:
 def show_trend(f: dict[str, Any]) -> str:
     """A row a period: its reports and shares with their intervals, those below the card's
     flagged."""
-    lines = [
+    title = (
         f"{f['name']} version {f['version']} by {f['bucket']} since {f['since'][:10]}, reported"
         f" by {f['reported_by']}: shares with 95% intervals"
-    ]
-    if not f["periods"]:
-        return lines[0] + "\n  no outcome reported in the window"
-    names = ("accuracy", "sensitivity", "specificity")
-    lines.append(f"  {f['bucket'].upper() + ' OF':10}  {'REPORTS':>7}"
-                 + "".join(f"  {n.upper():19}" for n in names))  # fmt: skip
-    for p in f["periods"]:
-        cells = "".join(f"  {_share(p[n]):19}" for n in names)
-        below = ", ".join(p["below_validation"])
-        lines.append(f"  {p['start'][:10]:10}  {p['reports']:>7}{cells}"
-                     + (f"  BELOW THE CARD: {below}" if below else ""))  # fmt: skip
-    return "\n".join(lines)
+    )
+    rows = [(p["start"][:10], p) for p in f["periods"]]
+    return _table(title, f"{f['bucket'].upper()} OF", rows, "no outcome reported in the window")
 
 
 def show_clients(f: dict[str, Any]) -> str:
     """A row a client (site): its reports and shares, those below the card's flagged."""
-    lines = [f"{f['name']} version {f['version']} by client: shares with 95% intervals"]
-    if not f["clients"]:
-        return lines[0] + "\n  no outcome reported"
+    title = f"{f['name']} version {f['version']} by client: shares with 95% intervals"
+    return _table(title, "CLIENT", [(c["client"], c) for c in f["clients"]], "no outcome reported")
+
+
+def _table(title: str, first: str, rows: list[tuple[str, dict[str, Any]]], none: str) -> str:
+    """`title`, then a row each (`first` names its first column): reports, the shares with
+    their intervals, and the figures below the card's."""
+    if not rows:
+        return f"{title}\n  {none}"
     names = ("accuracy", "sensitivity", "specificity")
-    lines.append(f"  {'CLIENT':16}  {'REPORTS':>7}" + "".join(f"  {n.upper():19}" for n in names))
-    for c in f["clients"]:
-        cells = "".join(f"  {_share(c[n]):19}" for n in names)
-        below = ", ".join(c["below_validation"])
-        lines.append(f"  {c['client']:16}  {c['reports']:>7}{cells}"
+    width = max(10, len(first), *(len(name) for name, _ in rows))
+    lines = [
+        title,
+        f"  {first:{width}}  {'REPORTS':>7}" + "".join(f"  {n.upper():19}" for n in names),
+    ]
+    for name, row in rows:
+        cells = "".join(f"  {_share(row[n]):19}" for n in names)
+        below = ", ".join(row["below_validation"])
+        lines.append(f"  {name:{width}}  {row['reports']:>7}{cells}"
                      + (f"  BELOW THE CARD: {below}" if below else ""))  # fmt: skip
     return "\n".join(lines)
 
