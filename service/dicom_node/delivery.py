@@ -278,12 +278,12 @@ class Hl7Sender:
         from service.hospital.hl7v2 import build_oru, control_id, parse_ack
         from service.hospital.sr_findings import NotReportable
 
-        sr = dcmread(io.BytesIO(sr_file))
+        sr, d = dcmread(io.BytesIO(sr_file)), self.destination
         try:
-            message = build_oru(sr, self.envelope, [dcmread(io.BytesIO(m)) for m in maps])
+            images = [dcmread(io.BytesIO(m)) for m in maps]
+            message = build_oru(sr, self.envelope, images, d.attention_map_max_bytes)
         except NotReportable as exc:  # the SR will not change: no message will ever be made
             raise Rejected(f"no HL7 message: {exc}") from None
-        d = self.destination
         try:
             answer = exchange(d.host, d.port, message.encode(), self.timeout_s, self.tls)
             ack = parse_ack(answer)

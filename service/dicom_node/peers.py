@@ -90,6 +90,13 @@ class Hl7Destination(BaseModel):
         description="With the findings, each classified scan under the model's class activation"
         " map, as an ED observation (a JPEG, marked not for diagnostic use).",
     )
+    attention_map_max_bytes: int | None = Field(
+        default=None,
+        ge=4096,
+        le=16_000_000,
+        description="The most an attention map's OBX-5 may hold, for an engine that caps a"
+        " field: a larger map goes at lower JPEG quality, then smaller, or not at all.",
+    )
 
 
 class FhirDestination(BaseModel):

@@ -162,6 +162,26 @@ def _orientation(source: Dataset) -> list[str] | None:
     return [str(given[0]), str(given[1])]
 
 
+def fitted_map(image: Dataset, most: int) -> bytes | None:
+    """The map as a JPEG whose base64 takes at most `most` characters (an engine's cap on an
+    HL7 field): at quality 90, else 75 and 60, else halved until it fits (not under 64 pixels:
+    None, no map). Written by hand: Pillow saves to a quality, never to a size."""
+    picture = Image.fromarray(np.asarray(image.pixel_array, dtype=np.uint8), "RGB")
+    qualities: tuple[int, ...] = (90, 75, 60)
+    while True:
+        for quality in qualities:
+            out = io.BytesIO()
+            picture.save(out, format="JPEG", quality=quality)
+            if 4 * -(-out.tell() // 3) <= most:  # base64's length
+                return out.getvalue()
+        if min(picture.size) // 2 < 64:
+            return None
+        picture = picture.resize(
+            (picture.width // 2, picture.height // 2), Image.Resampling.LANCZOS
+        )
+        qualities = (75,)
+
+
 def encoded_map(image: Dataset, kind: str) -> bytes:
     """A map's Secondary Capture (from `build_attention_map`) as a picture file an EHR or an
     engine shows: "PNG" (lossless) or "JPEG" (quality 90: what HL7 v2's ED lists). PNG at

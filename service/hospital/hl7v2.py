@@ -47,6 +47,7 @@ STUDY_UID = ("110180", "Study Instance UID", "DCM")
 # A local code (HL7's "99" prefix): no standard one names a class activation map.
 ATTENTION_MAP = ("attention-map", "Class activation map, not for diagnostic use", "99SCANTUNE")
 ACCEPTED = {"AA", "CA"}
+ED_PREFIX = "^IM^JPEG^Base64^"  # OBX-5 of a map: no source application, type, subtype, encoding
 """ACK codes meaning "taken": application accept, commit accept (enhanced mode)."""
 
 
@@ -79,10 +80,16 @@ def control_id(sr: Dataset) -> str:
     return hashlib.sha256(str(sr.SOPInstanceUID).encode()).hexdigest()[:20].upper()
 
 
-def build_oru(sr: Dataset, envelope: Envelope = Envelope(), maps: Sequence[Dataset] = ()) -> str:
+def build_oru(
+    sr: Dataset,
+    envelope: Envelope = Envelope(),
+    maps: Sequence[Dataset] = (),
+    map_max_bytes: int | None = None,
+) -> str:
     """The ORU^R01 of `sr` in ER7 (segments end with CR), with `maps` (the attention maps'
-    Secondary Captures) as ED observations; NotReportable when the SR names no Patient ID (an
-    HL7 result is filed by it) or holds no finding."""
+    Secondary Captures) as ED observations, each OBX-5 at most `map_max_bytes` (an engine's
+    cap); NotReportable when the SR names no Patient ID (an HL7 result is filed by it) or
+    holds no finding."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.core import Message
 
@@ -99,7 +106,7 @@ def build_oru(sr: Dataset, envelope: Envelope = Envelope(), maps: Sequence[Datas
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     made = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
     _order(order, sr, made)
-    _observations(order, sr, findings, made, maps)
+    _observations(order, sr, findings, made, maps, map_max_bytes)
     return str(msg.to_er7()) + "\r"
 
 
@@ -173,11 +180,16 @@ def _order(order: Any, sr: Dataset, made: str) -> None:
 
 
 def _observations(
-    order: Any, sr: Dataset, findings: list[Finding], made: str, maps: Sequence[Dataset]
+    order: Any,
+    sr: Dataset,
+    findings: list[Finding],
+    made: str,
+    maps: Sequence[Dataset],
+    map_max_bytes: int | None,
 ) -> None:
     """The OBX rows: the study, then each scan's finding, probability, SOP Instance UID and
-    attention map (if it has one)."""
-    from service.hospital.attention_map import encoded_map
+    attention map (if it has one, and it fits in `map_max_bytes` of OBX-5)."""
+    from service.hospital.attention_map import encoded_map, fitted_map
 
     rows = [(STUDY_UID, "ST", "", escape(sr.StudyInstanceUID), "")]
     probability = probability_concept()
@@ -188,9 +200,17 @@ def _observations(
         if found.probability is not None:
             rows.append((probability, "NM", sub, _number(found.probability), "1^no units^UCUM"))
         rows.append((SOURCE, "ST", sub, escape(found.sop_instance_uid), ""))
-        if found.sop_instance_uid in mapped:  # base64 holds no HL7 delimiter
-            data = base64.b64encode(encoded_map(mapped[found.sop_instance_uid], "JPEG")).decode()
-            rows.append((ATTENTION_MAP, "ED", sub, f"^IM^JPEG^Base64^{data}", ""))
+        image = mapped.get(found.sop_instance_uid)
+        if image is not None:  # base64 holds no HL7 delimiter
+            jpeg = (
+                encoded_map(image, "JPEG")
+                if map_max_bytes is None
+                else fitted_map(image, map_max_bytes - len(ED_PREFIX))
+            )
+            if jpeg is not None:  # None: too big for the receiver even small; left out
+                rows.append(
+                    (ATTENTION_MAP, "ED", sub, ED_PREFIX + base64.b64encode(jpeg).decode(), "")
+                )
     model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
     for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx

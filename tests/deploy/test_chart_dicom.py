@@ -58,6 +58,8 @@ NODE: dict[str, Any] = {
                     "tls": True,
                     "receiving_application": "RIS",
                     "processing_id": "T",
+                    "attention_maps": True,
+                    "attention_map_max_bytes": 60000,  # the engine caps a field
                 },
                 "only_findings": ["pneumonia"],  # the RIS hears of positive findings only
             },
@@ -65,6 +67,7 @@ NODE: dict[str, Any] = {
                 "name": "ehr",
                 "fhir": {
                     "url": "https://ehr.hospital/fhir/r4",
+                    "attention_maps": True,
                     "oauth": {
                         "token_url": "https://ehr.hospital/oauth2/token",
                         "client_id": "scantune-node",
@@ -152,11 +155,13 @@ def test_the_node_settings_are_fields_and_parse(
     ]
     hl7 = settings.dicom_destinations[3].hl7
     assert hl7 is not None and hl7.tls and hl7.processing_id == "T"
+    assert hl7.attention_maps and hl7.attention_map_max_bytes == 60000
     assert settings.dicom_destinations[3].only_findings == ["pneumonia"]
     oauth = settings.dicom_destinations[2].oauth
     assert oauth is not None and oauth.client_secret_file.name == "client-secret"
     fhir = settings.dicom_destinations[4].fhir
     assert fhir is not None and fhir.oauth is not None and fhir.oauth.client_id == "scantune-node"
+    assert fhir.attention_maps  # the chart's schema took it (it refused maps before)
     dx, cr = settings.dicom_routes
     router = Router(settings.dicom_routes, settings.dicom_destinations)
     assert dx.modality == "DX" and router.destination_keys(dx) is None  # every destination

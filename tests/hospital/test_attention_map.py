@@ -87,3 +87,27 @@ def test_the_secondary_capture_is_valid_and_sits_beside_its_scan(tmp_path: Path)
     assert "chest-xray 3: pneumonia 0.88" in stored.DerivationDescription
     assert "not for diagnostic use" in stored.DerivationDescription
     assert stored.pixel_array.shape == (*scan.shape[:2], 3)
+
+
+def test_a_map_for_an_engine_that_caps_a_field_shrinks_until_it_fits_or_is_left_out() -> None:
+    from PIL import Image
+
+    from service.hospital.attention_map import encoded_map, fitted_map
+
+    grain = np.random.default_rng(0).random((LONGEST_SIDE, LONGEST_SIDE), dtype=np.float32)
+    levels = np.tile(np.linspace(0, 255, LONGEST_SIDE).astype(np.uint8), (LONGEST_SIDE, 1))
+    source = in_study("pneumonia_0_mono1.dcm", generate_uid())
+    result = ScanResult("pneumonia", {"normal": 0.125, "pneumonia": 0.875})
+    settings = ReportSettings(uid_root="1.2.826.0.1.99")
+    uids = (generate_uid(), generate_uid())
+    image = build_attention_map(source, blend(grain, levels), result, MODEL, uids, 2, settings)
+    whole = encoded_map(image, "JPEG")
+    assert len(whole) > 200_000  # a 1,024-pixel map of a grainy scan: too big for many engines
+    assert fitted_map(image, 2 * len(whole)) == whole  # room enough: as it was
+    for most in (150_000, 60_000, 8_000):
+        fitted = fitted_map(image, most)
+        assert fitted is not None and 4 * -(-len(fitted) // 3) <= most, most
+        picture = Image.open(io.BytesIO(fitted))
+        assert picture.format == "JPEG" and picture.size[0] >= 64
+    assert Image.open(io.BytesIO(fitted_map(image, 8_000) or b"")).size[0] < LONGEST_SIDE
+    assert fitted_map(image, 300) is None  # not even 64 pixels fit: no map rather than a blur

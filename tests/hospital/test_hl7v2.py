@@ -123,3 +123,30 @@ def test_acks_are_read_whatever_their_version(ack: bytes, code: str, control: st
 def test_an_answer_without_msa_is_not_an_ack() -> None:
     with pytest.raises(ValueError, match="no MSA"):
         parse_ack(b"MSH|^~\\&|RIS|||||ACK|9|P|2.5.1\r")
+
+
+def test_maps_go_as_ed_within_the_receivers_cap_or_not_at_all() -> None:
+    import numpy as np
+
+    from service.hospital.attention_map import LONGEST_SIDE, blend, build_attention_map
+
+    sources = _sources()
+    sr = _sr(sources)
+    grain = np.random.default_rng(1).random((LONGEST_SIDE, LONGEST_SIDE), dtype=np.float32)
+    levels = np.zeros((LONGEST_SIDE, LONGEST_SIDE), dtype=np.uint8)
+    settings = ReportSettings(uid_root="1.2.826.0.1.99")
+    maps = [
+        build_attention_map(source, blend(grain, levels), result, MODEL,
+                            (pydicom.uid.generate_uid(), pydicom.uid.generate_uid()), i, settings)
+        for i, (source, result) in enumerate(zip(sources, RESULTS, strict=True), start=2)
+    ]  # fmt: skip
+
+    def ed_values(er7: str) -> list[str]:
+        return [str(s[5]) for s in hl7.parse(er7).segments("OBX") if str(s[2]) == "ED"]
+
+    whole = ed_values(build_oru(sr, Envelope(), maps))
+    assert len(whole) == 2 and min(len(v) for v in whole) > 100_000
+    capped = build_oru(sr, Envelope(), maps, map_max_bytes=30_000)  # (hl7apy's strict rules
+    # cap ED's data component at 199 characters, which no picture fits: parsed by hl7 here)
+    assert len(ed_values(capped)) == 2 and max(len(v) for v in ed_values(capped)) <= 30_000
+    assert ed_values(build_oru(sr, Envelope(), maps, map_max_bytes=200)) == []  # findings alone
