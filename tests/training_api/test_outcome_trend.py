@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -17,6 +18,17 @@ from tests.training_api.test_outcomes import CLAIMED, CUT, card, date_reports, o
 from tests.training_api.test_security import as_, make_app
 
 __all__ = ["make_app"]
+
+
+@pytest.fixture
+def shared(make_app: Callable[..., Flask], training_env: Path) -> tuple[Flask, Any, Any]:
+    """A version of ci's with a threshold and intervals, the app, and two clients' keys that
+    report on it: radiology's PACS and a gateway (another site)."""
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
+    app = make_app()
+    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    return app, pacs, gateway
 
 
 def test_a_periods_shares_have_wilson_intervals_at_the_cards_threshold() -> None:
@@ -55,12 +67,9 @@ def test_periods_start_on_mondays_and_first_days_across_a_years_end() -> None:
 
 
 def test_the_trend_shows_the_week_a_version_began_to_miss_findings(
-    make_app: Callable[..., Flask], training_env: Path
+    shared: tuple[Flask, Any, Any],
 ) -> None:
-    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
-                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
-    app = make_app()
-    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    app, pacs, gateway = shared
     good = [outcome(f"G{i}", "pneumonia" if i % 2 else "normal", 0.9 if i % 2 else 0.1)
             for i in range(20)]  # fmt: skip
     missed = [outcome(f"M{i}", "pneumonia", 0.2) for i in range(12)]  # a new scanner
@@ -123,12 +132,9 @@ def _monday() -> datetime:
 
 
 def test_the_owner_sees_each_site_apart_and_a_site_only_its_own(
-    make_app: Callable[..., Flask], training_env: Path
+    shared: tuple[Flask, Any, Any],
 ) -> None:
-    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
-                    threshold=CUT, estimates=CLAIMED)  # fmt: skip
-    app = make_app()
-    pacs, gateway = as_(app, "radiology-pacs"), as_(app, "gateway")
+    app, pacs, gateway = shared
     right = [outcome(f"R{i}", "pneumonia", 0.9) for i in range(8)]
     missed = [outcome(f"M{i}", "pneumonia", 0.1) for i in range(5)]  # the gateway's site
     assert pacs.post(url(), json={"outcomes": right}).status_code == 200
