@@ -92,7 +92,9 @@ def run(url: str, counts: list[int]) -> None:
         started = time.perf_counter()
         sites = {
             client: period_figures(cut, labels, answers)
-            for client, (labels, answers) in store.by_client(model, 1).items()
+            for client, (labels, answers) in store.reported(model, 1, None, reporters=True)
+            .by_client()
+            .items()
         }
         by_client = time.perf_counter() - started
         auc = figures["auc"]

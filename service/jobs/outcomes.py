@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,17 @@ class Reported:
     clients: int
     first_at: datetime | None
     last_at: datetime | None
+    reporters: list[str] = field(default_factory=list)  # each one's client, where asked
+
+    def by_client(self) -> dict[str, tuple[list[str], list[dict[str, float]]]]:
+        """Each client's outcomes apart (read with `reporters`): labels and probabilities."""
+        apart: dict[str, tuple[list[str], list[dict[str, float]]]] = {}
+        for client, label, answer in zip(self.reporters, self.labels, self.probabilities,
+                                         strict=True):  # fmt: skip
+            labels, answers = apart.setdefault(client, ([], []))
+            labels.append(label)
+            answers.append(answer)
+        return apart
 
 
 class OutcomeStore:
@@ -120,17 +131,21 @@ class OutcomeStore:
         until: datetime | None = None,
         *,
         times: bool = False,
+        reporters: bool = False,
         window: Window | None = None,
     ) -> Reported:
         """The version's outcomes: every client's (None), or one client's, reported at or
-        after `since` and before `until`, and when each was reported if `times` (only a
-        trend asks). `window`: the brief already read, not read again. Plain rows, not ORM
-        objects: 100,000 objects took a second to build (bench/outcomes.py)."""
+        after `since` and before `until`; when each was reported if `times` (a trend asks),
+        and by whom if `reporters` (to see each client apart). `window`: the brief already
+        read, not read again. Plain rows, not ORM objects: 100,000 objects took a second to
+        build (bench/outcomes.py)."""
         where = _window(model, version, client, since, until)
         window = window or self.window(model, version, client, since, until)
         columns: list[Any] = [OutcomeRow.label, OutcomeRow.probabilities]
         if times:
             columns.append(OutcomeRow.reported_at)
+        if reporters:
+            columns.append(OutcomeRow.client)  # last
         with self._sessions() as session:
             found = session.execute(select(*columns).where(*where).order_by(OutcomeRow.id)).all()
         return Reported(
@@ -140,26 +155,8 @@ class OutcomeStore:
             window.clients,
             window.first_at,
             window.last_at,
+            [row[-1] for row in found] if reporters else [],
         )
-
-    def by_client(
-        self,
-        model: str,
-        version: int,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> dict[str, tuple[list[str], list[dict[str, float]]]]:
-        """Every client's outcomes in the window, apart: labels and probabilities."""
-        columns = (OutcomeRow.client, OutcomeRow.label, OutcomeRow.probabilities)
-        where = _window(model, version, None, since, until)
-        with self._sessions() as session:
-            found = session.execute(select(*columns).where(*where).order_by(OutcomeRow.id))
-            clients: dict[str, tuple[list[str], list[dict[str, float]]]] = {}
-            for client, label, probabilities in found:
-                labels, answers = clients.setdefault(client, ([], []))
-                labels.append(label)
-                answers.append(probabilities)
-        return clients
 
     def window(
         self,

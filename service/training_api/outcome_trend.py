@@ -80,10 +80,11 @@ def get_by_client(name: str, version: int) -> Response:
     asked = parse_query(WindowQuery)
     if not sees_every_client(name, card):
         raise Forbidden("only the version's owner or an admin key sees every client's reports")
-    found = services().jobs.outcomes.by_client(name, version, asked.since, asked.until)
+    store = services().jobs.outcomes
+    found = store.reported(name, version, None, asked.since, asked.until, reporters=True)
     clients = [
         {"client": client, **period_figures(card, labels, answers)}
-        for client, (labels, answers) in found.items()
+        for client, (labels, answers) in found.by_client().items()
     ]
     clients.sort(key=lambda c: (-c["reports"], c["client"]))
     return jsonify(

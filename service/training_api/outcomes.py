@@ -200,12 +200,12 @@ def _observe(book: OutcomeFigures, name: str, version: int, card: ModelCard) -> 
         try:
             _, figures = book.of(name, version, card, None)
             # the recent window moves with the clock: read afresh, not kept in the cache
-            since = utcnow() - RECENT
-            found = book.store.reported(name, version, None, since)
+            since = utcnow() - RECENT  # one read: every client's, and each client's apart
+            found = book.store.reported(name, version, None, since, reporters=True)
             recent = reported_figures(card, found.labels, found.probabilities)
             by_client = {
                 client: period_figures(card, labels, answers)
-                for client, (labels, answers) in book.store.by_client(name, version, since).items()
+                for client, (labels, answers) in found.by_client().items()
             }
             observe_outcomes(name, version, figures, recent, by_client)
         except Exception:  # the reports are kept; only the gauges wait for the next one
@@ -254,12 +254,12 @@ def reporting_client(name: str, card: ModelCard, asked: str | None = None) -> st
     """Whose reports the request's key sees: every client's (None) for the version's owner
     and admin keys, the key's own client's for another; `asked`, one client's, which only
     they may see of another client (Forbidden)."""
-    who = current_principal()
-    if asked is not None and asked != who.client and not sees_every_client(name, card):
+    who, every = current_principal(), sees_every_client(name, card)  # the owner: maybe a query
+    if asked is not None and asked != who.client and not every:
         raise Forbidden("only the version's owner or an admin key sees another client's reports")
     if asked is not None:
         return asked
-    return None if sees_every_client(name, card) else who.client
+    return None if every else who.client
 
 
 def sees_every_client(name: str, card: ModelCard) -> bool:
