@@ -11,6 +11,7 @@ from an automated algorithm and not for diagnostic use (also the series descript
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -144,9 +145,13 @@ def check_one_study(sources: Sequence[Dataset]) -> str:
 
 
 def new_uid(settings: ReportSettings, *entropy: str) -> str:
-    """A new UID under the deployment's root (deterministic when `entropy` is given)."""
+    """A new UID under the deployment's root (deterministic when `entropy` is given). With no
+    root, pydicom's `generate_uid` ignores the entropy (a random 2.25 UID): a name-based UUID
+    (ISO/IEC 9834-8) of it stands in."""
     from pydicom.uid import generate_uid
 
+    if entropy and not settings.uid_root:
+        return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(entropy)).int}"
     prefix = f"{settings.uid_root.rstrip('.')}." if settings.uid_root else None
     return str(generate_uid(prefix=prefix, entropy_srcs=list(entropy) or None))
 

@@ -126,3 +126,29 @@ def test_a_header_highdicom_refuses_is_a_422_without_its_value() -> None:
     with pytest.raises(Unprocessable) as refused:
         _report(sources, RESULTS, MODEL, ReportSettings())
     assert "Smith" not in refused.value.detail
+
+
+def _device_uids(sr: pydicom.Dataset) -> set[str]:
+    """The Device Observer UIDs (121012, DCM) anywhere in the SR's content tree."""
+    found: set[str] = set()
+
+    def walk(items: pydicom.Sequence) -> None:
+        for item in items:
+            name = item.get("ConceptNameCodeSequence")
+            if name and name[0].CodeValue == "121012":
+                found.add(str(item.UID))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return found
+
+
+@pytest.mark.parametrize("root", [None, "1.2.826.0.1.99"])
+def test_the_model_s_device_uid_is_the_same_in_every_report(root: str | None) -> None:
+    """The model as an observer device: one UID for it, with a UID root or without (a random
+    2.25 UID each time would make a PACS see a new device in every report)."""
+    settings = ReportSettings(uid_root=root)
+    first = _device_uids(build_sr(_sources(), RESULTS, MODEL, settings))
+    again = _device_uids(build_sr(_sources(), RESULTS, MODEL, settings))
+    assert len(first) == 1 and first == again
+    assert next(iter(first)).startswith(f"{root}." if root else "2.25.")
