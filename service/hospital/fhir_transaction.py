@@ -14,6 +14,10 @@ With the series' attention maps (a destination's `attention_maps`), each map is 
 resource (an image: the Secondary Capture's pixels as PNG, created by the SC's SOP Instance
 UID, the model its Device) that the report lists in `media`, so the EHR shows it beside the
 findings. R4's Media, not a DocumentReference: it is what DiagnosticReport.media links.
+
+When the model is recalled, `withdrawal_from_sr` sends the same resources again, each with
+status entered-in-error, as conditional updates (`PUT DiagnosticReport?identifier=...`) on
+the identifiers the creates used.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from service.hospital.results import (
 from service.hospital.sr_findings import Finding, NotReportable, read_findings, statements
 
 if TYPE_CHECKING:
-    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.bundle import Bundle, BundleEntry
     from fhir.resources.R4B.media import Media
     from fhir.resources.R4B.reference import Reference
     from pydicom import Dataset
@@ -88,6 +92,50 @@ def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
         add_maps(bundle, maps)
     bundle.type = "transaction"
     return bundle
+
+
+def withdrawal_from_sr(sr: Dataset, maps: Sequence[Dataset] = (), reason: str = "") -> Bundle:
+    """A FHIR R4 transaction marking the result of `sr` entered-in-error: the bundle
+    `transaction_from_sr(sr, maps)` sent, each DiagnosticReport, Observation and Media with
+    status entered-in-error and "Withdrawn: <reason>" (the report's conclusion begins with
+    it, the others' `note` holds it), each a conditional update on the identifier its create
+    used; NotReportable as for transaction_from_sr.
+
+    A conditional update (hl7.org/fhir/R4/http.html#cond-update; in a transaction, PUT with
+    request.url `Type?search`) updates the one resource the search matches, so the server
+    changes the resource it created rather than adding one; the body replaces it whole,
+    which is why it is the result as sent, only status and note changed. No match (and no
+    id, which these bodies never carry): the server creates it, already entered-in-error, a
+    record that the result must not be used should it arrive late or have been lost. Several
+    matches: 412, and the transaction fails whole. The Device stays a conditional create:
+    the model still exists, and a transaction runs its POSTs before its PUTs (R4 #trules),
+    so the Observations' and Media's urn:uuid device references resolve to it as before."""
+    bundle = transaction_from_sr(sr, maps)
+    # FHIR strings hold no control character but tab, CR and LF.
+    text = "".join(c if c >= " " or c in "\t\r\n" else " " for c in reason).strip()
+    note = f"Withdrawn: {text}" if text else "Withdrawn"
+    for entry in bundle.entry or []:
+        if entry.resource is not None and entry.resource.get_resource_type() != "Device":
+            _withdraw(entry, note)
+    return bundle
+
+
+def _withdraw(entry: BundleEntry, note: str) -> None:
+    """The entry's resource marked entered-in-error with `note` (the report's conclusion
+    begins with it), its conditional create turned into the conditional update on the same
+    search."""
+    from fhir.resources.R4B.annotation import Annotation
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    resource, request = entry.resource, entry.request
+    assert resource is not None and request is not None
+    resource.status = "entered-in-error"  # type: ignore[attr-defined]
+    if isinstance(resource, DiagnosticReport):
+        resource.conclusion = "\n".join(filter(None, [note, resource.conclusion]))
+    else:  # Observation and Media: note, 0..* Annotation
+        resource.note = [Annotation(text=note)]  # type: ignore[attr-defined]
+    request.method, request.url = "PUT", f"{request.url}?{request.ifNoneExist}"
+    request.ifNoneExist = None
 
 
 def add_maps(bundle: Bundle, maps: Sequence[Dataset], *, create: bool = True) -> None:

@@ -74,6 +74,20 @@ class Ack:
         return self.code in ACCEPTED
 
 
+@dataclass(frozen=True)
+class ResultStatus:
+    """OBR-25 (HL7 table 0123) and every OBX-11 (table 0085) of a message, and OBR-22 (when
+    that status began, HL7 DTM; empty: the SR's content time)."""
+
+    order: str
+    observation: str
+    changed: str = ""
+
+
+PRELIMINARY = ResultStatus("P", "P")
+"""An automated result: preliminary until a person reads the study."""
+
+
 def control_id(sr: Dataset) -> str:
     """MSH-10 (20 characters in 2.5.1): derived from the SR's SOP Instance UID, so a result
     sent again carries the same ID and a receiver can tell it is the same message."""
@@ -90,6 +104,25 @@ def build_oru(
     Secondary Captures) as ED observations, each OBX-5 at most `map_max_bytes` (an engine's
     cap); NotReportable when the SR names no Patient ID (an HL7 result is filed by it) or
     holds no finding."""
+    return compose_oru(
+        sr, envelope, control_id(sr), PRELIMINARY, maps=maps, map_max_bytes=map_max_bytes
+    )
+
+
+def compose_oru(
+    sr: Dataset,
+    envelope: Envelope,
+    control: str,
+    status: ResultStatus,
+    *,
+    notes: Sequence[str] | None = None,
+    maps: Sequence[Dataset] = (),
+    map_max_bytes: int | None = None,
+) -> str:
+    """An ORU^R01 of `sr` with MSH-10 `control` and `status`, its NTEs `notes` (plain text;
+    by default the SR's statements): one builder for the result and for what later says of
+    it (`service.hospital.hl7_withdrawal`), so both name the order and the observations
+    alike. NotReportable as for build_oru."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.core import Message
 
@@ -100,13 +133,18 @@ def build_oru(
     if not findings:
         raise NotReportable("the report holds no finding")
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
-    _header(msg, envelope, control_id(sr))
+    _header(msg, envelope, control)
     result = msg.add_group("ORU_R01_PATIENT_RESULT")
     _patient(result.add_group("ORU_R01_PATIENT").pid, sr, patient_id)
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     made = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
-    _order(order, sr, made)
-    _observations(order, sr, findings, made, maps, map_max_bytes)
+    # OBR-22 is when the result's status last changed: the SR's time for the result itself.
+    _order(order, sr, status.changed or made, status.order)
+    for number, text in enumerate(statements(sr) if notes is None else notes, start=1):
+        nte = order.add_segment("NTE")
+        _fill(nte, 1, str(number))
+        _fill(nte, 3, escape(text))
+    _observations(order, sr, findings, made, maps, map_max_bytes, status.observation)
     return str(msg.to_er7()) + "\r"
 
 
@@ -160,7 +198,7 @@ def _patient(pid: Any, sr: Dataset, patient_id: str) -> None:
     _fill(pid, 8, sex if sex in {"M", "F", "O"} else "U")
 
 
-def _order(order: Any, sr: Dataset, made: str) -> None:
+def _order(order: Any, sr: Dataset, changed: str, status: str) -> None:
     accession = escape(sr.get("AccessionNumber") or "")
     _fill(order.orc, 1, "RE")
     _fill(order.orc, 3, accession)
@@ -170,13 +208,9 @@ def _order(order: Any, sr: Dataset, made: str) -> None:
     _fill(obr, 4, _parts(*PROCEDURE))
     _fill(obr, 7, _datetime(sr.get("StudyDate"), sr.get("StudyTime")))
     _fill(obr, 18, accession)
-    _fill(obr, 22, made)
+    _fill(obr, 22, changed)
     _fill(obr, 24, "RAD")
-    _fill(obr, 25, "P")
-    for number, text in enumerate(statements(sr), start=1):
-        nte = order.add_segment("NTE")
-        _fill(nte, 1, str(number))
-        _fill(nte, 3, escape(text))
+    _fill(obr, 25, status)
 
 
 def _observations(
@@ -186,9 +220,11 @@ def _observations(
     made: str,
     maps: Sequence[Dataset],
     map_max_bytes: int | None,
+    status: str,
 ) -> None:
-    """The OBX rows: the study, then each scan's finding, probability, SOP Instance UID and
-    attention map (if it has one, and it fits in `map_max_bytes` of OBX-5)."""
+    """The OBX rows, each of OBX-11 `status`: the study, then each scan's finding,
+    probability, SOP Instance UID and attention map (if it has one, and it fits in
+    `map_max_bytes` of OBX-5)."""
     from service.hospital.attention_map import encoded_map, fitted_map
 
     rows = [(STUDY_UID, "ST", "", escape(sr.StudyInstanceUID), "")]
@@ -216,7 +252,7 @@ def _observations(
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         for field, text in enumerate((str(set_id), kind, _parts(*concept), sub, value, units), 1):
             _fill(obx, field, text)
-        _fill(obx, 11, "P")
+        _fill(obx, 11, status)
         _fill(obx, 14, made)
         _fill(obx, 18, model)
 
