@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from service.client import ApiError, Client, describe_problem
 
@@ -88,3 +90,10 @@ __all__ = [
     "describe_problem",
     "guarded",
 ]
+
+
+def printed_raw(body: Any, raw: bool) -> bool:
+    """With --json, print the API's answer as it came; whether it was."""
+    if raw:
+        print(json.dumps(body, indent=2))
+    return raw

@@ -1,17 +1,24 @@
 """`scantune series list|show|send-now|retrieve|refetch|retrieval|retrievals|cancel-retrieval|
-orders|outcomes`, over the node's API: what the DICOM node did with each series it received
-(its classification, each delivery of its result and the last errors), having it fetch a
-study from a PACS (waiting, or in the background) and what became of those fetches, the RIS's
-orders, and the outcomes its reports confirmed."""
+orders|outcomes|reports|recall|recalls`, over the node's API: what the DICOM node did with
+each series it received (its classification, each delivery of its result and the last
+errors), having it fetch a study from a PACS (waiting, or in the background) and what became
+of those fetches, the RIS's orders, the outcomes its reports confirmed, and recalls
+(`service.commands.recalls`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from service.commands.client import HTTP_ERROR, ApiClient, add_connection_args, guarded
+from service.commands import recalls
+from service.commands.client import (
+    HTTP_ERROR,
+    ApiClient,
+    add_connection_args,
+    guarded,
+    printed_raw,
+)
 
 OK, USAGE = 0, 2  # USAGE: argparse's own code for bad arguments, and a series not to refetch
 STATES = (
@@ -23,6 +30,7 @@ STATES = (
     "unrouted",
     "failed",
     "expired",
+    "recalled",
 )
 FETCH_STATES = ("running", "cancelling", "done", "not_found", "failed", "cancelled")
 
@@ -92,6 +100,7 @@ def register(subparsers: Any) -> None:
     listed.add_argument("--limit", type=int, default=50, help="how many (default 50, most 200)")
     stop = _add(sub, "cancel-retrieval", "stop a retrieval asked with --no-wait", run_cancel)
     stop.add_argument("id", type=int)
+    recalls.register(sub, _add)
 
 
 def _add(
@@ -270,13 +279,6 @@ def run_retrievals(args: argparse.Namespace, api: ApiClient) -> int:
         what = r["error"] or ", ".join(r["study_instance_uids"]) or r["study_instance_uid"] or "-"
         print(f"{r['id']:>6}  {r['source']:12}  {r['state']:10}  {sent:>4}  {asked:19}  {what}")
     return OK
-
-
-def printed_raw(body: Any, raw: bool) -> bool:
-    """With --json, print the API's answer as it came; whether it was."""
-    if raw:
-        print(json.dumps(body, indent=2))
-    return raw
 
 
 def _print(series: dict[str, Any], raw: bool) -> int:

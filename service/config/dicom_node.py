@@ -127,6 +127,13 @@ class DicomNodeSettings(CommonSettings):
     dicom_retention_h: float = Field(
         default=72.0, gt=0, description="Undelivered work older than this is deleted, counted."
     )
+    dicom_recall_keep_h: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a delivered result (its SR and maps, never the scans) is kept so"
+        " that a recall can withdraw it from where it went; 0: deleted once delivered, and a"
+        " recall lists what it cannot withdraw. Keeping results keeps patient data: opt in.",
+    )
     dicom_retry_first_s: float = Field(
         default=2.0, gt=0, description="First retry delay of a failed step; doubles each time."
     )

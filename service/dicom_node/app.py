@@ -66,7 +66,9 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     )
     https = settings.dicom_https_tls()
     senders: dict[str, Sender] = {
-        d.key: sender_for(d, settings.dicom_ae_title, SEND_TIMEOUT_S, client_tls, https)
+        d.key: sender_for(
+            d, settings.dicom_ae_title, SEND_TIMEOUT_S, client_tls, https, settings.dicom_uid_root
+        )
         for d in settings.dicom_destinations
     }
     worker = Worker(settings, queue, spool, client, senders)
@@ -99,7 +101,14 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
 
 def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True) -> Flask:
     """The node's HTTP app; with `start`, the SCP and the queue worker run beside it."""
-    from service.dicom_node import operations, orders_api, outcomes_api, retrievals, stow
+    from service.dicom_node import (
+        operations,
+        orders_api,
+        outcomes_api,
+        recalls_api,
+        retrievals,
+        stow,
+    )
     from service.logs import configure_logging
     from service.web import add_readiness_check, create_base_app
 
@@ -117,6 +126,7 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
     app.register_blueprint(retrievals.bp)
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(outcomes_api.bp)
+    app.register_blueprint(recalls_api.bp)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
     add_readiness_check(app, "database", lambda: _ping(node.queue))
     add_readiness_check(app, "dicom", lambda: _listening(node))

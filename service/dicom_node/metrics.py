@@ -39,6 +39,12 @@ DELIVERY_REJECTED = Counter(
     "Deliveries a destination refused for what the result is (not retried)",
     ["kind"],
 )
+WITHDRAWALS = Counter(
+    "scantune_dicom_withdrawals_total",
+    "Tries to withdraw a recalled version's result from a destination, by outcome:"
+    " done | failed (tried again) | rejected (refused: not retried)",
+    ["kind", "outcome"],
+)
 ATTENTION_MAPS = Counter(
     "scantune_dicom_attention_maps_total",
     "Scans of series bound for a destination that takes maps, by whether one was made",

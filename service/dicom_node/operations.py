@@ -23,8 +23,9 @@ bp = Blueprint("operations", __name__, url_prefix="/v1/series")
 log = logging.getLogger("scantune.dicom")
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 State = Literal[
-    "receiving", "classifying", "delivering", "done", "rejected", "unrouted", "failed", "expired"
-]
+    "receiving", "classifying", "delivering", "done", "rejected", "unrouted", "failed", "expired",
+    "recalled",
+]  # fmt: skip
 SENDABLE = ("receiving", "delivering", "rejected")  # what "send now" has work to try for
 
 

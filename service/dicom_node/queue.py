@@ -62,7 +62,7 @@ class WorkQueue:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._lock = threading.Lock()
+        self._lock = self.lock = threading.Lock()  # `lock`: shared with the RecallBook
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -189,12 +189,13 @@ class WorkQueue:
                 .values(state=state)
             )
 
-    def forget_files(self, series_id: int) -> None:
+    def forget_files(self, series_id: int, *, keep_result: bool = False) -> None:
         with self._lock, self._sessions.begin() as session:
             session.execute(
                 update(InstanceRow).where(InstanceRow.series_id == series_id).values(file=None)
             )
-            session.get_one(SeriesRow, series_id).result_file = None
+            if not keep_result:  # kept for a recall (`dicom_recall_keep_h`)
+                session.get_one(SeriesRow, series_id).result_file = None
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -381,18 +382,11 @@ def _new_series(
 ) -> SeriesRow:
     now = utcnow()
     row = SeriesRow(
-        study_uid=meta.study_uid,
-        series_uid=meta.series_uid,
-        generation=(latest.generation + 1) if latest else 1,
-        state=state,
-        calling_ae=meta.calling_ae[:16],
-        model=model,
-        alias=alias,
-        attempts=0,
-        created_at=now,
-        last_instance_at=now,
-        finished_at=now if state == "unrouted" else None,
-    )
+        study_uid=meta.study_uid, series_uid=meta.series_uid,
+        generation=(latest.generation + 1) if latest else 1, state=state,
+        calling_ae=meta.calling_ae[:16], model=model, alias=alias, attempts=0,
+        created_at=now, last_instance_at=now, finished_at=now if state == "unrouted" else None,
+    )  # fmt: skip
     session.add(row)
     session.flush()
     return row

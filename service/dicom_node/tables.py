@@ -183,3 +183,53 @@ class ExamReportRow(Base):
     accession: Mapped[str] = mapped_column(String(64), nullable=False)
     codes: Mapped[str] = mapped_column(Text, nullable=False, doc="JSON: its coded findings.")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class RecallRow(Base):
+    """A model version recalled at the node (`POST /v1/recalls`): its results not yet sent
+    are stopped, and each one delivered is withdrawn from its destination. new -> applied
+    (by the queue worker, which alone sends, so that no result goes out after it)."""
+
+    __tablename__ = "dicom_recalls"
+    __table_args__ = (UniqueConstraint("model", "version", name="uq_dicom_recall"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(255), nullable=False)
+    requested_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    stopped: Mapped[int] = mapped_column(
+        Integer, default=0, nullable=False, doc="Deliveries stopped before they went."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WithdrawalRow(Base):
+    """A delivered result of a recalled version, on its way to being withdrawn from its
+    destination (an IOCM rejection note, an HL7 correction, FHIR entered-in-error): pending
+    -> done, rejected (refused), expired (past the retention limit); not_kept when the
+    result was deleted before the recall (`dicom_recall_keep_h`): a person must act."""
+
+    __tablename__ = "dicom_withdrawals"
+    __table_args__ = (
+        UniqueConstraint("series_id", "destination", name="uq_dicom_withdrawal"),
+        Index("ix_dicom_withdrawals_state", "state"),
+        Index("ix_dicom_withdrawals_recall", "recall_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recall_id: Mapped[int] = mapped_column(
+        ForeignKey("dicom_recalls.id", ondelete="CASCADE"), nullable=False
+    )
+    series_id: Mapped[int] = mapped_column(
+        ForeignKey("dicom_series.id", ondelete="CASCADE"), nullable=False
+    )
+    destination: Mapped[str] = mapped_column(String(255), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,5 +1,6 @@
 """The queue worker: classifies series once they fall quiet, delivers their results with
-back-off, and deletes what is delivered or past the retention limit. One thread per node."""
+back-off, applies recalls and withdraws a recalled version's results, and deletes what is
+delivered or past the retention limit. One thread per node."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from service.dicom_node.delivery import NotDelivered, Sender
 from service.dicom_node.delivery import Rejected as DeliveryRejected
 from service.dicom_node.maps import build_maps, read_maps
 from service.dicom_node.queue import Due, WorkQueue, chosen_destinations
+from service.dicom_node.recalls import DueWithdrawal, RecallBook
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.report import build_report, result_uids
 from service.dicom_node.routing import Router
@@ -47,6 +49,7 @@ class Worker:
         self.settings, self.queue, self.spool = settings, queue, spool
         self.client, self.senders = client, senders
         self.router = Router(settings.dicom_routes, settings.dicom_destinations)
+        self.recalls = RecallBook(queue.engine, queue.lock)
         self.outcomes: OutcomeReports | None = None  # with dicom_outcome_codes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,7 +86,8 @@ class Worker:
 
     def step(self) -> bool:
         """One round: expire, start classifying the quiet series there are free slots for,
-        attempt the due deliveries."""
+        apply new recalls, attempt the due deliveries (none of a recalled version) and
+        withdrawals."""
         self.expire()
         started = 0
         while self._slots.acquire(blocking=False):
@@ -93,11 +97,20 @@ class Worker:
                 break
             self._pool.submit(self._classify_in_slot, row)
             started += 1
+        for series_id in self.recalls.apply_new():
+            self.clean(series_id, keep_result=self.recalls.pending(series_id))
         due = self.queue.due_deliveries()
+        held = self.recalls.held({item.series_id for item in due})
+        if held:  # classified as (or after) their version was recalled: never sent
+            self.recalls.apply_to(held)
         for item in due:
-            self.deliver(item)
+            if item.series_id not in held:
+                self.deliver(item)
+        withdrawals = self.recalls.due()
+        for withdrawal in withdrawals:
+            self.withdraw(withdrawal)
         self.observe()
-        return started > 0 or bool(due)
+        return started > 0 or bool(due) or bool(withdrawals)
 
     def _classify_in_slot(self, row: SeriesRow) -> None:
         try:
@@ -214,6 +227,32 @@ class Worker:
             return
         metrics.DELIVERED.labels(sender.kind).inc()
         if self.queue.delivered(due.delivery_id) == "done":  # a rejected one keeps its files
+            self.clean(due.series_id, keep_result=self.settings.dicom_recall_keep_h > 0)
+
+    def withdraw(self, due: DueWithdrawal) -> None:
+        """Withdraw a recalled version's result from one destination it went to."""
+        sender = self.senders.get(due.destination)
+        if sender is None:
+            self.recalls.failed(due.withdrawal_id, "destination not configured", 3600)
+            return
+        try:
+            maps = read_maps(self.spool, due.result_file) if sender.attention_maps else []
+            sender.withdraw(self.spool.read(due.result_file), maps, due.reason)
+        except DeliveryRejected as exc:
+            settled = self.recalls.ended(due.withdrawal_id, "rejected", str(exc))
+            metrics.WITHDRAWALS.labels(sender.kind, "rejected").inc()
+            log.error("withdrawal at %s rejected: %s; not retried", sender.kind, exc)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, NotDelivered) else type(exc).__name__
+            delay = self.backoff(due.attempts)
+            self.recalls.failed(due.withdrawal_id, reason, delay)
+            metrics.WITHDRAWALS.labels(sender.kind, "failed").inc()
+            log.warning("withdrawal at %s failed: %s; retry in %.0f s", sender.kind, reason, delay)
+            return
+        else:
+            settled = self.recalls.ended(due.withdrawal_id, "done")
+            metrics.WITHDRAWALS.labels(sender.kind, "done").inc()
+        if settled:  # nothing left to withdraw: the result goes
             self.clean(due.series_id)
 
     def backoff(self, attempts: int) -> float:
@@ -222,10 +261,14 @@ class Worker:
 
     # --- housekeeping ------------------------------------------------------------------------
 
-    def clean(self, series_id: int) -> None:
-        """Delete the series' instance files and its result file: it is delivered (or ended)."""
+    def clean(self, series_id: int, *, keep_result: bool = False) -> None:
+        """Delete the series' instance files and its result file: it is delivered (or ended);
+        `keep_result` keeps the result (and its maps) for a recall to withdraw."""
         for instance in self.queue.instances(series_id):
             self.spool.delete(instance.file)
+        if keep_result:
+            self.queue.forget_files(series_id, keep_result=True)
+            return
         result_file = self.queue.series(series_id).result_file
         self.spool.delete(result_file)
         if result_file:
@@ -241,6 +284,11 @@ class Worker:
             log.error("a series was deleted undelivered at the retention limit")
         for series_id in self.queue.rejected_kept(cutoff):  # no longer kept for a resend
             self.clean(series_id)
+        for series_id in self.recalls.expire(cutoff):
+            self.clean(series_id)
+        kept_h = self.settings.dicom_recall_keep_h
+        for series_id in self.recalls.kept_past(utcnow() - timedelta(hours=kept_h)):
+            self.clean(series_id)  # no longer kept for a recall
 
     def sweep_leftovers(self) -> None:
         """Files a crash left behind: partial writes, and files written but never queued."""

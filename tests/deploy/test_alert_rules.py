@@ -75,6 +75,8 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
     failing, errors = alert["ScantuneDicomDeliveriesFailing"], alert["ScantuneHttpErrors"]
     lately = alert["ScantuneModelBelowValidationLately"]
     unmatched = alert["ScantuneDicomReportsUnmatched"]
+    refused = alert["ScantuneDicomWithdrawalRejected"]
+    withdrawals = "scantune_dicom_withdrawals_total"
     at_client = alert["ScantuneModelBelowValidationAtClient"]
     predicted, expected = "scantune_inference_predicted_total", "scantune_model_expected_share"
     requests = "scantune_http_requests_total"
@@ -190,6 +192,22 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                     "alertname": "ScantuneDicomReportsUnmatched",
                     "exp_alerts": [],
                 },
+            ],
+        },
+        {  # the RIS refuses a withdrawal at 5m; the PACS's tries only fail (retried)
+            "interval": "1m",
+            "input_series": [
+                series(withdrawals, "0x4 1x120", kind="hl7", outcome="rejected"),
+                series(withdrawals, "0+1x120", kind="dimse", outcome="failed"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": refused["alert"], "exp_alerts": []},
+                {
+                    "eval_time": "10m",
+                    "alertname": refused["alert"],
+                    "exp_alerts": [firing(refused, kind="hl7")],
+                },
+                {"eval_time": "90m", "alertname": refused["alert"], "exp_alerts": []},
             ],
         },
         {  # too few reports to say: 10 held of 12 stays quiet

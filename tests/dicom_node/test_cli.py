@@ -91,3 +91,44 @@ def test_show_gives_each_delivery_its_outcome(capsys: pytest.CaptureFixture[str]
     assert "PACS@h:104: done, 1 failed tries, delivered at 2026-12-06T12:00:00+00:00" in lines[2]
     assert lines[3].endswith("pending, 2 failed tries, next at 2026-12-06T12:05:00+00:00")
     assert lines[4].strip() == "last error: HL7 ACK AE" and len(lines) == 5
+
+
+def test_recall_and_follow_it(node: str, capsys: pytest.CaptureFixture[str]) -> None:
+    asked = ("recall", "--model", "chest-xray", "--version", "3", "--reason", "misses effusions")
+    assert _run(node, "ops", *asked) == 5  # admin only
+    assert "lacks the scope 'admin'" in capsys.readouterr().err
+    assert _run(node, "operator", *asked) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("recall 1: chest-xray v3 (new)")
+    assert "reason: misses effusions  (by operator)" in shown
+    assert _run(node, "operator", *asked[:-1], "another reason", "--json") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["id"] == 1 and again["reason"] == "misses effusions"  # the first recall
+    assert _run(node, "ops", "recalls") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "MODEL", "STATE"]
+    assert lines[1].split()[:5] == ["1", "chest-xray", "v3", "new", "0"]
+    assert _run(node, "ops", "recalls", "2") == 5
+    assert "no recall 2" in capsys.readouterr().err
+
+
+def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.commands.recalls import _print_one
+
+    counts = {"pending": 1, "done": 3, "rejected": 0, "expired": 0, "not_kept": 1}
+    recall = {
+        "id": 4, "model": "chest-xray", "version": 2, "state": "applied", "reason": "unsafe",
+        "requested_by": "safety", "series": 4, "stopped": 2, "withdrawals": counts,
+        "open": [
+            {"series_id": 9, "destination": "PACS@h:104", "state": "not_kept",
+             "last_error": None},
+            {"series_id": 7, "destination": "mllp://ris:2575/RIS", "state": "pending",
+             "last_error": "MLLP failed (ConnectionRefusedError)"},
+        ],
+    }  # fmt: skip
+    assert _print_one(recall, raw=False) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "  series recalled: 4; deliveries stopped: 2"
+    assert out[3] == "  withdrawals: 1 pending, 3 done, 1 not kept"
+    assert out[4] == "  - series 9 at PACS@h:104: not_kept"
+    assert out[5].endswith("pending: MLLP failed (ConnectionRefusedError)")

@@ -98,14 +98,20 @@ class FhirServer:
 
     def _create(self, entry: Any) -> str:
         """A conditional create, as `ifNoneExist` asks: 200 when a resource holds that
-        identifier already, else 201 (stored)."""
+        identifier already, else 201 (stored); or a conditional update (`PUT
+        Kind?identifier=…`): the resource replaced, 200, or created when none matched, 201."""
         resource = entry.resource
         kind = resource.get_resource_type()
-        assert (entry.request.method, entry.request.url) == ("POST", kind)
         (identifier,) = resource.identifier
         key = f"{identifier.system}|{identifier.value}"
+        held = (kind, key) in self.stored
+        if entry.request.method == "PUT":
+            assert entry.request.url == f"{kind}?identifier={key}" and not entry.request.ifNoneExist
+            self.stored[(kind, key)] = json.loads(resource.model_dump_json())
+            return "200 OK" if held else "201 Created"
+        assert (entry.request.method, entry.request.url) == ("POST", kind)
         assert entry.request.ifNoneExist == f"identifier={key}"
-        if (kind, key) in self.stored:
+        if held:
             return "200 OK"
         self.stored[(kind, key)] = json.loads(resource.model_dump_json())
         return "201 Created"
@@ -265,3 +271,36 @@ def test_a_send_is_delivered_only_when_every_entry_is_taken(
     )
     with pytest.raises(NotDelivered, match=r"\(307\)"):
         sender_for(moved, "NODE", 10, https=https).send(path.read_bytes())
+
+
+def test_a_recalled_result_is_marked_entered_in_error_where_it_was_created(
+    servers: Callable[[list[str]], FhirServer], hospital_ca: HospitalCA, tmp_path: Path
+) -> None:
+    """The withdrawal updates the very resources the result created (by their identifiers),
+    and the EHR keeps them, marked; the model's Device is left as it is."""
+    from service.config import DicomNodeSettings
+    from tests.hospital.test_hl7v2 import _sources, _sr
+
+    path = tmp_path / "result.sr.dcm"
+    _sr(_sources()).save_as(path, enforce_file_format=True)
+    ehr = servers(["ok"])
+    authorization = tmp_path / "authorization"
+    authorization.write_text(f"Bearer {TOKEN}")
+    destination = DicomDestination.model_validate(
+        {"fhir": {"url": ehr.url, "authorization_file": str(authorization)}}
+    )
+    https = DicomNodeSettings(dicom_https_ca_file=hospital_ca.pem_file).dicom_https_tls()
+    sender = sender_for(destination, "NODE", 10, https=https)
+    sender.send(path.read_bytes())
+    created = set(ehr.stored)
+    sender.withdraw(path.read_bytes(), [], "misses pneumothorax")
+    assert set(ehr.stored) == created  # nothing new: each one updated where it was
+    assert ehr.answers[-1][1][:1] == ["200 OK"]
+    [report] = ehr.of("DiagnosticReport")
+    assert report["status"] == "entered-in-error"
+    assert report["conclusion"].startswith("Withdrawn: misses pneumothorax")
+    observations = ehr.of("Observation")
+    assert len(observations) == 2
+    assert {o["status"] for o in observations} == {"entered-in-error"}
+    [device] = ehr.of("Device")
+    assert "status" not in device or device["status"] != "entered-in-error"

@@ -180,7 +180,7 @@ def test_the_hospital_ca_is_trusted_beside_the_public_ones(
     from pydantic import ValidationError
 
     from service.config import DicomNodeSettings
-    from service.dicom_node.delivery import https_session
+    from service.dicom_node.http_auth import https_session
 
     context = DicomNodeSettings(dicom_https_ca_file=hospital_ca.pem_file).dicom_https_tls()
     assert context is not None

@@ -1,0 +1,70 @@
+"""`scantune series recall|recalls`: recall a model version's results at the DICOM node (each
+one delivered withdrawn from where it went, the rest never sent), and follow what became of
+the withdrawals: those a person must act on are listed first."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from service.commands.client import ApiClient, printed_raw
+
+OK = 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    recall = add(
+        sub, "recall", "recall a version's results: stop those not sent, withdraw those"
+        " delivered (IOCM rejection note, HL7 correction, FHIR entered-in-error; admin)",
+        run_recall,
+    )  # fmt: skip
+    recall.add_argument("--model", required=True)
+    recall.add_argument("--version", type=int, required=True)
+    recall.add_argument(
+        "--reason", required=True, help="told to each destination (no patient data)"
+    )
+    shown = add(
+        sub, "recalls", "the recalls, or one with its withdrawals not done (scope series:read)",
+        run_recalls,
+    )  # fmt: skip
+    shown.add_argument("id", type=int, nargs="?", help="one recall, with what is left")
+
+
+def run_recall(args: argparse.Namespace, api: ApiClient) -> int:
+    asked = {"model": args.model, "version": args.version, "reason": args.reason}
+    body = api.json("POST", "/v1/recalls", json=asked)
+    return _print_one(body, args.json)
+
+
+def run_recalls(args: argparse.Namespace, api: ApiClient) -> int:
+    if args.id is not None:
+        return _print_one(api.json("GET", f"/v1/recalls/{args.id}"), args.json)
+    body = api.json("GET", "/v1/recalls")
+    if printed_raw(body, args.json):
+        return OK
+    print(f"{'ID':>4}  {'MODEL':24}  {'STATE':8}  {'SERIES':>6}  {'STOPPED':>7}  WITHDRAWALS")
+    for r in body["items"]:
+        model = f"{r['model']} v{r['version']}"
+        print(
+            f"{r['id']:>4}  {model:24}  {r['state']:8}  {r['series']:>6}  {r['stopped']:>7}"
+            f"  {_counts(r['withdrawals'])}"
+        )
+    return OK
+
+
+def _print_one(recall: dict[str, Any], raw: bool) -> int:
+    if printed_raw(recall, raw):
+        return OK
+    print(f"recall {recall['id']}: {recall['model']} v{recall['version']} ({recall['state']})")
+    print(f"  reason: {recall['reason']}  (by {recall['requested_by']})")
+    print(f"  series recalled: {recall['series']}; deliveries stopped: {recall['stopped']}")
+    print(f"  withdrawals: {_counts(recall['withdrawals'])}")
+    for w in recall.get("open") or []:
+        error = f": {w['last_error']}" if w["last_error"] else ""
+        print(f"  - series {w['series_id']} at {w['destination']}: {w['state']}{error}")
+    return OK
+
+
+def _counts(states: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in states.items() if n) or "-"

@@ -1,0 +1,291 @@
+"""Recalls at the node: a model version found unsafe has its results stopped and withdrawn.
+
+A recall (`POST /v1/recalls`) is recorded first; the queue worker applies it, because it
+alone sends, so that no result of the version goes out after the recall is applied (the
+worker also holds back any due delivery of a recalled version before it sends). Applying it:
+- each series the version classified ends `recalled`;
+- its deliveries not yet made (pending, or rejected and kept for a resend) end `recalled`,
+  never sent;
+- each one made becomes a *withdrawal*, sent like a delivery, with back-off: an IOCM
+  rejection note to a PACS, an HL7 correction, FHIR entered-in-error
+  (`Sender.withdraw`). It needs the result: a delivered one is kept
+  `dicom_recall_keep_h` for this; one deleted before is `not_kept`, listed for a person.
+Once a series has no withdrawal pending, its result is deleted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.dicom_node.ledger import iso_time
+from service.dicom_node.tables import DeliveryRow, RecallRow, SeriesRow, WithdrawalRow
+from service.jobs.store import utcnow
+
+CLASSIFIED = ("delivering", "done", "rejected")  # the states of a series with a result
+NOT_SENT = ("pending", "rejected")  # deliveries a recall stops
+WITHDRAWAL_STATES = ("pending", "done", "rejected", "expired", "not_kept")
+OPEN_LISTED = 200  # withdrawals not done that a recall's view lists
+
+
+@dataclass(frozen=True)
+class DueWithdrawal:
+    withdrawal_id: int
+    series_id: int
+    destination: str
+    result_file: str
+    reason: str
+    attempts: int
+
+
+class RecallBook:
+    def __init__(self, engine: Engine, lock: threading.Lock) -> None:
+        """`lock`: the work queue's, held by every change to the queue's rows."""
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._lock = lock
+
+    # --- asking --------------------------------------------------------------------------------
+
+    def request(self, model: str, version: int, reason: str, by: str) -> tuple[int, bool]:
+        """Record the recall of `model` `version` (the worker applies it); (its id, whether
+        it is new). A version recalled before keeps its first recall and reason."""
+        row = RecallRow(
+            model=model, version=version, reason=reason[:255], requested_by=by[:255],
+            state="new", stopped=0, created_at=utcnow(),
+        )  # fmt: skip
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+            return row.id, True
+        except IntegrityError:  # recalled already (perhaps by a request just before)
+            with self._sessions() as session:
+                found = session.scalar(
+                    select(RecallRow.id).where(RecallRow.model == model)
+                    .where(RecallRow.version == version)
+                )  # fmt: skip
+            if found is None:
+                raise
+            return found, False
+
+    def held(self, series_ids: set[int]) -> set[int]:
+        """Those of `series_ids` whose version is recalled: nothing of them may be sent."""
+        if not series_ids:
+            return set()
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(SeriesRow.id)
+                    .join(
+                        RecallRow,
+                        (RecallRow.model == SeriesRow.model)
+                        & (RecallRow.version == SeriesRow.version),
+                    )
+                    .where(SeriesRow.id.in_(series_ids))
+                )
+            )
+
+    # --- applying (the worker) -----------------------------------------------------------------
+
+    def apply_new(self) -> list[int]:
+        """Apply the recalls not yet applied; the ids of the series they recalled."""
+        with self._lock, self._sessions.begin() as session:
+            recalled: list[int] = []
+            for recall in session.scalars(select(RecallRow).where(RecallRow.state == "new")):
+                recalled += self._apply(session, recall, None)
+                recall.state, recall.applied_at = "applied", utcnow()
+            return recalled
+
+    def apply_to(self, series_ids: set[int]) -> None:
+        """Apply their recall to series classified (by a version recalled) after it was
+        applied: a classification finishing as the recall came."""
+        with self._lock, self._sessions.begin() as session:
+            for series_id in series_ids:
+                series = session.get_one(SeriesRow, series_id)
+                recall = session.scalars(
+                    select(RecallRow).where(RecallRow.model == series.model)
+                    .where(RecallRow.version == series.version)
+                ).one()  # fmt: skip
+                self._apply(session, recall, series_id)
+
+    def _apply(self, session: Session, recall: RecallRow, series_id: int | None) -> list[int]:
+        now = utcnow()
+        query = select(SeriesRow).where(
+            SeriesRow.model == recall.model,
+            SeriesRow.version == recall.version,
+            SeriesRow.state.in_(CLASSIFIED),
+        )
+        if series_id is not None:
+            query = query.where(SeriesRow.id == series_id)
+        recalled = []
+        for series in session.scalars(query):
+            for delivery in session.scalars(
+                select(DeliveryRow).where(DeliveryRow.series_id == series.id)
+            ):
+                if delivery.state in NOT_SENT:
+                    delivery.state = "recalled"
+                    recall.stopped += 1
+                elif delivery.state == "done":
+                    state = "pending" if series.result_file else "not_kept"
+                    session.add(
+                        WithdrawalRow(
+                            recall_id=recall.id, series_id=series.id,
+                            destination=delivery.destination, state=state, attempts=0,
+                            next_attempt_at=now, created_at=now,
+                        )
+                    )  # fmt: skip
+            series.state, series.finished_at = "recalled", series.finished_at or now
+            recalled.append(series.id)
+        return recalled
+
+    # --- withdrawing (the worker) ------------------------------------------------------------
+
+    def due(self, limit: int = 16) -> list[DueWithdrawal]:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(WithdrawalRow, SeriesRow.result_file, RecallRow.reason)
+                .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
+                .join(RecallRow, RecallRow.id == WithdrawalRow.recall_id)
+                .where(WithdrawalRow.state == "pending")
+                .where(WithdrawalRow.next_attempt_at <= utcnow())
+                .order_by(WithdrawalRow.next_attempt_at)
+                .limit(limit)
+            ).all()
+        return [
+            DueWithdrawal(w.id, w.series_id, w.destination, file or "", reason, w.attempts)
+            for w, file, reason in rows
+        ]
+
+    def ended(self, withdrawal_id: int, state: str, error: str | None = None) -> bool:
+        """The withdrawal `done` or `rejected`; True when its series has none pending left
+        (its result may go)."""
+        with self._lock, self._sessions.begin() as session:
+            row = session.get_one(WithdrawalRow, withdrawal_id)
+            row.state, row.last_error = state, (error or None) and str(error)[:255]
+            row.attempts += 1
+            row.withdrawn_at = utcnow() if state == "done" else None
+            session.flush()
+            return not _pending(session, row.series_id)
+
+    def failed(self, withdrawal_id: int, error: str, delay_s: float) -> None:
+        with self._lock, self._sessions.begin() as session:
+            row = session.get_one(WithdrawalRow, withdrawal_id)
+            row.attempts += 1
+            row.last_error = error[:255]
+            row.next_attempt_at = utcnow() + timedelta(seconds=delay_s)
+
+    def expire(self, cutoff: datetime) -> list[int]:
+        """End withdrawals pending since before `cutoff` (the retention limit); the series
+        left with none pending."""
+        with self._lock, self._sessions.begin() as session:
+            ids = set(
+                session.scalars(
+                    select(WithdrawalRow.series_id).where(
+                        WithdrawalRow.state == "pending", WithdrawalRow.created_at < cutoff
+                    )
+                )
+            )
+            session.execute(
+                update(WithdrawalRow)
+                .where(WithdrawalRow.state == "pending", WithdrawalRow.created_at < cutoff)
+                .values(state="expired", last_error="past the retention limit")
+            )
+            return [i for i in ids if not _pending(session, i)]
+
+    def pending(self, series_id: int) -> bool:
+        """Whether a withdrawal of the series is still to be sent (its result is needed)."""
+        with self._sessions() as session:
+            return _pending(session, series_id)
+
+    def kept_past(self, cutoff: datetime) -> list[int]:
+        """Delivered series whose result is still kept for a recall but ended before
+        `cutoff`: past `dicom_recall_keep_h`, to be deleted."""
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(SeriesRow.id).where(
+                        SeriesRow.state == "done",
+                        SeriesRow.result_file.is_not(None),
+                        SeriesRow.finished_at < cutoff,
+                    )
+                )
+            )
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(RecallRow).order_by(RecallRow.id.desc()).limit(limit))
+            return [_view(session, row, listed=False) for row in rows]
+
+    def get(self, recall_id: int) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            row = session.get(RecallRow, recall_id)
+            return _view(session, row, listed=True) if row is not None else None
+
+
+def _pending(session: Session, series_id: int) -> bool:
+    return (
+        session.scalar(
+            select(WithdrawalRow.id)
+            .where(WithdrawalRow.series_id == series_id, WithdrawalRow.state == "pending")
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _view(session: Session, row: RecallRow, *, listed: bool) -> dict[str, Any]:
+    states = Counter(
+        session.scalars(select(WithdrawalRow.state).where(WithdrawalRow.recall_id == row.id))
+    )
+    series = session.scalar(
+        select(func.count()).select_from(SeriesRow)
+        .where(SeriesRow.model == row.model, SeriesRow.version == row.version)
+        .where(SeriesRow.state == "recalled")
+    )  # fmt: skip
+    view: dict[str, Any] = {
+        "id": row.id,
+        "model": row.model,
+        "version": row.version,
+        "reason": row.reason,
+        "requested_by": row.requested_by,
+        "state": row.state,
+        "created_at": iso_time(row.created_at),
+        "applied_at": iso_time(row.applied_at),
+        "series": int(series or 0),
+        "stopped": row.stopped,
+        "withdrawals": {state: states.get(state, 0) for state in WITHDRAWAL_STATES},
+    }
+    if listed:
+        view["open"] = _open(session, row.id)
+    return view
+
+
+def _open(session: Session, recall_id: int) -> list[dict[str, Any]]:
+    """The withdrawals not done, first those a person must act on (not kept, rejected,
+    expired), then those still being tried."""
+    rows = session.execute(
+        select(WithdrawalRow, SeriesRow.study_uid)
+        .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
+        .where(WithdrawalRow.recall_id == recall_id, WithdrawalRow.state != "done")
+        .order_by((WithdrawalRow.state == "pending").asc(), WithdrawalRow.id)
+        .limit(OPEN_LISTED)
+    ).all()
+    return [
+        {
+            "series_id": w.series_id,
+            "study_instance_uid": study,
+            "destination": w.destination,
+            "state": w.state,
+            "attempts": w.attempts,
+            "last_error": w.last_error,
+        }
+        for w, study in rows
+    ]

@@ -1,0 +1,82 @@
+"""/v1/recalls: a model version recalled at the node. `POST` (scope admin) stops its results
+not yet sent and withdraws those delivered from where they went (`service.dicom_node.recalls`);
+`GET` lists the recalls with what became of their withdrawals (scope series:read), and one
+recall names the withdrawals not done: those a person must act on (the result was not kept,
+the destination refused, the retention limit passed) and those still being tried.
+
+Recalling at the node does not withdraw the version at the registry (`POST
+…/versions/{n}/withdraw` on the training service), which stops it answering; a recall is for
+the results it gave before."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.audit import record
+from service.auth import current_principal, require
+from service.dicom_node.recalls import RecallBook
+from service.errors import NotFound
+from service.paging import MAX_POSITION
+from service.parsing import parse_body, parse_query
+
+bp = Blueprint("recalls", __name__, url_prefix="/v1/recalls")
+
+
+class RecallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=64, description="The model's name.")
+    version: int = Field(ge=1, lt=MAX_POSITION, description="The version recalled.")
+    reason: str = Field(
+        min_length=1, max_length=255,
+        description="Why, as each destination is told (no patient data).",
+    )  # fmt: skip
+
+
+class RecallsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+@bp.post("")
+@require("admin")
+def recall() -> Response:
+    asked = parse_body(RecallRequest)
+    client = current_principal().client
+    recall_id, new = _book().request(asked.model, asked.version, asked.reason, client)
+    if new:
+        record(
+            "version_recalled_at_node", client=client,
+            target=f"model {asked.model} version {asked.version}", outcome="ok",
+            reason=asked.reason,
+        )  # fmt: skip
+    response = jsonify(_one(recall_id))
+    response.status_code = 202 if new else 200  # applied by the worker, within a moment
+    response.headers["Location"] = f"/v1/recalls/{recall_id}"
+    return response
+
+
+@bp.get("")
+@require("series:read")
+def list_recalls() -> Response:
+    return jsonify(items=_book().list(parse_query(RecallsQuery).limit))
+
+
+@bp.get("/<int:recall_id>")
+@require("series:read")
+def get_recall(recall_id: int) -> Response:
+    return jsonify(_one(recall_id))
+
+
+def _book() -> RecallBook:
+    book: RecallBook = current_app.extensions["scantune.dicom"].worker.recalls
+    return book
+
+
+def _one(recall_id: int) -> dict[str, object]:
+    found = _book().get(recall_id) if recall_id < MAX_POSITION else None
+    if found is None:
+        raise NotFound(f"no recall {recall_id}")
+    return dict(found)

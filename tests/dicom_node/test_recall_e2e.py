@@ -1,0 +1,145 @@
+"""A recall end to end: the node under gunicorn delivers a series' result to Orthanc (C-STORE)
+and to an HL7 receiver, then a recall of the version withdraws it from both (an IOCM
+rejection note stored in the study, an ORU posting the result as wrong), deletes the result
+it kept for that, and holds back the results of series the version classifies after it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hl7
+import pytest
+import requests
+
+from service.auth import hash_key
+from tests.dicom_node.conftest import OPS_KEY, STOW_KEY
+from tests.dicom_node.parts import Gunicorn, Orthanc, make_study, send, wait_until
+from tests.dicom_node.test_hl7 import Receiver
+from tests.dicom_node.test_hl7 import receivers as receivers  # the fixture
+from tests.inference.conftest import MODEL
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+ADMIN_KEY = "admin-key-of-the-node"
+REJECTED_FOR_SAFETY = "113037"
+SLACK_S = 30.0
+
+
+def call(node: Gunicorn, method: str, path: str, key: str = ADMIN_KEY, **kw: Any) -> Any:
+    return requests.request(
+        method, f"{node.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10, **kw
+    )
+
+
+def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
+    make_node: Callable[..., Gunicorn],
+    orthanc: Orthanc,
+    receivers: Callable[..., Receiver],
+) -> None:
+    receiver = receivers(["AA"])
+    node = make_node(
+        dicom_destinations=[
+            {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
+            {"hl7": {"host": "127.0.0.1", "port": receiver.port}},
+        ],
+        dicom_recall_keep_h=24,
+        api_keys=[
+            {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["series:read"]},
+            {"name": "stow-client", "sha256": hash_key(STOW_KEY), "scopes": ["predict"]},
+            {"name": "safety-officer", "sha256": hash_key(ADMIN_KEY), "scopes": ["admin"]},
+        ],
+    ).start()
+    study = make_study(2)
+    study_uid = study[0].StudyInstanceUID
+    assert send(node.port_dicom, study) == [0, 0]
+    [sr] = wait_until(lambda: orthanc.reports(study_uid), SLACK_S, "the SR at the PACS")
+    [result] = wait_until(receiver.accepted, SLACK_S, "the ORU at the RIS")
+    [series] = wait_until(
+        lambda: [s for s in call(node, "GET", "/v1/series", OPS_KEY).json()["items"]
+                 if s["state"] == "done"],
+        SLACK_S, "the series done",
+    )  # fmt: skip
+    spool = node.root.parent / "spool"
+    assert [p.name for p in spool.iterdir() if p.name.endswith(".sr.dcm")]  # kept for a recall
+
+    assert call(node, "POST", "/v1/recalls", OPS_KEY, json={}).status_code == 403
+    bad = call(node, "POST", "/v1/recalls", json={"model": MODEL, "version": 0, "reason": ""})
+    assert bad.status_code == 422
+    assert {e["loc"] for e in bad.json()["errors"]} == {"body/version", "body/reason"}
+    asked = {"model": MODEL, "version": series["version"], "reason": "misses pneumothorax"}
+    made = call(node, "POST", "/v1/recalls", json=asked)
+    assert made.status_code == 202, made.text
+    location = made.headers["Location"]
+
+    def withdrawn() -> Any:
+        view = call(node, "GET", location, OPS_KEY).json()
+        return view if view["withdrawals"]["done"] == 2 else None
+
+    view = wait_until(withdrawn, SLACK_S, "the result withdrawn from both")
+    assert view["state"] == "applied" and view["series"] == 1 and view["open"] == []
+    assert view["requested_by"] == "safety-officer" and view["reason"] == asked["reason"]
+    [note] = orthanc.instances(study_uid, "KO")
+    assert note.ConceptNameCodeSequence[0].CodeValue == REJECTED_FOR_SAFETY
+    evidence = note.CurrentRequestedProcedureEvidenceSequence[0]
+    referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert [r.ReferencedSOPInstanceUID for r in referenced] == [sr.SOPInstanceUID]
+    assert note.PatientID == sr.PatientID and note.StudyInstanceUID == study_uid
+    [_, withdrawal] = wait_until(
+        lambda: receiver.accepted()[1:] and receiver.accepted(), 10, "the withdrawal"
+    )
+    original, voiding = hl7.parse(result.er7), hl7.parse(withdrawal.er7)
+    assert withdrawal.control_id != result.control_id
+    assert str(voiding.segment("OBR")[3]) == str(original.segment("OBR")[3])  # the same order
+    statuses = {str(s[11]) for s in voiding.segments("OBX")}
+    assert statuses and "P" not in statuses and "F" not in statuses
+    assert "misses pneumothorax" in withdrawal.er7
+    recalled = call(node, "GET", f"/v1/series/{series['id']}", OPS_KEY).json()
+    assert recalled["state"] == "recalled"
+    assert not [p for p in spool.iterdir() if p.name.endswith(".sr.dcm")]  # no longer needed
+    assert node.metric("scantune_dicom_withdrawals_total", kind="dimse", outcome="done") == 1
+    assert node.metric("scantune_dicom_withdrawals_total", kind="hl7", outcome="done") == 1
+
+    again = call(node, "POST", "/v1/recalls", json={**asked, "reason": "another"})
+    assert again.status_code == 200 and again.json()["id"] == view["id"]
+
+    later = make_study(1)  # the registry still serves the version: the node holds it back
+    assert send(node.port_dicom, later) == [0]
+    wait_until(
+        lambda: call(node, "GET", location, OPS_KEY).json()["series"] == 2,
+        SLACK_S, "the later series recalled",
+    )  # fmt: skip
+    [held] = call(
+        node, "GET", "/v1/series", OPS_KEY, params={"study_instance_uid": later[0].StudyInstanceUID}
+    ).json()["items"]
+    assert held["state"] == "recalled"
+    assert {d["state"] for d in held["deliveries"]} == {"recalled"}
+    assert orthanc.reports(later[0].StudyInstanceUID) == []
+    assert len(receiver.received) == 2
+    log = node.log_text()
+    for value in ("P-1", study_uid, sr.SOPInstanceUID):
+        assert value not in log, value
+
+
+def test_a_recalled_result_sent_over_stow_rs_gets_its_rejection_note_there_once(
+    orthanc: Orthanc, tmp_path: Path
+) -> None:
+    """Over DICOMweb as over DIMSE: the note goes to the PACS's STOW-RS endpoint, in the
+    result's study; withdrawn twice (its answer lost), it is the same instance, kept once."""
+    from service.dicom_node.delivery import sender_for
+    from service.dicom_node.peers import DicomDestination
+    from tests.hospital.test_hl7v2 import _sources, _sr
+
+    sr = _sr(_sources())
+    path = tmp_path / "result.sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    destination = DicomDestination.model_validate({"stow_url": f"{orthanc.url}/dicom-web"})
+    sender = sender_for(destination, "NODE", 10, uid_root="1.2.826.0.1.3680043.10.1234")
+    sender.send(path.read_bytes())
+    sender.withdraw(path.read_bytes(), [], "wrong laterality")
+    sender.withdraw(path.read_bytes(), [], "wrong laterality")
+    [note] = orthanc.instances(sr.StudyInstanceUID, "KO")
+    assert note.SOPInstanceUID.startswith("1.2.826.0.1.3680043.10.1234.")
+    assert note.ConceptNameCodeSequence[0].CodeValue == REJECTED_FOR_SAFETY
+    texts = [i.TextValue for i in note.ContentSequence if i.ValueType == "TEXT"]
+    assert texts == ["wrong laterality"]

@@ -1,0 +1,160 @@
+"""Recalls in the work queue, on SQLite and the real PostgreSQL: what a recall stops, what it
+withdraws, what it cannot (the result not kept), and the race with a classification."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from service.dicom_node.queue import InstanceMeta, WorkQueue
+from service.dicom_node.recalls import RecallBook
+from service.dicom_node.tables import DeliveryRow, SeriesRow, WithdrawalRow
+from service.jobs.store import utcnow
+
+PACS, RIS = "PACS@h:104", "mllp://ris:2575/RIS"
+
+
+@pytest.fixture
+def queue(engine: Engine) -> WorkQueue:
+    return WorkQueue(engine)
+
+
+@pytest.fixture
+def book(queue: WorkQueue) -> RecallBook:
+    return RecallBook(queue.engine, queue.lock)
+
+
+def classified(queue: WorkQueue, n: int, version: int = 3, model: str = "chest-xray") -> int:
+    meta = InstanceMeta("1.2.3", f"1.2.3.{n}", f"1.2.3.{n}.1", "1.2", "CR", "CHEST", "MOD")
+    _, series_id = queue.add_instance(meta, model, "production", f"{n}.dcm")
+    queue.classified(series_id, f"2.25.{n}{version}", f"{n}.sr.dcm", [PACS, RIS], None, version)
+    return series_id
+
+
+def delivered_then_recalled(queue: WorkQueue, book: RecallBook, reason: str) -> tuple[int, int]:
+    """A series delivered to both destinations, then its version recalled and the recall
+    applied: (the series, the recall)."""
+    series_id = classified(queue, 1)
+    for due in queue.due_deliveries():
+        queue.delivered(due.delivery_id)
+    recall_id, _ = book.request("chest-xray", 3, reason, "ops")
+    book.apply_new()
+    return series_id, recall_id
+
+
+def states(queue: WorkQueue, series_id: int) -> dict[str, str]:
+    with queue.engine.connect() as conn:
+        rows = conn.execute(
+            select(DeliveryRow.destination, DeliveryRow.state).where(
+                DeliveryRow.series_id == series_id
+            )
+        )
+        return {destination: state for destination, state in rows}
+
+
+def test_a_recall_stops_what_did_not_go_and_withdraws_what_went(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    sent = classified(queue, 1)
+    for due in queue.due_deliveries():
+        queue.delivered(due.delivery_id)  # both went: the result is kept for a recall
+    half = classified(queue, 2)
+    ris = next(d for d in queue.due_deliveries() if d.series_id == half and d.destination == RIS)
+    queue.delivered(ris.delivery_id)
+    untouched = classified(queue, 3, version=4)
+    gone = classified(queue, 4)
+    for due in queue.due_deliveries():
+        if due.series_id == gone:
+            queue.delivered(due.delivery_id)
+    queue.forget_files(gone)  # delivered before results were kept
+
+    recall_id, new = book.request("chest-xray", 3, "misses pneumothorax", "ops")
+    assert new and book.get(recall_id)["state"] == "new"  # type: ignore[index]
+    assert sorted(book.apply_new()) == [sent, half, gone]
+    assert states(queue, half) == {PACS: "recalled", RIS: "done"}
+    assert states(queue, untouched) == {PACS: "pending", RIS: "pending"}
+    assert queue.series(sent).state == queue.series(half).state == "recalled"
+    assert queue.series(untouched).state == "delivering"
+
+    view = book.get(recall_id)
+    assert view is not None and view["state"] == "applied" and view["stopped"] == 1
+    assert view["series"] == 3
+    assert view["withdrawals"] == {
+        "pending": 3, "done": 0, "rejected": 0, "expired": 0, "not_kept": 2
+    }  # fmt: skip
+    due = book.due()
+    assert sorted((d.series_id, d.destination) for d in due) == [
+        (sent, PACS), (sent, RIS), (half, RIS)
+    ]  # fmt: skip
+    assert {d.reason for d in due} == {"misses pneumothorax"}
+    assert {d.result_file for d in due} == {"1.sr.dcm", "2.sr.dcm"}
+    not_kept = [w for w in view["open"] if w["state"] == "not_kept"]
+    assert {w["series_id"] for w in not_kept} == {gone}  # a person must act on these first
+    assert view["open"][0]["state"] == "not_kept"
+
+
+def test_a_second_recall_of_a_version_is_the_first_and_applying_again_adds_nothing(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    series_id, first = delivered_then_recalled(queue, book, "first reason")
+    again, new = book.request("chest-xray", 3, "second reason", "admin")
+    assert (again, new) == (first, False)
+    assert book.apply_new() == []
+    view = book.get(first)
+    assert view is not None and view["reason"] == "first reason"
+    assert view["withdrawals"]["pending"] == 2
+    assert [r["id"] for r in book.list()] == [first]
+    assert book.pending(series_id)
+
+
+def test_a_series_classified_as_the_recall_came_is_held_and_recalled(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    """The classification finished after the recall was applied: its deliveries are due, but
+    the worker holds them back and applies the recall to it."""
+    book.request("chest-xray", 3, "unsafe", "ops")
+    book.apply_new()
+    late = classified(queue, 1)
+    other = classified(queue, 2, version=2)
+    due = {d.series_id for d in queue.due_deliveries()}
+    assert book.held(due) == {late}
+    book.apply_to({late})
+    assert states(queue, late) == {PACS: "recalled", RIS: "recalled"}
+    assert queue.series(late).state == "recalled" and not book.pending(late)
+    assert {d.series_id for d in queue.due_deliveries()} == {other}
+
+
+def test_withdrawals_end_done_rejected_or_expired_and_failures_back_off(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    series_id, recall_id = delivered_then_recalled(queue, book, "unsafe")
+    pacs, ris = sorted(book.due(), key=lambda d: d.destination)
+    book.failed(pacs.withdrawal_id, "association not established", 60)
+    assert [d.destination for d in book.due()] == [RIS]
+    assert not book.ended(ris.withdrawal_id, "rejected", "HL7 ACK CR")  # the PACS is pending
+    with queue.engine.begin() as conn:  # the PACS stayed away past the retention limit
+        conn.execute(update(WithdrawalRow).values(created_at=utcnow() - timedelta(hours=80)))
+    assert book.expire(utcnow() - timedelta(hours=72)) == [series_id]
+    view = book.get(recall_id)
+    assert view is not None
+    assert view["withdrawals"] == {
+        "pending": 0, "done": 0, "rejected": 1, "expired": 1, "not_kept": 0
+    }  # fmt: skip
+    errors = {w["destination"]: (w["last_error"], w["attempts"]) for w in view["open"]}
+    assert errors == {PACS: ("past the retention limit", 1), RIS: ("HL7 ACK CR", 1)}
+
+
+def test_a_delivered_result_is_kept_until_the_recall_window_passes(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    series_id = classified(queue, 1)
+    for due in queue.due_deliveries():
+        queue.delivered(due.delivery_id)
+    queue.forget_files(series_id, keep_result=True)
+    assert queue.series(series_id).result_file == "1.sr.dcm"
+    assert book.kept_past(utcnow() - timedelta(hours=1)) == []
+    with queue.engine.begin() as conn:
+        conn.execute(update(SeriesRow).values(finished_at=utcnow() - timedelta(hours=2)))
+    assert book.kept_past(utcnow() - timedelta(hours=1)) == [series_id]
