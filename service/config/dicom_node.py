@@ -134,6 +134,15 @@ class DicomNodeSettings(CommonSettings):
         " that a recall can withdraw it from where it went; 0: deleted once delivered, and a"
         " recall lists what it cannot withdraw. Keeping results keeps patient data: opt in.",
     )
+    dicom_follow_withdrawals: bool = Field(
+        default=False,
+        description="Recall at the node each version withdrawn at the registry (asked of"
+        " training_url every dicom_withdrawal_check_s with dicom_training_api_key: scope read"
+        " and read access to the models), so its results are withdrawn where they went.",
+    )
+    dicom_withdrawal_check_s: float = Field(
+        default=300.0, gt=0, description="How often the registry is asked about withdrawals."
+    )
     dicom_retry_first_s: float = Field(
         default=2.0, gt=0, description="First retry delay of a failed step; doubles each time."
     )

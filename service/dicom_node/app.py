@@ -20,6 +20,7 @@ from service.dicom_node.orders import OrderListener
 from service.dicom_node.outcome_book import OutcomeBook
 from service.dicom_node.outcome_reports import OutcomeReports
 from service.dicom_node.queue import WorkQueue
+from service.dicom_node.registry_watch import RegistryWatch
 from service.dicom_node.retrieval_jobs import RetrievalJobs
 from service.dicom_node.retrieve import Retriever
 from service.dicom_node.routing import Router
@@ -44,6 +45,7 @@ class NodeServices:
     retrieval_jobs: RetrievalJobs
     order_listener: OrderListener | None = None  # with SCANTUNE_DICOM_HL7_PORT
     order_fetcher: OrderFetcher | None = None
+    registry_watch: RegistryWatch | None = None  # with SCANTUNE_DICOM_FOLLOW_WITHDRAWALS
     hl7_port: int | None = None  # once listening
     dicom_port: int | None = None  # once listening
     dicom_tls_port: int | None = None  # once listening, when TLS has a port of its own
@@ -84,6 +86,11 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
 
     jobs = RetrievalJobs(engine, retriever, on_done=audited)
     node = NodeServices(settings, queue, intake, worker, scp, retriever, OrderBook(engine), jobs)
+    if settings.dicom_follow_withdrawals:
+        node.registry_watch = RegistryWatch(
+            worker.recalls, settings.training_url, settings.dicom_training_api_key,
+            settings.dicom_withdrawal_check_s,
+        )  # fmt: skip
     if settings.dicom_hl7_port is not None:
         hosts = HostList(settings.dicom_hl7_allowed_hosts)
         field = settings.dicom_order_accession_field
@@ -159,6 +166,8 @@ def start_node(node: NodeServices) -> None:
     node.worker.start()
     if node.worker.outcomes is not None:
         node.worker.outcomes.start()
+    if node.registry_watch is not None:
+        node.registry_watch.start()
     if node.order_listener is not None:
         node.hl7_port = node.order_listener.start(
             settings.dicom_bind_host, int(settings.dicom_hl7_port or 0)
@@ -181,6 +190,8 @@ def stop_node(node: NodeServices) -> None:
         node.order_fetcher.stop()
     if node.worker.outcomes is not None:
         node.worker.outcomes.stop()
+    if node.registry_watch is not None:
+        node.registry_watch.stop()
     node.worker.stop()
 
 

@@ -74,6 +74,23 @@ class RecallBook:
                 raise
             return found, False
 
+    def unrecalled_versions(self) -> list[tuple[str, int]]:
+        """The versions that gave results here (delivering, delivered or refused) and are
+        not recalled: those whose recall at the registry the node follows."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(SeriesRow.model, SeriesRow.version)
+                .outerjoin(
+                    RecallRow,
+                    (RecallRow.model == SeriesRow.model) & (RecallRow.version == SeriesRow.version),
+                )
+                .where(SeriesRow.state.in_(CLASSIFIED), SeriesRow.version.is_not(None))
+                .where(RecallRow.id.is_(None))
+                .distinct()
+                .order_by(SeriesRow.model, SeriesRow.version)
+            ).all()
+        return [(str(model), int(version)) for model, version in rows if version is not None]
+
     def held(self, series_ids: set[int]) -> set[int]:
         """Those of `series_ids` whose version is recalled: nothing of them may be sent."""
         if not series_ids:

@@ -323,3 +323,28 @@ def test_outcomes_from_the_ris_reach_the_releases_api_with_the_nodes_key(
     assert "SCANTUNE_DICOM_ORDER_SOURCE" not in env
     settings = settings_from(monkeypatch, env, DicomNodeSettings)
     assert settings.dicom_order_source is None and settings.dicom_outcome_codes == codes
+
+
+def test_following_the_registrys_withdrawals_asks_the_releases_api_with_the_nodes_key(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = {**NODE["dicomNode"], "followWithdrawals": True, "withdrawalCheckS": 60,
+            "recallKeepH": 720, "existingSecret": "node-secrets"}  # fmt: skip
+    manifests = render({**NODE, "dicomNode": node})
+    (container,) = deployment(manifests, "dicom")["spec"]["template"]["spec"]["containers"]
+    env = container_env(manifests, container)
+    assert_settings_fields(env, DicomNodeSettings, "dicom container")
+    keys = {e["name"]: e for e in container["env"]}
+    secret = keys["SCANTUNE_DICOM_TRAINING_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret["name"] == "node-secrets"  # the key from the site's own Secret
+    env["SCANTUNE_DICOM_TRAINING_API_KEY"] = "from-the-secret"
+    env["SCANTUNE_DICOM_INFERENCE_API_KEY"] = "from-the-secret"
+    settings = settings_from(monkeypatch, env, DicomNodeSettings)
+    assert settings.dicom_follow_withdrawals and settings.dicom_withdrawal_check_s == 60
+    assert settings.dicom_recall_keep_h == 720
+    assert settings.training_url == "http://rel-scantune-api:8000"
+    plain = render(NODE)  # not followed, results not kept: off by default
+    (container,) = deployment(plain, "dicom")["spec"]["template"]["spec"]["containers"]
+    env = container_env(plain, container)
+    assert "SCANTUNE_DICOM_FOLLOW_WITHDRAWALS" not in env
+    assert env["SCANTUNE_DICOM_RECALL_KEEP_H"] == "0"

@@ -5,7 +5,8 @@ it kept for that, and holds back the results of series the version classifies af
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from service.auth import hash_key
-from tests.dicom_node.conftest import OPS_KEY, STOW_KEY
+from tests.dicom_node.conftest import OPS_KEY, SIGNING_KEY, STOW_KEY
 from tests.dicom_node.parts import Gunicorn, Orthanc, make_study, send, wait_until
 from tests.dicom_node.test_hl7 import Receiver
 from tests.dicom_node.test_hl7 import receivers as receivers  # the fixture
@@ -22,6 +23,7 @@ from tests.inference.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ADMIN_KEY = "admin-key-of-the-node"
+NODE_READ_KEY, OWNER_KEY = "node-key-at-the-registry", "owner-key-at-the-registry"
 REJECTED_FOR_SAFETY = "113037"
 SLACK_S = 30.0
 
@@ -143,3 +145,57 @@ def test_a_recalled_result_sent_over_stow_rs_gets_its_rejection_note_there_once(
     assert note.ConceptNameCodeSequence[0].CodeValue == REJECTED_FOR_SAFETY
     texts = [i.TextValue for i in note.ContentSequence if i.ValueType == "TEXT"]
     assert texts == ["wrong laterality"]
+
+
+@pytest.fixture
+def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
+    """The training service over the inference service's registry: the node reads there
+    (scope read), the safety officer withdraws (admin)."""
+    keys = [
+        {"name": "dicom-node", "sha256": hash_key(NODE_READ_KEY), "scopes": ["read"]},
+        {"name": "safety-officer", "sha256": hash_key(OWNER_KEY),
+         "scopes": ["admin", "models:write"]},
+    ]  # fmt: skip
+    env = {
+        "SCANTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'training.db'}",
+        "SCANTUNE_ARTIFACT_URI": inference.env["SCANTUNE_ARTIFACT_URI"],
+        "SCANTUNE_API_KEYS": json.dumps(keys),
+        "SCANTUNE_PREDICTION_SIGNING_KEY": SIGNING_KEY,
+    }
+    server = Gunicorn("training", env, tmp_path / "training").start()
+    yield server
+    server.stop()
+
+
+def test_a_version_withdrawn_at_the_registry_is_recalled_at_the_node(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, training: Gunicorn
+) -> None:
+    """With dicom_follow_withdrawals the node asks the registry about the versions whose
+    results it delivered, and recalls a withdrawn one with the registry's reason."""
+    node = make_node(
+        dicom_recall_keep_h=24,
+        dicom_follow_withdrawals=True,
+        dicom_withdrawal_check_s=1,
+        training_url=training.url,
+        dicom_training_api_key=NODE_READ_KEY,
+    ).start()
+    study = make_study(1)
+    study_uid = study[0].StudyInstanceUID
+    assert send(node.port_dicom, study) == [0]
+    [sr] = wait_until(lambda: orthanc.reports(study_uid), SLACK_S, "the SR at the PACS")
+    [series] = call(node, "GET", "/v1/series", OPS_KEY).json()["items"]
+    withdrawal = f"{training.url}/v1/models/{MODEL}/versions/{series['version']}/withdrawal"
+    made = requests.put(
+        withdrawal, json={"withdrawn": True, "reason": "misses effusions on portables"},
+        headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
+    )  # fmt: skip
+    assert made.status_code == 200, made.text
+    [note] = wait_until(
+        lambda: orthanc.instances(study_uid, "KO"), SLACK_S, "the rejection note at the PACS"
+    )
+    evidence = note.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr.SOPInstanceUID
+    [recall] = call(node, "GET", "/v1/recalls", OPS_KEY).json()["items"]
+    assert recall["reason"] == "misses effusions on portables"
+    assert recall["requested_by"] == "registry (safety-officer)"
+    assert "version_recalled_at_node" in node.log_text()

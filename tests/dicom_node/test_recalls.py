@@ -158,3 +158,16 @@ def test_a_delivered_result_is_kept_until_the_recall_window_passes(
     with queue.engine.begin() as conn:
         conn.execute(update(SeriesRow).values(finished_at=utcnow() - timedelta(hours=2)))
     assert book.kept_past(utcnow() - timedelta(hours=1)) == [series_id]
+
+
+def test_the_versions_to_ask_the_registry_about_are_those_with_results_not_recalled(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    classified(queue, 1, version=3)
+    classified(queue, 2, version=4)
+    classified(queue, 3, version=4, model="knee")
+    meta = InstanceMeta("1.2.3", "1.2.3.9", "1.2.3.9.1", "1.2", "CR", "CHEST", "MOD")
+    queue.add_instance(meta, "chest-xray", None, "9.dcm")  # not classified: no version yet
+    assert book.unrecalled_versions() == [("chest-xray", 3), ("chest-xray", 4), ("knee", 4)]
+    book.request("chest-xray", 3, "unsafe", "registry (owner)")
+    assert book.unrecalled_versions() == [("chest-xray", 4), ("knee", 4)]
