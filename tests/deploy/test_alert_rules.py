@@ -77,6 +77,7 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
     unmatched = alert["ScantuneDicomReportsUnmatched"]
     refused = alert["ScantuneDicomWithdrawalRejected"]
     withdrawals = "scantune_dicom_withdrawals_total"
+    stuck = alert["ScantuneDicomWithdrawalsFailing"]
     at_client = alert["ScantuneModelBelowValidationAtClient"]
     predicted, expected = "scantune_inference_predicted_total", "scantune_model_expected_share"
     requests = "scantune_http_requests_total"
@@ -208,6 +209,22 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                     "exp_alerts": [firing(refused, kind="hl7")],
                 },
                 {"eval_time": "90m", "alertname": refused["alert"], "exp_alerts": []},
+            ],
+        },
+        {  # the PACS stays away: every withdrawal try fails; the RIS's fail now and then
+            "interval": "1m",
+            "input_series": [
+                series(withdrawals, "0+1x180", kind="dimse", outcome="failed"),
+                series(withdrawals, "0+1x180", kind="hl7", outcome="failed"),
+                series(withdrawals, "0+0.1x180", kind="hl7", outcome="done"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "30m", "alertname": stuck["alert"], "exp_alerts": []},
+                {
+                    "eval_time": "90m",
+                    "alertname": stuck["alert"],
+                    "exp_alerts": [firing(stuck, kind="dimse")],
+                },
             ],
         },
         {  # too few reports to say: 10 held of 12 stays quiet
