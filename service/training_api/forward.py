@@ -89,9 +89,9 @@ class InferenceForwarder:
 
 
 class NodeForwarder:
-    """The dashboard's DICOM page: the node's series and retrieval routes, with the user's own
-    key (the node checks its scopes: series:read to list, admin to send now, series:retrieve
-    to fetch a study)."""
+    """The dashboard's DICOM page: the node's series, retrieval and recall routes, with the
+    user's own key (the node checks its scopes: series:read to list, admin to send now and to
+    recall, series:retrieve to fetch a study)."""
 
     def __init__(self, base_url: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -131,6 +131,19 @@ class NodeForwarder:
     def retrievals(self, query: dict[str, str], *, key: str | None) -> Forwarded:
         params = {k: v for k, v in query.items() if k in ("state", "cursor", "limit")}
         return self._relay("GET", "/v1/retrievals", key, params=params)
+
+    def recall(self, body: Any, *, key: str | None) -> Forwarded:
+        """Recall a model version's results at the node (it validates the body and checks the
+        key for admin): 202 for a new recall, 200 with the first one when recalled before."""
+        return self._relay("POST", "/v1/recalls", key, json=body)
+
+    def recalls(self, query: dict[str, str], *, key: str | None) -> Forwarded:
+        params = {k: v for k, v in query.items() if k == "limit"}
+        return self._relay("GET", "/v1/recalls", key, params=params)
+
+    def recall_state(self, recall_id: int, *, key: str | None) -> Forwarded:
+        """One recall, with the withdrawals not done (`open`)."""
+        return self._relay("GET", f"/v1/recalls/{recall_id}", key)
 
     def _relay(self, method: str, path: str, key: str | None, **request: Any) -> Forwarded:
         if self.base_url is None:

@@ -192,5 +192,28 @@ def forward_retrieval_cancel(retrieval_id: int) -> Response:
     return _relayed(node.cancel_retrieval(retrieval_id, key=presented_key()))
 
 
+@bp.get("/api/recalls")
+@require("series:read")
+def forward_recalls() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.recalls(request.args.to_dict(), key=presented_key()))
+
+
+@bp.get("/api/recalls/<int:recall_id>")
+@require("series:read")
+def forward_recall_state(recall_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.recall_state(recall_id, key=presented_key()))
+
+
+@bp.post("/api/recalls")
+@require("series:read")
+def forward_recall() -> Response:
+    """The page's recall form, for any key that sees the recalls: the node checks for admin
+    (its 403 is relayed as it is, with its detail)."""
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.recall(request.get_json(silent=True), key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

@@ -8,9 +8,11 @@ import json
 import os
 import shutil
 import signal
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +45,7 @@ SHOTS = (
 )
 ADMIN = "dash-admin-key-0123456789"
 READER = "dash-reader-key-0123456789"
+OPERATOR = "dash-operator-key-0123456789"  # sees the DICOM node's series, may not recall
 MODEL = "chest-xray-dash"
 JOB_TIMEOUT_S = 420
 
@@ -55,6 +58,7 @@ def keys_setting() -> str:
     keys = [
         (ADMIN, "admin", list(SCOPE_NAMES)),
         (READER, "reader", ["read", "predict"]),
+        (OPERATOR, "operator", ["series:read"]),
     ]
     return json.dumps([{"name": n, "sha256": hash_key(k), "scopes": s} for k, n, s in keys])
 
@@ -167,6 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "node": node_url,
             "pacs": pacs.url,
             "hl7_port": str(hl7_port),
+            "ris_port": str(down),
             "artifacts": str(tmp / "artifacts"),
         }
     finally:
@@ -215,6 +220,43 @@ def sign_in(page: Any, url: str, key: str) -> None:
     page.get_by_test_id("api-key").fill(key)
     page.get_by_role("button", name="Use key").click()
     page.wait_for_selector("#who:has-text('signed in as')")
+
+
+class _AcceptingRis(socketserver.BaseRequestHandler):
+    """An HL7 receiver that accepts (AA) every message the node sends it over MLLP."""
+
+    def handle(self) -> None:
+        data = b""
+        while True:
+            while b"\x1c\r" not in data:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            message, _, data = data.partition(b"\x1c\r")
+            segments = message.lstrip(b"\x0b").decode(errors="replace").split("\r")
+            control = next(s for s in segments if s.startswith("MSH")).split("|")[9]
+            ack = f"MSH|^~\\&|RIS||NODE||20240101000000||ACK^R01^ACK|A{control[:19]}|P|2.5.1\r"
+            self.request.sendall(b"\x0b" + f"{ack}MSA|AA|{control}\r".encode() + b"\x1c\r")
+
+
+def ris_up(port: int) -> socketserver.ThreadingTCPServer:
+    """The RIS the node's results wait for, up at last on its port (shut it down after)."""
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), _AcceptingRis)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def recall_from_the_page(page: Any, model: str, version: int, reason: str) -> None:
+    """Fill in "Recall a version's results" and confirm it."""
+    page.fill("#rc-model", model)
+    page.fill("#rc-version", str(version))
+    page.fill("#rc-reason", reason)
+    page.get_by_role("button", name="Recall…", exact=True).click()
+    page.get_by_test_id("recall-confirm").wait_for()
+    page.get_by_role("button", name="Recall and withdraw", exact=True).click()
 
 
 def test_dashboard_end_to_end(
@@ -581,7 +623,97 @@ def test_dashboard_end_to_end(
     page.get_by_role("button", name="Filter").click()
     page.wait_for_selector("#series:has-text('No series matches')")
     axe(page)
+
+    # the RIS up at last: one series' result delivered (and deleted then: the node keeps no
+    # result for a recall by default), then version 1 recalled from the page: that
+    # withdrawal is not_kept, for a person to make; the other results are stopped unsent
+    ris = ris_up(int(stack["ris_port"]))
+    try:
+        page.goto(f"{url}/ui/dicom?model={MODEL}&version=1")
+        going = page.locator("[data-testid=series-row][data-state=delivering]").first
+        series_id = going.get_attribute("data-id")
+        going.get_by_test_id("send-now").click()
+        done = page.locator(f"[data-testid=series-row][data-id='{series_id}'][data-state=done]")
+        done.wait_for(timeout=30_000)
+        recall_from_the_page(page, MODEL, 1, "misses pneumothorax on portable films")
+        page.wait_for_selector(f"[data-testid=recalled]:has-text('{MODEL} v1')")
+        row = page.locator(f"[data-testid=recall-row][data-state=applied]:has-text('{MODEL} v1')")
+        row.wait_for(timeout=30_000)  # the worker applies it, the page's refresh shows it
+    finally:
+        ris.shutdown()
+        ris.server_close()
+    recall_id = row.get_attribute("data-id")
+    node = requests.get(
+        f"{stack['node']}/v1/recalls/{recall_id}", timeout=10,
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    ).json()  # fmt: skip
+    assert node["withdrawals"]["not_kept"] >= 1 and node["stopped"] >= 1, node
+    cells = {t: row.get_by_test_id(t).inner_text() for t in ("recall-series", "recall-stopped")}
+    assert cells == {"recall-series": str(node["series"]), "recall-stopped": str(node["stopped"])}
+    to_act = row.get_by_test_id("recall-to-act-on").inner_text()
+    assert to_act.startswith(str(node["withdrawals"]["not_kept"])) and "not_kept" in to_act
+    assert "admin" in row.inner_text() and "misses pneumothorax" in row.inner_text()
+    row.get_by_test_id("recall-show").click()
+    kept_not = page.locator(
+        f"[data-testid=withdrawal-row][data-state=not_kept]:has(th:text-is('{series_id}'))"
+    )
+    kept_not.wait_for()
+    assert f"mllp://127.0.0.1:{stack['ris_port']}/" in kept_not.inner_text()  # the RIS
+    shown = row.get_by_test_id("recall-show")  # drawn again, expanded
+    assert shown.get_attribute("aria-expanded") == "true" and shown.inner_text() == "Hide"
+    axe(page)
     assert not [e for e in errors if "Content Security Policy" in e], errors
+    context.close()
+
+
+def test_the_dicom_page_recalls_a_version_only_for_an_admin_at_the_node(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, model, reason = stack["url"], "knee-xray-recalled", "wrong laterality on some films"
+    mine = f"[data-testid=recall-row]:has(th:text-is('{model} v4'))"
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", OPERATOR)  # series:read: sees the recalls and the form
+    page.get_by_test_id("recall-form").wait_for()
+    page.fill("#rc-model", model)
+    page.fill("#rc-version", "4")
+    page.fill("#rc-reason", reason)
+    page.get_by_role("button", name="Recall…", exact=True).click()
+    confirm = page.get_by_test_id("recall-confirm")
+    assert f"Recall {model} version 4?" in confirm.inner_text() and reason in confirm.inner_text()
+    assert page.evaluate("document.activeElement.id") == "recall-yes"
+    axe(page)
+    page.get_by_role("button", name="Cancel", exact=True).click()  # nothing is sent
+    assert confirm.is_hidden()
+    recall_from_the_page(page, model, 4, reason)
+    refused = page.get_by_test_id("recall-error")
+    refused.wait_for()
+    assert "lacks the scope 'admin'" in refused.inner_text()  # the node's own detail
+    assert page.locator(mine).count() == 0
+    axe(page)
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    recall_from_the_page(page, model, 4, reason)
+    said = "[data-testid=recalled]"
+    page.wait_for_selector(f"{said}:has-text('{model} v4')")
+    row = page.locator(mine)
+    row.wait_for()  # the table drawn again at once
+    assert page.input_value("#rc-model") == ""  # the form emptied for the next one
+    assert page.get_by_test_id("recall-error").is_hidden()
+    cells = [row.get_by_test_id(t).inner_text() for t in
+             ("recall-series", "recall-stopped", "recall-done", "recall-pending",
+              "recall-to-act-on")]  # fmt: skip
+    assert cells == ["0", "0", "0", "0", "0"]  # the node classified nothing with it
+    assert reason in row.inner_text() and "admin" in row.inner_text()
+    row.get_by_test_id("recall-show").click()
+    page.locator("[data-testid=recall-open]:has-text('No withdrawal left open')").wait_for()
+    axe(page)
+    recall_from_the_page(page, model, 4, "another reason")  # the first recall stands
+    page.wait_for_selector(f"{said}:has-text('recalled before')")
+    assert reason in page.inner_text(said) and page.locator(mine).count() == 1
     context.close()
 
 

@@ -105,9 +105,12 @@ def node_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
+@pytest.fixture
+def relay(
     training_env: Path, node_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Iterator[FlaskClient]:
+    """A client of the training service whose DICOM page relays to the node at `node_url`,
+    with NODE_KEYS known to both."""
     from service.training_api import create_app, services
 
     keys = [{"name": n, "sha256": hash_key(f"{n}-secret"), "scopes": s}
@@ -116,54 +119,89 @@ def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(
     monkeypatch.setenv("SCANTUNE_DICOM_NODE_URL", node_url)
     app = create_app(start_supervisor=False)
     try:
-        client = FlaskClient(app, Response)
-        me = client.get("/ui/api/whoami", headers=_bearer("ops"))
-        assert me.json == {"name": "ops", "scopes": ["series:read"]}  # any valid key
-        listed = client.get("/ui/api/series?state=receiving&junk=1", headers=_bearer("ops"))
-        assert listed.status_code == 200, listed.get_data(as_text=True)
-        (series,) = listed.json["items"]
-        by_header = client.get("/ui/api/series", headers={"X-API-Key": "ops-secret"})
-        assert by_header.json["items"] == [series]  # relayed as the bearer token it is
-        assert (series["state"], series["instances"], series["model"]) == (
-            "receiving", 2, "chest-xray",
-        )  # fmt: skip
-        bad = client.get("/ui/api/series?state=lost", headers=_bearer("ops"))
-        assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
-        assert bad.json["errors"][0]["loc"].startswith("query")  # the node's own problem
-        refused = client.get("/ui/api/series", headers=_bearer("reader"))
-        assert refused.status_code == 403 and "series:read" in refused.json["detail"]
-        send = f"/ui/api/series/{series['id']}/send-now"
-        assert client.post(send, headers=_bearer("ops")).status_code == 403
-        sent = client.post(send, headers=_bearer("operator"))
-        assert sent.status_code == 200 and sent.json["id"] == series["id"]
-        assert (
-            client.post("/ui/api/series/999/send-now", headers=_bearer("operator")).status_code
-            == 404
-        )
-        orders = client.get("/ui/api/orders?limit=5&junk=1", headers=_bearer("ops"))
-        assert orders.status_code == 200 and orders.json == {"items": [], "next_cursor": None}
-        assert client.get("/ui/api/orders", headers=_bearer("reader")).status_code == 403
-        held = client.get("/ui/api/outcome-reports/exams?held=true", headers=_bearer("ops"))
-        assert held.status_code == 200 and held.json == {"items": [], "next_cursor": None}
-        assert client.get("/ui/api/outcome-reports/exams?held=maybe",
-                          headers=_bearer("ops")).status_code == 422  # fmt: skip
-        exams = client.get("/ui/api/outcome-reports/exams", headers=_bearer("reader"))
-        assert exams.status_code == 403
-        fetch = {"source": "pacs", "study_instance_uid": "1.2.3"}
-        denied = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("ops"))
-        assert denied.status_code == 403 and "series:retrieve" in denied.json["detail"]
-        asked = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("fetcher"))
-        assert asked.status_code == 422  # relayed: the node has no source of that name
-        assert asked.json["detail"] == (
-            "no source named 'pacs'; the sources: none is configured (SCANTUNE_DICOM_SOURCES)"
-        )
-        stop = "/ui/api/retrievals/7/cancel"
-        assert client.post(stop, headers=_bearer("ops")).status_code == 403
-        stopped = client.post(stop, headers=_bearer("fetcher"))
-        assert stopped.status_code == 404 and stopped.json["detail"] == "no retrieval 7"
+        yield FlaskClient(app, Response)
     finally:
         with app.app_context():
             services().jobs.stop()
+
+
+def test_the_dicom_page_relays_the_nodes_series_with_the_users_key(relay: FlaskClient) -> None:
+    client = relay
+    me = client.get("/ui/api/whoami", headers=_bearer("ops"))
+    assert me.json == {"name": "ops", "scopes": ["series:read"]}  # any valid key
+    listed = client.get("/ui/api/series?state=receiving&junk=1", headers=_bearer("ops"))
+    assert listed.status_code == 200, listed.get_data(as_text=True)
+    (series,) = listed.json["items"]
+    by_header = client.get("/ui/api/series", headers={"X-API-Key": "ops-secret"})
+    assert by_header.json["items"] == [series]  # relayed as the bearer token it is
+    assert (series["state"], series["instances"], series["model"]) == (
+        "receiving", 2, "chest-xray",
+    )  # fmt: skip
+    bad = client.get("/ui/api/series?state=lost", headers=_bearer("ops"))
+    assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
+    assert bad.json["errors"][0]["loc"].startswith("query")  # the node's own problem
+    refused = client.get("/ui/api/series", headers=_bearer("reader"))
+    assert refused.status_code == 403 and "series:read" in refused.json["detail"]
+    send = f"/ui/api/series/{series['id']}/send-now"
+    assert client.post(send, headers=_bearer("ops")).status_code == 403
+    sent = client.post(send, headers=_bearer("operator"))
+    assert sent.status_code == 200 and sent.json["id"] == series["id"]
+    assert (
+        client.post("/ui/api/series/999/send-now", headers=_bearer("operator")).status_code == 404
+    )
+    orders = client.get("/ui/api/orders?limit=5&junk=1", headers=_bearer("ops"))
+    assert orders.status_code == 200 and orders.json == {"items": [], "next_cursor": None}
+    assert client.get("/ui/api/orders", headers=_bearer("reader")).status_code == 403
+    held = client.get("/ui/api/outcome-reports/exams?held=true", headers=_bearer("ops"))
+    assert held.status_code == 200 and held.json == {"items": [], "next_cursor": None}
+    assert client.get("/ui/api/outcome-reports/exams?held=maybe",
+                      headers=_bearer("ops")).status_code == 422  # fmt: skip
+    exams = client.get("/ui/api/outcome-reports/exams", headers=_bearer("reader"))
+    assert exams.status_code == 403
+    fetch = {"source": "pacs", "study_instance_uid": "1.2.3"}
+    denied = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("ops"))
+    assert denied.status_code == 403 and "series:retrieve" in denied.json["detail"]
+    asked = client.post("/ui/api/retrievals", json=fetch, headers=_bearer("fetcher"))
+    assert asked.status_code == 422  # relayed: the node has no source of that name
+    assert asked.json["detail"] == (
+        "no source named 'pacs'; the sources: none is configured (SCANTUNE_DICOM_SOURCES)"
+    )
+    stop = "/ui/api/retrievals/7/cancel"
+    assert client.post(stop, headers=_bearer("ops")).status_code == 403
+    stopped = client.post(stop, headers=_bearer("fetcher"))
+    assert stopped.status_code == 404 and stopped.json["detail"] == "no retrieval 7"
+
+
+def test_the_dicom_page_relays_recalls_and_the_node_decides_who_may_recall(
+    relay: FlaskClient,
+) -> None:
+    client = relay
+    asked = {"model": "chest-xray", "version": 3, "reason": "misses effusions"}
+    listed = client.get("/ui/api/recalls?limit=5&junk=1", headers=_bearer("ops"))
+    assert listed.status_code == 200 and listed.json == {"items": []}
+    denied = client.post("/ui/api/recalls", json=asked, headers=_bearer("ops"))
+    assert denied.status_code == 403 and denied.mimetype == "application/problem+json"
+    assert "'admin'" in denied.json["detail"]  # the node's own refusal, relayed
+    refused = client.post("/ui/api/recalls", json=asked, headers=_bearer("reader"))
+    assert refused.status_code == 403 and "series:read" in refused.json["detail"]
+    bad = client.post("/ui/api/recalls", json={**asked, "version": 0},
+                      headers=_bearer("operator"))  # fmt: skip
+    assert bad.status_code == 422 and bad.json["errors"][0]["loc"] == "body/version"
+    made = client.post("/ui/api/recalls", json=asked, headers=_bearer("operator"))
+    assert made.status_code == 202, made.get_data(as_text=True)
+    recall = made.json
+    assert (recall["model"], recall["version"], recall["requested_by"]) == (
+        "chest-xray", 3, "operator",
+    )  # fmt: skip
+    again = client.post("/ui/api/recalls", json={**asked, "reason": "another"},
+                        headers=_bearer("operator"))  # fmt: skip
+    assert again.status_code == 200 and again.json["reason"] == "misses effusions"
+    (item,) = client.get("/ui/api/recalls", headers=_bearer("ops")).json["items"]
+    assert item["id"] == recall["id"] and "open" not in item
+    one = client.get(f"/ui/api/recalls/{recall['id']}", headers=_bearer("ops"))
+    assert one.status_code == 200 and one.json["open"] == []
+    assert client.get("/ui/api/recalls/99", headers=_bearer("ops")).status_code == 404
+    assert client.get("/ui/api/recalls", headers=_bearer("reader")).status_code == 403
 
 
 def test_the_dicom_page_says_when_the_node_is_unset_or_down(

@@ -2,7 +2,8 @@
 // key), each with its deliveries; "Send now" (admin) tries a series' pending work at once;
 // "Fetch again" fills the fetch form in for a series that ended unclassified;
 // "Fetch" (series:retrieve) has the node fetch a study from a PACS, and lists the key's recent
-// fetches, each still going with a "Cancel".
+// fetches, each still going with a "Cancel"; "Recalls" lists the versions recalled at the node
+// with what became of their withdrawals, and its form (admin, the node checks) recalls one.
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
@@ -271,6 +272,149 @@ function retrieval() {
   });
 }
 
+const RECALL_COLUMNS = ["Recalled", "Model", "Reason", "By", "State", "Series recalled", "Deliveries stopped", "Withdrawn", "Pending", "To act on", ""];
+const WITHDRAWAL_COLUMNS = ["Series", "Study Instance UID", "Destination", "State", "Last error"];
+const TO_ACT_ON = ["not_kept", "rejected", "expired"]; // a person withdraws these by hand
+const shown = new Set(); // the recalls whose open withdrawals are listed, kept over refreshes
+
+function withdrawalRow(w) {
+  const tries = w.attempts ? ` (${w.attempts} ${w.attempts === 1 ? "try" : "tries"})` : "";
+  return el(
+    "tr",
+    { "data-testid": "withdrawal-row", "data-state": w.state },
+    el("th", { scope: "row", text: String(w.series_id) }),
+    el("td", {}, el("code", { text: w.study_instance_uid })),
+    el("td", { text: w.destination }),
+    el("td", {}, el("span", { class: `status ${TO_ACT_ON.includes(w.state) ? "failed" : ""}`, text: w.state }), tries),
+    el("td", { text: w.last_error || "–" }),
+  );
+}
+
+// Under its recall's row: the withdrawals not done, those a person must act on first.
+function openWithdrawals(r) {
+  const cell = el("td", { colspan: String(RECALL_COLUMNS.length), class: "nested" });
+  if (!r.open.length) cell.append(el("p", { class: "muted", text: "No withdrawal left open: each result delivered was withdrawn, or none had been delivered." }));
+  else {
+    const head = el("thead", {}, el("tr", {}, WITHDRAWAL_COLUMNS.map((c) => el("th", { scope: "col", text: c }))));
+    const caption = el("caption", { class: "sr-only", text: `Withdrawals of recall ${r.id} not done, those to act on first` });
+    cell.append(el("table", { class: "grid" }, caption, head, el("tbody", {}, r.open.map(withdrawalRow))));
+  }
+  return el("tr", { id: `recall-open-${r.id}`, "data-testid": "recall-open" }, cell);
+}
+
+function showButton(r) {
+  const open = shown.has(r.id);
+  const button = el("button", {
+    type: "button",
+    "data-testid": "recall-show",
+    text: open ? "Hide" : "Show",
+    "aria-label": `${open ? "Hide" : "Show"} the open withdrawals of recall ${r.id}`,
+    "aria-expanded": String(open),
+    "aria-controls": open ? `recall-open-${r.id}` : null,
+  });
+  button.addEventListener("click", async () => {
+    if (open) shown.delete(r.id);
+    else shown.add(r.id);
+    try {
+      await loadRecalls();
+      notice("");
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  return button;
+}
+
+function recallRow(r) {
+  const w = r.withdrawals;
+  const act = TO_ACT_ON.reduce((sum, state) => sum + w[state], 0);
+  const which = TO_ACT_ON.filter((state) => w[state]).map((state) => `${state} ${w[state]}`).join(", ");
+  return el(
+    "tr",
+    { "data-testid": "recall-row", "data-id": String(r.id), "data-state": r.state },
+    el("td", { text: age(r.created_at) }),
+    el("th", { scope: "row", text: `${r.model} v${r.version}` }),
+    el("td", { text: r.reason }),
+    el("td", { text: r.requested_by }),
+    el("td", {}, el("span", { class: "status", text: r.state })),
+    el("td", { "data-testid": "recall-series", text: String(r.series) }),
+    el("td", { "data-testid": "recall-stopped", text: String(r.stopped) }),
+    el("td", { "data-testid": "recall-done", text: String(w.done) }),
+    el("td", { "data-testid": "recall-pending", text: String(w.pending) }),
+    el("td", { "data-testid": "recall-to-act-on" }, act ? el("span", { class: "status failed", text: String(act) }) : "0", which ? el("div", { class: "muted", text: which }) : null),
+    el("td", {}, showButton(r)),
+  );
+}
+
+// The recalls, newest first (GET /ui/api/recalls), each shown one with its open withdrawals
+// (GET /ui/api/recalls/{id}); the Show button that had the focus keeps it over a redraw.
+async function loadRecalls() {
+  const page = await api("/ui/api/recalls?limit=50");
+  const details = new Map();
+  for (const r of page.items) if (shown.has(r.id)) details.set(r.id, await api(`/ui/api/recalls/${r.id}`));
+  const root = document.getElementById("recalls");
+  if (!page.items.length) return root.replaceChildren(el("p", { class: "muted", text: "No version has been recalled at the node." }));
+  const focused = document.activeElement?.closest("[data-testid=recall-row]")?.dataset.id;
+  const body = tableBody(root, RECALL_COLUMNS, "Recalls at the node, newest first", false);
+  for (const r of page.items) body.append(recallRow(r), ...(details.has(r.id) ? [openWithdrawals(details.get(r.id))] : []));
+  if (focused) root.querySelector(`[data-testid=recall-row][data-id="${focused}"] [data-testid=recall-show]`)?.focus();
+}
+
+function problemText(err) {
+  const fields = (err.problem?.errors || []).map((e) => `${String(e.loc).replace(/^body\//, "")}: ${e.msg}`);
+  return [err.message, ...fields].join("; ");
+}
+
+// Recall a version: the form asks once more (it sends rejection notes to hospital systems),
+// then the node records it (202) or answers with the version's first recall (200).
+function recallForm() {
+  const recallAt = document.getElementById("recall-form");
+  const box = document.getElementById("recall-confirm");
+  const yes = document.getElementById("recall-yes");
+  const said = document.getElementById("recalled");
+  const error = document.getElementById("recall-error");
+  let asked = null;
+  const close = () => {
+    box.hidden = true;
+    asked = null;
+  };
+  recallAt.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(recallAt);
+    asked = { model: data.get("model").trim(), version: Number(data.get("version")), reason: data.get("reason").trim() };
+    document.getElementById("recall-confirm-text").textContent =
+      `Recall ${asked.model} version ${asked.version}? Every series it classified ends recalled, its results not yet sent are never sent, and each PACS, RIS or FHIR server that got one is sent a rejection note or correction saying: "${asked.reason}".`;
+    said.textContent = "";
+    error.hidden = true;
+    box.hidden = false;
+    yes.focus();
+  });
+  document.getElementById("recall-no").addEventListener("click", () => {
+    close();
+    recallAt.querySelector("button[type=submit]").focus();
+  });
+  yes.addEventListener("click", async () => {
+    const body = asked;
+    if (!body) return;
+    yes.disabled = true;
+    try {
+      const r = await api("/ui/api/recalls", { method: "POST", json: body });
+      const before = r.reason !== body.reason ? ` It was recalled before, by ${r.requested_by}: "${r.reason}".` : "";
+      said.textContent = `Recall ${r.id}: ${r.model} v${r.version} ${r.state === "new" ? "recorded; the node applies it within a moment" : "applied"}.${before}`;
+      recallAt.reset();
+      close();
+      await loadRecalls();
+    } catch (err) {
+      close();
+      error.textContent = problemText(err);
+      error.hidden = false;
+      recallAt.querySelector("button[type=submit]").focus();
+    } finally {
+      yes.disabled = false;
+    }
+  });
+}
+
 setup(async (scopes) => {
   fetcher = scopes.has("series:retrieve");
   if (fetcher) retrieval();
@@ -279,6 +423,8 @@ setup(async (scopes) => {
     return;
   }
   admin = scopes.has("admin");
+  document.getElementById("recalls-section").hidden = false; // the form too: the node checks admin
+  recallForm();
   form = document.getElementById("series-filter");
   form.hidden = false;
   // A link may name the filter (the facts page of a withdrawn version: the series it classified).
@@ -307,5 +453,6 @@ setup(async (scopes) => {
     await loadOutcomeReports();
     await loadHeldReports();
     if (scopes.has("series:retrieve")) await loadFetches();
+    await loadRecalls();
   }); // a tick that returns nothing goes on
 });
