@@ -619,6 +619,7 @@ def test_dashboard_end_to_end(
     assert models and all(m.startswith(f"{MODEL} v1") for m in models), models
     assert page.locator("[data-testid=series-row][data-state=failed]").count() == 0  # unclassified
     assert page.input_value("#s-version") == "1"
+    assert (page.input_value("#rc-model"), page.input_value("#rc-version")) == (MODEL, "1")
     page.fill("#s-version", "2")
     page.get_by_role("button", name="Filter").click()
     page.wait_for_selector("#series:has-text('No series matches')")

@@ -378,6 +378,9 @@ function recallForm() {
     box.hidden = true;
     asked = null;
   };
+  // The facts page of a withdrawn version links here with its model and version.
+  const linked = new URLSearchParams(location.search);
+  for (const name of ["model", "version"]) if (linked.get(name)) recallAt.elements[name].value = linked.get(name);
   recallAt.addEventListener("submit", (event) => {
     event.preventDefault();
     const data = new FormData(recallAt);

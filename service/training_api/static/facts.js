@@ -161,9 +161,8 @@ setup(async () => {
   ]);
   figures(card);
   inService(reported);
+  document.getElementById("facts-caveats").replaceChildren(...kept.caveats.map((c) => el("li", { "data-code": c.code, text: c.text })));
   const bucket = document.getElementById("trend-bucket");
   bucket.addEventListener("change", () => trend(bucket.value));
-  await trend(bucket.value);
-  await byClient();
-  document.getElementById("facts-caveats").replaceChildren(...kept.caveats.map((c) => el("li", { "data-code": c.code, text: c.text })));
+  await Promise.all([trend(bucket.value), byClient()]); // neither waits on the other
 });
