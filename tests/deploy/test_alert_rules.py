@@ -267,6 +267,21 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                 }
             ],
         },
+        {  # one client reports v7, and does badly: the 28-day alert's, not a site's apart
+            "interval": "1m",
+            "input_series": [
+                series(
+                    "scantune_model_client_below_validation",
+                    "0 0 1 1",
+                    model="chest",
+                    version="7",
+                    client="north",
+                ),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": at_client["alert"], "exp_alerts": []},
+            ],
+        },
         {  # v3's last four weeks fall below its card, though its figures since it began do not
             "interval": "1m",
             "input_series": [
