@@ -11,53 +11,19 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
 
-from models import npz_checks, scans, splits
+from models import scans, splits
 from models.card import DatasetInfo, IntendedUse
 from models.intended_use import from_dicom_files
+from models.listing import DataError, Item, Listing
+from models.npz import read_npz
 from models.spec import DatasetSpec
 from models.uri import UriError, fetch, is_s3, sha256_file, sha256_tree
-
-MAX_LISTED_PROBLEMS = 50
-
-
-class DataError(ValueError):
-    """The dataset cannot be trained on; `problems` lists each reason with its file."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        shown = problems[:MAX_LISTED_PROBLEMS]
-        more = len(problems) - len(shown)
-        tail = [f"... and {more} more"] if more else []
-        lines = "\n  ".join([*shown, *tail])
-        super().__init__(f"{len(problems)} problem(s) with the dataset:\n  {lines}")
-
-
-@dataclass
-class Item:
-    """One labelled image, not decoded yet."""
-
-    name: str
-    label: int
-    load: Callable[[], np.ndarray]
-    path: Path | None = None  # a file's: DICOM headers tell the intended use
-    group: int | None = None  # its patient (`splits.group_id`), where the data names one
-
-
-@dataclass
-class Listing:
-    """What a format reader found: class names, items per split, and problems so far."""
-
-    classes: list[str]
-    train: list[Item]
-    val: list[Item] | None
-    problems: list[str] = field(default_factory=list)
-    sha256: str = ""
 
 
 @dataclass
@@ -224,83 +190,6 @@ def _prepare(items: list[Item], size: int, channels: int, problems: list[str]) -
         return Split(images[ok], labels[ok], named)
     groups = np.array([it.group for it in items], dtype=np.int64)
     return Split(images[ok], labels[ok], named, groups[ok])
-
-
-# --- npz (MedMNIST layout) ---------------------------------------------------------------
-
-
-def read_npz(path: Path, classes: list[str] | None) -> Listing:
-    """`train_images`/`train_labels`, optional `val_images`/`val_labels`; labels 0..K-1."""
-    problems: list[str] = []
-    try:
-        arrays = dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as exc:
-        raise DataError([f"{path.name}: unreadable npz file ({exc})"]) from exc
-    train = _npz_split(arrays, "train", path.name, problems)
-    val = _npz_split(arrays, "val", path.name, problems, required=False)
-    all_labels = [it.label for it in (train or []) + (val or [])]
-    names = classes or [str(i) for i in range(max(all_labels, default=-1) + 1)]
-    for it in (train or []) + (val or []):
-        if not 0 <= it.label < len(names):
-            problems.append(f"{it.name}: unknown label {it.label} (classes {names})")
-    train = [it for it in train or [] if 0 <= it.label < len(names)]
-    val = None if val is None else [it for it in val if 0 <= it.label < len(names)]
-    return Listing(list(names), train, val, problems, sha256_file(path))
-
-
-def _npz_split(
-    arrays: dict[str, np.ndarray],
-    split: str,
-    fname: str,
-    problems: list[str],
-    required: bool = True,
-) -> list[Item] | None:
-    img_key, lab_key = f"{split}_images", f"{split}_labels"
-    present = [k for k in (img_key, lab_key) if k in arrays]
-    if len(present) < 2:
-        if required or present:
-            missing = sorted({img_key, lab_key} - set(present))
-            problems.append(f"{fname}: missing split arrays {missing}")
-        return None
-    images, labels = arrays[img_key], arrays[lab_key]
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        problems.append(f"{fname}: {img_key} of shape {images.shape} is not (N,H,W) or (N,H,W,3)")
-        return None
-    if 0 in images.shape:
-        problems.append(f"{fname}: {img_key} of shape {images.shape} holds no pixels")
-        return None
-    image_problem = npz_checks.image_problem(images)
-    if image_problem:
-        problems.append(f"{fname}: {img_key} {image_problem}")
-        return None
-    label_problem = npz_checks.label_problem(labels, len(images))
-    if label_problem:
-        problems.append(f"{fname}: {lab_key} {label_problem}")
-        return None
-    labels = labels.reshape(len(images))
-    scale = _unit_scale(images.dtype)
-    return [
-        Item(f"{fname}:{img_key}[{i}]", int(labels[i]), _npz_loader(images, i, scale))
-        for i in range(len(images))
-    ]
-
-
-def _unit_scale(dtype: np.dtype) -> float:
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    return 1.0
-
-
-def _npz_loader(images: np.ndarray, i: int, scale: float) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        image = images[i]
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        return (image.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)
-
-    return load
 
 
 # --- image folders -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Checks of a MedMNIST-style npz file's arrays (`models.data.read_npz`): what a problem
-message says when its images or labels cannot be trained on."""
+"""Checks of a MedMNIST-style npz file's arrays (`models.npz.read_npz`): what a problem
+message says when its images, labels or patients cannot be trained on."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def label_problem(labels: np.ndarray, count: int) -> str | None:
     if len(bad) == 0:
         return None
     return f"has {len(bad)} label(s) that are not whole numbers (first at: {first(bad)})"
+
+
+def patient_problem(patients: np.ndarray, count: int) -> str | None:
+    """Why `patients` is not one ID (whole number or text) per image."""
+    if patients.size != count or (patients.ndim > 1 and patients.size != patients.shape[0]):
+        return f"of shape {patients.shape} does not name one patient per image ({count} images)"
+    if patients.dtype.kind not in "iuUS":
+        return f"of dtype {patients.dtype}: patient IDs must be whole numbers or text"
+    return None
 
 
 def first(indices: np.ndarray) -> str:

@@ -32,7 +32,8 @@ class DatasetSpec(_Spec):
         default="npz",
         description=(
             "npz: train_images (N,H,W) or (N,H,W,3) of uint8, uint16 or floats in [0, 1] and"
-            " train_labels, whole numbers 0..K-1 (val_* optional). imagefolder:"
+            " train_labels, whole numbers 0..K-1 (val_* optional; train_patients and"
+            " val_patients, an ID per scan, optional). imagefolder:"
             " root/<class>/* or root/{train,val}/<class>/*. csv: a manifest with path and"
             " label columns (split and patient optional)."
         ),

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from models.crossval import pooled
-from models.data import Dataset, load_dataset
+from models.data import DataError, Dataset, load_dataset
 from models.spec import DatasetSpec
 from models.splits import folds, group_folds, holdout, same_groups, stratified_folds
 
@@ -141,3 +141,34 @@ def test_the_card_schema_reads_older_cards_without_the_split() -> None:
     assert (older.split_by, older.patients, older.patients_in_both) == (None, None, None)
     with pytest.raises(ValueError, match="split_by"):
         DatasetInfo.model_validate({**older.model_dump(), "split_by": "study"})
+
+
+def test_an_npz_names_its_patients_in_patients_arrays(
+    pneumonia_small_npz: Path, tmp_path: Path
+) -> None:
+    """`train_patients` (whole numbers or text) names each scan's patient: the validation split
+    deals whole patients, as a manifest's column does; an array of another shape is refused."""
+    with np.load(pneumonia_small_npz) as found:
+        arrays = {k: found[k] for k in found.files if k.startswith("train_")}
+    count = len(arrays["train_labels"])
+    by_label = np.argsort(arrays["train_labels"].ravel(), kind="stable")
+    ids = np.empty(count, dtype="<U12")
+    ids[by_label] = [f"MRN-{i // 4:04d}" for i in range(count)]  # 4 scans each, one class
+    path = tmp_path / "patients.npz"
+    np.savez(path, **arrays, train_patients=ids)
+    data = load(path, format="npz", val_fraction=0.25)
+    assert (data.split_by, data.patients, data.patients_in_both) == ("patient", count // 4, 0)
+    assert data.train.groups is not None and data.val.groups is not None
+    assert len(data.val.labels) % 4 == 0 and set(data.val.labels.tolist()) == {0, 1}
+    numbered = tmp_path / "numbered.npz"
+    np.savez(numbered, **arrays, train_patients=np.arange(count) // 2)
+    assert load(numbered, format="npz", val_fraction=0.25).patients == count // 2
+    assert load(path, format="npz", split_by="scan").train.groups is None
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, **arrays, train_patients=np.zeros(count - 1, dtype=np.int64))
+    with pytest.raises(DataError, match=r"train_patients of shape \(\d+,\) does not name one"):
+        load(wrong, format="npz")
+    floats = tmp_path / "floats.npz"
+    np.savez(floats, **arrays, train_patients=np.zeros(count))
+    with pytest.raises(DataError, match="patient IDs must be whole numbers or text"):
+        load(floats, format="npz")
