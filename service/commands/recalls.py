@@ -1,6 +1,7 @@
-"""`scantune series recall|recalls`: recall a model version's results at the DICOM node (each
-one delivered withdrawn from where it went, the rest never sent), and follow what became of
-the withdrawals: those a person must act on are listed first."""
+"""`scantune series recall|recalls|recall-retry`: recall a model version's results at the
+DICOM node (each one delivered withdrawn from where it went, the rest never sent), and follow
+what became of the withdrawals: those a person must act on are listed first, and those a
+destination refused can be sent again once it is mended."""
 
 from __future__ import annotations
 
@@ -29,12 +30,21 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         run_recalls,
     )  # fmt: skip
     shown.add_argument("id", type=int, nargs="?", help="one recall, with what is left")
+    again = add(
+        sub, "recall-retry", "send a recall's refused withdrawals again, once their"
+        " destination is mended (admin)", run_retry,
+    )  # fmt: skip
+    again.add_argument("id", type=int)
 
 
 def run_recall(args: argparse.Namespace, api: ApiClient) -> int:
     asked = {"model": args.model, "version": args.version, "reason": args.reason}
     body = api.json("POST", "/v1/recalls", json=asked)
     return _print_one(body, args.json)
+
+
+def run_retry(args: argparse.Namespace, api: ApiClient) -> int:
+    return _print_one(api.json("POST", f"/v1/recalls/{args.id}/retry"), args.json)
 
 
 def run_recalls(args: argparse.Namespace, api: ApiClient) -> int:

@@ -10,7 +10,9 @@ worker also holds back any due delivery of a recalled version before it sends). 
   rejection note to a PACS, an HL7 correction, FHIR entered-in-error
   (`Sender.withdraw`). It needs the result: a delivered one is kept
   `dicom_recall_keep_h` for this; one deleted before is `not_kept`, listed for a person.
-Once a series has no withdrawal pending, its result is deleted.
+Once a series has no withdrawal pending, its result is deleted; one a destination refused
+keeps it until the retention limit, to be sent again once the destination is mended
+(`POST /v1/recalls/{id}/retry`).
 """
 
 from __future__ import annotations
@@ -181,14 +183,33 @@ class RecallBook:
 
     def ended(self, withdrawal_id: int, state: str, error: str | None = None) -> bool:
         """The withdrawal `done` or `rejected`; True when its series has none pending left
-        (its result may go)."""
+        and none refused (kept to be sent again, `retry`): its result may go."""
         with self._lock, self._sessions.begin() as session:
             row = session.get_one(WithdrawalRow, withdrawal_id)
             row.state, row.last_error = state, (error or None) and str(error)[:255]
             row.attempts += 1
             row.withdrawn_at = utcnow() if state == "done" else None
             session.flush()
-            return not _pending(session, row.series_id)
+            return not _pending(session, row.series_id, ("pending", "rejected"))
+
+    def retry(self, recall_id: int) -> int:
+        """Put the recall's refused withdrawals back in line, due now (a person mended the
+        destination), those whose result is still kept; how many."""
+        with self._lock, self._sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    select(WithdrawalRow.id)
+                    .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
+                    .where(WithdrawalRow.recall_id == recall_id)
+                    .where(WithdrawalRow.state == "rejected", SeriesRow.result_file.is_not(None))
+                )
+            )
+            session.execute(
+                update(WithdrawalRow)
+                .where(WithdrawalRow.id.in_(ids))
+                .values(state="pending", next_attempt_at=utcnow())
+            )
+            return len(ids)
 
     def failed(self, withdrawal_id: int, error: str, delay_s: float) -> None:
         with self._lock, self._sessions.begin() as session:
@@ -220,6 +241,20 @@ class RecallBook:
         with self._sessions() as session:
             return _pending(session, series_id)
 
+    def refused_kept(self, cutoff: datetime) -> list[int]:
+        """Series whose results are kept for refused withdrawals to be sent again, recalled
+        before `cutoff` (the retention limit), with nothing pending: to be deleted."""
+        with self._sessions() as session:
+            ids = set(
+                session.scalars(
+                    select(WithdrawalRow.series_id)
+                    .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
+                    .where(WithdrawalRow.state == "rejected", WithdrawalRow.created_at < cutoff)
+                    .where(SeriesRow.result_file.is_not(None))
+                )
+            )
+            return sorted(i for i in ids if not _pending(session, i))
+
     def kept_past(self, cutoff: datetime) -> list[int]:
         """Delivered series whose result is still kept for a recall but ended before
         `cutoff`: past `dicom_recall_keep_h`, to be deleted."""
@@ -247,11 +282,12 @@ class RecallBook:
             return _view(session, row, listed=True) if row is not None else None
 
 
-def _pending(session: Session, series_id: int) -> bool:
+def _pending(session: Session, series_id: int, states: tuple[str, ...] = ("pending",)) -> bool:
+    """Whether a withdrawal of the series is in one of `states`."""
     return (
         session.scalar(
             select(WithdrawalRow.id)
-            .where(WithdrawalRow.series_id == series_id, WithdrawalRow.state == "pending")
+            .where(WithdrawalRow.series_id == series_id, WithdrawalRow.state.in_(states))
             .limit(1)
         )
         is not None

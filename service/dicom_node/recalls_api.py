@@ -2,7 +2,8 @@
 not yet sent and withdraws those delivered from where they went (`service.dicom_node.recalls`);
 `GET` lists the recalls with what became of their withdrawals (scope series:read), and one
 recall names the withdrawals not done: those a person must act on (the result was not kept,
-the destination refused, the retention limit passed) and those still being tried.
+the destination refused, the retention limit passed) and those still being tried. `POST
+…/{id}/retry` (admin) sends the refused ones again once their destination is mended.
 
 Recalling at the node does not withdraw the version at the registry (`POST
 …/versions/{n}/withdraw` on the training service), which stops it answering; a recall is for
@@ -10,17 +11,20 @@ the results it gave before."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.audit import record
 from service.auth import current_principal, require
 from service.dicom_node.recalls import RecallBook
-from service.errors import NotFound
+from service.errors import Conflict, NotFound
 from service.paging import MAX_POSITION
 from service.parsing import parse_body, parse_query
 
 bp = Blueprint("recalls", __name__, url_prefix="/v1/recalls")
+log = logging.getLogger("scantune.dicom")
 
 
 class RecallRequest(BaseModel):
@@ -56,6 +60,20 @@ def recall() -> Response:
     response.status_code = 202 if new else 200  # applied by the worker, within a moment
     response.headers["Location"] = f"/v1/recalls/{recall_id}"
     return response
+
+
+@bp.post("/<int:recall_id>/retry")
+@require("admin")
+def retry_recall(recall_id: int) -> Response:
+    _one(recall_id)
+    if not _book().retry(recall_id):
+        raise Conflict(
+            f"recall {recall_id} has no refused withdrawal to send again (or its results were"
+            " deleted at the retention limit)"
+        )
+    log.info("recall %d: refused withdrawals due again, by %s", recall_id,
+             current_principal().client)  # fmt: skip
+    return jsonify(_one(recall_id))
 
 
 @bp.get("")

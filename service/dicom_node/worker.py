@@ -284,8 +284,8 @@ class Worker:
             log.error("a series was deleted undelivered at the retention limit")
         for series_id in self.queue.rejected_kept(cutoff):  # no longer kept for a resend
             self.clean(series_id)
-        for series_id in self.recalls.expire(cutoff):
-            self.clean(series_id)
+        for series_id in self.recalls.expire(cutoff) + self.recalls.refused_kept(cutoff):
+            self.clean(series_id)  # nothing left to withdraw, or no longer kept to retry
         kept_h = self.settings.dicom_recall_keep_h
         for series_id in self.recalls.kept_past(utcnow() - timedelta(hours=kept_h)):
             self.clean(series_id)  # no longer kept for a recall

@@ -137,6 +137,10 @@ class NodeForwarder:
         key for admin): 202 for a new recall, 200 with the first one when recalled before."""
         return self._relay("POST", "/v1/recalls", key, json=body)
 
+    def recall_retry(self, recall_id: int, *, key: str | None) -> Forwarded:
+        """Send a recall's refused withdrawals again (the node checks for admin)."""
+        return self._relay("POST", f"/v1/recalls/{recall_id}/retry", key)
+
     def recalls(self, query: dict[str, str], *, key: str | None) -> Forwarded:
         params = {k: v for k, v in query.items() if k == "limit"}
         return self._relay("GET", "/v1/recalls", key, params=params)

@@ -215,5 +215,12 @@ def forward_recall() -> Response:
     return _relayed(node.recall(request.get_json(silent=True), key=presented_key()))
 
 
+@bp.post("/api/recalls/<int:recall_id>/retry")
+@require("admin")
+def forward_recall_retry(recall_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.recall_retry(recall_id, key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

@@ -110,6 +110,10 @@ def test_recall_and_follow_it(node: str, capsys: pytest.CaptureFixture[str]) -> 
     assert lines[1].split()[:5] == ["1", "chest-xray", "v3", "new", "0"]
     assert _run(node, "ops", "recalls", "2") == 5
     assert "no recall 2" in capsys.readouterr().err
+    assert _run(node, "ops", "recall-retry", "1") == 5  # admin only
+    assert "lacks the scope 'admin'" in capsys.readouterr().err
+    assert _run(node, "operator", "recall-retry", "1") == 5  # nothing was refused
+    assert "recall 1 has no refused withdrawal to send again" in capsys.readouterr().err
 
 
 def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixture[str]) -> None:

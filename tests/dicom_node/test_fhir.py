@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
@@ -304,3 +305,58 @@ def test_a_recalled_result_is_marked_entered_in_error_where_it_was_created(
     assert {o["status"] for o in observations} == {"entered-in-error"}
     [device] = ehr.of("Device")
     assert "status" not in device or device["status"] != "entered-in-error"
+
+
+def test_a_withdrawal_the_ehr_refused_is_sent_again_once_it_is_mended(
+    make_node: Callable[..., Gunicorn],
+    servers: Callable[[list[str]], FhirServer],
+    hospital_ca: HospitalCA,
+    tmp_path: Path,
+) -> None:
+    """The EHR takes the result, refuses its withdrawal (a profile it does not meet): the
+    recall lists it rejected, its result kept; sent again by a person, it is withdrawn."""
+    from service.auth import hash_key
+    from tests.dicom_node.conftest import OPS_KEY
+
+    admin = "admin-key-of-the-node"
+    ehr = servers(["ok", "reject", "ok"])
+    authorization = tmp_path / "ehr-authorization"
+    authorization.write_text(f"Bearer {TOKEN}\n")
+    node = make_node(
+        dicom_destinations=[{"fhir": {"url": ehr.url, "authorization_file": str(authorization)}}],
+        dicom_https_ca_file=str(hospital_ca.pem_file),
+        dicom_recall_keep_h=24,
+        api_keys=[{"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["series:read"]},
+                  {"name": "admin", "sha256": hash_key(admin), "scopes": ["admin"]}],
+    ).start()  # fmt: skip
+
+    def call(method: str, path: str, key: str = admin, **kw: Any) -> Any:
+        return requests.request(method, f"{node.url}{path}", timeout=10,
+                                headers={"Authorization": f"Bearer {key}"}, **kw)  # fmt: skip
+
+    assert send(node.port_dicom, make_study(2)) == [0, 0]
+    wait_until(lambda: ehr.of("DiagnosticReport"), SLACK_S, "the EHR takes the result")
+    [series] = call("GET", "/v1/series", OPS_KEY).json()["items"]
+    asked = {"model": series["model"], "version": series["version"], "reason": "unsafe"}
+    recall_id = call("POST", "/v1/recalls", json=asked).json()["id"]
+    path = f"/v1/recalls/{recall_id}"
+    refused = wait_until(
+        lambda: [w for w in call("GET", path, OPS_KEY).json()["open"] if w["state"] == "rejected"],
+        SLACK_S, "the withdrawal refused",
+    )  # fmt: skip
+    assert refused[0]["last_error"] == "FHIR transaction refused (422)"
+    assert ehr.of("DiagnosticReport")[0]["status"] == "preliminary"  # still standing there
+    assert call("POST", f"{path}/retry", OPS_KEY).status_code == 403
+    assert call("POST", "/v1/recalls/99/retry").status_code == 404
+    again = call("POST", f"{path}/retry")
+    assert again.status_code == 200, again.text
+    wait_until(
+        lambda: call("GET", path, OPS_KEY).json()["withdrawals"]["done"] == 1,
+        SLACK_S, "the withdrawal sent again",
+    )  # fmt: skip
+    assert ehr.of("DiagnosticReport")[0]["status"] == "entered-in-error"
+    nothing = call("POST", f"{path}/retry")
+    assert nothing.status_code == 409 and "no refused withdrawal" in nothing.json()["detail"]
+    spool = tmp_path / "spool"
+    assert not [p for p in spool.iterdir() if p.name.endswith(".sr.dcm")]  # withdrawn: deleted
+    assert node.metric("scantune_dicom_withdrawals_total", kind="fhir", outcome="rejected") == 1

@@ -171,3 +171,32 @@ def test_the_versions_to_ask_the_registry_about_are_those_with_results_not_recal
     assert book.unrecalled_versions() == [("chest-xray", 3), ("chest-xray", 4), ("knee", 4)]
     book.request("chest-xray", 3, "unsafe", "registry (owner)")
     assert book.unrecalled_versions() == [("chest-xray", 4), ("knee", 4)]
+
+
+def test_a_refused_withdrawal_keeps_its_result_to_be_sent_again(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    """The RIS refused the correction (a message type it does not take): once mended, a
+    person sends it again; the result is kept for that until the retention limit."""
+    series_id, recall_id = delivered_then_recalled(queue, book, "unsafe")
+    pacs, ris = sorted(book.due(), key=lambda d: d.destination)
+    assert not book.ended(pacs.withdrawal_id, "done")
+    assert not book.ended(ris.withdrawal_id, "rejected", "HL7 ACK CR")  # kept: not settled
+    assert book.refused_kept(utcnow() - timedelta(hours=72)) == []
+    assert book.refused_kept(utcnow() + timedelta(seconds=1)) == [series_id]
+    assert book.retry(recall_id) == 1
+    [again] = book.due()
+    assert (again.withdrawal_id, again.attempts) == (ris.withdrawal_id, 1)
+    assert book.retry(recall_id) == 0  # nothing refused now
+    assert book.ended(again.withdrawal_id, "done")  # all withdrawn: the result may go
+    view = book.get(recall_id)
+    assert view is not None and view["withdrawals"]["done"] == 2 and view["open"] == []
+    gone = classified(queue, 2, version=5)  # refused, then deleted at the retention limit
+    for due in queue.due_deliveries():
+        queue.delivered(due.delivery_id)
+    other, _ = book.request("chest-xray", 5, "unsafe too", "ops")
+    book.apply_new()
+    for due in book.due():
+        book.ended(due.withdrawal_id, "rejected", "refused")
+    queue.forget_files(gone)
+    assert book.retry(other) == 0

@@ -708,6 +708,7 @@ def test_the_dicom_page_recalls_a_version_only_for_an_admin_at_the_node(
              ("recall-series", "recall-stopped", "recall-done", "recall-pending",
               "recall-to-act-on")]  # fmt: skip
     assert cells == ["0", "0", "0", "0", "0"]  # the node classified nothing with it
+    assert row.get_by_test_id("recall-retry").count() == 0  # nothing refused to send again
     assert reason in row.inner_text() and "admin" in row.inner_text()
     row.get_by_test_id("recall-show").click()
     page.locator("[data-testid=recall-open]:has-text('No withdrawal left open')").wait_for()

@@ -202,6 +202,10 @@ def test_the_dicom_page_relays_recalls_and_the_node_decides_who_may_recall(
     assert one.status_code == 200 and one.json["open"] == []
     assert client.get("/ui/api/recalls/99", headers=_bearer("ops")).status_code == 404
     assert client.get("/ui/api/recalls", headers=_bearer("reader")).status_code == 403
+    retry = f"/ui/api/recalls/{recall['id']}/retry"
+    assert client.post(retry, headers=_bearer("ops")).status_code == 403
+    nothing = client.post(retry, headers=_bearer("operator"))  # relayed: nothing was refused
+    assert nothing.status_code == 409 and "no refused withdrawal" in nothing.json["detail"]
 
 
 def test_the_dicom_page_says_when_the_node_is_unset_or_down(

@@ -342,8 +342,15 @@ function recallRow(r) {
     el("td", { "data-testid": "recall-done", text: String(w.done) }),
     el("td", { "data-testid": "recall-pending", text: String(w.pending) }),
     el("td", { "data-testid": "recall-to-act-on" }, act ? el("span", { class: "status failed", text: String(act) }) : "0", which ? el("div", { class: "muted", text: which }) : null),
-    el("td", {}, showButton(r)),
+    el("td", {}, showButton(r), retryButton(r)),
   );
+}
+
+// A destination refused a withdrawal and has been mended: send the refused ones again (admin).
+function retryButton(r) {
+  if (!admin || !r.withdrawals.rejected) return null;
+  const attrs = { "data-testid": "recall-retry", text: "Send again", "aria-label": `Send the refused withdrawals of recall ${r.id} again` };
+  return postButton(attrs, `/ui/api/recalls/${r.id}/retry`, loadRecalls);
 }
 
 // The recalls, newest first (GET /ui/api/recalls), each shown one with its open withdrawals
