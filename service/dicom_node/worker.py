@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from service.config import DicomNodeSettings
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from service.dicom_node.outcome_reports import OutcomeReports
 
 log = logging.getLogger("scantune.dicom")
+RECALL_SWEEP_S = 60.0  # kept results and withdrawals age in hours: not every round
 
 
 class Worker:
@@ -59,6 +60,7 @@ class Worker:
             settings.dicom_classify_concurrency, thread_name_prefix="dicom-classify"
         )
         self.poll_s = min(0.5, settings.dicom_series_quiet_s / 4)
+        self._recalls_swept_at = float("-inf")
 
     def start(self) -> None:
         recovered = self.queue.recover()
@@ -284,6 +286,13 @@ class Worker:
             log.error("a series was deleted undelivered at the retention limit")
         for series_id in self.queue.rejected_kept(cutoff):  # no longer kept for a resend
             self.clean(series_id)
+        if time.monotonic() - self._recalls_swept_at >= RECALL_SWEEP_S:
+            self._recalls_swept_at = time.monotonic()
+            self.sweep_recalls(cutoff)
+
+    def sweep_recalls(self, cutoff: datetime) -> None:
+        """Withdrawals past the retention limit `cutoff` end expired; results no longer kept
+        for a recall (or a retry) are deleted."""
         for series_id in self.recalls.expire(cutoff) + self.recalls.refused_kept(cutoff):
             self.clean(series_id)  # nothing left to withdraw, or no longer kept to retry
         kept_h = self.settings.dicom_recall_keep_h
