@@ -174,6 +174,22 @@ def trend_periods(
     return periods
 
 
+def mark_partial(
+    periods: list[dict[str, Any]], since: datetime, until: datetime | None, now: datetime
+) -> list[dict[str, Any]]:
+    """Each period (`trend_periods`') with `partial`: whether the window leaves part of it
+    out, so that its figures hold fewer reports than a whole period would: one that began
+    before `since`, or ends after `until` or after `now` (the period under way). Worked out
+    apart from the periods' figures, which are kept while their reports stay the same, since
+    the period under way becomes whole without a new report."""
+    stop = min(until, now) if until is not None else now
+    return [
+        {**p, "partial": datetime.fromisoformat(p["start"]) < since
+         or datetime.fromisoformat(p["end"]) > stop}
+        for p in periods
+    ]  # fmt: skip
+
+
 def period_start(at: datetime, bucket: Bucket) -> datetime:
     """The start of the UTC week (Monday) or month `at` falls in."""
     day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

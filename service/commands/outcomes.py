@@ -138,12 +138,12 @@ def show(f: dict[str, Any]) -> str:
 
 def show_trend(f: dict[str, Any]) -> str:
     """A row a period: its reports and shares with their intervals, those below the card's
-    flagged."""
+    flagged; a period the window cuts (the one under way) marked "(part)"."""
     title = (
         f"{f['name']} version {f['version']} by {f['bucket']} since {f['since'][:10]}, reported"
         f" by {f['reported_by']}: shares with 95% intervals"
     )
-    rows = [(p["start"][:10], p) for p in f["periods"]]
+    rows = [(p["start"][:10] + (" (part)" if p.get("partial") else ""), p) for p in f["periods"]]
     return _table(title, f"{f['bucket'].upper()} OF", rows, "no outcome reported in the window")
 
 

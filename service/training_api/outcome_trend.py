@@ -8,7 +8,8 @@ bad month: a new scanner, a new protocol or a new population shows in the month 
 Each period gets accuracy, and for a binary model sensitivity and specificity at the card's
 threshold, with Wilson 95% intervals (`models.outcomes.period_figures`), and names the
 figures whose interval lies wholly below the card's. Periods are UTC weeks from Monday or
-calendar months; only periods with reports are listed. Who sees whose reports is as for
+calendar months; only periods with reports are listed, each marked `partial` where the window
+cuts it (a `since` inside it, or the period under way). Who sees whose reports is as for
 `GET …/outcomes`.
 """
 
@@ -20,7 +21,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import Field
 
 from models.card import ModelCard
-from models.outcomes import Bucket, back, period_start
+from models.outcomes import Bucket, back, mark_partial, period_start
 from service.auth import require
 from service.errors import Forbidden
 from service.jobs.tables import utcnow
@@ -64,7 +65,7 @@ def get_trend(name: str, version: int) -> Response:
         decision="threshold" if threshold is not None else "argmax",
         threshold=threshold.value if threshold is not None else None,
         validation=_claimed(card),
-        periods=periods,
+        periods=mark_partial(periods, since, asked.until, utcnow()),
     )
 
 

@@ -279,7 +279,7 @@ def test_models_outcomes_reports_a_csv_in_chunks_and_shows_the_figures(
     assert main(["models", "outcomes", "chest-xray", "1", "--by", "month"]) == 0
     title, head, row = capsys.readouterr().out.splitlines()  # all reported this month
     assert title.startswith("chest-xray version 1 by month since ") and "MONTH OF" in head
-    assert row.split()[1:3] == ["1", "1.000"]  # A: pneumonia, said 0.8
+    assert row.split()[1:4] == ["(part)", "1", "1.000"]  # A: pneumonia, said 0.8; month under way
     [period] = client.outcome_trend("chest-xray", 1, bucket="week")["periods"]
     assert main(["models", "outcomes", "chest-xray", "1", "--by", "client"]) == 0  # the owner's
     title, head, row = capsys.readouterr().out.splitlines()

@@ -66,6 +66,27 @@ def test_periods_start_on_mondays_and_first_days_across_a_years_end() -> None:
     assert back(datetime(2026, 12, 28, tzinfo=UTC), "week", 2) == datetime(2026, 12, 14, tzinfo=UTC)
 
 
+def test_a_period_the_window_cuts_is_partial_and_a_whole_one_is_not() -> None:
+    from models.outcomes import mark_partial
+
+    def week(day: int) -> dict[str, Any]:
+        start = datetime(2026, 11, day, tzinfo=UTC)
+        return {"start": start.isoformat(), "end": (start + timedelta(weeks=1)).isoformat()}
+
+    weeks = [week(2), week(9), week(16)]
+    now = datetime(2026, 11, 30, tzinfo=UTC)  # the last week (16 to 23) ended: whole
+    marked = mark_partial(weeks, datetime(2026, 11, 2, tzinfo=UTC), None, now)
+    assert [p["partial"] for p in marked] == [False, False, False]
+    since_inside = datetime(2026, 11, 3, 12, tzinfo=UTC)
+    until_inside = datetime(2026, 11, 20, tzinfo=UTC)
+    marked = mark_partial(weeks, since_inside, until_inside, now)
+    assert [p["partial"] for p in marked] == [True, False, True]
+    thursday = datetime(2026, 11, 19, tzinfo=UTC)  # in the last week
+    under_way = mark_partial(weeks, datetime(2026, 11, 2, tzinfo=UTC), None, thursday)
+    assert [p["partial"] for p in under_way] == [False, False, True]
+    assert "partial" not in weeks[0]  # the kept periods are not changed
+
+
 def test_the_trend_shows_the_week_a_version_began_to_miss_findings(
     shared: tuple[Flask, Any, Any],
 ) -> None:
@@ -106,6 +127,10 @@ def test_the_trend_shows_the_week_a_version_began_to_miss_findings(
     assert (last["reports"], last["sensitivity"]["value"], last["specificity"]) == (12, 0.0, None)
     assert last["below_validation"] == ["sensitivity"]
     assert set(body["validation"]) == {"sensitivity", "specificity"}  # the card's, to draw beside
+    assert (first["partial"], last["partial"]) == (False, True)  # this week is under way
+    cut = (this_monday - timedelta(weeks=2, days=-1)).isoformat().replace("+00:00", "Z")
+    cut_in = pacs.get(f"{url()}/trend?since={cut}").get_json()["periods"]
+    assert [(p["reports"], p["partial"]) for p in cut_in] == [(20, True), (12, True)]
 
     every = as_(app, "ops").get(url() + "/trend?bucket=month&since=2020-01-01").get_json()
     assert every["reported_by"] == "every client"

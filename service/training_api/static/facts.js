@@ -120,7 +120,7 @@ async function trend(bucket) {
       el("caption", { text: `Reported by ${t.reported_by}, by ${bucket}, since ${t.since.slice(0, 10)}` }),
       el("thead", {}, el("tr", {}, el("th", { scope: "col", text: `${bucket} of` }), el("th", { scope: "col", text: "reports" }), ...names.map(([k]) => el("th", { scope: "col", text: FIGURES[k] })), el("th", { scope: "col", text: "below the card's" }))),
       el("tbody", {}, t.periods.map((p) => el("tr", { "data-testid": "trend-row", "data-below": p.below_validation.join(" ") },
-        el("th", { scope: "row", text: p.start.slice(0, 10) }), el("td", { text: String(p.reports) }), ...names.map(([k]) => el("td", { text: share(p[k]) })), el("td", { text: p.below_validation.join(", ") || "–" }))))),
+        el("th", { scope: "row", text: p.start.slice(0, 10) + (p.partial ? " (part)" : "") }), el("td", { text: String(p.reports) }), ...names.map(([k]) => el("td", { text: share(p[k]) })), el("td", { text: p.below_validation.join(", ") || "–" }))))),
   );
 }
 
