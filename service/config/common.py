@@ -123,6 +123,12 @@ class CommonSettings(BaseSettings):
         default="",
         description="Salt of the hashes that stand for study UIDs in audit records.",
     )
+    audit_salt_previous: str | None = Field(
+        default=None,
+        description="The salt before the current one (empty: none was set), while rotating: an"
+        " outcome reported under it is found again when the scan is reported or retracted"
+        " after, and re-keyed, so a correction still replaces it instead of counting twice.",
+    )
     prediction_signing_key: SecretStr | None = Field(
         default=None,
         description="HMAC key the inference service signs each prediction's probabilities with"

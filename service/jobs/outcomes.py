@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, distinct, func, select
+from sqlalchemy import Engine, distinct, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import Conflict
-from service.jobs.tables import OutcomeRow, as_utc, rowcount, utcnow
+from service.jobs.tables import OutcomeRow, as_utc, utcnow
 
 if TYPE_CHECKING:
     from models.card import ModelCard
@@ -28,6 +28,11 @@ class Outcome:
     reference: str  # already hashed
     label: str
     probabilities: dict[str, float]
+    earlier: str | None = None  # its hash under the salt before a rotation, if one is given
+
+
+def _hashes(outcomes: Sequence[Outcome]) -> set[str]:
+    return {o.reference for o in outcomes} | {o.earlier for o in outcomes if o.earlier}
 
 
 @dataclass(frozen=True)
@@ -68,31 +73,29 @@ class OutcomeStore:
 
     def report(self, model: str, version: int, client: str, outcomes: Sequence[Outcome]) -> int:
         """Keep `outcomes` (each reference once) in one transaction; how many replaced an
-        earlier report of the same scan."""
+        earlier report of the same scan. A report kept under the outcome's `earlier` hash (the
+        salt before a rotation) is that scan's too: it is replaced, and re-keyed."""
         now = utcnow()
-        references = [o.reference for o in outcomes]
         try:
             with self._sessions.begin() as session:
-                kept = {
-                    row.reference: row
-                    for row in session.scalars(
-                        select(OutcomeRow).where(
-                            OutcomeRow.model_name == model,
-                            OutcomeRow.version == version,
-                            OutcomeRow.client == client,
-                            OutcomeRow.reference.in_(references),
-                        )
-                    )
-                }
-                replaced = len(kept)
+                kept = self._kept(session, model, version, client, _hashes(outcomes))
+                replaced = 0
                 for outcome in outcomes:
                     row = kept.get(outcome.reference)
+                    before = kept.get(outcome.earlier) if outcome.earlier else None
+                    if row is None and before is not None:
+                        row, before = before, None  # re-keyed under the current salt
+                        row.reference = outcome.reference
+                    if before is not None:  # reported under both salts: one report is kept
+                        session.delete(before)
                     if row is None:
                         row = OutcomeRow(
                             model_name=model, version=version, client=client,
                             reference=outcome.reference,
                         )  # fmt: skip
                         session.add(row)
+                    else:
+                        replaced += 1
                     row.label, row.probabilities = outcome.label, outcome.probabilities
                     row.reported_at = now
         except IntegrityError:  # the same scans reported at the same moment by another call
@@ -101,20 +104,39 @@ class OutcomeStore:
             ) from None
         return replaced
 
-    def retract(self, model: str, version: int, client: str, references: Sequence[str]) -> int:
-        """Delete the client's reports of these scans (hashed references): the diagnosis they
-        gave was withdrawn (a corrected report that confirms no class). How many there were;
-        a reference never reported, or already retracted, is no error (a retry is safe)."""
+    def retract(
+        self,
+        model: str,
+        version: int,
+        client: str,
+        references: Sequence[str],
+        earlier: Mapping[str, str] | None = None,
+    ) -> int:
+        """Delete the client's reports of these scans (hashed references; `earlier`: each
+        one's hash under the salt before a rotation, deleted too): the diagnosis they gave was
+        withdrawn (a corrected report that confirms no class). How many of the scans had a
+        report; one never reported, or already retracted, is no error (a retry is safe)."""
+        earlier = earlier or {}
+        hashes = set(references) | set(earlier.values())
         with self._sessions.begin() as session:
-            gone = session.execute(
-                delete(OutcomeRow).where(
-                    OutcomeRow.model_name == model,
-                    OutcomeRow.version == version,
-                    OutcomeRow.client == client,
-                    OutcomeRow.reference.in_(list(references)),
-                )
-            )
-        return rowcount(gone)
+            kept = self._kept(session, model, version, client, hashes)
+            found = [r for r in references if r in kept or earlier.get(r) in kept]
+            for row in kept.values():
+                session.delete(row)
+        return len(found)
+
+    @staticmethod
+    def _kept(
+        session: Session, model: str, version: int, client: str, hashes: Iterable[str]
+    ) -> dict[str, OutcomeRow]:
+        """The client's reports of the version kept under any of `hashes`, by hash."""
+        query = select(OutcomeRow).where(
+            OutcomeRow.model_name == model,
+            OutcomeRow.version == version,
+            OutcomeRow.client == client,
+            OutcomeRow.reference.in_(list(hashes)),
+        )
+        return {row.reference: row for row in session.scalars(query)}
 
     def versions(self) -> list[tuple[str, int]]:
         """The versions that have reported outcomes."""

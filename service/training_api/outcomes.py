@@ -114,11 +114,14 @@ def report_outcomes(name: str, version: int) -> Response:
     body, who = parse_body(OutcomesBody), current_principal()
     _check(body, card)
     signed = _check_signatures(body, name, version)
-    salt = services().settings.audit_salt
+    hashed = _hashed([o.reference for o in body.outcomes])
     outcomes = [
-        Outcome(hash_uid(o.reference, salt), o.label, {c: o.probabilities[c] for c in card.classes})
+        Outcome(
+            reference=hashed[o.reference][0], earlier=hashed[o.reference][1], label=o.label,
+            probabilities={c: o.probabilities[c] for c in card.classes},
+        )
         for o in body.outcomes
-    ]
+    ]  # fmt: skip
     replaced = services().jobs.outcomes.report(name, version, who.client, outcomes)
     record("outcomes_reported", client=who.client, target=f"model/{name}/versions/{version}",
            outcome="kept", reports=len(outcomes), replaced=replaced,
@@ -139,9 +142,10 @@ def retract_outcomes(name: str, version: int) -> Response:
     and left in place it would keep counting against (or for) the version."""
     card = catalog().registry.get_card(name, version)  # 404 for one the client cannot see
     body, who = parse_body(RetractBody), current_principal()
-    salt = services().settings.audit_salt
-    references = {hash_uid(reference, salt) for reference in body.references}
-    retracted = services().jobs.outcomes.retract(name, version, who.client, sorted(references))
+    hashed = _hashed(body.references)
+    references = sorted({now for now, _ in hashed.values()})
+    earlier = {now: before for now, before in hashed.values() if before is not None}
+    retracted = services().jobs.outcomes.retract(name, version, who.client, references, earlier)
     record("outcomes_retracted", client=who.client, target=f"model/{name}/versions/{version}",
            outcome="retracted", asked=len(references), retracted=retracted)  # fmt: skip
     if retracted:
@@ -149,6 +153,17 @@ def retract_outcomes(name: str, version: int) -> Response:
     return jsonify(
         name=name, version=version, retracted=retracted, unknown=len(references) - retracted
     )
+
+
+def _hashed(references: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Each reference as it is kept: its hash under the audit salt, and under the salt before
+    a rotation (`audit_salt_previous`; None without one)."""
+    settings = services().settings
+    salt, before = settings.audit_salt, settings.audit_salt_previous
+    return {
+        r: (hash_uid(r, salt), None if before is None or before == salt else hash_uid(r, before))
+        for r in references
+    }
 
 
 _pending: set[tuple[str, int]] = set()  # versions whose gauges are waiting to be worked out

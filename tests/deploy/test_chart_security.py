@@ -219,6 +219,21 @@ def test_a_release_never_hashes_study_uids_unsalted(
     assert other != salts[0]  # random per install (an upgrade keeps the Secret's own)
 
 
+def test_the_salt_before_a_rotation_reaches_the_api_even_when_it_was_none(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for previous in ("old-salt", ""):  # "": an upgrade from a release without a salt
+        salts = {"auditSalt": "new-salt", "auditSaltPrevious": previous}
+        values = {**MINIMAL, "secrets": {**MINIMAL.get("secrets", {}), **salts}}
+        manifests = render(values)
+        container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+        settings = settings_from(monkeypatch, container_env(manifests, container), TrainingSettings)
+        assert (settings.audit_salt, settings.audit_salt_previous) == ("new-salt", previous)
+    manifests = render(MINIMAL)  # none given: none set
+    container = deployment(manifests, "api")["spec"]["template"]["spec"]["containers"][0]
+    assert "SCANTUNE_AUDIT_SALT_PREVIOUS" not in container_env(manifests, container)
+
+
 def test_the_dicom_node_may_be_kept_to_the_hosts_it_sends_to(render: Render) -> None:
     """dicomNode.egressTo replaces the node's any-host egress with the hospital's own rules;
     DNS and the release's inference stay reachable."""

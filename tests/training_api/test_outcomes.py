@@ -419,6 +419,49 @@ def test_a_rotated_key_still_takes_answers_signed_with_the_previous_one(
         assert pacs.post(url(), json={"outcomes": [sent]}).status_code == status, key
 
 
+def test_after_the_salt_is_rotated_a_correction_still_replaces_the_first_report(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    """Kept references are salted hashes: without the salt before, a scan reported before a
+    rotation and corrected after would count twice, and its retraction find nothing."""
+    publish_version(training_env / "artifacts", "chest-xray", 1, access=ModelAccess(owner="ci"),
+                    threshold=CUT)  # fmt: skip
+    unsalted = as_(make_app(audit_salt=""), "radiology-pacs")  # a release before salts
+    first = [outcome(r, "normal", 0.2) for r in ("A", "B", "C")]
+    assert unsalted.post(url(), json={"outcomes": first}).status_code == 200
+    salted = as_(make_app(audit_salt="s1", audit_salt_previous=""), "radiology-pacs")
+    answer = salted.post(url(), json={"outcomes": [outcome("A", "pneumonia", 0.2)]})
+    assert answer.get_json()["replaced"] == 1
+    assert salted.get(url()).get_json()["reports"] == 3
+    rotated = as_(make_app(audit_salt="s2", audit_salt_previous="s1"), "radiology-pacs")
+    again = [outcome("A", "pneumonia", 0.7), outcome("D", "normal", 0.1)]
+    assert rotated.post(url(), json={"outcomes": again}).get_json()["replaced"] == 1
+    retracted = rotated.post(f"{url()}/retract", json={"references": ["A", "Z"]}).get_json()
+    assert (retracted["retracted"], retracted["unknown"]) == (1, 1)
+    figures = rotated.get(url()).get_json()  # B and C (unsalted, two rotations back), D
+    assert figures["reports"] == 3 and figures["by_label"] == {"normal": 3, "pneumonia": 0}
+    later = rotated.post(url(), json={"outcomes": [outcome("B", "pneumonia", 0.2)]})
+    assert later.get_json()["replaced"] == 0  # one rotation is followed, not two
+
+
+def test_a_scan_reported_under_two_salts_is_kept_once_when_reported_again(tmp_path: Path) -> None:
+    from service.jobs.database import make_engine, migrate
+    from service.jobs.outcomes import Outcome, OutcomeStore
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    migrate(engine)
+    store = OutcomeStore(engine)
+    store.report("m", 1, "a", [Outcome("old-A", "normal", said(0.1))])
+    store.report("m", 1, "a", [Outcome("new-A", "normal", said(0.2))])  # no earlier given: twice
+    assert store.reported("m", 1, None).labels == ["normal", "normal"]
+    kept = store.report("m", 1, "a", [Outcome("new-A", "pneumonia", said(0.8), earlier="old-A")])
+    assert kept == 1 and store.reported("m", 1, None).labels == ["pneumonia"]
+    store.report("m", 1, "a", [Outcome("old-B", "normal", said(0.1))])
+    assert store.retract("m", 1, "a", ["new-B", "new-C"], {"new-B": "old-B"}) == 1
+    assert store.reported("m", 1, None).labels == ["pneumonia"]
+    engine.dispose()
+
+
 def test_signed_only_needs_a_key() -> None:
     from service.config import TrainingSettings
 
