@@ -34,6 +34,7 @@ TrainingAction = Literal[
     "outcomes_reported",
     "outcomes_retracted",
     "key_refused",
+    "key_expired",
     "access_denied",
     "rate_limited",
 ]

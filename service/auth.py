@@ -2,7 +2,7 @@
 
 Keys are stored hashed (SHA-256) in settings; a client sends `Authorization: Bearer KEY` or
 `X-API-Key: KEY`. Health and metrics routes stay open; everything else names the scope it
-needs with `@require(scope)`.
+needs with `@require(scope)`. A key past its `expires` is refused, by the clock of the request.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from service.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "scantune.auth"
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,21 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class KeyRing:
-    """The keys a service accepts; `authenticate` returns the matching key or raises."""
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, keys: list[ApiKey], *, disabled: bool = False) -> None:
+
+class KeyRing:
+    """The keys a service accepts; `authenticate` returns the matching key or raises.
+    `clock` is asked at each check, so a server that runs for months starts refusing a key
+    the moment it expires (tests give it a clock of their own)."""
+
+    def __init__(
+        self, keys: list[ApiKey], *, disabled: bool = False, clock: Clock = utc_now
+    ) -> None:
         self.keys = list(keys)
         self.disabled = disabled
+        self.clock = clock
 
     def authenticate(self, presented: str | None, scope: str | None) -> ApiKey | None:
         """The key presented, checked to hold `scope` (None: any valid key will do)."""
@@ -87,10 +98,26 @@ class KeyRing:
                 "the API key is not valid",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
+        if match.expired(self.clock()):  # before its scopes: an expired key may do nothing
+            raise key_expired(match)
         if scope is not None and scope not in match.scopes:
             audit_refused("access_denied", f"lacks scope {scope}", match)
             raise Forbidden(f"the API key '{match.name}' lacks the scope '{scope}'")
         return match
+
+
+def key_expired(key: ApiKey) -> Unauthorized:
+    """The refusal of a key past its `expires`, audited: its name and when, never the key."""
+    when = key.expires_text
+    audit_refused("key_expired", f"the API key '{key.name}' expired at {when}", key)
+    return Unauthorized(
+        f"the API key '{key.name}' expired at {when}: its holder needs a new one",
+        headers={
+            "WWW-Authenticate": (
+                f'Bearer error="invalid_token", error_description="the API key expired at {when}"'
+            )
+        },
+    )
 
 
 def presented_key() -> str | None:

@@ -4,6 +4,7 @@ and metrics."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import uuid
@@ -14,13 +15,14 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 
 from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import KeyRing
-from service.config import CommonSettings
+from service.config import ApiKey, CommonSettings
 from service.encoding import FiniteJSONProvider
 from service.errors import UriTooLong, register_error_handlers
 from service.ratelimit import EXTENSION as RATELIMIT_EXTENSION
@@ -44,6 +46,7 @@ def create_base_app(import_name: str, settings: CommonSettings, *, service: str)
     app.json = FiniteJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[AUTH_EXTENSION] = KeyRing(settings.api_keys, disabled=settings.auth_disabled)
+    export_key_expiry([] if settings.auth_disabled else settings.api_keys)
     app.extensions["scantune.readiness"] = {}
     app.extensions[RATELIMIT_EXTENSION] = RateLimits(settings)
     register_error_handlers(app)
@@ -103,6 +106,27 @@ LATENCY = Histogram(
     ["service", "method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+# Set once, when the app is made: the keys are settings, fixed for the process's life; every
+# worker sets the same values, so the most recent one is any one's.
+KEY_EXPIRY = Gauge(
+    "scantune_api_key_expiry_timestamp_seconds",
+    "When each API key (by its name) stops working, Unix time; +Inf: it never expires",
+    ["key"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def export_key_expiry(keys: list[ApiKey]) -> None:
+    """One gauge per key name; of two entries of one name (a key being rotated), the one that
+    expires first, which stays until its entry is removed."""
+    KEY_EXPIRY.clear()  # another app's keys, made earlier in this process (tests)
+    expiry: dict[str, float] = {}
+    for key in keys:
+        at = key.expires.timestamp() if key.expires else math.inf
+        expiry[key.name] = min(at, expiry.get(key.name, math.inf))
+    for name, at in expiry.items():
+        KEY_EXPIRY.labels(name).set(at)
 
 
 def _install_metrics(app: Flask, service: str) -> None:

@@ -4,10 +4,18 @@ and turning a bad environment variable into one line and exit status 2."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.errors import validation_errors
@@ -43,11 +51,64 @@ class ApiKey(BaseModel):
             " jobs unless the key has the admin scope. Empty: the key's name."
         ),
     )
+    # Keys that expire, so credentials get rotated
+    expires: datetime | None = Field(
+        default=None,
+        description=(
+            "When the key stops working: an ISO 8601 date (it works to the end of that day,"
+            " UTC) or a date-time with its offset (Z, +01:00). None: never."
+        ),
+    )
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _an_instant(cls, value: object, info: ValidationInfo) -> datetime | None:
+        return expiry_instant(value, str(info.data.get("name", "?")))
 
     @property
     def owner(self) -> str:
         """The client this key acts for."""
         return self.client or self.name
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    @property
+    def expires_text(self) -> str:
+        """The moment it stops working, in UTC (`2027-01-16T00:00:00Z`); "never" if none."""
+        if self.expires is None:
+            return "never"
+        return self.expires.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def expiry_instant(value: object, key: str) -> datetime | None:
+    """An API key's `expires` as the moment it stops working. A date is the end of that day,
+    UTC (the next day's midnight); a date-time without an offset is refused: read in the
+    server's zone or in UTC, it would end the key hours apart."""
+    if isinstance(value, str):
+        value = _iso(value.strip(), key)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise ValueError(
+                f"key {key!r}: expires has a time but no UTC offset, which is ambiguous: add Z"
+                " or +HH:MM, or give a date (the key then works to the end of that day, UTC)"
+            )
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value + timedelta(days=1), time(), UTC)
+    raise ValueError(f"key {key!r}: expires is not an ISO 8601 date or date-time")
+
+
+def _iso(text: str, key: str) -> date | datetime:
+    try:
+        return date.fromisoformat(text) if _DATE.fullmatch(text) else datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"key {key!r}: expires is not an ISO 8601 date or date-time") from None
 
 
 class CommonSettings(BaseSettings):
@@ -65,7 +126,10 @@ class CommonSettings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 region; default from AWS config.")
     api_keys: list[ApiKey] = Field(
         default_factory=list,
-        description='JSON list of {"name", "sha256", "scopes"}; `scantune keys new` makes one.',
+        description=(
+            'JSON list of {"name", "client", "sha256", "scopes", "expires"};'
+            " `scantune keys new` makes one."
+        ),
     )
     auth_disabled: bool = Field(
         default=False,

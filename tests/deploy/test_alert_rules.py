@@ -307,6 +307,43 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
     assert result.startswith("0\n"), result
 
 
+def test_key_expiry_alerts_fire_in_prometheus_as_they_say(
+    rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """ci-nightly expires 14 days and 2 hours in, as both services it is configured on say;
+    legacy 3 hours in; pacs never; another release's key a day in."""
+    groups, alert = rules
+    soon, expired = alert["ScantuneApiKeyExpiringSoon"], alert["ScantuneApiKeyExpired"]
+    gauge, hour = "scantune_api_key_expiry_timestamp_seconds", 3600
+
+    def at(when: str, rule: dict[str, Any], *keys: str) -> dict[str, Any]:
+        fired = [firing(rule, key=k) for k in keys]
+        return {"eval_time": when, "alertname": rule["alert"], "exp_alerts": fired}
+
+    test = {
+        "interval": "1m",
+        "input_series": [
+            series(gauge, f"{(14 * 24 + 2) * hour}x300", key="ci-nightly", job="training"),
+            series(gauge, f"{(14 * 24 + 2) * hour}x300", key="ci-nightly", job="inference"),
+            series(gauge, f"{3 * hour}x300", key="legacy", job="training"),
+            series(gauge, "Inf+0x300", key="pacs", job="inference"),  # never
+            series(gauge, f"{24 * hour}x300", key="old", namespace="another-release"),
+        ],
+        "alert_rule_test": [
+            at("1h", soon, "legacy"),  # ci-nightly: 14 days and an hour left
+            at("1h", expired),
+            at("2h", soon, "legacy"),  # ci-nightly: 14 days left, not fewer
+            at("2h1m", soon, "ci-nightly", "legacy"),  # each once, whoever says it
+            at("2h59m", expired),
+            at("3h", soon, "ci-nightly"),  # legacy has expired: the other alert's
+            at("3h", expired, "legacy"),
+            at("4h", expired, "legacy"),  # while it is still configured
+        ],
+    }
+    result = run_promtool(tmp_path, groups, [test])
+    assert result.startswith("0\n"), result
+
+
 def test_a_wrong_expectation_fails_in_promtool(
     rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:

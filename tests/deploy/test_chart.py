@@ -317,6 +317,7 @@ def test_api_settings_parse_and_carry_the_job_template(
     assert settings.s3_endpoint_url == PRODUCTION["config"]["s3EndpointUrl"]
     assert settings.webhook_secret == PRODUCTION["secrets"]["webhookSecret"]
     assert [key.name for key in settings.api_keys] == ["ci", "pacs"]
+    assert [key.expires_text for key in settings.api_keys] == ["2027-07-01T00:00:00Z", "never"]
     signing = PRODUCTION["secrets"]["predictionSigningKey"]  # the key inference signs with
     assert settings.prediction_signing_key is not None
     assert settings.prediction_signing_key.get_secret_value() == signing
@@ -677,6 +678,9 @@ def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str
 
 # -- values schema ---------------------------------------------------------------------------
 
+# A date-time without its offset: the services refuse it too.
+NAIVE_EXPIRY = {"name": "ci", "sha256": "0" * 64, "scopes": ["read"], "expires": "2027-06-30T12:00"}
+
 
 @pytest.mark.parametrize(
     ("override", "complaint"),
@@ -691,6 +695,7 @@ def test_notes_warn_about_missing_api_keys(notes: Callable[[dict[str, Any]], str
             {"secrets": {"apiKeys": [{"name": "ci", "sha256": "0" * 64, "scopes": ["root"]}]}},
             "scopes",
         ),
+        ({"secrets": {"apiKeys": [NAIVE_EXPIRY]}}, "expires.: .2027-06-30T12:00. does not match"),
         ({"api": {"launcher": "k8s"}}, "launcher"),
         ({"inferense": {"cacheSize": 8}}, "inferense"),
         ({"inference": {"cacheSize": 0}}, "cacheSize"),

@@ -88,13 +88,16 @@ def test_every_alert_asks_for_exported_metrics_by_their_labels(render: Render) -
 
 
 def test_thresholds_come_from_the_values(render: Render, helm: Any) -> None:
-    limits = {"oldestPendingMinutes": 15, "errorRatio": 0.05, "inferenceP95Seconds": 0.5}
+    limits = {"oldestPendingMinutes": 15, "errorRatio": 0.05, "inferenceP95Seconds": 0.5,
+              "apiKeyExpiryDays": 30}  # fmt: skip
     values = {**MINIMAL, "metrics": {"prometheusRule": {"enabled": True, **limits}}}
     by_name = {a["alert"]: a for a in rules(render(values))}
     assert by_name["ScantuneDicomBacklog"]["expr"].endswith("> 900")
     assert by_name["ScantuneHttpErrors"]["expr"].rstrip().endswith("> 0.05")
     assert "More than 5% of" in by_name["ScantuneHttpErrors"]["annotations"]["summary"]
     assert by_name["ScantuneInferenceSlow"]["expr"].rstrip().endswith("> 0.5")
+    assert "< 2592000 > 0" in by_name["ScantuneApiKeyExpiringSoon"]["expr"]
+    assert "within 30 days" in by_name["ScantuneApiKeyExpiringSoon"]["annotations"]["summary"]
     assert by_name["ScantuneDicomResultsExpired"]["labels"]["severity"] == "critical"
     wrong = {**MINIMAL, "metrics": {"prometheusRule": {"enabled": True, "errorRatio": 2}}}
     with pytest.raises(helm.HelmValuesError, match="errorRatio"):

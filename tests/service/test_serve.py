@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -81,6 +82,13 @@ def test_access_log_is_on_unless_a_benchmark_turns_it_off() -> None:
     assert quiet[-1] == "service.inference:create_app()"
 
 
+# A key's expiry with a time but no offset: ambiguous, so refused (naming the key).
+NAIVE_EXPIRY = json.dumps(
+    [{"name": "ci", "sha256": "0" * 64, "scopes": ["read"], "expires": "2030-06-30T12:00"}]
+)
+NAIVE_EXPIRY_SAYS = "SCANTUNE_API_KEYS (at 0.expires): Value error, key 'ci': expires has a time"
+
+
 @pytest.mark.parametrize(
     ("service", "variable", "value", "says"),
     [
@@ -88,6 +96,7 @@ def test_access_log_is_on_unless_a_benchmark_turns_it_off() -> None:
         ("inference", "SCANTUNE_PRELOAD_MODELS", '["secret-abc"', "SCANTUNE_PRELOAD_MODELS: Expe"),
         ("training", "SCANTUNE_MAX_CONCURRENT_JOBS", "secret-abc", "SCANTUNE_MAX_CONCURRENT_JOBS"),
         ("training", "SCANTUNE_API_KEYS", '[{"name": "secret-abc"}]', "SCANTUNE_API_KEYS (at 0."),
+        ("inference", "SCANTUNE_API_KEYS", NAIVE_EXPIRY, NAIVE_EXPIRY_SAYS),
     ],
 )
 def test_a_bad_setting_stops_the_master_before_forking_with_one_line(
