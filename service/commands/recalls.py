@@ -1,7 +1,9 @@
-"""`scantune series recall|recalls|recall-retry`: recall a model version's results at the
-DICOM node (each one delivered withdrawn from where it went, the rest never sent), and follow
-what became of the withdrawals: those a person must act on are listed first, and those a
-destination refused can be sent again once it is mended."""
+"""`scantune series recall|recalls|recall-retry|recall-lift`: recall a model version's results
+at the DICOM node (each one delivered withdrawn from where it went, the rest never sent), and
+follow what became of the withdrawals: those a person must act on are listed first, and those
+a destination refused can be sent again once it is mended. A recall made in error, or of a
+version put back in service, is lifted: the version's later results go out again (what the
+recall withdrew stays withdrawn)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,12 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         " destination is mended (admin)", run_retry,
     )  # fmt: skip
     again.add_argument("id", type=int)
+    lift = add(
+        sub, "recall-lift", "lift a recall: the version's later results go out again; its"
+        " series stay recalled and its withdrawals go on (admin)", run_lift,
+    )  # fmt: skip
+    lift.add_argument("id", type=int)
+    lift.add_argument("--reason", required=True, help="why it is lifted (audited)")
 
 
 def run_recall(args: argparse.Namespace, api: ApiClient) -> int:
@@ -45,6 +53,11 @@ def run_recall(args: argparse.Namespace, api: ApiClient) -> int:
 
 def run_retry(args: argparse.Namespace, api: ApiClient) -> int:
     return _print_one(api.json("POST", f"/v1/recalls/{args.id}/retry"), args.json)
+
+
+def run_lift(args: argparse.Namespace, api: ApiClient) -> int:
+    body = api.json("POST", f"/v1/recalls/{args.id}/lift", json={"reason": args.reason})
+    return _print_one(body, args.json)
 
 
 def run_recalls(args: argparse.Namespace, api: ApiClient) -> int:
@@ -68,6 +81,8 @@ def _print_one(recall: dict[str, Any], raw: bool) -> int:
         return OK
     print(f"recall {recall['id']}: {recall['model']} v{recall['version']} ({recall['state']})")
     print(f"  reason: {recall['reason']}  (by {recall['requested_by']})")
+    if recall.get("lifted_at"):
+        print(f"  lifted {recall['lifted_at']} by {recall['lifted_by']}: {recall['lift_reason']}")
     print(f"  series recalled: {recall['series']}; deliveries stopped: {recall['stopped']}")
     print(f"  withdrawals: {_counts(recall['withdrawals'])}")
     for w in recall.get("open") or []:

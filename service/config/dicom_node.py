@@ -138,7 +138,8 @@ class DicomNodeSettings(CommonSettings):
         default=False,
         description="Recall at the node each version withdrawn at the registry (asked of"
         " training_url every dicom_withdrawal_check_s with dicom_training_api_key: scope read"
-        " and read access to the models), so its results are withdrawn where they went.",
+        " and read access to the models), so its results are withdrawn where they went; and"
+        " lift the recalls it made of versions put back in service there.",
     )
     dicom_withdrawal_check_s: float = Field(
         default=300.0, gt=0, description="How often the registry is asked about withdrawals."

@@ -13,28 +13,36 @@ worker also holds back any due delivery of a recalled version before it sends). 
 Once a series has no withdrawal pending, its result is deleted; one a destination refused
 keeps it until the retention limit, to be sent again once the destination is mended
 (`POST /v1/recalls/{id}/retry`).
+
+A recall made in error, or of a version put back in service, is lifted (`POST
+/v1/recalls/{id}/lift`): from then on the worker holds nothing of the version back, and the
+series it classifies are delivered like any other. What the recall did stays: its series
+stay `recalled`, and its withdrawals, made or pending, go on (a result taken back from one
+destination is taken back from all). One that should stand is restored by a person at the
+destinations: the node classifies a recalled series no more (its instances sent again are
+duplicates). Recalled again, the version's lifted recall is made anew (one row per version)
+and applied to the series classified since the lift.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.dicom_node.ledger import iso_time
+from service.dicom_node.recall_views import recall_view
 from service.dicom_node.tables import DeliveryRow, RecallRow, SeriesRow, WithdrawalRow
 from service.jobs.store import utcnow
+from service.jobs.tables import as_utc
 
 CLASSIFIED = ("delivering", "done", "rejected")  # the states of a series with a result
 NOT_SENT = ("pending", "rejected")  # deliveries a recall stops
-WITHDRAWAL_STATES = ("pending", "done", "rejected", "expired", "not_kept")
-OPEN_LISTED = 200  # withdrawals not done that a recall's view lists
+IN_FORCE = RecallRow.state != "lifted"  # a recall whose version's results are held back
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ class RecallBook:
 
     def request(self, model: str, version: int, reason: str, by: str) -> tuple[int, bool]:
         """Record the recall of `model` `version` (the worker applies it); (its id, whether
-        it is new). A version recalled before keeps its first recall and reason."""
+        it is new). A version recalled before keeps its first recall and reason, unless that
+        recall was lifted: then it is made anew, with this reason and requester."""
         row = RecallRow(
             model=model, version=version, reason=reason[:255], requested_by=by[:255],
             state="new", stopped=0, created_at=utcnow(),
@@ -67,24 +76,52 @@ class RecallBook:
                 session.add(row)
             return row.id, True
         except IntegrityError:  # recalled already (perhaps by a request just before)
-            with self._sessions() as session:
-                found = session.scalar(
-                    select(RecallRow.id).where(RecallRow.model == model)
-                    .where(RecallRow.version == version)
-                )  # fmt: skip
+            found = self._again(model, version, reason, by)
             if found is None:
                 raise
-            return found, False
+            return found
+
+    def _again(self, model: str, version: int, reason: str, by: str) -> tuple[int, bool] | None:
+        """The version's recall (None: none), made anew (True) if it was lifted: `new`
+        again, for the worker to apply to the series classified since the lift."""
+        with self._lock, self._sessions.begin() as session:
+            found = session.scalars(
+                select(RecallRow).where(RecallRow.model == model)
+                .where(RecallRow.version == version).with_for_update()
+            ).one_or_none()  # fmt: skip
+            if found is None or found.state != "lifted":
+                return None if found is None else (found.id, False)
+            found.state, found.reason, found.requested_by = "new", reason[:255], by[:255]
+            found.created_at, found.applied_at = utcnow(), None
+            found.lifted_at = found.lifted_by = found.lift_reason = None
+            return found.id, True
+
+    def lift(self, recall_id: int, reason: str, by: str, *, made_by: str | None = None) -> bool:
+        """Lift the recall: the version's results are held back no more. What it did stays
+        (its series recalled, its withdrawals going on). False when it is lifted already,
+        unknown, or (with `made_by`) not requested by one whose name starts so."""
+        with self._lock, self._sessions.begin() as session:
+            found = session.get(RecallRow, recall_id, with_for_update=True)
+            if found is None or found.state == "lifted":
+                return False
+            if made_by is not None and not found.requested_by.startswith(made_by):
+                return False
+            found.state, found.lifted_at = "lifted", utcnow()
+            found.lifted_by, found.lift_reason = by[:255], reason[:255]
+            return True
 
     def unrecalled_versions(self) -> list[tuple[str, int]]:
         """The versions that gave results here (delivering, delivered or refused) and are
-        not recalled: those whose recall at the registry the node follows."""
+        not recalled (or their recall was lifted): those whose recall at the registry the
+        node follows."""
         with self._sessions() as session:
             rows = session.execute(
                 select(SeriesRow.model, SeriesRow.version)
                 .outerjoin(
                     RecallRow,
-                    (RecallRow.model == SeriesRow.model) & (RecallRow.version == SeriesRow.version),
+                    (RecallRow.model == SeriesRow.model)
+                    & (RecallRow.version == SeriesRow.version)
+                    & IN_FORCE,
                 )
                 .where(SeriesRow.state.in_(CLASSIFIED), SeriesRow.version.is_not(None))
                 .where(RecallRow.id.is_(None))
@@ -93,8 +130,29 @@ class RecallBook:
             ).all()
         return [(str(model), int(version)) for model, version in rows if version is not None]
 
+    def made_by(self, prefix: str) -> list[tuple[int, str, int]]:
+        """The recalls in force requested by one whose name starts with `prefix`: (id, model,
+        version)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(RecallRow.id, RecallRow.model, RecallRow.version)
+                .where(IN_FORCE, RecallRow.requested_by.startswith(prefix, autoescape=True))
+                .order_by(RecallRow.id)
+            ).all()
+        return [(int(i), str(model), int(version)) for i, model, version in rows]
+
+    def lifted_at(self, model: str, version: int) -> datetime | None:
+        """When the version's recall was lifted; None when it is not recalled, or in force."""
+        with self._sessions() as session:
+            lifted = session.scalar(
+                select(RecallRow.lifted_at).where(RecallRow.model == model)
+                .where(RecallRow.version == version, RecallRow.state == "lifted")
+            )  # fmt: skip
+        return as_utc(lifted)
+
     def held(self, series_ids: set[int]) -> set[int]:
-        """Those of `series_ids` whose version is recalled: nothing of them may be sent."""
+        """Those of `series_ids` whose version is recalled (not lifted): nothing of them may
+        be sent."""
         if not series_ids:
             return set()
         with self._sessions() as session:
@@ -106,7 +164,7 @@ class RecallBook:
                         (RecallRow.model == SeriesRow.model)
                         & (RecallRow.version == SeriesRow.version),
                     )
-                    .where(SeriesRow.id.in_(series_ids))
+                    .where(SeriesRow.id.in_(series_ids), IN_FORCE)
                 )
             )
 
@@ -123,15 +181,16 @@ class RecallBook:
 
     def apply_to(self, series_ids: set[int]) -> None:
         """Apply their recall to series classified (by a version recalled) after it was
-        applied: a classification finishing as the recall came."""
+        applied: a classification finishing as the recall came. One lifted meanwhile is not."""
         with self._lock, self._sessions.begin() as session:
             for series_id in series_ids:
                 series = session.get_one(SeriesRow, series_id)
                 recall = session.scalars(
                     select(RecallRow).where(RecallRow.model == series.model)
-                    .where(RecallRow.version == series.version)
-                ).one()  # fmt: skip
-                self._apply(session, recall, series_id)
+                    .where(RecallRow.version == series.version, IN_FORCE)
+                ).one_or_none()  # fmt: skip
+                if recall is not None:
+                    self._apply(session, recall, series_id)
 
     def _apply(self, session: Session, recall: RecallRow, series_id: int | None) -> list[int]:
         now = utcnow()
@@ -274,12 +333,12 @@ class RecallBook:
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._sessions() as session:
             rows = session.scalars(select(RecallRow).order_by(RecallRow.id.desc()).limit(limit))
-            return [_view(session, row, listed=False) for row in rows]
+            return [recall_view(session, row, listed=False) for row in rows]
 
     def get(self, recall_id: int) -> dict[str, Any] | None:
         with self._sessions() as session:
             row = session.get(RecallRow, recall_id)
-            return _view(session, row, listed=True) if row is not None else None
+            return recall_view(session, row, listed=True) if row is not None else None
 
 
 def _pending(session: Session, series_id: int, states: tuple[str, ...] = ("pending",)) -> bool:
@@ -292,53 +351,3 @@ def _pending(session: Session, series_id: int, states: tuple[str, ...] = ("pendi
         )
         is not None
     )
-
-
-def _view(session: Session, row: RecallRow, *, listed: bool) -> dict[str, Any]:
-    states = Counter(
-        session.scalars(select(WithdrawalRow.state).where(WithdrawalRow.recall_id == row.id))
-    )
-    series = session.scalar(
-        select(func.count()).select_from(SeriesRow)
-        .where(SeriesRow.model == row.model, SeriesRow.version == row.version)
-        .where(SeriesRow.state == "recalled")
-    )  # fmt: skip
-    view: dict[str, Any] = {
-        "id": row.id,
-        "model": row.model,
-        "version": row.version,
-        "reason": row.reason,
-        "requested_by": row.requested_by,
-        "state": row.state,
-        "created_at": iso_time(row.created_at),
-        "applied_at": iso_time(row.applied_at),
-        "series": int(series or 0),
-        "stopped": row.stopped,
-        "withdrawals": {state: states.get(state, 0) for state in WITHDRAWAL_STATES},
-    }
-    if listed:
-        view["open"] = _open(session, row.id)
-    return view
-
-
-def _open(session: Session, recall_id: int) -> list[dict[str, Any]]:
-    """The withdrawals not done, first those a person must act on (not kept, rejected,
-    expired), then those still being tried."""
-    rows = session.execute(
-        select(WithdrawalRow, SeriesRow.study_uid)
-        .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
-        .where(WithdrawalRow.recall_id == recall_id, WithdrawalRow.state != "done")
-        .order_by((WithdrawalRow.state == "pending").asc(), WithdrawalRow.id)
-        .limit(OPEN_LISTED)
-    ).all()
-    return [
-        {
-            "series_id": w.series_id,
-            "study_instance_uid": study,
-            "destination": w.destination,
-            "state": w.state,
-            "attempts": w.attempts,
-            "last_error": w.last_error,
-        }
-        for w, study in rows
-    ]

@@ -3,7 +3,10 @@ not yet sent and withdraws those delivered from where they went (`service.dicom_
 `GET` lists the recalls with what became of their withdrawals (scope series:read), and one
 recall names the withdrawals not done: those a person must act on (the result was not kept,
 the destination refused, the retention limit passed) and those still being tried. `POST
-…/{id}/retry` (admin) sends the refused ones again once their destination is mended.
+…/{id}/retry` (admin) sends the refused ones again once their destination is mended. `POST
+…/{id}/lift` (admin, audited) lifts a recall made in error or of a version put back in
+service: the version's later results go out again, while what the recall did stays (its
+series recalled, its withdrawals going on); recalled again, the same recall is made anew.
 
 Recalling at the node does not withdraw the version at the registry (`POST
 …/versions/{n}/withdraw` on the training service), which stops it answering; a recall is for
@@ -38,6 +41,12 @@ class RecallRequest(BaseModel):
     )  # fmt: skip
 
 
+class LiftRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=255, description="Why it is lifted.")
+
+
 class RecallsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +59,7 @@ def recall() -> Response:
     asked = parse_body(RecallRequest)
     client = current_principal().client
     recall_id, new = _book().request(asked.model, asked.version, asked.reason, client)
-    if new:
+    if new:  # or made anew, lifted before
         record(
             "version_recalled_at_node", client=client,
             target=f"model {asked.model} version {asked.version}", outcome="ok",
@@ -73,6 +82,24 @@ def retry_recall(recall_id: int) -> Response:
         )
     log.info("recall %d: refused withdrawals due again, by %s", recall_id,
              current_principal().client)  # fmt: skip
+    return jsonify(_one(recall_id))
+
+
+@bp.post("/<int:recall_id>/lift")
+@require("admin")
+def lift_recall(recall_id: int) -> Response:
+    """The version's later results go out again; the recall's series stay recalled and its
+    withdrawals go on (a result that should stand is restored by a person where it went)."""
+    asked = parse_body(LiftRequest)
+    client = current_principal().client
+    recalled = _one(recall_id)
+    if not _book().lift(recall_id, asked.reason, client):
+        raise Conflict(f"recall {recall_id} was lifted already")
+    record(
+        "version_recall_lifted_at_node", client=client,
+        target=f"model {recalled['model']} version {recalled['version']}", outcome="ok",
+        reason=asked.reason,
+    )  # fmt: skip
     return jsonify(_one(recall_id))
 
 

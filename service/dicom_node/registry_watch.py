@@ -4,12 +4,17 @@ results it delivered has been withdrawn (`GET …/versions/{n}/withdrawal`, the 
 key: scope `read`, and read access to those models), and recalls at the node those that were,
 with the registry's reason; the queue worker then withdraws their results where they went
 (`service.dicom_node.recalls`). Opt in: it sends notices to hospital systems on a decision
-taken elsewhere. A version put back in service later is not un-recalled: its withdrawn
-results stay withdrawn (a person sends the series again if they should stand)."""
+taken elsewhere.
+
+It asks too about the recalls it made itself, and lifts one whose version the registry put
+back in service: the version's later results go out again, while its withdrawn results stay
+withdrawn (a person restores one that should stand where it went). A recall a person made,
+or lifted, is theirs: never lifted, nor made again for the same withdrawal, by the watch."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from urllib.parse import quote
 
 import requests
@@ -21,6 +26,8 @@ from service.dicom_node.recalls import RecallBook
 log = logging.getLogger("scantune.dicom")
 TIMEOUT_S = 30.0
 BY = "registry"
+MADE_HERE = f"{BY} ("  # the requester of a recall the watch made: "registry (<who withdrew>)"
+REINSTATED = "put back in service at the registry"
 
 
 class RegistryWatch(Background):
@@ -36,23 +43,45 @@ class RegistryWatch(Background):
         super().__init__()
 
     def step(self) -> bool:
-        """Ask about each version with delivered results not yet recalled; recall the
-        withdrawn. Always waits `poll_s` after (a round is the whole check)."""
+        """Ask about each version with delivered results not recalled, recalling the
+        withdrawn; then about each recall in force the watch made, lifting those of versions
+        back in service. Always waits `poll_s` after (a round is the whole check)."""
         for model, version in self.book.unrecalled_versions():
-            found = self._withdrawal(model, version)
-            if found is None or not found.get("withdrawn"):
-                continue
-            reason = str(found.get("reason") or "withdrawn at the registry")
-            by = f"{BY} ({found.get('set_by') or 'unknown'})"
-            _, new = self.book.request(model, version, reason, by)
-            if new:
-                record(
-                    "version_recalled_at_node", client=BY,
-                    target=f"model {model} version {version}", outcome="ok", reason=reason,
-                )  # fmt: skip
-                log.warning("model %s v%d withdrawn at the registry: recalled here", model,
-                            version)  # fmt: skip
+            self._recall_if_withdrawn(model, version)
+        for recall_id, model, version in self.book.made_by(MADE_HERE):
+            self._lift_if_reinstated(recall_id, model, version)
         return False
+
+    def _recall_if_withdrawn(self, model: str, version: int) -> None:
+        found = self._withdrawal(model, version)
+        if found is None or not found.get("withdrawn"):
+            return
+        lifted = self.book.lifted_at(model, version)
+        if lifted is not None and not _since(found.get("set_at"), lifted):
+            return  # its recall was lifted after this withdrawal: that word stands
+        reason = str(found.get("reason") or "withdrawn at the registry")
+        by = f"{BY} ({found.get('set_by') or 'unknown'})"
+        _, new = self.book.request(model, version, reason, by)
+        if new:
+            record(
+                "version_recalled_at_node", client=BY,
+                target=f"model {model} version {version}", outcome="ok", reason=reason,
+            )  # fmt: skip
+            log.warning("model %s v%d withdrawn at the registry: recalled here", model,
+                        version)  # fmt: skip
+
+    def _lift_if_reinstated(self, recall_id: int, model: str, version: int) -> None:
+        found = self._withdrawal(model, version)
+        if found is None or found.get("withdrawn") is not False:
+            return
+        by = f"{BY} ({found.get('set_by') or 'unknown'})"
+        if self.book.lift(recall_id, REINSTATED, by, made_by=MADE_HERE):
+            record(
+                "version_recall_lifted_at_node", client=BY,
+                target=f"model {model} version {version}", outcome="ok", reason=REINSTATED,
+            )  # fmt: skip
+            log.warning("model %s v%d put back in service at the registry: recall lifted"
+                        " here", model, version)  # fmt: skip
 
     def _withdrawal(self, model: str, version: int) -> dict[str, object] | None:
         path = f"/v1/models/{quote(model, safe='')}/versions/{version}/withdrawal"
@@ -70,3 +99,12 @@ class RegistryWatch(Background):
         except ValueError:
             return None
         return body if isinstance(body, dict) else None
+
+
+def _since(stamp: object, then: datetime) -> bool:
+    """Whether the registry's ISO 8601 `stamp` is after `then` (False when it gives none)."""
+    try:
+        at = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return False
+    return at.tzinfo is not None and at > then

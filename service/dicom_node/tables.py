@@ -188,7 +188,9 @@ class ExamReportRow(Base):
 class RecallRow(Base):
     """A model version recalled at the node (`POST /v1/recalls`): its results not yet sent
     are stopped, and each one delivered is withdrawn from its destination. new -> applied
-    (by the queue worker, which alone sends, so that no result goes out after it)."""
+    (by the queue worker, which alone sends, so that no result goes out after it) -> lifted
+    (`POST /v1/recalls/{id}/lift`: the version's later results go out again) -> new (the
+    version recalled again: the same row, one per version)."""
 
     __tablename__ = "dicom_recalls"
     __table_args__ = (UniqueConstraint("model", "version", name="uq_dicom_recall"),)
@@ -204,6 +206,9 @@ class RecallRow(Base):
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lifted_by: Mapped[str | None] = mapped_column(String(255))
+    lift_reason: Mapped[str | None] = mapped_column(String(255))
 
 
 class WithdrawalRow(Base):

@@ -88,8 +88,8 @@ class Worker:
 
     def step(self) -> bool:
         """One round: expire, start classifying the quiet series there are free slots for,
-        apply new recalls, attempt the due deliveries (none of a recalled version) and
-        withdrawals."""
+        apply new recalls, attempt the due deliveries (none of a version recalled, unless its
+        recall was lifted) and withdrawals (a lifted recall's go on)."""
         self.expire()
         started = 0
         while self._slots.acquire(blocking=False):

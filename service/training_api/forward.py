@@ -90,8 +90,8 @@ class InferenceForwarder:
 
 class NodeForwarder:
     """The dashboard's DICOM page: the node's series, retrieval and recall routes, with the
-    user's own key (the node checks its scopes: series:read to list, admin to send now and to
-    recall, series:retrieve to fetch a study)."""
+    user's own key (the node checks its scopes: series:read to list, admin to send now, to
+    recall and to lift a recall, series:retrieve to fetch a study)."""
 
     def __init__(self, base_url: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -140,6 +140,11 @@ class NodeForwarder:
     def recall_retry(self, recall_id: int, *, key: str | None) -> Forwarded:
         """Send a recall's refused withdrawals again (the node checks for admin)."""
         return self._relay("POST", f"/v1/recalls/{recall_id}/retry", key)
+
+    def recall_lift(self, recall_id: int, body: Any, *, key: str | None) -> Forwarded:
+        """Lift a recall: the version's later results go out again (the node validates the
+        body and checks for admin)."""
+        return self._relay("POST", f"/v1/recalls/{recall_id}/lift", key, json=body)
 
     def recalls(self, query: dict[str, str], *, key: str | None) -> Forwarded:
         params = {k: v for k, v in query.items() if k == "limit"}

@@ -222,5 +222,13 @@ def forward_recall_retry(recall_id: int) -> Response:
     return _relayed(node.recall_retry(recall_id, key=presented_key()))
 
 
+@bp.post("/api/recalls/<int:recall_id>/lift")
+@require("admin")
+def forward_recall_lift(recall_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    body = request.get_json(silent=True)
+    return _relayed(node.recall_lift(recall_id, body, key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

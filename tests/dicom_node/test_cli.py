@@ -116,6 +116,32 @@ def test_recall_and_follow_it(node: str, capsys: pytest.CaptureFixture[str]) -> 
     assert "recall 1 has no refused withdrawal to send again" in capsys.readouterr().err
 
 
+def test_lift_a_recall(node: str, capsys: pytest.CaptureFixture[str]) -> None:
+    asked = ("recall", "--model", "chest-xray", "--version", "3", "--reason", "misses effusions")
+    assert _run(node, "operator", *asked) == 0
+    capsys.readouterr()
+    lift = ("recall-lift", "1", "--reason", "recalled by mistake")
+    assert _run(node, "ops", *lift) == 5  # admin only
+    assert "lacks the scope 'admin'" in capsys.readouterr().err
+    assert _run(node, "operator", *lift) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "recall 1: chest-xray v3 (lifted)"
+    assert shown[2].startswith("  lifted 20") and shown[2].endswith(
+        " by operator: recalled by mistake"
+    )
+    assert _run(node, "operator", *lift) == 5
+    assert "recall 1 was lifted already" in capsys.readouterr().err
+    assert _run(node, "operator", "recall-lift", "2", "--reason", "x") == 5
+    assert "no recall 2" in capsys.readouterr().err
+    assert _run(node, "ops", "recalls") == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[1].split()[:4] == ["1", "chest-xray", "v3", "lifted"]
+    assert _run(node, "operator", *asked[:-1], "unsafe after all", "--json") == 0
+    again = json.loads(capsys.readouterr().out)  # recalled again: made anew
+    assert (again["id"], again["state"], again["reason"]) == (1, "new", "unsafe after all")
+    assert again["lifted_at"] is None
+
+
 def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixture[str]) -> None:
     from service.commands.recalls import _print_one
 

@@ -1,11 +1,14 @@
 """A recall end to end: the node under gunicorn delivers a series' result to Orthanc (C-STORE)
 and to an HL7 receiver, then a recall of the version withdraws it from both (an IOCM
 rejection note stored in the study, an ORU posting the result as wrong), deletes the result
-it kept for that, and holds back the results of series the version classifies after it."""
+it kept for that, and holds back the results of series the version classifies after it;
+lifted, it holds back nothing more, and what it did stays. The registry watch follows the
+registry both ways, lifting only the recalls it made itself."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +16,17 @@ from typing import Any
 import hl7
 import pytest
 import requests
+from sqlalchemy import Engine
 
 from service.auth import hash_key
+from service.dicom_node.queue import WorkQueue
+from service.dicom_node.recalls import RecallBook
+from service.dicom_node.registry_watch import RegistryWatch
 from tests.dicom_node.conftest import OPS_KEY, SIGNING_KEY, STOW_KEY
 from tests.dicom_node.parts import Gunicorn, Orthanc, make_study, send, wait_until
 from tests.dicom_node.test_hl7 import Receiver
 from tests.dicom_node.test_hl7 import receivers as receivers  # the fixture
+from tests.dicom_node.test_recalls import classified
 from tests.inference.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -34,6 +42,14 @@ def call(node: Gunicorn, method: str, path: str, key: str = ADMIN_KEY, **kw: Any
     )
 
 
+def admin_keys() -> list[dict[str, Any]]:
+    return [
+        {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["series:read"]},
+        {"name": "stow-client", "sha256": hash_key(STOW_KEY), "scopes": ["predict"]},
+        {"name": "safety-officer", "sha256": hash_key(ADMIN_KEY), "scopes": ["admin"]},
+    ]
+
+
 def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
     make_node: Callable[..., Gunicorn],
     orthanc: Orthanc,
@@ -46,11 +62,7 @@ def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
             {"hl7": {"host": "127.0.0.1", "port": receiver.port}},
         ],
         dicom_recall_keep_h=24,
-        api_keys=[
-            {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["series:read"]},
-            {"name": "stow-client", "sha256": hash_key(STOW_KEY), "scopes": ["predict"]},
-            {"name": "safety-officer", "sha256": hash_key(ADMIN_KEY), "scopes": ["admin"]},
-        ],
+        api_keys=admin_keys(),
     ).start()
     study = make_study(2)
     study_uid = study[0].StudyInstanceUID
@@ -147,6 +159,107 @@ def test_a_recalled_result_sent_over_stow_rs_gets_its_rejection_note_there_once(
     assert texts == ["wrong laterality"]
 
 
+def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_did(
+    make_node: Callable[..., Gunicorn],
+    orthanc: Orthanc,
+    receivers: Callable[..., Receiver],
+) -> None:
+    """Lifted while its withdrawal from the RIS is still being tried: a later series of the
+    version is delivered, the recalled one stays recalled and its withdrawal goes on; then
+    recalled again, the same recall takes the later series back."""
+    receiver = receivers(["AA", "AE"])  # the result accepted, then the RIS away for a while
+    node = make_node(
+        dicom_destinations=[
+            {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
+            {"hl7": {"host": "127.0.0.1", "port": receiver.port}},
+        ],
+        dicom_recall_keep_h=24,
+        api_keys=admin_keys(),
+    ).start()
+    first = make_study(1)
+    first_uid = first[0].StudyInstanceUID
+    assert send(node.port_dicom, first) == [0]
+    wait_until(lambda: orthanc.reports(first_uid), SLACK_S, "the SR at the PACS")
+    [series] = wait_until(
+        lambda: [s for s in call(node, "GET", "/v1/series", OPS_KEY).json()["items"]
+                 if s["state"] == "done"],
+        SLACK_S, "the series done",
+    )  # fmt: skip
+    asked = {"model": MODEL, "version": series["version"], "reason": "misses pneumothorax"}
+    made = call(node, "POST", "/v1/recalls", json=asked)
+    assert made.status_code == 202, made.text
+    location, recall_id = made.headers["Location"], made.json()["id"]
+    wait_until(lambda: orthanc.instances(first_uid, "KO"), SLACK_S, "the rejection note")
+
+    def ris_tried() -> Any:
+        open_ = call(node, "GET", location, OPS_KEY).json()["open"]
+        return [w for w in open_ if w["destination"].startswith("mllp") and w["attempts"]]
+
+    wait_until(ris_tried, SLACK_S, "the withdrawal from the RIS tried")
+
+    lift = f"{location}/lift"
+    because = {"reason": "reviewed: the misses were a labelling error"}
+    assert call(node, "POST", lift, OPS_KEY, json=because).status_code == 403
+    for body, field in (({}, "reason"), ({"reason": ""}, "reason"), ({**because, "by": "x"}, "by")):
+        bad = call(node, "POST", lift, json=body)
+        assert bad.status_code == 422 and [e["loc"] for e in bad.json()["errors"]] == [
+            f"body/{field}"
+        ], body
+    assert call(node, "POST", "/v1/recalls/999/lift", json=because).status_code == 404
+    assert call(node, "GET", location, OPS_KEY).json()["state"] == "applied"  # none of these
+    lifted = call(node, "POST", lift, json=because)
+    assert lifted.status_code == 200, lifted.text
+    view = lifted.json()
+    assert (view["state"], view["lifted_by"], view["lift_reason"]) == (
+        "lifted", "safety-officer", because["reason"],
+    )  # fmt: skip
+    assert view["lifted_at"] and view["reason"] == asked["reason"]
+    twice = call(node, "POST", lift, json=because)
+    assert twice.status_code == 409 and twice.headers["Content-Type"] == "application/problem+json"
+    assert twice.json()["detail"] == f"recall {recall_id} was lifted already"
+
+    later = make_study(1)  # lifted: the version's result goes out again
+    later_uid = later[0].StudyInstanceUID
+    assert send(node.port_dicom, later) == [0]
+    wait_until(lambda: orthanc.reports(later_uid), SLACK_S, "the later SR at the PACS")
+    recalled = call(node, "GET", f"/v1/series/{series['id']}", OPS_KEY).json()
+    assert recalled["state"] == "recalled"  # what the recall did stays
+    with receiver.lock:  # the RIS back: the withdrawal goes on, the later result goes
+        receiver.answers = ["AA"]
+
+    def withdrawn_from_both() -> Any:
+        view = call(node, "GET", location, OPS_KEY).json()
+        return view if view["withdrawals"]["done"] == 2 else None
+
+    view = wait_until(withdrawn_from_both, SLACK_S, "the withdrawal from the RIS made")
+    assert view["state"] == "lifted" and view["series"] == 1 and view["open"] == []
+    [delivered] = wait_until(
+        lambda: [s for s in call(node, "GET", "/v1/series", OPS_KEY,
+                                 params={"study_instance_uid": later_uid}).json()["items"]
+                 if s["state"] == "done"],
+        SLACK_S, "the later series delivered to both",
+    )  # fmt: skip
+
+    again = {**asked, "reason": "misses pneumothorax after all"}
+    remade = call(node, "POST", "/v1/recalls", json=again)
+    assert remade.status_code == 202 and remade.json()["id"] == recall_id
+    assert remade.json()["lifted_at"] is None and remade.json()["reason"] == again["reason"]
+    wait_until(lambda: orthanc.instances(later_uid, "KO"), SLACK_S, "the later result withdrawn")
+
+    def applied_again() -> Any:
+        view = call(node, "GET", location, OPS_KEY).json()
+        return view if view["withdrawals"]["done"] == 4 else None
+
+    view = wait_until(applied_again, SLACK_S, "both results withdrawn from both")
+    assert (view["state"], view["series"], view["requested_by"]) == (
+        "applied", 2, "safety-officer",
+    )  # fmt: skip
+    again_series = call(node, "GET", f"/v1/series/{delivered['id']}", OPS_KEY).json()
+    assert again_series["state"] == "recalled"
+    log = node.log_text()
+    assert "version_recall_lifted_at_node" in log and because["reason"] in log
+
+
 @pytest.fixture
 def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
     """The training service over the inference service's registry: the node reads there
@@ -199,3 +312,77 @@ def test_a_version_withdrawn_at_the_registry_is_recalled_at_the_node(
     assert recall["reason"] == "misses effusions on portables"
     assert recall["requested_by"] == "registry (safety-officer)"
     assert "version_recalled_at_node" in node.log_text()
+    put_back = requests.put(
+        withdrawal, json={"withdrawn": False, "reason": "a labelling error, not the model"},
+        headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
+    )  # fmt: skip
+    assert put_back.status_code == 200, put_back.text
+    [lifted] = wait_until(
+        lambda: [r for r in call(node, "GET", "/v1/recalls", OPS_KEY).json()["items"]
+                 if r["state"] == "lifted"],
+        SLACK_S, "the recall lifted",
+    )  # fmt: skip
+    assert lifted["lift_reason"] == "put back in service at the registry"
+    assert lifted["lifted_by"] == "registry (safety-officer)"
+    assert "version_recall_lifted_at_node" in node.log_text()
+
+
+def test_the_registry_watch_lifts_the_recalls_it_made_and_never_a_person_s(
+    engine: Engine, training: Gunicorn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round by round against the registry: a person's recall stands whatever the registry
+    says, and so does a person's lift of a withdrawal the registry made before it; the
+    watch's own recall is lifted once the version is back in service, and made anew when the
+    registry withdraws it again."""
+    queue = WorkQueue(engine)
+    book = RecallBook(engine, queue.lock)
+    watch = RegistryWatch(book, training.url, NODE_READ_KEY, check_s=60)
+    path = f"{training.url}/v1/models/{MODEL}/versions/1/withdrawal"
+
+    def registry(withdrawn: bool, reason: str) -> None:
+        answer = requests.put(
+            path, json={"withdrawn": withdrawn, "reason": reason},
+            headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+
+    def recall() -> dict[str, Any]:
+        [only] = book.list()
+        return only
+
+    classified(queue, 1, version=1, model=MODEL)  # delivering: the registry is asked about it
+    recall_id, _ = book.request(MODEL, 1, "a person's doubt", "safety-officer")
+    registry(True, "misses effusions")
+    registry(False, "a labelling error")
+    watch.step()
+    assert (recall()["state"], recall()["reason"]) == ("new", "a person's doubt")
+    book.lift(recall_id, "reviewed", "safety-officer")
+    watch.step()  # in service at the registry: nothing to do
+    assert recall()["state"] == "lifted"
+
+    registry(True, "misses effusions on portables")  # withdrawn after the person's lift
+    watch.step()
+    view = recall()
+    assert (view["state"], view["requested_by"], view["reason"]) == (
+        "new", "registry (safety-officer)", "misses effusions on portables",
+    )  # fmt: skip
+    registry(False, "a labelling error")
+    with caplog.at_level(logging.INFO, logger="scantune.audit"):
+        watch.step()
+    view = recall()
+    assert (view["state"], view["lifted_by"], view["lift_reason"]) == (
+        "lifted", "registry (safety-officer)", "put back in service at the registry",
+    )  # fmt: skip
+    [audited] = [
+        r.audit for r in caplog.records  # type: ignore[attr-defined]
+        if getattr(r, "audit", {}).get("action") == "version_recall_lifted_at_node"
+    ]  # fmt: skip
+    assert (audited["client"], audited["target"]) == ("registry", f"model {MODEL} version 1")
+
+    registry(True, "misses effusions after all")
+    watch.step()
+    assert (recall()["state"], recall()["reason"]) == ("new", "misses effusions after all")
+    book.lift(recall_id, "the board overrules it", "safety-officer")  # still withdrawn there
+    watch.step()
+    assert (recall()["state"], recall()["lifted_by"]) == ("lifted", "safety-officer")
+    registry(False, "back in service")

@@ -1,5 +1,6 @@
 """Recalls in the work queue, on SQLite and the real PostgreSQL: what a recall stops, what it
-withdraws, what it cannot (the result not kept), and the race with a classification."""
+withdraws, what it cannot (the result not kept), the race with a classification, and lifting
+a recall (what it did stays; recalled again, it is made anew)."""
 
 from __future__ import annotations
 
@@ -200,3 +201,84 @@ def test_a_refused_withdrawal_keeps_its_result_to_be_sent_again(
         book.ended(due.withdrawal_id, "rejected", "refused")
     queue.forget_files(gone)
     assert book.retry(other) == 0
+
+
+def test_a_lifted_recall_holds_nothing_back_and_keeps_what_it_did(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    series_id, recall_id = delivered_then_recalled(queue, book, "unsafe")
+    assert book.lift(recall_id, "recalled by mistake", "safety")
+    assert not book.lift(recall_id, "twice", "safety")  # lifted already
+    assert not book.lift(recall_id + 1, "unknown", "safety")
+    view = book.get(recall_id)
+    assert view is not None and view["state"] == "lifted" and view["lifted_at"] is not None
+    assert (view["lifted_by"], view["lift_reason"]) == ("safety", "recalled by mistake")
+    assert view["reason"] == "unsafe" and view["series"] == 1  # what it did stays
+    assert queue.series(series_id).state == "recalled"
+    assert view["withdrawals"]["pending"] == 2
+    assert sorted(d.destination for d in book.due()) == [PACS, RIS]  # withdrawals go on
+    later = classified(queue, 2)
+    assert {d.series_id for d in queue.due_deliveries()} == {later}
+    assert book.held({later}) == set()  # delivered like any other
+    assert book.apply_new() == []
+    assert book.unrecalled_versions() == [("chest-xray", 3)]  # the registry is asked again
+
+
+def test_a_recall_lifted_as_a_late_series_was_held_is_not_applied_to_it(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    recall_id, _ = book.request("chest-xray", 3, "unsafe", "ops")
+    book.apply_new()
+    late = classified(queue, 1)
+    held = book.held({late})
+    assert held == {late}
+    book.lift(recall_id, "a mistake", "ops")  # between the worker's look and its applying
+    book.apply_to(held)
+    assert queue.series(late).state == "delivering"
+    assert states(queue, late) == {PACS: "pending", RIS: "pending"}
+
+
+def test_recalled_again_after_a_lift_the_recall_is_made_anew_for_what_came_since(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    first, recall_id = delivered_then_recalled(queue, book, "unsafe")
+    book.lift(recall_id, "reviewed: fine", "safety")
+    later = classified(queue, 2)
+    pacs = next(d for d in queue.due_deliveries() if d.destination == PACS)
+    queue.delivered(pacs.delivery_id)  # the PACS has its result, the RIS not yet
+
+    assert book.request("chest-xray", 3, "unsafe after all", "board") == (recall_id, True)
+    view = book.get(recall_id)
+    assert view is not None and view["state"] == "new" and view["applied_at"] is None
+    assert (view["reason"], view["requested_by"]) == ("unsafe after all", "board")
+    assert view["lifted_at"] is view["lifted_by"] is view["lift_reason"] is None
+    assert book.request("chest-xray", 3, "a third", "ops") == (recall_id, False)  # in force
+    assert book.held({later}) == {later}
+    assert book.apply_new() == [later]  # the first series was recalled already
+    assert states(queue, later) == {PACS: "done", RIS: "recalled"}
+    assert queue.series(first).state == queue.series(later).state == "recalled"
+    view = book.get(recall_id)
+    assert view is not None and view["state"] == "applied" and view["series"] == 2
+    assert view["withdrawals"]["pending"] == 3 and view["stopped"] == 1
+    assert {(d.series_id, d.destination) for d in book.due()} == {
+        (first, PACS), (first, RIS), (later, PACS)
+    }  # fmt: skip
+    assert [r["id"] for r in book.list()] == [recall_id]
+
+
+def test_the_recalls_the_registry_watch_made_are_its_own_to_lift(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    mine, _ = book.request("chest-xray", 3, "withdrawn", "registry (owner)")
+    theirs, _ = book.request("chest-xray", 4, "unsafe", "registry-admin")  # a person's key
+    lifted, _ = book.request("knee", 1, "withdrawn", "registry (owner)")
+    book.lift(lifted, "put back", "ops")
+    assert book.made_by("registry (") == [(mine, "chest-xray", 3)]
+    assert not book.lift(theirs, "put back", "registry (owner)", made_by="registry (")
+    assert book.get(theirs)["state"] == "new"  # type: ignore[index]
+    assert book.lifted_at("chest-xray", 3) is None  # in force
+    assert book.lifted_at("knee", 2) is None  # never recalled
+    at = book.lifted_at("knee", 1)
+    assert at is not None and at.tzinfo is not None
+    assert book.lift(mine, "put back", "registry (owner)", made_by="registry (")
+    assert book.made_by("registry (") == []

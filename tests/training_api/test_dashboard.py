@@ -719,6 +719,73 @@ def test_the_dicom_page_recalls_a_version_only_for_an_admin_at_the_node(
     context.close()
 
 
+def test_the_dicom_page_lifts_a_recall_for_an_admin_once_told_why(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, model = stack["url"], "knee-xray-lifted"
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+
+    def recalled(version: int) -> int:
+        made = requests.post(
+            f"{stack['node']}/v1/recalls", headers=admin, timeout=10,
+            json={"model": model, "version": version, "reason": "wrong laterality"},
+        )  # fmt: skip
+        assert made.status_code == 202, made.text
+        return int(made.json()["id"])
+
+    first, second = recalled(2), recalled(3)
+    mine = f"[data-testid=recall-row]:has(th:text-is('{model} v2'))"
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", OPERATOR)  # series:read: sees it, may not lift it
+    page.locator(mine).wait_for()
+    assert page.locator(mine).get_by_test_id("recall-lift").count() == 0
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    row = page.locator(mine)
+    lift = row.get_by_role("button", name=f"Lift recall {first} of {model} v2", exact=True)
+    lift.click()
+    confirm = page.get_by_test_id("lift-confirm")
+    said = confirm.inner_text()
+    assert f"Lift recall {first} of {model} version 2?" in said and "stay recalled" in said
+    assert page.evaluate("document.activeElement.id") == "lift-reason"
+    axe(page)
+    page.get_by_role("button", name="Cancel", exact=True).click()  # nothing is sent
+    assert confirm.is_hidden()
+    assert page.evaluate("document.activeElement.dataset.testid") == "recall-lift"
+    assert _api(stack["node"], f"/v1/recalls/{first}")["state"] != "lifted"
+    lift.click()
+    page.get_by_role("button", name="Lift the recall", exact=True).click()  # no reason yet
+    assert confirm.is_visible() and _api(stack["node"], f"/v1/recalls/{first}")["lifted_at"] is None
+    reason = "recalled by mistake: the laterality was right"
+    page.fill("#lift-reason", reason)
+    page.get_by_role("button", name="Lift the recall", exact=True).click()
+    page.wait_for_selector(f"[data-testid=lifted]:has-text('Recall {first}: {model} v2 lifted')")
+    row = page.locator(f"{mine}[data-state=lifted]")
+    row.wait_for()
+    assert row.get_by_test_id("recall-lifted").inner_text().endswith(f"by admin: {reason}")
+    assert row.get_by_test_id("recall-lift").count() == 0 and confirm.is_hidden()
+    node = _api(stack["node"], f"/v1/recalls/{first}")
+    assert (node["state"], node["lifted_by"], node["lift_reason"]) == ("lifted", "admin", reason)
+    axe(page)
+
+    # lifted elsewhere while the form was open: the node's refusal shows in the form
+    other = page.locator(f"[data-testid=recall-row]:has(th:text-is('{model} v3'))")
+    other.get_by_test_id("recall-lift").click()
+    page.fill("#lift-reason", reason)
+    answer = requests.post(f"{stack['node']}/v1/recalls/{second}/lift", headers=admin,
+                           json={"reason": "by the API"}, timeout=10)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    page.get_by_role("button", name="Lift the recall", exact=True).click()
+    refused = page.get_by_test_id("lift-error")
+    refused.wait_for()
+    assert f"recall {second} was lifted already" in refused.inner_text()
+    context.close()
+
+
 def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     stack: dict[str, str], browser: Any
 ) -> None:

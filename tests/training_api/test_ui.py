@@ -208,6 +208,25 @@ def test_the_dicom_page_relays_recalls_and_the_node_decides_who_may_recall(
     assert nothing.status_code == 409 and "no refused withdrawal" in nothing.json["detail"]
 
 
+def test_the_dicom_page_relays_a_lift_for_an_admin(relay: FlaskClient) -> None:
+    client = relay
+    asked = {"model": "chest-xray", "version": 3, "reason": "misses effusions"}
+    recall = client.post("/ui/api/recalls", json=asked, headers=_bearer("operator")).json
+    lift = f"/ui/api/recalls/{recall['id']}/lift"
+    denied = client.post(lift, json={"reason": "a mistake"}, headers=_bearer("ops"))
+    assert denied.status_code == 403 and "'admin'" in denied.json["detail"]
+    bad = client.post(lift, json={"reason": "a mistake", "by": "x"}, headers=_bearer("operator"))
+    assert bad.status_code == 422 and bad.json["errors"][0]["loc"] == "body/by"  # the node's
+    lifted = client.post(lift, json={"reason": "a mistake"}, headers=_bearer("operator"))
+    assert lifted.status_code == 200, lifted.get_data(as_text=True)
+    assert (lifted.json["state"], lifted.json["lifted_by"]) == ("lifted", "operator")
+    again = client.post(lift, json={"reason": "a mistake"}, headers=_bearer("operator"))
+    assert again.status_code == 409 and "lifted already" in again.json["detail"]
+    unknown = client.post("/ui/api/recalls/99/lift", json={"reason": "x"},
+                          headers=_bearer("operator"))  # fmt: skip
+    assert unknown.status_code == 404
+
+
 def test_the_dicom_page_says_when_the_node_is_unset_or_down(
     training_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

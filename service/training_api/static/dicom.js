@@ -3,7 +3,8 @@
 // "Fetch again" fills the fetch form in for a series that ended unclassified;
 // "Fetch" (series:retrieve) has the node fetch a study from a PACS, and lists the key's recent
 // fetches, each still going with a "Cancel"; "Recalls" lists the versions recalled at the node
-// with what became of their withdrawals, and its form (admin, the node checks) recalls one.
+// with what became of their withdrawals, and its form (admin, the node checks) recalls one;
+// "Lift…" (admin) lifts a recall in force, once the user says why.
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
@@ -276,6 +277,7 @@ const RECALL_COLUMNS = ["Recalled", "Model", "Reason", "By", "State", "Series re
 const WITHDRAWAL_COLUMNS = ["Series", "Study Instance UID", "Destination", "State", "Last error"];
 const TO_ACT_ON = ["not_kept", "rejected", "expired"]; // a person withdraws these by hand
 const shown = new Set(); // the recalls whose open withdrawals are listed, kept over refreshes
+let lifting = null; // the recall the lift form is open for (the form outlives a redraw)
 
 function withdrawalRow(w) {
   const tries = w.attempts ? ` (${w.attempts} ${w.attempts === 1 ? "try" : "tries"})` : "";
@@ -336,14 +338,76 @@ function recallRow(r) {
     el("th", { scope: "row", text: `${r.model} v${r.version}` }),
     el("td", { text: r.reason }),
     el("td", { text: r.requested_by }),
-    el("td", {}, el("span", { class: "status", text: r.state })),
+    el("td", {}, el("span", { class: "status", text: r.state }), liftedText(r)),
     el("td", { "data-testid": "recall-series", text: String(r.series) }),
     el("td", { "data-testid": "recall-stopped", text: String(r.stopped) }),
     el("td", { "data-testid": "recall-done", text: String(w.done) }),
     el("td", { "data-testid": "recall-pending", text: String(w.pending) }),
     el("td", { "data-testid": "recall-to-act-on" }, act ? el("span", { class: "status failed", text: String(act) }) : "0", which ? el("div", { class: "muted", text: which }) : null),
-    el("td", {}, showButton(r), retryButton(r)),
+    el("td", {}, showButton(r), retryButton(r), liftButton(r)),
   );
+}
+
+function liftedText(r) {
+  if (r.state !== "lifted") return null;
+  return el("div", { class: "muted", "data-testid": "recall-lifted", text: `${age(r.lifted_at)} by ${r.lifted_by}: ${r.lift_reason}` });
+}
+
+function liftButton(r) {
+  if (!admin || r.state === "lifted") return null;
+  const button = el("button", { type: "button", "data-testid": "recall-lift", text: "Lift…", "aria-label": `Lift recall ${r.id} of ${r.model} v${r.version}` });
+  button.addEventListener("click", () => openLift(r));
+  return button;
+}
+
+// Lift a recall: the form says what stays (its series recalled, its withdrawals going on) and
+// asks why; then the node lifts it, and the version's later results go out again.
+function openLift(r) {
+  lifting = r;
+  document.getElementById("lift-confirm-text").textContent =
+    `Lift recall ${r.id} of ${r.model} version ${r.version}? The series it classifies from now on are delivered again. What the recall did stays: the ${r.series} series it recalled stay recalled and its withdrawals go on (a result that should stand is restored by hand where it went).`;
+  document.getElementById("lift-error").hidden = true;
+  document.getElementById("lifted").textContent = "";
+  const liftAt = document.getElementById("lift-form");
+  liftAt.hidden = false;
+  liftAt.elements.reason.focus();
+}
+
+function recallControl(id, testid) {
+  return document.querySelector(`[data-testid=recall-row][data-id="${id}"] [data-testid=${testid}]`);
+}
+
+function liftForm() {
+  const liftAt = document.getElementById("lift-form");
+  const yes = document.getElementById("lift-yes");
+  const error = document.getElementById("lift-error");
+  const close = () => {
+    liftAt.hidden = true;
+    liftAt.reset();
+    lifting = null;
+  };
+  document.getElementById("lift-no").addEventListener("click", () => {
+    const id = lifting?.id;
+    close();
+    recallControl(id, "recall-lift")?.focus();
+  });
+  liftAt.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!lifting) return;
+    yes.disabled = true;
+    try {
+      const r = await api(`/ui/api/recalls/${lifting.id}/lift`, { method: "POST", json: { reason: liftAt.elements.reason.value.trim() } });
+      close();
+      document.getElementById("lifted").textContent = `Recall ${r.id}: ${r.model} v${r.version} lifted; its later results go out again.`;
+      await loadRecalls();
+      recallControl(r.id, "recall-show")?.focus();
+    } catch (err) {
+      error.textContent = problemText(err);
+      error.hidden = false;
+    } finally {
+      yes.disabled = false;
+    }
+  });
 }
 
 // A destination refused a withdrawal and has been mended: send the refused ones again (admin).
@@ -435,6 +499,7 @@ setup(async (scopes) => {
   admin = scopes.has("admin");
   document.getElementById("recalls-section").hidden = false; // the form too: the node checks admin
   recallForm();
+  liftForm();
   form = document.getElementById("series-filter");
   form.hidden = false;
   // A link may name the filter (the facts page of a withdrawn version: the series it classified).
