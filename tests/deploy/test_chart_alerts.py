@@ -135,4 +135,6 @@ def test_the_grafana_dashboard_charts_exported_metrics(render: Render) -> None:
             for label in re.findall(r"{{(\w+)}}", target["legendFormat"]):
                 assert re.search(rf"by \([\w, ]*\b{label}\b", target["expr"]), (where, label)
     names = {n.rsplit("_bucket", 1)[0] for n in charted}
-    assert {"scantune_dicom_series_expired_total", "scantune_http_request_seconds"} <= names
+    charts = {"scantune_dicom_series_expired_total", "scantune_http_request_seconds",
+              "scantune_api_key_expiry_timestamp_seconds"}  # fmt: skip
+    assert charts <= names
