@@ -72,6 +72,8 @@ class ApiClient(Client):
 def hint(exc: ApiError, args: argparse.Namespace) -> str:
     """What to do about a refusal the user can fix from the shell."""
     if exc.status == 401:
+        if " expired at " in str(exc.problem.get("detail", "")):  # the detail says which, when
+            return "\n  (ask for a new key: docs/security.md, Key expiry and rotation)"
         given = "the API key was refused" if getattr(args, "api_key", None) else "no API key given"
         return (
             f"\n  ({given}; set SCANTUNE_API_KEY or pass --api-key with a key the service at"

@@ -215,3 +215,18 @@ def test_keys_new_refuses_what_the_services_would(capsys: pytest.CaptureFixture[
             main(["keys", "new", "--name", "ci", "--scope", "read", *wrong])
         assert stopped.value.code == 2
     assert "SCANTUNE_API_KEYS entry" not in capsys.readouterr().out
+
+
+def test_the_cli_tells_the_holder_of_an_expired_key_to_get_a_new_one() -> None:
+    import argparse
+
+    from service.client import ApiError
+    from service.commands.client import hint
+
+    args = argparse.Namespace(api_key="k", url="http://127.0.0.1:8000")
+    expired = {
+        "detail": "the API key 'ci' expired at 2030-02-01T00:00:00Z: its holder needs a new one"
+    }
+    assert "ask for a new key" in hint(ApiError("refused", 401, expired), args)
+    unknown = hint(ApiError("refused", 401, {"detail": "the API key is not valid"}), args)
+    assert "the API key was refused" in unknown and "new key" not in unknown
