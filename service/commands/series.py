@@ -1,9 +1,10 @@
 """`scantune series list|show|send-now|retrieve|refetch|retrieval|retrievals|cancel-retrieval|
-orders|outcomes|reports|recall|recalls`, over the node's API: what the DICOM node did with
-each series it received (its classification, each delivery of its result and the last
-errors), having it fetch a study from a PACS (waiting, or in the background) and what became
-of those fetches, the RIS's orders, the outcomes its reports confirmed, and recalls
-(`service.commands.recalls`)."""
+orders|outcomes|reports|recall|recalls|purge|purges`, over the node's API: what the DICOM node
+did with each series it received (its classification, each delivery of its result and the
+last errors), having it fetch a study from a PACS (waiting, or in the background) and what
+became of those fetches, the RIS's orders, the outcomes its reports confirmed, recalls
+(`service.commands.recalls`) and purges of a study sent by mistake
+(`service.commands.purges`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from service.commands import recalls
+from service.commands import purges, recalls
 from service.commands.client import (
     HTTP_ERROR,
     ApiClient,
@@ -31,6 +32,7 @@ STATES = (
     "failed",
     "expired",
     "recalled",
+    "purged",
 )
 FETCH_STATES = ("running", "cancelling", "done", "not_found", "failed", "cancelled")
 
@@ -101,6 +103,7 @@ def register(subparsers: Any) -> None:
     stop = _add(sub, "cancel-retrieval", "stop a retrieval asked with --no-wait", run_cancel)
     stop.add_argument("id", type=int)
     recalls.register(sub, _add)
+    purges.register(sub, _add)
 
 
 def _add(

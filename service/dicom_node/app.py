@@ -112,6 +112,7 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
         operations,
         orders_api,
         outcomes_api,
+        purges_api,
         recalls_api,
         retrievals,
         stow,
@@ -134,6 +135,7 @@ def create_app(settings: DicomNodeSettings | None = None, *, start: bool = True)
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(outcomes_api.bp)
     app.register_blueprint(recalls_api.bp)
+    app.register_blueprint(purges_api.bp)
     app.extensions.setdefault("scantune.metrics_hooks", []).append(node.worker.observe)
     add_readiness_check(app, "database", lambda: _ping(node.queue))
     add_readiness_check(app, "dicom", lambda: _listening(node))

@@ -24,7 +24,7 @@ log = logging.getLogger("scantune.dicom")
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 State = Literal[
     "receiving", "classifying", "delivering", "done", "rejected", "unrouted", "failed", "expired",
-    "recalled",
+    "recalled", "purged",
 ]  # fmt: skip
 SENDABLE = ("receiving", "delivering", "rejected")  # what "send now" has work to try for
 

@@ -62,7 +62,7 @@ class WorkQueue:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._lock = self.lock = threading.Lock()  # `lock`: shared with the RecallBook
+        self._lock = self.lock = threading.Lock()  # `lock`: shared with Recall- and PurgeBook
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -149,12 +149,15 @@ class WorkQueue:
         destinations: list[str],
         skipped: dict[str, str] | None = None,
         version: int | None = None,
-    ) -> None:
+    ) -> bool:
         """The result is made and on disk: queue one delivery per destination; record those
-        `skipped` (destination: why) as such, never sent."""
+        `skipped` (destination: why) as such, never sent. False: the series' study was purged
+        meanwhile (`service.dicom_node.purges`), and the result must go nowhere."""
         now = utcnow()
         with self._lock, self._sessions.begin() as session:
             row = session.get_one(SeriesRow, series_id)
+            if row.state == "purged":
+                return False
             row.result_uid, row.result_file, row.version = result_uid, result_file, version
             row.last_error = None
             row.state = "delivering" if destinations else "done"
@@ -168,20 +171,25 @@ class WorkQueue:
                         next_attempt_at=now, last_error=why,
                     )
                 )  # fmt: skip
+            return True
 
     def retry_later(self, series_id: int, error: str, delay_s: float) -> int:
         """Classification failed for now (inference unreachable): wait, then try again."""
         with self._lock, self._sessions.begin() as session:
             row = session.get_one(SeriesRow, series_id)
+            if row.state == "purged":  # while it was classified: it stays so
+                return row.attempts
             row.state, row.last_error = "receiving", error[:255]
             row.attempts += 1
             row.next_attempt_at = utcnow() + timedelta(seconds=delay_s)
             return row.attempts
 
     def finish(self, series_id: int, state: str, error: str | None = None) -> None:
-        """End a series' work as failed or expired (its files are the caller's to delete)."""
+        """End a series' work as failed or expired (the caller deletes its files); purged stays."""
         with self._lock, self._sessions.begin() as session:
             row = session.get_one(SeriesRow, series_id)
+            if row.state == "purged":
+                return
             row.state, row.last_error, row.finished_at = state, (error or "")[:255], utcnow()
             session.execute(
                 update(DeliveryRow)

@@ -4,7 +4,7 @@ made by the migration `dicom_node_queue` in service/jobs/migrations).
 A *series* row is one unit of work: the instances of one series received until it fell quiet,
 the model a route chose for it, the result (SR) made from them, and its state:
 receiving -> classifying -> delivering -> done (or rejected, by a destination), or unrouted /
-failed / expired.
+failed / expired; recalled (`dicom_recalls`) and purged (`dicom_purges`) from any of them.
 A *delivery* row is one result on its way to one destination.
 """
 
@@ -85,7 +85,9 @@ class DeliveryRow(Base):
     )
     destination: Mapped[str] = mapped_column(String(255), nullable=False)
     state: Mapped[str] = mapped_column(
-        String(16), nullable=False, doc="pending, done, rejected, expired; skipped (not sent)."
+        String(16),
+        nullable=False,
+        doc="pending, done, rejected, expired; skipped, recalled, purged (never sent).",
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -238,3 +240,28 @@ class WithdrawalRow(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PurgeRow(Base):
+    """A study the node was sent by mistake, forgotten (`POST /v1/purges`): new -> done, by
+    the queue worker, which alone sends, so that nothing of the study goes out after it. It
+    names the study only by its salted hash (`service.audit.hash_uid`, as audit records do);
+    what the purge did is kept with it, the deliveries made before it above all: the node
+    cannot take those back, a person must act where they went."""
+
+    __tablename__ = "dicom_purges"
+    __table_args__ = (Index("ix_dicom_purges_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(String(255), nullable=False)
+    requested_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    counts: Mapped[str | None] = mapped_column(
+        Text, doc="JSON: what it stopped, deleted and forgot (`purges.Counts`); None until done."
+    )
+    delivered: Mapped[str | None] = mapped_column(
+        Text, doc="JSON: the results delivered before it, by destination; None until done."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,6 +1,6 @@
 """The queue worker: classifies series once they fall quiet, delivers their results with
-back-off, applies recalls and withdraws a recalled version's results, and deletes what is
-delivered or past the retention limit. One thread per node."""
+back-off, applies purges and recalls and withdraws a recalled version's results, and deletes
+what is delivered or past the retention limit. One thread per node."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from service.dicom_node.classify import Classification, InferenceClient, Rejecte
 from service.dicom_node.delivery import NotDelivered, Sender
 from service.dicom_node.delivery import Rejected as DeliveryRejected
 from service.dicom_node.maps import build_maps, read_maps
+from service.dicom_node.purges import PurgeBook
 from service.dicom_node.queue import Due, WorkQueue, chosen_destinations
 from service.dicom_node.recalls import DueWithdrawal, RecallBook
 from service.dicom_node.redact import uid_hash
@@ -51,6 +52,8 @@ class Worker:
         self.client, self.senders = client, senders
         self.router = Router(settings.dicom_routes, settings.dicom_destinations)
         self.recalls = RecallBook(queue.engine, queue.lock)
+        salts = [settings.audit_salt, settings.audit_salt_previous]  # previous: while rotating
+        self.purges = PurgeBook(queue.engine, queue.lock, [s for s in salts if s is not None])
         self.outcomes: OutcomeReports | None = None  # with dicom_outcome_codes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,9 +90,11 @@ class Worker:
                 self._stop.wait(self.poll_s)
 
     def step(self) -> bool:
-        """One round: expire, start classifying the quiet series there are free slots for,
-        apply new recalls, attempt the due deliveries (none of a version recalled, unless its
-        recall was lifted) and withdrawals (a lifted recall's go on)."""
+        """One round: apply new purges (before anything of their studies is claimed or sent),
+        expire, start classifying the quiet series there are free slots for, apply new
+        recalls, attempt the due deliveries (none of a version recalled, unless its recall was
+        lifted) and withdrawals (a lifted recall's go on)."""
+        self.purges.apply_new(self.spool.delete)
         self.expire()
         started = 0
         while self._slots.acquire(blocking=False):
@@ -162,21 +167,36 @@ class Worker:
         classes = {str(c) for p in found.predictions for c in p["probabilities"]}
         skipped = self.router.not_wanted(targets, answered, classes)
         targets = [t for t in targets if t not in skipped]
-        self.queue.classified(row.id, uids[1], name, targets, skipped, version)
+        if not self.queue.classified(row.id, uids[1], name, targets, skipped, version):
+            return self._discard(row, name)
         for key in skipped:
             metrics.DELIVERY_SKIPPED.labels(self.senders[key].kind).inc()
         metrics.CLASSIFIED.inc()
-        if self.outcomes is not None:
-            try:
-                self.outcomes.remember(sources, found)
-            except Exception as exc:  # the result still goes; its outcome will not be known
-                log.error("classified scans not kept for outcomes: %s", type(exc).__name__)
+        self.remember(row.id, sources, found)
         log.info(
             "series %s classified by %s v%s: result %s for %d instance(s)",
             uid_hash(row.series_uid), row.model, version, uid_hash(uids[1]), len(files),
         )  # fmt: skip
         if not targets:
             self.clean(row.id)
+
+    def remember(self, series_id: int, sources: Sequence[Dataset], found: Classification) -> None:
+        """Keep the scans for their outcomes (with `dicom_outcome_codes`); forget them at once
+        should their study have been purged since the result was queued."""
+        if self.outcomes is None:
+            return
+        try:
+            self.outcomes.remember(sources, found)
+            sops = [str(source.SOPInstanceUID) for source in sources]
+            self.purges.forget_late_outcomes(series_id, sops)
+        except Exception as exc:  # the result still goes; its outcome will not be known
+            log.error("classified scans not kept for outcomes: %s", type(exc).__name__)
+
+    def _discard(self, row: SeriesRow, result_file: str) -> None:
+        """The series' study was purged while it was classified: its result goes nowhere."""
+        self.spool.delete(result_file)
+        self.spool.delete(maps_file(result_file))
+        log.info("series %s purged while classified: its result deleted", uid_hash(row.series_uid))
 
     def write_maps(
         self,

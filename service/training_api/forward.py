@@ -89,9 +89,9 @@ class InferenceForwarder:
 
 
 class NodeForwarder:
-    """The dashboard's DICOM page: the node's series, retrieval and recall routes, with the
-    user's own key (the node checks its scopes: series:read to list, admin to send now, to
-    recall and to lift a recall, series:retrieve to fetch a study)."""
+    """The dashboard's DICOM page: the node's series, retrieval, recall and purge routes, with
+    the user's own key (the node checks its scopes: series:read to list, admin to send now,
+    to recall and to lift a recall, to purge a study; series:retrieve to fetch a study)."""
 
     def __init__(self, base_url: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -153,6 +153,15 @@ class NodeForwarder:
     def recall_state(self, recall_id: int, *, key: str | None) -> Forwarded:
         """One recall, with the withdrawals not done (`open`)."""
         return self._relay("GET", f"/v1/recalls/{recall_id}", key)
+
+    def purge(self, body: Any, *, key: str | None) -> Forwarded:
+        """Purge a study sent by mistake (the node validates the body and checks for admin):
+        202 with the purge, which names no study."""
+        return self._relay("POST", "/v1/purges", key, json=body)
+
+    def purges(self, query: dict[str, str], *, key: str | None) -> Forwarded:
+        params = {k: v for k, v in query.items() if k == "limit"}
+        return self._relay("GET", "/v1/purges", key, params=params)
 
     def _relay(self, method: str, path: str, key: str | None, **request: Any) -> Forwarded:
         if self.base_url is None:

@@ -230,5 +230,21 @@ def forward_recall_lift(recall_id: int) -> Response:
     return _relayed(node.recall_lift(recall_id, body, key=presented_key()))
 
 
+@bp.get("/api/purges")
+@require("series:read")
+def forward_purges() -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.purges(request.args.to_dict(), key=presented_key()))
+
+
+@bp.post("/api/purges")
+@require("series:read")
+def forward_purge() -> Response:
+    """The page's purge form, for any key that sees the purges: the node checks for admin
+    (its 403 is relayed as it is, with its detail). Nothing of the body is logged here."""
+    node = NodeForwarder(services().settings.dicom_node_url)
+    return _relayed(node.purge(request.get_json(silent=True), key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

@@ -162,3 +162,48 @@ def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixtur
     assert out[3] == "  withdrawals: 1 pending, 3 done, 1 not kept"
     assert out[4] == "  - series 9 at PACS@h:104: not_kept"
     assert out[5].endswith("pending: MLLP failed (ConnectionRefusedError)")
+
+
+def test_purge_a_study_and_follow_it(node: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(node, "ops", "list", "--json") == 0
+    study = json.loads(capsys.readouterr().out)["items"][0]["study_instance_uid"]
+    asked = ("purge", study, "--reason", "the wrong patient")
+    assert _run(node, "ops", *asked) == 5  # admin only
+    assert "lacks the scope 'admin'" in capsys.readouterr().err
+    assert _run(node, "operator", *asked) == 0
+    shown = capsys.readouterr().out
+    assert shown.splitlines() == [
+        "purge 1 (new): the wrong patient  (by operator)",
+        "  the node applies it within a moment: scantune series purges 1",
+    ]
+    assert _run(node, "operator", "purge", "1.2.x", "--reason", "typo") == 5
+    assert "study_instance_uid" in capsys.readouterr().err
+    assert _run(node, "ops", "purges") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["ID", "STATE"] and lines[1].split()[:2] == ["1", "new"]
+    assert _run(node, "ops", "purges", "1", "--json") == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["state"] == "new" and study not in json.dumps(view)
+    assert _run(node, "ops", "purges", "2") == 5
+    assert "no purge 2" in capsys.readouterr().err
+
+
+def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.commands.purges import _print_one
+
+    purge = {
+        "id": 3, "state": "done", "reason": "declined AI processing", "requested_by": "safety",
+        "series": 2, "series_stopped": 1, "deliveries_stopped": 1, "instances_deleted": 4,
+        "results_deleted": 1, "outcomes_deleted": 2, "outcomes_sent": 1,
+        "exam_reports_deleted": 1, "orders_forgotten": 1, "retrievals_forgotten": 0,
+        "delivered": [
+            {"destination": "PACS@h:104", "results": 1, "first_at": "2026-12-06T12:00:00+00:00",
+             "last_at": "2026-12-06T12:00:00+00:00"},
+        ],
+    }  # fmt: skip
+    assert _print_one(purge, raw=False) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "  series: 2 (1 stopped before classification); deliveries stopped: 1"
+    assert out[2].startswith("  deleted: 4 instance file(s), 1 result(s), 2 outcome(s) (1 sent")
+    assert "remove them there" in out[4]
+    assert out[5] == "  - PACS@h:104: 1 result(s), 2026-12-06T12:00:00+00:00"

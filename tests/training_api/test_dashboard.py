@@ -786,6 +786,72 @@ def test_the_dicom_page_lifts_a_recall_for_an_admin_once_told_why(
     context.close()
 
 
+def test_the_dicom_page_purges_a_study_for_an_admin_once_confirmed(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url = stack["url"]
+    study = make_study(2)
+    study_uid = study[0].StudyInstanceUID
+    body, kind = multipart(*(encoded(ds) for ds in study))
+    stow = requests.post(
+        f"{stack['node']}/dicomweb/studies", data=body, timeout=30,
+        headers={"Content-Type": kind, "Authorization": f"Bearer {ADMIN}"},
+    )  # fmt: skip
+    assert stow.status_code == 200, stow.text
+    before = len(_api(stack["node"], "/v1/purges")["items"])
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", OPERATOR)  # series:read: sees the purges, not the form
+    page.get_by_test_id("purges-section").wait_for()
+    assert page.get_by_test_id("purge-form").is_hidden()
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    page.wait_for_selector(f"[data-testid=series-row]:has-text('{study_uid}')")
+    page.fill("#pg-study", study_uid)
+    page.fill("#pg-reason", "   ")  # only blanks: the node refuses it, the page says why
+    page.get_by_role("button", name="Purge…", exact=True).click()
+    confirm = page.get_by_test_id("purge-confirm")
+    assert "This cannot be undone" in confirm.inner_text() and study_uid not in confirm.inner_text()
+    assert page.evaluate("document.activeElement.id") == "purge-yes"
+    axe(page)
+    page.get_by_role("button", name="Cancel", exact=True).click()  # nothing is sent
+    assert confirm.is_hidden() and len(_api(stack["node"], "/v1/purges")["items"]) == before
+    page.get_by_role("button", name="Purge…", exact=True).click()
+    page.get_by_role("button", name="Purge the study", exact=True).click()
+    refused = page.get_by_test_id("purge-error")
+    refused.wait_for()
+    assert "reason" in refused.inner_text()
+    assert len(_api(stack["node"], "/v1/purges")["items"]) == before
+
+    reason = "sent by mistake: the patient declined AI processing"
+    page.fill("#pg-reason", reason)
+    page.get_by_role("button", name="Purge…", exact=True).click()
+    page.get_by_role("button", name="Purge the study", exact=True).click()
+    said = page.get_by_test_id("purge-said")
+    page.wait_for_selector("[data-testid=purge-said]:has-text('recorded')")
+    assert page.input_value("#pg-study") == "" and refused.is_hidden()
+    purge_id = said.inner_text().split()[1]
+    row = page.locator(f"[data-testid=purge-row][data-id='{purge_id}'][data-state=done]")
+    row.wait_for(timeout=15_000)  # the worker applies it, the page's refresh shows it
+    assert reason in row.inner_text() and "admin" in row.inner_text()
+    assert row.get_by_test_id("purge-series").inner_text().startswith("1 (")
+    assert row.get_by_test_id("purge-sent").inner_text() == "none"  # the RIS is down
+    page.wait_for_function(  # the series table drawn again: the study shows nowhere
+        f"!document.body.innerText.includes('{study_uid}')", timeout=15_000
+    )
+    node = _api(stack["node"], f"/v1/purges/{purge_id}")
+    assert (node["state"], node["requested_by"], node["reason"]) == ("done", "admin", reason)
+    shown = row.get_by_test_id("purge-deleted").inner_text()  # as the node counted them
+    assert shown.startswith(
+        f"{node['instances_deleted']} instance files, {node['results_deleted']}"
+    )
+    axe(page)
+    context.close()
+
+
 def test_a_key_without_models_write_sees_no_alias_control_and_is_refused(
     stack: dict[str, str], browser: Any
 ) -> None:

@@ -227,6 +227,28 @@ def test_the_dicom_page_relays_a_lift_for_an_admin(relay: FlaskClient) -> None:
     assert unknown.status_code == 404
 
 
+def test_the_dicom_page_relays_a_purge_and_the_node_decides_who_may_purge(
+    relay: FlaskClient,
+) -> None:
+    client = relay
+    (series,) = client.get("/ui/api/series", headers=_bearer("ops")).json["items"]
+    asked = {"study_instance_uid": series["study_instance_uid"], "reason": "the wrong patient"}
+    assert client.get("/ui/api/purges?limit=5&junk=1", headers=_bearer("ops")).json == {"items": []}
+    denied = client.post("/ui/api/purges", json=asked, headers=_bearer("ops"))
+    assert denied.status_code == 403 and "'admin'" in denied.json["detail"]  # the node's own
+    refused = client.post("/ui/api/purges", json=asked, headers=_bearer("reader"))
+    assert refused.status_code == 403 and "series:read" in refused.json["detail"]
+    bad = client.post("/ui/api/purges", json={**asked, "reason": ""}, headers=_bearer("operator"))
+    assert bad.status_code == 422 and bad.json["errors"][0]["loc"] == "body/reason"
+    made = client.post("/ui/api/purges", json=asked, headers=_bearer("operator"))
+    assert made.status_code == 202, made.get_data(as_text=True)
+    assert (made.json["state"], made.json["requested_by"]) == ("new", "operator")
+    assert asked["study_instance_uid"] not in made.get_data(as_text=True)
+    (item,) = client.get("/ui/api/purges", headers=_bearer("ops")).json["items"]
+    assert item == made.json
+    assert client.get("/ui/api/purges", headers=_bearer("reader")).status_code == 403
+
+
 def test_the_dicom_page_says_when_the_node_is_unset_or_down(
     training_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,8 +4,10 @@
 // "Fetch" (series:retrieve) has the node fetch a study from a PACS, and lists the key's recent
 // fetches, each still going with a "Cancel"; "Recalls" lists the versions recalled at the node
 // with what became of their withdrawals, and its form (admin, the node checks) recalls one;
-// "Lift…" (admin) lifts a recall in force, once the user says why.
+// "Lift…" (admin) lifts a recall in force, once the user says why; "Purges" lists the studies
+// forgotten at the node, and its form (admin) purges one (purges.js).
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
+import { loadPurges, purgeForm } from "./purges.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
 let cursor = null;
@@ -500,6 +502,8 @@ setup(async (scopes) => {
   document.getElementById("recalls-section").hidden = false; // the form too: the node checks admin
   recallForm();
   liftForm();
+  document.getElementById("purges-section").hidden = false;
+  if (admin) purgeForm(problemText);
   form = document.getElementById("series-filter");
   form.hidden = false;
   // A link may name the filter (the facts page of a withdrawn version: the series it classified).
@@ -529,5 +533,6 @@ setup(async (scopes) => {
     await loadHeldReports();
     if (scopes.has("series:retrieve")) await loadFetches();
     await loadRecalls();
+    await loadPurges();
   }); // a tick that returns nothing goes on
 });
