@@ -20,6 +20,7 @@ from service.dicom_node.orders import OrderListener
 from service.dicom_node.outcome_book import OutcomeBook
 from service.dicom_node.outcome_reports import OutcomeReports
 from service.dicom_node.queue import WorkQueue
+from service.dicom_node.redact import use_salt
 from service.dicom_node.registry_watch import RegistryWatch
 from service.dicom_node.retrieval_jobs import RetrievalJobs
 from service.dicom_node.retrieve import Retriever
@@ -52,6 +53,7 @@ class NodeServices:
 
 
 def build_services(settings: DicomNodeSettings) -> NodeServices:
+    use_salt(settings.audit_salt)  # of the UID hashes in logs and audit records
     engine = make_engine(settings.database_url)
     migrate(engine)
     queue = WorkQueue(engine)

@@ -17,7 +17,7 @@ from service.audit import record
 from service.auth import current_principal, require, visible_client
 from service.dicom_node import metrics
 from service.dicom_node.operations import UID_PATTERN
-from service.dicom_node.redact import uid_hash
+from service.dicom_node.redact import audit_hash
 from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
 from service.errors import BadGateway, Conflict, InvalidRequest, NotFound
 from service.paging import MAX_POSITION, cursor_field
@@ -175,7 +175,7 @@ def audited(
         client=client,
         target=f"source {source}",
         outcome=outcome,
-        studies=[uid_hash(uid) for uid in studies],
+        studies=[audit_hash(uid) for uid in studies],
         completed=completed,
         failed=failed,
     )
