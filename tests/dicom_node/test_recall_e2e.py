@@ -50,13 +50,12 @@ def admin_keys() -> list[dict[str, Any]]:
     ]
 
 
-def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
-    make_node: Callable[..., Gunicorn],
-    orthanc: Orthanc,
-    receivers: Callable[..., Receiver],
-) -> None:
-    receiver = receivers(["AA"])
-    node = make_node(
+def to_pacs_and_ris(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, receiver: Receiver
+) -> Gunicorn:
+    """A node (started) delivering to Orthanc and to an HL7 receiver, keeping its results a
+    day for recalls, with an admin key."""
+    return make_node(
         dicom_destinations=[
             {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
             {"hl7": {"host": "127.0.0.1", "port": receiver.port}},
@@ -64,16 +63,27 @@ def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
         dicom_recall_keep_h=24,
         api_keys=admin_keys(),
     ).start()
+
+
+def done(node: Gunicorn, **params: str) -> list[dict[str, Any]]:
+    """The node's series (of a study, with `study_instance_uid`) delivered everywhere."""
+    series = call(node, "GET", "/v1/series", OPS_KEY, params=params).json()["items"]
+    return [s for s in series if s["state"] == "done"]
+
+
+def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
+    make_node: Callable[..., Gunicorn],
+    orthanc: Orthanc,
+    receivers: Callable[..., Receiver],
+) -> None:
+    receiver = receivers(["AA"])
+    node = to_pacs_and_ris(make_node, orthanc, receiver)
     study = make_study(2)
     study_uid = study[0].StudyInstanceUID
     assert send(node.port_dicom, study) == [0, 0]
     [sr] = wait_until(lambda: orthanc.reports(study_uid), SLACK_S, "the SR at the PACS")
     [result] = wait_until(receiver.accepted, SLACK_S, "the ORU at the RIS")
-    [series] = wait_until(
-        lambda: [s for s in call(node, "GET", "/v1/series", OPS_KEY).json()["items"]
-                 if s["state"] == "done"],
-        SLACK_S, "the series done",
-    )  # fmt: skip
+    [series] = wait_until(lambda: done(node), SLACK_S, "the series done")
     spool = node.root.parent / "spool"
     assert [p.name for p in spool.iterdir() if p.name.endswith(".sr.dcm")]  # kept for a recall
 
@@ -168,23 +178,12 @@ def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_d
     version is delivered, the recalled one stays recalled and its withdrawal goes on; then
     recalled again, the same recall takes the later series back."""
     receiver = receivers(["AA", "AE"])  # the result accepted, then the RIS away for a while
-    node = make_node(
-        dicom_destinations=[
-            {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
-            {"hl7": {"host": "127.0.0.1", "port": receiver.port}},
-        ],
-        dicom_recall_keep_h=24,
-        api_keys=admin_keys(),
-    ).start()
+    node = to_pacs_and_ris(make_node, orthanc, receiver)
     first = make_study(1)
     first_uid = first[0].StudyInstanceUID
     assert send(node.port_dicom, first) == [0]
     wait_until(lambda: orthanc.reports(first_uid), SLACK_S, "the SR at the PACS")
-    [series] = wait_until(
-        lambda: [s for s in call(node, "GET", "/v1/series", OPS_KEY).json()["items"]
-                 if s["state"] == "done"],
-        SLACK_S, "the series done",
-    )  # fmt: skip
+    [series] = wait_until(lambda: done(node), SLACK_S, "the series done")
     asked = {"model": MODEL, "version": series["version"], "reason": "misses pneumothorax"}
     made = call(node, "POST", "/v1/recalls", json=asked)
     assert made.status_code == 202, made.text
@@ -234,11 +233,8 @@ def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_d
     view = wait_until(withdrawn_from_both, SLACK_S, "the withdrawal from the RIS made")
     assert view["state"] == "lifted" and view["series"] == 1 and view["open"] == []
     [delivered] = wait_until(
-        lambda: [s for s in call(node, "GET", "/v1/series", OPS_KEY,
-                                 params={"study_instance_uid": later_uid}).json()["items"]
-                 if s["state"] == "done"],
-        SLACK_S, "the later series delivered to both",
-    )  # fmt: skip
+        lambda: done(node, study_instance_uid=later_uid), SLACK_S, "the later series delivered"
+    )
 
     again = {**asked, "reason": "misses pneumothorax after all"}
     remade = call(node, "POST", "/v1/recalls", json=again)

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
-from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import hash_key
 from tests.inference.conftest import MODEL, validate_response
+from tests.service.key_clock import at, expiry_gauges, set_clock
 
 PREDICT = f"/v1/models/{MODEL}:predict"
 KEYS = [
@@ -41,10 +39,6 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     app.testing = True
     yield app
     app.extensions[EXTENSION].manager.stop()
-
-
-def set_clock(app: Flask, moment: str) -> None:
-    app.extensions[AUTH_EXTENSION].clock = lambda: datetime.fromisoformat(moment)
 
 
 def predict(app: Flask, openapi: Any, secret: str, path: str = PREDICT) -> Any:
@@ -91,14 +85,7 @@ def test_a_key_is_refused_once_the_clock_passes_its_expiry(app: Flask, openapi: 
 
 
 def test_each_key_s_expiry_is_a_gauge(app: Flask) -> None:
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    samples = {
-        s.labels["key"]: s.value
-        for f in text_string_to_metric_families(text)
-        if f.name == "scantune_api_key_expiry_timestamp_seconds"
-        for s in f.samples
-    }
-    assert samples == {
-        "pacs-1": datetime.fromisoformat("2030-02-01T00:00:00Z").timestamp(),
-        "gateway": datetime.fromisoformat("2030-06-30T10:00:00Z").timestamp(),
+    assert expiry_gauges(app) == {
+        "pacs-1": at("2030-02-01T00:00:00Z"),
+        "gateway": at("2030-06-30T10:00:00Z"),
     }

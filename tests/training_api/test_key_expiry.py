@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
-from service.auth import EXTENSION as AUTH_EXTENSION
 from service.auth import hash_key
+from tests.service.key_clock import at, expiry_gauges, set_clock
 from tests.training_api.conftest import ContractClient
 
 KEYS = [
@@ -37,10 +35,6 @@ def app(training_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     yield app
     with app.app_context():
         services().jobs.stop()
-
-
-def set_clock(app: Flask, moment: str) -> None:
-    app.extensions[AUTH_EXTENSION].clock = lambda: datetime.fromisoformat(moment)
 
 
 def get(app: Flask, secret: str, path: str = JOBS) -> TestResponse:
@@ -81,15 +75,8 @@ def test_a_key_works_until_the_clock_passes_its_expiry(app: Flask) -> None:
 
 
 def test_each_key_s_expiry_is_a_gauge(app: Flask) -> None:
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    [family] = [
-        f
-        for f in text_string_to_metric_families(text)
-        if f.name == "scantune_api_key_expiry_timestamp_seconds"
-    ]
-    expiry = {s.labels["key"]: s.value for s in family.samples}
-    assert expiry == {
+    assert expiry_gauges(app) == {
         "ops": float("inf"),
-        "ci-old": datetime.fromisoformat("2030-02-01T00:00:00Z").timestamp(),
-        "ci-new": datetime.fromisoformat("2030-06-30T10:00:00Z").timestamp(),
+        "ci-old": at("2030-02-01T00:00:00Z"),
+        "ci-new": at("2030-06-30T10:00:00Z"),
     }
