@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from service.dicom_node import metrics
 from service.dicom_node.classify import Classification
-from service.dicom_node.report import derived_uid, report_terms
+from service.dicom_node.report import again, derived_uid, report_terms
 from service.dicom_node.spool import Spool, maps_file
 
 if TYPE_CHECKING:
@@ -34,21 +34,25 @@ def build_maps(
     found: Classification,
     root: str | None,
     disclaimer: str | None,
+    generation: int = 1,
 ) -> bytes | None:
     """The zip of the maps of `files` (with their headers `sources`), or None when no scan
-    has one (the model has no CAM output, or no scan decodes)."""
+    has one (the model has no CAM output, or no scan decodes); a later work item of the
+    series gets UIDs of its own, as its SR does (`report.again`)."""
     from service.hospital.attention_map import scan_map
 
     identity, settings = report_terms(found, root, disclaimer)
     model, version = identity.name, str(identity.version)
     study, series = str(sources[0].StudyInstanceUID), str(sources[0].SeriesInstanceUID)
-    series_uid = derived_uid(root, "maps-series", study, series, model, version)
+    series_uid = derived_uid(root, "maps-series", study, series, model, version, *again(generation))
     out, skipped = io.BytesIO(), 0
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as bundle:
         for i, (data, source, prediction) in enumerate(
             zip(files, sources, found.predictions, strict=True)
         ):
-            uid = derived_uid(root, "map", str(source.SOPInstanceUID), model, version)
+            uid = derived_uid(
+                root, "map", str(source.SOPInstanceUID), model, version, *again(generation)
+            )
             image = scan_map(data, source, prediction, identity, (series_uid, uid), i + 1, settings)
             if image is None:
                 skipped += 1

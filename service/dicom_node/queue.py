@@ -366,15 +366,15 @@ def _latest(session: Session, series_uid: str) -> SeriesRow | None:
 
 def _known(session: Session, meta: InstanceMeta) -> int | None:
     """The work item that holds the instance already; one that ended unclassified (failed,
-    expired: its files deleted, no result made) does not count, so that the instance sent
-    again (the modality, a retrieval) is classified in a new one."""
+    expired) or recalled (its result taken back) does not count: the instance sent again (the
+    modality, a retrieval) is new work, classified by the version its route names now."""
     return session.scalar(
         select(InstanceRow.series_id)
         .join(SeriesRow, SeriesRow.id == InstanceRow.series_id)
         .where(
             SeriesRow.series_uid == meta.series_uid,
             InstanceRow.sop_instance_uid == meta.sop_instance_uid,
-            SeriesRow.state.not_in(UNCLASSIFIED_ENDS),
+            SeriesRow.state.not_in((*UNCLASSIFIED_ENDS, "recalled")),
         )
         .limit(1)
     )

@@ -18,10 +18,12 @@ A recall made in error, or of a version put back in service, is lifted (`POST
 /v1/recalls/{id}/lift`): from then on the worker holds nothing of the version back, and the
 series it classifies are delivered like any other. What the recall did stays: its series
 stay `recalled`, and its withdrawals, made or pending, go on (a result taken back from one
-destination is taken back from all). One that should stand is restored by a person at the
-destinations: the node classifies a recalled series no more (its instances sent again are
-duplicates). Recalled again, the version's lifted recall is made anew (one row per version)
-and applied to the series classified since the lift.
+destination is taken back from all). A recalled series' instances sent again (the modality,
+a retrieval) are new work, read by the version its route names now, under result UIDs of its
+own (`report.result_uids`' generation): so the studies a recall took back are read again by
+the version that replaces it, or, once the recall is lifted, by the same one. Recalled
+again, the version's lifted recall is made anew (one row per version) and applied to the
+series classified since the lift.
 """
 
 from __future__ import annotations

@@ -21,13 +21,27 @@ UID_NAMESPACE = uuid.UUID("8f1f5a2e-2b7e-4b53-9a0c-5ca7d1c0de23")  # scantune DI
 
 
 def result_uids(
-    root: str | None, study_uid: str, series_uid: str, model: str, version: int, sops: list[str]
+    root: str | None,
+    study_uid: str,
+    series_uid: str,
+    model: str,
+    version: int,
+    sops: list[str],
+    generation: int = 1,
 ) -> tuple[str, str]:
     """(series, instance) UIDs of a result: the same sources and model version always give
-    the same SR SOP Instance UID, the result's identity."""
+    the same SR SOP Instance UID, the result's identity. A later work item of the series
+    (`generation` > 1: its instances sent again after its result was recalled) makes a result
+    of its own: a PACS that took the rejection note of the first refuses its UID for good."""
     series = derived_uid(root, "series", study_uid, series_uid, model)
-    instance = derived_uid(root, "instance", series_uid, model, str(version), *sorted(sops))
-    return series, instance
+    parts = [series_uid, model, str(version), *sorted(sops), *again(generation)]
+    return series, derived_uid(root, "instance", *parts)
+
+
+def again(generation: int) -> list[str]:
+    """What sets a later work item's result UIDs apart (nothing for the first: its UIDs are
+    as they always were)."""
+    return [f"generation {generation}"] if generation > 1 else []
 
 
 def derived_uid(root: str | None, *parts: str) -> str:

@@ -153,7 +153,9 @@ class Worker:
             version = int(found.model["version"])
             sops = [i.sop_instance_uid for i in instances]
             root = self.settings.dicom_uid_root
-            uids = result_uids(root, row.study_uid, row.series_uid, str(row.model), version, sops)
+            uids = result_uids(
+                root, row.study_uid, row.series_uid, str(row.model), version, sops, row.generation
+            )
             sr = build_report(sources, found, uids, root, self.settings.result_disclaimer)
         except Unavailable as exc:
             return self._later(row, str(exc))
@@ -162,7 +164,7 @@ class Worker:
             return self._fail(row, reason)
         name = self.spool.write(sr, ".sr.dcm")
         if maps:  # before the row names the SR: a crash in between leaves leftovers, swept
-            self.write_maps(name, files, sources, found)
+            self.write_maps(name, files, sources, found, row.generation)
         answered = {str(p["label"]) for p in found.predictions}
         classes = {str(c) for p in found.predictions for c in p["probabilities"]}
         skipped = self.router.not_wanted(targets, answered, classes)
@@ -204,10 +206,11 @@ class Worker:
         files: Sequence[bytes],
         sources: Sequence[Dataset],
         found: Classification,
+        generation: int = 1,
     ) -> None:
         root, disclaimer = self.settings.dicom_uid_root, self.settings.result_disclaimer
         try:
-            bundle = build_maps(files, sources, found, root, disclaimer)
+            bundle = build_maps(files, sources, found, root, disclaimer, generation)
         except Exception as exc:  # the SR still goes; the maps are the extra
             log.error("attention maps not made: %s", type(exc).__name__)
             return

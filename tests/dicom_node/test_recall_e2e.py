@@ -175,8 +175,8 @@ def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_d
     receivers: Callable[..., Receiver],
 ) -> None:
     """Lifted while its withdrawal from the RIS is still being tried: a later series of the
-    version is delivered, the recalled one stays recalled and its withdrawal goes on; then
-    recalled again, the same recall takes the later series back."""
+    version is delivered, the recalled one stays recalled and its withdrawal goes on, and sent
+    again it is read anew; then recalled again, the same recall takes both back."""
     receiver = receivers(["AA", "AE"])  # the result accepted, then the RIS away for a while
     node = to_pacs_and_ris(make_node, orthanc, receiver)
     first = make_study(1)
@@ -235,6 +235,15 @@ def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_d
     [delivered] = wait_until(
         lambda: done(node, study_instance_uid=later_uid), SLACK_S, "the later series delivered"
     )
+    assert send(node.port_dicom, first) == [0]  # sent again to stand: read anew, a new SR
+    [read_again] = wait_until(
+        lambda: done(node, study_instance_uid=first_uid), SLACK_S, "the first study read again"
+    )
+    uid = "result_sop_instance_uid"
+    assert read_again["id"] != series["id"] and read_again[uid] != series[uid]
+    srs = wait_until(lambda: orthanc.reports(first_uid)[1:] and orthanc.reports(first_uid),
+                     SLACK_S, "a second SR at the PACS")  # fmt: skip
+    assert len({str(sr.SOPInstanceUID) for sr in srs}) == 2
 
     again = {**asked, "reason": "misses pneumothorax after all"}
     remade = call(node, "POST", "/v1/recalls", json=again)
@@ -244,11 +253,11 @@ def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_d
 
     def applied_again() -> Any:
         view = call(node, "GET", location, OPS_KEY).json()
-        return view if view["withdrawals"]["done"] == 4 else None
+        return view if view["withdrawals"]["done"] == 6 else None
 
-    view = wait_until(applied_again, SLACK_S, "both results withdrawn from both")
+    view = wait_until(applied_again, SLACK_S, "the three results withdrawn from both")
     assert (view["state"], view["series"], view["requested_by"]) == (
-        "applied", 2, "safety-officer",
+        "applied", 3, "safety-officer",
     )  # fmt: skip
     again_series = call(node, "GET", f"/v1/series/{delivered['id']}", OPS_KEY).json()
     assert again_series["state"] == "recalled"

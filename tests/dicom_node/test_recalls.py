@@ -282,3 +282,24 @@ def test_the_recalls_the_registry_watch_made_are_its_own_to_lift(
     assert at is not None and at.tzinfo is not None
     assert book.lift(mine, "put back", "registry (owner)", made_by="registry (")
     assert book.made_by("registry (") == []
+
+
+def test_a_recalled_series_sent_again_is_new_work_with_a_result_of_its_own(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    """After a recall, the hospital sends the studies again (the modality, a retrieval) to
+    have them read by the version their route names now: the instances are new work, not
+    duplicates, and their result's UIDs are not the recalled one's, which the PACS took a
+    rejection note of."""
+    from service.dicom_node.report import result_uids
+
+    series_id, _ = delivered_then_recalled(queue, book, "misses pneumothorax")
+    meta = InstanceMeta("1.2.3", "1.2.3.1", "1.2.3.1.1", "1.2", "CR", "CHEST", "MOD")
+    outcome, again = queue.add_instance(meta, "chest-xray", "production", "1-again.dcm")
+    assert (outcome, queue.series(series_id).state) == ("stored", "recalled")
+    assert again != series_id and queue.series(again).generation == 2
+    assert queue.add_instance(meta, "chest-xray", "production", "x.dcm") == ("duplicate", again)
+    first = result_uids(None, "1.2.3", "1.2.3.1", "chest-xray", 3, ["1.2.3.1.1"])
+    second = result_uids(None, "1.2.3", "1.2.3.1", "chest-xray", 3, ["1.2.3.1.1"], 2)
+    assert first[0] == second[0] and first[1] != second[1]  # the SR series, a new SR
+    assert result_uids(None, "1.2.3", "1.2.3.1", "chest-xray", 3, ["1.2.3.1.1"], 1) == first
