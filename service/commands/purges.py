@@ -65,8 +65,9 @@ def _print_one(purge: dict[str, Any], raw: bool) -> int:
     )
     print(
         f"  deleted: {purge['instances_deleted']} instance file(s), {purge['results_deleted']}"
-        f" result(s), {purge['outcomes_deleted']} outcome(s) ({purge['outcomes_sent']} sent to"
-        f" the training service before), {purge['exam_reports_deleted']} exam report(s)"
+        f" result(s), {purge['outcomes_deleted']} outcome(s),"
+        f" {purge['exam_reports_deleted']} exam report(s); {purge['outcomes_retracting']}"
+        " outcome(s) reported before put in line to be retracted at the training service"
     )
     print(
         f"  forgotten by {purge['orders_forgotten']} order(s) and"

@@ -12,6 +12,10 @@ retracted at the training service. The exam's newest final report is kept too
 (table `dicom_exam_reports`, its codes only): a scan of the exam classified after it came (the
 RIS reported before the PACS sent the study, a series came late) is labelled by it.
 Everything is deleted `wait` after the scan was classified or the report came.
+
+A purged study's scans (`service.dicom_node.purges`) the training service may hold are put in
+line to be retracted there (`purged`), keeping only what the retraction needs, and deleted
+once it is done.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from service.paging import newest_page
 
 BATCH = 1000  # what one request to the training service takes at most
 IN_LINE = ("pending", "retracting")  # to be sent: an outcome, or the retraction of one
+# What the training service may hold (by the reference): what was sent; one pending may have
+# been sent before it was relabelled, or be on its way; a refusal may be of a relabelled one,
+# or of a retraction. Never `waiting` (not labelled yet) nor `retracted`.
+MAY_BE_HELD = ("pending", "sent", "refused", "retracting")
+PURGED = "purged:"  # a purge's marker (`purges.MARK`): the accession of its scans retracting
 
 
 def reference_of(sop_instance_uid: str) -> str:
@@ -62,7 +71,7 @@ class OutcomeBook:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # held by every change (a purge's too: `purges`)
 
     def remember(
         self,
@@ -75,7 +84,7 @@ class OutcomeBook:
         classified by the version; a scan classified again by it keeps its newest answer
         (and any label)."""
         now, references = utcnow(), [reference_of(sop) for sop, _, _ in scans]
-        with self._lock, self._sessions.begin() as session:
+        with self.lock, self._sessions.begin() as session:
             kept = {
                 row.reference: row
                 for row in session.scalars(
@@ -110,7 +119,7 @@ class OutcomeBook:
         is not sent again); a labelled scan whose model the report confirms nothing of (None)
         loses its label, and what was sent of it is put in line to be retracted."""
         now, labelled, withdrawn = utcnow(), 0, 0
-        with self._lock, self._sessions.begin() as session:
+        with self.lock, self._sessions.begin() as session:
             rows = session.scalars(
                 select(OutcomeRow).where(OutcomeRow.accession == accession)
             ).all()
@@ -130,7 +139,7 @@ class OutcomeBook:
     def keep_report(self, accession: str, codes: frozenset[str]) -> None:
         """Keep the exam's newest final report (its codes), for its scans classified later."""
         now, named = utcnow(), json.dumps(sorted(codes))
-        with self._lock, self._sessions.begin() as session:
+        with self.lock, self._sessions.begin() as session:
             row = session.scalar(select(ExamReportRow).where(ExamReportRow.accession == accession))
             if row is None:
                 session.add(ExamReportRow(accession=accession, codes=named, received_at=now))
@@ -139,7 +148,7 @@ class OutcomeBook:
 
     def drop_report(self, accession: str) -> None:
         """Forget the exam's kept report: a newer one names no class followed."""
-        with self._lock, self._sessions.begin() as session:
+        with self.lock, self._sessions.begin() as session:
             session.execute(delete(ExamReportRow).where(ExamReportRow.accession == accession))
 
     def report_codes(self, accession: str) -> frozenset[str] | None:
@@ -180,6 +189,7 @@ class OutcomeBook:
         return list(batches.values())
 
     def sent(self, batch: Batch) -> None:
+        """Sent, or retracted; a purged study's scan retracted is deleted (`_update`)."""
         done = "retracted" if batch.retracts else "sent"
         self._update(batch, lambda row: setattr(row, "state", done))
 
@@ -199,7 +209,7 @@ class OutcomeBook:
         """Delete what was classified before `cutoff` (its report did not come in time, or it
         was sent long ago) and the reports that came before it. How many rows were still
         pending (not sent)."""
-        with self._lock, self._sessions.begin() as session:
+        with self.lock, self._sessions.begin() as session:
             old = OutcomeRow.created_at < cutoff
             pending = session.scalars(
                 select(OutcomeRow.id).where(old, OutcomeRow.state.in_(IN_LINE))
@@ -256,13 +266,16 @@ class OutcomeBook:
         return [(row, int(counted.get(row.accession, 0))) for row in rows], next_cursor
 
     def _update(self, batch: Batch, change: Callable[[OutcomeRow], None]) -> None:
-        """`change` each row of `batch` still as it was sent: one relabelled, withdrawn or
-        classified again meanwhile is left in line, to go with what it says now."""
+        """`change` each row of `batch` still as it was sent: one relabelled, withdrawn,
+        classified again or purged meanwhile is left in line, to go with what it says now. A
+        purged study's scan once retracted is deleted: it was kept for that alone."""
         sent = dict(zip(batch.ids, batch.outcomes, strict=True))
-        with self._lock, self._sessions.begin() as session:
+        with self.lock, self._sessions.begin() as session:
             for row in session.scalars(select(OutcomeRow).where(OutcomeRow.id.in_(batch.ids))):
                 if row.state == batch.state and _sent(row) == sent[row.id]:
                     change(row)
+                    if row.state == "retracted" and row.accession.startswith(PURGED):
+                        session.delete(row)
 
 
 def _view(row: OutcomeRow) -> dict[str, Any]:
@@ -300,6 +313,15 @@ def _sent(row: OutcomeRow) -> dict[str, Any]:
     if row.signature:
         sent["signature"] = row.signature
     return sent
+
+
+def purged(row: OutcomeRow, marker: str, now: datetime) -> None:
+    """Put a purged study's scan in line to be retracted at the training service (`marker`,
+    the purge's, for its accession number: deleted once retracted), keeping nothing of it but
+    what the retraction needs: the reference (a hash), the version, and when it was classified
+    (the outcome wait deletes it should the retraction never be done)."""
+    _due(row, now, label=None, state="retracting")
+    row.accession, row.probabilities, row.signature = marker, "{}", None
 
 
 def _due(row: OutcomeRow, now: datetime, **values: Any) -> None:

@@ -19,7 +19,13 @@ then, under the lock, for every work item of the study in any state:
   purge's marker (`purged:<id>`, `purged:<id>:<row>`: unique, as (series_uid, generation)
   must be), and its result's UID is blanked.
 Then the scans' outcome rows (`outcome_book.reference_of` of each instance) go, and the exam
-reports of their accession numbers that no other scan is left for; orders and retrievals
+reports of their accession numbers that no other scan is left for. Those the training service
+may hold (`outcome_book.MAY_BE_HELD`: sent, or perhaps on their way) must leave the version's
+figures there too: with outcome reporting on (`apply_new`'s `outcomes`), each is put in line
+to be retracted (`outcome_book.purged`: the one thing that goes out after the purge, by the
+hash it was sent under), keeping only that hash and the version, with the marker for its
+accession number, and is deleted once retracted; without it nothing would send the
+retraction, and it is deleted like the others. Orders and retrievals
 forget the study: one that names other studies too keeps those, an order that named only
 this study is deleted, and a retrieval keeps its row (who asked, when: it was audited) with
 the marker for what it asked.
@@ -36,6 +42,7 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -45,7 +52,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import hash_uid
 from service.dicom_node.ledger import iso_time
-from service.dicom_node.outcome_book import reference_of
+from service.dicom_node.outcome_book import MAY_BE_HELD, PURGED, OutcomeBook, purged, reference_of
 from service.dicom_node.spool import maps_file
 from service.dicom_node.tables import (
     DeliveryRow,
@@ -60,11 +67,10 @@ from service.dicom_node.tables import (
 )
 from service.jobs.store import utcnow
 
-MARK = "purged:"  # what stands for the study's UIDs in the rows kept
+MARK = PURGED  # what stands for the study's UIDs in the rows kept
 NOT_SENT = ("pending", "rejected")  # deliveries a purge stops
 NOT_CLASSIFIED = ("receiving", "classifying")
 WITHDRAWING = ("pending", "rejected")  # a recall's withdrawals that would need the result
-SENT_OUTCOMES = ("sent", "retracting")  # outcomes the training service has (by a hash)
 CHUNK = 500  # references in one IN (...)
 
 
@@ -77,8 +83,8 @@ class Counts:
     deliveries_stopped: int = 0  # results never sent (pending, or refused and kept)
     instances_deleted: int = 0  # instance files deleted from the spool
     results_deleted: int = 0  # results (SR, with their maps) deleted from the spool
-    outcomes_deleted: int = 0  # scans waiting for (or confirmed by) the RIS's report
-    outcomes_sent: int = 0  # of those, reported to the training service (by a hash) before
+    outcomes_deleted: int = 0  # scans' outcome rows deleted: never sent, or retracted already
+    outcomes_retracting: int = 0  # those the training service may hold: retracted, then deleted
     exam_reports_deleted: int = 0
     orders_forgotten: int = 0
     retrievals_forgotten: int = 0
@@ -108,10 +114,13 @@ class PurgeBook:
 
     # --- applying (the worker) -----------------------------------------------------------------
 
-    def apply_new(self, delete_file: Callable[[str], None]) -> int:
+    def apply_new(
+        self, delete_file: Callable[[str], None], outcomes: OutcomeBook | None = None
+    ) -> int:
         """Apply the purges not yet applied, deleting the study's spool files with
         `delete_file` before each commits (`done` means gone; stopped in between, the purge
-        is applied again at the next start); how many it applied."""
+        is applied again at the next start); how many it applied. `outcomes`: the book whose
+        outcomes are reported (None: none are), where the study's are retracted."""
         with self._sessions() as session:
             waiting = session.execute(
                 select(PurgeRow.id, PurgeRow.study_hash).where(PurgeRow.state == "new")
@@ -119,10 +128,14 @@ class PurgeBook:
         for purge_id, study_hash in sorted(waiting):
             study_uid = self._find(study_hash)
             files: list[str] = []
-            with self._lock, self._sessions.begin() as session:
+            with self._lock, _locked(outcomes), self._sessions.begin() as session:
                 purge = session.get_one(PurgeRow, purge_id)
                 counts = Counts()
-                delivered = _apply(session, purge.id, study_uid, counts, files) if study_uid else []
+                delivered = (
+                    _apply(session, purge.id, study_uid, counts, files, outcomes is not None)
+                    if study_uid
+                    else []
+                )
                 purge.counts, purge.delivered = json.dumps(asdict(counts)), json.dumps(delivered)
                 purge.state, purge.applied_at = "done", utcnow()
                 session.flush()
@@ -138,16 +151,18 @@ class PurgeBook:
                     return uid
         return None
 
-    def forget_late_outcomes(self, series_id: int, sops: Sequence[str]) -> None:
-        """Outcome rows kept for a series classified as its study was purged (after its
-        result was queued, before its scans were remembered): deleted too."""
-        with self._lock, self._sessions.begin() as session:
+    def forget_late_outcomes(
+        self, series_id: int, sops: Sequence[str], outcomes: OutcomeBook
+    ) -> None:
+        """Outcome rows kept (in `outcomes`) for a series classified as its study was purged
+        (after its result was queued, before its scans were remembered): forgotten too."""
+        with self._lock, outcomes.lock, self._sessions.begin() as session:
             series = session.get_one(SeriesRow, series_id)
             if series.state != "purged":
                 return
             purge = session.get_one(PurgeRow, int(series.study_uid.removeprefix(MARK)))
             counts = Counts(**json.loads(purge.counts or "{}"))
-            _forget_outcomes(session, sops, counts)
+            _forget_outcomes(session, sops, counts, series.study_uid)
             purge.counts = json.dumps(asdict(counts))
 
     # --- reading ---------------------------------------------------------------------------------
@@ -190,10 +205,16 @@ def _study_uids(session: Session) -> Iterator[str]:
 
 
 def _apply(
-    session: Session, purge_id: int, study_uid: str, counts: Counts, files: list[str]
+    session: Session,
+    purge_id: int,
+    study_uid: str,
+    counts: Counts,
+    files: list[str],
+    retract: bool,
 ) -> list[dict[str, Any]]:
     """Purge what the node holds of the study (counted in `counts`, the spool files to delete
-    added to `files`); the deliveries made before, by destination."""
+    added to `files`; its outcomes the training service may hold put in line to be retracted
+    there if `retract`); the deliveries made before, by destination."""
     now, marker = utcnow(), f"{MARK}{purge_id}"
     sent: dict[str, list[datetime]] = defaultdict(list)
     sops: list[str] = []
@@ -221,7 +242,7 @@ def _apply(
         series.study_uid, series.series_uid = marker, f"{marker}:{series.id}"
         series.result_uid = series.result_file = series.next_attempt_at = None
         series.state, series.finished_at = "purged", series.finished_at or now
-    _forget_outcomes(session, sops, counts)
+    _forget_outcomes(session, sops, counts, marker if retract else None)
     _forget_orders(session, study_uid, counts)
     _forget_retrievals(session, study_uid, marker, counts)
     return [
@@ -243,20 +264,25 @@ def _stop_deliveries(
             sent[delivery.destination].append(delivery.delivered_at or delivery.next_attempt_at)
 
 
-def _forget_outcomes(session: Session, sops: Sequence[str], counts: Counts) -> None:
-    """Delete the scans' outcome rows, and the exam reports of their accession numbers that
-    no other scan here is left for."""
+def _forget_outcomes(
+    session: Session, sops: Sequence[str], counts: Counts, marker: str | None
+) -> None:
+    """Forget the scans' outcome rows: with `marker` (outcomes reported), those the training
+    service may hold are put in line to be retracted there, the others deleted; and delete
+    the exam reports of their accession numbers that no other scan here is left for."""
     references = [reference_of(sop) for sop in sops]
     accessions: set[str] = set()
+    now = utcnow()
     for start in range(0, len(references), CHUNK):
         chosen = OutcomeRow.reference.in_(references[start : start + CHUNK])
-        for accession, state in session.execute(
-            select(OutcomeRow.accession, OutcomeRow.state).where(chosen)
-        ).all():
-            accessions.add(accession)
-            counts.outcomes_deleted += 1
-            counts.outcomes_sent += state in SENT_OUTCOMES
-        session.execute(delete(OutcomeRow).where(chosen))
+        for row in session.scalars(select(OutcomeRow).where(chosen)):
+            accessions.add(row.accession)
+            if marker is not None and row.state in MAY_BE_HELD:
+                purged(row, marker, now)
+                counts.outcomes_retracting += 1
+            else:
+                session.delete(row)
+                counts.outcomes_deleted += 1
     for accession in sorted(accessions):
         left = session.scalar(select(func.count()).where(OutcomeRow.accession == accession))
         if not left:
@@ -264,6 +290,13 @@ def _forget_outcomes(session: Session, sops: Sequence[str], counts: Counts) -> N
                 delete(ExamReportRow).where(ExamReportRow.accession == accession)
             )
             counts.exam_reports_deleted += int(gone.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _locked(outcomes: OutcomeBook | None) -> AbstractContextManager[Any]:
+    """The outcome book's lock, or nothing without one: held while the purge changes the
+    outcome rows, so that the outcome reporter cannot mark one sent meanwhile (answering a
+    send it made before the purge): one put in line to be retracted stays in line."""
+    return outcomes.lock if outcomes is not None else nullcontext()
 
 
 def _forget_orders(session: Session, study_uid: str, counts: Counts) -> None:

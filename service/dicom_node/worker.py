@@ -94,7 +94,7 @@ class Worker:
         expire, start classifying the quiet series there are free slots for, apply new
         recalls, attempt the due deliveries (none of a version recalled, unless its recall was
         lifted) and withdrawals (a lifted recall's go on)."""
-        self.purges.apply_new(self.spool.delete)
+        self.purges.apply_new(self.spool.delete, self.outcomes.book if self.outcomes else None)
         self.expire()
         started = 0
         while self._slots.acquire(blocking=False):
@@ -190,7 +190,7 @@ class Worker:
         try:
             self.outcomes.remember(sources, found)
             sops = [str(source.SOPInstanceUID) for source in sources]
-            self.purges.forget_late_outcomes(series_id, sops)
+            self.purges.forget_late_outcomes(series_id, sops, self.outcomes.book)
         except Exception as exc:  # the result still goes; its outcome will not be known
             log.error("classified scans not kept for outcomes: %s", type(exc).__name__)
 

@@ -194,7 +194,7 @@ def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixt
     purge = {
         "id": 3, "state": "done", "reason": "declined AI processing", "requested_by": "safety",
         "series": 2, "series_stopped": 1, "deliveries_stopped": 1, "instances_deleted": 4,
-        "results_deleted": 1, "outcomes_deleted": 2, "outcomes_sent": 1,
+        "results_deleted": 1, "outcomes_deleted": 2, "outcomes_retracting": 1,
         "exam_reports_deleted": 1, "orders_forgotten": 1, "retrievals_forgotten": 0,
         "delivered": [
             {"destination": "PACS@h:104", "results": 1, "first_at": "2026-12-06T12:00:00+00:00",
@@ -204,6 +204,8 @@ def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixt
     assert _print_one(purge, raw=False) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "  series: 2 (1 stopped before classification); deliveries stopped: 1"
-    assert out[2].startswith("  deleted: 4 instance file(s), 1 result(s), 2 outcome(s) (1 sent")
+    assert out[2].startswith("  deleted: 4 instance file(s), 1 result(s), 2 outcome(s), ")
+    assert out[2].endswith("; 1 outcome(s) reported before put in line to be retracted at the"
+                           " training service")  # fmt: skip
     assert "remove them there" in out[4]
     assert out[5] == "  - PACS@h:104: 1 result(s), 2026-12-06T12:00:00+00:00"

@@ -4,7 +4,8 @@ the confirmed outcomes at the real training service (under gunicorn), which show
 the version's card: sent once the training service is up (signed by inference, checked
 there), replaced by a corrected report, retracted by one that confirms no class; a report
 that came before its exam's scans labels them when they come, and is listed held until then;
-preliminary, uncoded and ambiguous reports send nothing."""
+preliminary, uncoded and ambiguous reports send nothing. A study purged at the node after its
+outcomes were sent leaves the version's figures there."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from tests.dicom_node.parts import PACS_AE, Gunicorn, Orthanc, make_study, send,
 from tests.dicom_node.test_e2e import QUIET_S, SLACK_S
 from tests.dicom_node.test_orders import hl7_node
 from tests.dicom_node.test_orders import send as send_hl7
+from tests.dicom_node.test_purge_e2e import SALT, database, purged
+from tests.dicom_node.test_purges import naming
+from tests.dicom_node.test_recall_e2e import admin_keys
 from tests.hospital.test_hl7_orders import orm
 from tests.hospital.test_hl7_reports import oru
 from tests.inference.conftest import MODEL
@@ -149,6 +153,45 @@ def test_the_rises_final_report_reaches_the_training_service_as_confirmed_outcom
     assert lines[0].split()[1] == "RIS-99" and lines[0].endswith(f"held  {MODEL}: pneumonia")
     log = node.log_text()
     assert "RIS-3" not in log and not any(ds.SOPInstanceUID in log for ds in study + late)
+
+
+def test_a_purged_study_s_outcomes_leave_the_version_s_figures(
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, training: Gunicorn
+) -> None:
+    """The patient declined AI processing once the RIS's reports had reached the training
+    service: the purge retracts the study's outcomes there (the other exam's stand), and the
+    node keeps nothing of them once they are retracted."""
+    training.start()
+    node = hl7_node(
+        make_node, orthanc, orders=False, dicom_outcome_codes=CODES, training_url=training.url,
+        dicom_training_api_key=OUTCOMES_KEY, api_keys=admin_keys(), audit_salt=SALT,
+    )  # fmt: skip
+    mistaken, kept = make_study(2), make_study(1)
+    for ds in mistaken:
+        ds.AccessionNumber = "RIS-41"
+    kept[0].AccessionNumber = "RIS-42"
+    assert send(node.port_dicom, mistaken + kept) == [0, 0, 0]
+    for ds in (mistaken[0], kept[0]):
+        uid = ds.StudyInstanceUID
+        wait_until(lambda u=uid: orthanc.reports(u), QUIET_S + SLACK_S, "each series classified")
+    assert send_hl7(node, oru("F", (PNEUMONIA,), "RIS-41")) == "AA"
+    assert send_hl7(node, oru("F", (NORMAL,), "RIS-42")) == "AA"
+    wait_until(lambda: outcomes(training)["reports"] == 3, 30, "the outcomes arrive")
+    assert outcomes(training)["by_label"] == {"normal": 1, "pneumonia": 2}
+
+    view = purged(node, mistaken[0].StudyInstanceUID, "declined AI processing")
+    assert (view["outcomes_retracting"], view["outcomes_deleted"]) == (2, 0)
+    assert view["exam_reports_deleted"] == 1  # RIS-41's: no other scan of the exam here
+    wait_until(lambda: outcomes(training)["reports"] == 1, 30, "the study's outcomes retracted")
+    assert outcomes(training)["by_label"] == {"normal": 1, "pneumonia": 0}
+    wait_until(
+        lambda: node.metric("scantune_dicom_outcomes_total", outcome="retracted") == 2,
+        SLACK_S, "the node told",
+    )  # fmt: skip
+    [left] = node.items("/v1/outcome-reports", OPS_KEY)  # the retracted ones deleted
+    assert (left["accession_number"], left["state"], left["label"]) == ("RIS-42", "sent", "normal")
+    study = [mistaken[0].StudyInstanceUID, *(ds.SOPInstanceUID for ds in mistaken)]
+    assert naming(database(node), "RIS-41", *study) == []
 
 
 def two_exams(message: bytes, other: str) -> bytes:

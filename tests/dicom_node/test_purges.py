@@ -1,7 +1,9 @@
 """Purges in the work queue, on SQLite and the real PostgreSQL: what a purge stops, deletes and
 forgets of a study (its work items in every state, their outcomes and exam reports, the
 orders and retrievals that name it), what it keeps of the others, the deliveries it lists as
-made before it, the race with a classification, and a study sent again after it."""
+made before it, the race with a classification, and a study sent again after it. Outcomes
+the training service may hold are put in line to be retracted there, with nothing left of
+them but their reference, and deleted once retracted (with outcome reporting on)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from sqlalchemy import Engine, select, update
 
 from service.audit import hash_uid
 from service.dicom_node.order_book import OrderBook
-from service.dicom_node.outcome_book import OutcomeBook, reference_of
+from service.dicom_node.outcome_book import Batch, OutcomeBook, reference_of
 from service.dicom_node.purges import PurgeBook
 from service.dicom_node.queue import InstanceMeta, WorkQueue
 from service.dicom_node.recalls import RecallBook
@@ -82,10 +84,10 @@ def deliveries(queue: WorkQueue, series_id: int) -> dict[str, str]:
         return {destination: state for destination, state in rows}
 
 
-def deleted(book: PurgeBook) -> list[str]:
+def deleted(book: PurgeBook, outcomes: OutcomeBook | None = None) -> list[str]:
     """Apply the new purges as the worker does; the spool files they deleted."""
     files: list[str] = []
-    book.apply_new(files.append)
+    book.apply_new(files.append, outcomes)
     return files
 
 
@@ -140,7 +142,7 @@ def test_a_purge_stops_deletes_and_forgets_every_work_item_of_the_study_and_noth
     counts = {k: v for k, v in view.items() if isinstance(v, int) and k != "id"}
     assert counts == {
         "series": 4, "series_stopped": 2, "deliveries_stopped": 2, "instances_deleted": 4,
-        "results_deleted": 2, "outcomes_deleted": 0, "outcomes_sent": 0,
+        "results_deleted": 2, "outcomes_deleted": 0, "outcomes_retracting": 0,
         "exam_reports_deleted": 0, "orders_forgotten": 0, "retrievals_forgotten": 0,
     }  # fmt: skip
     [sent] = view["delivered"]  # the PACS has two results of the study: a person must act
@@ -184,13 +186,13 @@ def test_a_classification_that_ends_after_the_purge_queues_nothing_and_stays_pur
     assert view is not None and (view["series_stopped"], view["delivered"]) == (1, [])
 
     outcomes.remember("ACC-1", "chest-xray", 3, [(f"{STUDY}.1.1", P, None)])  # just too late
-    book.forget_late_outcomes(series_id, [f"{STUDY}.1.1"])
+    book.forget_late_outcomes(series_id, [f"{STUDY}.1.1"], outcomes)
     assert not outcomes.known("ACC-1")
     view = book.get(purge_id)
     assert view is not None and view["outcomes_deleted"] == 1
     kept = received(queue, 2, study=OTHER)
     outcomes.remember("ACC-2", "chest-xray", 3, [(f"{OTHER}.2.1", P, None)])
-    book.forget_late_outcomes(kept, [f"{OTHER}.2.1"])  # not purged: kept
+    book.forget_late_outcomes(kept, [f"{OTHER}.2.1"], outcomes)  # not purged: kept
     assert outcomes.known("ACC-2")
 
 
@@ -198,12 +200,14 @@ def test_the_study_s_outcomes_and_the_exam_reports_only_it_had_go(
     queue: WorkQueue, book: PurgeBook
 ) -> None:
     """ACC-1 is the study's exam alone; ACC-2 has a series of the study and one of another
-    (the same accession number on two studies): its report stays, for the other."""
+    (the same accession number on two studies): its report stays, for the other. ACC-1's
+    scan, sent, is put in line to be retracted at the training service, with nothing of it
+    left but its reference, and deleted once retracted; ACC-2's, never sent, goes at once."""
     outcomes = OutcomeBook(queue.engine)
     classified(queue, 1)
     classified(queue, 2)
     classified(queue, 3, study=OTHER)
-    outcomes.remember("ACC-1", "chest-xray", 3, [(f"{STUDY}.1.1", P, None)])
+    outcomes.remember("ACC-1", "chest-xray", 3, [(f"{STUDY}.1.1", P, "signed-by-inference")])
     outcomes.remember("ACC-2", "chest-xray", 3, [(f"{STUDY}.2.1", P, None)])
     outcomes.remember("ACC-2", "chest-xray", 3, [(f"{OTHER}.3.1", P, None)])
     for accession in ("ACC-1", "ACC-2"):
@@ -213,17 +217,102 @@ def test_the_study_s_outcomes_and_the_exam_reports_only_it_had_go(
     outcomes.sent(batch)  # ACC-1's scan is at the training service (by a hash)
 
     purge_id = book.request(STUDY, "sent by mistake", "ops")
-    deleted(book)
+    deleted(book, outcomes)
     view = book.get(purge_id)
     assert view is not None
-    assert (view["outcomes_deleted"], view["outcomes_sent"], view["exam_reports_deleted"]) == (
-        2, 1, 1,
-    )  # fmt: skip
+    counted = ("outcomes_deleted", "outcomes_retracting", "exam_reports_deleted")
+    assert [view[k] for k in counted] == [1, 1, 1]
     with queue.engine.connect() as conn:
-        left = conn.execute(select(OutcomeRow.accession, OutcomeRow.reference)).all()
+        [retracting] = conn.execute(
+            select(OutcomeRow).where(OutcomeRow.reference == reference_of(f"{STUDY}.1.1"))
+        ).all()
         reports = conn.scalars(select(ExamReportRow.accession)).all()
-    assert [tuple(r) for r in left] == [("ACC-2", reference_of(f"{OTHER}.3.1"))]
     assert reports == ["ACC-2"]
+    assert (retracting.state, retracting.accession, retracting.label) == (
+        "retracting", f"purged:{purge_id}", None,
+    )  # fmt: skip
+    assert (retracting.probabilities, retracting.signature) == ("{}", None)
+    assert (retracting.model, retracting.version, retracting.attempts) == ("chest-xray", 3, 0)
+    [retraction] = outcomes.due()  # what the outcome reporter sends: the reference alone
+    assert (retraction.retracts, retraction.version) == (True, 3)
+    assert retraction.outcomes == [{"reference": reference_of(f"{STUDY}.1.1")}]
+    outcomes.sent(retraction)  # retracted there: deleted here
+    assert outcome_rows(queue.engine) == [("ACC-2", reference_of(f"{OTHER}.3.1"), "waiting")]
+    assert outcomes.due() == [] and naming(queue.engine, STUDY, "ACC-1") == []
+
+
+def outcome_rows(engine: Engine) -> list[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(OutcomeRow.accession, OutcomeRow.reference, OutcomeRow.state)
+            .order_by(OutcomeRow.id)
+        )  # fmt: skip
+        return [(accession, reference, state) for accession, reference, state in rows]
+
+
+def outcome_in(outcomes: OutcomeBook, series: int, state: str) -> Batch | None:
+    """The study's scan of series `series` (exam ACC-<series>), its outcome brought to `state`
+    as the outcome reporter would: `pending` is relabelled after it was sent; `in_flight` is
+    pending and on its way (with any other pending): its batch, not yet answered."""
+    accession, sop = f"ACC-{series}", f"{STUDY}.{series}.1"
+    outcomes.remember(accession, "chest-xray", 3, [(sop, P, None)])
+    if state == "waiting":
+        return None
+    outcomes.label(accession, lambda model, classes: "pneumonia")
+    [batch] = [b for b in outcomes.due() if not b.retracts]
+    if state == "in_flight":
+        return batch
+    if state == "refused":
+        outcomes.refused(batch, "training service answered 422")
+        return None
+    outcomes.sent(batch)
+    if state == "pending":
+        outcomes.label(accession, lambda model, classes: "normal")  # a correction
+    elif state in ("retracting", "retracted"):
+        outcomes.label(accession, lambda model, classes: None)  # the finding struck
+    if state == "retracted":
+        [retraction] = [b for b in outcomes.due() if b.retracts]
+        outcomes.sent(retraction)
+    return None
+
+
+STATES = ("retracted", "retracting", "refused", "sent", "pending", "in_flight", "waiting")
+
+
+@pytest.mark.parametrize("reported", [True, False], ids=["outcomes-reported", "not-reported"])
+def test_outcomes_the_training_service_may_hold_are_retracted_the_others_deleted(
+    queue: WorkQueue, book: PurgeBook, reported: bool
+) -> None:
+    """Every state: never sent (waiting) or retracted already, deleted; sent, refused (of a
+    relabelled one, or of a retraction), retracting, pending (relabelled after it was sent)
+    or on its way as the purge came (its answer then marks nothing sent): retracted, in one
+    request. Without outcome reporting nothing would send a retraction: all deleted."""
+    outcomes = OutcomeBook(queue.engine)
+    [*_, in_flight, _] = [outcome_in(outcomes, n, state) for n, state in enumerate(STATES, 1)]
+    for n in range(1, len(STATES) + 1):
+        classified(queue, n)
+    purge_id = book.request(STUDY, "declined AI processing", "ops")
+    deleted(book, outcomes if reported else None)
+    view = book.get(purge_id)
+    assert view is not None
+    if not reported:
+        assert (view["outcomes_deleted"], view["outcomes_retracting"]) == (len(STATES), 0)
+        assert outcome_rows(queue.engine) == []
+        return
+    assert (view["outcomes_deleted"], view["outcomes_retracting"]) == (2, 5)
+    assert in_flight is not None
+    outcomes.sent(in_flight)  # the training service took it before the purge: retracted next
+    held = ("pending", "in_flight", "sent", "refused", "retracting")
+    marker = f"purged:{purge_id}"
+    expected = [
+        (marker, reference_of(f"{STUDY}.{STATES.index(state) + 1}.1"), "retracting")
+        for state in held
+    ]
+    assert sorted(outcome_rows(queue.engine)) == sorted(expected)
+    [retraction] = outcomes.due()
+    assert retraction.retracts and len(retraction.outcomes) == len(held)
+    outcomes.sent(retraction)
+    assert outcome_rows(queue.engine) == []
 
 
 def test_orders_and_retrievals_forget_the_study_and_keep_the_other_studies(

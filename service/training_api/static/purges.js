@@ -7,8 +7,10 @@ import { age, api, el, tableBody } from "./common.js";
 
 const COLUMNS = ["Asked", "Reason", "By", "State", "Series", "Results stopped", "Deleted", "Delivered before: remove there"];
 
+// Outcomes the training service may hold are retracted there first, then deleted.
 function deleted(p) {
-  return `${p.instances_deleted} instance files, ${p.results_deleted} results, ${p.outcomes_deleted} outcomes, ${p.exam_reports_deleted} exam reports; ${p.orders_forgotten} orders and ${p.retrievals_forgotten} retrievals forgotten`;
+  const retracting = p.outcomes_retracting ? `; ${p.outcomes_retracting} outcomes retracted at the training service` : "";
+  return `${p.instances_deleted} instance files, ${p.results_deleted} results, ${p.outcomes_deleted} outcomes, ${p.exam_reports_deleted} exam reports; ${p.orders_forgotten} orders and ${p.retrievals_forgotten} retrievals forgotten${retracting}`;
 }
 
 function delivered(p) {
