@@ -7,6 +7,7 @@
 // "Lift…" (admin) lifts a recall in force, once the user says why; "Purges" lists the studies
 // forgotten at the node, and its form (admin) purges one (purges.js).
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
+import { problemText, confirmedForm } from "./confirm.js";
 import { loadPurges, purgeForm } from "./purges.js";
 
 const COLUMNS = ["Received", "Study / series", "State", "Model", "Instances", "Deliveries", ""];
@@ -433,62 +434,24 @@ async function loadRecalls() {
   if (focused) root.querySelector(`[data-testid=recall-row][data-id="${focused}"] [data-testid=recall-show]`)?.focus();
 }
 
-function problemText(err) {
-  const fields = (err.problem?.errors || []).map((e) => `${String(e.loc).replace(/^body\//, "")}: ${e.msg}`);
-  return [err.message, ...fields].join("; ");
-}
-
 // Recall a version: the form asks once more (it sends rejection notes to hospital systems),
 // then the node records it (202) or answers with the version's first recall (200).
 function recallForm() {
-  const recallAt = document.getElementById("recall-form");
-  const box = document.getElementById("recall-confirm");
-  const yes = document.getElementById("recall-yes");
-  const said = document.getElementById("recalled");
-  const error = document.getElementById("recall-error");
-  let asked = null;
-  const close = () => {
-    box.hidden = true;
-    asked = null;
-  };
-  // The facts page of a withdrawn version links here with its model and version.
-  const linked = new URLSearchParams(location.search);
-  for (const name of ["model", "version"]) if (linked.get(name)) recallAt.elements[name].value = linked.get(name);
-  recallAt.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const data = new FormData(recallAt);
-    asked = { model: data.get("model").trim(), version: Number(data.get("version")), reason: data.get("reason").trim() };
-    document.getElementById("recall-confirm-text").textContent =
-      `Recall ${asked.model} version ${asked.version}? Every series it classified ends recalled, its results not yet sent are never sent, and each PACS, RIS or FHIR server that got one is sent a rejection note or correction saying: "${asked.reason}".`;
-    said.textContent = "";
-    error.hidden = true;
-    box.hidden = false;
-    yes.focus();
-  });
-  document.getElementById("recall-no").addEventListener("click", () => {
-    close();
-    recallAt.querySelector("button[type=submit]").focus();
-  });
-  yes.addEventListener("click", async () => {
-    const body = asked;
-    if (!body) return;
-    yes.disabled = true;
-    try {
+  const form = confirmedForm("recall", document.getElementById("recalled"), {
+    ask: (data) => {
+      const body = { model: data.get("model").trim(), version: Number(data.get("version")), reason: data.get("reason").trim() };
+      return [body, `Recall ${body.model} version ${body.version}? Every series it classified ends recalled, its results not yet sent are never sent, and each PACS, RIS or FHIR server that got one is sent a rejection note or correction saying: "${body.reason}".`];
+    },
+    send: async (body) => {
       const r = await api("/ui/api/recalls", { method: "POST", json: body });
       const before = r.reason !== body.reason ? ` It was recalled before, by ${r.requested_by}: "${r.reason}".` : "";
-      said.textContent = `Recall ${r.id}: ${r.model} v${r.version} ${r.state === "new" ? "recorded; the node applies it within a moment" : "applied"}.${before}`;
-      recallAt.reset();
-      close();
-      await loadRecalls();
-    } catch (err) {
-      close();
-      error.textContent = problemText(err);
-      error.hidden = false;
-      recallAt.querySelector("button[type=submit]").focus();
-    } finally {
-      yes.disabled = false;
-    }
+      return `Recall ${r.id}: ${r.model} v${r.version} ${r.state === "new" ? "recorded; the node applies it within a moment" : "applied"}.${before}`;
+    },
+    then: loadRecalls,
   });
+  // The facts page of a withdrawn version links here with its model and version.
+  const linked = new URLSearchParams(location.search);
+  for (const name of ["model", "version"]) if (linked.get(name)) form.elements[name].value = linked.get(name);
 }
 
 setup(async (scopes) => {
@@ -503,7 +466,7 @@ setup(async (scopes) => {
   recallForm();
   liftForm();
   document.getElementById("purges-section").hidden = false;
-  if (admin) purgeForm(problemText);
+  if (admin) purgeForm();
   form = document.getElementById("series-filter");
   form.hidden = false;
   // A link may name the filter (the facts page of a withdrawn version: the series it classified).

@@ -4,6 +4,7 @@
 // node checks too) asks once more, then POST /ui/api/purges. The study is never shown back:
 // the answer names none, and the form is emptied once the node has it.
 import { age, api, el, tableBody } from "./common.js";
+import { confirmedForm } from "./confirm.js";
 
 const COLUMNS = ["Asked", "Reason", "By", "State", "Series", "Results stopped", "Deleted", "Delivered before: remove there"];
 
@@ -45,50 +46,14 @@ export async function loadPurges() {
 
 // Purge a study: the form asks once more (nothing of the study is kept, nothing more goes),
 // then the node records it (202) and its worker applies it within a moment.
-export function purgeForm(problemText) {
-  const purgeAt = document.getElementById("purge-form");
-  const box = document.getElementById("purge-confirm");
-  const yes = document.getElementById("purge-yes");
-  const said = document.getElementById("purge-said");
-  const error = document.getElementById("purge-error");
-  let asked = null;
-  const close = () => {
-    box.hidden = true;
-    asked = null;
-  };
-  purgeAt.hidden = false;
-  purgeAt.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const data = new FormData(purgeAt);
-    asked = { study_instance_uid: data.get("study_instance_uid").trim(), reason: data.get("reason").trim() };
-    document.getElementById("purge-confirm-text").textContent =
-      "Purge this study at the node? Its results not yet sent are never sent, and the node deletes its scans, results, outcomes and the orders that name it. Results it already delivered stay where they went: the purge lists those destinations, for you to remove them there. This cannot be undone.";
-    said.textContent = "";
-    error.hidden = true;
-    box.hidden = false;
-    yes.focus();
+export function purgeForm() {
+  const form = confirmedForm("purge", document.getElementById("purge-said"), {
+    ask: (data) => [
+      { study_instance_uid: data.get("study_instance_uid").trim(), reason: data.get("reason").trim() },
+      "Purge this study at the node? Its results not yet sent are never sent, and the node deletes its scans, results, outcomes and the orders that name it. Results it already delivered stay where they went: the purge lists those destinations, for you to remove them there. This cannot be undone.",
+    ],
+    send: async (body) => `Purge ${(await api("/ui/api/purges", { method: "POST", json: body })).id} recorded; the node applies it within a moment.`,
+    then: loadPurges,
   });
-  document.getElementById("purge-no").addEventListener("click", () => {
-    close();
-    purgeAt.querySelector("button[type=submit]").focus();
-  });
-  yes.addEventListener("click", async () => {
-    const body = asked;
-    if (!body) return;
-    yes.disabled = true;
-    try {
-      const p = await api("/ui/api/purges", { method: "POST", json: body });
-      said.textContent = `Purge ${p.id} recorded; the node applies it within a moment.`;
-      purgeAt.reset();
-      close();
-      await loadPurges();
-    } catch (err) {
-      close();
-      error.textContent = problemText(err);
-      error.hidden = false;
-      purgeAt.querySelector("button[type=submit]").focus();
-    } finally {
-      yes.disabled = false;
-    }
-  });
+  form.hidden = false;
 }
