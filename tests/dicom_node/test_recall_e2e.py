@@ -265,6 +265,15 @@ def test_a_lifted_recall_lets_the_version_s_later_results_go_and_keeps_what_it_d
     assert "version_recall_lifted_at_node" in log and because["reason"] in log
 
 
+def at_registry(withdrawal: str, withdrawn: bool, reason: str) -> None:
+    """The version's owner withdraws it at the registry, or puts it back in service."""
+    answer = requests.put(
+        withdrawal, json={"withdrawn": withdrawn, "reason": reason},
+        headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+
+
 @pytest.fixture
 def training(inference: Gunicorn, tmp_path: Path) -> Iterator[Gunicorn]:
     """The training service over the inference service's registry: the node reads there
@@ -303,11 +312,7 @@ def test_a_version_withdrawn_at_the_registry_is_recalled_at_the_node(
     [sr] = wait_until(lambda: orthanc.reports(study_uid), SLACK_S, "the SR at the PACS")
     [series] = call(node, "GET", "/v1/series", OPS_KEY).json()["items"]
     withdrawal = f"{training.url}/v1/models/{MODEL}/versions/{series['version']}/withdrawal"
-    made = requests.put(
-        withdrawal, json={"withdrawn": True, "reason": "misses effusions on portables"},
-        headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
-    )  # fmt: skip
-    assert made.status_code == 200, made.text
+    at_registry(withdrawal, True, "misses effusions on portables")
     [note] = wait_until(
         lambda: orthanc.instances(study_uid, "KO"), SLACK_S, "the rejection note at the PACS"
     )
@@ -317,11 +322,7 @@ def test_a_version_withdrawn_at_the_registry_is_recalled_at_the_node(
     assert recall["reason"] == "misses effusions on portables"
     assert recall["requested_by"] == "registry (safety-officer)"
     assert "version_recalled_at_node" in node.log_text()
-    put_back = requests.put(
-        withdrawal, json={"withdrawn": False, "reason": "a labelling error, not the model"},
-        headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
-    )  # fmt: skip
-    assert put_back.status_code == 200, put_back.text
+    at_registry(withdrawal, False, "a labelling error, not the model")
     [lifted] = wait_until(
         lambda: [r for r in call(node, "GET", "/v1/recalls", OPS_KEY).json()["items"]
                  if r["state"] == "lifted"],
@@ -344,34 +345,27 @@ def test_the_registry_watch_lifts_the_recalls_it_made_and_never_a_person_s(
     watch = RegistryWatch(book, training.url, NODE_READ_KEY, check_s=60)
     path = f"{training.url}/v1/models/{MODEL}/versions/1/withdrawal"
 
-    def registry(withdrawn: bool, reason: str) -> None:
-        answer = requests.put(
-            path, json={"withdrawn": withdrawn, "reason": reason},
-            headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=10,
-        )  # fmt: skip
-        assert answer.status_code == 200, answer.text
-
     def recall() -> dict[str, Any]:
         [only] = book.list()
         return only
 
     classified(queue, 1, version=1, model=MODEL)  # delivering: the registry is asked about it
     recall_id, _ = book.request(MODEL, 1, "a person's doubt", "safety-officer")
-    registry(True, "misses effusions")
-    registry(False, "a labelling error")
+    at_registry(path, True, "misses effusions")
+    at_registry(path, False, "a labelling error")
     watch.step()
     assert (recall()["state"], recall()["reason"]) == ("new", "a person's doubt")
     book.lift(recall_id, "reviewed", "safety-officer")
     watch.step()  # in service at the registry: nothing to do
     assert recall()["state"] == "lifted"
 
-    registry(True, "misses effusions on portables")  # withdrawn after the person's lift
+    at_registry(path, True, "misses effusions on portables")  # withdrawn after the person's lift
     watch.step()
     view = recall()
     assert (view["state"], view["requested_by"], view["reason"]) == (
         "new", "registry (safety-officer)", "misses effusions on portables",
     )  # fmt: skip
-    registry(False, "a labelling error")
+    at_registry(path, False, "a labelling error")
     with caplog.at_level(logging.INFO, logger="scantune.audit"):
         watch.step()
     view = recall()
@@ -384,10 +378,10 @@ def test_the_registry_watch_lifts_the_recalls_it_made_and_never_a_person_s(
     ]  # fmt: skip
     assert (audited["client"], audited["target"]) == ("registry", f"model {MODEL} version 1")
 
-    registry(True, "misses effusions after all")
+    at_registry(path, True, "misses effusions after all")
     watch.step()
     assert (recall()["state"], recall()["reason"]) == ("new", "misses effusions after all")
     book.lift(recall_id, "the board overrules it", "safety-officer")  # still withdrawn there
     watch.step()
     assert (recall()["state"], recall()["lifted_by"]) == ("lifted", "safety-officer")
-    registry(False, "back in service")
+    at_registry(path, False, "back in service")
