@@ -24,6 +24,7 @@ EXTENSION = "scantune.audit"
 # adds its predictions, which go to its JSON log lines only.
 TrainingAction = Literal[
     "job_submitted",
+    "job_checked",
     "job_cancelled",
     "job_finished",
     "model_published",

@@ -81,6 +81,12 @@ class Client:
         found: JSON = self.json("POST", "/v1/training-jobs", json=spec, headers=headers)
         return found
 
+    def check_job(self, spec: JSON) -> JSON:
+        """What a submit of `spec` would be refused for, raised as ApiError, with nothing
+        queued; else the spec as the job would store it (`JobCheck`)."""
+        found: JSON = self.json("POST", "/v1/training-jobs", json=spec, params={"dry_run": "true"})
+        return found
+
     def job(self, job_id: str) -> JSON:
         found: JSON = self.json("GET", f"/v1/training-jobs/{_seg(job_id)}")
         return found

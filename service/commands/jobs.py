@@ -21,7 +21,7 @@ WAIT_TIMEOUT = 6
 
 EXIT_CODES = f"""exit codes:
   {SUCCEEDED}  submitted (without --wait), or the job succeeded and its promotion gate, if any,
-     passed
+     passed; with --dry-run, the service would accept the spec
   {FAILED}  the job failed (its error reason is printed)
   {USAGE}  bad arguments or an unreadable job file
   {CANCELLED}  the job was cancelled
@@ -41,6 +41,11 @@ def register(subparsers: Any) -> None:
     submit.epilog = EXIT_CODES
     submit.add_argument("spec", help="job spec file, YAML or JSON ('-' reads standard input)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    submit.add_argument(
+        "--dry-run", action="store_true",
+        help="only ask the service whether it would accept the spec (its data found, its model"
+        " yours or granted); nothing is queued",
+    )  # fmt: skip
     submit.add_argument("--idempotency-key", help="makes a retried submit return the same job")
     submit.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
     submit.add_argument("--timeout", type=float, help="with --wait: give up after this long")
@@ -93,6 +98,8 @@ def run_submit(args: argparse.Namespace, api: ApiClient) -> int:
         for problem in problems:
             print(f"  {name}: {problem}", file=sys.stderr)
         return USAGE
+    if args.dry_run:
+        return _checked(api, spec, args)
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     job = api.json("POST", "/v1/training-jobs", json=spec, headers=headers)
     if args.json and not args.wait:
@@ -100,6 +107,21 @@ def run_submit(args: argparse.Namespace, api: ApiClient) -> int:
     else:
         print(f"job {job['id']} {job['status']}: {api.url}/v1/training-jobs/{job['id']}")
     return follow(api, job, args) if args.wait else SUCCEEDED
+
+
+def _checked(api: ApiClient, spec: Any, args: argparse.Namespace) -> int:
+    if args.wait or args.idempotency_key:
+        print("error: --dry-run queues nothing to wait for or to retry", file=sys.stderr)
+        return USAGE
+    check = api.check_job(spec)
+    if args.json:
+        print(json.dumps(check, indent=2))
+    else:
+        whose = {"new": "a new model, yours once published", "owned": "your model",
+                 "granted": "another client's model, granted to you"}  # fmt: skip
+        name = check["model_name"]
+        print(f"ok: the service would accept this job for {name} ({whose[check['model']]})")
+    return SUCCEEDED
 
 
 def follow(api: ApiClient, job: dict[str, Any], args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
 """Response schemas of the jobs API: `JobView`, a job as clients see it, and its parts;
-`JobView.model_dump(mode="json")` is the response body."""
+`JobView.model_dump(mode="json")` is the response body. `JobCheck`: a dry run's answer."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,21 @@ class WebhookStatus(BaseModel):
     attempts: int = 0
     last_error: str | None = None
     state: str = Field(description="pending, sending, delivered or failed.")
+
+
+ModelStanding = Literal["new", "owned", "granted"]
+
+
+class JobCheck(BaseModel):
+    """A spec the service would accept (`POST /v1/training-jobs?dry_run=true`): nothing queued."""
+
+    dry_run: Literal[True] = True
+    model_name: str
+    model: ModelStanding = Field(
+        description="new: no version published yet, the job's client would own it; owned: the"
+        " client's; granted: another client's, published to under SCANTUNE_MODEL_GRANTS."
+    )
+    spec: dict[str, Any] = Field(description="The spec as the job would store it: defaults filled.")
 
 
 class JobView(BaseModel):

@@ -10,11 +10,11 @@ from service.errors import Forbidden, ServiceUnavailable
 from service.jobs.audit_store import AuditStore
 from service.jobs.launchers.base import Launcher, make_launcher
 from service.jobs.outcomes import OutcomeFigures, OutcomeStore
-from service.jobs.schemas import JobView
+from service.jobs.schemas import JobCheck, JobView, ModelStanding
 from service.jobs.state import IllegalTransition, Status
 from service.jobs.store import JobNotFound, JobStore
 from service.jobs.supervisor import Supervisor
-from service.jobs.tenancy import check_publish
+from service.jobs.tenancy import check_publish, model_owner
 from service.jobs.validation import check_uris
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,7 @@ class JobService:
         same job; another spec is a Conflict. A `promote` needs `may_promote` (models:write),
         and the model must be the client's own, granted, or new."""
         client = client or actor
-        if spec.promote is not None and not may_promote:
-            raise Forbidden(
-                "a job that promotes ('promote') needs the models:write scope, like moving an"
-                " alias by hand"
-            )
-        check_publish(self.store, self.settings, client, spec.model_name)
-        spec = spec.with_absolute_paths()  # the runner works in a folder of its own
+        spec = self._admitted(spec, client, may_promote)
         # A retry of an accepted request must not depend on the data still being there.
         if idempotency_key is None or self.store.find_by_key(idempotency_key, client) is None:
             check_uris(spec, self.settings)
@@ -92,6 +86,26 @@ class JobService:
             log.info("job %s queued for %s by %s", row.id, row.model_name, actor)
             self.supervisor.wake()
         return JobView.from_row(row)
+
+    def dry_run(self, spec: JobSpec, *, client: str, may_promote: bool = True) -> JobCheck:
+        """What `submit` would refuse of `spec`, raised as it would be, without queuing a job:
+        a CI pipeline's check of a spec before it is merged (`?dry_run=true`)."""
+        spec = self._admitted(spec, client, may_promote)
+        check_uris(spec, self.settings)
+        owner = model_owner(self.store, spec.model_name)
+        model: ModelStanding = "new" if owner is None else "owned" if owner == client else "granted"
+        return JobCheck(model_name=spec.model_name, model=model, spec=spec.model_dump(mode="json"))
+
+    def _admitted(self, spec: JobSpec, client: str, may_promote: bool) -> JobSpec:
+        """`spec` with absolute paths (the runner works in a folder of its own), once the
+        client may run it: Forbidden for a promotion without the scope, or another's model."""
+        if spec.promote is not None and not may_promote:
+            raise Forbidden(
+                "a job that promotes ('promote') needs the models:write scope, like moving an"
+                " alias by hand"
+            )
+        check_publish(self.store, self.settings, client, spec.model_name)
+        return spec.with_absolute_paths()
 
     def get(self, job_id: str, *, client: str | None = None) -> JobView:
         """The job; with `client`, only that client's (others' are not found)."""

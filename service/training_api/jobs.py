@@ -40,11 +40,23 @@ class LogsQuery(BaseModel):
     tail: int | None = Field(default=None, ge=1, le=100_000)
 
 
+class SubmitQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # `?dryrun=1` must not queue a job
+
+    dry_run: bool = False
+
+
 @bp.post("")
 @require("jobs:write")
 @limited("jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    spec, who = parse_body(JobSpec), current_principal()
+    query, spec, who = parse_query(SubmitQuery), parse_body(JobSpec), current_principal()
+    if query.dry_run:
+        with _audited_refusal(who.client, spec.model_name, "job_checked"):
+            check = services().jobs.dry_run(
+                spec, client=who.client, may_promote=who.may("models:write")
+            )
+        return jsonify(check.model_dump(mode="json")), 200, {}
     with _audited_refusal(who.client, spec.model_name):
         job = services().jobs.submit(
             spec,
@@ -111,10 +123,11 @@ POLICY_REFUSALS = {"uri_not_allowed", "webhook_target_not_allowed", "limit_excee
 
 
 @contextmanager
-def _audited_refusal(client: str, model: str) -> Iterator[None]:
-    """Audit a submission the policy refused: a 403 (promotion scope, another client's
-    model) as access_denied, a 422 for data, webhook or GPU limits as a refused submission.
-    The record names the fields and rules, never the URIs (they may carry tokens)."""
+def _audited_refusal(client: str, model: str, event: str = "job_submitted") -> Iterator[None]:
+    """Audit a submission (or a dry run's check, `event`) the policy refused: a 403
+    (promotion scope, another client's model) as access_denied, a 422 for data, webhook or
+    GPU limits as a refused `event`. The record names the fields and rules, never the URIs
+    (they may carry tokens)."""
     try:
         yield
     except Forbidden:
@@ -123,7 +136,7 @@ def _audited_refusal(client: str, model: str) -> Iterator[None]:
     except Unprocessable as exc:
         broken = [e for e in exc.errors or [] if e.get("type") in POLICY_REFUSALS]
         if broken:
-            record("job_submitted", client=client, target=f"model/{model}", outcome="refused",
+            record(event, client=client, target=f"model/{model}", outcome="refused",
                    rules=sorted({f"{e['loc']}: {e['type']}" for e in broken}))  # fmt: skip
         raise
 

@@ -21,17 +21,19 @@ JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def generated_schemas() -> dict[str, Any]:
-    """Component schemas for the request (JobSpec), the job (JobView) and the card."""
+    """Component schemas for the request (JobSpec), the job (JobView), a dry run (JobCheck)
+    and the card."""
     from models.backbones import BACKBONES
     from models.card import ModelCard
     from models.spec import JobSpec
-    from service.jobs.schemas import JobView
+    from service.jobs.schemas import JobCheck, JobView
     from service.jobs.state import Phase, Status
 
     _, top = models_json_schema(
-        [(JobSpec, "validation"), (JobView, "serialization"), (ModelCard, "serialization")],
+        [(JobSpec, "validation"), (JobView, "serialization"), (ModelCard, "serialization"),
+         (JobCheck, "serialization")],
         ref_template=REF,
-    )
+    )  # fmt: skip
     schemas: dict[str, Any] = top["$defs"]
     # The validator checks names against the backbone registry; say so in the contract.
     for name in ("JobSpec", "JobSpec-Input"):
@@ -42,6 +44,7 @@ def generated_schemas() -> dict[str, Any]:
     job["status"] = {"$ref": REF.format(model="JobStatus")}
     job["phase"] = {"anyOf": [{"enum": [p.value for p in Phase]}, {"type": "null"}]}
     job["spec"] = {"$ref": REF.format(model="JobSpec")}
+    schemas["JobCheck"]["properties"]["spec"] = {"$ref": REF.format(model="JobSpec")}
     assert [s.value for s in Status] == JOB_STATUSES, "JobStatus in the spec is out of date"
     return schemas
 

@@ -157,6 +157,24 @@ def test_wait_timeout_and_http_errors(
     assert "cannot reach" in capsys.readouterr().err
 
 
+def test_submit_dry_run_says_whether_the_service_would_accept_the_job(
+    server: str, spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["jobs", "submit", str(spec_file), "--dry-run"]) == jobs_cli.SUCCEEDED
+    assert "would accept this job for chest-xray (a new model" in capsys.readouterr().out
+    assert main(["jobs", "submit", str(spec_file), "--dry-run", "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert (check["dry_run"], check["spec"]["promote"]["alias"]) == (True, "production")
+
+    gone = tmp_path / "gone.yaml"
+    gone.write_text(yaml.safe_dump(job_spec(tmp_path / "gone.npz")))
+    assert main(["jobs", "submit", str(gone), "--dry-run"]) == jobs_cli.HTTP_ERROR
+    assert "body/dataset/uri" in capsys.readouterr().err
+    assert main(["jobs", "submit", str(spec_file), "--dry-run", "--wait"]) == jobs_cli.USAGE
+    assert main(["jobs", "list"]) == 0
+    assert "queued" not in capsys.readouterr().out  # no job, from any of them
+
+
 def test_models_list_versions_promote(
     server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

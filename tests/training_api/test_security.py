@@ -206,6 +206,55 @@ def test_the_alias_history_records_the_client_that_asked(app: Flask, training_en
     assert (moved["client"], moved["target"]) == ("ci", "model/chest-xray/aliases/staging")
 
 
+# dry runs: the same policy as a submit, and nothing stored
+def test_a_dry_run_checks_what_a_submit_would_and_queues_nothing(
+    make_app: Callable[..., Flask], dataset: Path
+) -> None:
+    app = make_app(model_grants={"ci": ["chest-*"]})
+    publish_as(app, "radiology", "chest-xray")
+    publish_as(app, "ci", "knee-xray")
+    before = as_(app, "ops").get(JOBS).get_json()["items"]
+    dry = {"query_string": {"dry_run": "true"}}
+    ci = job_spec(dataset, model_name="chest-xray", promote={"alias": "production"})
+
+    checks = [
+        submit(app, "ci-bot", ci, 200, **dry),  # another's model, granted
+        submit(app, "ci-bot", job_spec(dataset, model_name="knee-xray"), 200, **dry),
+        submit(app, "radiology-bot", job_spec(dataset, model_name="hand-xray"), 200, **dry),
+    ]
+    assert [(c["model_name"], c["model"]) for c in checks] == [
+        ("chest-xray", "granted"), ("knee-xray", "owned"), ("hand-xray", "new")
+    ]  # fmt: skip
+    assert checks[0]["dry_run"] is True and checks[0]["spec"]["recipe"]["batch_size"] == 64
+    assert checks[0]["spec"]["promote"]["alias"] == "production"
+
+    refused = [
+        submit(app, "radiology-bot", ci, 403, **dry),  # a promotion without models:write
+        submit(app, "ci-bot", job_spec(dataset, model_name="hand-xray"), 200, **dry),
+        submit(app, "radiology-bot", job_spec(dataset, model_name="knee-xray"), 403, **dry),
+        submit(app, "ci-bot", job_spec("/etc/passwd", model_name="knee-xray"), 422, **dry),
+        submit(app, "ci-bot", job_spec(dataset.with_name("gone.npz")), 422, **dry),
+    ]
+    assert "models:write" in refused[0]["detail"]
+    assert refused[1]["model"] == "new"  # nobody published hand-xray: a check takes nothing
+    assert "belongs to another client" in refused[2]["detail"]
+    assert [e["type"] for e in refused[3]["errors"]] == ["uri_not_allowed"]
+    assert [(e["loc"], e["type"]) for e in refused[4]["errors"]] == [
+        ("body/dataset/uri", "uri_not_found")
+    ]
+    # a misspelt flag would submit for real: it is refused instead
+    typo = submit(app, "ci-bot", job_spec(dataset), 422, query_string={"dryrun": "true"})
+    assert "dryrun" in json.dumps(typo)
+
+    assert as_(app, "ops").get(JOBS).get_json()["items"] == before  # nothing queued, by anyone
+    assert audit(app, action="job_submitted") == []
+    [checked] = audit(app, action="job_checked")  # the data policy's refusal, never the URI
+    assert (checked["client"], checked["outcome"]) == ("ci", "refused")
+    assert "/etc/passwd" not in json.dumps(checked)
+    denied = audit(app, action="access_denied")
+    assert sorted(d["target"] for d in denied) == ["model/chest-xray", "model/knee-xray"]
+
+
 # secure defaults: webhooks
 @pytest.mark.parametrize(
     "url",
