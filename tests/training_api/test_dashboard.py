@@ -291,6 +291,12 @@ def test_dashboard_end_to_end(
     # the curve is seen growing (a fast machine ran an epoch at 64 px in under 2 s)
     page.fill("#f-image_size", "128")
     page.fill("#f-epochs", "3")
+    page.get_by_role("button", name="Check only", exact=True).click()  # the API's dry run
+    said = page.locator("#notice:has-text('would accept this job')")
+    said.wait_for()
+    assert f"for {MODEL} (a new model, yours once published); nothing was queued" in said.inner_text()
+    assert page.get_attribute("#f-epochs", "aria-invalid") is None  # the last error cleared
+    assert _api(url, "/v1/training-jobs")["items"] == []
     page.get_by_role("button", name="Submit job").click()
     row = page.get_by_test_id("job-row").first
     row.wait_for()

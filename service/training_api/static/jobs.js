@@ -98,6 +98,12 @@ function clearErrors(form) {
   document.getElementById("form-error").hidden = true;
 }
 
+const STANDING = {
+  new: "a new model, yours once published",
+  owned: "your model",
+  granted: "another client's model, granted to you",
+};
+
 function wireForm(scopes) {
   const form = document.getElementById("submit-form");
   if (!scopes.has("jobs:write")) {
@@ -108,6 +114,12 @@ function wireForm(scopes) {
     event.preventDefault();
     clearErrors(form);
     try {
+      if (event.submitter && event.submitter.value === "check") {
+        // the API's dry run: the same checks as a submit, nothing queued
+        const check = await api("/v1/training-jobs?dry_run=true", { method: "POST", json: spec(form) });
+        notice(`The service would accept this job for ${check.model_name} (${STANDING[check.model]}); nothing was queued.`);
+        return;
+      }
       const job = await api("/v1/training-jobs", { method: "POST", json: spec(form) });
       notice(`Job ${job.id} ${job.status}.`);
       await refresh(scopes);
