@@ -57,16 +57,17 @@ class Hl7Sender:
         self._exchange(message, control_id(sr))
 
     def withdraw(self, sr_file: bytes, maps: Sequence[bytes], reason: str) -> None:
-        """The result posted as wrong, under its own control ID (no maps: the ORU voids the
-        whole order's observations)."""
+        """The result posted as wrong, row for row with the maps it was sent with, under its
+        own control ID."""
         from pydicom import dcmread
 
         from service.hospital.hl7_withdrawal import build_withdrawal, withdrawal_control_id
         from service.hospital.sr_findings import NotReportable
 
-        sr = dcmread(io.BytesIO(sr_file))
+        sr, d = dcmread(io.BytesIO(sr_file)), self.destination
         try:
-            message = build_withdrawal(sr, self.envelope, reason)
+            images = [dcmread(io.BytesIO(m)) for m in maps]
+            message = build_withdrawal(sr, self.envelope, reason, images, d.attention_map_max_bytes)
         except NotReportable as exc:
             raise Rejected(f"no HL7 withdrawal: {exc}") from None
         self._exchange(message, withdrawal_control_id(sr))

@@ -1,17 +1,20 @@
 """The HL7 v2.5.1 ORU^R01 that withdraws a result the node sent: when a model version is
 recalled, each receiver must learn that what it filed from that model is void.
 
-The withdrawal renders the same SR as the result (`service.hospital.hl7v2.build_oru`), so it
-names the same patient (PID), the same order (ORC-3 and OBR-3 filler, OBR-18 placer field:
-the Accession Number) and the same observations (OBX-3 identifier and OBX-4 sub-ID per scan,
-OBX-1 numbered as in a result sent without attention maps): a receiver finds what it filed by
-them. Each OBX carries the value it had, marked wrong; the first NTE says why. The attention
-maps are not sent again: a withdrawal carries no picture of a finding that must not be used.
+The withdrawal renders the same SR as the result (`service.hospital.hl7v2.build_oru`), with
+the attention maps the result carried, so it names the same patient (PID), the same order
+(ORC-3 and OBR-3 filler, OBR-18 placer field: the Accession Number) and the same observations,
+row for row (OBX-1 set ID, OBX-3 identifier, OBX-4 sub-ID per scan, OBX-5 value): a receiver
+finds what it filed, however it matches rows. Each OBX carries the value it had, marked
+wrong; the first NTE says why. The maps go again because the receiver already holds them: a
+map left out would stay filed as valid, a picture of a finding that must not be used, and
+every row after it would be numbered one less than the row it voids.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -34,9 +37,16 @@ def withdrawal_control_id(sr: Dataset) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:20].upper()
 
 
-def build_withdrawal(sr: Dataset, envelope: Envelope = Envelope(), reason: str = "") -> str:
-    """The ORU^R01 that voids the result of `sr`, `reason` (free text, escaped) in its first
-    NTE as "Withdrawn: <reason>"; NotReportable as for build_oru.
+def build_withdrawal(
+    sr: Dataset,
+    envelope: Envelope = Envelope(),
+    reason: str = "",
+    maps: Sequence[Dataset] = (),
+    map_max_bytes: int | None = None,
+) -> str:
+    """The ORU^R01 that voids the result of `sr` and the `maps` sent with it (as they were
+    sent: the same `map_max_bytes`), `reason` (free text, escaped) in its first NTE as
+    "Withdrawn: <reason>"; NotReportable as for build_oru.
 
     The codes, from the tables of HL7 v2.5.1:
     - OBX-11 "W", "Post original as wrong, e.g. transmitted for wrong patient" (table 0085):
@@ -58,4 +68,7 @@ def build_withdrawal(sr: Dataset, envelope: Envelope = Envelope(), reason: str =
         changed=datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000"),
     )
     control = withdrawal_control_id(sr)
-    return compose_oru(sr, envelope, control, status, notes=[note, *statements(sr)])
+    notes = [note, *statements(sr)]
+    return compose_oru(
+        sr, envelope, control, status, notes=notes, maps=maps, map_max_bytes=map_max_bytes
+    )

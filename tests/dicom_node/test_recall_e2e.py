@@ -51,14 +51,15 @@ def admin_keys() -> list[dict[str, Any]]:
 
 
 def to_pacs_and_ris(
-    make_node: Callable[..., Gunicorn], orthanc: Orthanc, receiver: Receiver
+    make_node: Callable[..., Gunicorn], orthanc: Orthanc, receiver: Receiver, *, maps: bool = False
 ) -> Gunicorn:
-    """A node (started) delivering to Orthanc and to an HL7 receiver, keeping its results a
-    day for recalls, with an admin key."""
+    """A node (started) delivering to Orthanc and to an HL7 receiver (with the attention maps,
+    if `maps`), keeping its results a day for recalls, with an admin key."""
+    ris = {"host": "127.0.0.1", "port": receiver.port, "attention_maps": maps}
     return make_node(
         dicom_destinations=[
             {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
-            {"hl7": {"host": "127.0.0.1", "port": receiver.port}},
+            {"hl7": ris},
         ],
         dicom_recall_keep_h=24,
         api_keys=admin_keys(),
@@ -77,7 +78,7 @@ def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
     receivers: Callable[..., Receiver],
 ) -> None:
     receiver = receivers(["AA"])
-    node = to_pacs_and_ris(make_node, orthanc, receiver)
+    node = to_pacs_and_ris(make_node, orthanc, receiver, maps=True)
     study = make_study(2)
     study_uid = study[0].StudyInstanceUID
     assert send(node.port_dicom, study) == [0, 0]
@@ -117,6 +118,10 @@ def test_a_recall_withdraws_a_delivered_result_from_the_pacs_and_the_ris(
     assert str(voiding.segment("OBR")[3]) == str(original.segment("OBR")[3])  # the same order
     statuses = {str(s[11]) for s in voiding.segments("OBX")}
     assert statuses and "P" not in statuses and "F" not in statuses
+    # every row the RIS filed is voided, row for row, the two attention maps included
+    rows = [[str(s[i]) for i in (1, 2, 3, 4, 5)] for s in original.segments("OBX")]
+    assert sum(row[1] == "ED" for row in rows) == 2
+    assert [[str(s[i]) for i in (1, 2, 3, 4, 5)] for s in voiding.segments("OBX")] == rows
     assert "misses pneumothorax" in withdrawal.er7
     recalled = call(node, "GET", f"/v1/series/{series['id']}", OPS_KEY).json()
     assert recalled["state"] == "recalled"
