@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "service.commands.models",  # models list|versions|promote
     "service.commands.predict",  # predict
     "service.commands.series",  # series list|show|send-now (the DICOM node)
+    "service.commands.audit",  # audit
 )
 
 

@@ -13,7 +13,7 @@ Built on `requests`; every refused request raises `ApiError` with the HTTP statu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # imported where used: the CLI's `scantune serve` starts with
 
 JSON = dict[str, Any]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+AUDIT_PAGE = 500  # the audit trail's largest page
 
 
 class ApiError(Exception):
@@ -241,6 +242,20 @@ class Client:
         path = f"/v1/models/{_seg(name)}/versions/{int(version)}/outcomes/clients"
         found: JSON = self.json("GET", path, params=window)
         return found
+
+    def audit(self, *, limit: int | None = 100, **filters: str) -> Iterator[JSON]:
+        """The audit trail (an admin key), newest first: `limit` records (None: all) of those
+        `filters` match (`client`, `action`, `since`, `until`), fetched page by page."""
+        cursor: str | None = None
+        while limit is None or limit > 0:
+            size = AUDIT_PAGE if limit is None else min(limit, AUDIT_PAGE)
+            params = {**filters, "limit": size, **({"cursor": cursor} if cursor else {})}
+            page: JSON = self.json("GET", "/v1/audit", params=params)
+            yield from page["items"]
+            limit = None if limit is None else limit - len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
 
     def caveats(self, name: str, version: int) -> list[JSON]:
         """What to keep in mind about the version: `{code, text}` each, gravest first (a

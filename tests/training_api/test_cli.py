@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import threading
@@ -173,6 +174,76 @@ def test_submit_dry_run_says_whether_the_service_would_accept_the_job(
     assert main(["jobs", "submit", str(spec_file), "--dry-run", "--wait"]) == jobs_cli.USAGE
     assert main(["jobs", "list"]) == 0
     assert "queued" not in capsys.readouterr().out  # no job, from any of them
+
+
+AUDITOR = "auditor-key-0123456789"
+
+
+@pytest.fixture
+def audited(training_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    """The app with an admin key beside the usual ones (`AUDITOR`: the audit trail's reader)."""
+    from service.auth import hash_key
+    from service.training_api import create_app, services
+    from tests.training_api.conftest import api_keys_setting
+
+    auditor = {"name": "auditor", "sha256": hash_key(AUDITOR), "scopes": ["admin"],
+               "client": "compliance"}  # fmt: skip
+    monkeypatch.setenv("SCANTUNE_API_KEYS", json.dumps([*json.loads(api_keys_setting()), auditor]))
+    app = create_app(start_supervisor=False)
+    yield app
+    with app.app_context():
+        services().jobs.stop()
+
+
+def test_audit_lists_filters_pages_and_exports_the_trail_for_an_admin(
+    audited: Flask,
+    dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = audited.test_client()
+    for name in ("audit-a", "audit-b", "audit-c"):
+        submitted = client.post(
+            "/v1/training-jobs", json=job_spec(dataset, model_name=name),
+            headers=KEYS["admin"].headers,
+        )  # fmt: skip
+        assert submitted.status_code == 202, submitted.get_json()
+    refused = client.post(
+        "/v1/training-jobs", json=job_spec(dataset, promote={"alias": "production"}),
+        headers=KEYS["ci"].headers,
+    )  # fmt: skip
+    assert refused.status_code == 403
+    monkeypatch.setattr("service.client.AUDIT_PAGE", 2)  # the trail read page by page
+    port = free_port()
+    httpd = make_server("127.0.0.1", port, audited, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _check_every_response(monkeypatch)
+    monkeypatch.setenv("SCANTUNE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SCANTUNE_API_KEY", AUDITOR)
+    try:
+        assert main(["audit", "--action", "job_submitted", "--all", "--csv"]) == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        assert [r["target"].split("/")[0] for r in rows] == ["job"] * 3
+        assert {r["client"] for r in rows} == {"team"} and rows[0]["at"] > rows[-1]["at"]
+        assert json.loads(rows[0]["detail"])["model"] == "audit-c"  # newest first
+
+        assert main(["audit", "--limit", "3"]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].startswith("AT (UTC)") and len(table) == 4
+        assert "access_denied" in table[1] and "model/chest-xray" in table[1]
+        assert main(["audit", "--action", "access_denied", "--json"]) == 0
+        [denied] = json.loads(capsys.readouterr().out)
+        assert (denied["outcome"], denied["target"]) == ("refused", "model/chest-xray")
+        assert main(["audit", "--since", "2999-01-01"]) == 0
+        assert capsys.readouterr().out.strip() == "no records"
+
+        assert main(["audit", "--api-key", KEYS["admin"].secret]) == jobs_cli.HTTP_ERROR
+        assert "403" in capsys.readouterr().err  # the admin scope only
+        with pytest.raises(SystemExit):
+            main(["audit", "--since", "last tuesday"])
+        assert "not an ISO 8601 date or time" in capsys.readouterr().err
+    finally:
+        httpd.shutdown()
 
 
 def test_models_list_versions_promote(
