@@ -13,7 +13,9 @@ what each path costs beyond the limit's loop is the app's own code:
   the bare classifier does, so what it costs beyond the bare one is Flask's request handling;
 - service: `service.inference.create_app`, set up as one sync worker of the per-core layout
   runs it (`service.cores`' hooks; a single-threaded session, the request's own thread;
-  Prometheus in multiprocess mode, logging at WARNING as in the HTTP benchmarks).
+  Prometheus in multiprocess mode, logging at WARNING as in the HTTP benchmarks);
+- service, input check: the same model published again with an input profile in its card
+  (`models.input_profile`, of 256 of the shared training scans), so each answer is checked.
 
 And where that cost comes from: the service's `GET /healthz` (no model work) back to back,
 and right after an onnxruntime run of the model, as every request of a busy worker runs (that
@@ -40,8 +42,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import CONTENT_TYPE, IMAGE, MODEL, build_model, multipart_body, publish
+from bench.harness import (
+    CONTENT_TYPE,
+    IMAGE,
+    MODEL,
+    REPO,
+    build_model,
+    multipart_body,
+    publish,
+)
 
+CHECKED = f"{MODEL}-checked"
+SHARED_SCANS = REPO.parent / "shared/data/pneumoniamnist/pneumoniamnist_trainval.npz"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -81,6 +93,7 @@ def setup(work: Path) -> dict[str, Callable[[], Any]]:
     service = service_app()
     flask = flask_app()
     predict = f"/v1/models/{MODEL}:predict"
+    checked = f"/v1/models/{CHECKED}:predict"
 
     def limit() -> None:
         image = scans.to_batch([scans.decode(png, "scan.png")], card.input)
@@ -99,6 +112,7 @@ def setup(work: Path) -> dict[str, Callable[[], Any]]:
         "minimal": lambda: call(minimal_app.app, "POST", predict, body),
         "flask": lambda: call(flask, "POST", predict, body),
         "service": lambda: call(service, "POST", predict, body),
+        "service, input check": lambda: call(service, "POST", checked, body),
         "onnxruntime run alone": onnxruntime_run,
         "service /healthz": lambda: call(service, "GET", "/healthz", b""),
         "service /healthz after a run": healthz_after_run,
@@ -113,17 +127,37 @@ def prepare(work: Path) -> tuple[Path, Any]:
     model_dir, card = build_model(work)
     (work / "card.json").write_text(card.to_json())
     uri = publish(model_dir, card, work / "artifacts")
+    publish_checked(model_dir, card, uri)
     os.environ.update(
         BENCH_ONNX=str(model_dir / "model.onnx"),
         BENCH_CARD=str(work / "card.json"),
         SCANTUNE_ARTIFACT_URI=uri,
         SCANTUNE_AUTH_DISABLED="true",
-        SCANTUNE_PRELOAD_MODELS=json.dumps([MODEL]),
+        SCANTUNE_PRELOAD_MODELS=json.dumps([MODEL, CHECKED]),
         SCANTUNE_ORT_INTRA_OP_THREADS="1",
         SCANTUNE_LOG_LEVEL="WARNING",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     return model_dir, card
+
+
+def publish_checked(model_dir: Path, card: Any, uri: str) -> None:
+    """The model again as `CHECKED`, its card with a profile of 256 shared training scans."""
+    import numpy as np
+
+    from models import scans
+    from models.input_profile import profile
+    from service.registry import Registry
+    from service.storage import open_store
+
+    with np.load(SHARED_SCANS) as data:
+        decoded = data["train_images"][:256].astype(np.float32) / 255
+    size, channels = card.input.size, card.input.channels
+    images = np.stack([scans.prepare(image, size, channels) for image in decoded])
+    found = profile(SimpleNamespace(images=images, colour=None))
+    registry = Registry(open_store(uri))
+    registry.publish(CHECKED, 1, model_dir, card.model_copy(update={"input_profile": found}))
+    registry.set_alias(CHECKED, "production", 1, actor="bench")
 
 
 def flask_app() -> WSGIApp:
@@ -228,8 +262,9 @@ def report(per_request: dict[str, list[float]]) -> None:
     rounds = len(per_request["limit"])
     print(f"CPU per request, in-process, median of {rounds} rounds:")
     print(f"  limit's loop: {median('limit'):.2f} ms")
-    for name in ("bare", "minimal", "flask", "service"):
+    for name in ("bare", "minimal", "flask", "service", "service, input check"):
         print(f"  {name}: {median(name):.2f} ms, beyond the limit's loop {beyond(name, 'limit')}")
+    print(f"  the input check, beyond the service: {beyond('service, input check', 'service')}")
     run = median("onnxruntime run alone")
     print(f"  onnxruntime run alone: {run:.2f} ms")
     print(f"  service GET /healthz back to back: {median('service /healthz'):.3f} ms")

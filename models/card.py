@@ -186,6 +186,42 @@ class ModelAccess(_Strict):
         return not self.private or client == self.owner or client in self.clients
 
 
+class InputProfile(_Strict):
+    """What the training scans' pixels look like, for the per-scan check that a scan is
+    unlike them (`models.input_profile`): a statistic on pixels, not a guarantee."""
+
+    version: int = Field(
+        ge=1,
+        description="The statistic's definition (models.input_profile.PROFILE_VERSION); a"
+        " service that does not know it skips the check.",
+    )
+    limit: float = Field(
+        gt=0, description="Scans scoring above it are atypical: the training scans' `quantile`."
+    )
+    quantile: float = Field(gt=0, lt=1, description="The training quantile the limit is.")
+    scales: dict[str, float] = Field(
+        description="Each distance's divisor (layout, structure, histogram, texture, colour):"
+        " its own `quantile` over the training scans, or a floor."
+    )
+    thumbnail_mean: tuple[tuple[float, ...], ...] = Field(
+        description="Per cell of the area-averaged gray thumbnail, the training scans' mean."
+    )
+    thumbnail_std: tuple[tuple[float, ...], ...] = Field(description="And their std.")
+    histogram_mean: tuple[float, ...] = Field(
+        description="Per bin of the [0, 1] intensity histogram, the training scans' mean share."
+    )
+    histogram_std: tuple[float, ...] = Field(description="And its std.")
+    texture_mean: float = Field(
+        description="Mean of the log mean difference between neighbouring pixels."
+    )
+    texture_std: float = Field(gt=0, description="And its std.")
+    images: int = Field(ge=1, description="Training scans profiled.")
+    flagged_train: float = Field(ge=0, le=1, description="Share of training scans over the limit.")
+    flagged_val: float | None = Field(
+        default=None, ge=0, le=1, description="Share of validation scans over the limit."
+    )
+
+
 class ModelCard(_Strict):
     """Typed card written next to model.onnx; written last when a version is published."""
 
@@ -225,6 +261,11 @@ class ModelCard(_Strict):
     )
     access: ModelAccess | None = Field(
         default=None, description="Its owner and who may use it; none on older cards: shared."
+    )
+    input_profile: InputProfile | None = Field(
+        default=None,
+        description="The training scans' pixels, for flagging a scan unlike them; none on"
+        " older cards: no check.",
     )
 
     def to_json(self) -> str:

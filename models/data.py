@@ -19,6 +19,7 @@ import numpy as np
 
 from models import scans, splits
 from models.card import DatasetInfo, IntendedUse
+from models.input_profile import colourfulness
 from models.intended_use import from_dicom_files
 from models.listing import DataError, Item, Listing
 from models.npz import read_npz
@@ -34,6 +35,7 @@ class Split:
     labels: np.ndarray
     names: list[str]
     groups: np.ndarray | None = None  # each scan's patient (`models.splits`); None: unnamed
+    colour: np.ndarray | None = None  # each scan's `input_profile.colourfulness`; None: unmeasured
 
 
 @dataclass
@@ -177,19 +179,22 @@ def _class_problems(classes: list[str], train: list[Item], known: list[str]) -> 
 
 def _prepare(items: list[Item], size: int, channels: int, problems: list[str]) -> Split:
     images = np.zeros((len(items), channels, size, size), dtype=np.float32)
+    colour = np.zeros(len(items), dtype=np.float32)
     ok = np.ones(len(items), dtype=bool)
     for i, item in enumerate(items):
         try:
-            images[i] = scans.prepare(item.load(), size, channels)
+            decoded = item.load()
         except scans.ImageDecodeError as exc:
             problems.append(f"{item.name}: unreadable file ({exc.reason})")
             ok[i] = False
+            continue
+        images[i], colour[i] = scans.prepare(decoded, size, channels), colourfulness(decoded)
     labels = np.array([it.label for it in items], dtype=np.int64)
     named = [it.name for it, good in zip(items, ok, strict=True) if good]
     if not items or items[0].group is None:
-        return Split(images[ok], labels[ok], named)
+        return Split(images[ok], labels[ok], named, colour=colour[ok])
     groups = np.array([it.group for it in items], dtype=np.int64)
-    return Split(images[ok], labels[ok], named, groups[ok])
+    return Split(images[ok], labels[ok], named, groups[ok], colour[ok])
 
 
 # --- image folders -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from models import evaluate, evaluation, plots, scans
+from models import evaluate, evaluation, input_profile, plots, scans
 from models.augment import normalize
 from models.backbones import get_info
 from models.card import (
@@ -356,6 +356,7 @@ def _card(
         onnx_sha256=sha256_file(out_dir / ONNX_FILE),
         class_codes=spec.dataset.class_codes(data.classes),
         intended_use=spec.dataset.intended_use or data.intended_use,
+        input_profile=input_profile.profile(data.train, data.val),
     )
 
 

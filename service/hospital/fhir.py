@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from models.card import ClassCode
 from service.hospital.results import (
+    ATYPICAL_NOTE,
     ModelIdentity,
     ReportSettings,
     ScanResult,
@@ -183,6 +184,7 @@ def _observation(
     device_url: str,
     patient: Reference | None,
 ) -> Observation:
+    from fhir.resources.R4B.annotation import Annotation
     from fhir.resources.R4B.observation import Observation, ObservationComponent
     from fhir.resources.R4B.quantity import Quantity
     from fhir.resources.R4B.reference import Reference
@@ -213,4 +215,5 @@ def _observation(
         derivedFrom=[_study(study, f"SOP Instance UID {scan.sop_instance_uid}")]
         if scan and study
         else None,
+        note=[Annotation(text=ATYPICAL_NOTE)] if result.typical is False else None,
     )

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 DEFAULT_DISCLAIMER = "Result of an automated algorithm (scantune); not for diagnostic use."
+ATYPICAL_NOTE = "The scan is unlike those the model was trained on; the result may not apply."
+"""What a report says of a scan the input check flagged (`models.input_profile`)."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,12 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """One scan's answer: the reported class and the calibrated probability of each class."""
+    """One scan's answer: the reported class and the calibrated probability of each class;
+    `typical`: what the input check said of the scan (None: not checked)."""
 
     label: str
     probabilities: Mapping[str, float]
+    typical: bool | None = None
 
     @property
     def probability(self) -> float:
@@ -50,7 +54,9 @@ class ScanResult:
     @classmethod
     def from_prediction(cls, prediction: Mapping[str, Any]) -> ScanResult:
         """From one entry of the v1 JSON answer's `predictions`."""
-        return cls(prediction["label"], dict(prediction["probabilities"]))
+        check = prediction.get("input_check")
+        typical = None if check is None else bool(check["typical"])
+        return cls(prediction["label"], dict(prediction["probabilities"]), typical)
 
 
 @dataclass(frozen=True)

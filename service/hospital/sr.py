@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from models.card import PRIVATE_CODING_SCHEME
 from service.errors import Unprocessable
-from service.hospital.results import ModelIdentity, ReportSettings, ScanResult
+from service.hospital.results import ATYPICAL_NOTE, ModelIdentity, ReportSettings, ScanResult
 
 if TYPE_CHECKING:
     from highdicom.sr import (
@@ -70,8 +70,9 @@ def build_sr(
             for header, result in zip(headers, results, strict=True)
         ],
     )
-    if settings.disclaimer:
-        report[0].ContentSequence.append(_statement(settings.disclaimer))
+    notes = [settings.disclaimer or "", *_atypical_notes(results)]
+    if any(notes):
+        report[0].ContentSequence.append(_statement([note for note in notes if note]))
     sr = hd.sr.ComprehensiveSR(
         evidence=headers,
         content=report[0],
@@ -90,6 +91,14 @@ def build_sr(
             sr[element.tag] = element
     sr.CodingSchemeIdentificationSequence = [_private_scheme(settings)]
     return sr
+
+
+def _atypical_notes(results: Sequence[ScanResult]) -> list[str]:
+    """A statement for each scan the input check flagged, by its place among the groups."""
+    flagged = [i for i, result in enumerate(results, start=1) if result.typical is False]
+    if len(results) == 1:
+        return [ATYPICAL_NOTE] if flagged else []
+    return [f"Scan {i} of {len(results)}: {ATYPICAL_NOTE}" for i in flagged]
 
 
 def _private_scheme(settings: ReportSettings) -> Dataset:
@@ -223,9 +232,10 @@ def _group(
     )
 
 
-def _statement(text: str) -> Dataset:
-    """TID 1500's "Qualitative Evaluations" container holding the statement as a comment.
-    highdicom builds only the imaging measurements of TID 1500, so this row is added here."""
+def _statement(texts: Sequence[str]) -> Dataset:
+    """TID 1500's "Qualitative Evaluations" container holding the statements as comments:
+    the disclaimer, and what the input check said of scans. highdicom builds only the imaging
+    measurements of TID 1500, so this row is added here."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -240,6 +250,7 @@ def _statement(text: str) -> Dataset:
                 value=text,
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
+            for text in texts
         ]
     )
     return container

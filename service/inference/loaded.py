@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from models.card import ModelCard
+from models.input_profile import Checker, usable
 from service import cores
 from service.config import InferenceSettings
 from service.inference import metrics, sessions
@@ -24,7 +25,8 @@ class LoadedModel:
     """One model version ready to run.
 
     `sessions` are the batcher's runners' sessions; `solo`, when set, is the all-core session
-    a lone request runs on. `arena_keep`: see `sessions.batch_runner`.
+    a lone request runs on. `arena_keep`: see `sessions.batch_runner`. `checker` scores each
+    scan against the card's input profile (None: the card has none this service can use).
     """
 
     card: ModelCard
@@ -34,10 +36,12 @@ class LoadedModel:
     arena_keep: int | None = None
     batcher: MicroBatcher = field(init=False)
     output_names: list[str] = field(init=False)
+    checker: Checker | None = field(init=False)
     loaded_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         self.output_names = sessions.output_names(self.sessions[0], self.card)
+        self.checker = usable(self.card.input_profile)
 
     @property
     def name(self) -> str:

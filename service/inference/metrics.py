@@ -54,6 +54,11 @@ CONFIDENCE = Histogram(
     ["model", "version"],
     buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
 )
+ATYPICAL = Counter(
+    "scantune_inference_atypical_inputs_total",
+    "Scans (v1 predict) whose pixels the card's input profile finds unlike the training scans'",
+    ["model", "version"],
+)
 EXPECTED_SHARE = Gauge(
     "scantune_model_expected_share",
     "The share of scans each class would be answered for, as the card's validation says",

@@ -16,6 +16,7 @@ import numpy as np
 
 from models import scans
 from models.card import InputSpec, ModelCard
+from models.input_profile import Checker, colourfulness
 from service.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from service.inference import metrics, prediction_mix
 from service.inference.batcher import Outputs
@@ -62,15 +63,20 @@ class Predictor:
         if explain and model.card.outputs.cam not in model.output_names:
             raise BadRequest(f"model '{model.name}' version {model.version} has no CAM output")
         with model.batcher.announce() as arrival:
-            batch, sizes = self._prepare(uploads, model.card)
+            batch, sizes, scores = self._prepare(uploads, model)
             decoded = time.perf_counter()
             outputs = arrival.run(batch)
         ran = time.perf_counter()
+        checks = input_checks(model.checker, scores)
         predictions = [
-            describe(model.card, outputs, i, upload.name, sizes[i], explain, top_k)
+            describe(model.card, outputs, i, upload.name, sizes[i], explain, top_k,
+                     checks[i] if checks else None)
             for i, upload in enumerate(uploads)
-        ]
+        ]  # fmt: skip
         metrics.IMAGES.labels(model.name, str(model.version)).inc(len(uploads))
+        atypical = sum(not check["typical"] for check in checks)
+        if atypical:
+            metrics.ATYPICAL.labels(model.name, str(model.version)).inc(atypical)
         prediction_mix.answered(model.name, model.version, predictions)
         if self.after is not None:
             self.after(model, uploads, predictions)
@@ -85,9 +91,10 @@ class Predictor:
         }
 
     def _prepare(
-        self, uploads: Sequence[Upload], card: ModelCard
-    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        return prepare_all(uploads, card.input, self.manager.settings.max_request_megapixels)
+        self, uploads: Sequence[Upload], model: LoadedModel
+    ) -> tuple[np.ndarray, list[tuple[int, int]], list[float]]:
+        limit = self.manager.settings.max_request_megapixels
+        return prepare_all(uploads, model.card.input, limit, model.checker)
 
     def model(self, selector: Selector, client: str | None) -> LoadedModel:
         """The model `selector` means, if `client` may use it (None: any model) and it is not
@@ -109,7 +116,8 @@ class Predictor:
         return self.manager.get(name, version=version)
 
     def infer_tensor(self, model: LoadedModel, batch: np.ndarray) -> Outputs:
-        """Run a ready (N, C, size, size) float32 tensor (the V2 protocol's tensor input)."""
+        """Run a ready (N, C, size, size) float32 tensor (the V2 protocol's tensor input);
+        `tensor_scores` checks it against the input profile."""
         spec = model.card.input
         expected = (spec.channels, spec.size, spec.size)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
@@ -123,21 +131,28 @@ class Predictor:
             )
         return model.batcher.run(np.ascontiguousarray(batch, dtype=np.float32))
 
-    def infer_files(self, model: LoadedModel, uploads: Sequence[Upload]) -> Outputs:
-        """Decode and run encoded scans (the V2 protocol's BYTES input)."""
+    def infer_files(
+        self, model: LoadedModel, uploads: Sequence[Upload]
+    ) -> tuple[Outputs, list[float]]:
+        """Decode and run encoded scans (the V2 protocol's BYTES input); the outputs and each
+        scan's input check score (none when the model has no input profile)."""
         if len(uploads) > self.manager.settings.max_files:
             raise BadRequest(f"{len(uploads)} scans; at most {self.manager.settings.max_files}")
         with model.batcher.announce() as arrival:
-            batch, _ = self._prepare(uploads, model.card)
-            return arrival.run(batch)
+            batch, _, scores = self._prepare(uploads, model)
+            return arrival.run(batch), scores
 
 
 def prepare_all(
-    uploads: Sequence[Upload], spec: InputSpec, max_megapixels: float
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The model's (N, C, size, size) batch and each scan's (height, width), or a 422 naming
-    the first scan that is not one, or a 413 for the scan that would take the request past
-    `max_megapixels`.
+    uploads: Sequence[Upload],
+    spec: InputSpec,
+    max_megapixels: float,
+    checker: Checker | None = None,
+) -> tuple[np.ndarray, list[tuple[int, int]], list[float]]:
+    """The model's (N, C, size, size) batch, each scan's (height, width) and, with a
+    `checker`, each scan's input check score on the image prepared for the model; or a 422
+    naming the first scan that is not one, or a 413 for the scan that would take the request
+    past `max_megapixels`.
 
     Each scan is charged against the budget before it is decoded, at the size its codec will
     decode (the frame's own header, not only the DICOM one), so neither a scan over the
@@ -147,6 +162,7 @@ def prepare_all(
     """
     batch = np.empty((len(uploads), spec.channels, spec.size, spec.size), dtype=np.float32)
     sizes: list[tuple[int, int]] = []
+    scores: list[float] = []
     budget = int(max_megapixels * 1e6)
     for i, upload in enumerate(uploads):
         try:
@@ -163,9 +179,48 @@ def prepare_all(
             ) from None
         sizes.append((int(image.shape[0]), int(image.shape[1])))
         budget -= sizes[-1][0] * sizes[-1][1]
-        batch[i] = scans.to_model_input(image, spec)
+        prepared = scans.prepare(image, spec.size, spec.channels)
+        batch[i] = scans.normalize(prepared, spec.mean, spec.std)
+        if checker is not None:
+            scores.append(checker.score(prepared, colourfulness(image)))
         del image
-    return batch, sizes
+    return batch, sizes, scores
+
+
+def tensor_scores(checker: Checker | None, batch: np.ndarray, spec: InputSpec) -> list[float]:
+    """Input check scores of a ready (normalised) batch: undone to [0, 1]; its colour, where
+    it has three channels, in place of the file's."""
+    if checker is None:
+        return []
+    mean = np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(-1, 1, 1)
+    prepared = np.clip(batch * std + mean, -1.0, 2.0)  # far outside [0, 1] is atypical anyway
+    colour = [colourfulness(image.transpose(1, 2, 0)) if len(image) == 3 else 0.0
+              for image in prepared]  # fmt: skip
+    return [float(s) for s in checker.scores_of(prepared, np.asarray(colour, np.float32))]
+
+
+def input_checks(checker: Checker | None, scores: Sequence[float]) -> list[dict[str, Any]]:
+    """Each scan's `input_check` member: typical, its score and the limit; none without a
+    checker."""
+    if checker is None:
+        return []
+    limit = checker.limit
+    return [{"typical": s <= limit, "score": round(s, 4), "limit": limit} for s in scores]
+
+
+def check_parameters(checker: Checker | None, scores: Sequence[float]) -> dict[str, Any]:
+    """The input check as V2 response parameters, whose values the protocol keeps to strings,
+    numbers and booleans: the limit, how many scans are over it, and each scan's score in
+    batch order, comma-separated; none without a checker."""
+    if checker is None:
+        return {}
+    limit = checker.limit
+    return {
+        "input_check_limit": limit,
+        "input_check_atypical": sum(score > limit for score in scores),
+        "input_check_scores": ",".join(f"{score:.4f}" for score in scores),
+    }
 
 
 def calibrated(card: ModelCard, outputs: Outputs) -> np.ndarray:
@@ -195,6 +250,7 @@ def describe(
     size: tuple[int, ...],
     explain: bool,
     top_k: int,
+    check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     probs = calibrated(card, outputs)[i]
     index = predicted_index(card, probs)
@@ -205,6 +261,8 @@ def describe(
         "probabilities": {c: float(p) for c, p in zip(card.classes, probs, strict=True)},
         "top_k": [{"label": card.classes[j], "probability": float(probs[j])} for j in order],
     }
+    if check is not None:
+        result["input_check"] = check
     if explain:
         result["explanation"] = explanation(card, outputs, i, index, size)
     return result

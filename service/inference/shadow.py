@@ -111,7 +111,7 @@ class Shadows:
                 metrics.SHADOW_SKIPPED.labels(model.name, "other_classes").inc()
                 return
             limit = self.manager.settings.max_request_megapixels
-            batch, _ = prepare_all(uploads, shadow.card.input, limit)
+            batch, _, _ = prepare_all(uploads, shadow.card.input, limit)
             probabilities = calibrated(shadow.card, shadow.batcher.run(batch))
             said = [
                 {

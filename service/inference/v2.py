@@ -34,7 +34,7 @@ from service.inference.prediction_metrics import (
     served_by,
     start_prediction,
 )
-from service.inference.predictor import Selector
+from service.inference.predictor import Selector, check_parameters, tensor_scores
 from service.inference.uploads import Upload, b64decode
 from service.ratelimit import limited
 from service.registry import ArtifactCorrupt, Registry
@@ -184,13 +184,15 @@ def _infer(selector: Selector) -> Response:
     if tensor.datatype == "BYTES":
         uploads = _uploads(tensor, chunk)
         counted_scans(len(uploads))
-        outputs = predictor.infer_files(model, uploads)
+        outputs, scores = predictor.infer_files(model, uploads)
     else:
         array = _array(tensor, chunk)
         counted_scans(len(array))
         outputs = predictor.infer_tensor(model, array)
+        scores = tensor_scores(model.checker, array, model.card.input)
     served_by(model.name, model.version)
-    return _respond(body, model, [(name, outputs[name], binary) for name, binary in wanted])
+    outs = [(name, outputs[name], binary) for name, binary in wanted]
+    return _respond(body, model, outs, check_parameters(model.checker, scores))
 
 
 def _wanted_outputs(body: InferRequest, model: LoadedModel) -> list[tuple[str, bool]]:
@@ -208,7 +210,10 @@ def _wanted_outputs(body: InferRequest, model: LoadedModel) -> list[tuple[str, b
 
 
 def _respond(
-    body: InferRequest, model: LoadedModel, outputs: list[tuple[str, np.ndarray, bool]]
+    body: InferRequest,
+    model: LoadedModel,
+    outputs: list[tuple[str, np.ndarray, bool]],
+    parameters: dict[str, Any],
 ) -> Response:
     """JSON, or, when an output goes in binary, the JSON header and then those outputs'
     little-endian FP32 bytes in order."""
@@ -221,7 +226,7 @@ def _respond(
             _tensor_out(name, values, tail)
             for (name, values, _), tail in zip(outputs, tails, strict=True)
         ],
-        "parameters": {"sha256": model.sha256},
+        "parameters": {"sha256": model.sha256, **parameters},
     }
     if body.id is not None:
         header = {"id": body.id, **header}
