@@ -344,6 +344,39 @@ def test_key_expiry_alerts_fire_in_prometheus_as_they_say(
     assert result.startswith("0\n"), result
 
 
+def test_the_atypical_inputs_alert_fires_in_prometheus_as_it_says(
+    rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """Over a day: chest v3 is sent 10% atypical scans (the alert's 5% default), v4 0.5% as
+    its training scans would give, v5 half, on fewer scans than the alert needs, and another
+    release's v3 all."""
+    groups, alert = rules
+    atypical, images = "scantune_inference_atypical_inputs_total", "scantune_inference_images_total"
+    test = {
+        "interval": "2m",
+        "input_series": [
+            series(images, "0+10x800", model="chest", version="3"),
+            series(atypical, "0+1x800", model="chest", version="3"),
+            series(images, "0+10x800", model="chest", version="4"),
+            series(atypical, "0+0.05x800", model="chest", version="4"),
+            series(images, "0+0.1x800", model="chest", version="5"),
+            series(atypical, "0+0.05x800", model="chest", version="5"),
+            series(images, "0+10x800", model="chest", version="3", namespace="another-release"),
+            series(atypical, "0+10x800", model="chest", version="3", namespace="another-release"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "30m", "alertname": "ScantuneAtypicalInputs", "exp_alerts": []},
+            {
+                "eval_time": "26h",
+                "alertname": "ScantuneAtypicalInputs",
+                "exp_alerts": [firing(alert["ScantuneAtypicalInputs"], model="chest", version="3")],
+            },
+        ],
+    }
+    result = run_promtool(tmp_path, groups, [test])
+    assert result.startswith("0\n"), result
+
+
 def test_a_wrong_expectation_fails_in_promtool(
     rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
