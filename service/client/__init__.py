@@ -46,14 +46,26 @@ class Client:
         inference_url: str | None = None,
         timeout: float = 30.0,
         service: str = "training",
+        retries: int = 3,
+        longest_wait_s: float = 30.0,
     ) -> None:
+        """`retries`: how many times a request is sent again after a failed connection, a
+        429 or a 503, and, one that only reads, a proxy's 502 or 504 (`service.client.retries`);
+        each waits what the service's Retry-After says, up to `longest_wait_s`, beyond which
+        the 429 is raised at once."""
         self.url = url.rstrip("/")
         self.inference_url = inference_url.rstrip("/") if inference_url else None
         self.timeout = timeout
         self.service = service
         import requests
+        from requests.adapters import HTTPAdapter
+
+        from service.client.retries import policy
 
         self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=policy(retries, longest_wait_s))
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, adapter)
         self.session.headers["Accept"] = "application/json"
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
