@@ -294,7 +294,8 @@ def test_dashboard_end_to_end(
     page.get_by_role("button", name="Check only", exact=True).click()  # the API's dry run
     said = page.locator("#notice:has-text('would accept this job')")
     said.wait_for()
-    assert f"for {MODEL} (a new model, yours once published); nothing was queued" in said.inner_text()
+    accepted = f"for {MODEL} (a new model, yours once published); nothing was queued"
+    assert accepted in said.inner_text()
     assert page.get_attribute("#f-epochs", "aria-invalid") is None  # the last error cleared
     assert _api(url, "/v1/training-jobs")["items"] == []
     page.get_by_role("button", name="Submit job").click()
