@@ -2,7 +2,7 @@
 
 Revision ID: 0016_dicom_purges
 Revises: 0015_dicom_recall_lifts
-Create Date: 2026-12-08
+Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
