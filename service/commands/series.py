@@ -1,9 +1,9 @@
 """`scantune series list|show|send-now|retrieve|refetch|retrieval|retrievals|cancel-retrieval|
-orders|outcomes|reports|recall|recalls|purge|purges`, over the node's API: what the DICOM node
-did with each series it received (its classification, each delivery of its result and the
-last errors), having it fetch a study from a PACS (waiting, or in the background) and what
-became of those fetches, the RIS's orders, the outcomes its reports confirmed, recalls
-(`service.commands.recalls`) and purges of a study sent by mistake
+orders|outcomes|reports|recall|recalls|purge|purges|purge-release`, over the node's API: what
+the DICOM node did with each series it received (its classification, each delivery of its
+result and the last errors), having it fetch a study from a PACS (waiting, or in the
+background) and what became of those fetches, the RIS's orders, the outcomes its reports
+confirmed, recalls (`service.commands.recalls`) and purges of a study sent by mistake
 (`service.commands.purges`)."""
 
 from __future__ import annotations

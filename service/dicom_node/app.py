@@ -58,7 +58,6 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
     migrate(engine)
     queue = WorkQueue(engine)
     spool = Spool(settings.dicom_spool_dir)
-    intake = Intake(Router(settings.dicom_routes, settings.dicom_destinations), spool, queue)
     client = InferenceClient(
         settings.inference_url, settings.dicom_inference_api_key, settings.dicom_inference_timeout_s
     )
@@ -76,6 +75,9 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
         for d in settings.dicom_destinations
     }
     worker = Worker(settings, queue, spool, client, senders)
+    blocks = worker.purges.blocks  # the studies purges block: not taken in, not fetched
+    router = Router(settings.dicom_routes, settings.dicom_destinations)
+    intake = Intake(router, spool, queue, blocks)
     if settings.dicom_outcome_codes:
         worker.outcomes = OutcomeReports(
             OutcomeBook(engine), settings.dicom_outcome_codes, settings.training_url,
@@ -83,7 +85,9 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
             worker.backoff,
         )  # fmt: skip
     scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
-    retriever = Retriever(settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls)
+    retriever = Retriever(
+        settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls, blocks.blocking
+    )
     from service.dicom_node.retrievals import audited  # the view's own count and record
 
     jobs = RetrievalJobs(engine, retriever, on_done=audited)

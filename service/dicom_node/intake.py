@@ -2,15 +2,17 @@
 
 The order makes an acknowledgement mean "kept": the file is written and fsync'ed, then the
 queue row committed, and only then does the caller answer Success. A series no rule routes is
-acknowledged and dropped without a byte written.
+acknowledged and dropped without a byte written; so is an instance of a study a purge blocks
+(`purge_blocks`), checked first: nothing of it is written, not even an unrouted series' row.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from service.dicom_node import metrics
+from service.dicom_node.purge_blocks import PurgeBlocks
 from service.dicom_node.queue import InstanceMeta, Outcome, WorkQueue
 from service.dicom_node.redact import uid_hash
 from service.dicom_node.routing import Router
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("scantune.dicom")
 
 REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+Taken = Outcome | Literal["purged"]  # purged: of a study a purge blocks, dropped
 
 
 class Refused(Exception):
@@ -45,11 +48,15 @@ def describe(ds: Dataset, calling_ae: str) -> InstanceMeta:
 
 
 class Intake:
-    def __init__(self, router: Router, spool: Spool, queue: WorkQueue) -> None:
-        self.router, self.spool, self.queue = router, spool, queue
+    def __init__(
+        self, router: Router, spool: Spool, queue: WorkQueue, blocks: PurgeBlocks | None = None
+    ) -> None:
+        self.router, self.spool, self.queue, self.blocks = router, spool, queue, blocks
 
-    def accept(self, data: bytes, meta: InstanceMeta, via: str) -> Outcome:
+    def accept(self, data: bytes, meta: InstanceMeta, via: str) -> Taken:
         """Keep the encoded instance `data` (a DICOM file) for classification."""
+        if self._blocked(meta):
+            return self._counted(via, "purged")
         route = self.router.route(meta)
         if route is None:
             if self.queue.note_unrouted(meta):
@@ -72,7 +79,19 @@ class Intake:
                   series_id)  # fmt: skip
         return self._counted(via, outcome)
 
+    def _blocked(self, meta: InstanceMeta) -> bool:
+        """Whether a purge blocks the instance's study (the drop counted with it)."""
+        if self.blocks is None:
+            return False
+        purge_id = self.blocks.blocking(meta.study_uid)
+        if purge_id is None:
+            return False
+        if self.blocks.dropped(purge_id):
+            log.info("study %s is blocked by purge %d: its instances are dropped",
+                     uid_hash(meta.study_uid), purge_id)  # fmt: skip
+        return True
+
     @staticmethod
-    def _counted(via: str, outcome: Outcome) -> Outcome:
+    def _counted(via: str, outcome: Taken) -> Taken:
         metrics.RECEIVED.labels(via, outcome).inc()
         return outcome

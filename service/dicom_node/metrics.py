@@ -7,7 +7,15 @@ from prometheus_client import Counter, Gauge
 RECEIVED = Counter(
     "scantune_dicom_instances_received_total",
     "DICOM instances received, by transport and what became of them",
-    ["via", "outcome"],  # via: dimse | stow; outcome: stored | duplicate | unrouted | refused
+    # via: dimse | stow; outcome: stored | duplicate | unrouted | refused | purged (of a study
+    # a purge blocks: acknowledged, dropped)
+    ["via", "outcome"],
+)
+PURGES = Counter(
+    "scantune_dicom_purges_total",
+    "Purges of a study sent by mistake, applied by the queue worker, by whether each blocks"
+    " the study from then on",
+    ["blocked"],  # true | false
 )
 UNROUTED = Counter(
     "scantune_dicom_series_unrouted_total", "Series no routing rule matched (dropped)"
@@ -53,12 +61,13 @@ ATTENTION_MAPS = Counter(
 RETRIEVALS = Counter(
     "scantune_dicom_retrievals_total",
     "Studies asked of a source PACS, by outcome",
-    ["outcome"],  # ok | not_found | failed
+    ["outcome"],  # ok | not_found | failed | blocked (a study a purge blocks: not fetched)
 )
 ORDERS = Counter(
     "scantune_dicom_orders_total",
     "HL7 orders from the RIS, by what became of them",
-    # queued | duplicate | cancelled | ignored | refused (at the listener); fetched | expired
+    # queued | duplicate | cancelled | ignored | refused (at the listener); fetched | expired |
+    # blocked (its studies all blocked by a purge: nothing fetched)
     ["outcome"],
 )
 REPORTS = Counter(

@@ -85,6 +85,10 @@ class OrderBook:
     def fetched(self, order_id: int, studies: list[str]) -> None:
         self._finish(order_id, "fetched", studies=json.dumps(studies), last_error=None)
 
+    def blocked(self, order_id: int, error: str) -> None:
+        """Its studies are all blocked by a purge: it ends fetched, with none, saying why."""
+        self._finish(order_id, "fetched", studies="[]", last_error=error[:255])
+
     def expired(self, order_id: int, error: str) -> None:
         self._finish(order_id, "expired", last_error=error[:255])
 

@@ -2,7 +2,8 @@
 order (C-FIND by accession number, then C-MOVE to the node), retried with back-off while the
 exam is not in the PACS yet (a RIS often orders before the images exist) or the source is
 away, until `SCANTUNE_DICOM_ORDER_WAIT_H` after the order came. A thread of its own, so a
-slow PACS never holds up the queue worker's deliveries."""
+slow PACS never holds up the queue worker's deliveries. A study a purge blocks is not
+fetched: an order that finds only such studies ends fetched with none, saying why."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from service.dicom_node import metrics
 from service.dicom_node.background import Background
 from service.dicom_node.order_book import DueOrder, OrderBook
 from service.dicom_node.peers import DicomSource
-from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed, Retriever
+from service.dicom_node.retrieve import Asked, Blocked, NotHeld, RetrieveFailed, Retriever
 from service.jobs.store import utcnow
 
 log = logging.getLogger("scantune.dicom")
@@ -49,6 +50,11 @@ class OrderFetcher(Background):
         """One try at an order: fetched, tried again later, or expired past the wait."""
         try:
             found = self.retriever.retrieve(self.source, Asked(accession=order.accession))
+        except Blocked as exc:
+            self.book.blocked(order.id, str(exc))
+            metrics.ORDERS.labels("blocked").inc()
+            log.info("HL7 order %d: its studies are blocked by purge %d", order.id, exc.purge_id)
+            return
         except (NotHeld, RetrieveFailed) as exc:
             why = str(exc) if isinstance(exc, RetrieveFailed) else "not in the PACS yet"
             if utcnow() - order.created_at >= self.wait:

@@ -32,8 +32,15 @@ the marker for what it asked.
 
 What the node already delivered it cannot take back by deleting its copy: the purge lists,
 per destination, how many results went there and when, for a person to remove them there.
-Instances of the study received after the purge was applied are a new arrival, handled as
-usual (a retrieval or order still running as it came may bring them): purge again.
+
+Unless asked not to (`block: false`), a purge blocks its study from the moment it is
+recorded (`service.dicom_node.purge_blocks`): instances of it sent again (a PACS auto-route,
+a retrieval or order still running) are acknowledged and dropped unwritten, counted with the
+purge (`dropped`); retrievals and orders do not fetch it; and a series of it that came in
+before a process knew of the block (another process, within `purge_blocks.REFRESH_S`) is
+purged by the worker as it claims it (`caught`), never classified. Released (`POST
+/v1/purges/{id}/release`: a purge made in error), the study comes in again as a new arrival;
+so does a study purged with `block: false`.
 """
 
 from __future__ import annotations
@@ -51,8 +58,10 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import hash_uid
+from service.dicom_node import metrics
 from service.dicom_node.ledger import iso_time
 from service.dicom_node.outcome_book import MAY_BE_HELD, PURGED, OutcomeBook, purged, reference_of
+from service.dicom_node.purge_blocks import IN_FORCE, PurgeBlocks
 from service.dicom_node.spool import maps_file
 from service.dicom_node.tables import (
     DeliveryRow,
@@ -65,7 +74,7 @@ from service.dicom_node.tables import (
     SeriesRow,
     WithdrawalRow,
 )
-from service.jobs.store import utcnow
+from service.jobs.store import as_utc, utcnow
 
 MARK = PURGED  # what stands for the study's UIDs in the rows kept
 NOT_SENT = ("pending", "rejected")  # deliveries a purge stops
@@ -97,19 +106,24 @@ class PurgeBook:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._lock = lock
         self.salts = tuple(salts)
+        self.blocks = PurgeBlocks(engine, self.salts)
 
     def study_hash(self, study_uid: str) -> str:
         """The study as the purge and its audit record name it."""
         return hash_uid(study_uid, self.salts[0])
 
-    def request(self, study_uid: str, reason: str, by: str) -> int:
-        """Record the purge of the study (the worker applies it); its id."""
+    def request(self, study_uid: str, reason: str, by: str, block: bool = True) -> int:
+        """Record the purge of the study (the worker applies it); its id. With `block`, the
+        study is blocked at once in this process (in the others within `REFRESH_S`); a study
+        blocked already stays so, by this purge too."""
         row = PurgeRow(
-            study_hash=self.study_hash(study_uid), reason=reason[:255],
-            requested_by=by[:255], state="new", created_at=utcnow(),
+            study_hash=self.study_hash(study_uid), reason=reason[:255], requested_by=by[:255],
+            state="new", created_at=utcnow(), blocked=block, dropped=0,
         )  # fmt: skip
         with self._sessions.begin() as session:
             session.add(row)
+        if block:
+            self.blocks.add(row.study_hash, row.id)
         return row.id
 
     # --- applying (the worker) -----------------------------------------------------------------
@@ -123,14 +137,16 @@ class PurgeBook:
         outcomes are reported (None: none are), where the study's are retracted."""
         with self._sessions() as session:
             waiting = session.execute(
-                select(PurgeRow.id, PurgeRow.study_hash).where(PurgeRow.state == "new")
+                select(PurgeRow.id, PurgeRow.study_hash, IN_FORCE).where(PurgeRow.state == "new")
             ).all()
-        for purge_id, study_hash in sorted(waiting):
+        for purge_id, study_hash, blocks in sorted(waiting):
+            if blocks:  # made in another process: blocked here before it is applied
+                self.blocks.add(study_hash, purge_id)
             study_uid = self._find(study_hash)
             files: list[str] = []
             with self._lock, _locked(outcomes), self._sessions.begin() as session:
                 purge = session.get_one(PurgeRow, purge_id)
-                counts = Counts()
+                counts = Counts(**json.loads(purge.counts or "{}"))  # `caught` may have counted
                 delivered = (
                     _apply(session, purge.id, study_uid, counts, files, outcomes is not None)
                     if study_uid
@@ -141,6 +157,7 @@ class PurgeBook:
                 session.flush()
                 for name in files:
                     delete_file(name)
+            metrics.PURGES.labels("true" if blocks else "false").inc()
         return len(waiting)
 
     def _find(self, study_hash: str) -> str | None:
@@ -150,6 +167,29 @@ class PurgeBook:
                 if any(hash_uid(uid, salt) == study_hash for salt in self.salts):
                     return uid
         return None
+
+    def caught(
+        self,
+        series: SeriesRow,
+        delete_file: Callable[[str], None],
+        outcomes: OutcomeBook | None = None,
+    ) -> bool:
+        """Whether the series, just claimed to be classified, is of a study a purge blocks:
+        then its study is purged again, counted with that purge. It came in as the purge was
+        made (before the intake's check saw it, or in a process that had yet to learn of it)."""
+        purge_id = self.blocks.blocking(series.study_uid)
+        if purge_id is None:
+            return False
+        files: list[str] = []
+        with self._lock, _locked(outcomes), self._sessions.begin() as session:
+            purge = session.get_one(PurgeRow, purge_id)
+            counts = Counts(**json.loads(purge.counts or "{}"))
+            _apply(session, purge_id, series.study_uid, counts, files, outcomes is not None)
+            purge.counts = json.dumps(asdict(counts))
+            session.flush()
+            for name in files:
+                delete_file(name)
+        return True
 
     def forget_late_outcomes(
         self, series_id: int, sops: Sequence[str], outcomes: OutcomeBook
@@ -170,16 +210,18 @@ class PurgeBook:
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._sessions() as session:
             rows = session.scalars(select(PurgeRow).order_by(PurgeRow.id.desc()).limit(limit))
-            return [purge_view(row) for row in rows]
+            return [purge_view(row, self.blocks.pending(row.id)) for row in rows]
 
     def get(self, purge_id: int) -> dict[str, Any] | None:
         with self._sessions() as session:
             row = session.get(PurgeRow, purge_id)
-            return purge_view(row) if row is not None else None
+            return purge_view(row, self.blocks.pending(purge_id)) if row is not None else None
 
 
-def purge_view(row: PurgeRow) -> dict[str, Any]:
-    """What `GET /v1/purges[/{id}]` shows: never the study, in clear or hashed."""
+def purge_view(row: PurgeRow, pending: tuple[int, datetime | None] = (0, None)) -> dict[str, Any]:
+    """What `GET /v1/purges[/{id}]` shows: never the study, in clear or hashed. `pending`:
+    the instances this process dropped and has yet to write (`PurgeBlocks.pending`)."""
+    dropped_at = max((t for t in (as_utc(row.dropped_at), pending[1]) if t), default=None)
     return {
         "id": row.id,
         "requested_by": row.requested_by,
@@ -189,6 +231,11 @@ def purge_view(row: PurgeRow) -> dict[str, Any]:
         "applied_at": iso_time(row.applied_at),
         **asdict(Counts(**json.loads(row.counts or "{}"))),
         "delivered": json.loads(row.delivered or "[]"),
+        "blocked": row.blocked and row.released_at is None,
+        "released_at": iso_time(row.released_at),
+        "released_by": row.released_by,
+        "released_reason": row.released_reason,
+        "dropped_after": {"count": row.dropped + pending[0], "last_at": iso_time(dropped_at)},
     }
 
 

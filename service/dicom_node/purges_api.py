@@ -1,10 +1,14 @@
 """/v1/purges: a study sent to the node by mistake, forgotten. `POST` (scope admin, audited
 as `study_purged_at_node` with the study as its salted hash) records the purge; the queue
 worker applies it within a moment (`service.dicom_node.purges`): nothing of the study goes
-out after, and the node keeps nothing of it. `GET` (scope series:read) shows what each purge
-did, and the results delivered before it, by destination: those the node cannot take back,
-a person must remove them where they went. Neither the answers nor the record name the study,
-in clear or hashed."""
+out after, and the node keeps nothing of it. Unless `block` is false, the study is blocked
+from then on: its instances sent again are acknowledged and dropped, and it is not fetched;
+a purge of a study blocked already is recorded and applied all the same (the block stays).
+`POST …/{id}/release` (admin, audited as `study_purge_released_at_node`) ends the block of a
+study purged in error (409 if the purge blocks nothing). `GET` (scope series:read) shows what
+each purge did, the results delivered before it, by destination (those the node cannot take
+back: a person must remove them where they went), its block and the instances it dropped.
+Neither the answers nor the records name the study, in clear or hashed."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from service.audit import record
 from service.auth import current_principal, require
 from service.dicom_node.operations import UID_PATTERN
 from service.dicom_node.purges import PurgeBook
-from service.errors import NotFound
+from service.errors import Conflict, NotFound
 from service.paging import MAX_POSITION
 from service.parsing import parse_body, parse_query
 
@@ -32,6 +36,18 @@ class PurgeRequest(BaseModel):
     reason: str = Field(
         min_length=1, max_length=255, description="Why (kept, and audited: no patient data)."
     )
+    block: bool = Field(
+        default=True,
+        description="Block the study from then on: its instances sent again are dropped.",
+    )
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1, max_length=255, description="Why the block ends (audited: no patient data)."
+    )
 
 
 class PurgesQuery(BaseModel):
@@ -46,15 +62,34 @@ def purge() -> Response:
     asked = parse_body(PurgeRequest)
     client = current_principal().client
     book = _book()
-    purge_id = book.request(asked.study_instance_uid, asked.reason, client)
+    purge_id = book.request(asked.study_instance_uid, asked.reason, client, asked.block)
     record(
         "study_purged_at_node", client=client, target=f"purge {purge_id}", outcome="ok",
         studies=[book.study_hash(asked.study_instance_uid)], reason=asked.reason,
+        blocked=asked.block,
     )  # fmt: skip
     response = jsonify(_one(purge_id))
     response.status_code = 202  # applied by the worker, within a moment
     response.headers["Location"] = f"/v1/purges/{purge_id}"
     return response
+
+
+@bp.post("/<int:purge_id>/release")
+@require("admin")
+def release_purge(purge_id: int) -> Response:
+    """The study comes in again (and may be fetched) as a new arrival; what the purge did
+    stays done. Every purge of the study that blocks is released with this one."""
+    asked = parse_body(ReleaseRequest)
+    client = current_principal().client
+    _one(purge_id)
+    study_hash = _book().blocks.release(purge_id, asked.reason, client)
+    if study_hash is None:
+        raise Conflict(f"purge {purge_id} blocks nothing: made with block false, or released")
+    record(
+        "study_purge_released_at_node", client=client, target=f"purge {purge_id}",
+        outcome="ok", studies=[study_hash], reason=asked.reason,
+    )  # fmt: skip
+    return jsonify(_one(purge_id))
 
 
 @bp.get("")

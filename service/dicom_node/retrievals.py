@@ -4,7 +4,10 @@ Its instances then come in over C-STORE and are classified and delivered like an
 answer names the studies and says how many instances the source sent;
 `GET /v1/series?study_instance_uid=` follows what became of them. With `wait: false` it
 answers 202 at once and `GET /v1/retrievals/{id}` tells how it went (`retrieval_jobs`);
-`POST /v1/retrievals/{id}/cancel` stops it."""
+`POST /v1/retrievals/{id}/cancel` stops it. A study a purge blocks is not fetched: asked by
+its UID (or by an accession number that finds only such studies, waiting), the answer is 409
+(`retrieve.Blocked`: it names the purge an admin may release); found beside others by an
+accession number, it is left out."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from service.auth import current_principal, require, visible_client
 from service.dicom_node import metrics
 from service.dicom_node.operations import UID_PATTERN
 from service.dicom_node.redact import audit_hash
-from service.dicom_node.retrieve import Asked, NotHeld, RetrieveFailed
+from service.dicom_node.retrieve import Asked, Blocked, NotHeld, RetrieveFailed
 from service.errors import BadGateway, Conflict, InvalidRequest, NotFound
 from service.paging import MAX_POSITION, cursor_field
 from service.parsing import parse_body, parse_query
@@ -71,6 +74,9 @@ def retrieve() -> Response:
         )
     wanted = Asked(asked.study_instance_uid, asked.series_instance_uid, asked.accession_number)
     client = current_principal().client
+    purge_id = node.retriever.blocked(wanted.study_uid) if wanted.study_uid else None
+    if purge_id is not None:  # waiting or not: nothing to start
+        _blocked(asked.source, Blocked(purge_id), [str(wanted.study_uid)])
     if not asked.wait:
         view = node.retrieval_jobs.submit(source, wanted, client)
         response = jsonify(view)
@@ -79,6 +85,8 @@ def retrieve() -> Response:
         return response
     try:
         found = node.retriever.retrieve(source, wanted)
+    except Blocked as exc:
+        _blocked(asked.source, exc, [])
     except RetrieveFailed as exc:
         _refused(asked.source, [], str(exc))
     except NotHeld as exc:
@@ -152,6 +160,11 @@ def cancel_retrieval(retrieval_id: int) -> Response:
     response = jsonify(view)
     response.status_code = 202
     return response
+
+
+def _blocked(source: str, exc: Blocked, studies: list[str]) -> NoReturn:
+    audited(current_principal().client, source, "blocked", studies)
+    raise Conflict(str(exc))
 
 
 def _refused(source: str, studies: list[str], why: str) -> NoReturn:

@@ -7,6 +7,10 @@ its own, so they come in like any other: the source must be an allowed caller, a
 instances are routed, kept, classified and delivered as if it had sent them unasked. C-MOVE
 rather than C-GET because every PACS implements it and the node already is a Storage SCP;
 the source must know the node's AE title and address (as Orthanc's `DicomModalities` does).
+
+A study a purge blocks (`purge_blocks`) is not fetched: asked by its UID, the retrieval is
+refused before the source is asked (`Blocked`); found by an accession number, it is left out
+(not moved, not named in the answer), and the retrieval is refused when nothing else is left.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import itertools
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +53,18 @@ class RetrieveFailed(Exception):
 
 class NotHeld(Exception):
     """The source holds no such study (or series): its C-FIND matched nothing."""
+
+
+class Blocked(RetrieveFailed):
+    """What was asked is a study a purge blocks (or only such studies): not fetched."""
+
+    def __init__(self, purge_id: int, accession: bool = False) -> None:
+        what = "every study of that accession number is" if accession else "the study is"
+        super().__init__(
+            f"{what} blocked at the node by purge {purge_id}: not fetched (an admin ends the"
+            f" block with POST /v1/purges/{purge_id}/release)"
+        )
+        self.purge_id = purge_id
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,16 @@ class Retriever:
     with the source; `timeout_s` bounds each wait for it (the association, each answer while
     it sends)."""
 
-    def __init__(self, ae_title: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        ae_title: str,
+        timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+        blocked: Callable[[str], int | None] | None = None,
+    ) -> None:
+        """`blocked`: the purge that blocks a study (`PurgeBlocks.blocking`), None if none."""
         self.ae_title, self.timeout_s, self.tls = ae_title, timeout_s, tls
+        self.blocked = blocked or (lambda study_uid: None)
         # Each C-MOVE its own Message ID, which a C-CANCEL names (thread-safe in CPython).
         self._message_ids = itertools.count(1)
 
@@ -111,6 +136,9 @@ class Retriever:
             StudyRootQueryRetrieveInformationModelMove as MOVE,
         )
 
+        purge_id = self.blocked(asked.study_uid) if asked.study_uid else None
+        if purge_id is not None:
+            raise Blocked(purge_id)
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(FIND)
         ae.add_requested_context(MOVE)
@@ -128,7 +156,7 @@ class Retriever:
         try:
             # A C-FIND first: a PACS answers a C-MOVE of a study it lacks with a failure that
             # does not say why (Orthanc's "unable to process"); no match is a clear answer.
-            studies = self._find(assoc, FIND, source, asked)
+            studies = self._unblocked(self._find(assoc, FIND, source, asked))
             wanted = [
                 (uid, series)
                 for uid in studies
@@ -153,6 +181,17 @@ class Retriever:
             warning=sum(m[2] for m in moved),
             cancelled=len(moved) < len(wanted) or any(m[3] for m in moved),
         )
+
+    def _unblocked(self, studies: list[str]) -> list[str]:
+        """The studies found that no purge blocks; Blocked when none is left."""
+        purges = {uid: self.blocked(uid) for uid in studies}
+        left = [uid for uid, purge_id in purges.items() if purge_id is None]
+        if not left:
+            raise Blocked(max(p for p in purges.values() if p is not None), accession=True)
+        if len(left) < len(studies):
+            log.info("%d study(ies) of the accession number blocked by a purge: not fetched",
+                     len(studies) - len(left))  # fmt: skip
+        return left
 
     def _find(self, assoc: Any, model: Any, source: DicomSource, asked: Asked) -> list[str]:
         """The Study Instance UIDs the source holds of what was asked (NotHeld: none)."""

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.jobs.tables import Base
@@ -247,7 +256,9 @@ class PurgeRow(Base):
     the queue worker, which alone sends, so that nothing of the study goes out after it. It
     names the study only by its salted hash (`service.audit.hash_uid`, as audit records do);
     what the purge did is kept with it, the deliveries made before it above all: the node
-    cannot take those back, a person must act where they went."""
+    cannot take those back, a person must act where they went. Unless asked not to, it blocks
+    the study from then on (`purge_blocks`): its instances sent again are dropped, until the
+    purge is released (`POST /v1/purges/{id}/release`)."""
 
     __tablename__ = "dicom_purges"
     __table_args__ = (Index("ix_dicom_purges_state", "state"),)
@@ -265,3 +276,19 @@ class PurgeRow(Base):
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    blocked: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, doc="Whether it blocks the study (asked with `block`)."
+    )
+    released_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When its block ended; None: it blocks (if `blocked`)."
+    )
+    released_by: Mapped[str | None] = mapped_column(String(255))
+    released_reason: Mapped[str | None] = mapped_column(String(255))
+    dropped: Mapped[int] = mapped_column(
+        Integer, default=0, nullable=False,
+        doc="Instances of the study dropped as they came while it blocked (written every few"
+        " seconds: `purge_blocks.REFRESH_S`).",
+    )  # fmt: skip
+    dropped_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When the last of those came."
+    )

@@ -78,6 +78,8 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):  # the last drops counted; lost if it is away
+            self.purges.blocks.flush()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -90,10 +92,13 @@ class Worker:
                 self._stop.wait(self.poll_s)
 
     def step(self) -> bool:
-        """One round: apply new purges (before anything of their studies is claimed or sent),
-        expire, start classifying the quiet series there are free slots for, apply new
-        recalls, attempt the due deliveries (none of a version recalled, unless its recall was
-        lifted) and withdrawals (a lifted recall's go on)."""
+        """One round: read the purges' blocks again when due (and write the instances they
+        dropped), apply new purges (before anything of their studies is claimed or sent),
+        expire, start classifying the quiet series there are free slots for (one of a study
+        a purge blocks is purged instead: `_classify_in_slot`), apply new recalls, attempt the
+        due deliveries (none of a version recalled, unless its recall was lifted) and
+        withdrawals (a lifted recall's go on)."""
+        self.purges.blocks.refresh(due_only=True)
         self.purges.apply_new(self.spool.delete, self.outcomes.book if self.outcomes else None)
         self.expire()
         started = 0
@@ -121,6 +126,10 @@ class Worker:
 
     def _classify_in_slot(self, row: SeriesRow) -> None:
         try:
+            book = self.outcomes.book if self.outcomes else None
+            if self.purges.caught(row, self.spool.delete, book):  # came as it was purged
+                log.info("series %s of a blocked study purged", uid_hash(row.series_uid))
+                return
             self.classify(row)
         except Exception as exc:  # e.g. the spool or database away for a moment
             log.error("classification of a series stopped: %s", type(exc).__name__)

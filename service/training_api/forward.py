@@ -91,7 +91,8 @@ class InferenceForwarder:
 class NodeForwarder:
     """The dashboard's DICOM page: the node's series, retrieval, recall and purge routes, with
     the user's own key (the node checks its scopes: series:read to list, admin to send now,
-    to recall and to lift a recall, to purge a study; series:retrieve to fetch a study)."""
+    to recall and to lift a recall, to purge a study and to release its block;
+    series:retrieve to fetch a study)."""
 
     def __init__(self, base_url: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -158,6 +159,11 @@ class NodeForwarder:
         """Purge a study sent by mistake (the node validates the body and checks for admin):
         202 with the purge, which names no study."""
         return self._relay("POST", "/v1/purges", key, json=body)
+
+    def purge_release(self, purge_id: int, body: Any, *, key: str | None) -> Forwarded:
+        """End the block of a study purged in error (the node validates the body and checks
+        for admin; 409 when the purge blocks nothing)."""
+        return self._relay("POST", f"/v1/purges/{purge_id}/release", key, json=body)
 
     def purges(self, query: dict[str, str], *, key: str | None) -> Forwarded:
         params = {k: v for k, v in query.items() if k == "limit"}

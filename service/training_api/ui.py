@@ -246,5 +246,13 @@ def forward_purge() -> Response:
     return _relayed(node.purge(request.get_json(silent=True), key=presented_key()))
 
 
+@bp.post("/api/purges/<int:purge_id>/release")
+@require("admin")
+def forward_purge_release(purge_id: int) -> Response:
+    node = NodeForwarder(services().settings.dicom_node_url)
+    body = request.get_json(silent=True)
+    return _relayed(node.purge_release(purge_id, body, key=presented_key()))
+
+
 def _relayed(answer: Forwarded) -> Response:
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

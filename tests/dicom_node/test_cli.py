@@ -174,6 +174,8 @@ def test_purge_a_study_and_follow_it(node: str, capsys: pytest.CaptureFixture[st
     shown = capsys.readouterr().out
     assert shown.splitlines() == [
         "purge 1 (new): the wrong patient  (by operator)",
+        "  blocks the study: 0 instance(s) sent again dropped; scantune series purge-release 1"
+        " --reason ... lets it in again",
         "  the node applies it within a moment: scantune series purges 1",
     ]
     assert _run(node, "operator", "purge", "1.2.x", "--reason", "typo") == 5
@@ -181,11 +183,40 @@ def test_purge_a_study_and_follow_it(node: str, capsys: pytest.CaptureFixture[st
     assert _run(node, "ops", "purges") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["ID", "STATE"] and lines[1].split()[:2] == ["1", "new"]
+    assert lines[0].split()[6:8] == ["BLOCK", "DROPPED"]  # "ASKED (UTC)": two words
+    assert lines[1].split()[6:8] == ["blocked", "0"]
     assert _run(node, "ops", "purges", "1", "--json") == 0
     view = json.loads(capsys.readouterr().out)
-    assert view["state"] == "new" and study not in json.dumps(view)
+    assert view["state"] == "new" and study not in json.dumps(view) and view["blocked"]
     assert _run(node, "ops", "purges", "2") == 5
     assert "no purge 2" in capsys.readouterr().err
+
+
+def test_purge_without_a_block_and_release_one(
+    node: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(node, "ops", "list", "--json") == 0
+    first, second = (s["study_instance_uid"] for s in json.loads(capsys.readouterr().out)["items"])
+    assert _run(node, "operator", "purge", first, "--reason", "declined", "--no-block") == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "  blocks nothing (--no-block): the study sent again comes in as a new arrival"
+    )
+    assert _run(node, "operator", "purge", second, "--reason", "wrong patient") == 0
+    capsys.readouterr()
+    assert _run(node, "ops", "purge-release", "2", "--reason", "in error") == 5  # admin only
+    assert "lacks the scope 'admin'" in capsys.readouterr().err
+    assert _run(node, "operator", "purge-release", "2", "--reason", "in error") == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith("  released 20") and line.endswith(
+        " by operator: in error (0 instance(s) dropped before)"
+    )
+    assert _run(node, "operator", "purge-release", "2", "--reason", "again") == 5
+    assert "purge 2 blocks nothing" in capsys.readouterr().err
+    assert _run(node, "operator", "purge-release", "1", "--reason", "x") == 5  # never blocked
+    capsys.readouterr()
+    assert _run(node, "ops", "purges") == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[0], row[6]) for row in rows] == [("2", "released"), ("1", "none")]
 
 
 def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,6 +227,8 @@ def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixt
         "series": 2, "series_stopped": 1, "deliveries_stopped": 1, "instances_deleted": 4,
         "results_deleted": 1, "outcomes_deleted": 2, "outcomes_retracting": 1,
         "exam_reports_deleted": 1, "orders_forgotten": 1, "retrievals_forgotten": 0,
+        "blocked": True, "released_at": None, "released_by": None, "released_reason": None,
+        "dropped_after": {"count": 5, "last_at": "2026-12-07T09:00:00+00:00"},
         "delivered": [
             {"destination": "PACS@h:104", "results": 1, "first_at": "2026-12-06T12:00:00+00:00",
              "last_at": "2026-12-06T12:00:00+00:00"},
@@ -203,9 +236,13 @@ def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixt
     }  # fmt: skip
     assert _print_one(purge, raw=False) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1] == "  series: 2 (1 stopped before classification); deliveries stopped: 1"
-    assert out[2].startswith("  deleted: 4 instance file(s), 1 result(s), 2 outcome(s), ")
-    assert out[2].endswith("; 1 outcome(s) reported before put in line to be retracted at the"
+    assert out[1] == (
+        "  blocks the study: 5 instance(s) sent again dropped, the last 2026-12-07T09:00:00+00:00;"
+        " scantune series purge-release 3 --reason ... lets it in again"
+    )
+    assert out[2] == "  series: 2 (1 stopped before classification); deliveries stopped: 1"
+    assert out[3].startswith("  deleted: 4 instance file(s), 1 result(s), 2 outcome(s), ")
+    assert out[3].endswith("; 1 outcome(s) reported before put in line to be retracted at the"
                            " training service")  # fmt: skip
-    assert "remove them there" in out[4]
-    assert out[5] == "  - PACS@h:104: 1 result(s), 2026-12-06T12:00:00+00:00"
+    assert "remove them there" in out[5]
+    assert out[6] == "  - PACS@h:104: 1 result(s), 2026-12-06T12:00:00+00:00"

@@ -1,7 +1,8 @@
 """A purge end to end: the node under gunicorn, the inference service classifying, Orthanc as
 the PACS. A study still receiving is stopped and its files deleted; one classified while the
 PACS is down never reaches it, even once it is back; one delivered is listed with where it
-went, and nothing of it is left on disk or in the tables. A classification in flight as the
+went, and nothing of it is left on disk or in the tables; sent again, the study is dropped
+(blocked) until the purge is released. A classification in flight as the
 purge lands (held there by a hook around the node's inference client, in process, on SQLite
 and PostgreSQL) delivers nothing. The API refuses what it should, and the audit record names
 the study by its salted hash only."""
@@ -100,7 +101,9 @@ def test_a_study_still_receiving_is_stopped_and_its_files_deleted(
     [audited] = [json.loads(line) for line in log.splitlines() if "study_purged_at_node" in line]
     record = audited["audit"]
     assert (record["client"], record["target"]) == ("safety-officer", f"purge {view['id']}")
-    assert record["detail"] == {"studies": [hash_uid(study_uid, SALT)], "reason": asked["reason"]}
+    assert record["detail"] == {
+        "studies": [hash_uid(study_uid, SALT)], "reason": asked["reason"], "blocked": True
+    }  # fmt: skip
     assert study_uid not in log
     assert orthanc.reports(study_uid) == []
 
@@ -167,9 +170,18 @@ def test_a_delivered_study_is_listed_with_where_it_went_and_nothing_of_it_is_lef
     assert len(orthanc.reports(study_uid)) == 1  # the node cannot take it back: a person must
     assert call(node, "GET", f"/v1/purges/{view['id']}", OPS_KEY).json() == view
 
-    again = make_study(1)  # the study sent again after the purge: a new arrival
+    again = make_study(1)  # the study sent again after the purge: blocked, acknowledged
     again[0].StudyInstanceUID = study_uid
     assert send(node.port_dicom, again) == [0]
+    dropped = call(node, "GET", f"/v1/purges/{view['id']}", OPS_KEY).json()["dropped_after"]
+    assert dropped["count"] == 1 and spool_of(node) == []
+    assert node.items(f"/v1/series?study_instance_uid={study_uid}", OPS_KEY) == []
+    assert node.metric("scantune_dicom_instances_received_total", outcome="purged") == 1
+    assert node.metric("scantune_dicom_purges_total", blocked="true") == 1
+
+    released = call(node, "POST", f"/v1/purges/{view['id']}/release", json={"reason": "error"})
+    assert released.status_code == 200 and released.json()["blocked"] is False
+    assert send(node.port_dicom, again) == [0]  # let in again: a new arrival
     wait_until(
         lambda: node.items(f"/v1/series?study_instance_uid={study_uid}", OPS_KEY),
         SLACK_S, "the study received again",

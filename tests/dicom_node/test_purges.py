@@ -1,7 +1,8 @@
 """Purges in the work queue, on SQLite and the real PostgreSQL: what a purge stops, deletes and
 forgets of a study (its work items in every state, their outcomes and exam reports, the
 orders and retrievals that name it), what it keeps of the others, the deliveries it lists as
-made before it, the race with a classification, and a study sent again after it. Outcomes
+made before it, the race with a classification, and a study sent again after one that blocks
+nothing (`test_purge_blocks`: one that blocks). Outcomes
 the training service may hold are put in line to be retracted there, with nothing left of
 them but their reference, and deleted once retracted (with outcome reporting on)."""
 
@@ -139,7 +140,7 @@ def test_a_purge_stops_deletes_and_forgets_every_work_item_of_the_study_and_noth
     assert deleted(book) == []  # applied once
     view = book.get(purge_id)
     assert view is not None and view["state"] == "done" and view["applied_at"] is not None
-    counts = {k: v for k, v in view.items() if isinstance(v, int) and k != "id"}
+    counts = {k: v for k, v in view.items() if type(v) is int and k != "id"}  # not `blocked`
     assert counts == {
         "series": 4, "series_stopped": 2, "deliveries_stopped": 2, "instances_deleted": 4,
         "results_deleted": 2, "outcomes_deleted": 0, "outcomes_retracting": 0,
@@ -402,11 +403,11 @@ def test_a_purge_finds_its_study_under_the_salt_before_a_rotation_and_may_find_n
     ]  # fmt: skip
 
 
-def test_the_study_sent_again_after_the_purge_is_a_new_arrival(
+def test_the_study_sent_again_after_a_purge_that_blocks_nothing_is_a_new_arrival(
     queue: WorkQueue, book: PurgeBook
 ) -> None:
     first = classified(queue, 1)
-    book.request(STUDY, "the wrong patient", "ops")
+    book.request(STUDY, "the wrong patient", "ops", block=False)
     deleted(book)
     assert not queue.is_known(meta(1, 1))
     outcome, again = queue.add_instance(meta(1, 1), "chest-xray", None, "again.dcm")

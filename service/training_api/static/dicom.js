@@ -5,7 +5,7 @@
 // fetches, each still going with a "Cancel"; "Recalls" lists the versions recalled at the node
 // with what became of their withdrawals, and its form (admin, the node checks) recalls one;
 // "Lift…" (admin) lifts a recall in force, once the user says why; "Purges" lists the studies
-// forgotten at the node, and its form (admin) purges one (purges.js).
+// forgotten at the node, and its form (admin) purges one, "Release…" ending a block (purges.js).
 import { age, api, el, every, notice, setup, tableBody } from "./common.js";
 import { problemText, confirmedForm } from "./confirm.js";
 import { loadPurges, purgeForm } from "./purges.js";
