@@ -32,6 +32,9 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         " went before it (scope series:read)", run_purges,
     )  # fmt: skip
     shown.add_argument("id", type=int, nargs="?", help="one purge")
+    shown.add_argument(
+        "--study", metavar="STUDY_UID", help="only this study's purges (admin): is it blocked?"
+    )
     release = add(
         sub, "purge-release", "end the block of a study purged in error: its instances come"
         " in again (admin, audited)", run_release,
@@ -53,7 +56,9 @@ def run_release(args: argparse.Namespace, api: ApiClient) -> int:
 def run_purges(args: argparse.Namespace, api: ApiClient) -> int:
     if args.id is not None:
         return _print_one(api.json("GET", f"/v1/purges/{args.id}"), args.json)
-    body = api.json("GET", "/v1/purges")
+    body = api.json(
+        "GET", "/v1/purges", params={"study_instance_uid": args.study} if args.study else {}
+    )
     if printed_raw(body, args.json):
         return OK
     print(

@@ -207,9 +207,14 @@ class PurgeBook:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, limit: int = 50, study_uid: str | None = None) -> list[dict[str, Any]]:
+        """The newest purges; with `study_uid`, that study's (under each salt's hash)."""
+        query = select(PurgeRow).order_by(PurgeRow.id.desc()).limit(limit)
+        if study_uid is not None:
+            hashes = {hash_uid(study_uid, salt) for salt in self.salts}
+            query = query.where(PurgeRow.study_hash.in_(hashes))
         with self._sessions() as session:
-            rows = session.scalars(select(PurgeRow).order_by(PurgeRow.id.desc()).limit(limit))
+            rows = session.scalars(query)
             return [purge_view(row, self.blocks.pending(row.id)) for row in rows]
 
     def get(self, purge_id: int) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ out after, and the node keeps nothing of it. Unless `block` is false, the study 
 from then on: its instances sent again are acknowledged and dropped, and it is not fetched;
 a purge of a study blocked already is recorded and applied all the same (the block stays).
 `POST …/{id}/release` (admin, audited as `study_purge_released_at_node`) ends the block of a
-study purged in error (409 if the purge blocks nothing). `GET` (scope series:read) shows what
+study purged in error (409 if the purge blocks nothing). `GET` (scope series:read; admin to
+find one study's by `?study_instance_uid=`, e.g. to tell a patient) shows what
 each purge did, the results delivered before it, by destination (those the node cannot take
 back: a person must remove them where they went), its block and the instances it dropped.
 Neither the answers nor the records name the study, in clear or hashed."""
@@ -19,7 +20,7 @@ from service.audit import record
 from service.auth import current_principal, require
 from service.dicom_node.operations import UID_PATTERN
 from service.dicom_node.purges import PurgeBook
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, Forbidden, NotFound
 from service.paging import MAX_POSITION
 from service.parsing import parse_body, parse_query
 
@@ -54,6 +55,11 @@ class PurgesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=50, ge=1, le=200)
+    study_instance_uid: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=UID_PATTERN,
+        description="Only this study's purges (scope admin: that a study was purged is"
+        " itself something to keep from the keys that only read the series).",
+    )  # fmt: skip
 
 
 @bp.post("")
@@ -95,7 +101,10 @@ def release_purge(purge_id: int) -> Response:
 @bp.get("")
 @require("series:read")
 def list_purges() -> Response:
-    return jsonify(items=_book().list(parse_query(PurgesQuery).limit))
+    query = parse_query(PurgesQuery)
+    if query.study_instance_uid is not None and not current_principal().may("admin"):
+        raise Forbidden("finding a study's purges by its UID needs the admin scope")
+    return jsonify(items=_book().list(query.limit, query.study_instance_uid))
 
 
 @bp.get("/<int:purge_id>")

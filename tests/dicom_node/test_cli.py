@@ -217,6 +217,14 @@ def test_purge_without_a_block_and_release_one(
     assert _run(node, "ops", "purges") == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [(row[0], row[6]) for row in rows] == [("2", "released"), ("1", "none")]
+    # one study's purges, found by its UID: an admin's question (was it blocked?)
+    assert _run(node, "ops", "purges", "--study", second) == 5
+    assert "needs the admin scope" in capsys.readouterr().err
+    assert _run(node, "operator", "purges", "--study", second) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[0], row[6]) for row in rows] == [("2", "released")]
+    assert _run(node, "operator", "purges", "--study", "1.2.3.999") == 0
+    assert capsys.readouterr().out.splitlines()[1:] == []
 
 
 def test_a_purge_lists_where_the_study_went_before_it(capsys: pytest.CaptureFixture[str]) -> None:
