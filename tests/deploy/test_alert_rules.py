@@ -377,6 +377,33 @@ def test_the_atypical_inputs_alert_fires_in_prometheus_as_it_says(
     assert result.startswith("0\n"), result
 
 
+def test_the_blocked_study_alert_fires_only_while_one_keeps_coming(
+    rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A PACS routes a purged study back every minute for three hours over C-STORE; STOW-RS
+    drops a few instances once, as a purge lands, then none."""
+    groups, alert = rules
+    received = "scantune_dicom_instances_received_total"
+    test = {
+        "interval": "1m",
+        "input_series": [
+            series(received, "0+2x180", via="dimse", outcome="purged"),
+            series(received, "0 5 5 5 5x176", via="stow", outcome="purged"),
+            series(received, "0+50x180", via="stow", outcome="stored"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "50m", "alertname": "ScantuneDicomBlockedStudyResent", "exp_alerts": []},
+            {
+                "eval_time": "2h30m",
+                "alertname": "ScantuneDicomBlockedStudyResent",
+                "exp_alerts": [firing(alert["ScantuneDicomBlockedStudyResent"], via="dimse")],
+            },
+        ],
+    }
+    result = run_promtool(tmp_path, groups, [test])
+    assert result.startswith("0\n"), result
+
+
 def test_a_wrong_expectation_fails_in_promtool(
     rules: tuple[list[Any], dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
