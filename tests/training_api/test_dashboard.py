@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 
 from models.card import ModelAccess
 from service.auth import hash_key
@@ -260,7 +261,7 @@ def recall_from_the_page(page: Any, model: str, version: int, reason: str) -> No
 
 
 def test_dashboard_end_to_end(
-    stack: dict[str, str], browser: Any, pneumonia_small_npz: Path
+    stack: dict[str, str], browser: Any, pneumonia_small_npz: Path, tmp_path: Path
 ) -> None:
     url = stack["url"]
     context = browser.new_context()
@@ -443,6 +444,9 @@ def test_dashboard_end_to_end(
     caveats = page.inner_text("[data-testid=facts-caveats]")
     assert "named no patients" in caveats and "a clinician reads every scan" in caveats
     assert f"rest on {auc['images']} scans" in caveats  # a small validation split: wide
+    profile = card["input_profile"]  # the per-scan input check the job's card records
+    flagged = f"flags {100 * profile['flagged_train']:.1f}% of them"
+    assert flagged in page.inner_text("[data-testid=facts-data]")
     axe(page)
     shoot(page, "facts")
 
@@ -477,6 +481,9 @@ def test_dashboard_end_to_end(
     cam = page.get_attribute("#cam-image", "src") or ""
     assert cam.startswith("data:image/png;base64,")
     assert page.is_visible("[data-testid=heatmap]")
+    checked = page.get_by_test_id("input-check")  # what the card's input profile says of it
+    assert checked.get_attribute("data-typical") in ("true", "false")
+    assert "limit" in checked.inner_text()
     # the diagnosis confirmed: reported as an outcome of version 1 (four were reported above)
     page.select_option("#outcome-label", card["classes"][1])
     page.get_by_role("button", name="Report", exact=True).click()
@@ -492,6 +499,16 @@ def test_dashboard_end_to_end(
     page.wait_for_selector("[data-testid=outcome-said]:has-text('Reported: version 1 has 5')")
     axe(page)
     shoot(page, "try")
+    # a blank frame is answered all the same, and said to be unlike the training scans
+    blank = tmp_path / "blank.png"
+    Image.new("L", (256, 256)).save(blank)
+    page.get_by_test_id("scan-input").set_input_files(str(blank))
+    page.get_by_role("button", name="Classify").click()
+    unlike = page.locator("[data-testid=input-check][data-typical=false]")
+    unlike.wait_for()
+    assert "unlike those the model was trained on" in unlike.inner_text()
+    assert "Predicted:" in page.inner_text("[data-testid=predicted-label]")
+    axe(page)
     # the job's page now shows its version in service beside its validation figures
     page.goto(f"{url}/ui/jobs/{job_id}")
     service = page.get_by_test_id("in-service")

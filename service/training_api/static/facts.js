@@ -33,6 +33,13 @@ function splitText(d) {
   return "not recorded (an older card)";
 }
 
+function profileText(profile) {
+  if (!profile) return "none: its answers do not say whether a scan is unlike the training scans";
+  const share = (x) => `${fmt(100 * x, 1)}%`;
+  const val = profile.flagged_val === null || profile.flagged_val === undefined ? "" : ` and ${share(profile.flagged_val)} of validation scans`;
+  return `each answer says whether its scan is unlike the ${profile.images} training scans; flags ${share(profile.flagged_train)} of them${val}`;
+}
+
 function countsText(counts) {
   return Object.entries(counts || {}).map(([split, per]) => `${split}: ${Object.entries(per).map(([c, n]) => `${n} ${c}`).join(", ")}`).join("; ") || "–";
 }
@@ -158,6 +165,7 @@ setup(async () => {
     ["Scans", countsText(card.dataset.class_counts)],
     ["Split", splitText(card.dataset)],
     ["Trained", `${card.training.epochs_run} epochs on ${card.training.device}, ${Math.round(card.training.seconds)} s`],
+    ["Input check", profileText(card.input_profile)],
   ]);
   figures(card);
   inService(reported);

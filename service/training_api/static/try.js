@@ -19,6 +19,16 @@ function fillVersions() {
   versionSelect.replaceChildren(...options);
 }
 
+// What the card's input profile says of the scan (docs/inference.md); none for older cards.
+function inputCheck(check) {
+  if (!check) return [];
+  const figures = `score ${fmt(check.score, 2)}, limit ${fmt(check.limit, 2)}`;
+  const text = check.typical
+    ? `The scan looks like those the model was trained on (${figures}).`
+    : `This scan is unlike those the model was trained on (${figures}): the result may not apply.`;
+  return [el("p", { class: check.typical ? "" : "notice", "data-testid": "input-check", "data-typical": String(check.typical), text })];
+}
+
 function show(result, file) {
   const item = result.predictions ? result.predictions[0] : result;
   // The signature (where inference signs) goes back with the outcome, as the answer gave it.
@@ -31,6 +41,7 @@ function show(result, file) {
   );
   document.getElementById("prediction").replaceChildren(
     el("p", { class: "verdict", "data-testid": "predicted-label", text: `Predicted: ${item.label}` }),
+    ...inputCheck(item.input_check),
     el("table", { class: "grid" }, el("caption", { text: "Probability of each class (calibrated)" }), el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "class" }), el("th", { scope: "col", text: "probability" }), el("th", { scope: "col", text: "" }))), el("tbody", {}, rows)),
   );
   const scan = document.getElementById("scan-image");
