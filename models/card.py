@@ -7,7 +7,7 @@ did, and must never import torch.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -172,6 +172,25 @@ class IntendedUse(_Strict):
     )
 
 
+class ModelNotes(_Strict):
+    """What the team that trained the model says of it, in its own words, for the people who
+    decide whether it is used (shown on the version's facts page beside the figures): the
+    job spec's `notes`, copied into the card unchanged."""
+
+    purpose: str | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="What it is for, e.g. 'a second read of adult PA chest films for pneumonia'.",
+    )  # fmt: skip
+    limitations: tuple[Annotated[str, Field(min_length=1, max_length=300)], ...] = Field(
+        default=(), max_length=10,
+        description="What it is known not to do well, one point each, e.g. 'not tested on"
+        " children'.",
+    )  # fmt: skip
+    contact: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Whom to ask about it."
+    )
+
+
 class ModelAccess(_Strict):
     """Who may see and use a version: everyone with a key (shared), or, when private, only
     the client whose job published it, the clients it names, and admin keys."""
@@ -266,6 +285,9 @@ class ModelCard(_Strict):
         default=None,
         description="The training scans' pixels, for flagging a scan unlike them; none on"
         " older cards: no check.",
+    )
+    notes: ModelNotes | None = Field(
+        default=None, description="The training team's own words: purpose, limitations, contact."
     )
 
     def to_json(self) -> str:

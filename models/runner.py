@@ -357,6 +357,7 @@ def _card(
         class_codes=spec.dataset.class_codes(data.classes),
         intended_use=spec.dataset.intended_use or data.intended_use,
         input_profile=input_profile.profile(data.train, data.val),
+        notes=spec.notes,
     )
 
 

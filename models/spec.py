@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN, ClassCode, IntendedUse
+from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN, ClassCode, IntendedUse, ModelNotes
 from models.caveats import CardCaveat
 from models.uri import absolute_uri
 
@@ -305,6 +305,11 @@ class JobSpec(_Spec):
     webhook: WebhookSpec | None = None
     resources: ResourcesSpec = ResourcesSpec()
     access: AccessSpec | None = None
+    notes: ModelNotes | None = Field(
+        default=None,
+        description="What the team says of the model (purpose, limitations, contact): kept in"
+        " its card and shown on its facts page.",
+    )
 
     def with_absolute_paths(self) -> JobSpec:
         """This spec with relative local `dataset.uri`, `dataset.val_uri` and `weights_uri`

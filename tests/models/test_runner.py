@@ -24,6 +24,7 @@ from models.uri import sha256_file
 from service.cli import main as cli_main
 
 pytestmark = pytest.mark.slow
+NOTES = {"purpose": "a second read of chest films", "limitations": ["not tested on children"]}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def trained(pneumonia_small_npz: Path, tmp_path_factory: pytest.TempPathFactory)
 
     out = tmp_path_factory.mktemp("run")
     events: list[ProgressEvent] = []
-    result = run_training(make_spec(pneumonia_small_npz), out, progress=events.append)
+    spec = make_spec(pneumonia_small_npz, notes=NOTES)
+    result = run_training(spec, out, progress=events.append)
     return {"result": result, "out": out, "events": events}
 
 
@@ -75,6 +77,11 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     assert card.training.epochs_run == 1 and card.packages["torch"]
     assert card.metrics["val_auc"] > 0.75  # one head-only epoch on 160 images already separates
     assert card.recipe["batch_size"] == 32 and card.base_model == "efficientnet_lite0"
+    assert card.notes is not None and card.notes.model_dump() == {
+        **NOTES,
+        "contact": None,
+        "limitations": tuple(NOTES["limitations"]),
+    }  # the team's words, as the spec gave them
     assert card.recipe["phases"] == [
         {"epochs": 1, "unfreeze_from": None, "lr": 2e-3, "lr_decay": 1.0}
     ]

@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from models.card import ModelAccess
+from models.card import ModelAccess, ModelNotes
 from service.auth import hash_key
 from service.dicom_node.mllp import exchange
 from service.hospital.hl7v2 import parse_ack
@@ -873,6 +873,33 @@ def test_the_dicom_page_purges_a_study_for_an_admin_once_confirmed(
         f"{node['instances_deleted']} instance files, {node['results_deleted']}"
     )
     axe(page)
+    context.close()
+
+
+def test_the_facts_page_gives_the_teams_own_words_as_text(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, artifacts = stack["url"], Path(stack["artifacts"])
+    said = ModelNotes(
+        purpose="A <b>second read</b> of adult PA chest films & nothing else",
+        limitations=("not tested on children", "portable AP films underrepresented"),
+        contact="radiology-ai@hospital.example",
+    )
+    publish_version(artifacts, "knee-notes", 1, notes=said)
+    publish_version(artifacts, "knee-notes", 2)  # said nothing
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/models/knee-notes/versions/1", ADMIN)
+    box = page.get_by_test_id("facts-notes")
+    box.locator("li").first.wait_for()
+    assert box.locator("dd").first.inner_text() == said.purpose  # text, never markup
+    assert box.locator("b").count() == 0
+    assert box.locator("li").all_inner_texts() == list(said.limitations)
+    assert "radiology-ai@hospital.example" in box.inner_text()
+    axe(page)
+    page.goto(f"{url}/ui/models/knee-notes/versions/2")
+    page.get_by_test_id("facts-caveats").locator("li").first.wait_for()
+    assert page.locator("#facts-notes-box").is_hidden()
     context.close()
 
 

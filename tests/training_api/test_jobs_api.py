@@ -224,3 +224,18 @@ def submit_json(client: FlaskClient, spec: dict[str, object]) -> dict[str, objec
     response = client.post("/v1/training-jobs", json=spec)
     assert response.status_code == 202, response.get_json()
     return response.get_json()
+
+
+def test_the_teams_notes_are_kept_in_the_spec_and_bounded(
+    client: FlaskClient, dataset: Path
+) -> None:
+    notes = {"purpose": "triage of adult chest films", "limitations": ["not for children"],
+             "contact": "ai-team@hospital.example"}  # fmt: skip
+    job = submit(client, dataset, notes=notes)
+    assert job["spec"]["notes"] == notes
+    too_much = {"limitations": ["x" * 301, ""], "purpose": "", "colour": "red"}
+    response = client.post("/v1/training-jobs", json=job_spec(dataset, notes=too_much))
+    assert response.status_code == 422
+    where = {e["loc"] for e in response.get_json()["errors"]}
+    assert where == {"body/notes/limitations/0", "body/notes/limitations/1",
+                     "body/notes/purpose", "body/notes/colour"}  # fmt: skip

@@ -33,6 +33,17 @@ function splitText(d) {
   return "not recorded (an older card)";
 }
 
+// The job spec's `notes`, as the team wrote them; the section stays hidden without them.
+function notes(given) {
+  if (!given) return;
+  const rows = [];
+  if (given.purpose) rows.push(el("dt", { text: "Purpose" }), el("dd", { text: given.purpose }));
+  if (given.limitations.length) rows.push(el("dt", { text: "Limitations" }), el("dd", {}, el("ul", {}, ...given.limitations.map((l) => el("li", { text: l })))));
+  if (given.contact) rows.push(el("dt", { text: "Contact" }), el("dd", { text: given.contact }));
+  document.getElementById("facts-notes").replaceChildren(...rows);
+  document.getElementById("facts-notes-box").hidden = rows.length === 0;
+}
+
 function profileText(profile) {
   if (!profile) return "none: its answers do not say whether a scan is unlike the training scans";
   const share = (x) => `${fmt(100 * x, 1)}%`;
@@ -161,6 +172,7 @@ setup(async () => {
     ["Network", `${card.base_model}, fine-tuned from ImageNet weights`],
     ["Published", `${String(card.created_at).slice(0, 10)}${card.access ? ` by ${card.access.owner}` : ""}`],
   ]);
+  notes(card.notes);
   facts("facts-data", [
     ["Scans", countsText(card.dataset.class_counts)],
     ["Split", splitText(card.dataset)],
