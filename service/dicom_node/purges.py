@@ -115,14 +115,23 @@ class PurgeBook:
     def request(self, study_uid: str, reason: str, by: str, block: bool = True) -> int:
         """Record the purge of the study (the worker applies it); its id. With `block`, the
         study is blocked at once in this process (in the others within `REFRESH_S`); a study
-        blocked already stays so, by this purge too."""
+        blocked already stays so, by this purge too. Its purges made under the salt before a
+        rotation are re-keyed to this salt's hash: one release then ends every block of it."""
         row = PurgeRow(
             study_hash=self.study_hash(study_uid), reason=reason[:255], requested_by=by[:255],
             state="new", created_at=utcnow(), blocked=block, dropped=0,
         )  # fmt: skip
+        earlier = {hash_uid(study_uid, salt) for salt in self.salts[1:]} - {row.study_hash}
+        rekeyed = 0
         with self._sessions.begin() as session:
+            if earlier:
+                moved = update(PurgeRow).where(PurgeRow.study_hash.in_(earlier))
+                result = session.execute(moved.values(study_hash=row.study_hash))
+                rekeyed = result.rowcount  # type: ignore[attr-defined]
             session.add(row)
-        if block:
+        if rekeyed:
+            self.blocks.refresh()  # the blocks kept under the earlier hash, read anew
+        elif block:
             self.blocks.add(row.study_hash, row.id)
         return row.id
 

@@ -304,6 +304,21 @@ def test_a_study_purged_under_the_salt_before_a_rotation_stays_blocked(engine: E
     assert rotated.blocking(STUDY) is not None and rotated.blocking("1.2.9") is None
 
 
+def test_a_study_purged_again_after_a_rotation_is_let_in_by_one_release(engine: Engine) -> None:
+    """Purged under the old salt, and again under the new one: the earlier purge takes the
+    new hash, so releasing either ends both blocks (else the old one would go on dropping)."""
+    first = PurgeBook(engine, threading.Lock(), ["old-salt"]).request(STUDY, "mistake", "ops")
+    rotated = PurgeBook(engine, threading.Lock(), ["new-salt", "old-salt"])
+    second = rotated.request(STUDY, "declined AI", "ops")
+    assert rotated.blocks.blocking(STUDY) == second
+    assert rotated.blocks.release(first, "purged in error", "admin") == hash_uid(STUDY, "new-salt")
+    assert rotated.blocks.blocking(STUDY) is None
+    views = [rotated.get(first), rotated.get(second)]
+    assert [(v or {})["blocked"] for v in views] == [False, False]
+    alone = PurgeBook(engine, threading.Lock(), ["new-salt", "old-salt"]).request("1.2.9", "x", "o")
+    assert rotated.get(alone)["blocked"]  # type: ignore[index]  # another study: untouched
+
+
 def test_a_series_that_came_in_as_the_purge_was_made_is_purged_as_the_worker_claims_it(
     app: Flask,
 ) -> None:
