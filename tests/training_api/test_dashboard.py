@@ -282,16 +282,20 @@ def test_dashboard_end_to_end(
     page.fill("#f-model_name", MODEL)
     page.fill("#f-image_size", "28")
     page.fill("#f-epochs", "0")
+    page.fill("#f-notes-limitations", "not tested on children\n" + "x" * 301)
     page.get_by_role("button", name="Submit job").click()
     page.wait_for_selector("#e-epochs:not(:empty)")
     assert "greater than or equal to 1" in page.inner_text("#e-epochs")
     assert page.get_attribute("#f-epochs", "aria-invalid") == "true"
+    assert "at most 300 characters" in page.inner_text("#e-notes-limitations")  # its 2nd line
     axe(page)
 
     # a good one, through the form; at 128 px an epoch outlasts the page's 2 s refresh, so
     # the curve is seen growing (a fast machine ran an epoch at 64 px in under 2 s)
     page.fill("#f-image_size", "128")
     page.fill("#f-epochs", "3")
+    page.fill("#f-notes-purpose", "a second read of chest films")
+    page.fill("#f-notes-limitations", " not tested on children\n\nportable films are few ")
     page.get_by_role("button", name="Check only", exact=True).click()  # the API's dry run
     said = page.locator("#notice:has-text('would accept this job')")
     said.wait_for()
@@ -444,6 +448,12 @@ def test_dashboard_end_to_end(
     caveats = page.inner_text("[data-testid=facts-caveats]")
     assert "named no patients" in caveats and "a clinician reads every scan" in caveats
     assert f"rest on {auc['images']} scans" in caveats  # a small validation split: wide
+    notes = page.get_by_test_id("facts-notes")  # the team's words, from the form
+    assert notes.locator("li").all_inner_texts() == [
+        "not tested on children",
+        "portable films are few",
+    ]
+    assert "a second read of chest films" in notes.inner_text()
     profile = card["input_profile"]  # the per-scan input check the job's card records
     flagged = f"flags {100 * profile['flagged_train']:.1f}% of them"
     assert flagged in page.inner_text("[data-testid=facts-data]")

@@ -50,6 +50,7 @@ async function refresh(scopes) {
 function fieldOf(loc) {
   const parts = String(loc).split("/");
   if (parts[0] !== "body") return null;
+  while (parts.length > 2 && /^\d+$/.test(parts[parts.length - 1])) parts.pop(); // a list's item: the list's field
   const path = parts.slice(1).join(".");
   const field = document.querySelector(`[data-field="${CSS.escape(path)}"]`);
   return field ? path : null;
@@ -72,6 +73,9 @@ function spec(form) {
     if (min !== undefined) body.promote.min = { val_auc: min };
   }
   if (data.get("access.private")) body.access = { private: true }; // unticked: the deployment's default
+  const purpose = String(data.get("notes.purpose") || "").trim();
+  const limitations = String(data.get("notes.limitations") || "").split("\n").map((l) => l.trim()).filter(Boolean);
+  if (purpose || limitations.length) body.notes = { ...(purpose ? { purpose } : {}), limitations };
   return body;
 }
 
