@@ -30,6 +30,7 @@ TrainingAction = Literal[
     "model_published",
     "alias_moved",
     "access_changed",
+    "notes_changed",
     "model_withdrawn",
     "model_reinstated",
     "outcomes_reported",

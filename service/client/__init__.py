@@ -276,6 +276,19 @@ class Client:
         found: list[JSON] = self.json("GET", path)["caveats"]
         return found
 
+    def notes(self, name: str, version: int) -> JSON:
+        """The team's words on the version in force: `notes`, their `source` (amended, card or
+        none), and who amended them when."""
+        found: JSON = self.json("GET", f"/v1/models/{_seg(name)}/versions/{int(version)}/notes")
+        return found
+
+    def set_notes(self, name: str, version: int, notes: JSON) -> JSON:
+        """Replace the version's notes, all of them (`purpose`, `limitations`, `contact`): its
+        owner's or an admin's call. Answers the notes now in force."""
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/notes"
+        found: JSON = self.json("PUT", path, json=notes)
+        return found
+
     # inference
     def predict(
         self,

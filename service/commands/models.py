@@ -1,5 +1,5 @@
-"""`scantune models list|versions|promote|access|withdraw|reinstate|download|outcomes`: the
-model registry over the training API."""
+"""`scantune models list|versions|promote|access|notes|withdraw|reinstate|caveats|download|
+outcomes`: the model registry over the training API."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from service.commands.client import HTTP_ERROR, ApiClient, ApiError, add_connect
 
 OK = 0
 PAGE = 1000  # versions per request when listing them all (the API's largest page)
+NOTES_SOURCE = {"amended": "as amended", "card": "as published", "none": "none given"}
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +42,15 @@ def register(subparsers: Any) -> None:
         "--client", action="append", metavar="CLIENT",
         help="private to its owner and these clients (repeat for more)",
     )  # fmt: skip
+    notes = _add(sub, "notes", "the notes in force; with an option, replace them", run_notes)
+    notes.add_argument("name")
+    notes.add_argument("version", type=int)
+    notes.add_argument("--purpose", metavar="TEXT", help="what it is for")
+    notes.add_argument(
+        "--limitation", action="append", metavar="TEXT",
+        help="what it is known not to do well (repeat for more)",
+    )  # fmt: skip
+    notes.add_argument("--contact", metavar="TEXT", help="whom to ask about it")
     for action, text in (
         ("withdraw", "withdraw a version: no service predicts with it"),
         ("reinstate", "put a withdrawn version back in service (admin)"),
@@ -187,6 +197,31 @@ def run_access(args: argparse.Namespace, api: ApiClient) -> int:
           f" - used by {who} and admin keys")  # fmt: skip
     if record["set_by"]:
         print(f"  set by {record['set_by']} at {record['set_at']}")
+    return OK
+
+
+def run_notes(args: argparse.Namespace, api: ApiClient) -> int:
+    """Print the notes in force; with any of --purpose, --limitation, --contact, replace them
+    all (an option left out is left out of the new notes)."""
+    if args.limitation or args.purpose is not None or args.contact is not None:
+        given = {"purpose": args.purpose, "limitations": args.limitation or [],
+                 "contact": args.contact}  # fmt: skip
+        found = api.set_notes(args.name, args.version, given)
+    else:
+        found = api.notes(args.name, args.version)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return OK
+    said = found["notes"]
+    print(f"{args.name} version {args.version}: notes {NOTES_SOURCE[found['source']]}")
+    if found["changed_by"]:
+        print(f"  amended by {found['changed_by']} at {found['changed_at']}")
+    if said["purpose"]:
+        print(f"  purpose: {said['purpose']}")
+    for limitation in said["limitations"]:
+        print(f"  - {limitation}")
+    if said["contact"]:
+        print(f"  contact: {said['contact']}")
     return OK
 
 

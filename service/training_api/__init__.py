@@ -23,6 +23,7 @@ from service.registry import Registry
 from service.storage import StoreError, open_store
 from service.training_api.context import EXTENSION, TrainingServices, services
 from service.training_api.metrics import observe_jobs
+from service.version_notes import VersionNotes
 from service.web import add_readiness_check, create_base_app
 from service.withdrawals import Withdrawals
 
@@ -42,7 +43,9 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     jobs = JobService.from_settings(settings)
     registry = Registry(store, access_recheck_s=settings.access_recheck_s)
     withdrawals = Withdrawals(store, settings.access_recheck_s)
-    app.extensions[EXTENSION] = TrainingServices(settings, jobs, store, registry, withdrawals)
+    app.extensions[EXTENSION] = TrainingServices(
+        settings, jobs, store, registry, withdrawals, VersionNotes(store)
+    )
     app.extensions[AUDIT_EXTENSION] = AuditTrail(jobs.audit_log.add)
 
     from service.training_api import audit as audit_views

@@ -9,7 +9,7 @@ import logging
 import re
 from typing import Any
 
-from models.card import ModelAccess
+from models.card import ModelAccess, ModelNotes
 from service.errors import Conflict, InvalidRequest
 from service.paging import decode_cursor, encode_cursor
 from service.registry import (
@@ -20,6 +20,7 @@ from service.registry import (
     Registry,
     VersionNotFound,
 )
+from service.version_notes import VersionNotes
 from service.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ CURSOR_KEY = "version"
 
 
 class Catalog:
-    def __init__(self, registry: Registry, withdrawals: Withdrawals) -> None:
-        self.registry, self.withdrawals = registry, withdrawals
+    def __init__(self, registry: Registry, withdrawals: Withdrawals, notes: VersionNotes) -> None:
+        self.registry, self.withdrawals, self.amended = registry, withdrawals, notes
 
     def models(self) -> list[dict[str, Any]]:
         out = []
@@ -156,6 +157,35 @@ class Catalog:
             name, version, private=private, clients=clients, owner=owner, actor=actor
         )
         return self.access(name, version)
+
+    def notes(self, name: str, version: int) -> dict[str, Any]:
+        """The version's notes in force: as amended since it was published, else its card's,
+        else none (an empty `ModelNotes`); `source` says which."""
+        self.existing_versions(name)
+        card = self.registry.get_card(name, version)  # 404 for a version the client cannot see
+        record = self.amended.record(name, version)
+        if record is not None:
+            return {"name": name, "version": version, "source": "amended",
+                    **record.model_dump(mode="json")}  # fmt: skip
+        found = card.notes or ModelNotes()
+        return {
+            "name": name,
+            "version": version,
+            "source": "card" if card.notes is not None else "none",
+            "notes": found.model_dump(mode="json"),
+            "changed_by": None,
+            "changed_at": None,
+            "history": [],
+        }
+
+    def set_notes(
+        self, name: str, version: int, notes: ModelNotes, *, actor: str
+    ) -> dict[str, Any]:
+        """Replace the notes in force (the card keeps those it was published with)."""
+        self.existing_versions(name)
+        self.registry.get_card(name, version)
+        self.amended.set(name, version, notes, actor=actor)
+        return self.notes(name, version)
 
     def aliases(self, name: str) -> list[dict[str, Any]]:
         self.existing_versions(name)

@@ -14,6 +14,7 @@ from service.model_access import seen_by
 from service.registry import Registry
 from service.storage import ArtifactStore
 from service.training_api.catalog import Catalog
+from service.version_notes import VersionNotes
 from service.withdrawals import Withdrawals
 
 EXTENSION = "scantune"
@@ -28,6 +29,7 @@ class TrainingServices:
     store: ArtifactStore
     registry: Registry
     withdrawals: Withdrawals
+    notes: VersionNotes
 
 
 def services() -> TrainingServices:
@@ -39,4 +41,4 @@ def services() -> TrainingServices:
 def catalog() -> Catalog:
     """The registry as the request's client sees it (another's private versions left out)."""
     found = services()
-    return Catalog(seen_by(found.registry, visible_client()), found.withdrawals)
+    return Catalog(seen_by(found.registry, visible_client()), found.withdrawals, found.notes)

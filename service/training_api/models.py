@@ -1,4 +1,5 @@
-"""/v1/models: published models, their versions (card, metrics, artifacts) and aliases."""
+"""/v1/models: published models, their versions (card, metrics, artifacts), aliases, and what
+may change after publishing (access, notes, withdrawal)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any, Literal
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.card import ModelNotes
 from models.spec import AccessSpec
 from service.audit import record
-from service.auth import current_principal, require
+from service.auth import Principal, current_principal, require
 from service.errors import Forbidden
 from service.jobs.tenancy import check_publish, model_owner
 from service.paging import cursor_field
@@ -99,15 +101,33 @@ def set_access(name: str, version: int) -> Response:
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(AccessSpec), current_principal()
     target = f"model/{name}/versions/{version}/access"
-    owner = version_owner(found) or who.client
-    if not who.admin and who.client != owner:
-        why = f"model '{name}' version {version} belongs to client '{owner}': only it or an"
-        raise _refused(who.client, target, why + " admin key may change who uses it")
+    owner = _owner_or_admin(found, who, target, "change who uses it")
     changed = catalog().set_access(
         name, version, private=body.private, clients=body.clients, owner=owner, actor=who.client
     )
     record("access_changed", client=who.client, target=target, outcome="private"
            if body.private else "shared", clients=len(body.clients))  # fmt: skip
+    return jsonify(changed)
+
+
+@bp.get("/<name>/versions/<int:version>/notes")
+@require("read")
+def get_notes(name: str, version: int) -> Response:
+    return jsonify(catalog().notes(name, version))
+
+
+@bp.put("/<name>/versions/<int:version>/notes")
+@require("models:write")
+def set_notes(name: str, version: int) -> Response:
+    """Replace a published version's notes (a limitation found in service): its owner's or an
+    admin's call, as for its access; the card keeps the notes it was published with."""
+    found = catalog().access(name, version)  # 404 before judging the body
+    body, who = parse_body(ModelNotes), current_principal()
+    target = f"model/{name}/versions/{version}/notes"
+    _owner_or_admin(found, who, target, "amend its notes")
+    changed = catalog().set_notes(name, version, body, actor=who.client)
+    record("notes_changed", client=who.client, target=target, outcome="amended",
+           limitations=len(body.limitations))  # fmt: skip
     return jsonify(changed)
 
 
@@ -155,6 +175,17 @@ def version_owner(access: dict[str, Any]) -> str | None:
     """A version's owner (its `catalog().access` view): its card's, else the client whose job
     took the model's first version; None for neither."""
     return access["owner"] or model_owner(services().jobs.store, access["name"])
+
+
+def _owner_or_admin(found: dict[str, Any], who: Principal, target: str, doing: str) -> str:
+    """The version's owner (the caller, for one with none recorded), when the caller is it or
+    an admin; else the 403 of `doing` it, audited."""
+    owner = version_owner(found) or who.client
+    if not who.admin and who.client != owner:
+        name, version = found["name"], found["version"]
+        why = f"model '{name}' version {version} belongs to client '{owner}': only it or an"
+        raise _refused(who.client, target, f"{why} admin key may {doing}")
+    return owner
 
 
 def _refused(client: str, target: str, why: str) -> Forbidden:

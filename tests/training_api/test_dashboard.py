@@ -906,10 +906,28 @@ def test_the_facts_page_gives_the_teams_own_words_as_text(
     assert box.locator("b").count() == 0
     assert box.locator("li").all_inner_texts() == list(said.limitations)
     assert "radiology-ai@hospital.example" in box.inner_text()
+    assert page.get_by_test_id("facts-notes-amended").is_hidden()  # as published
     axe(page)
     page.goto(f"{url}/ui/models/knee-notes/versions/2")
     page.get_by_test_id("facts-caveats").locator("li").first.wait_for()
     assert page.locator("#facts-notes-box").is_hidden()
+
+    # a limitation found in service, added through the API: the page shows the words in force
+    found_later = [*said.limitations, "misses small pneumothoraces on portable films"]
+    amended = requests.put(
+        f"{url}/v1/models/knee-notes/versions/1/notes",
+        json={**said.model_dump(mode="json"), "limitations": found_later},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=10,
+    )
+    assert amended.status_code == 200, amended.text
+    page.goto(f"{url}/ui/models/knee-notes/versions/1")
+    box.locator("li").nth(2).wait_for()
+    assert box.locator("li").all_inner_texts() == found_later
+    assert box.locator("dd").first.inner_text() == said.purpose
+    when = amended.json()["changed_at"][:10]
+    assert page.get_by_test_id("facts-notes-amended").inner_text() == f"Amended {when} by admin."
+    axe(page)
     context.close()
 
 

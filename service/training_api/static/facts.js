@@ -33,14 +33,18 @@ function splitText(d) {
   return "not recorded (an older card)";
 }
 
-// The job spec's `notes`, as the team wrote them; the section stays hidden without them.
-function notes(given) {
-  if (!given) return;
+// The team's words in force (`…/notes`: as amended since publishing, else the job spec's on
+// the card), shown as text; the section stays hidden without them.
+function notes(found) {
+  const given = found.notes;
   const rows = [];
   if (given.purpose) rows.push(el("dt", { text: "Purpose" }), el("dd", { text: given.purpose }));
   if (given.limitations.length) rows.push(el("dt", { text: "Limitations" }), el("dd", {}, el("ul", {}, ...given.limitations.map((l) => el("li", { text: l })))));
   if (given.contact) rows.push(el("dt", { text: "Contact" }), el("dd", { text: given.contact }));
   document.getElementById("facts-notes").replaceChildren(...rows);
+  const amended = document.getElementById("facts-notes-amended");
+  amended.textContent = found.source === "amended" ? `Amended ${String(found.changed_at).slice(0, 10)} by ${found.changed_by}.` : "";
+  amended.hidden = found.source !== "amended";
   document.getElementById("facts-notes-box").hidden = rows.length === 0;
 }
 
@@ -160,7 +164,7 @@ async function byClient() {
 
 setup(async () => {
   document.getElementById("print").addEventListener("click", () => window.print());
-  const [detail, reported, kept] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null), api(`${path}/caveats`)]);
+  const [detail, reported, kept, said] = await Promise.all([api(path), api(`${path}/outcomes`).catch(() => null), api(`${path}/caveats`), api(`${path}/notes`)]);
   const card = detail.card;
   const status = document.getElementById("facts-status");
   status.textContent = detail.withdrawn ? `Withdrawn: ${detail.withdrawn.reason}` : `In the registry${detail.aliases.length ? `, serving as ${detail.aliases.join(", ")}` : ", no alias names it"}.`;
@@ -172,7 +176,7 @@ setup(async () => {
     ["Network", `${card.base_model}, fine-tuned from ImageNet weights`],
     ["Published", `${String(card.created_at).slice(0, 10)}${card.access ? ` by ${card.access.owner}` : ""}`],
   ]);
-  notes(card.notes);
+  notes(said);
   facts("facts-data", [
     ["Scans", countsText(card.dataset.class_counts)],
     ["Split", splitText(card.dataset)],
