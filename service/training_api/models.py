@@ -120,10 +120,14 @@ def get_notes(name: str, version: int) -> Response:
 @require("models:write")
 def set_notes(name: str, version: int) -> Response:
     """Replace a published version's notes (a limitation found in service): its owner's or an
-    admin's call, as for its access; the card keeps the notes it was published with."""
+    admin's call, as for its access, but an admin's alone for a version with no owner recorded
+    (unlike access, notes do not claim one); the card keeps the notes it was published with."""
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(ModelNotes), current_principal()
     target = f"model/{name}/versions/{version}/notes"
+    if version_owner(found) is None and not who.admin:  # a card from before owners: no one's
+        why = f"model '{name}' version {version} has no recorded owner: an admin key may amend"
+        raise _refused(who.client, target, why + " its notes")
     _owner_or_admin(found, who, target, "amend its notes")
     changed = catalog().set_notes(name, version, body, actor=who.client)
     record("notes_changed", client=who.client, target=target, outcome="amended",

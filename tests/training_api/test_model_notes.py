@@ -113,6 +113,20 @@ def test_another_client_is_refused_on_the_record_and_an_admin_may(
     assert in_force(app, "ci-bot", "chest-xray", 1)["notes"] == FOUND_LATER
 
 
+def test_a_version_with_no_owner_recorded_has_its_notes_amended_by_an_admin_only(
+    make_app: Callable[..., Flask], training_env: Path
+) -> None:
+    """A card from before owners were recorded, and no job of this service made it."""
+    publish_version(training_env / "artifacts", "legacy-xray", 1, notes=PUBLISHED)
+    app = make_app()
+    refused = as_(app, "ci-bot").put(notes_url("legacy-xray", 1), json=FOUND_LATER)
+    assert refused.status_code == 403
+    assert "no recorded owner" in refused.get_json()["detail"]
+    assert in_force(app, "ci-bot", "legacy-xray", 1)["source"] == "card"
+    by_admin = as_(app, "ops-models").put(notes_url("legacy-xray", 1), json=FOUND_LATER)
+    assert by_admin.status_code == 200, by_admin.get_json()
+
+
 def test_notes_say_where_they_come_from_and_a_private_versions_are_absent_to_others(
     make_app: Callable[..., Flask], training_env: Path
 ) -> None:
