@@ -125,10 +125,7 @@ def set_notes(name: str, version: int) -> Response:
     found = catalog().access(name, version)  # 404 before judging the body
     body, who = parse_body(ModelNotes), current_principal()
     target = f"model/{name}/versions/{version}/notes"
-    if version_owner(found) is None and not who.admin:  # a card from before owners: no one's
-        why = f"model '{name}' version {version} has no recorded owner: an admin key may amend"
-        raise _refused(who.client, target, why + " its notes")
-    _owner_or_admin(found, who, target, "amend its notes")
+    _owner_or_admin(found, who, target, "amend its notes", claims=False)
     changed = catalog().set_notes(name, version, body, actor=who.client)
     record("notes_changed", client=who.client, target=target, outcome="amended",
            limitations=len(body.limitations))  # fmt: skip
@@ -181,12 +178,19 @@ def version_owner(access: dict[str, Any]) -> str | None:
     return access["owner"] or model_owner(services().jobs.store, access["name"])
 
 
-def _owner_or_admin(found: dict[str, Any], who: Principal, target: str, doing: str) -> str:
-    """The version's owner (the caller, for one with none recorded), when the caller is it or
-    an admin; else the 403 of `doing` it, audited."""
-    owner = version_owner(found) or who.client
+def _owner_or_admin(
+    found: dict[str, Any], who: Principal, target: str, doing: str, *, claims: bool = True
+) -> str:
+    """The version's owner when the caller is it or an admin; else the 403 of `doing` it,
+    audited. For a version with none recorded (a card from before owners), a change that
+    `claims` it makes the caller its owner; one that does not is an admin's alone."""
+    name, version = found["name"], found["version"]
+    owner = version_owner(found)
+    if owner is None and not claims and not who.admin:
+        why = f"model '{name}' version {version} has no recorded owner: an admin key may {doing}"
+        raise _refused(who.client, target, why)
+    owner = owner or who.client
     if not who.admin and who.client != owner:
-        name, version = found["name"], found["version"]
         why = f"model '{name}' version {version} belongs to client '{owner}': only it or an"
         raise _refused(who.client, target, f"{why} admin key may {doing}")
     return owner
