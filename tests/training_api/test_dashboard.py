@@ -216,6 +216,16 @@ def shoot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
 
 
+def stow(node: str, study: list[Any]) -> None:
+    """Send a study to the DICOM node by STOW-RS, as a PACS would (an admin key)."""
+    body, kind = multipart(*(encoded(ds) for ds in study))
+    answer = requests.post(
+        f"{node}/dicomweb/studies", data=body, timeout=30,
+        headers={"Content-Type": kind, "Authorization": f"Bearer {ADMIN}"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+
+
 def sign_in(page: Any, url: str, key: str) -> None:
     page.goto(url)
     page.get_by_test_id("api-key").fill(key)
@@ -531,14 +541,7 @@ def test_dashboard_end_to_end(
     # the DICOM node: a study sent by STOW-RS is classified with the model (alias staging),
     # and its result waits for an HL7 receiver that is down; Send now tries it again at once
     study = make_study(2)
-    body, kind = multipart(*(encoded(ds) for ds in study))
-    stow = requests.post(
-        f"{stack['node']}/dicomweb/studies",
-        data=body,
-        headers={"Content-Type": kind, "Authorization": f"Bearer {ADMIN}"},
-        timeout=30,
-    )
-    assert stow.status_code == 200, stow.text
+    stow(stack["node"], study)
     page.goto(f"{url}/ui/dicom")
     row = page.locator("[data-testid=series-row][data-state=delivering]")
     row.wait_for(timeout=90_000)  # the quiet period, classification, the page's refresh
@@ -826,12 +829,7 @@ def test_the_dicom_page_purges_a_study_for_an_admin_once_confirmed(
     url = stack["url"]
     study = make_study(2)
     study_uid = study[0].StudyInstanceUID
-    body, kind = multipart(*(encoded(ds) for ds in study))
-    stow = requests.post(
-        f"{stack['node']}/dicomweb/studies", data=body, timeout=30,
-        headers={"Content-Type": kind, "Authorization": f"Bearer {ADMIN}"},
-    )  # fmt: skip
-    assert stow.status_code == 200, stow.text
+    stow(stack["node"], study)
     before = len(_api(stack["node"], "/v1/purges")["items"])
     context = browser.new_context()
     page = context.new_page()

@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import requests
 
 from tests.dicom_node.parts import make_study, wait_until
-from tests.dicom_node.test_app import encoded, multipart
 from tests.training_api.test_dashboard import (
     ADMIN,
     OPERATOR,
@@ -20,19 +18,11 @@ from tests.training_api.test_dashboard import (
     browser,
     sign_in,
     stack,
+    stow,
 )
 
 __all__ = ["browser", "stack"]  # the fixtures this module uses
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def stow(node: str, study: list[Any]) -> None:
-    body, kind = multipart(*(encoded(ds) for ds in study))
-    answer = requests.post(
-        f"{node}/dicomweb/studies", data=body, timeout=30,
-        headers={"Content-Type": kind, "Authorization": f"Bearer {ADMIN}"},
-    )  # fmt: skip
-    assert answer.status_code == 200, answer.text
 
 
 def test_the_dicom_page_shows_a_purge_s_block_and_an_admin_releases_it_once_confirmed(
