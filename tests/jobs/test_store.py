@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import subprocess
 import sys
 import threading
@@ -11,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from models.spec import JobSpec
 from service.errors import Conflict, InvalidRequest
 from service.jobs.database import current_revision, make_engine, migrate
 from service.jobs.state import IllegalTransition, Phase, Status, check_transition
 from service.jobs.store import JobNotFound, JobStore
+from service.jobs.tables import JobRow
 
 
 def head_revision() -> str:
@@ -125,6 +129,28 @@ def test_idempotency_key(store: JobStore, make_spec: Callable[..., JobSpec]) -> 
     other, _ = store.create(make_spec(), idempotency_key="k2")
     assert other.id != first.id
     assert store.counts()["queued"] == 2
+
+
+def test_idempotent_retry_across_an_upgrade(
+    store: JobStore, make_spec: Callable[..., JobSpec]
+) -> None:
+    """A job submitted before `notes` was a JobSpec field is stored without it; the same
+    request retried after the upgrade is that job, and another body is still a 409."""
+    first, _ = store.create(make_spec(), idempotency_key="before-upgrade")
+    older = {k: v for k, v in first.spec.items() if k != "notes"}
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(JobRow).where(JobRow.id == first.id)
+            .values(spec=older, spec_hash=hashlib.sha256(canonical(older)).hexdigest())
+        )  # fmt: skip
+    again, created = store.create(make_spec(), idempotency_key="before-upgrade")
+    assert (again.id, created) == (first.id, False)
+    with pytest.raises(Conflict, match="different request body"):
+        store.create(make_spec(epochs=2), idempotency_key="before-upgrade")
+
+
+def canonical(spec: dict[str, Any]) -> bytes:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
 
 
 def test_cursor_pagination_newest_first(store: JobStore, make_spec: Callable[..., JobSpec]) -> None:
