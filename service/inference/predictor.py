@@ -73,10 +73,7 @@ class Predictor:
                      checks[i] if checks else None)
             for i, upload in enumerate(uploads)
         ]  # fmt: skip
-        metrics.IMAGES.labels(model.name, str(model.version)).inc(len(uploads))
-        atypical = sum(not check["typical"] for check in checks)
-        if atypical:
-            metrics.ATYPICAL.labels(model.name, str(model.version)).inc(atypical)
+        count_scans(model, len(uploads), scores)
         prediction_mix.answered(model.name, model.version, predictions)
         if self.after is not None:
             self.after(model, uploads, predictions)
@@ -198,6 +195,17 @@ def tensor_scores(checker: Checker | None, batch: np.ndarray, spec: InputSpec) -
     colour = [colourfulness(image.transpose(1, 2, 0)) if len(image) == 3 else 0.0
               for image in prepared]  # fmt: skip
     return [float(s) for s in checker.scores_of(prepared, np.asarray(colour, np.float32))]
+
+
+def count_scans(model: LoadedModel, count: int, scores: Sequence[float]) -> None:
+    """Count a request's scans, and those its input check flags, for the version (v1 and v2
+    alike, so the atypical share the chart alerts on is of every scan the version saw)."""
+    labels = (model.name, str(model.version))
+    metrics.IMAGES.labels(*labels).inc(count)
+    if model.checker is not None:
+        atypical = sum(score > model.checker.limit for score in scores)
+        if atypical:
+            metrics.ATYPICAL.labels(*labels).inc(atypical)
 
 
 def input_checks(checker: Checker | None, scores: Sequence[float]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from service.inference.prediction_metrics import (
     served_by,
     start_prediction,
 )
-from service.inference.predictor import Selector, check_parameters, tensor_scores
+from service.inference.predictor import Selector, check_parameters, count_scans, tensor_scores
 from service.inference.uploads import Upload, b64decode
 from service.ratelimit import limited
 from service.registry import ArtifactCorrupt, Registry
@@ -183,14 +183,17 @@ def _infer(selector: Selector) -> Response:
     wanted = _wanted_outputs(body, model)
     if tensor.datatype == "BYTES":
         uploads = _uploads(tensor, chunk)
-        counted_scans(len(uploads))
+        count = len(uploads)
+        counted_scans(count)
         outputs, scores = predictor.infer_files(model, uploads)
     else:
         array = _array(tensor, chunk)
-        counted_scans(len(array))
+        count = len(array)
+        counted_scans(count)
         outputs = predictor.infer_tensor(model, array)
         scores = tensor_scores(model.checker, array, model.card.input)
     served_by(model.name, model.version)
+    count_scans(model, count, scores)
     outs = [(name, outputs[name], binary) for name, binary in wanted]
     return _respond(body, model, outs, check_parameters(model.checker, scores))
 

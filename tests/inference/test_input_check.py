@@ -19,6 +19,7 @@ from tests.inference.conftest import MODEL, Trained, _onnx_only
 from tests.inference.test_models import metric
 
 ATYPICAL = "scantune_inference_atypical_inputs_total"
+IMAGES = "scantune_inference_images_total"
 PLAIN = "chest-xray-plain"
 
 
@@ -89,6 +90,7 @@ def test_v2_answers_carry_the_check_in_their_parameters(
     client: Any, check: Any, trained: Trained, fixture_images: Path
 ) -> None:
     files = uploads(fixture_images)
+    before = counts(client)
     by_files = check(client.post(f"/v2/models/{MODEL}/infer", json=_bytes_request(files)))
     assert by_files.status_code == 200, by_files.json
     parameters = by_files.json["parameters"]
@@ -106,6 +108,13 @@ def test_v2_answers_carry_the_check_in_their_parameters(
     again = [float(s) for s in by_tensor["parameters"]["input_check_scores"].split(",")]
     np.testing.assert_allclose(again, scores, atol=2e-4)  # undone from the normalised tensor
     assert by_tensor["parameters"]["input_check_atypical"] == 3
+    assert counts(client) == (before[0] + 9, before[1] + 12)  # v2 files, v1, v2 tensor
+
+
+def counts(client: Any) -> tuple[float, float]:
+    """The version's atypical scans and all its scans, as the metrics count them."""
+    version = {"model": MODEL, "version": "1"}
+    return metric(client, ATYPICAL, **version), metric(client, IMAGES, **version)
 
 
 def _bytes_request(files: dict[str, bytes]) -> dict[str, Any]:
