@@ -87,7 +87,10 @@ def _print_one(recall: dict[str, Any], raw: bool) -> int:
     print(f"  withdrawals: {_counts(recall['withdrawals'])}")
     for w in recall.get("open") or []:
         error = f": {w['last_error']}" if w["last_error"] else ""
-        print(f"  - series {w['series_id']} at {w['destination']}: {w['state']}{error}")
+        # one made before the recall was lifted and made anew goes with the reason of then
+        reason = w.get("reason", recall["reason"])  # a node of the release before: none
+        earlier = f" (recalled for: {reason})" if reason != recall["reason"] else ""
+        print(f"  - series {w['series_id']} at {w['destination']}: {w['state']}{error}{earlier}")
     return OK
 
 

@@ -1,6 +1,7 @@
 """What `GET /v1/recalls[/{id}]` shows of a recall (`service.dicom_node.recalls`): its
 request, whether it is applied or lifted, the series it recalled, the deliveries it stopped,
-and its withdrawals by state; one recall also names those not done."""
+and its withdrawals by state; one recall also names those not done, each with the reason it
+is sent with (a recall lifted and made anew has a new reason; withdrawals keep theirs)."""
 
 from __future__ import annotations
 
@@ -44,17 +45,17 @@ def recall_view(session: Session, row: RecallRow, *, listed: bool) -> dict[str, 
         "withdrawals": {state: states.get(state, 0) for state in WITHDRAWAL_STATES},
     }
     if listed:
-        view["open"] = _open(session, row.id)
+        view["open"] = _open(session, row)
     return view
 
 
-def _open(session: Session, recall_id: int) -> list[dict[str, Any]]:
+def _open(session: Session, recall: RecallRow) -> list[dict[str, Any]]:
     """The withdrawals not done, first those a person must act on (not kept, rejected,
     expired), then those still being tried."""
     rows = session.execute(
         select(WithdrawalRow, SeriesRow.study_uid)
         .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
-        .where(WithdrawalRow.recall_id == recall_id, WithdrawalRow.state != "done")
+        .where(WithdrawalRow.recall_id == recall.id, WithdrawalRow.state != "done")
         .order_by((WithdrawalRow.state == "pending").asc(), WithdrawalRow.id)
         .limit(OPEN_LISTED)
     ).all()
@@ -64,6 +65,7 @@ def _open(session: Session, recall_id: int) -> list[dict[str, Any]]:
             "study_instance_uid": study,
             "destination": w.destination,
             "state": w.state,
+            "reason": w.reason or recall.reason,  # None: made during an upgrade, see tables
             "attempts": w.attempts,
             "last_error": w.last_error,
         }

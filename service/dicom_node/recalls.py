@@ -22,8 +22,9 @@ destination is taken back from all). A recalled series' instances sent again (th
 a retrieval) are new work, read by the version its route names now, under result UIDs of its
 own (`report.result_uids`' generation): so the studies a recall took back are read again by
 the version that replaces it, or, once the recall is lifted, by the same one. Recalled
-again, the version's lifted recall is made anew (one row per version) and applied to the
-series classified since the lift.
+again, the version's lifted recall is made anew (one row per version), with the new reason,
+and applied to the series classified since the lift; each withdrawal keeps the reason it was
+made with, so those of the first round still pending are sent with the first reason.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +46,9 @@ from service.jobs.tables import as_utc
 CLASSIFIED = ("delivering", "done", "rejected")  # the states of a series with a result
 NOT_SENT = ("pending", "rejected")  # deliveries a recall stops
 IN_FORCE = RecallRow.state != "lifted"  # a recall whose version's results are held back
+# A withdrawal's reason (its recall joined): its own, that of the recall round that made it;
+# its recall's only for one made without (by a node of the release before, during an upgrade).
+REASON = func.coalesce(WithdrawalRow.reason, RecallRow.reason)
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class RecallBook:
                         WithdrawalRow(
                             recall_id=recall.id, series_id=series.id,
                             destination=delivery.destination, state=state, attempts=0,
-                            next_attempt_at=now, created_at=now,
+                            reason=recall.reason, next_attempt_at=now, created_at=now,
                         )
                     )  # fmt: skip
             series.state, series.finished_at = "recalled", series.finished_at or now
@@ -227,9 +231,10 @@ class RecallBook:
     # --- withdrawing (the worker) ------------------------------------------------------------
 
     def due(self, limit: int = 16) -> list[DueWithdrawal]:
+        """The withdrawals due, each with the reason of the recall round that made it."""
         with self._sessions() as session:
             rows = session.execute(
-                select(WithdrawalRow, SeriesRow.result_file, RecallRow.reason)
+                select(WithdrawalRow, SeriesRow.result_file, REASON)
                 .join(SeriesRow, SeriesRow.id == WithdrawalRow.series_id)
                 .join(RecallRow, RecallRow.id == WithdrawalRow.recall_id)
                 .where(WithdrawalRow.state == "pending")

@@ -226,7 +226,8 @@ class WithdrawalRow(Base):
     """A delivered result of a recalled version, on its way to being withdrawn from its
     destination (an IOCM rejection note, an HL7 correction, FHIR entered-in-error): pending
     -> done, rejected (refused), expired (past the retention limit); not_kept when the
-    result was deleted before the recall (`dicom_recall_keep_h`): a person must act."""
+    result was deleted before the recall (`dicom_recall_keep_h`): a person must act. It keeps
+    the reason of the recall that made it: a lifted recall made anew takes another reason."""
 
     __tablename__ = "dicom_withdrawals"
     __table_args__ = (
@@ -247,6 +248,9 @@ class WithdrawalRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(255))
+    # None only in a row made during an upgrade by a node of the release before: its recall's
+    # reason stands in
+    reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

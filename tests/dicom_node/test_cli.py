@@ -151,9 +151,11 @@ def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixtur
         "requested_by": "safety", "series": 4, "stopped": 2, "withdrawals": counts,
         "open": [
             {"series_id": 9, "destination": "PACS@h:104", "state": "not_kept",
-             "last_error": None},
+             "reason": "unsafe", "last_error": None},
             {"series_id": 7, "destination": "mllp://ris:2575/RIS", "state": "pending",
-             "last_error": "MLLP failed (ConnectionRefusedError)"},
+             "reason": "unsafe", "last_error": "MLLP failed (ConnectionRefusedError)"},
+            {"series_id": 3, "destination": "PACS@h:104", "state": "rejected",
+             "reason": "misses effusions", "last_error": None},  # before a lift
         ],
     }  # fmt: skip
     assert _print_one(recall, raw=False) == 0
@@ -162,6 +164,7 @@ def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixtur
     assert out[3] == "  withdrawals: 1 pending, 3 done, 1 not kept"
     assert out[4] == "  - series 9 at PACS@h:104: not_kept"
     assert out[5].endswith("pending: MLLP failed (ConnectionRefusedError)")
+    assert out[6] == "  - series 3 at PACS@h:104: rejected (recalled for: misses effusions)"
 
 
 def test_purge_a_study_and_follow_it(node: str, capsys: pytest.CaptureFixture[str]) -> None:

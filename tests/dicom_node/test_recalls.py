@@ -1,18 +1,35 @@
 """Recalls in the work queue, on SQLite and the real PostgreSQL: what a recall stops, what it
 withdraws, what it cannot (the result not kept), the race with a classification, and lifting
-a recall (what it did stays; recalled again, it is made anew)."""
+a recall (what it did stays; recalled again, it is made anew, and each withdrawal keeps the
+reason it was made with: the worker tells a real HL7 receiver each round's own)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
+import hl7
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, select, update
 
+from service.config import DicomNodeSettings
+from service.dicom_node.classify import InferenceClient
+from service.dicom_node.delivery import sender_for
+from service.dicom_node.peers import DicomDestination
 from service.dicom_node.queue import InstanceMeta, WorkQueue
 from service.dicom_node.recalls import RecallBook
+from service.dicom_node.spool import Spool
 from service.dicom_node.tables import DeliveryRow, SeriesRow, WithdrawalRow
+from service.dicom_node.worker import Worker
+from service.jobs.database import MIGRATIONS
 from service.jobs.store import utcnow
+from tests.dicom_node.test_app import encoded
+from tests.dicom_node.test_hl7 import Receiver
+from tests.dicom_node.test_hl7 import receivers as receivers  # the fixture
+from tests.hospital.test_hl7v2 import _sources, _sr
 
 PACS, RIS = "PACS@h:104", "mllp://ris:2575/RIS"
 
@@ -303,3 +320,98 @@ def test_a_recalled_series_sent_again_is_new_work_with_a_result_of_its_own(
     second = result_uids(None, "1.2.3", "1.2.3.1", "chest-xray", 3, ["1.2.3.1.1"], 2)
     assert first[0] == second[0] and first[1] != second[1]  # the SR series, a new SR
     assert result_uids(None, "1.2.3", "1.2.3.1", "chest-xray", 3, ["1.2.3.1.1"], 1) == first
+
+
+def test_recalled_again_each_withdrawal_keeps_the_reason_it_was_made_with(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    """The RIS away through a lift and a second recall with another reason: its withdrawal
+    of the first round is still sent with the first reason, and so is one refused then sent
+    again; those of the second round go with the second."""
+    first, recall_id = delivered_then_recalled(queue, book, "misses pneumothorax")
+    pacs, ris = sorted(book.due(), key=lambda d: d.destination)
+    book.failed(ris.withdrawal_id, "MLLP failed (ConnectionRefusedError)", 0)
+    book.ended(pacs.withdrawal_id, "rejected", "refused")
+    book.lift(recall_id, "reviewed: fine", "safety")
+    later = classified(queue, 2)
+    for due in queue.due_deliveries():
+        queue.delivered(due.delivery_id)
+    assert book.request("chest-xray", 3, "misses effusions", "board") == (recall_id, True)
+    assert book.apply_new() == [later]
+    assert book.retry(recall_id) == 1  # the PACS mended: the first round's, sent again
+
+    reasons = {(d.series_id, d.destination): d.reason for d in book.due()}
+    assert reasons == {
+        (first, PACS): "misses pneumothorax", (first, RIS): "misses pneumothorax",
+        (later, PACS): "misses effusions", (later, RIS): "misses effusions",
+    }  # fmt: skip
+    view = book.get(recall_id)
+    assert view is not None and view["reason"] == "misses effusions"
+    shown = {(w["series_id"], w["destination"]): w["reason"] for w in view["open"]}
+    assert shown == reasons
+
+
+def test_the_worker_tells_the_receiver_the_reason_of_each_round(
+    queue: WorkQueue, book: RecallBook, tmp_path: Path, receivers: Callable[..., Receiver]
+) -> None:
+    """The RIS answers AE to the first withdrawal (away for a while): pending through the
+    lift and the second recall, it goes once the RIS is back, with the first reason, and the
+    second round's with the second."""
+    receiver = receivers(["AE", "AA"])
+    ris = DicomDestination.model_validate({"hl7": {"host": "127.0.0.1", "port": receiver.port}})
+    spool = Spool(tmp_path / "spool")
+    worker = Worker(
+        DicomNodeSettings(dicom_spool_dir=str(spool.root), dicom_recall_keep_h=24), queue, spool,
+        InferenceClient("http://127.0.0.1:9", None, 1), {ris.key: sender_for(ris, "NODE", 10)},
+    )  # fmt: skip
+
+    def delivered(n: int) -> str:
+        """A series' result delivered to the RIS; its study's UID."""
+        sr = _sr(_sources())
+        name = spool.write(encoded(sr), ".sr.dcm")
+        meta = InstanceMeta("1.2.3", f"1.2.3.{n}", f"1.2.3.{n}.1", "1.2", "CR", "CHEST", "MOD")
+        _, series_id = queue.add_instance(meta, "chest-xray", "production", f"{n}.dcm")
+        queue.classified(series_id, str(sr.SOPInstanceUID), name, [ris.key], None, 3)
+        for due in queue.due_deliveries():
+            queue.delivered(due.delivery_id)
+        return str(sr.StudyInstanceUID)
+
+    try:
+        first = delivered(1)
+        recall_id, _ = book.request("chest-xray", 3, "misses pneumothorax", "ops")
+        worker.step()  # applied, and withdrawn: the RIS answers AE
+        assert [r.answered for r in receiver.received] == ["AE"]
+        book.lift(recall_id, "reviewed: fine", "safety")
+        later = delivered(2)
+        book.request("chest-xray", 3, "misses effusions", "board")
+        with queue.engine.begin() as conn:  # the RIS back, the back-off past
+            conn.execute(update(WithdrawalRow).values(next_attempt_at=utcnow()))
+        worker.step()
+    finally:
+        worker.stop()
+    notes = {}
+    for message in receiver.accepted():
+        [nte] = [s for s in hl7.parse(message.er7).segments("NTE") if "Withdrawn" in str(s)]
+        study = first if first in message.er7 else later
+        notes[study] = str(nte[3])
+    assert notes == {first: "Withdrawn: misses pneumothorax", later: "Withdrawn: misses effusions"}
+    view = book.get(recall_id)
+    assert view is not None and view["withdrawals"]["done"] == 2
+
+
+def test_the_migration_gives_the_withdrawals_made_before_their_recall_s_reason(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    _, recall_id = delivered_then_recalled(queue, book, "misses pneumothorax")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with queue.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0017_dicom_purge_blocks")
+        command.upgrade(config, "head")
+    with queue.engine.connect() as conn:
+        reasons = set(conn.scalars(select(WithdrawalRow.reason)))
+    assert reasons == {"misses pneumothorax"}
+    book.lift(recall_id, "reviewed: fine", "safety")
+    book.request("chest-xray", 3, "misses effusions", "board")
+    assert {d.reason for d in book.due()} == {"misses pneumothorax"}

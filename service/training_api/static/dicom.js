@@ -282,15 +282,18 @@ const TO_ACT_ON = ["not_kept", "rejected", "expired"]; // a person withdraws the
 const shown = new Set(); // the recalls whose open withdrawals are listed, kept over refreshes
 let lifting = null; // the recall the lift form is open for (the form outlives a redraw)
 
-function withdrawalRow(w) {
+// `reason`: the recall's; a withdrawal made before the recall was lifted and made anew keeps
+// the reason of then, shown (a person withdrawing it by hand tells the destination that one).
+function withdrawalRow(w, reason) {
   const tries = w.attempts ? ` (${w.attempts} ${w.attempts === 1 ? "try" : "tries"})` : "";
+  const earlier = w.reason && w.reason !== reason ? el("div", { class: "muted", "data-testid": "withdrawal-reason", text: `recalled for: ${w.reason}` }) : null;
   return el(
     "tr",
     { "data-testid": "withdrawal-row", "data-state": w.state },
     el("th", { scope: "row", text: String(w.series_id) }),
     el("td", {}, el("code", { text: w.study_instance_uid })),
     el("td", { text: w.destination }),
-    el("td", {}, el("span", { class: `status ${TO_ACT_ON.includes(w.state) ? "failed" : ""}`, text: w.state }), tries),
+    el("td", {}, el("span", { class: `status ${TO_ACT_ON.includes(w.state) ? "failed" : ""}`, text: w.state }), tries, earlier),
     el("td", { text: w.last_error || "–" }),
   );
 }
@@ -302,7 +305,7 @@ function openWithdrawals(r) {
   else {
     const head = el("thead", {}, el("tr", {}, WITHDRAWAL_COLUMNS.map((c) => el("th", { scope: "col", text: c }))));
     const caption = el("caption", { class: "sr-only", text: `Withdrawals of recall ${r.id} not done, those to act on first` });
-    cell.append(el("table", { class: "grid" }, caption, head, el("tbody", {}, r.open.map(withdrawalRow))));
+    cell.append(el("table", { class: "grid" }, caption, head, el("tbody", {}, r.open.map((w) => withdrawalRow(w, r.reason)))));
   }
   return el("tr", { id: `recall-open-${r.id}`, "data-testid": "recall-open" }, cell);
 }
