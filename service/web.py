@@ -87,10 +87,16 @@ def request_id(supplied: str) -> str:
     return supplied if 0 < len(supplied) <= 128 and supplied.isprintable() else uuid.uuid4().hex
 
 
+def shared_metrics() -> bool:
+    """Whether this process's metrics are shared through files with its siblings (gunicorn's
+    workers): prometheus_client cannot remove a label set there, only set it."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
 def metrics_registry() -> CollectorRegistry:
     """The registry /metrics exposes: multiprocess-aware under gunicorn."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if shared_metrics():
         from prometheus_client import multiprocess
 
         multiprocess.MultiProcessCollector(registry)
@@ -120,7 +126,8 @@ KEY_EXPIRY = Gauge(
 def export_key_expiry(keys: list[ApiKey]) -> None:
     """One gauge per key name; of two entries of one name (a key being rotated), the one that
     expires first, which stays until its entry is removed."""
-    KEY_EXPIRY.clear()  # another app's keys, made earlier in this process (tests)
+    if not shared_metrics():  # a worker's own app is its first (tests make several)
+        KEY_EXPIRY.clear()
     expiry: dict[str, float] = {}
     for key in keys:
         at = key.expires.timestamp() if key.expires else math.inf
@@ -142,7 +149,7 @@ def _install_metrics(app: Flask, service: str) -> None:
     @app.get("/metrics")
     def metrics() -> Response:
         registry = metrics_registry()
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not shared_metrics():
             from prometheus_client import REGISTRY
 
             registry = REGISTRY  # type: ignore[assignment]

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from service.jobs.service import JobService
+from service.web import shared_metrics
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,17 @@ CLIENT_BELOW_VALIDATION = Gauge(
 _clients_seen: dict[tuple[str, str], set[str]] = {}  # the client gauges set, to drop the gone
 
 
+def _drop_client(labels: tuple[str, str], client: str) -> None:
+    """A client with no report left in the window: its gauge goes. Under gunicorn the label
+    set cannot be removed from the shared files, and its last value would stay (an alert
+    firing for good): it says NaN instead, "no figure", which the chart's alert skips."""
+    if shared_metrics():
+        CLIENT_BELOW_VALIDATION.labels(*labels, client).set(math.nan)
+        return
+    with contextlib.suppress(KeyError):  # cleared meanwhile
+        CLIENT_BELOW_VALIDATION.remove(*labels, client)
+
+
 def observe_outcomes(
     model: str,
     version: int,
@@ -112,8 +124,7 @@ def observe_outcomes(
     (`by_client`; a client with none left in the window loses its gauge)."""
     labels = (model, str(version))
     for client in _clients_seen.get(labels, set()) - set(by_client):
-        with contextlib.suppress(KeyError):  # cleared meanwhile
-            CLIENT_BELOW_VALIDATION.remove(*labels, client)
+        _drop_client(labels, client)
     for client, theirs in by_client.items():
         CLIENT_BELOW_VALIDATION.labels(*labels, client).set(len(theirs["below_validation"]))
     _clients_seen[labels] = set(by_client)

@@ -282,6 +282,28 @@ def test_the_alerts_fire_in_prometheus_as_they_say(
                 {"eval_time": "3m", "alertname": at_client["alert"], "exp_alerts": []},
             ],
         },
+        {  # the other client's reports aged out (NaN under gunicorn): one client, no site apart
+            "interval": "1m",
+            "input_series": [
+                series(
+                    "scantune_model_client_below_validation",
+                    "0 0 1 1",
+                    model="chest",
+                    version="8",
+                    client="north",
+                ),
+                series(
+                    "scantune_model_client_below_validation",
+                    "0 0 NaN NaN",
+                    model="chest",
+                    version="8",
+                    client="south",
+                ),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": at_client["alert"], "exp_alerts": []},
+            ],
+        },
         {  # v3's last four weeks fall below its card, though its figures since it began do not
             "interval": "1m",
             "input_series": [

@@ -4,6 +4,10 @@ replacing the first, the reference never kept), and who sees whose reports."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,6 +329,35 @@ def test_each_report_updates_the_versions_gauges_which_the_alert_watches(
     assert gauge(metrics.RECENT_BELOW_VALIDATION) == 0
     text = as_(app, "ci-reader").get("/metrics").get_data(as_text=True)
     assert "client_below_validation{" not in text  # no client reported lately: no gauge left
+
+
+# A gunicorn worker's gauges, in a multiprocess folder: it works both clients' figures out,
+# then, the next time, north's reports have aged out of the window.
+SHARED_GAUGES = """
+import json, sys, warnings
+warnings.simplefilter("error")  # prometheus_client warns where it cannot remove a label set
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from service.training_api import metrics
+figures = {"reports": 9, "below_validation": []}
+north, south = {"below_validation": ["accuracy", "sensitivity"]}, {"below_validation": []}
+metrics.observe_outcomes("lung-ct", 3, figures, figures, {"north": north, "south": south})
+metrics.observe_outcomes("lung-ct", 3, figures, figures, {"south": south})
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+print(json.dumps({s.labels["client"]: repr(s.value) for m in registry.collect()
+                  for s in m.samples if s.name == "scantune_model_client_below_validation"}))
+"""
+
+
+def test_under_gunicorn_a_client_gone_from_the_window_loses_its_figure(tmp_path: Path) -> None:
+    """prometheus_client cannot remove a label set from a multiprocess folder: the gone
+    client's last value stayed, and its alert fired for good. It says NaN, no figure."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", SHARED_GAUGES], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"north": "nan", "south": "0.0"}
 
 
 def test_the_figures_of_a_window_of_report_times_show_how_the_version_does_lately(
