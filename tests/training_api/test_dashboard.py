@@ -89,10 +89,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    yield from run_stack(tmp_path_factory.mktemp("dashboard"))
+
+
+def run_stack(tmp: Path, node_settings: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """Inference, the DICOM node (classifying with the dashboard's model through it, fetching
     studies from Orthanc), then training (forwarding Try a scan and the DICOM page), on one
-    local artifact store."""
-    tmp = tmp_path_factory.mktemp("dashboard")
+    local artifact store in `tmp`; `node_settings` (environment variables) replace the node's
+    own, for a module whose tests need other destinations or routes."""
     base = {
         **os.environ,
         "SCANTUNE_ARTIFACT_URI": (tmp / "artifacts").as_uri(),
@@ -136,6 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "SCANTUNE_DICOM_SERIES_QUIET_S": "0.5",
         "SCANTUNE_DICOM_RETRY_FIRST_S": "300",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m-node"),
+        **(node_settings or {}),
     }
     try:
         node, node_url = start("service.dicom_node.app:create_app()", node_env, tmp / "n.log")
@@ -174,6 +179,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "hl7_port": str(hl7_port),
             "ris_port": str(down),
             "artifacts": str(tmp / "artifacts"),
+            "node_db": str(tmp / "node.db"),
         }
     finally:
         stop(training)
@@ -740,6 +746,7 @@ def test_the_dicom_page_recalls_a_version_only_for_an_admin_at_the_node(
     row = page.locator(mine)
     row.wait_for()  # the table drawn again at once
     assert page.input_value("#rc-model") == ""  # the form emptied for the next one
+    page.wait_for_function("document.activeElement.textContent === 'Recall…'")  # not the page
     assert page.get_by_test_id("recall-error").is_hidden()
     cells = [row.get_by_test_id(t).inner_text() for t in
              ("recall-series", "recall-stopped", "recall-done", "recall-pending",

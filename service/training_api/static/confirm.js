@@ -43,6 +43,7 @@ export function confirmedForm(id, said, { ask, send, then }) {
       form.reset();
       close();
       await then();
+      if (document.activeElement === document.body) submit().focus(); // the box went with it
     } catch (err) {
       close();
       error.textContent = problemText(err);

@@ -34,17 +34,32 @@ function delivery(d) {
 function postButton(attrs, path, redraw) {
   const button = el("button", { type: "button", ...attrs });
   button.addEventListener("click", async () => {
-    button.disabled = true;
+    // Busy, not `disabled`: a disabled button loses the focus to the page (Chromium), and a
+    // keyboard user their place in the table.
+    if (button.getAttribute("aria-disabled") === "true") return;
+    button.setAttribute("aria-disabled", "true");
+    const row = button.closest("tr[data-id]");
     try {
       await api(path, { method: "POST" });
       notice("");
       await redraw();
+      if (row && !button.isConnected && document.activeElement === document.body) focusRow(row.dataset.testid, row.dataset.id);
     } catch (err) {
       notice(err.message);
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   });
   return button;
+}
+
+// The focus back in a table's row drawn again whose button went with the redraw: on its first
+// control, else on its heading cell.
+function focusRow(testid, id) {
+  const row = document.querySelector(`[data-testid="${testid}"][data-id="${id}"]`);
+  const target = row?.querySelector("button, a[href], input, select") || row?.querySelector("th");
+  if (!target) return;
+  if (target.tagName === "TH") target.tabIndex = -1;
+  target.focus();
 }
 
 function sendNow(s) {

@@ -1,0 +1,253 @@
+"""The DICOM page's controls for what a destination refused, in a real browser (Chromium,
+Playwright) over the dashboard's stack (`test_dashboard.run_stack`), its node sending to an
+HL7 receiver (hl7apy's MLLP server, `tests.dicom_node.test_hl7.Receiver`) that answers as each
+test scripts it, and classifying with a really trained model:
+
+- a recall's withdrawal the RIS refused (commit reject, CR): an operator sees no "Send again";
+  an admin's makes it due at once, the node sends it again, and once the RIS is mended it is
+  done;
+- a series whose result the RIS refused: an operator sees no "Send now"; an admin's sends the
+  result again and the series is done."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service.registry import Registry
+from service.storage import open_store
+from tests.dicom_node.parts import make_study, wait_until
+from tests.dicom_node.test_hl7 import Receiver
+from tests.inference.conftest import Trained, publish
+from tests.inference.conftest import trained as trained  # the fixture
+from tests.training_api.test_dashboard import (
+    ADMIN,
+    OPERATOR,
+    _api,
+    axe,
+    browser,
+    run_stack,
+    sign_in,
+    stow,
+)
+
+__all__ = ["browser", "trained"]  # the fixtures this module uses
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+RECALLED, RESENT = "chest-xray-recalled", "chest-xray-resent"  # CR series, DX series
+SLACK_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def ris() -> Iterator[Receiver]:
+    """The node's one destination; it accepts (AA) until a test scripts other answers."""
+    receiver = Receiver(["AA"])
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, trained: Trained, ris: Receiver
+) -> Iterator[dict[str, str]]:
+    """The dashboard's stack, its node sending every result to `ris` and keeping each a day
+    for a recall to withdraw; CR series go to RECALLED, DX series to RESENT (the trained
+    model, published as both, `staging` its version 1)."""
+    node = {
+        "SCANTUNE_DICOM_DESTINATIONS": json.dumps(
+            [{"hl7": {"host": "127.0.0.1", "port": ris.port}}]
+        ),
+        "SCANTUNE_DICOM_RECALL_KEEP_H": "24",
+        "SCANTUNE_DICOM_ROUTES": json.dumps(
+            [
+                {"model": RECALLED, "alias": "staging", "modality": "CR"},
+                {"model": RESENT, "alias": "staging", "modality": "DX"},
+            ]
+        ),
+    }
+    for running in run_stack(tmp_path_factory.mktemp("dashboard-refused"), node):
+        registry = Registry(open_store(Path(running["artifacts"]).as_uri()))
+        for name in (RECALLED, RESENT):
+            publish(registry, trained, 1, name)
+            registry.set_alias(name, "staging", 1, actor="test")
+        yield running
+
+
+def answering(ris: Receiver, *codes: str) -> None:
+    """The RIS answers `codes` in turn from now on, the last one thereafter."""
+    with ris.lock:
+        ris.answers = list(codes)
+
+
+def answered(ris: Receiver) -> list[str]:
+    with ris.lock:
+        return [r.answered for r in ris.received]
+
+
+def series_of(node: str, study_uid: str, state: str) -> dict[str, Any] | None:
+    found = _api(node, f"/v1/series?study_instance_uid={study_uid}")["items"]
+    return found[0] if found and found[0]["state"] == state else None
+
+
+def next_try(node_db: str, recall_id: int) -> datetime:
+    """When the node's worker next sends the recall's one withdrawal. Its API does not show
+    it: read from the node's database."""
+    with sqlite3.connect(f"file:{node_db}?mode=ro", uri=True) as db:
+        [(due,)] = db.execute(
+            "SELECT next_attempt_at FROM dicom_withdrawals WHERE recall_id = ?", (recall_id,)
+        ).fetchall()
+    found = datetime.fromisoformat(due)
+    return found if found.tzinfo else found.replace(tzinfo=UTC)  # SQLite keeps no zone
+
+
+def test_an_admin_sends_a_recall_s_refused_withdrawal_again(
+    stack: dict[str, str], browser: Any, ris: Receiver
+) -> None:
+    url, node = stack["url"], stack["node"]
+    answering(ris, "AA", "CR")  # takes the result, refuses its withdrawal (a message type)
+    before = len(answered(ris))
+    study = make_study(1)
+    stow(node, study)
+    wait_until(lambda: series_of(node, study[0].StudyInstanceUID, "done"), 60, "delivered")
+    made = requests.post(
+        f"{node}/v1/recalls", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10,
+        json={"model": RECALLED, "version": 1, "reason": "misses pneumothorax"},
+    )  # fmt: skip
+    assert made.status_code == 202, made.text
+    recall_id = int(made.json()["id"])
+
+    def recall(tries: int | None = None, **withdrawals: int) -> dict[str, Any] | None:
+        """The node's view of the recall once its withdrawals are counted so (and the one
+        open was tried `tries` times)."""
+        view = _api(node, f"/v1/recalls/{recall_id}")
+        counts, listed = view["withdrawals"], view["open"]
+        if any(counts[state] != n for state, n in withdrawals.items()):
+            return None
+        return view if tries is None or [w["attempts"] for w in listed] == [tries] else None
+
+    view = wait_until(lambda: recall(rejected=1), SLACK_S, "the withdrawal refused")
+    [refused] = view["open"]
+    assert (refused["state"], refused["attempts"]) == ("rejected", 1)
+    assert refused["last_error"] == "HL7 ACK CR" and answered(ris)[before:] == ["AA", "CR"]
+    row = f"[data-testid=recall-row][data-id='{recall_id}']"
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", OPERATOR)  # series:read: sees it refused, may not resend
+    page.locator(row).wait_for()
+    assert "rejected 1" in page.locator(row).get_by_test_id("recall-to-act-on").inner_text()
+    assert page.get_by_test_id("recall-retry").count() == 0
+    refused_by_api = requests.post(
+        f"{url}/ui/api/recalls/{recall_id}/retry", timeout=10,
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+    )  # fmt: skip
+    assert refused_by_api.status_code == 403
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    page.locator(row).get_by_test_id("recall-show").click()
+    withdrawal = page.locator("[data-testid=withdrawal-row][data-state=rejected]")
+    withdrawal.wait_for()
+    assert "(1 try)" in withdrawal.inner_text() and "HL7 ACK CR" in withdrawal.inner_text()
+    again = page.locator(row).get_by_role(
+        "button", name=f"Send the refused withdrawals of recall {recall_id} again", exact=True
+    )
+    assert again.inner_text() == "Send again"
+    axe(page)
+
+    # sent again while the RIS still refuses it: tried at once, refused again
+    due_before, clicked = next_try(stack["node_db"], recall_id), datetime.now(UTC)
+    drawn = again.element_handle()
+    again.click()
+    wait_until(lambda: recall(rejected=1, tries=2), SLACK_S, "the withdrawal tried again")
+    assert answered(ris)[before:] == ["AA", "CR", "CR"]
+    due = next_try(stack["node_db"], recall_id)
+    assert due_before < clicked <= due, (due_before, clicked, due)  # made due at the click
+    page.wait_for_function("button => !button.isConnected", arg=drawn)  # the row drawn again
+    assert page.locator("#notice").is_hidden()  # the node took it
+    focused_in(page, "recall-row", recall_id)  # a keyboard user keeps their place
+    assert page.evaluate("document.activeElement.dataset.testid") == "recall-show"
+    listed = page.locator(f"#recall-open-{recall_id}")
+    listed.get_by_text("(2 tries)").wait_for(timeout=10_000)  # the page's refresh
+    again.wait_for()  # refused again: Send again is back
+    axe(page)
+
+    # the RIS mended: sent again, withdrawn
+    answering(ris, "AA")
+    again.click()
+    view = wait_until(lambda: recall(rejected=0, done=1), SLACK_S, "the withdrawal done")
+    assert view["open"] == [] and answered(ris)[before:] == ["AA", "CR", "CR", "AA"]
+    listed.get_by_text("No withdrawal left open").wait_for(timeout=10_000)
+    assert page.locator(row).get_by_test_id("recall-done").inner_text() == "1"
+    assert page.locator(row).get_by_test_id("recall-to-act-on").inner_text() == "0"
+    assert page.get_by_test_id("recall-retry").count() == 0
+    axe(page)
+    context.close()
+
+
+def test_an_admin_sends_a_result_the_ris_refused_again(
+    stack: dict[str, str], browser: Any, ris: Receiver
+) -> None:
+    url, node = stack["url"], stack["node"]
+    answering(ris, "CR")  # refuses the result
+    before = len(answered(ris))
+    study = make_study(1, modality="DX")
+    stow(node, study)
+    series = wait_until(
+        lambda: series_of(node, study[0].StudyInstanceUID, "rejected"), 60, "the result refused"
+    )
+    [delivery] = series["deliveries"]
+    assert (delivery["state"], delivery["attempts"], delivery["last_error"]) == (
+        "rejected", 1, "HL7 ACK CR",
+    )  # fmt: skip
+    row = f"[data-testid=series-row][data-id='{series['id']}']"
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", OPERATOR)  # series:read: sees it refused, may not resend
+    page.locator(f"{row}[data-state=rejected]").wait_for()
+    assert "not retried" in page.locator(row).get_by_test_id("delivery").inner_text()
+    assert page.get_by_test_id("send-now").count() == 0
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    page.locator(f"{row}[data-state=rejected]").wait_for()
+    send = page.locator(row).get_by_role(
+        "button", name=f"Send series {series['id']} now", exact=True
+    )
+    assert send.inner_text() == "Send now"
+    axe(page)
+    answering(ris, "AA")  # the RIS mended
+    send.click()
+    focused_in(page, "series-row", series["id"])  # the button went with the redraw
+    done = wait_until(
+        lambda: series_of(node, study[0].StudyInstanceUID, "done"), SLACK_S, "sent again"
+    )
+    [delivery] = done["deliveries"]
+    assert (delivery["state"], delivery["last_error"]) == ("done", None)
+    assert answered(ris)[before:] == ["CR", "AA"]
+    page.locator(f"{row}[data-state=done]").wait_for(timeout=10_000)  # drawn again
+    assert page.locator("#notice").is_hidden()
+    assert page.locator(row).get_by_test_id("send-now").count() == 0
+    axe(page)
+    context.close()
+
+
+def focused_in(page: Any, row: str, row_id: int) -> None:
+    """Wait until the focus is in the table's row `row_id` (after a control of it posted)."""
+    page.wait_for_function(
+        "([row, id]) => document.activeElement.closest(`[data-testid=${row}]`)?.dataset.id === id",
+        arg=[row, str(row_id)],
+        timeout=10_000,
+    )
