@@ -71,6 +71,12 @@ class DicomNodeSettings(CommonSettings):
     dicom_retrieve_timeout_s: float = Field(
         default=60.0, gt=0, description="Longest wait for a source's next answer in a retrieval."
     )
+    dicom_retrieve_cancel_grace_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a source has to answer a cancelled retrieval's C-CANCEL; then the"
+        " node aborts the association (what came is kept).",
+    )
     dicom_hl7_port: int | None = Field(
         default=None,
         ge=0,

@@ -14,6 +14,7 @@ from service.config import DicomNodeSettings
 from service.dicom_node.classify import InferenceClient
 from service.dicom_node.delivery import Sender, sender_for
 from service.dicom_node.intake import Intake
+from service.dicom_node.moves import Arrivals
 from service.dicom_node.order_book import OrderBook
 from service.dicom_node.order_fetcher import OrderFetcher
 from service.dicom_node.orders import OrderListener
@@ -84,9 +85,16 @@ def build_services(settings: DicomNodeSettings) -> NodeServices:
             settings.dicom_training_api_key, timedelta(hours=settings.dicom_outcome_wait_h),
             worker.backoff,
         )  # fmt: skip
-    scp = StorageSCP(settings.dicom_ae_title, CallerList(settings.dicom_allowed_callers), intake)
+    arrivals = Arrivals()  # what the SCP takes in of each C-MOVE, for the retriever
+    callers = CallerList(settings.dicom_allowed_callers)
+    scp = StorageSCP(settings.dicom_ae_title, callers, intake, arrivals)
     retriever = Retriever(
-        settings.dicom_ae_title, settings.dicom_retrieve_timeout_s, client_tls, blocks.blocking
+        settings.dicom_ae_title,
+        settings.dicom_retrieve_timeout_s,
+        client_tls,
+        blocks.blocking,
+        cancel_grace_s=settings.dicom_retrieve_cancel_grace_s,
+        arrivals=arrivals,
     )
     from service.dicom_node.retrievals import audited  # the view's own count and record
 

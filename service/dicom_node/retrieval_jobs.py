@@ -11,8 +11,11 @@ same texts). A retrieval the node was running when it stopped is failed at the n
 ("ask again"): its C-MOVE went with the process, and what arrived of it is classified anyway.
 
 `cancel` stops one: a retrieval still waiting for a thread never starts (`cancelled` at once);
-a running one is `cancelling` until its C-MOVE answers the C-CANCEL, then `cancelled`, with
-the counts of what came (classified like the rest). One that ended first keeps its outcome.
+a running one is `cancelling` until its C-MOVE answers the C-CANCEL (sent at once), then
+`cancelled`, with the counts of what came (classified like the rest). A source that gives no
+final answer within `SCANTUNE_DICOM_RETRIEVE_CANCEL_GRACE_S` is cut off (A-ABORT): `cancelled`
+all the same, its `error` saying so, the counts what reached the node (`moves.Arrivals`). One
+that ended first keeps its outcome.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ class RetrievalJobs:
         try:
             found = self.retriever.retrieve(source, asked, signal)
             studies, counts = found.studies, (found.completed, found.failed, found.warning)
-            problem = ("cancelled", "") if found.cancelled else found.problem(source.name)
+            problem = found.problem(source.name)
         except NotHeld as exc:
             problem = ("not_found", str(exc))
         except RetrieveFailed as exc:

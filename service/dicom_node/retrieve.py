@@ -21,8 +21,9 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from service.dicom_node.moves import Arrivals, CancelWatch
 from service.dicom_node.peers import DicomSource
 from service.dicom_node.redact import uid_hash
 
@@ -44,6 +45,10 @@ FAILURES = {
 # SOP class, as it does the node's own SR stored back into the study.
 NOT_IMAGES = frozenset(
     {"SR", "KO", "PR", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "ECG"}
+)
+UNANSWERED = (
+    "the source did not answer the C-CANCEL in time: the association was aborted; the counts"
+    " are what reached the node"
 )
 
 
@@ -86,14 +91,18 @@ class Retrieved:
     failed: int
     warning: int
     cancelled: bool = False  # asked to stop before the source had sent everything
+    aborted: bool = False  # cancelled, and no final answer came: the counts are the node's
 
     @property
     def instances(self) -> int:
         return self.completed + self.failed + self.warning
 
     def problem(self, source: str) -> tuple[str, str] | None:
-        """Why the retrieval brought nothing to classify, as (outcome, text); None when it
-        brought some. Found with no instances to send is as good as not there."""
+        """Why the retrieval is not done, as (outcome, text): cancelled (the text, if any, says
+        why the counts are the node's), or it brought nothing to classify (found with no
+        instances to send is as good as not there); None when it is done."""
+        if self.cancelled:
+            return "cancelled", UNANSWERED if self.aborted else ""
         if self.instances == 0:
             return "not_found", f"source '{source}' holds no instances of it"
         if self.completed + self.warning == 0:  # a source may report its failures as a warning
@@ -104,10 +113,20 @@ class Retrieved:
         return None
 
 
+class Moved(NamedTuple):
+    """One C-MOVE's sub-operations, and how it ended."""
+
+    completed: int
+    failed: int
+    warning: int
+    cancelled: bool = False
+    aborted: bool = False
+
+
 class Retriever:
     """C-FIND, then C-MOVE to the node (`ae_title`) of each image series, on one association
     with the source; `timeout_s` bounds each wait for it (the association, each answer while
-    it sends)."""
+    it sends), `cancel_grace_s` the wait for its final answer once a C-MOVE is cancelled."""
 
     def __init__(
         self,
@@ -115,19 +134,24 @@ class Retriever:
         timeout_s: float,
         tls: ssl.SSLContext | None = None,
         blocked: Callable[[str], int | None] | None = None,
+        cancel_grace_s: float = 15.0,
+        arrivals: Arrivals | None = None,
     ) -> None:
-        """`blocked`: the purge that blocks a study (`PurgeBlocks.blocking`), None if none."""
+        """`blocked`: the purge that blocks a study (`PurgeBlocks.blocking`), None if none;
+        `arrivals`: what the node's Storage SCP counts of each C-MOVE as it comes."""
         self.ae_title, self.timeout_s, self.tls = ae_title, timeout_s, tls
         self.blocked = blocked or (lambda study_uid: None)
+        self.cancel_grace_s = cancel_grace_s
+        self.arrivals = arrivals or Arrivals()
         # Each C-MOVE its own Message ID, which a C-CANCEL names (thread-safe in CPython).
         self._message_ids = itertools.count(1)
 
     def retrieve(
         self, source: DicomSource, asked: Asked, cancel: threading.Event | None = None
     ) -> Retrieved:
-        """Fetch what was asked. Once `cancel` is set, the C-MOVE under way is cancelled
-        (C-CANCEL; a source that ignores it sends that series to the end) and no further
-        series is asked for."""
+        """Fetch what was asked. Once `cancel` is set, the C-MOVE under way is cancelled at
+        once (C-CANCEL; a source without a final answer `cancel_grace_s` later is aborted) and
+        no further series is asked for."""
         from pynetdicom import AE
         from pynetdicom.sop_class import (  # type: ignore[attr-defined]
             StudyRootQueryRetrieveInformationModelFind as FIND,
@@ -166,7 +190,7 @@ class Retriever:
                     else self._image_series(assoc, FIND, source, uid)
                 )
             ]
-            moved: list[tuple[int, int, int, bool]] = []
+            moved: list[Moved] = []
             for uid, series in wanted:
                 if cancel is not None and cancel.is_set():
                     break
@@ -176,10 +200,11 @@ class Retriever:
                 assoc.release()
         return Retrieved(
             studies,
-            completed=sum(m[0] for m in moved),
-            failed=sum(m[1] for m in moved),
-            warning=sum(m[2] for m in moved),
-            cancelled=len(moved) < len(wanted) or any(m[3] for m in moved),
+            completed=sum(m.completed for m in moved),
+            failed=sum(m.failed for m in moved),
+            warning=sum(m.warning for m in moved),
+            cancelled=len(moved) < len(wanted) or any(m.cancelled for m in moved),
+            aborted=any(m.aborted for m in moved),
         )
 
     def _unblocked(self, studies: list[str]) -> list[str]:
@@ -229,32 +254,33 @@ class Retriever:
         study: str,
         series: str | None,
         cancel: threading.Event | None,
-    ) -> tuple[int, int, int, bool]:
-        """One C-MOVE of the study (or series) to the node: completed, failed, warning, and
-        whether it was cancelled (a C-CANCEL sent once `cancel` is set, at a pending answer)."""
+    ) -> Moved:
+        """One C-MOVE of the study (or series) to the node, cancelled once `cancel` is set."""
         msg_id = next(self._message_ids) % 0xFFFF + 1  # an unsigned short, never 0
-        final, cancelled = None, False
-        asked = _query(study, series)
-        for status, _ in assoc.send_c_move(asked, self.ae_title, model, msg_id=msg_id):
-            if int(_status(status, source)) not in PENDING:
-                final = status
-            elif cancel is not None and cancel.is_set() and not cancelled:
-                assoc.send_c_cancel(msg_id, query_model=model)
-                cancelled = True
-        if final is None:
-            raise RetrieveFailed(f"source '{source.name}' gave no final answer")
-        completed, failed, warning = (
-            int(final.get(f"NumberOf{n}Suboperations", 0) or 0)
-            for n in ("Completed", "Failed", "Warning")
-        )
+        self.arrivals.expect(msg_id, study)
+        try:
+            # The request goes out at this call, so a C-CANCEL of the watch always follows it.
+            answers = assoc.send_c_move(_query(study, series), self.ae_title, model, msg_id=msg_id)
+            with CancelWatch(assoc, msg_id, model, cancel, self.cancel_grace_s) as watch:
+                final, reported = _final(answers, source, watch)
+        finally:
+            arrived = self.arrivals.take(msg_id, study)
+        if final is None:  # cancelled, never answered: both lower bounds of what it sent
+            completed, failed, warning = (max(n) for n in zip(reported, arrived, strict=True))
+            log.warning(
+                "retrieval of study %s from %s: no answer to the C-CANCEL, association aborted;"
+                " %d reached the node", uid_hash(study), source.name, completed + warning,
+            )  # fmt: skip
+            return Moved(completed, failed, warning, cancelled=True, aborted=True)
+        completed, failed, warning = _counts(final)
         code = int(final.Status)
         log.info(
             "retrieval of study %s from %s: status 0x%04X, %d sent, %d failed",
             uid_hash(study), source.name, code, completed + warning, failed,
         )  # fmt: skip
         ok = code in (SUCCESS, WARNING) or (code & 0xF000) == 0xB000 or completed
-        if ok or (cancelled and code == CANCELLED):
-            return completed, failed, warning, cancelled  # what came is classified
+        if ok or (watch.sent and code == CANCELLED):
+            return Moved(completed, failed, warning, watch.sent)  # what came is classified
         raise RetrieveFailed(f"source '{source.name}': {FAILURES.get(code) or self._unsent(code)}")
 
     def _unsent(self, code: int) -> str:
@@ -276,6 +302,33 @@ def _query(study: str | None, series: str | None) -> Any:
     if series:
         query.SeriesInstanceUID = series
     return query
+
+
+def _final(
+    answers: Any, source: DicomSource, watch: CancelWatch
+) -> tuple[Any, tuple[int, int, int]]:
+    """A C-MOVE's final answer, and the counts its latest answer gave (pending answers may
+    carry them). None for the final answer only once the C-MOVE was cancelled: the watch
+    aborted the association, or the source stopped answering after the C-CANCEL."""
+    final, reported = None, (0, 0, 0)
+    for status, _ in answers:
+        if watch.sent and (status is None or "Status" not in status):
+            return None, reported  # stopped as asked: not a source that failed
+        if int(_status(status, source)) not in PENDING:
+            final = status
+        reported = _counts(status)
+    if final is None:
+        raise RetrieveFailed(f"source '{source.name}' gave no final answer")
+    return final, reported
+
+
+def _counts(status: Any) -> tuple[int, int, int]:
+    """A C-MOVE answer's (completed, failed, warning) sub-operations; 0 where it gives none."""
+    completed, failed, warning = (
+        int(status.get(f"NumberOf{n}Suboperations", 0) or 0)
+        for n in ("Completed", "Failed", "Warning")
+    )
+    return completed, failed, warning
 
 
 def _matches(assoc: Any, query: Any, model: Any, source: DicomSource) -> list[Any]:

@@ -16,11 +16,14 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from service.dicom_node import metrics
 from service.dicom_node.intake import Intake, Refused, describe
+from service.dicom_node.moves import Arrivals
 from service.dicom_node.peers import DicomCaller
 from service.dicom_node.redact import uid_hash
 
 if TYPE_CHECKING:
     from pynetdicom.transport import ThreadedAssociationServer
+
+    from service.dicom_node.queue import InstanceMeta
 
 log = logging.getLogger("scantune.dicom")
 
@@ -98,8 +101,12 @@ def _normal(address: str) -> str:
 
 
 class StorageSCP:
-    def __init__(self, ae_title: str, callers: CallerList, intake: Intake) -> None:
+    def __init__(
+        self, ae_title: str, callers: CallerList, intake: Intake, arrivals: Arrivals | None = None
+    ) -> None:
+        """`arrivals`: counts what comes of the node's own C-MOVEs (`moves`)."""
         self.callers, self.intake = callers, intake
+        self.arrivals = arrivals or Arrivals()
         self.ae = AE(ae_title=ae_title)
         self.ae.require_called_aet = True
         self.ae.maximum_associations = 16
@@ -141,9 +148,11 @@ class StorageSCP:
 
     def _on_store(self, event: Any) -> int:
         calling = event.assoc.requestor.ae_title
+        meta: InstanceMeta | None = None
         try:
             meta = describe(event.dataset, calling)
             self.intake.accept(event.encoded_dataset(), meta, "dimse")
+            status = SUCCESS
         except Refused as exc:
             metrics.RECEIVED.labels("dimse", "refused").inc()
             log.warning("C-STORE refused: %s", exc)
@@ -152,5 +161,8 @@ class StorageSCP:
             # The type only: a database error's text would carry the instance's UIDs.
             sop = uid_hash(str(event.request.AffectedSOPInstanceUID))
             log.error("C-STORE of %s not kept: %s", sop, type(exc).__name__)
-            return OUT_OF_RESOURCES
-        return SUCCESS
+            status = OUT_OF_RESOURCES
+        if meta is not None:  # a sub-operation of a C-MOVE of the node's: counted for it
+            moved_by = event.request.MoveOriginatorMessageID
+            self.arrivals.note(moved_by, meta.study_uid, stored=status == SUCCESS)
+        return status

@@ -173,6 +173,7 @@ def test_the_node_settings_are_fields_and_parse(
         ("pacs", "ORTHANC", 4242)
     ]
     assert settings.dicom_retrieve_timeout_s == 60
+    assert settings.dicom_retrieve_cancel_grace_s == 15
     assert (settings.dicom_hl7_port, settings.dicom_hl7_allowed_hosts) == (2575, ["10.1.2.7"])
     assert (settings.dicom_order_source, settings.dicom_order_accession_field) == ("pacs", "OBR-18")
     assert settings.dicom_inference_api_key == "node-key"
