@@ -37,8 +37,10 @@ typecheck: venv
 pytest: venv
 	SCANTUNE_TEST_POSTGRES_URL=$(PG_URL) SCANTUNE_TEST_AXE_JS=$(AXE_DIR)/node_modules/axe-core/axe.min.js $(BIN)/pytest -q $(PYTEST_ARGS)
 
+# Quiet unless it fails: setuptools' notice about editable installs is no news on each run.
 venv: $(VENV)/.installed
-	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >$(VENV)/editable.log 2>&1 \
+		|| { cat $(VENV)/editable.log; exit 1; }
 
 # No prerequisite: the hash in the folder name already tracks pyproject.toml, and a fresh
 # clone's file times must not force a rebuild.
