@@ -87,10 +87,13 @@ def _print_one(recall: dict[str, Any], raw: bool) -> int:
     print(f"  withdrawals: {_counts(recall['withdrawals'])}")
     for w in recall.get("open") or []:
         error = f": {w['last_error']}" if w["last_error"] else ""
+        # pending: when it is tried next, as a series' deliveries say (a node before: none)
+        due = f", next at {w['next_attempt_at']}" if w.get("next_attempt_at") else ""
         # one made before the recall was lifted and made anew goes with the reason of then
         reason = w.get("reason", recall["reason"])  # a node of the release before: none
         earlier = f" (recalled for: {reason})" if reason != recall["reason"] else ""
-        print(f"  - series {w['series_id']} at {w['destination']}: {w['state']}{error}{earlier}")
+        where = f"series {w['series_id']} at {w['destination']}"
+        print(f"  - {where}: {w['state']}{error}{due}{earlier}")
     return OK
 
 

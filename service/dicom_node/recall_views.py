@@ -1,7 +1,8 @@
 """What `GET /v1/recalls[/{id}]` shows of a recall (`service.dicom_node.recalls`): its
 request, whether it is applied or lifted, the series it recalled, the deliveries it stopped,
 and its withdrawals by state; one recall also names those not done, each with the reason it
-is sent with (a recall lifted and made anew has a new reason; withdrawals keep theirs)."""
+is sent with (a recall lifted and made anew has a new reason; withdrawals keep theirs) and,
+while it is still being tried, when it is tried next."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def _open(session: Session, recall: RecallRow) -> list[dict[str, Any]]:
             "reason": w.reason or recall.reason,  # None: made during an upgrade, see tables
             "attempts": w.attempts,
             "last_error": w.last_error,
+            "next_attempt_at": iso_time(w.next_attempt_at) if w.state == "pending" else None,
         }
         for w, study in rows
     ]

@@ -151,11 +151,12 @@ def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixtur
         "requested_by": "safety", "series": 4, "stopped": 2, "withdrawals": counts,
         "open": [
             {"series_id": 9, "destination": "PACS@h:104", "state": "not_kept",
-             "reason": "unsafe", "last_error": None},
+             "reason": "unsafe", "last_error": None, "next_attempt_at": None},
             {"series_id": 7, "destination": "mllp://ris:2575/RIS", "state": "pending",
-             "reason": "unsafe", "last_error": "MLLP failed (ConnectionRefusedError)"},
+             "reason": "unsafe", "last_error": "MLLP failed (ConnectionRefusedError)",
+             "next_attempt_at": "2025-03-04T10:05:00+00:00"},
             {"series_id": 3, "destination": "PACS@h:104", "state": "rejected",
-             "reason": "misses effusions", "last_error": None},  # before a lift
+             "reason": "misses effusions", "last_error": None},  # before a lift, from a node before
         ],
     }  # fmt: skip
     assert _print_one(recall, raw=False) == 0
@@ -163,7 +164,10 @@ def test_a_recall_lists_what_a_person_must_withdraw(capsys: pytest.CaptureFixtur
     assert out[2] == "  series recalled: 4; deliveries stopped: 2"
     assert out[3] == "  withdrawals: 1 pending, 3 done, 1 not kept"
     assert out[4] == "  - series 9 at PACS@h:104: not_kept"
-    assert out[5].endswith("pending: MLLP failed (ConnectionRefusedError)")
+    assert out[5] == (
+        "  - series 7 at mllp://ris:2575/RIS: pending: MLLP failed (ConnectionRefusedError),"
+        " next at 2025-03-04T10:05:00+00:00"
+    )
     assert out[6] == "  - series 3 at PACS@h:104: rejected (recalled for: misses effusions)"
 
 

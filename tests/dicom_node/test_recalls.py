@@ -6,7 +6,7 @@ reason it was made with: the worker tells a real HL7 receiver each round's own).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import hl7
@@ -162,6 +162,31 @@ def test_withdrawals_end_done_rejected_or_expired_and_failures_back_off(
     }  # fmt: skip
     errors = {w["destination"]: (w["last_error"], w["attempts"]) for w in view["open"]}
     assert errors == {PACS: ("past the retention limit", 1), RIS: ("HL7 ACK CR", 1)}
+
+
+def test_a_recall_s_open_withdrawals_say_when_each_is_tried_next(
+    queue: WorkQueue, book: RecallBook
+) -> None:
+    """As a series' deliveries do: a pending one its next try (its back-off's end), one no
+    longer tried none."""
+    _, recall_id = delivered_then_recalled(queue, book, "unsafe")
+    pacs, ris = sorted(book.due(), key=lambda d: d.destination)
+    failed_at = utcnow()
+    book.failed(pacs.withdrawal_id, "association not established", 60)
+    book.ended(ris.withdrawal_id, "rejected", "HL7 ACK CR")
+    view = book.get(recall_id)
+    assert view is not None
+    due = {w["destination"]: w["next_attempt_at"] for w in view["open"]}
+    assert due[RIS] is None
+    next_try = datetime.fromisoformat(due[PACS])
+    assert next_try.utcoffset() == timedelta(0)  # ISO 8601 in UTC
+    assert failed_at + timedelta(seconds=60) <= next_try <= utcnow() + timedelta(seconds=60)
+    assert book.retry(recall_id) == 1  # sent again: due at once
+    view = book.get(recall_id)
+    assert view is not None
+    [again] = [w for w in view["open"] if w["destination"] == RIS]
+    assert again["state"] == "pending"
+    assert failed_at <= datetime.fromisoformat(again["next_attempt_at"]) <= utcnow()
 
 
 def test_a_delivered_result_is_kept_until_the_recall_window_passes(

@@ -179,7 +179,6 @@ def run_stack(tmp: Path, node_settings: dict[str, str] | None = None) -> Iterato
             "hl7_port": str(hl7_port),
             "ris_port": str(down),
             "artifacts": str(tmp / "artifacts"),
-            "node_db": str(tmp / "node.db"),
         }
     finally:
         stop(training)

@@ -12,7 +12,6 @@ test scripts it, and classifying with a really trained model:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,15 +95,12 @@ def series_of(node: str, study_uid: str, state: str) -> dict[str, Any] | None:
     return found[0] if found and found[0]["state"] == state else None
 
 
-def next_try(node_db: str, recall_id: int) -> datetime:
-    """When the node's worker next sends the recall's one withdrawal. Its API does not show
-    it: read from the node's database."""
-    with sqlite3.connect(f"file:{node_db}?mode=ro", uri=True) as db:
-        [(due,)] = db.execute(
-            "SELECT next_attempt_at FROM dicom_withdrawals WHERE recall_id = ?", (recall_id,)
-        ).fetchall()
-    found = datetime.fromisoformat(due)
-    return found if found.tzinfo else found.replace(tzinfo=UTC)  # SQLite keeps no zone
+def next_try(node: str, recall_id: int) -> datetime | None:
+    """When the node's worker next sends the recall's one withdrawal, as its API says: none
+    unless it is pending."""
+    [withdrawal] = _api(node, f"/v1/recalls/{recall_id}")["open"]
+    due = withdrawal["next_attempt_at"]
+    return None if due is None else datetime.fromisoformat(due)
 
 
 def test_an_admin_sends_a_recall_s_refused_withdrawal_again(
@@ -164,15 +160,19 @@ def test_an_admin_sends_a_recall_s_refused_withdrawal_again(
     assert again.inner_text() == "Send again"
     axe(page)
 
-    # sent again while the RIS still refuses it: tried at once, refused again
-    due_before, clicked = next_try(stack["node_db"], recall_id), datetime.now(UTC)
+    # sent again while the RIS still refuses it: due at the click, tried at once, refused again
+    assert next_try(node, recall_id) is None  # refused: not tried until sent again
     drawn = again.element_handle()
-    again.click()
+    with ris.lock:  # the RIS holds its answer to the try: the withdrawal stays pending
+        clicked = datetime.now(UTC)
+        again.click()
+        due = wait_until(lambda: next_try(node, recall_id), SLACK_S, "the withdrawal due")
+        assert clicked <= due <= datetime.now(UTC), (clicked, due)  # not after a back-off
+        page.wait_for_function("button => !button.isConnected", arg=drawn)  # drawn again
+        trying = page.locator("[data-testid=withdrawal-row][data-state=pending]")
+        assert f"next try {due:%H:%M:%S} UTC" in trying.inner_text(timeout=10_000)
     wait_until(lambda: recall(rejected=1, tries=2), SLACK_S, "the withdrawal tried again")
     assert answered(ris)[before:] == ["AA", "CR", "CR"]
-    due = next_try(stack["node_db"], recall_id)
-    assert due_before < clicked <= due, (due_before, clicked, due)  # made due at the click
-    page.wait_for_function("button => !button.isConnected", arg=drawn)  # the row drawn again
     assert page.locator("#notice").is_hidden()  # the node took it
     focused_in(page, "recall-row", recall_id)  # a keyboard user keeps their place
     assert page.evaluate("document.activeElement.dataset.testid") == "recall-show"

@@ -16,8 +16,13 @@ let pages = 1;
 let admin = false;
 let fetcher = false; // the key may have the node fetch from a PACS (series:retrieve)
 
+// When a delivery or withdrawal still being tried is tried next; "" for one that is not.
+function nextTry(item) {
+  return item.state === "pending" && item.next_attempt_at ? `, next try ${item.next_attempt_at.slice(11, 19)} UTC` : "";
+}
+
 function delivery(d) {
-  const when = d.state === "pending" && d.next_attempt_at ? `, next try ${d.next_attempt_at.slice(11, 19)} UTC` : "";
+  const when = nextTry(d);
   const tries = d.attempts ? `, ${d.attempts} failed ${d.attempts === 1 ? "try" : "tries"}` : "";
   // Refused for what the result is: not tried again until a person sends it again.
   return el(
@@ -308,7 +313,7 @@ function withdrawalRow(w, reason) {
     el("th", { scope: "row", text: String(w.series_id) }),
     el("td", {}, el("code", { text: w.study_instance_uid })),
     el("td", { text: w.destination }),
-    el("td", {}, el("span", { class: `status ${TO_ACT_ON.includes(w.state) ? "failed" : ""}`, text: w.state }), tries, earlier),
+    el("td", {}, el("span", { class: `status ${TO_ACT_ON.includes(w.state) ? "failed" : ""}`, text: w.state }), tries, nextTry(w), earlier),
     el("td", { text: w.last_error || "–" }),
   );
 }

@@ -79,6 +79,15 @@ function spec(form) {
   return body;
 }
 
+// A minimum val AUC gates a promotion: with no alias to promote to, spec() would drop it and
+// the job would go without the gate its user thinks set. Refused here, by the alias field.
+function ungated(form) {
+  const data = new FormData(form);
+  if (data.get("promote.min.val_auc") === "" || data.get("promote.alias")) return null;
+  const msg = "Name the alias to promote to: the minimum val AUC gates that promotion, and without an alias there is none.";
+  return { errors: [{ loc: "body/promote/alias", msg }] };
+}
+
 function showErrors(form, problem) {
   const formError = document.getElementById("form-error");
   const loose = [];
@@ -117,6 +126,12 @@ function wireForm(scopes) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors(form);
+    const refused = ungated(form);
+    if (refused) {
+      showErrors(form, refused);
+      document.getElementById("f-promote-alias").focus();
+      return;
+    }
     try {
       if (event.submitter && event.submitter.value === "check") {
         // the API's dry run: the same checks as a submit, nothing queued
