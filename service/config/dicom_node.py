@@ -69,7 +69,11 @@ class DicomNodeSettings(CommonSettings):
         " for a study (POST /v1/retrievals); empty: none.",
     )
     dicom_retrieve_timeout_s: float = Field(
-        default=60.0, gt=0, description="Longest wait for a source's next answer in a retrieval."
+        default=60.0,
+        gt=0,
+        description="Longest silence from a source during a retrieval: no answer and no instance"
+        " of its C-MOVE (then the node aborts the association and the retrieval fails); also"
+        " the longest wait for the association and each C-FIND answer.",
     )
     dicom_retrieve_cancel_grace_s: float = Field(
         default=15.0,

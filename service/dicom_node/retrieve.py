@@ -15,6 +15,7 @@ refused before the source is asked (`Blocked`); found by an accession number, it
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import ssl
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from service.dicom_node.moves import Arrivals, CancelWatch
+from service.dicom_node.moves import Arrivals, MoveWatch
 from service.dicom_node.peers import DicomSource
 from service.dicom_node.redact import uid_hash
 
@@ -125,8 +126,10 @@ class Moved(NamedTuple):
 
 class Retriever:
     """C-FIND, then C-MOVE to the node (`ae_title`) of each image series, on one association
-    with the source; `timeout_s` bounds each wait for it (the association, each answer while
-    it sends), `cancel_grace_s` the wait for its final answer once a C-MOVE is cancelled."""
+    with the source. `timeout_s` bounds each wait for it (the association, each C-FIND answer)
+    and, while a C-MOVE runs, its silence: neither an answer nor an instance of that C-MOVE
+    (`moves.MoveWatch`); `cancel_grace_s` bounds the wait for its final answer once a C-MOVE
+    is cancelled."""
 
     def __init__(
         self,
@@ -258,13 +261,23 @@ class Retriever:
         """One C-MOVE of the study (or series) to the node, cancelled once `cancel` is set."""
         msg_id = next(self._message_ids) % 0xFFFF + 1  # an unsigned short, never 0
         self.arrivals.expect(msg_id, study)
+        watch = MoveWatch(
+            assoc, msg_id, model, cancel, self.cancel_grace_s, self.timeout_s,
+            heard=functools.partial(self.arrivals.heard, msg_id, study),
+        )  # fmt: skip
+        # Its answers may be minutes apart, or none but the last (pending answers are
+        # optional): the watch bounds the silence instead, arrivals included.
+        assoc.dimse_timeout = None
         try:
             # The request goes out at this call, so a C-CANCEL of the watch always follows it.
             answers = assoc.send_c_move(_query(study, series), self.ae_title, model, msg_id=msg_id)
-            with CancelWatch(assoc, msg_id, model, cancel, self.cancel_grace_s) as watch:
+            with watch:
                 final, reported = _final(answers, source, watch)
         finally:
+            assoc.dimse_timeout = self.timeout_s
             arrived = self.arrivals.take(msg_id, study)
+        if watch.silent:  # a failure, unlike a cancel's abort
+            raise self._silent(source, study, arrived)
         if final is None:  # cancelled, never answered: both lower bounds of what it sent
             completed, failed, warning = (max(n) for n in zip(reported, arrived, strict=True))
             log.warning(
@@ -282,6 +295,18 @@ class Retriever:
         if ok or (watch.sent and code == CANCELLED):
             return Moved(completed, failed, warning, watch.sent)  # what came is classified
         raise RetrieveFailed(f"source '{source.name}': {FAILURES.get(code) or self._unsent(code)}")
+
+    def _silent(self, source: DicomSource, study: str, arrived: tuple[int, ...]) -> RetrieveFailed:
+        """The failure of a C-MOVE whose source sent nothing, answer or instance, for the
+        timeout: the watch aborted the association."""
+        log.warning(
+            "retrieval of study %s from %s: nothing for %g s, association aborted; %d had"
+            " reached the node", uid_hash(study), source.name, self.timeout_s, sum(arrived),
+        )  # fmt: skip
+        return RetrieveFailed(
+            f"source '{source.name}' sent nothing for {self.timeout_s:g} s (no answer, no"
+            " instance): the association was aborted (SCANTUNE_DICOM_RETRIEVE_TIMEOUT_S)"
+        )
 
     def _unsent(self, code: int) -> str:
         # Found, yet nothing sent: most often the source could not store to the node (PACSs,
@@ -304,16 +329,16 @@ def _query(study: str | None, series: str | None) -> Any:
     return query
 
 
-def _final(
-    answers: Any, source: DicomSource, watch: CancelWatch
-) -> tuple[Any, tuple[int, int, int]]:
+def _final(answers: Any, source: DicomSource, watch: MoveWatch) -> tuple[Any, tuple[int, int, int]]:
     """A C-MOVE's final answer, and the counts its latest answer gave (pending answers may
-    carry them). None for the final answer only once the C-MOVE was cancelled: the watch
-    aborted the association, or the source stopped answering after the C-CANCEL."""
+    carry them); each answer tells the watch the source is alive. None for the final answer
+    only once the watch stepped in: it aborted the association (cancelled, or the source
+    silent), or the source stopped answering after the C-CANCEL."""
     final, reported = None, (0, 0, 0)
     for status, _ in answers:
-        if watch.sent and (status is None or "Status" not in status):
-            return None, reported  # stopped as asked: not a source that failed
+        if watch.acted and (status is None or "Status" not in status):
+            return None, reported  # stopped by the node: `_move` says why
+        watch.answered()
         if int(_status(status, source)) not in PENDING:
             final = status
         reported = _counts(status)

@@ -1,8 +1,10 @@
-"""Cancelling a retrieval whose source sends no pending answers (DICOM makes them optional),
-and one whose source ignores the C-CANCEL. The PACS is a real Query/Retrieve SCP (pynetdicom)
-that moves a study to the node (under gunicorn) one instance a second, a minute in all: the
-node's C-CANCEL must reach it at once, and the node must abort the association of a PACS that
-does not answer it, ending the retrieval `cancelled` (not failed) with what came kept."""
+"""Retrievals from a source that sends no pending answers (DICOM makes them optional). The
+PACS is a real Query/Retrieve SCP (pynetdicom) that moves a study to the node (under gunicorn)
+one instance a second, a minute in all unless told otherwise. Cancelled, the node's C-CANCEL
+must reach it at once, and the node must abort the association of a PACS that does not answer
+it, ending the retrieval `cancelled` (not failed) with what came kept. Not cancelled, its
+instances coming are signs of life: the retrieval timeout bounds only a silence (no answer, no
+instance), after which the node aborts the association and the retrieval fails."""
 
 from __future__ import annotations
 
@@ -36,10 +38,18 @@ PENDING = (0xFF00, 0xFF01)
 class SlowPacs:
     """A Query/Retrieve SCP holding one study: it finds it (study and series level) and moves
     it to the node one instance every PACE_S, with no pending answer. Sent a C-CANCEL it
-    answers Cancelled (0xFE00), or, `deaf`, sends on; aborted, it stops, as a PACS does."""
+    answers Cancelled (0xFE00), or, `deaf`, sends on; aborted, it stops, as a PACS does.
+    `mute_after` instances, it falls silent: nothing more sent, no answer, until aborted."""
 
-    def __init__(self, study: list[Dataset], node_port: int, deaf: bool = False) -> None:
+    def __init__(
+        self,
+        study: list[Dataset],
+        node_port: int,
+        deaf: bool = False,
+        mute_after: int | None = None,
+    ) -> None:
         self.study, self.node_port, self.deaf = study, node_port, deaf
+        self.mute_after = mute_after
         self.uid = str(study[0].StudyInstanceUID)
         self.cancel_seen, self.aborted = threading.Event(), threading.Event()
         self._gone: set[Any] = set()  # its associations whose connection has closed
@@ -86,13 +96,21 @@ class SlowPacs:
         _without_pending_answers(event.assoc)
         yield "127.0.0.1", self.node_port
         yield len(self.study)
-        for ds in self.study:
+        for sent, ds in enumerate(self.study):
+            if sent == self.mute_after:
+                self._hang(event)
+                return
             if self._pause(event) and not self.deaf:
                 yield 0xFE00, None  # its final answer: Cancelled, with what it sent
                 return
             if self._over.is_set() or event.assoc in self._gone:
                 return  # aborted: nothing more is sent
             yield 0xFF00, ds  # pynetdicom sends it to the node (a C-STORE sub-operation)
+
+    def _hang(self, event: Any) -> None:
+        """Silent, as a stuck PACS is, until the association is gone."""
+        while not (self._over.is_set() or event.assoc in self._gone):
+            time.sleep(0.05)
 
     def _pause(self, event: Any) -> bool:
         """PACE_S before the next instance; whether a C-CANCEL came meanwhile."""
@@ -121,8 +139,10 @@ def _without_pending_answers(assoc: Any) -> None:
 def slow_pacs(node_dicom_port: int) -> Iterator[Callable[..., SlowPacs]]:
     made: list[SlowPacs] = []
 
-    def make(deaf: bool = False) -> SlowPacs:
-        made.append(SlowPacs(make_study(INSTANCES), node_dicom_port, deaf))
+    def make(
+        deaf: bool = False, instances: int = INSTANCES, mute_after: int | None = None
+    ) -> SlowPacs:
+        made.append(SlowPacs(make_study(instances), node_dicom_port, deaf, mute_after))
         return made[-1]
 
     yield make
@@ -158,12 +178,15 @@ class Retrieval:
         return sum(int(s["instances"]) for s in series)
 
 
-def start_node(make_node: Callable[..., Gunicorn], pacs: SlowPacs, grace_s: float) -> Gunicorn:
+def start_node(
+    make_node: Callable[..., Gunicorn], pacs: SlowPacs, grace_s: float = 15, timeout_s: float = 60
+) -> Gunicorn:
     callers = [{"ae_title": ae, "host": "127.0.0.1"} for ae in (MODALITY_AE, QR_AE)]
     return make_node(
         dicom_sources=[pacs.source],
         dicom_allowed_callers=callers,
         dicom_retrieve_cancel_grace_s=grace_s,
+        dicom_retrieve_timeout_s=timeout_s,
         api_keys=KEYS,
     ).start()
 
@@ -207,4 +230,40 @@ def test_a_pacs_that_ignores_the_cancel_is_aborted_after_the_grace(
     assert 2 <= done["completed"] <= came <= done["completed"] + 1 < INSTANCES, (done, came)
     assert node.metric("scantune_dicom_retrievals_total", outcome="cancelled") == 1
     assert node.metric("scantune_dicom_retrievals_total", outcome="failed") == 0
+    assert "stopped answering" not in node.log_text()
+
+
+def test_a_pacs_that_sends_for_longer_than_the_timeout_without_a_word_is_alive(
+    make_node: Callable[..., Gunicorn], slow_pacs: Callable[..., SlowPacs]
+) -> None:
+    timeout_s, instances = 4.0, 10  # its instances come a second apart: alive all along
+    pacs = slow_pacs(instances=instances)
+    node = start_node(make_node, pacs, timeout_s=timeout_s)
+    asked = time.monotonic()
+    retrieval = Retrieval(node, pacs)
+    done = wait_until(retrieval.ended, 60, "the PACS has sent the study")
+    assert (done["state"], done["error"]) == ("done", None), done
+    assert time.monotonic() - asked >= 2 * timeout_s  # far past a wait for its next answer
+    assert done["completed"] == instances and retrieval.arrived() == instances
+    assert not pacs.aborted.is_set()
+    assert node.metric("scantune_dicom_retrievals_total", outcome="ok") == 1
+    assert "stopped answering" not in node.log_text()
+
+
+def test_a_pacs_that_falls_silent_is_cut_off_after_the_timeout_and_the_retrieval_fails(
+    make_node: Callable[..., Gunicorn], slow_pacs: Callable[..., SlowPacs]
+) -> None:
+    timeout_s, sent = 4.0, 6  # it sends for longer than the timeout, then nothing
+    pacs = slow_pacs(mute_after=sent)
+    node = start_node(make_node, pacs, timeout_s=timeout_s)
+    retrieval = Retrieval(node, pacs)
+    wait_until(lambda: retrieval.arrived() >= sent, 30, "what the PACS sends arrives")
+    last = time.monotonic()  # its last instance came at most a poll ago
+    done = wait_until(retrieval.ended, timeout_s + 15, "the node cuts the silent PACS off")
+    assert time.monotonic() - last >= timeout_s - 1  # the silence had its full timeout
+    wait_until(pacs.aborted.is_set, 10, "the PACS gets the A-ABORT")
+    assert done["state"] == "failed", done  # not cancelled: the source failed
+    assert "source 'pacs' sent nothing for 4 s" in done["error"], done
+    assert retrieval.arrived() == sent  # what came is kept, and classified
+    assert node.metric("scantune_dicom_retrievals_total", outcome="failed") == 1
     assert "stopped answering" not in node.log_text()
