@@ -294,6 +294,12 @@ class Retriever:
         ok = code in (SUCCESS, WARNING) or (code & 0xF000) == 0xB000 or completed
         if ok or (watch.sent and code == CANCELLED):
             return Moved(completed, failed, warning, watch.sent)  # what came is classified
+        if arrived[1] and not arrived[0]:  # it did send: the node refused what came
+            raise RetrieveFailed(
+                f"source '{source.name}' sent {arrived[1]} instance(s) and the node refused"
+                " each (an instance without its study, series or SOP UIDs; the node's log"
+                " says which)"
+            )
         raise RetrieveFailed(f"source '{source.name}': {FAILURES.get(code) or self._unsent(code)}")
 
     def _silent(self, source: DicomSource, study: str, arrived: tuple[int, ...]) -> RetrieveFailed:

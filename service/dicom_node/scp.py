@@ -156,13 +156,25 @@ class StorageSCP:
         except Refused as exc:
             metrics.RECEIVED.labels("dimse", "refused").inc()
             log.warning("C-STORE refused: %s", exc)
-            return CANNOT_UNDERSTAND
+            status = CANNOT_UNDERSTAND
         except Exception as exc:  # not kept: the sender keeps it and may retry
             # The type only: a database error's text would carry the instance's UIDs.
             sop = uid_hash(str(event.request.AffectedSOPInstanceUID))
             log.error("C-STORE of %s not kept: %s", sop, type(exc).__name__)
             status = OUT_OF_RESOURCES
-        if meta is not None:  # a sub-operation of a C-MOVE of the node's: counted for it
+        # A sub-operation of a C-MOVE of the node's, kept or not: counted for it (a sign of
+        # life of its source too), where the instance names its study.
+        study = meta.study_uid if meta else _study_of(event)
+        if study:
             moved_by = event.request.MoveOriginatorMessageID
-            self.arrivals.note(moved_by, meta.study_uid, stored=status == SUCCESS)
+            self.arrivals.note(moved_by, study, stored=status == SUCCESS)
         return status
+
+
+def _study_of(event: Any) -> str:
+    """The Study Instance UID of a C-STORE's data set that could not be described; "" where
+    it has none or cannot be read."""
+    try:
+        return str(event.dataset.get("StudyInstanceUID") or "")
+    except Exception:  # an undecodable data set: the refusal above has said so
+        return ""

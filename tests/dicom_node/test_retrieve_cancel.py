@@ -8,6 +8,7 @@ instance), after which the node aborts the association and the retrieval fails."
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,9 @@ class SlowPacs:
     """A Query/Retrieve SCP holding one study: it finds it (study and series level) and moves
     it to the node one instance every PACE_S, with no pending answer. Sent a C-CANCEL it
     answers Cancelled (0xFE00), or, `deaf`, sends on; aborted, it stops, as a PACS does.
-    `mute_after` instances, it falls silent: nothing more sent, no answer, until aborted."""
+    `mute_after` instances, it falls silent: nothing more sent, no answer, until aborted.
+    `unseriesed`, it sends its instances without their Series Instance UID (the node refuses
+    each)."""
 
     def __init__(
         self,
@@ -47,9 +50,10 @@ class SlowPacs:
         node_port: int,
         deaf: bool = False,
         mute_after: int | None = None,
+        unseriesed: bool = False,
     ) -> None:
         self.study, self.node_port, self.deaf = study, node_port, deaf
-        self.mute_after = mute_after
+        self.mute_after, self.unseriesed = mute_after, unseriesed
         self.uid = str(study[0].StudyInstanceUID)
         self.cancel_seen, self.aborted = threading.Event(), threading.Event()
         self._gone: set[Any] = set()  # its associations whose connection has closed
@@ -105,7 +109,7 @@ class SlowPacs:
                 return
             if self._over.is_set() or event.assoc in self._gone:
                 return  # aborted: nothing more is sent
-            yield 0xFF00, ds  # pynetdicom sends it to the node (a C-STORE sub-operation)
+            yield 0xFF00, _unseriesed(ds) if self.unseriesed else ds  # a C-STORE sub-operation
 
     def _hang(self, event: Any) -> None:
         """Silent, as a stuck PACS is, until the association is gone."""
@@ -121,6 +125,12 @@ class SlowPacs:
                 return True
             time.sleep(0.05)
         return False
+
+
+def _unseriesed(ds: Dataset) -> Dataset:
+    sent = copy.deepcopy(ds)
+    del sent.SeriesInstanceUID
+    return sent
 
 
 def _without_pending_answers(assoc: Any) -> None:
@@ -140,9 +150,13 @@ def slow_pacs(node_dicom_port: int) -> Iterator[Callable[..., SlowPacs]]:
     made: list[SlowPacs] = []
 
     def make(
-        deaf: bool = False, instances: int = INSTANCES, mute_after: int | None = None
+        deaf: bool = False,
+        instances: int = INSTANCES,
+        mute_after: int | None = None,
+        unseriesed: bool = False,
     ) -> SlowPacs:
-        made.append(SlowPacs(make_study(instances), node_dicom_port, deaf, mute_after))
+        study = make_study(instances)
+        made.append(SlowPacs(study, node_dicom_port, deaf, mute_after, unseriesed))
         return made[-1]
 
     yield make
@@ -267,3 +281,20 @@ def test_a_pacs_that_falls_silent_is_cut_off_after_the_timeout_and_the_retrieval
     assert retrieval.arrived() == sent  # what came is kept, and classified
     assert node.metric("scantune_dicom_retrievals_total", outcome="failed") == 1
     assert "stopped answering" not in node.log_text()
+
+
+def test_instances_the_node_refuses_are_signs_of_life_and_the_failure_says_so(
+    make_node: Callable[..., Gunicorn], slow_pacs: Callable[..., SlowPacs]
+) -> None:
+    """A PACS sending a study the node refuses instance by instance (no Series Instance UID)
+    is still sending: not cut off as silent, and the retrieval says what it refused."""
+    timeout_s, instances = 3.0, 8
+    pacs = slow_pacs(instances=instances, unseriesed=True)
+    node = start_node(make_node, pacs, timeout_s=timeout_s)
+    done = wait_until(Retrieval(node, pacs).ended, 60, "the PACS has sent the study")
+    assert done["state"] == "failed", done  # not cut off as silent: told what it refused
+    assert (
+        done["error"] == f"source 'pacs' sent {instances} instance(s) and the node refused"
+        " each (an instance without its study, series or SOP UIDs; the node's log says which)"
+    )
+    assert not pacs.aborted.is_set()
