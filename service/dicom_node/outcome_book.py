@@ -207,15 +207,21 @@ class OutcomeBook:
 
     def forget_before(self, cutoff: datetime) -> int:
         """Delete what was classified before `cutoff` (its report did not come in time, or it
-        was sent long ago) and the reports that came before it. How many rows were still
+        was sent long ago), the reports that came before it, and those of the exams whose
+        scans go with it: kept on, such a report would count as `held`, waiting for scans
+        that came and went, and tip the unmatched-reports alert. How many rows were still
         pending (not sent)."""
         with self.lock, self._sessions.begin() as session:
             old = OutcomeRow.created_at < cutoff
             pending = session.scalars(
                 select(OutcomeRow.id).where(old, OutcomeRow.state.in_(IN_LINE))
             ).all()
+            exam = ExamReportRow.accession
+            scans_gone = exam.in_(select(OutcomeRow.accession).where(old))
+            scans_kept = exam.in_(select(OutcomeRow.accession).where(~old))
+            gone = (ExamReportRow.received_at < cutoff) | (scans_gone & ~scans_kept)
+            session.execute(delete(ExamReportRow).where(gone))  # before its scans: it asks them
             session.execute(delete(OutcomeRow).where(old))
-            session.execute(delete(ExamReportRow).where(ExamReportRow.received_at < cutoff))
             return len(pending)
 
     def page(

@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select, update
 
 from service.dicom_node.outcome_book import OutcomeBook, reference_of
+from service.dicom_node.tables import ExamReportRow, OutcomeRow
 from service.jobs.store import utcnow
 
 P = {"normal": 0.25, "pneumonia": 0.75}
@@ -136,6 +137,32 @@ def test_old_rows_are_forgotten_and_the_unsent_counted(book: OutcomeBook) -> Non
     assert book.forget_before(utcnow() + timedelta(seconds=1)) == 1  # one labelled, unsent
     assert not book.known("ACC-1") and not book.known("ACC-2")
     assert book.report_codes("ACC-3") is None
+
+
+def test_a_report_whose_scans_are_forgotten_goes_with_them_not_held(
+    book: OutcomeBook, engine: Engine
+) -> None:
+    """Scans classified long ago, their report later: once the scans are forgotten, the report
+    is not left waiting for them (counted held, it would tip the unmatched-reports alert); a
+    report with a scan still followed stays, and so does one whose scans are still to come."""
+    book.remember("ACC-1", "chest", 1, [("1.2.1", P, None)])
+    book.remember("ACC-2", "chest", 1, [("1.2.2", P, None)])
+    cutoff = utcnow() + timedelta(seconds=1)
+    book.remember("ACC-2", "chest", 1, [("1.2.3", P, None)])  # scanned again, after the cutoff
+    for accession in ("ACC-1", "ACC-2", "ACC-3"):
+        book.keep_report(accession, frozenset({"RID5350"}))
+    with engine.begin() as conn:
+        later = select(func.max(OutcomeRow.id)).scalar_subquery()
+        conn.execute(
+            update(OutcomeRow).where(OutcomeRow.id == later)
+            .values(created_at=cutoff + timedelta(minutes=1))
+        )  # fmt: skip
+        conn.execute(update(ExamReportRow).values(received_at=cutoff + timedelta(hours=1)))
+    book.forget_before(cutoff)
+    assert book.report_codes("ACC-1") is None  # its scans forgotten: done with
+    assert book.report_codes("ACC-2") is not None  # a scan of its exam still followed
+    assert book.report_codes("ACC-3") is not None  # no scan yet: held, for scans to come
+    assert book.report_matches(cutoff + timedelta(days=2)) == (1, 1)
 
 
 def test_settled_reports_are_counted_held_or_matched_for_the_alert(
