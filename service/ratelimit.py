@@ -21,6 +21,7 @@ from service.errors import TooManyRequests
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "scantune.ratelimit"
+FALLS_UNDER = {"job_checks": "jobs"}  # a dry run is limited as a submit unless set apart
 
 
 class RateLimits:
@@ -39,7 +40,9 @@ class RateLimits:
             self.limiter = MovingWindowRateLimiter(storage_from_string(uri, **options))
 
     def hit(self, action: str, client: str) -> None:
-        """Count one `action` of `client`; TooManyRequests past its limit."""
+        """Count one `action` of `client`; TooManyRequests past its limit. An action with no
+        limit of its own counts under the one it is a kind of, where set (`FALLS_UNDER`)."""
+        action = action if action in self.rules else FALLS_UNDER.get(action, action)
         rule = self.rules.get(action)
         if rule is None or self.limiter is None:
             return
@@ -53,6 +56,20 @@ class RateLimits:
         )
 
 
+def count(action: str) -> None:
+    """Count one `action` of the request's client (after `require`): a 429, audited, past
+    its limit. For a view whose action depends on the request; else `limited`."""
+    from service.audit import record
+    from service.auth import current_principal
+
+    client = current_principal().client
+    try:
+        current_app.extensions[EXTENSION].hit(action, client)
+    except TooManyRequests:
+        record("rate_limited", client=client, target=action, outcome="refused")
+        raise
+
+
 def limited(action: str) -> Callable[[F], F]:
     """Decorate a view (inside `require`) so each call counts against the client's limit."""
     if action not in LIMITED_ACTIONS:  # a limit the settings could never set
@@ -61,15 +78,7 @@ def limited(action: str) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from service.audit import record
-            from service.auth import current_principal
-
-            client = current_principal().client
-            try:
-                current_app.extensions[EXTENSION].hit(action, client)
-            except TooManyRequests:
-                record("rate_limited", client=client, target=action, outcome="refused")
-                raise
+            count(action)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -23,9 +23,10 @@ from service.errors import validation_errors
 DEFAULT_VAR = Path("var")
 
 
-LIMITED_ACTIONS = ("predict", "jobs", "retrievals", "outcomes")
-"""What `rate_limits` may limit: predictions, job submissions, the DICOM node's retrievals,
-reports of outcomes (each up to 1,000 rows in the job store)."""
+LIMITED_ACTIONS = ("predict", "jobs", "job_checks", "retrievals", "outcomes")
+"""What `rate_limits` may limit: predictions, job submissions, their dry runs (`job_checks`:
+under the `jobs` limit unless set apart, so a pipeline's checks need not spend its submits),
+the DICOM node's retrievals, reports of outcomes (each up to 1,000 rows in the job store)."""
 
 Scope = Literal[
     "read", "jobs:write", "models:write", "predict", "series:read", "series:retrieve", "admin"

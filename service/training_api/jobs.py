@@ -16,7 +16,7 @@ from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
 from service.jobs.store import ForeignJob
 from service.paging import cursor_field
 from service.parsing import parse_body, parse_query
-from service.ratelimit import limited
+from service.ratelimit import count
 from service.training_api.context import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/training-jobs")
@@ -48,9 +48,10 @@ class SubmitQuery(BaseModel):
 
 @bp.post("")
 @require("jobs:write")
-@limited("jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    query, spec, who = parse_query(SubmitQuery), parse_body(JobSpec), current_principal()
+    query = parse_query(SubmitQuery)
+    count("job_checks" if query.dry_run else "jobs")
+    spec, who = parse_body(JobSpec), current_principal()
     if query.dry_run:
         with _audited_refusal(who.client, spec.model_name, "job_checked"):
             check = services().jobs.dry_run(

@@ -396,6 +396,25 @@ def test_job_submissions_are_rate_limited_per_client(
     assert (limited["client"], limited["target"]) == ("ci", "jobs")
 
 
+def test_dry_runs_have_a_limit_of_their_own_or_count_as_submits(
+    make_app: Callable[..., Flask], dataset: Path
+) -> None:
+    """A pipeline checks each spec before it submits: with `job_checks` set, its checks do not
+    spend its submits; without, a dry run counts under `jobs` like the submit it rehearses."""
+    check = {"dry_run": "true"}
+    apart = as_(make_app(rate_limits={"jobs": "1/hour", "job_checks": "2/hour"}), "ci-bot")
+    for epochs in (1, 2):
+        assert apart.post(JOBS, json=job_spec(dataset, epochs=epochs),
+                          query_string=check).status_code == 200  # fmt: skip
+    assert apart.post(JOBS, json=job_spec(dataset), query_string=check).status_code == 429
+    assert apart.post(JOBS, json=job_spec(dataset)).status_code == 202  # its submit still free
+    assert apart.post(JOBS, json=job_spec(dataset, epochs=2)).status_code == 429
+
+    together = as_(make_app(rate_limits={"jobs": "1/hour"}), "ci-bot")
+    assert together.post(JOBS, json=job_spec(dataset), query_string=check).status_code == 200
+    assert together.post(JOBS, json=job_spec(dataset)).status_code == 429
+
+
 def test_a_bad_rate_limit_setting_is_refused_at_start(
     training_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
