@@ -3,7 +3,10 @@ dashboard's stack (`test_dashboard.stack`): a job submitted through the form wit
 promote to and a minimum validation AUC carries that gate at the service, the API's error for
 a bad alias shows next to its field, and the job is cancelled from its row; a minimum
 validation AUC with no alias, which would gate nothing, is refused by the form itself, by the
-alias field, and nothing is sent."""
+alias field, and nothing is sent. And what every page's header and the audit page do: "Forget
+key" leaves nothing of the key in the tab (its storage, its fields, its requests), and "Older
+records" appends the audit trail's next pages, filtered as the first, none twice, keeping the
+focus on the rows when it goes."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.training_api.test_dashboard import ADMIN, _api, axe, browser, sign_in, stack
 
@@ -84,4 +88,120 @@ def test_a_minimum_val_auc_without_an_alias_is_refused_and_nothing_sent(
     assert page.get_attribute("#f-promote-alias", "aria-invalid") is None
     assert [u.removeprefix(url) for u in posted] == ["/v1/training-jobs?dry_run=true"]
     assert all(j["spec"]["model_name"] != model for j in _api(url, "/v1/training-jobs")["items"])
+    context.close()
+
+
+def _nothing_of_the_key(page: Any, key: str) -> None:
+    """The key in none of the tab's storage, cookies, fields or markup."""
+    stored = page.evaluate("[JSON.stringify(sessionStorage), JSON.stringify(localStorage)]")
+    assert all(key not in s for s in stored), stored
+    assert page.context.cookies() == []
+    fields = page.eval_on_selector_all("input, textarea", "all => all.map(f => f.value)")
+    assert all(key not in f for f in fields)
+    assert key not in page.content()
+
+
+def test_forget_key_leaves_nothing_of_the_key_in_the_tab(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url = stack["url"]
+    refused = requests.get(f"{url}/v1/audit", headers={"Authorization": "Bearer x"}, timeout=10)
+    assert refused.status_code == 401  # a record on the trail, for the key to see
+    context = browser.new_context()
+    page = context.new_page()
+    sent: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
+    sign_in(page, f"{url}/ui/", ADMIN)
+    page.goto(f"{url}/ui/audit")  # another page of the tab: the key goes with it
+    page.get_by_test_id("audit-row").first.wait_for()
+    assert page.evaluate("sessionStorage.getItem('scantune.apiKey')") == ADMIN
+    assert (f"{url}/v1/audit?limit=50", f"Bearer {ADMIN}") in sent  # what is watched is seen
+    page.get_by_test_id("api-key").fill(ADMIN)  # typed again, not used: forgotten all the same
+
+    sent.clear()
+    page.get_by_role("button", name="Forget key", exact=True).click()
+    page.wait_for_selector("#notice:has-text('Type your API key')")  # asked to sign in again
+    assert page.inner_text("#who") == "" and page.is_hidden("#forget-key")
+    assert page.get_by_test_id("audit-row").count() == 0  # nothing the key saw stays shown
+    _nothing_of_the_key(page, ADMIN)
+    # The page's own API call, as any control would make it: sent with no key, refused.
+    status = page.evaluate(
+        """async () => {
+          const { api } = await import("/ui/static/common.js");
+          try { await api("/ui/api/whoami"); return 200; } catch (err) { return err.status; }
+        }"""
+    )
+    assert status == 401
+    assert any(u == f"{url}/ui/api/whoami" for u, _ in sent)
+    page.reload()  # and after a reload, and back on the page before
+    page.wait_for_selector("#notice:has-text('Type your API key')")
+    page.go_back()
+    page.wait_for_selector("#notice:has-text('Type your API key')")
+    assert page.url == f"{url}/ui/" and page.get_by_test_id("job-row").count() == 0
+    _nothing_of_the_key(page, ADMIN)
+    assert [u for u, auth in sent if auth] == []  # no request carried it after Forget
+    axe(page)
+    context.close()
+
+
+def _audit_rows(page: Any) -> list[tuple[str, ...]]:
+    return [
+        tuple(cells)
+        for cells in page.eval_on_selector_all(
+            "#audit tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+    ]
+
+
+def _as_shown(r: dict[str, Any]) -> tuple[str, ...]:
+    """An audit record as a row of the page shows it (its first six cells)."""
+    at = r["at"][:19].replace("T", " ")
+    request = r["request_id"] or "\N{EN DASH}"
+    return (at, r["client"], r["action"], r["target"], r["outcome"], request)
+
+
+def test_older_records_page_back_through_the_filtered_audit_trail(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url = stack["url"]
+    for _ in range(110):  # refused keys, each on the trail: three pages of 50 with the filter
+        refused = requests.get(
+            f"{url}/v1/training-jobs", headers={"Authorization": "Bearer not-a-key"}, timeout=10
+        )
+        assert refused.status_code == 401
+    pages: list[list[tuple[str, ...]]] = []
+    cursor = ""
+    while cursor is not None:
+        answer = _api(url, f"/v1/audit?limit=50&action=key_refused{cursor}")
+        pages.append([_as_shown(r) for r in answer["items"]])
+        cursor = answer["next_cursor"] and f"&cursor={answer['next_cursor']}"
+    assert len(pages) >= 3 and all(len(p) == 50 for p in pages[:-1])
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/audit", ADMIN)
+    page.get_by_test_id("audit-row").first.wait_for()
+    page.select_option("#a-action", "key_refused")
+    page.get_by_role("button", name="Filter", exact=True).click()
+    older = page.locator("#audit-older")
+    page.locator("#audit tbody tr[data-action=key_refused]").nth(49).wait_for()
+    assert [r[:6] for r in _audit_rows(page)] == pages[0]
+
+    shown = 50
+    for number, expected in enumerate(pages[1:-1], start=2):  # more after: Older stays, focused
+        older.click()
+        page.locator("#audit tbody tr").nth(shown + len(expected) - 1).wait_for()
+        shown += len(expected)
+        assert [r[:6] for r in _audit_rows(page)] == [r for p in pages[:number] for r in p]
+        assert older.is_visible() and page.evaluate("document.activeElement.id") == "audit-older"
+    older.dblclick()  # the last page, clicked twice: appended once, and Older goes
+    page.locator("#audit tbody tr").nth(shown + len(pages[-1]) - 1).wait_for()
+    page.wait_for_timeout(500)  # a second copy would be in by now
+    assert [r[:6] for r in _audit_rows(page)] == [r for p in pages for r in p]
+    assert older.is_hidden()
+    focused = page.evaluate(  # on the first row the last page appended, not lost to the page
+        "[...document.querySelectorAll('#audit tbody tr')]"
+        ".indexOf(document.activeElement.closest('tr'))"
+    )
+    assert focused == shown
+    axe(page)
     context.close()

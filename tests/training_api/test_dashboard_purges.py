@@ -2,7 +2,10 @@
 stack of `test_dashboard`: a purge made with "Block it" shows its study blocked and counts the
 instances sent again, an operator sees no Release, and an admin releases the block through
 the shared confirm step, after which the study comes in again; a purge made with "Block it"
-unticked blocks nothing: the study sent again comes in."""
+unticked blocks nothing: the study sent again comes in; the release form's Close sends
+nothing and gives the focus back to the Release that opened it. And the page's series list
+pages back: "Older series" appends the node's next pages, none twice, even clicked twice or
+while the list is drawn again, and hands the focus to the rows it appended when it goes."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from tests.dicom_node.parts import make_study, wait_until
 from tests.training_api.test_dashboard import (
@@ -143,3 +147,138 @@ def test_a_purge_made_with_block_it_unticked_lets_the_study_in_again(
         "the study received again",
     )  # fmt: skip
     assert _api(node, f"/v1/purges/{purge_id}")["dropped_after"]["count"] == 0
+
+
+def _focused(page: Any, row_testid: str) -> tuple[str | None, str | None]:
+    """The row (its data-id) the focus is in, and the focused control's test id."""
+    return tuple(page.evaluate(
+        """(testid) => {
+          const at = document.activeElement;
+          const row = at.closest(`[data-testid=${testid}]`);
+          return [row?.dataset.id ?? null, at.dataset.testid ?? null];
+        }""", row_testid,
+    ))  # fmt: skip
+
+
+def test_the_release_form_s_close_sends_nothing_and_gives_the_focus_back(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, node = stack["url"], stack["node"]
+    made = requests.post(
+        f"{node}/v1/purges", timeout=10, headers={"Authorization": f"Bearer {ADMIN}"},
+        json={"study_instance_uid": generate_uid(), "reason": "sent by mistake", "block": True},
+    )  # fmt: skip
+    assert made.status_code == 202, made.text
+    purge_id = str(made.json()["id"])
+    context = browser.new_context()
+    page = context.new_page()
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    row = page.locator(f"[data-testid=purge-row][data-id='{purge_id}']")
+    row.get_by_test_id("purge-release").click()
+    form, confirm = page.get_by_test_id("release-form"), page.get_by_test_id("release-confirm")
+    page.fill("#rl-reason", "not yet: the consent is being checked")
+    page.get_by_role("button", name="Close", exact=True).click()
+    assert form.is_hidden()
+    assert _focused(page, "purge-row") == (purge_id, "purge-release")
+    with page.expect_request("**/ui/api/purges?*"):  # the list is drawn again: the focus stays
+        pass
+    page.wait_for_timeout(300)  # its answer drawn
+    assert _focused(page, "purge-row") == (purge_id, "purge-release")
+    axe(page)
+
+    row.get_by_test_id("purge-release").click()  # opened again: empty, asked once more, closed
+    assert page.input_value("#rl-reason") == ""
+    page.fill("#rl-reason", "not yet")
+    page.get_by_role("button", name="Release…", exact=True).click()
+    confirm.wait_for()
+    page.get_by_role("button", name="Close", exact=True).click()
+    assert form.is_hidden() and confirm.is_hidden()
+    assert _focused(page, "purge-row") == (purge_id, "purge-release")
+    assert posted == []  # nothing sent: the purge still blocks its study
+    view = _api(node, f"/v1/purges/{purge_id}")
+    assert (view["blocked"], view["released_at"]) == (True, None)
+    context.close()
+
+
+def _series_ids(page: Any) -> list[str]:
+    return page.eval_on_selector_all(
+        "#series tbody [data-testid=series-row]", "rows => rows.map(r => r.dataset.id)"
+    )
+
+
+def _wait_for_rows(page: Any, count: int) -> None:
+    """Until the series table has `count` rows (the page's CSP allows no string evaluated)."""
+    wait_until(lambda: page.locator("#series tbody tr").count() == count, 15, f"{count} rows")
+
+
+def _node_pages(node: str, study_uid: str) -> list[list[str]]:
+    """The node's series of the study, page by page, as the page asks for them (50 a page)."""
+    pages: list[list[str]] = []
+    cursor = ""
+    while True:
+        page = _api(node, f"/v1/series?study_instance_uid={study_uid}&limit=50{cursor}")
+        pages.append([str(s["id"]) for s in page["items"]])
+        if not page["next_cursor"]:
+            return pages
+        cursor = f"&cursor={page['next_cursor']}"
+
+
+def test_older_series_appends_the_next_page_once_and_keeps_the_focus(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, node = stack["url"], stack["node"]
+    study = make_study(55, series=55)  # 55 series: a second page of 5
+    study_uid = study[0].StudyInstanceUID
+    stow(node, study)
+    wait_until(
+        lambda: len(_api(node, f"/v1/series?study_instance_uid={study_uid}&limit=200")["items"])
+        == 55, 15, "the 55 series received",
+    )  # fmt: skip
+    first, second = _node_pages(node, study_uid)
+    assert (len(first), len(second)) == (50, 5)
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom?study_instance_uid={study_uid}", ADMIN)
+    older = page.locator("#series-older")
+    older.wait_for()
+    assert _series_ids(page) == first
+
+    older.click()
+    _wait_for_rows(page, 55)
+    assert _series_ids(page) == first + second  # after the first page's, none twice
+    assert older.is_hidden()  # no more
+    assert _focused(page, "series-row")[0] == second[0]  # not lost to the page
+    with page.expect_request("**/ui/api/series?*"):  # drawn again, both pages: the focus stays
+        pass
+    page.wait_for_timeout(300)
+    assert _series_ids(page) == first + second
+    assert _focused(page, "series-row")[0] == second[0]
+    axe(page)
+
+    # Clicked twice while the list is drawn again from its first page: each click waits its
+    # turn, so the next page is appended once, after the first page's rows.
+    page.get_by_role("button", name="Filter", exact=True).click()
+    _wait_for_rows(page, 50)
+    held: list[Any] = []
+
+    def hold_a_redraw(route: Any) -> None:
+        if "cursor=" not in route.request.url and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/ui/api/series?*", hold_a_redraw)
+    wait_until(lambda: page.wait_for_timeout(100) or held, 15, "the next redraw of the series")
+    older.dblclick()
+    page.wait_for_timeout(700)  # the clicks' pages would be back by now, were they asked for
+    shown = _series_ids(page)
+    assert len(shown) == len(set(shown)), "a page appended twice"
+    held[0].continue_()
+    _wait_for_rows(page, 55)
+    page.wait_for_timeout(700)  # nothing more appended
+    assert _series_ids(page) == first + second
+    assert older.is_hidden()
+    page.unroute("**/ui/api/series?*")
+    context.close()

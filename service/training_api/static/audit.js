@@ -1,5 +1,5 @@
 // Audit trail: GET /v1/audit, newest first, filtered by client and action, paged by cursor.
-import { api, el, notice, setup, tableBody } from "./common.js";
+import { api, el, notice, olderButton, setup, tableBody } from "./common.js";
 
 const COLUMNS = ["When (UTC)", "Client", "Action", "Target", "Outcome", "Request", "Detail"];
 let cursor = null;
@@ -45,15 +45,16 @@ setup(async (scopes) => {
   }
   const form = document.getElementById("audit-filter");
   form.hidden = false;
+  const rows = () => document.querySelectorAll("#audit tbody tr");
+  const run = olderButton(document.getElementById("audit-older"), rows, () => load(form, true));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await load(form, false);
+      await run(() => load(form, false));
       notice("");
     } catch (err) {
       notice(err.message);
     }
   });
-  document.getElementById("audit-older").addEventListener("click", () => load(form, true).catch((err) => notice(err.message)));
-  await load(form, false);
+  await run(() => load(form, false));
 });

@@ -57,6 +57,45 @@ export function tableBody(root, columns, caption, append) {
   return body;
 }
 
+// One at a time: `run(work)` starts `work` once the one before it has ended, so a page of
+// older records is never asked for while the list is drawn again from its first page (which
+// resets the cursor: the first page would be appended again), nor twice with one cursor.
+export function oneAtATime() {
+  let last = Promise.resolve();
+  return (work) => {
+    const run = last.then(work);
+    last = run.catch(() => {});
+    return run;
+  };
+}
+
+// The focus on a table row: its first control, else its heading cell (for a keyboard user
+// whose button went: the Older button hidden on the last page, a row drawn again).
+export function focusIn(row) {
+  const target = row?.querySelector("button, a[href], input, select") || row?.querySelector("th");
+  if (!target) return;
+  if (target.tagName === "TH") target.tabIndex = -1;
+  target.focus();
+}
+
+// Pages back by cursor: `loadOlder()` appends the next page and hides `button` when there is
+// no more; `rows()` lists the table's rows. The button that had the focus and went with the
+// last page hands it to the first row that page appended. Returns the runner the page's other
+// loads of the list go through.
+export function olderButton(button, rows, loadOlder) {
+  const run = oneAtATime();
+  button.addEventListener("click", () =>
+    run(async () => {
+      if (button.hidden) return; // a second click that came before the last page
+      const before = rows().length;
+      await loadOlder();
+      const lost = [button, document.body].includes(document.activeElement); // not moved on meanwhile
+      if (button.hidden && lost) focusIn(rows()[before]);
+    }).catch((err) => notice(err.message)),
+  );
+  return run;
+}
+
 export const fmt = (x, digits = 4) => (typeof x === "number" ? x.toFixed(digits) : "–");
 
 export function age(iso) {

@@ -6,7 +6,7 @@
 // with what became of their withdrawals, and its form (admin, the node checks) recalls one;
 // "Lift…" (admin) lifts a recall in force, once the user says why; "Purges" lists the studies
 // forgotten at the node, and its form (admin) purges one, "Release…" ending a block (purges.js).
-import { age, api, el, every, notice, setup, tableBody } from "./common.js";
+import { age, api, el, every, focusIn, notice, olderButton, setup, tableBody } from "./common.js";
 import { problemText, confirmedForm } from "./confirm.js";
 import { loadPurges, purgeForm } from "./purges.js";
 
@@ -60,11 +60,7 @@ function postButton(attrs, path, redraw) {
 // The focus back in a table's row drawn again whose button went with the redraw: on its first
 // control, else on its heading cell.
 function focusRow(testid, id) {
-  const row = document.querySelector(`[data-testid="${testid}"][data-id="${id}"]`);
-  const target = row?.querySelector("button, a[href], input, select") || row?.querySelector("th");
-  if (!target) return;
-  if (target.tagName === "TH") target.tabIndex = -1;
-  target.focus();
+  focusIn(document.querySelector(`[data-testid="${testid}"][data-id="${id}"]`));
 }
 
 function sendNow(s) {
@@ -206,11 +202,20 @@ async function loadOutcomeReports() {
   body.append(...page.items.map(outcomeRow));
 }
 
-// The first pages again (as many as were shown), so a refresh keeps what the user paged to.
-async function reload() {
-  cursor = null;
-  await load(false);
-  for (let i = 1; i < pages && cursor; i++) await load(true);
+// The first pages again (as many as were shown, or the first only: a new filter), so a refresh
+// keeps what the user paged to; one load at a time with the Older button's (its runner, once
+// the page starts). A series row that had the focus keeps it.
+let inTurn = (work) => work();
+
+function reload(firstOnly = false) {
+  return inTurn(async () => {
+    if (firstOnly) pages = 1;
+    const focused = document.activeElement?.closest("[data-testid=series-row]")?.dataset.id;
+    cursor = null;
+    await load(false);
+    for (let i = 1; i < pages && cursor; i++) await load(true);
+    if (focused && document.activeElement === document.body) focusRow("series-row", focused);
+  });
 }
 
 const FETCH_COLUMNS = ["Asked", "Source", "Study", "State", "Instances sent", ""];
@@ -283,8 +288,7 @@ function retrieval() {
       if (form && got.study_instance_uids.length === 1) {
         form.elements.study_instance_uid.value = got.study_instance_uids[0];
         form.elements.state.value = "";
-        pages = 1;
-        await reload();
+        await reload(true);
       }
     } catch (err) {
       said.textContent = "";
@@ -496,21 +500,17 @@ setup(async (scopes) => {
   for (const [name, value] of new URLSearchParams(location.search)) if (form.elements[name]) form.elements[name].value = value;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    pages = 1;
     try {
-      await reload();
+      await reload(true);
       notice("");
     } catch (err) {
       notice(err.message);
     }
   });
-  document.getElementById("series-older").addEventListener("click", async () => {
-    try {
-      await load(true);
-      pages += 1;
-    } catch (err) {
-      notice(err.message);
-    }
+  const older = document.getElementById("series-older");
+  inTurn = olderButton(older, () => document.querySelectorAll("#series tbody tr"), async () => {
+    await load(true);
+    pages += 1;
   });
   every(5000, async () => {
     await reload(); // series move on their own: received, classified, delivered
