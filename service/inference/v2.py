@@ -328,7 +328,8 @@ def _array(tensor: TensorIn, chunk: memoryview | None) -> np.ndarray:
         raise BadRequest(
             f"input '{tensor.name}': {values.size} values do not fill shape {tensor.shape}"
         )
-    batch = values.reshape(tensor.shape).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # past FP32's range: infinite, and refused just below
+        batch = values.reshape(tensor.shape).astype(np.float32, copy=False)
     if not np.isfinite(batch).all():  # NaN/Infinity tokens, or values past FP32's range
         raise BadRequest(f"input '{tensor.name}': data holds values that are not finite FP32")
     return batch
