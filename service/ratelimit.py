@@ -56,7 +56,7 @@ class RateLimits:
         )
 
 
-def count(action: str) -> None:
+def count_against_limit(action: str) -> None:
     """Count one `action` of the request's client (after `require`): a 429, audited, past
     its limit. For a view whose action depends on the request; else `limited`."""
     from service.audit import record
@@ -78,7 +78,7 @@ def limited(action: str) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            count(action)
+            count_against_limit(action)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from service.errors import Forbidden, InvalidRequest, Unprocessable, problem
 from service.jobs.store import ForeignJob
 from service.paging import cursor_field
 from service.parsing import parse_body, parse_query
-from service.ratelimit import count
+from service.ratelimit import count_against_limit
 from service.training_api.context import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/training-jobs")
@@ -50,7 +50,7 @@ class SubmitQuery(BaseModel):
 @require("jobs:write")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     query = parse_query(SubmitQuery)
-    count("job_checks" if query.dry_run else "jobs")
+    count_against_limit("job_checks" if query.dry_run else "jobs")
     spec, who = parse_body(JobSpec), current_principal()
     if query.dry_run:
         with _audited_refusal(who.client, spec.model_name, "job_checked"):
