@@ -20,7 +20,7 @@ from service.registry import (
     Registry,
     VersionNotFound,
 )
-from service.version_notes import VersionNotes
+from service.version_notes import NotesRecord, VersionNotes
 from service.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,7 @@ class Catalog:
         card = self.registry.get_card(name, version)  # 404 for a version the client cannot see
         record = self.amended.record(name, version)
         if record is not None:
-            return {"name": name, "version": version, "source": "amended",
-                    **record.model_dump(mode="json")}  # fmt: skip
+            return _amended(name, version, record)
         found = card.notes or ModelNotes()
         return {
             "name": name,
@@ -184,8 +183,7 @@ class Catalog:
         """Replace the notes in force (the card keeps those it was published with)."""
         self.existing_versions(name)
         self.registry.get_card(name, version)
-        self.amended.set(name, version, notes, actor=actor)
-        return self.notes(name, version)
+        return _amended(name, version, self.amended.set(name, version, notes, actor=actor))
 
     def aliases(self, name: str) -> list[dict[str, Any]]:
         self.existing_versions(name)
@@ -242,3 +240,9 @@ def _access_json(access: ModelAccess | None) -> dict[str, Any] | None:
 
 def _invalid(loc: str, msg: str, kind: str) -> InvalidRequest:
     return InvalidRequest(msg, errors=[{"loc": loc, "msg": msg, "type": kind}])
+
+
+def _amended(name: str, version: int, record: NotesRecord) -> dict[str, Any]:
+    """What `GET …/notes` answers for notes amended since publication."""
+    return {"name": name, "version": version, "source": "amended",
+            **record.model_dump(mode="json")}  # fmt: skip
