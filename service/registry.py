@@ -112,14 +112,17 @@ def read_record(
         return unreadable(_first_problem(exc))
 
 
+HISTORY_KEPT = 50  # earlier words a record of a version keeps (access, withdrawal, notes)
+
+
 def history_after(previous: Any, *, leave_out: tuple[str, ...] = ()) -> list[dict[str, object]]:
     """The history of a record replacing `previous` (a record dataclass with `set_by` and
-    `history`, or None): its earlier entries and itself, the last 50. An unreadable one (no
-    `set_by`) leaves none."""
+    `history`, or None): its earlier entries and itself, the last HISTORY_KEPT. An unreadable
+    one (no `set_by`) leaves none."""
     if previous is None or not previous.set_by:
         return []
     past = {k: v for k, v in asdict(previous).items() if k not in ("history", *leave_out)}
-    return [*previous.history, past][-50:]
+    return [*previous.history, past][-HISTORY_KEPT:]
 
 
 class Recheck(Generic[T]):

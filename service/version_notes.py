@@ -17,11 +17,10 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter
 
 from models.card import ModelNotes
-from service.registry import ArtifactCorrupt, Registry, read_record
+from service.registry import HISTORY_KEPT, ArtifactCorrupt, Registry, read_record
 from service.storage import ArtifactStore
 
 log = logging.getLogger("scantune.registry")
-HISTORY = 50
 
 
 class NotesRecord(BaseModel):
@@ -65,7 +64,7 @@ class VersionNotes:
         history = []
         if previous is not None:
             past = previous.model_dump(mode="json", exclude={"history"})
-            history = [*previous.history, past][-HISTORY:]
+            history = [*previous.history, past][-HISTORY_KEPT:]
         stamp = datetime.now(UTC).isoformat()
         record = NotesRecord(notes=notes, changed_by=actor, changed_at=stamp, history=history)
         self.store.put_bytes(self._key(name, version), record.model_dump_json().encode())
