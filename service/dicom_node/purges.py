@@ -75,6 +75,7 @@ from service.dicom_node.tables import (
     WithdrawalRow,
 )
 from service.jobs.store import as_utc, utcnow
+from service.jobs.tables import rowcount
 
 MARK = PURGED  # what stands for the study's UIDs in the rows kept
 NOT_SENT = ("pending", "rejected")  # deliveries a purge stops
@@ -126,8 +127,7 @@ class PurgeBook:
         with self._sessions.begin() as session:
             if earlier:
                 moved = update(PurgeRow).where(PurgeRow.study_hash.in_(earlier))
-                result = session.execute(moved.values(study_hash=row.study_hash))
-                rekeyed = result.rowcount  # type: ignore[attr-defined]
+                rekeyed = rowcount(session.execute(moved.values(study_hash=row.study_hash)))
             session.add(row)
         if rekeyed:
             self.blocks.refresh()  # the blocks kept under the earlier hash, read anew
