@@ -22,6 +22,14 @@ __all__ = ["browser", "stack"]  # the fixtures this module uses
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def small_job(page: Any, model: str, dataset: Path) -> None:
+    """Fill in the jobs form's model, data, size and epochs: a job that trains in seconds."""
+    page.fill("#f-model_name", model)
+    page.fill("#f-dataset-uri", str(dataset))
+    page.fill("#f-image_size", "28")
+    page.fill("#f-epochs", "1")
+
+
 def test_a_job_submitted_with_a_promotion_gate_carries_it_to_the_service(
     stack: dict[str, str], browser: Any, pneumonia_small_npz: Path
 ) -> None:
@@ -29,10 +37,7 @@ def test_a_job_submitted_with_a_promotion_gate_carries_it_to_the_service(
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, f"{url}/ui/", ADMIN)
-    page.fill("#f-model_name", model)
-    page.fill("#f-dataset-uri", str(pneumonia_small_npz))
-    page.fill("#f-image_size", "28")
-    page.fill("#f-epochs", "1")
+    small_job(page, model, pneumonia_small_npz)
     page.fill("#f-promote-alias", "Production")  # not an alias: the API's error, by its field
     page.fill("#f-promote-min", "0.99")
     page.get_by_role("button", name="Submit job", exact=True).click()
@@ -66,10 +71,7 @@ def test_a_minimum_val_auc_without_an_alias_is_refused_and_nothing_sent(
     posted: list[str] = []
     page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
     sign_in(page, f"{url}/ui/", ADMIN)
-    page.fill("#f-model_name", model)
-    page.fill("#f-dataset-uri", str(pneumonia_small_npz))
-    page.fill("#f-image_size", "28")
-    page.fill("#f-epochs", "1")
+    small_job(page, model, pneumonia_small_npz)
     page.fill("#f-promote-min", "0.9")  # a gate with no alias: it would gate nothing
     error = page.locator("#e-promote-alias")
     for button in ("Submit job", "Check only"):

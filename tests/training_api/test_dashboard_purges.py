@@ -31,6 +31,24 @@ __all__ = ["browser", "stack"]  # the fixtures this module uses
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def ask_purge(page: Any, study_uid: str, reason: str, *, block: bool) -> str:
+    """Fill in the purge form and ask; the confirm step's question."""
+    page.fill("#pg-study", study_uid)
+    page.fill("#pg-reason", reason)
+    page.set_checked("#pg-block", block)
+    page.get_by_role("button", name="Purge…", exact=True).click()
+    text: str = page.get_by_test_id("purge-confirm").inner_text()
+    return text
+
+
+def confirm_purge(page: Any) -> str:
+    """Say yes to the purge asked; its id, as the page says it was recorded."""
+    page.get_by_role("button", name="Purge the study", exact=True).click()
+    page.wait_for_selector("[data-testid=purge-said]:has-text('recorded')")
+    said: str = page.get_by_test_id("purge-said").inner_text()
+    return said.split()[1]
+
+
 def test_the_dicom_page_shows_a_purge_s_block_and_an_admin_releases_it_once_confirmed(
     stack: dict[str, str], browser: Any
 ) -> None:
@@ -42,15 +60,9 @@ def test_the_dicom_page_shows_a_purge_s_block_and_an_admin_releases_it_once_conf
     sign_in(page, f"{url}/ui/dicom", ADMIN)
     page.get_by_test_id("purge-form").wait_for()
     assert page.is_checked("#pg-block")  # blocking is the default
-    page.fill("#pg-study", study_uid)
-    page.fill("#pg-reason", "the patient declined AI processing")
-    page.get_by_role("button", name="Purge…", exact=True).click()
-    assert "dropped, and it is not fetched, until the purge is released" in (
-        page.get_by_test_id("purge-confirm").inner_text()
-    )
-    page.get_by_role("button", name="Purge the study", exact=True).click()
-    page.wait_for_selector("[data-testid=purge-said]:has-text('recorded')")
-    purge_id = page.get_by_test_id("purge-said").inner_text().split()[1]
+    asked = ask_purge(page, study_uid, "the patient declined AI processing", block=True)
+    assert "dropped, and it is not fetched, until the purge is released" in asked
+    purge_id = confirm_purge(page)
     row = page.locator(f"[data-testid=purge-row][data-id='{purge_id}']")
     assert row.get_attribute("data-blocked") == "true"
     assert row.get_by_test_id("purge-block").inner_text().startswith("blocked")
@@ -114,16 +126,9 @@ def test_a_purge_made_with_block_it_unticked_lets_the_study_in_again(
     page = context.new_page()
     sign_in(page, f"{url}/ui/dicom", ADMIN)
     page.wait_for_selector(f"[data-testid=series-row]:has-text('{study_uid}')")
-    page.fill("#pg-study", study_uid)
-    page.fill("#pg-reason", "sent by mistake: another site's study")
-    page.uncheck("#pg-block")
-    page.get_by_role("button", name="Purge…", exact=True).click()
-    assert "Not blocked: instances of it sent again come in as a new arrival." in (
-        page.get_by_test_id("purge-confirm").inner_text()
-    )
-    page.get_by_role("button", name="Purge the study", exact=True).click()
-    page.wait_for_selector("[data-testid=purge-said]:has-text('recorded')")
-    purge_id = page.get_by_test_id("purge-said").inner_text().split()[1]
+    asked = ask_purge(page, study_uid, "sent by mistake: another site's study", block=False)
+    assert "Not blocked: instances of it sent again come in as a new arrival." in asked
+    purge_id = confirm_purge(page)
     row = page.locator(f"[data-testid=purge-row][data-id='{purge_id}'][data-state=done]")
     row.wait_for(timeout=15_000)  # applied: what came before it is gone
     assert row.get_attribute("data-blocked") == "false"
