@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from models.card import ALIAS_PATTERN, MODEL_NAME_PATTERN, ClassCode, IntendedUse, ModelNotes
-from models.caveats import CardCaveat
+from models.card import MODEL_NAME_PATTERN, ClassCode, IntendedUse, ModelNotes
+from models.promote import PromoteSpec
 from models.uri import absolute_uri
 
 
@@ -226,24 +226,6 @@ class RecipeSpec(_Spec):
     )
 
 
-class PromoteSpec(_Spec):
-    alias: str = Field(pattern=ALIAS_PATTERN)
-    min: dict[str, float] = Field(default_factory=dict, description="metric name -> minimum")
-    min_lower: dict[Literal["auc", "sensitivity", "specificity"], float] = Field(
-        default_factory=dict,
-        description="figure -> minimum of the lower end of its 95% interval on the card (its"
-        " estimates): a small validation split's point estimate clears a minimum its interval"
-        " does not.",
-    )
-    refuse: list[CardCaveat] = Field(
-        default_factory=list,
-        max_length=5,
-        description="the card's caveats that stop the promotion (codes of GET …/caveats), e.g."
-        " few_scans or patients_in_both.",
-    )
-    beat_current: bool = False
-
-
 class WebhookSpec(_Spec):
     url: HttpUrl
 
@@ -322,6 +304,22 @@ class JobSpec(_Spec):
         )
         weights = self.weights_uri and absolute_uri(self.weights_uri)
         return self.model_copy(update={"dataset": dataset, "weights_uri": weights})
+
+    @model_validator(mode="after")
+    def _binary_gate(self) -> JobSpec:
+        """A gate on the threshold's figures needs two classes, when the spec names them."""
+        names = self.dataset.class_names
+        if self.promote is None or names is None or len(names) == 2:
+            return self
+        asked = [f"min_lower.{k}" for k in self.promote.min_lower] + [
+            f"min.{k}" for k in self.promote.min if k.endswith("accuracy_at_threshold")
+        ]
+        if asked:
+            raise ValueError(
+                f"promote {', '.join(asked)}: the card has a decision threshold, and its"
+                f" figures, for two classes only; this dataset names {len(names)}"
+            )
+        return self
 
     @field_validator("base_model")
     @classmethod

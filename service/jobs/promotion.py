@@ -6,11 +6,9 @@ from typing import Any
 
 from models.card import ModelCard
 from models.caveats import card_caveats
-from models.spec import PromoteSpec
+from models.promote import AT_MOST, PromoteSpec
 from service.errors import NotFound
 from service.registry import Registry
-
-LOWER_IS_BETTER = ("loss", "ece", "error")
 
 
 def metric_value(metrics: dict[str, Any], name: str) -> float | None:
@@ -28,7 +26,8 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
 
 
 def lower_is_better(name: str) -> bool:
-    return any(name.endswith(suffix) for suffix in LOWER_IS_BETTER)
+    """A loss or calibration error (a gate's `max` figures), by its card name or without `val_`."""
+    return (name if name.startswith("val_") else f"val_{name}") in AT_MOST
 
 
 def decide(
@@ -37,13 +36,17 @@ def decide(
     """The decision as recorded on the job: {alias, passed, reason, figures}."""
     figures: dict[str, Any] = {}
     failures: list[str] = []
-    for name, minimum in gate.min.items():
+    bounds = [(n, v, "min") for n, v in gate.min.items()] + [
+        (n, v, "max") for n, v in gate.max.items()
+    ]
+    for name, bound, side in bounds:
         value = metric_value(card.metrics, name)
-        figures[name] = {"value": value, "min": minimum}
+        figures[name] = {"value": value, side: bound}
         if value is None:
             failures.append(f"{name} is not among the model's metrics")
-        elif value < minimum:
-            failures.append(f"{name} {value:.4f} is below the minimum {minimum:g}")
+        elif value < bound if side == "min" else value > bound:
+            limit = "below the minimum" if side == "min" else "above the maximum"
+            failures.append(f"{name} {value:.4f} is {limit} {bound:g}")
     for name, minimum in gate.min_lower.items():
         estimate = card.estimates.get(name)
         figures[f"{name}_lower"] = {"value": estimate.low if estimate else None, "min": minimum}
@@ -60,7 +63,7 @@ def decide(
         failures.extend(f"caveat {code}: {found[code]}" for code in gate.refuse if code in found)
     if gate.beat_current and current is not None:
         figures["current_version"] = current.version
-        for name in gate.min or [monitor]:
+        for name in [*gate.min, *gate.max] or [monitor]:
             new = metric_value(card.metrics, name)
             old = metric_value(current.metrics, name)
             entry = figures.setdefault(name, {"value": new})

@@ -17,7 +17,8 @@ from models.card import (
     Parity,
     TrainingInfo,
 )
-from models.spec import PromoteSpec
+from models.promote import PromoteSpec
+from models.spec import JobSpec
 from service.jobs.promotion import apply_gate, decide, metric_value
 from service.registry import Registry
 from service.storage import open_store
@@ -77,6 +78,57 @@ def test_beat_current_lower_is_better_for_loss() -> None:
     current = card({"val_loss": 0.5}, version=1)
     assert decide(gate, card({"val_loss": 0.4}), current, monitor="val_loss")["passed"]
     assert not decide(gate, card({"val_loss": 0.6}), current, monitor="val_loss")["passed"]
+
+
+def test_maximums_bound_a_loss_or_a_calibration_error() -> None:
+    gate = PromoteSpec(alias="production", max={"val_ece_calibrated": 0.05, "nll_calibrated": 0.3})
+    ok = card({"val_ece_calibrated": 0.03, "val_nll_calibrated": 0.3})
+    decision = decide(gate, ok, None, monitor="val_auc")
+    assert decision["passed"], decision["reason"]
+    assert decision["figures"]["val_ece_calibrated"] == {"value": 0.03, "max": 0.05}
+    off = decide(gate, card({"val_ece_calibrated": 0.08, "val_nll_calibrated": 0.2}), None,
+                 monitor="val_auc")  # fmt: skip
+    assert not off["passed"]
+    assert off["reason"] == "val_ece_calibrated 0.0800 is above the maximum 0.05"
+    # beating the serving version on a `max` figure is being lower than it
+    beat = PromoteSpec(alias="production", max={"nll_calibrated": 1.0}, beat_current=True)
+    current = card({"val_nll_calibrated": 0.4}, version=2)
+    assert decide(beat, card({"val_nll_calibrated": 0.3}), current, monitor="val_auc")["passed"]
+    worse = decide(beat, card({"val_nll_calibrated": 0.5}), current, monitor="val_auc")
+    assert "nll_calibrated 0.5000 does not beat version 2's 0.4000" in worse["reason"]
+
+
+@pytest.mark.parametrize(
+    ("gate", "says"),
+    [
+        ({"min": {"val_acu": 0.9}}, "val_acu is not a figure the card records; `min` takes"),
+        ({"min": {"temperature": 1.0}}, "temperature is not a figure the card records"),
+        ({"max": {"ece": 1.2}}, "ece lies between 0 and 1"),
+        ({"min": {"accuracy": 90}}, "accuracy lies between 0 and 1 (a fraction, not a percentage)"),
+        ({"min": {"val_loss": 0.2}}, "val_loss is better lower: bound it in `max`"),
+        ({"max": {"auc": 0.99}}, "auc is better higher: bound it in `min`"),
+        ({"max": {"val_loss": -0.1}}, "val_loss is never negative"),
+        ({"min_lower": {"auc": 1.5}}, "auc lies between 0 and 1"),
+    ],
+)
+def test_a_gate_it_could_never_weigh_is_refused_at_submit(gate: dict, says: str) -> None:
+    """Refused in the spec, not found out after the training: a typo, a percentage, a loss
+    given a minimum would each fail (or pass) every job."""
+    with pytest.raises(ValueError) as refused:
+        PromoteSpec(alias="production", **gate)
+    assert says in str(refused.value)
+
+
+def test_a_gate_on_the_threshold_needs_two_classes() -> None:
+    spec = {"model_name": "m", "dataset": {"uri": "x.npz", "classes": ["a", "b", "c"]}}
+    for gate in ({"min_lower": {"auc": 0.8}}, {"min": {"accuracy_at_threshold": 0.8}}):
+        with pytest.raises(ValueError, match="for two classes only; this dataset names 3"):
+            JobSpec.model_validate(spec | {"promote": {"alias": "p"} | gate})
+    JobSpec.model_validate(spec | {"promote": {"alias": "p", "min": {"accuracy": 0.8}}})
+    two = {"uri": "x.npz", "classes": ["a", "b"]}
+    JobSpec.model_validate(
+        spec | {"dataset": two, "promote": {"alias": "p", "min_lower": {"auc": 0.8}}}
+    )
 
 
 def test_the_lower_end_of_an_interval_and_the_cards_caveats_can_stop_a_promotion() -> None:

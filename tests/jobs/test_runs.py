@@ -88,7 +88,7 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     failing = tiny_spec(
         pneumonia_small_npz,
         seed=1,
-        promote={"alias": "staging", "min": {"val_auc": 1.01}},
+        promote={"alias": "staging", "max": {"val_loss": 0.0}},  # a loss is never 0
         access={"private": True, "clients": ["radiology"]},
     )
     a = service.submit(passing, actor="ci")
@@ -116,7 +116,7 @@ def test_two_jobs_finish_together_with_versions_gate_and_webhook(
     assert va.promotion.figures["val_auc"]["value"] == pytest.approx(card.metrics["val_auc"])
     assert registry.get_alias("chest-xray", "production").version == va.artifacts.version
     assert vb.promotion is not None and not vb.promotion.passed
-    assert "below the minimum" in vb.promotion.reason
+    assert "above the maximum 0" in vb.promotion.reason
     with pytest.raises(Exception, match="alias"):
         registry.get_alias("chest-xray", "staging")
 

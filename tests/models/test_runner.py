@@ -18,6 +18,7 @@ from models.data import DataError
 from models.evaluate import softmax
 from models.export import onnx_outputs
 from models.progress import ProgressEvent, TrainingCancelled
+from models.promote import AT_LEAST, AT_MOST
 from models.runner import run_training
 from models.trainer import predict_logits
 from models.uri import sha256_file
@@ -76,6 +77,8 @@ def test_card_describes_the_model(trained: dict[str, Any], pneumonia_small_npz: 
     assert auc.low < auc.value < auc.high and abs(auc.value - card.metrics["val_auc"]) < 1e-6
     assert card.training.epochs_run == 1 and card.packages["torch"]
     assert card.metrics["val_auc"] > 0.75  # one head-only epoch on 160 images already separates
+    # every figure a promotion gate may bound is one the card records (`models.spec`)
+    assert set(AT_LEAST + AT_MOST) <= {k for k, v in card.metrics.items() if isinstance(v, float)}
     assert card.recipe["batch_size"] == 32 and card.base_model == "efficientnet_lite0"
     assert card.notes is not None and card.notes.model_dump() == {
         **NOTES,
