@@ -6,7 +6,8 @@ measurement group per scan: the reported class as a coded qualitative evaluation
 "Finding"), its calibrated probability as a numeric measurement, the algorithm (model name,
 version, ONNX sha256) and a reference to the source SOP instance. Unless the deployment
 turns it off, a "Qualitative Evaluations" container holds a statement that the result is
-from an automated algorithm and not for diagnostic use (also the series description).
+from an automated algorithm and not for diagnostic use (also the series description). A scan
+the input check flagged gets its statement in its own group, beside its image reference.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         AlgorithmIdentification,
         MeasurementsAndQualitativeEvaluations,
         ObservationContext,
+        TextContentItem,
     )
     from pydicom import Dataset
     from pydicom.sr.coding import Code
@@ -70,9 +72,8 @@ def build_sr(
             for header, result in zip(headers, results, strict=True)
         ],
     )
-    notes = [settings.disclaimer or "", *_atypical_notes(results)]
-    if any(notes):
-        report[0].ContentSequence.append(_statement([note for note in notes if note]))
+    if settings.disclaimer:
+        report[0].ContentSequence.append(_statement(settings.disclaimer))
     sr = hd.sr.ComprehensiveSR(
         evidence=headers,
         content=report[0],
@@ -91,14 +92,6 @@ def build_sr(
             sr[element.tag] = element
     sr.CodingSchemeIdentificationSequence = [_private_scheme(settings)]
     return sr
-
-
-def _atypical_notes(results: Sequence[ScanResult]) -> list[str]:
-    """A statement for each scan the input check flagged, by its place among the groups."""
-    flagged = [i for i, result in enumerate(results, start=1) if result.typical is False]
-    if len(results) == 1:
-        return [ATYPICAL_NOTE] if flagged else []
-    return [f"Scan {i} of {len(results)}: {ATYPICAL_NOTE}" for i in flagged]
 
 
 def _private_scheme(settings: ReportSettings) -> Dataset:
@@ -205,10 +198,13 @@ def _observation_context(model: ModelIdentity, settings: ReportSettings) -> Obse
 def _group(
     source: Dataset, result: ScanResult, model: ModelIdentity, settings: ReportSettings
 ) -> MeasurementsAndQualitativeEvaluations:
+    """The scan's measurement group (TID 1501). A scan the input check flagged gets the
+    statement as a text qualitative evaluation (TID 1501 row 12) in the group, so it is tied
+    to the group's IMAGE reference as the finding is; highdicom builds coded ones only."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=new_uid(settings), identifier=f"{model.name} result"
         ),
@@ -230,27 +226,31 @@ def _group(
             )
         ],
     )
+    if result.typical is False:
+        group[0].ContentSequence.append(_comment(ATYPICAL_NOTE))
+    return group
 
 
-def _statement(texts: Sequence[str]) -> Dataset:
-    """TID 1500's "Qualitative Evaluations" container holding the statements as comments:
-    the disclaimer, and what the input check said of scans. highdicom builds only the imaging
-    measurements of TID 1500, so this row is added here."""
+def _statement(text: str) -> Dataset:
+    """TID 1500's "Qualitative Evaluations" container holding the disclaimer as a comment.
+    highdicom builds only the imaging measurements of TID 1500, so this row is added here."""
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     container = hd.sr.ContainerContentItem(
         name=_code(("C0034375", "UMLS", "Qualitative Evaluations")),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    container.ContentSequence = hd.sr.ContentSequence(
-        [
-            hd.sr.TextContentItem(
-                name=codes.DCM.Comment,
-                value=text,
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-            )
-            for text in texts
-        ]
-    )
+    container.ContentSequence = hd.sr.ContentSequence([_comment(text)])
     return container
+
+
+def _comment(text: str) -> TextContentItem:
+    """A TEXT content item (DCM 121106 "Comment") the container or group CONTAINS."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    return hd.sr.TextContentItem(
+        name=codes.DCM.Comment,
+        value=text,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )

@@ -43,6 +43,7 @@ class Finding:
     algorithm_version: str
     algorithm_parameters: tuple[str, ...] = ()
     tracking_uid: str | None = None
+    notes: tuple[str, ...] = ()  # the group's comments: what the input check said of the scan
 
     @property
     def algorithm(self) -> str:
@@ -81,14 +82,34 @@ def read_findings(sr: Dataset) -> list[Finding]:
                     str(i.TextValue) for i in _items(group, ALGORITHM_PARAMETERS)
                 ),
                 tracking_uid=tracking[0] if tracking else None,
+                notes=tuple(str(i.TextValue) for i in _items(group, COMMENT)),
             )
         )
     return found
 
 
 def statements(sr: Dataset) -> list[str]:
-    """The report's comments (the statement that the result is automated), in order."""
-    return [str(item.TextValue) for item in _items(sr, COMMENT, recursive=True)]
+    """The report's comments as plain text, for formats without a place for them per scan:
+    those outside the measurement groups (the statement that the result is automated), in
+    order, then each group's, named by the scan's place among them ("Scan 2 of 3: ...")
+    when there are several (the HL7 message's OBX sub-ID)."""
+    findings = read_findings(sr)
+    named = [
+        f"Scan {i} of {len(findings)}: {note}" if len(findings) > 1 else note
+        for i, finding in enumerate(findings, start=1)
+        for note in finding.notes
+    ]
+    return [*_comments_outside_groups(sr), *named]
+
+
+def _comments_outside_groups(container: Any) -> list[str]:
+    found = []
+    for item in container.get("ContentSequence", []):
+        if _named(item, COMMENT):
+            found.append(str(item.TextValue))
+        elif not _named(item, GROUP):
+            found.extend(_comments_outside_groups(item))
+    return found
 
 
 def probability_concept() -> tuple[str, str, str]:
