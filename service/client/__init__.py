@@ -276,6 +276,14 @@ class Client:
         found: list[JSON] = self.json("GET", path)["caveats"]
         return found
 
+    def compare(self, name: str, version: int, against: int | str = "production") -> JSON:
+        """The version beside another (a number or an alias): each figure and its difference,
+        the intervals, `same_scans` (were both measured on the same held-out scans), the
+        settings that changed and each one's caveats."""
+        path = f"/v1/models/{_seg(name)}/versions/{int(version)}/comparison"
+        found: JSON = self.json("GET", path, params={"against": str(against)})
+        return found
+
     def notes(self, name: str, version: int) -> JSON:
         """The team's words on the version in force: `notes`, their `source` (amended, card or
         none), and who amended them when."""

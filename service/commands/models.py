@@ -1,5 +1,5 @@
-"""`scantune models list|versions|promote|access|notes|withdraw|reinstate|caveats|download|
-outcomes`: the model registry over the training API."""
+"""`scantune models list|versions|promote|access|notes|withdraw|reinstate|caveats|compare|
+download|outcomes`: the model registry over the training API."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def register(subparsers: Any) -> None:
     caveats = _add(sub, "caveats", "what to keep in mind about a version", run_caveats)
     caveats.add_argument("name")
     caveats.add_argument("version", type=int)
+    compare = _add(sub, "compare", "a version beside another (default: production's)", run_compare)
+    compare.add_argument("name")
+    compare.add_argument("version", type=int)
+    compare.add_argument(
+        "--against", default="production", metavar="VERSION|ALIAS",
+        help="the version to compare with, or an alias (default production)",
+    )  # fmt: skip
     download = _add(sub, "download", "a version's files (card, ONNX, plots) into DIR", run_download)
     download.add_argument("name")
     download.add_argument("version", type=int)
@@ -246,6 +253,47 @@ def run_caveats(args: argparse.Namespace, api: ApiClient) -> int:
     for caveat in found["caveats"]:
         print(f"  - {caveat['text']} [{caveat['code']}]")
     return OK
+
+
+def run_compare(args: argparse.Namespace, api: ApiClient) -> int:
+    found = api.compare(args.name, args.version, args.against)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return OK
+    mine, theirs = f"version {args.version}", f"version {found['against']['version']}"
+    alias = found["against"]["alias"]
+    print(f"{args.name} {mine} against {theirs}" + (f" ({alias})" if alias else ""))
+    print(f"  {found['measured']}")
+    rows = [("FIGURE", mine.upper(), theirs.upper(), "DIFFERENCE")]
+    for f in found["figures"]:
+        rows.append((f"{f['name']} ({f['better']} is better)", _figure(f["version"]),
+                     _figure(f["against"]), _figure(f["difference"], signed=True)))  # fmt: skip
+    for i in found["intervals"]:
+        overlap = {True: "overlap", False: "apart", None: "-"}[i["overlap"]]
+        rows.append((f"{i['name']} 95% interval", _interval(i["version"]),
+                     _interval(i["against"]), overlap))  # fmt: skip
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  "
+              + row[3])  # fmt: skip
+    for change in found["changes"]:
+        print(f"  changed: {change['setting']} {change['version']!r} (was {change['against']!r})")
+    for side, label in (("version", mine), ("against", theirs)):
+        codes = [c["code"] for c in found["caveats"][side]]
+        print(f"  caveats of {label}: {', '.join(codes)}")
+    return OK
+
+
+def _figure(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _interval(estimate: dict[str, Any] | None) -> str:
+    if estimate is None:
+        return "-"
+    return f"{estimate['value']:.3f} [{estimate['low']:.3f}-{estimate['high']:.3f}]"
 
 
 def run_download(args: argparse.Namespace, api: ApiClient) -> int:

@@ -50,6 +50,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
 
     from service.training_api import audit as audit_views
     from service.training_api import caveats as caveats_views
+    from service.training_api import comparison as comparison_views
     from service.training_api import jobs as jobs_views
     from service.training_api import models as models_views
     from service.training_api import outcome_trend as trend_views
@@ -62,6 +63,7 @@ def create_app(settings: TrainingSettings | None = None, *, start_supervisor: bo
     app.register_blueprint(outcomes_views.bp)
     app.register_blueprint(trend_views.bp)
     app.register_blueprint(caveats_views.bp)
+    app.register_blueprint(comparison_views.bp)
     app.register_blueprint(results_views.bp)
     app.register_blueprint(ui_views.bp)
     app.register_blueprint(audit_views.bp)

@@ -273,6 +273,37 @@ def test_models_list_versions_promote(
     assert lines[-2].split()[0] == "2"
 
 
+def test_models_compare_prints_a_version_beside_production(
+    server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.card import Estimate
+
+    def auc(low: float, high: float) -> dict[str, Estimate]:
+        mid = (low + high) / 2
+        return {"auc": Estimate(value=mid, low=low, high=high, images=200, source="validation")}
+
+    artifacts = training_env / "artifacts"
+    publish_version(artifacts, "chest-xray", 1, val_auc=0.92, estimates=auc(0.88, 0.96),
+                    recipe={"lr": 0.002})  # fmt: skip
+    publish_version(artifacts, "chest-xray", 2, val_auc=0.95, estimates=auc(0.92, 0.98),
+                    recipe={"lr": 0.001})  # fmt: skip
+    assert main(["models", "promote", "chest-xray", "1"]) == 0
+    capsys.readouterr()
+
+    assert main(["models", "compare", "chest-xray", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "chest-xray version 2 against version 1 (production)"
+    assert "same held-out scans" in lines[1]
+    assert lines[3].split() == ["val_auc", "(higher", "is", "better)", "0.950", "0.920", "+0.030"]
+    assert lines[4].split()[-1] == "overlap" and "0.950 [0.920-0.980]" in lines[4]
+    assert lines[5] == "  changed: recipe.lr 0.001 (was 0.002)"
+    assert lines[6].startswith("  caveats of version 2: ") and lines[6].endswith("decision_aid")
+    assert main(["models", "compare", "chest-xray", "1", "--against", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["against"] == {"version": 2, "alias": None}
+    assert main(["models", "compare", "chest-xray", "1"]) == 5  # production is version 1
+    assert "nothing to compare: alias 'production' points to version 1" in capsys.readouterr().err
+
+
 def test_models_access_shows_and_changes_who_may_use_a_version(
     server: str, training_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
