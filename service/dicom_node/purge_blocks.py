@@ -9,7 +9,9 @@ each instance costs one HMAC of its study UID (one per audit salt while rotating
 never a query. They are read again from the database at most every `REFRESH_S` seconds (by
 the first instance or worker round after), and changed at once in the process that makes or
 releases a purge and in the worker as it applies one: a purge made through one process is
-honoured by every other within `REFRESH_S`.
+honoured by every other within `REFRESH_S`. The cache is the cheap first check only: the
+write of a study's rows checks the database again, in its own transaction (`refuse`), so a
+process that has yet to read a block writes nothing of the study all the same.
 
 The instances dropped are counted per purge in memory and written with each refresh, one
 UPDATE a purge an interval: a PACS routing a study of a thousand instances back would
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Engine, case, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import hash_uid
 from service.dicom_node.tables import PurgeRow
@@ -34,6 +36,14 @@ from service.jobs.store import utcnow
 
 REFRESH_S = 5.0  # the longest a purge made through another process goes unseen here
 IN_FORCE = PurgeRow.blocked.is_(True) & PurgeRow.released_at.is_(None)
+
+
+class Blocked(Exception):
+    """A write refused: the study is blocked by purge `purge_id` (under `study_hash`)."""
+
+    def __init__(self, study_hash: str, purge_id: int) -> None:
+        super().__init__(f"the study is blocked by purge {purge_id}")
+        self.study_hash, self.purge_id = study_hash, purge_id
 
 
 class PurgeBlocks:
@@ -57,6 +67,23 @@ class PurgeBlocks:
             if found is not None:
                 return found
         return None
+
+    def refuse(self, session: Session, study_uid: str) -> None:
+        """Raise Blocked, rolling the write back, if a purge blocks the study as the database
+        has it now, whatever the cache says. Called in the transaction that writes the
+        study's rows, after writing them (flushed here): on SQLite the write lock is held, so
+        no purge is committed between this check and the commit; on PostgreSQL one committed
+        meanwhile is applied under the queue's lock, which the write holds: it finds them."""
+        session.flush()
+        hashes = {hash_uid(study_uid, salt) for salt in self.salts}
+        found = session.execute(
+            select(PurgeRow.study_hash, PurgeRow.id)
+            .where(PurgeRow.study_hash.in_(hashes), IN_FORCE)
+            .order_by(PurgeRow.id.desc())
+            .limit(1)
+        ).first()
+        if found is not None:
+            raise Blocked(found.study_hash, found.id)
 
     def add(self, study_hash: str, purge_id: int) -> None:
         """A purge that blocks, made (or applied) in this process: in force here at once."""

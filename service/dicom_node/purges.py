@@ -36,11 +36,11 @@ per destination, how many results went there and when, for a person to remove th
 Unless asked not to (`block: false`), a purge blocks its study from the moment it is
 recorded (`service.dicom_node.purge_blocks`): instances of it sent again (a PACS auto-route,
 a retrieval or order still running) are acknowledged and dropped unwritten, counted with the
-purge (`dropped`); retrievals and orders do not fetch it; and a series of it that came in
-before a process knew of the block (another process, within `purge_blocks.REFRESH_S`) is
-purged by the worker as it claims it (`caught`), never classified. Released (`POST
-/v1/purges/{id}/release`: a purge made in error), the study comes in again as a new arrival;
-so does a study purged with `block: false`.
+purge (`dropped`), refused by the write itself where the process has yet to read the block
+(`PurgeBlocks.refuse`); retrievals and orders do not fetch it; and a series of it that came in
+as the purge was made is purged as it is applied, or by the worker as it claims it (`caught`),
+never classified. Released (`POST /v1/purges/{id}/release`: a purge made in error), the
+study comes in again as a new arrival; so does a study purged with `block: false`.
 """
 
 from __future__ import annotations
@@ -151,9 +151,12 @@ class PurgeBook:
         for purge_id, study_hash, blocks in sorted(waiting):
             if blocks:  # made in another process: blocked here before it is applied
                 self.blocks.add(study_hash, purge_id)
-            study_uid = self._find(study_hash)
+            found = self._find(study_hash)
             files: list[str] = []
             with self._lock, _locked(outcomes), self._sessions.begin() as session:
+                # None: looked for again, as an intake's write checked before the purge was
+                # made may have committed since (it holds the lock: it is done now).
+                study_uid = found or self._find(study_hash)
                 purge = session.get_one(PurgeRow, purge_id)
                 counts = Counts(**json.loads(purge.counts or "{}"))  # `caught` may have counted
                 delivered = (

@@ -6,7 +6,8 @@ whose classification was cut short back to waiting, and deliveries carry on wher
 A result is identified by its SR SOP Instance UID, which is derived from the series' instances
 (`service.dicom_node.report.result_uids`), so redoing a step makes the same result, never a
 second one. Mutations hold one lock: a node is one process, and find-or-create of a series
-must not race between two associations sending the same series.
+must not race between two associations sending the same series. Given the purges' blocks, an
+instance's write refuses a study they block (`PurgeBlocks.refuse`) before it commits.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.dicom_node.purge_blocks import PurgeBlocks
 from service.dicom_node.spool import maps_file
 from service.dicom_node.tables import PENDING_STATES, DeliveryRow, InstanceRow, SeriesRow
 from service.jobs.store import as_utc, utcnow
@@ -71,13 +73,16 @@ class WorkQueue:
         with self._sessions() as session:
             return _known(session, meta) is not None
 
-    def note_unrouted(self, meta: InstanceMeta) -> bool:
-        """Record a series no route matched; True the first time (it is counted once)."""
+    def note_unrouted(self, meta: InstanceMeta, blocks: PurgeBlocks | None = None) -> bool:
+        """Record a series no route matched; True the first time (it is counted once).
+        `blocks`: a study they block is refused (`purge_blocks.Blocked`), nothing written."""
         with self._lock, self._sessions.begin() as session:
             latest = _latest(session, meta.series_uid)
             if latest is not None and latest.state == "unrouted":
                 return False
             _new_series(session, meta, latest, state="unrouted", model=None, alias=None)
+            if blocks is not None:
+                blocks.refuse(session, meta.study_uid)
             return True
 
     def add_instance(
@@ -87,10 +92,11 @@ class WorkQueue:
         alias: str | None,
         file: str,
         destinations: list[str] | None = None,
+        blocks: PurgeBlocks | None = None,
     ) -> tuple[Outcome, int]:
         """Join the instance to its series' open work item (a new one when the series has
         none open, sending its result to `destinations`, keys; None: every destination); a
-        resent instance is a duplicate and joins nothing."""
+        resent instance is a duplicate and joins nothing. `blocks`: as `note_unrouted`."""
         with self._lock, self._sessions.begin() as session:
             known = _known(session, meta)
             if known is not None:
@@ -111,6 +117,8 @@ class WorkQueue:
                     received_at=now,
                 )
             )
+            if blocks is not None:
+                blocks.refuse(session, meta.study_uid)
             return "stored", latest.id
 
     # --- classification ----------------------------------------------------------------------
@@ -132,14 +140,9 @@ class WorkQueue:
             return row
 
     def instances(self, series_id: int) -> list[InstanceRow]:
+        query = select(InstanceRow).where(InstanceRow.series_id == series_id)
         with self._sessions() as session:
-            return list(
-                session.scalars(
-                    select(InstanceRow)
-                    .where(InstanceRow.series_id == series_id)
-                    .order_by(InstanceRow.id)
-                )
-            )
+            return list(session.scalars(query.order_by(InstanceRow.id)))
 
     def classified(
         self,
@@ -302,14 +305,9 @@ class WorkQueue:
 
     def older_than(self, cutoff: datetime) -> list[int]:
         """Pending series created before `cutoff`: past the retention limit."""
+        query = select(SeriesRow.id).where(SeriesRow.state.in_(PENDING_STATES))
         with self._sessions() as session:
-            return list(
-                session.scalars(
-                    select(SeriesRow.id).where(
-                        SeriesRow.state.in_(PENDING_STATES), SeriesRow.created_at < cutoff
-                    )
-                )
-            )
+            return list(session.scalars(query.where(SeriesRow.created_at < cutoff)))
 
     def rejected_kept(self, cutoff: datetime) -> list[int]:
         """Rejected series created before `cutoff` whose files are still kept for a resend."""

@@ -2,9 +2,11 @@
 again over C-STORE (pynetdicom) and STOW-RS are acknowledged, never written, counted (the
 metric at once, the purge every few seconds); `block: false` lets them in as before; a
 release lets the study in again, audited; a second process learns of a block (and of its
-release) within the refresh interval, and a series that came in as the purge was made is
-purged by the worker as it claims it. Retrievals and orders do not fetch a blocked study
-(Orthanc as the PACS). The migration adds the block to the purges made before it, as none."""
+release) within the refresh interval, and one that has yet to read a block writes nothing
+of the study all the same (the write checks the database); a series that came in as the
+purge was made is purged as it is applied, or by the worker as it claims it. Retrievals and
+orders do not fetch a blocked study (Orthanc as the PACS). The migration adds the block to
+the purges made before it, as none."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +299,60 @@ def test_a_block_and_its_release_reach_another_process_within_the_refresh_interv
     here.blocks.refresh_s = 0.5
     wait_until(lambda: here.blocks.blocking(STUDY) is None, 5, "the release seen here")
     assert intake.accept(b"x" * 8, meta(1, 2, STUDY), "stow") == "stored"
+
+
+@pytest.mark.parametrize("modality", ["CR", "MR"])  # routed: an instance kept; not: a row
+def test_a_process_that_has_yet_to_read_a_block_writes_nothing_of_the_study(
+    engine: Engine, tmp_path: Path, modality: str
+) -> None:
+    """B read the blocks before A's purge was made and applied, and would not read them again
+    for an hour: its intake writes no row of the study all the same (not even an unrouted
+    series', which no worker would ever claim and purge), keeps no file, counts the drop with
+    the purge, and knows the block from then on."""
+    here = PurgeBook(engine, threading.Lock(), [SALT])
+    there = PurgeBook(engine, threading.Lock(), [SALT])
+    there.blocks.refresh_s = 3600
+    router = Router([DicomRoute(model="chest-xray", modality="CR")])
+    folder = tmp_path / "spool"
+    intake = Intake(router, Spool(folder), WorkQueue(engine), there.blocks)
+    assert there.blocks.blocking(STUDY) is None  # read now: not again for an hour
+    purge_id = here.request(STUDY, "declined AI processing", "ops")
+    assert here.apply_new(lambda name: None) == 1  # applied: nothing of the study held
+    assert there.blocks.blocking(STUDY) is None  # B does not know
+
+    dropped = received("stow", "purged")
+    instance = replace(meta(1, 1, STUDY), modality=modality)
+    assert intake.accept(b"never kept", instance, "stow") == "purged"
+    assert naming(engine, STUDY) == [] and (not folder.exists() or not list(folder.iterdir()))
+    assert received("stow", "purged") - dropped == 1
+    assert there.blocks.blocking(STUDY) == purge_id  # learned from the refused write
+    assert intake.accept(b"never kept", replace(instance, series_uid="9.9"), "dimse") == "purged"
+    there.blocks.flush()
+    assert (here.get(purge_id) or {})["dropped_after"]["count"] == 2
+    assert naming(engine, STUDY) == []
+
+
+def test_a_series_written_as_its_purge_is_applied_is_purged_with_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An intake's write that checked the blocks just before the purge was made commits
+    while the worker looks for the study, outside the queue's lock: the purge looks again
+    under the lock, and the series (an unrouted one, which no worker would claim) goes."""
+    queue = WorkQueue(engine)
+    book = PurgeBook(engine, queue.lock, [SALT])
+    purge_id = book.request(STUDY, "declined AI processing", "ops")
+    looked = book._find
+
+    def meanwhile(study_hash: str) -> str | None:
+        found = looked(study_hash)
+        if found is None and not naming(engine, STUDY):  # checked before the purge, written
+            assert queue.note_unrouted(replace(meta(1, 1, STUDY), modality="MR"))
+        return found
+
+    monkeypatch.setattr(book, "_find", meanwhile)
+    assert book.apply_new(lambda name: None) == 1
+    assert naming(engine, STUDY) == []
+    assert (book.get(purge_id) or {})["series"] == 1
 
 
 def test_a_study_purged_under_the_salt_before_a_rotation_stays_blocked(engine: Engine) -> None:
