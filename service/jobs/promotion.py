@@ -6,6 +6,7 @@ from typing import Any
 
 from models.card import ModelCard
 from models.caveats import card_caveats
+from models.comparison import same_scans
 from models.promote import AT_MOST, PromoteSpec
 from service.errors import NotFound
 from service.registry import Registry
@@ -63,6 +64,8 @@ def decide(
         failures.extend(f"caveat {code}: {found[code]}" for code in gate.refuse if code in found)
     if gate.beat_current and current is not None:
         figures["current_version"] = current.version
+        # beaten on the same held-out scans, or on others: a pipeline weighs the two apart
+        figures["same_scans"], figures["measured"] = same_scans(card, current)
         for name in [*gate.min, *gate.max] or [monitor]:
             new = metric_value(card.metrics, name)
             old = metric_value(current.metrics, name)

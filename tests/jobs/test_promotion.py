@@ -71,6 +71,12 @@ def test_beat_current(new: float, old: float, passed: bool) -> None:
     assert decision["passed"] is passed
     assert decision["figures"]["val_auc"] == {"value": new, "current": old}
     assert decision["figures"]["current_version"] == 3
+    assert decision["figures"]["same_scans"] is True  # the same data, split alike
+    other = current.model_copy(
+        update={"dataset": current.dataset.model_copy(update={"sha256": "1" * 64})}
+    )
+    elsewhere = decide(gate, card({"val_auc": new}), other, monitor="val_auc")["figures"]
+    assert elsewhere["same_scans"] is False and elsewhere["measured"].startswith("trained on other")
 
 
 def test_beat_current_lower_is_better_for_loss() -> None:
