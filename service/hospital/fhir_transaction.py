@@ -3,12 +3,13 @@ server.
 
 The node keeps only the SR of a result (as for HL7 v2), so the Bundle renders the SR: the
 DiagnosticReport, Device and Observations `service.hospital.fhir` builds for a predict, each
-Observation with the reported class's calibrated probability only (the SR holds no other),
-the report's conclusion the SR's statement, the Device's manufacturer the SR's. Every entry is
-a conditional create (`ifNoneExist`) on an identifier the SR fixes: the report by the SR's SOP
-Instance UID, each Observation by its measurement group's tracking UID, the Device by the
-model's ONNX sha256. A transaction sent again (its answer lost) creates nothing twice, and
-the server takes all of it or none.
+Observation with the reported class's calibrated probability only (the SR holds no other)
+and, as its `note`, what the SR notes of that scan (the input check's statement, as the
+predict's Bundle has it), the report's conclusion the SR's report-wide statement, the Device's
+manufacturer the SR's. Every entry is a conditional create (`ifNoneExist`) on an identifier
+the SR fixes: the report by the SR's SOP Instance UID, each Observation by its measurement
+group's tracking UID, the Device by the model's ONNX sha256. A transaction sent again (its
+answer lost) creates nothing twice, and the server takes all of it or none.
 
 With the series' attention maps (a destination's `attention_maps`), each map is a Media
 resource (an image: the Secondary Capture's pixels as PNG, created by the SC's SOP Instance
@@ -36,7 +37,12 @@ from service.hospital.results import (
     ScanUIDs,
     Subject,
 )
-from service.hospital.sr_findings import Finding, NotReportable, read_findings, statements
+from service.hospital.sr_findings import (
+    Finding,
+    NotReportable,
+    read_findings,
+    report_statements,
+)
 
 if TYPE_CHECKING:
     from fhir.resources.R4B.bundle import Bundle, BundleEntry
@@ -53,6 +59,7 @@ def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
     """The transaction of `sr`, with `maps` (its attention maps' Secondary Captures) as the
     report's media; NotReportable when it holds no finding, or a finding without the tracking
     UID or the model its identifiers need."""
+    from fhir.resources.R4B.annotation import Annotation
     from fhir.resources.R4B.bundle import BundleEntryRequest
     from fhir.resources.R4B.identifier import Identifier
 
@@ -61,7 +68,7 @@ def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
         raise NotReportable("the report holds no finding")
     model = _model(findings)
     settings = ReportSettings(
-        disclaimer=" ".join(statements(sr)) or None,
+        disclaimer=" ".join(report_statements(sr)) or None,
         manufacturer=str(sr.get("Manufacturer") or "") or ReportSettings().manufacturer,
     )
     bundle = build_bundle(
@@ -75,16 +82,18 @@ def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
     )  # fmt: skip
     # build_bundle's order: the report, the Device, then one Observation per finding.
     keys = [
-        (DICOM_UID, f"urn:oid:{sr.SOPInstanceUID}"),
-        (ONNX_SHA256, model.onnx_sha256),
-        *[(DICOM_UID, f"urn:oid:{finding.tracking_uid}") for finding in findings],
+        (DICOM_UID, f"urn:oid:{sr.SOPInstanceUID}", ()),
+        (ONNX_SHA256, model.onnx_sha256, ()),
+        *[(DICOM_UID, f"urn:oid:{f.tracking_uid}", f.notes) for f in findings],
     ]
-    for entry, (system, value) in zip(bundle.entry or [], keys, strict=True):
+    for entry, (system, value, notes) in zip(bundle.entry or [], keys, strict=True):
         resource = entry.resource
         assert resource is not None
         kind = resource.get_resource_type()
         if kind != "Device":  # it carries its identifier already
             resource.identifier = [Identifier(system=system, value=value)]  # type: ignore[attr-defined]
+        if notes:  # the scan's own, on its Observation
+            resource.note = [Annotation(text=text) for text in notes]  # type: ignore[attr-defined]
         entry.request = BundleEntryRequest(
             method="POST", url=kind, ifNoneExist=f"identifier={system}|{value}"
         )
@@ -97,9 +106,9 @@ def transaction_from_sr(sr: Dataset, maps: Sequence[Dataset] = ()) -> Bundle:
 def withdrawal_from_sr(sr: Dataset, maps: Sequence[Dataset] = (), reason: str = "") -> Bundle:
     """A FHIR R4 transaction marking the result of `sr` entered-in-error: the bundle
     `transaction_from_sr(sr, maps)` sent, each DiagnosticReport, Observation and Media with
-    status entered-in-error and "Withdrawn: <reason>" (the report's conclusion begins with
-    it, the others' `note` holds it), each a conditional update on the identifier its create
-    used; NotReportable as for transaction_from_sr.
+    status entered-in-error and "Withdrawn: <reason>" (the report's conclusion and the others'
+    `note` begin with it), each a conditional update on the identifier its create used;
+    NotReportable as for transaction_from_sr.
 
     A conditional update (hl7.org/fhir/R4/http.html#cond-update; in a transaction, PUT with
     request.url `Type?search`) updates the one resource the search matches, so the server
@@ -121,9 +130,9 @@ def withdrawal_from_sr(sr: Dataset, maps: Sequence[Dataset] = (), reason: str = 
 
 
 def _withdraw(entry: BundleEntry, note: str) -> None:
-    """The entry's resource marked entered-in-error with `note` (the report's conclusion
-    begins with it), its conditional create turned into the conditional update on the same
-    search."""
+    """The entry's resource marked entered-in-error with `note` first (in the report's
+    conclusion, or the others' notes: a flagged scan's Observation keeps its own), its
+    conditional create turned into the conditional update on the same search."""
     from fhir.resources.R4B.annotation import Annotation
     from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
@@ -133,7 +142,7 @@ def _withdraw(entry: BundleEntry, note: str) -> None:
     if isinstance(resource, DiagnosticReport):
         resource.conclusion = "\n".join(filter(None, [note, resource.conclusion]))
     else:  # Observation and Media: note, 0..* Annotation
-        resource.note = [Annotation(text=note)]  # type: ignore[attr-defined]
+        resource.note = [Annotation(text=note), *(resource.note or [])]  # type: ignore[attr-defined]
     request.method, request.url = "PUT", f"{request.url}?{request.ifNoneExist}"
     request.ifNoneExist = None
 

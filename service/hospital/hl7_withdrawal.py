@@ -6,9 +6,10 @@ the attention maps the result carried, so it names the same patient (PID), the s
 (ORC-3 and OBR-3 filler, OBR-18 placer field: the Accession Number) and the same observations,
 row for row (OBX-1 set ID, OBX-3 identifier, OBX-4 sub-ID per scan, OBX-5 value): a receiver
 finds what it filed, however it matches rows. Each OBX carries the value it had, marked
-wrong; the first NTE says why. The maps go again because the receiver already holds them: a
-map left out would stay filed as valid, a picture of a finding that must not be used, and
-every row after it would be numbered one less than the row it voids.
+wrong, and the notes it had (a flagged scan's NTE after its finding); the order's first NTE
+says why. The maps go again because the receiver already holds them: a map left out would
+stay filed as valid, a picture of a finding that must not be used, and every row after it
+would be numbered one less than the row it voids.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from service.hospital.hl7v2 import Envelope, ResultStatus, compose_oru
-from service.hospital.sr_findings import statements
+from service.hospital.sr_findings import report_statements
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -68,7 +69,7 @@ def build_withdrawal(
         changed=datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000"),
     )
     control = withdrawal_control_id(sr)
-    notes = [note, *statements(sr)]
+    notes = [note, *report_statements(sr)]  # each scan's notes stay with its finding
     return compose_oru(
         sr, envelope, control, status, notes=notes, maps=maps, map_max_bytes=map_max_bytes
     )

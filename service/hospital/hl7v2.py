@@ -11,9 +11,12 @@ field 1, as IHE Radiology carries it; LOINC 18748-4 "Diagnostic imaging study"; 
 date and time; result status P, preliminary); NTE (the statement that the result is
 automated); an OBX with the Study Instance UID, then per scan (OBX-4 sub-ID = the scan's
 number): the finding (CWE), its calibrated probability (NM) and the SOP Instance UID of the
-scan (ST), each preliminary (OBX-11 P), the model in OBX-18. With the series' attention maps,
-one more OBX per mapped scan (same sub-ID): the map as ED, `^IM^JPEG^Base64^…` (JPEG, not PNG:
-HL7's table 0291 of data subtypes lists JPEG, and engines render it).
+scan (ST), each preliminary (OBX-11 P), the model in OBX-18. What the SR notes of a scan (the
+input check's statement) is an NTE right after its finding's OBX: an NTE that follows an OBX
+is a note on that observation, and the finding is what the statement qualifies. With the
+series' attention maps, one more OBX per mapped scan (same sub-ID): the map as ED,
+`^IM^JPEG^Base64^…` (JPEG, not PNG: HL7's table 0291 of data subtypes lists JPEG, and
+engines render it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from service.hospital.sr_findings import (
     NotReportable,
     probability_concept,
     read_findings,
-    statements,
+    report_statements,
 )
 
 if TYPE_CHECKING:
@@ -119,10 +122,11 @@ def compose_oru(
     maps: Sequence[Dataset] = (),
     map_max_bytes: int | None = None,
 ) -> str:
-    """An ORU^R01 of `sr` with MSH-10 `control` and `status`, its NTEs `notes` (plain text;
-    by default the SR's statements): one builder for the result and for what later says of
-    it (`service.hospital.hl7_withdrawal`), so both name the order and the observations
-    alike. NotReportable as for build_oru."""
+    """An ORU^R01 of `sr` with MSH-10 `control` and `status`, its order's NTEs `notes` (plain
+    text; by default the SR's report-wide statements), each scan's notes after its finding:
+    one builder for the result and for what later says of it
+    (`service.hospital.hl7_withdrawal`), so both name the order and the observations alike.
+    NotReportable as for build_oru."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.core import Message
 
@@ -140,10 +144,7 @@ def compose_oru(
     made = _datetime(sr.get("ContentDate"), sr.get("ContentTime"))
     # OBR-22 is when the result's status last changed: the SR's time for the result itself.
     _order(order, sr, status.changed or made, status.order)
-    for number, text in enumerate(statements(sr) if notes is None else notes, start=1):
-        nte = order.add_segment("NTE")
-        _fill(nte, 1, str(number))
-        _fill(nte, 3, escape(text))
+    _notes(order, report_statements(sr) if notes is None else notes)
     _observations(order, sr, findings, made, maps, map_max_bytes, status.observation)
     return str(msg.to_er7()) + "\r"
 
@@ -222,39 +223,58 @@ def _observations(
     map_max_bytes: int | None,
     status: str,
 ) -> None:
-    """The OBX rows, each of OBX-11 `status`: the study, then each scan's finding,
-    probability, SOP Instance UID and attention map (if it has one, and it fits in
+    """The OBX rows, each of OBX-11 `status`: the study, then each scan's finding (with its
+    notes), probability, SOP Instance UID and attention map (if it has one, and it fits in
     `map_max_bytes` of OBX-5)."""
-    from service.hospital.attention_map import encoded_map, fitted_map
-
-    rows = [(STUDY_UID, "ST", "", escape(sr.StudyInstanceUID), "")]
+    # concept, type, sub-ID, value, units, notes (each an NTE after the OBX)
+    rows: list[tuple[tuple[str, str, str], str, str, str, str, tuple[str, ...]]] = [
+        (STUDY_UID, "ST", "", escape(sr.StudyInstanceUID), "", ())
+    ]
     probability = probability_concept()
     mapped = {str(m.SourceImageSequence[0].ReferencedSOPInstanceUID): m for m in maps}
     for number, found in enumerate(findings, start=1):
         sub = str(number)
-        rows.append((FINDING, "CWE", sub, _parts(*found.code), ""))
+        rows.append((FINDING, "CWE", sub, _parts(*found.code), "", found.notes))
         if found.probability is not None:
-            rows.append((probability, "NM", sub, _number(found.probability), "1^no units^UCUM"))
-        rows.append((SOURCE, "ST", sub, escape(found.sop_instance_uid), ""))
+            unit = "1^no units^UCUM"
+            rows.append((probability, "NM", sub, _number(found.probability), unit, ()))
+        rows.append((SOURCE, "ST", sub, escape(found.sop_instance_uid), "", ()))
         image = mapped.get(found.sop_instance_uid)
-        if image is not None:  # base64 holds no HL7 delimiter
-            jpeg = (
-                encoded_map(image, "JPEG")
-                if map_max_bytes is None
-                else fitted_map(image, map_max_bytes - len(ED_PREFIX))
-            )
-            if jpeg is not None:  # None: too big for the receiver even small; left out
-                rows.append(
-                    (ATTENTION_MAP, "ED", sub, ED_PREFIX + base64.b64encode(jpeg).decode(), "")
-                )
+        encoded = _encoded_map(image, map_max_bytes) if image is not None else None
+        if encoded is not None:
+            rows.append((ATTENTION_MAP, "ED", sub, encoded, "", ()))
     model = _parts(findings[0].algorithm, "SCANTUNE") if findings[0].algorithm else ""
-    for set_id, (concept, kind, sub, value, units) in enumerate(rows, start=1):
-        obx = order.add_group("ORU_R01_OBSERVATION").obx
+    for set_id, (concept, kind, sub, value, units, notes) in enumerate(rows, start=1):
+        observation = order.add_group("ORU_R01_OBSERVATION")
+        obx = observation.obx
         for field, text in enumerate((str(set_id), kind, _parts(*concept), sub, value, units), 1):
             _fill(obx, field, text)
         _fill(obx, 11, status)
         _fill(obx, 14, made)
         _fill(obx, 18, model)
+        _notes(observation, notes)  # the NTEs after an OBX are notes on it
+
+
+def _encoded_map(image: Dataset, map_max_bytes: int | None) -> str | None:
+    """OBX-5 of a map: its JPEG in base64 (which holds no HL7 delimiter); None when it does
+    not fit in `map_max_bytes` even small (left out)."""
+    from service.hospital.attention_map import encoded_map, fitted_map
+
+    jpeg = (
+        encoded_map(image, "JPEG")
+        if map_max_bytes is None
+        else fitted_map(image, map_max_bytes - len(ED_PREFIX))
+    )
+    return None if jpeg is None else ED_PREFIX + base64.b64encode(jpeg).decode()
+
+
+def _notes(group: Any, texts: Sequence[str]) -> None:
+    """An NTE per text (plain, escaped here), numbered from 1, at the end of `group`: the
+    order's, or an observation's."""
+    for number, text in enumerate(texts, start=1):
+        nte = group.add_segment("NTE")
+        _fill(nte, 1, str(number))
+        _fill(nte, 3, escape(text))
 
 
 def _fill(segment: Any, field: int, value: str) -> None:

@@ -99,7 +99,15 @@ def statements(sr: Dataset) -> list[str]:
         for i, finding in enumerate(findings, start=1)
         for note in finding.notes
     ]
-    return [*_comments_outside_groups(sr), *named]
+    return [*report_statements(sr), *named]
+
+
+def report_statements(sr: Dataset) -> list[str]:
+    """The comments outside the measurement groups, in order: what the report says as a
+    whole (the statement that the result is automated), for formats that give each scan's
+    notes (`Finding.notes`) a place of their own. An SR written before the groups held their
+    scan's notes has those here too, already named by place."""
+    return _comments_outside_groups(sr)
 
 
 def _comments_outside_groups(container: Any) -> list[str]:

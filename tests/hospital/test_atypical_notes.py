@@ -1,7 +1,8 @@
 """A scan the input check flagged (`models.input_profile`) is noted where a clinician reads the
-result: a statement in the scan's measurement group of the SR, beside the reference to its
-image (and so an NTE of the HL7 message rendered from it), a note on its FHIR Observation; the
-validators stay satisfied."""
+result, tied to that scan: a statement in the scan's measurement group of the SR, beside the
+reference to its image; in the HL7 message rendered from it, an NTE on the scan's finding OBX;
+a note on the scan's FHIR Observation, in the predict's Bundle and in the node's transaction
+(and its withdrawal). The validators stay satisfied."""
 
 from __future__ import annotations
 
@@ -18,15 +19,20 @@ from fhir.resources.R4B.observation import Observation
 from pydicom.uid import generate_uid
 
 from service.hospital.fhir import build_bundle
+from service.hospital.fhir_transaction import transaction_from_sr, withdrawal_from_sr
+from service.hospital.hl7_withdrawal import build_withdrawal
 from service.hospital.hl7v2 import build_oru
 from service.hospital.results import ATYPICAL_NOTE, ReportSettings, ScanResult, ScanUIDs
 from service.hospital.sr import build_sr
 from service.hospital.sr_findings import statements
 from tests.hospital.conftest import SCANS, in_study
+from tests.hospital.test_hl7_withdrawal import maps_of
+from tests.hospital.test_hl7v2 import _strict
 from tests.hospital.test_sr import MODEL, RESULTS
 
 FLAGGED = [replace(RESULTS[0], typical=True), replace(RESULTS[1], typical=False)]
 GROUP, IMAGE, COMMENT = ("125007", "DCM"), ("121112", "DCM"), ("121106", "DCM")
+FINDING = "121071"  # DCM "Finding": the OBX an NTE on the scan's result follows
 
 
 def _sources(names: tuple[str, ...] = SCANS) -> list[pydicom.Dataset]:
@@ -58,6 +64,49 @@ def _comments_by_image(sr: pydicom.Dataset) -> dict[str, list[str]]:
     return by_image
 
 
+def _middle_flagged() -> tuple[list[pydicom.Dataset], list[ScanResult], pydicom.Dataset]:
+    """Three scans of a study, the second one flagged: their sources, results and SR."""
+    sources = _sources((*SCANS, SCANS[0]))
+    results = [replace(RESULTS[i % 2], typical=i != 1) for i in range(3)]
+    return sources, results, build_sr(sources, results, MODEL, ReportSettings())
+
+
+def _hl7_notes(er7: str) -> dict[str, list[str]]:
+    """The message's NTE texts by what they annotate, the segment they follow (python-hl7):
+    "order" (the OBR), or an OBX as "<sub-ID> <identifier code>" (only those with notes)."""
+    found: dict[str, list[str]] = {"order": []}
+    owner = "order"
+    for segment in hl7.parse(er7):
+        if str(segment[0]) == "OBX":
+            owner = f"{segment[4]} {str(segment[3]).split('^')[0]}"
+        elif str(segment[0]) == "NTE":
+            found.setdefault(owner, []).append(str(segment[3]))
+    return found
+
+
+def _strict_notes(er7: str) -> dict[str, list[str]]:
+    """As `_hl7_notes`, read from the groups of the 2.5.1 ORU^R01 structure (hl7apy, strict:
+    no maps, whose ED values its rules cap at 199 characters): the order's NTEs, and each
+    observation group's, under its OBX."""
+    order = _strict(er7).oru_r01_patient_result.oru_r01_order_observation
+    found = {"order": [n.nte_3.value for n in order.children if n.name == "NTE"]}
+    for group in order.oru_r01_observation:
+        notes = [n.nte_3.value for n in group.children if n.name == "NTE"]
+        if notes:
+            found[f"{group.obx.obx_4.value} {group.obx.obx_3.value.split('^')[0]}"] = notes
+    return found
+
+
+def _observation_notes(bundle: Bundle) -> dict[str, list[str]]:
+    """Each Observation's notes, keyed by the SOP Instance UID of the scan it derives from."""
+    bundle = Bundle.model_validate_json(bundle.model_dump_json())  # as a server reads it
+    return {
+        o.derivedFrom[0].display.removeprefix("SOP Instance UID "): [n.text for n in o.note or []]
+        for o in (e.resource for e in bundle.entry)
+        if isinstance(o, Observation)
+    }
+
+
 def _dciodvfy_errors(sr: pydicom.Dataset, path: Path) -> str:
     sr.save_as(path, enforce_file_format=True)
     checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
@@ -80,8 +129,8 @@ def test_the_sr_and_its_hl7_message_state_which_scan_is_unlike_the_training_scan
     note = f"Scan 2 of 2: {ATYPICAL_NOTE}"
     assert statements(sr) == [s for s in (disclaimer, note) if s]
     assert statements(build_sr(_sources(), RESULTS, MODEL, ReportSettings(disclaimer=None))) == []
-    notes = [str(s[3]) for s in hl7.parse(build_oru(sr)).segments("NTE")]
-    assert notes[-1] == note
+    er7, order = build_oru(sr), [disclaimer] if disclaimer else []
+    assert _strict_notes(er7) == {"order": order, f"2 {FINDING}": [ATYPICAL_NOTE]}
     if shutil.which("dciodvfy"):
         assert not _dciodvfy_errors(sr, tmp_path / "sr.dcm")
 
@@ -100,7 +149,9 @@ def test_each_flagged_scan_s_statement_references_its_own_image(
     # formats without a place per scan name it by its place, as the HL7 OBX sub-IDs do
     named = [f"Scan {i} of 3: {ATYPICAL_NOTE}" for i in flagged]
     assert statements(sr) == [ReportSettings().disclaimer, *named]
-    assert [str(s[3]) for s in hl7.parse(build_oru(sr)).segments("NTE")][1:] == named
+    er7, on_findings = build_oru(sr), {f"{i} {FINDING}": [ATYPICAL_NOTE] for i in flagged}
+    expected = {"order": [ReportSettings().disclaimer], **on_findings}
+    assert _strict_notes(er7) == _hl7_notes(er7) == expected
     if shutil.which("dciodvfy"):
         assert not _dciodvfy_errors(sr, tmp_path / "sr.dcm")
 
@@ -117,6 +168,7 @@ def test_one_flagged_scan_is_stated_without_its_place(tmp_path: Path) -> None:
     sr = build_sr([source], FLAGGED[1:], MODEL, ReportSettings(disclaimer=None))
     assert statements(sr) == [ATYPICAL_NOTE]
     assert _comments_by_image(sr) == {str(source.SOPInstanceUID): [ATYPICAL_NOTE]}
+    assert _strict_notes(build_oru(sr)) == {"order": [], f"1 {FINDING}": [ATYPICAL_NOTE]}
     if shutil.which("dciodvfy"):
         assert not _dciodvfy_errors(sr, tmp_path / "sr.dcm")
 
@@ -128,3 +180,46 @@ def test_the_fhir_observation_of_a_flagged_scan_carries_the_note() -> None:
     first, second = [e.resource for e in bundle.entry if isinstance(e.resource, Observation)]
     assert first.note is None
     assert [n.text for n in second.note] == [ATYPICAL_NOTE]
+
+
+@pytest.mark.parametrize("with_maps", [False, True])
+def test_the_hl7_note_follows_the_flagged_scan_s_finding_and_stays_in_its_withdrawal(
+    with_maps: bool,
+) -> None:
+    sources, results, sr = _middle_flagged()
+    maps = maps_of(sources, results) if with_maps else []  # one more OBX (ED) per scan
+    disclaimer = ReportSettings().disclaimer
+    original = build_oru(sr, maps=maps)
+    expected = {"order": [disclaimer], f"2 {FINDING}": [ATYPICAL_NOTE]}
+    assert _hl7_notes(original) == expected
+    segments = list(hl7.parse(original))
+    at = [str(s[0]) for s in segments].index("NTE", 5)  # the first NTE after the order's
+    finding = segments[at - 1]  # what an NTE annotates: the OBX just before it
+    assert (str(finding[4]), str(finding[5])) == ("2", "233604007^Pneumonia^SCT")
+    withdrawal = build_withdrawal(sr, reason="recall", maps=maps)
+    voided = {"order": ["Withdrawn: recall", disclaimer], f"2 {FINDING}": [ATYPICAL_NOTE]}
+    assert _hl7_notes(withdrawal) == voided
+    if not with_maps:
+        assert _strict_notes(original) == expected and _strict_notes(withdrawal) == voided
+
+
+def test_the_node_s_fhir_transaction_notes_the_flagged_scan_on_its_own_observation() -> None:
+    sources, _, sr = _middle_flagged()
+    bundle = transaction_from_sr(sr)
+    uids = [str(s.SOPInstanceUID) for s in sources]
+    assert _observation_notes(bundle) == {
+        uid: [ATYPICAL_NOTE] if i == 1 else [] for i, uid in enumerate(uids)
+    }
+    conclusion = bundle.entry[0].resource.conclusion
+    assert ReportSettings().disclaimer in conclusion and "unlike" not in conclusion
+
+
+def test_the_node_s_fhir_withdrawal_keeps_the_flagged_scan_s_note_after_the_reason() -> None:
+    sources, _, sr = _middle_flagged()
+    bundle = withdrawal_from_sr(sr, reason="recall")
+    uids = [str(s.SOPInstanceUID) for s in sources]
+    assert _observation_notes(bundle) == {
+        uid: ["Withdrawn: recall", *([ATYPICAL_NOTE] if i == 1 else [])]
+        for i, uid in enumerate(uids)
+    }
+    assert "unlike" not in bundle.entry[0].resource.conclusion

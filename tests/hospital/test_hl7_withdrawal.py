@@ -14,14 +14,16 @@ import pytest
 from service.hospital.attention_map import LONGEST_SIDE, blend, build_attention_map
 from service.hospital.hl7_withdrawal import build_withdrawal, withdrawal_control_id
 from service.hospital.hl7v2 import Envelope, build_oru, control_id
-from service.hospital.results import ReportSettings
+from service.hospital.results import ReportSettings, ScanResult
 from service.hospital.sr_findings import NotReportable
 from tests.hospital.test_hl7v2 import MODEL, RESULTS, _sources, _sr, _strict
 
 NASTY = "recalled|v3^bad&x~y\\z"  # every HL7 delimiter, the escape character too
 
 
-def maps_of(sources: list[pydicom.Dataset]) -> list[pydicom.Dataset]:
+def maps_of(
+    sources: list[pydicom.Dataset], results: list[ScanResult] = RESULTS
+) -> list[pydicom.Dataset]:
     """One attention map (a real Secondary Capture) per scan, as the node sends them."""
     grain = np.random.default_rng(1).random((LONGEST_SIDE, LONGEST_SIDE), dtype=np.float32)
     levels = np.zeros((LONGEST_SIDE, LONGEST_SIDE), dtype=np.uint8)
@@ -29,7 +31,7 @@ def maps_of(sources: list[pydicom.Dataset]) -> list[pydicom.Dataset]:
     return [
         build_attention_map(source, blend(grain, levels), result, MODEL,
                             (pydicom.uid.generate_uid(), pydicom.uid.generate_uid()), i, settings)
-        for i, (source, result) in enumerate(zip(sources, RESULTS, strict=True), start=2)
+        for i, (source, result) in enumerate(zip(sources, results, strict=True), start=2)
     ]  # fmt: skip
 
 
