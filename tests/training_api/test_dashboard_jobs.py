@@ -3,20 +3,31 @@ dashboard's stack (`test_dashboard.stack`): a job submitted through the form wit
 promote to and a minimum validation AUC carries that gate at the service, the API's error for
 a bad alias shows next to its field, and the job is cancelled from its row; a minimum
 validation AUC with no alias, which would gate nothing, is refused by the form itself, by the
-alias field, and nothing is sent. And what every page's header and the audit page do: "Forget
-key" leaves nothing of the key in the tab (its storage, its fields, its requests), and "Older
-records" appends the audit trail's next pages, filtered as the first, none twice, keeping the
-focus on the rows when it goes."""
+alias field, and nothing is sent; a running job's Cancel keeps the focus over the list's
+refresh, and pressed, ends the job cancelled. And what every page's header and the audit page
+do: "Forget key" leaves nothing of the key in the tab (its storage, its fields, its
+requests); a sign-in that fails, however, leaves the key in no field and says why (a wrong
+key, or a service that could not check it); and "Older records" appends the audit trail's next
+pages, filtered as the first, none twice, keeping the focus on the rows when it goes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.training_api.test_dashboard import ADMIN, _api, axe, browser, sign_in, stack
+from tests.training_api.test_dashboard import (
+    ADMIN,
+    _api,
+    axe,
+    browser,
+    playwright,
+    sign_in,
+    stack,
+)
 
 __all__ = ["browser", "stack"]  # the fixtures this module uses
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -143,6 +154,111 @@ def test_forget_key_leaves_nothing_of_the_key_in_the_tab(
     _nothing_of_the_key(page, ADMIN)
     assert [u for u, auth in sent if auth] == []  # no request carried it after Forget
     axe(page)
+    context.close()
+
+
+def _focused_job(page: Any) -> tuple[str | None, str | None]:
+    """The job row (its job id) the focus is in, and the focused control's test id."""
+    return tuple(page.evaluate(
+        """() => {
+          const at = document.activeElement;
+          return [at.closest("[data-testid=job-row]")?.dataset.jobId ?? null,
+                  at.dataset.testid ?? null];
+        }""",
+    ))  # fmt: skip
+
+
+def test_cancel_keeps_the_focus_over_the_refresh_and_ends_a_running_job(
+    stack: dict[str, str], browser: Any, pneumonia_small_npz: Path
+) -> None:
+    url, model = stack["url"], "chest-xray-cancelled"
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/", ADMIN)
+    small_job(page, model, pneumonia_small_npz)
+    page.fill("#f-image_size", "128")  # a job that runs long enough to be cancelled running
+    page.fill("#f-epochs", "30")
+    page.get_by_role("button", name="Submit job", exact=True).click()
+    row = page.locator(f"[data-testid=job-row]:has-text('{model}')")
+    row.wait_for()
+    job_id = row.get_attribute("data-job-id")
+    running = page.locator(f"[data-testid=job-row][data-job-id='{job_id}'][data-status=running]")
+    running.wait_for(timeout=60_000)
+    cancel = running.get_by_role("button", name=f"Cancel job {job_id}", exact=True)
+    cancel.focus()  # a keyboard user on the row's second control, after the job's link
+    for _ in range(2):  # the list refreshed (every 2 s), drawn before the next is asked for
+        with page.expect_request("**/v1/training-jobs?limit=50", timeout=10_000):
+            pass
+    assert _focused_job(page) == (job_id, "cancel-job")
+
+    page.keyboard.press("Enter")
+    page.locator(f"[data-testid=job-row][data-job-id='{job_id}'][data-status=cancelled]").wait_for(
+        timeout=10_000
+    )
+    assert _focused_job(page) == (job_id, "job-link")  # its Cancel went: the row's first
+    view = _api(url, f"/v1/training-jobs/{job_id}")
+    assert view["status"] == "cancelled", view
+    page.wait_for_timeout(3_000)  # its runner stopped: the job stays cancelled
+    assert _api(url, f"/v1/training-jobs/{job_id}")["status"] == "cancelled"
+    assert page.get_by_test_id("cancel-job").count() == 0
+    axe(page)
+    context.close()
+
+
+def _whoami_answers(page: Any, status: int) -> None:
+    """The page's sign-in (`GET /ui/api/whoami`) answered with `status`, or failing (0)."""
+
+    def answer(route: Any) -> None:
+        if not status:
+            route.abort()  # the fetch fails: nothing answers
+            return
+        problem = {"title": "Service Unavailable", "status": status, "detail": "down for now"}
+        route.fulfill(
+            status=status, content_type="application/problem+json", body=json.dumps(problem)
+        )
+
+    page.unroute("**/ui/api/whoami")
+    page.route("**/ui/api/whoami", answer)
+
+
+def test_a_sign_in_that_fails_leaves_the_key_in_no_field_and_says_why(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url = stack["url"]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{url}/ui/")
+    notice = page.locator("#notice")
+    use_key = page.get_by_role("button", name="Use key", exact=True)
+    tried = [
+        (503, ADMIN, "could not be checked: the service is unavailable (it answered HTTP 503)"),
+        (0, ADMIN, "could not be checked: the service could not be reached"),
+        (None, "not-the-key-0123456789", "That API key is not valid; type another."),
+    ]
+    for status, key, said in tried:
+        if status is None:
+            page.unroute("**/ui/api/whoami")  # the service itself: the key is wrong
+        else:
+            _whoami_answers(page, status)
+        page.get_by_test_id("api-key").fill(key)
+        use_key.click()
+        playwright.expect(notice).to_contain_text(said, timeout=10_000)
+        assert ("Try again" in notice.inner_text()) == (status is not None)
+        _nothing_of_the_key(page, key)  # in no field, nor kept: it was not taken
+        assert page.inner_text("#who") == "" and page.is_hidden("#forget-key")
+    axe(page)
+
+    sign_in(page, f"{url}/ui/", ADMIN)
+    assert page.input_value("#api-key") == ""
+    # Signed in, then the service down a moment: the next page says so and keeps the key,
+    # which the page after uses.
+    _whoami_answers(page, 503)
+    page.goto(f"{url}/ui/models")
+    playwright.expect(notice).to_contain_text("could not be checked", timeout=10_000)
+    assert page.evaluate("sessionStorage.getItem('scantune.apiKey')") == ADMIN
+    page.unroute("**/ui/api/whoami")
+    page.reload()
+    page.wait_for_selector("#who:has-text('signed in as admin')")
     context.close()
 
 

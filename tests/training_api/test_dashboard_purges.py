@@ -5,17 +5,19 @@ the shared confirm step, after which the study comes in again; a purge made with
 unticked blocks nothing: the study sent again comes in; the release form's Close sends
 nothing and gives the focus back to the Release that opened it. And the page's series list
 pages back: "Older series" appends the node's next pages, none twice, even clicked twice or
-while the list is drawn again, and hands the focus to the rows it appended when it goes."""
+while the list is drawn again, and hands the focus to the rows it appended when it goes; a
+study is fetched from the PACS by its accession number."""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import requests
 from pydicom.uid import generate_uid
 
-from tests.dicom_node.parts import make_study, wait_until
+from tests.dicom_node.parts import make_study, store_in_pacs, wait_until
 from tests.training_api.test_dashboard import (
     ADMIN,
     OPERATOR,
@@ -286,4 +288,33 @@ def test_older_series_appends_the_next_page_once_and_keeps_the_focus(
     assert _series_ids(page) == first + second
     assert older.is_hidden()
     page.unroute("**/ui/api/series?*")
+    context.close()
+
+
+def test_a_study_is_fetched_from_the_pacs_by_its_accession_number(
+    stack: dict[str, str], browser: Any
+) -> None:
+    url, node = stack["url"], stack["node"]
+    accession = f"ACC-{uuid4().hex[:8]}"
+    study = make_study(2)
+    for instance in study:
+        instance.AccessionNumber = accession
+    study_uid = study[0].StudyInstanceUID
+    store_in_pacs(stack["pacs"], study)
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    page.get_by_test_id("retrieve-form").wait_for()
+    page.fill("#r-source", "pacs")
+    page.fill("#r-accession", accession)  # no study UID: the PACS finds it by its number
+    page.get_by_role("button", name="Fetch", exact=True).click()
+    page.wait_for_selector("[data-testid=retrieved]:has-text('pacs sent 2 instances.')")
+    fetched = page.locator("[data-testid=fetch-row][data-state=done]").first
+    assert study_uid in fetched.inner_text()
+    assert fetched.get_by_test_id("fetch-sent").inner_text() == "2"
+    assert page.input_value("#s-study") == study_uid  # the list shows that study
+    page.locator(f"[data-testid=series-row]:has-text('{study_uid}')").wait_for()
+    [series] = _api(node, f"/v1/series?study_instance_uid={study_uid}")["items"]
+    assert series["instances"] == 2
+    axe(page)
     context.close()

@@ -7,7 +7,10 @@ test scripts it, and classifying with a really trained model:
   an admin's makes it due at once, the node sends it again, and once the RIS is mended it is
   done;
 - a series whose result the RIS refused: an operator sees no "Send now"; an admin's sends the
-  result again and the series is done."""
+  result again and the series is done;
+- "Send again" keeps a keyboard user's place: the page's refresh gives the focus back to it,
+  not to the row's first button, and once pressed its row shows the node's answer at once,
+  which a refresh asked for before the press does not draw over."""
 
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ __all__ = ["browser", "trained"]  # the fixtures this module uses
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RECALLED, RESENT = "chest-xray-recalled", "chest-xray-resent"  # CR series, DX series
+HANDS = "hand-xray-recalled"  # series of the hand: a version of its own to recall
 SLACK_S = 30.0
 
 
@@ -57,8 +61,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, trained: Trained, ris: Receiver
 ) -> Iterator[dict[str, str]]:
     """The dashboard's stack, its node sending every result to `ris` and keeping each a day
-    for a recall to withdraw; CR series go to RECALLED, DX series to RESENT (the trained
-    model, published as both, `staging` its version 1)."""
+    for a recall to withdraw; series of the hand go to HANDS, other CR series to RECALLED, DX
+    series to RESENT (the trained model, published as each, `staging` its version 1)."""
     node = {
         "SCANTUNE_DICOM_DESTINATIONS": json.dumps(
             [{"hl7": {"host": "127.0.0.1", "port": ris.port}}]
@@ -66,6 +70,7 @@ def stack(
         "SCANTUNE_DICOM_RECALL_KEEP_H": "24",
         "SCANTUNE_DICOM_ROUTES": json.dumps(
             [
+                {"model": HANDS, "alias": "staging", "body_part": "HAND"},
                 {"model": RECALLED, "alias": "staging", "modality": "CR"},
                 {"model": RESENT, "alias": "staging", "modality": "DX"},
             ]
@@ -73,7 +78,7 @@ def stack(
     }
     for running in run_stack(tmp_path_factory.mktemp("dashboard-refused"), node):
         registry = Registry(open_store(Path(running["artifacts"]).as_uri()))
-        for name in (RECALLED, RESENT):
+        for name in (RECALLED, RESENT, HANDS):
             publish(registry, trained, 1, name)
             registry.set_alias(name, "staging", 1, actor="test")
         yield running
@@ -95,6 +100,16 @@ def series_of(node: str, study_uid: str, state: str) -> dict[str, Any] | None:
     return found[0] if found and found[0]["state"] == state else None
 
 
+def recall_at_the_node(node: str, model: str, reason: str) -> int:
+    """Recall the model's version 1 through the node's API (an admin key); its id."""
+    made = requests.post(
+        f"{node}/v1/recalls", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10,
+        json={"model": model, "version": 1, "reason": reason},
+    )  # fmt: skip
+    assert made.status_code == 202, made.text
+    return int(made.json()["id"])
+
+
 def next_try(node: str, recall_id: int) -> datetime | None:
     """When the node's worker next sends the recall's one withdrawal, as its API says: none
     unless it is pending."""
@@ -112,12 +127,7 @@ def test_an_admin_sends_a_recall_s_refused_withdrawal_again(
     study = make_study(1)
     stow(node, study)
     wait_until(lambda: series_of(node, study[0].StudyInstanceUID, "done"), 60, "delivered")
-    made = requests.post(
-        f"{node}/v1/recalls", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10,
-        json={"model": RECALLED, "version": 1, "reason": "misses pneumothorax"},
-    )  # fmt: skip
-    assert made.status_code == 202, made.text
-    recall_id = int(made.json()["id"])
+    recall_id = recall_at_the_node(node, RECALLED, "misses pneumothorax")
 
     def recall(tries: int | None = None, **withdrawals: int) -> dict[str, Any] | None:
         """The node's view of the recall once its withdrawals are counted so (and the one
@@ -242,6 +252,77 @@ def test_an_admin_sends_a_result_the_ris_refused_again(
     assert page.locator(row).get_by_test_id("send-now").count() == 0
     axe(page)
     context.close()
+
+
+def test_send_again_keeps_the_focus_and_its_row_shows_the_node_s_answer_at_once(
+    stack: dict[str, str], browser: Any, ris: Receiver
+) -> None:
+    url, node = stack["url"], stack["node"]
+    answering(ris, "AA", "CR")  # takes the result, refuses its withdrawal
+    study = make_study(1)
+    study[0].BodyPartExamined = "HAND"  # classified by HANDS
+    stow(node, study)
+    wait_until(lambda: series_of(node, study[0].StudyInstanceUID, "done"), 60, "delivered")
+    recall_id = recall_at_the_node(node, HANDS, "reads every hand film as normal")
+
+    def refused() -> bool:
+        return bool(_api(node, f"/v1/recalls/{recall_id}")["withdrawals"]["rejected"])
+
+    wait_until(refused, SLACK_S, "the withdrawal refused")
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, f"{url}/ui/dicom", ADMIN)
+    row = page.locator(f"[data-testid=recall-row][data-id='{recall_id}']")
+    again = row.get_by_role(
+        "button", name=f"Send the refused withdrawals of recall {recall_id} again", exact=True
+    )
+    again.focus()  # a keyboard user on the row's second button, after Show
+    with page.expect_request("**/ui/api/purges?*", timeout=10_000):  # the recalls refreshed
+        pass
+    assert _focused(page) == (str(recall_id), "recall-retry")
+
+    # A refresh asks for the recalls before the key is pressed, and is answered after the
+    # node's answer to it: that older list is not drawn over the row the answer drew.
+    answering(ris, "AA")  # the RIS mended
+    held: list[tuple[Any, Any]] = []
+
+    def hold_a_refresh(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))  # the list as the node has it now
+
+    page.route("**/ui/api/recalls?limit=50", hold_a_refresh)
+    wait_until(lambda: page.wait_for_timeout(100) or held, 15, "the next refresh of the recalls")
+    page.keyboard.press("Enter")
+    wait_until(lambda: not refused(), SLACK_S, "sent again")
+    row.get_by_test_id("recall-retry").wait_for(state="detached", timeout=10_000)
+    route, before = held[0]
+    with page.expect_request("**/ui/api/purges?*", timeout=10_000):  # that refresh ended
+        route.fulfill(response=before)
+    page.unroute("**/ui/api/recalls?limit=50")
+    assert row.get_by_test_id("recall-retry").count() == 0, "an older list drawn over the row"
+    assert row.get_by_test_id("recall-to-act-on").inner_text() == "0"
+    assert _focused(page) == (str(recall_id), "recall-show")  # its button went: the row's first
+    wait_until(
+        lambda: _api(node, f"/v1/recalls/{recall_id}")["withdrawals"]["done"] == 1, SLACK_S,
+        "withdrawn",
+    )  # fmt: skip
+    row.locator("[data-testid=recall-done]:text-is('1')").wait_for(timeout=10_000)
+    assert _focused(page) == (str(recall_id), "recall-show")  # kept over the refreshes
+    axe(page)
+    context.close()
+
+
+def _focused(page: Any) -> tuple[str | None, str | None]:
+    """The recall row (its data-id) the focus is in, and the focused control's test id."""
+    return tuple(page.evaluate(
+        """() => {
+          const at = document.activeElement;
+          return [at.closest("[data-testid=recall-row]")?.dataset.id ?? null,
+                  at.dataset.testid ?? null];
+        }""",
+    ))  # fmt: skip
 
 
 def focused_in(page: Any, row: str, row_id: int) -> None:

@@ -69,6 +69,23 @@ export function oneAtATime() {
   };
 }
 
+// A list drawn by a timer's refresh and at once by its controls, in the order its answers
+// were asked for: `const turn = order.ask()` before fetching, then draw only if
+// `order.draw(turn)`: false when an answer asked for later is drawn already (a control's,
+// while a refresh was under way), which an older one must not replace.
+export function inOrder() {
+  let asked = 0;
+  let drawn = 0;
+  return {
+    ask: () => ++asked,
+    draw(turn) {
+      if (turn < drawn) return false;
+      drawn = turn;
+      return true;
+    },
+  };
+}
+
 // The focus on a table row: its first control, else its heading cell (for a keyboard user
 // whose button went: the Older button hidden on the last page, a row drawn again).
 export function focusIn(row) {
@@ -76,6 +93,26 @@ export function focusIn(row) {
   if (!target) return;
   if (target.tagName === "TH") target.tabIndex = -1;
   target.focus();
+}
+
+// Where the focus is among the rows `rows` (a selector; each row told apart by its data-id):
+// the row and its control (by data-testid), for `restoreFocus` once the rows are drawn again;
+// null when the focus is in none of them.
+export function focusPlace(rows) {
+  const at = document.activeElement;
+  const row = at?.closest(`${rows}[data-id]`);
+  return row ? { rows, id: row.dataset.id, control: at.dataset.testid } : null;
+}
+
+// The focus back where `place` was, the rows drawn again: on the same control of the same row
+// (a keyboard user on a row's second button stays on it), else in that row (focusIn) — unless
+// the focus was not lost (the control kept) or moved on meanwhile.
+export function restoreFocus(place) {
+  if (!place || document.activeElement !== document.body) return;
+  const row = document.querySelector(`${place.rows}[data-id="${CSS.escape(place.id)}"]`);
+  const control = place.control && row?.querySelector(`[data-testid="${CSS.escape(place.control)}"]`);
+  if (control) control.focus();
+  else focusIn(row);
 }
 
 // Pages back by cursor: `loadOlder()` appends the next page and hides `button` when there is
@@ -129,38 +166,57 @@ export function every(ms, tick) {
   return () => clearTimeout(timer);
 }
 
-// The key form in the header; `start(scopes)` runs once a key is known.
+// Why a sign-in failed, for the person who typed the key: a wrong key, or a service that
+// could not check it (its answer, or none) and may be tried again.
+function signInError(err) {
+  if (err.status === 401) return "That API key is not valid; type another.";
+  const why = err.status ? `the service is unavailable (it answered HTTP ${err.status})` : "the service could not be reached";
+  return `Your key could not be checked: ${why}. Try again in a moment.`;
+}
+
+// The key form in the header; `start(scopes)` runs once a key is known. The typed key leaves
+// its field at once, whatever comes of it; a key the service refuses (401) is forgotten, and
+// one it could not check is kept only if it was kept before (signed in on another page).
 export function setup(start) {
   const form = document.getElementById("key-form");
   const input = document.getElementById("api-key");
   const who = document.getElementById("who");
   const forget = document.getElementById("forget-key");
-  const begin = async () => {
+  const begin = async (typed) => {
+    let me;
     try {
-      const me = await api("/ui/api/whoami");
-      who.textContent = `signed in as ${me.name}`;
-      forget.hidden = false;
-      input.value = "";
-      notice("");
+      me = await api("/ui/api/whoami");
+    } catch (err) {
+      if (err.status === 401 || typed) {
+        sessionStorage.removeItem(KEY);
+        who.textContent = "";
+        forget.hidden = true;
+      }
+      notice(signInError(err));
+      return;
+    }
+    who.textContent = `signed in as ${me.name}`;
+    forget.hidden = false;
+    notice("");
+    try {
       await start(new Set(me.scopes));
     } catch (err) {
-      if (err.status === 401) {
-        sessionStorage.removeItem(KEY);
-        notice("That API key is not valid; type another.");
-      } else notice(err.message);
+      notice(err.message);
     }
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (!input.value.trim()) return;
-    sessionStorage.setItem(KEY, input.value.trim());
-    begin();
+    const typed = input.value.trim();
+    input.value = "";
+    if (!typed) return;
+    sessionStorage.setItem(KEY, typed);
+    begin(true);
   });
   forget.addEventListener("click", () => {
     sessionStorage.removeItem(KEY);
     location.reload();
   });
-  if (key()) begin();
+  if (key()) begin(false);
   else notice("Type your API key above to see jobs and models.");
 }
 

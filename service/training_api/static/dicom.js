@@ -6,7 +6,7 @@
 // with what became of their withdrawals, and its form (admin, the node checks) recalls one;
 // "Lift…" (admin) lifts a recall in force, once the user says why; "Purges" lists the studies
 // forgotten at the node, and its form (admin) purges one, "Release…" ending a block (purges.js).
-import { age, api, el, every, focusIn, notice, olderButton, setup, tableBody } from "./common.js";
+import { age, api, el, every, focusIn, focusPlace, inOrder, notice, olderButton, restoreFocus, setup, tableBody } from "./common.js";
 import { problemText, confirmedForm } from "./confirm.js";
 import { loadPurges, purgeForm } from "./purges.js";
 
@@ -34,8 +34,8 @@ function delivery(d) {
   );
 }
 
-// A button that POSTs to `path`, then draws `redraw` again; a refusal is said and the button
-// may be clicked again.
+// A button that POSTs to `path`, then draws `redraw` again (given the service's answer); a
+// refusal is said and the button may be clicked again.
 function postButton(attrs, path, redraw) {
   const button = el("button", { type: "button", ...attrs });
   button.addEventListener("click", async () => {
@@ -45,9 +45,9 @@ function postButton(attrs, path, redraw) {
     button.setAttribute("aria-disabled", "true");
     const row = button.closest("tr[data-id]");
     try {
-      await api(path, { method: "POST" });
+      const answer = await api(path, { method: "POST" });
       notice("");
-      await redraw();
+      await redraw(answer);
       if (row && !button.isConnected && document.activeElement === document.body) focusRow(row.dataset.testid, row.dataset.id);
     } catch (err) {
       notice(err.message);
@@ -66,7 +66,7 @@ function focusRow(testid, id) {
 function sendNow(s) {
   if (!admin || !["receiving", "delivering", "rejected"].includes(s.state)) return null;
   const attrs = { "data-testid": "send-now", text: "Send now", "aria-label": `Send series ${s.id} now` };
-  return postButton(attrs, `/ui/api/series/${s.id}/send-now`, reload);
+  return postButton(attrs, `/ui/api/series/${s.id}/send-now`, () => reload());
 }
 
 // A series that ended unclassified (failed, expired: its files deleted) is fetched again
@@ -204,17 +204,17 @@ async function loadOutcomeReports() {
 
 // The first pages again (as many as were shown, or the first only: a new filter), so a refresh
 // keeps what the user paged to; one load at a time with the Older button's (its runner, once
-// the page starts). A series row that had the focus keeps it.
+// the page starts). The control of a series row that had the focus keeps it.
 let inTurn = (work) => work();
 
 function reload(firstOnly = false) {
   return inTurn(async () => {
     if (firstOnly) pages = 1;
-    const focused = document.activeElement?.closest("[data-testid=series-row]")?.dataset.id;
+    const place = focusPlace("[data-testid=series-row]");
     cursor = null;
     await load(false);
     for (let i = 1; i < pages && cursor; i++) await load(true);
-    if (focused && document.activeElement === document.body) focusRow("series-row", focused);
+    restoreFocus(place);
   });
 }
 
@@ -234,7 +234,7 @@ function fetchRow(r) {
   const tone = r.state === "done" ? "succeeded" : GOING.includes(r.state) ? "" : "failed";
   return el(
     "tr",
-    { "data-testid": "fetch-row", "data-state": r.state },
+    { "data-testid": "fetch-row", "data-id": String(r.id), "data-state": r.state },
     el("td", { text: age(r.created_at) }),
     el("td", { text: r.source }),
     el("th", { scope: "row" }, el("code", { text: study })),
@@ -250,7 +250,9 @@ async function loadFetches() {
   const root = document.getElementById("fetches");
   document.getElementById("fetches-heading").hidden = !page.items.length;
   if (!page.items.length) return root.replaceChildren();
+  const place = focusPlace("[data-testid=fetch-row]");
   tableBody(root, FETCH_COLUMNS, "Your recent fetches from a PACS, newest first", false).append(...page.items.map(fetchRow));
+  restoreFocus(place);
 }
 
 // Fetch a study in the background (a large one takes minutes): the node answers at once with
@@ -441,24 +443,42 @@ function liftForm() {
 }
 
 // A destination refused a withdrawal and has been mended: send the refused ones again (admin).
+// The row is drawn at once from the node's answer (the withdrawals due again, pending).
 function retryButton(r) {
   if (!admin || !r.withdrawals.rejected) return null;
   const attrs = { "data-testid": "recall-retry", text: "Send again", "aria-label": `Send the refused withdrawals of recall ${r.id} again` };
-  return postButton(attrs, `/ui/api/recalls/${r.id}/retry`, loadRecalls);
+  return postButton(attrs, `/ui/api/recalls/${r.id}/retry`, drawRecall);
+}
+
+const recallsOrder = inOrder(); // a refresh's list, asked for before Send again, not drawn after it
+const RECALL_ROWS = "[data-testid=recall-row]";
+
+// One recall's row (and its open withdrawals, where shown) drawn again from the node's view of
+// it (`GET` or a `POST`'s answer: the same, with its open withdrawals); the focus kept.
+function drawRecall(r) {
+  const drawn = document.querySelector(`${RECALL_ROWS}[data-id="${r.id}"]`);
+  if (!drawn) return loadRecalls();
+  recallsOrder.draw(recallsOrder.ask());
+  const place = focusPlace(RECALL_ROWS);
+  document.getElementById(`recall-open-${r.id}`)?.remove();
+  drawn.replaceWith(recallRow(r), ...(shown.has(r.id) ? [openWithdrawals(r)] : []));
+  restoreFocus(place);
 }
 
 // The recalls, newest first (GET /ui/api/recalls), each shown one with its open withdrawals
-// (GET /ui/api/recalls/{id}); the Show button that had the focus keeps it over a redraw.
+// (GET /ui/api/recalls/{id}); the control of a row that had the focus keeps it over a redraw.
 async function loadRecalls() {
+  const turn = recallsOrder.ask();
   const page = await api("/ui/api/recalls?limit=50");
   const details = new Map();
   for (const r of page.items) if (shown.has(r.id)) details.set(r.id, await api(`/ui/api/recalls/${r.id}`));
+  if (!recallsOrder.draw(turn)) return;
   const root = document.getElementById("recalls");
   if (!page.items.length) return root.replaceChildren(el("p", { class: "muted", text: "No version has been recalled at the node." }));
-  const focused = document.activeElement?.closest("[data-testid=recall-row]")?.dataset.id;
+  const place = focusPlace(RECALL_ROWS);
   const body = tableBody(root, RECALL_COLUMNS, "Recalls at the node, newest first", false);
   for (const r of page.items) body.append(recallRow(r), ...(details.has(r.id) ? [openWithdrawals(details.get(r.id))] : []));
-  if (focused) root.querySelector(`[data-testid=recall-row][data-id="${focused}"] [data-testid=recall-show]`)?.focus();
+  restoreFocus(place);
 }
 
 // Recall a version: the form asks once more (it sends rejection notes to hospital systems),

@@ -1,5 +1,5 @@
 // Jobs: every job the key may see, updating while they run; submit and cancel.
-import { api, age, el, every, fmt, notice, setup, statusText } from "./common.js";
+import { api, age, el, every, fmt, focusPlace, inOrder, notice, restoreFocus, setup, statusText } from "./common.js";
 
 function progressText(job) {
   const parts = [];
@@ -10,38 +10,51 @@ function progressText(job) {
   return parts.join(" · ");
 }
 
+// Cancel a queued or running job, then draw the list again at once: the row says cancelled.
+function cancelButton(job, scopes) {
+  const cancel = el("button", { type: "button", "data-testid": "cancel-job", "aria-label": `Cancel job ${job.id}`, text: "Cancel" });
+  cancel.addEventListener("click", async () => {
+    // Busy, not `disabled`: a disabled button loses the focus to the page (Chromium).
+    if (cancel.getAttribute("aria-disabled") === "true") return;
+    cancel.setAttribute("aria-disabled", "true");
+    try {
+      await api(`/v1/training-jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
+      await refresh(scopes);
+    } catch (err) {
+      notice(err.message);
+      cancel.removeAttribute("aria-disabled");
+    }
+  });
+  return cancel;
+}
+
 function row(job, scopes) {
-  const link = el("a", { href: `/ui/jobs/${encodeURIComponent(job.id)}`, text: job.id.slice(0, 8) });
-  const actions = el("td");
-  if (scopes.has("jobs:write") && (job.status === "queued" || job.status === "running")) {
-    const cancel = el("button", { type: "button", "aria-label": `Cancel job ${job.id}`, text: "Cancel" });
-    cancel.addEventListener("click", async () => {
-      cancel.disabled = true;
-      try {
-        await api(`/v1/training-jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
-      } catch (err) {
-        notice(err.message);
-      }
-    });
-    actions.append(cancel);
-  }
+  const link = el("a", { href: `/ui/jobs/${encodeURIComponent(job.id)}`, "data-testid": "job-link", text: job.id.slice(0, 8) });
+  const cancellable = scopes.has("jobs:write") && (job.status === "queued" || job.status === "running");
   const status = statusText(job);
   return el(
     "tr",
-    { "data-testid": "job-row", "data-job-id": job.id, "data-status": job.status },
+    { "data-testid": "job-row", "data-id": job.id, "data-job-id": job.id, "data-status": job.status },
     el("td", {}, link),
     el("td", { text: job.model_name }),
     el("td", { text: job.spec.base_model }),
     el("td", {}, el("span", { class: `status ${status.includes("gate failed") ? "gate-failed" : job.status}`, "data-testid": "job-status", text: status })),
     el("td", { "data-testid": "job-progress", text: progressText(job) }),
     el("td", { text: age(job.created_at), title: job.created_at }),
-    actions,
+    el("td", {}, cancellable ? cancelButton(job, scopes) : null),
   );
 }
 
+const order = inOrder(); // a refresh asked for before a Cancel is not drawn after it
+
+// The jobs drawn again; the control of a row that had the focus (Cancel, or the link) keeps it.
 async function refresh(scopes) {
+  const turn = order.ask();
   const page = await api("/v1/training-jobs?limit=50");
+  if (!order.draw(turn)) return;
+  const place = focusPlace("[data-testid=job-row]");
   document.querySelector("#jobs tbody").replaceChildren(...page.items.map((j) => row(j, scopes)));
+  restoreFocus(place);
   document.getElementById("jobs-empty").hidden = page.items.length > 0;
   document.getElementById("jobs-updated").textContent = `(updated ${new Date().toLocaleTimeString()})`;
 }

@@ -5,7 +5,7 @@
 // more, then POST /ui/api/purges; "Release…" (admin) ends a block, once the user says why and
 // confirms, with POST /ui/api/purges/{id}/release. The study is never shown back: the answer
 // names none, and the form is emptied once the node has it.
-import { age, api, el, focusIn, tableBody } from "./common.js";
+import { age, api, el, focusPlace, restoreFocus, tableBody } from "./common.js";
 import { confirmedForm } from "./confirm.js";
 
 const COLUMNS = ["Asked", "Reason", "By", "State", "Series", "Results stopped", "Deleted", "Delivered before: remove there", "Block", ""];
@@ -58,14 +58,14 @@ function purgeRow(p) {
   );
 }
 
-// The purges, newest first; a row's Release that had the focus keeps it over the redraw.
+// The purges, newest first; a row's control that had the focus keeps it over the redraw.
 export async function loadPurges() {
   const page = await api("/ui/api/purges?limit=50");
   const root = document.getElementById("purges");
   if (!page.items.length) return root.replaceChildren(el("p", { class: "muted", text: "No study has been purged at the node." }));
-  const focused = document.activeElement?.closest("[data-testid=purge-row]")?.dataset.id;
+  const place = focusPlace("[data-testid=purge-row]");
   tableBody(root, COLUMNS, "Purges at the node, newest first", false).append(...page.items.map(purgeRow));
-  if (focused && document.activeElement === document.body) focusIn(root.querySelector(`[data-testid=purge-row][data-id="${focused}"]`));
+  restoreFocus(place);
 }
 
 // Release a block: the form says what it lets in again and asks why, the confirm step asks
