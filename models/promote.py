@@ -20,12 +20,17 @@ AT_MOST = ("val_loss", "val_ece", "val_ece_calibrated", "val_nll_calibrated")
 IN_UNIT_RANGE = (*AT_LEAST, "val_ece", "val_ece_calibrated")
 
 
+def card_figure(name: str) -> str:
+    """The card's name of a figure a gate names, with or without `val_` (`auc`: `val_auc`)."""
+    return name if name.startswith("val_") else f"val_{name}"
+
+
 def _bounded_figures(bounds: dict[str, float], kind: Literal["min", "max"]) -> dict[str, float]:
     """`bounds` when each names a figure the card records, bounded on the side that makes it
     better, by a value it can take: refused at submit, not found after the training."""
     allowed, other = (AT_LEAST, "max") if kind == "min" else (AT_MOST, "min")
     for name, bound in bounds.items():
-        figure = name if name.startswith("val_") else f"val_{name}"
+        figure = card_figure(name)
         if figure not in allowed:
             if figure in AT_LEAST + AT_MOST:
                 better = "lower" if kind == "min" else "higher"

@@ -7,7 +7,7 @@ from typing import Any
 from models.card import ModelCard
 from models.caveats import card_caveats
 from models.comparison import same_scans
-from models.promote import AT_MOST, PromoteSpec
+from models.promote import AT_MOST, PromoteSpec, card_figure
 from service.errors import NotFound
 from service.registry import Registry
 
@@ -28,7 +28,7 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
 
 def lower_is_better(name: str) -> bool:
     """A loss or calibration error (a gate's `max` figures), by its card name or without `val_`."""
-    return (name if name.startswith("val_") else f"val_{name}") in AT_MOST
+    return card_figure(name) in AT_MOST
 
 
 def decide(
