@@ -2,7 +2,7 @@
 `production` points to. What the people who decide a promotion read first: each figure and
 its difference, the intervals side by side, whether both were measured on the same scans,
 the settings that changed, and each version's caveats (`models.comparison`;
-`scantune models compare`; the dashboard's facts page)."""
+`scantune models compare`)."""
 
 from __future__ import annotations
 
