@@ -231,6 +231,17 @@ def stow(node: str, study: list[Any]) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def focused(page: Any, row_testid: str) -> tuple[str | None, str | None]:
+    """The row (its data-id) the focus is in, and the focused control's test id."""
+    return tuple(page.evaluate(
+        """(testid) => {
+          const at = document.activeElement;
+          const row = at.closest(`[data-testid=${testid}]`);
+          return [row?.dataset.id ?? null, at.dataset.testid ?? null];
+        }""", row_testid,
+    ))  # fmt: skip
+
+
 def sign_in(page: Any, url: str, key: str) -> None:
     page.goto(url)
     page.get_by_test_id("api-key").fill(key)

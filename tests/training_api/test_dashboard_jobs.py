@@ -24,6 +24,7 @@ from tests.training_api.test_dashboard import (
     _api,
     axe,
     browser,
+    focused,
     playwright,
     sign_in,
     stack,
@@ -157,17 +158,6 @@ def test_forget_key_leaves_nothing_of_the_key_in_the_tab(
     context.close()
 
 
-def _focused_job(page: Any) -> tuple[str | None, str | None]:
-    """The job row (its job id) the focus is in, and the focused control's test id."""
-    return tuple(page.evaluate(
-        """() => {
-          const at = document.activeElement;
-          return [at.closest("[data-testid=job-row]")?.dataset.jobId ?? null,
-                  at.dataset.testid ?? null];
-        }""",
-    ))  # fmt: skip
-
-
 def test_cancel_keeps_the_focus_over_the_refresh_and_ends_a_running_job(
     stack: dict[str, str], browser: Any, pneumonia_small_npz: Path
 ) -> None:
@@ -189,13 +179,13 @@ def test_cancel_keeps_the_focus_over_the_refresh_and_ends_a_running_job(
     for _ in range(2):  # the list refreshed (every 2 s), drawn before the next is asked for
         with page.expect_request("**/v1/training-jobs?limit=50", timeout=10_000):
             pass
-    assert _focused_job(page) == (job_id, "cancel-job")
+    assert focused(page, "job-row") == (job_id, "cancel-job")
 
     page.keyboard.press("Enter")
     page.locator(f"[data-testid=job-row][data-job-id='{job_id}'][data-status=cancelled]").wait_for(
         timeout=10_000
     )
-    assert _focused_job(page) == (job_id, "job-link")  # its Cancel went: the row's first
+    assert focused(page, "job-row") == (job_id, "job-link")  # its Cancel went: the row's first
     view = _api(url, f"/v1/training-jobs/{job_id}")
     assert view["status"] == "cancelled", view
     page.wait_for_timeout(3_000)  # its runner stopped: the job stays cancelled

@@ -24,6 +24,7 @@ from tests.training_api.test_dashboard import (
     _api,
     axe,
     browser,
+    focused,
     sign_in,
     stack,
     stow,
@@ -156,17 +157,6 @@ def test_a_purge_made_with_block_it_unticked_lets_the_study_in_again(
     assert _api(node, f"/v1/purges/{purge_id}")["dropped_after"]["count"] == 0
 
 
-def _focused(page: Any, row_testid: str) -> tuple[str | None, str | None]:
-    """The row (its data-id) the focus is in, and the focused control's test id."""
-    return tuple(page.evaluate(
-        """(testid) => {
-          const at = document.activeElement;
-          const row = at.closest(`[data-testid=${testid}]`);
-          return [row?.dataset.id ?? null, at.dataset.testid ?? null];
-        }""", row_testid,
-    ))  # fmt: skip
-
-
 def test_the_release_form_s_close_sends_nothing_and_gives_the_focus_back(
     stack: dict[str, str], browser: Any
 ) -> None:
@@ -188,11 +178,11 @@ def test_the_release_form_s_close_sends_nothing_and_gives_the_focus_back(
     page.fill("#rl-reason", "not yet: the consent is being checked")
     page.get_by_role("button", name="Close", exact=True).click()
     assert form.is_hidden()
-    assert _focused(page, "purge-row") == (purge_id, "purge-release")
+    assert focused(page, "purge-row") == (purge_id, "purge-release")
     with page.expect_request("**/ui/api/purges?*"):  # the list is drawn again: the focus stays
         pass
     page.wait_for_timeout(300)  # its answer drawn
-    assert _focused(page, "purge-row") == (purge_id, "purge-release")
+    assert focused(page, "purge-row") == (purge_id, "purge-release")
     axe(page)
 
     row.get_by_test_id("purge-release").click()  # opened again: empty, asked once more, closed
@@ -202,7 +192,7 @@ def test_the_release_form_s_close_sends_nothing_and_gives_the_focus_back(
     confirm.wait_for()
     page.get_by_role("button", name="Close", exact=True).click()
     assert form.is_hidden() and confirm.is_hidden()
-    assert _focused(page, "purge-row") == (purge_id, "purge-release")
+    assert focused(page, "purge-row") == (purge_id, "purge-release")
     assert posted == []  # nothing sent: the purge still blocks its study
     view = _api(node, f"/v1/purges/{purge_id}")
     assert (view["blocked"], view["released_at"]) == (True, None)
@@ -256,12 +246,12 @@ def test_older_series_appends_the_next_page_once_and_keeps_the_focus(
     _wait_for_rows(page, 55)
     assert _series_ids(page) == first + second  # after the first page's, none twice
     assert older.is_hidden()  # no more
-    assert _focused(page, "series-row")[0] == second[0]  # not lost to the page
+    assert focused(page, "series-row")[0] == second[0]  # not lost to the page
     with page.expect_request("**/ui/api/series?*"):  # drawn again, both pages: the focus stays
         pass
     page.wait_for_timeout(300)
     assert _series_ids(page) == first + second
-    assert _focused(page, "series-row")[0] == second[0]
+    assert focused(page, "series-row")[0] == second[0]
     axe(page)
 
     # Clicked twice while the list is drawn again from its first page: each click waits its

@@ -35,6 +35,7 @@ from tests.training_api.test_dashboard import (
     _api,
     axe,
     browser,
+    focused,
     run_stack,
     sign_in,
     stow,
@@ -279,7 +280,7 @@ def test_send_again_keeps_the_focus_and_its_row_shows_the_node_s_answer_at_once(
     again.focus()  # a keyboard user on the row's second button, after Show
     with page.expect_request("**/ui/api/purges?*", timeout=10_000):  # the recalls refreshed
         pass
-    assert _focused(page) == (str(recall_id), "recall-retry")
+    assert focused(page, "recall-row") == (str(recall_id), "recall-retry")
 
     # A refresh asks for the recalls before the key is pressed, and is answered after the
     # node's answer to it: that older list is not drawn over the row the answer drew.
@@ -303,26 +304,18 @@ def test_send_again_keeps_the_focus_and_its_row_shows_the_node_s_answer_at_once(
     page.unroute("**/ui/api/recalls?limit=50")
     assert row.get_by_test_id("recall-retry").count() == 0, "an older list drawn over the row"
     assert row.get_by_test_id("recall-to-act-on").inner_text() == "0"
-    assert _focused(page) == (str(recall_id), "recall-show")  # its button went: the row's first
+    assert focused(page, "recall-row") == (
+        str(recall_id),
+        "recall-show",
+    )  # its button went: the row's first
     wait_until(
         lambda: _api(node, f"/v1/recalls/{recall_id}")["withdrawals"]["done"] == 1, SLACK_S,
         "withdrawn",
     )  # fmt: skip
     row.locator("[data-testid=recall-done]:text-is('1')").wait_for(timeout=10_000)
-    assert _focused(page) == (str(recall_id), "recall-show")  # kept over the refreshes
+    assert focused(page, "recall-row") == (str(recall_id), "recall-show")  # kept over the refreshes
     axe(page)
     context.close()
-
-
-def _focused(page: Any) -> tuple[str | None, str | None]:
-    """The recall row (its data-id) the focus is in, and the focused control's test id."""
-    return tuple(page.evaluate(
-        """() => {
-          const at = document.activeElement;
-          return [at.closest("[data-testid=recall-row]")?.dataset.id ?? null,
-                  at.dataset.testid ?? null];
-        }""",
-    ))  # fmt: skip
 
 
 def focused_in(page: Any, row: str, row_id: int) -> None:
